@@ -1,0 +1,88 @@
+/* hashring.h: the consistent-hash ring that places keys on parameter-server shards.
+ *
+ * Each physical node (a shard) owns `vnodes_per_weight * weight` virtual points on a
+ * 64-bit circle; a point's position is XXH3-64 of (node id, vnode index), so every
+ * process that knows the same members builds the same ring, whatever order the
+ * members were added in. A key's owners are the first R distinct physical nodes met
+ * clockwise from the key's hash; the first is the primary.
+ *
+ * Lookups are O(1) expected: a bucket table indexed by the top bits of the hash gives
+ * the first ring point at or after the bucket's start, so a lookup is one table load
+ * and a short scan. The table and the per-point owner lists are rebuilt on every
+ * membership change (changes are rare; lookups are the hot path).
+ *
+ * The ring is not thread-safe for concurrent mutation; concurrent lookups on a ring
+ * that nobody mutates are safe. Callers that change membership build a new ring (or
+ * copy one) and swap pointers.
+ */
+#ifndef PS_HASHRING_H
+#define PS_HASHRING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define HASHRING_ID_MAX 63      /* longest node id, bytes, without the NUL */
+#define HASHRING_ADDR_MAX 255   /* longest node address ("host:port"), bytes */
+#define HASHRING_MAX_REPLICAS 8 /* largest R that hashring_owners answers */
+#define HASHRING_DEFAULT_VNODES 1000
+
+typedef struct hashring hashring;
+
+/* One physical member as callers see it. */
+typedef struct hashring_node_info {
+    const char *id;   /* unique, stable name, e.g. "shard-1" */
+    const char *addr; /* where it listens, e.g. "127.0.0.1:7001" */
+    uint32_t weight;  /* relative capacity, >= 1; vnodes = weight * vnodes_per_weight */
+    uint32_t index;   /* dense index 0..count-1: members sorted by id, so every process
+                         that knows the same members uses the same indices */
+} hashring_node_info;
+
+/* An empty ring at epoch 0. vnodes_per_weight 0 means HASHRING_DEFAULT_VNODES. */
+ps_status hashring_create(uint32_t vnodes_per_weight, hashring **ret_ring);
+void hashring_destroy(hashring *ring); /* accepts NULL */
+
+/* A deep copy (members, epoch, index). */
+ps_status hashring_clone(const hashring *ring, hashring **ret_ring);
+
+/* Membership. Each change increments the epoch by one.
+ * add: INVALID_ARGUMENT for an empty/too-long id or addr or weight 0;
+ *      ALREADY_EXISTS for a duplicate id.
+ * remove: NOT_FOUND for an unknown id. */
+ps_status hashring_add(hashring *ring, const char *id, const char *addr, uint32_t weight);
+ps_status hashring_remove(hashring *ring, const char *id);
+
+uint64_t hashring_epoch(const hashring *ring);
+/* Sets the epoch (used when a ring is rebuilt from a message that carries one). */
+void hashring_set_epoch(hashring *ring, uint64_t epoch);
+uint32_t hashring_node_count(const hashring *ring);
+uint32_t hashring_vnodes_per_weight(const hashring *ring);
+
+/* Member by dense index; false when out of range. */
+bool hashring_node_at(const hashring *ring, uint32_t index, hashring_node_info *ret_info);
+/* Dense index of a member by id; false when unknown. */
+bool hashring_find(const hashring *ring, const char *id, uint32_t *ret_index);
+
+/* The 64-bit hash used for keys that are byte strings (XXH3-64, seed 0). */
+uint64_t hashring_hash(const void *data, size_t len);
+
+/* Dense index of the primary owner of a key hash; UINT32_MAX on an empty ring. */
+uint32_t hashring_primary(const hashring *ring, uint64_t key_hash);
+
+/* Writes up to r (<= HASHRING_MAX_REPLICAS) distinct owners, primary first, into
+ * ret_owners and returns how many were written: min(r, node_count). */
+uint32_t hashring_owners(const hashring *ring, uint64_t key_hash, uint32_t r, uint32_t *ret_owners);
+
+/* Serialized form (travels in messages; little-endian, versioned):
+ *   magic "PSRG", u32 format version 1, u64 epoch, u32 vnodes_per_weight, u32 count,
+ *   then per member in index order: u32 weight, u16 id_len, id bytes, u16 addr_len,
+ *   addr bytes.
+ * hashring_serialize: with buf NULL or too small, sets *ret_len to the size needed and
+ * returns RESOURCE_EXHAUSTED (OK when buf fits). hashring_parse rebuilds an identical
+ * ring (same epoch, same lookups); PARSE on any malformed or truncated input. */
+ps_status hashring_serialize(const hashring *ring, void *buf, size_t cap, size_t *ret_len);
+ps_status hashring_parse(const void *buf, size_t len, hashring **ret_ring);
+
+#endif

@@ -1,0 +1,205 @@
+/* rpc.h: the project's only door to gRPC.
+ *
+ * Servers and clients exchange protobuf-c messages; gRPC core (the C API) carries
+ * them. Nothing outside proto/ includes a gRPC header: the rest of the project sees
+ * handlers that take and give protobuf-c messages, and ps_status values.
+ *
+ * Server model: N worker threads, each with its own completion queue, so every event
+ * of a call returns to the thread that accepted it and the call needs no lock on the
+ * unary path. Unary handlers run on that worker thread. A server-streaming handler
+ * runs on a thread of its own (streams live long: subscriptions, ring watches) and
+ * writes messages one at a time with rpc_ctx_write, which blocks until the message is
+ * sent or the call dies. Calls to methods nobody registered get UNIMPLEMENTED.
+ *
+ * Shutdown (rpc_server_shutdown, e.g. after SIGTERM): stop accepting, let in-flight
+ * calls finish for the grace period, then cancel what is left; streaming handlers see
+ * rpc_ctx_alive() turn false at once, so they can end early. Nothing aborts.
+ *
+ * Status: handlers return a ps_status (and may set a detail message with
+ * rpc_ctx_error); the layer maps it to a gRPC status code. PS_STATUS_WRONG_EPOCH
+ * travels as ABORTED, which our services use for nothing else.
+ */
+#ifndef PS_PROTO_RPC_H
+#define PS_PROTO_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "status.h"
+
+#define RPC_DEFAULT_MAX_MESSAGE_BYTES (64u * 1024u * 1024u)
+#define RPC_DEFAULT_GRACE_MS 5000
+#define RPC_DEFAULT_SPIN_US 200
+#define RPC_DETAILS_MAX 512
+
+/* ===================================================================== common === */
+
+/* The outcome of a call as a client sees it. */
+typedef struct rpc_result {
+    ps_status status;                /* PS_STATUS_OK or the mapped failure */
+    int grpc_code;                   /* the gRPC status code as received (0 = OK) */
+    char details[RPC_DETAILS_MAX];   /* the peer's (or transport's) message; "" when none */
+} rpc_result;
+
+/* One metadata entry (an HTTP/2 header). Keys are lower-case ASCII. */
+typedef struct rpc_metadata {
+    const char *key;
+    const char *value;
+} rpc_metadata;
+
+/* A `bytes` field that travels as its own slice instead of being copied through
+ * protobuf-c (the hot paths: tensor values). It is appended after the packed message
+ * as tag + length + data, which is still one valid protobuf message. `release` (may
+ * be NULL) is called with `arg` once gRPC no longer needs `data`. */
+typedef struct rpc_bytes_field {
+    uint32_t field_number;
+    const void *data;
+    size_t len;
+    void (*release)(void *arg);
+    void *arg;
+} rpc_bytes_field;
+
+/* gRPC status code (0..16) for a ps_status, and back. */
+int rpc_code_from_status(ps_status st);
+ps_status rpc_status_from_code(int grpc_code);
+/* The gRPC name of a code, e.g. "RESOURCE_EXHAUSTED". */
+const char *rpc_code_name(int grpc_code);
+
+/* Process-wide tuning for programs that move large messages (see
+ * notes on allocator thresholds): keeps glibc from returning gRPC's multi-megabyte
+ * receive buffers to the OS after every message. Call once, early in main. */
+void rpc_tune_allocator(void);
+
+/* Signals: rpc_signals_block() blocks SIGINT and SIGTERM in the calling thread (call
+ * it in main before any thread starts, so every thread inherits the mask);
+ * rpc_signals_wait() then waits for one of them and returns its number. */
+void rpc_signals_block(void);
+int rpc_signals_wait(void);
+
+/* ===================================================================== server === */
+
+typedef struct rpc_server rpc_server;
+typedef struct rpc_ctx rpc_ctx; /* one call, as its handler sees it */
+
+/* A handler returns PS_STATUS_OK after rpc_ctx_reply (unary) or after its writes
+ * (streaming), or a failure status, optionally after rpc_ctx_error set details. */
+typedef ps_status (*rpc_handler)(rpc_ctx *ctx, const ProtobufCMessage *request, void *user);
+
+typedef enum rpc_method_kind {
+    RPC_METHOD_UNARY = 0,
+    RPC_METHOD_SERVER_STREAM = 1,
+} rpc_method_kind;
+
+typedef struct rpc_method {
+    const char *name;                           /* "/package.Service/Method" */
+    rpc_method_kind kind;                       /* unary or server streaming */
+    const ProtobufCMessageDescriptor *request;  /* type the payload is unpacked as */
+    rpc_handler handler;
+    void *user;                                 /* passed to the handler */
+} rpc_method;
+
+typedef struct rpc_server_opts {
+    const char *listen;       /* "host:port"; port 0 picks a free one */
+    int threads;              /* worker threads; 0 = number of online CPUs */
+    size_t max_message_bytes; /* receive and send limit; 0 = RPC_DEFAULT_MAX_MESSAGE_BYTES */
+    int grace_ms;             /* shutdown grace for in-flight calls; 0 = default, <0 = none */
+    int spin_us;              /* poll a queue this long before blocking; 0 = default, <0 = never */
+} rpc_server_opts;
+
+ps_status rpc_server_create(const rpc_server_opts *opts, rpc_server **ret_server);
+/* Before rpc_server_start. The method struct is copied; `name` must stay valid for the
+ * server's life (string literals do). ALREADY_EXISTS for a duplicate name. */
+ps_status rpc_server_add_method(rpc_server *server, const rpc_method *method);
+/* Binds, starts the workers; *ret_port (may be NULL) gets the bound port. UNAVAILABLE
+ * when the address cannot be bound. */
+ps_status rpc_server_start(rpc_server *server, int *ret_port);
+/* Graceful stop (see above). Idempotent; returns when every call has ended. */
+void rpc_server_shutdown(rpc_server *server);
+/* Shuts down if still running, then frees. Accepts NULL. */
+void rpc_server_destroy(rpc_server *server);
+
+/* Unary: packs `response` now (the handler may free it right after) and sends it when
+ * the handler returns OK. `extra` fields (may be NULL/0) are appended as raw slices. */
+ps_status rpc_ctx_reply(rpc_ctx *ctx, const ProtobufCMessage *response);
+ps_status rpc_ctx_reply_with_bytes(rpc_ctx *ctx, const ProtobufCMessage *response,
+                                   const rpc_bytes_field *extra, size_t n_extra);
+/* Sets the status details (printf format) and returns `status`, so a handler can
+ * `return rpc_ctx_error(ctx, PS_STATUS_NOT_FOUND, "no model %s", name);` */
+ps_status rpc_ctx_error(rpc_ctx *ctx, ps_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Streaming: sends one message; blocks until it is on its way. CANCELLED when the
+ * call is dead (client cancelled, deadline passed, server shutting down). */
+ps_status rpc_ctx_write(rpc_ctx *ctx, const ProtobufCMessage *message);
+ps_status rpc_ctx_write_with_bytes(rpc_ctx *ctx, const ProtobufCMessage *message,
+                                   const rpc_bytes_field *extra, size_t n_extra);
+/* False once the call's deadline passed or the server's shutdown grace period ended;
+ * for streams also once the client cancelled or went away, or the server began to
+ * shut down. (A unary handler runs on the thread that would see the client's cancel,
+ * so it learns of that only through the deadline.) Handlers of long calls poll it. */
+bool rpc_ctx_alive(rpc_ctx *ctx);
+/* Milliseconds left before the call's deadline (<= 0: passed); INT64_MAX if none. */
+int64_t rpc_ctx_deadline_ms(const rpc_ctx *ctx);
+/* The value of a request metadata key (NUL-terminated copy owned by the call), or
+ * NULL when absent. */
+const char *rpc_ctx_metadata(rpc_ctx *ctx, const char *key);
+const char *rpc_ctx_method(const rpc_ctx *ctx);
+
+/* ===================================================================== client === */
+
+typedef struct rpc_channel rpc_channel;
+typedef struct rpc_stream rpc_stream;
+
+typedef struct rpc_channel_opts {
+    size_t max_message_bytes; /* 0 = RPC_DEFAULT_MAX_MESSAGE_BYTES */
+    bool own_connection;      /* do not share the TCP connection with other channels */
+    int spin_us;              /* as for servers */
+} rpc_channel_opts;
+
+typedef struct rpc_call_opts {
+    int64_t timeout_ms;          /* 0 = no deadline */
+    bool wait_for_ready;         /* wait for a connection instead of failing fast */
+    const rpc_metadata *metadata; /* sent with the request; may be NULL */
+    size_t n_metadata;
+} rpc_call_opts;
+
+/* A channel to one target ("host:port"). Connects lazily. Thread-safe. */
+ps_status rpc_channel_create(const char *target, const rpc_channel_opts *opts,
+                             rpc_channel **ret_channel);
+void rpc_channel_destroy(rpc_channel *channel); /* accepts NULL */
+const char *rpc_channel_target(const rpc_channel *channel);
+
+/* Unary call. On OK, *ret_response is a message of `response_type` to free with
+ * protobuf_c_message_free_unpacked(msg, NULL). The return value equals
+ * ret_result->status; ret_result (may be NULL) gets code and details. opts may be NULL. */
+ps_status rpc_call(rpc_channel *channel, const char *method, const ProtobufCMessage *request,
+                   const ProtobufCMessageDescriptor *response_type, const rpc_call_opts *opts,
+                   ProtobufCMessage **ret_response, rpc_result *ret_result);
+/* The same with a request message plus raw byte fields appended (see rpc_bytes_field). */
+ps_status rpc_call_with_bytes(rpc_channel *channel, const char *method,
+                              const ProtobufCMessage *request, const rpc_bytes_field *extra,
+                              size_t n_extra, const ProtobufCMessageDescriptor *response_type,
+                              const rpc_call_opts *opts, ProtobufCMessage **ret_response,
+                              rpc_result *ret_result);
+/* Unary call with raw bytes both ways (tests of malformed input, proxies). On OK,
+ * *ret_data is malloc'd (free it) and *ret_len its size. */
+ps_status rpc_call_raw(rpc_channel *channel, const char *method, const void *data, size_t len,
+                       const rpc_call_opts *opts, void **ret_data, size_t *ret_len,
+                       rpc_result *ret_result);
+
+/* Server-streaming call: sends `request`, then read replies with rpc_stream_next. */
+ps_status rpc_stream_open(rpc_channel *channel, const char *method, const ProtobufCMessage *request,
+                          const ProtobufCMessageDescriptor *response_type,
+                          const rpc_call_opts *opts, rpc_stream **ret_stream);
+/* Next message: OK with *ret_message set (free it as for rpc_call); OK with NULL at a
+ * clean end of stream; otherwise the call's failure (see rpc_stream_result). */
+ps_status rpc_stream_next(rpc_stream *stream, ProtobufCMessage **ret_message);
+/* The final status once rpc_stream_next returned NULL or a failure. */
+const rpc_result *rpc_stream_result(const rpc_stream *stream);
+/* Cancels the call; safe from any thread while another blocks in rpc_stream_next. */
+void rpc_stream_cancel(rpc_stream *stream);
+void rpc_stream_destroy(rpc_stream *stream); /* cancels if still open; accepts NULL */
+
+#endif

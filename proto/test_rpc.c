@@ -1,0 +1,540 @@
+/* test_rpc.c: the rpc layer against the test service, server and client in one
+ * process over loopback: unary, streaming, deadlines, cancellation, metadata, size
+ * limits, unknown methods, malformed payloads, raw byte fields, shutdown. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <pthread.h>
+
+#include <cmocka.h>
+
+#include "rpc.h"
+#include "testsvc.pb-c.h"
+#include "testsvc_impl.h"
+
+typedef struct fixture {
+    rpc_server *server;
+    rpc_channel *channel;
+    char target[64];
+} fixture;
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static fixture *fixture_start(size_t max_message_bytes, int grace_ms) {
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    rpc_server_opts opts = {.listen = "127.0.0.1:0", .threads = 2,
+                            .max_message_bytes = max_message_bytes, .grace_ms = grace_ms};
+    int port = 0;
+    assert_int_equal(rpc_server_create(&opts, &f->server), PS_STATUS_OK);
+    assert_int_equal(testsvc_register(f->server), PS_STATUS_OK);
+    assert_int_equal(rpc_server_start(f->server, &port), PS_STATUS_OK);
+    assert_true(port > 0);
+    snprintf(f->target, sizeof f->target, "127.0.0.1:%d", port);
+    assert_int_equal(rpc_channel_create(f->target, NULL, &f->channel), PS_STATUS_OK);
+    return f;
+}
+
+static void fixture_stop(fixture *f) {
+    rpc_channel_destroy(f->channel);
+    rpc_server_destroy(f->server);
+    free(f);
+}
+
+static int setup(void **state) {
+    *state = fixture_start(0, 0);
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture_stop(*state);
+    return 0;
+}
+
+static ps_status echo(fixture *f, const Pstest__EchoRequest *req, const rpc_call_opts *opts,
+                      Pstest__EchoReply **ret, rpc_result *res) {
+    ProtobufCMessage *m = NULL;
+    ps_status st = rpc_call(f->channel, "/pstest.Test/Echo", &req->base,
+                            &pstest__echo_reply__descriptor, opts, &m, res);
+    *ret = (Pstest__EchoReply *)m;
+    return st;
+}
+
+static Pstest__StatsReply *stats(fixture *f) {
+    Pstest__StatsRequest req = PSTEST__STATS_REQUEST__INIT;
+    ProtobufCMessage *m = NULL;
+    rpc_result res;
+    assert_int_equal(rpc_call(f->channel, "/pstest.Test/Stats", &req.base,
+                              &pstest__stats_reply__descriptor, NULL, &m, &res),
+                     PS_STATUS_OK);
+    return (Pstest__StatsReply *)m;
+}
+
+/* ---------------------------------------------------------------- unary --- */
+
+static void test_unary_echo(void **state) {
+    fixture *f = *state;
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    req.text = "hello";
+    uint8_t data[3] = {1, 2, 3};
+    req.data.data = data;
+    req.data.len = 3;
+    Pstest__EchoReply *reply = NULL;
+    rpc_result res;
+    rpc_call_opts opts = {.timeout_ms = 5000};
+    assert_int_equal(echo(f, &req, &opts, &reply, &res), PS_STATUS_OK);
+    assert_int_equal(res.grpc_code, 0);
+    assert_string_equal(reply->text, "hello");
+    assert_int_equal(reply->data.len, 3);
+    assert_memory_equal(reply->data.data, data, 3);
+    /* the handler saw the deadline */
+    assert_true(reply->deadline_ms > 0 && reply->deadline_ms <= 5000);
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+
+    /* no deadline: the handler sees none */
+    assert_int_equal(echo(f, &req, NULL, &reply, &res), PS_STATUS_OK);
+    assert_int_equal(reply->deadline_ms, -1);
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+}
+
+static void test_metadata_visible(void **state) {
+    fixture *f = *state;
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    req.metadata_key = "x-test-key";
+    rpc_metadata md[] = {{"x-test-key", "some value"}, {"x-other", "x"}};
+    rpc_call_opts opts = {.timeout_ms = 5000, .metadata = md, .n_metadata = 2};
+    Pstest__EchoReply *reply = NULL;
+    assert_int_equal(echo(f, &req, &opts, &reply, NULL), PS_STATUS_OK);
+    assert_true(reply->metadata_present);
+    assert_string_equal(reply->metadata_value, "some value");
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+
+    req.metadata_key = "x-absent";
+    assert_int_equal(echo(f, &req, &opts, &reply, NULL), PS_STATUS_OK);
+    assert_false(reply->metadata_present);
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+}
+
+static void test_error_status_and_details(void **state) {
+    fixture *f = *state;
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    req.text = "no model named foo";
+    req.fail_code = "NOT_FOUND";
+    Pstest__EchoReply *reply = NULL;
+    rpc_result res;
+    assert_int_equal(echo(f, &req, NULL, &reply, &res), PS_STATUS_NOT_FOUND);
+    assert_null(reply);
+    assert_int_equal(res.grpc_code, 5);
+    assert_string_equal(res.details, "no model named foo");
+
+    req.fail_code = "ABORTED"; /* how a stale ring epoch travels */
+    assert_int_equal(echo(f, &req, NULL, &reply, &res), PS_STATUS_WRONG_EPOCH);
+    assert_int_equal(res.grpc_code, 10);
+}
+
+static void test_bytes_fields_as_slices(void **state) {
+    fixture *f = *state;
+    /* The request's `data` (field 2) travels as its own slice, not packed. */
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    req.text = "slices";
+    size_t n = 3 * 1024 * 1024 + 7;
+    uint8_t *big = malloc(n);
+    assert_non_null(big);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (uint8_t)(i * 31u);
+    rpc_bytes_field extra = {.field_number = 2, .data = big, .len = n};
+    ProtobufCMessage *m = NULL;
+    rpc_result res;
+    assert_int_equal(rpc_call_with_bytes(f->channel, "/pstest.Test/Echo", &req.base, &extra, 1,
+                                         &pstest__echo_reply__descriptor, NULL, &m, &res),
+                     PS_STATUS_OK);
+    Pstest__EchoReply *reply = (Pstest__EchoReply *)m;
+    assert_string_equal(reply->text, "slices");
+    assert_int_equal(reply->data.len, n);
+    assert_memory_equal(reply->data.data, big, n);
+    protobuf_c_message_free_unpacked(m, NULL);
+    free(big);
+}
+
+static void test_unknown_method(void **state) {
+    fixture *f = *state;
+    void *out = NULL;
+    size_t out_len = 0;
+    rpc_result res;
+    assert_int_equal(rpc_call_raw(f->channel, "/pstest.Test/NoSuchMethod", "", 0, NULL, &out,
+                                  &out_len, &res),
+                     PS_STATUS_UNIMPLEMENTED);
+    assert_int_equal(res.grpc_code, 12);
+    assert_non_null(strstr(res.details, "/pstest.Test/NoSuchMethod"));
+    assert_int_equal(rpc_call_raw(f->channel, "/other.Service/Echo", "x", 1, NULL, &out,
+                                  &out_len, &res),
+                     PS_STATUS_UNIMPLEMENTED);
+}
+
+static void test_malformed_payload(void **state) {
+    fixture *f = *state;
+    /* field 1 (string) claims 100 bytes but there are 2; then garbage tags */
+    static const uint8_t bad1[] = {0x0a, 0x64, 'h', 'i'};
+    static const uint8_t bad2[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    const struct {
+        const uint8_t *p;
+        size_t n;
+    } cases[] = {{bad1, sizeof bad1}, {bad2, sizeof bad2}};
+    for (size_t i = 0; i < 2; i++) {
+        void *out = NULL;
+        size_t out_len = 0;
+        rpc_result res;
+        assert_int_equal(rpc_call_raw(f->channel, "/pstest.Test/Echo", cases[i].p, cases[i].n,
+                                      NULL, &out, &out_len, &res),
+                         PS_STATUS_INVALID_ARGUMENT);
+        assert_non_null(strstr(res.details, "malformed"));
+    }
+    /* and the server still answers */
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    req.text = "after";
+    Pstest__EchoReply *reply = NULL;
+    assert_int_equal(echo(f, &req, NULL, &reply, NULL), PS_STATUS_OK);
+    assert_string_equal(reply->text, "after");
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+}
+
+static void test_deadline_exceeded(void **state) {
+    fixture *f = *state;
+    Pstest__StatsReply *before = stats(f);
+    Pstest__SleepRequest req = PSTEST__SLEEP_REQUEST__INIT;
+    req.ms = 3000;
+    rpc_call_opts opts = {.timeout_ms = 100};
+    ProtobufCMessage *m = NULL;
+    rpc_result res;
+    int64_t t0 = now_ms();
+    assert_int_equal(rpc_call(f->channel, "/pstest.Test/Sleep", &req.base,
+                              &pstest__sleep_reply__descriptor, &opts, &m, &res),
+                     PS_STATUS_DEADLINE_EXCEEDED);
+    assert_int_equal(res.grpc_code, 4);
+    assert_true(now_ms() - t0 < 2500);
+    /* the handler noticed the call died */
+    Pstest__StatsReply *after = NULL;
+    for (int i = 0; i < 200; i++) {
+        after = stats(f);
+        if (after->sleeps_interrupted > before->sleeps_interrupted)
+            break;
+        protobuf_c_message_free_unpacked(&after->base, NULL);
+        after = NULL;
+        usleep(10000);
+    }
+    assert_non_null(after);
+    protobuf_c_message_free_unpacked(&after->base, NULL);
+    protobuf_c_message_free_unpacked(&before->base, NULL);
+}
+
+static void test_oversized_request(void **state) {
+    (void)state;
+    fixture *f = fixture_start(1024 * 1024, 0);
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    size_t n = 2 * 1024 * 1024;
+    uint8_t *big = calloc(1, n);
+    req.data.data = big;
+    req.data.len = n;
+    Pstest__EchoReply *reply = NULL;
+    rpc_result res;
+    assert_int_equal(echo(f, &req, NULL, &reply, &res), PS_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(res.grpc_code, 8);
+    free(big);
+    /* a normal call still works */
+    req.data.data = NULL;
+    req.data.len = 0;
+    req.text = "small";
+    assert_int_equal(echo(f, &req, NULL, &reply, &res), PS_STATUS_OK);
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+    fixture_stop(f);
+}
+
+static void test_oversized_reply(void **state) {
+    fixture *f = *state;
+    rpc_channel *small = NULL;
+    rpc_channel_opts copts = {.max_message_bytes = 512 * 1024};
+    assert_int_equal(rpc_channel_create(f->target, &copts, &small), PS_STATUS_OK);
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    req.reply_bytes = 1024 * 1024;
+    ProtobufCMessage *m = NULL;
+    rpc_result res;
+    assert_int_equal(rpc_call(small, "/pstest.Test/Echo", &req.base,
+                              &pstest__echo_reply__descriptor, NULL, &m, &res),
+                     PS_STATUS_RESOURCE_EXHAUSTED);
+    rpc_channel_destroy(small);
+    /* within the default limit the same reply arrives whole */
+    assert_int_equal(rpc_call(f->channel, "/pstest.Test/Echo", &req.base,
+                              &pstest__echo_reply__descriptor, NULL, &m, &res),
+                     PS_STATUS_OK);
+    assert_int_equal(((Pstest__EchoReply *)m)->data.len, 1024 * 1024);
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static void test_unreachable_peer(void **state) {
+    (void)state;
+    /* port 1 on loopback: nothing listens */
+    rpc_channel *ch = NULL;
+    assert_int_equal(rpc_channel_create("127.0.0.1:1", NULL, &ch), PS_STATUS_OK);
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    ProtobufCMessage *m = NULL;
+    rpc_result res;
+    rpc_call_opts opts = {.timeout_ms = 2000};
+    assert_int_equal(rpc_call(ch, "/pstest.Test/Echo", &req.base, &pstest__echo_reply__descriptor,
+                              &opts, &m, &res),
+                     PS_STATUS_UNAVAILABLE);
+    /* waiting for ready turns it into a deadline */
+    rpc_call_opts wait = {.timeout_ms = 200, .wait_for_ready = true};
+    assert_int_equal(rpc_call(ch, "/pstest.Test/Echo", &req.base, &pstest__echo_reply__descriptor,
+                              &wait, &m, &res),
+                     PS_STATUS_DEADLINE_EXCEEDED);
+    rpc_channel_destroy(ch);
+}
+
+typedef struct load_arg {
+    fixture *f;
+    int calls;
+    int ok;
+} load_arg;
+
+static void *load_thread(void *p) {
+    load_arg *a = p;
+    char text[32];
+    for (int i = 0; i < a->calls; i++) {
+        Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+        snprintf(text, sizeof text, "call-%d", i);
+        req.text = text;
+        Pstest__EchoReply *reply = NULL;
+        if (echo(a->f, &req, NULL, &reply, NULL) == PS_STATUS_OK) {
+            if (strcmp(reply->text, text) == 0)
+                a->ok++;
+            protobuf_c_message_free_unpacked(&reply->base, NULL);
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_calls(void **state) {
+    fixture *f = *state;
+    pthread_t t[4];
+    load_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (load_arg){f, 200, 0};
+        pthread_create(&t[i], NULL, load_thread, &args[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(args[i].ok, 200);
+    }
+}
+
+/* ---------------------------------------------------------------- streaming --- */
+
+static void test_stream_complete(void **state) {
+    fixture *f = *state;
+    Pstest__CountRequest req = PSTEST__COUNT_REQUEST__INIT;
+    req.count = 25;
+    rpc_stream *s = NULL;
+    assert_int_equal(rpc_stream_open(f->channel, "/pstest.Test/Count", &req.base,
+                                     &pstest__count_reply__descriptor, NULL, &s),
+                     PS_STATUS_OK);
+    for (uint32_t i = 0; i < 25; i++) {
+        ProtobufCMessage *m = NULL;
+        assert_int_equal(rpc_stream_next(s, &m), PS_STATUS_OK);
+        assert_non_null(m);
+        assert_int_equal(((Pstest__CountReply *)m)->index, i);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(rpc_stream_next(s, &m), PS_STATUS_OK);
+    assert_null(m); /* clean end */
+    assert_int_equal(rpc_stream_result(s)->grpc_code, 0);
+    /* reading past the end keeps answering the final status */
+    assert_int_equal(rpc_stream_next(s, &m), PS_STATUS_OK);
+    assert_null(m);
+    rpc_stream_destroy(s);
+}
+
+static void test_stream_cancel(void **state) {
+    fixture *f = *state;
+    Pstest__StatsReply *before = stats(f);
+    Pstest__CountRequest req = PSTEST__COUNT_REQUEST__INIT;
+    req.count = 0; /* forever */
+    req.interval_ms = 10;
+    rpc_stream *s = NULL;
+    assert_int_equal(rpc_stream_open(f->channel, "/pstest.Test/Count", &req.base,
+                                     &pstest__count_reply__descriptor, NULL, &s),
+                     PS_STATUS_OK);
+    for (int i = 0; i < 3; i++) {
+        ProtobufCMessage *m = NULL;
+        assert_int_equal(rpc_stream_next(s, &m), PS_STATUS_OK);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    rpc_stream_cancel(s);
+    ProtobufCMessage *m = NULL;
+    ps_status st;
+    /* messages already in flight may still arrive; then the cancellation */
+    while ((st = rpc_stream_next(s, &m)) == PS_STATUS_OK && m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    assert_int_equal(st, PS_STATUS_CANCELLED);
+    rpc_stream_destroy(s);
+    /* the server-side handler saw the call die and ended */
+    Pstest__StatsReply *after = NULL;
+    for (int i = 0; i < 300; i++) {
+        after = stats(f);
+        if (after->streams_ended_dead > before->streams_ended_dead)
+            break;
+        protobuf_c_message_free_unpacked(&after->base, NULL);
+        after = NULL;
+        usleep(10000);
+    }
+    assert_non_null(after);
+    protobuf_c_message_free_unpacked(&after->base, NULL);
+    protobuf_c_message_free_unpacked(&before->base, NULL);
+}
+
+static void test_stream_deadline(void **state) {
+    fixture *f = *state;
+    Pstest__CountRequest req = PSTEST__COUNT_REQUEST__INIT;
+    req.interval_ms = 20;
+    rpc_stream *s = NULL;
+    rpc_call_opts opts = {.timeout_ms = 150};
+    assert_int_equal(rpc_stream_open(f->channel, "/pstest.Test/Count", &req.base,
+                                     &pstest__count_reply__descriptor, &opts, &s),
+                     PS_STATUS_OK);
+    ProtobufCMessage *m = NULL;
+    ps_status st;
+    int got = 0;
+    while ((st = rpc_stream_next(s, &m)) == PS_STATUS_OK && m) {
+        got++;
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    assert_true(got >= 1);
+    assert_int_equal(st, PS_STATUS_DEADLINE_EXCEEDED);
+    rpc_stream_destroy(s);
+}
+
+/* ---------------------------------------------------------------- shutdown --- */
+
+typedef struct sleep_arg {
+    fixture *f;
+    uint32_t ms;
+    ps_status st;
+    bool interrupted;
+} sleep_arg;
+
+static void *sleep_thread(void *p) {
+    sleep_arg *a = p;
+    Pstest__SleepRequest req = PSTEST__SLEEP_REQUEST__INIT;
+    req.ms = a->ms;
+    ProtobufCMessage *m = NULL;
+    a->st = rpc_call(a->f->channel, "/pstest.Test/Sleep", &req.base,
+                     &pstest__sleep_reply__descriptor, NULL, &m, NULL);
+    if (m) {
+        a->interrupted = ((Pstest__SleepReply *)m)->interrupted;
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    return NULL;
+}
+
+static void test_shutdown_graceful_with_live_stream(void **state) {
+    (void)state;
+    fixture *f = fixture_start(0, 3000);
+    /* a live stream that would never end by itself */
+    Pstest__CountRequest creq = PSTEST__COUNT_REQUEST__INIT;
+    creq.interval_ms = 10;
+    rpc_stream *s = NULL;
+    assert_int_equal(rpc_stream_open(f->channel, "/pstest.Test/Count", &creq.base,
+                                     &pstest__count_reply__descriptor, NULL, &s),
+                     PS_STATUS_OK);
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(rpc_stream_next(s, &m), PS_STATUS_OK);
+    protobuf_c_message_free_unpacked(m, NULL);
+    /* an in-flight unary call that needs 300 ms */
+    sleep_arg a = {f, 300, PS_STATUS_INTERNAL, true};
+    pthread_t t;
+    pthread_create(&t, NULL, sleep_thread, &a);
+    usleep(100000);
+    int64_t t0 = now_ms();
+    rpc_server_shutdown(f->server);
+    int64_t took = now_ms() - t0;
+    pthread_join(t, NULL);
+    /* the unary call finished within the grace period, untouched */
+    assert_int_equal(a.st, PS_STATUS_OK);
+    assert_false(a.interrupted);
+    /* the stream was ended by the server (not left hanging) */
+    ps_status st;
+    while ((st = rpc_stream_next(s, &m)) == PS_STATUS_OK && m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    assert_int_not_equal(st, PS_STATUS_OK);
+    assert_true(took < 2900); /* well inside the grace: nothing waited for the stream */
+    rpc_stream_destroy(s);
+    fixture_stop(f);
+}
+
+static void test_shutdown_cancels_after_grace(void **state) {
+    (void)state;
+    fixture *f = fixture_start(0, 200);
+    sleep_arg a = {f, 20000, PS_STATUS_OK, false};
+    pthread_t t;
+    pthread_create(&t, NULL, sleep_thread, &a);
+    usleep(100000);
+    int64_t t0 = now_ms();
+    rpc_server_shutdown(f->server);
+    int64_t took = now_ms() - t0;
+    pthread_join(t, NULL);
+    assert_int_not_equal(a.st, PS_STATUS_OK); /* cancelled after the grace period */
+    assert_true(took < 5000);
+    fixture_stop(f);
+}
+
+static void test_server_bad_options(void **state) {
+    (void)state;
+    rpc_server *s = NULL;
+    rpc_server_opts bad = {.listen = NULL};
+    assert_int_equal(rpc_server_create(&bad, &s), PS_STATUS_INVALID_ARGUMENT);
+    rpc_server_opts opts = {.listen = "256.1.2.3:99999"};
+    assert_int_equal(rpc_server_create(&opts, &s), PS_STATUS_OK);
+    rpc_method m = {"no-slash", RPC_METHOD_UNARY, &pstest__echo_request__descriptor, NULL, NULL};
+    assert_int_equal(rpc_server_add_method(s, &m), PS_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(testsvc_register(s), PS_STATUS_OK);
+    assert_int_equal(testsvc_register(s), PS_STATUS_ALREADY_EXISTS);
+    assert_int_equal(rpc_server_start(s, NULL), PS_STATUS_UNAVAILABLE);
+    rpc_server_destroy(s);
+    rpc_server_destroy(NULL);
+    rpc_channel_destroy(NULL);
+    rpc_stream_destroy(NULL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_unary_echo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metadata_visible, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_status_and_details, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_fields_as_slices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_method, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_payload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_exceeded, setup, teardown),
+        cmocka_unit_test(test_oversized_request),
+        cmocka_unit_test_setup_teardown(test_oversized_reply, setup, teardown),
+        cmocka_unit_test(test_unreachable_peer),
+        cmocka_unit_test_setup_teardown(test_concurrent_calls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_complete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_deadline, setup, teardown),
+        cmocka_unit_test(test_shutdown_graceful_with_live_stream),
+        cmocka_unit_test(test_shutdown_cancels_after_grace),
+        cmocka_unit_test(test_server_bad_options),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,126 @@
+/* testsvc_impl.c: handlers of the rpc test service (see testsvc_impl.h). Each one
+ * exercises one feature of the layer: Echo (reply, errors, metadata, deadlines, large
+ * replies), Count (server streaming, cancellation), Sleep (in-flight calls during
+ * shutdown), Stats (what the handlers saw, so tests can check the server side). */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "testsvc.pb-c.h"
+#include "testsvc_impl.h"
+
+static atomic_ulong streams_started, streams_ended_dead, streams_completed, sleeps_interrupted;
+
+static void sleep_ms(unsigned ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static ps_status code_by_name(const char *name) {
+    for (int st = 0; st >= PS_STATUS_WRONG_EPOCH; st--)
+        if (strcmp(rpc_code_name(rpc_code_from_status((ps_status)st)), name) == 0)
+            return (ps_status)st;
+    return PS_STATUS_INTERNAL;
+}
+
+static ps_status echo(rpc_ctx *ctx, const ProtobufCMessage *request, void *user) {
+    (void)user;
+    const Pstest__EchoRequest *req = (const Pstest__EchoRequest *)request;
+    if (req->fail_code && *req->fail_code)
+        return rpc_ctx_error(ctx, code_by_name(req->fail_code), "%s", req->text);
+    Pstest__EchoReply reply = PSTEST__ECHO_REPLY__INIT;
+    reply.text = req->text;
+    reply.data = req->data;
+    int64_t left = rpc_ctx_deadline_ms(ctx);
+    reply.deadline_ms = left == INT64_MAX ? -1 : left;
+    uint8_t *big = NULL;
+    if (req->reply_bytes > 0) {
+        big = malloc(req->reply_bytes);
+        if (!big)
+            return rpc_ctx_error(ctx, PS_STATUS_RESOURCE_EXHAUSTED, "cannot allocate reply");
+        memset(big, 0xab, req->reply_bytes);
+        reply.data.data = big;
+        reply.data.len = req->reply_bytes;
+    }
+    if (req->metadata_key && *req->metadata_key) {
+        const char *v = rpc_ctx_metadata(ctx, req->metadata_key);
+        reply.metadata_present = v != NULL;
+        reply.metadata_value = v ? (char *)v : (char *)"";
+    }
+    ps_status st = rpc_ctx_reply(ctx, &reply.base);
+    free(big);
+    return st;
+}
+
+static ps_status count(rpc_ctx *ctx, const ProtobufCMessage *request, void *user) {
+    (void)user;
+    const Pstest__CountRequest *req = (const Pstest__CountRequest *)request;
+    atomic_fetch_add(&streams_started, 1);
+    for (uint32_t i = 0; req->count == 0 || i < req->count; i++) {
+        Pstest__CountReply reply = PSTEST__COUNT_REPLY__INIT;
+        reply.index = i;
+        if (rpc_ctx_write(ctx, &reply.base) != PS_STATUS_OK) {
+            atomic_fetch_add(&streams_ended_dead, 1);
+            return PS_STATUS_CANCELLED;
+        }
+        /* Sleep in small steps so cancellation is noticed quickly. */
+        for (uint32_t t = 0; t < req->interval_ms; t += 5) {
+            if (!rpc_ctx_alive(ctx)) {
+                atomic_fetch_add(&streams_ended_dead, 1);
+                return rpc_ctx_error(ctx, PS_STATUS_UNAVAILABLE, "stream ended by the server");
+            }
+            sleep_ms(req->interval_ms - t < 5 ? req->interval_ms - t : 5);
+        }
+    }
+    atomic_fetch_add(&streams_completed, 1);
+    return PS_STATUS_OK;
+}
+
+static ps_status sleep_handler(rpc_ctx *ctx, const ProtobufCMessage *request, void *user) {
+    (void)user;
+    const Pstest__SleepRequest *req = (const Pstest__SleepRequest *)request;
+    Pstest__SleepReply reply = PSTEST__SLEEP_REPLY__INIT;
+    uint32_t t = 0;
+    while (t < req->ms) {
+        if (!rpc_ctx_alive(ctx)) {
+            reply.interrupted = true;
+            atomic_fetch_add(&sleeps_interrupted, 1);
+            break;
+        }
+        uint32_t step = req->ms - t < 5 ? req->ms - t : 5;
+        sleep_ms(step);
+        t += step;
+    }
+    reply.slept_ms = t;
+    return rpc_ctx_reply(ctx, &reply.base);
+}
+
+static ps_status stats(rpc_ctx *ctx, const ProtobufCMessage *request, void *user) {
+    (void)request;
+    (void)user;
+    Pstest__StatsReply reply = PSTEST__STATS_REPLY__INIT;
+    reply.streams_started = atomic_load(&streams_started);
+    reply.streams_ended_dead = atomic_load(&streams_ended_dead);
+    reply.streams_completed = atomic_load(&streams_completed);
+    reply.sleeps_interrupted = atomic_load(&sleeps_interrupted);
+    return rpc_ctx_reply(ctx, &reply.base);
+}
+
+ps_status testsvc_register(rpc_server *server) {
+    const rpc_method methods[] = {
+        {"/pstest.Test/Echo", RPC_METHOD_UNARY, &pstest__echo_request__descriptor, echo, NULL},
+        {"/pstest.Test/Count", RPC_METHOD_SERVER_STREAM, &pstest__count_request__descriptor,
+         count, NULL},
+        {"/pstest.Test/Sleep", RPC_METHOD_UNARY, &pstest__sleep_request__descriptor,
+         sleep_handler, NULL},
+        {"/pstest.Test/Stats", RPC_METHOD_UNARY, &pstest__stats_request__descriptor, stats,
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        ps_status st = rpc_server_add_method(server, &methods[i]);
+        if (st != PS_STATUS_OK)
+            return st;
+    }
+    return PS_STATUS_OK;
+}

@@ -246,6 +246,15 @@ static void unary_finish(rpc_ctx *c) {
         ctx_free(c); /* cannot happen with a well-formed batch; never leak the context */
 }
 
+/* A reply finished after the deadline is of no use to the client, whose own timer
+ * fires at about the same time: answer DEADLINE_EXCEEDED, the same either way. */
+static void deadline_override(rpc_ctx *c) {
+    if (rpc_ctx_deadline_ms(c) > 0)
+        return;
+    c->code = GRPC_STATUS_DEADLINE_EXCEEDED;
+    set_details(c, "deadline exceeded before the call completed");
+}
+
 static void handle_unary(rpc_ctx *c) {
     method_entry *m = c->method;
     ProtobufCMessage *req = rpc_decode(c->payload, m->m.request);
@@ -268,6 +277,7 @@ static void handle_unary(rpc_ctx *c) {
             set_details(c, "handler returned OK without a reply");
         }
     }
+    deadline_override(c);
     unary_finish(c);
 }
 
@@ -288,6 +298,7 @@ static void *stream_thread(void *arg) {
         if (!c->status_details)
             set_details(c, ps_status_str(st));
     }
+    deadline_override(c);
     grpc_op ops[2];
     size_t n = 0;
     memset(ops, 0, sizeof ops);

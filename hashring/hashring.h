@@ -28,6 +28,14 @@
 #define HASHRING_ADDR_MAX 255   /* longest node address ("host:port"), bytes */
 #define HASHRING_MAX_REPLICAS 8 /* largest R that hashring_owners answers */
 #define HASHRING_DEFAULT_VNODES 1000
+/* Bounds that keep the lookup tables compact (node indices are stored as uint16, point
+ * indices leave bit 31 free). Past them hashring_add answers RESOURCE_EXHAUSTED and
+ * hashring_parse answers PARSE. The tables take 50-74 bytes per point (point hash,
+ * owner and owner list: 26; bucket table: 6 bytes a bucket, 4-8 buckets a point):
+ * about 650 KiB for 10 nodes of 1000 vnodes, about 200 MiB at HASHRING_MAX_POINTS.
+ * Tables of 256 KiB or more are rounded up to 2 MiB and asked for huge pages. */
+#define HASHRING_MAX_NODES 65535u      /* members; indices 0..65534 */
+#define HASHRING_MAX_POINTS (1u << 22) /* sum of weight * vnodes_per_weight */
 
 typedef struct hashring hashring;
 
@@ -40,7 +48,8 @@ typedef struct hashring_node_info {
                          that knows the same members uses the same indices */
 } hashring_node_info;
 
-/* An empty ring at epoch 0. vnodes_per_weight 0 means HASHRING_DEFAULT_VNODES. */
+/* An empty ring at epoch 0. vnodes_per_weight 0 means HASHRING_DEFAULT_VNODES;
+ * INVALID_ARGUMENT past HASHRING_MAX_POINTS or for a NULL ret_ring. */
 ps_status hashring_create(uint32_t vnodes_per_weight, hashring **ret_ring);
 void hashring_destroy(hashring *ring); /* accepts NULL */
 
@@ -50,7 +59,11 @@ ps_status hashring_clone(const hashring *ring, hashring **ret_ring);
 /* Membership. Each change increments the epoch by one.
  * add: INVALID_ARGUMENT for an empty/too-long id or addr or weight 0;
  *      ALREADY_EXISTS for a duplicate id.
- * remove: NOT_FOUND for an unknown id. */
+ *      RESOURCE_EXHAUSTED past HASHRING_MAX_NODES or HASHRING_MAX_POINTS.
+ * remove: NOT_FOUND for an unknown id.
+ * A failed change (including NO_MEMORY) leaves the ring and its epoch as they were.
+ * Every change renumbers members (indices are ranks by id) and rebuilds the tables:
+ * O(points) time. */
 ps_status hashring_add(hashring *ring, const char *id, const char *addr, uint32_t weight);
 ps_status hashring_remove(hashring *ring, const char *id);
 
@@ -60,7 +73,8 @@ void hashring_set_epoch(hashring *ring, uint64_t epoch);
 uint32_t hashring_node_count(const hashring *ring);
 uint32_t hashring_vnodes_per_weight(const hashring *ring);
 
-/* Member by dense index; false when out of range. */
+/* Member by dense index; false when out of range. The id and addr strings belong to
+ * the ring and stay valid until its next change or its destruction. */
 bool hashring_node_at(const hashring *ring, uint32_t index, hashring_node_info *ret_info);
 /* Dense index of a member by id; false when unknown. */
 bool hashring_find(const hashring *ring, const char *id, uint32_t *ret_index);
@@ -68,11 +82,13 @@ bool hashring_find(const hashring *ring, const char *id, uint32_t *ret_index);
 /* The 64-bit hash used for keys that are byte strings (XXH3-64, seed 0). */
 uint64_t hashring_hash(const void *data, size_t len);
 
-/* Dense index of the primary owner of a key hash; UINT32_MAX on an empty ring. */
+/* Dense index of the primary owner of a key hash; UINT32_MAX on an empty (or NULL)
+ * ring. */
 uint32_t hashring_primary(const hashring *ring, uint64_t key_hash);
 
 /* Writes up to r (<= HASHRING_MAX_REPLICAS) distinct owners, primary first, into
- * ret_owners and returns how many were written: min(r, node_count). */
+ * ret_owners and returns how many were written: min(r, node_count). An r larger than
+ * HASHRING_MAX_REPLICAS is treated as HASHRING_MAX_REPLICAS; 0 on an empty ring. */
 uint32_t hashring_owners(const hashring *ring, uint64_t key_hash, uint32_t r, uint32_t *ret_owners);
 
 /* Serialized form (travels in messages; little-endian, versioned):

@@ -1,0 +1,173 @@
+/* util.c: see util.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "util.h"
+
+int64_t ps_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t ps_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t ps_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t ps_key_dense(const char *model, const char *tensor, uint32_t chunk) {
+    XXH3_state_t st; /* streaming, so names of any length hash without a copy */
+    uint8_t idx[4] = {(uint8_t)chunk, (uint8_t)(chunk >> 8), (uint8_t)(chunk >> 16),
+                      (uint8_t)(chunk >> 24)};
+    XXH3_INITSTATE(&st);
+    XXH3_64bits_reset(&st);
+    XXH3_64bits_update(&st, model, strlen(model) + 1);
+    XXH3_64bits_update(&st, tensor, strlen(tensor) + 1);
+    XXH3_64bits_update(&st, idx, sizeof idx);
+    return XXH3_64bits_digest(&st);
+}
+
+ps_status ps_env_file_get(const char *path, const char *key, char *buf, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return PS_STATUS_NOT_FOUND;
+    char line[1024];
+    size_t klen = strlen(key);
+    ps_status st = PS_STATUS_NOT_FOUND;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, klen) != 0 || line[klen] != '=')
+            continue;
+        char *v = line + klen + 1;
+        v[strcspn(v, "\r\n")] = '\0';
+        if (strlen(v) >= cap) {
+            st = PS_STATUS_OUT_OF_RANGE;
+            break;
+        }
+        strcpy(buf, v);
+        st = PS_STATUS_OK;
+        break;
+    }
+    fclose(f);
+    return st;
+}
+
+ps_status ps_coordinator_addr(const char *flag, char *buf, size_t cap) {
+    const char *v = flag && *flag ? flag : getenv("PS_COORDINATOR");
+    if (v && *v) {
+        if (strlen(v) >= cap)
+            return PS_STATUS_OUT_OF_RANGE;
+        strcpy(buf, v);
+        return PS_STATUS_OK;
+    }
+    return ps_env_file_get("run/cluster.env", "COORDINATOR", buf, cap);
+}
+
+bool ps_parse_u64(const char *s, uint64_t *ret) {
+    if (!s || !*s || *s == '-')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return false;
+    *ret = v;
+    return true;
+}
+
+bool ps_parse_int(const char *s, int min, int max, int *ret) {
+    if (!s || !*s)
+        return false;
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *ret = (int)v;
+    return true;
+}
+
+ps_status ps_write_file_atomic(const char *path, const void *data, size_t len) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+        return PS_STATUS_INVALID_ARGUMENT;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return PS_STATUS_IO;
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            goto fail_close;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0)
+        goto fail_close;
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        unlink(tmp);
+        return PS_STATUS_IO;
+    }
+    return PS_STATUS_OK;
+fail_close:
+    close(fd);
+    unlink(tmp);
+    return PS_STATUS_IO;
+}
+
+ps_status ps_read_file(const char *path, char **ret_data, size_t *ret_len) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return errno == ENOENT ? PS_STATUS_NOT_FOUND : PS_STATUS_IO;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        fclose(f);
+        return PS_STATUS_NO_MEMORY;
+    }
+    size_t n;
+    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len - 1 == 0) {
+            char *grown = realloc(buf, cap * 2);
+            if (!grown) {
+                free(buf);
+                fclose(f);
+                return PS_STATUS_NO_MEMORY;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+    }
+    bool err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return PS_STATUS_IO;
+    }
+    buf[len] = '\0';
+    *ret_data = buf;
+    if (ret_len)
+        *ret_len = len;
+    return PS_STATUS_OK;
+}

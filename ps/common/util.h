@@ -1,0 +1,40 @@
+/* util.h: small helpers shared by the programs and libraries: clocks, the key of a
+ * dense chunk, finding the coordinator, parsing numbers from flags. */
+#ifndef PS_COMMON_UTIL_H
+#define PS_COMMON_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define PS_DEFAULT_CHUNK_FLOATS (64u * 1024u) /* 256 KiB of float32 per chunk */
+
+/* Monotonic and wall clocks in milliseconds / microseconds. */
+int64_t ps_now_ms(void);
+int64_t ps_now_us(void);
+int64_t ps_wall_ms(void);
+
+/* The key of chunk `chunk` of dense tensor `tensor` of `model`: XXH3-64 over
+ * "model" NUL "tensor" NUL and the chunk index as 4 little-endian bytes. Every
+ * process computes the same key. */
+uint64_t ps_key_dense(const char *model, const char *tensor, uint32_t chunk);
+
+/* Finds the coordinator's address: `flag` if non-empty, else $PS_COORDINATOR, else the
+ * COORDINATOR= line of run/cluster.env in the current directory. NOT_FOUND with none. */
+ps_status ps_coordinator_addr(const char *flag, char *buf, size_t cap);
+
+/* Reads `key=value` from a KEY=VALUE file (e.g. run/cluster.env); NOT_FOUND if absent. */
+ps_status ps_env_file_get(const char *path, const char *key, char *buf, size_t cap);
+
+/* Strict number parsing for flags: the whole string must be a number in range. */
+bool ps_parse_u64(const char *s, uint64_t *ret);
+bool ps_parse_int(const char *s, int min, int max, int *ret);
+
+/* Writes `len` bytes to `path` atomically (temp file, fsync, rename). */
+ps_status ps_write_file_atomic(const char *path, const void *data, size_t len);
+/* Reads a whole file (NUL-terminated, malloc'd). NOT_FOUND when it does not exist. */
+ps_status ps_read_file(const char *path, char **ret_data, size_t *ret_len);
+
+#endif

@@ -171,3 +171,20 @@ ps_status ps_read_file(const char *path, char **ret_data, size_t *ret_len) {
         *ret_len = len;
     return PS_STATUS_OK;
 }
+
+ps_status ps_mkdir_p(const char *path) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return PS_STATUS_INVALID_ARGUMENT;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return PS_STATUS_IO;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return PS_STATUS_IO;
+    return PS_STATUS_OK;
+}

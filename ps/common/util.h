@@ -37,4 +37,7 @@ ps_status ps_write_file_atomic(const char *path, const void *data, size_t len);
 /* Reads a whole file (NUL-terminated, malloc'd). NOT_FOUND when it does not exist. */
 ps_status ps_read_file(const char *path, char **ret_data, size_t *ret_len);
 
+/* Creates a directory and its parents (like mkdir -p). */
+ps_status ps_mkdir_p(const char *path);
+
 #endif

@@ -1,0 +1,119 @@
+/* model.h: a model instance: parameter memory plus a forward pass over its graph.
+ *
+ * A serving replica gets a config (model_config) and the parameter tensors' names and
+ * shapes from the registry, creates an instance, fills each parameter's memory chunk
+ * by chunk (model_param or model_param_write), later applies updates to ranges of it
+ * in place, and runs forward passes (model_infer). Tools and tests load everything
+ * from a model directory in one call (model_open_dir).
+ *
+ * Memory: each parameter is one contiguous FP32 buffer, row-major, in the shape the
+ * registry gave (PyTorch layout: dense weights [out, in]). Parameters start at zero.
+ * Ops run on a kernels backend (backend.h); for now always host memory.
+ *
+ * Threads:
+ *   - model_infer may run on any number of threads at once on one instance. Each call
+ *     needs its own scratch memory: pass a model_workspace that no other thread uses
+ *     at the same time (one per worker thread is the usual), or NULL to allocate
+ *     scratch for that call only.
+ *   - Parameter writes (through model_param's pointer, model_param_write,
+ *     model_load_safetensors) are NOT synchronised with model_infer: a forward pass that
+ *     runs during a write reads a mix of old and new values. Callers that must not
+ *     serve torn weights serialize writes against inference themselves (a rwlock: infer
+ *     under the read side, writes under the write side), or build a second instance
+ *     and swap pointers (the "consistent" update mode).
+ *
+ * Inference: inputs are given by name, each contiguous FP32 row-major with the full
+ * shape (batch dim first when max_batch_size > 0, 1 <= batch <= max_batch_size, the
+ * same batch for every input; the other dims exactly as configured). Every model
+ * input must be given. Outputs are asked for by name (any subset, any order); each
+ * lands in the caller's buffer, or when none is given, in the workspace (valid until
+ * the workspace's next use).
+ */
+#ifndef PS_KERNELS_MODEL_H
+#define PS_KERNELS_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "model_config.h"
+#include "safetensors.h"
+#include "status.h"
+
+typedef struct model model;
+typedef struct model_workspace model_workspace;
+
+/* One input tensor of a forward pass. */
+typedef struct model_input {
+    const char *name;             /* a model input's name */
+    uint32_t ndims;               /* as configured, batch dim included */
+    int64_t dims[MODEL_MAX_DIMS]; /* dims[0] is the batch size when max_batch_size > 0 */
+    const float *data;            /* product(dims) floats, row-major */
+} model_input;
+
+/* One requested output. The caller sets name and optionally buffer/capacity; infer
+ * sets data, ndims and dims. */
+typedef struct model_output {
+    const char *name;             /* a model output's name */
+    float *buffer;                /* where to write it, or NULL: into the workspace */
+    size_t capacity;              /* floats available at buffer */
+    const float *data;            /* set by infer: buffer, or workspace memory */
+    uint32_t ndims;               /* set by infer */
+    int64_t dims[MODEL_MAX_DIMS]; /* set by infer: the batch dim holds the batch size */
+} model_output;
+
+/* Creates an instance: checks the parameter shapes against the graph
+ * (model_config_resolve; entries the graph does not reference are ignored), allocates
+ * zeroed parameter memory. cfg is copied (the caller keeps its own). backend NULL: the
+ * instance creates and owns a CPU backend; else it borrows it (must outlive the
+ * instance). INVALID_ARGUMENT with a message for shapes that disagree with the graph;
+ * RESOURCE_EXHAUSTED when a workspace for max_batch_size would be too large. */
+ps_status model_create(const model_config *cfg, const model_tensor_desc *params, size_t n_params,
+                       kernels_backend *backend, model **ret_model, char *err, size_t err_len);
+/* model_create with the shapes of the tensors in st, then model_load_safetensors. */
+ps_status model_create_from_safetensors(const model_config *cfg, const safetensors *st,
+                                        kernels_backend *backend, model **ret_model, char *err,
+                                        size_t err_len);
+/* Opens a model directory: dir/config.json and dir/<version>/model.safetensors;
+ * version 0 picks the highest numbered version directory. NOT_FOUND when there is no
+ * version; IO/PARSE/INVALID_ARGUMENT from the pieces, with the path in the message. */
+ps_status model_open_dir(const char *dir, uint32_t version, kernels_backend *backend,
+                         model **ret_model, char *err, size_t err_len);
+void model_destroy(model *m); /* accepts NULL */
+
+/* The instance's own copy of its config (for names, inputs, outputs, metadata). */
+const model_config *model_get_config(const model *m);
+const char *model_name(const model *m);
+uint32_t model_max_batch_size(const model *m);
+
+/* Parameters in model_config_param order, with their actual shapes. */
+size_t model_param_count(const model *m);
+bool model_param_at(const model *m, size_t i, model_tensor_desc *ret_desc);
+/* The writable buffer of a parameter and its length in floats; NOT_FOUND for a name
+ * the graph does not reference. See "Threads" above. */
+ps_status model_param(model *m, const char *name, float **ret_data, size_t *ret_count);
+/* Copies count floats (little-endian bytes, any alignment) into a parameter starting
+ * at element offset: how chunks and range updates land. NOT_FOUND, OUT_OF_RANGE. */
+ps_status model_param_write(model *m, const char *name, size_t offset, const void *src,
+                            size_t count);
+/* Copies every parameter from st, which must hold each one as F32 with exactly the
+ * instance's shape (extra tensors are ignored). NOT_FOUND / INVALID_ARGUMENT with a
+ * message; on failure some parameters may already hold new values. */
+ps_status model_load_safetensors(model *m, const safetensors *st, char *err, size_t err_len);
+
+/* Scratch memory for model_infer, sized for max_batch_size (about the sum of every
+ * layer output's size at that batch). One thread at a time; any number per model.
+ * The model must outlive it. */
+ps_status model_workspace_create(const model *m, model_workspace **ret_ws);
+void model_workspace_destroy(model_workspace *ws); /* accepts NULL */
+
+/* Runs a forward pass (see "Inference" above). ws NULL: scratch is allocated for this
+ * call, and every output must then have a buffer. INVALID_ARGUMENT with a message for
+ * an unknown or missing input, a wrong shape or batch size, an unknown output, a
+ * buffer too small; UNIMPLEMENTED when the backend lacks an op the graph uses. */
+ps_status model_infer(const model *m, model_workspace *ws, const model_input *inputs,
+                      size_t n_inputs, model_output *outputs, size_t n_outputs, char *err,
+                      size_t err_len);
+
+#endif

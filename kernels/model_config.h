@@ -1,0 +1,167 @@
+/* model_config.h: a model's config.json: its inputs, outputs and graph of ops.
+ *
+ * A model directory is `<name>/config.json` + `<name>/<version>/model.safetensors`.
+ * config.json (every field but the ones marked optional is required):
+ *
+ *   {
+ *     "name": "digits_mlp",                  letters, digits, '_', '-', '.'
+ *     "max_batch_size": 64,                  optional, default 0 = no batch dimension
+ *     "inputs":  [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}],
+ *     "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
+ *     "layers": [
+ *       {"op": "dense", "input": "pixels", "output": "h1", "weight": "fc1.weight",
+ *        "bias": "fc1.bias", "activation": "relu"},
+ *       {"op": "dense", "input": "h1", "output": "logits", "weight": "fc2.weight",
+ *        "bias": "fc2.bias"},
+ *       {"op": "softmax", "input": "logits", "output": "probabilities"}
+ *     ]
+ *   }
+ *
+ * Shapes (KServe metadata style): with max_batch_size > 0 the first dim is the batch
+ * dimension and must be -1, and at least one more dim follows; with max_batch_size 0
+ * there is no batch dimension. Every other dim is a positive integer. Only "FP32" is
+ * supported for now. Other top-level fields are ignored (room for batching policy and
+ * the like); unknown fields inside inputs, outputs and layers are errors (typos).
+ *
+ * Ops (every layer also takes an optional "name", used in messages). All act on the
+ * last axis; the leading dims (batch included) are rows:
+ *   dense    input, output, weight [out, in] (PyTorch Linear layout), bias [out]
+ *            (optional), activation "none" (default) | "relu" | "sigmoid" | "tanh":
+ *            y = act(x W^T + b)
+ *   relu     input, output
+ *   softmax  input, output, axis (optional; only -1 or the last axis' index)
+ *   add      inputs [a, b] of the same shape, output: y = a + b
+ *   scale    input, output, scale [features] and/or shift [features] (each optional,
+ *            at least one): y = x * scale + shift
+ * Layers are listed in execution order: a layer reads only model inputs and outputs
+ * of earlier layers. Every name (inputs, layer outputs, parameter tensors) is unique
+ * across the model; several layers may share one parameter tensor. Each model output
+ * must be produced by a layer, and its declared shape must match what the graph makes.
+ *
+ * Parameter shapes: a config fixes only some dims of the parameter tensors (fc1.weight
+ * must have 64 columns because the input has 64 features, but its row count is a
+ * hidden size only the weights know). model_config_param_at reports what the config
+ * alone fixes (-1 elsewhere); model_config_resolve takes the actual shapes (from the
+ * registry or a safetensors file), checks them against the graph and works out every
+ * tensor's shape.
+ *
+ * Values: the tensors that flow through the graph are numbered: the model inputs are
+ * values 0..input_count-1 (in config order), then layer i's output is value
+ * input_count + i. Layer info refers to values and parameters by these indices.
+ *
+ * A model_config is immutable after parsing: any number of threads may read it.
+ * Errors: functions that take `err, err_len` write a message a person can act on
+ * there (NUL-terminated, truncated to fit; `err` may be NULL) when they fail.
+ */
+#ifndef PS_KERNELS_MODEL_CONFIG_H
+#define PS_KERNELS_MODEL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define MODEL_MAX_DIMS 8                   /* dims of any tensor, batch dim included */
+#define MODEL_CONFIG_NAME_MAX 255          /* longest name (model, tensor, layer), bytes */
+#define MODEL_CONFIG_MAX_BYTES (16u << 20) /* longest config.json accepted */
+#define MODEL_CONFIG_NONE SIZE_MAX         /* "no such parameter" in model_config_layer */
+
+typedef struct model_config model_config;
+
+/* A named tensor and its shape: inputs, outputs, parameters, values. */
+typedef struct model_tensor_desc {
+    const char *name;     /* NUL-terminated; owned by whoever filled the struct */
+    const char *datatype; /* "FP32"; may be NULL in shapes given to model_config_resolve */
+    uint32_t ndims;
+    int64_t dims[MODEL_MAX_DIMS]; /* -1: batch dim (inputs, outputs, values) or not fixed
+                                     by the config (parameters) */
+} model_tensor_desc;
+
+typedef enum model_config_op {
+    MODEL_CONFIG_OP_DENSE = 0,
+    MODEL_CONFIG_OP_RELU,
+    MODEL_CONFIG_OP_SOFTMAX,
+    MODEL_CONFIG_OP_ADD,
+    MODEL_CONFIG_OP_SCALE,
+} model_config_op;
+
+typedef enum model_config_activation {
+    MODEL_CONFIG_ACTIVATION_NONE = 0,
+    MODEL_CONFIG_ACTIVATION_RELU,
+    MODEL_CONFIG_ACTIVATION_SIGMOID,
+    MODEL_CONFIG_ACTIVATION_TANH,
+} model_config_activation;
+
+/* One layer, by indices (see "Values" above). Strings belong to the config. */
+typedef struct model_config_layer {
+    model_config_op op;
+    const char *name;                   /* the layer's "name", or its output's name */
+    model_config_activation activation; /* dense only; NONE for other ops */
+    uint32_t input_count;               /* 1, or 2 for add */
+    size_t inputs[2];                   /* value indices */
+    size_t output;                      /* value index (input_count + layer index) */
+    size_t weight;                      /* dense: parameter index */
+    size_t bias;                        /* dense: parameter index or MODEL_CONFIG_NONE */
+    size_t scale;                       /* scale: parameter index or MODEL_CONFIG_NONE */
+    size_t shift;                       /* scale: parameter index or MODEL_CONFIG_NONE */
+} model_config_layer;
+
+/* Parses and validates config.json text (len bytes, need not be NUL-terminated).
+ * PARSE for text that is not JSON, INVALID_ARGUMENT for JSON that is not a valid
+ * config, UNIMPLEMENTED for a datatype other than FP32. */
+ps_status model_config_parse(const char *text, size_t len, model_config **ret_cfg, char *err,
+                             size_t err_len);
+/* Reads a file and parses it; IO when it cannot be read (messages name the path). */
+ps_status model_config_load(const char *path, model_config **ret_cfg, char *err, size_t err_len);
+/* An independent copy (parses the same text again). */
+ps_status model_config_clone(const model_config *cfg, model_config **ret_cfg);
+void model_config_destroy(model_config *cfg); /* accepts NULL */
+
+/* The JSON text the config was parsed from (NUL-terminated) and its length. */
+const char *model_config_text(const model_config *cfg, size_t *ret_len);
+
+const char *model_config_name(const model_config *cfg);
+/* 0 means the model takes no batch dimension. */
+uint32_t model_config_max_batch_size(const model_config *cfg);
+
+size_t model_config_input_count(const model_config *cfg);
+size_t model_config_output_count(const model_config *cfg);
+/* Declared inputs/outputs in config order; false when i is out of range. */
+bool model_config_input_at(const model_config *cfg, size_t i, model_tensor_desc *ret_desc);
+bool model_config_output_at(const model_config *cfg, size_t i, model_tensor_desc *ret_desc);
+
+/* Parameter tensors the layers reference, in order of first reference, with the dims
+ * the config alone fixes (-1 for the others; datatype "FP32"). */
+size_t model_config_param_count(const model_config *cfg);
+bool model_config_param_at(const model_config *cfg, size_t i, model_tensor_desc *ret_desc);
+/* Index of a parameter by name; false when no layer references it. */
+bool model_config_param_find(const model_config *cfg, const char *name, size_t *ret_index);
+
+size_t model_config_layer_count(const model_config *cfg);
+bool model_config_layer_at(const model_config *cfg, size_t i, model_config_layer *ret_layer);
+
+/* Values: input_count + layer_count of them. */
+size_t model_config_value_count(const model_config *cfg);
+const char *model_config_value_name(const model_config *cfg, size_t i); /* NULL out of range */
+bool model_config_value_find(const model_config *cfg, const char *name, size_t *ret_index);
+
+/* Checks actual parameter shapes against the graph. `given` lists n_given tensors by
+ * name, in any order; every parameter the layers reference must be there (extra
+ * entries are ignored, so a whole safetensors listing may be passed); a non-NULL
+ * datatype must be "FP32" (or safetensors' spelling, "F32"). INVALID_ARGUMENT names the first
+ * parameter that is missing or whose shape disagrees with the graph, and says which shape the graph
+ * needs. On success, when non-NULL: ret_params[model_config_param_count]  every parameter's shape,
+ * config order; ret_values[model_config_value_count]  every value's shape, batch dim -1 when
+ *                                         max_batch_size > 0;
+ * names in them point into cfg. */
+ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc *given,
+                               size_t n_given, model_tensor_desc *ret_params,
+                               model_tensor_desc *ret_values, char *err, size_t err_len);
+
+/* "dense", "relu", ...; "?" outside the enum. */
+const char *model_config_op_name(model_config_op op);
+/* "none", "relu", "sigmoid", "tanh"; "?" outside the enum. */
+const char *model_config_activation_name(model_config_activation activation);
+
+#endif

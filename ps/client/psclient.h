@@ -1,0 +1,70 @@
+/* psclient.h: the client library of the parameter servers, for training jobs, tools
+ * (psctl) and serving replicas.
+ *
+ * It keeps the ring it got from the coordinator, groups keys by owning shard and
+ * sends one message per shard per request. When a shard answers that the ring moved
+ * (ABORTED), it fetches the ring again and re-sends only the keys that were refused,
+ * so an ADD is never applied twice. Not thread-safe: one client per thread.
+ */
+#ifndef PS_CLIENT_PSCLIENT_H
+#define PS_CLIENT_PSCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator.pb-c.h"
+#include "ps.pb-c.h"
+#include "rpc.h"
+#include "status.h"
+
+typedef struct ps_client ps_client;
+
+/* Connects to the coordinator at `coordinator` ("host:port") and fetches the ring. */
+ps_status ps_client_create(const char *coordinator, ps_client **ret_client);
+void ps_client_destroy(ps_client *client); /* accepts NULL */
+
+/* The message of the last failure (a person can act on it); "" after success. */
+const char *ps_client_error(const ps_client *client);
+
+/* The channel to the coordinator, for calls this library does not wrap. */
+rpc_channel *ps_client_coordinator(ps_client *client);
+
+/* Fetches the ring again. */
+ps_status ps_client_refresh(ps_client *client);
+uint64_t ps_client_epoch(const ps_client *client);
+/* Shards on the ring, by dense ring index. */
+uint32_t ps_client_shard_count(const ps_client *client);
+const char *ps_client_shard_id(const ps_client *client, uint32_t index);
+const char *ps_client_shard_addr(const ps_client *client, uint32_t index);
+/* Ring index of the shard owning `key` (UINT32_MAX on an empty ring). */
+uint32_t ps_client_owner(const ps_client *client, uint64_t key);
+
+/* Pulls n keys: dst[i] receives lens[i] floats (the shard must hold exactly that many);
+ * ret_versions (may be NULL) the chunk versions. */
+ps_status ps_client_pull(ps_client *client, size_t n, const uint64_t *keys, float *const *dst,
+                         const uint32_t *lens, uint64_t *ret_versions);
+
+/* Pushes n keys with `op`; src[i] holds lens[i] floats; names (may be NULL) label the
+ * keys for operators; ret_versions (may be NULL) gets the new chunk versions. */
+ps_status ps_client_push(ps_client *client, Ps__PushOp op, size_t n, const uint64_t *keys,
+                         const float *const *src, const uint32_t *lens, const char *const *names,
+                         uint64_t *ret_versions);
+
+/* The registry entry of a model (version 0 = latest); free with
+ * ps__model_info__free_unpacked(m, NULL). NOT_FOUND for an unknown model. */
+ps_status ps_client_get_model(ps_client *client, const char *name, uint64_t version,
+                              Ps__ModelInfo **ret_model);
+/* A tensor of a registry entry by name, or NULL. */
+const Ps__TensorInfo *ps_client_find_tensor(const Ps__ModelInfo *model, const char *tensor);
+/* Floats in a tensor (product of its shape). */
+uint64_t ps_tensor_count(const Ps__TensorInfo *tensor);
+
+/* A whole tensor, cut into its chunks: `count` must equal the tensor's size.
+ * push: ASSIGN to upload or replace, ADD to apply a delta.
+ * pull: ret_version_sum (may be NULL) gets the sum of the chunk versions. */
+ps_status ps_client_push_tensor(ps_client *client, const char *model, const Ps__TensorInfo *tensor,
+                                Ps__PushOp op, const float *data, uint64_t count);
+ps_status ps_client_pull_tensor(ps_client *client, const char *model, const Ps__TensorInfo *tensor,
+                                float *dst, uint64_t count, uint64_t *ret_version_sum);
+
+#endif

@@ -40,7 +40,9 @@ struct rpc_stream {
     grpc_metadata_array initial_md, trailing_md;
     grpc_status_code code;
     grpc_slice details;
-    bool finished; /* final status received */
+    bool open_pending; /* the first batch (send + initial metadata) not yet plucked */
+    grpc_byte_buffer *request; /* sent by the first batch; destroyed once it completes */
+    bool finished;     /* final status received */
     rpc_result result;
 };
 
@@ -347,13 +349,14 @@ ps_status rpc_stream_open(rpc_channel *ch, const char *method, const ProtobufCMe
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    /* Do not wait here: the stream is the caller's at once (so it can be cancelled
+     * from another thread); rpc_stream_next collects this batch first. */
     ps_status st = PS_STATUS_OK;
-    if (grpc_call_start_batch(s->call, ops, 4, s, NULL) != GRPC_CALL_OK) {
+    s->request = req;
+    if (grpc_call_start_batch(s->call, ops, 4, s, NULL) != GRPC_CALL_OK)
         st = PS_STATUS_INTERNAL;
-    } else {
-        rpc_cq_wait(s->cq, s, gpr_inf_future(GPR_CLOCK_MONOTONIC), ch->opts.spin_us);
-    }
-    grpc_byte_buffer_destroy(req);
+    else
+        s->open_pending = true;
     /* Ask for the final status now; it completes when the stream ends. */
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
@@ -364,7 +367,7 @@ ps_status rpc_stream_open(rpc_channel *ch, const char *method, const ProtobufCMe
         grpc_call_start_batch(s->call, ops, 1, &s->finished, NULL) != GRPC_CALL_OK)
         st = PS_STATUS_INTERNAL;
     if (st != PS_STATUS_OK) {
-        grpc_call_cancel(s->call, NULL);
+        s->finished = true; /* no status batch to wait for */
         rpc_stream_destroy(s);
         return st;
     }
@@ -373,7 +376,18 @@ ps_status rpc_stream_open(rpc_channel *ch, const char *method, const ProtobufCMe
 }
 
 /* Waits for the final status (after the message stream ended or failed). */
+/* Collects the opening batch (sends and initial metadata) once. */
+static void stream_opened(rpc_stream *s) {
+    if (!s->open_pending)
+        return;
+    rpc_cq_wait(s->cq, s, gpr_inf_future(GPR_CLOCK_MONOTONIC), s->channel->opts.spin_us);
+    s->open_pending = false;
+    grpc_byte_buffer_destroy(s->request);
+    s->request = NULL;
+}
+
 static void stream_finish(rpc_stream *s) {
+    stream_opened(s);
     if (s->finished)
         return;
     rpc_cq_wait(s->cq, &s->finished, gpr_inf_future(GPR_CLOCK_MONOTONIC), 0);
@@ -385,6 +399,7 @@ ps_status rpc_stream_next(rpc_stream *s, ProtobufCMessage **ret_message) {
     *ret_message = NULL;
     if (s->finished)
         return s->result.status;
+    stream_opened(s);
     grpc_byte_buffer *bb = NULL;
     grpc_op op;
     memset(&op, 0, sizeof op);
@@ -425,16 +440,20 @@ void rpc_stream_destroy(rpc_stream *s) {
     if (!s)
         return;
     if (s->call) {
-        if (!s->finished) {
+        if (!s->finished || s->open_pending)
             grpc_call_cancel(s->call, NULL);
+        if (!s->finished)
             stream_finish(s);
-        }
+        else
+            stream_opened(s);
         grpc_call_unref(s->call);
     }
     if (s->cq) {
         grpc_completion_queue_shutdown(s->cq);
         grpc_completion_queue_destroy(s->cq);
     }
+    if (s->request) /* the opening batch never started */
+        grpc_byte_buffer_destroy(s->request);
     grpc_slice_unref(s->details);
     grpc_metadata_array_destroy(&s->initial_md);
     grpc_metadata_array_destroy(&s->trailing_md);

@@ -319,8 +319,6 @@ static void *stream_thread(void *arg) {
 
 static void handle_stream(rpc_ctx *c) {
     method_entry *m = c->method;
-    grpc_op op;
-    memset(&op, 0, sizeof op);
     c->request = rpc_decode(c->payload, m->m.request);
     if (!c->request) {
         c->code = GRPC_STATUS_INVALID_ARGUMENT;
@@ -331,11 +329,17 @@ static void handle_stream(rpc_ctx *c) {
         unary_finish(c);
         return;
     }
-    /* Watch for the client going away while the handler runs. */
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &c->recv_cancelled;
+    /* Send the headers now (a client waiting for them learns the stream is open even
+     * when the first message is far off), and watch for the client going away while
+     * the handler runs. */
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[1].data.recv_close_on_server.cancelled = &c->recv_cancelled;
+    c->initial_md_sent = true;
     c->pending = 2; /* the close batch + the handler thread */
-    if (grpc_call_start_batch(c->call, &op, 1, &c->tag_close, NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(c->call, ops, 2, &c->tag_close, NULL) != GRPC_CALL_OK) {
         ctx_free(c);
         return;
     }

@@ -424,6 +424,48 @@ static void test_stream_deadline(void **state) {
     rpc_stream_destroy(s);
 }
 
+typedef struct cancel_arg {
+    rpc_stream *s;
+    int after_ms;
+} cancel_arg;
+
+static void *cancel_thread(void *p) {
+    cancel_arg *a = p;
+    usleep((useconds_t)a->after_ms * 1000);
+    rpc_stream_cancel(a->s);
+    return NULL;
+}
+
+static void test_stream_quiet_server_cancellable(void **state) {
+    fixture *f = *state;
+    /* the server sends nothing for 10 s: opening must not wait for it, and a cancel
+     * from another thread must end a reader blocked on the first message */
+    Pstest__CountRequest req = PSTEST__COUNT_REQUEST__INIT;
+    req.first_delay_ms = 10000;
+    rpc_stream *s = NULL;
+    int64_t t0 = now_ms();
+    assert_int_equal(rpc_stream_open(f->channel, "/pstest.Test/Count", &req.base,
+                                     &pstest__count_reply__descriptor, NULL, &s),
+                     PS_STATUS_OK);
+    assert_true(now_ms() - t0 < 1000);
+    cancel_arg a = {s, 100};
+    pthread_t t;
+    pthread_create(&t, NULL, cancel_thread, &a);
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(rpc_stream_next(s, &m), PS_STATUS_CANCELLED);
+    assert_null(m);
+    assert_true(now_ms() - t0 < 3000);
+    pthread_join(t, NULL);
+    rpc_stream_destroy(s);
+
+    /* opened and destroyed without reading: no hang, no leak */
+    assert_int_equal(rpc_stream_open(f->channel, "/pstest.Test/Count", &req.base,
+                                     &pstest__count_reply__descriptor, NULL, &s),
+                     PS_STATUS_OK);
+    rpc_stream_destroy(s);
+    assert_true(now_ms() - t0 < 4000);
+}
+
 /* ---------------------------------------------------------------- shutdown --- */
 
 typedef struct sleep_arg {
@@ -532,6 +574,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_stream_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_quiet_server_cancellable, setup, teardown),
         cmocka_unit_test(test_shutdown_graceful_with_live_stream),
         cmocka_unit_test(test_shutdown_cancels_after_grace),
         cmocka_unit_test(test_server_bad_options),

@@ -57,6 +57,13 @@ static ps_status count(rpc_ctx *ctx, const ProtobufCMessage *request, void *user
     (void)user;
     const Pstest__CountRequest *req = (const Pstest__CountRequest *)request;
     atomic_fetch_add(&streams_started, 1);
+    for (uint32_t t = 0; t < req->first_delay_ms; t += 5) {
+        if (!rpc_ctx_alive(ctx)) {
+            atomic_fetch_add(&streams_ended_dead, 1);
+            return PS_STATUS_CANCELLED;
+        }
+        sleep_ms(5);
+    }
     for (uint32_t i = 0; req->count == 0 || i < req->count; i++) {
         Pstest__CountReply reply = PSTEST__COUNT_REPLY__INIT;
         reply.index = i;

@@ -317,8 +317,11 @@ static ps_status h_register(rpc_ctx *ctx, const ProtobufCMessage *msg, void *use
             n->weight = in->weight;
             ring_change = true;
         }
-        PS_INFO("%s %s registered again at %s", n->role == PS__NODE_ROLE__ROLE_SHARD ? "shard" : "replica",
-                n->id, in->addr);
+        PS_INFO("%s %s registered again at %s%s",
+                n->role == PS__NODE_ROLE__ROLE_SHARD ? "shard" : "replica", n->id, in->addr,
+                n->role == PS__NODE_ROLE__ROLE_SHARD && !n->in_ring
+                    ? " (removed from the ring: `psctl ring add` puts it back)"
+                    : "");
     }
     snprintf(n->addr, sizeof n->addr, "%s", in->addr);
     n->alive = true;
@@ -498,9 +501,10 @@ static ps_status h_remove_node(rpc_ctx *ctx, const ProtobufCMessage *msg, void *
     const char *id = ((const Ps__RemoveNodeRequest *)msg)->id;
     pthread_mutex_lock(&g.lock);
     node *n = find_node(id);
-    if (!n) {
+    if (!n || (n->role == PS__NODE_ROLE__ROLE_SHARD && !n->in_ring)) {
         pthread_mutex_unlock(&g.lock);
-        return rpc_ctx_error(ctx, PS_STATUS_NOT_FOUND, "no node %s", id);
+        return rpc_ctx_error(ctx, PS_STATUS_NOT_FOUND, "no node %s%s", id,
+                             n ? " on the ring" : "");
     }
     char addr[HASHRING_ADDR_MAX + 1];
     snprintf(addr, sizeof addr, "%s", n->addr);
@@ -530,9 +534,15 @@ static ps_status h_remove_node(rpc_ctx *ctx, const ProtobufCMessage *msg, void *
         return rpc_ctx_error(ctx, PS_STATUS_NOT_FOUND, "no node %s", id);
     }
     bool was_in_ring = n->in_ring;
-    size_t idx = (size_t)(n - g.nodes);
-    memmove(&g.nodes[idx], &g.nodes[idx + 1], (g.n_nodes - idx - 1) * sizeof g.nodes[0]);
-    g.n_nodes--;
+    if (n->role == PS__NODE_ROLE__ROLE_SHARD && n->alive && was_in_ring) {
+        /* Still running: keep it known but off the ring, so its next registration or
+         * heartbeat does not put it back; `ring add` (AddNode) does that. */
+        n->in_ring = false;
+    } else {
+        size_t idx = (size_t)(n - g.nodes);
+        memmove(&g.nodes[idx], &g.nodes[idx + 1], (g.n_nodes - idx - 1) * sizeof g.nodes[0]);
+        g.n_nodes--;
+    }
     ps_status st = PS_STATUS_OK;
     if (was_in_ring)
         st = rebuild_ring();

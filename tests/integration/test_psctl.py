@@ -477,3 +477,27 @@ def test_ring_add_and_remove_of_a_shard_the_coordinator_did_not_know(make_cluste
     assert f"node extra-1 removed: ring epoch {epoch + 2}" in text
     ring = a.ok("ring", "list")
     assert [s["id"] for s in ring["shards"]] == ["shard-1"] and ring["epoch"] == epoch + 2
+
+
+def test_removed_running_shard_stays_off_the_ring_until_added(make_cluster):
+    """A running shard that was removed keeps heartbeating; that must not put it back
+    on the ring (only `ring add` does), and ring remove of it again says so."""
+    a = make_cluster(shards=1)
+    extra = a.start_shard("extra-3")
+    for _ in range(100):
+        ring = a.ok("ring", "list")
+        if any(s["id"] == "extra-3" and s["in_ring"] for s in ring["shards"]):
+            break
+        time.sleep(0.05)
+    epoch = ring["epoch"]
+    a.ok("ring", "remove", "--id", "extra-3", json_mode=False)
+    time.sleep(4 * HEARTBEAT_MS / 1000)  # several heartbeats from the removed shard
+    ring = a.ok("ring", "list")
+    assert ring["epoch"] == epoch + 1
+    assert not any(s["id"] == "extra-3" and s["in_ring"] for s in ring["shards"])
+    r = a.psctl("ring", "remove", "--id", "extra-3")
+    assert r.rc == 1 and "NOT_FOUND" in r.err, r
+    doc = a.ok("ring", "add", "--id", "extra-3", "--addr", extra.addr)
+    assert doc["epoch"] == epoch + 2
+    ring = a.ok("ring", "list")
+    assert any(s["id"] == "extra-3" and s["in_ring"] for s in ring["shards"])

@@ -199,8 +199,9 @@ int main(int argc, char **argv) {
 
     /* update visibility */
     ps_client *pc = NULL;
-    if (ps_client_create(coord, &pc) != PS_STATUS_OK) {
-        fprintf(stderr, "bench_serve: cannot reach the coordinator at %s\n", coord);
+    char err[512];
+    if (ps_client_create(coord, &pc, err, sizeof err) != PS_STATUS_OK) {
+        fprintf(stderr, "bench_serve: %s\n", err);
         return 1;
     }
     Ps__ModelInfo *mi = NULL;

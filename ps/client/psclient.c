@@ -70,15 +70,23 @@ ps_status ps_client_refresh(ps_client *c) {
     return PS_STATUS_OK;
 }
 
-ps_status ps_client_create(const char *coordinator, ps_client **ret_client) {
+ps_status ps_client_create(const char *coordinator, ps_client **ret_client, char *err,
+                           size_t err_len) {
     ps_client *c = calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        if (err)
+            snprintf(err, err_len, "out of memory");
         return PS_STATUS_NO_MEMORY;
+    }
     snprintf(c->coordinator, sizeof c->coordinator, "%s", coordinator);
     ps_status st = rpc_channel_create(coordinator, NULL, &c->coord);
-    if (st == PS_STATUS_OK)
+    if (st != PS_STATUS_OK)
+        fail(c, st, "bad coordinator address '%s'", coordinator);
+    else
         st = ps_client_refresh(c);
     if (st != PS_STATUS_OK) {
+        if (err)
+            snprintf(err, err_len, "%s", c->err);
         ps_client_destroy(c);
         return st;
     }

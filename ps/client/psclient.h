@@ -19,8 +19,10 @@
 
 typedef struct ps_client ps_client;
 
-/* Connects to the coordinator at `coordinator` ("host:port") and fetches the ring. */
-ps_status ps_client_create(const char *coordinator, ps_client **ret_client);
+/* Connects to the coordinator at `coordinator` ("host:port") and fetches the ring. On
+ * failure `err` (may be NULL) gets a message naming the coordinator and the cause. */
+ps_status ps_client_create(const char *coordinator, ps_client **ret_client, char *err,
+                           size_t err_len);
 void ps_client_destroy(ps_client *client); /* accepts NULL */
 
 /* The message of the last failure (a person can act on it); "" after success. */

@@ -274,19 +274,11 @@ int psctl_client(psctl *p) {
     int rc = psctl_connect(p);
     if (rc != PSCTL_EXIT_OK)
         return rc;
-    ps_status st = ps_client_create(p->coordinator, &p->client);
+    char err[1024];
+    ps_status st = ps_client_create(p->coordinator, &p->client, err, sizeof err);
     if (st == PS_STATUS_OK)
         return PSCTL_EXIT_OK;
-    /* the client keeps no message when create fails: ask again to say why */
-    Ps__GetRingRequest req = PS__GET_RING_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    rc = psctl_coord_call(p, "/ps.Coordinator/GetRing", &req.base, &ps__ring__descriptor, &resp,
-                          "get the ring");
-    if (rc != PSCTL_EXIT_OK)
-        return rc;
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return psctl_fail(p, ps_status_name(st), "cannot start a client of the cluster at %s: %s",
-                      p->coordinator, ps_status_str(st));
+    return psctl_fail(p, ps_status_name(st), "cannot start a client of the cluster: %s", err);
 }
 
 int psctl_find_tensor(psctl *p, const char *model, uint64_t version, const char *tensor,

@@ -595,12 +595,18 @@ static void *heartbeat_thread(void *arg) {
 static void *models_thread(void *arg) {
     (void)arg;
     ps_client *pc = NULL;
+    bool warned = false;
     while (!atomic_load(&g.stopping)) {
-        if (!pc && ps_client_create(g.coordinator, &pc) != PS_STATUS_OK) {
+        char err[512];
+        if (!pc && ps_client_create(g.coordinator, &pc, err, sizeof err) != PS_STATUS_OK) {
+            if (!warned) /* once per outage, not every retry */
+                PS_WARN("model watch: %s; retrying", err);
+            warned = true;
             pc = NULL;
             sleep_ms(500);
             continue;
         }
+        warned = false;
         Ps__WatchModelsRequest req = PS__WATCH_MODELS_REQUEST__INIT;
         rpc_stream *s = NULL;
         rpc_call_opts opts = {.wait_for_ready = true};
@@ -819,8 +825,8 @@ static void *fixer_thread(void *arg) {
         pthread_mutex_unlock(&g.fix_lock);
         if (atomic_load(&g.stopping))
             break;
-        if (!pc && ps_client_create(g.coordinator, &pc) != PS_STATUS_OK) {
-            pc = NULL;
+        if (!pc && ps_client_create(g.coordinator, &pc, NULL, 0) != PS_STATUS_OK) {
+            pc = NULL; /* the model watch logs why; try again next round */
             continue;
         }
         size_t left = 0;

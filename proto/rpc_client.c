@@ -30,6 +30,10 @@ struct rpc_channel {
     pthread_mutex_t lock;
     registered_method *methods;
     size_t n_methods, cap_methods;
+    /* idle completion queues for unary calls: creating one per call costs more than
+     * the call on loopback; a queue goes back here with no event left in it */
+    grpc_completion_queue *idle_cqs[16];
+    size_t n_idle_cqs;
 };
 
 struct rpc_stream {
@@ -100,6 +104,10 @@ ps_status rpc_channel_create(const char *target, const rpc_channel_opts *opts,
 void rpc_channel_destroy(rpc_channel *ch) {
     if (!ch)
         return;
+    for (size_t i = 0; i < ch->n_idle_cqs; i++) {
+        grpc_completion_queue_shutdown(ch->idle_cqs[i]);
+        grpc_completion_queue_destroy(ch->idle_cqs[i]);
+    }
     if (ch->grpc)
         grpc_channel_destroy(ch->grpc);
     for (size_t i = 0; i < ch->n_methods; i++)
@@ -187,6 +195,29 @@ static void initial_md_op(const rpc_call_opts *opts, grpc_metadata *md, grpc_op 
 
 /* ---------------------------------------------------------------- unary --- */
 
+static grpc_completion_queue *cq_get(rpc_channel *ch) {
+    grpc_completion_queue *cq = NULL;
+    pthread_mutex_lock(&ch->lock);
+    if (ch->n_idle_cqs > 0)
+        cq = ch->idle_cqs[--ch->n_idle_cqs];
+    pthread_mutex_unlock(&ch->lock);
+    return cq ? cq : grpc_completion_queue_create_for_pluck(NULL);
+}
+
+/* Returns a queue whose events were all plucked. */
+static void cq_put(rpc_channel *ch, grpc_completion_queue *cq) {
+    pthread_mutex_lock(&ch->lock);
+    if (ch->n_idle_cqs < sizeof ch->idle_cqs / sizeof ch->idle_cqs[0]) {
+        ch->idle_cqs[ch->n_idle_cqs++] = cq;
+        cq = NULL;
+    }
+    pthread_mutex_unlock(&ch->lock);
+    if (cq) {
+        grpc_completion_queue_shutdown(cq);
+        grpc_completion_queue_destroy(cq);
+    }
+}
+
 /* One unary call with an encoded request; on OK *ret_bb holds the response. */
 static ps_status unary(rpc_channel *ch, const char *method, grpc_byte_buffer *req,
                        const rpc_call_opts *opts, grpc_byte_buffer **ret_bb, rpc_result *r) {
@@ -198,7 +229,7 @@ static ps_status unary(rpc_channel *ch, const char *method, grpc_byte_buffer *re
         result_local(r, PS_STATUS_NO_MEMORY, "out of memory preparing the call");
         return PS_STATUS_NO_MEMORY;
     }
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_completion_queue *cq = cq_get(ch);
     gpr_timespec deadline = rpc_deadline_after_ms(opts ? opts->timeout_ms : 0);
     grpc_call *call =
         grpc_channel_create_registered_call(ch->grpc, NULL, GRPC_PROPAGATE_DEFAULTS, cq, h,
@@ -255,9 +286,7 @@ static ps_status unary(rpc_channel *ch, const char *method, grpc_byte_buffer *re
     if (md != md_stack)
         free(md);
 out_cq:
-    /* Every event was plucked: the queue can be shut down and destroyed at once. */
-    grpc_completion_queue_shutdown(cq);
-    grpc_completion_queue_destroy(cq);
+    cq_put(ch, cq); /* every event was plucked */
     return st;
 }
 

@@ -116,6 +116,10 @@ ps_status rpc_server_add_method(rpc_server *server, const rpc_method *method);
 /* Binds, starts the workers; *ret_port (may be NULL) gets the bound port. UNAVAILABLE
  * when the address cannot be bound. */
 ps_status rpc_server_start(rpc_server *server, int *ret_port);
+/* Create + add every method + start, in one call (what every program does). On
+ * failure nothing is left running and *ret_server is untouched. */
+ps_status rpc_server_serve(const rpc_server_opts *opts, const rpc_method *methods, size_t n_methods,
+                           rpc_server **ret_server, int *ret_port);
 /* Graceful stop (see above). Idempotent; returns when every call has ended. */
 void rpc_server_shutdown(rpc_server *server);
 /* Shuts down if still running, then frees. Accepts NULL. */

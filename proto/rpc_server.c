@@ -590,6 +590,22 @@ ps_status rpc_server_start(rpc_server *s, int *ret_port) {
     return PS_STATUS_OK;
 }
 
+ps_status rpc_server_serve(const rpc_server_opts *opts, const rpc_method *methods, size_t n_methods,
+                           rpc_server **ret_server, int *ret_port) {
+    rpc_server *s = NULL;
+    ps_status st = rpc_server_create(opts, &s);
+    for (size_t i = 0; st == PS_STATUS_OK && i < n_methods; i++)
+        st = rpc_server_add_method(s, &methods[i]);
+    if (st == PS_STATUS_OK)
+        st = rpc_server_start(s, ret_port);
+    if (st != PS_STATUS_OK) {
+        rpc_server_destroy(s);
+        return st;
+    }
+    *ret_server = s;
+    return PS_STATUS_OK;
+}
+
 void rpc_server_shutdown(rpc_server *s) {
     if (!s)
         return;

@@ -188,3 +188,20 @@ ps_status ps_mkdir_p(const char *path) {
         return PS_STATUS_IO;
     return PS_STATUS_OK;
 }
+
+void ps_advertise_addr(const char *listen, int port, char *buf, size_t cap) {
+    char host[256];
+    snprintf(host, sizeof host, "%s", listen);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    snprintf(buf, cap, "%s:%d", host, port);
+}
+
+ps_status ps_write_port_file(const char *path, int port) {
+    char text[32];
+    int n = snprintf(text, sizeof text, "%d\n", port);
+    return ps_write_file_atomic(path, text, (size_t)n);
+}

@@ -37,6 +37,12 @@ ps_status ps_write_file_atomic(const char *path, const void *data, size_t len);
 /* Reads a whole file (NUL-terminated, malloc'd). NOT_FOUND when it does not exist. */
 ps_status ps_read_file(const char *path, char **ret_data, size_t *ret_len);
 
+/* The address a server tells others: the host it listens on (127.0.0.1 for a wildcard
+ * or empty host) with the port it got. */
+void ps_advertise_addr(const char *listen, int port, char *buf, size_t cap);
+/* Writes "<port>\n" to path atomically, for scripts that wait for a server to start. */
+ps_status ps_write_port_file(const char *path, int port);
+
 /* Creates a directory and its parents (like mkdir -p). */
 ps_status ps_mkdir_p(const char *path);
 

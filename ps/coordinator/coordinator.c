@@ -865,14 +865,9 @@ int main(int argc, char **argv) {
     rpc_server_opts opts = {.listen = listen, .threads = threads, .grace_ms = 2000};
     rpc_server *server = NULL;
     int port = 0;
-    st = rpc_server_create(&opts, &server);
-    for (size_t i = 0; st == PS_STATUS_OK && i < sizeof methods / sizeof methods[0]; i++)
-        st = rpc_server_add_method(server, &methods[i]);
-    if (st == PS_STATUS_OK)
-        st = rpc_server_start(server, &port);
+    st = rpc_server_serve(&opts, methods, sizeof methods / sizeof methods[0], &server, &port);
     if (st != PS_STATUS_OK) {
         PS_ERROR("cannot serve on %s: %s", listen, ps_status_str(st));
-        rpc_server_destroy(server);
         return 1;
     }
     pthread_t live;
@@ -880,12 +875,8 @@ int main(int argc, char **argv) {
     PS_INFO("serving on port %d; state %s; heartbeat %d ms; epoch %llu; %zu nodes; %zu model "
             "versions",
             port, g.state_path, hb, (unsigned long long)g.epoch, g.n_nodes, g.n_models);
-    if (port_file) {
-        char text[32];
-        int n = snprintf(text, sizeof text, "%d\n", port);
-        if (ps_write_file_atomic(port_file, text, (size_t)n) != PS_STATUS_OK)
-            PS_ERROR("cannot write port file %s", port_file);
-    }
+    if (port_file && ps_write_port_file(port_file, port) != PS_STATUS_OK)
+        PS_ERROR("cannot write port file %s", port_file);
     int sig = rpc_signals_wait();
     PS_INFO("signal %d: shutting down", sig);
     pthread_mutex_lock(&g.lock);

@@ -709,25 +709,13 @@ int main(int argc, char **argv) {
     rpc_server_opts opts = {.listen = listen, .threads = threads, .grace_ms = 2000};
     rpc_server *server = NULL;
     int port = 0;
-    ps_status st = rpc_server_create(&opts, &server);
-    for (size_t i = 0; st == PS_STATUS_OK && i < sizeof methods / sizeof methods[0]; i++)
-        st = rpc_server_add_method(server, &methods[i]);
-    if (st == PS_STATUS_OK)
-        st = rpc_server_start(server, &port);
+    ps_status st = rpc_server_serve(&opts, methods, sizeof methods / sizeof methods[0], &server,
+                                    &port);
     if (st != PS_STATUS_OK) {
         PS_ERROR("cannot serve on %s: %s", listen, ps_status_str(st));
-        rpc_server_destroy(server);
         return 1;
     }
-    /* advertise the host we bound to, with the actual port */
-    char host[200];
-    snprintf(host, sizeof host, "%s", listen);
-    char *colon = strrchr(host, ':');
-    if (colon)
-        *colon = '\0';
-    if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
-    snprintf(g.addr, sizeof g.addr, "%s:%d", host, port);
+    ps_advertise_addr(listen, port, g.addr, sizeof g.addr);
 
     if (rpc_channel_create(g.coordinator, NULL, &g.coord) != PS_STATUS_OK) {
         PS_ERROR("bad coordinator address %s", g.coordinator);
@@ -749,12 +737,8 @@ int main(int argc, char **argv) {
     pthread_create(&watch, NULL, ring_watch_thread, NULL);
     PS_INFO("serving on %s; coordinator %s; weight %u; update log %d MiB", g.addr, g.coordinator,
             g.weight, log_mb);
-    if (port_file) {
-        char text[32];
-        int n = snprintf(text, sizeof text, "%d\n", port);
-        if (ps_write_file_atomic(port_file, text, (size_t)n) != PS_STATUS_OK)
-            PS_ERROR("cannot write port file %s", port_file);
-    }
+    if (port_file && ps_write_port_file(port_file, port) != PS_STATUS_OK)
+        PS_ERROR("cannot write port file %s", port_file);
 
     int sig = rpc_signals_wait();
     PS_INFO("signal %d: shutting down", sig);

@@ -926,24 +926,13 @@ int main(int argc, char **argv) {
                             .max_message_bytes = (size_t)max_mb << 20};
     rpc_server *server = NULL;
     int port = 0;
-    ps_status st = rpc_server_create(&opts, &server);
-    for (size_t i = 0; st == PS_STATUS_OK && i < sizeof methods / sizeof methods[0]; i++)
-        st = rpc_server_add_method(server, &methods[i]);
-    if (st == PS_STATUS_OK)
-        st = rpc_server_start(server, &port);
+    ps_status st = rpc_server_serve(&opts, methods, sizeof methods / sizeof methods[0], &server,
+                                    &port);
     if (st != PS_STATUS_OK) {
         PS_ERROR("cannot serve on %s: %s", listen, ps_status_str(st));
-        rpc_server_destroy(server);
         return 1;
     }
-    char host[200];
-    snprintf(host, sizeof host, "%s", listen);
-    char *colon = strrchr(host, ':');
-    if (colon)
-        *colon = '\0';
-    if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
-    snprintf(g.addr, sizeof g.addr, "%s:%d", host, port);
+    ps_advertise_addr(listen, port, g.addr, sizeof g.addr);
     if (rpc_channel_create(g.coordinator, NULL, &g.coord) != PS_STATUS_OK) {
         PS_ERROR("bad coordinator address %s", g.coordinator);
         rpc_server_destroy(server);
@@ -966,12 +955,8 @@ int main(int argc, char **argv) {
     sleep_ms(50); /* let the subscribers start before the first models load */
     pthread_create(&t_models, NULL, models_thread, NULL);
     PS_INFO("serving KServe v2 gRPC on %s; coordinator %s", g.addr, g.coordinator);
-    if (port_file) {
-        char text[32];
-        int n = snprintf(text, sizeof text, "%d\n", port);
-        if (ps_write_file_atomic(port_file, text, (size_t)n) != PS_STATUS_OK)
-            PS_ERROR("cannot write port file %s", port_file);
-    }
+    if (port_file && ps_write_port_file(port_file, port) != PS_STATUS_OK)
+        PS_ERROR("cannot write port file %s", port_file);
 
     int sig = rpc_signals_wait();
     PS_INFO("signal %d: shutting down", sig);

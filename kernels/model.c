@@ -12,6 +12,7 @@
  * check; liveness-based reuse can come later without changing the API.
  */
 #include "model.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -72,17 +73,6 @@ struct model_workspace {
 /* ------------------------------------------------------------------------------------ */
 /* Helpers */
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...) {
-    if (err == NULL || err_len == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static const char *dims_str(const int64_t *dims, uint32_t ndims, char *buf, size_t len) {
     size_t used = (size_t)snprintf(buf, len, "[");
@@ -148,7 +138,7 @@ static ps_status plan_values(model *m, const model_tensor_desc *shapes, char *er
         val->per_sample = val->rows * val->cols; /* <= 2^31-1: checked by resolve */
         size_t total;
         if (__builtin_mul_overflow(val->per_sample, batch_cap, &total) || total > KERNELS_MAX_DIM) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "\"%s\" has %zu elements per sample: a batch of %zu (max_batch_size) would "
                     "exceed %u elements",
                     val->desc.name, val->per_sample, batch_cap, KERNELS_MAX_DIM);
@@ -167,7 +157,7 @@ static ps_status plan_values(model *m, const model_tensor_desc *shapes, char *er
     m->ws_per_batch = offset;
     size_t bytes;
     if (__builtin_mul_overflow(offset, batch_cap * sizeof(float), &bytes)) {
-        set_err(err, err_len, "the workspace for max_batch_size %zu would overflow", batch_cap);
+        ps_set_err(err, err_len, "the workspace for max_batch_size %zu would overflow", batch_cap);
         return PS_STATUS_RESOURCE_EXHAUSTED;
     }
     return PS_STATUS_OK;
@@ -176,7 +166,7 @@ static ps_status plan_values(model *m, const model_tensor_desc *shapes, char *er
 ps_status model_create(const model_config *cfg, const model_tensor_desc *params, size_t n_params,
                        kernels_backend *backend, model **ret_model, char *err, size_t err_len) {
     if (cfg == NULL || ret_model == NULL || (params == NULL && n_params > 0)) {
-        set_err(err, err_len, "model: no config, no parameter list or no result pointer");
+        ps_set_err(err, err_len, "model: no config, no parameter list or no result pointer");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     ps_status st = PS_STATUS_NO_MEMORY;
@@ -212,14 +202,14 @@ ps_status model_create(const model_config *cfg, const model_tensor_desc *params,
         p->count = 1;
         for (uint32_t d = 0; d < p->desc.ndims; d++) {
             if (__builtin_mul_overflow(p->count, (size_t)p->desc.dims[d], &p->count)) {
-                set_err(err, err_len, "parameter \"%s\" is too large", p->desc.name);
+                ps_set_err(err, err_len, "parameter \"%s\" is too large", p->desc.name);
                 st = PS_STATUS_RESOURCE_EXHAUSTED;
             }
         }
         if (st == PS_STATUS_OK) {
             p->data = calloc(p->count, sizeof(float));
             if (p->data == NULL) {
-                set_err(err, err_len, "parameter \"%s\": cannot allocate %zu floats", p->desc.name,
+                ps_set_err(err, err_len, "parameter \"%s\": cannot allocate %zu floats", p->desc.name,
                         p->count);
                 st = PS_STATUS_NO_MEMORY;
             }
@@ -254,7 +244,7 @@ ps_status model_create(const model_config *cfg, const model_tensor_desc *params,
     } else {
         st = kernels_backend_cpu_create(&m->backend);
         if (st != PS_STATUS_OK) {
-            set_err(err, err_len, "model: cannot create the CPU backend");
+            ps_set_err(err, err_len, "model: cannot create the CPU backend");
             goto fail_model;
         }
         m->own_backend = true;
@@ -283,7 +273,7 @@ static ps_status shapes_from_safetensors(const model_config *cfg, const safetens
         safetensors_tensor t;
         model_config_param_at(cfg, i, &want);
         if (!safetensors_find(st, want.name, &t)) {
-            set_err(err, err_len, "the weights have no tensor \"%s\" (the model's graph uses it)",
+            ps_set_err(err, err_len, "the weights have no tensor \"%s\" (the model's graph uses it)",
                     want.name);
             free(shapes);
             return PS_STATUS_NOT_FOUND;
@@ -305,7 +295,7 @@ ps_status model_create_from_safetensors(const model_config *cfg, const safetenso
                                         kernels_backend *backend, model **ret_model, char *err,
                                         size_t err_len) {
     if (cfg == NULL || st == NULL || ret_model == NULL) {
-        set_err(err, err_len, "model: no config, no weights or no result pointer");
+        ps_set_err(err, err_len, "model: no config, no weights or no result pointer");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     model_tensor_desc *shapes = NULL;
@@ -357,20 +347,20 @@ static uint32_t highest_version(const char *dir) {
 ps_status model_open_dir(const char *dir, uint32_t version, kernels_backend *backend,
                          model **ret_model, char *err, size_t err_len) {
     if (dir == NULL || ret_model == NULL) {
-        set_err(err, err_len, "model: no directory or no result pointer");
+        ps_set_err(err, err_len, "model: no directory or no result pointer");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     char path[PATH_MAX];
     if (version == 0) {
         version = highest_version(dir);
         if (version == 0) {
-            set_err(err, err_len, "%s: no version directory (1/, 2/, ...) with model.safetensors",
+            ps_set_err(err, err_len, "%s: no version directory (1/, 2/, ...) with model.safetensors",
                     dir);
             return PS_STATUS_NOT_FOUND;
         }
     }
     if (snprintf(path, sizeof(path), "%s/config.json", dir) >= (int)sizeof(path)) {
-        set_err(err, err_len, "%s: path too long", dir);
+        ps_set_err(err, err_len, "%s: path too long", dir);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     model_config *cfg = NULL;
@@ -381,7 +371,7 @@ ps_status model_open_dir(const char *dir, uint32_t version, kernels_backend *bac
     }
     if (snprintf(path, sizeof(path), "%s/%u/model.safetensors", dir, version) >=
         (int)sizeof(path)) {
-        set_err(err, err_len, "%s: path too long", dir);
+        ps_set_err(err, err_len, "%s: path too long", dir);
         status = PS_STATUS_INVALID_ARGUMENT;
         goto out_cfg;
     }
@@ -392,7 +382,7 @@ ps_status model_open_dir(const char *dir, uint32_t version, kernels_backend *bac
     char msg[512] = "";
     status = model_create_from_safetensors(cfg, st, backend, ret_model, msg, sizeof(msg));
     if (status != PS_STATUS_OK) {
-        set_err(err, err_len, "%s: %s", path, msg);
+        ps_set_err(err, err_len, "%s: %s", path, msg);
     }
     safetensors_destroy(st);
 
@@ -470,18 +460,18 @@ ps_status model_param_write(model *m, const char *name, size_t offset, const voi
 
 ps_status model_load_safetensors(model *m, const safetensors *st, char *err, size_t err_len) {
     if (m == NULL || st == NULL) {
-        set_err(err, err_len, "model: no model or no weights");
+        ps_set_err(err, err_len, "model: no model or no weights");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     for (size_t i = 0; i < m->n_params; i++) {
         model_param_slot *p = &m->params[i];
         safetensors_tensor t;
         if (!safetensors_find(st, p->desc.name, &t)) {
-            set_err(err, err_len, "the weights have no tensor \"%s\"", p->desc.name);
+            ps_set_err(err, err_len, "the weights have no tensor \"%s\"", p->desc.name);
             return PS_STATUS_NOT_FOUND;
         }
         if (t.dtype != SAFETENSORS_DTYPE_F32) {
-            set_err(err, err_len, "tensor \"%s\" is %s; only F32 weights are supported",
+            ps_set_err(err, err_len, "tensor \"%s\" is %s; only F32 weights are supported",
                     p->desc.name, safetensors_dtype_name(t.dtype));
             return PS_STATUS_INVALID_ARGUMENT;
         }
@@ -491,7 +481,7 @@ ps_status model_load_safetensors(model *m, const safetensors *st, char *err, siz
         }
         if (!same) {
             char want[160];
-            set_err(err, err_len, "tensor \"%s\" has a different shape than the model's %s",
+            ps_set_err(err, err_len, "tensor \"%s\" has a different shape than the model's %s",
                     p->desc.name, dims_str(p->desc.dims, p->desc.ndims, want, sizeof(want)));
             return PS_STATUS_INVALID_ARGUMENT;
         }
@@ -563,17 +553,17 @@ static ps_status check_inputs(const model *m, const model_input *inputs, size_t 
                 used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s",
                                          i > 0 ? ", " : "", m->values[i].desc.name);
             }
-            set_err(err, err_len, "unknown input \"%s\"; the model's inputs are: %s",
+            ps_set_err(err, err_len, "unknown input \"%s\"; the model's inputs are: %s",
                     in->name != NULL ? in->name : "(null)", list);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         const model_value *val = &m->values[v];
         if (ptrs[v] != NULL) {
-            set_err(err, err_len, "input \"%s\" is given twice", in->name);
+            ps_set_err(err, err_len, "input \"%s\" is given twice", in->name);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         if (in->data == NULL) {
-            set_err(err, err_len, "input \"%s\" has no data", in->name);
+            ps_set_err(err, err_len, "input \"%s\" has no data", in->name);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         bool ok = in->ndims == val->desc.ndims;
@@ -581,7 +571,7 @@ static ps_status check_inputs(const model *m, const model_input *inputs, size_t 
             ok = in->dims[d] == val->desc.dims[d];
         }
         if (!ok) {
-            set_err(err, err_len, "input \"%s\": shape %s does not match the model's %s%s",
+            ps_set_err(err, err_len, "input \"%s\": shape %s does not match the model's %s%s",
                     in->name, dims_str(in->dims, in->ndims, got_s, sizeof(got_s)),
                     dims_str(val->desc.dims, val->desc.ndims, want_s, sizeof(want_s)),
                     m->max_batch > 0 ? " (-1: the batch size)" : "");
@@ -589,7 +579,7 @@ static ps_status check_inputs(const model *m, const model_input *inputs, size_t 
         }
         if (m->max_batch > 0) {
             if (in->dims[0] < 1 || in->dims[0] > (int64_t)m->max_batch) {
-                set_err(err, err_len,
+                ps_set_err(err, err_len,
                         "input \"%s\": batch size %lld is outside 1..%u (max_batch_size)", in->name,
                         (long long)in->dims[0], m->max_batch);
                 return PS_STATUS_INVALID_ARGUMENT;
@@ -598,7 +588,7 @@ static ps_status check_inputs(const model *m, const model_input *inputs, size_t 
                 batch = (size_t)in->dims[0];
                 batch_from = k;
             } else if (batch != (size_t)in->dims[0]) {
-                set_err(err, err_len,
+                ps_set_err(err, err_len,
                         "inputs \"%s\" and \"%s\" have different batch sizes (%zu and %lld)",
                         inputs[batch_from].name, in->name, batch, (long long)in->dims[0]);
                 return PS_STATUS_INVALID_ARGUMENT;
@@ -608,7 +598,7 @@ static ps_status check_inputs(const model *m, const model_input *inputs, size_t 
     }
     for (size_t i = 0; i < m->n_inputs; i++) {
         if (ptrs[i] == NULL) {
-            set_err(err, err_len, "input \"%s\" is missing", m->values[i].desc.name);
+            ps_set_err(err, err_len, "input \"%s\" is missing", m->values[i].desc.name);
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
@@ -639,19 +629,19 @@ static ps_status check_outputs(const model *m, const model_output *outputs, size
                 used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s",
                                          i > 0 ? ", " : "", m->output_names[i]);
             }
-            set_err(err, err_len, "unknown output \"%s\"; the model's outputs are: %s",
+            ps_set_err(err, err_len, "unknown output \"%s\"; the model's outputs are: %s",
                     out->name != NULL ? out->name : "(null)", list);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         const size_t need = batch * m->values[v].per_sample;
         if (out->buffer == NULL && !have_ws) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "output \"%s\" has no buffer; without a workspace every output needs one",
                     out->name);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         if (out->buffer != NULL && out->capacity < need) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "output \"%s\": the buffer holds %zu floats, but batch %zu needs %zu",
                     out->name, out->capacity, batch, need);
             return PS_STATUS_INVALID_ARGUMENT;
@@ -691,10 +681,10 @@ static ps_status run_layer(const model *m, const model_config_layer *layer, size
         break;
     }
     if (st == PS_STATUS_UNIMPLEMENTED) {
-        set_err(err, err_len, "layer \"%s\": backend \"%s\" has no %s op", layer->name,
+        ps_set_err(err, err_len, "layer \"%s\": backend \"%s\" has no %s op", layer->name,
                 kernels_backend_name(m->backend), model_config_op_name(layer->op));
     } else if (st != PS_STATUS_OK) {
-        set_err(err, err_len, "layer \"%s\" (%s) failed on backend \"%s\": %s", layer->name,
+        ps_set_err(err, err_len, "layer \"%s\" (%s) failed on backend \"%s\": %s", layer->name,
                 model_config_op_name(layer->op), kernels_backend_name(m->backend),
                 ps_status_str(st));
     }
@@ -705,11 +695,11 @@ ps_status model_infer(const model *m, model_workspace *ws, const model_input *in
                       size_t n_inputs, model_output *outputs, size_t n_outputs, char *err,
                       size_t err_len) {
     if (m == NULL || (inputs == NULL && n_inputs > 0) || (outputs == NULL && n_outputs > 0)) {
-        set_err(err, err_len, "infer: no model, inputs or outputs");
+        ps_set_err(err, err_len, "infer: no model, inputs or outputs");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     if (ws != NULL && ws->m != m) {
-        set_err(err, err_len, "infer: the workspace belongs to another model");
+        ps_set_err(err, err_len, "infer: the workspace belongs to another model");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     /* With a workspace nothing is allocated: the input pointers go straight into it. */

@@ -15,6 +15,7 @@
  * message names the first place a person has to fix.
  */
 #include "model_config.h"
+#include "util.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -92,17 +93,6 @@ struct model_config {
 /* ------------------------------------------------------------------------------------ */
 /* Small helpers */
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...) {
-    if (err == NULL || err_len == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static char *dup_str(const char *s) {
     const size_t n = strlen(s) + 1;
@@ -265,22 +255,22 @@ static ps_status get_name(json_t *obj, const char *key, bool required, const cha
     *ret = NULL;
     if (v == NULL) {
         if (required) {
-            set_err(err, err_len, "%s: missing field \"%s\"", where, key);
+            ps_set_err(err, err_len, "%s: missing field \"%s\"", where, key);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         return PS_STATUS_OK;
     }
     if (!json_is_string(v)) {
-        set_err(err, err_len, "%s: \"%s\" must be a string", where, key);
+        ps_set_err(err, err_len, "%s: \"%s\" must be a string", where, key);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     const char *s = json_string_value(v);
     if (s[0] == '\0') {
-        set_err(err, err_len, "%s: \"%s\" is empty", where, key);
+        ps_set_err(err, err_len, "%s: \"%s\" is empty", where, key);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     if (strlen(s) > MODEL_CONFIG_NAME_MAX) {
-        set_err(err, err_len, "%s: \"%s\" is longer than %d bytes", where, key,
+        ps_set_err(err, err_len, "%s: \"%s\" is longer than %d bytes", where, key,
                 MODEL_CONFIG_NAME_MAX);
         return PS_STATUS_INVALID_ARGUMENT;
     }
@@ -305,7 +295,7 @@ static ps_status check_keys(json_t *obj, const char *const *allowed, const char 
                 used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s",
                                          i > 0 ? ", " : "", allowed[i]);
             }
-            set_err(err, err_len, "%s: unknown field \"%s\" (expected: %s)", where, key, list);
+            ps_set_err(err, err_len, "%s: unknown field \"%s\" (expected: %s)", where, key, list);
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
@@ -340,7 +330,7 @@ static ps_status parse_io(model_config *cfg, json_t *obj, const char *where, cfg
                           size_t err_len) {
     static const char *const keys[] = {"name", "datatype", "shape", NULL};
     if (!json_is_object(obj)) {
-        set_err(err, err_len, "%s: must be an object with name, datatype and shape", where);
+        ps_set_err(err, err_len, "%s: must be an object with name, datatype and shape", where);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     ps_status st = check_keys(obj, keys, where, err, err_len);
@@ -357,21 +347,21 @@ static ps_status parse_io(model_config *cfg, json_t *obj, const char *where, cfg
         return st;
     }
     if (strcmp(datatype, "FP32") != 0) {
-        set_err(err, err_len,
+        ps_set_err(err, err_len,
                 "%s (\"%s\"): datatype \"%s\" is not supported; only \"FP32\" is, for now", where,
                 name, datatype);
         return PS_STATUS_UNIMPLEMENTED;
     }
     json_t *shape = json_object_get(obj, "shape");
     if (shape == NULL) {
-        set_err(err, err_len, "%s (\"%s\"): missing field \"shape\"", where, name);
+        ps_set_err(err, err_len, "%s (\"%s\"): missing field \"shape\"", where, name);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     const bool batched = cfg->max_batch > 0;
     const size_t min_dims = batched ? 2 : 1;
     if (!json_is_array(shape) || json_array_size(shape) < min_dims ||
         json_array_size(shape) > MODEL_MAX_DIMS) {
-        set_err(err, err_len, "%s (\"%s\"): shape must be a list of %zu to %d dims%s", where, name,
+        ps_set_err(err, err_len, "%s (\"%s\"): shape must be a list of %zu to %d dims%s", where, name,
                 min_dims, MODEL_MAX_DIMS,
                 batched ? " starting with the batch dim -1 (max_batch_size > 0)" : "");
         return PS_STATUS_INVALID_ARGUMENT;
@@ -383,7 +373,7 @@ static ps_status parse_io(model_config *cfg, json_t *obj, const char *where, cfg
         const json_int_t x = json_is_integer(v) ? json_integer_value(v) : 0;
         if (batched && d == 0) {
             if (x != -1) {
-                set_err(err, err_len,
+                ps_set_err(err, err_len,
                         "%s (\"%s\"): shape[0] must be -1, the batch dim, because "
                         "max_batch_size is %u",
                         where, name, cfg->max_batch);
@@ -393,21 +383,21 @@ static ps_status parse_io(model_config *cfg, json_t *obj, const char *where, cfg
             continue;
         }
         if (x == -1) {
-            set_err(err, err_len, "%s (\"%s\"): shape[%u] is -1; variable dims are not supported%s",
+            ps_set_err(err, err_len, "%s (\"%s\"): shape[%u] is -1; variable dims are not supported%s",
                     where, name, d,
                     batched ? " (only shape[0], the batch dim, is -1)"
                             : " (max_batch_size is 0, so there is no batch dim)");
             return PS_STATUS_INVALID_ARGUMENT;
         }
         if (x < 1 || x > DIM_LIMIT) {
-            set_err(err, err_len, "%s (\"%s\"): shape[%u] must be a positive integer", where, name,
+            ps_set_err(err, err_len, "%s (\"%s\"): shape[%u] must be a positive integer", where, name,
                     d);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         io->dims[d] = x;
         per_sample *= x;
         if (per_sample > DIM_LIMIT) {
-            set_err(err, err_len, "%s (\"%s\"): more than %lld elements per sample", where, name,
+            ps_set_err(err, err_len, "%s (\"%s\"): more than %lld elements per sample", where, name,
                     DIM_LIMIT);
             return PS_STATUS_INVALID_ARGUMENT;
         }
@@ -420,11 +410,11 @@ static ps_status parse_io_list(model_config *cfg, json_t *root, const char *key,
                                cfg_io **ret_list, char *err, size_t err_len) {
     json_t *arr = json_object_get(root, key);
     if (arr == NULL) {
-        set_err(err, err_len, "config: missing field \"%s\"", key);
+        ps_set_err(err, err_len, "config: missing field \"%s\"", key);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     if (!json_is_array(arr) || json_array_size(arr) == 0) {
-        set_err(err, err_len, "config: \"%s\" must be a non-empty list", key);
+        ps_set_err(err, err_len, "config: \"%s\" must be a non-empty list", key);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     const size_t n = json_array_size(arr);
@@ -442,7 +432,7 @@ static ps_status parse_io_list(model_config *cfg, json_t *root, const char *key,
         *ret_n = i + 1;
         for (size_t j = 0; j < i; j++) {
             if (strcmp((*ret_list)[j].name, (*ret_list)[i].name) == 0) {
-                set_err(err, err_len, "%s: duplicate name \"%s\" (also %s[%zu])", where,
+                ps_set_err(err, err_len, "%s: duplicate name \"%s\" (also %s[%zu])", where,
                         (*ret_list)[i].name, key, j);
                 return PS_STATUS_INVALID_ARGUMENT;
             }
@@ -472,7 +462,7 @@ static ps_status resolve_input(model_config *cfg, const layer_ctx *lc, const cha
     }
     for (size_t i = 0; i < cfg->n_params; i++) {
         if (strcmp(cfg->params[i].name, name) == 0) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "%s: input \"%s\" is a parameter tensor (the %s of layers[%zu]), not a "
                     "model input or a layer output",
                     lc->where, name, cfg->params[i].role, cfg->params[i].first_layer);
@@ -482,14 +472,14 @@ static ps_status resolve_input(model_config *cfg, const layer_ctx *lc, const cha
     for (size_t j = lc->index; j < json_array_size(lc->all); j++) {
         json_t *out = json_object_get(json_array_get(lc->all, j), "output");
         if (json_is_string(out) && strcmp(json_string_value(out), name) == 0) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "%s: input \"%s\" is produced by layers[%zu], which %s; list layers in "
                     "execution order",
                     lc->where, name, j, j == lc->index ? "is this layer" : "comes later");
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
-    set_err(err, err_len, "%s: input \"%s\" is not a model input and no earlier layer produces it",
+    ps_set_err(err, err_len, "%s: input \"%s\" is not a model input and no earlier layer produces it",
             lc->where, name);
     return PS_STATUS_INVALID_ARGUMENT;
 }
@@ -503,7 +493,7 @@ static ps_status use_param(model_config *cfg, const layer_ctx *lc, const char *n
         cfg_param *p = &cfg->params[i];
         if (strcmp(p->name, name) == 0) {
             if (p->ndims != ndims) {
-                set_err(err, err_len,
+                ps_set_err(err, err_len,
                         "%s: parameter \"%s\" is used as a %u-dim %s here but as a %u-dim %s "
                         "by layers[%zu]",
                         lc->where, name, ndims, role, p->ndims, p->role, p->first_layer);
@@ -514,7 +504,7 @@ static ps_status use_param(model_config *cfg, const layer_ctx *lc, const char *n
         }
     }
     if (name_taken(cfg, name, what, sizeof(what))) {
-        set_err(err, err_len, "%s: %s \"%s\" names %s, not a parameter tensor", lc->where, role,
+        ps_set_err(err, err_len, "%s: %s \"%s\" names %s, not a parameter tensor", lc->where, role,
                 name, what);
         return PS_STATUS_INVALID_ARGUMENT;
     }
@@ -566,7 +556,7 @@ static ps_status tie_param_dim(model_config *cfg, const layer_ctx *lc, size_t pa
     int64_t a;
     int64_t b;
     if (!var_unify(cfg->vars, cfg->params[param].vars[pdim], vvar, &a, &b)) {
-        set_err(err, err_len, "%s: %s \"%s\" dim %u is %lld, but %s \"%s\" is %lld", lc->where,
+        ps_set_err(err, err_len, "%s: %s \"%s\" dim %u is %lld, but %s \"%s\" is %lld", lc->where,
                 cfg->params[param].role, cfg->params[param].name, pdim, (long long)a, meaning,
                 value_name, (long long)b);
         return PS_STATUS_INVALID_ARGUMENT;
@@ -588,7 +578,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
     model_config_layer *info = &layer->info;
     snprintf(lc->where, sizeof(lc->where), "layers[%zu]", lc->index);
     if (!json_is_object(obj)) {
-        set_err(err, err_len, "%s: must be an object with op, input(s) and output", lc->where);
+        ps_set_err(err, err_len, "%s: must be an object with op, input(s) and output", lc->where);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     const char *op;
@@ -605,7 +595,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
         }
     }
     if (op_index == OP_COUNT) {
-        set_err(err, err_len, "%s: unknown op \"%s\" (supported: dense, relu, softmax, add, scale)",
+        ps_set_err(err, err_len, "%s: unknown op \"%s\" (supported: dense, relu, softmax, add, scale)",
                 lc->where, op);
         return PS_STATUS_INVALID_ARGUMENT;
     }
@@ -635,14 +625,14 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
     if (info->op == MODEL_CONFIG_OP_ADD) {
         json_t *inputs = json_object_get(obj, "inputs");
         if (inputs == NULL) {
-            set_err(err, err_len, "%s: missing field \"inputs\" (a list of two value names)",
+            ps_set_err(err, err_len, "%s: missing field \"inputs\" (a list of two value names)",
                     lc->where);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         if (!json_is_array(inputs) || json_array_size(inputs) != 2 ||
             !json_is_string(json_array_get(inputs, 0)) ||
             !json_is_string(json_array_get(inputs, 1))) {
-            set_err(err, err_len, "%s: \"inputs\" must be a list of two value names", lc->where);
+            ps_set_err(err, err_len, "%s: \"inputs\" must be a list of two value names", lc->where);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         info->input_count = 2;
@@ -670,7 +660,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
     /* Output name: unique across the model. */
     char what[MODEL_CONFIG_NAME_MAX + 64];
     if (name_taken(cfg, output, what, sizeof(what))) {
-        set_err(err, err_len, "%s: output \"%s\" is already %s; every name must be unique",
+        ps_set_err(err, err_len, "%s: output \"%s\" is already %s; every name must be unique",
                 lc->where, output, what);
         return PS_STATUS_INVALID_ARGUMENT;
     }
@@ -695,7 +685,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
                 }
             }
             if (a == ACTIVATION_COUNT) {
-                set_err(err, err_len,
+                ps_set_err(err, err_len,
                         "%s: unknown activation \"%s\" (supported: none, relu, sigmoid, tanh)",
                         lc->where, act);
                 return PS_STATUS_INVALID_ARGUMENT;
@@ -733,7 +723,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
         if (axis != NULL) {
             const json_int_t a = json_is_integer(axis) ? json_integer_value(axis) : -2;
             if (a != -1 && a != (json_int_t)x->ndims - 1) {
-                set_err(err, err_len,
+                ps_set_err(err, err_len,
                         "%s: softmax axis must be the last one (-1 or %u); other axes are not "
                         "supported",
                         lc->where, x->ndims - 1);
@@ -745,7 +735,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
     case MODEL_CONFIG_OP_ADD: {
         const cfg_value *y = &cfg->values[info->inputs[1]];
         if (y->ndims != x->ndims) {
-            set_err(err, err_len, "%s: inputs \"%s\" (%u dims) and \"%s\" (%u dims) differ in rank",
+            ps_set_err(err, err_len, "%s: inputs \"%s\" (%u dims) and \"%s\" (%u dims) differ in rank",
                     lc->where, x->name, x->ndims, y->name, y->ndims);
             return PS_STATUS_INVALID_ARGUMENT;
         }
@@ -753,7 +743,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
             int64_t a;
             int64_t b;
             if (!var_unify(cfg->vars, x->vars[d], y->vars[d], &a, &b)) {
-                set_err(err, err_len,
+                ps_set_err(err, err_len,
                         "%s: inputs must have the same shape, but dim %u of \"%s\" is %lld and "
                         "of \"%s\" is %lld",
                         lc->where, d, x->name, (long long)a, y->name, (long long)b);
@@ -771,7 +761,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
             return st;
         }
         if (info->scale == MODEL_CONFIG_NONE && info->shift == MODEL_CONFIG_NONE) {
-            set_err(err, err_len, "%s: needs \"scale\", \"shift\" or both", lc->where);
+            ps_set_err(err, err_len, "%s: needs \"scale\", \"shift\" or both", lc->where);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         if (info->scale != MODEL_CONFIG_NONE) {
@@ -791,7 +781,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
     const size_t own[] = {info->weight, info->bias, info->scale, info->shift};
     for (size_t k = 0; k < sizeof(own) / sizeof(own[0]); k++) {
         if (own[k] != MODEL_CONFIG_NONE && strcmp(cfg->params[own[k]].name, output) == 0) {
-            set_err(err, err_len, "%s: output \"%s\" is also the name of its %s parameter",
+            ps_set_err(err, err_len, "%s: output \"%s\" is also the name of its %s parameter",
                     lc->where, output, cfg->params[own[k]].role);
             return PS_STATUS_INVALID_ARGUMENT;
         }
@@ -825,12 +815,12 @@ static ps_status check_outputs(model_config *cfg, char *err, size_t err_len) {
             }
         }
         if (v == MODEL_CONFIG_NONE) {
-            set_err(err, err_len, "outputs[%zu]: no layer produces \"%s\"", i, o->name);
+            ps_set_err(err, err_len, "outputs[%zu]: no layer produces \"%s\"", i, o->name);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         const cfg_value *val = &cfg->values[v];
         if (val->producer == MODEL_CONFIG_NONE) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "outputs[%zu]: \"%s\" is a model input; outputs must be produced by a layer", i,
                     o->name);
             return PS_STATUS_INVALID_ARGUMENT;
@@ -850,7 +840,7 @@ static ps_status check_outputs(model_config *cfg, char *err, size_t err_len) {
             ok = var_unify(cfg->vars, val->vars[d], c, &a, &b);
         }
         if (!ok) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "outputs[%zu]: \"%s\" is declared with shape %s, but layers[%zu] produces %s",
                     i, o->name, dims_str(o->dims, o->ndims, true, want_s, sizeof(want_s)),
                     val->producer, dims_str(made, val->ndims, true, made_s, sizeof(made_s)));
@@ -876,7 +866,7 @@ static bool model_name_ok(const char *s) {
 
 static ps_status parse_root(model_config *cfg, json_t *root, char *err, size_t err_len) {
     if (!json_is_object(root)) {
-        set_err(err, err_len, "config: the top level must be a JSON object");
+        ps_set_err(err, err_len, "config: the top level must be a JSON object");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     const char *name;
@@ -885,7 +875,7 @@ static ps_status parse_root(model_config *cfg, json_t *root, char *err, size_t e
         return st;
     }
     if (!model_name_ok(name)) {
-        set_err(err, err_len,
+        ps_set_err(err, err_len,
                 "config: name \"%s\" may only contain letters, digits, '_', '-' and '.'", name);
         return PS_STATUS_INVALID_ARGUMENT;
     }
@@ -897,7 +887,7 @@ static ps_status parse_root(model_config *cfg, json_t *root, char *err, size_t e
     if (mbs != NULL) {
         if (!json_is_integer(mbs) || json_integer_value(mbs) < 0 ||
             json_integer_value(mbs) > DIM_LIMIT) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "config: max_batch_size must be an integer >= 0 (0: no batch dim)");
             return PS_STATUS_INVALID_ARGUMENT;
         }
@@ -917,11 +907,11 @@ static ps_status parse_root(model_config *cfg, json_t *root, char *err, size_t e
 
     json_t *layers = json_object_get(root, "layers");
     if (layers == NULL) {
-        set_err(err, err_len, "config: missing field \"layers\"");
+        ps_set_err(err, err_len, "config: missing field \"layers\"");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     if (!json_is_array(layers) || json_array_size(layers) == 0) {
-        set_err(err, err_len, "config: \"layers\" must be a non-empty list");
+        ps_set_err(err, err_len, "config: \"layers\" must be a non-empty list");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     const size_t n_layers = json_array_size(layers);
@@ -967,11 +957,11 @@ static ps_status parse_root(model_config *cfg, json_t *root, char *err, size_t e
 ps_status model_config_parse(const char *text, size_t len, model_config **ret_cfg, char *err,
                              size_t err_len) {
     if ((text == NULL && len > 0) || ret_cfg == NULL) {
-        set_err(err, err_len, "config: no text or no result pointer");
+        ps_set_err(err, err_len, "config: no text or no result pointer");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     if (len > MODEL_CONFIG_MAX_BYTES) {
-        set_err(err, err_len, "config: %zu bytes, more than the %u-byte limit", len,
+        ps_set_err(err, err_len, "config: %zu bytes, more than the %u-byte limit", len,
                 MODEL_CONFIG_MAX_BYTES);
         return PS_STATUS_INVALID_ARGUMENT;
     }
@@ -993,7 +983,7 @@ ps_status model_config_parse(const char *text, size_t len, model_config **ret_cf
     json_error_t jerr;
     json_t *root = json_loadb(cfg->text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        set_err(err, err_len, "config: not valid JSON: line %d, column %d: %s", jerr.line,
+        ps_set_err(err, err_len, "config: not valid JSON: line %d, column %d: %s", jerr.line,
                 jerr.column, jerr.text);
         st = PS_STATUS_PARSE;
         goto fail_cfg;
@@ -1013,14 +1003,14 @@ fail_cfg:
 
 ps_status model_config_load(const char *path, model_config **ret_cfg, char *err, size_t err_len) {
     if (path == NULL || ret_cfg == NULL) {
-        set_err(err, err_len, "config: no path or no result pointer");
+        ps_set_err(err, err_len, "config: no path or no result pointer");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     ps_status st = PS_STATUS_IO;
     char *text = NULL;
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        set_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+        ps_set_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
         return PS_STATUS_IO;
     }
     size_t len = 0;
@@ -1028,7 +1018,7 @@ ps_status model_config_load(const char *path, model_config **ret_cfg, char *err,
     for (;;) {
         if (len == cap) {
             if (cap > MODEL_CONFIG_MAX_BYTES) {
-                set_err(err, err_len, "%s: larger than the %u-byte limit for a config", path,
+                ps_set_err(err, err_len, "%s: larger than the %u-byte limit for a config", path,
                         MODEL_CONFIG_MAX_BYTES);
                 st = PS_STATUS_INVALID_ARGUMENT;
                 goto out_text;
@@ -1048,13 +1038,13 @@ ps_status model_config_load(const char *path, model_config **ret_cfg, char *err,
         }
     }
     if (ferror(f)) {
-        set_err(err, err_len, "%s: read failed", path);
+        ps_set_err(err, err_len, "%s: read failed", path);
         goto out_text;
     }
     char msg[512] = "";
     st = model_config_parse(text, len, ret_cfg, msg, sizeof(msg));
     if (st != PS_STATUS_OK) {
-        set_err(err, err_len, "%s: %s", path, msg);
+        ps_set_err(err, err_len, "%s: %s", path, msg);
     }
 
 out_text:
@@ -1191,7 +1181,7 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
                                size_t n_given, model_tensor_desc *ret_params,
                                model_tensor_desc *ret_values, char *err, size_t err_len) {
     if (cfg == NULL || (given == NULL && n_given > 0)) {
-        set_err(err, err_len, "resolve: no config or no shapes");
+        ps_set_err(err, err_len, "resolve: no config or no shapes");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     ps_status st = PS_STATUS_INVALID_ARGUMENT;
@@ -1214,12 +1204,12 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
         snprintf(where, sizeof(where), "parameter \"%s\" (the %s of layers[%zu], %s \"%s\")",
                  p->name, p->role, p->first_layer, op_names[user->info.op], user->info.name);
         if (g == NULL) {
-            set_err(err, err_len, "%s is missing", where);
+            ps_set_err(err, err_len, "%s is missing", where);
             goto out_vars;
         }
         if (g->datatype != NULL && strcmp(g->datatype, "FP32") != 0 &&
             strcmp(g->datatype, "F32") != 0) {
-            set_err(err, err_len, "%s has datatype %s; only FP32 is supported", where, g->datatype);
+            ps_set_err(err, err_len, "%s has datatype %s; only FP32 is supported", where, g->datatype);
             goto out_vars;
         }
         int64_t need[MODEL_MAX_DIMS];
@@ -1236,7 +1226,7 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
         }
         if (!ok) {
             vars_dims(vars, p->vars, p->ndims, need);
-            set_err(err, err_len, "%s has shape %s, but the graph needs %s", where,
+            ps_set_err(err, err_len, "%s has shape %s, but the graph needs %s", where,
                     dims_str(g->dims, g->ndims <= MODEL_MAX_DIMS ? g->ndims : MODEL_MAX_DIMS, false,
                              have_s, sizeof(have_s)),
                     dims_str(need, p->ndims, true, need_s, sizeof(need_s)));
@@ -1252,14 +1242,14 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
         for (uint32_t d = 0; d < val->ndims; d++) {
             const int64_t x = var_value(vars, val->vars[d]);
             if (x == DIM_UNKNOWN) {
-                set_err(err, err_len, "resolve: dim %u of \"%s\" is not determined", d, val->name);
+                ps_set_err(err, err_len, "resolve: dim %u of \"%s\" is not determined", d, val->name);
                 st = PS_STATUS_INTERNAL;
                 goto out_vars;
             }
             if (x > 0) {
                 per_sample *= x;
                 if (per_sample > DIM_LIMIT) {
-                    set_err(err, err_len, "\"%s\" would have more than %lld elements per sample",
+                    ps_set_err(err, err_len, "\"%s\" would have more than %lld elements per sample",
                             val->name, DIM_LIMIT);
                     goto out_vars;
                 }

@@ -9,6 +9,7 @@
  * that passed, so a caller never sees half a file.
  */
 #include "safetensors.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -90,17 +91,6 @@ static bool dtype_parse(const char *s, safetensors_dtype *ret_dtype) {
     return false;
 }
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...) {
-    if (err == NULL || err_len == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static char *dup_str(const char *s) {
     const size_t n = strlen(s) + 1;
@@ -148,7 +138,7 @@ static bool json_u64(const json_t *v, uint64_t *ret) {
 
 static ps_status parse_metadata(safetensors *st, json_t *meta, char *err, size_t err_len) {
     if (!json_is_object(meta)) {
-        set_err(err, err_len, "safetensors: \"__metadata__\" must be an object of strings");
+        ps_set_err(err, err_len, "safetensors: \"__metadata__\" must be an object of strings");
         return PS_STATUS_PARSE;
     }
     const size_t n = json_object_size(meta);
@@ -160,7 +150,7 @@ static ps_status parse_metadata(safetensors *st, json_t *meta, char *err, size_t
     json_t *value;
     json_object_foreach(meta, key, value) {
         if (!json_is_string(value)) {
-            set_err(err, err_len, "safetensors: \"__metadata__\" value for \"%s\" is not a string",
+            ps_set_err(err, err_len, "safetensors: \"__metadata__\" value for \"%s\" is not a string",
                     key);
             return PS_STATUS_PARSE;
         }
@@ -179,11 +169,11 @@ static ps_status parse_metadata(safetensors *st, json_t *meta, char *err, size_t
 static ps_status parse_entry(const safetensors *st, const char *name, json_t *obj, st_entry *e,
                              char *err, size_t err_len) {
     if (name[0] == '\0') {
-        set_err(err, err_len, "safetensors: a tensor has an empty name");
+        ps_set_err(err, err_len, "safetensors: a tensor has an empty name");
         return PS_STATUS_PARSE;
     }
     if (!json_is_object(obj)) {
-        set_err(err, err_len, "safetensors: entry \"%s\" is not an object", name);
+        ps_set_err(err, err_len, "safetensors: entry \"%s\" is not an object", name);
         return PS_STATUS_PARSE;
     }
     const char *key;
@@ -191,7 +181,7 @@ static ps_status parse_entry(const safetensors *st, const char *name, json_t *ob
     json_object_foreach(obj, key, value) {
         if (strcmp(key, "dtype") != 0 && strcmp(key, "shape") != 0 &&
             strcmp(key, "data_offsets") != 0) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "safetensors: tensor \"%s\" has an unknown field \"%s\" (expected dtype, "
                     "shape, data_offsets)",
                     name, key);
@@ -202,25 +192,25 @@ static ps_status parse_entry(const safetensors *st, const char *name, json_t *ob
     json_t *shape = json_object_get(obj, "shape");
     json_t *offsets = json_object_get(obj, "data_offsets");
     if (dtype == NULL || shape == NULL || offsets == NULL) {
-        set_err(err, err_len, "safetensors: tensor \"%s\" lacks \"%s\"", name,
+        ps_set_err(err, err_len, "safetensors: tensor \"%s\" lacks \"%s\"", name,
                 dtype == NULL   ? "dtype"
                 : shape == NULL ? "shape"
                                 : "data_offsets");
         return PS_STATUS_PARSE;
     }
     if (!json_is_string(dtype) || !dtype_parse(json_string_value(dtype), &e->dtype)) {
-        set_err(err, err_len, "safetensors: tensor \"%s\" has an unknown dtype %s%s%s", name,
+        ps_set_err(err, err_len, "safetensors: tensor \"%s\" has an unknown dtype %s%s%s", name,
                 json_is_string(dtype) ? "\"" : "",
                 json_is_string(dtype) ? json_string_value(dtype) : "(not a string)",
                 json_is_string(dtype) ? "\"" : "");
         return PS_STATUS_PARSE;
     }
     if (!json_is_array(shape)) {
-        set_err(err, err_len, "safetensors: tensor \"%s\": shape is not a list", name);
+        ps_set_err(err, err_len, "safetensors: tensor \"%s\": shape is not a list", name);
         return PS_STATUS_PARSE;
     }
     if (json_array_size(shape) > SAFETENSORS_MAX_DIMS) {
-        set_err(err, err_len, "safetensors: tensor \"%s\" has %zu dims; at most %d are supported",
+        ps_set_err(err, err_len, "safetensors: tensor \"%s\" has %zu dims; at most %d are supported",
                 name, json_array_size(shape), SAFETENSORS_MAX_DIMS);
         return PS_STATUS_PARSE;
     }
@@ -228,26 +218,26 @@ static ps_status parse_entry(const safetensors *st, const char *name, json_t *ob
     e->count = 1;
     for (uint32_t d = 0; d < e->ndims; d++) {
         if (!json_u64(json_array_get(shape, d), &e->dims[d])) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "safetensors: tensor \"%s\": shape[%u] is not a non-negative integer", name, d);
             return PS_STATUS_PARSE;
         }
         if (__builtin_mul_overflow(e->count, e->dims[d], &e->count)) {
-            set_err(err, err_len, "safetensors: tensor \"%s\": element count overflows", name);
+            ps_set_err(err, err_len, "safetensors: tensor \"%s\": element count overflows", name);
             return PS_STATUS_PARSE;
         }
     }
     if (!json_is_array(offsets) || json_array_size(offsets) != 2 ||
         !json_u64(json_array_get(offsets, 0), &e->begin) ||
         !json_u64(json_array_get(offsets, 1), &e->end)) {
-        set_err(err, err_len,
+        ps_set_err(err, err_len,
                 "safetensors: tensor \"%s\": data_offsets must be [begin, end], two "
                 "non-negative integers",
                 name);
         return PS_STATUS_PARSE;
     }
     if (e->begin > e->end || e->end > st->data_len) {
-        set_err(err, err_len,
+        ps_set_err(err, err_len,
                 "safetensors: tensor \"%s\": data_offsets [%llu, %llu] are outside the %zu data "
                 "bytes",
                 name, (unsigned long long)e->begin, (unsigned long long)e->end, st->data_len);
@@ -255,11 +245,11 @@ static ps_status parse_entry(const safetensors *st, const char *name, json_t *ob
     }
     uint64_t nbytes;
     if (__builtin_mul_overflow(e->count, (uint64_t)safetensors_dtype_size(e->dtype), &nbytes)) {
-        set_err(err, err_len, "safetensors: tensor \"%s\": byte count overflows", name);
+        ps_set_err(err, err_len, "safetensors: tensor \"%s\": byte count overflows", name);
         return PS_STATUS_PARSE;
     }
     if (nbytes != e->end - e->begin) {
-        set_err(err, err_len,
+        ps_set_err(err, err_len,
                 "safetensors: tensor \"%s\": %s with %llu elements needs %llu bytes, but "
                 "data_offsets span %llu",
                 name, safetensors_dtype_name(e->dtype), (unsigned long long)e->count,
@@ -302,7 +292,7 @@ static ps_status check_overlaps(const safetensors *st, char *err, size_t err_len
     ps_status status = PS_STATUS_OK;
     for (size_t i = 1; i < n; i++) {
         if (order[i]->begin < order[i - 1]->end) {
-            set_err(err, err_len,
+            ps_set_err(err, err_len,
                     "safetensors: tensors \"%s\" [%llu, %llu] and \"%s\" [%llu, %llu] overlap",
                     order[i - 1]->name, (unsigned long long)order[i - 1]->begin,
                     (unsigned long long)order[i - 1]->end, order[i]->name,
@@ -318,19 +308,19 @@ static ps_status check_overlaps(const safetensors *st, char *err, size_t err_len
 /* Parses base[0..len) into st (whose base/len/map are set). */
 static ps_status parse(safetensors *st, char *err, size_t err_len) {
     if (st->len < 8) {
-        set_err(err, err_len,
+        ps_set_err(err, err_len,
                 "safetensors: input is %zu bytes, shorter than the 8-byte header length", st->len);
         return PS_STATUS_PARSE;
     }
     uint64_t header_len;
     memcpy(&header_len, st->base, sizeof(header_len));
     if (header_len > SAFETENSORS_MAX_HEADER) {
-        set_err(err, err_len, "safetensors: header length %llu exceeds the %llu-byte limit",
+        ps_set_err(err, err_len, "safetensors: header length %llu exceeds the %llu-byte limit",
                 (unsigned long long)header_len, (unsigned long long)SAFETENSORS_MAX_HEADER);
         return PS_STATUS_PARSE;
     }
     if (header_len > st->len - 8) {
-        set_err(err, err_len,
+        ps_set_err(err, err_len,
                 "safetensors: header length %llu runs past the end of the input (%zu bytes "
                 "after the length): truncated file?",
                 (unsigned long long)header_len, st->len - 8);
@@ -343,13 +333,13 @@ static ps_status parse(safetensors *st, char *err, size_t err_len) {
     json_t *root =
         json_loadb((const char *)st->base + 8, (size_t)header_len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        set_err(err, err_len, "safetensors: header is not valid JSON (column %d): %s", jerr.column,
+        ps_set_err(err, err_len, "safetensors: header is not valid JSON (column %d): %s", jerr.column,
                 jerr.text);
         return PS_STATUS_PARSE;
     }
     ps_status status = PS_STATUS_OK;
     if (!json_is_object(root)) {
-        set_err(err, err_len, "safetensors: header is JSON but not an object");
+        ps_set_err(err, err_len, "safetensors: header is JSON but not an object");
         status = PS_STATUS_PARSE;
         goto out_root;
     }
@@ -392,7 +382,7 @@ out_root:
 ps_status safetensors_open_memory(const void *buf, size_t len, safetensors **ret_st, char *err,
                                   size_t err_len) {
     if (ret_st == NULL || (buf == NULL && len > 0)) {
-        set_err(err, err_len, "safetensors: no buffer or no result pointer");
+        ps_set_err(err, err_len, "safetensors: no buffer or no result pointer");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     safetensors *st = calloc(1, sizeof(*st));
@@ -412,22 +402,22 @@ ps_status safetensors_open_memory(const void *buf, size_t len, safetensors **ret
 
 ps_status safetensors_open_file(const char *path, safetensors **ret_st, char *err, size_t err_len) {
     if (path == NULL || ret_st == NULL) {
-        set_err(err, err_len, "safetensors: no path or no result pointer");
+        ps_set_err(err, err_len, "safetensors: no path or no result pointer");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     ps_status status = PS_STATUS_IO;
     const int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+        ps_set_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
         return PS_STATUS_IO;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        set_err(err, err_len, "%s: not a regular file", path);
+        ps_set_err(err, err_len, "%s: not a regular file", path);
         goto out_close;
     }
     if (sb.st_size < 8) {
-        set_err(err, err_len, "%s: %lld bytes, shorter than the 8-byte safetensors header length",
+        ps_set_err(err, err_len, "%s: %lld bytes, shorter than the 8-byte safetensors header length",
                 path, (long long)sb.st_size);
         status = PS_STATUS_PARSE;
         goto out_close;
@@ -440,7 +430,7 @@ ps_status safetensors_open_file(const char *path, safetensors **ret_st, char *er
     st->map_len = (size_t)sb.st_size;
     st->map = mmap(NULL, st->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (st->map == MAP_FAILED) {
-        set_err(err, err_len, "%s: cannot map: %s", path, strerror(errno));
+        ps_set_err(err, err_len, "%s: cannot map: %s", path, strerror(errno));
         st->map = NULL;
         st_free(st);
         goto out_close;
@@ -450,7 +440,7 @@ ps_status safetensors_open_file(const char *path, safetensors **ret_st, char *er
     char msg[512] = "";
     status = parse(st, msg, sizeof(msg));
     if (status != PS_STATUS_OK) {
-        set_err(err, err_len, "%s: %s", path, msg);
+        ps_set_err(err, err_len, "%s: %s", path, msg);
         st_free(st);
         goto out_close;
     }

@@ -1,5 +1,6 @@
 /* util.c: see util.h. */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,4 +205,13 @@ ps_status ps_write_port_file(const char *path, int port) {
     char text[32];
     int n = snprintf(text, sizeof text, "%d\n", port);
     return ps_write_file_atomic(path, text, (size_t)n);
+}
+
+void ps_set_err(char *err, size_t err_len, const char *fmt, ...) {
+    if (!err || err_len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
 }

@@ -4,9 +4,9 @@
  * them. Nothing outside proto/ includes a gRPC header: the rest of the project sees
  * handlers that take and give protobuf-c messages, and ps_status values.
  *
- * Server model: N worker threads, each with its own completion queue, so every event
- * of a call returns to the thread that accepted it and the call needs no lock on the
- * unary path. Unary handlers run on that worker thread. A server-streaming handler
+ * Server model: N worker threads take events from one shared completion queue; at
+ * most one of them polls without blocking (spin-then-block) at a time. Unary
+ * handlers run on the worker that took the call. A server-streaming handler
  * runs on a thread of its own (streams live long: subscriptions, ring watches) and
  * writes messages one at a time with rpc_ctx_write, which blocks until the message is
  * sent or the call dies. Calls to methods nobody registered get UNIMPLEMENTED.

@@ -18,6 +18,7 @@ static void usage(FILE *out) {
             "  --threads N              worker threads (default: number of CPUs)\n"
             "  --max-message-bytes N    largest message accepted or sent (default 64 MiB)\n"
             "  --grace-ms N             shutdown grace for in-flight calls (default 5000)\n"
+            "  --spin-us N              poll queues this long before blocking (default 200; -1 never)\n"
             "  -h, --help               this text\n");
 }
 
@@ -28,6 +29,7 @@ int main(int argc, char **argv) {
         {"threads", required_argument, NULL, 't'},
         {"max-message-bytes", required_argument, NULL, 'm'},
         {"grace-ms", required_argument, NULL, 'g'},
+        {"spin-us", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -38,6 +40,7 @@ int main(int argc, char **argv) {
         case 't': opts.threads = atoi(optarg); break;
         case 'm': opts.max_message_bytes = strtoull(optarg, NULL, 10); break;
         case 'g': opts.grace_ms = atoi(optarg); break;
+        case 's': opts.spin_us = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

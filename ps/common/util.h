@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "status.h"
 
@@ -15,6 +16,8 @@
 int64_t ps_now_ms(void);
 int64_t ps_now_us(void);
 int64_t ps_wall_ms(void);
+/* The CLOCK_REALTIME time `ms` from now, for pthread_cond_timedwait. */
+struct timespec ps_abstime_after_ms(int64_t ms);
 
 /* The key of chunk `chunk` of dense tensor `tensor` of `model`: XXH3-64 over
  * "model" NUL "tensor" NUL and the chunk index as 4 little-endian bytes. Every

@@ -407,13 +407,7 @@ static bool wait_change(rpc_ctx *ctx, const uint64_t *counter, uint64_t after) {
             return false;
         if (*counter > after)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = ps_abstime_after_ms(200);
         pthread_cond_timedwait(&g.changed, &g.lock, &ts);
     }
     return !g.stopping;
@@ -761,11 +755,8 @@ static void *liveness_thread(void *arg) {
                 PS_WARN("node %s (%s) missed 3 heartbeats: marked dead", n->id, n->addr);
             }
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ns = ts.tv_nsec + (long)(g.heartbeat_ms % 1000) * 1000000L / 2;
-        ts.tv_sec += g.heartbeat_ms / 2000 + ns / 1000000000L;
-        ts.tv_nsec = ns % 1000000000L;
+        /* look again after half an interval */
+        struct timespec ts = ps_abstime_after_ms(g.heartbeat_ms / 2);
         pthread_cond_timedwait(&g.changed, &g.lock, &ts);
     }
     pthread_mutex_unlock(&g.lock);

@@ -456,13 +456,7 @@ static ps_status h_subscribe(rpc_ctx *ctx, const ProtobufCMessage *msg, void *us
             pthread_mutex_lock(&l->lock);
             if (next <= l->last_seq)
                 break;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = ps_abstime_after_ms(100);
             pthread_cond_timedwait(&l->grew, &l->lock, &ts);
         }
         if (l->stopping) {

@@ -814,13 +814,7 @@ static void *fixer_thread(void *arg) {
     ps_client *pc = NULL;
     while (!atomic_load(&g.stopping)) {
         pthread_mutex_lock(&g.fix_lock);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = ps_abstime_after_ms(100);
         pthread_cond_timedwait(&g.fix_cond, &g.fix_lock, &ts);
         pthread_mutex_unlock(&g.fix_lock);
         if (atomic_load(&g.stopping))

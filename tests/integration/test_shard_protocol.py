@@ -3,6 +3,7 @@ processes: placement checks (a shard refuses keys it does not own with ABORTED a
 message saying to refresh the ring), pushes validated before anything changes,
 ordered update streams, resync when a subscriber falls behind the log, and ring
 epochs streamed by WatchRing."""
+import os
 import pathlib
 import signal
 import struct
@@ -184,3 +185,33 @@ def test_watch_ring_streams_new_epochs(cluster):
         c.RemoveNode(cpb.RemoveNodeRequest(id=loaded[0]))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "holds" in e.value.details()
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_processes_do_not_spin():
+    """An idle cluster must sleep, not poll: a wait computed wrong once made the
+    coordinator burn a third of a core doing nothing (at the default 1 s heartbeat).
+    Idle costs well under 5% here; the bound is 25% of one core, so only a busy loop
+    trips it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        coord, addr = start(tmp, "coord", [BUILD / "ps" / "ps-coordinator", "--listen", "127.0.0.1:0",
+                                           "--state-dir", pathlib.Path(tmp) / "st"])
+        shard, _ = start(tmp, "shard-1", [BUILD / "ps" / "ps-shard", "--id", "shard-1",
+                                          "--coordinator", addr])
+        try:
+            time.sleep(0.5)
+            before = {p.pid: cpu_seconds(p.pid) for p in (coord, shard)}
+            time.sleep(2)
+            for p in (coord, shard):
+                used = cpu_seconds(p.pid) - before[p.pid]
+                assert used < 0.5, f"{p.args[0]} used {used:.2f} s of CPU in 2 s idle"
+        finally:
+            for p in (shard, coord):
+                p.send_signal(signal.SIGTERM)
+            for p in (shard, coord):
+                assert p.wait(timeout=20) == 0

@@ -9,6 +9,7 @@ import pathlib
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 import grpc
@@ -268,3 +269,92 @@ def test_bad_inputs_get_clear_statuses(cluster, heldout):
     assert probs(infer_raw(s, x[:2])).shape == (2, 10)
     for name, p in cluster.procs:
         assert p.poll() is None, f"{name} died"
+
+
+def pulled_params(cluster, reference):
+    """The model's parameters as the shards hold them now, and the sum of their chunk
+    versions (what a replica's param_version equals once it has caught up)."""
+    config, params = reference
+    out, total = {}, 0
+    for name in params:
+        doc = json.loads(cluster.psctl("--json", "pull", "digits_mlp", name).stdout)
+        out[name] = np.array(doc["values"], dtype=np.float32).reshape(doc["shape"])
+        total += doc["version_sum"]
+    return out, total
+
+
+def wait_param_version(addr, x, want, timeout=10):
+    s = stub(addr)
+    t0 = time.monotonic()
+    while True:
+        r = infer_raw(s, x)
+        if r.parameters["param_version"].int64_param == want:
+            return r
+        assert time.monotonic() - t0 < timeout, \
+            f"{addr} at param_version {r.parameters['param_version'].int64_param}, want {want}"
+        time.sleep(0.005)
+
+
+def test_concurrent_updates_converge_while_serving(cluster, heldout, reference):
+    """Training-style pushes to every tensor while both replicas serve: no request
+    fails, and each replica ends exactly at the shards' state."""
+    x, _ = heldout
+    config, _ = reference
+    rng = np.random.default_rng(1)
+    errors, stop = [], False
+
+    def load(addr):
+        s = stub(addr)
+        while not stop:
+            try:
+                assert probs(infer_raw(s, x[:8])).shape == (8, 10)
+            except Exception as e:  # noqa: BLE001 - collected and reported below
+                errors.append(f"{addr}: {e!r}")
+                return
+
+    threads = [threading.Thread(target=load, args=(a,)) for a in cluster.serve]
+    for t in threads:
+        t.start()
+    try:
+        for step in range(12):
+            name = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"][step % 4]
+            shape = reference[1][name].shape
+            delta = (rng.standard_normal(shape) * 0.01).astype("<f4")
+            with tempfile.NamedTemporaryFile(suffix=".f32") as f:
+                f.write(delta.tobytes())
+                f.flush()
+                cluster.psctl("push", "digits_mlp", name, "--add", "--file", f.name)
+    finally:
+        stop = True
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
+    params, total = pulled_params(cluster, reference)
+    want = modelref.forward(config, params, {"pixels": x[:64]})["probabilities"]
+    for addr in cluster.serve:
+        r = wait_param_version(addr, x[:64], total)
+        assert np.max(np.abs(probs(r) - want)) <= 1e-5
+
+
+def test_replica_started_later_serves_the_current_state(cluster, heldout, reference):
+    x, _ = heldout
+    config, _ = reference
+    cluster.psctl("push", "digits_mlp", "fc1.bias", "--add", "--fill", "0.01")
+    params, total = pulled_params(cluster, reference)
+    port = cluster.start("serve-late", [BUILD / "serving" / "ps-serve", "--id", "serve-late",
+                                        "--coordinator", cluster.coordinator])
+    addr = f"127.0.0.1:{port}"
+    s = stub(addr)
+    t0 = time.monotonic()
+    while not s.ModelReady(pb.ModelReadyRequest(name="digits_mlp"), timeout=2).ready:
+        assert time.monotonic() - t0 < 20, "the late replica never loaded the model"
+        time.sleep(0.02)
+    r = wait_param_version(addr, x[:64], total)
+    want = modelref.forward(config, params, {"pixels": x[:64]})["probabilities"]
+    assert np.max(np.abs(probs(r) - want)) <= 1e-5
+    # and it follows updates from then on
+    cluster.psctl("push", "digits_mlp", "fc2.bias", "--add", "--fill", "-0.02")
+    params, total = pulled_params(cluster, reference)
+    want = modelref.forward(config, params, {"pixels": x[:64]})["probabilities"]
+    for a in cluster.serve + [addr]:
+        assert np.max(np.abs(probs(wait_param_version(a, x[:64], total)) - want)) <= 1e-5

@@ -52,6 +52,12 @@ struct served {
 
     pthread_mutex_t stats_lock;
     served_stats stats;
+
+    /* idle forward-pass workspaces (scratch sized for max_batch_size), so a request
+     * allocates nothing in the common case; one per concurrently running request */
+    pthread_mutex_t ws_lock;
+    model_workspace *idle_ws[16];
+    size_t n_idle_ws;
 };
 
 struct replica {
@@ -67,6 +73,9 @@ struct replica {
 /* ------------------------------------------------------------------ served --- */
 
 static void served_free(served *s) {
+    for (size_t i = 0; i < s->n_idle_ws; i++)
+        model_workspace_destroy(s->idle_ws[i]);
+    pthread_mutex_destroy(&s->ws_lock);
     model_destroy(s->m);
     for (size_t i = 0; i < s->n_tensors; i++)
         free(s->tensors[i].name);
@@ -114,6 +123,7 @@ static ps_status served_build(const Ps__ModelInfo *info, served **ret, char *err
     atomic_init(&s->refs, 1);
     pthread_rwlock_init(&s->lock, NULL);
     pthread_mutex_init(&s->stats_lock, NULL);
+    pthread_mutex_init(&s->ws_lock, NULL);
     s->name = strdup(info->name);
     s->version = info->version;
     for (size_t i = 0; i < info->n_tensors; i++) {
@@ -545,11 +555,29 @@ uint64_t served_param_version(const served *s) {
 ps_status served_infer(served *s, const model_input *inputs, size_t n_inputs,
                        model_output *outputs, size_t n_outputs, uint64_t *ret_param_version,
                        char *err, size_t err_len) {
+    model_workspace *ws = NULL;
+    pthread_mutex_lock(&s->ws_lock);
+    if (s->n_idle_ws > 0)
+        ws = s->idle_ws[--s->n_idle_ws];
+    pthread_mutex_unlock(&s->ws_lock);
+    if (!ws && model_workspace_create(s->m, &ws) != PS_STATUS_OK)
+        ws = NULL; /* infer then allocates scratch for this call alone */
+
     pthread_rwlock_rdlock(&s->lock);
-    ps_status st = model_infer(s->m, NULL, inputs, n_inputs, outputs, n_outputs, err, err_len);
+    ps_status st = model_infer(s->m, ws, inputs, n_inputs, outputs, n_outputs, err, err_len);
     if (ret_param_version)
         *ret_param_version = s->param_version;
     pthread_rwlock_unlock(&s->lock);
+
+    if (ws) {
+        pthread_mutex_lock(&s->ws_lock);
+        if (s->n_idle_ws < sizeof s->idle_ws / sizeof s->idle_ws[0]) {
+            s->idle_ws[s->n_idle_ws++] = ws;
+            ws = NULL;
+        }
+        pthread_mutex_unlock(&s->ws_lock);
+        model_workspace_destroy(ws);
+    }
     return st;
 }
 

@@ -812,6 +812,7 @@ static void *ring_thread(void *arg) {
 static void *fixer_thread(void *arg) {
     (void)arg;
     ps_client *pc = NULL;
+    bool failing = false;
     while (!atomic_load(&g.stopping)) {
         pthread_mutex_lock(&g.fix_lock);
         struct timespec ts = ps_abstime_after_ms(100);
@@ -825,8 +826,15 @@ static void *fixer_thread(void *arg) {
         }
         size_t left = 0;
         if (replica_fix_stale(g.rep, pc, &left) != PS_STATUS_OK) {
-            PS_WARN("pulling stale chunks again failed: %s", ps_client_error(pc));
+            if (!failing) /* once per streak of failures, not ten times a second */
+                PS_WARN("pulling stale chunks again failed (serving the last good values "
+                        "meanwhile; retrying): %s",
+                        ps_client_error(pc));
+            failing = true;
             ps_client_refresh(pc);
+        } else if (failing) {
+            PS_INFO("stale chunks pulled again: replica up to date");
+            failing = false;
         }
     }
     ps_client_destroy(pc);

@@ -73,6 +73,12 @@ const char *rpc_code_name(int grpc_code);
  * receive buffers to the OS after every message. Call once, early in main. */
 void rpc_tune_allocator(void);
 
+/* For programs: keeps gRPC initialized until the process exits, so that destroying
+ * the last server or channel never runs grpc_shutdown, which can block for about 10 s
+ * waiting for connections that are still closing (seen under CPU load). The OS
+ * reclaims everything at exit. Call once, early in main. */
+void rpc_process_init(void);
+
 /* Signals: rpc_signals_block() blocks SIGINT and SIGTERM in the calling thread (call
  * it in main before any thread starts, so every thread inherits the mask);
  * rpc_signals_wait() then waits for one of them and returns its number. */

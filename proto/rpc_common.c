@@ -81,6 +81,10 @@ void rpc_library_ref(void) {
     pthread_mutex_unlock(&library_lock);
 }
 
+void rpc_process_init(void) {
+    rpc_library_ref(); /* never released */
+}
+
 void rpc_library_unref(void) {
     pthread_mutex_lock(&library_lock);
     if (--library_refs == 0)

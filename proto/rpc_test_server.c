@@ -46,6 +46,7 @@ int main(int argc, char **argv) {
         }
     }
     rpc_signals_block();
+    rpc_process_init();
     rpc_tune_allocator();
     rpc_server *server = NULL;
     int port = 0;

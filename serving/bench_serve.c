@@ -146,6 +146,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_serve: no replicas: pass --serve or run scripts/cluster up\n");
         return 2;
     }
+    rpc_process_init();
     rpc_tune_allocator();
     rpc_channel *ch[MAX_REPLICAS];
     char *addrs[MAX_REPLICAS];

@@ -824,6 +824,7 @@ int main(int argc, char **argv) {
     }
     ps_log_init("ps-coordinator", NULL);
     rpc_signals_block();
+    rpc_process_init();
 
     if (ps_mkdir_p(state_dir) != PS_STATUS_OK) {
         PS_ERROR("cannot create state directory %s: %s", state_dir, strerror(errno));

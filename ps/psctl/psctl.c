@@ -325,6 +325,7 @@ static const top_cmd top_cmds[] = {
 
 int main(int argc, char **argv) {
     psctl p = {.timeout_ms = PSCTL_DEFAULT_TIMEOUT_MS};
+    rpc_process_init(); /* exit without waiting in grpc_shutdown */
     int rc;
     bool help = false;
     rc = run_getopt(

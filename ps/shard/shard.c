@@ -676,6 +676,7 @@ int main(int argc, char **argv) {
     g.weight = (uint32_t)weight;
     ps_log_init("ps-shard", g.id);
     rpc_signals_block();
+    rpc_process_init();
     rpc_tune_allocator();
 
     pthread_rwlock_init(&g.st.lock, NULL);

@@ -904,6 +904,7 @@ int main(int argc, char **argv) {
     snprintf(g.id, sizeof g.id, "%s", id);
     ps_log_init("ps-serve", g.id);
     rpc_signals_block();
+    rpc_process_init();
     rpc_tune_allocator();
     pthread_mutex_init(&g.watch_lock, NULL);
     pthread_mutex_init(&g.subs_lock, NULL);

@@ -1,0 +1,213 @@
+/* test_psclient.c: the client library against real processes (a coordinator and
+ * shards started from the build directory): whole-tensor push and pull, version
+ * counting, clear errors, and re-routing when the ring moved under a client that
+ * still holds the old one. Re-routing must re-send only the keys a shard refused,
+ * so every key is applied exactly once (version 1 after one ASSIGN). */
+#include <setjmp.h>
+#include <stdbool.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "psclient.h"
+#include "util.h"
+
+#define MAX_PROCS 8
+
+static char build_dir[1024], tmp_dir[256];
+static pid_t procs[MAX_PROCS];
+static int n_procs;
+static char coordinator[64];
+
+/* Starts a program of the build with a --port-file in tmp_dir; returns its port. */
+static int start(const char *name, const char *const *argv) {
+    char port_file[512], log_file[512];
+    snprintf(port_file, sizeof port_file, "%s/%s.port", tmp_dir, name);
+    snprintf(log_file, sizeof log_file, "%s/%s.log", tmp_dir, name);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        const char *args[32];
+        int n = 0;
+        for (; argv[n]; n++)
+            args[n] = argv[n];
+        args[n++] = "--port-file";
+        args[n++] = port_file;
+        args[n] = NULL;
+        FILE *log = freopen(log_file, "w", stderr);
+        (void)log;
+        execv(args[0], (char *const *)args);
+        _exit(127);
+    }
+    procs[n_procs++] = pid;
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(port_file, "r");
+        int port = 0;
+        bool ok = f && fscanf(f, "%d", &port) == 1 && port > 0;
+        if (f)
+            fclose(f);
+        if (ok)
+            return port;
+        usleep(10000);
+    }
+    fail_msg("%s did not start (see %s)", name, log_file);
+    return 0;
+}
+
+static void start_shard(const char *id) {
+    char bin[1100];
+    snprintf(bin, sizeof bin, "%s/ps/ps-shard", build_dir);
+    const char *argv[] = {bin, "--id", id, "--coordinator", coordinator, NULL};
+    start(id, argv);
+}
+
+static void wait_epoch(ps_client *c, uint64_t epoch) {
+    for (int i = 0; i < 500 && ps_client_epoch(c) < epoch; i++) {
+        usleep(10000);
+        assert_int_equal(ps_client_refresh(c), PS_STATUS_OK);
+    }
+    assert_true(ps_client_epoch(c) >= epoch);
+}
+
+static int setup(void **state) {
+    (void)state;
+    const char *b = getenv("PS_BUILD_DIR");
+    snprintf(build_dir, sizeof build_dir, "%s", b ? b : "build");
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/test_psclient.XXXXXX");
+    if (!mkdtemp(tmp_dir))
+        return -1;
+    char bin[1100], state_dir[512];
+    snprintf(bin, sizeof bin, "%s/ps/ps-coordinator", build_dir);
+    snprintf(state_dir, sizeof state_dir, "%s/coord", tmp_dir);
+    const char *argv[] = {bin, "--listen", "127.0.0.1:0", "--state-dir", state_dir,
+                          "--heartbeat-ms", "200", NULL};
+    snprintf(coordinator, sizeof coordinator, "127.0.0.1:%d", start("coordinator", argv));
+    start_shard("shard-1");
+    start_shard("shard-2");
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    int bad = 0;
+    for (int i = n_procs - 1; i >= 0; i--)
+        kill(procs[i], SIGTERM);
+    for (int i = 0; i < n_procs; i++) {
+        int st = 0;
+        waitpid(procs[i], &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fprintf(stderr, "process %d did not exit cleanly (status %d)\n", (int)procs[i], st);
+            bad = 1;
+        }
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+    if (system(cmd) != 0)
+        bad = 1;
+    return bad ? -1 : 0;
+}
+
+static void test_reroute_after_ring_change(void **state) {
+    (void)state;
+    ps_client *c = NULL, *fresh = NULL;
+    char err[512];
+    assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
+    wait_epoch(c, 2);
+    assert_int_equal(ps_client_shard_count(c), 2);
+
+    /* a third shard joins: `c` keeps its ring of two */
+    uint64_t stale_epoch = ps_client_epoch(c);
+    start_shard("shard-3");
+    assert_int_equal(ps_client_create(coordinator, &fresh, err, sizeof err), PS_STATUS_OK);
+    wait_epoch(fresh, stale_epoch + 1);
+    assert_int_equal(ps_client_epoch(c), stale_epoch);
+
+    enum { N = 300 };
+    uint64_t keys[N], versions[N];
+    uint32_t lens[N];
+    float vals[N][4], out[N][4];
+    const float *src[N];
+    float *dst[N];
+    size_t moved = 0;
+    for (size_t i = 0; i < N; i++) {
+        keys[i] = ps_key_dense("reroute", "t", (uint32_t)i);
+        lens[i] = 4;
+        for (int k = 0; k < 4; k++)
+            vals[i][k] = (float)(i * 4 + (size_t)k);
+        src[i] = vals[i];
+        dst[i] = out[i];
+        if (ps_client_owner(fresh, keys[i]) != ps_client_owner(c, keys[i]) ||
+            strcmp(ps_client_shard_id(fresh, ps_client_owner(fresh, keys[i])),
+                   ps_client_shard_id(c, ps_client_owner(c, keys[i]))) != 0)
+            moved++;
+    }
+    assert_true(moved > 0); /* some keys now belong to shard-3 */
+
+    /* the stale client pushes: refused keys are re-routed alone */
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, src, lens, NULL,
+                                    versions),
+                     PS_STATUS_OK);
+    assert_true(ps_client_epoch(c) > stale_epoch); /* it refreshed */
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(versions[i], 1); /* applied exactly once */
+
+    /* everything reads back, from the owners the fresh ring names */
+    assert_int_equal(ps_client_pull(fresh, N, keys, dst, lens, versions), PS_STATUS_OK);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(versions[i], 1);
+        assert_memory_equal(out[i], vals[i], sizeof vals[i]);
+    }
+    ps_client_destroy(c);
+    ps_client_destroy(fresh);
+}
+
+static void test_errors_are_clear(void **state) {
+    (void)state;
+    ps_client *c = NULL;
+    char err[512];
+    assert_int_equal(ps_client_create("127.0.0.1:1", &c, err, sizeof err), PS_STATUS_UNAVAILABLE);
+    assert_non_null(strstr(err, "127.0.0.1:1"));
+    assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
+
+    /* a key nobody assigned */
+    uint64_t key = ps_key_dense("nothing", "here", 0);
+    float buf[4];
+    float *dst[1] = {buf};
+    uint32_t len = 4;
+    assert_int_equal(ps_client_pull(c, 1, &key, dst, &len, NULL), PS_STATUS_NOT_FOUND);
+    assert_non_null(strstr(ps_client_error(c), "not on shard"));
+
+    /* a length that disagrees with what the shard holds */
+    const float vals[4] = {1, 2, 3, 4};
+    const float *src[1] = {vals};
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, 1, &key, src, &len, NULL, NULL),
+                     PS_STATUS_OK);
+    uint32_t wrong = 3;
+    assert_int_equal(ps_client_pull(c, 1, &key, dst, &wrong, NULL),
+                     PS_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(ps_client_error(c), "holds 4 floats"));
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ADD, 1, &key, src, &wrong, NULL, NULL),
+                     PS_STATUS_INVALID_ARGUMENT);
+
+    /* an unknown model */
+    Ps__ModelInfo *m = NULL;
+    assert_int_equal(ps_client_get_model(c, "no_such_model", 0, &m), PS_STATUS_NOT_FOUND);
+    assert_non_null(strstr(ps_client_error(c), "no_such_model"));
+    ps_client_destroy(c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reroute_after_ring_change),
+        cmocka_unit_test(test_errors_are_clear),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -62,6 +62,15 @@ typedef struct rpc_bytes_field {
     void *arg;
 } rpc_bytes_field;
 
+/* One occurrence of a raw bytes field in a received message (the receiving side of
+ * rpc_bytes_field): it points into the received payload, not copied through
+ * protobuf-c. Valid while the message it came with is (see rpc_ctx_raw and
+ * rpc_received). */
+typedef struct rpc_bytes_view {
+    const uint8_t *data;
+    size_t len;
+} rpc_bytes_view;
+
 /* gRPC status code (0..16) for a ps_status, and back. */
 int rpc_code_from_status(ps_status st);
 ps_status rpc_status_from_code(int grpc_code);
@@ -105,6 +114,9 @@ typedef struct rpc_method {
     const ProtobufCMessageDescriptor *request;  /* type the payload is unpacked as */
     rpc_handler handler;
     void *user;                                 /* passed to the handler */
+    uint32_t raw_field; /* 0, or a `bytes` field of the request left out of the unpacked
+                           message and given to the handler as views (rpc_ctx_raw): the
+                           hot paths' tensor values */
 } rpc_method;
 
 typedef struct rpc_server_opts {
@@ -156,6 +168,9 @@ int64_t rpc_ctx_deadline_ms(const rpc_ctx *ctx);
  * NULL when absent. */
 const char *rpc_ctx_metadata(rpc_ctx *ctx, const char *key);
 const char *rpc_ctx_method(const rpc_ctx *ctx);
+/* The occurrences of the method's raw_field in the request, in order (a repeated
+ * field gives several); valid until the handler returns. */
+size_t rpc_ctx_raw(const rpc_ctx *ctx, const rpc_bytes_view **ret_views);
 
 /* ===================================================================== client === */
 
@@ -193,6 +208,20 @@ ps_status rpc_call_with_bytes(rpc_channel *channel, const char *method,
                               size_t n_extra, const ProtobufCMessageDescriptor *response_type,
                               const rpc_call_opts *opts, ProtobufCMessage **ret_response,
                               rpc_result *ret_result);
+/* A received message's raw field occurrences (see rpc_call_split). */
+typedef struct rpc_received rpc_received;
+size_t rpc_received_views(const rpc_received *received, const rpc_bytes_view **ret_views);
+void rpc_received_free(rpc_received *received); /* accepts NULL */
+
+/* rpc_call_with_bytes whose response's `raw_field` (a bytes field, 0 = none) is not
+ * unpacked: its occurrences come as views in *ret_received, valid until
+ * rpc_received_free (call it also after freeing the message). */
+ps_status rpc_call_split(rpc_channel *channel, const char *method, const ProtobufCMessage *request,
+                         const rpc_bytes_field *extra, size_t n_extra,
+                         const ProtobufCMessageDescriptor *response_type, uint32_t raw_field,
+                         const rpc_call_opts *opts, ProtobufCMessage **ret_response,
+                         rpc_received **ret_received, rpc_result *ret_result);
+
 /* Unary call with raw bytes both ways (tests of malformed input, proxies). On OK,
  * *ret_data is malloc'd (free it) and *ret_len its size. */
 ps_status rpc_call_raw(rpc_channel *channel, const char *method, const void *data, size_t len,

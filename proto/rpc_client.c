@@ -322,6 +322,28 @@ ps_status rpc_call_with_bytes(rpc_channel *ch, const char *method, const Protobu
     return decode_into(bb, response_type, ret_response, ret_result);
 }
 
+ps_status rpc_call_split(rpc_channel *ch, const char *method, const ProtobufCMessage *request,
+                         const rpc_bytes_field *extra, size_t n_extra,
+                         const ProtobufCMessageDescriptor *response_type, uint32_t raw_field,
+                         const rpc_call_opts *opts, ProtobufCMessage **ret_response,
+                         rpc_received **ret_received, rpc_result *ret_result) {
+    grpc_byte_buffer *bb = NULL;
+    ps_status st = unary(ch, method, rpc_encode(request, extra, n_extra), opts, &bb, ret_result);
+    if (st != PS_STATUS_OK)
+        return st;
+    rpc_received *r = NULL;
+    ProtobufCMessage *m = rpc_decode_split(bb, response_type, raw_field, &r);
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    if (!m) {
+        result_local(ret_result, PS_STATUS_PARSE, "malformed response from the server");
+        return PS_STATUS_PARSE;
+    }
+    *ret_response = m;
+    *ret_received = r;
+    return PS_STATUS_OK;
+}
+
 ps_status rpc_call_raw(rpc_channel *ch, const char *method, const void *data, size_t len,
                        const rpc_call_opts *opts, void **ret_data, size_t *ret_len,
                        rpc_result *ret_result) {

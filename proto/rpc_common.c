@@ -173,6 +173,152 @@ ProtobufCMessage *rpc_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescrip
     return m;
 }
 
+/* The payload as one slice: a new reference to its only slice, or a copy. */
+static grpc_slice payload_slice(grpc_byte_buffer *bb) {
+    if (!bb)
+        return grpc_empty_slice();
+    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+        bb->data.raw.slice_buffer.count == 1)
+        return grpc_slice_ref(bb->data.raw.slice_buffer.slices[0]);
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, bb))
+        return grpc_empty_slice();
+    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    return all;
+}
+
+static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *ret) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*p >= end)
+            return false;
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *ret = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Walks the top-level fields of a message: calls `on_field` with each field's number,
+ * its whole encoding [start, end) and, for length-delimited fields, its payload.
+ * False on a malformed encoding. */
+typedef void (*field_fn)(void *arg, uint32_t number, const uint8_t *start, const uint8_t *end,
+                         const uint8_t *payload, size_t payload_len);
+
+static bool walk_fields(const uint8_t *p, const uint8_t *end, field_fn on_field, void *arg) {
+    while (p < end) {
+        const uint8_t *start = p, *payload = NULL;
+        uint64_t tag, v, len = 0;
+        if (!get_varint(&p, end, &tag) || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
+            return false;
+        switch (tag & 7) {
+        case 0:
+            if (!get_varint(&p, end, &v))
+                return false;
+            break;
+        case 1:
+            if (end - p < 8)
+                return false;
+            p += 8;
+            break;
+        case 2:
+            if (!get_varint(&p, end, &len) || len > (uint64_t)(end - p))
+                return false;
+            payload = p;
+            p += len;
+            break;
+        case 5:
+            if (end - p < 4)
+                return false;
+            p += 4;
+            break;
+        default: /* groups (3, 4) are not used by our protocols; 6, 7 do not exist */
+            return false;
+        }
+        on_field(arg, (uint32_t)(tag >> 3), start, p, payload, (size_t)len);
+    }
+    return true;
+}
+
+typedef struct split_state {
+    uint32_t raw_field;
+    uint8_t *header;   /* NULL on the counting pass */
+    size_t header_len;
+    rpc_bytes_view *views;
+    size_t n_views;
+    bool raw_wrong_type; /* the raw field came with a wire type other than bytes */
+} split_state;
+
+static void split_field(void *arg, uint32_t number, const uint8_t *start, const uint8_t *end,
+                        const uint8_t *payload, size_t payload_len) {
+    split_state *st = arg;
+    if (number == st->raw_field) {
+        if (!payload) {
+            st->raw_wrong_type = true;
+            return;
+        }
+        if (st->views)
+            st->views[st->n_views] = (rpc_bytes_view){payload, payload_len};
+        st->n_views++;
+        return;
+    }
+    if (st->header)
+        memcpy(st->header + st->header_len, start, (size_t)(end - start));
+    st->header_len += (size_t)(end - start);
+}
+
+ProtobufCMessage *rpc_decode_split(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *type,
+                                   uint32_t raw_field, rpc_received **ret_received) {
+    rpc_received *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->flat = payload_slice(bb);
+    const uint8_t *data = GRPC_SLICE_START_PTR(r->flat), *end = data + GRPC_SLICE_LENGTH(r->flat);
+    split_state count = {.raw_field = raw_field};
+    ProtobufCMessage *m = NULL;
+    if (!walk_fields(data, end, split_field, &count) || count.raw_wrong_type)
+        goto fail;
+    split_state fill = {.raw_field = raw_field};
+    fill.header = malloc(count.header_len ? count.header_len : 1);
+    fill.views = calloc(count.n_views + 1, sizeof *fill.views);
+    if (!fill.header || !fill.views) {
+        free(fill.header);
+        free(fill.views);
+        goto fail;
+    }
+    walk_fields(data, end, split_field, &fill);
+    m = protobuf_c_message_unpack(type, NULL, fill.header_len, fill.header);
+    free(fill.header);
+    if (!m) {
+        free(fill.views);
+        goto fail;
+    }
+    r->views = fill.views;
+    r->n_views = fill.n_views;
+    *ret_received = r;
+    return m;
+fail:
+    rpc_received_free(r);
+    return NULL;
+}
+
+size_t rpc_received_views(const rpc_received *r, const rpc_bytes_view **ret_views) {
+    *ret_views = r ? r->views : NULL;
+    return r ? r->n_views : 0;
+}
+
+void rpc_received_free(rpc_received *r) {
+    if (!r)
+        return;
+    grpc_slice_unref(r->flat);
+    free(r->views);
+    free(r);
+}
+
 ps_status rpc_flatten(grpc_byte_buffer *bb, void **ret_data, size_t *ret_len) {
     grpc_byte_buffer_reader reader;
     size_t len = 0;

@@ -17,6 +17,20 @@ grpc_byte_buffer *rpc_encode(const ProtobufCMessage *msg, const rpc_bytes_field 
 /* Unpacks a received buffer as `type`. NULL when malformed (or out of memory). */
 ProtobufCMessage *rpc_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *type);
 
+/* A received payload held in one piece (the gRPC slice itself when it came as one,
+ * else one copy), with the views of one raw field found in it. */
+struct rpc_received {
+    grpc_slice flat;
+    rpc_bytes_view *views;
+    size_t n_views;
+};
+
+/* Unpacks a received buffer as `type` leaving out every occurrence of the bytes
+ * field `raw_field`, which goes to *ret_received as views into the payload.
+ * NULL when malformed (or out of memory); *ret_received is then untouched. */
+ProtobufCMessage *rpc_decode_split(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *type,
+                                   uint32_t raw_field, rpc_received **ret_received);
+
 /* Copies a received buffer into one malloc'd block (*ret_len bytes; never NULL on OK). */
 ps_status rpc_flatten(grpc_byte_buffer *bb, void **ret_data, size_t *ret_len);
 

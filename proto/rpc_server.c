@@ -82,6 +82,7 @@ struct rpc_ctx {
     bool dead;                /* client went away or call cancelled */
     grpc_byte_buffer *write_bb;
     ProtobufCMessage *request; /* for stream handlers, freed with the call */
+    rpc_received *received;    /* the request's raw field views, when the method has one */
 };
 
 struct method_entry {
@@ -158,6 +159,7 @@ static void ctx_free(rpc_ctx *c) {
         grpc_byte_buffer_destroy(c->write_bb);
     if (c->request)
         protobuf_c_message_free_unpacked(c->request, NULL);
+    rpc_received_free(c->received);
     grpc_slice_unref(c->details_slice);
     free(c->status_details);
     for (size_t i = 0; i < c->n_md_copies; i++)
@@ -259,9 +261,17 @@ static void deadline_override(rpc_ctx *c) {
     set_details(c, "deadline exceeded before the call completed");
 }
 
+/* Unpacks the request; a method with a raw field gets its views kept in the call. */
+static ProtobufCMessage *decode_request(rpc_ctx *c) {
+    const rpc_method *m = &c->method->m;
+    if (!m->raw_field)
+        return rpc_decode(c->payload, m->request);
+    return rpc_decode_split(c->payload, m->request, m->raw_field, &c->received);
+}
+
 static void handle_unary(rpc_ctx *c) {
     method_entry *m = c->method;
-    ProtobufCMessage *req = rpc_decode(c->payload, m->m.request);
+    ProtobufCMessage *req = decode_request(c);
     c->code = GRPC_STATUS_OK;
     if (!req) {
         c->code = GRPC_STATUS_INVALID_ARGUMENT;
@@ -323,7 +333,7 @@ static void *stream_thread(void *arg) {
 
 static void handle_stream(rpc_ctx *c) {
     method_entry *m = c->method;
-    c->request = rpc_decode(c->payload, m->m.request);
+    c->request = decode_request(c);
     if (!c->request) {
         c->code = GRPC_STATUS_INVALID_ARGUMENT;
         char msg[256];
@@ -779,6 +789,10 @@ const char *rpc_ctx_metadata(rpc_ctx *c, const char *key) {
         return copy;
     }
     return NULL;
+}
+
+size_t rpc_ctx_raw(const rpc_ctx *c, const rpc_bytes_view **ret_views) {
+    return rpc_received_views(c->received, ret_views);
 }
 
 const char *rpc_ctx_method(const rpc_ctx *c) {

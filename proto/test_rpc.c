@@ -167,6 +167,58 @@ static void test_bytes_fields_as_slices(void **state) {
     free(big);
 }
 
+static void test_raw_fields_as_views(void **state) {
+    fixture *f = *state;
+    /* server side: two occurrences of the raw field arrive as two views, in order */
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    req.text = "t";
+    static const uint8_t a[] = "first", b[] = "second";
+    rpc_bytes_field extra[2] = {{.field_number = 2, .data = a, .len = 5},
+                                {.field_number = 2, .data = b, .len = 6}};
+    ProtobufCMessage *m = NULL;
+    rpc_result res;
+    assert_int_equal(rpc_call_with_bytes(f->channel, "/pstest.Test/EchoRaw", &req.base, extra, 2,
+                                         &pstest__echo_reply__descriptor, NULL, &m, &res),
+                     PS_STATUS_OK);
+    Pstest__EchoReply *reply = (Pstest__EchoReply *)m;
+    assert_string_equal(reply->text, "2");
+    assert_int_equal(reply->data.len, 11);
+    assert_memory_equal(reply->data.data, "firstsecond", 11);
+    protobuf_c_message_free_unpacked(m, NULL);
+
+    /* the raw field with another wire type, and a truncated one: malformed */
+    static const uint8_t varint_field[] = {0x10, 0x05};
+    static const uint8_t truncated[] = {0x12, 0x09, 'a', 'b'};
+    void *out = NULL;
+    size_t out_len = 0;
+    assert_int_equal(rpc_call_raw(f->channel, "/pstest.Test/EchoRaw", varint_field,
+                                  sizeof varint_field, NULL, &out, &out_len, &res),
+                     PS_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(res.details, "malformed"));
+    assert_int_equal(rpc_call_raw(f->channel, "/pstest.Test/EchoRaw", truncated, sizeof truncated,
+                                  NULL, &out, &out_len, &res),
+                     PS_STATUS_INVALID_ARGUMENT);
+
+    /* client side: a large reply's raw field stays in the payload as a view */
+    Pstest__EchoRequest big = PSTEST__ECHO_REQUEST__INIT;
+    big.text = "big";
+    big.reply_bytes = 3 * 1024 * 1024;
+    rpc_received *received = NULL;
+    assert_int_equal(rpc_call_split(f->channel, "/pstest.Test/Echo", &big.base, NULL, 0,
+                                    &pstest__echo_reply__descriptor, 2, NULL, &m, &received, &res),
+                     PS_STATUS_OK);
+    reply = (Pstest__EchoReply *)m;
+    assert_string_equal(reply->text, "big");
+    assert_int_equal(reply->data.len, 0); /* not unpacked */
+    const rpc_bytes_view *views = NULL;
+    assert_int_equal(rpc_received_views(received, &views), 1);
+    assert_int_equal(views[0].len, big.reply_bytes);
+    assert_int_equal(views[0].data[0], 0xab);
+    assert_int_equal(views[0].data[views[0].len - 1], 0xab);
+    protobuf_c_message_free_unpacked(m, NULL);
+    rpc_received_free(received);
+}
+
 static void test_unknown_method(void **state) {
     fixture *f = *state;
     void *out = NULL;
@@ -547,7 +599,7 @@ static void test_server_bad_options(void **state) {
     assert_int_equal(rpc_server_create(&bad, &s), PS_STATUS_INVALID_ARGUMENT);
     rpc_server_opts opts = {.listen = "256.1.2.3:99999"};
     assert_int_equal(rpc_server_create(&opts, &s), PS_STATUS_OK);
-    rpc_method m = {"no-slash", RPC_METHOD_UNARY, &pstest__echo_request__descriptor, NULL, NULL};
+    rpc_method m = {"no-slash", RPC_METHOD_UNARY, &pstest__echo_request__descriptor, NULL, NULL, 0};
     assert_int_equal(rpc_server_add_method(s, &m), PS_STATUS_INVALID_ARGUMENT);
     assert_int_equal(testsvc_register(s), PS_STATUS_OK);
     assert_int_equal(testsvc_register(s), PS_STATUS_ALREADY_EXISTS);
@@ -564,6 +616,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_metadata_visible, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_status_and_details, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bytes_fields_as_slices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_raw_fields_as_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_method, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_payload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_exceeded, setup, teardown),

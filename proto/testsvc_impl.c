@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "testsvc.pb-c.h"
@@ -50,6 +51,36 @@ static ps_status echo(rpc_ctx *ctx, const ProtobufCMessage *request, void *user)
     }
     ps_status st = rpc_ctx_reply(ctx, &reply.base);
     free(big);
+    return st;
+}
+
+/* Echo with its `data` field (2) registered as raw: replies with the views
+ * concatenated and their count as text, so tests see what the split decoder found. */
+static ps_status echo_raw(rpc_ctx *ctx, const ProtobufCMessage *request, void *user) {
+    (void)user;
+    const Pstest__EchoRequest *req = (const Pstest__EchoRequest *)request;
+    const rpc_bytes_view *views = NULL;
+    size_t n = rpc_ctx_raw(ctx, &views), total = 0;
+    if (req->data.len != 0)
+        return rpc_ctx_error(ctx, PS_STATUS_INTERNAL, "the raw field was also unpacked");
+    for (size_t i = 0; i < n; i++)
+        total += views[i].len;
+    uint8_t *all = malloc(total + 1);
+    if (!all)
+        return PS_STATUS_NO_MEMORY;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(all + off, views[i].data, views[i].len);
+        off += views[i].len;
+    }
+    char text[32];
+    snprintf(text, sizeof text, "%zu", n);
+    Pstest__EchoReply reply = PSTEST__ECHO_REPLY__INIT;
+    reply.text = text;
+    reply.data.data = all;
+    reply.data.len = total;
+    ps_status st = rpc_ctx_reply(ctx, &reply.base);
+    free(all);
     return st;
 }
 
@@ -116,13 +147,15 @@ static ps_status stats(rpc_ctx *ctx, const ProtobufCMessage *request, void *user
 
 ps_status testsvc_register(rpc_server *server) {
     const rpc_method methods[] = {
-        {"/pstest.Test/Echo", RPC_METHOD_UNARY, &pstest__echo_request__descriptor, echo, NULL},
+        {"/pstest.Test/Echo", RPC_METHOD_UNARY, &pstest__echo_request__descriptor, echo, NULL, 0},
         {"/pstest.Test/Count", RPC_METHOD_SERVER_STREAM, &pstest__count_request__descriptor,
-         count, NULL},
+         count, NULL, 0},
         {"/pstest.Test/Sleep", RPC_METHOD_UNARY, &pstest__sleep_request__descriptor,
-         sleep_handler, NULL},
+         sleep_handler, NULL, 0},
+        {"/pstest.Test/EchoRaw", RPC_METHOD_UNARY, &pstest__echo_request__descriptor, echo_raw,
+         NULL, 2},
         {"/pstest.Test/Stats", RPC_METHOD_UNARY, &pstest__stats_request__descriptor, stats,
-         NULL},
+         NULL, 0},
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         ps_status st = rpc_server_add_method(server, &methods[i]);

@@ -239,14 +239,21 @@ static ps_status pull_call(ps_client *c, uint32_t s, const size_t *idx, size_t m
     req.n_keys = m;
     req.keys = keys;
     ProtobufCMessage *resp = NULL;
+    rpc_received *received = NULL;
     rpc_result res;
     rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
-    ps_status st = rpc_call(ch, "/ps.ParameterServer/Pull", &req.base,
-                            &ps__pull_response__descriptor, &opts, &resp, &res);
+    /* the values (field 15) stay in the received payload: one copy, into dst */
+    ps_status st = rpc_call_split(ch, "/ps.ParameterServer/Pull", &req.base, NULL, 0,
+                                  &ps__pull_response__descriptor, 15, &opts, &resp, &received,
+                                  &res);
     free(keys);
     if (st != PS_STATUS_OK)
         return call_failed(c, s, "pull", st, &res);
     Ps__PullResponse *r = (Ps__PullResponse *)resp;
+    const rpc_bytes_view *vv = NULL;
+    size_t n_views = rpc_received_views(received, &vv);
+    const uint8_t *values = n_views ? vv[n_views - 1].data : NULL;
+    size_t values_len = n_views ? vv[n_views - 1].len : 0;
     uint64_t total = 0;
     if (r->n_lengths != m || r->n_versions != m)
         st = fail(c, PS_STATUS_INTERNAL, "shard %s answered %zu of %zu keys",
@@ -259,17 +266,18 @@ static ps_status pull_call(ps_client *c, uint32_t s, const size_t *idx, size_t m
                       ps_client_shard_id(c, s), a->lens[idx[i]]);
         total += r->lengths[i];
     }
-    if (st == PS_STATUS_OK && total * 4 != r->values.len)
+    if (st == PS_STATUS_OK && total * 4 != values_len)
         st = fail(c, PS_STATUS_INTERNAL, "shard %s sent %zu value bytes for %llu floats",
-                  ps_client_shard_id(c, s), r->values.len, (unsigned long long)total);
+                  ps_client_shard_id(c, s), values_len, (unsigned long long)total);
     uint64_t off = 0;
     for (size_t i = 0; st == PS_STATUS_OK && i < m; i++) {
-        memcpy(a->dst[idx[i]], r->values.data + off * 4, r->lengths[i] * 4ull);
+        memcpy(a->dst[idx[i]], values + off * 4, r->lengths[i] * 4ull);
         off += r->lengths[i];
         if (a->versions)
             a->versions[idx[i]] = r->versions[i];
     }
     protobuf_c_message_free_unpacked(resp, NULL);
+    rpc_received_free(received);
     return st;
 }
 

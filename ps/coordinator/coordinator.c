@@ -842,17 +842,17 @@ int main(int argc, char **argv) {
     }
 
     const rpc_method methods[] = {
-        {"/ps.Coordinator/RegisterNode", RPC_METHOD_UNARY, &ps__register_request__descriptor, h_register, NULL},
-        {"/ps.Coordinator/Heartbeat", RPC_METHOD_UNARY, &ps__heartbeat_request__descriptor, h_heartbeat, NULL},
-        {"/ps.Coordinator/GetRing", RPC_METHOD_UNARY, &ps__get_ring_request__descriptor, h_get_ring, NULL},
-        {"/ps.Coordinator/WatchRing", RPC_METHOD_SERVER_STREAM, &ps__watch_ring_request__descriptor, h_watch_ring, NULL},
-        {"/ps.Coordinator/AddNode", RPC_METHOD_UNARY, &ps__add_node_request__descriptor, h_add_node, NULL},
-        {"/ps.Coordinator/RemoveNode", RPC_METHOD_UNARY, &ps__remove_node_request__descriptor, h_remove_node, NULL},
-        {"/ps.Coordinator/RegisterModel", RPC_METHOD_UNARY, &ps__register_model_request__descriptor, h_register_model, NULL},
-        {"/ps.Coordinator/ListModels", RPC_METHOD_UNARY, &ps__list_models_request__descriptor, h_list_models, NULL},
-        {"/ps.Coordinator/GetModel", RPC_METHOD_UNARY, &ps__get_model_request__descriptor, h_get_model, NULL},
-        {"/ps.Coordinator/WatchModels", RPC_METHOD_SERVER_STREAM, &ps__watch_models_request__descriptor, h_watch_models, NULL},
-        {"/ps.Coordinator/Status", RPC_METHOD_UNARY, &ps__status_request__descriptor, h_status, NULL},
+        {"/ps.Coordinator/RegisterNode", RPC_METHOD_UNARY, &ps__register_request__descriptor, h_register, NULL, 0},
+        {"/ps.Coordinator/Heartbeat", RPC_METHOD_UNARY, &ps__heartbeat_request__descriptor, h_heartbeat, NULL, 0},
+        {"/ps.Coordinator/GetRing", RPC_METHOD_UNARY, &ps__get_ring_request__descriptor, h_get_ring, NULL, 0},
+        {"/ps.Coordinator/WatchRing", RPC_METHOD_SERVER_STREAM, &ps__watch_ring_request__descriptor, h_watch_ring, NULL, 0},
+        {"/ps.Coordinator/AddNode", RPC_METHOD_UNARY, &ps__add_node_request__descriptor, h_add_node, NULL, 0},
+        {"/ps.Coordinator/RemoveNode", RPC_METHOD_UNARY, &ps__remove_node_request__descriptor, h_remove_node, NULL, 0},
+        {"/ps.Coordinator/RegisterModel", RPC_METHOD_UNARY, &ps__register_model_request__descriptor, h_register_model, NULL, 0},
+        {"/ps.Coordinator/ListModels", RPC_METHOD_UNARY, &ps__list_models_request__descriptor, h_list_models, NULL, 0},
+        {"/ps.Coordinator/GetModel", RPC_METHOD_UNARY, &ps__get_model_request__descriptor, h_get_model, NULL, 0},
+        {"/ps.Coordinator/WatchModels", RPC_METHOD_SERVER_STREAM, &ps__watch_models_request__descriptor, h_watch_models, NULL, 0},
+        {"/ps.Coordinator/Status", RPC_METHOD_UNARY, &ps__status_request__descriptor, h_status, NULL, 0},
     };
     rpc_server_opts opts = {.listen = listen, .threads = threads, .grace_ms = 2000};
     rpc_server *server = NULL;

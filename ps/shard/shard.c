@@ -322,16 +322,24 @@ static ps_status h_push(rpc_ctx *ctx, const ProtobufCMessage *msg, void *user) {
                                  (unsigned long long)req->keys[i]);
         total += req->lengths[i];
     }
-    if (total * 4 != req->values.len)
+    /* the values arrive as a view into the payload, not unpacked (see main) */
+    const rpc_bytes_view *vv = NULL;
+    size_t n_values = rpc_ctx_raw(ctx, &vv);
+    if (n_values > 1)
+        return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
+                             "push carries its values field %zu times: send it once", n_values);
+    const uint8_t *values = n_values ? vv[0].data : NULL;
+    size_t values_len = n_values ? vv[0].len : 0;
+    if (total * 4 != values_len)
         return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
                              "push carries %zu value bytes but its lengths add up to %llu floats "
                              "(%llu bytes)",
-                             req->values.len, (unsigned long long)total,
+                             values_len, (unsigned long long)total,
                              (unsigned long long)(total * 4));
     /* values may be unaligned inside the message: copy per key below with memcpy */
     for (uint64_t i = 0; i < total; i++) {
         float v;
-        memcpy(&v, req->values.data + i * 4, 4);
+        memcpy(&v, values + i * 4, 4);
         if (!isfinite(v))
             return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
                                  "push value %llu is %s: only finite values are accepted",
@@ -377,7 +385,7 @@ static ps_status h_push(rpc_ctx *ctx, const ProtobufCMessage *msg, void *user) {
     size_t off = 0;
     for (size_t i = 0; i < req->n_keys; i++) {
         uint32_t len = req->lengths[i];
-        const uint8_t *src = req->values.data + off * 4;
+        const uint8_t *src = values + off * 4;
         chunk *c = store_get(&g.st, req->keys[i]);
         if (req->op == PS__PUSH_OP__PUSH_ASSIGN && c && c->len != len) {
             float *grown = realloc(c->data, len * 4ull);
@@ -696,10 +704,10 @@ int main(int argc, char **argv) {
     }
 
     const rpc_method methods[] = {
-        {"/ps.ParameterServer/Pull", RPC_METHOD_UNARY, &ps__pull_request__descriptor, h_pull, NULL},
-        {"/ps.ParameterServer/Push", RPC_METHOD_UNARY, &ps__push_request__descriptor, h_push, NULL},
-        {"/ps.ParameterServer/Subscribe", RPC_METHOD_SERVER_STREAM, &ps__subscribe_request__descriptor, h_subscribe, NULL},
-        {"/ps.ParameterServer/Health", RPC_METHOD_UNARY, &ps__health_request__descriptor, h_health, NULL},
+        {"/ps.ParameterServer/Pull", RPC_METHOD_UNARY, &ps__pull_request__descriptor, h_pull, NULL, 0},
+        {"/ps.ParameterServer/Push", RPC_METHOD_UNARY, &ps__push_request__descriptor, h_push, NULL, 15},
+        {"/ps.ParameterServer/Subscribe", RPC_METHOD_SERVER_STREAM, &ps__subscribe_request__descriptor, h_subscribe, NULL, 0},
+        {"/ps.ParameterServer/Health", RPC_METHOD_UNARY, &ps__health_request__descriptor, h_health, NULL, 0},
     };
     rpc_server_opts opts = {.listen = listen, .threads = threads, .grace_ms = 2000};
     rpc_server *server = NULL;

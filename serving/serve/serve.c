@@ -340,8 +340,10 @@ static ps_status read_input(rpc_ctx *ctx, const Inference__ModelInferRequest *re
     float *data = malloc(count * 4 + 1);
     if (!data)
         return rpc_ctx_error(ctx, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    if (req->n_raw_input_contents > 0) {
-        const ProtobufCBinaryData *raw = &req->raw_input_contents[i];
+    const rpc_bytes_view *raws = NULL;
+    size_t n_raw = rpc_ctx_raw(ctx, &raws); /* raw_input_contents, not unpacked */
+    if (n_raw > 0) {
+        const rpc_bytes_view *raw = &raws[i];
         if (in->contents && in->contents->n_fp32_contents) {
             free(data);
             return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
@@ -408,10 +410,12 @@ static ps_status h_model_infer(rpc_ctx *ctx, const ProtobufCMessage *msg, void *
     char err[512];
     memset(outputs, 0, sizeof outputs);
 
-    if (req->n_raw_input_contents && req->n_raw_input_contents != n_in) {
+    const rpc_bytes_view *raws = NULL;
+    size_t n_raw_in = rpc_ctx_raw(ctx, &raws);
+    if (n_raw_in && n_raw_in != n_in) {
         st = rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
                            "%zu raw_input_contents for %zu inputs: give one per input, in order",
-                           req->n_raw_input_contents, n_in);
+                           n_raw_in, n_in);
         goto out;
     }
     if (n_in != ni) {
@@ -915,14 +919,14 @@ int main(int argc, char **argv) {
 
 #define KSERVE(m) "/inference.GRPCInferenceService/" m
     const rpc_method methods[] = {
-        {KSERVE("ServerLive"), RPC_METHOD_UNARY, &inference__server_live_request__descriptor, h_server_live, NULL},
-        {KSERVE("ServerReady"), RPC_METHOD_UNARY, &inference__server_ready_request__descriptor, h_server_ready, NULL},
-        {KSERVE("ModelReady"), RPC_METHOD_UNARY, &inference__model_ready_request__descriptor, h_model_ready, NULL},
-        {KSERVE("ServerMetadata"), RPC_METHOD_UNARY, &inference__server_metadata_request__descriptor, h_server_metadata, NULL},
-        {KSERVE("ModelMetadata"), RPC_METHOD_UNARY, &inference__model_metadata_request__descriptor, h_model_metadata, NULL},
-        {KSERVE("ModelInfer"), RPC_METHOD_UNARY, &inference__model_infer_request__descriptor, h_model_infer, NULL},
-        {KSERVE("ModelConfig"), RPC_METHOD_UNARY, &inference__model_config_request__descriptor, h_model_config, NULL},
-        {KSERVE("ModelStatistics"), RPC_METHOD_UNARY, &inference__model_statistics_request__descriptor, h_model_statistics, NULL},
+        {KSERVE("ServerLive"), RPC_METHOD_UNARY, &inference__server_live_request__descriptor, h_server_live, NULL, 0},
+        {KSERVE("ServerReady"), RPC_METHOD_UNARY, &inference__server_ready_request__descriptor, h_server_ready, NULL, 0},
+        {KSERVE("ModelReady"), RPC_METHOD_UNARY, &inference__model_ready_request__descriptor, h_model_ready, NULL, 0},
+        {KSERVE("ServerMetadata"), RPC_METHOD_UNARY, &inference__server_metadata_request__descriptor, h_server_metadata, NULL, 0},
+        {KSERVE("ModelMetadata"), RPC_METHOD_UNARY, &inference__model_metadata_request__descriptor, h_model_metadata, NULL, 0},
+        {KSERVE("ModelInfer"), RPC_METHOD_UNARY, &inference__model_infer_request__descriptor, h_model_infer, NULL, 7},
+        {KSERVE("ModelConfig"), RPC_METHOD_UNARY, &inference__model_config_request__descriptor, h_model_config, NULL, 0},
+        {KSERVE("ModelStatistics"), RPC_METHOD_UNARY, &inference__model_statistics_request__descriptor, h_model_statistics, NULL, 0},
     };
 #undef KSERVE
     rpc_server_opts opts = {.listen = listen, .threads = threads, .grace_ms = 3000,

@@ -365,6 +365,29 @@ ps_status ps_client_push(ps_client *c, Ps__PushOp op, size_t n, const uint64_t *
     return route(c, n, keys, push_call, &a);
 }
 
+/* ------------------------------------------------------------------ membership --- */
+
+ps_status ps_register_node(rpc_channel *coord, const char *id, const char *addr, uint32_t weight,
+                           Ps__NodeRole role, int *ret_heartbeat_ms, rpc_result *ret_result) {
+    Ps__NodeInfo node = PS__NODE_INFO__INIT;
+    node.id = (char *)id;
+    node.addr = (char *)addr;
+    node.weight = weight;
+    node.role = role;
+    Ps__RegisterRequest req = PS__REGISTER_REQUEST__INIT;
+    req.node = &node;
+    ProtobufCMessage *resp = NULL;
+    rpc_call_opts opts = {.timeout_ms = 3000, .wait_for_ready = true};
+    ps_status st = rpc_call(coord, "/ps.Coordinator/RegisterNode", &req.base,
+                            &ps__register_response__descriptor, &opts, &resp, ret_result);
+    if (st != PS_STATUS_OK)
+        return st;
+    uint32_t hb = ((Ps__RegisterResponse *)resp)->heartbeat_ms;
+    *ret_heartbeat_ms = hb ? (int)hb : 1000;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return PS_STATUS_OK;
+}
+
 /* ------------------------------------------------------------------ models --- */
 
 ps_status ps_client_get_model(ps_client *c, const char *name, uint64_t version,

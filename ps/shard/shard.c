@@ -31,6 +31,7 @@
 #include "hashring.h"
 #include "log.h"
 #include "ps.pb-c.h"
+#include "psclient.h"
 #include "rpc.h"
 #include "util.h"
 
@@ -541,26 +542,14 @@ static ps_status h_health(rpc_ctx *ctx, const ProtobufCMessage *msg, void *user)
 /* ------------------------------------------------------------------ coordinator --- */
 
 static ps_status do_register(void) {
-    Ps__NodeInfo node = PS__NODE_INFO__INIT;
-    node.id = g.id;
-    node.addr = g.addr;
-    node.weight = g.weight;
-    node.role = PS__NODE_ROLE__ROLE_SHARD;
-    Ps__RegisterRequest req = PS__REGISTER_REQUEST__INIT;
-    req.node = &node;
-    ProtobufCMessage *resp = NULL;
     rpc_result res;
-    rpc_call_opts opts = {.timeout_ms = 3000, .wait_for_ready = true};
-    ps_status st = rpc_call(g.coord, "/ps.Coordinator/RegisterNode", &req.base,
-                            &ps__register_response__descriptor, &opts, &resp, &res);
+    ps_status st = ps_register_node(g.coord, g.id, g.addr, g.weight, PS__NODE_ROLE__ROLE_SHARD,
+                                    &g.heartbeat_ms, &res);
     if (st != PS_STATUS_OK) {
         PS_WARN("register with coordinator %s failed: %s %s", g.coordinator,
                 rpc_code_name(res.grpc_code), res.details);
         return st;
     }
-    uint32_t hb = ((Ps__RegisterResponse *)resp)->heartbeat_ms;
-    g.heartbeat_ms = hb ? (int)hb : 1000;
-    protobuf_c_message_free_unpacked(resp, NULL);
     return ring_fetch();
 }
 

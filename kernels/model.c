@@ -73,7 +73,6 @@ struct model_workspace {
 /* ------------------------------------------------------------------------------------ */
 /* Helpers */
 
-
 static const char *dims_str(const int64_t *dims, uint32_t ndims, char *buf, size_t len) {
     size_t used = (size_t)snprintf(buf, len, "[");
     for (uint32_t d = 0; d < ndims && d < MODEL_MAX_DIMS && used < len; d++) {
@@ -139,9 +138,9 @@ static ps_status plan_values(model *m, const model_tensor_desc *shapes, char *er
         size_t total;
         if (__builtin_mul_overflow(val->per_sample, batch_cap, &total) || total > KERNELS_MAX_DIM) {
             ps_set_err(err, err_len,
-                    "\"%s\" has %zu elements per sample: a batch of %zu (max_batch_size) would "
-                    "exceed %u elements",
-                    val->desc.name, val->per_sample, batch_cap, KERNELS_MAX_DIM);
+                       "\"%s\" has %zu elements per sample: a batch of %zu (max_batch_size) would "
+                       "exceed %u elements",
+                       val->desc.name, val->per_sample, batch_cap, KERNELS_MAX_DIM);
             return PS_STATUS_RESOURCE_EXHAUSTED;
         }
         if (v < m->n_inputs) {
@@ -209,8 +208,8 @@ ps_status model_create(const model_config *cfg, const model_tensor_desc *params,
         if (st == PS_STATUS_OK) {
             p->data = calloc(p->count, sizeof(float));
             if (p->data == NULL) {
-                ps_set_err(err, err_len, "parameter \"%s\": cannot allocate %zu floats", p->desc.name,
-                        p->count);
+                ps_set_err(err, err_len, "parameter \"%s\": cannot allocate %zu floats",
+                           p->desc.name, p->count);
                 st = PS_STATUS_NO_MEMORY;
             }
         }
@@ -273,8 +272,8 @@ static ps_status shapes_from_safetensors(const model_config *cfg, const safetens
         safetensors_tensor t;
         model_config_param_at(cfg, i, &want);
         if (!safetensors_find(st, want.name, &t)) {
-            ps_set_err(err, err_len, "the weights have no tensor \"%s\" (the model's graph uses it)",
-                    want.name);
+            ps_set_err(err, err_len,
+                       "the weights have no tensor \"%s\" (the model's graph uses it)", want.name);
             free(shapes);
             return PS_STATUS_NOT_FOUND;
         }
@@ -354,8 +353,8 @@ ps_status model_open_dir(const char *dir, uint32_t version, kernels_backend *bac
     if (version == 0) {
         version = highest_version(dir);
         if (version == 0) {
-            ps_set_err(err, err_len, "%s: no version directory (1/, 2/, ...) with model.safetensors",
-                    dir);
+            ps_set_err(err, err_len,
+                       "%s: no version directory (1/, 2/, ...) with model.safetensors", dir);
             return PS_STATUS_NOT_FOUND;
         }
     }
@@ -472,7 +471,7 @@ ps_status model_load_safetensors(model *m, const safetensors *st, char *err, siz
         }
         if (t.dtype != SAFETENSORS_DTYPE_F32) {
             ps_set_err(err, err_len, "tensor \"%s\" is %s; only F32 weights are supported",
-                    p->desc.name, safetensors_dtype_name(t.dtype));
+                       p->desc.name, safetensors_dtype_name(t.dtype));
             return PS_STATUS_INVALID_ARGUMENT;
         }
         bool same = t.ndims == p->desc.ndims;
@@ -482,7 +481,7 @@ ps_status model_load_safetensors(model *m, const safetensors *st, char *err, siz
         if (!same) {
             char want[160];
             ps_set_err(err, err_len, "tensor \"%s\" has a different shape than the model's %s",
-                    p->desc.name, dims_str(p->desc.dims, p->desc.ndims, want, sizeof(want)));
+                       p->desc.name, dims_str(p->desc.dims, p->desc.ndims, want, sizeof(want)));
             return PS_STATUS_INVALID_ARGUMENT;
         }
         memcpy(p->data, t.data, p->count * sizeof(float));
@@ -554,7 +553,7 @@ static ps_status check_inputs(const model *m, const model_input *inputs, size_t 
                                          i > 0 ? ", " : "", m->values[i].desc.name);
             }
             ps_set_err(err, err_len, "unknown input \"%s\"; the model's inputs are: %s",
-                    in->name != NULL ? in->name : "(null)", list);
+                       in->name != NULL ? in->name : "(null)", list);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         const model_value *val = &m->values[v];
@@ -572,16 +571,16 @@ static ps_status check_inputs(const model *m, const model_input *inputs, size_t 
         }
         if (!ok) {
             ps_set_err(err, err_len, "input \"%s\": shape %s does not match the model's %s%s",
-                    in->name, dims_str(in->dims, in->ndims, got_s, sizeof(got_s)),
-                    dims_str(val->desc.dims, val->desc.ndims, want_s, sizeof(want_s)),
-                    m->max_batch > 0 ? " (-1: the batch size)" : "");
+                       in->name, dims_str(in->dims, in->ndims, got_s, sizeof(got_s)),
+                       dims_str(val->desc.dims, val->desc.ndims, want_s, sizeof(want_s)),
+                       m->max_batch > 0 ? " (-1: the batch size)" : "");
             return PS_STATUS_INVALID_ARGUMENT;
         }
         if (m->max_batch > 0) {
             if (in->dims[0] < 1 || in->dims[0] > (int64_t)m->max_batch) {
                 ps_set_err(err, err_len,
-                        "input \"%s\": batch size %lld is outside 1..%u (max_batch_size)", in->name,
-                        (long long)in->dims[0], m->max_batch);
+                           "input \"%s\": batch size %lld is outside 1..%u (max_batch_size)",
+                           in->name, (long long)in->dims[0], m->max_batch);
                 return PS_STATUS_INVALID_ARGUMENT;
             }
             if (batch == 0) {
@@ -589,8 +588,8 @@ static ps_status check_inputs(const model *m, const model_input *inputs, size_t 
                 batch_from = k;
             } else if (batch != (size_t)in->dims[0]) {
                 ps_set_err(err, err_len,
-                        "inputs \"%s\" and \"%s\" have different batch sizes (%zu and %lld)",
-                        inputs[batch_from].name, in->name, batch, (long long)in->dims[0]);
+                           "inputs \"%s\" and \"%s\" have different batch sizes (%zu and %lld)",
+                           inputs[batch_from].name, in->name, batch, (long long)in->dims[0]);
                 return PS_STATUS_INVALID_ARGUMENT;
             }
         }
@@ -630,20 +629,20 @@ static ps_status check_outputs(const model *m, const model_output *outputs, size
                                          i > 0 ? ", " : "", m->output_names[i]);
             }
             ps_set_err(err, err_len, "unknown output \"%s\"; the model's outputs are: %s",
-                    out->name != NULL ? out->name : "(null)", list);
+                       out->name != NULL ? out->name : "(null)", list);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         const size_t need = batch * m->values[v].per_sample;
         if (out->buffer == NULL && !have_ws) {
             ps_set_err(err, err_len,
-                    "output \"%s\" has no buffer; without a workspace every output needs one",
-                    out->name);
+                       "output \"%s\" has no buffer; without a workspace every output needs one",
+                       out->name);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         if (out->buffer != NULL && out->capacity < need) {
             ps_set_err(err, err_len,
-                    "output \"%s\": the buffer holds %zu floats, but batch %zu needs %zu",
-                    out->name, out->capacity, batch, need);
+                       "output \"%s\": the buffer holds %zu floats, but batch %zu needs %zu",
+                       out->name, out->capacity, batch, need);
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
@@ -682,11 +681,11 @@ static ps_status run_layer(const model *m, const model_config_layer *layer, size
     }
     if (st == PS_STATUS_UNIMPLEMENTED) {
         ps_set_err(err, err_len, "layer \"%s\": backend \"%s\" has no %s op", layer->name,
-                kernels_backend_name(m->backend), model_config_op_name(layer->op));
+                   kernels_backend_name(m->backend), model_config_op_name(layer->op));
     } else if (st != PS_STATUS_OK) {
         ps_set_err(err, err_len, "layer \"%s\" (%s) failed on backend \"%s\": %s", layer->name,
-                model_config_op_name(layer->op), kernels_backend_name(m->backend),
-                ps_status_str(st));
+                   model_config_op_name(layer->op), kernels_backend_name(m->backend),
+                   ps_status_str(st));
     }
     return st;
 }

@@ -93,7 +93,6 @@ struct model_config {
 /* ------------------------------------------------------------------------------------ */
 /* Small helpers */
 
-
 static char *dup_str(const char *s) {
     const size_t n = strlen(s) + 1;
     char *copy = malloc(n);
@@ -271,7 +270,7 @@ static ps_status get_name(json_t *obj, const char *key, bool required, const cha
     }
     if (strlen(s) > MODEL_CONFIG_NAME_MAX) {
         ps_set_err(err, err_len, "%s: \"%s\" is longer than %d bytes", where, key,
-                MODEL_CONFIG_NAME_MAX);
+                   MODEL_CONFIG_NAME_MAX);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     *ret = s;
@@ -348,8 +347,8 @@ static ps_status parse_io(model_config *cfg, json_t *obj, const char *where, cfg
     }
     if (strcmp(datatype, "FP32") != 0) {
         ps_set_err(err, err_len,
-                "%s (\"%s\"): datatype \"%s\" is not supported; only \"FP32\" is, for now", where,
-                name, datatype);
+                   "%s (\"%s\"): datatype \"%s\" is not supported; only \"FP32\" is, for now",
+                   where, name, datatype);
         return PS_STATUS_UNIMPLEMENTED;
     }
     json_t *shape = json_object_get(obj, "shape");
@@ -361,9 +360,9 @@ static ps_status parse_io(model_config *cfg, json_t *obj, const char *where, cfg
     const size_t min_dims = batched ? 2 : 1;
     if (!json_is_array(shape) || json_array_size(shape) < min_dims ||
         json_array_size(shape) > MODEL_MAX_DIMS) {
-        ps_set_err(err, err_len, "%s (\"%s\"): shape must be a list of %zu to %d dims%s", where, name,
-                min_dims, MODEL_MAX_DIMS,
-                batched ? " starting with the batch dim -1 (max_batch_size > 0)" : "");
+        ps_set_err(err, err_len, "%s (\"%s\"): shape must be a list of %zu to %d dims%s", where,
+                   name, min_dims, MODEL_MAX_DIMS,
+                   batched ? " starting with the batch dim -1 (max_batch_size > 0)" : "");
         return PS_STATUS_INVALID_ARGUMENT;
     }
     io->ndims = (uint32_t)json_array_size(shape);
@@ -374,31 +373,32 @@ static ps_status parse_io(model_config *cfg, json_t *obj, const char *where, cfg
         if (batched && d == 0) {
             if (x != -1) {
                 ps_set_err(err, err_len,
-                        "%s (\"%s\"): shape[0] must be -1, the batch dim, because "
-                        "max_batch_size is %u",
-                        where, name, cfg->max_batch);
+                           "%s (\"%s\"): shape[0] must be -1, the batch dim, because "
+                           "max_batch_size is %u",
+                           where, name, cfg->max_batch);
                 return PS_STATUS_INVALID_ARGUMENT;
             }
             io->dims[d] = DIM_BATCH;
             continue;
         }
         if (x == -1) {
-            ps_set_err(err, err_len, "%s (\"%s\"): shape[%u] is -1; variable dims are not supported%s",
-                    where, name, d,
-                    batched ? " (only shape[0], the batch dim, is -1)"
-                            : " (max_batch_size is 0, so there is no batch dim)");
+            ps_set_err(err, err_len,
+                       "%s (\"%s\"): shape[%u] is -1; variable dims are not supported%s", where,
+                       name, d,
+                       batched ? " (only shape[0], the batch dim, is -1)"
+                               : " (max_batch_size is 0, so there is no batch dim)");
             return PS_STATUS_INVALID_ARGUMENT;
         }
         if (x < 1 || x > DIM_LIMIT) {
-            ps_set_err(err, err_len, "%s (\"%s\"): shape[%u] must be a positive integer", where, name,
-                    d);
+            ps_set_err(err, err_len, "%s (\"%s\"): shape[%u] must be a positive integer", where,
+                       name, d);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         io->dims[d] = x;
         per_sample *= x;
         if (per_sample > DIM_LIMIT) {
             ps_set_err(err, err_len, "%s (\"%s\"): more than %lld elements per sample", where, name,
-                    DIM_LIMIT);
+                       DIM_LIMIT);
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
@@ -433,7 +433,7 @@ static ps_status parse_io_list(model_config *cfg, json_t *root, const char *key,
         for (size_t j = 0; j < i; j++) {
             if (strcmp((*ret_list)[j].name, (*ret_list)[i].name) == 0) {
                 ps_set_err(err, err_len, "%s: duplicate name \"%s\" (also %s[%zu])", where,
-                        (*ret_list)[i].name, key, j);
+                           (*ret_list)[i].name, key, j);
                 return PS_STATUS_INVALID_ARGUMENT;
             }
         }
@@ -463,9 +463,9 @@ static ps_status resolve_input(model_config *cfg, const layer_ctx *lc, const cha
     for (size_t i = 0; i < cfg->n_params; i++) {
         if (strcmp(cfg->params[i].name, name) == 0) {
             ps_set_err(err, err_len,
-                    "%s: input \"%s\" is a parameter tensor (the %s of layers[%zu]), not a "
-                    "model input or a layer output",
-                    lc->where, name, cfg->params[i].role, cfg->params[i].first_layer);
+                       "%s: input \"%s\" is a parameter tensor (the %s of layers[%zu]), not a "
+                       "model input or a layer output",
+                       lc->where, name, cfg->params[i].role, cfg->params[i].first_layer);
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
@@ -473,14 +473,15 @@ static ps_status resolve_input(model_config *cfg, const layer_ctx *lc, const cha
         json_t *out = json_object_get(json_array_get(lc->all, j), "output");
         if (json_is_string(out) && strcmp(json_string_value(out), name) == 0) {
             ps_set_err(err, err_len,
-                    "%s: input \"%s\" is produced by layers[%zu], which %s; list layers in "
-                    "execution order",
-                    lc->where, name, j, j == lc->index ? "is this layer" : "comes later");
+                       "%s: input \"%s\" is produced by layers[%zu], which %s; list layers in "
+                       "execution order",
+                       lc->where, name, j, j == lc->index ? "is this layer" : "comes later");
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
-    ps_set_err(err, err_len, "%s: input \"%s\" is not a model input and no earlier layer produces it",
-            lc->where, name);
+    ps_set_err(err, err_len,
+               "%s: input \"%s\" is not a model input and no earlier layer produces it", lc->where,
+               name);
     return PS_STATUS_INVALID_ARGUMENT;
 }
 
@@ -494,9 +495,9 @@ static ps_status use_param(model_config *cfg, const layer_ctx *lc, const char *n
         if (strcmp(p->name, name) == 0) {
             if (p->ndims != ndims) {
                 ps_set_err(err, err_len,
-                        "%s: parameter \"%s\" is used as a %u-dim %s here but as a %u-dim %s "
-                        "by layers[%zu]",
-                        lc->where, name, ndims, role, p->ndims, p->role, p->first_layer);
+                           "%s: parameter \"%s\" is used as a %u-dim %s here but as a %u-dim %s "
+                           "by layers[%zu]",
+                           lc->where, name, ndims, role, p->ndims, p->role, p->first_layer);
                 return PS_STATUS_INVALID_ARGUMENT;
             }
             *ret_index = i;
@@ -505,7 +506,7 @@ static ps_status use_param(model_config *cfg, const layer_ctx *lc, const char *n
     }
     if (name_taken(cfg, name, what, sizeof(what))) {
         ps_set_err(err, err_len, "%s: %s \"%s\" names %s, not a parameter tensor", lc->where, role,
-                name, what);
+                   name, what);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     if (cfg->n_params == cfg->cap_params) {
@@ -557,8 +558,8 @@ static ps_status tie_param_dim(model_config *cfg, const layer_ctx *lc, size_t pa
     int64_t b;
     if (!var_unify(cfg->vars, cfg->params[param].vars[pdim], vvar, &a, &b)) {
         ps_set_err(err, err_len, "%s: %s \"%s\" dim %u is %lld, but %s \"%s\" is %lld", lc->where,
-                cfg->params[param].role, cfg->params[param].name, pdim, (long long)a, meaning,
-                value_name, (long long)b);
+                   cfg->params[param].role, cfg->params[param].name, pdim, (long long)a, meaning,
+                   value_name, (long long)b);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     return PS_STATUS_OK;
@@ -595,8 +596,9 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
         }
     }
     if (op_index == OP_COUNT) {
-        ps_set_err(err, err_len, "%s: unknown op \"%s\" (supported: dense, relu, softmax, add, scale)",
-                lc->where, op);
+        ps_set_err(err, err_len,
+                   "%s: unknown op \"%s\" (supported: dense, relu, softmax, add, scale)", lc->where,
+                   op);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     info->op = (model_config_op)op_index;
@@ -626,7 +628,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
         json_t *inputs = json_object_get(obj, "inputs");
         if (inputs == NULL) {
             ps_set_err(err, err_len, "%s: missing field \"inputs\" (a list of two value names)",
-                    lc->where);
+                       lc->where);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         if (!json_is_array(inputs) || json_array_size(inputs) != 2 ||
@@ -661,7 +663,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
     char what[MODEL_CONFIG_NAME_MAX + 64];
     if (name_taken(cfg, output, what, sizeof(what))) {
         ps_set_err(err, err_len, "%s: output \"%s\" is already %s; every name must be unique",
-                lc->where, output, what);
+                   lc->where, output, what);
         return PS_STATUS_INVALID_ARGUMENT;
     }
 
@@ -686,8 +688,8 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
             }
             if (a == ACTIVATION_COUNT) {
                 ps_set_err(err, err_len,
-                        "%s: unknown activation \"%s\" (supported: none, relu, sigmoid, tanh)",
-                        lc->where, act);
+                           "%s: unknown activation \"%s\" (supported: none, relu, sigmoid, tanh)",
+                           lc->where, act);
                 return PS_STATUS_INVALID_ARGUMENT;
             }
             info->activation = (model_config_activation)a;
@@ -724,9 +726,9 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
             const json_int_t a = json_is_integer(axis) ? json_integer_value(axis) : -2;
             if (a != -1 && a != (json_int_t)x->ndims - 1) {
                 ps_set_err(err, err_len,
-                        "%s: softmax axis must be the last one (-1 or %u); other axes are not "
-                        "supported",
-                        lc->where, x->ndims - 1);
+                           "%s: softmax axis must be the last one (-1 or %u); other axes are not "
+                           "supported",
+                           lc->where, x->ndims - 1);
                 return PS_STATUS_INVALID_ARGUMENT;
             }
         }
@@ -735,8 +737,9 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
     case MODEL_CONFIG_OP_ADD: {
         const cfg_value *y = &cfg->values[info->inputs[1]];
         if (y->ndims != x->ndims) {
-            ps_set_err(err, err_len, "%s: inputs \"%s\" (%u dims) and \"%s\" (%u dims) differ in rank",
-                    lc->where, x->name, x->ndims, y->name, y->ndims);
+            ps_set_err(err, err_len,
+                       "%s: inputs \"%s\" (%u dims) and \"%s\" (%u dims) differ in rank", lc->where,
+                       x->name, x->ndims, y->name, y->ndims);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         for (uint32_t d = 0; d < x->ndims; d++) {
@@ -744,9 +747,9 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
             int64_t b;
             if (!var_unify(cfg->vars, x->vars[d], y->vars[d], &a, &b)) {
                 ps_set_err(err, err_len,
-                        "%s: inputs must have the same shape, but dim %u of \"%s\" is %lld and "
-                        "of \"%s\" is %lld",
-                        lc->where, d, x->name, (long long)a, y->name, (long long)b);
+                           "%s: inputs must have the same shape, but dim %u of \"%s\" is %lld and "
+                           "of \"%s\" is %lld",
+                           lc->where, d, x->name, (long long)a, y->name, (long long)b);
                 return PS_STATUS_INVALID_ARGUMENT;
             }
         }
@@ -782,7 +785,7 @@ static ps_status parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char
     for (size_t k = 0; k < sizeof(own) / sizeof(own[0]); k++) {
         if (own[k] != MODEL_CONFIG_NONE && strcmp(cfg->params[own[k]].name, output) == 0) {
             ps_set_err(err, err_len, "%s: output \"%s\" is also the name of its %s parameter",
-                    lc->where, output, cfg->params[own[k]].role);
+                       lc->where, output, cfg->params[own[k]].role);
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
@@ -821,8 +824,8 @@ static ps_status check_outputs(model_config *cfg, char *err, size_t err_len) {
         const cfg_value *val = &cfg->values[v];
         if (val->producer == MODEL_CONFIG_NONE) {
             ps_set_err(err, err_len,
-                    "outputs[%zu]: \"%s\" is a model input; outputs must be produced by a layer", i,
-                    o->name);
+                       "outputs[%zu]: \"%s\" is a model input; outputs must be produced by a layer",
+                       i, o->name);
             return PS_STATUS_INVALID_ARGUMENT;
         }
         int64_t made[MODEL_MAX_DIMS];
@@ -840,10 +843,11 @@ static ps_status check_outputs(model_config *cfg, char *err, size_t err_len) {
             ok = var_unify(cfg->vars, val->vars[d], c, &a, &b);
         }
         if (!ok) {
-            ps_set_err(err, err_len,
-                    "outputs[%zu]: \"%s\" is declared with shape %s, but layers[%zu] produces %s",
-                    i, o->name, dims_str(o->dims, o->ndims, true, want_s, sizeof(want_s)),
-                    val->producer, dims_str(made, val->ndims, true, made_s, sizeof(made_s)));
+            ps_set_err(
+                err, err_len,
+                "outputs[%zu]: \"%s\" is declared with shape %s, but layers[%zu] produces %s", i,
+                o->name, dims_str(o->dims, o->ndims, true, want_s, sizeof(want_s)), val->producer,
+                dims_str(made, val->ndims, true, made_s, sizeof(made_s)));
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
@@ -876,7 +880,7 @@ static ps_status parse_root(model_config *cfg, json_t *root, char *err, size_t e
     }
     if (!model_name_ok(name)) {
         ps_set_err(err, err_len,
-                "config: name \"%s\" may only contain letters, digits, '_', '-' and '.'", name);
+                   "config: name \"%s\" may only contain letters, digits, '_', '-' and '.'", name);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     cfg->name = dup_str(name);
@@ -888,7 +892,7 @@ static ps_status parse_root(model_config *cfg, json_t *root, char *err, size_t e
         if (!json_is_integer(mbs) || json_integer_value(mbs) < 0 ||
             json_integer_value(mbs) > DIM_LIMIT) {
             ps_set_err(err, err_len,
-                    "config: max_batch_size must be an integer >= 0 (0: no batch dim)");
+                       "config: max_batch_size must be an integer >= 0 (0: no batch dim)");
             return PS_STATUS_INVALID_ARGUMENT;
         }
         cfg->max_batch = (uint32_t)json_integer_value(mbs);
@@ -962,7 +966,7 @@ ps_status model_config_parse(const char *text, size_t len, model_config **ret_cf
     }
     if (len > MODEL_CONFIG_MAX_BYTES) {
         ps_set_err(err, err_len, "config: %zu bytes, more than the %u-byte limit", len,
-                MODEL_CONFIG_MAX_BYTES);
+                   MODEL_CONFIG_MAX_BYTES);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     model_config *cfg = calloc(1, sizeof(*cfg));
@@ -984,7 +988,7 @@ ps_status model_config_parse(const char *text, size_t len, model_config **ret_cf
     json_t *root = json_loadb(cfg->text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
         ps_set_err(err, err_len, "config: not valid JSON: line %d, column %d: %s", jerr.line,
-                jerr.column, jerr.text);
+                   jerr.column, jerr.text);
         st = PS_STATUS_PARSE;
         goto fail_cfg;
     }
@@ -1019,7 +1023,7 @@ ps_status model_config_load(const char *path, model_config **ret_cfg, char *err,
         if (len == cap) {
             if (cap > MODEL_CONFIG_MAX_BYTES) {
                 ps_set_err(err, err_len, "%s: larger than the %u-byte limit for a config", path,
-                        MODEL_CONFIG_MAX_BYTES);
+                           MODEL_CONFIG_MAX_BYTES);
                 st = PS_STATUS_INVALID_ARGUMENT;
                 goto out_text;
             }
@@ -1209,7 +1213,8 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
         }
         if (g->datatype != NULL && strcmp(g->datatype, "FP32") != 0 &&
             strcmp(g->datatype, "F32") != 0) {
-            ps_set_err(err, err_len, "%s has datatype %s; only FP32 is supported", where, g->datatype);
+            ps_set_err(err, err_len, "%s has datatype %s; only FP32 is supported", where,
+                       g->datatype);
             goto out_vars;
         }
         int64_t need[MODEL_MAX_DIMS];
@@ -1227,9 +1232,9 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
         if (!ok) {
             vars_dims(vars, p->vars, p->ndims, need);
             ps_set_err(err, err_len, "%s has shape %s, but the graph needs %s", where,
-                    dims_str(g->dims, g->ndims <= MODEL_MAX_DIMS ? g->ndims : MODEL_MAX_DIMS, false,
-                             have_s, sizeof(have_s)),
-                    dims_str(need, p->ndims, true, need_s, sizeof(need_s)));
+                       dims_str(g->dims, g->ndims <= MODEL_MAX_DIMS ? g->ndims : MODEL_MAX_DIMS,
+                                false, have_s, sizeof(have_s)),
+                       dims_str(need, p->ndims, true, need_s, sizeof(need_s)));
             goto out_vars;
         }
     }
@@ -1242,7 +1247,8 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
         for (uint32_t d = 0; d < val->ndims; d++) {
             const int64_t x = var_value(vars, val->vars[d]);
             if (x == DIM_UNKNOWN) {
-                ps_set_err(err, err_len, "resolve: dim %u of \"%s\" is not determined", d, val->name);
+                ps_set_err(err, err_len, "resolve: dim %u of \"%s\" is not determined", d,
+                           val->name);
                 st = PS_STATUS_INTERNAL;
                 goto out_vars;
             }
@@ -1250,7 +1256,7 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
                 per_sample *= x;
                 if (per_sample > DIM_LIMIT) {
                     ps_set_err(err, err_len, "\"%s\" would have more than %lld elements per sample",
-                            val->name, DIM_LIMIT);
+                               val->name, DIM_LIMIT);
                     goto out_vars;
                 }
             }

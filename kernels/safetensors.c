@@ -91,7 +91,6 @@ static bool dtype_parse(const char *s, safetensors_dtype *ret_dtype) {
     return false;
 }
 
-
 static char *dup_str(const char *s) {
     const size_t n = strlen(s) + 1;
     char *copy = malloc(n);
@@ -150,8 +149,8 @@ static ps_status parse_metadata(safetensors *st, json_t *meta, char *err, size_t
     json_t *value;
     json_object_foreach(meta, key, value) {
         if (!json_is_string(value)) {
-            ps_set_err(err, err_len, "safetensors: \"__metadata__\" value for \"%s\" is not a string",
-                    key);
+            ps_set_err(err, err_len,
+                       "safetensors: \"__metadata__\" value for \"%s\" is not a string", key);
             return PS_STATUS_PARSE;
         }
         st_meta *m = &st->meta[st->meta_count];
@@ -182,9 +181,9 @@ static ps_status parse_entry(const safetensors *st, const char *name, json_t *ob
         if (strcmp(key, "dtype") != 0 && strcmp(key, "shape") != 0 &&
             strcmp(key, "data_offsets") != 0) {
             ps_set_err(err, err_len,
-                    "safetensors: tensor \"%s\" has an unknown field \"%s\" (expected dtype, "
-                    "shape, data_offsets)",
-                    name, key);
+                       "safetensors: tensor \"%s\" has an unknown field \"%s\" (expected dtype, "
+                       "shape, data_offsets)",
+                       name, key);
             return PS_STATUS_PARSE;
         }
     }
@@ -193,16 +192,16 @@ static ps_status parse_entry(const safetensors *st, const char *name, json_t *ob
     json_t *offsets = json_object_get(obj, "data_offsets");
     if (dtype == NULL || shape == NULL || offsets == NULL) {
         ps_set_err(err, err_len, "safetensors: tensor \"%s\" lacks \"%s\"", name,
-                dtype == NULL   ? "dtype"
-                : shape == NULL ? "shape"
-                                : "data_offsets");
+                   dtype == NULL   ? "dtype"
+                   : shape == NULL ? "shape"
+                                   : "data_offsets");
         return PS_STATUS_PARSE;
     }
     if (!json_is_string(dtype) || !dtype_parse(json_string_value(dtype), &e->dtype)) {
         ps_set_err(err, err_len, "safetensors: tensor \"%s\" has an unknown dtype %s%s%s", name,
-                json_is_string(dtype) ? "\"" : "",
-                json_is_string(dtype) ? json_string_value(dtype) : "(not a string)",
-                json_is_string(dtype) ? "\"" : "");
+                   json_is_string(dtype) ? "\"" : "",
+                   json_is_string(dtype) ? json_string_value(dtype) : "(not a string)",
+                   json_is_string(dtype) ? "\"" : "");
         return PS_STATUS_PARSE;
     }
     if (!json_is_array(shape)) {
@@ -210,8 +209,9 @@ static ps_status parse_entry(const safetensors *st, const char *name, json_t *ob
         return PS_STATUS_PARSE;
     }
     if (json_array_size(shape) > SAFETENSORS_MAX_DIMS) {
-        ps_set_err(err, err_len, "safetensors: tensor \"%s\" has %zu dims; at most %d are supported",
-                name, json_array_size(shape), SAFETENSORS_MAX_DIMS);
+        ps_set_err(err, err_len,
+                   "safetensors: tensor \"%s\" has %zu dims; at most %d are supported", name,
+                   json_array_size(shape), SAFETENSORS_MAX_DIMS);
         return PS_STATUS_PARSE;
     }
     e->ndims = (uint32_t)json_array_size(shape);
@@ -219,7 +219,8 @@ static ps_status parse_entry(const safetensors *st, const char *name, json_t *ob
     for (uint32_t d = 0; d < e->ndims; d++) {
         if (!json_u64(json_array_get(shape, d), &e->dims[d])) {
             ps_set_err(err, err_len,
-                    "safetensors: tensor \"%s\": shape[%u] is not a non-negative integer", name, d);
+                       "safetensors: tensor \"%s\": shape[%u] is not a non-negative integer", name,
+                       d);
             return PS_STATUS_PARSE;
         }
         if (__builtin_mul_overflow(e->count, e->dims[d], &e->count)) {
@@ -231,16 +232,16 @@ static ps_status parse_entry(const safetensors *st, const char *name, json_t *ob
         !json_u64(json_array_get(offsets, 0), &e->begin) ||
         !json_u64(json_array_get(offsets, 1), &e->end)) {
         ps_set_err(err, err_len,
-                "safetensors: tensor \"%s\": data_offsets must be [begin, end], two "
-                "non-negative integers",
-                name);
+                   "safetensors: tensor \"%s\": data_offsets must be [begin, end], two "
+                   "non-negative integers",
+                   name);
         return PS_STATUS_PARSE;
     }
     if (e->begin > e->end || e->end > st->data_len) {
         ps_set_err(err, err_len,
-                "safetensors: tensor \"%s\": data_offsets [%llu, %llu] are outside the %zu data "
-                "bytes",
-                name, (unsigned long long)e->begin, (unsigned long long)e->end, st->data_len);
+                   "safetensors: tensor \"%s\": data_offsets [%llu, %llu] are outside the %zu data "
+                   "bytes",
+                   name, (unsigned long long)e->begin, (unsigned long long)e->end, st->data_len);
         return PS_STATUS_PARSE;
     }
     uint64_t nbytes;
@@ -250,10 +251,10 @@ static ps_status parse_entry(const safetensors *st, const char *name, json_t *ob
     }
     if (nbytes != e->end - e->begin) {
         ps_set_err(err, err_len,
-                "safetensors: tensor \"%s\": %s with %llu elements needs %llu bytes, but "
-                "data_offsets span %llu",
-                name, safetensors_dtype_name(e->dtype), (unsigned long long)e->count,
-                (unsigned long long)nbytes, (unsigned long long)(e->end - e->begin));
+                   "safetensors: tensor \"%s\": %s with %llu elements needs %llu bytes, but "
+                   "data_offsets span %llu",
+                   name, safetensors_dtype_name(e->dtype), (unsigned long long)e->count,
+                   (unsigned long long)nbytes, (unsigned long long)(e->end - e->begin));
         return PS_STATUS_PARSE;
     }
     e->name = dup_str(name);
@@ -293,10 +294,10 @@ static ps_status check_overlaps(const safetensors *st, char *err, size_t err_len
     for (size_t i = 1; i < n; i++) {
         if (order[i]->begin < order[i - 1]->end) {
             ps_set_err(err, err_len,
-                    "safetensors: tensors \"%s\" [%llu, %llu] and \"%s\" [%llu, %llu] overlap",
-                    order[i - 1]->name, (unsigned long long)order[i - 1]->begin,
-                    (unsigned long long)order[i - 1]->end, order[i]->name,
-                    (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end);
+                       "safetensors: tensors \"%s\" [%llu, %llu] and \"%s\" [%llu, %llu] overlap",
+                       order[i - 1]->name, (unsigned long long)order[i - 1]->begin,
+                       (unsigned long long)order[i - 1]->end, order[i]->name,
+                       (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end);
             status = PS_STATUS_PARSE;
             break;
         }
@@ -309,21 +310,22 @@ static ps_status check_overlaps(const safetensors *st, char *err, size_t err_len
 static ps_status parse(safetensors *st, char *err, size_t err_len) {
     if (st->len < 8) {
         ps_set_err(err, err_len,
-                "safetensors: input is %zu bytes, shorter than the 8-byte header length", st->len);
+                   "safetensors: input is %zu bytes, shorter than the 8-byte header length",
+                   st->len);
         return PS_STATUS_PARSE;
     }
     uint64_t header_len;
     memcpy(&header_len, st->base, sizeof(header_len));
     if (header_len > SAFETENSORS_MAX_HEADER) {
         ps_set_err(err, err_len, "safetensors: header length %llu exceeds the %llu-byte limit",
-                (unsigned long long)header_len, (unsigned long long)SAFETENSORS_MAX_HEADER);
+                   (unsigned long long)header_len, (unsigned long long)SAFETENSORS_MAX_HEADER);
         return PS_STATUS_PARSE;
     }
     if (header_len > st->len - 8) {
         ps_set_err(err, err_len,
-                "safetensors: header length %llu runs past the end of the input (%zu bytes "
-                "after the length): truncated file?",
-                (unsigned long long)header_len, st->len - 8);
+                   "safetensors: header length %llu runs past the end of the input (%zu bytes "
+                   "after the length): truncated file?",
+                   (unsigned long long)header_len, st->len - 8);
         return PS_STATUS_PARSE;
     }
     st->data = st->base + 8 + header_len;
@@ -333,8 +335,8 @@ static ps_status parse(safetensors *st, char *err, size_t err_len) {
     json_t *root =
         json_loadb((const char *)st->base + 8, (size_t)header_len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        ps_set_err(err, err_len, "safetensors: header is not valid JSON (column %d): %s", jerr.column,
-                jerr.text);
+        ps_set_err(err, err_len, "safetensors: header is not valid JSON (column %d): %s",
+                   jerr.column, jerr.text);
         return PS_STATUS_PARSE;
     }
     ps_status status = PS_STATUS_OK;
@@ -417,8 +419,9 @@ ps_status safetensors_open_file(const char *path, safetensors **ret_st, char *er
         goto out_close;
     }
     if (sb.st_size < 8) {
-        ps_set_err(err, err_len, "%s: %lld bytes, shorter than the 8-byte safetensors header length",
-                path, (long long)sb.st_size);
+        ps_set_err(err, err_len,
+                   "%s: %lld bytes, shorter than the 8-byte safetensors header length", path,
+                   (long long)sb.st_size);
         status = PS_STATUS_PARSE;
         goto out_close;
     }

@@ -39,9 +39,9 @@
 
 /* The outcome of a call as a client sees it. */
 typedef struct rpc_result {
-    ps_status status;                /* PS_STATUS_OK or the mapped failure */
-    int grpc_code;                   /* the gRPC status code as received (0 = OK) */
-    char details[RPC_DETAILS_MAX];   /* the peer's (or transport's) message; "" when none */
+    ps_status status;              /* PS_STATUS_OK or the mapped failure */
+    int grpc_code;                 /* the gRPC status code as received (0 = OK) */
+    char details[RPC_DETAILS_MAX]; /* the peer's (or transport's) message; "" when none */
 } rpc_result;
 
 /* One metadata entry (an HTTP/2 header). Keys are lower-case ASCII. */
@@ -109,11 +109,11 @@ typedef enum rpc_method_kind {
 } rpc_method_kind;
 
 typedef struct rpc_method {
-    const char *name;                           /* "/package.Service/Method" */
-    rpc_method_kind kind;                       /* unary or server streaming */
-    const ProtobufCMessageDescriptor *request;  /* type the payload is unpacked as */
+    const char *name;                          /* "/package.Service/Method" */
+    rpc_method_kind kind;                      /* unary or server streaming */
+    const ProtobufCMessageDescriptor *request; /* type the payload is unpacked as */
     rpc_handler handler;
-    void *user;                                 /* passed to the handler */
+    void *user;         /* passed to the handler */
     uint32_t raw_field; /* 0, or a `bytes` field of the request left out of the unpacked
                            message and given to the handler as views (rpc_ctx_raw): the
                            hot paths' tensor values */
@@ -184,8 +184,8 @@ typedef struct rpc_channel_opts {
 } rpc_channel_opts;
 
 typedef struct rpc_call_opts {
-    int64_t timeout_ms;          /* 0 = no deadline */
-    bool wait_for_ready;         /* wait for a connection instead of failing fast */
+    int64_t timeout_ms;           /* 0 = no deadline */
+    bool wait_for_ready;          /* wait for a connection instead of failing fast */
     const rpc_metadata *metadata; /* sent with the request; may be NULL */
     size_t n_metadata;
 } rpc_call_opts;

@@ -44,9 +44,9 @@ struct rpc_stream {
     grpc_metadata_array initial_md, trailing_md;
     grpc_status_code code;
     grpc_slice details;
-    bool open_pending; /* the first batch (send + initial metadata) not yet plucked */
+    bool open_pending;         /* the first batch (send + initial metadata) not yet plucked */
     grpc_byte_buffer *request; /* sent by the first batch; destroyed once it completes */
-    bool finished;     /* final status received */
+    bool finished;             /* final status received */
     rpc_result result;
 };
 
@@ -231,9 +231,8 @@ static ps_status unary(rpc_channel *ch, const char *method, grpc_byte_buffer *re
     }
     grpc_completion_queue *cq = cq_get(ch);
     gpr_timespec deadline = rpc_deadline_after_ms(opts ? opts->timeout_ms : 0);
-    grpc_call *call =
-        grpc_channel_create_registered_call(ch->grpc, NULL, GRPC_PROPAGATE_DEFAULTS, cq, h,
-                                            deadline, NULL);
+    grpc_call *call = grpc_channel_create_registered_call(ch->grpc, NULL, GRPC_PROPAGATE_DEFAULTS,
+                                                          cq, h, deadline, NULL);
     grpc_metadata md_stack[8];
     grpc_metadata *md = md_stack;
     size_t n_md = opts ? opts->n_metadata : 0;
@@ -390,8 +389,8 @@ ps_status rpc_stream_open(rpc_channel *ch, const char *method, const ProtobufCMe
     }
     s->cq = grpc_completion_queue_create_for_pluck(NULL);
     gpr_timespec deadline = rpc_deadline_after_ms(opts ? opts->timeout_ms : 0);
-    s->call = grpc_channel_create_registered_call(ch->grpc, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq,
-                                                  h, deadline, NULL);
+    s->call = grpc_channel_create_registered_call(ch->grpc, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, h,
+                                                  deadline, NULL);
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     initial_md_op(opts, md_stack, &ops[0]);

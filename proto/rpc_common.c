@@ -17,53 +17,94 @@
 
 int rpc_code_from_status(ps_status st) {
     switch (st) {
-    case PS_STATUS_OK: return GRPC_STATUS_OK;
-    case PS_STATUS_CANCELLED: return GRPC_STATUS_CANCELLED;
-    case PS_STATUS_INVALID_ARGUMENT: return GRPC_STATUS_INVALID_ARGUMENT;
-    case PS_STATUS_DEADLINE_EXCEEDED: return GRPC_STATUS_DEADLINE_EXCEEDED;
-    case PS_STATUS_NOT_FOUND: return GRPC_STATUS_NOT_FOUND;
-    case PS_STATUS_ALREADY_EXISTS: return GRPC_STATUS_ALREADY_EXISTS;
-    case PS_STATUS_RESOURCE_EXHAUSTED: return GRPC_STATUS_RESOURCE_EXHAUSTED;
-    case PS_STATUS_FAILED_PRECONDITION: return GRPC_STATUS_FAILED_PRECONDITION;
-    case PS_STATUS_OUT_OF_RANGE: return GRPC_STATUS_OUT_OF_RANGE;
-    case PS_STATUS_UNIMPLEMENTED: return GRPC_STATUS_UNIMPLEMENTED;
-    case PS_STATUS_INTERNAL: return GRPC_STATUS_INTERNAL;
-    case PS_STATUS_UNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
-    case PS_STATUS_NO_MEMORY: return GRPC_STATUS_RESOURCE_EXHAUSTED;
-    case PS_STATUS_IO: return GRPC_STATUS_INTERNAL;
-    case PS_STATUS_PARSE: return GRPC_STATUS_INVALID_ARGUMENT;
-    case PS_STATUS_WRONG_EPOCH: return GRPC_STATUS_ABORTED;
+    case PS_STATUS_OK:
+        return GRPC_STATUS_OK;
+    case PS_STATUS_CANCELLED:
+        return GRPC_STATUS_CANCELLED;
+    case PS_STATUS_INVALID_ARGUMENT:
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    case PS_STATUS_DEADLINE_EXCEEDED:
+        return GRPC_STATUS_DEADLINE_EXCEEDED;
+    case PS_STATUS_NOT_FOUND:
+        return GRPC_STATUS_NOT_FOUND;
+    case PS_STATUS_ALREADY_EXISTS:
+        return GRPC_STATUS_ALREADY_EXISTS;
+    case PS_STATUS_RESOURCE_EXHAUSTED:
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case PS_STATUS_FAILED_PRECONDITION:
+        return GRPC_STATUS_FAILED_PRECONDITION;
+    case PS_STATUS_OUT_OF_RANGE:
+        return GRPC_STATUS_OUT_OF_RANGE;
+    case PS_STATUS_UNIMPLEMENTED:
+        return GRPC_STATUS_UNIMPLEMENTED;
+    case PS_STATUS_INTERNAL:
+        return GRPC_STATUS_INTERNAL;
+    case PS_STATUS_UNAVAILABLE:
+        return GRPC_STATUS_UNAVAILABLE;
+    case PS_STATUS_NO_MEMORY:
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case PS_STATUS_IO:
+        return GRPC_STATUS_INTERNAL;
+    case PS_STATUS_PARSE:
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    case PS_STATUS_WRONG_EPOCH:
+        return GRPC_STATUS_ABORTED;
     }
     return GRPC_STATUS_UNKNOWN;
 }
 
 ps_status rpc_status_from_code(int code) {
     switch (code) {
-    case GRPC_STATUS_OK: return PS_STATUS_OK;
-    case GRPC_STATUS_CANCELLED: return PS_STATUS_CANCELLED;
-    case GRPC_STATUS_INVALID_ARGUMENT: return PS_STATUS_INVALID_ARGUMENT;
-    case GRPC_STATUS_DEADLINE_EXCEEDED: return PS_STATUS_DEADLINE_EXCEEDED;
-    case GRPC_STATUS_NOT_FOUND: return PS_STATUS_NOT_FOUND;
-    case GRPC_STATUS_ALREADY_EXISTS: return PS_STATUS_ALREADY_EXISTS;
-    case GRPC_STATUS_RESOURCE_EXHAUSTED: return PS_STATUS_RESOURCE_EXHAUSTED;
-    case GRPC_STATUS_FAILED_PRECONDITION: return PS_STATUS_FAILED_PRECONDITION;
-    case GRPC_STATUS_ABORTED: return PS_STATUS_WRONG_EPOCH;
-    case GRPC_STATUS_OUT_OF_RANGE: return PS_STATUS_OUT_OF_RANGE;
-    case GRPC_STATUS_UNIMPLEMENTED: return PS_STATUS_UNIMPLEMENTED;
-    case GRPC_STATUS_UNAVAILABLE: return PS_STATUS_UNAVAILABLE;
+    case GRPC_STATUS_OK:
+        return PS_STATUS_OK;
+    case GRPC_STATUS_CANCELLED:
+        return PS_STATUS_CANCELLED;
+    case GRPC_STATUS_INVALID_ARGUMENT:
+        return PS_STATUS_INVALID_ARGUMENT;
+    case GRPC_STATUS_DEADLINE_EXCEEDED:
+        return PS_STATUS_DEADLINE_EXCEEDED;
+    case GRPC_STATUS_NOT_FOUND:
+        return PS_STATUS_NOT_FOUND;
+    case GRPC_STATUS_ALREADY_EXISTS:
+        return PS_STATUS_ALREADY_EXISTS;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED:
+        return PS_STATUS_RESOURCE_EXHAUSTED;
+    case GRPC_STATUS_FAILED_PRECONDITION:
+        return PS_STATUS_FAILED_PRECONDITION;
+    case GRPC_STATUS_ABORTED:
+        return PS_STATUS_WRONG_EPOCH;
+    case GRPC_STATUS_OUT_OF_RANGE:
+        return PS_STATUS_OUT_OF_RANGE;
+    case GRPC_STATUS_UNIMPLEMENTED:
+        return PS_STATUS_UNIMPLEMENTED;
+    case GRPC_STATUS_UNAVAILABLE:
+        return PS_STATUS_UNAVAILABLE;
     case GRPC_STATUS_PERMISSION_DENIED:
-    case GRPC_STATUS_UNAUTHENTICATED: return PS_STATUS_FAILED_PRECONDITION;
-    default: return PS_STATUS_INTERNAL; /* UNKNOWN, INTERNAL, DATA_LOSS, anything new */
+    case GRPC_STATUS_UNAUTHENTICATED:
+        return PS_STATUS_FAILED_PRECONDITION;
+    default:
+        return PS_STATUS_INTERNAL; /* UNKNOWN, INTERNAL, DATA_LOSS, anything new */
     }
 }
 
 const char *rpc_code_name(int code) {
-    static const char *const names[] = {
-        "OK",           "CANCELLED",         "UNKNOWN",   "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED", "NOT_FOUND",    "ALREADY_EXISTS", "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE", "DATA_LOSS",
-        "UNAUTHENTICATED"};
+    static const char *const names[] = {"OK",
+                                        "CANCELLED",
+                                        "UNKNOWN",
+                                        "INVALID_ARGUMENT",
+                                        "DEADLINE_EXCEEDED",
+                                        "NOT_FOUND",
+                                        "ALREADY_EXISTS",
+                                        "PERMISSION_DENIED",
+                                        "RESOURCE_EXHAUSTED",
+                                        "FAILED_PRECONDITION",
+                                        "ABORTED",
+                                        "OUT_OF_RANGE",
+                                        "UNIMPLEMENTED",
+                                        "INTERNAL",
+                                        "UNAVAILABLE",
+                                        "DATA_LOSS",
+                                        "UNAUTHENTICATED"};
     if (code < 0 || code >= (int)(sizeof names / sizeof names[0]))
         return "UNKNOWN";
     return names[code];
@@ -133,9 +174,8 @@ grpc_byte_buffer *rpc_encode(const ProtobufCMessage *msg, const rpc_bytes_field 
         hl += put_varint(head + hl, f->len);
         slices[used++] = grpc_slice_from_copied_buffer((const char *)head, hl);
         if (f->len > 0) {
-            slices[used++] = grpc_slice_new_with_user_data((void *)f->data, f->len,
-                                                           f->release ? f->release : release_noop,
-                                                           f->arg);
+            slices[used++] = grpc_slice_new_with_user_data(
+                (void *)f->data, f->len, f->release ? f->release : release_noop, f->arg);
         } else if (f->release) {
             f->release(f->arg);
         }
@@ -246,7 +286,7 @@ static bool walk_fields(const uint8_t *p, const uint8_t *end, field_fn on_field,
 
 typedef struct split_state {
     uint32_t raw_field;
-    uint8_t *header;   /* NULL on the counting pass */
+    uint8_t *header; /* NULL on the counting pass */
     size_t header_len;
     rpc_bytes_view *views;
     size_t n_views;

@@ -75,11 +75,11 @@ struct rpc_ctx {
     /* stream state, under lock */
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int pending;              /* batches in flight + a running stream handler */
+    int pending; /* batches in flight + a running stream handler */
     bool initial_md_sent;
     bool write_in_flight;
     bool write_ok;
-    bool dead;                /* client went away or call cancelled */
+    bool dead; /* client went away or call cancelled */
     grpc_byte_buffer *write_bb;
     ProtobufCMessage *request; /* for stream handlers, freed with the call */
     rpc_received *received;    /* the request's raw field views, when the method has one */
@@ -109,12 +109,12 @@ struct rpc_server {
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool shutting_down; /* no re-arming; streams see !alive */
-    bool cancelling;    /* the grace period is over: every handler sees !alive */
-    bool shut_down;     /* rpc_server_shutdown finished */
-    int live;           /* call contexts that exist */
-    grpc_completion_queue *cq;          /* shared by every worker */
-    atomic_bool spinner;                /* a worker is polling the queue without blocking */
+    bool shutting_down;        /* no re-arming; streams see !alive */
+    bool cancelling;           /* the grace period is over: every handler sees !alive */
+    bool shut_down;            /* rpc_server_shutdown finished */
+    int live;                  /* call contexts that exist */
+    grpc_completion_queue *cq; /* shared by every worker */
+    atomic_bool spinner;       /* a worker is polling the queue without blocking */
     grpc_completion_queue *shutdown_cq;
 };
 
@@ -200,11 +200,11 @@ static bool arm(rpc_server *s, worker *w, method_entry *m) {
         err = grpc_server_request_registered_call(
             s->grpc, m->registered, &c->call, &c->deadline, &c->request_md,
             m->m.kind == RPC_METHOD_UNARY || m->m.kind == RPC_METHOD_SERVER_STREAM ? &c->payload
-                                                                                  : NULL,
+                                                                                   : NULL,
             w->cq, w->cq, &c->tag_new);
     } else {
-        err = grpc_server_request_call(s->grpc, &c->call, &c->details, &c->request_md, w->cq,
-                                       w->cq, &c->tag_new);
+        err = grpc_server_request_call(s->grpc, &c->call, &c->details, &c->request_md, w->cq, w->cq,
+                                       &c->tag_new);
     }
     if (err != GRPC_CALL_OK) {
         ctx_free(c);
@@ -225,10 +225,9 @@ static void status_op(rpc_ctx *c, grpc_op *op) {
     op->data.send_status_from_server.trailing_metadata = NULL;
     op->data.send_status_from_server.status = c->code;
     grpc_slice_unref(c->details_slice);
-    c->details_slice = c->status_details ? grpc_slice_from_copied_string(c->status_details)
-                                         : grpc_empty_slice();
-    op->data.send_status_from_server.status_details =
-        c->status_details ? &c->details_slice : NULL;
+    c->details_slice =
+        c->status_details ? grpc_slice_from_copied_string(c->status_details) : grpc_empty_slice();
+    op->data.send_status_from_server.status_details = c->status_details ? &c->details_slice : NULL;
 }
 
 /* Sends the final batch of a unary call (or of an unregistered one). */
@@ -651,8 +650,7 @@ void rpc_server_shutdown(rpc_server *s) {
         s->cancelling = true;
         pthread_mutex_unlock(&s->lock);
         grpc_server_cancel_all_calls(s->grpc);
-        grpc_completion_queue_pluck(s->shutdown_cq, s, gpr_inf_future(GPR_CLOCK_MONOTONIC),
-                                    NULL);
+        grpc_completion_queue_pluck(s->shutdown_cq, s, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     }
     /* The shutdown tag does not mean every handler is done: wait for the contexts. */
     pthread_mutex_lock(&s->lock);
@@ -687,8 +685,7 @@ void rpc_server_destroy(rpc_server *s) {
     if (s->grpc && !s->started && s->workers) {
         /* start failed before the server ran: queues were registered, never polled */
         grpc_server_shutdown_and_notify(s->grpc, s->shutdown_cq, s);
-        grpc_completion_queue_pluck(s->shutdown_cq, s, gpr_inf_future(GPR_CLOCK_MONOTONIC),
-                                    NULL);
+        grpc_completion_queue_pluck(s->shutdown_cq, s, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     }
     if (s->grpc)
         grpc_server_destroy(s->grpc);

@@ -11,15 +11,16 @@
 #include "testsvc_impl.h"
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: rpc_test_server [options]\n"
-            "Serves pstest.Test (proto/testsvc.proto) until SIGTERM or SIGINT.\n\n"
-            "  --listen HOST:PORT       address to bind (default 127.0.0.1:0, a free port)\n"
-            "  --threads N              worker threads (default: number of CPUs)\n"
-            "  --max-message-bytes N    largest message accepted or sent (default 64 MiB)\n"
-            "  --grace-ms N             shutdown grace for in-flight calls (default 5000)\n"
-            "  --spin-us N              poll queues this long before blocking (default 200; -1 never)\n"
-            "  -h, --help               this text\n");
+    fprintf(
+        out,
+        "usage: rpc_test_server [options]\n"
+        "Serves pstest.Test (proto/testsvc.proto) until SIGTERM or SIGINT.\n\n"
+        "  --listen HOST:PORT       address to bind (default 127.0.0.1:0, a free port)\n"
+        "  --threads N              worker threads (default: number of CPUs)\n"
+        "  --max-message-bytes N    largest message accepted or sent (default 64 MiB)\n"
+        "  --grace-ms N             shutdown grace for in-flight calls (default 5000)\n"
+        "  --spin-us N              poll queues this long before blocking (default 200; -1 never)\n"
+        "  -h, --help               this text\n");
 }
 
 int main(int argc, char **argv) {
@@ -36,13 +37,27 @@ int main(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'l': opts.listen = optarg; break;
-        case 't': opts.threads = atoi(optarg); break;
-        case 'm': opts.max_message_bytes = strtoull(optarg, NULL, 10); break;
-        case 'g': opts.grace_ms = atoi(optarg); break;
-        case 's': opts.spin_us = atoi(optarg); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'l':
+            opts.listen = optarg;
+            break;
+        case 't':
+            opts.threads = atoi(optarg);
+            break;
+        case 'm':
+            opts.max_message_bytes = strtoull(optarg, NULL, 10);
+            break;
+        case 'g':
+            opts.grace_ms = atoi(optarg);
+            break;
+        case 's':
+            opts.spin_us = atoi(optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     rpc_signals_block();

@@ -34,8 +34,10 @@ static int64_t now_ms(void) {
 static fixture *fixture_start(size_t max_message_bytes, int grace_ms) {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    rpc_server_opts opts = {.listen = "127.0.0.1:0", .threads = 2,
-                            .max_message_bytes = max_message_bytes, .grace_ms = grace_ms};
+    rpc_server_opts opts = {.listen = "127.0.0.1:0",
+                            .threads = 2,
+                            .max_message_bytes = max_message_bytes,
+                            .grace_ms = grace_ms};
     int port = 0;
     assert_int_equal(rpc_server_create(&opts, &f->server), PS_STATUS_OK);
     assert_int_equal(testsvc_register(f->server), PS_STATUS_OK);
@@ -224,14 +226,14 @@ static void test_unknown_method(void **state) {
     void *out = NULL;
     size_t out_len = 0;
     rpc_result res;
-    assert_int_equal(rpc_call_raw(f->channel, "/pstest.Test/NoSuchMethod", "", 0, NULL, &out,
-                                  &out_len, &res),
-                     PS_STATUS_UNIMPLEMENTED);
+    assert_int_equal(
+        rpc_call_raw(f->channel, "/pstest.Test/NoSuchMethod", "", 0, NULL, &out, &out_len, &res),
+        PS_STATUS_UNIMPLEMENTED);
     assert_int_equal(res.grpc_code, 12);
     assert_non_null(strstr(res.details, "/pstest.Test/NoSuchMethod"));
-    assert_int_equal(rpc_call_raw(f->channel, "/other.Service/Echo", "x", 1, NULL, &out,
-                                  &out_len, &res),
-                     PS_STATUS_UNIMPLEMENTED);
+    assert_int_equal(
+        rpc_call_raw(f->channel, "/other.Service/Echo", "x", 1, NULL, &out, &out_len, &res),
+        PS_STATUS_UNIMPLEMENTED);
 }
 
 static void test_malformed_payload(void **state) {
@@ -247,8 +249,8 @@ static void test_malformed_payload(void **state) {
         void *out = NULL;
         size_t out_len = 0;
         rpc_result res;
-        assert_int_equal(rpc_call_raw(f->channel, "/pstest.Test/Echo", cases[i].p, cases[i].n,
-                                      NULL, &out, &out_len, &res),
+        assert_int_equal(rpc_call_raw(f->channel, "/pstest.Test/Echo", cases[i].p, cases[i].n, NULL,
+                                      &out, &out_len, &res),
                          PS_STATUS_INVALID_ARGUMENT);
         assert_non_null(strstr(res.details, "malformed"));
     }

@@ -148,14 +148,14 @@ static ps_status stats(rpc_ctx *ctx, const ProtobufCMessage *request, void *user
 ps_status testsvc_register(rpc_server *server) {
     const rpc_method methods[] = {
         {"/pstest.Test/Echo", RPC_METHOD_UNARY, &pstest__echo_request__descriptor, echo, NULL, 0},
-        {"/pstest.Test/Count", RPC_METHOD_SERVER_STREAM, &pstest__count_request__descriptor,
-         count, NULL, 0},
-        {"/pstest.Test/Sleep", RPC_METHOD_UNARY, &pstest__sleep_request__descriptor,
-         sleep_handler, NULL, 0},
+        {"/pstest.Test/Count", RPC_METHOD_SERVER_STREAM, &pstest__count_request__descriptor, count,
+         NULL, 0},
+        {"/pstest.Test/Sleep", RPC_METHOD_UNARY, &pstest__sleep_request__descriptor, sleep_handler,
+         NULL, 0},
         {"/pstest.Test/EchoRaw", RPC_METHOD_UNARY, &pstest__echo_request__descriptor, echo_raw,
          NULL, 2},
-        {"/pstest.Test/Stats", RPC_METHOD_UNARY, &pstest__stats_request__descriptor, stats,
-         NULL, 0},
+        {"/pstest.Test/Stats", RPC_METHOD_UNARY, &pstest__stats_request__descriptor, stats, NULL,
+         0},
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         ps_status st = rpc_server_add_method(server, &methods[i]);

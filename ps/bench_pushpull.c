@@ -16,13 +16,12 @@
 #include "util.h"
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: bench_pushpull [options]\n"
-            "Against a running cluster (scripts/cluster up):\n"
-            "  --coordinator HOST:PORT  (default: $PS_COORDINATOR, then run/cluster.env)\n"
-            "  --mb N                   tensor size in MiB (default 64)\n"
-            "  --reps N                 rounds; the best is reported (default 5)\n"
-            "  -h, --help\n");
+    fprintf(out, "usage: bench_pushpull [options]\n"
+                 "Against a running cluster (scripts/cluster up):\n"
+                 "  --coordinator HOST:PORT  (default: $PS_COORDINATOR, then run/cluster.env)\n"
+                 "  --mb N                   tensor size in MiB (default 64)\n"
+                 "  --reps N                 rounds; the best is reported (default 5)\n"
+                 "  -h, --help\n");
 }
 
 int main(int argc, char **argv) {
@@ -38,7 +37,9 @@ int main(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'c': coord_flag = optarg; break;
+        case 'c':
+            coord_flag = optarg;
+            break;
         case 'm':
             if (!ps_parse_int(optarg, 1, 4096, &mb))
                 return usage(stderr), 2;
@@ -47,8 +48,12 @@ int main(int argc, char **argv) {
             if (!ps_parse_int(optarg, 1, 1000, &reps))
                 return usage(stderr), 2;
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     char coord[256], err[512];
@@ -77,8 +82,8 @@ int main(int argc, char **argv) {
         src[i] = (float)(i % 1000003) * 0.5f;
     for (uint32_t i = 0; i < n; i++) {
         keys[i] = ps_key_dense("bench_pushpull", "t", i);
-        lens[i] = (uint32_t)(floats - (uint64_t)i * chunk < chunk ? floats - (uint64_t)i * chunk
-                                                                 : chunk);
+        lens[i] =
+            (uint32_t)(floats - (uint64_t)i * chunk < chunk ? floats - (uint64_t)i * chunk : chunk);
         sp[i] = src + (uint64_t)i * chunk;
         dp[i] = dst + (uint64_t)i * chunk;
     }

@@ -40,8 +40,8 @@ typedef struct infer_ctx {
 } infer_ctx;
 
 /* One ModelInfer at batch 1; copies the first output into out (up to cap floats). */
-static ps_status infer(rpc_channel *ch, const infer_ctx *ic, float *out, size_t cap,
-                       size_t *ret_n, rpc_result *res) {
+static ps_status infer(rpc_channel *ch, const infer_ctx *ic, float *out, size_t cap, size_t *ret_n,
+                       rpc_result *res) {
     Inference__ModelInferRequest__InferInputTensor in =
         INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
     int64_t shape[2] = {1, ic->features};
@@ -54,13 +54,12 @@ static ps_status infer(rpc_channel *ch, const infer_ctx *ic, float *out, size_t 
     req.model_name = (char *)ic->model;
     req.n_inputs = 1;
     req.inputs = ins;
-    rpc_bytes_field raw = {.field_number = 7, .data = ic->pixels,
-                           .len = (size_t)ic->features * 4};
+    rpc_bytes_field raw = {.field_number = 7, .data = ic->pixels, .len = (size_t)ic->features * 4};
     ProtobufCMessage *m = NULL;
     rpc_call_opts opts = {.timeout_ms = 5000};
-    ps_status st = rpc_call_with_bytes(ch, "/inference.GRPCInferenceService/ModelInfer", &req.base,
-                                       &raw, 1, &inference__model_infer_response__descriptor,
-                                       &opts, &m, res);
+    ps_status st =
+        rpc_call_with_bytes(ch, "/inference.GRPCInferenceService/ModelInfer", &req.base, &raw, 1,
+                            &inference__model_infer_response__descriptor, &opts, &m, res);
     if (st != PS_STATUS_OK)
         return st;
     Inference__ModelInferResponse *r = (Inference__ModelInferResponse *)m;
@@ -86,18 +85,17 @@ static ps_status live(rpc_channel *ch) {
 }
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: bench_serve [options]\n"
-            "Against a running cluster (scripts/cluster up + a model uploaded):\n"
-            "  --coordinator HOST:PORT  (default: $PS_COORDINATOR, then run/cluster.env)\n"
-            "  --serve A,B,...          replicas (default: SERVE= in run/cluster.env)\n"
-            "  --model NAME             (default digits_mlp)\n"
-            "  --input NAME             (default pixels)\n"
-            "  --features N             input features at batch 1 (default 64)\n"
-            "  --bias TENSOR            bias tensor to push ADDs to (default fc2.bias)\n"
-            "  --calls N                sequential calls per latency row (default 2000)\n"
-            "  --updates N              update-visibility trials (default 30)\n"
-            "  -h, --help\n");
+    fprintf(out, "usage: bench_serve [options]\n"
+                 "Against a running cluster (scripts/cluster up + a model uploaded):\n"
+                 "  --coordinator HOST:PORT  (default: $PS_COORDINATOR, then run/cluster.env)\n"
+                 "  --serve A,B,...          replicas (default: SERVE= in run/cluster.env)\n"
+                 "  --model NAME             (default digits_mlp)\n"
+                 "  --input NAME             (default pixels)\n"
+                 "  --features N             input features at batch 1 (default 64)\n"
+                 "  --bias TENSOR            bias tensor to push ADDs to (default fc2.bias)\n"
+                 "  --calls N                sequential calls per latency row (default 2000)\n"
+                 "  --updates N              update-visibility trials (default 30)\n"
+                 "  -h, --help\n");
 }
 
 int main(int argc, char **argv) {
@@ -105,20 +103,35 @@ int main(int argc, char **argv) {
                *bias = "fc2.bias";
     int features = 64, calls = 2000, updates = 30;
     static const struct option longopts[] = {
-        {"coordinator", required_argument, NULL, 'c'}, {"serve", required_argument, NULL, 's'},
-        {"model", required_argument, NULL, 'm'},       {"input", required_argument, NULL, 'i'},
-        {"features", required_argument, NULL, 'f'},    {"bias", required_argument, NULL, 'b'},
-        {"calls", required_argument, NULL, 'n'},       {"updates", required_argument, NULL, 'u'},
-        {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0},
+        {"coordinator", required_argument, NULL, 'c'},
+        {"serve", required_argument, NULL, 's'},
+        {"model", required_argument, NULL, 'm'},
+        {"input", required_argument, NULL, 'i'},
+        {"features", required_argument, NULL, 'f'},
+        {"bias", required_argument, NULL, 'b'},
+        {"calls", required_argument, NULL, 'n'},
+        {"updates", required_argument, NULL, 'u'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'c': coord_flag = optarg; break;
-        case 's': serve_flag = optarg; break;
-        case 'm': model = optarg; break;
-        case 'i': input = optarg; break;
-        case 'b': bias = optarg; break;
+        case 'c':
+            coord_flag = optarg;
+            break;
+        case 's':
+            serve_flag = optarg;
+            break;
+        case 'm':
+            model = optarg;
+            break;
+        case 'i':
+            input = optarg;
+            break;
+        case 'b':
+            bias = optarg;
+            break;
         case 'f':
             if (!ps_parse_int(optarg, 1, 1 << 24, &features))
                 return usage(stderr), 2;
@@ -131,8 +144,12 @@ int main(int argc, char **argv) {
             if (!ps_parse_int(optarg, 1, 100000, &updates))
                 return usage(stderr), 2;
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     char coord[256], serve[1024];

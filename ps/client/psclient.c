@@ -243,9 +243,9 @@ static ps_status pull_call(ps_client *c, uint32_t s, const size_t *idx, size_t m
     rpc_result res;
     rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
     /* the values (field 15) stay in the received payload: one copy, into dst */
-    ps_status st = rpc_call_split(ch, "/ps.ParameterServer/Pull", &req.base, NULL, 0,
-                                  &ps__pull_response__descriptor, 15, &opts, &resp, &received,
-                                  &res);
+    ps_status st =
+        rpc_call_split(ch, "/ps.ParameterServer/Pull", &req.base, NULL, 0,
+                       &ps__pull_response__descriptor, 15, &opts, &resp, &received, &res);
     free(keys);
     if (st != PS_STATUS_OK)
         return call_failed(c, s, "pull", st, &res);
@@ -262,8 +262,8 @@ static ps_status pull_call(ps_client *c, uint32_t s, const size_t *idx, size_t m
         if (r->lengths[i] != a->lens[idx[i]])
             st = fail(c, PS_STATUS_FAILED_PRECONDITION,
                       "key %016llx holds %u floats on shard %s, expected %u",
-                      (unsigned long long)a->keys[idx[i]], r->lengths[i],
-                      ps_client_shard_id(c, s), a->lens[idx[i]]);
+                      (unsigned long long)a->keys[idx[i]], r->lengths[i], ps_client_shard_id(c, s),
+                      a->lens[idx[i]]);
         total += r->lengths[i];
     }
     if (st == PS_STATUS_OK && total * 4 != values_len)
@@ -425,16 +425,15 @@ static ps_status tensor_op(ps_client *c, const char *model, const Ps__TensorInfo
                            Ps__PushOp op, float *data, uint64_t count, uint64_t *ret_version_sum) {
     c->err[0] = '\0';
     if (count != ps_tensor_count(t))
-        return fail(c, PS_STATUS_INVALID_ARGUMENT,
-                    "tensor %s/%s has %llu floats, not %llu", model, t->name,
-                    (unsigned long long)ps_tensor_count(t), (unsigned long long)count);
+        return fail(c, PS_STATUS_INVALID_ARGUMENT, "tensor %s/%s has %llu floats, not %llu", model,
+                    t->name, (unsigned long long)ps_tensor_count(t), (unsigned long long)count);
     if (t->chunk_floats == 0)
-        return fail(c, PS_STATUS_INVALID_ARGUMENT, "tensor %s/%s has chunk size 0", model,
-                    t->name);
+        return fail(c, PS_STATUS_INVALID_ARGUMENT, "tensor %s/%s has chunk size 0", model, t->name);
     uint32_t per_batch = BATCH_BYTES / 4 / t->chunk_floats;
     if (per_batch == 0)
         per_batch = 1;
-    uint64_t *keys = malloc(per_batch * sizeof *keys), *versions = malloc(per_batch * sizeof *versions);
+    uint64_t *keys = malloc(per_batch * sizeof *keys),
+             *versions = malloc(per_batch * sizeof *versions);
     float **ptrs = malloc(per_batch * sizeof *ptrs);
     uint32_t *lens = malloc(per_batch * sizeof *lens);
     char **names = calloc(per_batch, sizeof *names);

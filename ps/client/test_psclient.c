@@ -87,8 +87,8 @@ static int setup(void **state) {
     char bin[1100], state_dir[512];
     snprintf(bin, sizeof bin, "%s/ps/ps-coordinator", build_dir);
     snprintf(state_dir, sizeof state_dir, "%s/coord", tmp_dir);
-    const char *argv[] = {bin, "--listen", "127.0.0.1:0", "--state-dir", state_dir,
-                          "--heartbeat-ms", "200", NULL};
+    const char *argv[] = {bin,       "--listen",       "127.0.0.1:0", "--state-dir",
+                          state_dir, "--heartbeat-ms", "200",         NULL};
     snprintf(coordinator, sizeof coordinator, "127.0.0.1:%d", start("coordinator", argv));
     start_shard("shard-1");
     start_shard("shard-2");
@@ -152,9 +152,9 @@ static void test_reroute_after_ring_change(void **state) {
     assert_true(moved > 0); /* some keys now belong to shard-3 */
 
     /* the stale client pushes: refused keys are re-routed alone */
-    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, src, lens, NULL,
-                                    versions),
-                     PS_STATUS_OK);
+    assert_int_equal(
+        ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, src, lens, NULL, versions),
+        PS_STATUS_OK);
     assert_true(ps_client_epoch(c) > stale_epoch); /* it refreshed */
     for (size_t i = 0; i < N; i++)
         assert_int_equal(versions[i], 1); /* applied exactly once */
@@ -191,8 +191,7 @@ static void test_errors_are_clear(void **state) {
     assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, 1, &key, src, &len, NULL, NULL),
                      PS_STATUS_OK);
     uint32_t wrong = 3;
-    assert_int_equal(ps_client_pull(c, 1, &key, dst, &wrong, NULL),
-                     PS_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(ps_client_pull(c, 1, &key, dst, &wrong, NULL), PS_STATUS_FAILED_PRECONDITION);
     assert_non_null(strstr(ps_client_error(c), "holds 4 floats"));
     assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ADD, 1, &key, src, &wrong, NULL, NULL),
                      PS_STATUS_INVALID_ARGUMENT);

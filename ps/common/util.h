@@ -48,7 +48,8 @@ ps_status ps_write_port_file(const char *path, int port);
 
 /* Formats a message into err (NUL-terminated, truncated to fit); does nothing when err
  * is NULL or err_len 0. For library functions that take `char *err, size_t err_len`. */
-void ps_set_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void ps_set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Creates a directory and its parents (like mkdir -p). */
 ps_status ps_mkdir_p(const char *path);

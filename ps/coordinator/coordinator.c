@@ -34,10 +34,10 @@ typedef struct node {
     char addr[HASHRING_ADDR_MAX + 1];
     uint32_t weight;
     Ps__NodeRole role;
-    bool in_ring;        /* a shard owning ring ranges */
-    bool alive;          /* heard from within 3 heartbeat intervals */
-    int64_t last_hb_ms;  /* monotonic time of the last register/heartbeat; 0 = never */
-    uint64_t keys, seq;  /* as last reported by a shard */
+    bool in_ring;       /* a shard owning ring ranges */
+    bool alive;         /* heard from within 3 heartbeat intervals */
+    int64_t last_hb_ms; /* monotonic time of the last register/heartbeat; 0 = never */
+    uint64_t keys, seq; /* as last reported by a shard */
 } node;
 
 typedef struct model_rec {
@@ -50,10 +50,10 @@ typedef struct coord {
     uint32_t vnodes;
 
     pthread_mutex_t lock;
-    pthread_cond_t changed;      /* ring or registry changed, or stopping */
+    pthread_cond_t changed; /* ring or registry changed, or stopping */
     node nodes[MAX_NODES];
     size_t n_nodes;
-    hashring *ring;              /* shards with in_ring */
+    hashring *ring; /* shards with in_ring */
     uint64_t epoch;
     model_rec *models;
     size_t n_models;
@@ -137,19 +137,21 @@ static void save_state(void) {
     json_t *nodes = json_array(), *models = json_array();
     for (size_t i = 0; i < g.n_nodes; i++) {
         const node *n = &g.nodes[i];
-        json_array_append_new(nodes, json_pack("{s:s, s:s, s:I, s:s, s:b}", "id", n->id, "addr",
-                                               n->addr, "weight", (json_int_t)n->weight, "role",
-                                               n->role == PS__NODE_ROLE__ROLE_SHARD ? "shard" : "serve",
-                                               "in_ring", n->in_ring));
+        json_array_append_new(nodes,
+                              json_pack("{s:s, s:s, s:I, s:s, s:b}", "id", n->id, "addr", n->addr,
+                                        "weight", (json_int_t)n->weight, "role",
+                                        n->role == PS__NODE_ROLE__ROLE_SHARD ? "shard" : "serve",
+                                        "in_ring", n->in_ring));
     }
     for (size_t i = 0; i < g.n_models; i++)
         json_array_append_new(models, model_to_json(g.models[i].info));
-    json_t *root = json_pack("{s:i, s:I, s:I, s:o, s:o}", "format", 1, "epoch",
-                             (json_int_t)g.epoch, "model_generation", (json_int_t)g.model_gen,
-                             "nodes", nodes, "models", models);
+    json_t *root =
+        json_pack("{s:i, s:I, s:I, s:o, s:o}", "format", 1, "epoch", (json_int_t)g.epoch,
+                  "model_generation", (json_int_t)g.model_gen, "nodes", nodes, "models", models);
     char *text = root ? json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     json_decref(root);
-    ps_status st = text ? ps_write_file_atomic(g.state_path, text, strlen(text)) : PS_STATUS_NO_MEMORY;
+    ps_status st =
+        text ? ps_write_file_atomic(g.state_path, text, strlen(text)) : PS_STATUS_NO_MEMORY;
     free(text);
     if (st != PS_STATUS_OK)
         PS_ERROR("cannot write state file %s: %s", g.state_path, ps_status_str(st));
@@ -211,7 +213,8 @@ static ps_status load_state(void) {
     json_int_t epoch = 0, gen = 0;
     if (!root || json_unpack(root, "{s:I, s:I, s:o, s:o}", "epoch", &epoch, "model_generation",
                              &gen, "nodes", &nodes, "models", &models) != 0) {
-        PS_ERROR("state file %s is not valid: %s", g.state_path, root ? "missing fields" : err.text);
+        PS_ERROR("state file %s is not valid: %s", g.state_path,
+                 root ? "missing fields" : err.text);
         json_decref(root);
         return PS_STATUS_PARSE;
     }
@@ -227,7 +230,8 @@ static ps_status load_state(void) {
         snprintf(n->id, sizeof n->id, "%s", id);
         snprintf(n->addr, sizeof n->addr, "%s", addr);
         n->weight = weight > 0 ? (uint32_t)weight : 1;
-        n->role = strcmp(role, "shard") == 0 ? PS__NODE_ROLE__ROLE_SHARD : PS__NODE_ROLE__ROLE_SERVE;
+        n->role =
+            strcmp(role, "shard") == 0 ? PS__NODE_ROLE__ROLE_SHARD : PS__NODE_ROLE__ROLE_SERVE;
         n->in_ring = in_ring;
     }
     for (size_t i = 0; i < json_array_size(models); i++) {
@@ -286,8 +290,8 @@ static ps_status h_register(rpc_ctx *ctx, const ProtobufCMessage *msg, void *use
         return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
                              "node id must be 1-%d characters of [A-Za-z0-9._-]", ID_MAX);
     if (!valid_addr(in->addr))
-        return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
-                             "node address '%s' is not HOST:PORT", in->addr);
+        return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT, "node address '%s' is not HOST:PORT",
+                             in->addr);
     pthread_mutex_lock(&g.lock);
     node *n = find_node(in->id);
     bool ring_change = false;
@@ -304,8 +308,8 @@ static ps_status h_register(rpc_ctx *ctx, const ProtobufCMessage *msg, void *use
         n->weight = in->weight ? in->weight : 1;
         n->in_ring = in->role == PS__NODE_ROLE__ROLE_SHARD;
         ring_change = n->in_ring;
-        PS_INFO("registered new %s %s at %s", in->role == PS__NODE_ROLE__ROLE_SHARD ? "shard" : "replica",
-                in->id, in->addr);
+        PS_INFO("registered new %s %s at %s",
+                in->role == PS__NODE_ROLE__ROLE_SHARD ? "shard" : "replica", in->id, in->addr);
     } else if (n->role != in->role) {
         pthread_mutex_unlock(&g.lock);
         return rpc_ctx_error(ctx, PS_STATUS_ALREADY_EXISTS,
@@ -497,8 +501,7 @@ static ps_status h_remove_node(rpc_ctx *ctx, const ProtobufCMessage *msg, void *
     node *n = find_node(id);
     if (!n || (n->role == PS__NODE_ROLE__ROLE_SHARD && !n->in_ring)) {
         pthread_mutex_unlock(&g.lock);
-        return rpc_ctx_error(ctx, PS_STATUS_NOT_FOUND, "no node %s%s", id,
-                             n ? " on the ring" : "");
+        return rpc_ctx_error(ctx, PS_STATUS_NOT_FOUND, "no node %s%s", id, n ? " on the ring" : "");
     }
     char addr[HASHRING_ADDR_MAX + 1];
     snprintf(addr, sizeof addr, "%s", n->addr);
@@ -784,20 +787,31 @@ int main(int argc, char **argv) {
     const char *listen = "127.0.0.1:7000", *state_dir = "run/coordinator", *port_file = NULL;
     int threads = 0, hb = 1000, vnodes = HASHRING_DEFAULT_VNODES;
     static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},   {"state-dir", required_argument, NULL, 's'},
-        {"heartbeat-ms", required_argument, NULL, 'b'}, {"vnodes", required_argument, NULL, 'v'},
-        {"threads", required_argument, NULL, 't'},  {"port-file", required_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"listen", required_argument, NULL, 'l'},
+        {"state-dir", required_argument, NULL, 's'},
+        {"heartbeat-ms", required_argument, NULL, 'b'},
+        {"vnodes", required_argument, NULL, 'v'},
+        {"threads", required_argument, NULL, 't'},
+        {"port-file", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'l': listen = optarg; break;
-        case 's': state_dir = optarg; break;
-        case 'p': port_file = optarg; break;
+        case 'l':
+            listen = optarg;
+            break;
+        case 's':
+            state_dir = optarg;
+            break;
+        case 'p':
+            port_file = optarg;
+            break;
         case 'b':
             if (!ps_parse_int(optarg, 10, 600000, &hb)) {
-                fprintf(stderr, "ps-coordinator: --heartbeat-ms wants 10..600000, got '%s'\n", optarg);
+                fprintf(stderr, "ps-coordinator: --heartbeat-ms wants 10..600000, got '%s'\n",
+                        optarg);
                 return 2;
             }
             break;
@@ -813,8 +827,12 @@ int main(int argc, char **argv) {
                 return 2;
             }
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -842,17 +860,28 @@ int main(int argc, char **argv) {
     }
 
     const rpc_method methods[] = {
-        {"/ps.Coordinator/RegisterNode", RPC_METHOD_UNARY, &ps__register_request__descriptor, h_register, NULL, 0},
-        {"/ps.Coordinator/Heartbeat", RPC_METHOD_UNARY, &ps__heartbeat_request__descriptor, h_heartbeat, NULL, 0},
-        {"/ps.Coordinator/GetRing", RPC_METHOD_UNARY, &ps__get_ring_request__descriptor, h_get_ring, NULL, 0},
-        {"/ps.Coordinator/WatchRing", RPC_METHOD_SERVER_STREAM, &ps__watch_ring_request__descriptor, h_watch_ring, NULL, 0},
-        {"/ps.Coordinator/AddNode", RPC_METHOD_UNARY, &ps__add_node_request__descriptor, h_add_node, NULL, 0},
-        {"/ps.Coordinator/RemoveNode", RPC_METHOD_UNARY, &ps__remove_node_request__descriptor, h_remove_node, NULL, 0},
-        {"/ps.Coordinator/RegisterModel", RPC_METHOD_UNARY, &ps__register_model_request__descriptor, h_register_model, NULL, 0},
-        {"/ps.Coordinator/ListModels", RPC_METHOD_UNARY, &ps__list_models_request__descriptor, h_list_models, NULL, 0},
-        {"/ps.Coordinator/GetModel", RPC_METHOD_UNARY, &ps__get_model_request__descriptor, h_get_model, NULL, 0},
-        {"/ps.Coordinator/WatchModels", RPC_METHOD_SERVER_STREAM, &ps__watch_models_request__descriptor, h_watch_models, NULL, 0},
-        {"/ps.Coordinator/Status", RPC_METHOD_UNARY, &ps__status_request__descriptor, h_status, NULL, 0},
+        {"/ps.Coordinator/RegisterNode", RPC_METHOD_UNARY, &ps__register_request__descriptor,
+         h_register, NULL, 0},
+        {"/ps.Coordinator/Heartbeat", RPC_METHOD_UNARY, &ps__heartbeat_request__descriptor,
+         h_heartbeat, NULL, 0},
+        {"/ps.Coordinator/GetRing", RPC_METHOD_UNARY, &ps__get_ring_request__descriptor, h_get_ring,
+         NULL, 0},
+        {"/ps.Coordinator/WatchRing", RPC_METHOD_SERVER_STREAM, &ps__watch_ring_request__descriptor,
+         h_watch_ring, NULL, 0},
+        {"/ps.Coordinator/AddNode", RPC_METHOD_UNARY, &ps__add_node_request__descriptor, h_add_node,
+         NULL, 0},
+        {"/ps.Coordinator/RemoveNode", RPC_METHOD_UNARY, &ps__remove_node_request__descriptor,
+         h_remove_node, NULL, 0},
+        {"/ps.Coordinator/RegisterModel", RPC_METHOD_UNARY, &ps__register_model_request__descriptor,
+         h_register_model, NULL, 0},
+        {"/ps.Coordinator/ListModels", RPC_METHOD_UNARY, &ps__list_models_request__descriptor,
+         h_list_models, NULL, 0},
+        {"/ps.Coordinator/GetModel", RPC_METHOD_UNARY, &ps__get_model_request__descriptor,
+         h_get_model, NULL, 0},
+        {"/ps.Coordinator/WatchModels", RPC_METHOD_SERVER_STREAM,
+         &ps__watch_models_request__descriptor, h_watch_models, NULL, 0},
+        {"/ps.Coordinator/Status", RPC_METHOD_UNARY, &ps__status_request__descriptor, h_status,
+         NULL, 0},
     };
     rpc_server_opts opts = {.listen = listen, .threads = threads, .grace_ms = 2000};
     rpc_server *server = NULL;

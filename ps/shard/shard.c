@@ -159,8 +159,8 @@ typedef struct shard {
     update_log log;
 
     pthread_mutex_t ring_lock;
-    hashring *ring;   /* newest ring known; NULL before the first */
-    uint32_t self;    /* this shard's index in ring, UINT32_MAX if not a member */
+    hashring *ring; /* newest ring known; NULL before the first */
+    uint32_t self;  /* this shard's index in ring, UINT32_MAX if not a member */
     rpc_channel *coord;
 
     atomic_bool stopping;
@@ -294,8 +294,8 @@ static ps_status h_pull(rpc_ctx *ctx, const ProtobufCMessage *msg, void *user) {
     resp.versions = versions;
     resp.n_lengths = req->n_keys;
     resp.lengths = lengths;
-    rpc_bytes_field vf = {.field_number = 15, .data = values, .len = total * 4,
-                          .release = free, .arg = values};
+    rpc_bytes_field vf = {
+        .field_number = 15, .data = values, .len = total * 4, .release = free, .arg = values};
     values = NULL; /* the reply owns it now */
     st = rpc_ctx_reply_with_bytes(ctx, &resp.base, &vf, 1);
 out:
@@ -335,11 +335,11 @@ static ps_status h_push(rpc_ctx *ctx, const ProtobufCMessage *msg, void *user) {
     if (req->op != PS__PUSH_OP__PUSH_ASSIGN && req->op != PS__PUSH_OP__PUSH_ADD)
         return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT, "unknown push op %d", req->op);
     if (req->n_lengths != req->n_keys)
-        return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
-                             "push has %zu keys but %zu lengths", req->n_keys, req->n_lengths);
+        return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT, "push has %zu keys but %zu lengths",
+                             req->n_keys, req->n_lengths);
     if (req->n_names != 0 && req->n_names != req->n_keys)
-        return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
-                             "push has %zu keys but %zu names", req->n_keys, req->n_names);
+        return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT, "push has %zu keys but %zu names",
+                             req->n_keys, req->n_names);
     uint64_t total = 0;
     for (size_t i = 0; i < req->n_keys; i++) {
         if (req->lengths[i] == 0)
@@ -515,8 +515,11 @@ static ps_status h_subscribe(rpc_ctx *ctx, const ProtobufCMessage *msg, void *us
         up.key = e->key;
         up.version = e->version;
         up.op = e->op;
-        rpc_bytes_field vf = {.field_number = 15, .data = e->values, .len = e->len * 4ull,
-                              .release = entry_unref, .arg = e};
+        rpc_bytes_field vf = {.field_number = 15,
+                              .data = e->values,
+                              .len = e->len * 4ull,
+                              .release = entry_unref,
+                              .arg = e};
         if (rpc_ctx_write_with_bytes(ctx, &up.base, &vf, 1) != PS_STATUS_OK)
             return PS_STATUS_CANCELLED;
         next = e->seq + 1;
@@ -603,8 +606,8 @@ static void *ring_watch_thread(void *arg) {
         pthread_mutex_unlock(&g.ring_lock);
         rpc_stream *s = NULL;
         rpc_call_opts opts = {.wait_for_ready = true};
-        if (rpc_stream_open(g.coord, "/ps.Coordinator/WatchRing", &req.base,
-                            &ps__ring__descriptor, &opts, &s) == PS_STATUS_OK) {
+        if (rpc_stream_open(g.coord, "/ps.Coordinator/WatchRing", &req.base, &ps__ring__descriptor,
+                            &opts, &s) == PS_STATUS_OK) {
             pthread_mutex_lock(&g.watch_lock);
             g.watch = s;
             if (atomic_load(&g.stopping))
@@ -648,19 +651,31 @@ int main(int argc, char **argv) {
     const char *listen = "127.0.0.1:0", *coord_flag = NULL, *port_file = NULL, *id = NULL;
     int threads = 0, weight = 1, log_mb = 64;
     static const struct option longopts[] = {
-        {"id", required_argument, NULL, 'i'},       {"listen", required_argument, NULL, 'l'},
-        {"coordinator", required_argument, NULL, 'c'}, {"weight", required_argument, NULL, 'w'},
-        {"log-mb", required_argument, NULL, 'm'},   {"threads", required_argument, NULL, 't'},
-        {"port-file", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
+        {"id", required_argument, NULL, 'i'},
+        {"listen", required_argument, NULL, 'l'},
+        {"coordinator", required_argument, NULL, 'c'},
+        {"weight", required_argument, NULL, 'w'},
+        {"log-mb", required_argument, NULL, 'm'},
+        {"threads", required_argument, NULL, 't'},
+        {"port-file", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'i': id = optarg; break;
-        case 'l': listen = optarg; break;
-        case 'c': coord_flag = optarg; break;
-        case 'p': port_file = optarg; break;
+        case 'i':
+            id = optarg;
+            break;
+        case 'l':
+            listen = optarg;
+            break;
+        case 'c':
+            coord_flag = optarg;
+            break;
+        case 'p':
+            port_file = optarg;
+            break;
         case 'w':
             if (!ps_parse_int(optarg, 1, 1000, &weight)) {
                 fprintf(stderr, "ps-shard: --weight wants 1..1000, got '%s'\n", optarg);
@@ -679,8 +694,12 @@ int main(int argc, char **argv) {
                 return 2;
             }
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!id || !*id || strlen(id) >= sizeof g.id) {
@@ -717,16 +736,20 @@ int main(int argc, char **argv) {
     }
 
     const rpc_method methods[] = {
-        {"/ps.ParameterServer/Pull", RPC_METHOD_UNARY, &ps__pull_request__descriptor, h_pull, NULL, 0},
-        {"/ps.ParameterServer/Push", RPC_METHOD_UNARY, &ps__push_request__descriptor, h_push, NULL, 15},
-        {"/ps.ParameterServer/Subscribe", RPC_METHOD_SERVER_STREAM, &ps__subscribe_request__descriptor, h_subscribe, NULL, 0},
-        {"/ps.ParameterServer/Health", RPC_METHOD_UNARY, &ps__health_request__descriptor, h_health, NULL, 0},
+        {"/ps.ParameterServer/Pull", RPC_METHOD_UNARY, &ps__pull_request__descriptor, h_pull, NULL,
+         0},
+        {"/ps.ParameterServer/Push", RPC_METHOD_UNARY, &ps__push_request__descriptor, h_push, NULL,
+         15},
+        {"/ps.ParameterServer/Subscribe", RPC_METHOD_SERVER_STREAM,
+         &ps__subscribe_request__descriptor, h_subscribe, NULL, 0},
+        {"/ps.ParameterServer/Health", RPC_METHOD_UNARY, &ps__health_request__descriptor, h_health,
+         NULL, 0},
     };
     rpc_server_opts opts = {.listen = listen, .threads = threads, .grace_ms = 2000};
     rpc_server *server = NULL;
     int port = 0;
-    ps_status st = rpc_server_serve(&opts, methods, sizeof methods / sizeof methods[0], &server,
-                                    &port);
+    ps_status st =
+        rpc_server_serve(&opts, methods, sizeof methods / sizeof methods[0], &server, &port);
     if (st != PS_STATUS_OK) {
         PS_ERROR("cannot serve on %s: %s", listen, ps_status_str(st));
         return 1;

@@ -107,8 +107,8 @@ static chunk_ref *find_chunk(served *s, uint64_t key) {
 /* Builds a served model from a registry entry: instance, chunk table. Not listed. */
 static ps_status served_build(const Ps__ModelInfo *info, served **ret, char *err, size_t err_len) {
     model_config *cfg = NULL;
-    ps_status st = model_config_parse(info->config_json, strlen(info->config_json), &cfg, err,
-                                      err_len);
+    ps_status st =
+        model_config_parse(info->config_json, strlen(info->config_json), &cfg, err, err_len);
     if (st != PS_STATUS_OK)
         return st;
     served *s = calloc(1, sizeof *s);
@@ -163,8 +163,8 @@ static ps_status served_build(const Ps__ModelInfo *info, served **ret, char *err
         tr->name = strdup(t->name);
         tr->count = count;
         if (count != ps_tensor_count(t) || t->chunk_floats == 0) {
-            snprintf(err, err_len, "tensor %s: registry says %llu floats, model wants %zu",
-                     t->name, (unsigned long long)ps_tensor_count(t), count);
+            snprintf(err, err_len, "tensor %s: registry says %llu floats, model wants %zu", t->name,
+                     (unsigned long long)ps_tensor_count(t), count);
             s->n_tensors++;
             st = PS_STATUS_INVALID_ARGUMENT;
             goto fail;
@@ -552,9 +552,8 @@ uint64_t served_param_version(const served *s) {
     return v;
 }
 
-ps_status served_infer(served *s, const model_input *inputs, size_t n_inputs,
-                       model_output *outputs, size_t n_outputs, uint64_t *ret_param_version,
-                       char *err, size_t err_len) {
+ps_status served_infer(served *s, const model_input *inputs, size_t n_inputs, model_output *outputs,
+                       size_t n_outputs, uint64_t *ret_param_version, char *err, size_t err_len) {
     model_workspace *ws = NULL;
     pthread_mutex_lock(&s->ws_lock);
     if (s->n_idle_ws > 0)

@@ -58,9 +58,8 @@ uint64_t served_version(const served *s);
 /* Sum of the chunk versions held: changes whenever an update is applied. */
 uint64_t served_param_version(const served *s);
 /* Infer under the model's read lock. */
-ps_status served_infer(served *s, const model_input *inputs, size_t n_inputs,
-                       model_output *outputs, size_t n_outputs, uint64_t *ret_param_version,
-                       char *err, size_t err_len);
+ps_status served_infer(served *s, const model_input *inputs, size_t n_inputs, model_output *outputs,
+                       size_t n_outputs, uint64_t *ret_param_version, char *err, size_t err_len);
 
 /* Statistics for ModelStatistics / metrics (counts and nanoseconds). */
 typedef struct served_stats {

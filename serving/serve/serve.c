@@ -130,8 +130,8 @@ static ps_status find_model(rpc_ctx *ctx, const char *name, const char *version,
                                  "model '%s' has no version %s ready (serving version %llu)", name,
                                  version, (unsigned long long)have);
         }
-        return rpc_ctx_error(ctx, PS_STATUS_NOT_FOUND,
-                             "unknown model '%s' (serving: %s)", name, names);
+        return rpc_ctx_error(ctx, PS_STATUS_NOT_FOUND, "unknown model '%s' (serving: %s)", name,
+                             names);
     }
     *ret = s;
     return PS_STATUS_OK;
@@ -154,7 +154,8 @@ static ps_status h_model_ready(rpc_ctx *ctx, const ProtobufCMessage *msg, void *
 static void shape_to_string(const int64_t *dims, size_t n, char *buf, size_t cap) {
     size_t used = (size_t)snprintf(buf, cap, "[");
     for (size_t i = 0; i < n && used < cap; i++)
-        used += (size_t)snprintf(buf + used, cap - used, "%s%lld", i ? "," : "", (long long)dims[i]);
+        used +=
+            (size_t)snprintf(buf + used, cap - used, "%s%lld", i ? "," : "", (long long)dims[i]);
     if (used < cap)
         snprintf(buf + used, cap - used, "]");
 }
@@ -315,8 +316,8 @@ static ps_status read_input(rpc_ctx *ctx, const Inference__ModelInferRequest *re
         return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
                              "input '%s': datatype %s, expected FP32", in->name, in->datatype);
     if (in->n_shape != want->ndims)
-        return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
-                             "input '%s': shape %s, expected %s", in->name, got_shape, want_shape);
+        return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT, "input '%s': shape %s, expected %s",
+                             in->name, got_shape, want_shape);
     uint64_t count = 1;
     for (size_t k = 0; k < in->n_shape; k++) {
         bool batch_dim = mbs > 0 && k == 0;
@@ -481,7 +482,8 @@ static ps_status h_model_infer(rpc_ctx *ctx, const ProtobufCMessage *msg, void *
         }
         uint64_t count = 1;
         for (uint32_t k = 0; k < out_desc[i].ndims; k++)
-            count *= (uint64_t)(out_desc[i].dims[k] < 0 ? (batch > 0 ? batch : 1) : out_desc[i].dims[k]);
+            count *=
+                (uint64_t)(out_desc[i].dims[k] < 0 ? (batch > 0 ? batch : 1) : out_desc[i].dims[k]);
         outputs[i].name = out_desc[i].name;
         outputs[i].capacity = count;
         outputs[i].buffer = malloc(count * 4 + 1);
@@ -509,8 +511,10 @@ static ps_status h_model_infer(rpc_ctx *ctx, const ProtobufCMessage *msg, void *
         uint64_t count = 1;
         for (uint32_t k = 0; k < outputs[i].ndims; k++)
             count *= (uint64_t)outputs[i].dims[k];
-        raw[n_raw++] = (rpc_bytes_field){.field_number = 6, .data = outputs[i].buffer,
-                                         .len = count * 4, .release = free,
+        raw[n_raw++] = (rpc_bytes_field){.field_number = 6,
+                                         .data = outputs[i].buffer,
+                                         .len = count * 4,
+                                         .release = free,
                                          .arg = outputs[i].buffer};
     }
     Inference__InferParameter pv = INFERENCE__INFER_PARAMETER__INIT;
@@ -685,8 +689,8 @@ static void *subscriber_thread(void *arg) {
             seq = now_seq; /* models pulled from now on include everything before */
             have_seq = true;
         } else if (now_seq < seq) {
-            PS_WARN("shard at %s restarted (seq %llu < %llu): pulling everything again",
-                    sub->addr, (unsigned long long)now_seq, (unsigned long long)seq);
+            PS_WARN("shard at %s restarted (seq %llu < %llu): pulling everything again", sub->addr,
+                    (unsigned long long)now_seq, (unsigned long long)seq);
             seq = now_seq;
             replica_mark_all_stale(g.rep);
             wake_fixer();
@@ -694,8 +698,8 @@ static void *subscriber_thread(void *arg) {
         Ps__SubscribeRequest req = PS__SUBSCRIBE_REQUEST__INIT;
         req.from_seq = seq;
         rpc_stream *s = NULL;
-        if (rpc_stream_open(ch, "/ps.ParameterServer/Subscribe", &req.base,
-                            &ps__update__descriptor, NULL, &s) != PS_STATUS_OK) {
+        if (rpc_stream_open(ch, "/ps.ParameterServer/Subscribe", &req.base, &ps__update__descriptor,
+                            NULL, &s) != PS_STATUS_OK) {
             sleep_ms(200);
             continue;
         }
@@ -753,7 +757,8 @@ static void *ring_thread(void *arg) {
             for (size_t i = 0; i < g.n_subs; i++) {
                 bool on = false;
                 for (size_t k = 0; k < ring->n_nodes; k++)
-                    on |= ring->nodes[k]->in_ring && strcmp(ring->nodes[k]->addr, g.subs[i]->addr) == 0;
+                    on |= ring->nodes[k]->in_ring &&
+                          strcmp(ring->nodes[k]->addr, g.subs[i]->addr) == 0;
                 if (!on)
                     subscriber_stop(g.subs[i]);
             }
@@ -763,7 +768,8 @@ static void *ring_thread(void *arg) {
                     continue;
                 bool have = false;
                 for (size_t i = 0; i < g.n_subs; i++)
-                    have |= atomic_load(&g.subs[i]->wanted) && strcmp(g.subs[i]->addr, n->addr) == 0;
+                    have |=
+                        atomic_load(&g.subs[i]->wanted) && strcmp(g.subs[i]->addr, n->addr) == 0;
                 if (have)
                     continue;
                 subscriber *sub = calloc(1, sizeof *sub);
@@ -855,18 +861,30 @@ int main(int argc, char **argv) {
     const char *listen = "127.0.0.1:0", *coord_flag = NULL, *port_file = NULL, *id = NULL;
     int threads = 0, max_mb = 64;
     static const struct option longopts[] = {
-        {"id", required_argument, NULL, 'i'},       {"listen", required_argument, NULL, 'l'},
-        {"coordinator", required_argument, NULL, 'c'}, {"threads", required_argument, NULL, 't'},
-        {"max-message-mb", required_argument, NULL, 'm'}, {"port-file", required_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"id", required_argument, NULL, 'i'},
+        {"listen", required_argument, NULL, 'l'},
+        {"coordinator", required_argument, NULL, 'c'},
+        {"threads", required_argument, NULL, 't'},
+        {"max-message-mb", required_argument, NULL, 'm'},
+        {"port-file", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'i': id = optarg; break;
-        case 'l': listen = optarg; break;
-        case 'c': coord_flag = optarg; break;
-        case 'p': port_file = optarg; break;
+        case 'i':
+            id = optarg;
+            break;
+        case 'l':
+            listen = optarg;
+            break;
+        case 'c':
+            coord_flag = optarg;
+            break;
+        case 'p':
+            port_file = optarg;
+            break;
         case 't':
             if (!ps_parse_int(optarg, 1, 1024, &threads)) {
                 fprintf(stderr, "ps-serve: --threads wants 1..1024, got '%s'\n", optarg);
@@ -879,8 +897,12 @@ int main(int argc, char **argv) {
                 return 2;
             }
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!id || !*id || strlen(id) >= sizeof g.id) {
@@ -907,22 +929,32 @@ int main(int argc, char **argv) {
 
 #define KSERVE(m) "/inference.GRPCInferenceService/" m
     const rpc_method methods[] = {
-        {KSERVE("ServerLive"), RPC_METHOD_UNARY, &inference__server_live_request__descriptor, h_server_live, NULL, 0},
-        {KSERVE("ServerReady"), RPC_METHOD_UNARY, &inference__server_ready_request__descriptor, h_server_ready, NULL, 0},
-        {KSERVE("ModelReady"), RPC_METHOD_UNARY, &inference__model_ready_request__descriptor, h_model_ready, NULL, 0},
-        {KSERVE("ServerMetadata"), RPC_METHOD_UNARY, &inference__server_metadata_request__descriptor, h_server_metadata, NULL, 0},
-        {KSERVE("ModelMetadata"), RPC_METHOD_UNARY, &inference__model_metadata_request__descriptor, h_model_metadata, NULL, 0},
-        {KSERVE("ModelInfer"), RPC_METHOD_UNARY, &inference__model_infer_request__descriptor, h_model_infer, NULL, 7},
-        {KSERVE("ModelConfig"), RPC_METHOD_UNARY, &inference__model_config_request__descriptor, h_model_config, NULL, 0},
-        {KSERVE("ModelStatistics"), RPC_METHOD_UNARY, &inference__model_statistics_request__descriptor, h_model_statistics, NULL, 0},
+        {KSERVE("ServerLive"), RPC_METHOD_UNARY, &inference__server_live_request__descriptor,
+         h_server_live, NULL, 0},
+        {KSERVE("ServerReady"), RPC_METHOD_UNARY, &inference__server_ready_request__descriptor,
+         h_server_ready, NULL, 0},
+        {KSERVE("ModelReady"), RPC_METHOD_UNARY, &inference__model_ready_request__descriptor,
+         h_model_ready, NULL, 0},
+        {KSERVE("ServerMetadata"), RPC_METHOD_UNARY,
+         &inference__server_metadata_request__descriptor, h_server_metadata, NULL, 0},
+        {KSERVE("ModelMetadata"), RPC_METHOD_UNARY, &inference__model_metadata_request__descriptor,
+         h_model_metadata, NULL, 0},
+        {KSERVE("ModelInfer"), RPC_METHOD_UNARY, &inference__model_infer_request__descriptor,
+         h_model_infer, NULL, 7},
+        {KSERVE("ModelConfig"), RPC_METHOD_UNARY, &inference__model_config_request__descriptor,
+         h_model_config, NULL, 0},
+        {KSERVE("ModelStatistics"), RPC_METHOD_UNARY,
+         &inference__model_statistics_request__descriptor, h_model_statistics, NULL, 0},
     };
 #undef KSERVE
-    rpc_server_opts opts = {.listen = listen, .threads = threads, .grace_ms = 3000,
+    rpc_server_opts opts = {.listen = listen,
+                            .threads = threads,
+                            .grace_ms = 3000,
                             .max_message_bytes = (size_t)max_mb << 20};
     rpc_server *server = NULL;
     int port = 0;
-    ps_status st = rpc_server_serve(&opts, methods, sizeof methods / sizeof methods[0], &server,
-                                    &port);
+    ps_status st =
+        rpc_server_serve(&opts, methods, sizeof methods / sizeof methods[0], &server, &port);
     if (st != PS_STATUS_OK) {
         PS_ERROR("cannot serve on %s: %s", listen, ps_status_str(st));
         return 1;

@@ -22,6 +22,7 @@
 #include "coordinator.pb-c.h"
 #include "hashring.h"
 #include "log.h"
+#include "model_config.h"
 #include "ps.pb-c.h"
 #include "rpc.h"
 #include "util.h"
@@ -553,6 +554,37 @@ static ps_status h_remove_node(rpc_ctx *ctx, const ProtobufCMessage *msg, void *
     return rpc_ctx_reply(ctx, &resp.base);
 }
 
+/* A model's config must parse, carry the model's name, and agree with the tensors'
+ * shapes: otherwise no replica could load it, and it is better refused here. */
+static ps_status check_graph(const Ps__ModelInfo *in, char *err, size_t err_len) {
+    model_config *cfg = NULL;
+    ps_status st = model_config_parse(in->config_json, strlen(in->config_json), &cfg, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
+    model_tensor_desc *given = calloc(in->n_tensors, sizeof *given);
+    if (!given) {
+        model_config_destroy(cfg);
+        snprintf(err, err_len, "out of memory");
+        return PS_STATUS_NO_MEMORY;
+    }
+    if (strcmp(model_config_name(cfg), in->name) != 0) {
+        snprintf(err, err_len, "its config names the model '%s'", model_config_name(cfg));
+        st = PS_STATUS_INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; st == PS_STATUS_OK && i < in->n_tensors; i++) {
+        const Ps__TensorInfo *t = in->tensors[i];
+        given[i].name = t->name;
+        given[i].datatype = t->dtype;
+        given[i].ndims = (uint32_t)t->n_shape;
+        memcpy(given[i].dims, t->shape, t->n_shape * sizeof(int64_t));
+    }
+    if (st == PS_STATUS_OK)
+        st = model_config_resolve(cfg, given, in->n_tensors, NULL, NULL, err, err_len);
+    free(given);
+    model_config_destroy(cfg);
+    return st;
+}
+
 static ps_status h_register_model(rpc_ctx *ctx, const ProtobufCMessage *msg, void *user) {
     (void)user;
     const Ps__ModelInfo *in = ((const Ps__RegisterModelRequest *)msg)->model;
@@ -566,11 +598,16 @@ static ps_status h_register_model(rpc_ctx *ctx, const ProtobufCMessage *msg, voi
     for (size_t i = 0; i < in->n_tensors; i++) {
         const Ps__TensorInfo *t = in->tensors[i];
         uint64_t count = 1;
+        if (t->n_shape == 0 || t->n_shape > MODEL_MAX_DIMS)
+            return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
+                                 "tensor %s has %zu dimensions (1 to %d allowed)", t->name,
+                                 t->n_shape, MODEL_MAX_DIMS);
         for (size_t k = 0; k < t->n_shape; k++) {
-            if (t->shape[k] <= 0)
+            if (t->shape[k] <= 0 || __builtin_mul_overflow(count, (uint64_t)t->shape[k], &count) ||
+                count > (1ull << 40))
                 return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
-                                     "tensor %s has a non-positive dimension", t->name);
-            count *= (uint64_t)t->shape[k];
+                                     "tensor %s has a non-positive or oversized dimension",
+                                     t->name);
         }
         if (strcmp(t->dtype, "FP32") != 0)
             return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT,
@@ -581,6 +618,9 @@ static ps_status h_register_model(rpc_ctx *ctx, const ProtobufCMessage *msg, voi
                                  "tensor %s: %u chunks of %u floats do not cover %llu floats",
                                  t->name, t->chunks, t->chunk_floats, (unsigned long long)count);
     }
+    char err[512];
+    if (check_graph(in, err, sizeof err) != PS_STATUS_OK)
+        return rpc_ctx_error(ctx, PS_STATUS_INVALID_ARGUMENT, "model %s: %s", in->name, err);
     /* keep a private copy */
     size_t len = protobuf_c_message_get_packed_size(&in->base);
     uint8_t *buf = malloc(len ? len : 1);

@@ -215,3 +215,27 @@ def test_idle_processes_do_not_spin():
                 p.send_signal(signal.SIGTERM)
             for p in (shard, coord):
                 assert p.wait(timeout=20) == 0
+
+
+def test_register_model_checks_the_graph(cluster):
+    """The registry refuses a model no replica could load: a config that does not
+    parse, names another model, or disagrees with the tensors' shapes."""
+    c, _, _ = cluster
+    config = (pathlib.Path(__file__).resolve().parents[2] / "models" / "digits_mlp" /
+              "config.json").read_text()
+
+    def model(cfg, w1=(64, 64), name="digits_mlp"):
+        shapes = {"fc1.weight": w1, "fc1.bias": (64,), "fc2.weight": (10, 64), "fc2.bias": (10,)}
+        return cpb.ModelInfo(name=name, config_json=cfg, tensors=[
+            cpb.TensorInfo(name=n, dtype="FP32", shape=list(s), chunk_floats=65536, chunks=1)
+            for n, s in shapes.items()])
+
+    for bad, words in [(model("{}"), "digits_mlp"), (model("not json"), "digits_mlp"),
+                       (model(config, w1=(64, 63)), "fc1.weight"),
+                       (model(config, name="other"), "names the model")]:
+        with pytest.raises(grpc.RpcError) as e:
+            c.RegisterModel(cpb.RegisterModelRequest(model=bad))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert words in e.value.details(), e.value.details()
+    assert c.RegisterModel(cpb.RegisterModelRequest(model=model(config))).version == 1
+    assert [m.name for m in c.ListModels(cpb.ListModelsRequest()).models] == ["digits_mlp"]

@@ -41,12 +41,12 @@ int main(int argc, char **argv) {
             coord_flag = optarg;
             break;
         case 'm':
-            if (!ps_parse_int(optarg, 1, 4096, &mb))
-                return usage(stderr), 2;
+            if (!ps_flag_int("bench_pushpull", "mb", optarg, 1, 4096, &mb))
+                return 2;
             break;
         case 'r':
-            if (!ps_parse_int(optarg, 1, 1000, &reps))
-                return usage(stderr), 2;
+            if (!ps_flag_int("bench_pushpull", "reps", optarg, 1, 1000, &reps))
+                return 2;
             break;
         case 'h':
             usage(stdout);

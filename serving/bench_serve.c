@@ -133,16 +133,16 @@ int main(int argc, char **argv) {
             bias = optarg;
             break;
         case 'f':
-            if (!ps_parse_int(optarg, 1, 1 << 24, &features))
-                return usage(stderr), 2;
+            if (!ps_flag_int("bench_serve", "features", optarg, 1, 1 << 24, &features))
+                return 2;
             break;
         case 'n':
-            if (!ps_parse_int(optarg, 10, 10000000, &calls))
-                return usage(stderr), 2;
+            if (!ps_flag_int("bench_serve", "calls", optarg, 10, 10000000, &calls))
+                return 2;
             break;
         case 'u':
-            if (!ps_parse_int(optarg, 1, 100000, &updates))
-                return usage(stderr), 2;
+            if (!ps_flag_int("bench_serve", "updates", optarg, 1, 100000, &updates))
+                return 2;
             break;
         case 'h':
             usage(stdout);

@@ -112,6 +112,24 @@ bool ps_parse_int(const char *s, int min, int max, int *ret) {
     return true;
 }
 
+bool ps_flag_int(const char *prog, const char *flag, const char *value, int min, int max,
+                 int *ret) {
+    if (ps_parse_int(value, min, max, ret))
+        return true;
+    fprintf(stderr, "%s: --%s wants %d..%d, got '%s'\n", prog, flag, min, max, value);
+    return false;
+}
+
+bool ps_flag_coordinator(const char *prog, const char *flag, char *buf, size_t cap) {
+    if (ps_coordinator_addr(flag, buf, cap) == PS_STATUS_OK)
+        return true;
+    fprintf(stderr,
+            "%s: no coordinator: pass --coordinator HOST:PORT, set PS_COORDINATOR, or "
+            "run where run/cluster.env exists\n",
+            prog);
+    return false;
+}
+
 ps_status ps_write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)

@@ -35,6 +35,13 @@ ps_status ps_env_file_get(const char *path, const char *key, char *buf, size_t c
 bool ps_parse_u64(const char *s, uint64_t *ret);
 bool ps_parse_int(const char *s, int min, int max, int *ret);
 
+/* For programs' flag parsing (these two print to stderr, so libraries do not use them):
+ * ps_flag_int parses an integer flag value in [min, max], saying on failure
+ * "PROG: --FLAG wants MIN..MAX, got 'VALUE'"; ps_flag_coordinator is
+ * ps_coordinator_addr that says how to name a coordinator when none is found. */
+bool ps_flag_int(const char *prog, const char *flag, const char *value, int min, int max, int *ret);
+bool ps_flag_coordinator(const char *prog, const char *flag, char *buf, size_t cap);
+
 /* Writes `len` bytes to `path` atomically (temp file, fsync, rename). */
 ps_status ps_write_file_atomic(const char *path, const void *data, size_t len);
 /* Reads a whole file (NUL-terminated, malloc'd). NOT_FOUND when it does not exist. */

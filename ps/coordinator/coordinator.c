@@ -849,23 +849,16 @@ int main(int argc, char **argv) {
             port_file = optarg;
             break;
         case 'b':
-            if (!ps_parse_int(optarg, 10, 600000, &hb)) {
-                fprintf(stderr, "ps-coordinator: --heartbeat-ms wants 10..600000, got '%s'\n",
-                        optarg);
+            if (!ps_flag_int("ps-coordinator", "heartbeat-ms", optarg, 10, 600000, &hb))
                 return 2;
-            }
             break;
         case 'v':
-            if (!ps_parse_int(optarg, 1, 100000, &vnodes)) {
-                fprintf(stderr, "ps-coordinator: --vnodes wants 1..100000, got '%s'\n", optarg);
+            if (!ps_flag_int("ps-coordinator", "vnodes", optarg, 1, 100000, &vnodes))
                 return 2;
-            }
             break;
         case 't':
-            if (!ps_parse_int(optarg, 1, 1024, &threads)) {
-                fprintf(stderr, "ps-coordinator: --threads wants 1..1024, got '%s'\n", optarg);
+            if (!ps_flag_int("ps-coordinator", "threads", optarg, 1, 1024, &threads))
                 return 2;
-            }
             break;
         case 'h':
             usage(stdout);

@@ -677,22 +677,16 @@ int main(int argc, char **argv) {
             port_file = optarg;
             break;
         case 'w':
-            if (!ps_parse_int(optarg, 1, 1000, &weight)) {
-                fprintf(stderr, "ps-shard: --weight wants 1..1000, got '%s'\n", optarg);
+            if (!ps_flag_int("ps-shard", "weight", optarg, 1, 1000, &weight))
                 return 2;
-            }
             break;
         case 'm':
-            if (!ps_parse_int(optarg, 1, 1 << 20, &log_mb)) {
-                fprintf(stderr, "ps-shard: --log-mb wants a positive number, got '%s'\n", optarg);
+            if (!ps_flag_int("ps-shard", "log-mb", optarg, 1, 1 << 20, &log_mb))
                 return 2;
-            }
             break;
         case 't':
-            if (!ps_parse_int(optarg, 1, 1024, &threads)) {
-                fprintf(stderr, "ps-shard: --threads wants 1..1024, got '%s'\n", optarg);
+            if (!ps_flag_int("ps-shard", "threads", optarg, 1, 1024, &threads))
                 return 2;
-            }
             break;
         case 'h':
             usage(stdout);
@@ -707,11 +701,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (ps_coordinator_addr(coord_flag, g.coordinator, sizeof g.coordinator) != PS_STATUS_OK) {
-        fprintf(stderr, "ps-shard: no coordinator: pass --coordinator HOST:PORT, set "
-                        "PS_COORDINATOR, or run where run/cluster.env exists\n");
+    if (!ps_flag_coordinator("ps-shard", coord_flag, g.coordinator, sizeof g.coordinator))
         return 2;
-    }
     snprintf(g.id, sizeof g.id, "%s", id);
     g.weight = (uint32_t)weight;
     ps_log_init("ps-shard", g.id);

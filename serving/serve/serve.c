@@ -886,16 +886,12 @@ int main(int argc, char **argv) {
             port_file = optarg;
             break;
         case 't':
-            if (!ps_parse_int(optarg, 1, 1024, &threads)) {
-                fprintf(stderr, "ps-serve: --threads wants 1..1024, got '%s'\n", optarg);
+            if (!ps_flag_int("ps-serve", "threads", optarg, 1, 1024, &threads))
                 return 2;
-            }
             break;
         case 'm':
-            if (!ps_parse_int(optarg, 1, 2047, &max_mb)) {
-                fprintf(stderr, "ps-serve: --max-message-mb wants 1..2047, got '%s'\n", optarg);
+            if (!ps_flag_int("ps-serve", "max-message-mb", optarg, 1, 2047, &max_mb))
                 return 2;
-            }
             break;
         case 'h':
             usage(stdout);
@@ -910,11 +906,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (ps_coordinator_addr(coord_flag, g.coordinator, sizeof g.coordinator) != PS_STATUS_OK) {
-        fprintf(stderr, "ps-serve: no coordinator: pass --coordinator HOST:PORT, set "
-                        "PS_COORDINATOR, or run where run/cluster.env exists\n");
+    if (!ps_flag_coordinator("ps-serve", coord_flag, g.coordinator, sizeof g.coordinator))
         return 2;
-    }
     snprintf(g.id, sizeof g.id, "%s", id);
     ps_log_init("ps-serve", g.id);
     rpc_signals_block();

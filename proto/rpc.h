@@ -33,6 +33,7 @@
 #define RPC_DEFAULT_MAX_MESSAGE_BYTES (64u * 1024u * 1024u)
 #define RPC_DEFAULT_GRACE_MS 5000
 #define RPC_DEFAULT_SPIN_US 200
+#define RPC_DEFAULT_MAX_STREAMS 256 /* concurrent server-streaming calls per server */
 #define RPC_DETAILS_MAX 512
 
 /* ===================================================================== common === */
@@ -125,6 +126,9 @@ typedef struct rpc_server_opts {
     size_t max_message_bytes; /* receive and send limit; 0 = RPC_DEFAULT_MAX_MESSAGE_BYTES */
     int grace_ms;             /* shutdown grace for in-flight calls; 0 = default, <0 = none */
     int spin_us;              /* poll a queue this long before blocking; 0 = default, <0 = never */
+    int max_streams;          /* server-streaming calls open at once (each holds a thread);
+                                 0 = RPC_DEFAULT_MAX_STREAMS; one more is answered
+                                 RESOURCE_EXHAUSTED at once */
 } rpc_server_opts;
 
 ps_status rpc_server_create(const rpc_server_opts *opts, rpc_server **ret_server);

@@ -446,9 +446,11 @@ static void stream_finish(rpc_stream *s) {
 }
 
 ps_status rpc_stream_next(rpc_stream *s, ProtobufCMessage **ret_message) {
-    *ret_message = NULL;
-    if (s->finished)
+    if (s->finished) {
+        if (s->result.status == PS_STATUS_OK)
+            *ret_message = NULL;
         return s->result.status;
+    }
     stream_opened(s);
     grpc_byte_buffer *bb = NULL;
     grpc_op op;
@@ -463,6 +465,8 @@ ps_status rpc_stream_next(rpc_stream *s, ProtobufCMessage **ret_message) {
     rpc_cq_wait(s->cq, &bb, gpr_inf_future(GPR_CLOCK_MONOTONIC), s->channel->opts.spin_us);
     if (!bb) { /* end of stream: clean or not, the status says */
         stream_finish(s);
+        if (s->result.status == PS_STATUS_OK)
+            *ret_message = NULL;
         return s->result.status;
     }
     ProtobufCMessage *m = rpc_decode(bb, s->type);

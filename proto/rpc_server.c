@@ -113,6 +113,7 @@ struct rpc_server {
     bool cancelling;           /* the grace period is over: every handler sees !alive */
     bool shut_down;            /* rpc_server_shutdown finished */
     int live;                  /* call contexts that exist */
+    int streams;               /* stream handlers running (opts.max_streams at most) */
     grpc_completion_queue *cq; /* shared by every worker */
     atomic_bool spinner;       /* a worker is polling the queue without blocking */
     grpc_completion_queue *shutdown_cq;
@@ -296,10 +297,28 @@ static void handle_unary(rpc_ctx *c) {
 
 /* ---------------------------------------------------------------- streams --- */
 
+/* A stream holds a thread for its whole life: their number is bounded, and a call
+ * past the bound is refused before anything is allocated for it. */
+static bool stream_slot_take(rpc_server *s) {
+    pthread_mutex_lock(&s->lock);
+    bool ok = s->streams < s->opts.max_streams;
+    if (ok)
+        s->streams++;
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+static void stream_slot_release(rpc_server *s) {
+    pthread_mutex_lock(&s->lock);
+    s->streams--;
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void *stream_thread(void *arg) {
     rpc_ctx *c = arg;
     method_entry *m = c->method;
     ps_status st = m->m.handler(c, c->request, m->m.user);
+    stream_slot_release(c->server);
 
     pthread_mutex_lock(&c->lock);
     while (c->write_in_flight)
@@ -332,8 +351,19 @@ static void *stream_thread(void *arg) {
 
 static void handle_stream(rpc_ctx *c) {
     method_entry *m = c->method;
+    if (!stream_slot_take(c->server)) {
+        c->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "this server already has %d streams open, its limit: close some or retry later",
+                 c->server->opts.max_streams);
+        set_details(c, msg);
+        unary_finish(c);
+        return;
+    }
     c->request = decode_request(c);
     if (!c->request) {
+        stream_slot_release(c->server);
         c->code = GRPC_STATUS_INVALID_ARGUMENT;
         char msg[256];
         snprintf(msg, sizeof msg, "malformed request: cannot parse the payload as %s",
@@ -353,6 +383,7 @@ static void handle_stream(rpc_ctx *c) {
     c->initial_md_sent = true;
     c->pending = 2; /* the close batch + the handler thread */
     if (grpc_call_start_batch(c->call, ops, 2, &c->tag_close, NULL) != GRPC_CALL_OK) {
+        stream_slot_release(c->server);
         ctx_free(c);
         return;
     }
@@ -363,6 +394,7 @@ static void handle_stream(rpc_ctx *c) {
     if (pthread_create(&t, &attr, stream_thread, c) != 0) {
         /* No thread: answer at once from here. */
         pthread_attr_destroy(&attr);
+        stream_slot_release(c->server);
         grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
                                      "server cannot start a stream thread", NULL);
         ctx_release(c);
@@ -525,6 +557,8 @@ ps_status rpc_server_create(const rpc_server_opts *opts, rpc_server **ret_server
         s->opts.grace_ms = RPC_DEFAULT_GRACE_MS;
     if (s->opts.spin_us == 0)
         s->opts.spin_us = RPC_DEFAULT_SPIN_US;
+    if (s->opts.max_streams <= 0)
+        s->opts.max_streams = RPC_DEFAULT_MAX_STREAMS;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     rpc_library_ref();

@@ -31,13 +31,14 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static fixture *fixture_start(size_t max_message_bytes, int grace_ms) {
+static fixture *fixture_start_streams(size_t max_message_bytes, int grace_ms, int max_streams) {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
     rpc_server_opts opts = {.listen = "127.0.0.1:0",
                             .threads = 2,
                             .max_message_bytes = max_message_bytes,
-                            .grace_ms = grace_ms};
+                            .grace_ms = grace_ms,
+                            .max_streams = max_streams};
     int port = 0;
     assert_int_equal(rpc_server_create(&opts, &f->server), PS_STATUS_OK);
     assert_int_equal(testsvc_register(f->server), PS_STATUS_OK);
@@ -46,6 +47,10 @@ static fixture *fixture_start(size_t max_message_bytes, int grace_ms) {
     snprintf(f->target, sizeof f->target, "127.0.0.1:%d", port);
     assert_int_equal(rpc_channel_create(f->target, NULL, &f->channel), PS_STATUS_OK);
     return f;
+}
+
+static fixture *fixture_start(size_t max_message_bytes, int grace_ms) {
+    return fixture_start_streams(max_message_bytes, grace_ms, 0);
 }
 
 static void fixture_stop(fixture *f) {
@@ -520,6 +525,59 @@ static void test_stream_quiet_server_cancellable(void **state) {
     assert_true(now_ms() - t0 < 4000);
 }
 
+static rpc_stream *open_count(fixture *f) {
+    Pstest__CountRequest req = PSTEST__COUNT_REQUEST__INIT;
+    req.interval_ms = 10;
+    rpc_stream *s = NULL;
+    assert_int_equal(rpc_stream_open(f->channel, "/pstest.Test/Count", &req.base,
+                                     &pstest__count_reply__descriptor, NULL, &s),
+                     PS_STATUS_OK);
+    return s;
+}
+
+static void test_stream_limit(void **state) {
+    (void)state;
+    fixture *f = fixture_start_streams(0, 0, 2);
+    rpc_stream *live[2];
+    ProtobufCMessage *m = NULL;
+    for (int i = 0; i < 2; i++) {
+        live[i] = open_count(f);
+        assert_int_equal(rpc_stream_next(live[i], &m), PS_STATUS_OK);
+        assert_non_null(m);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    /* a third is refused at once, with the limit in the message */
+    rpc_stream *over = open_count(f);
+    m = NULL;
+    assert_int_equal(rpc_stream_next(over, &m), PS_STATUS_RESOURCE_EXHAUSTED);
+    assert_null(m);
+    assert_non_null(strstr(rpc_stream_result(over)->details, "2 streams open"));
+    rpc_stream_destroy(over);
+    /* unary calls still work while the streams hold every slot */
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    req.text = "still here";
+    Pstest__EchoReply *rep = NULL;
+    assert_int_equal(echo(f, &req, NULL, &rep, NULL), PS_STATUS_OK);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    /* closing one frees its slot (the handler notices the cancel within its interval) */
+    rpc_stream_destroy(live[0]);
+    int64_t t0 = now_ms();
+    ps_status st = PS_STATUS_RESOURCE_EXHAUSTED;
+    while (st == PS_STATUS_RESOURCE_EXHAUSTED && now_ms() - t0 < 5000) {
+        rpc_stream *again = open_count(f);
+        m = NULL;
+        st = rpc_stream_next(again, &m);
+        if (m)
+            protobuf_c_message_free_unpacked(m, NULL);
+        rpc_stream_destroy(again);
+        if (st == PS_STATUS_RESOURCE_EXHAUSTED)
+            usleep(20000);
+    }
+    assert_int_equal(st, PS_STATUS_OK);
+    rpc_stream_destroy(live[1]);
+    fixture_stop(f);
+}
+
 /* ---------------------------------------------------------------- shutdown --- */
 
 typedef struct sleep_arg {
@@ -630,6 +688,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_stream_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_quiet_server_cancellable, setup, teardown),
+        cmocka_unit_test(test_stream_limit),
         cmocka_unit_test(test_shutdown_graceful_with_live_stream),
         cmocka_unit_test(test_shutdown_cancels_after_grace),
         cmocka_unit_test(test_server_bad_options),

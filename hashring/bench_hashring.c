@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_report.h"
 #include "hashring.h"
 
 /* ------------------------------------------------------------------------------------ */
@@ -238,41 +239,6 @@ done:
     *ret_between = between;
 }
 
-/* ------------------------------------------------------------------------------------ */
-/* Report */
-
-typedef struct row {
-    const char *name;
-    double value;
-    const char *fmt; /* printf format of value */
-    const char *unit;
-    const char *target_op; /* "<=", "==", or NULL: informational */
-    double target;
-} row;
-
-static bool row_ok(const row *r) {
-    if (r->target_op == NULL) {
-        return true;
-    }
-    if (strcmp(r->target_op, "==") == 0) {
-        return r->value == r->target;
-    }
-    return r->value <= r->target;
-}
-
-static void row_print(const row *r) {
-    char value[32];
-    char target[32];
-    snprintf(value, sizeof(value), r->fmt, r->value);
-    if (r->target_op != NULL) {
-        snprintf(target, sizeof(target), "%s %g", r->target_op, r->target);
-    } else {
-        snprintf(target, sizeof(target), "-");
-    }
-    printf("%-26s %14s  %-6s %10s  %s\n", r->name, value, r->unit, target,
-           r->target_op == NULL ? "-" : (row_ok(r) ? "ok" : "MISS"));
-}
-
 int main(int argc, char **argv) {
     bench_opts o = {.nodes = 10, .vnodes = 1000, .keys = 10000000, .seed = 1, .reps = 5};
     const int pa_rc = parse_args(argc, argv, &o);
@@ -286,6 +252,7 @@ int main(int argc, char **argv) {
     }
 
     int rc = 2;
+    bench_report *rep = NULL;
     hashring *ring = NULL;
     hashring *grown = NULL;
     hashring *shrunk = NULL;
@@ -314,14 +281,20 @@ int main(int argc, char **argv) {
         goto out;
     }
 
-    printf("# bench_hashring: consistent-hash ring lookups, balance and key movement\n");
-    printf("# nodes %" PRIu32 "  vnodes_per_weight %" PRIu32 "  points %" PRIu64 "  keys %" PRIu64
-           "  seed %" PRIu64 "  reps %" PRIu32 "\n",
-           o.nodes, o.vnodes, (uint64_t)o.nodes * o.vnodes, o.keys, o.seed, o.reps);
-    printf("# replicas 3 (owners3)  add: node-%03" PRIu32 "  remove: node-%03" PRIu64
-           "  time: best of reps, CLOCK_MONOTONIC\n",
-           o.nodes, o.seed % o.nodes);
-    printf("# %-24s %14s  %-6s %10s  %s\n", "name", "value", "unit", "target", "check");
+    if (bench_report_create("bench_hashring",
+                            "consistent-hash ring lookups, balance and key movement",
+                            &rep) != PS_STATUS_OK) {
+        goto out;
+    }
+    bench_report_param(rep, "nodes", "%" PRIu32, o.nodes);
+    bench_report_param(rep, "vnodes_per_weight", "%" PRIu32, o.vnodes);
+    bench_report_param(rep, "points", "%" PRIu64, (uint64_t)o.nodes * o.vnodes);
+    bench_report_param(rep, "keys", "%" PRIu64, o.keys);
+    bench_report_param(rep, "seed", "%" PRIu64, o.seed);
+    bench_report_param(rep, "reps", "%" PRIu32 " (time: best of reps, CLOCK_MONOTONIC)", o.reps);
+    bench_report_param(rep, "replicas", "3 (owners3)");
+    bench_report_param(rep, "add", "node-%03" PRIu32, o.nodes);
+    bench_report_param(rep, "remove", "node-%03" PRIu64, o.seed % o.nodes);
 
     /* ring rebuild cost: clone + add one node, best of reps */
     double build_ms = 1e300;
@@ -407,23 +380,21 @@ int main(int argc, char **argv) {
     const double moved_remove_x = ((double)moved_remove / o.keys) / (1.0 / o.nodes);
     const uint64_t between = between_add + between_remove;
 
-    const row rows[] = {
-        {"ring_rebuild_ms", build_ms, "%.3f", "ms", NULL, 0},
-        {"lookup_ns", lookup_ns, "%.2f", "ns", "<=", 15},
-        {"lookup_lat_ns", lookup_lat_ns, "%.2f", "ns", "<=", 25},
-        {"owners3_ns", owners3_ns, "%.2f", "ns", "<=", 25},
-        {"peak_to_mean", peak_to_mean, "%.4f", "x", "<=", 1.10},
-        {"moved_add_x", moved_add_x, "%.4f", "x", "<=", 1.10},
-        {"moved_remove_x", moved_remove_x, "%.4f", "x", "<=", 1.10},
-        {"moved_between_unchanged", (double)between, "%.0f", "keys", "==", 0},
-    };
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        row_print(&rows[i]);
-    }
-    printf("RESULT lookup_ns=%.2f lookup_lat_ns=%.2f owners3_ns=%.2f peak_to_mean=%.4f "
-           "moved_add_x=%.4f moved_remove_x=%.4f moved_between_unchanged=%" PRIu64 "\n",
-           lookup_ns, lookup_lat_ns, owners3_ns, peak_to_mean, moved_add_x, moved_remove_x,
-           between);
+    bench_report_row(rep, "ring_rebuild_ms", build_ms, 3, "ms", BENCH_TARGET_NONE, 0, NULL);
+    bench_report_row(rep, "lookup_ns", lookup_ns, 2, "ns", BENCH_TARGET_AT_MOST, 15, "lookup_ns");
+    bench_report_row(rep, "lookup_lat_ns", lookup_lat_ns, 2, "ns", BENCH_TARGET_AT_MOST, 25,
+                     "lookup_lat_ns");
+    bench_report_row(rep, "owners3_ns", owners3_ns, 2, "ns", BENCH_TARGET_AT_MOST, 25,
+                     "owners3_ns");
+    bench_report_row(rep, "peak_to_mean", peak_to_mean, 4, "x", BENCH_TARGET_AT_MOST, 1.10,
+                     "peak_to_mean");
+    bench_report_row(rep, "moved_add_x", moved_add_x, 4, "x", BENCH_TARGET_AT_MOST, 1.10,
+                     "moved_add_x");
+    bench_report_row(rep, "moved_remove_x", moved_remove_x, 4, "x", BENCH_TARGET_AT_MOST, 1.10,
+                     "moved_remove_x");
+    bench_report_row(rep, "moved_between_unchanged", (double)between, 0, "keys", BENCH_TARGET_EQUAL,
+                     0, "moved_between_unchanged");
+    bench_report_print(rep, stdout);
     if (between != 0) {
         fprintf(stderr, "%s: %" PRIu64 " keys moved between unchanged nodes\n", argv[0], between);
         rc = 1;
@@ -432,6 +403,7 @@ int main(int argc, char **argv) {
     rc = 0;
 
 out:
+    bench_report_destroy(rep);
     hashring_destroy(shrunk);
     hashring_destroy(grown);
     hashring_destroy(ring);

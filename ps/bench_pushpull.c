@@ -7,58 +7,36 @@
  * `RESULT push_gbps=... pull_gbps=... mb=...`. A benchmark, not a test: the exit
  * status is non-zero only when a call fails or a value comes back wrong.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_report.h"
+#include "flags.h"
 #include "psclient.h"
 #include "util.h"
-
-static void usage(FILE *out) {
-    fprintf(out, "usage: bench_pushpull [options]\n"
-                 "Against a running cluster (scripts/cluster up):\n"
-                 "  --coordinator HOST:PORT  (default: $PS_COORDINATOR, then run/cluster.env)\n"
-                 "  --mb N                   tensor size in MiB (default 64)\n"
-                 "  --reps N                 rounds; the best is reported (default 5)\n"
-                 "  -h, --help\n");
-}
 
 int main(int argc, char **argv) {
     const char *coord_flag = NULL;
     int mb = 64, reps = 5;
-    static const struct option longopts[] = {
-        {"coordinator", required_argument, NULL, 'c'},
-        {"mb", required_argument, NULL, 'm'},
-        {"reps", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    const ps_flag flags[] = {
+        {"coordinator", PS_FLAG_STRING, &coord_flag, 0, 0, "HOST:PORT",
+         "the cluster (default: $PS_COORDINATOR, then run/cluster.env)", false},
+        {"mb", PS_FLAG_INT, &mb, 1, 4096, "N", "tensor size in MiB", false},
+        {"reps", PS_FLAG_INT, &reps, 1, 1000, "N", "rounds; the best is reported", false},
     };
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            coord_flag = optarg;
-            break;
-        case 'm':
-            if (!ps_flag_int("bench_pushpull", "mb", optarg, 1, 4096, &mb))
-                return 2;
-            break;
-        case 'r':
-            if (!ps_flag_int("bench_pushpull", "reps", optarg, 1, 1000, &reps))
-                return 2;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
     char coord[256], err[512];
-    if (ps_coordinator_addr(coord_flag, coord, sizeof coord) != PS_STATUS_OK) {
-        fprintf(stderr, "bench_pushpull: no coordinator (run scripts/cluster up first)\n");
+    ps_flags_result fr = ps_flags_parse(
+        "bench_pushpull",
+        "Push (ASSIGN) and pull throughput of a dense tensor against a running cluster.", flags,
+        sizeof flags / sizeof flags[0], argc, argv, stdout, err, sizeof err);
+    if (fr != PS_FLAGS_CONTINUE) {
+        if (fr == PS_FLAGS_EXIT_USAGE)
+            fprintf(stderr, "%s\n", err);
+        return fr;
+    }
+    if (ps_flags_coordinator(coord_flag, coord, sizeof coord, err, sizeof err) != PS_STATUS_OK) {
+        fprintf(stderr, "bench_pushpull: %s (run scripts/cluster up first)\n", err);
         return 2;
     }
     rpc_process_init();
@@ -90,9 +68,17 @@ int main(int argc, char **argv) {
     /* a batch of up to 16 MiB per call, as the tensor helpers send */
     const uint32_t per_call = (16u << 20) / 4 / chunk;
     double best_push = 0, best_pull = 0;
-    printf("# bench_pushpull: %d MiB in %u chunks of %u floats, %u chunks per call, %u shards\n",
-           mb, n, chunk, per_call, ps_client_shard_count(pc));
-    printf("%-6s %12s %12s\n", "round", "push_GB/s", "pull_GB/s");
+    bench_report *rep = NULL;
+    if (bench_report_create("bench_pushpull",
+                            "dense push (ASSIGN) and pull through the client library",
+                            &rep) != PS_STATUS_OK)
+        return 1;
+    bench_report_param(rep, "coordinator", "%s", coord);
+    bench_report_param(rep, "mb", "%d", mb);
+    bench_report_param(rep, "chunks", "%u of %u floats", n, chunk);
+    bench_report_param(rep, "chunks_per_call", "%u", per_call);
+    bench_report_param(rep, "shards", "%u", ps_client_shard_count(pc));
+    bench_report_param(rep, "reps", "%d (the best is the result)", reps);
     for (int r = 0; r < reps; r++) {
         int64_t t0 = ps_now_us();
         for (uint32_t i = 0; i < n; i += per_call) {
@@ -120,13 +106,23 @@ int main(int argc, char **argv) {
         }
         double push = (double)floats * 4 / (double)(t1 - t0) / 1e3;
         double pull = (double)floats * 4 / (double)(t3 - t2) / 1e3;
-        printf("%-6d %12.3f %12.3f\n", r, push, pull);
+        char name[32];
+        snprintf(name, sizeof name, "push round %d", r + 1);
+        bench_report_row(rep, name, push, 3, "GB/s", BENCH_TARGET_NONE, 0, NULL);
+        snprintf(name, sizeof name, "pull round %d", r + 1);
+        bench_report_row(rep, name, pull, 3, "GB/s", BENCH_TARGET_NONE, 0, NULL);
         if (push > best_push)
             best_push = push;
         if (pull > best_pull)
             best_pull = pull;
     }
-    printf("RESULT push_gbps=%.3f pull_gbps=%.3f mb=%d\n", best_push, best_pull, mb);
+    bench_report_row(rep, "push (best)", best_push, 3, "GB/s", BENCH_TARGET_NONE, 0, "push_gbps");
+    bench_report_row(rep, "pull (best)", best_pull, 3, "GB/s", BENCH_TARGET_NONE, 0, "pull_gbps");
+    bench_report_row(rep, "values checked", (double)floats, 0, "floats", BENCH_TARGET_NONE, 0,
+                     NULL);
+    bench_report_row(rep, "mb", mb, 0, "MiB", BENCH_TARGET_NONE, 0, "mb");
+    bench_report_print(rep, stdout);
+    bench_report_destroy(rep);
     ps_client_destroy(pc);
     free(src);
     free(dst);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "inference.pb-c.h"
+#include "bench_report.h"
 #include "psclient.h"
 #include "rpc.h"
 #include "util.h"
@@ -278,21 +279,35 @@ int main(int argc, char **argv) {
     int64_t vis50 = pct(vis, (size_t)updates, 0.5), vis_max = pct(vis, (size_t)updates, 1.0);
     double ratio = rtt50 > 0 ? (double)inf50 / (double)rtt50 : 0;
 
-    printf("# bench_serve: model %s, %d replica(s), coordinator %s\n", model, n_rep, coord);
-    printf("# calls %d (sequential, one connection, batch 1), updates %d (ADD to %s)\n", calls,
-           updates, bias);
-    printf("%-24s %10s %10s %10s\n", "measurement", "p50", "p99/max", "unit");
-    printf("%-24s %10lld %10lld %10s\n", "infer", (long long)inf50, (long long)inf99, "us");
-    printf("%-24s %10lld %10lld %10s\n", "empty_rtt (ServerLive)", (long long)rtt50,
-           (long long)rtt99, "us");
-    printf("%-24s %10.3f %10s %10s   target <= 1.5\n", "infer_over_rtt", ratio, "-", "x");
-    printf("%-24s %10.3f %10.3f %10s   target <= 10 (all replicas)\n", "update_visible",
-           (double)vis50 / 1000.0, (double)vis_max / 1000.0, "ms");
+    bench_report *rep = NULL;
+    if (bench_report_create("bench_serve",
+                            "ModelInfer latency next to an empty round trip, and "
+                            "how fast an update shows on every replica",
+                            &rep) != PS_STATUS_OK)
+        return 1;
+    bench_report_param(rep, "coordinator", "%s", coord);
+    bench_report_param(rep, "model", "%s (input %s, %d features, batch 1)", model, input, features);
+    bench_report_param(rep, "replicas", "%d", n_rep);
+    bench_report_param(rep, "calls", "%d (sequential, one connection)", calls);
+    bench_report_param(rep, "updates", "%d (ADD to %s)", updates, bias);
+    bench_report_row(rep, "infer p50", (double)inf50, 0, "us", BENCH_TARGET_NONE, 0,
+                     "infer_p50_us");
+    bench_report_row(rep, "infer p99", (double)inf99, 0, "us", BENCH_TARGET_NONE, 0,
+                     "infer_p99_us");
+    bench_report_row(rep, "empty_rtt p50 (ServerLive)", (double)rtt50, 0, "us", BENCH_TARGET_NONE,
+                     0, "rtt_p50_us");
+    bench_report_row(rep, "empty_rtt p99 (ServerLive)", (double)rtt99, 0, "us", BENCH_TARGET_NONE,
+                     0, NULL);
+    bench_report_row(rep, "infer_over_rtt (p50)", ratio, 3, "x", BENCH_TARGET_AT_MOST, 1.5,
+                     "infer_over_rtt");
+    bench_report_row(rep, "update_visible p50", (double)vis50 / 1000.0, 3, "ms",
+                     BENCH_TARGET_AT_MOST, 10, "update_visible_p50_ms");
+    bench_report_row(rep, "update_visible max", (double)vis_max / 1000.0, 3, "ms",
+                     BENCH_TARGET_NONE, 0, NULL);
     if (failures)
-        printf("# %d update(s) not seen on every replica within 5 s\n", failures);
-    printf("RESULT infer_p50_us=%lld infer_p99_us=%lld rtt_p50_us=%lld infer_over_rtt=%.3f "
-           "update_visible_p50_ms=%.3f\n",
-           (long long)inf50, (long long)inf99, (long long)rtt50, ratio, (double)vis50 / 1000.0);
+        bench_report_note(rep, "%d update(s) not seen on every replica within 5 s", failures);
+    bench_report_print(rep, stdout);
+    bench_report_destroy(rep);
     ps__model_info__free_unpacked(mi, NULL);
     ps_client_destroy(pc);
     for (int r = 0; r < n_rep; r++)

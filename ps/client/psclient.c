@@ -27,7 +27,11 @@ struct ps_client {
 static ps_status fail(ps_client *c, ps_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Keeps the first failure's message of a call (a push that goes on past a failing
+ * shard reports the first failure, with its message). Entry points clear c->err. */
 static ps_status fail(ps_client *c, ps_status st, const char *fmt, ...) {
+    if (c->err[0])
+        return st;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->err, sizeof c->err, fmt, ap);
@@ -147,7 +151,12 @@ static rpc_channel *shard_channel(ps_client *c, uint32_t index) {
 typedef ps_status (*shard_call)(ps_client *c, uint32_t shard, const size_t *idx, size_t m,
                                 void *arg);
 
-static ps_status route(ps_client *c, size_t n, const uint64_t *keys, shard_call call, void *arg) {
+/* Sends each shard its keys; keys a shard refuses because the ring moved are routed
+ * again on a fresh ring. Without keep_going the first other failure ends it; with it,
+ * the other shards still get their keys and the first failure is returned at the end
+ * (pushes: so that exactly the failing shards' keys are left unapplied). */
+static ps_status route(ps_client *c, size_t n, const uint64_t *keys, shard_call call, void *arg,
+                       bool keep_going) {
     size_t *pending = malloc((n + 1) * sizeof *pending);
     size_t *group = malloc((n + 1) * sizeof *group);
     size_t *retry = malloc((n + 1) * sizeof *retry);
@@ -189,14 +198,21 @@ static ps_status route(ps_client *c, size_t n, const uint64_t *keys, shard_call 
                 kept += m;
                 moved = true;
             } else if (cs != PS_STATUS_OK) {
-                st = cs;
-                goto out;
+                if (st == PS_STATUS_OK)
+                    st = cs;
+                if (!keep_going)
+                    goto out;
             }
         }
         memcpy(pending, retry, kept * sizeof *retry);
         n_pending = kept;
-        if (moved && (st = ps_client_refresh(c)) != PS_STATUS_OK)
-            goto out;
+        if (moved) {
+            ps_status rs = ps_client_refresh(c);
+            if (rs != PS_STATUS_OK) {
+                st = st == PS_STATUS_OK ? rs : st;
+                goto out;
+            }
+        }
     }
 out:
     free(pending);
@@ -285,7 +301,7 @@ ps_status ps_client_pull(ps_client *c, size_t n, const uint64_t *keys, float *co
                          const uint32_t *lens, uint64_t *ret_versions) {
     pull_arg a = {keys, dst, lens, ret_versions};
     c->err[0] = '\0';
-    return route(c, n, keys, pull_call, &a);
+    return route(c, n, keys, pull_call, &a, false);
 }
 
 /* ------------------------------------------------------------------ push --- */
@@ -297,7 +313,29 @@ typedef struct push_arg {
     const uint32_t *lens;
     const char *const *names;
     uint64_t *versions;
+    uint8_t *outcome; /* per key, a ps_push_outcome; may be NULL */
 } push_arg;
+
+/* What a failed push call means for its keys: a refusal changed nothing (the shard
+ * validates a whole request before applying any of it); a lost call may have. */
+static ps_push_outcome outcome_of(ps_status st) {
+    switch (st) {
+    case PS_STATUS_OK:
+        return PS_PUSH_APPLIED;
+    case PS_STATUS_INVALID_ARGUMENT:
+    case PS_STATUS_NOT_FOUND:
+    case PS_STATUS_ALREADY_EXISTS:
+    case PS_STATUS_RESOURCE_EXHAUSTED:
+    case PS_STATUS_FAILED_PRECONDITION:
+    case PS_STATUS_OUT_OF_RANGE:
+    case PS_STATUS_UNIMPLEMENTED:
+    case PS_STATUS_WRONG_EPOCH:
+    case PS_STATUS_NO_MEMORY: /* ours, before sending */
+        return PS_PUSH_NOT_APPLIED;
+    default:
+        return PS_PUSH_UNKNOWN;
+    }
+}
 
 static ps_status push_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
     push_arg *a = p;
@@ -341,6 +379,8 @@ static ps_status push_call(ps_client *c, uint32_t s, const size_t *idx, size_t m
     rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
     st = rpc_call_with_bytes(ch, "/ps.ParameterServer/Push", &req.base, &vf, 1,
                              &ps__push_response__descriptor, &opts, &resp, &res);
+    for (size_t i = 0; a->outcome && i < m; i++)
+        a->outcome[idx[i]] = (uint8_t)outcome_of(st);
     if (st != PS_STATUS_OK) {
         st = call_failed(c, s, "push", st, &res);
         goto out;
@@ -360,9 +400,74 @@ out:
 ps_status ps_client_push(ps_client *c, Ps__PushOp op, size_t n, const uint64_t *keys,
                          const float *const *src, const uint32_t *lens, const char *const *names,
                          uint64_t *ret_versions) {
-    push_arg a = {op, keys, src, lens, names, ret_versions};
+    return ps_client_push_report(c, op, n, keys, src, lens, names, ret_versions, NULL);
+}
+
+ps_status ps_client_push_report(ps_client *c, Ps__PushOp op, size_t n, const uint64_t *keys,
+                                const float *const *src, const uint32_t *lens,
+                                const char *const *names, uint64_t *ret_versions,
+                                uint8_t *ret_outcome) {
+    push_arg a = {op, keys, src, lens, names, ret_versions, ret_outcome};
     c->err[0] = '\0';
-    return route(c, n, keys, push_call, &a);
+    if (ret_outcome)
+        memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
+    return route(c, n, keys, push_call, &a, true);
+}
+
+/* ------------------------------------------------------------------ stat --- */
+
+typedef struct stat_arg {
+    const uint64_t *keys;
+    uint32_t *lens;
+    uint64_t *versions;
+} stat_arg;
+
+static ps_status stat_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
+    stat_arg *a = p;
+    rpc_channel *ch = shard_channel(c, s);
+    if (!ch)
+        return fail(c, PS_STATUS_NO_MEMORY, "cannot open a channel to %s",
+                    ps_client_shard_addr(c, s));
+    uint64_t *keys = malloc((m + 1) * sizeof *keys);
+    if (!keys)
+        return fail(c, PS_STATUS_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < m; i++)
+        keys[i] = a->keys[idx[i]];
+    Ps__StatRequest req = PS__STAT_REQUEST__INIT;
+    req.epoch = ps_client_epoch(c);
+    req.n_keys = m;
+    req.keys = keys;
+    ProtobufCMessage *resp = NULL;
+    rpc_result res;
+    rpc_call_opts opts = {.timeout_ms = 5000};
+    ps_status st = rpc_call(ch, "/ps.ParameterServer/Stat", &req.base,
+                            &ps__stat_response__descriptor, &opts, &resp, &res);
+    free(keys);
+    if (st != PS_STATUS_OK)
+        return call_failed(c, s, "stat", st, &res);
+    const Ps__StatResponse *r = (const Ps__StatResponse *)resp;
+    if (r->n_lengths != m || r->n_versions != m) {
+        st = fail(c, PS_STATUS_INTERNAL, "shard %s answered %zu of %zu keys",
+                  ps_client_shard_id(c, s), r->n_lengths, m);
+    } else {
+        for (size_t i = 0; i < m; i++) {
+            a->lens[idx[i]] = r->lengths[i];
+            if (a->versions)
+                a->versions[idx[i]] = r->versions[i];
+        }
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return st;
+}
+
+ps_status ps_client_stat(ps_client *c, size_t n, const uint64_t *keys, uint32_t *ret_lens,
+                         uint64_t *ret_versions) {
+    stat_arg a = {keys, ret_lens, ret_versions};
+    c->err[0] = '\0';
+    memset(ret_lens, 0, n * sizeof *ret_lens);
+    if (ret_versions)
+        memset(ret_versions, 0, n * sizeof *ret_versions);
+    return route(c, n, keys, stat_call, &a, true);
 }
 
 /* ------------------------------------------------------------------ membership --- */
@@ -420,9 +525,12 @@ uint64_t ps_tensor_count(const Ps__TensorInfo *t) {
     return n;
 }
 
-/* Runs push or pull over a tensor's chunks in batches of about BATCH_BYTES. */
+/* Runs push or pull over a tensor's chunks in batches of about BATCH_BYTES. A push
+ * goes on past failures (see ps_client_push_report), takes only the chunks `only`
+ * marks (NULL: all) and reports each chunk's outcome; a pull stops at the first. */
 static ps_status tensor_op(ps_client *c, const char *model, const Ps__TensorInfo *t, bool push,
-                           Ps__PushOp op, float *data, uint64_t count, uint64_t *ret_version_sum) {
+                           Ps__PushOp op, float *data, uint64_t count, uint64_t *ret_version_sum,
+                           const uint8_t *only, uint8_t *ret_outcome) {
     c->err[0] = '\0';
     if (count != ps_tensor_count(t))
         return fail(c, PS_STATUS_INVALID_ARGUMENT, "tensor %s/%s has %llu floats, not %llu", model,
@@ -436,17 +544,27 @@ static ps_status tensor_op(ps_client *c, const char *model, const Ps__TensorInfo
              *versions = malloc(per_batch * sizeof *versions);
     float **ptrs = malloc(per_batch * sizeof *ptrs);
     uint32_t *lens = malloc(per_batch * sizeof *lens);
+    uint32_t *chunk_of = malloc(per_batch * sizeof *chunk_of);
+    uint8_t *outcome = malloc(per_batch);
     char **names = calloc(per_batch, sizeof *names);
     ps_status st = PS_STATUS_OK;
     uint64_t sum = 0;
-    if (!keys || !versions || !ptrs || !lens || !names) {
+    if (!keys || !versions || !ptrs || !lens || !chunk_of || !outcome || !names) {
         st = fail(c, PS_STATUS_NO_MEMORY, "out of memory");
         goto out;
     }
-    for (uint32_t first = 0; first < t->chunks && st == PS_STATUS_OK; first += per_batch) {
-        uint32_t m = t->chunks - first < per_batch ? t->chunks - first : per_batch;
+    if (ret_outcome)
+        memset(ret_outcome, PS_PUSH_NOT_APPLIED, t->chunks);
+    uint32_t next = 0; /* the next chunk to consider */
+    while (next < t->chunks && (push || st == PS_STATUS_OK)) {
+        uint32_t m = 0;
+        for (; next < t->chunks && m < per_batch; next++)
+            if (!only || only[next])
+                chunk_of[m++] = next;
+        if (m == 0)
+            break;
         for (uint32_t i = 0; i < m; i++) {
-            uint32_t ch = first + i;
+            uint32_t ch = chunk_of[i];
             uint64_t start = (uint64_t)ch * t->chunk_floats;
             keys[i] = ps_key_dense(model, t->name, ch);
             ptrs[i] = data + start;
@@ -459,13 +577,23 @@ static ps_status tensor_op(ps_client *c, const char *model, const Ps__TensorInfo
                     snprintf(names[i], need, "%s/%s#%u", model, t->name, ch);
             }
         }
-        if (push)
-            st = ps_client_push(c, op, m, keys, (const float *const *)ptrs, lens,
-                                (const char *const *)names, versions);
-        else
-            st = ps_client_pull(c, m, keys, ptrs, lens, versions);
-        for (uint32_t i = 0; st == PS_STATUS_OK && i < m; i++)
+        ps_status bs;
+        if (push) {
+            char first_err[sizeof c->err];
+            memcpy(first_err, c->err, sizeof first_err);
+            bs = ps_client_push_report(c, op, m, keys, (const float *const *)ptrs, lens,
+                                       (const char *const *)names, versions, outcome);
+            if (first_err[0]) /* keep the first batch failure's message */
+                memcpy(c->err, first_err, sizeof first_err);
+            for (uint32_t i = 0; ret_outcome && i < m; i++)
+                ret_outcome[chunk_of[i]] = outcome[i];
+        } else {
+            bs = ps_client_pull(c, m, keys, ptrs, lens, versions);
+        }
+        for (uint32_t i = 0; bs == PS_STATUS_OK && i < m; i++)
             sum += versions[i];
+        if (st == PS_STATUS_OK)
+            st = bs;
     }
     if (ret_version_sum && st == PS_STATUS_OK)
         *ret_version_sum = sum;
@@ -477,15 +605,24 @@ out:
     free(versions);
     free(ptrs);
     free(lens);
+    free(chunk_of);
+    free(outcome);
     return st;
 }
 
 ps_status ps_client_push_tensor(ps_client *c, const char *model, const Ps__TensorInfo *t,
                                 Ps__PushOp op, const float *data, uint64_t count) {
-    return tensor_op(c, model, t, true, op, (float *)data, count, NULL);
+    return tensor_op(c, model, t, true, op, (float *)data, count, NULL, NULL, NULL);
+}
+
+ps_status ps_client_push_tensor_report(ps_client *c, const char *model, const Ps__TensorInfo *t,
+                                       Ps__PushOp op, const float *data, uint64_t count,
+                                       const uint8_t *only, uint8_t *ret_outcome) {
+    return tensor_op(c, model, t, true, op, (float *)data, count, NULL, only, ret_outcome);
 }
 
 ps_status ps_client_pull_tensor(ps_client *c, const char *model, const Ps__TensorInfo *t,
                                 float *dst, uint64_t count, uint64_t *ret_version_sum) {
-    return tensor_op(c, model, t, false, PS__PUSH_OP__PUSH_ASSIGN, dst, count, ret_version_sum);
+    return tensor_op(c, model, t, false, PS__PUSH_OP__PUSH_ASSIGN, dst, count, ret_version_sum,
+                     NULL, NULL);
 }

@@ -52,6 +52,31 @@ ps_status ps_client_push(ps_client *client, Ps__PushOp op, size_t n, const uint6
                          const float *const *src, const uint32_t *lens, const char *const *names,
                          uint64_t *ret_versions);
 
+/* What a push did to one key, as far as the client can know. */
+typedef enum ps_push_outcome {
+    PS_PUSH_NOT_APPLIED = 0, /* its shard refused the request, or it was never sent */
+    PS_PUSH_APPLIED = 1,     /* its shard acknowledged it */
+    PS_PUSH_UNKNOWN = 2,     /* the call was lost (timeout, broken connection): it may
+                                have been applied; re-reading the key tells */
+} ps_push_outcome;
+
+/* ps_client_push that also says, per key, what happened (ret_outcome: n entries of
+ * ps_push_outcome, may be NULL). A shard applies a request all or nothing, and when
+ * one shard fails the others still get their keys, so a failed push leaves exactly the
+ * failing shards' keys unapplied: a caller can retry just those (an ADD retried whole
+ * would apply twice where it had succeeded). Returns the first failure. */
+ps_status ps_client_push_report(ps_client *client, Ps__PushOp op, size_t n, const uint64_t *keys,
+                                const float *const *src, const uint32_t *lens,
+                                const char *const *names, uint64_t *ret_versions,
+                                uint8_t *ret_outcome);
+
+/* What the shards hold of n keys, without the values: ret_lens[i] the floats held (0
+ * when its shard does not hold it or cannot be asked), ret_versions (may be NULL) the
+ * versions. Goes on past a shard that cannot be asked and returns its failure at the
+ * end, so the other keys are still counted. */
+ps_status ps_client_stat(ps_client *client, size_t n, const uint64_t *keys, uint32_t *ret_lens,
+                         uint64_t *ret_versions);
+
 /* Registers a node (a shard or a serving replica) with the coordinator on `coord`,
  * waiting up to 3 s for it; *ret_heartbeat_ms gets the interval the coordinator
  * expects. ret_result (may be NULL) says why it failed. */
@@ -72,6 +97,14 @@ uint64_t ps_tensor_count(const Ps__TensorInfo *tensor);
  * pull: ret_version_sum (may be NULL) gets the sum of the chunk versions. */
 ps_status ps_client_push_tensor(ps_client *client, const char *model, const Ps__TensorInfo *tensor,
                                 Ps__PushOp op, const float *data, uint64_t count);
+/* ps_client_push_tensor over the chunks `only` marks (t->chunks flags; NULL: all),
+ * saying per chunk what happened in ret_outcome (t->chunks entries of
+ * ps_push_outcome; may be NULL). It goes on past failing shards (see
+ * ps_client_push_report) and returns the first failure. */
+ps_status ps_client_push_tensor_report(ps_client *client, const char *model,
+                                       const Ps__TensorInfo *tensor, Ps__PushOp op,
+                                       const float *data, uint64_t count, const uint8_t *only,
+                                       uint8_t *ret_outcome);
 ps_status ps_client_pull_tensor(ps_client *client, const char *model, const Ps__TensorInfo *tensor,
                                 float *dst, uint64_t count, uint64_t *ret_version_sum);
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk_list.h"
 #include "hashring.h"
 #include "psctl.h"
 #include "util.h"
@@ -37,14 +38,21 @@ static const psctl_cmd push_cmd = {
     "push", "push a whole tensor",
     "usage: psctl push MODEL TENSOR (--add | --assign)\n"
     "                  (--values V1,V2,... | --fill X | --file PATH) [--version N]\n"
+    "                  [--chunks LIST]\n"
     "Pushes a whole tensor's worth of floats, as a training job does: --assign replaces\n"
     "the values, --add adds them element-wise (a gradient step or a delta).\n"
     "  --values V1,V2,...  exactly as many numbers as the tensor has elements\n"
     "  --fill X            X for every element\n"
     "  --file PATH         raw little-endian float32, exactly 4 bytes per element\n"
     "  --version N         the model version whose registry entry to use (default: latest)\n"
-    "Every value must be finite (NaN and infinities are refused).\n"
-    "JSON: {\"model\", \"version\", \"tensor\", \"op\", \"floats\", \"chunks\", \"epoch\"}\n",
+    "  --chunks LIST       push only these chunks (e.g. 0-3,7); the values still cover\n"
+    "                      the whole tensor\n"
+    "Every value must be finite (NaN and infinities are refused). Each shard applies its\n"
+    "part all or nothing; when some shards fail the others still apply theirs, and psctl\n"
+    "says which chunks were applied, which were not and which may have been (the call\n"
+    "was lost), with the --chunks to retry exactly the ones not applied (exit 1).\n"
+    "JSON: {\"model\", \"version\", \"tensor\", \"op\", \"floats\", \"chunks\", \"epoch\",\n"
+    "\"applied\", \"not_applied\", \"unknown\" (chunk lists)}\n",
     push_run};
 
 static const psctl_cmd pull_cmd = {
@@ -78,6 +86,7 @@ enum {
     OPT_VALUES,
     OPT_FILL,
     OPT_FILE,
+    OPT_CHUNKS,
 };
 
 typedef struct tensor_opts {
@@ -88,6 +97,7 @@ typedef struct tensor_opts {
     const char *fill;   /* --fill text */
     const char *file;   /* --file path */
     int sources;        /* how many of --values/--fill/--file */
+    const char *chunks; /* push --chunks list, or NULL */
 } tensor_opts;
 
 static int tensor_option(psctl *p, int opt, const char *arg, void *state) {
@@ -119,6 +129,9 @@ static int tensor_option(psctl *p, int opt, const char *arg, void *state) {
     case OPT_FILE:
         o->file = arg;
         o->sources++;
+        return PSCTL_EXIT_OK;
+    case OPT_CHUNKS:
+        o->chunks = arg;
         return PSCTL_EXIT_OK;
     default:
         return psctl_usage(p, "unexpected option");
@@ -406,6 +419,61 @@ static int push_values(psctl *p, const tensor_opts *o, const char *model, const 
     return PSCTL_EXIT_OK;
 }
 
+/* Says what a push did, chunk by chunk when it failed somewhere. Chunks left out by
+ * --chunks count as neither applied nor failed. With --json a failure is one document:
+ * the error and the chunk lists together. */
+static int push_report(psctl *p, ps_status st, const char *op, const char *model, uint64_t version,
+                       const Ps__TensorInfo *t, uint64_t count, const uint8_t *only,
+                       uint8_t *outcome) {
+    enum { SKIPPED = 9 };
+    for (uint32_t i = 0; only && i < t->chunks; i++)
+        if (!only[i])
+            outcome[i] = SKIPPED;
+    char applied[512], failed[512], unknown[512], msg[2400];
+    uint32_t n_applied =
+        chunk_list_format(outcome, t->chunks, PS_PUSH_APPLIED, applied, sizeof applied);
+    uint32_t n_failed =
+        chunk_list_format(outcome, t->chunks, PS_PUSH_NOT_APPLIED, failed, sizeof failed);
+    uint32_t n_unknown =
+        chunk_list_format(outcome, t->chunks, PS_PUSH_UNKNOWN, unknown, sizeof unknown);
+    if (st == PS_STATUS_OK) {
+        if (p->json)
+            return psctl_emit_json(
+                p, json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s}", "model", model,
+                             "version", (json_int_t)version, "tensor", t->name, "op", op, "floats",
+                             (json_int_t)count, "chunks", (json_int_t)t->chunks, "epoch",
+                             (json_int_t)ps_client_epoch(p->client), "applied", applied,
+                             "not_applied", failed, "unknown", unknown));
+        printf("pushed %s of %llu floats to %s/%s (version %llu, %u of %u chunk%s, ring epoch "
+               "%llu)\n",
+               op, (unsigned long long)count, model, t->name, (unsigned long long)version,
+               n_applied, t->chunks, t->chunks == 1 ? "" : "s",
+               (unsigned long long)ps_client_epoch(p->client));
+        return PSCTL_EXIT_OK;
+    }
+    if (n_applied == 0 && n_unknown == 0)
+        snprintf(msg, sizeof msg, "push (%s) to %s/%s: %s; nothing was applied", op, model, t->name,
+                 ps_client_error(p->client));
+    else
+        snprintf(msg, sizeof msg,
+                 "push (%s) to %s/%s partly failed: %s\n"
+                 "  applied:       %u chunk%s %s\n"
+                 "  not applied:   %u chunk%s %s\n"
+                 "  maybe applied: %u chunk%s %s (the call was lost; pull to see)\n"
+                 "  to push only what was not applied, repeat the command with --chunks %s",
+                 op, model, t->name, ps_client_error(p->client), n_applied,
+                 n_applied == 1 ? "" : "s", applied, n_failed, n_failed == 1 ? "" : "s", failed,
+                 n_unknown, n_unknown == 1 ? "" : "s", unknown, n_failed ? failed : "(none)");
+    if (!p->json)
+        return psctl_fail(p, ps_status_name(st), "%s", msg);
+    fprintf(stderr, "psctl push: %s\n", msg);
+    psctl_emit_json(p,
+                    json_pack("{s:{s:s, s:s, s:s}, s:s, s:s, s:s, s:s}", "error", "command", "push",
+                              "code", ps_status_name(st), "message", msg, "tensor", t->name,
+                              "applied", applied, "not_applied", failed, "unknown", unknown));
+    return PSCTL_EXIT_FAILED;
+}
+
 static int push_run(psctl *p, int argc, char **argv) {
     static const struct option own[] = {
         {"version", required_argument, NULL, OPT_VERSION},
@@ -414,6 +482,7 @@ static int push_run(psctl *p, int argc, char **argv) {
         {"values", required_argument, NULL, OPT_VALUES},
         {"fill", required_argument, NULL, OPT_FILL},
         {"file", required_argument, NULL, OPT_FILE},
+        {"chunks", required_argument, NULL, OPT_CHUNKS},
         {NULL, 0, NULL, 0},
     };
     tensor_opts o = {.op = -1};
@@ -438,34 +507,29 @@ static int push_run(psctl *p, int argc, char **argv) {
         return rc;
     uint64_t count = ps_tensor_count(t);
     float *values = malloc(count * sizeof *values + 1);
-    if (!values) {
+    uint8_t *only = o.chunks ? malloc(t->chunks + 1) : NULL;
+    uint8_t *outcome = malloc(t->chunks + 1);
+    if (!values || !outcome || (o.chunks && !only)) {
         rc = psctl_fail(p, "NO_MEMORY", "out of memory for %llu floats", (unsigned long long)count);
+        goto out;
+    }
+    char err[256];
+    if (o.chunks && chunk_list_parse(o.chunks, t->chunks, only, err, sizeof err) != PS_STATUS_OK) {
+        rc = psctl_usage(p, "--chunks: %s", err);
         goto out;
     }
     if ((rc = push_values(p, &o, model, t, values, count)) != PSCTL_EXIT_OK)
         goto out;
     if ((rc = psctl_client(p)) != PSCTL_EXIT_OK)
         goto out;
-    ps_status st = ps_client_push_tensor(p->client, model, t, (Ps__PushOp)o.op, values, count);
+    ps_status st = ps_client_push_tensor_report(p->client, model, t, (Ps__PushOp)o.op, values,
+                                                count, only, outcome);
     const char *op = o.op == PS__PUSH_OP__PUSH_ADD ? "add" : "assign";
-    if (st != PS_STATUS_OK) {
-        rc = psctl_fail(p, ps_status_name(st), "push (%s) to %s/%s: %s", op, model, t->name,
-                        ps_client_error(p->client));
-        goto out;
-    }
-    if (p->json)
-        rc = psctl_emit_json(p, json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:I}", "model", model,
-                                          "version", (json_int_t)m->version, "tensor", t->name,
-                                          "op", op, "floats", (json_int_t)count, "chunks",
-                                          (json_int_t)t->chunks, "epoch",
-                                          (json_int_t)ps_client_epoch(p->client)));
-    else
-        printf("pushed %s of %llu floats to %s/%s (version %llu, %u chunk%s, ring epoch %llu)\n",
-               op, (unsigned long long)count, model, t->name, (unsigned long long)m->version,
-               t->chunks, t->chunks == 1 ? "" : "s",
-               (unsigned long long)ps_client_epoch(p->client));
+    rc = push_report(p, st, op, model, m->version, t, count, only, outcome);
 out:
     free(values);
+    free(only);
+    free(outcome);
     ps__model_info__free_unpacked(m, NULL);
     return rc;
 }
@@ -476,6 +540,7 @@ static int pull_run(psctl *p, int argc, char **argv) {
     static const struct option own[] = {
         {"version", required_argument, NULL, OPT_VERSION},
         {"file", required_argument, NULL, OPT_FILE},
+        {"chunks", required_argument, NULL, OPT_CHUNKS},
         {NULL, 0, NULL, 0},
     };
     tensor_opts o = {.op = -1};

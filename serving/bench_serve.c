@@ -8,7 +8,6 @@
  * update_visible_p50_ms=...`. A benchmark, not a test: targets are reported, not
  * asserted; the exit status is non-zero only when something fails outright.
  */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +15,7 @@
 
 #include "inference.pb-c.h"
 #include "bench_report.h"
+#include "flags.h"
 #include "psclient.h"
 #include "rpc.h"
 #include "util.h"
@@ -85,73 +85,33 @@ static ps_status live(rpc_channel *ch) {
     return st;
 }
 
-static void usage(FILE *out) {
-    fprintf(out, "usage: bench_serve [options]\n"
-                 "Against a running cluster (scripts/cluster up + a model uploaded):\n"
-                 "  --coordinator HOST:PORT  (default: $PS_COORDINATOR, then run/cluster.env)\n"
-                 "  --serve A,B,...          replicas (default: SERVE= in run/cluster.env)\n"
-                 "  --model NAME             (default digits_mlp)\n"
-                 "  --input NAME             (default pixels)\n"
-                 "  --features N             input features at batch 1 (default 64)\n"
-                 "  --bias TENSOR            bias tensor to push ADDs to (default fc2.bias)\n"
-                 "  --calls N                sequential calls per latency row (default 2000)\n"
-                 "  --updates N              update-visibility trials (default 30)\n"
-                 "  -h, --help\n");
-}
-
 int main(int argc, char **argv) {
     const char *coord_flag = NULL, *serve_flag = NULL, *model = "digits_mlp", *input = "pixels",
                *bias = "fc2.bias";
     int features = 64, calls = 2000, updates = 30;
-    static const struct option longopts[] = {
-        {"coordinator", required_argument, NULL, 'c'},
-        {"serve", required_argument, NULL, 's'},
-        {"model", required_argument, NULL, 'm'},
-        {"input", required_argument, NULL, 'i'},
-        {"features", required_argument, NULL, 'f'},
-        {"bias", required_argument, NULL, 'b'},
-        {"calls", required_argument, NULL, 'n'},
-        {"updates", required_argument, NULL, 'u'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    const ps_flag flags[] = {
+        {"coordinator", PS_FLAG_STRING, &coord_flag, 0, 0, "HOST:PORT",
+         "the cluster (else $PS_COORDINATOR, else run/cluster.env)", false},
+        {"serve", PS_FLAG_STRING, &serve_flag, 0, 0, "A,B,...",
+         "replicas (else SERVE= in run/cluster.env)", false},
+        {"model", PS_FLAG_STRING, &model, 0, 0, "NAME", "the model to call", false},
+        {"input", PS_FLAG_STRING, &input, 0, 0, "NAME", "its input", false},
+        {"features", PS_FLAG_INT, &features, 1, 1 << 24, "N", "input features at batch 1", false},
+        {"bias", PS_FLAG_STRING, &bias, 0, 0, "TENSOR", "bias tensor to push ADDs to", false},
+        {"calls", PS_FLAG_INT, &calls, 10, 10000000, "N", "sequential calls per latency row",
+         false},
+        {"updates", PS_FLAG_INT, &updates, 1, 100000, "N", "update-visibility trials", false},
     };
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            coord_flag = optarg;
-            break;
-        case 's':
-            serve_flag = optarg;
-            break;
-        case 'm':
-            model = optarg;
-            break;
-        case 'i':
-            input = optarg;
-            break;
-        case 'b':
-            bias = optarg;
-            break;
-        case 'f':
-            if (!ps_flag_int("bench_serve", "features", optarg, 1, 1 << 24, &features))
-                return 2;
-            break;
-        case 'n':
-            if (!ps_flag_int("bench_serve", "calls", optarg, 10, 10000000, &calls))
-                return 2;
-            break;
-        case 'u':
-            if (!ps_flag_int("bench_serve", "updates", optarg, 1, 100000, &updates))
-                return 2;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
+    char err[512];
+    ps_flags_result fr = ps_flags_parse(
+        "bench_serve",
+        "Against a running cluster (scripts/cluster up + a model uploaded): ModelInfer latency\n"
+        "next to an empty round trip, and how fast an update shows on every replica.",
+        flags, sizeof flags / sizeof flags[0], argc, argv, stdout, err, sizeof err);
+    if (fr != PS_FLAGS_CONTINUE) {
+        if (fr == PS_FLAGS_EXIT_USAGE)
+            fprintf(stderr, "%s\n", err);
+        return fr;
     }
     char coord[256], serve[1024];
     if (ps_coordinator_addr(coord_flag, coord, sizeof coord) != PS_STATUS_OK) {
@@ -218,7 +178,6 @@ int main(int argc, char **argv) {
 
     /* update visibility */
     ps_client *pc = NULL;
-    char err[512];
     if (ps_client_create(coord, &pc, err, sizeof err) != PS_STATUS_OK) {
         fprintf(stderr, "bench_serve: %s\n", err);
         return 1;

@@ -27,11 +27,7 @@ struct ps_client {
 static ps_status fail(ps_client *c, ps_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Keeps the first failure's message of a call (a push that goes on past a failing
- * shard reports the first failure, with its message). Entry points clear c->err. */
 static ps_status fail(ps_client *c, ps_status st, const char *fmt, ...) {
-    if (c->err[0])
-        return st;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->err, sizeof c->err, fmt, ap);
@@ -157,6 +153,8 @@ typedef ps_status (*shard_call)(ps_client *c, uint32_t shard, const size_t *idx,
  * (pushes: so that exactly the failing shards' keys are left unapplied). */
 static ps_status route(ps_client *c, size_t n, const uint64_t *keys, shard_call call, void *arg,
                        bool keep_going) {
+    char first_err[sizeof c->err];
+    first_err[0] = '\0';
     size_t *pending = malloc((n + 1) * sizeof *pending);
     size_t *group = malloc((n + 1) * sizeof *group);
     size_t *retry = malloc((n + 1) * sizeof *retry);
@@ -198,8 +196,10 @@ static ps_status route(ps_client *c, size_t n, const uint64_t *keys, shard_call 
                 kept += m;
                 moved = true;
             } else if (cs != PS_STATUS_OK) {
-                if (st == PS_STATUS_OK)
+                if (st == PS_STATUS_OK) { /* the first failure is the one reported */
                     st = cs;
+                    memcpy(first_err, c->err, sizeof first_err);
+                }
                 if (!keep_going)
                     goto out;
             }
@@ -215,6 +215,8 @@ static ps_status route(ps_client *c, size_t n, const uint64_t *keys, shard_call 
         }
     }
 out:
+    if (first_err[0])
+        memcpy(c->err, first_err, sizeof first_err);
     free(pending);
     free(group);
     free(retry);
@@ -468,29 +470,6 @@ ps_status ps_client_stat(ps_client *c, size_t n, const uint64_t *keys, uint32_t 
     if (ret_versions)
         memset(ret_versions, 0, n * sizeof *ret_versions);
     return route(c, n, keys, stat_call, &a, true);
-}
-
-/* ------------------------------------------------------------------ membership --- */
-
-ps_status ps_register_node(rpc_channel *coord, const char *id, const char *addr, uint32_t weight,
-                           Ps__NodeRole role, int *ret_heartbeat_ms, rpc_result *ret_result) {
-    Ps__NodeInfo node = PS__NODE_INFO__INIT;
-    node.id = (char *)id;
-    node.addr = (char *)addr;
-    node.weight = weight;
-    node.role = role;
-    Ps__RegisterRequest req = PS__REGISTER_REQUEST__INIT;
-    req.node = &node;
-    ProtobufCMessage *resp = NULL;
-    rpc_call_opts opts = {.timeout_ms = 3000, .wait_for_ready = true};
-    ps_status st = rpc_call(coord, "/ps.Coordinator/RegisterNode", &req.base,
-                            &ps__register_response__descriptor, &opts, &resp, ret_result);
-    if (st != PS_STATUS_OK)
-        return st;
-    uint32_t hb = ((Ps__RegisterResponse *)resp)->heartbeat_ms;
-    *ret_heartbeat_ms = hb ? (int)hb : 1000;
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return PS_STATUS_OK;
 }
 
 /* ------------------------------------------------------------------ models --- */

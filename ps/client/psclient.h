@@ -77,12 +77,6 @@ ps_status ps_client_push_report(ps_client *client, Ps__PushOp op, size_t n, cons
 ps_status ps_client_stat(ps_client *client, size_t n, const uint64_t *keys, uint32_t *ret_lens,
                          uint64_t *ret_versions);
 
-/* Registers a node (a shard or a serving replica) with the coordinator on `coord`,
- * waiting up to 3 s for it; *ret_heartbeat_ms gets the interval the coordinator
- * expects. ret_result (may be NULL) says why it failed. */
-ps_status ps_register_node(rpc_channel *coord, const char *id, const char *addr, uint32_t weight,
-                           Ps__NodeRole role, int *ret_heartbeat_ms, rpc_result *ret_result);
-
 /* The registry entry of a model (version 0 = latest); free with
  * ps__model_info__free_unpacked(m, NULL). NOT_FOUND for an unknown model. */
 ps_status ps_client_get_model(ps_client *client, const char *name, uint64_t version,

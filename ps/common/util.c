@@ -53,41 +53,6 @@ uint64_t ps_key_dense(const char *model, const char *tensor, uint32_t chunk) {
     return XXH3_64bits_digest(&st);
 }
 
-ps_status ps_env_file_get(const char *path, const char *key, char *buf, size_t cap) {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return PS_STATUS_NOT_FOUND;
-    char line[1024];
-    size_t klen = strlen(key);
-    ps_status st = PS_STATUS_NOT_FOUND;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, key, klen) != 0 || line[klen] != '=')
-            continue;
-        char *v = line + klen + 1;
-        v[strcspn(v, "\r\n")] = '\0';
-        if (strlen(v) >= cap) {
-            st = PS_STATUS_OUT_OF_RANGE;
-            break;
-        }
-        strcpy(buf, v);
-        st = PS_STATUS_OK;
-        break;
-    }
-    fclose(f);
-    return st;
-}
-
-ps_status ps_coordinator_addr(const char *flag, char *buf, size_t cap) {
-    const char *v = flag && *flag ? flag : getenv("PS_COORDINATOR");
-    if (v && *v) {
-        if (strlen(v) >= cap)
-            return PS_STATUS_OUT_OF_RANGE;
-        strcpy(buf, v);
-        return PS_STATUS_OK;
-    }
-    return ps_env_file_get("run/cluster.env", "COORDINATOR", buf, cap);
-}
-
 bool ps_parse_u64(const char *s, uint64_t *ret) {
     if (!s || !*s || *s == '-')
         return false;
@@ -110,24 +75,6 @@ bool ps_parse_int(const char *s, int min, int max, int *ret) {
         return false;
     *ret = (int)v;
     return true;
-}
-
-bool ps_flag_int(const char *prog, const char *flag, const char *value, int min, int max,
-                 int *ret) {
-    if (ps_parse_int(value, min, max, ret))
-        return true;
-    fprintf(stderr, "%s: --%s wants %d..%d, got '%s'\n", prog, flag, min, max, value);
-    return false;
-}
-
-bool ps_flag_coordinator(const char *prog, const char *flag, char *buf, size_t cap) {
-    if (ps_coordinator_addr(flag, buf, cap) == PS_STATUS_OK)
-        return true;
-    fprintf(stderr,
-            "%s: no coordinator: pass --coordinator HOST:PORT, set PS_COORDINATOR, or "
-            "run where run/cluster.env exists\n",
-            prog);
-    return false;
 }
 
 ps_status ps_write_file_atomic(const char *path, const void *data, size_t len) {
@@ -215,23 +162,6 @@ ps_status ps_mkdir_p(const char *path) {
     if (mkdir(buf, 0755) != 0 && errno != EEXIST)
         return PS_STATUS_IO;
     return PS_STATUS_OK;
-}
-
-void ps_advertise_addr(const char *listen, int port, char *buf, size_t cap) {
-    char host[256];
-    snprintf(host, sizeof host, "%s", listen);
-    char *colon = strrchr(host, ':');
-    if (colon)
-        *colon = '\0';
-    if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
-    snprintf(buf, cap, "%s:%d", host, port);
-}
-
-ps_status ps_write_port_file(const char *path, int port) {
-    char text[32];
-    int n = snprintf(text, sizeof text, "%d\n", port);
-    return ps_write_file_atomic(path, text, (size_t)n);
 }
 
 void ps_set_err(char *err, size_t err_len, const char *fmt, ...) {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flags.h"
 #include "psctl.h"
 #include "util.h"
 

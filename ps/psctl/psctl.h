@@ -145,6 +145,20 @@ const char *psctl_bytes_str(uint64_t bytes, char *buf, size_t cap);
 /* A JSON array of integers from a shape. */
 json_t *psctl_shape_json(const int64_t *dims, size_t n);
 
+/* ================================================================ nodes === */
+
+/* "shard" or "serve". */
+const char *psctl_role_name(Ps__NodeRole role);
+/* A node as JSON: id, role, addr, weight, in_ring, waiting, alive, keys, seq,
+ * last_heartbeat_ms (null when never heard from since the coordinator started). */
+json_t *psctl_node_json(const Ps__NodeInfo *n);
+/* "120 ms ago", "3.2 s ago", "never". */
+const char *psctl_heartbeat_age(const Ps__NodeInfo *n, char *buf, size_t cap);
+/* Shards first, then replicas; ids in version order (shard-2 before shard-10). */
+void psctl_nodes_sort(Ps__Ring *ring);
+/* A usage error when a command that takes none got positional arguments. */
+int psctl_no_positionals(psctl *p, int argc, char **argv, int first);
+
 /* ================================================================ commands === */
 
 int psctl_cmd_ring(psctl *p, int argc, char **argv);

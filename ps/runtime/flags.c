@@ -208,6 +208,58 @@ out:
     return rc;
 }
 
+ps_status ps_env_file_get(const char *path, const char *key, char *buf, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return PS_STATUS_NOT_FOUND;
+    char line[1024];
+    size_t klen = strlen(key);
+    ps_status st = PS_STATUS_NOT_FOUND;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, klen) != 0 || line[klen] != '=')
+            continue;
+        char *v = line + klen + 1;
+        v[strcspn(v, "\r\n")] = '\0';
+        if (strlen(v) >= cap) {
+            st = PS_STATUS_OUT_OF_RANGE;
+            break;
+        }
+        strcpy(buf, v);
+        st = PS_STATUS_OK;
+        break;
+    }
+    fclose(f);
+    return st;
+}
+
+ps_status ps_coordinator_addr(const char *flag, char *buf, size_t cap) {
+    const char *v = flag && *flag ? flag : getenv("PS_COORDINATOR");
+    if (v && *v) {
+        if (strlen(v) >= cap)
+            return PS_STATUS_OUT_OF_RANGE;
+        strcpy(buf, v);
+        return PS_STATUS_OK;
+    }
+    return ps_env_file_get("run/cluster.env", "COORDINATOR", buf, cap);
+}
+
+void ps_advertise_addr(const char *listen, int port, char *buf, size_t cap) {
+    char host[256];
+    snprintf(host, sizeof host, "%s", listen);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    snprintf(buf, cap, "%s:%d", host, port);
+}
+
+ps_status ps_write_port_file(const char *path, int port) {
+    char text[32];
+    int n = snprintf(text, sizeof text, "%d\n", port);
+    return ps_write_file_atomic(path, text, (size_t)n);
+}
+
 ps_status ps_flags_coordinator(const char *flag, char *buf, size_t cap, char *err, size_t err_len) {
     ps_status st = ps_coordinator_addr(flag, buf, cap);
     if (st == PS_STATUS_OUT_OF_RANGE)

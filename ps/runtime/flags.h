@@ -59,9 +59,24 @@ void ps_flags_usage(const char *prog, const char *summary, const ps_flag *flags,
  * the start-up log line. */
 void ps_flags_describe(const ps_flag *flags, size_t n, char *buf, size_t cap);
 
+/* The coordinator's address without messages: `flag` if non-empty, else
+ * $PS_COORDINATOR, else COORDINATOR= in run/cluster.env. NOT_FOUND with none;
+ * OUT_OF_RANGE when it does not fit. */
+ps_status ps_coordinator_addr(const char *flag, char *buf, size_t cap);
+
 /* The coordinator's address: `flag` if non-empty, else $PS_COORDINATOR, else the
  * COORDINATOR= line of run/cluster.env in the current directory. NOT_FOUND with none
  * (err says how to name one); OUT_OF_RANGE when it does not fit in buf. */
 ps_status ps_flags_coordinator(const char *flag, char *buf, size_t cap, char *err, size_t err_len);
+
+/* Reads `key=value` from a KEY=VALUE file (e.g. run/cluster.env); NOT_FOUND if absent. */
+ps_status ps_env_file_get(const char *path, const char *key, char *buf, size_t cap);
+
+/* The address a server tells others: the host it listens on (127.0.0.1 for a wildcard
+ * or empty host) with the port it got. */
+void ps_advertise_addr(const char *listen, int port, char *buf, size_t cap);
+
+/* Writes "<port>\n" to path atomically, for scripts that wait for a server to start. */
+ps_status ps_write_port_file(const char *path, int port);
 
 #endif

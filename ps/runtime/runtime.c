@@ -43,6 +43,7 @@ struct ps_runtime {
                                      read without it, so heartbeats never wait on a hook) */
 
     atomic_bool connected;
+    _Atomic int64_t last_refresh_ms; /* ps_runtime_refresh_ring's last fetch */
     pthread_t heartbeat_thread, ring_thread, models_thread;
     bool have_heartbeat, have_ring, have_models;
 };
@@ -304,6 +305,7 @@ ps_status ps_runtime_create(const ps_runtime_opts *opts, ps_runtime **ret_runtim
     pthread_cond_init(&rt->wake, NULL);
     pthread_mutex_init(&rt->deliver_lock, NULL);
     atomic_init(&rt->connected, false);
+    atomic_init(&rt->last_refresh_ms, INT64_MIN / 2);
     if (rt->opts.coordinator) {
         ps_status st = rpc_channel_create(rt->coordinator, NULL, &rt->coord);
         if (st != PS_STATUS_OK) {
@@ -316,8 +318,7 @@ ps_status ps_runtime_create(const ps_runtime_opts *opts, ps_runtime **ret_runtim
 }
 
 ps_status ps_runtime_serve(ps_runtime *rt, const rpc_server_opts *server_opts,
-                           const rpc_method *methods, size_t n_methods, const char *port_file,
-                           char *err, size_t err_len) {
+                           const rpc_method *methods, size_t n_methods, char *err, size_t err_len) {
     rpc_server *server = NULL;
     int port = 0;
     ps_status st = rpc_server_serve(server_opts, methods, n_methods, &server, &port);
@@ -328,10 +329,6 @@ ps_status ps_runtime_serve(ps_runtime *rt, const rpc_server_opts *server_opts,
     rt->server = server;
     rt->port = port;
     ps_advertise_addr(server_opts->listen, port, rt->addr, sizeof rt->addr);
-    if (port_file && *port_file && ps_write_port_file(port_file, port) != PS_STATUS_OK) {
-        ps_set_err(err, err_len, "cannot write the port file %s", port_file);
-        return PS_STATUS_IO;
-    }
     return PS_STATUS_OK;
 }
 
@@ -341,6 +338,16 @@ const char *ps_runtime_addr(const ps_runtime *rt) {
 
 int ps_runtime_port(const ps_runtime *rt) {
     return rt->port;
+}
+
+void ps_runtime_refresh_ring(ps_runtime *rt) {
+    if (!rt->coord)
+        return;
+    int64_t now = ps_now_ms(), last = atomic_load(&rt->last_refresh_ms);
+    if (now - last < PS_RUNTIME_REFRESH_MIN_MS ||
+        !atomic_compare_exchange_strong(&rt->last_refresh_ms, &last, now))
+        return; /* fetched a moment ago, or another thread is fetching now */
+    fetch_ring(rt, NULL);
 }
 
 rpc_channel *ps_runtime_coordinator(ps_runtime *rt) {

@@ -34,6 +34,7 @@
 #define PS_RUNTIME_REGISTER_TIMEOUT_MS 30000 /* start-up waits this long for a coordinator */
 #define PS_RUNTIME_BACKOFF_MIN_MS 100        /* first retry of a failed registration/watch */
 #define PS_RUNTIME_BACKOFF_MAX_MS 2000       /* retries slow down to this */
+#define PS_RUNTIME_REFRESH_MIN_MS 100        /* ps_runtime_refresh_ring at most this often */
 
 typedef struct ps_runtime ps_runtime;
 
@@ -66,12 +67,12 @@ void ps_runtime_log_config(const char *config);
 
 ps_status ps_runtime_create(const ps_runtime_opts *opts, ps_runtime **ret_runtime);
 
-/* Starts the rpc server with `methods` (see rpc_server_serve) and writes the bound port
- * to port_file (may be NULL). The advertised address is then ps_runtime_addr. On
- * failure err says why (e.g. the address is taken). */
+/* Starts the rpc server with `methods` (see rpc_server_serve). The advertised address
+ * is then ps_runtime_addr, the bound port ps_runtime_port (programs write it to their
+ * --port-file once they have joined, so a script that waits for the file finds them
+ * registered). On failure err says why (e.g. the address is taken). */
 ps_status ps_runtime_serve(ps_runtime *rt, const rpc_server_opts *server_opts,
-                           const rpc_method *methods, size_t n_methods, const char *port_file,
-                           char *err, size_t err_len);
+                           const rpc_method *methods, size_t n_methods, char *err, size_t err_len);
 /* "host:port" others reach this server at ("" before ps_runtime_serve). */
 const char *ps_runtime_addr(const ps_runtime *rt);
 int ps_runtime_port(const ps_runtime *rt);
@@ -81,6 +82,12 @@ int ps_runtime_port(const ps_runtime *rt);
  * models hook) registry-watch threads. For a process without an id it only starts the
  * watches it has hooks for. On failure err says why. */
 ps_status ps_runtime_join(ps_runtime *rt, char *err, size_t err_len);
+
+/* Fetches the ring now and delivers it if newer (a shard asked with a newer epoch
+ * than it knows). At most one fetch per PS_RUNTIME_REFRESH_MIN_MS: a client sending
+ * made-up epochs cannot turn every request into a coordinator call. Callable from
+ * any thread, but not from inside a ring hook. */
+void ps_runtime_refresh_ring(ps_runtime *rt);
 
 /* The channel to the coordinator (NULL without one), for the program's own calls. */
 rpc_channel *ps_runtime_coordinator(ps_runtime *rt);

@@ -210,7 +210,7 @@ static void test_lifecycle(void **state) {
                              &ps__get_ring_request__descriptor, echo_never, NULL, 0}};
     rpc_server_opts sopts = {.listen = "127.0.0.1:0", .threads = 1};
     char err[256] = "";
-    assert_int_equal(ps_runtime_serve(rt, &sopts, m, 1, NULL, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(ps_runtime_serve(rt, &sopts, m, 1, err, sizeof err), PS_STATUS_OK);
     assert_true(ps_runtime_port(rt) > 0);
     assert_non_null(strstr(ps_runtime_addr(rt), "127.0.0.1:"));
 
@@ -267,7 +267,7 @@ static void test_join_times_out(void **state) {
                              &ps__get_ring_request__descriptor, echo_never, NULL, 0}};
     rpc_server_opts sopts = {.listen = "127.0.0.1:0", .threads = 1};
     char err[256] = "";
-    assert_int_equal(ps_runtime_serve(rt, &sopts, m, 1, NULL, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(ps_runtime_serve(rt, &sopts, m, 1, err, sizeof err), PS_STATUS_OK);
     int64_t t0 = ps_now_ms();
     assert_int_not_equal(ps_runtime_join(rt, err, sizeof err), PS_STATUS_OK);
     assert_true(ps_now_ms() - t0 < 5000);

@@ -1,90 +1,22 @@
 """End to end: a real local cluster (coordinator, 3 shards, 2 serving replicas) on
 loopback ports; the sample model uploaded with psctl; a Python grpcio client calling
 inference.GRPCInferenceService on both replicas. Served outputs are checked against a
-numpy forward pass of the same weights, before and after a training-style update, and
-bad requests must get clear statuses while the cluster keeps serving."""
+numpy forward pass of the same weights (tests/e2e/modelref.py), before and after
+training-style updates, after a shard restart, for a model whose first load failed,
+and for weights that overflow; bad requests must get clear statuses while the cluster
+keeps serving. (Hostile requests and stalled streams: test_serve_hostile.py.)"""
 import json
-import os
-import pathlib
-import signal
-import subprocess
 import tempfile
 import threading
-import time
 
 import grpc
 import numpy as np
 import pytest
 
 import inference_pb2 as pb
-import inference_pb2_grpc as pb_grpc
-from conftest import BUILD, SOURCE
 import modelref
-
-MODEL_DIR = SOURCE / "models" / "digits_mlp"
-PSCTL = BUILD / "ps" / "psctl"
-
-
-def wait_port(path, proc, what, timeout=20):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if path.exists() and path.read_text().strip():
-            return int(path.read_text())
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} at start-up")
-        time.sleep(0.02)
-    raise RuntimeError(f"{what} did not start within {timeout}s")
-
-
-class Cluster:
-    def __init__(self, tmp, shards=3, replicas=2):
-        self.tmp = pathlib.Path(tmp)
-        self.procs = []
-        coord_port = self.start("coordinator", [BUILD / "ps" / "ps-coordinator", "--listen", "127.0.0.1:0",
-                                                "--state-dir", self.tmp / "coord", "--heartbeat-ms", "200"])
-        self.coordinator = f"127.0.0.1:{coord_port}"
-        for i in range(1, shards + 1):
-            self.start(f"shard-{i}", [BUILD / "ps" / "ps-shard", "--id", f"shard-{i}",
-                                       "--coordinator", self.coordinator])
-        self.serve = []
-        for i in range(1, replicas + 1):
-            port = self.start(f"serve-{i}", [BUILD / "serving" / "ps-serve", "--id", f"serve-{i}",
-                                              "--coordinator", self.coordinator])
-            self.serve.append(f"127.0.0.1:{port}")
-
-    def start(self, name, argv):
-        port_file = self.tmp / f"{name}.port"
-        log = open(self.tmp / f"{name}.log", "w")
-        p = subprocess.Popen([str(a) for a in argv] + ["--port-file", str(port_file)],
-                             stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append((name, p))
-        return wait_port(port_file, p, name)
-
-    def psctl(self, *args, check=True):
-        r = subprocess.run([str(PSCTL), "--coordinator", self.coordinator, *args],
-                           capture_output=True, text=True, timeout=60)
-        if check and r.returncode != 0:
-            raise AssertionError(f"psctl {' '.join(args)} failed ({r.returncode}): {r.stderr}")
-        return r
-
-    def log(self, name):
-        return (self.tmp / f"{name}.log").read_text()
-
-    def stop(self):
-        """SIGTERM everything; every process must exit 0 (a clean shutdown)."""
-        bad = []
-        for name, p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for name, p in self.procs:
-            try:
-                rc = p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                rc = "hung"
-            if rc != 0:
-                bad.append(f"{name}: exit {rc}\n{self.log(name)[-3000:]}")
-        return bad
+from serve_cluster import (MODEL_DIR, PSCTL, Cluster, infer_raw, model_info, output, param_version,
+                           poll, probs, stub, wait_outputs, wait_ready)
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +28,25 @@ def cluster():
         try:
             c.psctl("model", "upload", str(MODEL_DIR))
             for addr in c.serve:
-                s = stub(addr)
-                for _ in range(300):
-                    if s.ModelReady(pb.ModelReadyRequest(name="digits_mlp"), timeout=2).ready:
-                        break
-                    time.sleep(0.05)
-                else:
-                    raise AssertionError(f"{addr} never got the model ready")
+                wait_ready(addr)
             yield c
         finally:
             bad = c.stop()
         assert not bad, "\n".join(bad)
 
 
-def stub(addr):
-    return pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(addr))
+@pytest.fixture
+def own_cluster(tmp_path):
+    """A cluster for one test that restarts or breaks things."""
+    made = []
+
+    def make(**kw):
+        made.append(Cluster(tmp_path / f"c{len(made)}", **kw))
+        return made[-1]
+
+    yield make
+    bad = [b for c in made for b in c.stop()]
+    assert not bad, "\n".join(bad)
 
 
 @pytest.fixture(scope="module")
@@ -124,28 +60,23 @@ def reference():
     return modelref.load_model(MODEL_DIR)
 
 
-def infer_raw(s, x, model="digits_mlp", name="pixels", **kw):
-    x = np.ascontiguousarray(x, dtype="<f4")
-    req = pb.ModelInferRequest(model_name=model, id="req-1", **kw)
-    req.inputs.add(name=name, datatype="FP32", shape=list(x.shape))
-    req.raw_input_contents.append(x.tobytes())
-    return s.ModelInfer(req, timeout=10)
-
-
-def probs(resp):
-    assert resp.outputs[0].name == "probabilities"
-    return np.frombuffer(resp.raw_output_contents[0], dtype="<f4").reshape(list(resp.outputs[0].shape))
-
-
-def numpy_probs(reference, x):
-    config, params = reference
+def numpy_probs(config, params, x):
     return np.concatenate([modelref.forward(config, params, {"pixels": x[i:i + 64]})["probabilities"]
                            for i in range(0, len(x), 64)])
 
 
+def pulled_params(cluster, reference):
+    """The model's parameters as the shards hold them now."""
+    out = {}
+    for name in reference[1]:
+        doc = json.loads(cluster.psctl("--json", "pull", "digits_mlp", name).stdout)
+        out[name] = np.array(doc["values"], dtype=np.float32).reshape(doc["shape"])
+    return out
+
+
 def test_predictions_match_numpy_on_every_replica(cluster, heldout, reference):
     x, y = heldout
-    want = numpy_probs(reference, x)
+    want = numpy_probs(*reference, x)
     for addr in cluster.serve:
         s = stub(addr)
         got = np.concatenate([probs(infer_raw(s, x[i:i + 64])) for i in range(0, len(x), 64)])
@@ -162,7 +93,7 @@ def test_typed_contents_and_metadata(cluster, heldout, reference):
     inp.contents.fp32_contents.extend(x[:3].ravel().tolist())
     resp = s.ModelInfer(req, timeout=10)
     assert resp.model_name == "digits_mlp" and resp.model_version == "1"
-    assert np.max(np.abs(probs(resp) - numpy_probs(reference, x[:3]))) <= 1e-5
+    assert np.max(np.abs(probs(resp) - numpy_probs(*reference, x[:3]))) <= 1e-5
 
     assert s.ServerLive(pb.ServerLiveRequest()).live
     assert s.ServerReady(pb.ServerReadyRequest()).ready
@@ -184,34 +115,21 @@ def test_typed_contents_and_metadata(cluster, heldout, reference):
 def test_pushed_update_shows_on_every_replica(cluster, heldout, reference):
     x, _ = heldout
     config, params = reference
-    before = [infer_raw(stub(a), x[:4]) for a in cluster.serve]
-    pv0 = [r.parameters["param_version"].int64_param for r in before]
+    before = probs(infer_raw(stub(cluster.serve[0]), x[:4]))
     delta = np.zeros(10, dtype=np.float32)
     delta[3] = 2.5
     delta[7] = -1.25
-    cluster.psctl("push", "digits_mlp", "fc2.bias", "--add", "--values", ",".join(str(float(v)) for v in delta))
-    updated = dict(params)
-    updated["fc2.bias"] = params["fc2.bias"] + delta
+    cluster.push("digits_mlp", "fc2.bias", delta)
+    updated = dict(params, **{"fc2.bias": params["fc2.bias"] + delta})
     want = modelref.forward(config, updated, {"pixels": x[:4]})["probabilities"]
-    for addr, p0 in zip(cluster.serve, pv0):
-        s = stub(addr)
-        t0 = time.monotonic()
-        while True:
-            r = infer_raw(s, x[:4])
-            if r.parameters["param_version"].int64_param > p0:
-                break
-            assert time.monotonic() - t0 < 10, f"{addr} never applied the update"
-            time.sleep(0.005)
-        got = probs(r)
-        assert np.max(np.abs(got - want)) <= 1e-5
-        assert np.max(np.abs(got - probs(before[0]))) > 1e-3  # it really changed
-    # undo, so other tests see the uploaded weights
-    cluster.psctl("push", "digits_mlp", "fc2.bias", "--add", "--values", ",".join(str(float(-v)) for v in delta))
+    assert np.max(np.abs(want - before)) > 1e-3  # it really changes
     for addr in cluster.serve:
-        t0 = time.monotonic()
-        while np.max(np.abs(probs(infer_raw(stub(addr), x[:4])) - probs(before[0]))) > 1e-5:
-            assert time.monotonic() - t0 < 10
-            time.sleep(0.005)
+        seen = []
+        wait_outputs(addr, x[:4], want, "never applied the update", seen=seen)
+        assert seen == sorted(seen), f"param_version went backwards: {seen}"
+    cluster.push("digits_mlp", "fc2.bias", -delta)  # undo, so other tests see the upload
+    for addr in cluster.serve:
+        wait_outputs(addr, x[:4], before, "never applied the undo")
 
 
 def expect_error(code, fn, *words):
@@ -233,81 +151,45 @@ def test_bad_inputs_get_clear_statuses(cluster, heldout):
     expect_error(IA, lambda: infer_raw(s, x[:1, :63]), "shape", "[-1,64]")
     expect_error(IA, lambda: infer_raw(s, np.zeros((65, 64))), "65", "max_batch_size 64")
 
-    def wrong_dtype():
+    def request(dtype="FP32", shape=(1, 64), raw=np.zeros(64, dtype="<f4").tobytes(), outputs=()):
         req = pb.ModelInferRequest(model_name="digits_mlp")
-        req.inputs.add(name="pixels", datatype="INT32", shape=[1, 64])
-        req.raw_input_contents.append(np.zeros(64, dtype=np.int32).tobytes())
-        s.ModelInfer(req, timeout=5)
-    expect_error(IA, wrong_dtype, "INT32", "FP32")
+        req.inputs.add(name="pixels", datatype=dtype, shape=list(shape))
+        req.raw_input_contents.append(raw)
+        for o in outputs:
+            req.outputs.add(name=o)
+        return lambda: s.ModelInfer(req, timeout=5)
 
-    def wrong_length():
-        req = pb.ModelInferRequest(model_name="digits_mlp")
-        req.inputs.add(name="pixels", datatype="FP32", shape=[2, 64])
-        req.raw_input_contents.append(np.zeros(64, dtype=np.float32).tobytes())
-        s.ModelInfer(req, timeout=5)
-    expect_error(IA, wrong_length, "256 bytes", "512")
-
-    def nan_input():
-        v = np.zeros((1, 64), dtype=np.float32)
-        v[0, 5] = np.nan
-        infer_raw(s, v)
-    expect_error(IA, nan_input, "finite")
-
-    def unknown_output():
-        req = pb.ModelInferRequest(model_name="digits_mlp")
-        req.inputs.add(name="pixels", datatype="FP32", shape=[1, 64])
-        req.raw_input_contents.append(np.zeros(64, dtype=np.float32).tobytes())
-        req.outputs.add(name="logits_x")
-        s.ModelInfer(req, timeout=5)
-    expect_error(IA, unknown_output, "logits_x")
-
+    expect_error(IA, request(dtype="INT32"), "INT32", "FP32")
+    expect_error(IA, request(shape=(2, 64)), "256 bytes", "512")
+    nan = np.zeros(64, dtype="<f4")
+    nan[5] = np.nan
+    expect_error(IA, request(raw=nan.tobytes()), "finite")
+    expect_error(IA, request(outputs=["logits_x"]), "logits_x")
+    expect_error(IA, request(outputs=["probabilities", "probabilities"]), "twice")
     raw = grpc.insecure_channel(cluster.serve[0]).unary_unary(
         "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None)
     expect_error(IA, lambda: raw(b"\x0a\xff\xff\xff\x0f", timeout=5), "malformed")
-
-    # still serving, and every process still up
-    assert probs(infer_raw(s, x[:2])).shape == (2, 10)
-    for name, p in cluster.procs:
+    assert probs(infer_raw(s, x[:2])).shape == (2, 10)  # still serving
+    for name, p in cluster.procs.items():
         assert p.poll() is None, f"{name} died"
-
-
-def pulled_params(cluster, reference):
-    """The model's parameters as the shards hold them now, and the sum of their chunk
-    versions (what a replica's param_version equals once it has caught up)."""
-    config, params = reference
-    out, total = {}, 0
-    for name in params:
-        doc = json.loads(cluster.psctl("--json", "pull", "digits_mlp", name).stdout)
-        out[name] = np.array(doc["values"], dtype=np.float32).reshape(doc["shape"])
-        total += doc["version_sum"]
-    return out, total
-
-
-def wait_param_version(addr, x, want, timeout=10):
-    s = stub(addr)
-    t0 = time.monotonic()
-    while True:
-        r = infer_raw(s, x)
-        if r.parameters["param_version"].int64_param == want:
-            return r
-        assert time.monotonic() - t0 < timeout, \
-            f"{addr} at param_version {r.parameters['param_version'].int64_param}, want {want}"
-        time.sleep(0.005)
 
 
 def test_concurrent_updates_converge_while_serving(cluster, heldout, reference):
     """Training-style pushes to every tensor while both replicas serve: no request
-    fails, and each replica ends exactly at the shards' state."""
+    fails, param_version never goes backwards, and each replica ends exactly at the
+    shards' state."""
     x, _ = heldout
     config, _ = reference
     rng = np.random.default_rng(1)
-    errors, stop = [], False
+    errors, seen, stop = [], {a: [] for a in cluster.serve}, threading.Event()
 
     def load(addr):
         s = stub(addr)
-        while not stop:
+        while not stop.is_set():
             try:
-                assert probs(infer_raw(s, x[:8])).shape == (8, 10)
+                r = infer_raw(s, x[:8])
+                assert probs(r).shape == (8, 10)
+                seen[addr].append(param_version(r))
             except Exception as e:  # noqa: BLE001 - collected and reported below
                 errors.append(f"{addr}: {e!r}")
                 return
@@ -318,50 +200,140 @@ def test_concurrent_updates_converge_while_serving(cluster, heldout, reference):
     try:
         for step in range(12):
             name = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"][step % 4]
-            shape = reference[1][name].shape
-            delta = (rng.standard_normal(shape) * 0.01).astype("<f4")
-            with tempfile.NamedTemporaryFile(suffix=".f32") as f:
-                f.write(delta.tobytes())
-                f.flush()
-                cluster.psctl("push", "digits_mlp", name, "--add", "--file", f.name)
+            cluster.push("digits_mlp", name, rng.standard_normal(reference[1][name].shape) * 0.01)
     finally:
-        stop = True
+        stop.set()
         for t in threads:
             t.join()
     assert not errors, errors[:3]
-    params, total = pulled_params(cluster, reference)
-    want = modelref.forward(config, params, {"pixels": x[:64]})["probabilities"]
+    for addr, pvs in seen.items():
+        assert pvs == sorted(pvs), f"{addr}: param_version went backwards"
+    want = numpy_probs(config, pulled_params(cluster, reference), x[:64])
     for addr in cluster.serve:
-        r = wait_param_version(addr, x[:64], total)
-        assert np.max(np.abs(probs(r) - want)) <= 1e-5
+        wait_outputs(addr, x[:64], want, "did not converge to the shards' state")
 
 
 def test_replica_started_later_serves_the_current_state(cluster, heldout, reference):
     x, _ = heldout
     config, _ = reference
     cluster.psctl("push", "digits_mlp", "fc1.bias", "--add", "--fill", "0.01")
-    params, total = pulled_params(cluster, reference)
-    port = cluster.start("serve-late", [BUILD / "serving" / "ps-serve", "--id", "serve-late",
-                                        "--coordinator", cluster.coordinator])
-    addr = f"127.0.0.1:{port}"
-    s = stub(addr)
-    t0 = time.monotonic()
-    while not s.ModelReady(pb.ModelReadyRequest(name="digits_mlp"), timeout=2).ready:
-        assert time.monotonic() - t0 < 20, "the late replica never loaded the model"
-        time.sleep(0.02)
-    r = wait_param_version(addr, x[:64], total)
-    want = modelref.forward(config, params, {"pixels": x[:64]})["probabilities"]
-    assert np.max(np.abs(probs(r) - want)) <= 1e-5
+    want = numpy_probs(config, pulled_params(cluster, reference), x[:64])
+    addr = cluster.start_replica("serve-late")
+    wait_ready(addr)
+    assert np.max(np.abs(probs(infer_raw(stub(addr), x[:64])) - want)) <= 1e-5
     # and it follows updates from then on
     cluster.psctl("push", "digits_mlp", "fc2.bias", "--add", "--fill", "-0.02")
-    params, total = pulled_params(cluster, reference)
-    want = modelref.forward(config, params, {"pixels": x[:64]})["probabilities"]
+    want = numpy_probs(config, pulled_params(cluster, reference), x[:64])
     for a in cluster.serve + [addr]:
-        assert np.max(np.abs(probs(wait_param_version(a, x[:64], total)) - want)) <= 1e-5
+        wait_outputs(a, x[:64], want, "did not follow the update")
+
+
+def test_nonfinite_outputs_are_an_error(cluster, heldout, tmp_path):
+    """Finite weights whose products overflow (a shard refuses only non-finite values):
+    a replica must answer an error naming the model, version and output, never NaN with
+    OK, and log it once per streak."""
+    import shutil
+    x, _ = heldout
+    model = tmp_path / "overflow_mlp"
+    shutil.copytree(MODEL_DIR, model)
+    config = json.loads((model / "config.json").read_text())
+    config["name"] = "overflow_mlp"
+    (model / "config.json").write_text(json.dumps(config))
+    cluster.psctl("model", "upload", str(model))
+    for addr in cluster.serve:
+        wait_ready(addr, "overflow_mlp")
+    good = modelref.load_model(model)[1]["fc1.weight"]
+    cluster.psctl("push", "overflow_mlp", "fc1.weight", "--assign", "--fill", "3e38")
+    for addr in cluster.serve:
+        s = stub(addr)
+
+        def refused():
+            try:
+                r = infer_raw(s, x[:4], model="overflow_mlp")
+            except grpc.RpcError as e:
+                return e
+            assert np.all(np.isfinite(output(r))), f"{addr} answered non-finite outputs with OK"
+            return None
+
+        e = poll(refused, f"{addr} never refused the overflowing model")
+        assert e.code() == grpc.StatusCode.INTERNAL, e.details()
+        for word in ("overflow_mlp", "version 1", "'probabilities'", "non-finite"):
+            assert word in e.details(), e.details()
+        for _ in range(3):
+            assert refused() is not None
+    cluster.push("overflow_mlp", "fc1.weight", good, op="--assign")
+    params = dict(modelref.load_model(model)[1])
+    want = modelref.forward(config, params, {"pixels": x[:4]})["probabilities"]
+    for i, addr in enumerate(cluster.serve):
+        wait_outputs(addr, x[:4], want, "never recovered", model="overflow_mlp")
+        log = cluster.log(f"serve-{i + 1}")
+        assert log.count("model overflow_mlp version 1 produced a non-finite value") == 1, log[-3000:]
+        assert "overflow_mlp version 1 produces finite outputs again" in log
+
+
+def test_failed_first_load_is_retried(own_cluster, heldout, reference):
+    """A model registered before its data is there: the replica's first loads fail
+    (chunks missing); it keeps retrying with backoff, without a registry change, and
+    becomes ready once the data is pushed."""
+    x, _ = heldout
+    c = own_cluster(shards=2, replicas=0)
+    info, params = model_info(MODEL_DIR)
+    register = grpc.insecure_channel(c.coordinator).unary_unary(
+        "/ps.Coordinator/RegisterModel", request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=lambda b: b)
+    import coordinator_pb2 as cpb
+    register(cpb.RegisterModelRequest(model=info), timeout=10)
+    addr = c.start_replica("serve-1")
+    poll(lambda: "cannot load model digits_mlp version 1" in c.log("serve-1"),
+         "the replica never tried to load the model")
+    assert not stub(addr).ModelReady(pb.ModelReadyRequest(name="digits_mlp"), timeout=5).ready
+    for name, values in params.items():
+        c.push("digits_mlp", name, values, op="--assign")
+    wait_ready(addr, timeout=30)
+    wait_outputs(addr, x[:64], numpy_probs(*reference, x[:64]), "wrong outputs")
+    log = c.log("serve-1")
+    assert log.count("cannot load model digits_mlp version 1") == 1, log[-3000:]  # once per streak
+    assert "failed attempts" in log
+
+
+def test_shard_restart_then_reupload_matches_numpy(own_cluster, heldout, reference):
+    """A shard restarts (losing its data), the model's values are pushed again (ASSIGN)
+    and training goes on (ADDs): every replica must re-pull what it held from that
+    shard and end at exactly the shards' state, and param_version never goes back."""
+    x, _ = heldout
+    config, params = reference
+    c = own_cluster(shards=2, replicas=2)
+    c.psctl("model", "upload", str(MODEL_DIR))
+    for addr in c.serve:
+        wait_ready(addr)
+    rng = np.random.default_rng(7)
+    for name in params:  # versions move on before the restart
+        c.push("digits_mlp", name, rng.standard_normal(params[name].shape) * 0.01)
+    state = pulled_params(c, reference)
+    seen = {a: [] for a in c.serve}
+    for addr in c.serve:
+        wait_outputs(addr, x[:64], numpy_probs(config, state, x[:64]), "before restart",
+                     seen=seen[addr])
+    c.restart_shard("shard-1")
+    for name in params:  # re-upload what the shards held, then train on
+        c.push("digits_mlp", name, state[name], op="--assign")
+    for step in range(2):
+        for name in params:
+            delta = (rng.standard_normal(params[name].shape) * 0.01).astype("<f4")
+            c.push("digits_mlp", name, delta)
+            state[name] = state[name] + delta
+    now = pulled_params(c, reference)
+    assert all(np.allclose(v, now[k], atol=1e-5) for k, v in state.items())
+    want = numpy_probs(config, now, x[:64])
+    for addr in c.serve:
+        wait_outputs(addr, x[:64], want, "diverged after the shard restart", seen=seen[addr])
+        assert seen[addr] == sorted(seen[addr]), f"{addr}: param_version went backwards"
+    for i in (1, 2):
+        assert "restarted (new incarnation)" in c.log(f"serve-{i}")
 
 
 def test_random_and_mutated_payloads_never_crash(cluster, heldout):
-    """Every method of every process gets garbage and near-valid messages (a valid
+    """(Runs last: it may leave a node "fuzz" on the ring.) Every method of every process gets garbage and near-valid messages (a valid
     request with bytes flipped, truncated or extended). Each call must end with a gRPC
     status, every process must stay up, and serving must be unchanged."""
     import random
@@ -414,7 +386,7 @@ def test_random_and_mutated_payloads_never_crash(cluster, heldout):
             except grpc.RpcError as e:
                 assert e.code() != grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} hung"
                 assert e.code() != grpc.StatusCode.UNAVAILABLE, f"{method} took the server down"
-    for name, p in cluster.procs:
+    for name, p in cluster.procs.items():
         assert p.poll() is None, f"{name} died"
     # the fuzzing may have added a node "fuzz" and a model "fuzz"; serving is intact
     assert probs(infer_raw(stub(cluster.serve[0]), x[:2])).shape == (2, 10)

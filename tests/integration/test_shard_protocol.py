@@ -1,8 +1,11 @@
 """The shard and coordinator protocols, driven directly with grpcio against real
 processes: placement checks (a shard refuses keys it does not own with ABORTED and a
 message saying to refresh the ring), pushes validated before anything changes,
-ordered update streams, resync when a subscriber falls behind the log, and ring
-epochs streamed by WatchRing."""
+versions that are update sequence numbers and never go backwards across a restart,
+the shard's incarnation in every answer, ordered update streams with the previous
+version of each chunk, resync when a subscriber falls behind the log or names another
+incarnation, keepalives on idle streams, Stat, Health, and ring epochs streamed by
+WatchRing. (Hostile clients: test_shard_hostile.py.)"""
 import os
 import pathlib
 import signal
@@ -15,54 +18,98 @@ import time
 import grpc
 import pytest
 
-from conftest import BUILD  # this folder's conftest also generates the stubs
+from conftest import BUILD, sanitizer_report  # this folder's conftest also generates the stubs
 
 import coordinator_pb2 as cpb  # noqa: E402
 import coordinator_pb2_grpc as cpb_grpc  # noqa: E402
 import ps_pb2 as pb  # noqa: E402
 import ps_pb2_grpc as pb_grpc  # noqa: E402
 
+BIG_MESSAGES = [("grpc.max_receive_message_length", 100 << 20),
+                ("grpc.max_send_message_length", 100 << 20)]
+
 
 def start(tmp, name, argv):
+    """Starts a server that writes its port to a file; returns (Popen, address)."""
     port_file = pathlib.Path(tmp) / f"{name}.port"
-    log = open(pathlib.Path(tmp) / f"{name}.log", "w")
+    if port_file.exists():
+        port_file.unlink()
+    log = open(pathlib.Path(tmp) / f"{name}.log", "a")
     p = subprocess.Popen([str(a) for a in argv] + ["--port-file", str(port_file)],
                          stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(1000):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         if port_file.exists() and port_file.read_text().strip():
             return p, f"127.0.0.1:{int(port_file.read_text())}"
-        assert p.poll() is None, f"{name} exited at start-up"
+        assert p.poll() is None, f"{name} exited at start-up:\n{log_text(tmp, name)}"
         time.sleep(0.02)
     raise AssertionError(f"{name} did not start")
+
+
+def log_text(tmp, name):
+    return (pathlib.Path(tmp) / f"{name}.log").read_text()
+
+
+def stop_all(tmp, procs):
+    """SIGTERM every process; each must exit 0 and its log hold no sanitizer report."""
+    for _, p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for name, p in procs:
+        try:
+            rc = p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            rc = "killed after 20 s"
+        assert rc == 0, f"{name} exited with {rc}:\n{log_text(tmp, name)[-3000:]}"
+        report = sanitizer_report(log_text(tmp, name))
+        assert report is None, f"sanitizer report from {name}:\n{report}"
+
+
+def start_coordinator(tmp):
+    return start(tmp, "coord", [BUILD / "ps" / "ps-coordinator", "--listen", "127.0.0.1:0",
+                                "--state-dir", pathlib.Path(tmp) / "st", "--heartbeat-ms", "200"])
+
+
+def start_shard(tmp, coord, sid, *flags):
+    return start(tmp, sid, [BUILD / "ps" / "ps-shard", "--id", sid, "--coordinator", coord, *flags])
+
+
+def wait_ring(c, ids, timeout=20):
+    """Waits until every id is on the ring; returns its epoch."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ring = c.GetRing(cpb.GetRingRequest())
+        if set(ids) <= {n.id for n in ring.nodes if n.in_ring}:
+            return ring.epoch
+        assert time.monotonic() < deadline, f"{ids} not all on the ring: {ring}"
+        time.sleep(0.02)
+
+
+def shard_stub(addr):
+    return pb_grpc.ParameterServerStub(grpc.insecure_channel(addr, options=BIG_MESSAGES))
 
 
 @pytest.fixture
 def cluster():
     with tempfile.TemporaryDirectory() as tmp:
         procs = []
-        p, coord = start(tmp, "coord", [BUILD / "ps" / "ps-coordinator", "--listen", "127.0.0.1:0",
-                                        "--state-dir", pathlib.Path(tmp) / "st", "--heartbeat-ms", "200"])
-        procs.append(p)
+        p, coord = start_coordinator(tmp)
+        procs.append(("coord", p))
         shards = {}
         for i in (1, 2, 3):
-            p, addr = start(tmp, f"shard-{i}", [BUILD / "ps" / "ps-shard", "--id", f"shard-{i}",
-                                                 "--coordinator", coord, "--log-mb", "1"])
-            procs.append(p)
+            p, addr = start_shard(tmp, coord, f"shard-{i}", "--log-mb", "1")
+            procs.append((f"shard-{i}", p))
             shards[f"shard-{i}"] = addr
         c = cpb_grpc.CoordinatorStub(grpc.insecure_channel(coord))
-        for _ in range(100):
-            if c.GetRing(cpb.GetRingRequest()).epoch >= 3:
-                break
-            time.sleep(0.02)
+        wait_ring(c, shards)
         yield c, shards, tmp
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            assert p.wait(timeout=20) == 0
+        stop_all(tmp, procs)
 
 
 def stubs(shards):
-    return {sid: pb_grpc.ParameterServerStub(grpc.insecure_channel(a)) for sid, a in shards.items()}
+    return {sid: shard_stub(a) for sid, a in shards.items()}
 
 
 def owner_of(key, shards, epoch):
@@ -77,6 +124,15 @@ def owner_of(key, shards, epoch):
             assert "refresh the ring" in e.details() and f"{key:016x}" in e.details()
     assert len(owners) == 1, owners
     return owners[0]
+
+
+def owner_of_quiet(key, s, epoch):
+    """True when shard stub `s` owns `key` (probed with a Pull: NOT_FOUND = owned, absent)."""
+    try:
+        s.Pull(pb.PullRequest(epoch=epoch, keys=[key]))
+        return True
+    except grpc.RpcError as e:
+        return e.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_placement_is_checked(cluster):
@@ -101,14 +157,15 @@ def test_push_validation_changes_nothing(cluster):
         (dict(keys=[key], lengths=[3], op=pb.PUSH_ADD, values=b"\0" * 12), "holds 2 floats"),
         (dict(keys=[key, 7], lengths=[2], values=b"\0" * 8), "lengths"),
         (dict(keys=[key], lengths=[0], values=b""), "length 0"),
+        (dict(keys=[key, key], lengths=[2, 2], values=b"\0" * 16), "more than once"),
     ]
     for req, words in bad:
         with pytest.raises(grpc.RpcError) as e:
             s.Push(pb.PushRequest(epoch=epoch, **req))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
         assert words in e.value.details()
+    k2 = next(k for k in range(1000, 2000) if owner_of_quiet(k, s, epoch))
     with pytest.raises(grpc.RpcError) as e:  # ADD to a key nobody assigned
-        k2 = next(k for k in range(1000, 2000) if owner_of_quiet(k, s, epoch))
         s.Push(pb.PushRequest(epoch=epoch, keys=[k2], lengths=[1], op=pb.PUSH_ADD, values=b"\0" * 4))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as e:
@@ -117,13 +174,29 @@ def test_push_validation_changes_nothing(cluster):
     assert s.Pull(pb.PullRequest(epoch=epoch, keys=[key])) == before
 
 
-def owner_of_quiet(key, s, epoch):
-    """True when shard stub `s` owns `key` (probed with a Pull: NOT_FOUND = owned, absent)."""
-    try:
-        s.Pull(pb.PullRequest(epoch=epoch, keys=[key]))
-        return True
-    except grpc.RpcError as e:
-        return e.code() == grpc.StatusCode.NOT_FOUND
+def test_versions_are_seqs_and_every_answer_names_the_incarnation(cluster):
+    c, shards, _ = cluster
+    epoch = c.GetRing(cpb.GetRingRequest()).epoch
+    key = 4343
+    s = stubs(shards)[owner_of(key, shards, epoch)]
+    health = s.Health(pb.HealthRequest())
+    inc = health.incarnation
+    assert inc != 0
+    # the seq started at the wall clock in microseconds, not at 0
+    assert health.seq > 1_600_000_000 * 10**6
+    r = s.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[2], op=pb.PUSH_ADD,
+                              values=struct.pack("<2f", 1, 1)))
+    assert r.incarnation == inc and r.versions == [r.seq]
+    pulled = s.Pull(pb.PullRequest(epoch=epoch, keys=[key]))
+    assert pulled.incarnation == inc and pulled.versions == [r.seq] and pulled.seq >= r.seq
+    k2 = next(k for k in range(5000, 6000) if owner_of_quiet(k, s, epoch))
+    st = s.Stat(pb.StatRequest(epoch=epoch, keys=[key, k2]))
+    assert st.incarnation == inc
+    assert list(st.lengths) == [2, 0] and list(st.versions) == [r.seq, 0]
+    other = next(a for sid, a in shards.items() if not owner_of_quiet(key, shard_stub(a), epoch))
+    with pytest.raises(grpc.RpcError) as e:  # Stat checks placement like Pull
+        shard_stub(other).Stat(pb.StatRequest(epoch=epoch, keys=[key]))
+    assert e.value.code() == grpc.StatusCode.ABORTED and "refresh the ring" in e.value.details()
 
 
 def test_subscribe_streams_updates_in_order_and_resyncs(cluster):
@@ -132,19 +205,23 @@ def test_subscribe_streams_updates_in_order_and_resyncs(cluster):
     key = 4242
     sid = owner_of(key, shards, epoch)
     s = stubs(shards)[sid]
-    seq0 = s.Health(pb.HealthRequest()).seq
+    health = s.Health(pb.HealthRequest())
+    seq0, inc = health.seq, health.incarnation
+    pushed = []
     for i in range(5):
-        s.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[2], op=pb.PUSH_ADD,
-                              values=struct.pack("<2f", i, -i)))
-    it = s.Subscribe(pb.SubscribeRequest(from_seq=seq0))
+        pushed.append(s.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[2], op=pb.PUSH_ADD,
+                                            values=struct.pack("<2f", i, -i))).versions[0])
+    it = s.Subscribe(pb.SubscribeRequest(from_seq=seq0, incarnation=inc), timeout=30)
     got = [next(it) for _ in range(5)]
     it.cancel()
     assert [u.seq for u in got] == list(range(seq0 + 1, seq0 + 6))
-    assert [u.version for u in got] == list(range(2, 7))
-    assert all(u.op == pb.PUSH_ADD and u.key == key for u in got)
+    assert [u.version for u in got] == pushed == [u.seq for u in got]
+    assert [u.prev_version for u in got[1:]] == pushed[:-1]  # each ADD onto the one before
+    assert all(u.op == pb.PUSH_ADD and u.key == key and u.incarnation == inc for u in got)
+    assert not any(u.resync or u.keepalive for u in got)
     assert struct.unpack("<2f", got[3].values) == (3.0, -3.0)
     pulled = s.Pull(pb.PullRequest(epoch=epoch, keys=[key]))
-    assert pulled.versions == [6] and struct.unpack("<2f", pulled.values) == (11.0, -8.0)
+    assert pulled.versions == [pushed[-1]] and struct.unpack("<2f", pulled.values) == (11.0, -8.0)
 
     # overrun the 1 MiB log: a subscriber from seq0 must be told to resync
     big = 64 * 1024  # floats: 256 KiB per push
@@ -152,10 +229,79 @@ def test_subscribe_streams_updates_in_order_and_resyncs(cluster):
     for _ in range(6):
         s.Push(pb.PushRequest(epoch=epoch, keys=[big_key], lengths=[big], values=b"\0" * (4 * big)),
                timeout=10)
-    it = s.Subscribe(pb.SubscribeRequest(from_seq=seq0))
+    last = s.Health(pb.HealthRequest()).seq
+    it = s.Subscribe(pb.SubscribeRequest(from_seq=seq0), timeout=30)
     first = next(it)
     it.cancel()
-    assert first.resync
+    assert first.resync and first.seq == last and first.incarnation == inc
+
+
+def test_another_incarnation_gets_a_resync_first(cluster):
+    c, shards, _ = cluster
+    s = stubs(shards)["shard-1"]
+    health = s.Health(pb.HealthRequest())
+    it = s.Subscribe(pb.SubscribeRequest(from_seq=health.seq, incarnation=health.incarnation ^ 1),
+                     timeout=30)
+    first = next(it)
+    it.cancel()
+    assert first.resync and first.seq == health.seq and first.incarnation == health.incarnation
+
+
+def test_idle_stream_gets_keepalives(cluster):
+    c, shards, _ = cluster
+    s = stubs(shards)["shard-2"]
+    health = s.Health(pb.HealthRequest())
+    it = s.Subscribe(pb.SubscribeRequest(from_seq=health.seq, incarnation=health.incarnation),
+                     timeout=30)
+    got = [next(it), next(it)]  # SHARD_KEEPALIVE_MS apart; the deadline only bounds a hang
+    it.cancel()
+    for u in got:
+        assert u.keepalive and not u.resync
+        assert u.seq == health.seq and u.incarnation == health.incarnation
+
+
+def test_health_counts_subscribers(cluster):
+    c, shards, _ = cluster
+    s = stubs(shards)["shard-3"]
+    health = s.Health(pb.HealthRequest())
+    assert health.id == "shard-3" and health.subscribers == 0
+    page = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert health.max_bytes == page // 2  # the default quota: half the machine's memory
+    it = s.Subscribe(pb.SubscribeRequest(from_seq=health.seq), timeout=30)
+    deadline = time.monotonic() + 10
+    while s.Health(pb.HealthRequest()).subscribers != 1:
+        assert time.monotonic() < deadline, "the open stream is not counted"
+        time.sleep(0.02)
+    it.cancel()
+    while s.Health(pb.HealthRequest()).subscribers != 0:
+        assert time.monotonic() < deadline, "the closed stream is still counted"
+        time.sleep(0.02)
+
+
+def test_restart_draws_a_new_incarnation_and_versions_go_on(tmp_path):
+    """A restarted shard must not start versions again at 1: a replica would ignore its
+    updates or apply deltas onto stale values (issue 6, defect 7)."""
+    tmp = str(tmp_path)
+    procs = []
+    try:
+        p, coord = start_coordinator(tmp)
+        procs.append(("coord", p))
+        p, addr = start_shard(tmp, coord, "shard-1")
+        procs.append(("shard-1", p))
+        c = cpb_grpc.CoordinatorStub(grpc.insecure_channel(coord))
+        epoch = wait_ring(c, ["shard-1"])
+        s = shard_stub(addr)
+        first = s.Push(pb.PushRequest(epoch=epoch, keys=[1, 2], lengths=[1, 1], values=b"\0" * 8))
+        stop_all(tmp, [procs.pop()])
+        p, addr = start_shard(tmp, coord, "shard-1")
+        procs.append(("shard-1", p))
+        s = shard_stub(addr)
+        again = s.Push(pb.PushRequest(epoch=epoch, keys=[1, 2], lengths=[1, 1], values=b"\0" * 8))
+        assert again.incarnation != first.incarnation and again.incarnation != 0
+        assert min(again.versions) > max(first.versions)
+        assert s.Health(pb.HealthRequest()).incarnation == again.incarnation
+    finally:
+        stop_all(tmp, procs)
 
 
 def test_watch_ring_streams_new_epochs(cluster):
@@ -176,8 +322,9 @@ def test_watch_ring_streams_new_epochs(cluster):
     it.cancel()
     assert seen and seen[0].epoch == epoch + 1
     assert any(n.id == "shard-9" and n.in_ring and not n.alive for n in seen[0].nodes)
-    # the new member holds nothing: removing it is allowed; removing a loaded shard is not
-    c.RemoveNode(cpb.RemoveNodeRequest(id="shard-9"))
+    # the new member never ran (so it holds nothing): removing it by force is allowed;
+    # removing a loaded shard is not
+    c.RemoveNode(cpb.RemoveNodeRequest(id="shard-9", force=True))
     key = 77
     owner_of(key, shards, c.GetRing(cpb.GetRingRequest()).epoch)
     loaded = [sid for sid, s in stubs(shards).items() if s.Health(pb.HealthRequest()).keys > 0]

@@ -1,0 +1,133 @@
+/* coord.h: the coordinator's state and what it can be asked to do, as functions on a
+ * context (coord_ctx): membership and liveness, the ring and the join policy, the model
+ * registry, persistence. The rpc handlers (handlers.c) are thin glue over these; unit
+ * tests call them directly, with fakes for the network and the disk.
+ *
+ * Why this way:
+ * - One lock guards membership, ring and registry together, so every change is seen
+ *   whole. Nothing slow runs under it: asking shards how much data they hold (join and
+ *   remove decisions) happens with the lock released, and the decision is retaken if
+ *   the ring changed meanwhile; the state file is encoded under the lock and written
+ *   after it is released (state_store.h), so heartbeats never wait for a disk.
+ * - Every operation returns a ps_status and, on failure, a message in `err` that a
+ *   person can act on (it becomes the gRPC status details).
+ * - Events worth a log line (a node died, came back, waits off the ring, joined) go to
+ *   an event callback: main logs them, tests count them.
+ * - Messages handed out (rings, models, status) are private copies the caller frees
+ *   with protobuf_c_message_free_unpacked(&msg->base, NULL), so they can be sent after
+ *   the lock is released.
+ */
+#ifndef PS_COORDINATOR_COORD_H
+#define PS_COORDINATOR_COORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator.pb-c.h"
+#include "state_store.h"
+#include "status.h"
+
+#define COORD_ERR_MAX 1024              /* room for an operation's message */
+#define COORD_DEFAULT_MAX_WATCHERS 200  /* WatchRing + WatchModels streams open at once */
+#define COORD_MAX_WATCHERS_LIMIT 100000 /* the largest --max-watchers */
+#define COORD_JOIN_ATTEMPTS 3           /* ring changes tolerated while its shards are asked */
+#define COORD_WATCH_POLL_MS 200         /* how often a watch checks that its call lives */
+
+typedef enum coord_event_level {
+    COORD_EVENT_INFO = 0,
+    COORD_EVENT_WARN = 1,
+    COORD_EVENT_ERROR = 2,
+} coord_event_level;
+
+/* Something happened that deserves a log line (one line, no newline). */
+typedef void (*coord_event_fn)(void *arg, coord_event_level level, const char *message);
+/* Asks shard `id` at `addr` how many keys it holds (shard_probe_keys is the real one). */
+typedef ps_status (*coord_probe_fn)(void *arg, const char *id, const char *addr, uint64_t *ret_keys,
+                                    char *err, size_t err_len);
+/* Monotonic milliseconds (ps_now_ms is the real one). */
+typedef int64_t (*coord_clock_fn)(void *arg);
+/* Whether the call a watch serves is still wanted. */
+typedef bool (*coord_alive_fn)(void *arg);
+
+typedef struct coord_opts {
+    const char *state_path;    /* the state file (state_store.h); required */
+    int heartbeat_ms;          /* expected heartbeat interval; 3 missed = dead */
+    uint32_t vnodes;           /* virtual nodes per unit of weight; 0 = default */
+    size_t max_nodes;          /* 0 = MEMBERSHIP_DEFAULT_MAX_NODES */
+    size_t max_watchers;       /* 0 = COORD_DEFAULT_MAX_WATCHERS */
+    size_t max_versions;       /* model versions kept; 0 = REGISTRY_DEFAULT_MAX_VERSIONS */
+    size_t max_registry_bytes; /* 0 = REGISTRY_DEFAULT_MAX_BYTES */
+    coord_probe_fn probe;      /* NULL = shard_probe_keys */
+    void *probe_arg;
+    state_store_write_fn write; /* NULL = ps_write_file_atomic */
+    void *write_arg;
+    coord_event_fn event; /* NULL = events are dropped */
+    void *event_arg;
+    coord_clock_fn clock; /* NULL = ps_now_ms */
+    void *clock_arg;
+} coord_opts;
+
+typedef struct coord_ctx coord_ctx;
+
+/* Creates the context and loads the state file. A damaged file is refused (PARSE, with
+ * a message naming the file, what is wrong and what to do, in err). */
+ps_status coord_create(const coord_opts *opts, coord_ctx **ret_ctx, char *err, size_t err_len);
+/* Call after every rpc call has ended. Accepts NULL. */
+void coord_destroy(coord_ctx *ctx);
+/* Ends watches and liveness waits (shutdown). */
+void coord_stop(coord_ctx *ctx);
+/* For the start-up line. */
+void coord_summary(coord_ctx *ctx, uint64_t *ret_epoch, size_t *ret_nodes, size_t *ret_models);
+
+/* ------------------------------------------------------- nodes (coord_nodes.c) --- */
+
+/* A node announces itself. A new shard joins the ring only while the ring holds no data
+ * (the ring's shards are asked); otherwise it is kept registered but off the ring
+ * (NodeInfo.waiting). A shard already on the ring (a restart) goes back to its place. */
+ps_status coord_node_register(coord_ctx *ctx, const Ps__NodeInfo *node,
+                              Ps__RegisterResponse *ret_resp, char *err, size_t err_len);
+/* NOT_FOUND for an unknown id (the node registers again). */
+ps_status coord_node_heartbeat(coord_ctx *ctx, const Ps__HeartbeatRequest *req,
+                               Ps__HeartbeatResponse *ret_resp, char *err, size_t err_len);
+/* Puts a shard on the ring (admin). FAILED_PRECONDITION while the ring holds data. */
+ps_status coord_node_add(coord_ctx *ctx, const Ps__NodeInfo *node, uint64_t *ret_epoch, char *err,
+                         size_t err_len);
+/* Takes a node out (admin). A shard that answers that it holds keys is never removed;
+ * one that cannot be asked only with `force`. */
+ps_status coord_node_remove(coord_ctx *ctx, const char *id, bool force, uint64_t *ret_epoch,
+                            char *err, size_t err_len);
+/* The ring with every node (a copy). */
+ps_status coord_ring_get(coord_ctx *ctx, Ps__Ring **ret_ring);
+/* Marks dead the nodes silent for 3 intervals (one event each). */
+void coord_liveness_sweep(coord_ctx *ctx);
+/* Sleeps about half a heartbeat interval; false once the coordinator stops. */
+bool coord_liveness_wait(coord_ctx *ctx);
+
+/* ------------------------------------------------------------------- watches --- */
+
+/* A watch stream starts / ends. RESOURCE_EXHAUSTED when max_watchers are open. */
+ps_status coord_watch_begin(coord_ctx *ctx, char *err, size_t err_len);
+void coord_watch_end(coord_ctx *ctx);
+/* Waits until the ring's epoch passes after_epoch, then gives a copy of the ring.
+ * CANCELLED when alive(arg) turns false, UNAVAILABLE when the coordinator stops. */
+ps_status coord_ring_wait(coord_ctx *ctx, uint64_t after_epoch, coord_alive_fn alive, void *arg,
+                          Ps__Ring **ret_ring);
+/* The same for the registry's generation (the latest version of every model). */
+ps_status coord_models_wait(coord_ctx *ctx, uint64_t after_generation, coord_alive_fn alive,
+                            void *arg, Ps__ModelsUpdate **ret_update);
+
+/* ----------------------------------------------------- models (coord_models.c) --- */
+
+/* Validates (registry_model_validate) and stores a model version. */
+ps_status coord_model_register(coord_ctx *ctx, const Ps__ModelInfo *model, uint64_t *ret_version,
+                               char *err, size_t err_len);
+/* Every version of every model. */
+ps_status coord_models_list(coord_ctx *ctx, Ps__ListModelsResponse **ret_list);
+/* One version (0 = latest). NOT_FOUND with a message. */
+ps_status coord_model_get(coord_ctx *ctx, const char *name, uint64_t version,
+                          Ps__ModelInfo **ret_model, char *err, size_t err_len);
+/* The ring, every node and every model version. */
+ps_status coord_status_get(coord_ctx *ctx, Ps__StatusResponse **ret_status);
+
+#endif

@@ -1,0 +1,85 @@
+/* coord_internal.h: what the parts of the coordinator context (coord.c, coord_nodes.c,
+ * coord_models.c) share: the context's fields and helpers for events, snapshots and
+ * message copies. Not for other modules: they use coord.h. */
+#ifndef PS_COORDINATOR_COORD_INTERNAL_H
+#define PS_COORDINATOR_COORD_INTERNAL_H
+
+#include <pthread.h>
+
+#include "coord.h"
+#include "membership.h"
+#include "registry.h"
+#include "ring_state.h"
+#include "state_store.h"
+
+struct coord_ctx {
+    int heartbeat_ms;
+    size_t max_watchers;
+    coord_probe_fn probe;
+    void *probe_arg;
+    coord_event_fn event;
+    void *event_arg;
+    coord_clock_fn clock;
+    void *clock_arg;
+
+    pthread_mutex_t lock;   /* guards everything below */
+    pthread_cond_t changed; /* ring or registry changed, or stopping */
+    membership *members;
+    ring_state *ring;
+    registry *models;
+    state_store *store;    /* its writes happen outside `lock` */
+    uint64_t snapshot_seq; /* the number of the last snapshot taken */
+    size_t watchers;       /* watch streams open */
+    bool stopping;
+};
+
+/* Reports an event (printf format). */
+void coord_event(coord_ctx *c, coord_event_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int64_t coord_now(coord_ctx *c);
+
+/* A snapshot of the durable state: taken under the lock, written after it. */
+typedef struct coord_snapshot {
+    char *text; /* NULL when encoding failed (reported) */
+    uint64_t seq;
+} coord_snapshot;
+void coord_snapshot_take_locked(coord_ctx *c, coord_snapshot *ret_snap);
+/* Writes (unless a newer one was), reports a failure, frees the text. No lock held. */
+void coord_snapshot_write(coord_ctx *c, coord_snapshot *snap);
+
+/* Packs `msg` into a malloc'd buffer (under the lock, while it points into the state);
+ * coord_message_unpack then makes the caller's private copy and frees the buffer. */
+ps_status coord_message_pack(const ProtobufCMessage *msg, uint8_t **ret_buf, size_t *ret_len);
+ps_status coord_message_unpack(const ProtobufCMessageDescriptor *desc, uint8_t *buf, size_t len,
+                               ProtobufCMessage **ret_msg);
+
+/* Fills a Ring message from the state (strings point into it; lock held). Free the
+ * parts with coord_ring_fill_free once packed. */
+typedef struct coord_ring_parts {
+    Ps__NodeInfo *infos;
+    Ps__NodeInfo **ptrs;
+    uint8_t *ring_bytes;
+} coord_ring_parts;
+ps_status coord_ring_fill_locked(coord_ctx *c, Ps__Ring *ring, coord_ring_parts *parts);
+void coord_ring_fill_free(coord_ring_parts *parts);
+
+/* Waits (lock held) until current(c) > after, the call dies or the coordinator stops:
+ * OK, CANCELLED or UNAVAILABLE. */
+ps_status coord_wait_locked(coord_ctx *c, uint64_t (*current)(coord_ctx *c), uint64_t after,
+                            coord_alive_fn alive, void *arg);
+
+/* ----------------------------------------------- shared by the node operations --- */
+
+/* Syntax and ranges of a NodeInfo a client sent (id, address, weight, role). */
+ps_status coord_node_check(const Ps__NodeInfo *node, char *err, size_t err_len);
+membership_role coord_role_of(Ps__NodeRole role);
+/* Asks the ring's shards whether they hold data (lock held on entry and exit, released
+ * while asking). `stop_early`: stop at the first shard that holds data or cannot be
+ * asked (enough to decide). On OK, *ret_verdict is valid for the current ring and `why`
+ * says why a join is not allowed. UNAVAILABLE when the ring kept changing. */
+ps_status coord_ring_check_locked(coord_ctx *c, bool stop_early, ring_verdict *ret_verdict,
+                                  char *why, size_t why_len);
+/* Rebuilds the ring and wakes the watches (lock held); a message in err on failure. */
+ps_status coord_ring_rebuild_locked(coord_ctx *c, char *err, size_t err_len);
+
+#endif

@@ -1,0 +1,141 @@
+/* coord_models.c: model registry operations on the coordinator context: register a
+ * version, list, get, watch, and the status snapshot (see coord.h). Validation runs
+ * before the lock is taken; messages handed out are copies made after it is released. */
+#include "coord_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+ps_status coord_model_register(coord_ctx *c, const Ps__ModelInfo *in, uint64_t *ret_version,
+                               char *err, size_t err_len) {
+    ps_status st = registry_model_validate(in, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
+    Ps__ModelInfo *copy = NULL;
+    if ((st = registry_model_copy(in, &copy)) != PS_STATUS_OK) {
+        ps_set_err(err, err_len, "out of memory");
+        return st;
+    }
+    uint64_t version = 0;
+    pthread_mutex_lock(&c->lock);
+    st = registry_model_put(c->models, copy, &version, err, err_len);
+    if (st != PS_STATUS_OK) {
+        pthread_mutex_unlock(&c->lock);
+        ps__model_info__free_unpacked(copy, NULL);
+        return st;
+    }
+    pthread_cond_broadcast(&c->changed);
+    coord_event(c, COORD_EVENT_INFO, "model %s version %llu registered (%zu tensors)", copy->name,
+                (unsigned long long)version, copy->n_tensors);
+    coord_snapshot snap;
+    coord_snapshot_take_locked(c, &snap);
+    pthread_mutex_unlock(&c->lock);
+    coord_snapshot_write(c, &snap);
+    *ret_version = version;
+    return PS_STATUS_OK;
+}
+
+/* The models (every version, or the latest of each) as a malloc'd pointer array for a
+ * message's repeated field (lock held). */
+static ps_status collect_locked(coord_ctx *c, bool latest_only, Ps__ModelInfo ***ret_list,
+                                size_t *ret_n) {
+    const Ps__ModelInfo **list = malloc((registry_model_count(c->models) + 1) * sizeof *list);
+    if (!list)
+        return PS_STATUS_NO_MEMORY;
+    *ret_n = registry_models_collect(c->models, latest_only, list);
+    *ret_list = (Ps__ModelInfo **)list; /* only read: the message is packed, not changed */
+    return PS_STATUS_OK;
+}
+
+ps_status coord_models_list(coord_ctx *c, Ps__ListModelsResponse **ret_list) {
+    Ps__ListModelsResponse resp = PS__LIST_MODELS_RESPONSE__INIT;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    pthread_mutex_lock(&c->lock);
+    ps_status st = collect_locked(c, false, &resp.models, &resp.n_models);
+    if (st == PS_STATUS_OK) {
+        st = coord_message_pack(&resp.base, &buf, &len);
+        free(resp.models);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (st != PS_STATUS_OK)
+        return st;
+    return coord_message_unpack(&ps__list_models_response__descriptor, buf, len,
+                                (ProtobufCMessage **)ret_list);
+}
+
+ps_status coord_model_get(coord_ctx *c, const char *name, uint64_t version,
+                          Ps__ModelInfo **ret_model, char *err, size_t err_len) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    ps_status st = PS_STATUS_OK;
+    pthread_mutex_lock(&c->lock);
+    const Ps__ModelInfo *m = registry_model_find(c->models, name, version);
+    if (m)
+        st = coord_message_pack(&m->base, &buf, &len);
+    pthread_mutex_unlock(&c->lock);
+    if (!m) {
+        if (version)
+            ps_set_err(err, err_len, "no model %.80s version %llu", name ? name : "",
+                       (unsigned long long)version);
+        else
+            ps_set_err(err, err_len, "no model %.80s", name ? name : "");
+        return PS_STATUS_NOT_FOUND;
+    }
+    if (st != PS_STATUS_OK)
+        return st;
+    return coord_message_unpack(&ps__model_info__descriptor, buf, len,
+                                (ProtobufCMessage **)ret_model);
+}
+
+static uint64_t current_generation(coord_ctx *c) {
+    return registry_generation(c->models);
+}
+
+ps_status coord_models_wait(coord_ctx *c, uint64_t after_generation, coord_alive_fn alive,
+                            void *arg, Ps__ModelsUpdate **ret_update) {
+    Ps__ModelsUpdate up = PS__MODELS_UPDATE__INIT;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    pthread_mutex_lock(&c->lock);
+    ps_status st = coord_wait_locked(c, current_generation, after_generation, alive, arg);
+    if (st == PS_STATUS_OK)
+        st = collect_locked(c, true, &up.models, &up.n_models);
+    if (st == PS_STATUS_OK) {
+        up.generation = registry_generation(c->models);
+        st = coord_message_pack(&up.base, &buf, &len);
+        free(up.models);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (st != PS_STATUS_OK)
+        return st;
+    return coord_message_unpack(&ps__models_update__descriptor, buf, len,
+                                (ProtobufCMessage **)ret_update);
+}
+
+ps_status coord_status_get(coord_ctx *c, Ps__StatusResponse **ret_status) {
+    Ps__StatusResponse resp = PS__STATUS_RESPONSE__INIT;
+    Ps__Ring ring;
+    coord_ring_parts parts;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    pthread_mutex_lock(&c->lock);
+    ps_status st = coord_ring_fill_locked(c, &ring, &parts);
+    if (st == PS_STATUS_OK) {
+        resp.ring = &ring;
+        st = collect_locked(c, false, &resp.models, &resp.n_models);
+        if (st == PS_STATUS_OK) {
+            st = coord_message_pack(&resp.base, &buf, &len);
+            free(resp.models);
+        }
+        coord_ring_fill_free(&parts);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (st != PS_STATUS_OK)
+        return st;
+    return coord_message_unpack(&ps__status_response__descriptor, buf, len,
+                                (ProtobufCMessage **)ret_status);
+}

@@ -1,0 +1,285 @@
+/* coord_nodes.c: membership operations on the coordinator context: register,
+ * heartbeat, ring add and remove, ring copies and watches, liveness (see coord.h).
+ *
+ * Decisions that need the shards' own word (does the ring hold data? does this shard?)
+ * release the lock while asking and look at the state again afterwards: if the ring
+ * changed meanwhile, they ask again (COORD_JOIN_ATTEMPTS times at most). */
+#include "coord_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* ----------------------------------------------------------------- checks --- */
+
+ps_status coord_node_check(const Ps__NodeInfo *in, char *err, size_t err_len) {
+    if (!in || !membership_id_valid(in->id)) {
+        ps_set_err(err, err_len, "a node id of 1-%d characters of [A-Za-z0-9._-] is required",
+                   MEMBERSHIP_ID_MAX);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (!membership_addr_valid(in->addr)) {
+        ps_set_err(err, err_len, "node address '%.80s' is not HOST:PORT (at most %d bytes)",
+                   in->addr ? in->addr : "", MEMBERSHIP_ADDR_MAX);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (in->weight > MEMBERSHIP_MAX_WEIGHT) {
+        ps_set_err(err, err_len, "weight %u is over %d", in->weight, MEMBERSHIP_MAX_WEIGHT);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (in->role != PS__NODE_ROLE__ROLE_SHARD && in->role != PS__NODE_ROLE__ROLE_SERVE) {
+        ps_set_err(err, err_len, "role %d is neither ROLE_SHARD nor ROLE_SERVE", (int)in->role);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    return PS_STATUS_OK;
+}
+
+membership_role coord_role_of(Ps__NodeRole role) {
+    return role == PS__NODE_ROLE__ROLE_SHARD ? MEMBERSHIP_ROLE_SHARD : MEMBERSHIP_ROLE_SERVE;
+}
+
+ps_status coord_ring_check_locked(coord_ctx *c, bool stop_early, ring_verdict *ret_verdict,
+                                  char *why, size_t why_len) {
+    for (int attempt = 0; attempt < COORD_JOIN_ATTEMPTS; attempt++) {
+        uint64_t epoch = ring_state_epoch(c->ring);
+        ring_probe *probes = NULL;
+        size_t n = 0;
+        ps_status st = ring_state_probe_list(c->members, &probes, &n);
+        if (st != PS_STATUS_OK) {
+            ps_set_err(why, why_len, "out of memory");
+            return st;
+        }
+        if (n > 0) {
+            pthread_mutex_unlock(&c->lock);
+            for (size_t i = 0; i < n; i++) {
+                ring_probe *p = &probes[i];
+                p->asked = true;
+                p->status =
+                    c->probe(c->probe_arg, p->id, p->addr, &p->keys, p->detail, sizeof p->detail);
+                if (stop_early && (p->status != PS_STATUS_OK || p->keys > 0))
+                    break;
+            }
+            pthread_mutex_lock(&c->lock);
+        }
+        if (ring_state_epoch(c->ring) == epoch) {
+            ring_state_verdict(probes, n, ret_verdict);
+            if (!ring_state_join_allowed(ret_verdict))
+                ring_state_verdict_explain(ret_verdict, probes, why, why_len);
+            free(probes);
+            return PS_STATUS_OK;
+        }
+        free(probes); /* the ring changed while its shards were asked: ask again */
+    }
+    ps_set_err(why, why_len, "the ring changed %d times while its shards were asked; try again",
+               COORD_JOIN_ATTEMPTS);
+    return PS_STATUS_UNAVAILABLE;
+}
+
+ps_status coord_ring_rebuild_locked(coord_ctx *c, char *err, size_t err_len) {
+    ps_status st = ring_state_rebuild(c->ring, c->members);
+    if (st == PS_STATUS_RESOURCE_EXHAUSTED)
+        ps_set_err(err, err_len,
+                   "the ring cannot take it: shard weights times --vnodes would pass %u ring "
+                   "points; nothing changed",
+                   HASHRING_MAX_POINTS);
+    else if (st != PS_STATUS_OK)
+        ps_set_err(err, err_len, "cannot rebuild the ring: %s", ps_status_str(st));
+    else
+        pthread_cond_broadcast(&c->changed);
+    return st;
+}
+
+/* ----------------------------------------------------------------- register --- */
+
+/* Where a registering shard that is not on the ring goes (lock held). */
+static void place_off_ring_shard(coord_ctx *c, membership_node *n, bool join, const char *why,
+                                 bool *ring_change) {
+    if (join) {
+        n->in_ring = true;
+        n->waiting = false;
+        *ring_change = true;
+        coord_event(c, COORD_EVENT_INFO, "shard %s at %s joins the ring (the ring holds no data)",
+                    n->id, n->addr);
+        return;
+    }
+    if (!n->waiting)
+        coord_event(c, COORD_EVENT_WARN,
+                    "shard %s at %s waits off the ring: %s. Data does not move with membership "
+                    "yet, so it may join only an empty ring: start every shard before uploading "
+                    "models",
+                    n->id, n->addr, why);
+    n->waiting = true;
+}
+
+ps_status coord_node_register(coord_ctx *c, const Ps__NodeInfo *in, Ps__RegisterResponse *ret_resp,
+                              char *err, size_t err_len) {
+    ps_status st = coord_node_check(in, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
+    membership_role role = coord_role_of(in->role);
+    char why[COORD_ERR_MAX] = "";
+    bool join = false;
+    pthread_mutex_lock(&c->lock);
+    membership_node *n = membership_node_find(c->members, in->id);
+    if (role == MEMBERSHIP_ROLE_SHARD && (!n || n->waiting)) {
+        ring_verdict v;
+        st = coord_ring_check_locked(c, true, &v, why, sizeof why);
+        if (st == PS_STATUS_NO_MEMORY)
+            goto fail_unlock;
+        join = st == PS_STATUS_OK && ring_state_join_allowed(&v);
+        n = membership_node_find(c->members, in->id); /* the table may have changed */
+    }
+    if (n && n->role != role) {
+        ps_set_err(err, err_len, "id %s is already registered as a %s", in->id,
+                   membership_role_name(n->role));
+        st = PS_STATUS_ALREADY_EXISTS;
+        goto fail_unlock;
+    }
+    bool is_new = !n, ring_change = false;
+    uint32_t weight = in->weight ? in->weight : 1;
+    membership_node before; /* to undo the change if the ring cannot take it */
+    if (n)
+        before = *n;
+    if (is_new) {
+        st = membership_node_add(c->members, in->id, in->addr, role, weight, &n);
+        if (st != PS_STATUS_OK) {
+            ps_set_err(err, err_len, "cannot register %s: %s (%zu nodes at most)", in->id,
+                       st == PS_STATUS_RESOURCE_EXHAUSTED ? "the cluster is full"
+                                                          : ps_status_str(st),
+                       membership_node_limit(c->members));
+            goto fail_unlock;
+        }
+    }
+    if (n->in_ring) {
+        ring_change = strcmp(n->addr, in->addr) != 0 || (in->weight && in->weight != n->weight);
+        if (in->weight)
+            n->weight = in->weight;
+    } else if (role == MEMBERSHIP_ROLE_SHARD && (is_new || n->waiting)) {
+        snprintf(n->addr, sizeof n->addr, "%s", in->addr);
+        n->weight = weight;
+        place_off_ring_shard(c, n, join, why, &ring_change);
+    }
+    snprintf(n->addr, sizeof n->addr, "%s", in->addr);
+    int64_t last = n->last_hb_ms;
+    membership_node_touch(n, coord_now(c));
+    if (is_new)
+        coord_event(c, COORD_EVENT_INFO, "registered new %s %s at %s", membership_role_name(role),
+                    n->id, n->addr);
+    else
+        coord_event(c, COORD_EVENT_INFO, "%s %s registered again at %s%s%s",
+                    membership_role_name(role), n->id, n->addr,
+                    last ? "" : " (first contact since the coordinator started)",
+                    role != MEMBERSHIP_ROLE_SHARD || n->in_ring ? ""
+                    : n->waiting                                ? "; it waits off the ring"
+                                 : "; it was removed from the ring: `psctl ring add` puts it back");
+    if (ring_change && (st = coord_ring_rebuild_locked(c, err, err_len)) != PS_STATUS_OK) {
+        if (is_new)
+            membership_node_remove(c->members, in->id);
+        else
+            *n = before;
+        goto fail_unlock;
+    }
+    coord_snapshot snap;
+    coord_snapshot_take_locked(c, &snap);
+    ret_resp->epoch = ring_state_epoch(c->ring);
+    ret_resp->heartbeat_ms = (uint32_t)c->heartbeat_ms;
+    pthread_mutex_unlock(&c->lock);
+    coord_snapshot_write(c, &snap);
+    return PS_STATUS_OK;
+fail_unlock:
+    if (st == PS_STATUS_NO_MEMORY)
+        ps_set_err(err, err_len, "out of memory");
+    pthread_mutex_unlock(&c->lock);
+    return st;
+}
+
+ps_status coord_node_heartbeat(coord_ctx *c, const Ps__HeartbeatRequest *req,
+                               Ps__HeartbeatResponse *ret_resp, char *err, size_t err_len) {
+    pthread_mutex_lock(&c->lock);
+    membership_node *n = membership_node_find(c->members, req->id);
+    if (!n) {
+        pthread_mutex_unlock(&c->lock);
+        ps_set_err(err, err_len, "unknown node %.80s: register first", req->id ? req->id : "");
+        return PS_STATUS_NOT_FOUND;
+    }
+    int64_t now = coord_now(c), last = n->last_hb_ms;
+    if (membership_node_touch(n, now)) {
+        if (last)
+            coord_event(c, COORD_EVENT_INFO,
+                        "node %s (%s at %s) is back: a heartbeat after %lld ms", n->id,
+                        membership_role_name(n->role), n->addr, (long long)(now - last));
+        else
+            coord_event(c, COORD_EVENT_INFO,
+                        "node %s (%s at %s) reports in: first heartbeat since the coordinator "
+                        "started",
+                        n->id, membership_role_name(n->role), n->addr);
+    }
+    n->keys = req->keys;
+    n->seq = req->seq;
+    ret_resp->epoch = ring_state_epoch(c->ring);
+    ret_resp->registry_generation = registry_generation(c->models);
+    pthread_mutex_unlock(&c->lock);
+    return PS_STATUS_OK;
+}
+
+/* ----------------------------------------------------------------- ring --- */
+
+ps_status coord_ring_get(coord_ctx *c, Ps__Ring **ret_ring) {
+    Ps__Ring ring;
+    coord_ring_parts parts;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    pthread_mutex_lock(&c->lock);
+    ps_status st = coord_ring_fill_locked(c, &ring, &parts);
+    if (st == PS_STATUS_OK) {
+        st = coord_message_pack(&ring.base, &buf, &len);
+        coord_ring_fill_free(&parts);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (st != PS_STATUS_OK)
+        return st;
+    return coord_message_unpack(&ps__ring__descriptor, buf, len, (ProtobufCMessage **)ret_ring);
+}
+
+static uint64_t current_epoch(coord_ctx *c) {
+    return ring_state_epoch(c->ring);
+}
+
+ps_status coord_ring_wait(coord_ctx *c, uint64_t after_epoch, coord_alive_fn alive, void *arg,
+                          Ps__Ring **ret_ring) {
+    pthread_mutex_lock(&c->lock);
+    ps_status st = coord_wait_locked(c, current_epoch, after_epoch, alive, arg);
+    pthread_mutex_unlock(&c->lock);
+    if (st != PS_STATUS_OK)
+        return st;
+    return coord_ring_get(c, ret_ring);
+}
+
+/* ----------------------------------------------------------------- liveness --- */
+
+static void node_died(void *arg, const membership_node *n, int64_t silent_ms) {
+    coord_event(arg, COORD_EVENT_WARN,
+                "node %s (%s at %s) is dead: no heartbeat for %lld ms (%d intervals of %d ms)%s",
+                n->id, membership_role_name(n->role), n->addr, (long long)silent_ms,
+                MEMBERSHIP_DEAD_AFTER_BEATS, ((coord_ctx *)arg)->heartbeat_ms,
+                n->in_ring ? "; its chunks are unreachable until it comes back" : "");
+}
+
+void coord_liveness_sweep(coord_ctx *c) {
+    pthread_mutex_lock(&c->lock);
+    membership_liveness_sweep(c->members, coord_now(c), node_died, c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+bool coord_liveness_wait(coord_ctx *c) {
+    pthread_mutex_lock(&c->lock);
+    if (!c->stopping) {
+        struct timespec ts = ps_abstime_after_ms(c->heartbeat_ms / 2 ? c->heartbeat_ms / 2 : 1);
+        pthread_cond_timedwait(&c->changed, &c->lock, &ts);
+    }
+    bool go_on = !c->stopping;
+    pthread_mutex_unlock(&c->lock);
+    return go_on;
+}

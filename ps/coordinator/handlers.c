@@ -1,0 +1,176 @@
+/* handlers.c: the ps.Coordinator rpc handlers over a coord_ctx (see handlers.h). */
+#include "handlers.h"
+
+#include <stdlib.h>
+
+#include "coordinator.pb-c.h"
+
+/* A failed operation: its status with its message as the gRPC details. */
+static ps_status fail(rpc_ctx *rpc, ps_status st, const char *err) {
+    return rpc_ctx_error(rpc, st, "%s", err[0] ? err : ps_status_str(st));
+}
+
+static ps_status h_register(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    Ps__RegisterResponse resp = PS__REGISTER_RESPONSE__INIT;
+    ps_status st =
+        coord_node_register(user, ((const Ps__RegisterRequest *)msg)->node, &resp, err, sizeof err);
+    return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
+}
+
+static ps_status h_heartbeat(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    Ps__HeartbeatResponse resp = PS__HEARTBEAT_RESPONSE__INIT;
+    ps_status st =
+        coord_node_heartbeat(user, (const Ps__HeartbeatRequest *)msg, &resp, err, sizeof err);
+    return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
+}
+
+static ps_status h_add_node(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    Ps__MembershipResponse resp = PS__MEMBERSHIP_RESPONSE__INIT;
+    ps_status st =
+        coord_node_add(user, ((const Ps__AddNodeRequest *)msg)->node, &resp.epoch, err, sizeof err);
+    return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
+}
+
+static ps_status h_remove_node(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    const Ps__RemoveNodeRequest *req = (const Ps__RemoveNodeRequest *)msg;
+    char err[COORD_ERR_MAX] = "";
+    Ps__MembershipResponse resp = PS__MEMBERSHIP_RESPONSE__INIT;
+    ps_status st = coord_node_remove(user, req->id, req->force, &resp.epoch, err, sizeof err);
+    return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
+}
+
+/* Replies with a message the coord operation handed out, then frees it. */
+static ps_status reply_owned(rpc_ctx *rpc, ps_status st, ProtobufCMessage *msg) {
+    if (st != PS_STATUS_OK)
+        return rpc_ctx_error(rpc, st, "cannot build the answer: %s", ps_status_str(st));
+    st = rpc_ctx_reply(rpc, msg);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return st;
+}
+
+static ps_status h_get_ring(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    (void)msg;
+    Ps__Ring *ring = NULL;
+    ps_status st = coord_ring_get(user, &ring);
+    return reply_owned(rpc, st, ring ? &ring->base : NULL);
+}
+
+static ps_status h_list_models(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    (void)msg;
+    Ps__ListModelsResponse *list = NULL;
+    ps_status st = coord_models_list(user, &list);
+    return reply_owned(rpc, st, list ? &list->base : NULL);
+}
+
+static ps_status h_status(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    (void)msg;
+    Ps__StatusResponse *status = NULL;
+    ps_status st = coord_status_get(user, &status);
+    return reply_owned(rpc, st, status ? &status->base : NULL);
+}
+
+static ps_status h_get_model(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    const Ps__GetModelRequest *req = (const Ps__GetModelRequest *)msg;
+    char err[COORD_ERR_MAX] = "";
+    Ps__ModelInfo *m = NULL;
+    ps_status st = coord_model_get(user, req->name, req->version, &m, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        return fail(rpc, st, err);
+    return reply_owned(rpc, st, &m->base);
+}
+
+static ps_status h_register_model(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    Ps__RegisterModelResponse resp = PS__REGISTER_MODEL_RESPONSE__INIT;
+    ps_status st = coord_model_register(user, ((const Ps__RegisterModelRequest *)msg)->model,
+                                        &resp.version, err, sizeof err);
+    return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
+}
+
+/* ----------------------------------------------------------------- watches --- */
+
+static bool call_alive(void *arg) {
+    return rpc_ctx_alive(arg);
+}
+
+/* How a watch ended, as the call's status. */
+static ps_status watch_end(rpc_ctx *rpc, coord_ctx *c, ps_status st) {
+    coord_watch_end(c);
+    if (st == PS_STATUS_UNAVAILABLE)
+        return rpc_ctx_error(rpc, st, "watch ended: the coordinator is shutting down");
+    if (st == PS_STATUS_NO_MEMORY)
+        return rpc_ctx_error(rpc, st, "watch ended: out of memory");
+    return st; /* CANCELLED or a failed write: the call is gone */
+}
+
+static ps_status h_watch_ring(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    ps_status st = coord_watch_begin(user, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        return fail(rpc, st, err);
+    uint64_t after = ((const Ps__WatchRingRequest *)msg)->after_epoch;
+    for (;;) {
+        Ps__Ring *ring = NULL;
+        if ((st = coord_ring_wait(user, after, call_alive, rpc, &ring)) != PS_STATUS_OK)
+            break;
+        after = ring->epoch;
+        st = rpc_ctx_write(rpc, &ring->base); /* no lock held: a slow reader stalls no one */
+        ps__ring__free_unpacked(ring, NULL);
+        if (st != PS_STATUS_OK)
+            break;
+    }
+    return watch_end(rpc, user, st);
+}
+
+static ps_status h_watch_models(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    ps_status st = coord_watch_begin(user, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        return fail(rpc, st, err);
+    uint64_t after = ((const Ps__WatchModelsRequest *)msg)->after_generation;
+    for (;;) {
+        Ps__ModelsUpdate *up = NULL;
+        if ((st = coord_models_wait(user, after, call_alive, rpc, &up)) != PS_STATUS_OK)
+            break;
+        after = up->generation;
+        st = rpc_ctx_write(rpc, &up->base);
+        ps__models_update__free_unpacked(up, NULL);
+        if (st != PS_STATUS_OK)
+            break;
+    }
+    return watch_end(rpc, user, st);
+}
+
+/* ----------------------------------------------------------------- the table --- */
+
+void handlers_methods(coord_ctx *ctx, rpc_method methods[HANDLERS_METHOD_COUNT]) {
+    const rpc_method table[HANDLERS_METHOD_COUNT] = {
+        {"/ps.Coordinator/RegisterNode", RPC_METHOD_UNARY, &ps__register_request__descriptor,
+         h_register, ctx, 0},
+        {"/ps.Coordinator/Heartbeat", RPC_METHOD_UNARY, &ps__heartbeat_request__descriptor,
+         h_heartbeat, ctx, 0},
+        {"/ps.Coordinator/GetRing", RPC_METHOD_UNARY, &ps__get_ring_request__descriptor, h_get_ring,
+         ctx, 0},
+        {"/ps.Coordinator/WatchRing", RPC_METHOD_SERVER_STREAM, &ps__watch_ring_request__descriptor,
+         h_watch_ring, ctx, 0},
+        {"/ps.Coordinator/AddNode", RPC_METHOD_UNARY, &ps__add_node_request__descriptor, h_add_node,
+         ctx, 0},
+        {"/ps.Coordinator/RemoveNode", RPC_METHOD_UNARY, &ps__remove_node_request__descriptor,
+         h_remove_node, ctx, 0},
+        {"/ps.Coordinator/RegisterModel", RPC_METHOD_UNARY, &ps__register_model_request__descriptor,
+         h_register_model, ctx, 0},
+        {"/ps.Coordinator/ListModels", RPC_METHOD_UNARY, &ps__list_models_request__descriptor,
+         h_list_models, ctx, 0},
+        {"/ps.Coordinator/GetModel", RPC_METHOD_UNARY, &ps__get_model_request__descriptor,
+         h_get_model, ctx, 0},
+        {"/ps.Coordinator/WatchModels", RPC_METHOD_SERVER_STREAM,
+         &ps__watch_models_request__descriptor, h_watch_models, ctx, 0},
+        {"/ps.Coordinator/Status", RPC_METHOD_UNARY, &ps__status_request__descriptor, h_status, ctx,
+         0},
+    };
+    for (size_t i = 0; i < HANDLERS_METHOD_COUNT; i++)
+        methods[i] = table[i];
+}

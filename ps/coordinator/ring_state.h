@@ -1,0 +1,92 @@
+/* ring_state.h: the consistent-hash ring the coordinator builds from its members, its
+ * epoch, and the join policy (may a shard join the ring now?).
+ *
+ * Why this way: the ring is a pure function of the shards marked in_ring, so it is
+ * rebuilt whole from the membership table on every change, and each rebuild moves the
+ * epoch on by one (clients and shards compare epochs to notice a new ring). Like the
+ * membership table it has no lock of its own: the coordinator's state lock guards
+ * both, so ring and table never disagree.
+ *
+ * The join policy: until data moves with membership, a shard may join only while the
+ * ring holds no data, since the keys it would own stay on their old shards and become
+ * unreachable. Whether the ring holds data is a question for the shards themselves at
+ * decision time (a cache or the state file can be stale): the caller copies the
+ * members out (ring_state_probe_list), asks each one WITHOUT holding the state lock,
+ * and hands the answers to ring_state_verdict. A shard that cannot be asked counts as
+ * holding data. The verdict also words the reason for people.
+ */
+#ifndef PS_COORDINATOR_RING_STATE_H
+#define PS_COORDINATOR_RING_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hashring.h"
+#include "membership.h"
+#include "status.h"
+
+#define RING_PROBE_DETAIL_MAX 160 /* why a shard could not be asked, bytes */
+
+typedef struct ring_state_opts {
+    uint32_t vnodes; /* virtual nodes per unit of weight; 0 = HASHRING_DEFAULT_VNODES */
+} ring_state_opts;
+
+typedef struct ring_state ring_state;
+
+ps_status ring_state_create(const ring_state_opts *opts, ring_state **ret_ring);
+void ring_state_destroy(ring_state *ring); /* accepts NULL */
+
+/* The epoch of the current ring (0 before the first build). */
+uint64_t ring_state_epoch(const ring_state *ring);
+/* The current ring (never NULL after create). */
+const hashring *ring_state_ring(const ring_state *ring);
+
+/* Rebuilds the ring from the shards marked in_ring and moves the epoch on by one.
+ * On failure the old ring and epoch stay. */
+ps_status ring_state_rebuild(ring_state *ring, const membership *members);
+/* Builds the ring with exactly `epoch` (loading a saved state). */
+ps_status ring_state_restore(ring_state *ring, const membership *members, uint64_t epoch);
+
+/* hashring_serialize of the current ring into a malloc'd buffer (free it). */
+ps_status ring_state_serialize(const ring_state *ring, uint8_t **ret_buf, size_t *ret_len);
+
+/* ----------------------------------------------------------------- join policy --- */
+
+/* One ring member and what it answered when asked how many keys it holds. */
+typedef struct ring_probe {
+    char id[MEMBERSHIP_ID_MAX + 1];
+    char addr[MEMBERSHIP_ADDR_MAX + 1];
+    bool asked;                         /* false: not asked (a check that stopped early) */
+    ps_status status;                   /* OK: `keys` is its answer; else it could not be asked */
+    uint64_t keys;                      /* keys it holds, when status is OK */
+    char detail[RING_PROBE_DETAIL_MAX]; /* why it could not be asked */
+} ring_probe;
+
+/* Copies the ring's members (shards marked in_ring) out of the table, so they can be
+ * asked without the state lock. *ret_probes is malloc'd (free it; NULL when none). */
+ps_status ring_state_probe_list(const membership *members, ring_probe **ret_probes, size_t *ret_n);
+
+/* What the answers add up to. */
+typedef struct ring_verdict {
+    size_t members;           /* shards on the ring */
+    size_t asked;             /* of them, asked */
+    size_t holding;           /* answered that they hold keys */
+    size_t unreachable;       /* could not be asked (counted as holding data) */
+    uint64_t keys;            /* keys held, summed over the shards that answered */
+    size_t first_unreachable; /* index of the first one that could not be asked, or SIZE_MAX */
+    size_t first_holding;     /* index of the first one that holds keys, or SIZE_MAX */
+} ring_verdict;
+
+void ring_state_verdict(const ring_probe *probes, size_t n, ring_verdict *ret_verdict);
+/* The policy: a shard may join only a ring that holds no data, every member asked. */
+bool ring_state_join_allowed(const ring_verdict *verdict);
+/* Why not, for people: "the ring holds 120 keys on 2 of 3 shards; shard-3 at
+ * 127.0.0.1:7003 could not be asked (...) and counts as holding data"; after a check
+ * that stopped early, only what settled it: "shard-1 on the ring holds 20 keys". */
+void ring_state_verdict_explain(const ring_verdict *verdict, const ring_probe *probes, char *buf,
+                                size_t cap);
+/* The share of the key space (0..1) a shard of `weight` would take if it joined. */
+double ring_state_join_share(const membership *members, uint32_t weight);
+
+#endif

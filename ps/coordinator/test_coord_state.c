@@ -1,0 +1,172 @@
+/* test_coord_state.c: unit tests of the coordinator's persistence and registry
+ * operations on a coord_ctx in a fake world (test_world.h): no process, no network.
+ *
+ * Old behaviour these would have caught: the state file was written (with its fsync)
+ * under the lock heartbeats take, so a slow disk stalled liveness; a damaged state file
+ * was half-loaded (unreadable nodes and models skipped) instead of refused. */
+#include "test_world.h"
+
+typedef struct slow_register {
+    coord_ctx *c;
+    ps_status st;
+} slow_register;
+
+static void *register_model(void *arg) {
+    slow_register *r = arg;
+    tiny_model t;
+    tiny_model_init(&t, "tiny", 0);
+    uint64_t version = 0;
+    char err[COORD_ERR_MAX];
+    r->st = coord_model_register(r->c, &t.info, &version, err, sizeof err);
+    return NULL;
+}
+
+typedef struct beat {
+    coord_ctx *c;
+    bool done;
+    ps_status st;
+} beat;
+
+static void *heartbeat(void *arg) {
+    beat *b = arg;
+    Ps__HeartbeatRequest hb = PS__HEARTBEAT_REQUEST__INIT;
+    hb.id = (char *)"s1";
+    Ps__HeartbeatResponse resp = PS__HEARTBEAT_RESPONSE__INIT;
+    char err[COORD_ERR_MAX];
+    ps_status st = coord_node_heartbeat(b->c, &hb, &resp, err, sizeof err);
+    pthread_mutex_lock(&w.lock);
+    b->st = st;
+    b->done = true;
+    pthread_cond_broadcast(&w.cond);
+    pthread_mutex_unlock(&w.lock);
+    return NULL;
+}
+
+/* Waits (w.lock held) until *flag, at most 30 s; returns *flag. */
+static bool wait_for(const bool *flag) {
+    struct timespec until = ps_abstime_after_ms(30000);
+    while (!*flag)
+        if (pthread_cond_timedwait(&w.cond, &w.lock, &until) != 0)
+            break;
+    return *flag;
+}
+
+static void test_state_is_written_outside_the_lock(void **state) {
+    (void)state;
+    coord_ctx *c = three_shards();
+    pthread_mutex_lock(&w.lock);
+    w.block_writes = true; /* the next state write stops inside the disk */
+    pthread_mutex_unlock(&w.lock);
+    slow_register r = {.c = c};
+    pthread_t writer, beater;
+    assert_int_equal(pthread_create(&writer, NULL, register_model, &r), 0);
+    pthread_mutex_lock(&w.lock);
+    assert_true(wait_for(&w.in_write));
+    pthread_mutex_unlock(&w.lock);
+    /* the disk holds the write: a heartbeat must still be answered */
+    beat b = {.c = c};
+    assert_int_equal(pthread_create(&beater, NULL, heartbeat, &b), 0);
+    pthread_mutex_lock(&w.lock);
+    bool answered = wait_for(&b.done);
+    bool still_writing = w.in_write;
+    w.release = true;
+    pthread_cond_broadcast(&w.cond);
+    pthread_mutex_unlock(&w.lock);
+    pthread_join(writer, NULL);
+    pthread_join(beater, NULL);
+    assert_true(answered);
+    assert_true(still_writing);
+    assert_int_equal(b.st, PS_STATUS_OK);
+    assert_int_equal(r.st, PS_STATUS_OK);
+    coord_destroy(c);
+    /* the write completed: a restart finds the model */
+    w.block_writes = false;
+    c = open_ctx(0, 0);
+    Ps__ModelInfo *m = NULL;
+    char err[COORD_ERR_MAX];
+    assert_int_equal(coord_model_get(c, "tiny", 0, &m, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(m->version, 1);
+    ps__model_info__free_unpacked(m, NULL);
+    coord_destroy(c);
+}
+
+static void test_damaged_state_file_is_refused(void **state) {
+    (void)state;
+    coord_ctx *c = three_shards();
+    coord_destroy(c);
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(ps_read_file(w.path, &text, &len), PS_STATUS_OK);
+    assert_int_equal(ps_write_file_atomic(w.path, text, len / 3), PS_STATUS_OK); /* truncated */
+    free(text);
+    coord_opts o = {.state_path = w.path, .heartbeat_ms = 100, .probe = fake_probe};
+    char err[COORD_ERR_MAX] = "";
+    c = NULL;
+    assert_int_equal(coord_create(&o, &c, err, sizeof err), PS_STATUS_PARSE);
+    assert_null(c);
+    must_contain(err, w.path);
+    must_contain(err, "is damaged");
+    must_contain(err, "truncated");
+    must_contain(err, "restore it from a backup, or move it away");
+}
+
+static void test_models_and_status(void **state) {
+    (void)state;
+    coord_ctx *c = three_shards();
+    tiny_model t;
+    tiny_model_init(&t, "tiny", 0);
+    uint64_t version = 0;
+    char err[COORD_ERR_MAX] = "";
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(version, 1);
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(version, 2);
+    t.tensors[0].chunks = 9;
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    must_contain(err, "9 chunks of 64 floats do not cover 200 floats");
+    assert_int_equal(version, 2);
+
+    Ps__ListModelsResponse *list = NULL;
+    assert_int_equal(coord_models_list(c, &list), PS_STATUS_OK);
+    assert_int_equal(list->n_models, 2);
+    ps__list_models_response__free_unpacked(list, NULL);
+    Ps__ModelsUpdate *up = NULL;
+    assert_int_equal(coord_models_wait(c, 0, NULL, NULL, &up), PS_STATUS_OK);
+    assert_int_equal(up->generation, 2);
+    assert_int_equal(up->n_models, 1); /* the latest of each */
+    assert_int_equal(up->models[0]->version, 2);
+    ps__models_update__free_unpacked(up, NULL);
+    Ps__ModelInfo *m = NULL;
+    assert_int_equal(coord_model_get(c, "tiny", 3, &m, err, sizeof err), PS_STATUS_NOT_FOUND);
+    must_contain(err, "no model tiny version 3");
+    assert_int_equal(coord_model_get(c, "none", 0, &m, err, sizeof err), PS_STATUS_NOT_FOUND);
+
+    Ps__StatusResponse *st = NULL;
+    assert_int_equal(coord_status_get(c, &st), PS_STATUS_OK);
+    assert_int_equal(st->ring->n_nodes, 3);
+    assert_int_equal(st->ring->epoch, 3);
+    assert_int_equal(st->n_models, 2);
+    ps__status_response__free_unpacked(st, NULL);
+    Ps__HeartbeatRequest hb = PS__HEARTBEAT_REQUEST__INIT;
+    hb.id = (char *)"s1";
+    Ps__HeartbeatResponse resp = PS__HEARTBEAT_RESPONSE__INIT;
+    assert_int_equal(coord_node_heartbeat(c, &hb, &resp, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(resp.registry_generation, 2);
+    uint64_t epoch = 0;
+    size_t nodes = 0, models = 0;
+    coord_summary(c, &epoch, &nodes, &models);
+    assert_int_equal(epoch, 3);
+    assert_int_equal(nodes, 3);
+    assert_int_equal(models, 2);
+    coord_destroy(c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_state_is_written_outside_the_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_state_file_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_models_and_status, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

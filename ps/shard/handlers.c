@@ -1,0 +1,192 @@
+/* handlers.c: the unary ps.ParameterServer handlers: Pull, Push, Stat, Health (see
+ * handlers.h; Subscribe is in subscribe.c). */
+#include "handlers.h"
+
+#include <stdlib.h>
+
+#include "ps.pb-c.h"
+#include "shard_limits.h"
+
+/* Bytes of a reply besides the values, per key (a version and a length, as varints
+ * with their tags at most) and in all. */
+#define REPLY_BYTES_PER_KEY 16u
+#define REPLY_BYTES_FIXED 4096u
+
+ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, uint64_t epoch, size_t n,
+                            const uint64_t *keys) {
+    placement_info info;
+    placement_get_info(ctx->placement, &info);
+    if (epoch > info.epoch && ctx->ring_refresh)
+        ctx->ring_refresh(ctx->ring_refresh_arg); /* routed with a ring we have not seen */
+    char err[RPC_DETAILS_MAX];
+    ps_status st = placement_check(ctx->placement, epoch, n, keys, err, sizeof err);
+    return st == PS_STATUS_OK ? st : rpc_ctx_error(rc, st, "%s", err);
+}
+
+/* The named limit on keys per request, checked before anything is sized by n. */
+static ps_status check_key_count(rpc_ctx *rc, const char *what, size_t n) {
+    if (n <= SHARD_MAX_KEYS_PER_REQUEST)
+        return PS_STATUS_OK;
+    return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                         "%s of %zu keys: at most %u keys per request, send fewer at once", what, n,
+                         SHARD_MAX_KEYS_PER_REQUEST);
+}
+
+ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
+    shard_ctx *ctx = user;
+    const Ps__PullRequest *req = (const Ps__PullRequest *)msg;
+    ps_status st = check_key_count(rc, "pull", req->n_keys);
+    if (st == PS_STATUS_OK)
+        st = shard_check_owner(ctx, rc, req->epoch, req->n_keys, req->keys);
+    if (st != PS_STATUS_OK)
+        return st;
+    uint64_t *versions = calloc(req->n_keys + 1, sizeof *versions);
+    uint32_t *lengths = calloc(req->n_keys + 1, sizeof *lengths);
+    float *values = NULL;
+    size_t values_len = 0;
+    if (!versions || !lengths) {
+        st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu keys",
+                           req->n_keys);
+        goto out;
+    }
+    uint64_t room =
+        SHARD_MAX_MESSAGE_BYTES - REPLY_BYTES_FIXED - (uint64_t)req->n_keys * REPLY_BYTES_PER_KEY;
+    char err[RPC_DETAILS_MAX];
+    Ps__PullResponse resp = PS__PULL_RESPONSE__INIT;
+    st = store_read(ctx->store, req->n_keys, req->keys, room, lengths, versions, &values,
+                    &values_len, &resp.seq, err, sizeof err);
+    if (st != PS_STATUS_OK) {
+        st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
+                           err);
+        goto out;
+    }
+    resp.n_versions = req->n_keys;
+    resp.versions = versions;
+    resp.n_lengths = req->n_keys;
+    resp.lengths = lengths;
+    resp.incarnation = ctx->incarnation;
+    rpc_bytes_field vf = {
+        .field_number = 15, .data = values, .len = values_len, .release = free, .arg = values};
+    values = NULL; /* the reply owns it now, whatever happens */
+    st = rpc_ctx_reply_with_bytes(rc, &resp.base, &vf, 1);
+out:
+    free(values);
+    free(versions);
+    free(lengths);
+    return st;
+}
+
+/* The counts of a push, before anything is sized by them. */
+static ps_status check_push_counts(rpc_ctx *rc, const Ps__PushRequest *req) {
+    ps_status st = check_key_count(rc, "push", req->n_keys);
+    if (st != PS_STATUS_OK)
+        return st;
+    if (req->n_lengths != req->n_keys)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "push has %zu keys but %zu lengths",
+                             req->n_keys, req->n_lengths);
+    if (req->n_names != 0 && req->n_names != req->n_keys)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "push has %zu keys but %zu names",
+                             req->n_keys, req->n_names);
+    if (req->op != PS__PUSH_OP__PUSH_ASSIGN && req->op != PS__PUSH_OP__PUSH_ADD)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "unknown push op %d", (int)req->op);
+    return PS_STATUS_OK;
+}
+
+ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
+    shard_ctx *ctx = user;
+    const Ps__PushRequest *req = (const Ps__PushRequest *)msg;
+    ps_status st = check_push_counts(rc, req);
+    if (st != PS_STATUS_OK)
+        return st;
+    const rpc_bytes_view *vv = NULL;
+    size_t n_values = rpc_ctx_raw(rc, &vv);
+    if (n_values > 1)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "push carries its values field %zu times: send it once", n_values);
+    store_push push = {
+        .op = req->op == PS__PUSH_OP__PUSH_ADD ? UPDATE_LOG_OP_ADD : UPDATE_LOG_OP_ASSIGN,
+        .n = req->n_keys,
+        .keys = req->keys,
+        .lengths = req->lengths,
+        .values = n_values ? vv[0].data : NULL,
+        .values_len = n_values ? vv[0].len : 0,
+        .names = req->n_names ? (const char *const *)req->names : NULL,
+    };
+    st = shard_check_owner(ctx, rc, req->epoch, req->n_keys, req->keys);
+    if (st != PS_STATUS_OK)
+        return st;
+    char err[RPC_DETAILS_MAX];
+    store_batch *batch = NULL;
+    st = store_batch_prepare(ctx->store, &push, &batch, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        return rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st,
+                             "%s", err);
+    uint64_t *versions = NULL;
+    versions = calloc(req->n_keys + 1, sizeof *versions);
+    if (!versions) {
+        st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu keys",
+                           req->n_keys);
+        goto out;
+    }
+    Ps__PushResponse resp = PS__PUSH_RESPONSE__INIT;
+    st = store_batch_apply(ctx->store, batch, versions, &resp.seq, err, sizeof err);
+    if (st != PS_STATUS_OK) {
+        st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
+                           err);
+        goto out;
+    }
+    resp.n_versions = req->n_keys;
+    resp.versions = versions;
+    resp.incarnation = ctx->incarnation;
+    st = rpc_ctx_reply(rc, &resp.base);
+out:
+    store_batch_destroy(batch);
+    free(versions);
+    return st;
+}
+
+ps_status shard_handle_stat(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
+    shard_ctx *ctx = user;
+    const Ps__StatRequest *req = (const Ps__StatRequest *)msg;
+    ps_status st = check_key_count(rc, "stat", req->n_keys);
+    if (st == PS_STATUS_OK)
+        st = shard_check_owner(ctx, rc, req->epoch, req->n_keys, req->keys);
+    if (st != PS_STATUS_OK)
+        return st;
+    uint32_t *lengths = calloc(req->n_keys + 1, sizeof *lengths);
+    uint64_t *versions = calloc(req->n_keys + 1, sizeof *versions);
+    if (!lengths || !versions) {
+        st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu keys",
+                           req->n_keys);
+        goto out;
+    }
+    store_stat(ctx->store, req->n_keys, req->keys, lengths, versions);
+    Ps__StatResponse resp = PS__STAT_RESPONSE__INIT;
+    resp.n_lengths = req->n_keys;
+    resp.lengths = lengths;
+    resp.n_versions = req->n_keys;
+    resp.versions = versions;
+    resp.incarnation = ctx->incarnation;
+    st = rpc_ctx_reply(rc, &resp.base);
+out:
+    free(lengths);
+    free(versions);
+    return st;
+}
+
+ps_status shard_handle_health(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
+    (void)msg;
+    shard_ctx *ctx = user;
+    store_stats ss;
+    store_get_stats(ctx->store, &ss);
+    Ps__HealthResponse resp = PS__HEALTH_RESPONSE__INIT;
+    resp.id = ctx->id;
+    resp.epoch = shard_ring_epoch(ctx);
+    resp.keys = ss.keys;
+    resp.bytes = ss.bytes;
+    resp.seq = ss.seq;
+    resp.incarnation = ctx->incarnation;
+    resp.subscribers = atomic_load(&ctx->subscribers);
+    resp.max_bytes = ss.max_bytes;
+    return rpc_ctx_reply(rc, &resp.base);
+}

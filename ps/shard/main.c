@@ -1,0 +1,141 @@
+/* main.c: ps-shard, a parameter-server shard: its flags, and the wiring of the shard
+ * context (shard_ctx.h: store, update log, placement, handlers) to the process
+ * runtime (ps/runtime: serving, registration, heartbeats, the ring watch, signals).
+ */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "flags.h"
+#include "log.h"
+#include "runtime.h"
+#include "shard_ctx.h"
+#include "shard_limits.h"
+
+#define SHARD_STREAM_MARGIN 16 /* rpc streams beyond the subscribers (spare) */
+
+typedef struct shard_main {
+    shard_ctx *ctx;
+    ps_runtime *rt;
+} shard_main;
+
+static void on_ring(void *user, const Ps__Ring *ring) {
+    shard_main *m = user;
+    shard_ring_change ch;
+    if (shard_ring_install(m->ctx, ring, &ch) != PS_STATUS_OK)
+        PS_ERROR("the coordinator sent a ring that does not parse (epoch %llu)",
+                 (unsigned long long)ring->epoch);
+    else if (ch.installed)
+        PS_INFO("ring epoch %llu: %u shards; %s", (unsigned long long)ch.epoch, ch.nodes,
+                ch.member ? "member" : "not a member");
+}
+
+static void on_heartbeat(void *user, Ps__HeartbeatRequest *req) {
+    shard_heartbeat_fill(((shard_main *)user)->ctx, req);
+}
+
+static void refresh_ring(void *arg) {
+    shard_main *m = arg;
+    if (m->rt)
+        ps_runtime_refresh_ring(m->rt);
+}
+
+static uint64_t half_of_memory(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2 : 0;
+}
+
+int main(int argc, char **argv) {
+    const char *id = NULL, *listen = "127.0.0.1:0", *coord_flag = NULL, *port_file = NULL;
+    int weight = 1, log_mb = SHARD_DEFAULT_LOG_MB, max_subs = SHARD_DEFAULT_MAX_SUBSCRIBERS;
+    int threads = 0;
+    uint64_t max_bytes = half_of_memory();
+    const ps_flag flags[] = {
+        {"id", PS_FLAG_STRING, &id, 0, 0, "ID", "this shard's unique name", true},
+        {"listen", PS_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
+         "address to serve on (port 0: a free one)", false},
+        {"coordinator", PS_FLAG_STRING, &coord_flag, 0, 0, "HOST:PORT",
+         "the coordinator (else $PS_COORDINATOR, else COORDINATOR= in run/cluster.env)", false},
+        {"weight", PS_FLAG_INT, &weight, 1, 1000, "N", "relative capacity on the ring", false},
+        {"log-mb", PS_FLAG_INT, &log_mb, 1, 1 << 20, "N", "memory kept for the update log", false},
+        {"max-bytes", PS_FLAG_U64, &max_bytes, 0, 0, "BYTES",
+         "value memory the chunks may take; an ASSIGN of new keys past it is refused (0: no "
+         "limit; the default is half the machine's memory)",
+         false},
+        {"max-subscribers", PS_FLAG_INT, &max_subs, 1, SHARD_MAX_MAX_SUBSCRIBERS, "N",
+         "Subscribe streams open at once", false},
+        {"threads", PS_FLAG_INT, &threads, 0, 1024, "N", "rpc worker threads (0: one per CPU)",
+         false},
+        {"port-file", PS_FLAG_STRING, &port_file, 0, 0, "FILE",
+         "write the bound port there once serving", false},
+    };
+    const size_t n_flags = sizeof flags / sizeof flags[0];
+    char err[512], coordinator[256];
+    ps_flags_result fr =
+        ps_flags_parse("ps-shard",
+                       "A parameter-server shard: holds the chunks the ring places "
+                       "on it, answers Pull/Push/Stat, streams applied updates "
+                       "to subscribers.",
+                       flags, n_flags, argc, argv, stdout, err, sizeof err);
+    if (fr != PS_FLAGS_CONTINUE) {
+        if (fr == PS_FLAGS_EXIT_USAGE)
+            fprintf(stderr, "%s\n", err);
+        return fr;
+    }
+    if (ps_flags_coordinator(coord_flag, coordinator, sizeof coordinator, err, sizeof err) !=
+        PS_STATUS_OK) {
+        fprintf(stderr, "ps-shard: %s\n", err);
+        return 2;
+    }
+    ps_runtime_process_init("ps-shard", id);
+    char config[2048];
+    ps_flags_describe(flags, n_flags, config, sizeof config);
+    ps_runtime_log_config(config);
+
+    shard_main m = {0}; /* hooks get a pointer; every thread ends before main returns */
+    shard_ctx_opts o = {.id = id,
+                        .max_bytes = max_bytes,
+                        .log_bytes = (uint64_t)log_mb << 20,
+                        .max_subscribers = (uint32_t)max_subs,
+                        .ring_refresh = refresh_ring,
+                        .ring_refresh_arg = &m};
+    ps_runtime_opts ro = {.program = "ps-shard",
+                          .id = id,
+                          .coordinator = coordinator,
+                          .role = PS__NODE_ROLE__ROLE_SHARD,
+                          .weight = (uint32_t)weight,
+                          .hooks = {.user = &m, .ring = on_ring, .heartbeat = on_heartbeat}};
+    int rc = 1;
+    ps_status st = shard_ctx_create(&o, &m.ctx);
+    if (st == PS_STATUS_OK)
+        st = ps_runtime_create(&ro, &m.rt);
+    if (st != PS_STATUS_OK) {
+        PS_ERROR("cannot set up the shard: %s", ps_status_str(st));
+        goto out;
+    }
+    rpc_method methods[SHARD_METHOD_COUNT];
+    shard_ctx_methods(m.ctx, methods);
+    rpc_server_opts so = {.listen = listen,
+                          .threads = threads,
+                          .grace_ms = 2000,
+                          .max_streams = max_subs + SHARD_STREAM_MARGIN};
+    if (ps_runtime_serve(m.rt, &so, methods, SHARD_METHOD_COUNT, err, sizeof err) != PS_STATUS_OK ||
+        ps_runtime_join(m.rt, err, sizeof err) != PS_STATUS_OK) {
+        PS_ERROR("%s", err);
+        goto out;
+    }
+    PS_INFO("serving on %s; coordinator %s; incarnation %016llx", ps_runtime_addr(m.rt),
+            coordinator, (unsigned long long)shard_incarnation(m.ctx));
+    /* the port file last: scripts that wait for it find the shard registered */
+    if (port_file && ps_write_port_file(port_file, ps_runtime_port(m.rt)) != PS_STATUS_OK)
+        PS_ERROR("cannot write the port file %s", port_file);
+    ps_runtime_wait(m.rt);
+    rc = 0;
+out:
+    if (m.ctx)
+        shard_ctx_stop(m.ctx); /* Subscribe streams end before the server stops */
+    ps_runtime_destroy(m.rt);
+    shard_ctx_destroy(m.ctx);
+    if (rc == 0)
+        PS_INFO("stopped");
+    return rc;
+}

@@ -1,0 +1,104 @@
+/* placement.c: the ring this shard holds and the ownership check (see placement.h). */
+#include "placement.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hashring.h"
+#include "util.h"
+
+struct placement {
+    pthread_rwlock_t lock;
+    char id[HASHRING_ID_MAX + 1]; /* this shard's id */
+    hashring *ring;               /* the newest ring installed; NULL before the first */
+    uint32_t self;                /* this shard's index in ring; UINT32_MAX if not a member */
+};
+
+ps_status placement_create(const placement_opts *opts, placement **ret_placement) {
+    if (!opts || !opts->self_id || !opts->self_id[0] || strlen(opts->self_id) > HASHRING_ID_MAX)
+        return PS_STATUS_INVALID_ARGUMENT;
+    placement *p = calloc(1, sizeof *p);
+    if (!p)
+        return PS_STATUS_NO_MEMORY;
+    if (pthread_rwlock_init(&p->lock, NULL) != 0) {
+        free(p);
+        return PS_STATUS_NO_MEMORY;
+    }
+    snprintf(p->id, sizeof p->id, "%s", opts->self_id);
+    p->self = UINT32_MAX;
+    *ret_placement = p;
+    return PS_STATUS_OK;
+}
+
+void placement_destroy(placement *p) {
+    if (!p)
+        return;
+    hashring_destroy(p->ring);
+    pthread_rwlock_destroy(&p->lock);
+    free(p);
+}
+
+/* (lock held) */
+static void info_locked(const placement *p, placement_info *ret_info) {
+    ret_info->epoch = p->ring ? hashring_epoch(p->ring) : 0;
+    ret_info->nodes = p->ring ? hashring_node_count(p->ring) : 0;
+    ret_info->member = p->ring && p->self != UINT32_MAX;
+}
+
+ps_status placement_ring_install(placement *p, const void *data, size_t len, bool *ret_installed,
+                                 placement_info *ret_info) {
+    hashring *r = NULL;
+    if (hashring_parse(data, len, &r) != PS_STATUS_OK)
+        return PS_STATUS_PARSE;
+    bool installed = false;
+    pthread_rwlock_wrlock(&p->lock);
+    if (!p->ring || hashring_epoch(r) > hashring_epoch(p->ring)) {
+        uint32_t self = UINT32_MAX;
+        if (!hashring_find(r, p->id, &self))
+            self = UINT32_MAX;
+        hashring_destroy(p->ring);
+        p->ring = r;
+        p->self = self;
+        r = NULL;
+        installed = true;
+    }
+    if (ret_info)
+        info_locked(p, ret_info);
+    pthread_rwlock_unlock(&p->lock);
+    hashring_destroy(r);
+    if (ret_installed)
+        *ret_installed = installed;
+    return PS_STATUS_OK;
+}
+
+void placement_get_info(placement *p, placement_info *ret_info) {
+    pthread_rwlock_rdlock(&p->lock);
+    info_locked(p, ret_info);
+    pthread_rwlock_unlock(&p->lock);
+}
+
+ps_status placement_check(placement *p, uint64_t request_epoch, size_t n, const uint64_t *keys,
+                          char *err, size_t err_len) {
+    ps_status st = PS_STATUS_OK;
+    pthread_rwlock_rdlock(&p->lock);
+    uint64_t epoch = p->ring ? hashring_epoch(p->ring) : 0;
+    if (!p->ring || p->self == UINT32_MAX) {
+        ps_set_err(err, err_len, "shard %s is not on the ring (epoch %llu): refresh the ring",
+                   p->id, (unsigned long long)epoch);
+        st = PS_STATUS_WRONG_EPOCH;
+    }
+    for (size_t i = 0; st == PS_STATUS_OK && i < n; i++) {
+        if (hashring_primary(p->ring, keys[i]) != p->self) {
+            ps_set_err(err, err_len,
+                       "key %016llx is not owned by shard %s at ring epoch %llu (request epoch "
+                       "%llu): refresh the ring",
+                       (unsigned long long)keys[i], p->id, (unsigned long long)epoch,
+                       (unsigned long long)request_epoch);
+            st = PS_STATUS_WRONG_EPOCH;
+        }
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return st;
+}

@@ -1,0 +1,197 @@
+/* store.c: the chunk store's table, reads and life cycle (see store.h). Pushes are in
+ * store_batch.c. */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_internal.h"
+#include "util.h"
+
+#define STORE_INITIAL_CAP 1024
+
+/* ------------------------------------------------------------------ table --- */
+
+static size_t slot_of(uint64_t key, size_t cap) {
+    return (size_t)(key * 0x9E3779B97F4A7C15ull >> 7) & (cap - 1);
+}
+
+store_chunk *store_table_get(const store *s, uint64_t key) {
+    for (size_t i = slot_of(key, s->cap);; i = (i + 1) & (s->cap - 1)) {
+        store_chunk *c = s->slots[i];
+        if (!c)
+            return NULL;
+        if (c->key == key)
+            return c;
+    }
+}
+
+static void table_place(store_chunk **slots, size_t cap, store_chunk *c) {
+    size_t i = slot_of(c->key, cap);
+    while (slots[i])
+        i = (i + 1) & (cap - 1);
+    slots[i] = c;
+}
+
+void store_table_put(store *s, store_chunk *c) {
+    table_place(s->slots, s->cap, c);
+    s->count++;
+}
+
+void store_table_rehash(const store *s, store_chunk **slots, size_t cap) {
+    for (size_t i = 0; i < s->cap; i++)
+        if (s->slots[i])
+            table_place(slots, cap, s->slots[i]);
+}
+
+size_t store_table_cap_for(size_t count) {
+    size_t cap = STORE_INITIAL_CAP;
+    while (cap / 2 < count)
+        cap *= 2;
+    return cap;
+}
+
+/* ------------------------------------------------------------------ faults --- */
+
+bool store_alloc_fails(store *s) {
+    unsigned cur = atomic_load(&s->fault_countdown);
+    while (cur > 0 && !atomic_compare_exchange_weak(&s->fault_countdown, &cur, cur - 1)) {
+    }
+    return cur == 1;
+}
+
+void *store_malloc(store *s, size_t size) {
+    return store_alloc_fails(s) ? NULL : malloc(size ? size : 1);
+}
+
+void *store_calloc(store *s, size_t n, size_t size) {
+    return store_alloc_fails(s) ? NULL : calloc(n ? n : 1, size);
+}
+
+void store_fault_fail_alloc(store *s, uint32_t nth) {
+    atomic_store(&s->fault_countdown, nth);
+}
+
+/* ------------------------------------------------------------------ life cycle --- */
+
+void store_chunk_free(store_chunk *c) {
+    if (!c)
+        return;
+    free(c->data);
+    free(c->name);
+    free(c);
+}
+
+ps_status store_create(const store_opts *opts, store **ret_store) {
+    if (!opts || !opts->log)
+        return PS_STATUS_INVALID_ARGUMENT;
+    store *s = calloc(1, sizeof *s);
+    if (!s)
+        return PS_STATUS_NO_MEMORY;
+    s->cap = STORE_INITIAL_CAP;
+    s->slots = calloc(s->cap, sizeof *s->slots);
+    if (!s->slots)
+        goto fail_slots;
+    if (pthread_rwlock_init(&s->lock, NULL) != 0)
+        goto fail_lock;
+    s->log = opts->log;
+    snprintf(s->name, sizeof s->name, "%s%s", opts->name ? "shard " : "this shard",
+             opts->name ? opts->name : "");
+    s->max_bytes = opts->max_bytes;
+    update_log_stats ls;
+    update_log_get_stats(s->log, &ls);
+    s->seq = ls.last_seq;
+    atomic_init(&s->fault_countdown, 0);
+    *ret_store = s;
+    return PS_STATUS_OK;
+
+fail_lock:
+    free(s->slots);
+fail_slots:
+    free(s);
+    return PS_STATUS_NO_MEMORY;
+}
+
+void store_destroy(store *s) {
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->cap; i++)
+        store_chunk_free(s->slots[i]);
+    free(s->slots);
+    pthread_rwlock_destroy(&s->lock);
+    free(s);
+}
+
+/* ------------------------------------------------------------------ reads --- */
+
+static ps_status read_locked(store *s, size_t n, const uint64_t *keys, uint64_t max_value_bytes,
+                             uint32_t *ret_lengths, uint64_t *ret_versions, float **ret_values,
+                             size_t *ret_values_len, char *err, size_t err_len) {
+    uint64_t total = 0; /* bytes */
+    for (size_t i = 0; i < n; i++) {
+        const store_chunk *c = store_table_get(s, keys[i]);
+        if (!c) {
+            ps_set_err(err, err_len, "key %016llx (index %zu) is not on %s",
+                       (unsigned long long)keys[i], i, s->name);
+            return PS_STATUS_NOT_FOUND;
+        }
+        total += (uint64_t)c->len * sizeof(float);
+        if (total > max_value_bytes) {
+            ps_set_err(err, err_len,
+                       "the values of these %zu keys pass %llu bytes, more than one answer may "
+                       "carry: pull fewer keys at once",
+                       n, (unsigned long long)max_value_bytes);
+            return PS_STATUS_RESOURCE_EXHAUSTED;
+        }
+    }
+    float *values = malloc(total ? total : 1);
+    if (!values) {
+        ps_set_err(err, err_len, "out of memory for %llu bytes of values",
+                   (unsigned long long)total);
+        return PS_STATUS_NO_MEMORY;
+    }
+    size_t off = 0; /* floats */
+    for (size_t i = 0; i < n; i++) {
+        const store_chunk *c = store_table_get(s, keys[i]);
+        memcpy(values + off, c->data, (size_t)c->len * sizeof(float));
+        off += c->len;
+        ret_lengths[i] = c->len;
+        ret_versions[i] = c->version;
+    }
+    *ret_values = values;
+    *ret_values_len = (size_t)total;
+    return PS_STATUS_OK;
+}
+
+ps_status store_read(store *s, size_t n, const uint64_t *keys, uint64_t max_value_bytes,
+                     uint32_t *ret_lengths, uint64_t *ret_versions, float **ret_values,
+                     size_t *ret_values_len, uint64_t *ret_seq, char *err, size_t err_len) {
+    pthread_rwlock_rdlock(&s->lock);
+    ps_status st = read_locked(s, n, keys, max_value_bytes, ret_lengths, ret_versions, ret_values,
+                               ret_values_len, err, err_len);
+    if (st == PS_STATUS_OK && ret_seq)
+        *ret_seq = s->seq;
+    pthread_rwlock_unlock(&s->lock);
+    return st;
+}
+
+void store_stat(store *s, size_t n, const uint64_t *keys, uint32_t *ret_lengths,
+                uint64_t *ret_versions) {
+    pthread_rwlock_rdlock(&s->lock);
+    for (size_t i = 0; i < n; i++) {
+        const store_chunk *c = store_table_get(s, keys[i]);
+        ret_lengths[i] = c ? c->len : 0;
+        ret_versions[i] = c ? c->version : 0;
+    }
+    pthread_rwlock_unlock(&s->lock);
+}
+
+void store_get_stats(store *s, store_stats *ret_stats) {
+    pthread_rwlock_rdlock(&s->lock);
+    ret_stats->keys = s->count;
+    ret_stats->bytes = s->bytes;
+    ret_stats->seq = s->seq;
+    ret_stats->max_bytes = s->max_bytes;
+    pthread_rwlock_unlock(&s->lock);
+}

@@ -1,0 +1,100 @@
+/* store.h: the shard's chunk store: a hash table of float chunks by 64-bit key, with
+ * a version per chunk, a value-memory quota, and pushes applied all or nothing.
+ *
+ * Why it is built this way: pushes come in two steps so the exclusive lock is held
+ * only to validate against the state and publish. store_batch_prepare, without the
+ * lock, checks everything that needs no state (lengths, their total, value bytes,
+ * finite values, names, duplicate keys) and allocates everything the push could need
+ * (new chunks with their values and names, log entries). store_batch_apply, under the
+ * write lock, checks the push against the state (ADD: chunk present, same length,
+ * finite results; ASSIGN: same length as an existing chunk; the quota) and then
+ * changes everything, or, on any failure, nothing: past its checks it cannot fail.
+ * Pulls and stats share a read lock.
+ *
+ * Versions: each key of a push is one update with the next sequence number; a
+ * chunk's version is the seq of the update that last wrote it. Applied updates are
+ * appended to the update log (update_log.h) under the write lock, so the log holds
+ * them in seq order. The store's seq starts at the log's start_seq.
+ *
+ * Fault injection for tests: store_fault_fail_alloc makes the Nth allocation that a
+ * prepare or apply makes from then on fail, so tests can check that a failure at any
+ * point leaves the store and the log as they were.
+ */
+#ifndef PS_SHARD_STORE_H
+#define PS_SHARD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+#include "update_log.h"
+
+typedef struct store store;
+typedef struct store_batch store_batch;
+
+typedef struct store_opts {
+    update_log *log;    /* where applied updates go (not owned; outlives the store) */
+    uint64_t max_bytes; /* value-memory quota for chunks; 0 = none */
+    const char *name;   /* who holds the store, for messages ("shard-1"); NULL = "this shard" */
+} store_opts;
+
+ps_status store_create(const store_opts *opts, store **ret_store);
+void store_destroy(store *store); /* accepts NULL */
+
+/* One push as received. The arrays must stay valid until store_batch_apply returns. */
+typedef struct store_push {
+    update_log_op op;
+    size_t n;                 /* keys */
+    const uint64_t *keys;     /* n keys, no key twice */
+    const uint32_t *lengths;  /* n lengths, floats per key */
+    const uint8_t *values;    /* little-endian float32, concatenated in key order; any
+                                 alignment */
+    size_t values_len;        /* bytes at values */
+    const char *const *names; /* NULL, or n names ("" = leave the chunk's name) */
+} store_push;
+
+/* Checks what needs no state and allocates everything the push needs. On failure
+ * (INVALID_ARGUMENT, NO_MEMORY) err says why (naming key, index or limit) and nothing
+ * is allocated. */
+ps_status store_batch_prepare(store *store, const store_push *push, store_batch **ret_batch,
+                              char *err, size_t err_len);
+
+/* Applies a prepared batch: everything or nothing. ret_versions (n entries, may be
+ * NULL) gets the new version per key and *ret_seq (may be NULL) the seq of the last
+ * update. NOT_FOUND (ADD to an absent chunk), INVALID_ARGUMENT (length differs from the
+ * chunk's, or a result would not be finite), RESOURCE_EXHAUSTED (over the quota),
+ * NO_MEMORY: the store and the log are unchanged and err says why. A batch is applied
+ * at most once; destroy it in any case. */
+ps_status store_batch_apply(store *store, store_batch *batch, uint64_t *ret_versions,
+                            uint64_t *ret_seq, char *err, size_t err_len);
+
+/* Frees what the batch still holds (what apply replaced, or all of it when apply did
+ * not run or failed). Accepts NULL. */
+void store_batch_destroy(store_batch *batch);
+
+/* Reads n chunks: ret_lengths and ret_versions (n entries each) get their lengths and
+ * versions, *ret_values a malloc'd copy of their values concatenated (*ret_values_len
+ * bytes; free it), *ret_seq (may be NULL) the store's seq. NOT_FOUND names the first
+ * absent key; RESOURCE_EXHAUSTED when the values would pass max_value_bytes. */
+ps_status store_read(store *store, size_t n, const uint64_t *keys, uint64_t max_value_bytes,
+                     uint32_t *ret_lengths, uint64_t *ret_versions, float **ret_values,
+                     size_t *ret_values_len, uint64_t *ret_seq, char *err, size_t err_len);
+
+/* Length and version of n keys, 0 and 0 for a key the store does not hold. */
+void store_stat(store *store, size_t n, const uint64_t *keys, uint32_t *ret_lengths,
+                uint64_t *ret_versions);
+
+typedef struct store_stats {
+    uint64_t keys;      /* chunks held */
+    uint64_t bytes;     /* value bytes held */
+    uint64_t seq;       /* last applied update */
+    uint64_t max_bytes; /* the quota; 0 = none */
+} store_stats;
+
+void store_get_stats(store *store, store_stats *ret_stats);
+
+/* Tests only: the nth allocation made by prepare or apply from now on fails (1 = the
+ * next one); 0 turns it off. */
+void store_fault_fail_alloc(store *store, uint32_t nth);
+
+#endif

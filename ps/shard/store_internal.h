@@ -1,0 +1,50 @@
+/* store_internal.h: the chunk store's private layout, shared by store.c (the table,
+ * reads, life cycle) and store_batch.c (pushes: prepare and apply). Nothing outside
+ * those two files includes it. */
+#ifndef PS_SHARD_STORE_INTERNAL_H
+#define PS_SHARD_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "store.h"
+
+typedef struct store_chunk {
+    uint64_t key;
+    uint64_t version; /* seq of the update that last wrote it */
+    uint32_t len;     /* floats; never changes once created */
+    char *name;       /* "model/tensor#chunk" when a pusher said, else NULL */
+    float *data;      /* len floats */
+} store_chunk;
+
+struct store {
+    pthread_rwlock_t lock;       /* pulls share it; apply takes it exclusively */
+    store_chunk **slots;         /* open addressing, linear probing; NULL = empty */
+    size_t cap;                  /* power of two; count * 2 <= cap */
+    size_t count;                /* chunks held */
+    uint64_t bytes;              /* value bytes held */
+    uint64_t max_bytes;          /* quota; 0 = none */
+    uint64_t seq;                /* last applied update */
+    update_log *log;             /* not owned */
+    char name[80];               /* "shard ID" (or "this shard"), for messages */
+    atomic_uint fault_countdown; /* store_fault_fail_alloc: fail when it reaches 0 */
+};
+
+/* The chunk with `key`, or NULL (lock held). */
+store_chunk *store_table_get(const store *s, uint64_t key);
+/* Inserts into a table with room (lock held; count + 1 fits): never allocates. */
+void store_table_put(store *s, store_chunk *c);
+/* A slot array of `cap` entries holding every chunk of s (lock held, any mode). */
+void store_table_rehash(const store *s, store_chunk **slots, size_t cap);
+/* The smallest power-of-two capacity that holds `count` chunks at half load. */
+size_t store_table_cap_for(size_t count);
+
+/* Allocation wrappers that honour store_fault_fail_alloc. */
+bool store_alloc_fails(store *s);
+void *store_malloc(store *s, size_t size);
+void *store_calloc(store *s, size_t n, size_t size);
+
+void store_chunk_free(store_chunk *c); /* accepts NULL */
+
+#endif

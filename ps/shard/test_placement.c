@@ -1,0 +1,123 @@
+/* test_placement.c: a shard owns exactly the keys the ring makes it primary of; rings
+ * only move forward; a shard off the ring owns nothing; a ring that does not parse is
+ * refused and leaves the held one in place. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "hashring.h"
+#include "placement.h"
+
+/* A serialized ring of the given shards at `epoch` (malloc'd). */
+static void *ring_bytes(const char *const *ids, size_t n, uint64_t epoch, size_t *ret_len) {
+    hashring *r = NULL;
+    assert_int_equal(hashring_create(0, &r), PS_STATUS_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(hashring_add(r, ids[i], "127.0.0.1:1", 1), PS_STATUS_OK);
+    hashring_set_epoch(r, epoch);
+    size_t len = 0;
+    hashring_serialize(r, NULL, 0, &len);
+    void *buf = malloc(len);
+    assert_non_null(buf);
+    assert_int_equal(hashring_serialize(r, buf, len, &len), PS_STATUS_OK);
+    hashring_destroy(r);
+    *ret_len = len;
+    return buf;
+}
+
+static placement *make(const char *id) {
+    placement_opts o = {.self_id = id};
+    placement *p = NULL;
+    assert_int_equal(placement_create(&o, &p), PS_STATUS_OK);
+    return p;
+}
+
+static void test_owns_exactly_its_primary_keys(void **state) {
+    (void)state;
+    const char *ids[] = {"shard-1", "shard-2", "shard-3"};
+    size_t len = 0;
+    void *buf = ring_bytes(ids, 3, 5, &len);
+    hashring *r = NULL;
+    assert_int_equal(hashring_parse(buf, len, &r), PS_STATUS_OK);
+    uint32_t self = 0;
+    assert_true(hashring_find(r, "shard-2", &self));
+    placement *p = make("shard-2");
+    bool installed = false;
+    placement_info info;
+    assert_int_equal(placement_ring_install(p, buf, len, &installed, &info), PS_STATUS_OK);
+    assert_true(installed);
+    assert_int_equal(info.epoch, 5);
+    assert_int_equal(info.nodes, 3);
+    assert_true(info.member);
+    size_t mine = 0;
+    char err[256];
+    for (uint64_t k = 1; k < 300; k++) {
+        uint64_t key = k * 0x9E3779B97F4A7C15ull;
+        ps_status st = placement_check(p, 5, 1, &key, err, sizeof err);
+        if (hashring_primary(r, key) == self) {
+            assert_int_equal(st, PS_STATUS_OK);
+            mine++;
+        } else {
+            assert_int_equal(st, PS_STATUS_WRONG_EPOCH);
+            assert_non_null(strstr(err, "refresh the ring"));
+        }
+    }
+    assert_true(mine > 0 && mine < 299);
+    hashring_destroy(r);
+    placement_destroy(p);
+    free(buf);
+}
+
+static void test_rings_only_move_forward(void **state) {
+    (void)state;
+    const char *one[] = {"shard-1"}, *two[] = {"shard-1", "shard-2"};
+    size_t l1 = 0, l2 = 0;
+    void *newer = ring_bytes(one, 1, 7, &l1), *older = ring_bytes(two, 2, 6, &l2);
+    placement *p = make("shard-1");
+    bool installed = true;
+    assert_int_equal(placement_ring_install(p, newer, l1, &installed, NULL), PS_STATUS_OK);
+    assert_true(installed);
+    assert_int_equal(placement_ring_install(p, older, l2, &installed, NULL), PS_STATUS_OK);
+    assert_false(installed);
+    placement_info info;
+    placement_get_info(p, &info);
+    assert_int_equal(info.epoch, 7);
+    assert_int_equal(info.nodes, 1);
+    /* garbage is refused and changes nothing */
+    assert_int_equal(placement_ring_install(p, "nope", 4, &installed, NULL), PS_STATUS_PARSE);
+    placement_get_info(p, &info);
+    assert_int_equal(info.epoch, 7);
+    placement_destroy(p);
+    free(newer);
+    free(older);
+}
+
+static void test_off_the_ring_owns_nothing(void **state) {
+    (void)state;
+    placement *p = make("shard-9");
+    uint64_t key = 42;
+    char err[256];
+    assert_int_equal(placement_check(p, 0, 1, &key, err, sizeof err), PS_STATUS_WRONG_EPOCH);
+    assert_non_null(strstr(err, "not on the ring"));
+    const char *ids[] = {"shard-1"};
+    size_t len = 0;
+    void *buf = ring_bytes(ids, 1, 2, &len);
+    assert_int_equal(placement_ring_install(p, buf, len, NULL, NULL), PS_STATUS_OK);
+    assert_int_equal(placement_check(p, 2, 1, &key, err, sizeof err), PS_STATUS_WRONG_EPOCH);
+    assert_non_null(strstr(err, "shard-9"));
+    placement_destroy(p);
+    free(buf);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_owns_exactly_its_primary_keys),
+        cmocka_unit_test(test_rings_only_move_forward),
+        cmocka_unit_test(test_off_the_ring_owns_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

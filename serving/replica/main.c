@@ -1,0 +1,178 @@
+/* main.c: ps-serve, a serving replica: its flags, and the wiring of the replica's
+ * modules to the process runtime (ps/runtime: serving, registration, heartbeats, the
+ * ring and registry watches, signals).
+ *
+ * The registry watch hands each model list to the loader (which loads each model's
+ * latest version, retrying until it loads); the ring watch hands each ring to sync
+ * (which subscribes to every shard on it and applies the updates they stream); the
+ * rpc server answers the KServe v2 gRPC inference protocol (kserve.h).
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+
+#include "flags.h"
+#include "kserve.h"
+#include "loader.h"
+#include "log.h"
+#include "models.h"
+#include "runtime.h"
+#include "shard_source.h"
+#include "sync.h"
+
+typedef struct serve_ctx {
+    models *models;
+    kserve *kserve;
+    sync_ctx *sync;
+    loader *loader;
+    shard_source *load_src, *fix_src; /* one per pulling thread */
+    atomic_bool registered;           /* ServerReady: joined the cluster once */
+    ps_status last_ring_status;       /* to log a failure once per streak */
+} serve_ctx;
+
+static void log_event(void *arg, ps_log_level level, const char *message) {
+    (void)arg;
+    ps_log(level, "%s", message);
+}
+
+static bool is_registered(void *arg) {
+    return atomic_load(&((serve_ctx *)arg)->registered);
+}
+
+static bool gate(void *arg, int timeout_ms) {
+    return sync_ready_wait(arg, timeout_ms);
+}
+
+static void on_ring(void *user, const Ps__Ring *ring) {
+    serve_ctx *c = user;
+    ps_status st = sync_ring_install(c->sync, ring);
+    if (st != PS_STATUS_OK && st != c->last_ring_status)
+        PS_ERROR("cannot follow every shard on the ring (at most %d): %s", SYNC_MAX_SHARDS,
+                 ps_status_str(st));
+    c->last_ring_status = st;
+}
+
+static void on_models(void *user, const Ps__ModelsUpdate *update) {
+    serve_ctx *c = user;
+    ps_status st = loader_registry_install(c->loader, update);
+    if (st != PS_STATUS_OK)
+        PS_ERROR("cannot take the registry's model list (%zu models): %s", update->n_models,
+                 ps_status_str(st));
+}
+
+/* The modules, on the context. */
+static ps_status build(serve_ctx *c, const char *coordinator) {
+    replica_logger logger = {log_event, c};
+    shard_source_opts so = {.coordinator = coordinator};
+    ps_status st = models_create(NULL, &c->models);
+    if (st == PS_STATUS_OK)
+        st = kserve_create(
+            &(kserve_opts){
+                .models = c->models, .ready = is_registered, .ready_arg = c, .logger = logger},
+            &c->kserve);
+    if (st == PS_STATUS_OK)
+        st = shard_source_create(&so, &c->load_src);
+    if (st == PS_STATUS_OK)
+        st = shard_source_create(&so, &c->fix_src);
+    if (st == PS_STATUS_OK)
+        st = sync_create(&(sync_opts){.models = c->models,
+                                      .source = shard_source_get(c->fix_src),
+                                      .logger = logger},
+                         &c->sync);
+    if (st == PS_STATUS_OK)
+        st = loader_create(&(loader_opts){.models = c->models,
+                                          .source = shard_source_get(c->load_src),
+                                          .gate = gate,
+                                          .gate_arg = c->sync,
+                                          .logger = logger},
+                           &c->loader);
+    return st;
+}
+
+/* Undoes build (in reverse), after every thread that uses the modules stopped. */
+static void teardown(serve_ctx *c) {
+    loader_destroy(c->loader);
+    sync_destroy(c->sync);
+    shard_source_destroy(c->fix_src);
+    shard_source_destroy(c->load_src);
+    kserve_destroy(c->kserve);
+    models_destroy(c->models);
+}
+
+int main(int argc, char **argv) {
+    const char *id = NULL, *listen = "127.0.0.1:0", *coord_flag = NULL, *port_file = NULL;
+    int threads = 0, max_mb = 64;
+    const ps_flag flags[] = {
+        {"id", PS_FLAG_STRING, &id, 0, 0, "ID", "this replica's unique name", true},
+        {"listen", PS_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
+         "address to serve on (port 0: a free one)", false},
+        {"coordinator", PS_FLAG_STRING, &coord_flag, 0, 0, "HOST:PORT",
+         "the coordinator (else $PS_COORDINATOR, else COORDINATOR= in run/cluster.env)", false},
+        {"threads", PS_FLAG_INT, &threads, 0, 1024, "N", "rpc worker threads (0: one per CPU)",
+         false},
+        {"max-message-mb", PS_FLAG_INT, &max_mb, 1, 2047, "N", "largest request or response",
+         false},
+        {"port-file", PS_FLAG_STRING, &port_file, 0, 0, "FILE",
+         "write the bound port there once serving", false},
+    };
+    const size_t n_flags = sizeof flags / sizeof flags[0];
+    char err[512], coordinator[256];
+    ps_flags_result fr = ps_flags_parse(
+        "ps-serve",
+        "A serving replica: loads every registered model from the shards, applies the updates\n"
+        "they stream, and answers KServe v2 gRPC inference calls\n"
+        "(inference.GRPCInferenceService, with Triton's ModelConfig and ModelStatistics).",
+        flags, n_flags, argc, argv, stdout, err, sizeof err);
+    if (fr != PS_FLAGS_CONTINUE) {
+        if (fr == PS_FLAGS_EXIT_USAGE)
+            fprintf(stderr, "%s\n", err);
+        return fr;
+    }
+    if (ps_flags_coordinator(coord_flag, coordinator, sizeof coordinator, err, sizeof err) !=
+        PS_STATUS_OK) {
+        fprintf(stderr, "ps-serve: %s\n", err);
+        return 2;
+    }
+    ps_runtime_process_init("ps-serve", id);
+    char config[2048];
+    ps_flags_describe(flags, n_flags, config, sizeof config);
+    ps_runtime_log_config(config);
+
+    serve_ctx c = {0};
+    ps_runtime *rt = NULL;
+    ps_runtime_opts ro = {.program = "ps-serve",
+                          .id = id,
+                          .coordinator = coordinator,
+                          .role = PS__NODE_ROLE__ROLE_SERVE,
+                          .hooks = {.user = &c, .ring = on_ring, .models = on_models}};
+    int rc = 1;
+    ps_status st = build(&c, coordinator);
+    if (st == PS_STATUS_OK)
+        st = ps_runtime_create(&ro, &rt);
+    if (st != PS_STATUS_OK) {
+        PS_ERROR("cannot set up the replica: %s", ps_status_str(st));
+        goto out;
+    }
+    rpc_method methods[KSERVE_METHOD_COUNT];
+    size_t n_methods = kserve_methods(c.kserve, methods, KSERVE_METHOD_COUNT);
+    rpc_server_opts so = {.listen = listen,
+                          .threads = threads,
+                          .grace_ms = 3000,
+                          .max_message_bytes = (size_t)max_mb << 20};
+    if (ps_runtime_serve(rt, &so, methods, n_methods, err, sizeof err) != PS_STATUS_OK ||
+        ps_runtime_join(rt, err, sizeof err) != PS_STATUS_OK) {
+        PS_ERROR("%s", err);
+        goto out;
+    }
+    atomic_store(&c.registered, true);
+    PS_INFO("serving KServe v2 gRPC on %s; coordinator %s", ps_runtime_addr(rt), coordinator);
+    if (port_file && ps_write_port_file(port_file, ps_runtime_port(rt)) != PS_STATUS_OK)
+        PS_ERROR("cannot write the port file %s", port_file);
+    ps_runtime_wait(rt);
+    rc = 0;
+out:
+    ps_runtime_destroy(rt); /* watches, heartbeats and the server end here */
+    teardown(&c);
+    if (rc == 0)
+        PS_INFO("stopped");
+    return rc;
+}

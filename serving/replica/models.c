@@ -1,0 +1,249 @@
+/* models.c: see models.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pthread.h>
+
+#include "models.h"
+#include "util.h"
+
+struct models {
+    pthread_mutex_t lock;
+    served **list; /* listed versions, each with the list's reference */
+    size_t n, cap;
+    char **expect_names; /* what the registry last said should be served */
+    uint64_t *expect_versions;
+    size_t n_expect;
+};
+
+ps_status models_create(const models_opts *opts, models **ret_models) {
+    size_t cap = opts && opts->max_listed ? opts->max_listed : MODELS_DEFAULT_MAX_LISTED;
+    models *m = calloc(1, sizeof *m);
+    served **list = calloc(cap, sizeof *list);
+    if (!m || !list) {
+        free(m);
+        free(list);
+        return PS_STATUS_NO_MEMORY;
+    }
+    pthread_mutex_init(&m->lock, NULL);
+    m->list = list;
+    m->cap = cap;
+    *ret_models = m;
+    return PS_STATUS_OK;
+}
+
+static void free_expect(char **names, size_t n, uint64_t *versions) {
+    for (size_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+    free(versions);
+}
+
+void models_destroy(models *m) {
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n; i++)
+        served_release(m->list[i]);
+    free(m->list);
+    free_expect(m->expect_names, m->n_expect, m->expect_versions);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+/* The listed versions with a reference each; free with release_all. NULL (and 0) when
+ * out of memory. */
+static served **snapshot(models *m, size_t *ret_n) {
+    pthread_mutex_lock(&m->lock);
+    served **out = malloc((m->n + 1) * sizeof *out);
+    size_t n = 0;
+    for (size_t i = 0; out && i < m->n; i++) {
+        served_retain(m->list[i]);
+        out[n++] = m->list[i];
+    }
+    pthread_mutex_unlock(&m->lock);
+    *ret_n = n;
+    return out;
+}
+
+static void release_all(served **list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        served_release(list[i]);
+    free(list);
+}
+
+/* Removes s from the list (lock held); drops the list's reference. */
+static void unlist(models *m, served *s) {
+    for (size_t i = 0; i < m->n; i++) {
+        if (m->list[i] == s) {
+            m->list[i] = m->list[--m->n];
+            served_release(s);
+            return;
+        }
+    }
+}
+
+ps_status models_load(models *m, const Ps__ModelInfo *info, const served_source *src, char *err,
+                      size_t err_len) {
+    served *have = models_acquire(m, info->name, info->version);
+    if (have) {
+        served_release(have);
+        return PS_STATUS_OK;
+    }
+    served *s = NULL;
+    ps_status st = served_create(info, &s, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
+    pthread_mutex_lock(&m->lock); /* list it first: updates that race with the pull reach it */
+    if (m->n == m->cap) {
+        pthread_mutex_unlock(&m->lock);
+        served_release(s);
+        ps_set_err(err, err_len, "already %zu model versions listed", m->cap);
+        return PS_STATUS_RESOURCE_EXHAUSTED;
+    }
+    m->list[m->n++] = s;
+    served_retain(s); /* ours, while loading */
+    pthread_mutex_unlock(&m->lock);
+
+    size_t left = 0;
+    st = served_pull(s, src, true, &left, err, err_len);
+    if (st == PS_STATUS_OK && left > 0) /* updates announced during the pull */
+        st = served_pull(s, src, false, &left, err, err_len);
+    if (st == PS_STATUS_OK && left > 0) {
+        ps_set_err(err, err_len, "%zu chunks still behind after pulling again", left);
+        st = PS_STATUS_UNAVAILABLE;
+    }
+    pthread_mutex_lock(&m->lock);
+    if (st != PS_STATUS_OK) {
+        unlist(m, s);
+    } else {
+        served_ready_set(s);
+        for (size_t i = 0; i < m->n;) { /* retire older versions of the same model */
+            served *o = m->list[i];
+            if (o != s && strcmp(served_name(o), served_name(s)) == 0 &&
+                served_version(o) < served_version(s))
+                unlist(m, o);
+            else
+                i++;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    served_release(s);
+    return st;
+}
+
+void models_update_apply(models *m, const Ps__Update *u) {
+    size_t n = 0;
+    served **list = snapshot(m, &n);
+    for (size_t i = 0; i < n; i++)
+        served_update_apply(list[i], u);
+    release_all(list, n);
+}
+
+size_t models_repull_mark(models *m, bool (*pred)(uint64_t key, void *arg), void *arg) {
+    size_t n = 0, marked = 0;
+    served **list = snapshot(m, &n);
+    for (size_t i = 0; i < n; i++)
+        marked += served_repull_mark(list[i], pred, arg);
+    release_all(list, n);
+    return marked;
+}
+
+ps_status models_stale_fix(models *m, const served_source *src, size_t *ret_left, char *err,
+                           size_t err_len) {
+    size_t n = 0, left = 0;
+    served **list = snapshot(m, &n);
+    if (!list) {
+        ps_set_err(err, err_len, "out of memory");
+        return PS_STATUS_NO_MEMORY;
+    }
+    ps_status st = PS_STATUS_OK;
+    for (size_t i = 0; i < n && st == PS_STATUS_OK; i++) {
+        size_t l = 0;
+        st = served_pull(list[i], src, false, &l, err, err_len);
+        left += l;
+    }
+    release_all(list, n);
+    if (st == PS_STATUS_OK && ret_left)
+        *ret_left = left;
+    return st;
+}
+
+ps_status models_expect(models *m, size_t n, const char *const *names, const uint64_t *versions) {
+    char **nn = calloc(n + 1, sizeof *nn);
+    uint64_t *vv = calloc(n + 1, sizeof *vv);
+    if (!nn || !vv)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        nn[i] = strdup(names[i]);
+        if (!nn[i])
+            goto fail;
+        vv[i] = versions[i];
+    }
+    pthread_mutex_lock(&m->lock);
+    char **old_names = m->expect_names;
+    uint64_t *old_versions = m->expect_versions;
+    size_t old_n = m->n_expect;
+    m->expect_names = nn;
+    m->expect_versions = vv;
+    m->n_expect = n;
+    pthread_mutex_unlock(&m->lock);
+    free_expect(old_names, old_n, old_versions);
+    return PS_STATUS_OK;
+fail:
+    free_expect(nn, n, vv);
+    return PS_STATUS_NO_MEMORY;
+}
+
+bool models_ready(models *m) {
+    pthread_mutex_lock(&m->lock);
+    bool ok = true;
+    for (size_t i = 0; ok && i < m->n_expect; i++) {
+        bool found = false;
+        for (size_t k = 0; k < m->n && !found; k++)
+            found = strcmp(served_name(m->list[k]), m->expect_names[i]) == 0 &&
+                    served_version(m->list[k]) >= m->expect_versions[i] && served_ready(m->list[k]);
+        ok = found;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return ok;
+}
+
+served *models_acquire(models *m, const char *name, uint64_t version) {
+    pthread_mutex_lock(&m->lock);
+    served *best = NULL;
+    for (size_t i = 0; i < m->n; i++) {
+        served *s = m->list[i];
+        if (!served_ready(s) || strcmp(served_name(s), name) != 0)
+            continue;
+        if (version ? served_version(s) == version
+                    : (!best || served_version(s) > served_version(best)))
+            best = s;
+    }
+    if (best)
+        served_retain(best);
+    pthread_mutex_unlock(&m->lock);
+    return best;
+}
+
+void models_names_list(models *m, char *buf, size_t cap) {
+    size_t used = 0;
+    if (cap == 0)
+        return;
+    buf[0] = '\0';
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < m->n && used + 1 < cap; i++) {
+        if (!served_ready(m->list[i]))
+            continue;
+        int w = snprintf(buf + used, cap - used, "%s%s v%llu", used ? "," : "",
+                         served_name(m->list[i]), (unsigned long long)served_version(m->list[i]));
+        if (w < 0 || (size_t)w >= cap - used) {
+            buf[used] = '\0';
+            break;
+        }
+        used += (size_t)w;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (!used)
+        snprintf(buf, cap, "none");
+}

@@ -1,0 +1,62 @@
+/* models.h: the set of model versions a replica serves, and what the registry wants.
+ *
+ * Loading lists a model version first (so updates that race with its initial pull
+ * reach it), pulls every chunk, pulls again what updates made stale meanwhile, then
+ * marks it ready and retires older versions of the same model. Requests take a
+ * reference to a ready version (models_acquire), so a version retired meanwhile stays
+ * valid until they release it. Updates, re-pull marks and stale fixes go to every
+ * listed version.
+ *
+ * The set is small (a few models and versions): an array under a mutex. It does no
+ * I/O of its own: chunks come through the served_source the caller passes.
+ */
+#ifndef PS_SERVING_REPLICA_MODELS_H
+#define PS_SERVING_REPLICA_MODELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator.pb-c.h"
+#include "ps.pb-c.h"
+#include "served.h"
+#include "status.h"
+
+#define MODELS_DEFAULT_MAX_LISTED 256 /* model versions listed at once */
+
+typedef struct models_opts {
+    size_t max_listed; /* 0 = MODELS_DEFAULT_MAX_LISTED; past it a load is RESOURCE_EXHAUSTED */
+} models_opts;
+
+typedef struct models models;
+
+ps_status models_create(const models_opts *opts, models **ret_models); /* opts may be NULL */
+void models_destroy(models *m); /* accepts NULL; no other thread may use m */
+
+/* Loads one registry entry (see above). OK at once when that version is ready. On
+ * failure it is unlisted again and err says why (e.g. a chunk no shard holds). One
+ * thread loads at a time (the loader). */
+ps_status models_load(models *m, const Ps__ModelInfo *info, const served_source *src, char *err,
+                      size_t err_len);
+/* Applies a streamed update to every listed version holding its key. */
+void models_update_apply(models *m, const Ps__Update *u);
+/* Marks for a re-pull every chunk whose key pred accepts (NULL: all); returns how many. */
+size_t models_repull_mark(models *m, bool (*pred)(uint64_t key, void *arg), void *arg);
+/* Pulls the stale chunks of every listed version; *ret_left (may be NULL) gets how many
+ * are still stale after it. */
+ps_status models_stale_fix(models *m, const served_source *src, size_t *ret_left, char *err,
+                           size_t err_len);
+
+/* The registry's latest list (names and versions), for models_ready. On failure the
+ * previous list stays. */
+ps_status models_expect(models *m, size_t n, const char *const *names, const uint64_t *versions);
+/* True when every expected model has a ready version at least as new. */
+bool models_ready(models *m);
+
+/* A ready version by name and version (0: the newest ready), with a reference
+ * (served_release it); NULL when none. */
+served *models_acquire(models *m, const char *name, uint64_t version);
+/* Names and versions of the ready models ("a v1,b v3" or "none"), for messages. */
+void models_names_list(models *m, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,331 @@
+/* served.c: see served.h. The instance's parameter buffers are written in place:
+ * updates under the write lock, forward passes under the read lock. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pthread.h>
+
+#include "served_internal.h"
+#include "util.h"
+
+static void served_free(served *s) {
+    for (size_t i = 0; i < s->n_idle_ws; i++)
+        model_workspace_destroy(s->idle_ws[i]);
+    model_destroy(s->m);
+    chunk_table_destroy(s->chunks);
+    free(s->params);
+    free(s->name);
+    pthread_rwlock_destroy(&s->lock);
+    pthread_mutex_destroy(&s->stats_lock);
+    pthread_mutex_destroy(&s->ws_lock);
+    free(s);
+}
+
+void served_retain(served *s) {
+    atomic_fetch_add(&s->refs, 1);
+}
+
+void served_release(served *s) {
+    if (s && atomic_fetch_sub(&s->refs, 1) == 1)
+        served_free(s);
+}
+
+/* The instance for a registry entry (config + tensor shapes). */
+static ps_status build_model(const Ps__ModelInfo *info, model **ret, char *err, size_t err_len) {
+    model_config *cfg = NULL;
+    const char *json = info->config_json ? info->config_json : "";
+    ps_status st = model_config_parse(json, strlen(json), &cfg, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
+    model_tensor_desc *descs = calloc(info->n_tensors + 1, sizeof *descs);
+    if (!descs) {
+        model_config_destroy(cfg);
+        ps_set_err(err, err_len, "out of memory");
+        return PS_STATUS_NO_MEMORY;
+    }
+    for (size_t i = 0; i < info->n_tensors; i++) {
+        const Ps__TensorInfo *t = info->tensors[i];
+        if (t->n_shape > MODEL_MAX_DIMS) {
+            ps_set_err(err, err_len, "tensor %.64s has %zu dimensions (at most %d)", t->name,
+                       t->n_shape, MODEL_MAX_DIMS);
+            st = PS_STATUS_INVALID_ARGUMENT;
+            goto out;
+        }
+        descs[i].name = t->name;
+        descs[i].datatype = t->dtype;
+        descs[i].ndims = (uint32_t)t->n_shape;
+        for (uint32_t k = 0; k < descs[i].ndims; k++)
+            descs[i].dims[k] = t->shape[k];
+    }
+    st = model_create(cfg, descs, info->n_tensors, NULL, ret, err, err_len);
+out:
+    free(descs);
+    model_config_destroy(cfg);
+    return st;
+}
+
+/* Floats in a registry tensor (product of its shape; 0 when a dim is not positive or
+ * the product overflows). */
+static uint64_t tensor_count(const Ps__TensorInfo *t) {
+    uint64_t count = 1;
+    for (size_t k = 0; k < t->n_shape; k++)
+        if (t->shape[k] <= 0 || __builtin_mul_overflow(count, (uint64_t)t->shape[k], &count))
+            return 0;
+    return count;
+}
+
+/* Fills the chunk table: one entry per chunk of every tensor the graph uses. */
+static ps_status build_chunks(served *s, const Ps__ModelInfo *info, char *err, size_t err_len) {
+    uint64_t n_chunks = 0;
+    for (size_t i = 0; i < info->n_tensors; i++)
+        n_chunks += info->tensors[i]->chunks;
+    if (n_chunks == 0 || n_chunks > SERVED_MAX_CHUNKS) {
+        ps_set_err(err, err_len, "model %.64s has %llu chunks (1 to %u allowed)", info->name,
+                   (unsigned long long)n_chunks, SERVED_MAX_CHUNKS);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    ps_status st = chunk_table_create((size_t)n_chunks, &s->chunks);
+    if (st != PS_STATUS_OK) {
+        ps_set_err(err, err_len, "out of memory");
+        return st;
+    }
+    for (size_t i = 0; i < info->n_tensors; i++) {
+        const Ps__TensorInfo *t = info->tensors[i];
+        size_t count = 0;
+        if (model_param(s->m, t->name, &s->params[i], &count) != PS_STATUS_OK) {
+            s->params[i] = NULL; /* a tensor the graph does not use */
+            continue;
+        }
+        uint64_t cf = t->chunk_floats;
+        if (count != tensor_count(t) || cf == 0 || count > UINT32_MAX ||
+            t->chunks != (count + cf - 1) / cf) {
+            ps_set_err(err, err_len,
+                       "tensor %.64s: registry says %llu floats in %u chunks of %u, "
+                       "the model wants %zu",
+                       t->name, (unsigned long long)tensor_count(t), t->chunks, t->chunk_floats,
+                       count);
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+        for (uint32_t c = 0; c < t->chunks; c++) {
+            uint64_t start = (uint64_t)c * cf;
+            chunk_table_entry e = {.key = ps_key_dense(info->name, t->name, c),
+                                   .param = (uint32_t)i,
+                                   .offset = (uint32_t)start,
+                                   .len = (uint32_t)(count - start < cf ? count - start : cf)};
+            st = chunk_table_add(s->chunks, &e);
+            if (st != PS_STATUS_OK) {
+                ps_set_err(err, err_len, "tensor %.64s chunk %u: duplicate key", t->name, c);
+                return PS_STATUS_INVALID_ARGUMENT;
+            }
+        }
+    }
+    return PS_STATUS_OK;
+}
+
+ps_status served_create(const Ps__ModelInfo *info, served **ret_served, char *err, size_t err_len) {
+    served *s = calloc(1, sizeof *s);
+    if (!s) {
+        ps_set_err(err, err_len, "out of memory");
+        return PS_STATUS_NO_MEMORY;
+    }
+    atomic_init(&s->refs, 1);
+    pthread_rwlock_init(&s->lock, NULL);
+    pthread_mutex_init(&s->stats_lock, NULL);
+    pthread_mutex_init(&s->ws_lock, NULL);
+    s->version = info->version;
+    s->name = strdup(info->name ? info->name : "");
+    s->params = calloc(info->n_tensors + 1, sizeof *s->params);
+    ps_status st = PS_STATUS_NO_MEMORY;
+    if (!s->name || !s->params) {
+        ps_set_err(err, err_len, "out of memory");
+        goto fail;
+    }
+    st = build_model(info, &s->m, err, err_len);
+    if (st != PS_STATUS_OK)
+        goto fail;
+    st = build_chunks(s, info, err, err_len);
+    if (st != PS_STATUS_OK)
+        goto fail;
+    *ret_served = s;
+    return PS_STATUS_OK;
+fail:
+    served_free(s);
+    return st;
+}
+
+const char *served_name(const served *s) {
+    return s->name;
+}
+
+uint64_t served_version(const served *s) {
+    return s->version;
+}
+
+const model *served_model(const served *s) {
+    return s->m;
+}
+
+bool served_ready(const served *s) {
+    return atomic_load(&s->ready);
+}
+
+void served_ready_set(served *s) {
+    atomic_store(&s->ready, true);
+}
+
+bool served_update_apply(served *s, const Ps__Update *u) {
+    pthread_rwlock_wrlock(&s->lock);
+    size_t i = 0;
+    bool found = chunk_table_find(s->chunks, u->key, &i);
+    if (found) {
+        const chunk_table_entry *e = chunk_table_at(s->chunks, i);
+        bool add = u->op == PS__PUSH_OP__PUSH_ADD;
+        size_t floats = u->values.len % 4 ? SIZE_MAX : u->values.len / 4;
+        float *dst = s->params[e->param] + e->offset;
+        switch (chunk_table_decide(s->chunks, i, add, u->version, u->prev_version, floats)) {
+        case CHUNK_TABLE_ASSIGN:
+            memcpy(dst, u->values.data, e->len * 4ull); /* values may be unaligned */
+            chunk_table_set_applied(s->chunks, i, u->version);
+            break;
+        case CHUNK_TABLE_ADD:
+            for (uint32_t k = 0; k < e->len; k++) {
+                float d;
+                memcpy(&d, u->values.data + k * 4ull, 4);
+                dst[k] += d;
+            }
+            chunk_table_set_applied(s->chunks, i, u->version);
+            break;
+        case CHUNK_TABLE_STALE:
+            chunk_table_set_wanted(s->chunks, i, u->version);
+            break;
+        case CHUNK_TABLE_SKIP:
+            break;
+        }
+        s->param_version = chunk_table_version_sum(s->chunks);
+    }
+    pthread_rwlock_unlock(&s->lock);
+    return found;
+}
+
+size_t served_repull_mark(served *s, bool (*pred)(uint64_t key, void *arg), void *arg) {
+    pthread_rwlock_wrlock(&s->lock);
+    size_t n = chunk_table_repull_mark(s->chunks, pred, arg);
+    pthread_rwlock_unlock(&s->lock);
+    return n;
+}
+
+/* Pulls the chunks idx[0..n) in batches and installs what is newer than held. */
+static ps_status pull_chunks(served *s, const served_source *src, const size_t *idx, size_t n,
+                             uint64_t generation, char *err, size_t err_len) {
+    size_t cap_floats = SERVED_PULL_BATCH_FLOATS;
+    float *buf = malloc(cap_floats * 4);
+    uint64_t *keys = malloc((n + 1) * sizeof *keys), *versions = malloc((n + 1) * sizeof *versions);
+    float **dst = malloc((n + 1) * sizeof *dst);
+    uint32_t *lens = malloc((n + 1) * sizeof *lens);
+    ps_status st = PS_STATUS_OK;
+    if (!buf || !keys || !versions || !dst || !lens) {
+        ps_set_err(err, err_len, "out of memory");
+        st = PS_STATUS_NO_MEMORY;
+        goto out;
+    }
+    for (size_t first = 0; first < n;) {
+        size_t m = 0, used = 0;
+        while (first + m < n) { /* the table's layout never changes: no lock needed */
+            const chunk_table_entry *e = chunk_table_at(s->chunks, idx[first + m]);
+            if (m > 0 && used + e->len > cap_floats)
+                break;
+            if (e->len > cap_floats) { /* one chunk bigger than the batch buffer */
+                float *grown = realloc(buf, e->len * 4ull);
+                if (!grown) {
+                    ps_set_err(err, err_len, "out of memory");
+                    st = PS_STATUS_NO_MEMORY;
+                    goto out;
+                }
+                buf = grown;
+                cap_floats = e->len;
+            }
+            keys[m] = e->key;
+            lens[m] = e->len;
+            dst[m] = buf + used;
+            used += e->len;
+            m++;
+        }
+        st = src->pull(src->arg, m, keys, dst, lens, versions, err, err_len);
+        if (st != PS_STATUS_OK)
+            goto out;
+        pthread_rwlock_wrlock(&s->lock);
+        for (size_t i = 0; i < m; i++) {
+            size_t c = idx[first + i];
+            const chunk_table_entry *e = chunk_table_at(s->chunks, c);
+            if (chunk_table_set_pulled(s->chunks, c, versions[i], generation))
+                memcpy(s->params[e->param] + e->offset, dst[i], e->len * 4ull);
+        }
+        s->param_version = chunk_table_version_sum(s->chunks);
+        pthread_rwlock_unlock(&s->lock);
+        first += m;
+    }
+out:
+    free(buf);
+    free(keys);
+    free(versions);
+    free(dst);
+    free(lens);
+    return st;
+}
+
+ps_status served_pull(served *s, const served_source *src, bool all, size_t *ret_left, char *err,
+                      size_t err_len) {
+    pthread_rwlock_rdlock(&s->lock);
+    size_t total = chunk_table_count(s->chunks);
+    size_t want = all ? total : chunk_table_stale_count(s->chunks);
+    size_t *idx = malloc((want + 1) * sizeof *idx);
+    size_t n = 0;
+    uint64_t generation = chunk_table_generation(s->chunks);
+    if (idx && all)
+        for (n = 0; n < total; n++)
+            idx[n] = n;
+    else if (idx)
+        n = chunk_table_stale_list(s->chunks, idx, want);
+    pthread_rwlock_unlock(&s->lock);
+    if (!idx) {
+        ps_set_err(err, err_len, "out of memory");
+        return PS_STATUS_NO_MEMORY;
+    }
+    ps_status st = n ? pull_chunks(s, src, idx, n, generation, err, err_len) : PS_STATUS_OK;
+    free(idx);
+    if (st == PS_STATUS_OK && ret_left) {
+        pthread_rwlock_rdlock(&s->lock);
+        size_t left = chunk_table_stale_count(s->chunks);
+        if (left == 0 && !chunk_table_filled(s->chunks))
+            left = 1;
+        pthread_rwlock_unlock(&s->lock);
+        *ret_left = left;
+    }
+    return st;
+}
+
+bool served_current(served *s) {
+    pthread_rwlock_rdlock(&s->lock);
+    bool ok = chunk_table_stale_count(s->chunks) == 0 && chunk_table_filled(s->chunks);
+    pthread_rwlock_unlock(&s->lock);
+    return ok;
+}
+
+uint64_t served_param_version(served *s) {
+    pthread_rwlock_rdlock(&s->lock);
+    uint64_t v = s->param_version;
+    pthread_rwlock_unlock(&s->lock);
+    return v;
+}
+
+bool served_chunk_version(served *s, uint64_t key, uint64_t *ret_version) {
+    pthread_rwlock_rdlock(&s->lock);
+    size_t i = 0;
+    bool found = chunk_table_find(s->chunks, key, &i);
+    if (found)
+        *ret_version = chunk_table_held(s->chunks, i);
+    pthread_rwlock_unlock(&s->lock);
+    return found;
+}

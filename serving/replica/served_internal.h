@@ -1,0 +1,34 @@
+/* served_internal.h: the served model's fields, shared by served.c (building, updates,
+ * pulls) and served_infer.c (forward passes, output checks, statistics). Not for other
+ * modules: they see served.h. */
+#ifndef PS_SERVING_REPLICA_SERVED_INTERNAL_H
+#define PS_SERVING_REPLICA_SERVED_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include <pthread.h>
+
+#include "chunk_table.h"
+#include "served.h"
+
+struct served {
+    atomic_int refs;
+    char *name;
+    uint64_t version;
+    model *m;
+    pthread_rwlock_t lock; /* infer: read; updates and pulls: write */
+    float **params;        /* per registry tensor: the instance's buffer (NULL: unused) */
+    chunk_table *chunks;   /* under lock */
+    uint64_t param_version;
+    atomic_bool ready;
+    atomic_bool nonfinite; /* the last pass produced a non-finite output */
+
+    pthread_mutex_t stats_lock;
+    served_stats stats;
+
+    pthread_mutex_t ws_lock; /* idle forward-pass workspaces */
+    model_workspace *idle_ws[SERVED_MAX_IDLE_WORKSPACES];
+    size_t n_idle_ws;
+};
+
+#endif

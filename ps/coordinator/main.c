@@ -65,22 +65,18 @@ int main(int argc, char **argv) {
         {"port-file", PS_FLAG_STRING, &port_file, 0, 0, "FILE",
          "write the bound port there once serving", false},
     };
-    const size_t n_flags = sizeof flags / sizeof flags[0];
-    char err[COORD_ERR_MAX];
-    ps_flags_result fr = ps_flags_parse(
-        "ps-coordinator",
-        "The control plane: membership, heartbeats, the ring and its epochs, the model\n"
-        "registry. State survives restarts in STATE_DIR/coordinator.json.",
-        flags, n_flags, argc, argv, stdout, err, sizeof err);
-    if (fr != PS_FLAGS_CONTINUE) {
-        if (fr == PS_FLAGS_EXIT_USAGE)
-            fprintf(stderr, "%s\n", err);
+    ps_program prog = {
+        .name = "ps-coordinator",
+        .summary = "The control plane: membership, heartbeats, the ring and its epochs, the model\n"
+                   "registry. State survives restarts in STATE_DIR/coordinator.json.",
+        .flags = flags,
+        .n_flags = sizeof flags / sizeof flags[0],
+        .id = NULL,
+        .coordinator = NULL};
+    int fr = ps_runtime_start_program(&prog, argc, argv);
+    if (fr != PS_FLAGS_CONTINUE)
         return fr;
-    }
-    ps_runtime_process_init("ps-coordinator", NULL);
-    char config[2048];
-    ps_flags_describe(flags, n_flags, config, sizeof config);
-    ps_runtime_log_config(config);
+    char err[COORD_ERR_MAX];
     if (ps_mkdir_p(state_dir) != PS_STATUS_OK) {
         PS_ERROR("cannot create the state directory %s: %s", state_dir, strerror(errno));
         return 1;

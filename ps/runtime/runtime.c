@@ -68,6 +68,28 @@ void ps_runtime_log_config(const char *config) {
     PS_INFO("configuration: %s", config);
 }
 
+int ps_runtime_start_program(ps_program *pr, int argc, char **argv) {
+    char err[512];
+    ps_flags_result fr = ps_flags_parse(pr->name, pr->summary, pr->flags, pr->n_flags, argc, argv,
+                                        stdout, err, sizeof err);
+    if (fr != PS_FLAGS_CONTINUE) {
+        if (fr == PS_FLAGS_EXIT_USAGE)
+            fprintf(stderr, "%s\n", err);
+        return fr;
+    }
+    if (pr->coordinator &&
+        ps_flags_coordinator(*pr->coordinator, pr->coordinator_addr, sizeof pr->coordinator_addr,
+                             err, sizeof err) != PS_STATUS_OK) {
+        fprintf(stderr, "%s: %s\n", pr->name, err);
+        return PS_FLAGS_EXIT_USAGE;
+    }
+    ps_runtime_process_init(pr->name, pr->id ? *pr->id : NULL);
+    char config[2048];
+    ps_flags_describe(pr->flags, pr->n_flags, config, sizeof config);
+    ps_runtime_log_config(config);
+    return PS_FLAGS_CONTINUE;
+}
+
 /* ------------------------------------------------------------- helpers --- */
 
 static bool stopping(ps_runtime *rt) {

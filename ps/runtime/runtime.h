@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "coordinator.pb-c.h"
+#include "flags.h"
 #include "rpc.h"
 #include "status.h"
 
@@ -54,6 +55,23 @@ typedef struct ps_runtime_opts {
     int register_timeout_ms; /* 0 = PS_RUNTIME_REGISTER_TIMEOUT_MS */
     ps_runtime_hooks hooks;
 } ps_runtime_opts;
+
+/* A server program's command line and identity, for ps_runtime_start_program. */
+typedef struct ps_program {
+    const char *name;    /* "ps-shard" */
+    const char *summary; /* what --help says it is */
+    const ps_flag *flags;
+    size_t n_flags;
+    const char *const *id;          /* where the --id flag's value lands; NULL: none */
+    const char *const *coordinator; /* where --coordinator's lands; NULL: no coordinator */
+    char coordinator_addr[256];     /* out: the coordinator found (ps_flags_coordinator) */
+} ps_program;
+
+/* What every server's main does first: parses the flags (printing --help or the usage
+ * error), finds the coordinator, sets up the process (ps_runtime_process_init, named by
+ * the id) and logs the effective configuration. Returns PS_FLAGS_CONTINUE to go on,
+ * else the exit code. */
+int ps_runtime_start_program(ps_program *program, int argc, char **argv);
 
 /* Process set-up every program does first, before any thread starts: names the
  * process in the log, blocks SIGINT/SIGTERM for all threads (ps_runtime_wait takes

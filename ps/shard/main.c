@@ -68,28 +68,19 @@ int main(int argc, char **argv) {
         {"port-file", PS_FLAG_STRING, &port_file, 0, 0, "FILE",
          "write the bound port there once serving", false},
     };
-    const size_t n_flags = sizeof flags / sizeof flags[0];
-    char err[512], coordinator[256];
-    ps_flags_result fr =
-        ps_flags_parse("ps-shard",
-                       "A parameter-server shard: holds the chunks the ring places "
-                       "on it, answers Pull/Push/Stat, streams applied updates "
-                       "to subscribers.",
-                       flags, n_flags, argc, argv, stdout, err, sizeof err);
-    if (fr != PS_FLAGS_CONTINUE) {
-        if (fr == PS_FLAGS_EXIT_USAGE)
-            fprintf(stderr, "%s\n", err);
+    ps_program prog = {.name = "ps-shard",
+                       .summary = "A parameter-server shard: holds the chunks the ring places "
+                                  "on it, answers Pull/Push/Stat, streams applied updates "
+                                  "to subscribers.",
+                       .flags = flags,
+                       .n_flags = sizeof flags / sizeof flags[0],
+                       .id = &id,
+                       .coordinator = &coord_flag};
+    int fr = ps_runtime_start_program(&prog, argc, argv);
+    if (fr != PS_FLAGS_CONTINUE)
         return fr;
-    }
-    if (ps_flags_coordinator(coord_flag, coordinator, sizeof coordinator, err, sizeof err) !=
-        PS_STATUS_OK) {
-        fprintf(stderr, "ps-shard: %s\n", err);
-        return 2;
-    }
-    ps_runtime_process_init("ps-shard", id);
-    char config[2048];
-    ps_flags_describe(flags, n_flags, config, sizeof config);
-    ps_runtime_log_config(config);
+    const char *coordinator = prog.coordinator_addr;
+    char err[512];
 
     shard_main m = {0}; /* hooks get a pointer; every thread ends before main returns */
     shard_ctx_opts o = {.id = id,

@@ -114,28 +114,21 @@ int main(int argc, char **argv) {
         {"port-file", PS_FLAG_STRING, &port_file, 0, 0, "FILE",
          "write the bound port there once serving", false},
     };
-    const size_t n_flags = sizeof flags / sizeof flags[0];
-    char err[512], coordinator[256];
-    ps_flags_result fr = ps_flags_parse(
-        "ps-serve",
-        "A serving replica: loads every registered model from the shards, applies the updates\n"
-        "they stream, and answers KServe v2 gRPC inference calls\n"
-        "(inference.GRPCInferenceService, with Triton's ModelConfig and ModelStatistics).",
-        flags, n_flags, argc, argv, stdout, err, sizeof err);
-    if (fr != PS_FLAGS_CONTINUE) {
-        if (fr == PS_FLAGS_EXIT_USAGE)
-            fprintf(stderr, "%s\n", err);
+    ps_program prog = {
+        .name = "ps-serve",
+        .summary =
+            "A serving replica: loads every registered model from the shards, applies the updates\n"
+            "they stream, and answers KServe v2 gRPC inference calls\n"
+            "(inference.GRPCInferenceService, with Triton's ModelConfig and ModelStatistics).",
+        .flags = flags,
+        .n_flags = sizeof flags / sizeof flags[0],
+        .id = &id,
+        .coordinator = &coord_flag};
+    int fr = ps_runtime_start_program(&prog, argc, argv);
+    if (fr != PS_FLAGS_CONTINUE)
         return fr;
-    }
-    if (ps_flags_coordinator(coord_flag, coordinator, sizeof coordinator, err, sizeof err) !=
-        PS_STATUS_OK) {
-        fprintf(stderr, "ps-serve: %s\n", err);
-        return 2;
-    }
-    ps_runtime_process_init("ps-serve", id);
-    char config[2048];
-    ps_flags_describe(flags, n_flags, config, sizeof config);
-    ps_runtime_log_config(config);
+    const char *coordinator = prog.coordinator_addr;
+    char err[512];
 
     serve_ctx c = {0};
     ps_runtime *rt = NULL;

@@ -1,0 +1,35 @@
+/* model_cmd.h: what the parts of `psctl model` share: the subcommand table (list and
+ * show are in cmd_model.c, upload in cmd_upload.c), their options and the JSON form
+ * of a registry tensor entry. The definitions are in cmd_model.c.
+ */
+#ifndef PS_PSCTL_MODEL_CMD_H
+#define PS_PSCTL_MODEL_CMD_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "psctl.h"
+
+/* The `psctl model` subcommands, indexes into psctl_model_cmds. */
+enum { PSCTL_MODEL_UPLOAD, PSCTL_MODEL_LIST, PSCTL_MODEL_SHOW, PSCTL_MODEL_N_CMDS };
+extern const psctl_cmd psctl_model_cmds[PSCTL_MODEL_N_CMDS];
+
+/* `psctl model upload` (cmd_upload.c). */
+int psctl_model_upload(psctl *p, int argc, char **argv);
+
+/* The model commands' own options (getopt_long `val`s). */
+enum { PSCTL_MODEL_OPT_VERSION = PSCTL_OPT_FIRST_PRIVATE, PSCTL_MODEL_OPT_CHUNK_FLOATS };
+
+typedef struct psctl_model_opts {
+    uint64_t version; /* 0 = latest / highest */
+    int chunk_floats;
+} psctl_model_opts;
+
+/* A psctl_option_fn filling a psctl_model_opts. */
+int psctl_model_option(psctl *p, int opt, const char *arg, void *state);
+
+/* A registry tensor entry as JSON: name, dtype, shape, floats, chunk_floats, chunks. */
+json_t *psctl_model_tensor_json(const Ps__TensorInfo *t);
+
+#endif

@@ -111,23 +111,21 @@ int main(int argc, char **argv) {
                           .threads = threads,
                           .grace_ms = 2000,
                           .max_streams = max_watchers + COORD_STREAM_MARGIN};
-    if (ps_runtime_serve(rt, &so, methods, HANDLERS_METHOD_COUNT, err, sizeof err) !=
-        PS_STATUS_OK) {
-        PS_ERROR("%s", err);
-        goto out;
-    }
     if (pthread_create(&live, NULL, liveness_thread, ctx) != 0) {
         PS_ERROR("cannot start the liveness thread");
         goto out;
     }
     live_started = true;
+    if (ps_runtime_start(rt, &so, methods, HANDLERS_METHOD_COUNT, port_file, err, sizeof err) !=
+        PS_STATUS_OK) {
+        PS_ERROR("%s", err);
+        goto out;
+    }
     uint64_t epoch = 0;
     size_t n_nodes = 0, n_models = 0;
     coord_summary(ctx, &epoch, &n_nodes, &n_models);
     PS_INFO("serving on %s; state %s; ring epoch %llu; %zu nodes; %zu model versions",
             ps_runtime_addr(rt), state_path, (unsigned long long)epoch, n_nodes, n_models);
-    if (port_file && ps_write_port_file(port_file, ps_runtime_port(rt)) != PS_STATUS_OK)
-        PS_ERROR("cannot write the port file %s", port_file);
     ps_runtime_wait(rt);
     rc = 0;
 out:

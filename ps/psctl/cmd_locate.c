@@ -38,16 +38,12 @@ static int locate_run(psctl *p, int argc, char **argv) {
         {NULL, 0, NULL, 0},
     };
     psctl_tensor_opts o = {.op = -1};
-    const char *model = NULL, *tensor = NULL;
-    int rc = psctl_tensor_parse(p, &locate_cmd, argc, argv, own, &o, &model, &tensor);
-    if (rc == PSCTL_HELP_SHOWN)
-        return PSCTL_EXIT_OK;
-    if (rc != PSCTL_EXIT_OK)
-        return rc;
     Ps__ModelInfo *m = NULL;
     const Ps__TensorInfo *t = NULL;
-    if ((rc = psctl_find_tensor(p, model, o.version, tensor, &m, &t)) != PSCTL_EXIT_OK)
-        return rc;
+    int rc = psctl_tensor_open(p, &locate_cmd, argc, argv, own, &o, &m, &t);
+    if (rc != PSCTL_EXIT_OK)
+        return rc == PSCTL_HELP_SHOWN ? PSCTL_EXIT_OK : rc;
+    const char *model = m->name;
     Ps__GetRingRequest req = PS__GET_RING_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
     hashring *ring = NULL;

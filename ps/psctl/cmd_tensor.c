@@ -110,6 +110,16 @@ const char *psctl_tensor_nonfinite_name(float v) {
     return isnan(v) ? "NaN" : "infinite";
 }
 
+int psctl_tensor_open(psctl *p, const psctl_cmd *cmd, int argc, char **argv,
+                      const struct option *own, psctl_tensor_opts *o, Ps__ModelInfo **ret_model,
+                      const Ps__TensorInfo **ret_tensor) {
+    const char *model = NULL, *tensor = NULL;
+    int rc = psctl_tensor_parse(p, cmd, argc, argv, own, o, &model, &tensor);
+    if (rc != PSCTL_EXIT_OK)
+        return rc;
+    return psctl_find_tensor(p, model, o->version, tensor, ret_model, ret_tensor);
+}
+
 /* ================================================================ pull === */
 
 static int pull_run(psctl *p, int argc, char **argv) {
@@ -119,16 +129,12 @@ static int pull_run(psctl *p, int argc, char **argv) {
         {NULL, 0, NULL, 0},
     };
     psctl_tensor_opts o = {.op = -1};
-    const char *model = NULL, *tensor = NULL;
-    int rc = psctl_tensor_parse(p, &pull_cmd, argc, argv, own, &o, &model, &tensor);
-    if (rc == PSCTL_HELP_SHOWN)
-        return PSCTL_EXIT_OK;
-    if (rc != PSCTL_EXIT_OK)
-        return rc;
     Ps__ModelInfo *m = NULL;
     const Ps__TensorInfo *t = NULL;
-    if ((rc = psctl_find_tensor(p, model, o.version, tensor, &m, &t)) != PSCTL_EXIT_OK)
-        return rc;
+    int rc = psctl_tensor_open(p, &pull_cmd, argc, argv, own, &o, &m, &t);
+    if (rc != PSCTL_EXIT_OK)
+        return rc == PSCTL_HELP_SHOWN ? PSCTL_EXIT_OK : rc;
+    const char *model = m->name;
     uint64_t count = ps_tensor_count(t), vsum = 0;
     float *values = malloc(count * sizeof *values + 1);
     if (!values) {

@@ -43,6 +43,14 @@ int psctl_tensor_parse(psctl *p, const psctl_cmd *cmd, int argc, char **argv,
                        const struct option *own, psctl_tensor_opts *o, const char **ret_model,
                        const char **ret_tensor);
 
+/* psctl_tensor_parse, then the registry entry of the model (psctl_find_tensor, at
+ * o->version) and its tensor. Returns PSCTL_EXIT_OK with *ret_model (free it with
+ * ps__model_info__free_unpacked) and *ret_tensor set, PSCTL_HELP_SHOWN after --help,
+ * or an exit code after saying what failed. */
+int psctl_tensor_open(psctl *p, const psctl_cmd *cmd, int argc, char **argv,
+                      const struct option *own, psctl_tensor_opts *o, Ps__ModelInfo **ret_model,
+                      const Ps__TensorInfo **ret_tensor);
+
 /* A float from flag text: the whole string must be a number (NaN and inf parse here,
  * to be refused with the other non-finite values). */
 bool psctl_tensor_parse_float(const char *s, float *ret);

@@ -1,306 +1,14 @@
-/* runtime.c: see runtime.h.
- *
- * Threads: heartbeat (also re-registers and catches missed rings), ring watch, and
- * models watch (only with a models hook). They sleep on one condition variable so
- * ps_runtime_stop wakes them at once, and the open watch streams are kept where stop
- * can cancel them. The ring and models hooks run under `deliver_lock`, so they never
- * overlap. */
-#include <pthread.h>
-#include <stdatomic.h>
+/* runtime.c: see runtime.h. The public side: creating the runtime, serving, joining
+ * the cluster (registration with backoff, then the threads of runtime_loops.c), and
+ * stopping in order. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "crash.h"
 #include "flags.h"
 #include "log.h"
-#include "runtime.h"
+#include "runtime_internal.h"
 #include "util.h"
-
-#define RT_DEFAULT_HEARTBEAT_MS 1000
-#define RT_CALL_TIMEOUT_MS 3000
-
-struct ps_runtime {
-    ps_runtime_opts opts;
-    char program[64];
-    char id[256];
-    char coordinator[256];
-    char addr[300];
-    int port;
-    rpc_server *server;
-    rpc_channel *coord;
-
-    pthread_mutex_t lock; /* guards the fields below and the sleeps */
-    pthread_cond_t wake;
-    bool stopping;
-    bool stopped;
-    int heartbeat_ms;
-    rpc_stream *ring_stream; /* open watches, cancelled by stop */
-    rpc_stream *models_stream;
-
-    pthread_mutex_t deliver_lock; /* hooks run under it, one at a time */
-    _Atomic uint64_t epoch;       /* newest ring delivered (written under deliver_lock;
-                                     read without it, so heartbeats never wait on a hook) */
-
-    atomic_bool connected;
-    _Atomic int64_t last_refresh_ms; /* ps_runtime_refresh_ring's last fetch */
-    pthread_t heartbeat_thread, ring_thread, models_thread;
-    bool have_heartbeat, have_ring, have_models;
-};
-
-/* ------------------------------------------------------------- process set-up --- */
-
-void ps_runtime_process_init(const char *program, const char *instance) {
-    char who[192];
-    ps_log_init(program, instance);
-    if (instance && *instance)
-        snprintf(who, sizeof who, "%s[%s]", program, instance);
-    else
-        snprintf(who, sizeof who, "%s", program);
-    rpc_signals_block();
-    if (ps_crash_install(who) != PS_STATUS_OK)
-        PS_WARN("cannot install the crash handler: fatal signals will leave no backtrace");
-    rpc_process_init();
-    rpc_tune_allocator();
-}
-
-void ps_runtime_log_config(const char *config) {
-    PS_INFO("configuration: %s", config);
-}
-
-int ps_runtime_start_program(ps_program *pr, int argc, char **argv) {
-    char err[512];
-    ps_flags_result fr = ps_flags_parse(pr->name, pr->summary, pr->flags, pr->n_flags, argc, argv,
-                                        stdout, err, sizeof err);
-    if (fr != PS_FLAGS_CONTINUE) {
-        if (fr == PS_FLAGS_EXIT_USAGE)
-            fprintf(stderr, "%s\n", err);
-        return fr;
-    }
-    if (pr->coordinator &&
-        ps_flags_coordinator(*pr->coordinator, pr->coordinator_addr, sizeof pr->coordinator_addr,
-                             err, sizeof err) != PS_STATUS_OK) {
-        fprintf(stderr, "%s: %s\n", pr->name, err);
-        return PS_FLAGS_EXIT_USAGE;
-    }
-    ps_runtime_process_init(pr->name, pr->id ? *pr->id : NULL);
-    char config[2048];
-    ps_flags_describe(pr->flags, pr->n_flags, config, sizeof config);
-    ps_runtime_log_config(config);
-    return PS_FLAGS_CONTINUE;
-}
-
-/* ------------------------------------------------------------- helpers --- */
-
-static bool stopping(ps_runtime *rt) {
-    pthread_mutex_lock(&rt->lock);
-    bool s = rt->stopping;
-    pthread_mutex_unlock(&rt->lock);
-    return s;
-}
-
-/* Sleeps up to ms, waking early on stop; returns false when stopping. */
-static bool nap(ps_runtime *rt, int ms) {
-    pthread_mutex_lock(&rt->lock);
-    if (!rt->stopping) {
-        struct timespec until = ps_abstime_after_ms(ms);
-        pthread_cond_timedwait(&rt->wake, &rt->lock, &until);
-    }
-    bool go_on = !rt->stopping;
-    pthread_mutex_unlock(&rt->lock);
-    return go_on;
-}
-
-static int backoff_next(int ms) {
-    ms *= 2;
-    return ms > PS_RUNTIME_BACKOFF_MAX_MS ? PS_RUNTIME_BACKOFF_MAX_MS : ms;
-}
-
-/* Delivers a ring if it is newer than the last one delivered. */
-static void deliver_ring(ps_runtime *rt, const Ps__Ring *ring) {
-    pthread_mutex_lock(&rt->deliver_lock);
-    uint64_t have = atomic_load(&rt->epoch);
-    bool newer = ring->epoch > have || have == 0;
-    if (newer && !stopping(rt)) {
-        atomic_store(&rt->epoch, ring->epoch);
-        if (rt->opts.hooks.ring)
-            rt->opts.hooks.ring(rt->opts.hooks.user, ring);
-    }
-    pthread_mutex_unlock(&rt->deliver_lock);
-}
-
-static ps_status fetch_ring(ps_runtime *rt, rpc_result *res) {
-    Ps__GetRingRequest req = PS__GET_RING_REQUEST__INIT;
-    ProtobufCMessage *m = NULL;
-    rpc_call_opts opts = {.timeout_ms = RT_CALL_TIMEOUT_MS};
-    ps_status st = rpc_call(rt->coord, "/ps.Coordinator/GetRing", &req.base, &ps__ring__descriptor,
-                            &opts, &m, res);
-    if (st == PS_STATUS_OK) {
-        deliver_ring(rt, (const Ps__Ring *)m);
-        protobuf_c_message_free_unpacked(m, NULL);
-    }
-    return st;
-}
-
-/* One registration attempt. */
-static ps_status register_once(ps_runtime *rt, rpc_result *res) {
-    Ps__NodeInfo node = PS__NODE_INFO__INIT;
-    node.id = rt->id;
-    node.addr = rt->addr;
-    node.weight = rt->opts.weight ? rt->opts.weight : 1;
-    node.role = rt->opts.role;
-    Ps__RegisterRequest req = PS__REGISTER_REQUEST__INIT;
-    req.node = &node;
-    ProtobufCMessage *m = NULL;
-    rpc_call_opts opts = {.timeout_ms = RT_CALL_TIMEOUT_MS};
-    ps_status st = rpc_call(rt->coord, "/ps.Coordinator/RegisterNode", &req.base,
-                            &ps__register_response__descriptor, &opts, &m, res);
-    if (st != PS_STATUS_OK)
-        return st;
-    const Ps__RegisterResponse *resp = (const Ps__RegisterResponse *)m;
-    pthread_mutex_lock(&rt->lock);
-    rt->heartbeat_ms = resp->heartbeat_ms > 0 && resp->heartbeat_ms < 60000
-                           ? (int)resp->heartbeat_ms
-                           : RT_DEFAULT_HEARTBEAT_MS;
-    pthread_mutex_unlock(&rt->lock);
-    protobuf_c_message_free_unpacked(m, NULL);
-    return PS_STATUS_OK;
-}
-
-/* ------------------------------------------------------------- threads --- */
-
-static void *heartbeat_main(void *arg) {
-    ps_runtime *rt = arg;
-    bool registered = true;
-    int64_t lost_at = 0; /* 0: connected */
-    for (;;) {
-        pthread_mutex_lock(&rt->lock);
-        int every = rt->heartbeat_ms;
-        pthread_mutex_unlock(&rt->lock);
-        if (!nap(rt, every))
-            break;
-        rpc_result res = {0};
-        ps_status st;
-        if (!registered) {
-            st = register_once(rt, &res);
-            if (st == PS_STATUS_OK) {
-                registered = true;
-                PS_INFO("registered again with the coordinator at %s as %s", rt->coordinator,
-                        rt->addr);
-                fetch_ring(rt, NULL);
-            }
-        } else {
-            Ps__HeartbeatRequest req = PS__HEARTBEAT_REQUEST__INIT;
-            req.id = rt->id;
-            if (rt->opts.hooks.heartbeat) /* not under deliver_lock: see runtime.h */
-                rt->opts.hooks.heartbeat(rt->opts.hooks.user, &req);
-            ProtobufCMessage *m = NULL;
-            rpc_call_opts opts = {.timeout_ms = every};
-            st = rpc_call(rt->coord, "/ps.Coordinator/Heartbeat", &req.base,
-                          &ps__heartbeat_response__descriptor, &opts, &m, &res);
-            if (st == PS_STATUS_OK) {
-                uint64_t epoch = ((const Ps__HeartbeatResponse *)m)->epoch;
-                protobuf_c_message_free_unpacked(m, NULL);
-                if (epoch >
-                    atomic_load(&rt->epoch)) /* the watch missed it (e.g. while reconnecting) */
-                    fetch_ring(rt, NULL);
-            } else if (st == PS_STATUS_NOT_FOUND) {
-                PS_WARN("the coordinator at %s does not know this node (did it restart?): "
-                        "registering again",
-                        rt->coordinator);
-                registered = false;
-                continue;
-            }
-        }
-        if (st == PS_STATUS_OK && lost_at) {
-            PS_INFO("the coordinator at %s is back after %lld ms", rt->coordinator,
-                    (long long)(ps_now_ms() - lost_at));
-            lost_at = 0;
-            atomic_store(&rt->connected, true);
-        } else if (st != PS_STATUS_OK && st != PS_STATUS_NOT_FOUND && !lost_at) {
-            PS_WARN("lost the coordinator at %s: %s %s; serving on and retrying every %d ms",
-                    rt->coordinator, rpc_code_name(res.grpc_code), res.details, every);
-            lost_at = ps_now_ms();
-            atomic_store(&rt->connected, false);
-        }
-    }
-    return NULL;
-}
-
-/* Runs one watch stream until it ends; returns true when it delivered anything. */
-typedef void (*watch_deliver)(ps_runtime *rt, const ProtobufCMessage *m);
-
-static bool watch_once(ps_runtime *rt, const char *method, const ProtobufCMessage *req,
-                       const ProtobufCMessageDescriptor *type, rpc_stream **slot,
-                       watch_deliver deliver) {
-    rpc_stream *s = NULL;
-    rpc_call_opts opts = {.wait_for_ready = true};
-    if (rpc_stream_open(rt->coord, method, req, type, &opts, &s) != PS_STATUS_OK)
-        return false;
-    pthread_mutex_lock(&rt->lock);
-    *slot = s;
-    if (rt->stopping)
-        rpc_stream_cancel(s);
-    pthread_mutex_unlock(&rt->lock);
-    bool got = false;
-    ProtobufCMessage *m = NULL;
-    while (!stopping(rt) && rpc_stream_next(s, &m) == PS_STATUS_OK && m) {
-        deliver(rt, m);
-        protobuf_c_message_free_unpacked(m, NULL);
-        m = NULL;
-        got = true;
-    }
-    pthread_mutex_lock(&rt->lock);
-    *slot = NULL;
-    pthread_mutex_unlock(&rt->lock);
-    rpc_stream_destroy(s);
-    return got;
-}
-
-static void deliver_ring_msg(ps_runtime *rt, const ProtobufCMessage *m) {
-    deliver_ring(rt, (const Ps__Ring *)m);
-}
-
-static void deliver_models_msg(ps_runtime *rt, const ProtobufCMessage *m) {
-    pthread_mutex_lock(&rt->deliver_lock);
-    if (!stopping(rt))
-        rt->opts.hooks.models(rt->opts.hooks.user, (const Ps__ModelsUpdate *)m);
-    pthread_mutex_unlock(&rt->deliver_lock);
-}
-
-static void *ring_watch_main(void *arg) {
-    ps_runtime *rt = arg;
-    int wait_ms = PS_RUNTIME_BACKOFF_MIN_MS;
-    while (!stopping(rt)) {
-        Ps__WatchRingRequest req = PS__WATCH_RING_REQUEST__INIT;
-        req.after_epoch = atomic_load(&rt->epoch);
-        if (watch_once(rt, "/ps.Coordinator/WatchRing", &req.base, &ps__ring__descriptor,
-                       &rt->ring_stream, deliver_ring_msg))
-            wait_ms = PS_RUNTIME_BACKOFF_MIN_MS;
-        if (!nap(rt, wait_ms))
-            break;
-        wait_ms = backoff_next(wait_ms);
-    }
-    return NULL;
-}
-
-static void *models_watch_main(void *arg) {
-    ps_runtime *rt = arg;
-    int wait_ms = PS_RUNTIME_BACKOFF_MIN_MS;
-    while (!stopping(rt)) {
-        /* from generation 0 each time: a restarted coordinator counts again from 1 */
-        Ps__WatchModelsRequest req = PS__WATCH_MODELS_REQUEST__INIT;
-        if (watch_once(rt, "/ps.Coordinator/WatchModels", &req.base, &ps__models_update__descriptor,
-                       &rt->models_stream, deliver_models_msg))
-            wait_ms = PS_RUNTIME_BACKOFF_MIN_MS;
-        if (!nap(rt, wait_ms))
-            break;
-        wait_ms = backoff_next(wait_ms);
-    }
-    return NULL;
-}
-
-/* ------------------------------------------------------------- public API --- */
 
 ps_status ps_runtime_create(const ps_runtime_opts *opts, ps_runtime **ret_runtime) {
     if (!opts || !opts->program)
@@ -369,7 +77,7 @@ void ps_runtime_refresh_ring(ps_runtime *rt) {
     if (now - last < PS_RUNTIME_REFRESH_MIN_MS ||
         !atomic_compare_exchange_strong(&rt->last_refresh_ms, &last, now))
         return; /* fetched a moment ago, or another thread is fetching now */
-    fetch_ring(rt, NULL);
+    rt_fetch_ring(rt, NULL);
 }
 
 rpc_channel *ps_runtime_coordinator(ps_runtime *rt) {
@@ -403,7 +111,7 @@ ps_status ps_runtime_join(ps_runtime *rt, char *err, size_t err_len) {
         bool warned = false;
         for (;;) {
             rpc_result res = {0};
-            ps_status st = register_once(rt, &res);
+            ps_status st = rt_register_once(rt, &res);
             if (st == PS_STATUS_OK)
                 break;
             if (st == PS_STATUS_INVALID_ARGUMENT || st == PS_STATUS_ALREADY_EXISTS ||
@@ -418,35 +126,47 @@ ps_status ps_runtime_join(ps_runtime *rt, char *err, size_t err_len) {
                         rt->coordinator, rpc_code_name(res.grpc_code), res.details,
                         rt->opts.register_timeout_ms / 1000);
             warned = true;
-            if (!nap(rt, wait_ms)) {
+            if (!rt_nap(rt, wait_ms)) {
                 ps_set_err(err, err_len, "stopped before registering");
                 return PS_STATUS_CANCELLED;
             }
-            wait_ms = backoff_next(wait_ms);
+            wait_ms = rt_backoff_next(wait_ms);
         }
         atomic_store(&rt->connected, true);
         rpc_result res = {0};
-        if (rt->opts.hooks.ring && fetch_ring(rt, &res) != PS_STATUS_OK)
+        if (rt->opts.hooks.ring && rt_fetch_ring(rt, &res) != PS_STATUS_OK)
             PS_WARN("cannot fetch the ring yet (%s %s); the watch will deliver it",
                     rpc_code_name(res.grpc_code), res.details);
-        ps_status st = start_thread(rt, &rt->heartbeat_thread, heartbeat_main, &rt->have_heartbeat,
-                                    "heartbeat", err, err_len);
+        ps_status st = start_thread(rt, &rt->heartbeat_thread, rt_heartbeat_main,
+                                    &rt->have_heartbeat, "heartbeat", err, err_len);
         if (st != PS_STATUS_OK)
             return st;
     }
     if (rt->opts.hooks.ring) {
-        ps_status st = start_thread(rt, &rt->ring_thread, ring_watch_main, &rt->have_ring,
+        ps_status st = start_thread(rt, &rt->ring_thread, rt_ring_watch_main, &rt->have_ring,
                                     "ring watch", err, err_len);
         if (st != PS_STATUS_OK)
             return st;
     }
     if (rt->opts.hooks.models) {
-        ps_status st = start_thread(rt, &rt->models_thread, models_watch_main, &rt->have_models,
+        ps_status st = start_thread(rt, &rt->models_thread, rt_models_watch_main, &rt->have_models,
                                     "registry watch", err, err_len);
         if (st != PS_STATUS_OK)
             return st;
     }
     return PS_STATUS_OK;
+}
+
+ps_status ps_runtime_start(ps_runtime *rt, const rpc_server_opts *server_opts,
+                           const rpc_method *methods, size_t n_methods, const char *port_file,
+                           char *err, size_t err_len) {
+    ps_status st = ps_runtime_serve(rt, server_opts, methods, n_methods, err, err_len);
+    if (st == PS_STATUS_OK)
+        st = ps_runtime_join(rt, err, err_len);
+    if (st == PS_STATUS_OK && port_file && *port_file &&
+        (st = ps_write_port_file(port_file, rt->port)) != PS_STATUS_OK)
+        ps_set_err(err, err_len, "cannot write the port file %s", port_file);
+    return st;
 }
 
 int ps_runtime_wait(ps_runtime *rt) {

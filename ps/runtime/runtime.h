@@ -107,6 +107,13 @@ ps_status ps_runtime_join(ps_runtime *rt, char *err, size_t err_len);
  * any thread, but not from inside a ring hook. */
 void ps_runtime_refresh_ring(ps_runtime *rt);
 
+/* What a server does once its context is ready: ps_runtime_serve, ps_runtime_join, and
+ * then the bound port written to port_file (may be NULL), last, so that a script
+ * waiting for the file finds the process registered. On failure err says why. */
+ps_status ps_runtime_start(ps_runtime *rt, const rpc_server_opts *server_opts,
+                           const rpc_method *methods, size_t n_methods, const char *port_file,
+                           char *err, size_t err_len);
+
 /* The channel to the coordinator (NULL without one), for the program's own calls. */
 rpc_channel *ps_runtime_coordinator(ps_runtime *rt);
 /* True while heartbeats reach the coordinator. */

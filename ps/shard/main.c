@@ -109,16 +109,13 @@ int main(int argc, char **argv) {
                           .threads = threads,
                           .grace_ms = 2000,
                           .max_streams = max_subs + SHARD_STREAM_MARGIN};
-    if (ps_runtime_serve(m.rt, &so, methods, SHARD_METHOD_COUNT, err, sizeof err) != PS_STATUS_OK ||
-        ps_runtime_join(m.rt, err, sizeof err) != PS_STATUS_OK) {
+    if (ps_runtime_start(m.rt, &so, methods, SHARD_METHOD_COUNT, port_file, err, sizeof err) !=
+        PS_STATUS_OK) {
         PS_ERROR("%s", err);
         goto out;
     }
     PS_INFO("serving on %s; coordinator %s; incarnation %016llx", ps_runtime_addr(m.rt),
             coordinator, (unsigned long long)shard_incarnation(m.ctx));
-    /* the port file last: scripts that wait for it find the shard registered */
-    if (port_file && ps_write_port_file(port_file, ps_runtime_port(m.rt)) != PS_STATUS_OK)
-        PS_ERROR("cannot write the port file %s", port_file);
     ps_runtime_wait(m.rt);
     rc = 0;
 out:

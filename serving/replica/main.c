@@ -151,15 +151,12 @@ int main(int argc, char **argv) {
                           .threads = threads,
                           .grace_ms = 3000,
                           .max_message_bytes = (size_t)max_mb << 20};
-    if (ps_runtime_serve(rt, &so, methods, n_methods, err, sizeof err) != PS_STATUS_OK ||
-        ps_runtime_join(rt, err, sizeof err) != PS_STATUS_OK) {
+    if (ps_runtime_start(rt, &so, methods, n_methods, port_file, err, sizeof err) != PS_STATUS_OK) {
         PS_ERROR("%s", err);
         goto out;
     }
     atomic_store(&c.registered, true);
     PS_INFO("serving KServe v2 gRPC on %s; coordinator %s", ps_runtime_addr(rt), coordinator);
-    if (port_file && ps_write_port_file(port_file, ps_runtime_port(rt)) != PS_STATUS_OK)
-        PS_ERROR("cannot write the port file %s", port_file);
     ps_runtime_wait(rt);
     rc = 0;
 out:

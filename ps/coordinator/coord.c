@@ -130,6 +130,13 @@ void coord_snapshot_write(coord_ctx *c, coord_snapshot *snap) {
     snap->text = NULL;
 }
 
+void coord_unlock_and_persist(coord_ctx *c) {
+    coord_snapshot snap;
+    coord_snapshot_take_locked(c, &snap);
+    pthread_mutex_unlock(&c->lock);
+    coord_snapshot_write(c, &snap);
+}
+
 ps_status coord_message_pack(const ProtobufCMessage *msg, uint8_t **ret_buf, size_t *ret_len) {
     size_t len = protobuf_c_message_get_packed_size(msg);
     uint8_t *buf = malloc(len ? len : 1);

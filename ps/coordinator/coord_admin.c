@@ -80,11 +80,8 @@ ps_status coord_node_add(coord_ctx *c, const Ps__NodeInfo *in, uint64_t *ret_epo
     }
     coord_event(c, COORD_EVENT_INFO, "ring add %s at %s weight %u: epoch %llu", n->id, n->addr,
                 n->weight, (unsigned long long)ring_state_epoch(c->ring));
-    coord_snapshot snap;
-    coord_snapshot_take_locked(c, &snap);
     *ret_epoch = ring_state_epoch(c->ring);
-    pthread_mutex_unlock(&c->lock);
-    coord_snapshot_write(c, &snap);
+    coord_unlock_and_persist(c);
     return PS_STATUS_OK;
 out_unlock:
     pthread_mutex_unlock(&c->lock);
@@ -174,11 +171,8 @@ ps_status coord_node_remove(coord_ctx *c, const char *id, bool force, uint64_t *
     else
         coord_event(c, COORD_EVENT_INFO, "removed node %s: epoch %llu", id,
                     (unsigned long long)ring_state_epoch(c->ring));
-    coord_snapshot snap;
-    coord_snapshot_take_locked(c, &snap);
     *ret_epoch = ring_state_epoch(c->ring);
-    pthread_mutex_unlock(&c->lock);
-    coord_snapshot_write(c, &snap);
+    coord_unlock_and_persist(c);
     return PS_STATUS_OK;
 out_unlock:
     pthread_mutex_unlock(&c->lock);

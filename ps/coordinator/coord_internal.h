@@ -46,6 +46,10 @@ typedef struct coord_snapshot {
 void coord_snapshot_take_locked(coord_ctx *c, coord_snapshot *ret_snap);
 /* Writes (unless a newer one was), reports a failure, frees the text. No lock held. */
 void coord_snapshot_write(coord_ctx *c, coord_snapshot *snap);
+/* What every change ends with: takes a snapshot under the lock (held by the caller),
+ * releases the lock, then writes the snapshot, so disk writes never hold up the
+ * heartbeats that take the lock. */
+void coord_unlock_and_persist(coord_ctx *c);
 
 /* Packs `msg` into a malloc'd buffer (under the lock, while it points into the state);
  * coord_message_unpack then makes the caller's private copy and frees the buffer. */

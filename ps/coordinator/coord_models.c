@@ -30,10 +30,7 @@ ps_status coord_model_register(coord_ctx *c, const Ps__ModelInfo *in, uint64_t *
     pthread_cond_broadcast(&c->changed);
     coord_event(c, COORD_EVENT_INFO, "model %s version %llu registered (%zu tensors)", copy->name,
                 (unsigned long long)version, copy->n_tensors);
-    coord_snapshot snap;
-    coord_snapshot_take_locked(c, &snap);
-    pthread_mutex_unlock(&c->lock);
-    coord_snapshot_write(c, &snap);
+    coord_unlock_and_persist(c);
     *ret_version = version;
     return PS_STATUS_OK;
 }

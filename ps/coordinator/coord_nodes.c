@@ -181,12 +181,9 @@ ps_status coord_node_register(coord_ctx *c, const Ps__NodeInfo *in, Ps__Register
             *n = before;
         goto fail_unlock;
     }
-    coord_snapshot snap;
-    coord_snapshot_take_locked(c, &snap);
     ret_resp->epoch = ring_state_epoch(c->ring);
     ret_resp->heartbeat_ms = (uint32_t)c->heartbeat_ms;
-    pthread_mutex_unlock(&c->lock);
-    coord_snapshot_write(c, &snap);
+    coord_unlock_and_persist(c);
     return PS_STATUS_OK;
 fail_unlock:
     if (st == PS_STATUS_NO_MEMORY)

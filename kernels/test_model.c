@@ -350,14 +350,15 @@ static void test_params_and_create_errors(void **state) {
     assert_non_null(strstr(err, "\"b2\""));
     assert_non_null(strstr(err, "is missing"));
 
-    /* a workspace that would pass the element limit */
+    /* a workspace that would pass the element limit: the config's own check (shared
+     * with the coordinator, which refuses such a model at registration) says so */
     model_config *big =
         config_sq("{'name': 'big', 'max_batch_size': 1000000,"
                   " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4096]}],"
                   " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 4096]}],"
                   " 'layers': [{'op': 'relu', 'input': 'x', 'output': 'y'}]}");
     assert_int_equal(model_create(big, NULL, 0, NULL, &m, err, sizeof(err)),
-                     PS_STATUS_RESOURCE_EXHAUSTED);
+                     PS_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "max_batch_size"));
     model_config_destroy(big);
     model_config_destroy(cfg);

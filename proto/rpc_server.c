@@ -271,9 +271,12 @@ static ProtobufCMessage *decode_request(rpc_ctx *c) {
 
 static void handle_unary(rpc_ctx *c) {
     method_entry *m = c->method;
-    ProtobufCMessage *req = decode_request(c);
+    ProtobufCMessage *req = c->payload ? decode_request(c) : NULL;
     c->code = GRPC_STATUS_OK;
-    if (!req) {
+    if (!c->payload) { /* the client half-closed without sending a request */
+        c->code = GRPC_STATUS_INVALID_ARGUMENT;
+        set_details(c, "no request message: a unary call takes exactly one");
+    } else if (!req) {
         c->code = GRPC_STATUS_INVALID_ARGUMENT;
         char msg[256];
         snprintf(msg, sizeof msg, "malformed request: cannot parse the payload as %s",
@@ -351,6 +354,12 @@ static void *stream_thread(void *arg) {
 
 static void handle_stream(rpc_ctx *c) {
     method_entry *m = c->method;
+    if (!c->payload) {
+        c->code = GRPC_STATUS_INVALID_ARGUMENT;
+        set_details(c, "no request message: a server-streaming call takes exactly one");
+        unary_finish(c);
+        return;
+    }
     if (!stream_slot_take(c->server)) {
         c->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
         char msg[256];

@@ -27,10 +27,10 @@
 /* ------------------------------------------------------------------------------------ */
 /* Private types */
 
-#define DIM_UNKNOWN 0          /* dimvar.value: not fixed yet */
-#define DIM_BATCH (-1)         /* dimvar.value: the batch dim */
-#define BATCH_VAR 0            /* the one variable that stands for the batch dim */
-#define DIM_LIMIT 2147483647LL /* largest dim, and largest per-sample element count */
+#define DIM_UNKNOWN 0                /* dimvar.value: not fixed yet */
+#define DIM_BATCH (-1)               /* dimvar.value: the batch dim */
+#define BATCH_VAR 0                  /* the one variable that stands for the batch dim */
+#define DIM_LIMIT MODEL_MAX_ELEMENTS /* largest dim, and largest element count */
 
 /* One dim variable: union-find parent and, at the root, the value. */
 typedef struct dimvar {
@@ -1229,6 +1229,20 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
                 vars[r].value = g->dims[d];
             }
         }
+        int64_t elements = 1;
+        for (uint32_t d = 0; ok && d < p->ndims; d++) {
+            elements *= g->dims[d]; /* each <= DIM_LIMIT, and the product is checked each step */
+            if (elements > DIM_LIMIT) {
+                ps_set_err(err, err_len,
+                           "%s has shape %s: more than %lld elements, the most a parameter may "
+                           "have",
+                           where,
+                           dims_str(g->dims, g->ndims <= MODEL_MAX_DIMS ? g->ndims : MODEL_MAX_DIMS,
+                                    false, have_s, sizeof(have_s)),
+                           DIM_LIMIT);
+                goto out_vars;
+            }
+        }
         if (!ok) {
             vars_dims(vars, p->vars, p->ndims, need);
             ps_set_err(err, err_len, "%s has shape %s, but the graph needs %s", where,
@@ -1240,7 +1254,9 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
     }
 
     /* Every value dim is now fixed (each comes from an input or a parameter dim);
-     * every per-sample element count must stay within the limit. */
+     * every per-sample element count, times the largest batch, must stay within the
+     * limit (what a backend can address in one tensor). */
+    const int64_t batch_cap = cfg->max_batch > 0 ? (int64_t)cfg->max_batch : 1;
     for (size_t v = 0; v < cfg->n_values; v++) {
         const cfg_value *val = &cfg->values[v];
         int64_t per_sample = 1;
@@ -1260,6 +1276,13 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
                     goto out_vars;
                 }
             }
+        }
+        if (per_sample > DIM_LIMIT / batch_cap) {
+            ps_set_err(err, err_len,
+                       "\"%s\" has %lld elements per sample: a batch of %lld (max_batch_size) "
+                       "would have more than %lld",
+                       val->name, (long long)per_sample, (long long)batch_cap, DIM_LIMIT);
+            goto out_vars;
         }
     }
 

@@ -63,6 +63,7 @@
 #include "status.h"
 
 #define MODEL_MAX_DIMS 8                   /* dims of any tensor, batch dim included */
+#define MODEL_MAX_ELEMENTS 2147483647LL    /* elements of any tensor, a whole batch included */
 #define MODEL_CONFIG_NAME_MAX 255          /* longest name (model, tensor, layer), bytes */
 #define MODEL_CONFIG_MAX_BYTES (16u << 20) /* longest config.json accepted */
 #define MODEL_CONFIG_NONE SIZE_MAX         /* "no such parameter" in model_config_layer */

@@ -246,6 +246,21 @@ static void test_resolve_errors(void **state) {
     g[0].dims[0] = 32;
     g[1].datatype = "FP16";
     expect_resolve_error(g, 4, "has datatype FP16; only FP32 is supported");
+    g[1].datatype = NULL;
+    /* sizes no replica could hold, caught here for the coordinator and replicas alike */
+    g[0].dims[0] = 1 << 26; /* 2^32 elements */
+    expect_resolve_error(g, 4, "more than 2147483647 elements, the most a parameter may have");
+    /* a value that fits per sample, but not as a batch of max_batch_size */
+    model_config *wide =
+        parse_ok("{'name': 'wide', 'max_batch_size': 1000000,"
+                 " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4096]}],"
+                 " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 4096]}],"
+                 " 'layers': [{'op': 'relu', 'input': 'x', 'output': 'y'}]}");
+    char err[512] = "";
+    assert_int_equal(model_config_resolve(wide, NULL, 0, NULL, NULL, err, sizeof(err)),
+                     PS_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "a batch of 1000000 (max_batch_size) would have more than"));
+    model_config_destroy(wide);
 }
 
 static void test_other_ops_and_no_batch(void **state) {

@@ -54,7 +54,7 @@ uint64_t ps_key_dense(const char *model, const char *tensor, uint32_t chunk) {
 }
 
 bool ps_parse_u64(const char *s, uint64_t *ret) {
-    if (!s || !*s || *s == '-')
+    if (!s || *s < '0' || *s > '9') /* digits only: no sign, no spaces (strtoull allows them) */
         return false;
     char *end = NULL;
     errno = 0;

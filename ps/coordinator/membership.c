@@ -49,12 +49,32 @@ bool membership_id_valid(const char *id) {
     return true;
 }
 
+/* HOST:PORT where HOST is a name or IPv4 address (letters, digits, '.', '-', '_') or a
+ * bracketed IPv6 address, and PORT 1..65535 in plain decimal: what ends up in logs,
+ * the state file and every client's channel, so nothing else (no spaces, newlines,
+ * signs or leading zeros) gets in. */
 bool membership_addr_valid(const char *addr) {
     if (!addr || strnlen(addr, MEMBERSHIP_ADDR_MAX + 1) > MEMBERSHIP_ADDR_MAX)
         return false;
     const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr)
+        return false;
+    size_t host_len = (size_t)(colon - addr);
+    bool v6 = addr[0] == '[';
+    if (v6 && (host_len < 3 || addr[host_len - 1] != ']'))
+        return false;
+    for (size_t i = v6 ? 1 : 0; i < (v6 ? host_len - 1 : host_len); i++) {
+        char ch = addr[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == '_' ||
+                  (v6 && ch == ':');
+        if (!ok)
+            return false;
+    }
+    const char *port_text = colon + 1;
     uint64_t port;
-    return colon && colon != addr && ps_parse_u64(colon + 1, &port) && port > 0 && port < 65536;
+    return port_text[0] >= '1' && port_text[0] <= '9' && ps_parse_u64(port_text, &port) &&
+           port < 65536;
 }
 
 const char *membership_role_name(membership_role role) {

@@ -79,13 +79,17 @@ static ps_status check_tensor(const Ps__TensorInfo *t, size_t i, char *err, size
     }
     uint64_t count = 1;
     for (size_t k = 0; k < t->n_shape; k++) {
-        if (t->shape[k] <= 0 || __builtin_mul_overflow(count, (uint64_t)t->shape[k], &count) ||
+        if (t->shape[k] <= 0) {
+            ps_set_err(err, err_len, "tensor %.64s: dimension %zu is %lld; it must be positive",
+                       t->name, k, (long long)t->shape[k]);
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+        if (__builtin_mul_overflow(count, (uint64_t)t->shape[k], &count) ||
             count > REGISTRY_MAX_TENSOR_FLOATS) {
             ps_set_err(err, err_len,
-                       "tensor %.64s: dimension %zu is %lld; every dimension must be positive "
-                       "and the tensor at most %llu floats",
-                       t->name, k, (long long)t->shape[k],
-                       (unsigned long long)REGISTRY_MAX_TENSOR_FLOATS);
+                       "tensor %.64s has more than %llu elements (dimensions 0..%zu already), the "
+                       "most a replica can hold",
+                       t->name, (unsigned long long)REGISTRY_MAX_TENSOR_FLOATS, k);
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }

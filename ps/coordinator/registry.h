@@ -21,16 +21,16 @@
 #include "model_config.h"
 #include "status.h"
 
-#define REGISTRY_NAME_MAX 63                           /* model name, [A-Za-z0-9._-] */
-#define REGISTRY_TENSOR_NAME_MAX MODEL_CONFIG_NAME_MAX /* tensor name, bytes */
-#define REGISTRY_MAX_TENSORS 16384u                    /* tensors in one model */
-#define REGISTRY_MAX_CONFIG_BYTES (1u << 20)           /* config.json text, bytes */
-#define REGISTRY_MAX_CHUNK_FLOATS (4u << 20)           /* floats in one chunk */
-#define REGISTRY_MAX_TENSOR_FLOATS (1ull << 40)        /* floats in one tensor */
-#define REGISTRY_MAX_VERSION 0xffffffffull             /* largest version number */
-#define REGISTRY_DEFAULT_MAX_VERSIONS 1024u            /* model versions kept, all models */
-#define REGISTRY_DEFAULT_MAX_BYTES (48u << 20)         /* their packed size, all together */
-#define REGISTRY_MAX_BYTES_LIMIT (60u << 20)           /* below the 64 MiB message limit */
+#define REGISTRY_NAME_MAX 63                                      /* model name, [A-Za-z0-9._-] */
+#define REGISTRY_TENSOR_NAME_MAX MODEL_CONFIG_NAME_MAX            /* tensor name, bytes */
+#define REGISTRY_MAX_TENSORS 16384u                               /* tensors in one model */
+#define REGISTRY_MAX_CONFIG_BYTES (1u << 20)                      /* config.json text, bytes */
+#define REGISTRY_MAX_CHUNK_FLOATS (4u << 20)                      /* floats in one chunk */
+#define REGISTRY_MAX_TENSOR_FLOATS ((uint64_t)MODEL_MAX_ELEMENTS) /* what a replica can hold */
+#define REGISTRY_MAX_VERSION 0xffffffffull                        /* largest version number */
+#define REGISTRY_DEFAULT_MAX_VERSIONS 1024u    /* model versions kept, all models */
+#define REGISTRY_DEFAULT_MAX_BYTES (48u << 20) /* their packed size, all together */
+#define REGISTRY_MAX_BYTES_LIMIT (60u << 20)   /* below the 64 MiB message limit */
 
 typedef struct registry_opts {
     size_t max_versions; /* 0 = REGISTRY_DEFAULT_MAX_VERSIONS */

@@ -60,6 +60,13 @@ static void test_ids_and_addresses(void **state) {
     assert_false(membership_addr_valid("h:0"));
     assert_false(membership_addr_valid("h:65536"));
     assert_false(membership_addr_valid("h:12x"));
+    /* what would split log lines or hide in a state file (found by an adversarial run) */
+    assert_true(membership_addr_valid("shard-1.example_net:7001"));
+    const char *bad[] = {"h\n:5",    "a b:5",     "127.0.0.1: 5", "127.0.0.1:+5", "127.0.0.1:05",
+                         "host:1:2", "[::1:7000", "[]:7000",      "h\t:5",        "h\xff:5"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (membership_addr_valid(bad[i]))
+            fail_msg("accepted address '%s'", bad[i]);
     memset(huge, 'h', sizeof huge - 1);
     memcpy(huge + sizeof huge - 6, ":7000", 6);
     assert_false(membership_addr_valid(huge));

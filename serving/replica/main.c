@@ -9,6 +9,7 @@
  */
 #include <stdatomic.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "flags.h"
 #include "kserve.h"
@@ -59,11 +60,18 @@ static void on_models(void *user, const Ps__ModelsUpdate *update) {
                  ps_status_str(st));
 }
 
+static int half_of_memory_mb(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t mb = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2 >> 20 : 1024;
+    return mb > (1u << 30) ? 1 << 30 : (int)mb;
+}
+
 /* The modules, on the context. */
-static ps_status build(serve_ctx *c, const char *coordinator) {
+static ps_status build(serve_ctx *c, const char *coordinator, int max_model_mb) {
     replica_logger logger = {log_event, c};
     shard_source_opts so = {.coordinator = coordinator};
-    ps_status st = models_create(NULL, &c->models);
+    ps_status st =
+        models_create(&(models_opts){.max_bytes = (uint64_t)max_model_mb << 20}, &c->models);
     if (st == PS_STATUS_OK)
         st = kserve_create(
             &(kserve_opts){
@@ -100,7 +108,7 @@ static void teardown(serve_ctx *c) {
 
 int main(int argc, char **argv) {
     const char *id = NULL, *listen = "127.0.0.1:0", *coord_flag = NULL, *port_file = NULL;
-    int threads = 0, max_mb = 64;
+    int threads = 0, max_mb = 64, max_model_mb = half_of_memory_mb();
     const ps_flag flags[] = {
         {"id", PS_FLAG_STRING, &id, 0, 0, "ID", "this replica's unique name", true},
         {"listen", PS_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
@@ -110,6 +118,10 @@ int main(int argc, char **argv) {
         {"threads", PS_FLAG_INT, &threads, 0, 1024, "N", "rpc worker threads (0: one per CPU)",
          false},
         {"max-message-mb", PS_FLAG_INT, &max_mb, 1, 2047, "N", "largest request or response",
+         false},
+        {"max-model-mb", PS_FLAG_INT, &max_model_mb, 1, 1 << 30, "N",
+         "parameter memory of every model version held, together (a version switch holds "
+         "two); a model past it is not loaded (the default is half the machine's memory)",
          false},
         {"port-file", PS_FLAG_STRING, &port_file, 0, 0, "FILE",
          "write the bound port there once serving", false},
@@ -138,7 +150,7 @@ int main(int argc, char **argv) {
                           .role = PS__NODE_ROLE__ROLE_SERVE,
                           .hooks = {.user = &c, .ring = on_ring, .models = on_models}};
     int rc = 1;
-    ps_status st = build(&c, coordinator);
+    ps_status st = build(&c, coordinator, max_model_mb);
     if (st == PS_STATUS_OK)
         st = ps_runtime_create(&ro, &rt);
     if (st != PS_STATUS_OK) {

@@ -10,8 +10,10 @@
 
 struct models {
     pthread_mutex_t lock;
-    served **list; /* listed versions, each with the list's reference */
+    served **list;   /* listed versions, each with the list's reference */
+    uint64_t *bytes; /* parameter bytes of each listed version, beside list */
     size_t n, cap;
+    uint64_t bytes_listed, max_bytes;
     char **expect_names; /* what the registry last said should be served */
     uint64_t *expect_versions;
     size_t n_expect;
@@ -21,14 +23,18 @@ ps_status models_create(const models_opts *opts, models **ret_models) {
     size_t cap = opts && opts->max_listed ? opts->max_listed : MODELS_DEFAULT_MAX_LISTED;
     models *m = calloc(1, sizeof *m);
     served **list = calloc(cap, sizeof *list);
-    if (!m || !list) {
+    uint64_t *bytes = calloc(cap, sizeof *bytes);
+    if (!m || !list || !bytes) {
         free(m);
         free(list);
+        free(bytes);
         return PS_STATUS_NO_MEMORY;
     }
     pthread_mutex_init(&m->lock, NULL);
     m->list = list;
+    m->bytes = bytes;
     m->cap = cap;
+    m->max_bytes = opts ? opts->max_bytes : 0;
     *ret_models = m;
     return PS_STATUS_OK;
 }
@@ -46,6 +52,7 @@ void models_destroy(models *m) {
     for (size_t i = 0; i < m->n; i++)
         served_release(m->list[i]);
     free(m->list);
+    free(m->bytes);
     free_expect(m->expect_names, m->n_expect, m->expect_versions);
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -76,11 +83,46 @@ static void release_all(served **list, size_t n) {
 static void unlist(models *m, served *s) {
     for (size_t i = 0; i < m->n; i++) {
         if (m->list[i] == s) {
-            m->list[i] = m->list[--m->n];
+            m->bytes_listed -= m->bytes[i];
+            m->n--;
+            m->list[i] = m->list[m->n];
+            m->bytes[i] = m->bytes[m->n];
             served_release(s);
             return;
         }
     }
+}
+
+/* Parameter bytes a registry entry asks for (UINT64_MAX when that overflows). */
+static uint64_t entry_bytes(const Ps__ModelInfo *info) {
+    uint64_t total = 0;
+    for (size_t i = 0; i < info->n_tensors; i++) {
+        uint64_t count = 1;
+        for (size_t k = 0; k < info->tensors[i]->n_shape; k++) {
+            int64_t d = info->tensors[i]->shape[k];
+            if (d < 0 || __builtin_mul_overflow(count, (uint64_t)d, &count))
+                return UINT64_MAX;
+        }
+        if (__builtin_mul_overflow(count, 4u, &count) ||
+            __builtin_add_overflow(total, count, &total))
+            return UINT64_MAX;
+    }
+    return total;
+}
+
+/* Refuses a load the memory quota cannot take (lock held). */
+static ps_status check_quota(const models *m, const Ps__ModelInfo *info, uint64_t need, char *err,
+                             size_t err_len) {
+    if (!m->max_bytes || (need <= m->max_bytes && m->bytes_listed <= m->max_bytes - need))
+        return PS_STATUS_OK;
+    ps_set_err(err, err_len,
+               "model %s version %llu needs %llu MiB of parameters; this replica holds %llu MiB "
+               "of its %llu MiB (--max-model-mb): not loaded",
+               info->name, (unsigned long long)info->version,
+               (unsigned long long)(need == UINT64_MAX ? need : need >> 20),
+               (unsigned long long)(m->bytes_listed >> 20),
+               (unsigned long long)(m->max_bytes >> 20));
+    return PS_STATUS_RESOURCE_EXHAUSTED;
 }
 
 ps_status models_load(models *m, const Ps__ModelInfo *info, const served_source *src, char *err,
@@ -90,17 +132,28 @@ ps_status models_load(models *m, const Ps__ModelInfo *info, const served_source 
         served_release(have);
         return PS_STATUS_OK;
     }
+    uint64_t need = entry_bytes(info);
+    pthread_mutex_lock(&m->lock); /* before allocating anything for it */
+    ps_status st = check_quota(m, info, need, err, err_len);
+    pthread_mutex_unlock(&m->lock);
+    if (st != PS_STATUS_OK)
+        return st;
     served *s = NULL;
-    ps_status st = served_create(info, &s, err, err_len);
+    st = served_create(info, &s, err, err_len);
     if (st != PS_STATUS_OK)
         return st;
     pthread_mutex_lock(&m->lock); /* list it first: updates that race with the pull reach it */
-    if (m->n == m->cap) {
+    if (m->n == m->cap || (st = check_quota(m, info, need, err, err_len)) != PS_STATUS_OK) {
         pthread_mutex_unlock(&m->lock);
         served_release(s);
-        ps_set_err(err, err_len, "already %zu model versions listed", m->cap);
-        return PS_STATUS_RESOURCE_EXHAUSTED;
+        if (st == PS_STATUS_OK) {
+            ps_set_err(err, err_len, "already %zu model versions listed", m->cap);
+            st = PS_STATUS_RESOURCE_EXHAUSTED;
+        }
+        return st;
     }
+    m->bytes[m->n] = need;
+    m->bytes_listed += need;
     m->list[m->n++] = s;
     served_retain(s); /* ours, while loading */
     pthread_mutex_unlock(&m->lock);

@@ -7,6 +7,8 @@
  * valid until they release it. Updates, re-pull marks and stale fixes go to every
  * listed version.
  *
+ * The parameter memory of the listed versions is bounded (models_opts.max_bytes): a
+ * registry entry, which any client can write, never makes a replica allocate more.
  * The set is small (a few models and versions): an array under a mutex. It does no
  * I/O of its own: chunks come through the served_source the caller passes.
  */
@@ -25,7 +27,10 @@
 #define MODELS_DEFAULT_MAX_LISTED 256 /* model versions listed at once */
 
 typedef struct models_opts {
-    size_t max_listed; /* 0 = MODELS_DEFAULT_MAX_LISTED; past it a load is RESOURCE_EXHAUSTED */
+    size_t max_listed;  /* 0 = MODELS_DEFAULT_MAX_LISTED; past it a load is RESOURCE_EXHAUSTED */
+    uint64_t max_bytes; /* parameter bytes of every listed version together (a version
+                           switch holds both); a load past it is RESOURCE_EXHAUSTED before
+                           anything is allocated. 0 = no limit */
 } models_opts;
 
 typedef struct models models;

@@ -34,6 +34,7 @@
 #define SERVED_PULL_BATCH_FLOATS (2u << 20)
 /* Idle forward-pass workspaces kept per model (one per concurrent request). */
 #define SERVED_MAX_IDLE_WORKSPACES 16
+#define SERVED_NONFINITE_LOG_MS 60000 /* a non-finite streak is logged at most this often */
 
 /* Where chunks come from: pull n keys; dst[i] gets lens[i] floats; ret_versions the
  * chunk versions. The shards in production (shard_source.h), a table in tests. */
@@ -81,8 +82,9 @@ void served_ready_set(served *s);
 /* What a forward pass reports besides its status; written whatever the outcome. */
 typedef struct served_infer_report {
     uint64_t param_version; /* the parameters the pass ran on */
-    bool streak_start;      /* a non-finite failure after a success: log it */
-    bool streak_end;        /* a success after non-finite failures: log it */
+    bool streak_start;      /* a non-finite failure after a success: log it (at most once per
+                               SERVED_NONFINITE_LOG_MS, so clients cannot flood the log) */
+    bool streak_end;        /* a success ending a streak whose start was logged: log it */
 } served_infer_report;
 
 /* Runs a forward pass under the read lock (see model_infer) and checks the outputs:

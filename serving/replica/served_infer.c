@@ -60,8 +60,8 @@ ps_status served_infer(served *s, const model_input *inputs, size_t n_inputs, mo
         if (bad) {
             ps_set_err(err, err_len,
                        "model %s version %llu produced a non-finite value (%g) in output '%s' "
-                       "at element %llu (parameter version %llu): its parameters may have "
-                       "diverged, so no answer is given",
+                       "at element %llu (parameter version %llu): its inputs or its parameters "
+                       "overflow float32, so no answer is given",
                        s->name, (unsigned long long)s->version, (double)outputs[i].data[at],
                        outputs[i].name, (unsigned long long)at, (unsigned long long)pv);
             st = PS_STATUS_INTERNAL;
@@ -74,10 +74,18 @@ ps_status served_infer(served *s, const model_input *inputs, size_t n_inputs, mo
         was_bad = atomic_exchange(&s->nonfinite, bad);
     else
         was_bad = atomic_load(&s->nonfinite);
+    bool start = bad && !was_bad, end = st == PS_STATUS_OK && was_bad;
+    if (start) { /* log a streak's start at most once per SERVED_NONFINITE_LOG_MS */
+        int64_t now = ps_now_ms(), last = atomic_load(&s->nonfinite_logged_ms);
+        start = (last == 0 || now - last >= SERVED_NONFINITE_LOG_MS) &&
+                atomic_compare_exchange_strong(&s->nonfinite_logged_ms, &last, now);
+        atomic_store(&s->nonfinite_logged, start);
+    }
+    if (end)
+        end = atomic_exchange(&s->nonfinite_logged, false);
     if (report)
-        *report = (served_infer_report){.param_version = pv,
-                                        .streak_start = bad && !was_bad,
-                                        .streak_end = st == PS_STATUS_OK && was_bad};
+        *report =
+            (served_infer_report){.param_version = pv, .streak_start = start, .streak_end = end};
     return st;
 }
 

@@ -21,7 +21,9 @@ struct served {
     chunk_table *chunks;   /* under lock */
     uint64_t param_version;
     atomic_bool ready;
-    atomic_bool nonfinite; /* the last pass produced a non-finite output */
+    atomic_bool nonfinite;               /* the last pass produced a non-finite output */
+    atomic_bool nonfinite_logged;        /* the current streak's start was logged */
+    _Atomic int64_t nonfinite_logged_ms; /* when a streak start was last logged */
 
     pthread_mutex_t stats_lock;
     served_stats stats;

@@ -246,6 +246,18 @@ static void test_nonfinite_outputs_refused(void **state) {
     assert_true(rep.streak_end);
     for (int i = 0; i < 10; i++)
         assert_true(isfinite(out[i]));
+    /* bad and good answers alternating (a client sending overflowing inputs) are logged
+     * at most once a minute: neither this streak's start nor its end */
+    u = fixture_update(key, PS__PUSH_OP__PUSH_ASSIGN, 700, 600, huge, 1000, &buf);
+    models_update_apply(f->m, &u);
+    free(buf);
+    assert_int_equal(infer(s, out, &rep, f->err, sizeof f->err), PS_STATUS_INTERNAL);
+    assert_false(rep.streak_start);
+    u = fixture_update(key, PS__PUSH_OP__PUSH_ASSIGN, 800, 700, good, 1000, &buf);
+    models_update_apply(f->m, &u);
+    free(buf);
+    assert_int_equal(infer(s, out, &rep, f->err, sizeof f->err), PS_STATUS_OK);
+    assert_false(rep.streak_end);
     served_release(s);
 }
 
@@ -282,6 +294,37 @@ static void test_newer_version_retires_older(void **state) {
     ps__model_info__free_unpacked(v2, NULL);
 }
 
+/* The parameter-memory quota refuses a version before allocating anything for it; a
+ * version switch needs room for both versions. digits_mlp holds 4810 floats. */
+static void test_memory_quota(void **state) {
+    fx *f = *state;
+    const uint64_t bytes = 4810 * 4;
+    models *small = NULL;
+    assert_int_equal(models_create(&(models_opts){.max_bytes = bytes - 4}, &small), PS_STATUS_OK);
+    int pulls = fixture_store_pulls(f->store);
+    assert_int_equal(models_load(small, f->info, &f->src, f->err, sizeof f->err),
+                     PS_STATUS_RESOURCE_EXHAUSTED);
+    if (!strstr(f->err, "--max-model-mb") || !strstr(f->err, NAME " version 1"))
+        fail_msg("message: %s", f->err);
+    assert_int_equal(fixture_store_pulls(f->store), pulls); /* nothing was pulled */
+    assert_null(models_acquire(small, NAME, 0));
+    models_destroy(small);
+
+    models *exact = NULL;
+    assert_int_equal(models_create(&(models_opts){.max_bytes = bytes}, &exact), PS_STATUS_OK);
+    assert_int_equal(models_load(exact, f->info, &f->src, f->err, sizeof f->err), PS_STATUS_OK);
+    /* version 2 beside version 1 does not fit: refused, version 1 keeps serving */
+    f->info->version = 2;
+    assert_int_equal(models_load(exact, f->info, &f->src, f->err, sizeof f->err),
+                     PS_STATUS_RESOURCE_EXHAUSTED);
+    f->info->version = 1;
+    served *s = models_acquire(exact, NAME, 0);
+    assert_non_null(s);
+    assert_int_equal(served_version(s), 1);
+    served_release(s);
+    models_destroy(exact);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_load_matches_reference, setup, teardown),
@@ -291,6 +334,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_nonfinite_outputs_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_load_unlists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_version_retires_older, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_quota, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

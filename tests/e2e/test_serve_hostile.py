@@ -217,3 +217,72 @@ def test_stalled_update_stream_is_noticed(tmp_path, x):
         bad = c.stop()
         fake.stop()
     assert not bad, "\n".join(bad)
+
+
+def register_model(cluster, name, hidden, max_batch=8):
+    """RegisterModel straight to the coordinator: any client can write the registry."""
+    import coordinator_pb2 as cpb
+    cfg = {"name": name, "max_batch_size": max_batch,
+           "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+           "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}],
+           "layers": [{"op": "dense", "input": "x", "output": "h", "weight": "w1", "bias": "b1",
+                       "activation": "relu"},
+                      {"op": "dense", "input": "h", "output": "logits", "weight": "w2",
+                       "bias": "b2"},
+                      {"op": "softmax", "input": "logits", "output": "y"}]}
+    chunk = 4 << 20
+
+    def tensor(n, shape):
+        count = int(np.prod(shape, dtype=object))
+        return cpb.TensorInfo(name=n, dtype="FP32", shape=shape, chunk_floats=chunk,
+                              chunks=-(-count // chunk))
+
+    req = cpb.RegisterModelRequest(model=cpb.ModelInfo(
+        name=name, config_json=json.dumps(cfg),
+        tensors=[tensor("w1", [hidden, 4]), tensor("b1", [hidden]), tensor("w2", [3, hidden]),
+                 tensor("b2", [3])]))
+    fn = grpc.insecure_channel(cluster.coordinator, options=BIG).unary_unary(
+        "/ps.Coordinator/RegisterModel", request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=cpb.RegisterModelResponse.FromString)
+    try:
+        fn(req, timeout=30)
+        return grpc.StatusCode.OK, ""
+    except grpc.RpcError as e:
+        return e.code(), e.details() or ""
+
+
+def test_registry_refuses_models_no_replica_can_hold(cluster, x):
+    """The coordinator and the replicas agree on sizes (the model-file library checks
+    both): a parameter over 2^31-1 elements, or a batch whose values would be, is refused
+    at registration, so no replica ever tries to allocate it."""
+    code, details = register_model(cluster, "toobig", hidden=2**31 - 1)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "elements" in details, details
+    code, details = register_model(cluster, "toowide", hidden=2**28, max_batch=2**31 - 1)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "max_batch_size" in details, details
+    still_serving(cluster, x)
+
+
+def test_replica_memory_quota(cluster, x):
+    """A registry entry within the limits but bigger than a replica's --max-model-mb is
+    not loaded (no allocation, a clear log line), and the replica keeps serving the
+    models it holds."""
+    port = cluster.start("serve-small", [cluster_bin("serving", "ps-serve"), "--id", "serve-small",
+                                         "--coordinator", cluster.coordinator,
+                                         "--max-model-mb", "4"])
+    addr = f"127.0.0.1:{port}"
+    wait_ready(addr)  # digits_mlp (19 KiB) fits
+    code, details = register_model(cluster, "bigger", hidden=1 << 19)  # 16 MiB of parameters
+    assert code == grpc.StatusCode.OK, details
+    poll(lambda: "model bigger version 1 needs 16 MiB of parameters" in cluster.log("serve-small"),
+         "serve-small never said why it does not load 'bigger'")
+    log = cluster.log("serve-small")
+    assert "of its 4 MiB (--max-model-mb): not loaded" in log, log[-2000:]
+    assert cluster.procs["serve-small"].poll() is None
+    config, params = modelref.load_model(MODEL_DIR)
+    want = modelref.forward(config, params, {"pixels": x})["probabilities"]
+    wait_outputs(addr, x, want, "serve-small stopped serving digits_mlp", timeout=5)
+
+
+def cluster_bin(folder, name):
+    from conftest import BUILD
+    return BUILD / folder / name

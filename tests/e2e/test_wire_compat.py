@@ -120,6 +120,19 @@ def test_malformed_payload_invalid_argument(server):
         assert pb_grpc.TestStub(ch).Echo(pb.EchoRequest(text="ok"), timeout=5).text == "ok"
 
 
+def test_calls_without_a_request_message_are_refused(server):
+    # a client may half-close without sending anything: the handler must not run on an
+    # empty message as if one had been sent
+    with channel(server.target) as ch:
+        for method in ("/pstest.Test/Echo", "/pstest.Test/Count"):
+            none = ch.stream_unary(method, request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as e:
+                none(iter([]), timeout=5)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "no request message" in e.value.details(), method
+        assert pb_grpc.TestStub(ch).Echo(pb.EchoRequest(text="ok"), timeout=5).text == "ok"
+
+
 def test_oversized_request_resource_exhausted(start_test_server):
     s = start_test_server("--max-message-bytes", str(1024 * 1024))
     with channel(s.target) as ch:

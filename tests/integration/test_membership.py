@@ -251,10 +251,12 @@ def test_hostile_register_model_requests(make_cluster):
     m = tiny_info()
     m.tensors.append(tensor("x" * 10000, [1]))
     refused(reg, cpb.RegisterModelRequest(model=m), bad, "a name of 1 to 255 bytes")
-    for shape in ([2**62, 4], [2**32, 2**32], [-1, 4], [0]):
+    for shape, words in (([2**62, 4], "the most a replica can hold"),
+                         ([2**32, 2**32], "the most a replica can hold"),
+                         ([-1, 4], "it must be positive"), ([0], "it must be positive")):
         m = tiny_info()
         m.tensors[0].CopyFrom(tensor("fc1.weight", shape, chunks=1))
-        refused(reg, cpb.RegisterModelRequest(model=m), bad, "every dimension must be positive")
+        refused(reg, cpb.RegisterModelRequest(model=m), bad, words)
     m = tiny_info()
     m.tensors[0].chunks = 24  # 200 floats in chunks of 8 need 25
     refused(reg, cpb.RegisterModelRequest(model=m), bad, "24 chunks of 8 floats do not cover")

@@ -10,6 +10,24 @@
 
 /* ------------------------------------------------------------------ pull --- */
 
+/* What every keyed call starts with: the shard's channel and the keys idx[0..m) picks,
+ * in a malloc'd array (free it). On failure c's error says why. */
+static ps_status call_keys(ps_client *c, uint32_t s, const uint64_t *all, const size_t *idx,
+                           size_t m, rpc_channel **ret_ch, uint64_t **ret_keys) {
+    rpc_channel *ch = psclient_shard_channel(c, s);
+    if (!ch)
+        return psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot open a channel to %s",
+                             ps_client_shard_addr(c, s));
+    uint64_t *keys = malloc((m + 1) * sizeof *keys);
+    if (!keys)
+        return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < m; i++)
+        keys[i] = all[idx[i]];
+    *ret_ch = ch;
+    *ret_keys = keys;
+    return PS_STATUS_OK;
+}
+
 typedef struct pull_arg {
     const uint64_t *keys;
     float *const *dst;
@@ -19,15 +37,11 @@ typedef struct pull_arg {
 
 static ps_status pull_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
     pull_arg *a = p;
-    rpc_channel *ch = psclient_shard_channel(c, s);
-    if (!ch)
-        return psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot open a channel to %s",
-                             ps_client_shard_addr(c, s));
-    uint64_t *keys = malloc(m * sizeof *keys);
-    if (!keys)
-        return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
-    for (size_t i = 0; i < m; i++)
-        keys[i] = a->keys[idx[i]];
+    rpc_channel *ch = NULL;
+    uint64_t *keys = NULL;
+    ps_status st = call_keys(c, s, a->keys, idx, m, &ch, &keys);
+    if (st != PS_STATUS_OK)
+        return st;
     Ps__PullRequest req = PS__PULL_REQUEST__INIT;
     req.epoch = ps_client_epoch(c);
     req.n_keys = m;
@@ -37,9 +51,8 @@ static ps_status pull_call(ps_client *c, uint32_t s, const size_t *idx, size_t m
     rpc_result res;
     rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
     /* the values (field 15) stay in the received payload: one copy, into dst */
-    ps_status st =
-        rpc_call_split(ch, "/ps.ParameterServer/Pull", &req.base, NULL, 0,
-                       &ps__pull_response__descriptor, 15, &opts, &resp, &received, &res);
+    st = rpc_call_split(ch, "/ps.ParameterServer/Pull", &req.base, NULL, 0,
+                        &ps__pull_response__descriptor, 15, &opts, &resp, &received, &res);
     free(keys);
     if (st != PS_STATUS_OK)
         return psclient_call_failed(c, s, "pull", st, &res);
@@ -202,15 +215,11 @@ typedef struct stat_arg {
 
 static ps_status stat_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
     stat_arg *a = p;
-    rpc_channel *ch = psclient_shard_channel(c, s);
-    if (!ch)
-        return psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot open a channel to %s",
-                             ps_client_shard_addr(c, s));
-    uint64_t *keys = malloc((m + 1) * sizeof *keys);
-    if (!keys)
-        return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
-    for (size_t i = 0; i < m; i++)
-        keys[i] = a->keys[idx[i]];
+    rpc_channel *ch = NULL;
+    uint64_t *keys = NULL;
+    ps_status st = call_keys(c, s, a->keys, idx, m, &ch, &keys);
+    if (st != PS_STATUS_OK)
+        return st;
     Ps__StatRequest req = PS__STAT_REQUEST__INIT;
     req.epoch = ps_client_epoch(c);
     req.n_keys = m;
@@ -218,8 +227,8 @@ static ps_status stat_call(ps_client *c, uint32_t s, const size_t *idx, size_t m
     ProtobufCMessage *resp = NULL;
     rpc_result res;
     rpc_call_opts opts = {.timeout_ms = 5000};
-    ps_status st = rpc_call(ch, "/ps.ParameterServer/Stat", &req.base,
-                            &ps__stat_response__descriptor, &opts, &resp, &res);
+    st = rpc_call(ch, "/ps.ParameterServer/Stat", &req.base, &ps__stat_response__descriptor, &opts,
+                  &resp, &res);
     free(keys);
     if (st != PS_STATUS_OK)
         return psclient_call_failed(c, s, "stat", st, &res);

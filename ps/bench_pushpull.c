@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
     for (uint64_t i = 0; i < floats; i++)
         src[i] = (float)(i % 1000003) * 0.5f;
     for (uint32_t i = 0; i < n; i++) {
-        keys[i] = ps_key_dense("bench_pushpull", "t", i);
+        keys[i] = ps_key_dense("bench_pushpull", 1, "t", i);
         lens[i] =
             (uint32_t)(floats - (uint64_t)i * chunk < chunk ? floats - (uint64_t)i * chunk : chunk);
         sp[i] = src + (uint64_t)i * chunk;

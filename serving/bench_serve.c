@@ -211,7 +211,7 @@ int main(int argc, char **argv) {
         for (uint64_t k = 0; k < count; k++)
             delta[k] = k == top ? (u % 2 == 0 ? -0.5f : 0.5f) : 0.0f;
         int64_t t0 = ps_now_us();
-        if (ps_client_push_tensor(pc, model, t, PS__PUSH_OP__PUSH_ADD, delta, count) !=
+        if (ps_client_push_tensor(pc, model, mi->version, t, PS__PUSH_OP__PUSH_ADD, delta, count) !=
             PS_STATUS_OK) {
             fprintf(stderr, "bench_serve: push failed: %s\n", ps_client_error(pc));
             return 1;

@@ -86,20 +86,23 @@ const Ps__TensorInfo *ps_client_find_tensor(const Ps__ModelInfo *model, const ch
 /* Floats in a tensor (product of its shape). */
 uint64_t ps_tensor_count(const Ps__TensorInfo *tensor);
 
-/* A whole tensor, cut into its chunks: `count` must equal the tensor's size.
+/* A whole tensor of version `version` of `model`, cut into its chunks (keys
+ * ps_key_dense(model, version, tensor, i)): `count` must equal the tensor's size.
  * push: ASSIGN to upload or replace, ADD to apply a delta.
  * pull: ret_version_sum (may be NULL) gets the sum of the chunk versions. */
-ps_status ps_client_push_tensor(ps_client *client, const char *model, const Ps__TensorInfo *tensor,
-                                Ps__PushOp op, const float *data, uint64_t count);
+ps_status ps_client_push_tensor(ps_client *client, const char *model, uint64_t version,
+                                const Ps__TensorInfo *tensor, Ps__PushOp op, const float *data,
+                                uint64_t count);
 /* ps_client_push_tensor over the chunks `only` marks (t->chunks flags; NULL: all),
  * saying per chunk what happened in ret_outcome (t->chunks entries of
  * ps_push_outcome; may be NULL). It goes on past failing shards (see
  * ps_client_push_report) and returns the first failure. */
-ps_status ps_client_push_tensor_report(ps_client *client, const char *model,
+ps_status ps_client_push_tensor_report(ps_client *client, const char *model, uint64_t version,
                                        const Ps__TensorInfo *tensor, Ps__PushOp op,
                                        const float *data, uint64_t count, const uint8_t *only,
                                        uint8_t *ret_outcome);
-ps_status ps_client_pull_tensor(ps_client *client, const char *model, const Ps__TensorInfo *tensor,
-                                float *dst, uint64_t count, uint64_t *ret_version_sum);
+ps_status ps_client_pull_tensor(ps_client *client, const char *model, uint64_t version,
+                                const Ps__TensorInfo *tensor, float *dst, uint64_t count,
+                                uint64_t *ret_version_sum);
 
 #endif

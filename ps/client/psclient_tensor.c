@@ -1,5 +1,6 @@
 /* psclient_tensor.c: models and whole tensors: the registry entry of a model, and
- * push/pull of a tensor cut into its chunks (keys ps_key_dense(model, tensor, i)), in
+ * push/pull of a tensor cut into its chunks (keys ps_key_dense(model, version, tensor,
+ * i)), in
  * batches of about BATCH_BYTES. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,9 +44,10 @@ uint64_t ps_tensor_count(const Ps__TensorInfo *t) {
 /* Runs push or pull over a tensor's chunks in batches of about BATCH_BYTES. A push
  * goes on past failures (see ps_client_push_report), takes only the chunks `only`
  * marks (NULL: all) and reports each chunk's outcome; a pull stops at the first. */
-static ps_status tensor_op(ps_client *c, const char *model, const Ps__TensorInfo *t, bool push,
-                           Ps__PushOp op, float *data, uint64_t count, uint64_t *ret_version_sum,
-                           const uint8_t *only, uint8_t *ret_outcome) {
+static ps_status tensor_op(ps_client *c, const char *model, uint64_t version,
+                           const Ps__TensorInfo *t, bool push, Ps__PushOp op, float *data,
+                           uint64_t count, uint64_t *ret_version_sum, const uint8_t *only,
+                           uint8_t *ret_outcome) {
     c->err[0] = '\0';
     if (count != ps_tensor_count(t))
         return psclient_fail(c, PS_STATUS_INVALID_ARGUMENT,
@@ -83,7 +85,7 @@ static ps_status tensor_op(ps_client *c, const char *model, const Ps__TensorInfo
         for (uint32_t i = 0; i < m; i++) {
             uint32_t ch = chunk_of[i];
             uint64_t start = (uint64_t)ch * t->chunk_floats;
-            keys[i] = ps_key_dense(model, t->name, ch);
+            keys[i] = ps_key_dense(model, version, t->name, ch);
             ptrs[i] = data + start;
             lens[i] = (uint32_t)(count - start < t->chunk_floats ? count - start : t->chunk_floats);
             if (push) {
@@ -127,19 +129,21 @@ out:
     return st;
 }
 
-ps_status ps_client_push_tensor(ps_client *c, const char *model, const Ps__TensorInfo *t,
-                                Ps__PushOp op, const float *data, uint64_t count) {
-    return tensor_op(c, model, t, true, op, (float *)data, count, NULL, NULL, NULL);
+ps_status ps_client_push_tensor(ps_client *c, const char *model, uint64_t version,
+                                const Ps__TensorInfo *t, Ps__PushOp op, const float *data,
+                                uint64_t count) {
+    return tensor_op(c, model, version, t, true, op, (float *)data, count, NULL, NULL, NULL);
 }
 
-ps_status ps_client_push_tensor_report(ps_client *c, const char *model, const Ps__TensorInfo *t,
-                                       Ps__PushOp op, const float *data, uint64_t count,
-                                       const uint8_t *only, uint8_t *ret_outcome) {
-    return tensor_op(c, model, t, true, op, (float *)data, count, NULL, only, ret_outcome);
+ps_status ps_client_push_tensor_report(ps_client *c, const char *model, uint64_t version,
+                                       const Ps__TensorInfo *t, Ps__PushOp op, const float *data,
+                                       uint64_t count, const uint8_t *only, uint8_t *ret_outcome) {
+    return tensor_op(c, model, version, t, true, op, (float *)data, count, NULL, only, ret_outcome);
 }
 
-ps_status ps_client_pull_tensor(ps_client *c, const char *model, const Ps__TensorInfo *t,
-                                float *dst, uint64_t count, uint64_t *ret_version_sum) {
-    return tensor_op(c, model, t, false, PS__PUSH_OP__PUSH_ASSIGN, dst, count, ret_version_sum,
-                     NULL, NULL);
+ps_status ps_client_pull_tensor(ps_client *c, const char *model, uint64_t version,
+                                const Ps__TensorInfo *t, float *dst, uint64_t count,
+                                uint64_t *ret_version_sum) {
+    return tensor_op(c, model, version, t, false, PS__PUSH_OP__PUSH_ASSIGN, dst, count,
+                     ret_version_sum, NULL, NULL);
 }

@@ -138,7 +138,7 @@ static void test_reroute_after_ring_change(void **state) {
     float *dst[N];
     size_t moved = 0;
     for (size_t i = 0; i < N; i++) {
-        keys[i] = ps_key_dense("reroute", "t", (uint32_t)i);
+        keys[i] = ps_key_dense("reroute", 1, "t", (uint32_t)i);
         lens[i] = 4;
         for (int k = 0; k < 4; k++)
             vals[i][k] = (float)(i * 4 + (size_t)k);
@@ -187,7 +187,7 @@ static void test_errors_are_clear(void **state) {
     assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
 
     /* a key nobody assigned */
-    uint64_t key = ps_key_dense("nothing", "here", 0);
+    uint64_t key = ps_key_dense("nothing", 1, "here", 0);
     float buf[4];
     float *dst[1] = {buf};
     uint32_t len = 4;

@@ -41,13 +41,17 @@ struct timespec ps_abstime_after_ms(int64_t ms) {
     return ts;
 }
 
-uint64_t ps_key_dense(const char *model, const char *tensor, uint32_t chunk) {
+uint64_t ps_key_dense(const char *model, uint64_t version, const char *tensor, uint32_t chunk) {
     XXH3_state_t st; /* streaming, so names of any length hash without a copy */
     uint8_t idx[4] = {(uint8_t)chunk, (uint8_t)(chunk >> 8), (uint8_t)(chunk >> 16),
                       (uint8_t)(chunk >> 24)};
+    uint8_t ver[8];
+    for (int i = 0; i < 8; i++)
+        ver[i] = (uint8_t)(version >> (8 * i));
     XXH3_INITSTATE(&st);
     XXH3_64bits_reset(&st);
     XXH3_64bits_update(&st, model, strlen(model) + 1);
+    XXH3_64bits_update(&st, ver, sizeof ver);
     XXH3_64bits_update(&st, tensor, strlen(tensor) + 1);
     XXH3_64bits_update(&st, idx, sizeof idx);
     return XXH3_64bits_digest(&st);

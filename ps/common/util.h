@@ -20,10 +20,12 @@ int64_t ps_wall_ms(void);
 /* The CLOCK_REALTIME time `ms` from now, for pthread_cond_timedwait. */
 struct timespec ps_abstime_after_ms(int64_t ms);
 
-/* The key of chunk `chunk` of dense tensor `tensor` of `model`: XXH3-64 over
- * "model" NUL "tensor" NUL and the chunk index as 4 little-endian bytes. Every
- * process computes the same key. */
-uint64_t ps_key_dense(const char *model, const char *tensor, uint32_t chunk);
+/* The key of chunk `chunk` of dense tensor `tensor` of version `version` of `model`:
+ * XXH3-64 over "model" NUL, the version as 8 little-endian bytes, "tensor" NUL and the
+ * chunk index as 4 little-endian bytes. Versions of a model live side by side on the
+ * shards under different keys. Every process computes the same key
+ * (tests/unit/test_agreement.c pins it). */
+uint64_t ps_key_dense(const char *model, uint64_t version, const char *tensor, uint32_t chunk);
 
 /* Strict number parsing for flags: the whole string must be a number in range. */
 bool ps_parse_u64(const char *s, uint64_t *ret);

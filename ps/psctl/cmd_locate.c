@@ -2,7 +2,7 @@
  * lives, and with --check whether its owning shard holds it.
  *
  * The registry entry (GetModel) gives the tensor's shape and chunking; chunk keys are
- * ps_key_dense(model, tensor, index) and their owners come from the ring, exactly as
+ * ps_key_dense(model, version, tensor, index) and their owners come from the ring, exactly as
  * the client library and the shards compute them.
  */
 #include <stdlib.h>
@@ -83,7 +83,7 @@ static int locate_run(psctl *p, int argc, char **argv) {
     }
     size_t missing = 0;
     for (uint32_t c = 0; c < t->chunks; c++) {
-        uint64_t key = ps_key_dense(model, t->name, c);
+        uint64_t key = ps_key_dense(model, m->version, t->name, c);
         uint64_t start = (uint64_t)c * t->chunk_floats;
         uint64_t floats = count - start < t->chunk_floats ? count - start : t->chunk_floats;
         uint32_t owners[HASHRING_MAX_REPLICAS];

@@ -214,8 +214,8 @@ static int push_run(psctl *p, int argc, char **argv) {
         goto out;
     if ((rc = psctl_client(p)) != PSCTL_EXIT_OK)
         goto out;
-    ps_status st = ps_client_push_tensor_report(p->client, model, t, (Ps__PushOp)o.op, values,
-                                                count, only, outcome);
+    ps_status st = ps_client_push_tensor_report(p->client, model, m->version, t, (Ps__PushOp)o.op,
+                                                values, count, only, outcome);
     const char *op = o.op == PS__PUSH_OP__PUSH_ADD ? "add" : "assign";
     rc = push_report(p, st, op, model, m->version, t, count, only, outcome);
 out:

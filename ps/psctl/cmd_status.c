@@ -71,7 +71,7 @@ static void count_reachable(psctl *p, model_row *r) {
             uint32_t n = ti->chunks - first < STAT_BATCH ? ti->chunks - first : STAT_BATCH;
             for (uint32_t i = 0; i < n; i++) {
                 uint64_t start = (uint64_t)(first + i) * ti->chunk_floats;
-                keys[i] = ps_key_dense(m->name, ti->name, first + i);
+                keys[i] = ps_key_dense(m->name, m->version, ti->name, first + i);
                 want[i] =
                     (uint32_t)(count - start < ti->chunk_floats ? count - start : ti->chunk_floats);
             }

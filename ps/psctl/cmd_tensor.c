@@ -143,7 +143,7 @@ static int pull_run(psctl *p, int argc, char **argv) {
     }
     if ((rc = psctl_client(p)) != PSCTL_EXIT_OK)
         goto out;
-    ps_status st = ps_client_pull_tensor(p->client, model, t, values, count, &vsum);
+    ps_status st = ps_client_pull_tensor(p->client, model, m->version, t, values, count, &vsum);
     if (st != PS_STATUS_OK) {
         rc = psctl_fail(p, ps_status_name(st), "pull %s/%s: %s", model, t->name,
                         ps_client_error(p->client));

@@ -252,8 +252,8 @@ int psctl_model_upload(psctl *p, int argc, char **argv) {
                 goto out;
             }
         }
-        ps_status st =
-            ps_client_push_tensor(p->client, model, ti, PS__PUSH_OP__PUSH_ASSIGN, buf, count);
+        ps_status st = ps_client_push_tensor(p->client, model, u.version, ti,
+                                             PS__PUSH_OP__PUSH_ASSIGN, buf, count);
         if (st != PS_STATUS_OK) {
             rc = psctl_fail(p, ps_status_name(st),
                             "push tensor %s/%s: %s (version %llu is not registered; chunks pushed "
@@ -275,7 +275,8 @@ int psctl_model_upload(psctl *p, int argc, char **argv) {
     }
     for (size_t i = 0; i < u.n; i++)
         for (uint32_t c = 0; c < u.infos[i].chunks; c++) {
-            uint32_t s = ps_client_owner(p->client, ps_key_dense(model, u.infos[i].name, c));
+            uint32_t s =
+                ps_client_owner(p->client, ps_key_dense(model, u.version, u.infos[i].name, c));
             if (s < n_shards)
                 used[s] = true;
         }

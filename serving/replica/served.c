@@ -110,7 +110,7 @@ static ps_status build_chunks(served *s, const Ps__ModelInfo *info, char *err, s
         }
         for (uint32_t c = 0; c < t->chunks; c++) {
             uint64_t start = (uint64_t)c * cf;
-            chunk_table_entry e = {.key = ps_key_dense(info->name, t->name, c),
+            chunk_table_entry e = {.key = ps_key_dense(info->name, info->version, t->name, c),
                                    .param = (uint32_t)i,
                                    .offset = (uint32_t)start,
                                    .len = (uint32_t)(count - start < cf ? count - start : cf)};

@@ -170,8 +170,8 @@ void fixture_store_put_model(fixture_store *fs, const Ps__ModelInfo *info, uint6
         for (uint32_t c = 0; c < t->chunks; c++) {
             size_t start = (size_t)c * t->chunk_floats;
             size_t len = count - start < t->chunk_floats ? count - start : t->chunk_floats;
-            fixture_store_put(fs, ps_key_dense(info->name, t->name, c), v + start, (uint32_t)len,
-                              version);
+            fixture_store_put(fs, ps_key_dense(info->name, info->version, t->name, c), v + start,
+                              (uint32_t)len, version);
         }
         free(v);
     }

@@ -215,7 +215,7 @@ static void test_hostile_counts(void **state) {
 
 static void test_nonfinite_is_an_error(void **state) {
     fx *f = *state;
-    uint64_t key = ps_key_dense(NAME, "fc1.weight", 0);
+    uint64_t key = ps_key_dense(NAME, 1, "fc1.weight", 0);
     float *huge = malloc(4096 * sizeof *huge);
     for (int i = 0; i < 4096; i++)
         huge[i] = 3e38f;

@@ -109,7 +109,7 @@ static void test_updates_by_version_rule(void **state) {
     fx *f = *state;
     load(f);
     served *s = models_acquire(f->m, NAME, 0);
-    uint64_t key = ps_key_dense(NAME, "fc2.bias", 0), v = 0;
+    uint64_t key = ps_key_dense(NAME, 1, "fc2.bias", 0), v = 0;
     assert_true(served_chunk_version(s, key, &v));
     assert_int_equal(v, 100);
     float delta[10] = {0}, before[10], after[10];
@@ -149,7 +149,7 @@ static void test_gap_is_pulled_not_added(void **state) {
     fx *f = *state;
     load(f);
     served *s = models_acquire(f->m, NAME, 0);
-    uint64_t key = ps_key_dense(NAME, "fc2.bias", 0), v = 0;
+    uint64_t key = ps_key_dense(NAME, 1, "fc2.bias", 0), v = 0;
     size_t n = 0;
     float *bias = fixture_tensor_values(NAME, "fc2.bias", &n);
     float delta[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
@@ -178,7 +178,7 @@ static bool is_fc1(uint64_t key, void *arg) {
     for (size_t i = 0; i < info->n_tensors; i++)
         if (strcmp(info->tensors[i]->name, "fc1.weight") == 0)
             for (uint32_t c = 0; c < info->tensors[i]->chunks; c++)
-                if (ps_key_dense(NAME, "fc1.weight", c) == key)
+                if (ps_key_dense(NAME, 1, "fc1.weight", c) == key)
                     return true;
     return false;
 }
@@ -216,7 +216,7 @@ static void test_nonfinite_outputs_refused(void **state) {
     fx *f = *state;
     load(f);
     served *s = models_acquire(f->m, NAME, 0);
-    uint64_t key = ps_key_dense(NAME, "fc1.weight", 0);
+    uint64_t key = ps_key_dense(NAME, 1, "fc1.weight", 0);
     float huge[1000], good[1000];
     for (int i = 0; i < 1000; i++)
         huge[i] = 3e38f; /* finite weights whose products overflow */
@@ -263,7 +263,7 @@ static void test_nonfinite_outputs_refused(void **state) {
 
 static void test_failed_load_unlists(void **state) {
     fx *f = *state;
-    assert_true(fixture_store_remove(f->store, ps_key_dense(NAME, "fc2.weight", 0)));
+    assert_true(fixture_store_remove(f->store, ps_key_dense(NAME, 1, "fc2.weight", 0)));
     const char *names[] = {NAME};
     uint64_t versions[] = {1};
     assert_int_equal(models_expect(f->m, 1, names, versions), PS_STATUS_OK);
@@ -283,6 +283,12 @@ static void test_newer_version_retires_older(void **state) {
     load(f);
     served *old = models_acquire(f->m, NAME, 1);
     Ps__ModelInfo *v2 = fixture_model_info(NAME, 1000, 2);
+    /* version 2 lives under its own keys: until it is uploaded it cannot load */
+    assert_int_equal(models_load(f->m, v2, &f->src, f->err, sizeof f->err), PS_STATUS_NOT_FOUND);
+    served *still = models_acquire(f->m, NAME, 1); /* and version 1 keeps serving */
+    assert_non_null(still);
+    served_release(still);
+    fixture_store_put_model(f->store, v2, 100);
     assert_int_equal(models_load(f->m, v2, &f->src, f->err, sizeof f->err), PS_STATUS_OK);
     assert_null(models_acquire(f->m, NAME, 1));
     served *s = models_acquire(f->m, NAME, 0);

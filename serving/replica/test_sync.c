@@ -168,7 +168,7 @@ static bool eventually(bool (*cond)(fx *), fx *f) {
 static uint64_t bias_version(fx *f) {
     served *s = models_acquire(f->m, NAME, 0);
     uint64_t v = 0;
-    assert_true(served_chunk_version(s, ps_key_dense(NAME, "fc2.bias", 0), &v));
+    assert_true(served_chunk_version(s, ps_key_dense(NAME, 1, "fc2.bias", 0), &v));
     served_release(s);
     return v;
 }
@@ -213,7 +213,7 @@ static void test_ready_after_subscribing(void **state) {
     assert_true(sync_ready_wait(f->sync, 5000));
     float delta[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     uint8_t *buf = NULL;
-    Ps__Update u = fixture_update(ps_key_dense(NAME, "fc2.bias", 0), PS__PUSH_OP__PUSH_ADD, 200,
+    Ps__Update u = fixture_update(ps_key_dense(NAME, 1, "fc2.bias", 0), PS__PUSH_OP__PUSH_ADD, 200,
                                   100, delta, 10, &buf);
     u.incarnation = 0xabc;
     pthread_mutex_lock(&f->lock);

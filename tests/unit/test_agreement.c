@@ -1,8 +1,8 @@
 /* test_agreement.c: what every process must compute identically, pinned to fixed
- * values. Shards, replicas, psctl and client libraries in other languages each compute
- * a dense chunk's key and its place on the ring on their own; if any of them drifts
- * (a changed hash input, seed, byte order or ring rule), keys silently become
- * unreachable. These values were computed once and must never change without a data
+ * values (the dense key includes the model version since issue 7). Shards, replicas, psctl and
+ * client libraries in other languages each compute a dense chunk's key and its place on the ring on
+ * their own; if any of them drifts (a changed hash input, seed, byte order or ring rule), keys
+ * silently become unreachable. These values were computed once and must never change without a data
  * migration. Also: every status survives the trip to a gRPC code and back. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,7 +17,9 @@
 #include "util.h"
 
 typedef struct key_case {
-    const char *model, *tensor;
+    const char *model;
+    uint64_t version;
+    const char *tensor;
     uint32_t chunk;
     uint64_t key;
 } key_case;
@@ -25,20 +27,23 @@ typedef struct key_case {
 static void test_dense_keys_fixed(void **state) {
     (void)state;
     static const key_case cases[] = {
-        {"digits_mlp", "fc1.weight", 0, 0x381ed6d62abe4915ull},
-        {"digits_mlp", "fc2.bias", 1, 0x5aad7ad30b2545c3ull},
-        {"m", "", 7, 0x289eb0ccacd6237bull},
-        {"", "", 4294967295u, 0xaddc254ed1246890ull},
+        {"digits_mlp", 1ull, "fc1.weight", 0u, 0x0d0dd77065cbcad9ull},
+        {"digits_mlp", 2ull, "fc2.bias", 1u, 0xf840ddf34a2c919dull},
+        {"m", 0ull, "", 7u, 0x69c14c60ae6c57d2ull},
+        {"", UINT64_MAX, "", UINT32_MAX, 0x3de15a33d3843ab2ull},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        uint64_t k = ps_key_dense(cases[i].model, cases[i].tensor, cases[i].chunk);
+        uint64_t k =
+            ps_key_dense(cases[i].model, cases[i].version, cases[i].tensor, cases[i].chunk);
         if (k != cases[i].key)
-            fail_msg("key of %s/%s#%u is %016llx, expected %016llx", cases[i].model,
-                     cases[i].tensor, cases[i].chunk, (unsigned long long)k,
-                     (unsigned long long)cases[i].key);
+            fail_msg("key of %s v%llu %s#%u is %016llx, expected %016llx", cases[i].model,
+                     (unsigned long long)cases[i].version, cases[i].tensor, cases[i].chunk,
+                     (unsigned long long)k, (unsigned long long)cases[i].key);
     }
     /* the separator matters: ("ab","c") and ("a","bc") differ */
-    assert_true(ps_key_dense("ab", "c", 0) != ps_key_dense("a", "bc", 0));
+    assert_true(ps_key_dense("ab", 1, "c", 0) != ps_key_dense("a", 1, "bc", 0));
+    /* versions of a model live under different keys */
+    assert_true(ps_key_dense("m", 1, "t", 0) != ps_key_dense("m", 2, "t", 0));
 }
 
 typedef struct place_case {
@@ -51,14 +56,14 @@ static void test_ring_placement_fixed(void **state) {
     (void)state;
     /* shard-3 has twice the weight of the others; the default vnodes per weight */
     static const place_case cases[] = {
-        {0, 0x381ed6d62abe4915ull, {"shard-3", "shard-2", "shard-1"}},
-        {1, 0x011b5a63c3e19d33ull, {"shard-1", "shard-2", "shard-3"}},
-        {2, 0x69ee9184ade633c4ull, {"shard-3", "shard-2", "shard-1"}},
-        {3, 0xf3476716b16c4227ull, {"shard-3", "shard-2", "shard-1"}},
-        {4, 0xf3d1baab806e04adull, {"shard-1", "shard-3", "shard-2"}},
-        {5, 0x39653b9d6ebdf0beull, {"shard-2", "shard-3", "shard-1"}},
-        {6, 0xb56d6546ea6aa652ull, {"shard-2", "shard-3", "shard-1"}},
-        {7, 0x2346c377aa489762ull, {"shard-1", "shard-3", "shard-2"}},
+        {0, 0x0d0dd77065cbcad9ull, {"shard-3", "shard-1", "shard-2"}},
+        {1, 0xabb43c0e5cddb5b0ull, {"shard-3", "shard-2", "shard-1"}},
+        {2, 0x3390ff34387caf3cull, {"shard-2", "shard-1", "shard-3"}},
+        {3, 0x7fe196d46ed24683ull, {"shard-3", "shard-1", "shard-2"}},
+        {4, 0x7b73e3cdd2c5b22eull, {"shard-3", "shard-2", "shard-1"}},
+        {5, 0x5b187a61e2a386b5ull, {"shard-2", "shard-3", "shard-1"}},
+        {6, 0x64c98176daab69dfull, {"shard-2", "shard-3", "shard-1"}},
+        {7, 0x113ec89f81757a8cull, {"shard-1", "shard-2", "shard-3"}},
     };
     hashring *r = NULL;
     assert_int_equal(hashring_create(0, &r), PS_STATUS_OK);
@@ -67,7 +72,7 @@ static void test_ring_placement_fixed(void **state) {
     assert_int_equal(hashring_add(r, "shard-1", "127.0.0.1:1", 1), PS_STATUS_OK);
     assert_int_equal(hashring_add(r, "shard-2", "127.0.0.1:2", 1), PS_STATUS_OK);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        uint64_t k = ps_key_dense("digits_mlp", "fc1.weight", cases[i].chunk);
+        uint64_t k = ps_key_dense("digits_mlp", 1, "fc1.weight", cases[i].chunk);
         assert_true(k == cases[i].key);
         uint32_t owners[3];
         assert_int_equal(hashring_owners(r, k, 3, owners), 3);

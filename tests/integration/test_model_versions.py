@@ -1,0 +1,43 @@
+"""Versions of a model live side by side on the shards (a chunk's key includes the model
+version): uploading version 2 never changes what version 1 holds, pushes go to the
+version they name (the latest by default), and a replica of version 1 would keep its
+values. Checked through psctl, value for value."""
+import numpy as np
+
+from conftest import TINY_CONFIG, tiny_tensors, write_model, write_safetensors
+
+
+def pulled(cluster, model, tensor, version=None):
+    args = ["pull", model, tensor] + (["--version", str(version)] if version else [])
+    doc = cluster.ok(*args)
+    return np.array(doc["values"], dtype=np.float32).reshape(-1)
+
+
+def test_versions_live_side_by_side(cluster, tmp_path):
+    d = write_model(tmp_path / "tinyside", dict(TINY_CONFIG, name="tinyside"), tiny_tensors(21),
+                    version=1)
+    write_safetensors(d / "2" / "model.safetensors", tiny_tensors(22))
+    assert cluster.ok("model", "upload", d, "--version", "1", "--chunk-floats", "16")["version"] == 1
+    v1 = {t: pulled(cluster, "tinyside", t, 1) for t in tiny_tensors(21)}
+    assert cluster.ok("model", "upload", d, "--version", "2", "--chunk-floats", "16")["version"] == 2
+    for t, want in tiny_tensors(21).items():  # version 1 is untouched by the upload of 2
+        assert np.array_equal(pulled(cluster, "tinyside", t, 1), want.reshape(-1)), t
+        assert np.array_equal(v1[t], want.reshape(-1)), t
+    for t, want in tiny_tensors(22).items():  # the latest is version 2, with its own values
+        assert np.array_equal(pulled(cluster, "tinyside", t), want.reshape(-1)), t
+
+    # a push goes to the version it names, the latest by default
+    cluster.ok("push", "tinyside", "fc2.bias", "--add", "--fill", "1")
+    cluster.ok("push", "tinyside", "fc2.bias", "--add", "--fill", "10", "--version", "1")
+    assert np.array_equal(pulled(cluster, "tinyside", "fc2.bias"),
+                          tiny_tensors(22)["fc2.bias"] + np.float32(1))
+    assert np.array_equal(pulled(cluster, "tinyside", "fc2.bias", 1),
+                          tiny_tensors(21)["fc2.bias"] + np.float32(10))
+
+    # each version's chunks have keys of their own: locate lists different keys
+    k1 = {c["key"] for c in cluster.ok("locate", "tinyside", "fc1.weight", "--version", "1")["chunks"]}
+    k2 = {c["key"] for c in cluster.ok("locate", "tinyside", "fc1.weight")["chunks"]}
+    assert k1 and k2 and not (k1 & k2)
+    # and status counts the latest version's chunks as reachable
+    model = next(m for m in cluster.ok("status")["models"] if m["name"] == "tinyside")
+    assert model["latest"] == 2 and model["reachable"] == model["chunks"], model

@@ -13,6 +13,7 @@
 #define MAX_CHUNK_FLOATS (4u << 20) /* 16 MiB of float32: well under the rpc message limit */
 
 static int model_list(psctl *p, int argc, char **argv);
+static int model_versions(psctl *p, int argc, char **argv);
 static int model_show(psctl *p, int argc, char **argv);
 
 static const char upload_help[] =
@@ -33,6 +34,12 @@ static const char list_help[] =
     "JSON: {\"models\": [{\"name\", \"version\", \"latest\", \"parameters\",\n"
     "\"tensors\": [{\"name\", \"dtype\", \"shape\", \"chunk_floats\", \"chunks\"}]}]}\n";
 
+static const char versions_help[] =
+    "usage: psctl model versions MODEL\n"
+    "The registered versions of one model (what model list shows, for that model only).\n"
+    "Versions live side by side on the shards, each under keys of its own.\n"
+    "JSON: as model list\n";
+
 static const char show_help[] =
     "usage: psctl model show MODEL [--version N]\n"
     "One registered model version (default: the latest): its tensors with shapes and\n"
@@ -44,6 +51,7 @@ const psctl_cmd psctl_model_cmds[PSCTL_MODEL_N_CMDS] = {
     {"upload", "upload a model directory", upload_help, psctl_model_upload},
     {"list", "registered models", list_help, model_list},
     {"show", "one model version", show_help, model_show},
+    {"versions", "the versions of one model", versions_help, model_versions},
 };
 
 static const char model_help[] =
@@ -51,7 +59,8 @@ static const char model_help[] =
     "Models: uploading weights and the coordinator's registry.\n"
     "  upload DIR [--version N] [--chunk-floats N]   push a model directory and register it\n"
     "  list                                          every registered model version\n"
-    "  show MODEL [--version N]                      one version's tensors and config\n";
+    "  show MODEL [--version N]                      one version's tensors and config\n"
+    "  versions MODEL                                the registered versions of a model\n";
 
 int psctl_cmd_model(psctl *p, int argc, char **argv) {
     return psctl_dispatch(p, "model", model_help, psctl_model_cmds, PSCTL_MODEL_N_CMDS, argc, argv);
@@ -99,6 +108,44 @@ static int cmp_model(const void *a, const void *b) {
     return x->version < y->version ? -1 : x->version > y->version;
 }
 
+static int print_list(psctl *p, const Ps__ListModelsResponse *l);
+
+/* Lists every registered version, or only those of model `only` (NOT_FOUND when it
+ * has none). */
+static int print_models(psctl *p, const char *only) {
+    Ps__ListModelsRequest req = PS__LIST_MODELS_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    int rc = psctl_coord_call(p, "/ps.Coordinator/ListModels", &req.base,
+                              &ps__list_models_response__descriptor, &resp, "list models");
+    if (rc != PSCTL_EXIT_OK)
+        return rc;
+    Ps__ListModelsResponse *l = (Ps__ListModelsResponse *)resp;
+    if (only) { /* keep that model's entries (the message still owns every entry) */
+        size_t kept = 0;
+        for (size_t i = 0; i < l->n_models; i++) {
+            if (strcmp(l->models[i]->name, only) == 0) {
+                Ps__ModelInfo *keep = l->models[i];
+                l->models[i] = l->models[kept];
+                l->models[kept++] = keep;
+            }
+        }
+        if (kept == 0) {
+            protobuf_c_message_free_unpacked(resp, NULL);
+            return psctl_fail(p, "NOT_FOUND", "no model '%s' is registered", only);
+        }
+        qsort(l->models, kept, sizeof *l->models, cmp_model);
+        size_t all = l->n_models;
+        l->n_models = kept;
+        rc = print_list(p, l);
+        l->n_models = all; /* so that every entry is freed */
+    } else {
+        qsort(l->models, l->n_models, sizeof *l->models, cmp_model);
+        rc = print_list(p, l);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
 static int model_list(psctl *p, int argc, char **argv) {
     int first = 0;
     int rc =
@@ -109,14 +156,25 @@ static int model_list(psctl *p, int argc, char **argv) {
         return rc;
     if (first < argc)
         return psctl_usage(p, "unexpected argument '%s'", argv[first]);
-    Ps__ListModelsRequest req = PS__LIST_MODELS_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    rc = psctl_coord_call(p, "/ps.Coordinator/ListModels", &req.base,
-                          &ps__list_models_response__descriptor, &resp, "list models");
+    return print_models(p, NULL);
+}
+
+static int model_versions(psctl *p, int argc, char **argv) {
+    int first = 0;
+    int rc = psctl_parse(p, &psctl_model_cmds[PSCTL_MODEL_VERSIONS], argc, argv, NULL, NULL, NULL,
+                         &first);
+    if (rc == PSCTL_HELP_SHOWN)
+        return PSCTL_EXIT_OK;
     if (rc != PSCTL_EXIT_OK)
         return rc;
-    Ps__ListModelsResponse *l = (Ps__ListModelsResponse *)resp;
-    qsort(l->models, l->n_models, sizeof *l->models, cmp_model);
+    if (argc - first != 1)
+        return psctl_usage(p, argc - first == 0 ? "which model?" : "one model at a time");
+    return print_models(p, argv[first]);
+}
+
+/* The table (or JSON) of the entries of l, sorted by name then version. */
+static int print_list(psctl *p, const Ps__ListModelsResponse *l) {
+    int rc = PSCTL_EXIT_OK;
     if (p->json) {
         json_t *models = json_array();
         for (size_t i = 0; i < l->n_models; i++) {
@@ -151,7 +209,6 @@ static int model_list(psctl *p, int argc, char **argv) {
         psctl_table_print(t, stdout);
         psctl_table_destroy(t);
     }
-    protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }
 

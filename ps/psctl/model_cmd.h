@@ -12,7 +12,13 @@
 #include "psctl.h"
 
 /* The `psctl model` subcommands, indexes into psctl_model_cmds. */
-enum { PSCTL_MODEL_UPLOAD, PSCTL_MODEL_LIST, PSCTL_MODEL_SHOW, PSCTL_MODEL_N_CMDS };
+enum {
+    PSCTL_MODEL_UPLOAD,
+    PSCTL_MODEL_LIST,
+    PSCTL_MODEL_SHOW,
+    PSCTL_MODEL_VERSIONS,
+    PSCTL_MODEL_N_CMDS
+};
 extern const psctl_cmd psctl_model_cmds[PSCTL_MODEL_N_CMDS];
 
 /* `psctl model upload` (cmd_upload.c). */

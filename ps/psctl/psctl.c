@@ -38,6 +38,8 @@ static const char main_help[] =
     "  model upload DIR [--version N] [--chunk-floats N]\n"
     "                                    push a model directory's weights and register it\n"
     "  model list                        every registered model version\n"
+    "  model versions MODEL              the versions of one model\n"
+    "  model show MODEL [--version N]    one version's tensors and config\n"
     "  status                            epoch, every node with its heartbeat, models\n"
     "  locate MODEL TENSOR [--version N] [--check]\n"
     "                                    each chunk's key and owning shard\n"

@@ -41,3 +41,13 @@ def test_versions_live_side_by_side(cluster, tmp_path):
     # and status counts the latest version's chunks as reachable
     model = next(m for m in cluster.ok("status")["models"] if m["name"] == "tinyside")
     assert model["latest"] == 2 and model["reachable"] == model["chunks"], model
+
+    # psctl model versions lists them; an unknown model is NOT_FOUND
+    doc = cluster.ok("model", "versions", "tinyside")
+    assert [(m["version"], m["latest"]) for m in doc["models"]] == [(1, False), (2, True)], doc
+    text = cluster.ok("model", "versions", "tinyside", json_mode=False).out
+    assert "2 (latest)" in text and "tinyside" in text, text
+    r = cluster.psctl("model", "versions", "no-such-model")
+    assert r.rc == 1 and "no model 'no-such-model' is registered" in r.err, r
+    r = cluster.psctl("model", "versions")
+    assert r.rc == 2 and "which model?" in r.err, r

@@ -48,7 +48,8 @@ def shard_pull(addr, epoch, key):
 
 HELP_COMMANDS = [
     [], ["ring"], ["ring", "list"], ["ring", "add"], ["ring", "remove"], ["model"],
-    ["model", "upload"], ["model", "list"], ["model", "show"], ["status"], ["locate"],
+    ["model", "upload"], ["model", "list"], ["model", "show"], ["model", "versions"],
+    ["status"], ["locate"],
     ["push"], ["pull"],
 ]
 

@@ -77,6 +77,19 @@ ps_status ps_client_push_report(ps_client *client, Ps__PushOp op, size_t n, cons
 ps_status ps_client_stat(ps_client *client, size_t n, const uint64_t *keys, uint32_t *ret_lens,
                          uint64_t *ret_versions);
 
+/* What ps_client_delete freed: filled whatever the outcome (a partial failure still
+ * freed what the other shards held). */
+typedef struct ps_delete_counts {
+    uint64_t chunks; /* chunks freed */
+    uint64_t bytes;  /* value bytes freed */
+} ps_delete_counts;
+
+/* Frees n keys on their shards (a deleted model version). Keys a shard does not hold
+ * are skipped, so a retry is harmless. Goes on past a failing shard and returns its
+ * failure at the end. counts may be NULL. */
+ps_status ps_client_delete(ps_client *client, size_t n, const uint64_t *keys,
+                           ps_delete_counts *counts);
+
 /* The registry entry of a model (version 0 = latest); free with
  * ps__model_info__free_unpacked(m, NULL). NOT_FOUND for an unknown model. */
 ps_status ps_client_get_model(ps_client *client, const char *name, uint64_t version,

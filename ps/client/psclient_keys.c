@@ -256,3 +256,44 @@ ps_status ps_client_stat(ps_client *c, size_t n, const uint64_t *keys, uint32_t 
         memset(ret_versions, 0, n * sizeof *ret_versions);
     return psclient_route(c, n, keys, stat_call, &a, true);
 }
+
+/* ------------------------------------------------------------------ delete --- */
+
+typedef struct delete_arg {
+    const uint64_t *keys;
+    uint64_t deleted, bytes;
+} delete_arg;
+
+static ps_status delete_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
+    delete_arg *a = p;
+    rpc_channel *ch = NULL;
+    uint64_t *keys = NULL;
+    ps_status st = call_keys(c, s, a->keys, idx, m, &ch, &keys);
+    if (st != PS_STATUS_OK)
+        return st;
+    Ps__DeleteRequest req = PS__DELETE_REQUEST__INIT;
+    req.epoch = ps_client_epoch(c);
+    req.n_keys = m;
+    req.keys = keys;
+    ProtobufCMessage *resp = NULL;
+    rpc_result res;
+    rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
+    st = rpc_call(ch, "/ps.ParameterServer/Delete", &req.base, &ps__delete_response__descriptor,
+                  &opts, &resp, &res);
+    free(keys);
+    if (st != PS_STATUS_OK)
+        return psclient_call_failed(c, s, "delete", st, &res);
+    a->deleted += ((const Ps__DeleteResponse *)resp)->deleted;
+    a->bytes += ((const Ps__DeleteResponse *)resp)->bytes;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return PS_STATUS_OK;
+}
+
+ps_status ps_client_delete(ps_client *c, size_t n, const uint64_t *keys, ps_delete_counts *counts) {
+    delete_arg a = {keys, 0, 0};
+    c->err[0] = '\0';
+    ps_status st = psclient_route(c, n, keys, delete_call, &a, true);
+    if (counts)
+        *counts = (ps_delete_counts){.chunks = a.deleted, .bytes = a.bytes};
+    return st;
+}

@@ -127,6 +127,12 @@ ps_status coord_models_list(coord_ctx *ctx, Ps__ListModelsResponse **ret_list);
 /* One version (0 = latest). NOT_FOUND with a message. */
 ps_status coord_model_get(coord_ctx *ctx, const char *name, uint64_t version,
                           Ps__ModelInfo **ret_model, char *err, size_t err_len);
+/* Takes a version out of the registry (and its state file) and hands the removed entry
+ * to the caller, whose tensors name the chunks to free. Unless force, FAILED_PRECONDITION
+ * for a model's latest version (replicas move to it, maybe before a heartbeat says so)
+ * and for a version a live replica reports serving; NOT_FOUND when absent. */
+ps_status coord_model_delete(coord_ctx *ctx, const char *name, uint64_t version, bool force,
+                             Ps__ModelInfo **ret_model, char *err, size_t err_len);
 /* The ring, every node and every model version. */
 ps_status coord_status_get(coord_ctx *ctx, Ps__StatusResponse **ret_status);
 

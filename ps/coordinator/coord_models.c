@@ -88,6 +88,52 @@ ps_status coord_model_get(coord_ctx *c, const char *name, uint64_t version,
                                 (ProtobufCMessage **)ret_model);
 }
 
+ps_status coord_model_delete(coord_ctx *c, const char *name, uint64_t version, bool force,
+                             Ps__ModelInfo **ret_model, char *err, size_t err_len) {
+    if (!name || !*name || version == 0) {
+        ps_set_err(err, err_len, "say which model and which version to delete");
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    pthread_mutex_lock(&c->lock);
+    const char *by = NULL;
+    if (!registry_model_find(c->models, name, version)) {
+        pthread_mutex_unlock(&c->lock);
+        ps_set_err(err, err_len, "no model %.80s version %llu", name, (unsigned long long)version);
+        return PS_STATUS_NOT_FOUND;
+    }
+    const Ps__ModelInfo *latest = registry_model_find(c->models, name, 0);
+    if (!force && latest && latest->version == version) {
+        /* replicas move to a model's latest version, perhaps before their next heartbeat
+         * says so: the latest is never deleted without force */
+        ps_set_err(err, err_len,
+                   "model %.80s version %llu is its latest version, which replicas serve: "
+                   "register a newer version first (replicas move to it), or force the delete",
+                   name, (unsigned long long)version);
+        pthread_mutex_unlock(&c->lock);
+        return PS_STATUS_FAILED_PRECONDITION;
+    }
+    if (!force && membership_serving(c->members, membership_model_ref(name, version), &by)) {
+        ps_set_err(err, err_len,
+                   "model %.80s version %llu is served by replica %s: register a newer version "
+                   "first (replicas move to it), or force the delete",
+                   name, (unsigned long long)version, by);
+        pthread_mutex_unlock(&c->lock);
+        return PS_STATUS_FAILED_PRECONDITION;
+    }
+    Ps__ModelInfo *m = NULL;
+    ps_status st = registry_model_take(c->models, name, version, &m);
+    if (st != PS_STATUS_OK) { /* found above, under the same lock */
+        pthread_mutex_unlock(&c->lock);
+        return PS_STATUS_INTERNAL;
+    }
+    pthread_cond_broadcast(&c->changed);
+    coord_event(c, COORD_EVENT_INFO, "model %s version %llu deleted%s", m->name,
+                (unsigned long long)version, force ? " (forced)" : "");
+    coord_unlock_and_persist(c);
+    *ret_model = m;
+    return PS_STATUS_OK;
+}
+
 static uint64_t current_generation(coord_ctx *c) {
     return registry_generation(c->models);
 }

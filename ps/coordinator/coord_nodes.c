@@ -194,6 +194,11 @@ fail_unlock:
 
 ps_status coord_node_heartbeat(coord_ctx *c, const Ps__HeartbeatRequest *req,
                                Ps__HeartbeatResponse *ret_resp, char *err, size_t err_len) {
+    if (req->n_serving > MEMBERSHIP_MAX_SERVING) {
+        ps_set_err(err, err_len, "a heartbeat reports %zu model versions served (at most %d)",
+                   req->n_serving, MEMBERSHIP_MAX_SERVING);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
     pthread_mutex_lock(&c->lock);
     membership_node *n = membership_node_find(c->members, req->id);
     if (!n) {
@@ -215,6 +220,11 @@ ps_status coord_node_heartbeat(coord_ctx *c, const Ps__HeartbeatRequest *req,
     }
     n->keys = req->keys;
     n->seq = req->seq;
+    n->n_serving = 0;
+    for (size_t i = 0; i < req->n_serving && i < MEMBERSHIP_MAX_SERVING; i++)
+        if (req->serving[i] && req->serving[i]->name)
+            n->serving[n->n_serving++] =
+                membership_model_ref(req->serving[i]->name, req->serving[i]->version);
     ret_resp->epoch = ring_state_epoch(c->ring);
     ret_resp->registry_generation = registry_generation(c->models);
     pthread_mutex_unlock(&c->lock);

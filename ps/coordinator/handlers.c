@@ -90,6 +90,19 @@ static ps_status h_register_model(rpc_ctx *rpc, const ProtobufCMessage *msg, voi
     return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
 }
 
+static ps_status h_delete_model(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    const Ps__DeleteModelRequest *req = (const Ps__DeleteModelRequest *)msg;
+    char err[COORD_ERR_MAX] = "";
+    Ps__ModelInfo *m = NULL;
+    ps_status st =
+        coord_model_delete(user, req->name, req->version, req->force, &m, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        return fail(rpc, st, err);
+    st = rpc_ctx_reply(rpc, &m->base);
+    ps__model_info__free_unpacked(m, NULL);
+    return st;
+}
+
 /* ----------------------------------------------------------------- watches --- */
 
 static bool call_alive(void *arg) {
@@ -170,6 +183,8 @@ void handlers_methods(coord_ctx *ctx, rpc_method methods[HANDLERS_METHOD_COUNT])
          &ps__watch_models_request__descriptor, h_watch_models, ctx, 0},
         {"/ps.Coordinator/Status", RPC_METHOD_UNARY, &ps__status_request__descriptor, h_status, ctx,
          0},
+        {"/ps.Coordinator/DeleteModel", RPC_METHOD_UNARY, &ps__delete_model_request__descriptor,
+         h_delete_model, ctx, 0},
     };
     for (size_t i = 0; i < HANDLERS_METHOD_COUNT; i++)
         methods[i] = table[i];

@@ -53,6 +53,32 @@ bool membership_id_valid(const char *id) {
  * bracketed IPv6 address, and PORT 1..65535 in plain decimal: what ends up in logs,
  * the state file and every client's channel, so nothing else (no spaces, newlines,
  * signs or leading zeros) gets in. */
+uint64_t membership_model_ref(const char *name, uint64_t version) {
+    char buf[512]; /* model names are far shorter (registry.h); longer ones are cut */
+    size_t len = strnlen(name, sizeof buf - 9);
+    memcpy(buf, name, len);
+    buf[len] = '\0';
+    for (int i = 0; i < 8; i++)
+        buf[len + 1 + i] = (char)(version >> (8 * i));
+    return hashring_hash(buf, len + 9);
+}
+
+bool membership_serving(const membership *m, uint64_t ref, const char **ret_id) {
+    for (size_t i = 0; i < m->n; i++) {
+        const membership_node *n = &m->nodes[i];
+        if (!n->alive)
+            continue;
+        for (uint32_t k = 0; k < n->n_serving; k++) {
+            if (n->serving[k] == ref) {
+                if (ret_id)
+                    *ret_id = n->id;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 bool membership_addr_valid(const char *addr) {
     if (!addr || strnlen(addr, MEMBERSHIP_ADDR_MAX + 1) > MEMBERSHIP_ADDR_MAX)
         return false;

@@ -26,6 +26,7 @@
 #define MEMBERSHIP_DEFAULT_MAX_NODES 256      /* nodes (shards + replicas) at most */
 #define MEMBERSHIP_MAX_NODES_LIMIT 4096       /* the largest max_nodes accepted */
 #define MEMBERSHIP_DEAD_AFTER_BEATS 3         /* missed heartbeat intervals = dead */
+#define MEMBERSHIP_MAX_SERVING 256            /* model versions a replica reports serving */
 
 typedef enum membership_role {
     MEMBERSHIP_ROLE_SHARD = 0, /* a parameter-server shard (may own ring ranges) */
@@ -43,6 +44,9 @@ typedef struct membership_node {
     bool alive;         /* heard from within MEMBERSHIP_DEAD_AFTER_BEATS intervals */
     int64_t last_hb_ms; /* monotonic time of the last register/heartbeat; 0 = never */
     uint64_t keys, seq; /* as last reported by a shard's heartbeat (display only) */
+    uint64_t serving[MEMBERSHIP_MAX_SERVING]; /* a replica's ready versions, as
+                                                 membership_model_ref hashes */
+    uint32_t n_serving;
 } membership_node;
 
 typedef struct membership_opts {
@@ -59,6 +63,11 @@ void membership_destroy(membership *members); /* accepts NULL */
 /* Syntax checks for what clients send: 1..MEMBERSHIP_ID_MAX of [A-Za-z0-9._-]; and
  * "host:port" of at most MEMBERSHIP_ADDR_MAX bytes with a port 1..65535. */
 bool membership_id_valid(const char *id);
+/* A model version as one 64-bit value (XXH3 of name NUL and the version), what nodes
+ * keep of the versions a replica serves. */
+uint64_t membership_model_ref(const char *name, uint64_t version);
+/* True when a live node reports serving that version; ret_id (may be NULL) names one. */
+bool membership_serving(const membership *members, uint64_t ref, const char **ret_id);
 bool membership_addr_valid(const char *addr);
 const char *membership_role_name(membership_role role); /* "shard" or "replica" */
 

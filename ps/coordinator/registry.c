@@ -206,6 +206,22 @@ ps_status registry_model_copy(const Ps__ModelInfo *m, Ps__ModelInfo **ret_copy) 
 
 /* ----------------------------------------------------------------- storage --- */
 
+ps_status registry_model_take(registry *r, const char *name, uint64_t version,
+                              Ps__ModelInfo **ret_model) {
+    for (size_t i = 0; name && version && i < r->n; i++) {
+        if (r->models[i]->version != version || strcmp(r->models[i]->name, name) != 0)
+            continue;
+        *ret_model = r->models[i];
+        r->bytes -= r->sizes[i];
+        r->n--;
+        r->models[i] = r->models[r->n];
+        r->sizes[i] = r->sizes[r->n];
+        r->generation++;
+        return PS_STATUS_OK;
+    }
+    return PS_STATUS_NOT_FOUND;
+}
+
 ps_status registry_model_put(registry *r, Ps__ModelInfo *m, uint64_t *ret_version, char *err,
                              size_t err_len) {
     uint64_t latest = 0;

@@ -60,6 +60,11 @@ ps_status registry_model_put(registry *reg, Ps__ModelInfo *model, uint64_t *ret_
                              size_t err_len);
 
 /* A stored version (version 0 = the latest of that name); NULL when absent. */
+/* Takes a version out of the registry and hands it to the caller (*ret_model: free it
+ * with ps__model_info__free_unpacked); the generation moves on. NOT_FOUND when absent. */
+ps_status registry_model_take(registry *reg, const char *name, uint64_t version,
+                              Ps__ModelInfo **ret_model);
+
 const Ps__ModelInfo *registry_model_find(const registry *reg, const char *name, uint64_t version);
 
 size_t registry_model_count(const registry *reg);

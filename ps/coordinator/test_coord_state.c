@@ -162,11 +162,73 @@ static void test_models_and_status(void **state) {
     coord_destroy(c);
 }
 
+/* A version a live replica serves is not deleted unless forced; a deleted version is
+ * gone from the registry, the watches and the state file. */
+static void test_delete_model(void **state) {
+    (void)state;
+    coord_ctx *c = three_shards();
+    tiny_model t;
+    tiny_model_init(&t, "tiny", 0);
+    uint64_t version = 0;
+    char err[COORD_ERR_MAX] = "";
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(reg(c, "r1", "127.0.0.1:9001", PS__NODE_ROLE__ROLE_SERVE, 1, err),
+                     PS_STATUS_OK);
+    Ps__ModelRef ref = PS__MODEL_REF__INIT;
+    ref.name = (char *)"tiny";
+    ref.version = 1;
+    Ps__ModelRef *refs[] = {&ref};
+    Ps__HeartbeatRequest hb = PS__HEARTBEAT_REQUEST__INIT;
+    hb.id = (char *)"r1";
+    hb.n_serving = 1;
+    hb.serving = refs;
+    Ps__HeartbeatResponse resp = PS__HEARTBEAT_RESPONSE__INIT;
+    assert_int_equal(coord_node_heartbeat(c, &hb, &resp, err, sizeof err), PS_STATUS_OK);
+
+    Ps__ModelInfo *m = NULL;
+    assert_int_equal(coord_model_delete(c, "tiny", 1, false, &m, err, sizeof err),
+                     PS_STATUS_FAILED_PRECONDITION);
+    must_contain(err, "model tiny version 1 is served by replica r1");
+    /* the latest version, even if no heartbeat says it is served yet */
+    assert_int_equal(coord_model_delete(c, "tiny", 2, false, &m, err, sizeof err),
+                     PS_STATUS_FAILED_PRECONDITION);
+    must_contain(err, "model tiny version 2 is its latest version");
+    assert_null(m);
+    assert_int_equal(coord_model_delete(c, "tiny", 3, false, &m, err, sizeof err),
+                     PS_STATUS_NOT_FOUND);
+    assert_int_equal(coord_model_delete(c, "tiny", 0, false, &m, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    /* the replica moves to version 2: version 1 may go */
+    ref.version = 2;
+    assert_int_equal(coord_node_heartbeat(c, &hb, &resp, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(coord_model_delete(c, "tiny", 1, false, &m, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(m->version, 1);
+    assert_int_equal(m->n_tensors, t.info.n_tensors); /* what to free on the shards */
+    ps__model_info__free_unpacked(m, NULL);
+    Ps__ModelInfo *got = NULL;
+    assert_int_equal(coord_model_get(c, "tiny", 1, &got, err, sizeof err), PS_STATUS_NOT_FOUND);
+    /* forced while served */
+    assert_int_equal(coord_model_delete(c, "tiny", 2, true, &m, err, sizeof err), PS_STATUS_OK);
+    ps__model_info__free_unpacked(m, NULL);
+    Ps__ListModelsResponse *list = NULL;
+    assert_int_equal(coord_models_list(c, &list), PS_STATUS_OK);
+    assert_int_equal(list->n_models, 0);
+    ps__list_models_response__free_unpacked(list, NULL);
+    assert_true(events_with("model tiny version 2 deleted (forced)") > 0);
+    /* a heartbeat claiming too many versions is refused */
+    hb.n_serving = MEMBERSHIP_MAX_SERVING + 1;
+    assert_int_equal(coord_node_heartbeat(c, &hb, &resp, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    coord_destroy(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_state_is_written_outside_the_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_state_file_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_models_and_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_model, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

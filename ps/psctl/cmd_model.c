@@ -40,6 +40,15 @@ static const char versions_help[] =
     "Versions live side by side on the shards, each under keys of its own.\n"
     "JSON: as model list\n";
 
+static const char delete_help[] =
+    "usage: psctl model delete MODEL --version N [--force]\n"
+    "Deletes one version of a model: the coordinator takes it out of the registry, then\n"
+    "its chunks are freed on the shards. Refused (FAILED_PRECONDITION) while a live\n"
+    "replica serves that version: register a newer version first (replicas move to it).\n"
+    "  --version N   the version to delete (required: there is no default)\n"
+    "  --force       delete even while a replica serves it (its answers then fail)\n"
+    "JSON: {\"model\", \"version\", \"chunks\", \"freed_chunks\", \"freed_bytes\"}\n";
+
 static const char show_help[] =
     "usage: psctl model show MODEL [--version N]\n"
     "One registered model version (default: the latest): its tensors with shapes and\n"
@@ -52,6 +61,7 @@ const psctl_cmd psctl_model_cmds[PSCTL_MODEL_N_CMDS] = {
     {"list", "registered models", list_help, model_list},
     {"show", "one model version", show_help, model_show},
     {"versions", "the versions of one model", versions_help, model_versions},
+    {"delete", "delete one model version", delete_help, psctl_model_delete},
 };
 
 static const char model_help[] =
@@ -60,7 +70,8 @@ static const char model_help[] =
     "  upload DIR [--version N] [--chunk-floats N]   push a model directory and register it\n"
     "  list                                          every registered model version\n"
     "  show MODEL [--version N]                      one version's tensors and config\n"
-    "  versions MODEL                                the registered versions of a model\n";
+    "  versions MODEL                                the registered versions of a model\n"
+    "  delete MODEL --version N [--force]            delete a version, freeing its chunks\n";
 
 int psctl_cmd_model(psctl *p, int argc, char **argv) {
     return psctl_dispatch(p, "model", model_help, psctl_model_cmds, PSCTL_MODEL_N_CMDS, argc, argv);
@@ -74,6 +85,9 @@ int psctl_model_option(psctl *p, int opt, const char *arg, void *state) {
     case PSCTL_MODEL_OPT_VERSION:
         if (!ps_parse_u64(arg, &o->version) || o->version == 0)
             return psctl_usage(p, "--version wants a positive integer, got '%s'", arg);
+        return PSCTL_EXIT_OK;
+    case PSCTL_MODEL_OPT_FORCE:
+        o->force = true;
         return PSCTL_EXIT_OK;
     case PSCTL_MODEL_OPT_CHUNK_FLOATS:
         if (!ps_parse_int(arg, 1, (int)MAX_CHUNK_FLOATS, &o->chunk_floats))

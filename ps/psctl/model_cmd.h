@@ -5,6 +5,7 @@
 #ifndef PS_PSCTL_MODEL_CMD_H
 #define PS_PSCTL_MODEL_CMD_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -17,19 +18,26 @@ enum {
     PSCTL_MODEL_LIST,
     PSCTL_MODEL_SHOW,
     PSCTL_MODEL_VERSIONS,
+    PSCTL_MODEL_DELETE,
     PSCTL_MODEL_N_CMDS
 };
 extern const psctl_cmd psctl_model_cmds[PSCTL_MODEL_N_CMDS];
 
-/* `psctl model upload` (cmd_upload.c). */
+/* `psctl model upload` (cmd_upload.c) and `psctl model delete` (cmd_delete.c). */
 int psctl_model_upload(psctl *p, int argc, char **argv);
+int psctl_model_delete(psctl *p, int argc, char **argv);
 
 /* The model commands' own options (getopt_long `val`s). */
-enum { PSCTL_MODEL_OPT_VERSION = PSCTL_OPT_FIRST_PRIVATE, PSCTL_MODEL_OPT_CHUNK_FLOATS };
+enum {
+    PSCTL_MODEL_OPT_VERSION = PSCTL_OPT_FIRST_PRIVATE,
+    PSCTL_MODEL_OPT_CHUNK_FLOATS,
+    PSCTL_MODEL_OPT_FORCE
+};
 
 typedef struct psctl_model_opts {
     uint64_t version; /* 0 = latest / highest */
     int chunk_floats;
+    bool force; /* delete --force */
 } psctl_model_opts;
 
 /* A psctl_option_fn filling a psctl_model_opts. */

@@ -40,6 +40,8 @@ static const char main_help[] =
     "  model list                        every registered model version\n"
     "  model versions MODEL              the versions of one model\n"
     "  model show MODEL [--version N]    one version's tensors and config\n"
+    "  model delete MODEL --version N [--force]\n"
+    "                                    delete a version, freeing its chunks\n"
     "  status                            epoch, every node with its heartbeat, models\n"
     "  locate MODEL TENSOR [--version N] [--check]\n"
     "                                    each chunk's key and owning shard\n"

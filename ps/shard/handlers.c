@@ -1,4 +1,4 @@
-/* handlers.c: the unary ps.ParameterServer handlers: Pull, Push, Stat, Health (see
+/* handlers.c: the unary ps.ParameterServer handlers: Pull, Push, Stat, Delete, Health (see
  * handlers.h; Subscribe is in subscribe.c). */
 #include "handlers.h"
 
@@ -172,6 +172,20 @@ out:
     free(lengths);
     free(versions);
     return st;
+}
+
+ps_status shard_handle_delete(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
+    shard_ctx *ctx = user;
+    const Ps__DeleteRequest *req = (const Ps__DeleteRequest *)msg;
+    ps_status st = check_key_count(rc, "delete", req->n_keys);
+    if (st == PS_STATUS_OK) /* any key not owned refuses the whole request, like a Pull */
+        st = shard_check_owner(ctx, rc, req->epoch, req->n_keys, req->keys);
+    if (st != PS_STATUS_OK)
+        return st;
+    Ps__DeleteResponse resp = PS__DELETE_RESPONSE__INIT;
+    store_delete(ctx->store, req->n_keys, req->keys, &resp.deleted, &resp.bytes);
+    resp.incarnation = ctx->incarnation;
+    return rpc_ctx_reply(rc, &resp.base);
 }
 
 ps_status shard_handle_health(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {

@@ -1,4 +1,4 @@
-/* handlers.h: the ps.ParameterServer handlers (handlers.c: Pull, Push, Stat, Health;
+/* handlers.h: the ps.ParameterServer handlers (handlers.c: Pull, Push, Stat, Delete, Health;
  * subscribe.c: Subscribe) and the context they share (built by shard_ctx.c).
  *
  * Why it is built this way: a handler checks every client-supplied count against a
@@ -35,6 +35,7 @@ struct shard_ctx {
 ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
 ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
 ps_status shard_handle_stat(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
+ps_status shard_handle_delete(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
 ps_status shard_handle_health(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
 ps_status shard_handle_subscribe(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
 

@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
     };
     ps_program prog = {.name = "ps-shard",
                        .summary = "A parameter-server shard: holds the chunks the ring places "
-                                  "on it, answers Pull/Push/Stat, streams applied updates "
+                                  "on it, answers Pull/Push/Stat/Delete, streams applied updates "
                                   "to subscribers.",
                        .flags = flags,
                        .n_flags = sizeof flags / sizeof flags[0],

@@ -88,6 +88,8 @@ void shard_ctx_methods(shard_ctx *ctx, rpc_method ret_methods[SHARD_METHOD_COUNT
          shard_handle_health, ctx, 0},
         {"/ps.ParameterServer/Stat", RPC_METHOD_UNARY, &ps__stat_request__descriptor,
          shard_handle_stat, ctx, 0},
+        {"/ps.ParameterServer/Delete", RPC_METHOD_UNARY, &ps__delete_request__descriptor,
+         shard_handle_delete, ctx, 0},
     };
     memcpy(ret_methods, methods, sizeof methods);
 }

@@ -13,7 +13,7 @@
 /* The largest message the shard receives or sends (gRPC's limit on both sides). */
 #define SHARD_MAX_MESSAGE_BYTES RPC_DEFAULT_MAX_MESSAGE_BYTES
 
-/* Keys in one Pull, Push or Stat request. A 100k-key push must fit; a reply per key is
+/* Keys in one Pull, Push, Stat or Delete request. A 100k-key push must fit; a reply per key is
  * at most ~16 bytes of header, so 256 Ki keys stay far below the message limit. */
 #define SHARD_MAX_KEYS_PER_REQUEST (256u * 1024u)
 

@@ -1,5 +1,5 @@
-/* store.c: the chunk store's table, reads and life cycle (see store.h). Pushes are in
- * store_batch.c. */
+/* store.c: the chunk store's table, reads, deletes and life cycle (see store.h).
+ * Pushes are in store_batch.c. */
 #include "store.h"
 
 #include <stdio.h>
@@ -25,6 +25,31 @@ store_chunk *store_table_get(const store *s, uint64_t key) {
         if (c->key == key)
             return c;
     }
+}
+
+/* Removes the chunk with `key` and returns it, or NULL (write lock held). Linear
+ * probing keeps no tombstones: after the hole, each chunk of the run that could sit
+ * in it (its home slot is not cyclically in (hole, j]) moves back into it, leaving a
+ * new hole, so every remaining chunk stays reachable from its home slot. */
+static store_chunk *table_remove(store *s, uint64_t key) {
+    size_t mask = s->cap - 1, hole = slot_of(key, s->cap);
+    for (;; hole = (hole + 1) & mask) {
+        if (!s->slots[hole])
+            return NULL;
+        if (s->slots[hole]->key == key)
+            break;
+    }
+    store_chunk *gone = s->slots[hole];
+    for (size_t j = (hole + 1) & mask; s->slots[j]; j = (j + 1) & mask) {
+        size_t home = slot_of(s->slots[j]->key, s->cap);
+        if (((j - home) & mask) >= ((j - hole) & mask)) { /* home is at or before the hole */
+            s->slots[hole] = s->slots[j];
+            hole = j;
+        }
+    }
+    s->slots[hole] = NULL;
+    s->count--;
+    return gone;
 }
 
 static void table_place(store_chunk **slots, size_t cap, store_chunk *c) {
@@ -185,6 +210,27 @@ void store_stat(store *s, size_t n, const uint64_t *keys, uint32_t *ret_lengths,
         ret_versions[i] = c ? c->version : 0;
     }
     pthread_rwlock_unlock(&s->lock);
+}
+
+void store_delete(store *s, size_t n, const uint64_t *keys, uint64_t *ret_deleted,
+                  uint64_t *ret_bytes) {
+    uint64_t deleted = 0, bytes = 0;
+    pthread_rwlock_wrlock(&s->lock);
+    for (size_t i = 0; i < n; i++) {
+        store_chunk *c = table_remove(s, keys[i]);
+        if (!c)
+            continue;
+        uint64_t b = (uint64_t)c->len * sizeof(float);
+        s->bytes -= b;
+        bytes += b;
+        deleted++;
+        store_chunk_free(c); /* under the lock: a delete allocates nothing, so cannot fail */
+    }
+    pthread_rwlock_unlock(&s->lock);
+    if (ret_deleted)
+        *ret_deleted = deleted;
+    if (ret_bytes)
+        *ret_bytes = bytes;
 }
 
 void store_get_stats(store *s, store_stats *ret_stats) {

@@ -9,7 +9,7 @@
  * write lock, checks the push against the state (ADD: chunk present, same length,
  * finite results; ASSIGN: same length as an existing chunk; the quota) and then
  * changes everything, or, on any failure, nothing: past its checks it cannot fail.
- * Pulls and stats share a read lock.
+ * Pulls and stats share a read lock; deletes take the write lock.
  *
  * Versions: each key of a push is one update with the next sequence number; a
  * chunk's version is the seq of the update that last wrote it. Applied updates are
@@ -83,6 +83,15 @@ ps_status store_read(store *store, size_t n, const uint64_t *keys, uint64_t max_
 /* Length and version of n keys, 0 and 0 for a key the store does not hold. */
 void store_stat(store *store, size_t n, const uint64_t *keys, uint32_t *ret_lengths,
                 uint64_t *ret_versions);
+
+/* Removes the chunks of n keys and frees their memory (write lock): the quota and
+ * store_get_stats count them no more, and a removed key may be ASSIGNed again. Keys
+ * the store does not hold (or that appear twice) are skipped, so a retry is harmless.
+ * *ret_deleted (may be NULL) gets the chunks removed, *ret_bytes (may be NULL) their
+ * value bytes. Cannot fail. Deletes are not updates: the seq and the update log stay
+ * as they are. */
+void store_delete(store *store, size_t n, const uint64_t *keys, uint64_t *ret_deleted,
+                  uint64_t *ret_bytes);
 
 typedef struct store_stats {
     uint64_t keys;      /* chunks held */

@@ -1,6 +1,6 @@
 /* store_internal.h: the chunk store's private layout, shared by store.c (the table,
- * reads, life cycle) and store_batch.c (pushes: prepare and apply). Nothing outside
- * those two files includes it. */
+ * reads, deletes, life cycle) and store_batch.c (pushes: prepare and apply). Nothing
+ * else includes it but test_store.c, for white-box checks of the table. */
 #ifndef PS_SHARD_STORE_INTERNAL_H
 #define PS_SHARD_STORE_INTERNAL_H
 
@@ -20,7 +20,8 @@ typedef struct store_chunk {
 
 struct store {
     pthread_rwlock_t lock;       /* pulls share it; apply takes it exclusively */
-    store_chunk **slots;         /* open addressing, linear probing; NULL = empty */
+    store_chunk **slots;         /* open addressing, linear probing, no tombstones
+                                    (deletes shift back); NULL = empty */
     size_t cap;                  /* power of two; count * 2 <= cap */
     size_t count;                /* chunks held */
     uint64_t bytes;              /* value bytes held */

@@ -2,7 +2,8 @@
  * to the log with its previous version, and a refused push changes nothing: an ASSIGN
  * of another length (issue 6 D5: the old shard reshaped the chunk), an ADD whose result
  * overflows (D4: the old shard stored inf), the quota (D9), and the checks that need no
- * state (lengths, their total, NaN, duplicate keys, long names, key counts). */
+ * state (lengths, their total, NaN, duplicate keys, long names, key counts). Deletes
+ * are in test_store_delete.c. */
 #include <math.h>
 
 #include "shard_limits.h"
@@ -256,6 +257,8 @@ static void test_read_limits(void **state) {
     assert_null(vals);
     fixture_free(&f);
 }
+
+/* ------------------------------------------------------------------ delete --- */
 
 int main(void) {
     const struct CMUnitTest tests[] = {

@@ -20,6 +20,8 @@
 #include "shard_source.h"
 #include "sync.h"
 
+#define SERVE_MAX_REPORTED 256 /* versions a heartbeat reports (the coordinator's limit) */
+
 typedef struct serve_ctx {
     models *models;
     kserve *kserve;
@@ -27,7 +29,10 @@ typedef struct serve_ctx {
     loader *loader;
     shard_source *load_src, *fix_src; /* one per pulling thread */
     atomic_bool registered;           /* ServerReady: joined the cluster once */
-    ps_status last_ring_status;       /* to log a failure once per streak */
+    /* what the last heartbeat reported serving (the heartbeat thread's alone) */
+    models_ref serving[SERVE_MAX_REPORTED];
+    Ps__ModelRef refs[SERVE_MAX_REPORTED], *ref_ptrs[SERVE_MAX_REPORTED];
+    ps_status last_ring_status; /* to log a failure once per streak */
 } serve_ctx;
 
 static void log_event(void *arg, ps_log_level level, const char *message) {
@@ -50,6 +55,21 @@ static void on_ring(void *user, const Ps__Ring *ring) {
         PS_ERROR("cannot follow every shard on the ring (at most %d): %s", SYNC_MAX_SHARDS,
                  ps_status_str(st));
     c->last_ring_status = st;
+}
+
+/* Heartbeats say which versions this replica serves, so the coordinator never deletes
+ * one under it. */
+static void on_heartbeat(void *user, Ps__HeartbeatRequest *req) {
+    serve_ctx *c = user;
+    size_t n = models_ready_refs(c->models, c->serving, SERVE_MAX_REPORTED);
+    for (size_t i = 0; i < n; i++) {
+        ps__model_ref__init(&c->refs[i]);
+        c->refs[i].name = c->serving[i].name;
+        c->refs[i].version = c->serving[i].version;
+        c->ref_ptrs[i] = &c->refs[i];
+    }
+    req->n_serving = n;
+    req->serving = c->ref_ptrs;
 }
 
 static void on_models(void *user, const Ps__ModelsUpdate *update) {
@@ -144,11 +164,12 @@ int main(int argc, char **argv) {
 
     serve_ctx c = {0};
     ps_runtime *rt = NULL;
-    ps_runtime_opts ro = {.program = "ps-serve",
-                          .id = id,
-                          .coordinator = coordinator,
-                          .role = PS__NODE_ROLE__ROLE_SERVE,
-                          .hooks = {.user = &c, .ring = on_ring, .models = on_models}};
+    ps_runtime_opts ro = {
+        .program = "ps-serve",
+        .id = id,
+        .coordinator = coordinator,
+        .role = PS__NODE_ROLE__ROLE_SERVE,
+        .hooks = {.user = &c, .ring = on_ring, .models = on_models, .heartbeat = on_heartbeat}};
     int rc = 1;
     ps_status st = build(&c, coordinator, max_model_mb);
     if (st == PS_STATUS_OK)

@@ -300,3 +300,17 @@ void models_names_list(models *m, char *buf, size_t cap) {
     if (!used)
         snprintf(buf, cap, "none");
 }
+
+size_t models_ready_refs(models *m, models_ref *ret_refs, size_t cap) {
+    size_t n = 0;
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < m->n && n < cap; i++) {
+        if (!served_ready(m->list[i]))
+            continue;
+        snprintf(ret_refs[n].name, sizeof ret_refs[n].name, "%s", served_name(m->list[i]));
+        ret_refs[n].version = served_version(m->list[i]);
+        n++;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return n;
+}

@@ -64,4 +64,16 @@ served *models_acquire(models *m, const char *name, uint64_t version);
 /* Names and versions of the ready models ("a v1,b v3" or "none"), for messages. */
 void models_names_list(models *m, char *buf, size_t cap);
 
+#define MODELS_REF_NAME_MAX 256 /* bytes of a model name in a models_ref (NUL included) */
+
+/* A ready version, as the replica reports it in heartbeats (the coordinator refuses to
+ * delete a version a live replica serves). */
+typedef struct models_ref {
+    char name[MODELS_REF_NAME_MAX];
+    uint64_t version;
+} models_ref;
+
+/* Writes up to cap ready versions; returns how many. */
+size_t models_ready_refs(models *m, models_ref *ret_refs, size_t cap);
+
 #endif

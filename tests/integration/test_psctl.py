@@ -48,7 +48,7 @@ def shard_pull(addr, epoch, key):
 
 HELP_COMMANDS = [
     [], ["ring"], ["ring", "list"], ["ring", "add"], ["ring", "remove"], ["model"],
-    ["model", "upload"], ["model", "list"], ["model", "show"], ["model", "versions"],
+    ["model", "upload"], ["model", "list"], ["model", "show"], ["model", "versions"], ["model", "delete"],
     ["status"], ["locate"],
     ["push"], ["pull"],
 ]

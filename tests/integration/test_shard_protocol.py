@@ -4,7 +4,7 @@ message saying to refresh the ring), pushes validated before anything changes,
 versions that are update sequence numbers and never go backwards across a restart,
 the shard's incarnation in every answer, ordered update streams with the previous
 version of each chunk, resync when a subscriber falls behind the log or names another
-incarnation, keepalives on idle streams, Stat, Health, and ring epochs streamed by
+incarnation, keepalives on idle streams, Stat, Delete, Health, and ring epochs streamed by
 WatchRing. (Hostile clients: test_shard_hostile.py.)"""
 import os
 import pathlib
@@ -386,3 +386,59 @@ def test_register_model_checks_the_graph(cluster):
         assert words in e.value.details(), e.value.details()
     assert c.RegisterModel(cpb.RegisterModelRequest(model=model(config))).version == 1
     assert [m.name for m in c.ListModels(cpb.ListModelsRequest()).models] == ["digits_mlp"]
+
+
+def test_delete_frees_chunks_and_checks_placement(cluster):
+    """Delete frees the chunks it holds (Pull says NOT_FOUND, Stat length 0, Health's
+    keys and bytes drop), skips keys it does not hold so a retry is harmless, lets a key
+    be assigned again, and refuses keys the shard does not own like a Pull."""
+    c, shards, _ = cluster
+    epoch = c.GetRing(cpb.GetRingRequest()).epoch
+    s = stubs(shards)["shard-1"]
+    spread = [i * 0x9E3779B97F4A7C15 % (1 << 64) for i in range(100, 400)]  # all over the ring
+    owned = [k for k in spread if owner_of_quiet(k, s, epoch)]
+    mine, absent = owned[:4], owned[4]  # absent: owned, never pushed
+    theirs = next(k for k in spread if k not in owned)
+    s.Push(pb.PushRequest(epoch=epoch, keys=mine, lengths=[2, 3, 4, 5],
+                          values=struct.pack("<14f", *range(14))))
+    before = s.Health(pb.HealthRequest())
+    inc = before.incarnation
+
+    gone, kept = mine[:2], mine[2:]
+    r = s.Delete(pb.DeleteRequest(epoch=epoch, keys=gone + [absent]))
+    assert (r.deleted, r.bytes, r.incarnation) == (2, 4 * (2 + 3), inc)
+    after = s.Health(pb.HealthRequest())
+    assert after.keys == before.keys - 2 and after.bytes == before.bytes - 20
+    assert after.seq == before.seq  # a delete is not an update
+    for k in gone:
+        with pytest.raises(grpc.RpcError) as e:
+            s.Pull(pb.PullRequest(epoch=epoch, keys=[k]))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    st = s.Stat(pb.StatRequest(epoch=epoch, keys=mine))
+    assert list(st.lengths) == [0, 0, 4, 5] and list(st.versions)[:2] == [0, 0]
+    pulled = s.Pull(pb.PullRequest(epoch=epoch, keys=kept))
+    assert struct.unpack("<9f", pulled.values) == tuple(float(v) for v in range(5, 14))
+
+    again = s.Delete(pb.DeleteRequest(epoch=epoch, keys=gone + [absent]))  # a retry
+    assert (again.deleted, again.bytes, again.incarnation) == (0, 0, inc)
+    assert s.Health(pb.HealthRequest()).bytes == after.bytes
+
+    # assigned again, with another length: a new chunk
+    p = s.Push(pb.PushRequest(epoch=epoch, keys=[gone[0]], lengths=[1], values=struct.pack("<f", 7)))
+    pulled = s.Pull(pb.PullRequest(epoch=epoch, keys=[gone[0]]))
+    assert pulled.lengths == [1] and pulled.versions == p.versions
+    assert struct.unpack("<f", pulled.values) == (7.0,)
+
+    # one key the shard does not own refuses the whole request: nothing is freed
+    held = s.Health(pb.HealthRequest())
+    with pytest.raises(grpc.RpcError) as e:
+        s.Delete(pb.DeleteRequest(epoch=epoch, keys=kept + [theirs]))
+    assert e.value.code() == grpc.StatusCode.ABORTED
+    assert "refresh the ring" in e.value.details() and f"{theirs:016x}" in e.value.details()
+    assert s.Health(pb.HealthRequest()).keys == held.keys
+    assert list(s.Stat(pb.StatRequest(epoch=epoch, keys=kept)).lengths) == [4, 5]
+
+    with pytest.raises(grpc.RpcError) as e:  # the key-count limit, before anything else
+        s.Delete(pb.DeleteRequest(epoch=epoch, keys=[absent] * (256 * 1024 + 1)))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "keys per request" in e.value.details()

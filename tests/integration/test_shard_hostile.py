@@ -34,7 +34,11 @@ class OneShard:
         self.procs = []
         p, coord = start_coordinator(self.tmp)
         self.procs.append(("coord", p))
-        self.proc, self.addr = start_shard(self.tmp, coord, "shard-1", *flags)
+        try:
+            self.proc, self.addr = start_shard(self.tmp, coord, "shard-1", *flags)
+        except BaseException:
+            stop_all(self.tmp, self.procs)  # do not leave the coordinator running
+            raise
         self.procs.append(("shard-1", self.proc))
         self.epoch = wait_ring(cpb_grpc.CoordinatorStub(grpc.insecure_channel(coord)), ["shard-1"])
         self.s = shard_stub(self.addr)

@@ -60,18 +60,12 @@ int psctl_model_delete(psctl *p, int argc, char **argv) {
         {NULL, 0, NULL, 0},
     };
     psctl_model_opts o = {0};
-    int first = 0;
-    int rc = psctl_parse(p, &psctl_model_cmds[PSCTL_MODEL_DELETE], argc, argv, own,
-                         psctl_model_option, &o, &first);
-    if (rc == PSCTL_HELP_SHOWN)
-        return PSCTL_EXIT_OK;
+    const char *name = NULL;
+    int rc = psctl_model_parse(p, PSCTL_MODEL_DELETE, argc, argv, own, &o, "model", &name);
     if (rc != PSCTL_EXIT_OK)
-        return rc;
-    if (argc - first != 1)
-        return psctl_usage(p, argc - first == 0 ? "which model?" : "one model at a time");
+        return rc == PSCTL_HELP_SHOWN ? PSCTL_EXIT_OK : rc;
     if (o.version == 0)
         return psctl_usage(p, "say which version with --version N (there is no default)");
-    const char *name = argv[first];
     if ((rc = psctl_client(p)) != PSCTL_EXIT_OK)
         return rc;
     Ps__DeleteModelRequest req = PS__DELETE_MODEL_REQUEST__INIT;

@@ -98,6 +98,20 @@ int psctl_model_option(psctl *p, int opt, const char *arg, void *state) {
     }
 }
 
+int psctl_model_parse(psctl *p, int which, int argc, char **argv, const struct option *own,
+                      psctl_model_opts *o, const char *what, const char **ret_arg) {
+    int first = 0;
+    int rc =
+        psctl_parse(p, &psctl_model_cmds[which], argc, argv, own, psctl_model_option, o, &first);
+    if (rc != PSCTL_EXIT_OK)
+        return rc;
+    if (argc - first != 1)
+        return argc - first == 0 ? psctl_usage(p, "which %s?", what)
+                                 : psctl_usage(p, "one %s at a time", what);
+    *ret_arg = argv[first];
+    return PSCTL_EXIT_OK;
+}
+
 json_t *psctl_model_tensor_json(const Ps__TensorInfo *t) {
     return json_pack("{s:s, s:s, s:o, s:I, s:I, s:I}", "name", t->name, "dtype", t->dtype, "shape",
                      psctl_shape_json(t->shape, t->n_shape), "floats",
@@ -174,16 +188,12 @@ static int model_list(psctl *p, int argc, char **argv) {
 }
 
 static int model_versions(psctl *p, int argc, char **argv) {
-    int first = 0;
-    int rc = psctl_parse(p, &psctl_model_cmds[PSCTL_MODEL_VERSIONS], argc, argv, NULL, NULL, NULL,
-                         &first);
-    if (rc == PSCTL_HELP_SHOWN)
-        return PSCTL_EXIT_OK;
+    psctl_model_opts o = {0};
+    const char *name = NULL;
+    int rc = psctl_model_parse(p, PSCTL_MODEL_VERSIONS, argc, argv, NULL, &o, "model", &name);
     if (rc != PSCTL_EXIT_OK)
-        return rc;
-    if (argc - first != 1)
-        return psctl_usage(p, argc - first == 0 ? "which model?" : "one model at a time");
-    return print_models(p, argv[first]);
+        return rc == PSCTL_HELP_SHOWN ? PSCTL_EXIT_OK : rc;
+    return print_models(p, name);
 }
 
 /* The table (or JSON) of the entries of l, sorted by name then version. */
@@ -234,16 +244,10 @@ static int model_show(psctl *p, int argc, char **argv) {
         {NULL, 0, NULL, 0},
     };
     psctl_model_opts o = {0};
-    int first = 0;
-    int rc = psctl_parse(p, &psctl_model_cmds[PSCTL_MODEL_SHOW], argc, argv, own,
-                         psctl_model_option, &o, &first);
-    if (rc == PSCTL_HELP_SHOWN)
-        return PSCTL_EXIT_OK;
+    const char *name = NULL;
+    int rc = psctl_model_parse(p, PSCTL_MODEL_SHOW, argc, argv, own, &o, "model", &name);
     if (rc != PSCTL_EXIT_OK)
-        return rc;
-    if (argc - first != 1)
-        return psctl_usage(p, argc - first == 0 ? "which model?" : "one model at a time");
-    const char *name = argv[first];
+        return rc == PSCTL_HELP_SHOWN ? PSCTL_EXIT_OK : rc;
     Ps__GetModelRequest req = PS__GET_MODEL_REQUEST__INIT;
     req.name = (char *)name;
     req.version = o.version;

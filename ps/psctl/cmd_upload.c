@@ -208,17 +208,10 @@ int psctl_model_upload(psctl *p, int argc, char **argv) {
         {NULL, 0, NULL, 0},
     };
     psctl_model_opts o = {0};
-    int first = 0;
-    int rc = psctl_parse(p, &psctl_model_cmds[PSCTL_MODEL_UPLOAD], argc, argv, own,
-                         psctl_model_option, &o, &first);
-    if (rc == PSCTL_HELP_SHOWN)
-        return PSCTL_EXIT_OK;
+    const char *dir = NULL;
+    int rc = psctl_model_parse(p, PSCTL_MODEL_UPLOAD, argc, argv, own, &o, "model directory", &dir);
     if (rc != PSCTL_EXIT_OK)
-        return rc;
-    if (argc - first != 1)
-        return psctl_usage(p, argc - first == 0 ? "which model directory?"
-                                                : "one model directory at a time");
-    const char *dir = argv[first];
+        return rc == PSCTL_HELP_SHOWN ? PSCTL_EXIT_OK : rc;
     int64_t t0 = ps_now_us();
     upload u = {0};
     float *buf = NULL;

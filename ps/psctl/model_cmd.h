@@ -40,6 +40,12 @@ typedef struct psctl_model_opts {
     bool force; /* delete --force */
 } psctl_model_opts;
 
+/* Parses `psctl model <which>`'s options (`own`, may be NULL) into *o and its one
+ * positional argument (`what`: "model", "model directory") into *ret_arg. Returns
+ * PSCTL_EXIT_OK, PSCTL_HELP_SHOWN or PSCTL_EXIT_USAGE (after saying why). */
+int psctl_model_parse(psctl *p, int which, int argc, char **argv, const struct option *own,
+                      psctl_model_opts *o, const char *what, const char **ret_arg);
+
 /* A psctl_option_fn filling a psctl_model_opts. */
 int psctl_model_option(psctl *p, int opt, const char *arg, void *state);
 

@@ -32,12 +32,18 @@ static ps_status check_key_count(rpc_ctx *rc, const char *what, size_t n) {
                          SHARD_MAX_KEYS_PER_REQUEST);
 }
 
+/* What every keyed read (and Delete) checks first: the key count, then that this shard
+ * owns every key under the request's epoch. */
+static ps_status check_keys(shard_ctx *ctx, rpc_ctx *rc, const char *what, uint64_t epoch, size_t n,
+                            const uint64_t *keys) {
+    ps_status st = check_key_count(rc, what, n);
+    return st == PS_STATUS_OK ? shard_check_owner(ctx, rc, epoch, n, keys) : st;
+}
+
 ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     shard_ctx *ctx = user;
     const Ps__PullRequest *req = (const Ps__PullRequest *)msg;
-    ps_status st = check_key_count(rc, "pull", req->n_keys);
-    if (st == PS_STATUS_OK)
-        st = shard_check_owner(ctx, rc, req->epoch, req->n_keys, req->keys);
+    ps_status st = check_keys(ctx, rc, "pull", req->epoch, req->n_keys, req->keys);
     if (st != PS_STATUS_OK)
         return st;
     uint64_t *versions = calloc(req->n_keys + 1, sizeof *versions);
@@ -148,9 +154,7 @@ out:
 ps_status shard_handle_stat(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     shard_ctx *ctx = user;
     const Ps__StatRequest *req = (const Ps__StatRequest *)msg;
-    ps_status st = check_key_count(rc, "stat", req->n_keys);
-    if (st == PS_STATUS_OK)
-        st = shard_check_owner(ctx, rc, req->epoch, req->n_keys, req->keys);
+    ps_status st = check_keys(ctx, rc, "stat", req->epoch, req->n_keys, req->keys);
     if (st != PS_STATUS_OK)
         return st;
     uint32_t *lengths = calloc(req->n_keys + 1, sizeof *lengths);
@@ -177,9 +181,7 @@ out:
 ps_status shard_handle_delete(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     shard_ctx *ctx = user;
     const Ps__DeleteRequest *req = (const Ps__DeleteRequest *)msg;
-    ps_status st = check_key_count(rc, "delete", req->n_keys);
-    if (st == PS_STATUS_OK) /* any key not owned refuses the whole request, like a Pull */
-        st = shard_check_owner(ctx, rc, req->epoch, req->n_keys, req->keys);
+    ps_status st = check_keys(ctx, rc, "delete", req->epoch, req->n_keys, req->keys);
     if (st != PS_STATUS_OK)
         return st;
     Ps__DeleteResponse resp = PS__DELETE_RESPONSE__INIT;

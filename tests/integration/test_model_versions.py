@@ -51,3 +51,53 @@ def test_versions_live_side_by_side(cluster, tmp_path):
     assert r.rc == 1 and "no model 'no-such-model' is registered" in r.err, r
     r = cluster.psctl("model", "versions")
     assert r.rc == 2 and "which model?" in r.err, r
+
+
+def test_delete_with_a_dead_shard_frees_the_rest(make_cluster, tmp_path):
+    import signal
+    c = make_cluster()
+    d = write_model(tmp_path / "tinydel", dict(TINY_CONFIG, name="tinydel"), tiny_tensors(31),
+                    version=1)
+    write_safetensors(d / "2" / "model.safetensors", tiny_tensors(32))
+    c.ok("model", "upload", d, "--version", "1", "--chunk-floats", "8")
+    c.ok("model", "upload", d, "--version", "2", "--chunk-floats", "8")
+    owners = {ch["shard"] for ch in c.ok("locate", "tinydel", "fc1.weight", "--version", "1")["chunks"]}
+    victim = sorted(owners)[0]
+    c.procs[victim].stop(sig=signal.SIGKILL)  # dies with version 1's chunks on it
+    r = c.psctl("model", "delete", "tinydel", "--version", "1")
+    assert r.rc == 1, r
+    assert "out of the registry, but not every chunk could be freed" in r.err, r.err
+    assert "chunks freed" in r.err, r.err
+    assert [m["version"] for m in c.ok("model", "versions", "tinydel")["models"]] == [2]
+    # version 2 on the live shards is untouched
+    live = [s for s in ("shard-1", "shard-2", "shard-3") if s != victim]
+    for ch in c.ok("locate", "tinydel", "fc2.bias", "--check")["chunks"]:
+        if ch["shard"] in live:
+            assert ch["held"], ch
+
+
+def test_hostile_delete_requests(cluster):
+    import grpc
+    import coordinator_pb2 as cpb
+    ch = grpc.insecure_channel(cluster.coordinator)
+
+    def call(method, req, resp):
+        fn = ch.unary_unary(f"/ps.Coordinator/{method}", request_serializer=lambda m: m.SerializeToString(),
+                            response_deserializer=resp.FromString)
+        try:
+            fn(req, timeout=10)
+            return grpc.StatusCode.OK, ""
+        except grpc.RpcError as e:
+            return e.code(), e.details() or ""
+
+    code, why = call("DeleteModel", cpb.DeleteModelRequest(name="x" * 10000, version=1), cpb.ModelInfo)
+    assert code == grpc.StatusCode.NOT_FOUND, why
+    code, why = call("DeleteModel", cpb.DeleteModelRequest(name="tinyside", version=0), cpb.ModelInfo)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, why
+    code, why = call("DeleteModel", cpb.DeleteModelRequest(), cpb.ModelInfo)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, why
+    hb = cpb.HeartbeatRequest(id="shard-1", serving=[cpb.ModelRef(name="m", version=i)
+                                                     for i in range(300)])
+    code, why = call("Heartbeat", hb, cpb.HeartbeatResponse)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 256" in why, why
+    assert cluster.ok("status")["epoch"] > 0  # still up

@@ -9,6 +9,7 @@
 #ifndef PS_CLIENT_PSCLIENT_H
 #define PS_CLIENT_PSCLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,7 @@
 #include "ps.pb-c.h"
 #include "rpc.h"
 #include "status.h"
+#include "train_spec.h"
 
 typedef struct ps_client ps_client;
 
@@ -70,6 +72,42 @@ ps_status ps_client_push_report(ps_client *client, Ps__PushOp op, size_t n, cons
                                 const char *const *names, uint64_t *ret_versions,
                                 uint8_t *ret_outcome);
 
+/* An optimizer push (PUSH_OPTIMIZE): the values are gradients that the shards apply
+ * with `optimizer` (train_spec.h) and the optimizer state they keep per chunk. */
+typedef struct ps_push_train {
+    const optim_spec *optimizer; /* checked by the shards (INVALID_ARGUMENT) */
+    bool skip_non_finite;        /* skip and count keys with non-finite gradients instead
+                                    of refusing the request */
+    uint64_t skipped;            /* out: keys the shards skipped */
+} ps_push_train;
+
+/* ps_client_push_report for gradients: each key's chunk takes one optimizer step. */
+ps_status ps_client_push_optimize(ps_client *client, ps_push_train *train, size_t n,
+                                  const uint64_t *keys, const float *const *src,
+                                  const uint32_t *lens, uint64_t *ret_versions,
+                                  uint8_t *ret_outcome);
+
+/* A sparse table as requests name it: its model, its name and its spec (from the
+ * model's config.json: train_config.h). */
+typedef struct ps_table_ref {
+    const char *model;
+    const char *table;
+    const table_spec *spec;
+} ps_table_ref;
+
+/* Rows of n ids (ids may repeat) into out (n * dim floats, in id order); rows not yet
+ * on their shards are created there with the table's initializer. *ret_created (may be
+ * NULL) counts them. */
+ps_status ps_client_pull_rows(ps_client *client, const ps_table_ref *table, size_t n,
+                              const uint64_t *ids, float *out, uint64_t *ret_created);
+/* Pushes n rows (values: n * dim floats): ASSIGN, ADD, or OPTIMIZE with train's
+ * optimizer (train is ignored otherwise). Ids must not repeat within one call (sum
+ * their gradients first); the shards refuse a repeat. Goes on past a failing shard and
+ * returns its failure at the end. */
+ps_status ps_client_push_rows(ps_client *client, const ps_table_ref *table, Ps__PushOp op,
+                              ps_push_train *train, size_t n, const uint64_t *ids,
+                              const float *values, uint64_t *ret_created);
+
 /* What the shards hold of n keys, without the values: ret_lens[i] the floats held (0
  * when its shard does not hold it or cannot be asked), ret_versions (may be NULL) the
  * versions. Goes on past a shard that cannot be asked and returns its failure at the
@@ -114,6 +152,10 @@ ps_status ps_client_push_tensor_report(ps_client *client, const char *model, uin
                                        const Ps__TensorInfo *tensor, Ps__PushOp op,
                                        const float *data, uint64_t count, const uint8_t *only,
                                        uint8_t *ret_outcome);
+/* One optimizer step over a whole tensor: grad holds `count` floats (its size). */
+ps_status ps_client_push_tensor_optimize(ps_client *client, const char *model, uint64_t version,
+                                         const Ps__TensorInfo *tensor, ps_push_train *train,
+                                         const float *grad, uint64_t count);
 ps_status ps_client_pull_tensor(ps_client *client, const char *model, uint64_t version,
                                 const Ps__TensorInfo *tensor, float *dst, uint64_t count,
                                 uint64_t *ret_version_sum);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "psclient_internal.h"
+#include "train_wire.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ pull --- */
@@ -104,7 +105,8 @@ typedef struct push_arg {
     const uint32_t *lens;
     const char *const *names;
     uint64_t *versions;
-    uint8_t *outcome; /* per key, a ps_push_outcome; may be NULL */
+    uint8_t *outcome;     /* per key, a ps_push_outcome; may be NULL */
+    ps_push_train *train; /* PUSH_OPTIMIZE only */
 } push_arg;
 
 /* What a failed push call means for its keys: a refusal changed nothing (the shard
@@ -164,6 +166,12 @@ static ps_status push_call(ps_client *c, uint32_t s, const size_t *idx, size_t m
     req.op = a->op;
     req.n_names = names ? m : 0;
     req.names = names;
+    Ps__OptimizerSpec optimizer;
+    if (a->train) {
+        train_wire_optim_to_msg(a->train->optimizer, &optimizer);
+        req.optimizer = &optimizer;
+        req.skip_non_finite = a->train->skip_non_finite;
+    }
     rpc_bytes_field vf = {.field_number = 15, .data = values, .len = total * 4};
     ProtobufCMessage *resp = NULL;
     rpc_result res;
@@ -179,6 +187,8 @@ static ps_status push_call(ps_client *c, uint32_t s, const size_t *idx, size_t m
     Ps__PushResponse *r = (Ps__PushResponse *)resp;
     for (size_t i = 0; a->versions && i < m && i < r->n_versions; i++)
         a->versions[idx[i]] = r->versions[i];
+    if (a->train)
+        a->train->skipped += r->skipped;
     protobuf_c_message_free_unpacked(resp, NULL);
 out:
     free(keys);
@@ -198,8 +208,22 @@ ps_status ps_client_push_report(ps_client *c, Ps__PushOp op, size_t n, const uin
                                 const float *const *src, const uint32_t *lens,
                                 const char *const *names, uint64_t *ret_versions,
                                 uint8_t *ret_outcome) {
-    push_arg a = {op, keys, src, lens, names, ret_versions, ret_outcome};
+    push_arg a = {op, keys, src, lens, names, ret_versions, ret_outcome, NULL};
     c->err[0] = '\0';
+    if (ret_outcome)
+        memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
+    return psclient_route(c, n, keys, push_call, &a, true);
+}
+
+ps_status ps_client_push_optimize(ps_client *c, ps_push_train *train, size_t n,
+                                  const uint64_t *keys, const float *const *src,
+                                  const uint32_t *lens, uint64_t *ret_versions,
+                                  uint8_t *ret_outcome) {
+    push_arg a = {
+        PS__PUSH_OP__PUSH_OPTIMIZE, keys, src, lens, NULL, ret_versions, ret_outcome, train};
+    c->err[0] = '\0';
+    if (!train || !train->optimizer)
+        return psclient_fail(c, PS_STATUS_INVALID_ARGUMENT, "an optimizer push needs an optimizer");
     if (ret_outcome)
         memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
     return psclient_route(c, n, keys, push_call, &a, true);

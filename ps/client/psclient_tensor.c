@@ -47,7 +47,7 @@ uint64_t ps_tensor_count(const Ps__TensorInfo *t) {
 static ps_status tensor_op(ps_client *c, const char *model, uint64_t version,
                            const Ps__TensorInfo *t, bool push, Ps__PushOp op, float *data,
                            uint64_t count, uint64_t *ret_version_sum, const uint8_t *only,
-                           uint8_t *ret_outcome) {
+                           uint8_t *ret_outcome, ps_push_train *train) {
     c->err[0] = '\0';
     if (count != ps_tensor_count(t))
         return psclient_fail(c, PS_STATUS_INVALID_ARGUMENT,
@@ -88,7 +88,7 @@ static ps_status tensor_op(ps_client *c, const char *model, uint64_t version,
             keys[i] = ps_key_dense(model, version, t->name, ch);
             ptrs[i] = data + start;
             lens[i] = (uint32_t)(count - start < t->chunk_floats ? count - start : t->chunk_floats);
-            if (push) {
+            if (push && !train) {
                 free(names[i]);
                 size_t need = strlen(model) + strlen(t->name) + 16;
                 names[i] = malloc(need);
@@ -100,8 +100,10 @@ static ps_status tensor_op(ps_client *c, const char *model, uint64_t version,
         if (push) {
             char first_err[sizeof c->err];
             memcpy(first_err, c->err, sizeof first_err);
-            bs = ps_client_push_report(c, op, m, keys, (const float *const *)ptrs, lens,
-                                       (const char *const *)names, versions, outcome);
+            bs = train ? ps_client_push_optimize(c, train, m, keys, (const float *const *)ptrs,
+                                                 lens, versions, outcome)
+                       : ps_client_push_report(c, op, m, keys, (const float *const *)ptrs, lens,
+                                               (const char *const *)names, versions, outcome);
             if (first_err[0]) /* keep the first batch failure's message */
                 memcpy(c->err, first_err, sizeof first_err);
             for (uint32_t i = 0; ret_outcome && i < m; i++)
@@ -132,18 +134,26 @@ out:
 ps_status ps_client_push_tensor(ps_client *c, const char *model, uint64_t version,
                                 const Ps__TensorInfo *t, Ps__PushOp op, const float *data,
                                 uint64_t count) {
-    return tensor_op(c, model, version, t, true, op, (float *)data, count, NULL, NULL, NULL);
+    return tensor_op(c, model, version, t, true, op, (float *)data, count, NULL, NULL, NULL, NULL);
 }
 
 ps_status ps_client_push_tensor_report(ps_client *c, const char *model, uint64_t version,
                                        const Ps__TensorInfo *t, Ps__PushOp op, const float *data,
                                        uint64_t count, const uint8_t *only, uint8_t *ret_outcome) {
-    return tensor_op(c, model, version, t, true, op, (float *)data, count, NULL, only, ret_outcome);
+    return tensor_op(c, model, version, t, true, op, (float *)data, count, NULL, only, ret_outcome,
+                     NULL);
 }
 
 ps_status ps_client_pull_tensor(ps_client *c, const char *model, uint64_t version,
                                 const Ps__TensorInfo *t, float *dst, uint64_t count,
                                 uint64_t *ret_version_sum) {
     return tensor_op(c, model, version, t, false, PS__PUSH_OP__PUSH_ASSIGN, dst, count,
-                     ret_version_sum, NULL, NULL);
+                     ret_version_sum, NULL, NULL, NULL);
+}
+
+ps_status ps_client_push_tensor_optimize(ps_client *c, const char *model, uint64_t version,
+                                         const Ps__TensorInfo *t, ps_push_train *train,
+                                         const float *grad, uint64_t count) {
+    return tensor_op(c, model, version, t, true, PS__PUSH_OP__PUSH_OPTIMIZE, (float *)grad, count,
+                     NULL, NULL, NULL, train);
 }

@@ -26,6 +26,10 @@ struct timespec ps_abstime_after_ms(int64_t ms);
  * shards under different keys. Every process computes the same key
  * (tests/unit/test_agreement.c pins it). */
 uint64_t ps_key_dense(const char *model, uint64_t version, const char *tensor, uint32_t chunk);
+/* The key of row `id` of sparse table `table` of `model` (tables belong to a model, not
+ * to one of its versions): XXH3-64 of "model\0", "table\0", then id as 8 little-endian
+ * bytes. */
+uint64_t ps_key_row(const char *model, const char *table, uint64_t id);
 
 /* Strict number parsing for flags: the whole string must be a number in range. */
 bool ps_parse_u64(const char *s, uint64_t *ret);

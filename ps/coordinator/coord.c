@@ -50,6 +50,11 @@ ps_status coord_create(const coord_opts *opts, coord_ctx **ret_ctx, char *err, s
         st = registry_create(&go, &c->models);
     if (st == PS_STATUS_OK)
         st = state_store_create(&so, &c->store);
+    workers_opts wo = {.timeout_ms = opts->worker_timeout_ms};
+    if (st == PS_STATUS_OK)
+        st = workers_create(&wo, &c->workers);
+    c->worker_timeout_ms =
+        opts->worker_timeout_ms > 0 ? opts->worker_timeout_ms : WORKERS_DEFAULT_TIMEOUT_MS;
     if (st != PS_STATUS_OK) {
         ps_set_err(err, err_len, "cannot set up the coordinator's state: %s", ps_status_str(st));
         goto fail_ctx;
@@ -69,6 +74,7 @@ void coord_destroy(coord_ctx *c) {
         return;
     state_store_destroy(c->store);
     registry_destroy(c->models);
+    workers_destroy(c->workers);
     ring_state_destroy(c->ring);
     membership_destroy(c->members);
     pthread_cond_destroy(&c->changed);

@@ -29,6 +29,7 @@
 #include "status.h"
 
 #define COORD_ERR_MAX 1024              /* room for an operation's message */
+#define COORD_MAX_OPTIMIZER_FIELDS 16   /* hyper-parameters in one SetOptimizer */
 #define COORD_DEFAULT_MAX_WATCHERS 200  /* WatchRing + WatchModels streams open at once */
 #define COORD_MAX_WATCHERS_LIMIT 100000 /* the largest --max-watchers */
 #define COORD_JOIN_ATTEMPTS 3           /* ring changes tolerated while its shards are asked */
@@ -66,6 +67,7 @@ typedef struct coord_opts {
     void *event_arg;
     coord_clock_fn clock; /* NULL = ps_now_ms */
     void *clock_arg;
+    int64_t worker_timeout_ms; /* a training worker silent this long is dead; 0 = default */
 } coord_opts;
 
 typedef struct coord_ctx coord_ctx;
@@ -133,6 +135,25 @@ ps_status coord_model_get(coord_ctx *ctx, const char *name, uint64_t version,
  * and for a version a live replica reports serving; NOT_FOUND when absent. */
 ps_status coord_model_delete(coord_ctx *ctx, const char *name, uint64_t version, bool force,
                              Ps__ModelInfo **ret_model, char *err, size_t err_len);
+/* Changes one optimizer of a model version's config.json (SetOptimizer in
+ * coordinator.proto) and answers a copy of the changed entry (*ret_model; free with
+ * ps__model_info__free_unpacked). */
+ps_status coord_model_set_optimizer(coord_ctx *ctx, const Ps__SetOptimizerRequest *req,
+                                    Ps__ModelInfo **ret_model, char *err, size_t err_len);
+/* ------------------------------------------- training workers (coord_workers.c) --- */
+
+/* A training worker joins a model (workers.h): resp gets its id, starting clock and the
+ * model's consistency (strings static). NOT_FOUND for an unknown model. */
+ps_status coord_worker_register(coord_ctx *ctx, const char *model, const char *name,
+                                Ps__RegisterWorkerResponse *resp, char *err, size_t err_len);
+/* A worker advances its clock (or leaves); resp gets the slowest live clock. */
+ps_status coord_worker_clock(coord_ctx *ctx, const Ps__ClockRequest *req, Ps__ClockResponse *resp,
+                             char *err, size_t err_len);
+/* Blocks until a worker at req->clock may read under the model's policy, or `alive`
+ * turns false (DEADLINE_EXCEEDED), or the coordinator stops (UNAVAILABLE). */
+ps_status coord_worker_wait(coord_ctx *ctx, const Ps__WaitClockRequest *req, coord_alive_fn alive,
+                            void *arg, Ps__ClockResponse *resp, char *err, size_t err_len);
+
 /* The ring, every node and every model version. */
 ps_status coord_status_get(coord_ctx *ctx, Ps__StatusResponse **ret_status);
 

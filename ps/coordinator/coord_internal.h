@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "coord.h"
+#include "workers.h"
 #include "membership.h"
 #include "registry.h"
 #include "ring_state.h"
@@ -27,6 +28,8 @@ struct coord_ctx {
     membership *members;
     ring_state *ring;
     registry *models;
+    workers *workers; /* training workers and their clocks (not persisted) */
+    int64_t worker_timeout_ms;
     state_store *store;    /* its writes happen outside `lock` */
     uint64_t snapshot_seq; /* the number of the last snapshot taken */
     size_t watchers;       /* watch streams open */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train_config.h"
 #include "util.h"
 
 ps_status coord_model_register(coord_ctx *c, const Ps__ModelInfo *in, uint64_t *ret_version,
@@ -132,6 +133,96 @@ ps_status coord_model_delete(coord_ctx *c, const char *name, uint64_t version, b
     coord_unlock_and_persist(c);
     *ret_model = m;
     return PS_STATUS_OK;
+}
+
+/* The config text with req's edits applied, one field after the other (malloc'd). */
+static ps_status edit_config(const char *text, const Ps__SetOptimizerRequest *req, char **ret_text,
+                             char *err, size_t err_len) {
+    bool is_table = req->table && *req->table;
+    const char *target = is_table ? req->table : (req->tensor && *req->tensor ? req->tensor : NULL);
+    const char *kind = req->type && *req->type ? req->type : NULL;
+    char *cur = strdup(text);
+    if (!cur)
+        return PS_STATUS_NO_MEMORY;
+    ps_status st = PS_STATUS_OK;
+    for (size_t i = 0; st == PS_STATUS_OK && (i < req->n_fields || (i == 0 && kind)); i++) {
+        char *next = NULL;
+        st = train_config_set(cur, strlen(cur), target, is_table, i == 0 ? kind : NULL,
+                              i < req->n_fields ? req->fields[i] : NULL,
+                              i < req->n_fields ? req->values[i] : 0, &next, err, err_len);
+        if (st == PS_STATUS_OK) {
+            free(cur);
+            cur = next;
+        }
+    }
+    if (st != PS_STATUS_OK) {
+        free(cur);
+        return st;
+    }
+    *ret_text = cur;
+    return PS_STATUS_OK;
+}
+
+ps_status coord_model_set_optimizer(coord_ctx *c, const Ps__SetOptimizerRequest *req,
+                                    Ps__ModelInfo **ret_model, char *err, size_t err_len) {
+    if (!req->model || !*req->model) {
+        ps_set_err(err, err_len, "say which model's optimizer to change");
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (req->n_fields != req->n_values || req->n_fields > COORD_MAX_OPTIMIZER_FIELDS ||
+        (req->n_fields == 0 && !(req->type && *req->type))) {
+        ps_set_err(err, err_len,
+                   "give a type and/or 1 to %d hyper-parameters, each with one value (%zu fields, "
+                   "%zu values)",
+                   COORD_MAX_OPTIMIZER_FIELDS, req->n_fields, req->n_values);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (req->tensor && *req->tensor && req->table && *req->table) {
+        ps_set_err(err, err_len, "name a tensor or a table, not both");
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    pthread_mutex_lock(&c->lock);
+    const Ps__ModelInfo *m = registry_model_find(c->models, req->model, req->version);
+    Ps__ModelInfo *copy = NULL;
+    char *text = NULL;
+    ps_status st = PS_STATUS_NOT_FOUND;
+    if (!m)
+        ps_set_err(err, err_len, "no model %.80s version %llu", req->model,
+                   (unsigned long long)req->version);
+    else if ((st = edit_config(m->config_json, req, &text, err, err_len)) == PS_STATUS_OK &&
+             (st = registry_model_copy(m, &copy)) == PS_STATUS_OK) {
+        free(copy->config_json); /* protobuf-c unpacks with malloc; so does jansson */
+        copy->config_json = text;
+        text = NULL;
+        uint64_t version = 0;
+        st = registry_model_put(c->models, copy, &version, err, err_len);
+    }
+    free(text);
+    if (st != PS_STATUS_OK) {
+        pthread_mutex_unlock(&c->lock);
+        if (copy)
+            ps__model_info__free_unpacked(copy, NULL);
+        if (st == PS_STATUS_NO_MEMORY)
+            ps_set_err(err, err_len, "out of memory");
+        return st;
+    }
+    pthread_cond_broadcast(&c->changed);
+    coord_event(c, COORD_EVENT_INFO, "model %s version %llu: optimizer of %s%s changed", copy->name,
+                (unsigned long long)copy->version,
+                req->table && *req->table     ? "table "
+                : req->tensor && *req->tensor ? "tensor "
+                                              : "",
+                req->table && *req->table     ? req->table
+                : req->tensor && *req->tensor ? req->tensor
+                                              : "the model (default)");
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    st = coord_message_pack(&copy->base, &buf, &len); /* copy belongs to the registry now */
+    coord_unlock_and_persist(c);
+    if (st != PS_STATUS_OK)
+        return st;
+    return coord_message_unpack(&ps__model_info__descriptor, buf, len,
+                                (ProtobufCMessage **)ret_model);
 }
 
 static uint64_t current_generation(coord_ctx *c) {

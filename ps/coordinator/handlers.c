@@ -103,6 +103,33 @@ static ps_status h_delete_model(rpc_ctx *rpc, const ProtobufCMessage *msg, void 
     return st;
 }
 
+static ps_status h_set_optimizer(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    Ps__ModelInfo *m = NULL;
+    ps_status st =
+        coord_model_set_optimizer(user, (const Ps__SetOptimizerRequest *)msg, &m, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        return fail(rpc, st, err);
+    st = rpc_ctx_reply(rpc, &m->base);
+    ps__model_info__free_unpacked(m, NULL);
+    return st;
+}
+
+static ps_status h_register_worker(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    const Ps__RegisterWorkerRequest *req = (const Ps__RegisterWorkerRequest *)msg;
+    char err[COORD_ERR_MAX] = "";
+    Ps__RegisterWorkerResponse resp = PS__REGISTER_WORKER_RESPONSE__INIT;
+    ps_status st = coord_worker_register(user, req->model, req->name, &resp, err, sizeof err);
+    return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
+}
+
+static ps_status h_clock(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    Ps__ClockResponse resp = PS__CLOCK_RESPONSE__INIT;
+    ps_status st = coord_worker_clock(user, (const Ps__ClockRequest *)msg, &resp, err, sizeof err);
+    return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
+}
+
 /* ----------------------------------------------------------------- watches --- */
 
 static bool call_alive(void *arg) {
@@ -157,6 +184,21 @@ static ps_status h_watch_models(rpc_ctx *rpc, const ProtobufCMessage *msg, void 
     return watch_end(rpc, user, st);
 }
 
+/* A stream of one message, so that a long wait holds a stream, not a unary thread. */
+static ps_status h_wait_clock(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    ps_status st = coord_watch_begin(user, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        return fail(rpc, st, err);
+    Ps__ClockResponse resp = PS__CLOCK_RESPONSE__INIT;
+    st = coord_worker_wait(user, (const Ps__WaitClockRequest *)msg, call_alive, rpc, &resp, err,
+                           sizeof err);
+    coord_watch_end(user);
+    if (st != PS_STATUS_OK)
+        return fail(rpc, st, err);
+    return rpc_ctx_write(rpc, &resp.base);
+}
+
 /* ----------------------------------------------------------------- the table --- */
 
 void handlers_methods(coord_ctx *ctx, rpc_method methods[HANDLERS_METHOD_COUNT]) {
@@ -185,6 +227,14 @@ void handlers_methods(coord_ctx *ctx, rpc_method methods[HANDLERS_METHOD_COUNT])
          0},
         {"/ps.Coordinator/DeleteModel", RPC_METHOD_UNARY, &ps__delete_model_request__descriptor,
          h_delete_model, ctx, 0},
+        {"/ps.Coordinator/SetOptimizer", RPC_METHOD_UNARY, &ps__set_optimizer_request__descriptor,
+         h_set_optimizer, ctx, 0},
+        {"/ps.Coordinator/RegisterWorker", RPC_METHOD_UNARY,
+         &ps__register_worker_request__descriptor, h_register_worker, ctx, 0},
+        {"/ps.Coordinator/Clock", RPC_METHOD_UNARY, &ps__clock_request__descriptor, h_clock, ctx,
+         0},
+        {"/ps.Coordinator/WaitClock", RPC_METHOD_SERVER_STREAM, &ps__wait_clock_request__descriptor,
+         h_wait_clock, ctx, 0},
     };
     for (size_t i = 0; i < HANDLERS_METHOD_COUNT; i++)
         methods[i] = table[i];

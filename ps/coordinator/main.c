@@ -16,6 +16,7 @@
 #include "registry.h"
 #include "runtime.h"
 #include "util.h"
+#include "workers.h"
 
 #define COORD_STREAM_MARGIN                                                                        \
     8 /* rpc streams beyond --max-watchers, so the coordinator's own                               \
@@ -43,6 +44,7 @@ int main(int argc, char **argv) {
     int max_nodes = MEMBERSHIP_DEFAULT_MAX_NODES, max_watchers = COORD_DEFAULT_MAX_WATCHERS;
     int max_versions = REGISTRY_DEFAULT_MAX_VERSIONS;
     int max_registry_mb = REGISTRY_DEFAULT_MAX_BYTES >> 20;
+    int worker_timeout_ms = WORKERS_DEFAULT_TIMEOUT_MS;
     const ps_flag flags[] = {
         {"listen", PS_FLAG_STRING, &listen, 0, 0, "HOST:PORT", "address to serve on (port 0: any)",
          false},
@@ -57,7 +59,9 @@ int main(int argc, char **argv) {
         {"max-nodes", PS_FLAG_INT, &max_nodes, 1, MEMBERSHIP_MAX_NODES_LIMIT, "N",
          "shards and replicas at most", false},
         {"max-watchers", PS_FLAG_INT, &max_watchers, 1, COORD_MAX_WATCHERS_LIMIT, "N",
-         "WatchRing/WatchModels streams open at once", false},
+         "WatchRing/WatchModels/WaitClock streams open at once", false},
+        {"worker-timeout-ms", PS_FLAG_INT, &worker_timeout_ms, 100, 3600000, "N",
+         "a training worker silent this long is dead (holds no one back)", false},
         {"max-versions", PS_FLAG_INT, &max_versions, 1, 1000000, "N",
          "model versions kept in the registry", false},
         {"max-registry-mb", PS_FLAG_INT, &max_registry_mb, 1, REGISTRY_MAX_BYTES_LIMIT >> 20, "N",
@@ -90,6 +94,7 @@ int main(int argc, char **argv) {
                      .max_watchers = (size_t)max_watchers,
                      .max_versions = (size_t)max_versions,
                      .max_registry_bytes = (size_t)max_registry_mb << 20,
+                     .worker_timeout_ms = worker_timeout_ms,
                      .event = log_event};
     coord_ctx *ctx = NULL;
     ps_runtime *rt = NULL;

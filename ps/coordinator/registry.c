@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "membership.h"
+#include "train_config.h"
 #include "util.h"
 
 struct registry {
@@ -127,6 +128,15 @@ static ps_status check_graph(const Ps__ModelInfo *m, char *err, size_t err_len) 
         st = PS_STATUS_NO_MEMORY;
         goto out_cfg;
     }
+    train_config *training = NULL;
+    if ((st = train_config_parse(m->config_json, strlen(m->config_json), &training, why,
+                                 sizeof why)) != PS_STATUS_OK) {
+        ps_set_err(err, err_len, "model %s: config.json: %s", m->name, why);
+        if (st != PS_STATUS_NO_MEMORY)
+            st = PS_STATUS_INVALID_ARGUMENT;
+        goto out_given;
+    }
+    train_config_destroy(training);
     if (strcmp(model_config_name(cfg), m->name) != 0) {
         ps_set_err(err, err_len, "model %s: its config names the model '%.64s'", m->name,
                    model_config_name(cfg));

@@ -49,6 +49,21 @@ static const char delete_help[] =
     "  --force       delete even while a replica serves it (its answers then fail)\n"
     "JSON: {\"model\", \"version\", \"chunks\", \"freed_chunks\", \"freed_bytes\"}\n";
 
+static const char optimizer_help[] =
+    "usage: psctl model optimizer MODEL [--version N] [--tensor T | --table T] [--type KIND]\n"
+    "                             [FIELD=VALUE ...]\n"
+    "Shows or changes an optimizer in a model version's config.json (its training and\n"
+    "tables fields): a dense tensor's own (made from the model's default when it has\n"
+    "none), a table's, or the model's default. Training clients read the registry, so\n"
+    "their next pushes use the change. With no --type and no FIELD=VALUE, shows it.\n"
+    "  --version N   the version (default: the latest)\n"
+    "  --tensor T    a dense tensor's optimizer\n"
+    "  --table T     a sparse table's optimizer\n"
+    "  --type KIND   sgd, adagrad, adam or ftrl: a new optimizer with that kind's defaults\n"
+    "  FIELD=VALUE   lr, momentum, weight_decay, beta1, beta2, eps, initial_accumulator,\n"
+    "                l1, l2, beta (those the kind uses)\n"
+    "JSON: {\"model\", \"version\", \"target\", \"optimizer\"}\n";
+
 static const char show_help[] =
     "usage: psctl model show MODEL [--version N]\n"
     "One registered model version (default: the latest): its tensors with shapes and\n"
@@ -62,6 +77,7 @@ const psctl_cmd psctl_model_cmds[PSCTL_MODEL_N_CMDS] = {
     {"show", "one model version", show_help, model_show},
     {"versions", "the versions of one model", versions_help, model_versions},
     {"delete", "delete one model version", delete_help, psctl_model_delete},
+    {"optimizer", "show or change an optimizer", optimizer_help, psctl_model_optimizer},
 };
 
 static const char model_help[] =
@@ -71,7 +87,9 @@ static const char model_help[] =
     "  list                                          every registered model version\n"
     "  show MODEL [--version N]                      one version's tensors and config\n"
     "  versions MODEL                                the registered versions of a model\n"
-    "  delete MODEL --version N [--force]            delete a version, freeing its chunks\n";
+    "  delete MODEL --version N [--force]            delete a version, freeing its chunks\n"
+    "  optimizer MODEL [--tensor T|--table T] [--type KIND] [FIELD=VALUE ...]\n"
+    "                                                show or change an optimizer\n";
 
 int psctl_cmd_model(psctl *p, int argc, char **argv) {
     return psctl_dispatch(p, "model", model_help, psctl_model_cmds, PSCTL_MODEL_N_CMDS, argc, argv);
@@ -88,6 +106,15 @@ int psctl_model_option(psctl *p, int opt, const char *arg, void *state) {
         return PSCTL_EXIT_OK;
     case PSCTL_MODEL_OPT_FORCE:
         o->force = true;
+        return PSCTL_EXIT_OK;
+    case PSCTL_MODEL_OPT_TENSOR:
+        o->tensor = arg;
+        return PSCTL_EXIT_OK;
+    case PSCTL_MODEL_OPT_TABLE:
+        o->table = arg;
+        return PSCTL_EXIT_OK;
+    case PSCTL_MODEL_OPT_TYPE:
+        o->type = arg;
         return PSCTL_EXIT_OK;
     case PSCTL_MODEL_OPT_CHUNK_FLOATS:
         if (!ps_parse_int(arg, 1, (int)MAX_CHUNK_FLOATS, &o->chunk_floats))

@@ -223,24 +223,14 @@ static bool addr_syntax_ok(const char *addr) {
 
 /* Asks the shard at o->addr for its health; its id must be o->id. */
 static int check_shard(psctl *p, const ring_opts *o) {
-    rpc_channel *ch = NULL;
-    ps_status st = rpc_channel_create(o->addr, NULL, &ch);
-    if (st != PS_STATUS_OK)
-        return psctl_fail(p, ps_status_name(st), "cannot open a channel to %s: %s", o->addr,
-                          ps_status_str(st));
-    Ps__HealthRequest req = PS__HEALTH_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
+    Ps__HealthResponse *h = NULL;
     rpc_result res;
-    rpc_call_opts opts = {.timeout_ms = p->timeout_ms};
-    st = rpc_call(ch, "/ps.ParameterServer/Health", &req.base, &ps__health_response__descriptor,
-                  &opts, &resp, &res);
-    rpc_channel_destroy(ch);
-    if (st != PS_STATUS_OK)
+    if (psctl_shard_health(p, o->addr, &h, &res) != PS_STATUS_OK)
         return psctl_fail(p, rpc_code_name(res.grpc_code),
                           "no shard answers at %s: %s: %s (start it first, or pass --no-check to "
                           "add it anyway)",
                           o->addr, rpc_code_name(res.grpc_code), res.details);
-    const Ps__HealthResponse *h = (const Ps__HealthResponse *)resp;
+    ProtobufCMessage *resp = &h->base;
     int rc = PSCTL_EXIT_OK;
     if (strcmp(h->id, o->id) != 0)
         rc = psctl_fail(p, "FAILED_PRECONDITION",

@@ -23,11 +23,13 @@ static const char status_help[] =
     "replicas) with its role, address, liveness, time since its last heartbeat, keys\n"
     "held and last update sequence number; every model with its versions, and for its\n"
     "latest version the chunks the shards can serve out of its total (asked of the\n"
-    "shards themselves; a warning names why any is unreachable).\n"
+    "shards themselves; a warning names why any is unreachable); the sparse tables with\n"
+    "their rows and bytes, in all and per shard (asked of the live shards).\n"
     "JSON: {\"coordinator\", \"epoch\", \"replication\", \"nodes\": [{\"id\", \"role\", \"addr\",\n"
     "\"weight\", \"in_ring\", \"waiting\", \"alive\", \"keys\", \"seq\", \"last_heartbeat_ms\"}],\n"
     "\"models\": [{\"name\", \"versions\": [..], \"latest\", \"tensors\", \"parameters\",\n"
-    "\"chunks\", \"reachable\", \"unreachable\" (why, or null)}]}\n";
+    "\"chunks\", \"reachable\", \"unreachable\" (why, or null)}], \"tables\": [{\"model\",\n"
+    "\"table\", \"dim\", \"rows\", \"bytes\", \"shards\": {id: rows}}]}\n";
 
 static int status_run(psctl *p, int argc, char **argv);
 
@@ -141,10 +143,11 @@ static int print_json(psctl *p, const Ps__StatusResponse *s, model_row *rows, si
                               "reachable", (json_int_t)r->reachable, "unreachable",
                               r->why[0] ? json_string(r->why) : json_null()));
     }
-    return psctl_emit_json(p, json_pack("{s:s, s:I, s:I, s:o, s:o}", "coordinator", p->coordinator,
-                                        "epoch", (json_int_t)(ring ? ring->epoch : 0),
-                                        "replication", (json_int_t)(ring ? ring->replication : 0),
-                                        "nodes", nodes, "models", models));
+    return psctl_emit_json(p, json_pack("{s:s, s:I, s:I, s:o, s:o, s:o}", "coordinator",
+                                        p->coordinator, "epoch",
+                                        (json_int_t)(ring ? ring->epoch : 0), "replication",
+                                        (json_int_t)(ring ? ring->replication : 0), "nodes", nodes,
+                                        "models", models, "tables", psctl_tables_json(p, ring)));
 }
 
 static void print_nodes(const Ps__Ring *ring) {
@@ -248,6 +251,7 @@ static int status_run(psctl *p, int argc, char **argv) {
         print_nodes(s->ring);
         printf("\n");
         print_models(rows, n_rows);
+        psctl_tables_print(p, s->ring);
     }
     for (size_t i = 0; i < n_rows; i++)
         json_decref(rows[i].version_list);

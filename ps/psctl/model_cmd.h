@@ -19,6 +19,7 @@ enum {
     PSCTL_MODEL_SHOW,
     PSCTL_MODEL_VERSIONS,
     PSCTL_MODEL_DELETE,
+    PSCTL_MODEL_OPTIMIZER,
     PSCTL_MODEL_N_CMDS
 };
 extern const psctl_cmd psctl_model_cmds[PSCTL_MODEL_N_CMDS];
@@ -26,18 +27,26 @@ extern const psctl_cmd psctl_model_cmds[PSCTL_MODEL_N_CMDS];
 /* `psctl model upload` (cmd_upload.c) and `psctl model delete` (cmd_delete.c). */
 int psctl_model_upload(psctl *p, int argc, char **argv);
 int psctl_model_delete(psctl *p, int argc, char **argv);
+/* `psctl model optimizer` (cmd_optimizer.c). */
+int psctl_model_optimizer(psctl *p, int argc, char **argv);
 
 /* The model commands' own options (getopt_long `val`s). */
 enum {
     PSCTL_MODEL_OPT_VERSION = PSCTL_OPT_FIRST_PRIVATE,
     PSCTL_MODEL_OPT_CHUNK_FLOATS,
-    PSCTL_MODEL_OPT_FORCE
+    PSCTL_MODEL_OPT_FORCE,
+    PSCTL_MODEL_OPT_TENSOR,
+    PSCTL_MODEL_OPT_TABLE,
+    PSCTL_MODEL_OPT_TYPE
 };
 
 typedef struct psctl_model_opts {
     uint64_t version; /* 0 = latest / highest */
     int chunk_floats;
-    bool force; /* delete --force */
+    bool force;         /* delete --force */
+    const char *tensor; /* optimizer --tensor */
+    const char *table;  /* optimizer --table */
+    const char *type;   /* optimizer --type */
 } psctl_model_opts;
 
 /* Parses `psctl model <which>`'s options (`own`, may be NULL) into *o and its one

@@ -42,6 +42,8 @@ static const char main_help[] =
     "  model show MODEL [--version N]    one version's tensors and config\n"
     "  model delete MODEL --version N [--force]\n"
     "                                    delete a version, freeing its chunks\n"
+    "  model optimizer MODEL [--tensor T|--table T] [--type KIND] [FIELD=VALUE ...]\n"
+    "                                    show or change an optimizer (config.json)\n"
     "  status                            epoch, every node with its heartbeat, models\n"
     "  locate MODEL TENSOR [--version N] [--check]\n"
     "                                    each chunk's key and owning shard\n"

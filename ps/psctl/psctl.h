@@ -156,6 +156,17 @@ json_t *psctl_node_json(const Ps__NodeInfo *n);
 const char *psctl_heartbeat_age(const Ps__NodeInfo *n, char *buf, size_t cap);
 /* Shards first, then replicas; ids in version order (shard-2 before shard-10). */
 void psctl_nodes_sort(Ps__Ring *ring);
+/* Asks the shard at addr for its Health (*ret_health: free with
+ * protobuf_c_message_free_unpacked); on failure res says why. */
+ps_status psctl_shard_health(psctl *p, const char *addr, Ps__HealthResponse **ret_health,
+                             rpc_result *res);
+
+/* The sparse tables of every live shard on the ring, from their Health (status): a
+ * table per (model, table) with rows and bytes in all and rows per shard. Prints them,
+ * or with json, returns a JSON array (NULL on no memory). */
+void psctl_tables_print(psctl *p, const Ps__Ring *ring);
+json_t *psctl_tables_json(psctl *p, const Ps__Ring *ring);
+
 /* A usage error when a command that takes none got positional arguments. */
 int psctl_no_positionals(psctl *p, int argc, char **argv, int first);
 

@@ -6,6 +6,7 @@
 
 #include "ps.pb-c.h"
 #include "shard_limits.h"
+#include "train_wire.h"
 
 /* Bytes of a reply besides the values, per key (a version and a length, as varints
  * with their tags at most) and in all. */
@@ -40,6 +41,45 @@ static ps_status check_keys(shard_ctx *ctx, rpc_ctx *rc, const char *what, uint6
     return st == PS_STATUS_OK ? shard_check_owner(ctx, rc, epoch, n, keys) : st;
 }
 
+/* The state half of a Pull with_state: per-key arrays, and the state bytes. */
+typedef struct pull_state {
+    store_state_info *info;
+    Ps__OptimizerKind *kinds;
+    uint64_t *steps;
+    uint32_t *lengths;
+    float *state;
+    size_t state_len;
+} pull_state;
+
+static void pull_state_free(pull_state *ps) {
+    free(ps->info);
+    free(ps->kinds);
+    free(ps->steps);
+    free(ps->lengths);
+    free(ps->state);
+}
+
+static bool pull_state_alloc(pull_state *ps, size_t n) {
+    ps->info = calloc(n + 1, sizeof *ps->info);
+    ps->kinds = calloc(n + 1, sizeof *ps->kinds);
+    ps->steps = calloc(n + 1, sizeof *ps->steps);
+    ps->lengths = calloc(n + 1, sizeof *ps->lengths);
+    return ps->info && ps->kinds && ps->steps && ps->lengths;
+}
+
+/* Moves the state read into the response's fields (the arrays stay owned by ps). */
+static void pull_state_fill(pull_state *ps, size_t n, Ps__PullResponse *resp) {
+    for (size_t i = 0; i < n; i++) {
+        ps->kinds[i] = (Ps__OptimizerKind)ps->info[i].kind;
+        ps->steps[i] = ps->info[i].steps;
+        ps->lengths[i] = ps->info[i].state_floats;
+    }
+    resp->n_state_kinds = resp->n_state_steps = resp->n_state_lengths = n;
+    resp->state_kinds = ps->kinds;
+    resp->state_steps = ps->steps;
+    resp->state_lengths = ps->lengths;
+}
+
 ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     shard_ctx *ctx = user;
     const Ps__PullRequest *req = (const Ps__PullRequest *)msg;
@@ -48,19 +88,25 @@ ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
         return st;
     uint64_t *versions = calloc(req->n_keys + 1, sizeof *versions);
     uint32_t *lengths = calloc(req->n_keys + 1, sizeof *lengths);
+    pull_state ps = {0};
     float *values = NULL;
     size_t values_len = 0;
-    if (!versions || !lengths) {
+    if (!versions || !lengths || (req->with_state && !pull_state_alloc(&ps, req->n_keys))) {
         st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu keys",
                            req->n_keys);
         goto out;
     }
-    uint64_t room =
-        SHARD_MAX_MESSAGE_BYTES - REPLY_BYTES_FIXED - (uint64_t)req->n_keys * REPLY_BYTES_PER_KEY;
+    uint64_t per_key = REPLY_BYTES_PER_KEY * (req->with_state ? 3 : 1);
+    uint64_t room = SHARD_MAX_MESSAGE_BYTES - REPLY_BYTES_FIXED - (uint64_t)req->n_keys * per_key;
     char err[RPC_DETAILS_MAX];
     Ps__PullResponse resp = PS__PULL_RESPONSE__INIT;
-    st = store_read(ctx->store, req->n_keys, req->keys, room, lengths, versions, &values,
-                    &values_len, &resp.seq, err, sizeof err);
+    if (req->with_state)
+        st = store_read_state(ctx->store, req->n_keys, req->keys, room, lengths, versions, &values,
+                              &values_len, ps.info, &ps.state, &ps.state_len, &resp.seq, err,
+                              sizeof err);
+    else
+        st = store_read(ctx->store, req->n_keys, req->keys, room, lengths, versions, &values,
+                        &values_len, &resp.seq, err, sizeof err);
     if (st != PS_STATUS_OK) {
         st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
                            err);
@@ -71,14 +117,25 @@ ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
     resp.n_lengths = req->n_keys;
     resp.lengths = lengths;
     resp.incarnation = ctx->incarnation;
-    rpc_bytes_field vf = {
-        .field_number = 15, .data = values, .len = values_len, .release = free, .arg = values};
-    values = NULL; /* the reply owns it now, whatever happens */
-    st = rpc_ctx_reply_with_bytes(rc, &resp.base, &vf, 1);
+    rpc_bytes_field vf[2] = {
+        {.field_number = 15, .data = values, .len = values_len, .release = free, .arg = values},
+        {.field_number = 14,
+         .data = ps.state,
+         .len = ps.state_len,
+         .release = free,
+         .arg = ps.state},
+    };
+    values = NULL; /* the reply owns them now, whatever happens */
+    if (req->with_state) {
+        pull_state_fill(&ps, req->n_keys, &resp);
+        ps.state = NULL;
+    }
+    st = rpc_ctx_reply_with_bytes(rc, &resp.base, vf, req->with_state ? 2 : 1);
 out:
     free(values);
     free(versions);
     free(lengths);
+    pull_state_free(&ps);
     return st;
 }
 
@@ -93,8 +150,16 @@ static ps_status check_push_counts(rpc_ctx *rc, const Ps__PushRequest *req) {
     if (req->n_names != 0 && req->n_names != req->n_keys)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "push has %zu keys but %zu names",
                              req->n_keys, req->n_names);
-    if (req->op != PS__PUSH_OP__PUSH_ASSIGN && req->op != PS__PUSH_OP__PUSH_ADD)
+    if (req->op != PS__PUSH_OP__PUSH_ASSIGN && req->op != PS__PUSH_OP__PUSH_ADD &&
+        req->op != PS__PUSH_OP__PUSH_OPTIMIZE)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "unknown push op %d", (int)req->op);
+    if (req->op == PS__PUSH_OP__PUSH_OPTIMIZE && !req->optimizer)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "an optimizer push (PUSH_OPTIMIZE) must carry its optimizer");
+    if (req->op != PS__PUSH_OP__PUSH_OPTIMIZE && req->skip_non_finite)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "skip_non_finite is for optimizer pushes: ASSIGN and ADD always "
+                             "refuse non-finite values");
     return PS_STATUS_OK;
 }
 
@@ -109,8 +174,12 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
     if (n_values > 1)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "push carries its values field %zu times: send it once", n_values);
+    optim_spec optimizer;
+    train_wire_optim_from_msg(req->optimizer, &optimizer);
     store_push push = {
-        .op = req->op == PS__PUSH_OP__PUSH_ADD ? UPDATE_LOG_OP_ADD : UPDATE_LOG_OP_ASSIGN,
+        .op = (update_log_op)req->op, /* numbered alike; checked above */
+        .optimizer = &optimizer,
+        .skip_non_finite = req->skip_non_finite,
         .n = req->n_keys,
         .keys = req->keys,
         .lengths = req->lengths,
@@ -144,6 +213,7 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
     resp.n_versions = req->n_keys;
     resp.versions = versions;
     resp.incarnation = ctx->incarnation;
+    resp.skipped = store_batch_skipped(batch);
     st = rpc_ctx_reply(rc, &resp.base);
 out:
     store_batch_destroy(batch);
@@ -190,19 +260,60 @@ ps_status shard_handle_delete(rpc_ctx *rc, const ProtobufCMessage *msg, void *us
     return rpc_ctx_reply(rc, &resp.base);
 }
 
+/* The tables' figures into resp->tables (malloc'd arrays in *ret_stats, *ret_msgs and
+ * *ret_ptrs: free them after the reply). */
+static bool health_tables(shard_ctx *ctx, Ps__HealthResponse *resp, row_table_stats **ret_stats,
+                          Ps__TableStats **ret_msgs, Ps__TableStats ***ret_ptrs) {
+    size_t n = row_store_stats(ctx->rows, NULL, 0);
+    row_table_stats *stats = calloc(n + 1, sizeof *stats);
+    Ps__TableStats *msgs = calloc(n + 1, sizeof *msgs);
+    Ps__TableStats **ptrs = calloc(n + 1, sizeof *ptrs);
+    *ret_stats = stats;
+    *ret_msgs = msgs;
+    *ret_ptrs = ptrs;
+    if (!stats || !msgs || !ptrs)
+        return false;
+    size_t got = row_store_stats(ctx->rows, stats, n);
+    if (got > n) /* tables made meanwhile: the next Health shows them */
+        got = n;
+    for (size_t i = 0; i < got; i++) {
+        ps__table_stats__init(&msgs[i]);
+        msgs[i].model = stats[i].model;
+        msgs[i].table = stats[i].table;
+        msgs[i].dim = stats[i].spec.dim;
+        msgs[i].rows = stats[i].rows;
+        msgs[i].bytes = stats[i].bytes;
+        ptrs[i] = &msgs[i];
+    }
+    resp->n_tables = got;
+    resp->tables = ptrs;
+    return true;
+}
+
 ps_status shard_handle_health(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     (void)msg;
     shard_ctx *ctx = user;
     store_stats ss;
     store_get_stats(ctx->store, &ss);
+    uint64_t rows = 0, row_bytes = 0;
+    row_store_totals(ctx->rows, &rows, &row_bytes);
     Ps__HealthResponse resp = PS__HEALTH_RESPONSE__INIT;
     resp.id = ctx->id;
     resp.epoch = shard_ring_epoch(ctx);
-    resp.keys = ss.keys;
-    resp.bytes = ss.bytes;
+    resp.keys = ss.keys + rows;
+    resp.bytes = ss.bytes + row_bytes;
     resp.seq = ss.seq;
     resp.incarnation = ctx->incarnation;
     resp.subscribers = atomic_load(&ctx->subscribers);
     resp.max_bytes = ss.max_bytes;
-    return rpc_ctx_reply(rc, &resp.base);
+    resp.skipped_non_finite = ss.skipped + row_store_skipped(ctx->rows);
+    row_table_stats *stats = NULL;
+    Ps__TableStats *msgs = NULL, **ptrs = NULL;
+    ps_status st = health_tables(ctx, &resp, &stats, &msgs, &ptrs)
+                       ? rpc_ctx_reply(rc, &resp.base)
+                       : rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    free(stats);
+    free(msgs);
+    free(ptrs);
+    return st;
 }

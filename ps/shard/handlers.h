@@ -1,5 +1,6 @@
 /* handlers.h: the ps.ParameterServer handlers (handlers.c: Pull, Push, Stat, Delete, Health;
- * subscribe.c: Subscribe) and the context they share (built by shard_ctx.c).
+ * subscribe.c: Subscribe; rows_handlers.c: PullRows, PushRows) and the context they share (built by
+ * shard_ctx.c).
  *
  * Why it is built this way: a handler checks every client-supplied count against a
  * named limit (shard_limits.h) before it sizes anything, checks placement, calls one
@@ -14,6 +15,8 @@
 #include <stdatomic.h>
 
 #include "placement.h"
+#include "quota.h"
+#include "row_store.h"
 #include "rpc.h"
 #include "shard_ctx.h"
 #include "store.h"
@@ -23,7 +26,9 @@ struct shard_ctx {
     char *id;                           /* this shard's id */
     uint64_t incarnation;               /* random, non-zero, drawn at start */
     update_log *log;                    /* applied updates, for Subscribe */
+    quota *quota;                       /* --max-bytes, shared by chunks and rows */
     store *store;                       /* the chunks */
+    row_store *rows;                    /* the sparse tables' rows */
     placement *placement;               /* the ring held */
     uint32_t max_subscribers;           /* --max-subscribers */
     atomic_uint subscribers;            /* open Subscribe streams */
@@ -38,6 +43,9 @@ ps_status shard_handle_stat(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
 ps_status shard_handle_delete(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
 ps_status shard_handle_health(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
 ps_status shard_handle_subscribe(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
+/* rows_handlers.c */
+ps_status shard_handle_pull_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
+ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
 
 /* OK when the shard owns every key (after asking the runtime for a newer ring when the
  * request was routed with one); otherwise the call's error, set on rc. */

@@ -45,8 +45,13 @@ ps_status shard_ctx_create(const shard_ctx_opts *opts, shard_ctx **ret_ctx) {
                           .start_seq = opts->start_seq ? opts->start_seq : wall_clock_us()};
     if ((st = update_log_create(&lo, &ctx->log)) != PS_STATUS_OK)
         goto fail;
-    store_opts so = {.log = ctx->log, .max_bytes = opts->max_bytes, .name = opts->id};
+    if ((st = quota_create(opts->max_bytes, &ctx->quota)) != PS_STATUS_OK)
+        goto fail;
+    store_opts so = {.log = ctx->log, .quota = ctx->quota, .name = opts->id};
     if ((st = store_create(&so, &ctx->store)) != PS_STATUS_OK)
+        goto fail;
+    row_store_opts ro = {.quota = ctx->quota, .name = opts->id};
+    if ((st = row_store_create(&ro, &ctx->rows)) != PS_STATUS_OK)
         goto fail;
     placement_opts po = {.self_id = opts->id};
     if ((st = placement_create(&po, &ctx->placement)) != PS_STATUS_OK)
@@ -70,6 +75,8 @@ void shard_ctx_destroy(shard_ctx *ctx) {
         return;
     placement_destroy(ctx->placement);
     store_destroy(ctx->store);
+    row_store_destroy(ctx->rows);
+    quota_destroy(ctx->quota);
     update_log_destroy(ctx->log);
     free(ctx->id);
     free(ctx);
@@ -90,6 +97,11 @@ void shard_ctx_methods(shard_ctx *ctx, rpc_method ret_methods[SHARD_METHOD_COUNT
          shard_handle_stat, ctx, 0},
         {"/ps.ParameterServer/Delete", RPC_METHOD_UNARY, &ps__delete_request__descriptor,
          shard_handle_delete, ctx, 0},
+        {"/ps.ParameterServer/PullRows", RPC_METHOD_UNARY, &ps__pull_rows_request__descriptor,
+         shard_handle_pull_rows, ctx, 0},
+        /* row gradients arrive as a view into the payload (field 15), like Push's */
+        {"/ps.ParameterServer/PushRows", RPC_METHOD_UNARY, &ps__push_rows_request__descriptor,
+         shard_handle_push_rows, ctx, 15},
     };
     memcpy(ret_methods, methods, sizeof methods);
 }
@@ -129,7 +141,9 @@ uint64_t shard_ring_epoch(shard_ctx *ctx) {
 void shard_heartbeat_fill(shard_ctx *ctx, Ps__HeartbeatRequest *req) {
     store_stats ss;
     store_get_stats(ctx->store, &ss);
+    uint64_t rows = 0;
+    row_store_totals(ctx->rows, &rows, NULL);
     req->id = ctx->id;
-    req->keys = ss.keys;
+    req->keys = ss.keys + rows;
     req->seq = ss.seq;
 }

@@ -40,9 +40,9 @@ ps_status shard_ctx_create(const shard_ctx_opts *opts, shard_ctx **ret_ctx);
 /* Call after the rpc server that serves the context is destroyed. Accepts NULL. */
 void shard_ctx_destroy(shard_ctx *ctx);
 
-/* The shard's methods (Pull, Push, Subscribe, Health, Stat, Delete) with ctx as their
- * user pointer, for rpc_server_serve. */
-#define SHARD_METHOD_COUNT 6
+/* The shard's methods (Pull, Push, Subscribe, Health, Stat, Delete, PullRows, PushRows) with ctx as
+ * their user pointer, for rpc_server_serve. */
+#define SHARD_METHOD_COUNT 8
 void shard_ctx_methods(shard_ctx *ctx, rpc_method ret_methods[SHARD_METHOD_COUNT]);
 
 /* Ends every Subscribe stream (shutdown: call before destroying the server). */

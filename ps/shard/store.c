@@ -100,10 +100,15 @@ void store_fault_fail_alloc(store *s, uint32_t nth) {
 
 /* ------------------------------------------------------------------ life cycle --- */
 
+uint64_t store_chunk_bytes(const store_chunk *c) {
+    return (uint64_t)c->len * sizeof(float) * (1 + optim_spec_slots(c->state_kind));
+}
+
 void store_chunk_free(store_chunk *c) {
     if (!c)
         return;
     free(c->data);
+    free(c->state);
     free(c->name);
     free(c);
 }
@@ -123,7 +128,12 @@ ps_status store_create(const store_opts *opts, store **ret_store) {
     s->log = opts->log;
     snprintf(s->name, sizeof s->name, "%s%s", opts->name ? "shard " : "this shard",
              opts->name ? opts->name : "");
-    s->max_bytes = opts->max_bytes;
+    s->quota = opts->quota;
+    if (!s->quota) {
+        if (quota_create(opts->max_bytes, &s->own_quota) != PS_STATUS_OK)
+            goto fail_quota;
+        s->quota = s->own_quota;
+    }
     update_log_stats ls;
     update_log_get_stats(s->log, &ls);
     s->seq = ls.last_seq;
@@ -131,6 +141,8 @@ ps_status store_create(const store_opts *opts, store **ret_store) {
     *ret_store = s;
     return PS_STATUS_OK;
 
+fail_quota:
+    pthread_rwlock_destroy(&s->lock);
 fail_lock:
     free(s->slots);
 fail_slots:
@@ -141,19 +153,25 @@ fail_slots:
 void store_destroy(store *s) {
     if (!s)
         return;
-    for (size_t i = 0; i < s->cap; i++)
+    for (size_t i = 0; i < s->cap; i++) {
+        if (s->slots[i])
+            quota_release(s->quota, store_chunk_bytes(s->slots[i]));
         store_chunk_free(s->slots[i]);
+    }
     free(s->slots);
+    quota_destroy(s->own_quota);
     pthread_rwlock_destroy(&s->lock);
     free(s);
 }
 
 /* ------------------------------------------------------------------ reads --- */
 
-static ps_status read_locked(store *s, size_t n, const uint64_t *keys, uint64_t max_value_bytes,
+/* Reads n chunks (lock held); with ret_info, their optimizer state too. */
+static ps_status read_locked(store *s, size_t n, const uint64_t *keys, uint64_t max_bytes,
                              uint32_t *ret_lengths, uint64_t *ret_versions, float **ret_values,
-                             size_t *ret_values_len, char *err, size_t err_len) {
-    uint64_t total = 0; /* bytes */
+                             size_t *ret_values_len, store_state_info *ret_info, float **ret_state,
+                             size_t *ret_state_len, char *err, size_t err_len) {
+    uint64_t total = 0, state_total = 0; /* bytes */
     for (size_t i = 0; i < n; i++) {
         const store_chunk *c = store_table_get(s, keys[i]);
         if (!c) {
@@ -162,30 +180,47 @@ static ps_status read_locked(store *s, size_t n, const uint64_t *keys, uint64_t 
             return PS_STATUS_NOT_FOUND;
         }
         total += (uint64_t)c->len * sizeof(float);
-        if (total > max_value_bytes) {
+        if (ret_info)
+            state_total += store_chunk_bytes(c) - (uint64_t)c->len * sizeof(float);
+        if (total + state_total > max_bytes) {
             ps_set_err(err, err_len,
-                       "the values of these %zu keys pass %llu bytes, more than one answer may "
-                       "carry: pull fewer keys at once",
-                       n, (unsigned long long)max_value_bytes);
+                       "the values%s of these %zu keys pass %llu bytes, more than one answer "
+                       "may carry: pull fewer keys at once",
+                       ret_info ? " and optimizer state" : "", n, (unsigned long long)max_bytes);
             return PS_STATUS_RESOURCE_EXHAUSTED;
         }
     }
     float *values = malloc(total ? total : 1);
-    if (!values) {
+    float *state = ret_info ? malloc(state_total ? state_total : 1) : NULL;
+    if (!values || (ret_info && !state)) {
+        free(values);
+        free(state);
         ps_set_err(err, err_len, "out of memory for %llu bytes of values",
-                   (unsigned long long)total);
+                   (unsigned long long)(total + state_total));
         return PS_STATUS_NO_MEMORY;
     }
-    size_t off = 0; /* floats */
+    size_t off = 0, soff = 0; /* floats */
     for (size_t i = 0; i < n; i++) {
         const store_chunk *c = store_table_get(s, keys[i]);
         memcpy(values + off, c->data, (size_t)c->len * sizeof(float));
         off += c->len;
         ret_lengths[i] = c->len;
         ret_versions[i] = c->version;
+        if (ret_info) {
+            uint32_t sf = c->len * optim_spec_slots(c->state_kind);
+            ret_info[i] =
+                (store_state_info){.kind = c->state_kind, .steps = c->steps, .state_floats = sf};
+            if (sf)
+                memcpy(state + soff, c->state, (size_t)sf * sizeof(float));
+            soff += sf;
+        }
     }
     *ret_values = values;
     *ret_values_len = (size_t)total;
+    if (ret_info) {
+        *ret_state = state;
+        *ret_state_len = (size_t)state_total;
+    }
     return PS_STATUS_OK;
 }
 
@@ -194,7 +229,20 @@ ps_status store_read(store *s, size_t n, const uint64_t *keys, uint64_t max_valu
                      size_t *ret_values_len, uint64_t *ret_seq, char *err, size_t err_len) {
     pthread_rwlock_rdlock(&s->lock);
     ps_status st = read_locked(s, n, keys, max_value_bytes, ret_lengths, ret_versions, ret_values,
-                               ret_values_len, err, err_len);
+                               ret_values_len, NULL, NULL, NULL, err, err_len);
+    if (st == PS_STATUS_OK && ret_seq)
+        *ret_seq = s->seq;
+    pthread_rwlock_unlock(&s->lock);
+    return st;
+}
+
+ps_status store_read_state(store *s, size_t n, const uint64_t *keys, uint64_t max_value_bytes,
+                           uint32_t *ret_lengths, uint64_t *ret_versions, float **ret_values,
+                           size_t *ret_values_len, store_state_info *ret_info, float **ret_state,
+                           size_t *ret_state_len, uint64_t *ret_seq, char *err, size_t err_len) {
+    pthread_rwlock_rdlock(&s->lock);
+    ps_status st = read_locked(s, n, keys, max_value_bytes, ret_lengths, ret_versions, ret_values,
+                               ret_values_len, ret_info, ret_state, ret_state_len, err, err_len);
     if (st == PS_STATUS_OK && ret_seq)
         *ret_seq = s->seq;
     pthread_rwlock_unlock(&s->lock);
@@ -220,8 +268,9 @@ void store_delete(store *s, size_t n, const uint64_t *keys, uint64_t *ret_delete
         store_chunk *c = table_remove(s, keys[i]);
         if (!c)
             continue;
-        uint64_t b = (uint64_t)c->len * sizeof(float);
+        uint64_t b = store_chunk_bytes(c);
         s->bytes -= b;
+        quota_release(s->quota, b);
         bytes += b;
         deleted++;
         store_chunk_free(c); /* under the lock: a delete allocates nothing, so cannot fail */
@@ -238,6 +287,7 @@ void store_get_stats(store *s, store_stats *ret_stats) {
     ret_stats->keys = s->count;
     ret_stats->bytes = s->bytes;
     ret_stats->seq = s->seq;
-    ret_stats->max_bytes = s->max_bytes;
+    ret_stats->max_bytes = quota_max(s->quota);
+    ret_stats->skipped = s->skipped;
     pthread_rwlock_unlock(&s->lock);
 }

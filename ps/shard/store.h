@@ -23,10 +23,13 @@
 #ifndef PS_SHARD_STORE_H
 #define PS_SHARD_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "quota.h"
 #include "status.h"
+#include "train_spec.h"
 #include "update_log.h"
 
 typedef struct store store;
@@ -34,7 +37,9 @@ typedef struct store_batch store_batch;
 
 typedef struct store_opts {
     update_log *log;    /* where applied updates go (not owned; outlives the store) */
-    uint64_t max_bytes; /* value-memory quota for chunks; 0 = none */
+    quota *quota;       /* the shard's memory quota, shared with the row store (not owned);
+                           NULL: the store makes its own from max_bytes */
+    uint64_t max_bytes; /* quota when `quota` is NULL; 0 = none */
     const char *name;   /* who holds the store, for messages ("shard-1"); NULL = "this shard" */
 } store_opts;
 
@@ -43,14 +48,17 @@ void store_destroy(store *store); /* accepts NULL */
 
 /* One push as received. The arrays must stay valid until store_batch_apply returns. */
 typedef struct store_push {
-    update_log_op op;
-    size_t n;                 /* keys */
-    const uint64_t *keys;     /* n keys, no key twice */
-    const uint32_t *lengths;  /* n lengths, floats per key */
-    const uint8_t *values;    /* little-endian float32, concatenated in key order; any
-                                 alignment */
-    size_t values_len;        /* bytes at values */
-    const char *const *names; /* NULL, or n names ("" = leave the chunk's name) */
+    update_log_op op;            /* ASSIGN, ADD or OPTIMIZE */
+    size_t n;                    /* keys */
+    const uint64_t *keys;        /* n keys, no key twice */
+    const uint32_t *lengths;     /* n lengths, floats per key */
+    const uint8_t *values;       /* little-endian float32, concatenated in key order; any
+                                    alignment */
+    size_t values_len;           /* bytes at values */
+    const char *const *names;    /* NULL, or n names ("" = leave the chunk's name) */
+    const optim_spec *optimizer; /* OPTIMIZE: the optimizer the gradients are for */
+    bool skip_non_finite;        /* OPTIMIZE: skip (and count) keys whose gradients hold a
+                                    NaN or infinity instead of refusing the push */
 } store_push;
 
 /* Checks what needs no state and allocates everything the push needs. On failure
@@ -59,7 +67,15 @@ typedef struct store_push {
 ps_status store_batch_prepare(store *store, const store_push *push, store_batch **ret_batch,
                               char *err, size_t err_len);
 
-/* Applies a prepared batch: everything or nothing. ret_versions (n entries, may be
+/* OPTIMIZE: each key is one optimizer step: the store reads the chunk's weights and
+ * optimizer state (fresh when the chunk has none yet), computes the new weights and
+ * state out of place, checks they are all finite, then publishes both; the update log
+ * gets the new weights as an ASSIGN. The chunk must exist (NOT_FOUND), have the
+ * push's length (INVALID_ARGUMENT), and have no state of another optimizer kind
+ * (FAILED_PRECONDITION). A chunk's first step allocates its state, which counts
+ * against the quota like values.
+ *
+ * Applies a prepared batch: everything or nothing. ret_versions (n entries, may be
  * NULL) gets the new version per key and *ret_seq (may be NULL) the seq of the last
  * update. NOT_FOUND (ADD to an absent chunk), INVALID_ARGUMENT (length differs from the
  * chunk's, or a result would not be finite), RESOURCE_EXHAUSTED (over the quota),
@@ -67,6 +83,10 @@ ps_status store_batch_prepare(store *store, const store_push *push, store_batch 
  * at most once; destroy it in any case. */
 ps_status store_batch_apply(store *store, store_batch *batch, uint64_t *ret_versions,
                             uint64_t *ret_seq, char *err, size_t err_len);
+
+/* Keys an applied OPTIMIZE batch skipped for non-finite gradients (skip_non_finite);
+ * their versions are 0 in ret_versions. */
+uint64_t store_batch_skipped(const store_batch *batch);
 
 /* Frees what the batch still holds (what apply replaced, or all of it when apply did
  * not run or failed). Accepts NULL. */
@@ -79,6 +99,22 @@ void store_batch_destroy(store_batch *batch);
 ps_status store_read(store *store, size_t n, const uint64_t *keys, uint64_t max_value_bytes,
                      uint32_t *ret_lengths, uint64_t *ret_versions, float **ret_values,
                      size_t *ret_values_len, uint64_t *ret_seq, char *err, size_t err_len);
+
+/* What store_read_state answers per key besides the values. */
+typedef struct store_state_info {
+    optim_kind kind;       /* the optimizer that made the state; OPTIM_NONE: none */
+    uint64_t steps;        /* steps applied */
+    uint32_t state_floats; /* slots * length, 0 when none */
+} store_state_info;
+
+/* store_read plus the chunks' optimizer state (checkpoints), read under one lock:
+ * ret_info (n entries) and *ret_state, a malloc'd copy of every chunk's state
+ * concatenated (*ret_state_len bytes; free it). Values and state together stay within
+ * max_value_bytes (RESOURCE_EXHAUSTED otherwise). */
+ps_status store_read_state(store *store, size_t n, const uint64_t *keys, uint64_t max_value_bytes,
+                           uint32_t *ret_lengths, uint64_t *ret_versions, float **ret_values,
+                           size_t *ret_values_len, store_state_info *ret_info, float **ret_state,
+                           size_t *ret_state_len, uint64_t *ret_seq, char *err, size_t err_len);
 
 /* Length and version of n keys, 0 and 0 for a key the store does not hold. */
 void store_stat(store *store, size_t n, const uint64_t *keys, uint32_t *ret_lengths,
@@ -95,9 +131,10 @@ void store_delete(store *store, size_t n, const uint64_t *keys, uint64_t *ret_de
 
 typedef struct store_stats {
     uint64_t keys;      /* chunks held */
-    uint64_t bytes;     /* value bytes held */
+    uint64_t bytes;     /* bytes held: values and optimizer state */
     uint64_t seq;       /* last applied update */
     uint64_t max_bytes; /* the quota; 0 = none */
+    uint64_t skipped;   /* keys skipped for non-finite gradients, ever */
 } store_stats;
 
 void store_get_stats(store *store, store_stats *ret_stats);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "optimizer.h"
 #include "shard_limits.h"
 #include "store.h"
 #include "store_internal.h"
@@ -23,6 +24,10 @@ struct store_batch {
     store_chunk **slots;        /* a bigger table prepared outside the lock, or NULL; after
                                    apply, the replaced table */
     size_t slots_cap;
+    float **state_new; /* OPTIMIZE: n buffers for the new state (NULL for a skipped
+                          key); after apply, the replaced states */
+    bool *skip;        /* OPTIMIZE with skip_non_finite: keys skipped, or NULL */
+    uint64_t skipped;  /* keys skipped */
     bool applied;
 };
 
@@ -76,9 +81,19 @@ static uint32_t first_non_finite_sum(const float *a, const float *d, uint32_t n)
 
 /* The checks that need no state. */
 static ps_status push_check(const store_push *p, char *err, size_t err_len) {
-    if (p->op != UPDATE_LOG_OP_ASSIGN && p->op != UPDATE_LOG_OP_ADD) {
+    if (p->op != UPDATE_LOG_OP_ASSIGN && p->op != UPDATE_LOG_OP_ADD &&
+        p->op != UPDATE_LOG_OP_OPTIMIZE) {
         ps_set_err(err, err_len, "unknown push op %d", (int)p->op);
         return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (p->op == UPDATE_LOG_OP_OPTIMIZE) {
+        if (!p->optimizer || p->optimizer->kind == OPTIM_NONE) {
+            ps_set_err(err, err_len, "an optimizer push must name its optimizer");
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+        ps_status st = optim_spec_check(p->optimizer, err, err_len);
+        if (st != PS_STATUS_OK)
+            return st;
     }
     if (p->n > SHARD_MAX_KEYS_PER_REQUEST) {
         ps_set_err(err, err_len, "push of %zu keys: at most %u keys per request", p->n,
@@ -114,7 +129,8 @@ static ps_status push_check(const store_push *p, char *err, size_t err_len) {
                    p->values_len, (unsigned long long)total, (unsigned long long)(total * 4));
         return PS_STATUS_INVALID_ARGUMENT;
     }
-    uint64_t bad = first_non_finite(p->values, total);
+    bool skipping = p->op == UPDATE_LOG_OP_OPTIMIZE && p->skip_non_finite;
+    uint64_t bad = skipping ? total : first_non_finite(p->values, total); /* else per key */
     if (bad < total) {
         float v;
         memcpy(&v, p->values + bad * 4, 4);
@@ -171,6 +187,10 @@ void store_batch_destroy(store_batch *b) {
     free(b->found);
     free(b->names);
     free(b->slots);
+    for (size_t i = 0; b->state_new && i < b->push.n; i++)
+        free(b->state_new[i]);
+    free(b->state_new);
+    free(b->skip);
     free(b);
 }
 
@@ -178,6 +198,11 @@ void store_batch_destroy(store_batch *b) {
 static ps_status prepare_key(store *s, store_batch *b, size_t i, size_t off) {
     const store_push *p = &b->push;
     uint32_t len = p->lengths[i];
+    if (b->skip && first_non_finite(p->values + off * 4, len) < len) {
+        b->skip[i] = true; /* skip_non_finite: no entry, no state */
+        b->skipped++;
+        return PS_STATUS_OK;
+    }
     if (store_alloc_fails(s) || update_log_entry_create(len, &b->entries[i]) != PS_STATUS_OK)
         return PS_STATUS_NO_MEMORY;
     update_log_entry *e = b->entries[i];
@@ -202,6 +227,12 @@ static ps_status prepare_key(store *s, store_batch *b, size_t i, size_t off) {
             return PS_STATUS_NO_MEMORY;
         memcpy(c->data, e->values, (size_t)len * sizeof(float));
     }
+    if (p->op == UPDATE_LOG_OP_OPTIMIZE) {
+        size_t floats = (size_t)len * optim_spec_slots(p->optimizer->kind);
+        b->state_new[i] = store_malloc(s, floats * sizeof(float));
+        if (!b->state_new[i])
+            return PS_STATUS_NO_MEMORY;
+    }
     return PS_STATUS_OK;
 }
 
@@ -224,6 +255,12 @@ ps_status store_batch_prepare(store *s, const store_push *p, store_batch **ret_b
     if (p->op == UPDATE_LOG_OP_ASSIGN && !(b->fresh = store_calloc(s, p->n, sizeof *b->fresh)))
         goto fail_memory;
     if (p->names && !(b->names = store_calloc(s, p->n, sizeof *b->names)))
+        goto fail_memory;
+    if (p->op == UPDATE_LOG_OP_OPTIMIZE &&
+        !(b->state_new = store_calloc(s, p->n, sizeof *b->state_new)))
+        goto fail_memory;
+    if (p->op == UPDATE_LOG_OP_OPTIMIZE && p->skip_non_finite &&
+        !(b->skip = store_calloc(s, p->n, sizeof *b->skip)))
         goto fail_memory;
     size_t off = 0;
     for (size_t i = 0; i < p->n; i++) {
@@ -259,33 +296,66 @@ static const char *name_or_empty(const store_chunk *c) {
     return c->name ? c->name : "";
 }
 
+static const char *op_name(update_log_op op) {
+    return op == UPDATE_LOG_OP_ADD      ? "ADD"
+           : op == UPDATE_LOG_OP_ASSIGN ? "ASSIGN"
+                                        : "optimizer push";
+}
+
+static bool skipped(const store_batch *b, size_t i) {
+    return b->skip && b->skip[i];
+}
+
+/* Checks key i of the batch against its chunk c (write lock held). */
+static ps_status check_key(store *s, const store_batch *b, size_t i, const store_chunk *c,
+                           char *err, size_t err_len) {
+    const store_push *p = &b->push;
+    if (!c && p->op != UPDATE_LOG_OP_ASSIGN) {
+        ps_set_err(err, err_len, "%s to key %016llx (index %zu), which is not on %s (%s)",
+                   op_name(p->op), (unsigned long long)p->keys[i], i, s->name,
+                   p->op == UPDATE_LOG_OP_ADD ? "ASSIGN it first" : "upload the model first");
+        return PS_STATUS_NOT_FOUND;
+    }
+    if (c && c->len != p->lengths[i]) {
+        ps_set_err(err, err_len,
+                   "%s of %u floats to key %016llx %s(index %zu), which holds %u floats; "
+                   "upload a new model version to change shapes",
+                   op_name(p->op), p->lengths[i], (unsigned long long)p->keys[i], name_or_empty(c),
+                   i, c->len);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (p->op == UPDATE_LOG_OP_OPTIMIZE && c->state_kind != OPTIM_NONE &&
+        c->state_kind != p->optimizer->kind) {
+        ps_set_err(err, err_len,
+                   "optimizer push with %s to key %016llx %s(index %zu), whose optimizer state "
+                   "was made by %s: a chunk keeps one optimizer",
+                   optim_kind_name(p->optimizer->kind), (unsigned long long)c->key,
+                   name_or_empty(c), i, optim_kind_name(c->state_kind));
+        return PS_STATUS_FAILED_PRECONDITION;
+    }
+    return PS_STATUS_OK;
+}
+
 /* Checks the batch against the state (write lock held); fills b->found, and
- * *ret_new_bytes and *ret_new_count for keys the push creates. */
+ * *ret_new_bytes and *ret_new_count for chunks and states the push creates. */
 static ps_status apply_check(store *s, store_batch *b, uint64_t *ret_new_bytes,
                              size_t *ret_new_count, char *err, size_t err_len) {
     const store_push *p = &b->push;
     uint64_t new_bytes = 0;
     size_t new_count = 0;
     for (size_t i = 0; i < p->n; i++) {
+        if (skipped(b, i))
+            continue;
         store_chunk *c = store_table_get(s, p->keys[i]);
         b->found[i] = c;
-        if (!c && p->op == UPDATE_LOG_OP_ADD) {
-            ps_set_err(err, err_len,
-                       "ADD to key %016llx (index %zu), which is not on %s (ASSIGN it first)",
-                       (unsigned long long)p->keys[i], i, s->name);
-            return PS_STATUS_NOT_FOUND;
-        }
-        if (c && c->len != p->lengths[i]) {
-            ps_set_err(err, err_len,
-                       "%s of %u floats to key %016llx %s(index %zu), which holds %u floats; "
-                       "upload a new model version to change shapes",
-                       p->op == UPDATE_LOG_OP_ADD ? "ADD" : "ASSIGN", p->lengths[i],
-                       (unsigned long long)p->keys[i], name_or_empty(c), i, c->len);
-            return PS_STATUS_INVALID_ARGUMENT;
-        }
+        ps_status st = check_key(s, b, i, c, err, err_len);
+        if (st != PS_STATUS_OK)
+            return st;
         if (!c) {
             new_bytes += (uint64_t)p->lengths[i] * sizeof(float);
             new_count++;
+        } else if (p->op == UPDATE_LOG_OP_OPTIMIZE && c->state_kind == OPTIM_NONE) {
+            new_bytes += (uint64_t)c->len * sizeof(float) * optim_spec_slots(p->optimizer->kind);
         }
     }
     for (size_t i = 0; p->op == UPDATE_LOG_OP_ADD && i < p->n; i++) {
@@ -301,16 +371,39 @@ static ps_status apply_check(store *s, store_batch *b, uint64_t *ret_new_bytes,
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
-    if (s->max_bytes && new_bytes > 0 && s->bytes + new_bytes > s->max_bytes) {
-        ps_set_err(err, err_len,
-                   "the shard holds %llu of its %llu value bytes (--max-bytes) and this push "
-                   "would add %llu: nothing was applied",
-                   (unsigned long long)s->bytes, (unsigned long long)s->max_bytes,
-                   (unsigned long long)new_bytes);
-        return PS_STATUS_RESOURCE_EXHAUSTED;
-    }
     *ret_new_bytes = new_bytes;
     *ret_new_count = new_count;
+    return PS_STATUS_OK;
+}
+
+/* OPTIMIZE: computes every key's step out of place, into its log entry (the new
+ * weights) and b->state_new (the new state), and checks the results are finite (write
+ * lock held; the store is not changed). */
+static ps_status apply_optimize(store_batch *b, char *err, size_t err_len) {
+    const store_push *p = &b->push;
+    const optim_spec *o = p->optimizer;
+    uint32_t slots = optim_spec_slots(o->kind);
+    for (size_t i = 0; i < p->n; i++) {
+        if (skipped(b, i))
+            continue;
+        const store_chunk *c = b->found[i];
+        float *g = b->entries[i]->values, *st = b->state_new[i];
+        const float *old_state = c->state;
+        if (c->state_kind == OPTIM_NONE) {
+            optimizer_state_init(o, c->len, st);
+            old_state = st;
+        }
+        optimizer_step(o, c->len, c->data, g, old_state, c->steps + 1, g, st);
+        if (!optimizer_all_finite(g, c->len) ||
+            !optimizer_all_finite(st, (uint64_t)c->len * slots)) {
+            ps_set_err(err, err_len,
+                       "%s step on key %016llx %s(index %zu) would make its weights or state "
+                       "non-finite (the gradient is too large for the learning rate?): nothing "
+                       "was applied",
+                       optim_kind_name(o->kind), (unsigned long long)c->key, name_or_empty(c), i);
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+    }
     return PS_STATUS_OK;
 }
 
@@ -350,6 +443,17 @@ static void apply_key(store *s, store_batch *b, size_t i, uint64_t seq) {
         float *old = c->data;
         c->data = b->fresh[i]->data;
         b->fresh[i]->data = old;
+    } else if (b->push.op == UPDATE_LOG_OP_OPTIMIZE) { /* the step's results */
+        memcpy(c->data, e->values, (size_t)c->len * sizeof(float));
+        if (c->state_kind == OPTIM_NONE) /* its first step: the state is new */
+            s->bytes +=
+                (uint64_t)c->len * sizeof(float) * optim_spec_slots(b->push.optimizer->kind);
+        float *old = c->state;
+        c->state = b->state_new[i];
+        b->state_new[i] = old;
+        c->state_kind = b->push.optimizer->kind;
+        c->steps++;
+        e->op = UPDATE_LOG_OP_ASSIGN; /* subscribers get the weights, not the gradient */
     } else {
         for (uint32_t k = 0; k < c->len; k++)
             c->data[k] += e->values[k];
@@ -362,6 +466,15 @@ static void apply_key(store *s, store_batch *b, size_t i, uint64_t seq) {
     c->version = seq;
 }
 
+/* Moves the entries of the keys not skipped to the front; returns their count. */
+static size_t compact_entries(store_batch *b) {
+    size_t m = 0;
+    for (size_t i = 0; i < b->push.n; i++)
+        if (b->entries[i])
+            b->entries[m++] = b->entries[i];
+    return m;
+}
+
 ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, uint64_t *ret_seq,
                             char *err, size_t err_len) {
     if (b->applied) {
@@ -372,7 +485,17 @@ ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, ui
     size_t new_count = 0;
     pthread_rwlock_wrlock(&s->lock);
     ps_status st = apply_check(s, b, &new_bytes, &new_count, err, err_len);
-    if (st == PS_STATUS_OK && apply_reserve(s, b, s->count + new_count) != PS_STATUS_OK) {
+    if (st == PS_STATUS_OK && b->push.op == UPDATE_LOG_OP_OPTIMIZE)
+        st = apply_optimize(b, err, err_len);
+    if (st == PS_STATUS_OK && new_bytes > 0 && !quota_reserve(s->quota, new_bytes)) {
+        ps_set_err(err, err_len,
+                   "the shard holds %llu of its %llu bytes (--max-bytes) and this push would add "
+                   "%llu: nothing was applied",
+                   (unsigned long long)quota_used(s->quota),
+                   (unsigned long long)quota_max(s->quota), (unsigned long long)new_bytes);
+        st = PS_STATUS_RESOURCE_EXHAUSTED;
+    } else if (st == PS_STATUS_OK && apply_reserve(s, b, s->count + new_count) != PS_STATUS_OK) {
+        quota_release(s->quota, new_bytes);
         ps_set_err(err, err_len, "out of memory growing the table to %zu chunks",
                    s->count + new_count);
         st = PS_STATUS_NO_MEMORY;
@@ -384,11 +507,17 @@ ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, ui
     /* the point of no return: nothing below can fail */
     assert((s->count + new_count) * 2 <= s->cap); /* every insert finds a free slot */
     for (size_t i = 0; i < b->push.n; i++) {
+        if (skipped(b, i)) {
+            if (ret_versions)
+                ret_versions[i] = 0;
+            continue;
+        }
         apply_key(s, b, i, ++s->seq);
         if (ret_versions)
             ret_versions[i] = s->seq;
     }
-    update_log_append(s->log, b->entries, b->push.n);
+    s->skipped += b->skipped;
+    update_log_append(s->log, b->entries, compact_entries(b));
     uint64_t seq = s->seq;
     pthread_rwlock_unlock(&s->lock);
     free(b->entries); /* the log holds their references now */
@@ -397,4 +526,8 @@ ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, ui
     if (ret_seq)
         *ret_seq = seq;
     return PS_STATUS_OK;
+}
+
+uint64_t store_batch_skipped(const store_batch *b) {
+    return b->skipped;
 }

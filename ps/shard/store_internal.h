@@ -8,15 +8,23 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "quota.h"
 #include "store.h"
+#include "train_spec.h"
 
 typedef struct store_chunk {
     uint64_t key;
-    uint64_t version; /* seq of the update that last wrote it */
-    uint32_t len;     /* floats; never changes once created */
-    char *name;       /* "model/tensor#chunk" when a pusher said, else NULL */
-    float *data;      /* len floats */
+    uint64_t version;      /* seq of the update that last wrote it */
+    uint32_t len;          /* floats; never changes once created */
+    char *name;            /* "model/tensor#chunk" when a pusher said, else NULL */
+    float *data;           /* len floats */
+    float *state;          /* optimizer state: optim_spec_slots(state_kind) * len floats, or NULL */
+    uint64_t steps;        /* optimizer steps applied */
+    optim_kind state_kind; /* the optimizer that made the state; OPTIM_NONE: none yet */
 } store_chunk;
+
+/* Bytes a chunk holds: its values and its optimizer state. */
+uint64_t store_chunk_bytes(const store_chunk *c);
 
 struct store {
     pthread_rwlock_t lock;       /* pulls share it; apply takes it exclusively */
@@ -24,9 +32,11 @@ struct store {
                                     (deletes shift back); NULL = empty */
     size_t cap;                  /* power of two; count * 2 <= cap */
     size_t count;                /* chunks held */
-    uint64_t bytes;              /* value bytes held */
-    uint64_t max_bytes;          /* quota; 0 = none */
+    uint64_t bytes;              /* bytes held: values and optimizer state */
+    quota *quota;                /* shared with the row store (or own_quota) */
+    quota *own_quota;            /* made from store_opts.max_bytes when no quota given */
     uint64_t seq;                /* last applied update */
+    uint64_t skipped;            /* keys skipped for non-finite gradients */
     update_log *log;             /* not owned */
     char name[80];               /* "shard ID" (or "this shard"), for messages */
     atomic_uint fault_countdown; /* store_fault_fail_alloc: fail when it reaches 0 */

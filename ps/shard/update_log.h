@@ -27,6 +27,9 @@
 typedef enum update_log_op {
     UPDATE_LOG_OP_ASSIGN = 0, /* the values replaced the chunk (or created it) */
     UPDATE_LOG_OP_ADD = 1,    /* the values were added element-wise */
+    /* A push op only, never in the log: the values are gradients for the push's
+     * optimizer, and the store logs the step as the ASSIGN of the weights it made. */
+    UPDATE_LOG_OP_OPTIMIZE = 2,
 } update_log_op;
 
 /* One applied update of one key. Fields are written once, before the entry is

@@ -1,0 +1,181 @@
+/* psclient_rows.c: sparse embedding rows by id (PullRows, PushRows): ids grouped by the
+ * shard owning ps_key_row(model, table, id), one message per shard, in batches of about
+ * BATCH_BYTES of values, through psclient_route (so rows refused after a ring change
+ * are routed again and nothing is applied twice). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "psclient_internal.h"
+#include "train_wire.h"
+#include "util.h"
+
+typedef struct rows_arg {
+    const ps_table_ref *ref;
+    const uint64_t *ids;
+    float *out;                /* pull: n * dim floats */
+    const float *values;       /* push: n * dim floats */
+    Ps__PushOp op;             /* push */
+    ps_push_train *train;      /* push OPTIMIZE */
+    uint64_t created, skipped; /* what the shards said */
+} rows_arg;
+
+/* The ids idx[0..m) picks, in a malloc'd array. */
+static uint64_t *pick_ids(const uint64_t *ids, const size_t *idx, size_t m) {
+    uint64_t *out = malloc((m + 1) * sizeof *out);
+    for (size_t i = 0; out && i < m; i++)
+        out[i] = ids[idx[i]];
+    return out;
+}
+
+static ps_status pull_rows_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
+    rows_arg *a = p;
+    rpc_channel *ch = psclient_shard_channel(c, s);
+    uint64_t *ids = pick_ids(a->ids, idx, m);
+    if (!ch || !ids) {
+        free(ids);
+        return psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot reach %s: out of memory",
+                             ps_client_shard_addr(c, s));
+    }
+    Ps__TableSpec spec;
+    train_wire_table_to_msg(a->ref->spec, &spec);
+    Ps__PullRowsRequest req = PS__PULL_ROWS_REQUEST__INIT;
+    req.epoch = ps_client_epoch(c);
+    req.model = (char *)a->ref->model;
+    req.table = (char *)a->ref->table;
+    req.spec = &spec;
+    req.n_ids = m;
+    req.ids = ids;
+    ProtobufCMessage *resp = NULL;
+    rpc_received *received = NULL;
+    rpc_result res;
+    rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
+    ps_status st =
+        rpc_call_split(ch, "/ps.ParameterServer/PullRows", &req.base, NULL, 0,
+                       &ps__pull_rows_response__descriptor, 15, &opts, &resp, &received, &res);
+    free(ids);
+    if (st != PS_STATUS_OK)
+        return psclient_call_failed(c, s, "pull rows", st, &res);
+    const rpc_bytes_view *vv = NULL;
+    size_t n_views = rpc_received_views(received, &vv);
+    size_t row_bytes = (size_t)a->ref->spec->dim * 4;
+    if (n_views != 1 || vv[0].len != m * row_bytes) {
+        st = psclient_fail(c, PS_STATUS_INTERNAL, "shard %s sent %zu value bytes for %zu rows",
+                           ps_client_shard_id(c, s), n_views ? vv[0].len : 0, m);
+    } else {
+        for (size_t i = 0; i < m; i++) /* one copy, from the payload into place */
+            memcpy((uint8_t *)a->out + idx[i] * row_bytes, vv[0].data + i * row_bytes, row_bytes);
+        a->created += ((Ps__PullRowsResponse *)resp)->created;
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    rpc_received_free(received);
+    return st;
+}
+
+static ps_status push_rows_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
+    rows_arg *a = p;
+    rpc_channel *ch = psclient_shard_channel(c, s);
+    size_t row_bytes = (size_t)a->ref->spec->dim * 4;
+    uint64_t *ids = pick_ids(a->ids, idx, m);
+    uint8_t *values = malloc(m * row_bytes + 1);
+    ps_status st = PS_STATUS_OK;
+    if (!ch || !ids || !values) {
+        st = psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot reach %s: out of memory",
+                           ps_client_shard_addr(c, s));
+        goto out;
+    }
+    for (size_t i = 0; i < m; i++)
+        memcpy(values + i * row_bytes, (const uint8_t *)a->values + idx[i] * row_bytes, row_bytes);
+    Ps__TableSpec spec;
+    train_wire_table_to_msg(a->ref->spec, &spec);
+    Ps__OptimizerSpec optimizer;
+    Ps__PushRowsRequest req = PS__PUSH_ROWS_REQUEST__INIT;
+    req.epoch = ps_client_epoch(c);
+    req.model = (char *)a->ref->model;
+    req.table = (char *)a->ref->table;
+    req.spec = &spec;
+    req.op = a->op;
+    if (a->train) {
+        train_wire_optim_to_msg(a->train->optimizer, &optimizer);
+        req.optimizer = &optimizer;
+        req.skip_non_finite = a->train->skip_non_finite;
+    }
+    req.n_ids = m;
+    req.ids = ids;
+    rpc_bytes_field vf = {.field_number = 15, .data = values, .len = m * row_bytes};
+    ProtobufCMessage *resp = NULL;
+    rpc_result res;
+    rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
+    st = rpc_call_with_bytes(ch, "/ps.ParameterServer/PushRows", &req.base, &vf, 1,
+                             &ps__push_rows_response__descriptor, &opts, &resp, &res);
+    if (st != PS_STATUS_OK) {
+        st = psclient_call_failed(c, s, "push rows", st, &res);
+        goto out;
+    }
+    a->created += ((Ps__PushRowsResponse *)resp)->created;
+    a->skipped += ((Ps__PushRowsResponse *)resp)->skipped;
+    protobuf_c_message_free_unpacked(resp, NULL);
+out:
+    free(ids);
+    free(values);
+    return st;
+}
+
+/* Runs a rows call over n ids in batches of about BATCH_BYTES of values. */
+static ps_status rows_op(ps_client *c, rows_arg *a, size_t n, bool push) {
+    c->err[0] = '\0';
+    char why[256];
+    if (!a->ref || !a->ref->model || !a->ref->table || !a->ref->spec)
+        return psclient_fail(c, PS_STATUS_INVALID_ARGUMENT, "say which model and table");
+    if (table_spec_check(a->ref->spec, why, sizeof why) != PS_STATUS_OK)
+        return psclient_fail(c, PS_STATUS_INVALID_ARGUMENT, "table %s/%s: %s", a->ref->model,
+                             a->ref->table, why);
+    size_t per_batch = BATCH_BYTES / ((size_t)a->ref->spec->dim * 4);
+    uint64_t *keys = malloc((per_batch < n ? per_batch : n) * sizeof *keys + 1);
+    if (!keys)
+        return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
+    ps_status st = PS_STATUS_OK;
+    for (size_t first = 0; first < n && st == PS_STATUS_OK; first += per_batch) {
+        size_t m = n - first < per_batch ? n - first : per_batch;
+        for (size_t i = 0; i < m; i++)
+            keys[i] = ps_key_row(a->ref->model, a->ref->table, a->ids[first + i]);
+        rows_arg b = *a;
+        b.ids += first;
+        if (push)
+            b.values += first * a->ref->spec->dim;
+        else
+            b.out += first * a->ref->spec->dim;
+        b.created = b.skipped = 0;
+        st = psclient_route(c, m, keys, push ? push_rows_call : pull_rows_call, &b, push);
+        a->created += b.created;
+        a->skipped += b.skipped;
+    }
+    free(keys);
+    return st;
+}
+
+ps_status ps_client_pull_rows(ps_client *c, const ps_table_ref *ref, size_t n, const uint64_t *ids,
+                              float *out, uint64_t *ret_created) {
+    rows_arg a = {.ref = ref, .ids = ids, .out = out};
+    ps_status st = rows_op(c, &a, n, false);
+    if (ret_created)
+        *ret_created = a.created;
+    return st;
+}
+
+ps_status ps_client_push_rows(ps_client *c, const ps_table_ref *ref, Ps__PushOp op,
+                              ps_push_train *train, size_t n, const uint64_t *ids,
+                              const float *values, uint64_t *ret_created) {
+    if (op == PS__PUSH_OP__PUSH_OPTIMIZE && (!train || !train->optimizer))
+        return psclient_fail(c, PS_STATUS_INVALID_ARGUMENT, "an optimizer push needs an optimizer");
+    rows_arg a = {.ref = ref,
+                  .ids = ids,
+                  .values = values,
+                  .op = op,
+                  .train = op == PS__PUSH_OP__PUSH_OPTIMIZE ? train : NULL};
+    ps_status st = rows_op(c, &a, n, true);
+    if (a.train)
+        a.train->skipped += a.skipped;
+    if (ret_created)
+        *ret_created = a.created;
+    return st;
+}

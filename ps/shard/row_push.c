@@ -1,0 +1,296 @@
+/* row_push.c: PushRows into the row store (see row_store.h). Before the table's lock:
+ * every check that needs no row (names, spec, op, optimizer, lengths, unique ids, finite
+ * values) and every allocation (one scratch block). Under the table's write lock: make
+ * the missing rows, compute every result into the scratch, check that all are finite,
+ * and only then copy them into the rows, so a failure changes no row. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optimizer.h"
+#include "row_store_internal.h"
+#include "shard_limits.h"
+#include "util.h"
+
+#define ROW_PUSH_PREFETCH 16u  /* how many ids ahead the unique check prefetches */
+#define ROW_PUSH_SET_BUCKET 8u /* unique-check slots per bucket: one 64-byte cache line */
+
+/* What a push needs beyond the request, all in one allocation (mem). */
+typedef struct push_work {
+    size_t m;            /* rows to apply: n less the skipped ones */
+    uint64_t skipped;    /* rows skipped for non-finite gradients */
+    const uint64_t *ids; /* m ids: the push's, or `kept` when rows were skipped */
+    uint64_t *kept;      /* the ids of the rows not skipped */
+    uint64_t *hashes;    /* m: row_table_hash of each id */
+    uint64_t *steps;     /* m: step counts (Adam only) */
+    uint64_t *set;       /* the unique-id check's hash set (set_cap entries) */
+    size_t set_cap;
+    uint32_t *rows;  /* m: row numbers */
+    float *grads;    /* m * dim: the values as aligned floats */
+    float *work;     /* m * planes * dim: the results, run after run */
+    float *fresh;    /* slots * dim: the state a row starts its first step from */
+    uint32_t planes; /* floats per weight computed: 1, or 1 + slots for OPTIMIZE */
+    void *mem;
+} push_work;
+
+static ps_status push_check(const row_push *p, char *err, size_t err_len) {
+    ps_status st = row_store_check_request(p->model, p->table, p->spec, p->n, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
+    if (p->op != ROW_OP_ASSIGN && p->op != ROW_OP_ADD && p->op != ROW_OP_OPTIMIZE) {
+        ps_set_err(err, err_len, "unknown push op %d", (int)p->op);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (p->op == ROW_OP_OPTIMIZE) {
+        char why[200] = "";
+        if (!p->optimizer || optim_spec_check(p->optimizer, why, sizeof why) != PS_STATUS_OK) {
+            ps_set_err(err, err_len, "table %s/%s: bad optimizer: %s", p->model, p->table,
+                       p->optimizer ? why : "none given for an OPTIMIZE push");
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+        if (p->optimizer->kind != p->spec->optimizer) {
+            ps_set_err(err, err_len,
+                       "table %s/%s keeps %s state but the push asks for %s: the optimizer "
+                       "kind must be the table's",
+                       p->model, p->table, optim_kind_name(p->spec->optimizer),
+                       optim_kind_name(p->optimizer->kind));
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    const uint64_t want = (uint64_t)p->n * p->spec->dim * sizeof(float);
+    if (p->values_len != want || want > SHARD_MAX_VALUE_BYTES) {
+        ps_set_err(err, err_len,
+                   "push carries %zu value bytes but %zu rows of dim %u need %llu (at most %u "
+                   "bytes per push)",
+                   p->values_len, p->n, p->spec->dim, (unsigned long long)want,
+                   SHARD_MAX_VALUE_BYTES);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    return PS_STATUS_OK;
+}
+
+/* Carves every scratch array from one allocation (the set first: it must start on a
+ * cache line). */
+static ps_status push_alloc(const row_push *p, push_work *w) {
+    const size_t n = p->n, dim = p->spec->dim;
+    const uint32_t slots = optim_spec_slots(p->spec->optimizer);
+    w->planes = p->op == ROW_OP_OPTIMIZE ? 1 + slots : 1;
+    w->set_cap = 2 * ROW_PUSH_SET_BUCKET;
+    while (w->set_cap < 2 * n)
+        w->set_cap *= 2;
+    const size_t u64s = w->set_cap + 3 * n, u32s = n + (n & 1);
+    const size_t floats = n * dim * (1 + w->planes) + (size_t)slots * dim;
+    const size_t bytes = (u64s * 8 + u32s * 4 + floats * 4 + 63) / 64 * 64;
+    uint8_t *mem = aligned_alloc(64, bytes);
+    if (!mem)
+        return PS_STATUS_NO_MEMORY;
+    w->mem = mem;
+    w->set = (uint64_t *)mem;
+    w->hashes = w->set + w->set_cap;
+    w->kept = w->hashes + n;
+    w->steps = w->kept + n;
+    w->rows = (uint32_t *)(w->steps + n);
+    w->grads = (float *)(w->rows + u32s);
+    w->work = w->grads + n * dim;
+    w->fresh = w->work + n * dim * w->planes;
+    return PS_STATUS_OK;
+}
+
+/* INVALID_ARGUMENT when an id appears twice. Hashes are a bijection of ids (a salted
+ * mixer), so the set holds hashes: 0 marks an empty slot (the id hashing to 0 is
+ * tracked apart). It is probed by buckets of ROW_PUSH_SET_BUCKET slots, one aligned cache
+ * line, filled from their first slot, and the slots of a bucket are compared without
+ * branches between them, so the branches taken are predictable. */
+static ps_status check_unique(const row_push *p, push_work *w, char *err, size_t err_len) {
+    const size_t bmask = w->set_cap / ROW_PUSH_SET_BUCKET - 1;
+    bool zero_seen = false;
+    memset(w->set, 0, w->set_cap * sizeof *w->set);
+    for (size_t i = 0; i < p->n; i++) {
+        if (i + ROW_PUSH_PREFETCH < p->n)
+            __builtin_prefetch(
+                &w->set[(w->hashes[i + ROW_PUSH_PREFETCH] & bmask) * ROW_PUSH_SET_BUCKET], 1);
+        const uint64_t h = w->hashes[i];
+        bool dup = h == 0 && zero_seen;
+        zero_seen |= h == 0;
+        for (size_t b = h & bmask; h; b = (b + 1) & bmask) {
+            uint64_t *s = &w->set[b * ROW_PUSH_SET_BUCKET];
+            unsigned empty = 0, same = 0;
+            for (unsigned k = 0; k < ROW_PUSH_SET_BUCKET; k++) {
+                empty |= (unsigned)(s[k] == 0) << k;
+                same |= (unsigned)(s[k] == h) << k;
+            }
+            dup |= same != 0;
+            if (empty) {
+                s[__builtin_ctz(empty)] = h;
+                break;
+            }
+        }
+        if (dup) {
+            ps_set_err(err, err_len,
+                       "row id %llu appears more than once in one push (again at index %zu): "
+                       "sum the gradients of a repeated id first",
+                       (unsigned long long)p->ids[i], i);
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    return PS_STATUS_OK;
+}
+
+/* Copies the values into grads; refuses non-finite ones or, when the push may skip
+ * them, drops their rows (compacting ids, hashes and grads). */
+static ps_status take_values(const row_push *p, push_work *w, char *err, size_t err_len) {
+    const size_t dim = p->spec->dim;
+    memcpy(w->grads, p->values, p->values_len);
+    w->ids = p->ids;
+    w->m = p->n;
+    if (optimizer_all_finite(w->grads, (uint64_t)p->n * dim))
+        return PS_STATUS_OK;
+    const bool skip = p->op == ROW_OP_OPTIMIZE && p->skip_non_finite;
+    size_t k = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const float *g = w->grads + i * dim;
+        if (optimizer_all_finite(g, dim)) {
+            memmove(w->grads + k * dim, g, dim * sizeof(float));
+            w->kept[k] = p->ids[i];
+            w->hashes[k++] = w->hashes[i];
+            continue;
+        }
+        if (skip)
+            continue;
+        size_t j = 0;
+        while (isfinite(g[j]))
+            j++;
+        ps_set_err(err, err_len,
+                   "row index %zu (id %llu) holds %s at element %zu: only finite values are "
+                   "accepted%s",
+                   i, (unsigned long long)p->ids[i], isnan(g[j]) ? "a NaN" : "an infinity", j,
+                   p->op == ROW_OP_OPTIMIZE ? " (skip_non_finite skips such rows instead)" : "");
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    w->ids = w->kept;
+    w->skipped = p->n - k;
+    w->m = k;
+    return PS_STATUS_OK;
+}
+
+static ps_status push_prepare(row_store *rs, const row_push *p, push_work *w, char *err,
+                              size_t err_len) {
+    if (push_alloc(p, w) != PS_STATUS_OK) {
+        ps_set_err(err, err_len, "out of memory preparing a push of %zu rows", p->n);
+        return PS_STATUS_NO_MEMORY;
+    }
+    for (size_t i = 0; i < p->n; i++)
+        w->hashes[i] = row_table_hash(rs->salt, p->ids[i]);
+    ps_status st = check_unique(p, w, err, err_len);
+    if (st == PS_STATUS_OK)
+        st = take_values(p, w, err, err_len);
+    if (st == PS_STATUS_OK && p->op == ROW_OP_OPTIMIZE)
+        optimizer_state_init(p->optimizer, p->spec->dim, w->fresh);
+    return st;
+}
+
+/* The end of the run of rows from `a` computed by one optimizer_step: Adam's bias
+ * correction depends on the step, so its runs hold rows of one step count; any other
+ * push is one run. */
+static size_t run_end(const row_push *p, const push_work *w, size_t a) {
+    if (p->op != ROW_OP_OPTIMIZE || p->optimizer->kind != OPTIM_ADAM)
+        return w->m;
+    size_t b = a + 1;
+    while (b < w->m && w->steps[b] == w->steps[a])
+        b++;
+    return b;
+}
+
+/* Gathers each run's rows plane by plane into work and computes the results there. */
+static void compute(row_table *t, const row_push *p, push_work *w) {
+    const size_t dim = p->spec->dim;
+    const float *fresh = p->op == ROW_OP_OPTIMIZE ? w->fresh : NULL;
+    for (size_t a = 0, b; a < w->m; a = b) {
+        b = run_end(p, w, a);
+        const size_t len = (b - a) * dim; /* floats per plane of the run */
+        float *base = w->work + a * w->planes * dim;
+        const float *g = w->grads + a * dim;
+        row_table_gather(t, b - a, w->rows + a, w->planes, fresh, base);
+        if (p->op == ROW_OP_ADD) {
+            for (size_t i = 0; i < len; i++)
+                base[i] += g[i];
+        } else {
+            uint64_t step = p->optimizer->kind == OPTIM_ADAM ? w->steps[a] + 1 : 1;
+            optimizer_step(p->optimizer, (uint32_t)len, base, g, base + len, step, base,
+                           base + len);
+        }
+    }
+}
+
+/* The first row (index among the m) with a non-finite result, or m. */
+static size_t first_bad_row(const row_push *p, const push_work *w) {
+    const size_t dim = p->spec->dim;
+    for (size_t a = 0, b; a < w->m; a = b) {
+        b = run_end(p, w, a);
+        const float *base = w->work + a * w->planes * dim;
+        for (size_t i = 0; i < b - a; i++)
+            for (uint32_t q = 0; q < w->planes; q++)
+                if (!optimizer_all_finite(base + (q * (b - a) + i) * dim, dim))
+                    return a + i;
+    }
+    return w->m;
+}
+
+static ps_status push_apply(row_store *rs, row_store_table *e, const row_push *p, push_work *w,
+                            uint64_t *ret_made, char *err, size_t err_len) {
+    size_t missing = row_table_find(e->rows, w->m, w->ids, w->hashes, w->rows);
+    if (missing) {
+        ps_status st = row_store_make_rows(rs, e, w->m, w->ids, w->hashes, w->rows, missing, true,
+                                           ret_made, err, err_len);
+        if (st != PS_STATUS_OK)
+            return st;
+    }
+    if (p->op == ROW_OP_ASSIGN) { /* the values, checked finite, are the results */
+        row_table_scatter(e->rows, w->m, w->rows, 1, w->grads, false);
+        return PS_STATUS_OK;
+    }
+    if (p->op == ROW_OP_OPTIMIZE && p->optimizer->kind == OPTIM_ADAM)
+        row_table_steps(e->rows, w->m, w->rows, w->steps);
+    compute(e->rows, p, w);
+    if (!optimizer_all_finite(w->work, (uint64_t)w->m * w->planes * p->spec->dim)) {
+        size_t bad = first_bad_row(p, w);
+        ps_set_err(err, err_len,
+                   "row id %llu of table %s/%s would not be finite after this push (a weight or "
+                   "optimizer state overflows): no row was changed",
+                   (unsigned long long)w->ids[bad < w->m ? bad : 0], e->model, e->table);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    for (size_t a = 0, b; a < w->m; a = b) {
+        b = run_end(p, w, a);
+        row_table_scatter(e->rows, b - a, w->rows + a, w->planes,
+                          w->work + a * w->planes * p->spec->dim, p->op == ROW_OP_OPTIMIZE);
+    }
+    return PS_STATUS_OK;
+}
+
+ps_status row_store_push(row_store *rs, const row_push *p, uint64_t *ret_created,
+                         uint64_t *ret_skipped, char *err, size_t err_len) {
+    ps_status st = push_check(p, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
+    push_work w = {0};
+    row_store_table *e;
+    uint64_t made = 0;
+    st = push_prepare(rs, p, &w, err, err_len);
+    if (st == PS_STATUS_OK)
+        st = row_store_table_get(rs, p->model, p->table, p->spec, &e, err, err_len);
+    if (st == PS_STATUS_OK) {
+        pthread_rwlock_wrlock(&e->lock);
+        st = push_apply(rs, e, p, &w, &made, err, err_len);
+        pthread_rwlock_unlock(&e->lock);
+    }
+    if (st == PS_STATUS_OK) {
+        atomic_fetch_add(&rs->skipped, w.skipped);
+        if (ret_created)
+            *ret_created = made;
+        if (ret_skipped)
+            *ret_skipped = w.skipped;
+    }
+    free(w.mem);
+    return st;
+}

@@ -1,0 +1,306 @@
+/* row_table.c: one sparse table's index and row slabs (see row_table.h for the layout
+ * and why). Batch loops prefetch a few rows ahead and special-case dim 1, where a
+ * memcpy call per row would cost more than the row. */
+#include "row_table.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "optimizer.h"
+
+#define ROW_TABLE_INITIAL_CAP 64u /* index slots of a new table */
+#define ROW_TABLE_PREFETCH 16u    /* how many rows ahead the batch loops prefetch */
+#define ROW_INDEX_BUCKET 4u       /* index slots per bucket: one 64-byte cache line */
+
+typedef struct row_index_slot {
+    uint64_t id;
+    uint32_t row; /* ROW_TABLE_NONE: empty */
+    uint32_t unused;
+} row_index_slot;
+
+typedef struct row_slab {
+    float *rows;     /* slab_rows * stride floats; owns the allocation */
+    uint64_t *steps; /* slab_rows step counts, after the floats in the same allocation */
+} row_slab;
+
+struct row_table {
+    table_spec spec;
+    uint32_t slots;  /* optimizer state slots per weight */
+    uint32_t stride; /* floats per row: dim * (1 + slots) */
+    uint64_t salt;   /* mixed into every id's hash */
+    row_index_slot *index;
+    uint64_t mask;       /* index capacity - 1 (a power of two minus one) */
+    uint64_t count;      /* rows held */
+    row_slab *slabs;     /* slabs[r >> slab_shift] holds row r */
+    uint32_t nslabs;     /* slabs allocated */
+    uint32_t slabs_cap;  /* entries of `slabs` */
+    uint32_t slab_shift; /* log2 of the rows per slab */
+    float *fresh;        /* the state of a new row: slots * dim floats (NULL: no slots) */
+};
+
+static float *row_at(const row_table *t, uint32_t r) {
+    const row_slab *s = &t->slabs[r >> t->slab_shift];
+    return s->rows + (size_t)(r & ((1u << t->slab_shift) - 1)) * t->stride;
+}
+
+static uint64_t *step_at(const row_table *t, uint32_t r) {
+    return &t->slabs[r >> t->slab_shift].steps[r & ((1u << t->slab_shift) - 1)];
+}
+
+static void index_place(row_index_slot *index, uint64_t mask, uint64_t id, uint64_t hash,
+                        uint32_t row) {
+    const uint64_t bmask = mask / ROW_INDEX_BUCKET;
+    for (uint64_t b = hash & bmask;; b = (b + 1) & bmask) {
+        row_index_slot *s = &index[b * ROW_INDEX_BUCKET];
+        for (unsigned k = 0; k < ROW_INDEX_BUCKET; k++) {
+            if (s[k].row == ROW_TABLE_NONE) {
+                s[k].id = id;
+                s[k].row = row;
+                return;
+            }
+        }
+    }
+}
+
+/* A cap-slot index, every slot empty, aligned to its buckets (cache lines). */
+static row_index_slot *index_alloc(uint64_t cap) {
+    row_index_slot *index = aligned_alloc(ROW_INDEX_BUCKET * sizeof *index, cap * sizeof *index);
+    if (index)
+        memset(index, 0xff, cap * sizeof *index); /* row ROW_TABLE_NONE */
+    return index;
+}
+
+/* ------------------------------------------------------------------ life cycle --- */
+
+ps_status row_table_create(const row_table_opts *opts, row_table **ret_table) {
+    row_table *t = calloc(1, sizeof *t);
+    if (!t)
+        return PS_STATUS_NO_MEMORY;
+    t->spec = *opts->spec;
+    t->slots = optim_spec_slots(t->spec.optimizer);
+    t->stride = t->spec.dim * (1 + t->slots);
+    t->salt = opts->salt;
+    uint64_t row_bytes = (uint64_t)t->stride * sizeof(float) + sizeof(uint64_t);
+    t->slab_shift = 16; /* 64 Ki rows: ROW_TABLE_SLAB_MAX_ROWS */
+    while (t->slab_shift > 1 && (row_bytes << t->slab_shift) > ROW_TABLE_SLAB_BYTES)
+        t->slab_shift--;
+    t->index = index_alloc(ROW_TABLE_INITIAL_CAP);
+    if (!t->index)
+        goto fail;
+    t->mask = ROW_TABLE_INITIAL_CAP - 1;
+    if (t->slots) {
+        t->fresh = malloc((size_t)t->slots * t->spec.dim * sizeof(float));
+        if (!t->fresh)
+            goto fail;
+        optim_spec defaults;
+        optim_spec_defaults(t->spec.optimizer, &defaults);
+        optimizer_state_init(&defaults, t->spec.dim, t->fresh);
+    }
+    *ret_table = t;
+    return PS_STATUS_OK;
+fail:
+    row_table_destroy(t);
+    return PS_STATUS_NO_MEMORY;
+}
+
+void row_table_destroy(row_table *t) {
+    if (!t)
+        return;
+    for (uint32_t i = 0; i < t->nslabs; i++)
+        free(t->slabs[i].rows);
+    free(t->slabs);
+    free(t->index);
+    free(t->fresh);
+    free(t);
+}
+
+const table_spec *row_table_spec(const row_table *t) {
+    return &t->spec;
+}
+
+uint64_t row_table_count(const row_table *t) {
+    return t->count;
+}
+
+uint32_t row_table_slots(const row_table *t) {
+    return t->slots;
+}
+
+uint64_t row_table_row_bytes(const row_table *t) {
+    return (uint64_t)t->stride * sizeof(float) + sizeof(uint64_t) + ROW_TABLE_INDEX_BYTES_PER_ROW;
+}
+
+/* ------------------------------------------------------------------ index --- */
+
+/* The row of `id`, or ROW_TABLE_NONE. The index is probed by buckets of
+ * ROW_INDEX_BUCKET slots, one aligned cache line: a row goes to the first empty slot of
+ * its home bucket or of the buckets after it, so the used slots of a bucket come first,
+ * and the first slot of a bucket that is empty or holds `id` ends the search. The slots
+ * of a bucket are tested without branches between them, so at load 1/2 the one branch
+ * per bucket is predicted and the lookups of a batch overlap. */
+static uint32_t probe(const row_table *t, uint64_t id, uint64_t hash) {
+    const uint64_t bmask = t->mask / ROW_INDEX_BUCKET;
+    for (uint64_t b = hash & bmask;; b = (b + 1) & bmask) {
+        const row_index_slot *s = &t->index[b * ROW_INDEX_BUCKET];
+        unsigned hit = 0;
+        for (unsigned k = 0; k < ROW_INDEX_BUCKET; k++)
+            hit |= (unsigned)((s[k].row == ROW_TABLE_NONE) | (s[k].id == id)) << k;
+        if (hit)
+            return s[__builtin_ctz(hit)].row;
+    }
+}
+
+size_t row_table_find(const row_table *t, size_t n, const uint64_t *ids, const uint64_t *hashes,
+                      uint32_t *rows) {
+    size_t missing = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i + ROW_TABLE_PREFETCH < n)
+            __builtin_prefetch(
+                &t->index[(hashes[i + ROW_TABLE_PREFETCH] & (t->mask / ROW_INDEX_BUCKET)) *
+                          ROW_INDEX_BUCKET]);
+        rows[i] = probe(t, ids[i], hashes[i]);
+        missing += rows[i] == ROW_TABLE_NONE;
+    }
+    return missing;
+}
+
+static ps_status index_grow(row_table *t, uint64_t rows) {
+    uint64_t cap = t->mask + 1;
+    if (rows * 2 <= cap)
+        return PS_STATUS_OK;
+    while (rows * 2 > cap)
+        cap *= 2;
+    row_index_slot *index = index_alloc(cap);
+    if (!index)
+        return PS_STATUS_NO_MEMORY;
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        const row_index_slot *s = &t->index[i];
+        if (s->row != ROW_TABLE_NONE)
+            index_place(index, cap - 1, s->id, row_table_hash(t->salt, s->id), s->row);
+    }
+    free(t->index);
+    t->index = index;
+    t->mask = cap - 1;
+    return PS_STATUS_OK;
+}
+
+static ps_status slabs_grow(row_table *t, uint64_t rows) {
+    const size_t slab_rows = (size_t)1 << t->slab_shift;
+    while ((uint64_t)t->nslabs * slab_rows < rows) {
+        if (t->nslabs == t->slabs_cap) {
+            uint32_t cap = t->slabs_cap ? t->slabs_cap * 2 : 16;
+            row_slab *slabs = realloc(t->slabs, cap * sizeof *slabs);
+            if (!slabs)
+                return PS_STATUS_NO_MEMORY;
+            t->slabs = slabs;
+            t->slabs_cap = cap;
+        }
+        /* slab_rows is even, so the steps after the floats are 8-byte aligned */
+        float *mem = malloc(slab_rows * (t->stride * sizeof(float) + sizeof(uint64_t)));
+        if (!mem)
+            return PS_STATUS_NO_MEMORY;
+        t->slabs[t->nslabs].rows = mem;
+        t->slabs[t->nslabs].steps = (uint64_t *)(mem + slab_rows * t->stride);
+        t->nslabs++;
+    }
+    return PS_STATUS_OK;
+}
+
+ps_status row_table_reserve(row_table *t, uint64_t extra) {
+    if (extra > ROW_TABLE_MAX_ROWS - t->count)
+        return PS_STATUS_RESOURCE_EXHAUSTED;
+    ps_status st = index_grow(t, t->count + extra);
+    if (st == PS_STATUS_OK)
+        st = slabs_grow(t, t->count + extra);
+    return st;
+}
+
+uint32_t row_table_add(row_table *t, uint64_t id, uint64_t hash) {
+    uint32_t r = (uint32_t)t->count++;
+    index_place(t->index, t->mask, id, hash, r);
+    float *row = row_at(t, r);
+    table_spec_init_row(&t->spec, id, row);
+    if (t->slots)
+        memcpy(row + t->spec.dim, t->fresh, (size_t)t->slots * t->spec.dim * sizeof(float));
+    *step_at(t, r) = 0;
+    return r;
+}
+
+/* ------------------------------------------------------------------ batches --- */
+
+void row_table_read(const row_table *t, size_t n, const uint32_t *rows, float *out,
+                    float *state_out, uint64_t *steps_out) {
+    const size_t dim = t->spec.dim, state_len = (size_t)t->slots * dim;
+    for (size_t i = 0; i < n; i++) {
+        if (i + ROW_TABLE_PREFETCH < n)
+            __builtin_prefetch(row_at(t, rows[i + ROW_TABLE_PREFETCH]));
+        const float *row = row_at(t, rows[i]);
+        memcpy(out + i * dim, row, dim * sizeof(float));
+        if (state_out && state_len)
+            memcpy(state_out + i * state_len, row + dim, state_len * sizeof(float));
+        if (steps_out)
+            steps_out[i] = *step_at(t, rows[i]);
+    }
+}
+
+void row_table_steps(const row_table *t, size_t n, const uint32_t *rows, uint64_t *steps_out) {
+    for (size_t i = 0; i < n; i++) {
+        if (i + ROW_TABLE_PREFETCH < n)
+            __builtin_prefetch(step_at(t, rows[i + ROW_TABLE_PREFETCH]));
+        steps_out[i] = *step_at(t, rows[i]);
+    }
+}
+
+void row_table_gather(const row_table *t, size_t n, const uint32_t *rows, uint32_t planes,
+                      const float *fresh, float *out) {
+    const size_t dim = t->spec.dim, plane = n * dim;
+    const uint32_t shift = t->slab_shift, mask = (1u << shift) - 1;
+    for (size_t i = 0; i < n; i++) {
+        if (i + ROW_TABLE_PREFETCH < n) {
+            uint32_t ahead = rows[i + ROW_TABLE_PREFETCH];
+            const row_slab *s = &t->slabs[ahead >> shift];
+            __builtin_prefetch(s->rows + (size_t)(ahead & mask) * t->stride);
+            if (fresh)
+                __builtin_prefetch(&s->steps[ahead & mask]);
+        }
+        const row_slab *s = &t->slabs[rows[i] >> shift];
+        const size_t at = rows[i] & mask;
+        const float *row = s->rows + at * t->stride;
+        const float *state = fresh && s->steps[at] == 0 ? fresh : row + dim;
+        if (dim == 1) { /* a memcpy call per float would cost more than the row */
+            out[i] = row[0];
+            for (uint32_t p = 1; p < planes; p++)
+                out[p * plane + i] = state[p - 1];
+            continue;
+        }
+        memcpy(out + i * dim, row, dim * sizeof(float));
+        for (uint32_t p = 1; p < planes; p++)
+            memcpy(out + p * plane + i * dim, state + (p - 1) * dim, dim * sizeof(float));
+    }
+}
+
+void row_table_scatter(row_table *t, size_t n, const uint32_t *rows, uint32_t planes,
+                       const float *in, bool bump_steps) {
+    const size_t dim = t->spec.dim, plane = n * dim;
+    const uint32_t shift = t->slab_shift, mask = (1u << shift) - 1;
+    for (size_t i = 0; i < n; i++) {
+        if (i + ROW_TABLE_PREFETCH < n) {
+            uint32_t ahead = rows[i + ROW_TABLE_PREFETCH];
+            const row_slab *s = &t->slabs[ahead >> shift];
+            __builtin_prefetch(s->rows + (size_t)(ahead & mask) * t->stride, 1);
+            if (bump_steps)
+                __builtin_prefetch(&s->steps[ahead & mask], 1);
+        }
+        const row_slab *s = &t->slabs[rows[i] >> shift];
+        const size_t at = rows[i] & mask;
+        float *row = s->rows + at * t->stride;
+        if (dim == 1) {
+            for (uint32_t p = 0; p < planes; p++)
+                row[p] = in[p * plane + i];
+        } else {
+            for (uint32_t p = 0; p < planes; p++)
+                memcpy(row + p * dim, in + p * plane + i * dim, dim * sizeof(float));
+        }
+        s->steps[at] += bump_steps;
+    }
+}

@@ -1,0 +1,144 @@
+/* rows_handlers.c: the sparse-table handlers of ps.ParameterServer, PullRows and
+ * PushRows (see handlers.h): counts and the spec checked before anything is sized,
+ * placement checked on each row's key (ps_key_row), then the row store. */
+#include <stdlib.h>
+
+#include "handlers.h"
+#include "ps.pb-c.h"
+#include "shard_limits.h"
+#include "train_wire.h"
+#include "util.h"
+
+/* Bytes of a PullRows reply besides values and state (steps: a varint per row). */
+#define ROWS_REPLY_BYTES_PER_ROW 10u
+
+/* What both handlers check first: names, the spec, the row count, then that this
+ * shard owns every row under the request's epoch. Fills *ret_spec. */
+static ps_status check_rows(shard_ctx *ctx, rpc_ctx *rc, const char *what, uint64_t epoch,
+                            const char *model, const char *table, const Ps__TableSpec *msg,
+                            size_t n, const uint64_t *ids, table_spec *ret_spec) {
+    if (!model || !*model || !table || !*table)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "%s must name a model and a table",
+                             what);
+    if (n > SHARD_MAX_KEYS_PER_REQUEST)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "%s of %zu rows: at most %u rows per request, send fewer at once",
+                             what, n, SHARD_MAX_KEYS_PER_REQUEST);
+    char err[RPC_DETAILS_MAX];
+    train_wire_table_from_msg(msg, ret_spec);
+    if (table_spec_check(ret_spec, err, sizeof err) != PS_STATUS_OK)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "%s of table %s/%s: %s", what, model,
+                             table, err);
+    uint64_t *keys = malloc((n + 1) * sizeof *keys);
+    if (!keys)
+        return rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu rows", n);
+    for (size_t i = 0; i < n; i++)
+        keys[i] = ps_key_row(model, table, ids[i]);
+    ps_status st = shard_check_owner(ctx, rc, epoch, n, keys);
+    free(keys);
+    return st;
+}
+
+static ps_status store_error(rpc_ctx *rc, ps_status st, const char *err) {
+    return rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
+                         err);
+}
+
+ps_status shard_handle_pull_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
+    shard_ctx *ctx = user;
+    const Ps__PullRowsRequest *req = (const Ps__PullRowsRequest *)msg;
+    table_spec spec;
+    ps_status st = check_rows(ctx, rc, "pull", req->epoch, req->model, req->table, req->spec,
+                              req->n_ids, req->ids, &spec);
+    if (st != PS_STATUS_OK)
+        return st;
+    uint64_t n = req->n_ids, slots = req->with_state ? optim_spec_slots(spec.optimizer) : 0;
+    uint64_t bytes = n * spec.dim * 4 * (1 + slots) + n * ROWS_REPLY_BYTES_PER_ROW;
+    if (bytes > SHARD_MAX_VALUE_BYTES)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "%llu rows of %u floats%s take %llu bytes, more than one answer may "
+                             "carry (%u): pull fewer rows at once",
+                             (unsigned long long)n, spec.dim,
+                             slots ? " with their optimizer state" : "", (unsigned long long)bytes,
+                             SHARD_MAX_VALUE_BYTES);
+    float *values = malloc(n * spec.dim * 4 + 1);
+    float *state = slots ? malloc(n * spec.dim * slots * 4 + 1) : NULL;
+    uint64_t *steps = req->with_state ? calloc(n + 1, sizeof *steps) : NULL;
+    if (!values || (slots && !state) || (req->with_state && !steps)) {
+        st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %llu rows",
+                           (unsigned long long)n);
+        goto out;
+    }
+    char err[RPC_DETAILS_MAX];
+    Ps__PullRowsResponse resp = PS__PULL_ROWS_RESPONSE__INIT;
+    st = row_store_pull(ctx->rows, req->model, req->table, &spec, n, req->ids, values, state, steps,
+                        &resp.created, err, sizeof err);
+    if (st != PS_STATUS_OK) {
+        st = store_error(rc, st, err);
+        goto out;
+    }
+    resp.incarnation = ctx->incarnation;
+    resp.n_state_steps = req->with_state ? n : 0;
+    resp.state_steps = steps;
+    rpc_bytes_field vf[2] = {
+        {.field_number = 15,
+         .data = values,
+         .len = n * spec.dim * 4,
+         .release = free,
+         .arg = values},
+        {.field_number = 14,
+         .data = state,
+         .len = n * spec.dim * slots * 4,
+         .release = free,
+         .arg = state},
+    };
+    values = state = NULL; /* the reply owns them now, whatever happens */
+    st = rpc_ctx_reply_with_bytes(rc, &resp.base, vf, slots ? 2 : 1);
+out:
+    free(values);
+    free(state);
+    free(steps);
+    return st;
+}
+
+ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
+    shard_ctx *ctx = user;
+    const Ps__PushRowsRequest *req = (const Ps__PushRowsRequest *)msg;
+    if (req->op != PS__PUSH_OP__PUSH_ASSIGN && req->op != PS__PUSH_OP__PUSH_ADD &&
+        req->op != PS__PUSH_OP__PUSH_OPTIMIZE)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "unknown push op %d", (int)req->op);
+    if (req->op == PS__PUSH_OP__PUSH_OPTIMIZE && !req->optimizer)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "an optimizer push (PUSH_OPTIMIZE) must carry its optimizer");
+    const rpc_bytes_view *vv = NULL;
+    size_t n_values = rpc_ctx_raw(rc, &vv);
+    if (n_values > 1)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "push carries its values field %zu times: send it once", n_values);
+    table_spec spec;
+    ps_status st = check_rows(ctx, rc, "push", req->epoch, req->model, req->table, req->spec,
+                              req->n_ids, req->ids, &spec);
+    if (st != PS_STATUS_OK)
+        return st;
+    optim_spec optimizer;
+    train_wire_optim_from_msg(req->optimizer, &optimizer);
+    row_push push = {
+        .model = req->model,
+        .table = req->table,
+        .spec = &spec,
+        .op = (row_op)req->op, /* numbered alike; checked above */
+        .optimizer = &optimizer,
+        .n = req->n_ids,
+        .ids = req->ids,
+        .values = n_values ? vv[0].data : NULL,
+        .values_len = n_values ? vv[0].len : 0,
+        .skip_non_finite = req->skip_non_finite,
+    };
+    char err[RPC_DETAILS_MAX];
+    Ps__PushRowsResponse resp = PS__PUSH_ROWS_RESPONSE__INIT;
+    st = row_store_push(ctx->rows, &push, &resp.created, &resp.skipped, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        return store_error(rc, st, err);
+    resp.incarnation = ctx->incarnation;
+    return rpc_ctx_reply(rc, &resp.base);
+}

@@ -1,0 +1,4 @@
+/* test_quota.c: placeholder, being written */
+int main(void) {
+    return 77;
+}

@@ -46,6 +46,29 @@ static void test_dense_keys_fixed(void **state) {
     assert_true(ps_key_dense("m", 1, "t", 0) != ps_key_dense("m", 2, "t", 0));
 }
 
+/* Row keys: the same values psclient's Python keys.py must give
+ * (tests/e2e/psclient_support.py ROW_KEYS). */
+static void test_row_keys_fixed(void **state) {
+    (void)state;
+    static const struct {
+        const char *model, *table;
+        uint64_t id, key;
+    } cases[] = {
+        {"rec", "user_emb", 0ull, 0x5f076743a7b11cc5ull},
+        {"rec", "user_emb", 123456789ull, 0x1b15824a7d700fe5ull},
+        {"", "", UINT64_MAX, 0x6be5b92c9abf743bull},
+        {"digits_mlp", "t", 1ull << 40, 0xe2fba658a2abac01ull},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t k = ps_key_row(cases[i].model, cases[i].table, cases[i].id);
+        if (k != cases[i].key)
+            fail_msg("key of %s/%s row %llu is %016llx, expected %016llx", cases[i].model,
+                     cases[i].table, (unsigned long long)cases[i].id, (unsigned long long)k,
+                     (unsigned long long)cases[i].key);
+    }
+    assert_true(ps_key_row("ab", "c", 1) != ps_key_row("a", "bc", 1));
+}
+
 typedef struct place_case {
     uint32_t chunk;
     uint64_t key;
@@ -129,6 +152,7 @@ static void test_status_code_round_trip(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense_keys_fixed),
+        cmocka_unit_test(test_row_keys_fixed),
         cmocka_unit_test(test_ring_placement_fixed),
         cmocka_unit_test(test_status_code_round_trip),
     };

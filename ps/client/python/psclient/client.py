@@ -1,0 +1,210 @@
+"""client.py: psclient.Client, what a training script uses against a running cluster:
+pull and push whole dense tensors of a model version, and pull and push rows of the
+model's sparse tables, with the optimizers config.json names applied on the shards.
+
+    c = psclient.Client()                      # arg, $PS_COORDINATOR, or run/cluster.env
+    w = c.pull("digits_mlp", "fc1.weight")     # float32, shaped as the registry says
+    c.push("digits_mlp", "fc1.weight", grad)   # the tensor's optimizer, on the shards
+    rows = c.pull_rows("rec", "user_emb", ids) # [len(ids), dim]
+    c.push_rows("rec", "user_emb", ids, grads) # repeated ids are summed first
+    c.clock("rec")                             # this worker finished a step (BSP/SSP)
+
+Arguments are checked here before anything is sent (ValueError: unknown tensor or
+table, shape mismatch, non-finite gradients the model rejects); anything the servers
+refuse raises psclient.Error with the gRPC code and the server's message. Routing,
+message sizes and ring changes are routing.py's. Not thread-safe: one Client per thread
+(like the C client).
+"""
+import numpy as np
+
+from . import discovery
+from ._wire import pb
+from .dense import DensePull, DensePush
+from .messages import check_finite, floats, optimizer_spec, table_spec
+from .registry import Registry
+from .routing import MAX_REQUEST_BYTES, Router
+from .rows import RowsPull, RowsPush
+from .workers import Worker
+
+WAIT_TIMEOUT_S = 600.0  # the longest a pull waits for the slowest worker (bsp/ssp)
+
+
+class Client:
+    def __init__(self, coordinator=None, *, max_request_bytes=MAX_REQUEST_BYTES, name="",
+                 wait_timeout_s=WAIT_TIMEOUT_S):
+        """Connects to the coordinator (see discovery.py) and fetches the ring.
+        max_request_bytes bounds one message to a shard (the shard takes 64 MiB); name
+        labels this client as a training worker in the coordinator's log; a pull waits at
+        most wait_timeout_s for the slowest worker (bsp/ssp models)."""
+        if max_request_bytes <= 0:
+            raise ValueError("max_request_bytes must be positive")
+        self._name, self._wait_timeout_s = name, wait_timeout_s
+        self._workers = {}
+        self.coordinator = discovery.coordinator_address(coordinator)
+        self._router = Router(self.coordinator, max_request_bytes)
+        try:
+            self._router.refresh_ring()
+        except Exception:
+            self._router.close()
+            raise
+        self._registry = Registry(self._router.coord, self.coordinator)
+
+    # ------------------------------------------------------------ lifetime ---
+
+    def close(self):
+        for w in self._workers.values():
+            w.leave()
+        self._workers.clear()
+        self._router.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def epoch(self):
+        """The epoch of the ring this client routes with."""
+        return self._router.ring.epoch
+
+    # ------------------------------------------------------------ registry ---
+
+    def models(self):
+        """(name, version) of every version of every model in the registry."""
+        return self._registry.list()
+
+    # ------------------------------------------------------------ clocks ---
+
+    def clock(self, model):
+        """This worker finished a step of training `model` (its pushes are applied):
+        its logical clock advances by one. Registers as a worker on first use. Returns
+        the new clock. Under bsp/ssp (config.json training.consistency), pulls then wait
+        until the slowest live worker is within the staleness bound."""
+        return self._worker(model).tick()
+
+    def _worker(self, model):
+        w = self._workers.get(model)
+        if w is None:
+            w = self._workers[model] = Worker(self._router.coord, self.coordinator, model,
+                                              self._name)
+        return w
+
+    def _wait_turn(self, model):
+        """Before a pull: a bsp/ssp worker waits for the others (see workers.py)."""
+        w = self._workers.get(model)
+        if w is None and self._registry.get(model).train().consistency == "asp":
+            return
+        (w or self._worker(model)).wait(self._wait_timeout_s)
+
+    # ------------------------------------------------------------ dense ---
+
+    def pull(self, model, tensor, version=None):
+        """The tensor's values (float32, shaped as the registry says) of `version`
+        (None: the latest)."""
+        entry = self._registry.get(model, version)
+        t = entry.tensor(tensor)
+        self._wait_turn(model)
+        op = DensePull(entry, t, self._registry.refresher(model, version, entry))
+        self._router.route(op)
+        return op.out.reshape(t.shape)
+
+    def assign(self, model, tensor, values, version=None):
+        """Replaces the tensor's values."""
+        self._push_values(model, tensor, values, version, pb.PUSH_ASSIGN)
+
+    def add(self, model, tensor, delta, version=None):
+        """Adds delta to the tensor's values, element-wise."""
+        self._push_values(model, tensor, delta, version, pb.PUSH_ADD)
+
+    def push(self, model, tensor, grad, version=None):
+        """Applies a gradient with the tensor's optimizer from config.json (training:
+        its `tensors` entry, else `optimizer`); ValueError when it has none. Returns the
+        number of chunks the shards skipped for non-finite gradients (only with
+        training.non_finite "skip"; with "reject", the default, a NaN or infinity is
+        refused here)."""
+        entry = self._registry.get(model, version)
+        t = entry.tensor(tensor)
+        opt, skip = entry.training_for(tensor)
+        g = self._values(t, grad, f"gradient of {model}/{tensor}")
+        if not skip:
+            check_finite(g, f"gradient of {model}/{tensor}",
+                         "; the model's training.non_finite is \"reject\"")
+        refresh = self._registry.refresher(model, version, entry)
+        op = DensePush(entry, t, pb.PUSH_OPTIMIZE, g, refresh, optimizer_spec(opt), skip)
+        self._router.route(op)
+        return op.skipped
+
+    def _push_values(self, model, tensor, values, version, op_kind):
+        entry = self._registry.get(model, version)
+        t = entry.tensor(tensor)
+        what = f"values for {model}/{tensor}"
+        v = self._values(t, values, what)
+        check_finite(v, what)
+        op = DensePush(entry, t, op_kind, v, self._registry.refresher(model, version, entry))
+        self._router.route(op)
+
+    @staticmethod
+    def _values(t, values, what):
+        """Flat float32 values of a whole tensor: the tensor's shape, or flat."""
+        v = floats(values, what)
+        if v.shape != t.shape and v.shape != (t.count,):
+            raise ValueError(f"{what} have shape {v.shape}; the tensor's is {t.shape} "
+                             f"({t.count} floats)")
+        return v.reshape(-1)
+
+    # ------------------------------------------------------------ rows ---
+
+    def pull_rows(self, model, table, ids):
+        """Rows `ids` of the table ([len(ids), dim] float32; rows never touched come
+        back as the table's initializer makes them)."""
+        t, u, inverse = self._rows_args(model, table, ids)
+        if len(u) == 0:
+            return np.zeros((0, t.dim), dtype=np.float32)
+        self._wait_turn(model)
+        op = RowsPull(model, table, table_spec(t), u, self._table_refresh(model, table))
+        self._router.route(op)
+        return op.out[inverse]
+
+    def push_rows(self, model, table, ids, grads):
+        """Applies gradients to rows `ids` (grads: [len(ids), dim]) with the table's
+        optimizer; the gradients of repeated ids are summed first. Returns the number of
+        rows the shards skipped for non-finite gradients (training.non_finite "skip")."""
+        t, u, inverse = self._rows_args(model, table, ids)
+        if t.optimizer is None:
+            raise ValueError(f"table {model}/{table} has no optimizer in config.json "
+                             "(tables[].optimizer)")
+        what = f"gradients for {model}/{table}"
+        g = floats(grads, what)
+        if g.shape != (len(inverse), t.dim):
+            raise ValueError(f"{what} have shape {g.shape}; expected ({len(inverse)}, {t.dim}) "
+                             "(one row of dim floats per id)")
+        skip = self._registry.get(model).train().non_finite == "skip"
+        if not skip:
+            check_finite(g, what, "; the model's training.non_finite is \"reject\"")
+        if len(u) == 0:
+            return 0
+        summed = np.zeros((len(u), t.dim), dtype=np.float32)
+        np.add.at(summed, inverse, g)
+        op = RowsPush(model, table, table_spec(t), u, summed, optimizer_spec(t.optimizer), skip,
+                      self._table_refresh(model, table))
+        self._router.route(op)
+        return op.skipped
+
+    def _rows_args(self, model, table, ids):
+        """(Table, distinct ids as np.uint64, the inverse index into them)."""
+        t = self._registry.get(model).table(table)
+        a = np.asarray(ids)
+        if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+            raise ValueError(f"ids for {model}/{table} must be a 1-D array of integers, not "
+                             f"{a.dtype} of shape {a.shape}")
+        if a.dtype.kind == "i" and a.size and a.min() < 0:
+            raise ValueError(f"ids for {model}/{table} must be >= 0 (found {int(a.min())})")
+        u, inverse = np.unique(a.astype(np.uint64), return_inverse=True)
+        return t, u, inverse.reshape(-1)
+
+    def _table_refresh(self, model, table):
+        def refresh():
+            entry = self._registry.get(model, fresh=True)
+            return entry.table(table), entry.train().non_finite == "skip"
+        return refresh

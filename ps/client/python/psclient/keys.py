@@ -1,0 +1,59 @@
+"""keys.py: the 64-bit keys of dense chunks and sparse rows, bit for bit as the C side
+computes them (ps/common/util.c; tests/unit/test_agreement.c pins the values):
+
+    ps_key_dense = XXH3-64 of  model "\\0", version as 8 LE bytes, tensor "\\0",
+                               chunk index as 4 LE bytes
+    ps_key_row   = XXH3-64 of  model "\\0", table "\\0", row id as 8 LE bytes
+
+XXH3-64 with seed 0 and the default secret, over the concatenation (the C code
+streams the pieces, which hashes the same bytes). The inputs of one tensor or table
+share everything but the last bytes, so the common prefix is built once.
+"""
+import struct
+
+import numpy as np
+import xxhash
+
+_U64 = (1 << 64) - 1
+_U32 = (1 << 32) - 1
+
+
+def _name(s, what):
+    if not isinstance(s, str):
+        raise ValueError(f"{what} must be a str, not {type(s).__name__}")
+    b = s.encode()
+    if b"\0" in b:
+        raise ValueError(f"{what} {s!r} contains a NUL byte")
+    return b + b"\0"
+
+
+def key_dense(model, version, tensor, chunk):
+    """The key of chunk `chunk` of `tensor` in version `version` of `model`."""
+    if not 0 <= version <= _U64 or not 0 <= chunk <= _U32:
+        raise ValueError(f"version {version} or chunk {chunk} out of range")
+    data = _name(model, "model") + struct.pack("<Q", version) + _name(tensor, "tensor")
+    return xxhash.xxh3_64_intdigest(data + struct.pack("<I", chunk))
+
+
+def keys_dense(model, version, tensor, chunks):
+    """np.uint64 array of the keys of chunks 0..chunks-1."""
+    prefix = _name(model, "model") + struct.pack("<Q", version) + _name(tensor, "tensor")
+    h = xxhash.xxh3_64_intdigest
+    return np.fromiter((h(prefix + i.to_bytes(4, "little")) for i in range(chunks)),
+                       dtype=np.uint64, count=chunks)
+
+
+def key_row(model, table, row_id):
+    """The key of row `row_id` of sparse table `table` of `model`."""
+    if not 0 <= row_id <= _U64:
+        raise ValueError(f"row id {row_id} out of range 0..2^64-1")
+    return xxhash.xxh3_64_intdigest(_name(model, "model") + _name(table, "table") +
+                                    struct.pack("<Q", row_id))
+
+
+def keys_row(model, table, ids):
+    """np.uint64 array of the keys of the rows `ids` (an np.uint64 array)."""
+    prefix = _name(model, "model") + _name(table, "table")
+    h = xxhash.xxh3_64_intdigest
+    return np.fromiter((h(prefix + int(i).to_bytes(8, "little")) for i in ids.tolist()),
+                       dtype=np.uint64, count=len(ids))

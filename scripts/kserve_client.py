@@ -17,7 +17,7 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STUBS = ROOT / "build" / "pystubs"
+STUBS = ROOT / "build" / "pystubs-kserve"  # inference stubs only: nothing else to shadow
 
 
 def load_stubs():

@@ -73,7 +73,8 @@ ps_status store_batch_prepare(store *store, const store_push *push, store_batch 
  * gets the new weights as an ASSIGN. The chunk must exist (NOT_FOUND), have the
  * push's length (INVALID_ARGUMENT), and have no state of another optimizer kind
  * (FAILED_PRECONDITION). A chunk's first step allocates its state, which counts
- * against the quota like values.
+ * against the quota like values. An ASSIGN replaces the values and drops their
+ * optimizer state (the next optimizer push starts afresh).
  *
  * Applies a prepared batch: everything or nothing. ret_versions (n entries, may be
  * NULL) gets the new version per key and *ret_seq (may be NULL) the seq of the last

@@ -443,6 +443,15 @@ static void apply_key(store *s, store_batch *b, size_t i, uint64_t seq) {
         float *old = c->data;
         c->data = b->fresh[i]->data;
         b->fresh[i]->data = old;
+        if (c->state) { /* new values: the optimizer state of the old ones goes */
+            uint64_t state_bytes = store_chunk_bytes(c) - (uint64_t)c->len * sizeof(float);
+            s->bytes -= state_bytes;
+            quota_release(s->quota, state_bytes);
+            b->fresh[i]->state = c->state; /* freed with the batch, after the lock */
+            c->state = NULL;
+        }
+        c->state_kind = OPTIM_NONE;
+        c->steps = 0;
     } else if (b->push.op == UPDATE_LOG_OP_OPTIMIZE) { /* the step's results */
         memcpy(c->data, e->values, (size_t)c->len * sizeof(float));
         if (c->state_kind == OPTIM_NONE) /* its first step: the state is new */

@@ -101,6 +101,14 @@ def test_optimizer_matches_numpy(shard, case):
     # a plain pull carries no state
     resp, _ = pull(s, epoch, key)
     assert not resp.state and not resp.state_kinds
+    # an ASSIGN (a re-upload) replaces the values and drops their optimizer state
+    before = s.Health(pb.HealthRequest()).bytes
+    assign(s, epoch, key, w)
+    resp, got = pull(s, epoch, key, with_state=True)
+    assert np.array_equal(got, w) and resp.state_kinds == [pb.OPT_NONE] and resp.state == b""
+    assert s.Health(pb.HealthRequest()).bytes == before - 4 * n * len(ref_state)
+    optimize(s, epoch, [key], [np.ones(n, np.float32)], spec(kind, **h))
+    assert pull(s, epoch, key, with_state=True)[0].state_steps == [1]
 
 
 def test_update_stream_carries_weights_not_state(shard):

@@ -29,6 +29,7 @@
 #include "status.h"
 
 #define COORD_ERR_MAX 1024              /* room for an operation's message */
+#define COORD_MAX_PUBLISHES 64          /* publishes running at once */
 #define COORD_MAX_OPTIMIZER_FIELDS 16   /* hyper-parameters in one SetOptimizer */
 #define COORD_DEFAULT_MAX_WATCHERS 200  /* WatchRing + WatchModels streams open at once */
 #define COORD_MAX_WATCHERS_LIMIT 100000 /* the largest --max-watchers */
@@ -153,6 +154,22 @@ ps_status coord_worker_clock(coord_ctx *ctx, const Ps__ClockRequest *req, Ps__Cl
  * turns false (DEADLINE_EXCEEDED), or the coordinator stops (UNAVAILABLE). */
 ps_status coord_worker_wait(coord_ctx *ctx, const Ps__WaitClockRequest *req, coord_alive_fn alive,
                             void *arg, Ps__ClockResponse *resp, char *err, size_t err_len);
+
+/* -------------------------------------------- consistent cuts (coord_publish.c) --- */
+
+/* Sends one progress message; false when the call is gone. */
+typedef bool (*coord_publish_fn)(void *arg, const Ps__PublishProgress *progress);
+/* Runs a publish (Publish in coordinator.proto) to its end, reporting each phase:
+ * fences the model's training workers until all are parked, has every live replica
+ * serving the version prepare the cut, commits. `alive` false (the call's deadline):
+ * DEADLINE_EXCEEDED and nothing changes. FAILED_PRECONDITION for a model that
+ * propagates by streaming or one being published; FAILED_PRECONDITION when a replica could not
+ * build the cut. */
+ps_status coord_publish_run(coord_ctx *ctx, const Ps__PublishRequest *req, coord_alive_fn alive,
+                            coord_publish_fn progress, void *arg, char *err, size_t err_len);
+/* A replica built (or could not build) a cut. NOT_FOUND when no such publish runs. */
+ps_status coord_publish_prepared(coord_ctx *ctx, const Ps__PreparedRequest *req, char *err,
+                                 size_t err_len);
 
 /* The ring, every node and every model version. */
 ps_status coord_status_get(coord_ctx *ctx, Ps__StatusResponse **ret_status);

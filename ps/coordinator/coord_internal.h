@@ -13,6 +13,19 @@
 #include "ring_state.h"
 #include "state_store.h"
 
+/* A publish in progress (coord_publish.c). */
+typedef struct coord_publish {
+    bool active;
+    char model[256];
+    uint64_t version, number;
+    int64_t started_ms;
+    uint32_t workers;                        /* live training workers when fenced */
+    char (*expected)[MEMBERSHIP_ID_MAX + 1]; /* replicas that must prepare it */
+    bool *prepared;                          /* per expected replica */
+    size_t n_expected;
+    char error[320]; /* a replica's failure: the publish fails */
+} coord_publish;
+
 struct coord_ctx {
     int heartbeat_ms;
     size_t max_watchers;
@@ -30,11 +43,15 @@ struct coord_ctx {
     registry *models;
     workers *workers; /* training workers and their clocks (not persisted) */
     int64_t worker_timeout_ms;
-    state_store *store;    /* its writes happen outside `lock` */
-    uint64_t snapshot_seq; /* the number of the last snapshot taken */
-    size_t watchers;       /* watch streams open */
+    coord_publish publishes[COORD_MAX_PUBLISHES]; /* publishes in progress */
+    state_store *store;                           /* its writes happen outside `lock` */
+    uint64_t snapshot_seq;                        /* the number of the last snapshot taken */
+    size_t watchers;                              /* watch streams open */
     bool stopping;
 };
+
+/* True while a publish of the model runs: its workers' waits park (lock held). */
+bool coord_publish_fenced_locked(coord_ctx *c, const char *model);
 
 /* Reports an event (printf format). */
 void coord_event(coord_ctx *c, coord_event_level level, const char *fmt, ...)

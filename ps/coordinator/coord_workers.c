@@ -94,14 +94,22 @@ ps_status coord_worker_wait(coord_ctx *c, const Ps__WaitClockRequest *req, coord
     train_consistency mode;
     uint32_t staleness;
     ps_status st = policy_locked(c, model, &mode, &staleness, err, err_len);
+    bool parked = false;
     while (st == PS_STATUS_OK) {
         expire_locked(c);
         if ((st = workers_touch(c->workers, model, req->worker_id, coord_now(c), err, err_len)) !=
             PS_STATUS_OK)
             break; /* waiting keeps the waiter alive; a dead one must register again */
-        if (mode == TRAIN_CONSISTENCY_ASP ||
-            workers_ready(c->workers, model, req->clock, staleness))
+        /* a publish fences the model: waits park until it ends, whatever the policy */
+        if (!coord_publish_fenced_locked(c, model) &&
+            (mode == TRAIN_CONSISTENCY_ASP ||
+             workers_ready(c->workers, model, req->clock, staleness)))
             break;
+        if (!parked) { /* inside the wait it pushes nothing: a publish may cut */
+            workers_park(c->workers, model, req->worker_id, true);
+            parked = true;
+            pthread_cond_broadcast(&c->changed);
+        }
         if (c->stopping) {
             ps_set_err(err, err_len, "the coordinator is shutting down");
             st = PS_STATUS_UNAVAILABLE;
@@ -115,15 +123,18 @@ ps_status coord_worker_wait(coord_ctx *c, const Ps__WaitClockRequest *req, coord
             uint64_t min = workers_min_clock(c->workers, model, &n);
             ps_set_err(err, err_len,
                        "worker %llu at clock %llu waited for the slowest of %zu workers (clock "
-                       "%llu, staleness %u) until the deadline",
+                       "%llu, staleness %u%s) until the deadline",
                        (unsigned long long)req->worker_id, (unsigned long long)req->clock, n,
-                       (unsigned long long)min, staleness);
+                       (unsigned long long)min, staleness,
+                       coord_publish_fenced_locked(c, model) ? ", a publish running" : "");
             st = PS_STATUS_DEADLINE_EXCEEDED;
             break;
         }
         struct timespec ts = ps_abstime_after_ms(COORD_WATCH_POLL_MS);
         pthread_cond_timedwait(&c->changed, &c->lock, &ts);
     }
+    if (parked)
+        workers_park(c->workers, model, req->worker_id, false);
     if (st == PS_STATUS_OK) {
         size_t live = 0;
         uint64_t min = workers_min_clock(c->workers, model, &live);

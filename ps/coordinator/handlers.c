@@ -136,6 +136,14 @@ static bool call_alive(void *arg) {
     return rpc_ctx_alive(arg);
 }
 
+/* Waits that end with a message of their own stop this long before the call's deadline,
+ * so the caller gets the message, not the transport's bare DEADLINE_EXCEEDED. */
+#define DEADLINE_MARGIN_MS 250
+
+static bool call_alive_with_margin(void *arg) {
+    return rpc_ctx_alive(arg) && rpc_ctx_deadline_ms(arg) > DEADLINE_MARGIN_MS;
+}
+
 /* How a watch ended, as the call's status. */
 static ps_status watch_end(rpc_ctx *rpc, coord_ctx *c, ps_status st) {
     coord_watch_end(c);
@@ -191,12 +199,36 @@ static ps_status h_wait_clock(rpc_ctx *rpc, const ProtobufCMessage *msg, void *u
     if (st != PS_STATUS_OK)
         return fail(rpc, st, err);
     Ps__ClockResponse resp = PS__CLOCK_RESPONSE__INIT;
-    st = coord_worker_wait(user, (const Ps__WaitClockRequest *)msg, call_alive, rpc, &resp, err,
-                           sizeof err);
+    st = coord_worker_wait(user, (const Ps__WaitClockRequest *)msg, call_alive_with_margin, rpc,
+                           &resp, err, sizeof err);
     coord_watch_end(user);
     if (st != PS_STATUS_OK)
         return fail(rpc, st, err);
     return rpc_ctx_write(rpc, &resp.base);
+}
+
+static ps_status h_prepared(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    Ps__PreparedResponse resp = PS__PREPARED_RESPONSE__INIT;
+    ps_status st = coord_publish_prepared(user, (const Ps__PreparedRequest *)msg, err, sizeof err);
+    return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
+}
+
+static bool write_progress(void *arg, const Ps__PublishProgress *progress) {
+    return rpc_ctx_write(arg, &progress->base) == PS_STATUS_OK;
+}
+
+static ps_status h_publish(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
+    char err[COORD_ERR_MAX] = "";
+    ps_status st = coord_watch_begin(user, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        return fail(rpc, st, err);
+    st = coord_publish_run(user, (const Ps__PublishRequest *)msg, call_alive_with_margin,
+                           write_progress, rpc, err, sizeof err);
+    coord_watch_end(user);
+    if (st == PS_STATUS_CANCELLED)
+        return st; /* the call is gone */
+    return st == PS_STATUS_OK ? st : fail(rpc, st, err);
 }
 
 /* ----------------------------------------------------------------- the table --- */
@@ -235,6 +267,10 @@ void handlers_methods(coord_ctx *ctx, rpc_method methods[HANDLERS_METHOD_COUNT])
          0},
         {"/ps.Coordinator/WaitClock", RPC_METHOD_SERVER_STREAM, &ps__wait_clock_request__descriptor,
          h_wait_clock, ctx, 0},
+        {"/ps.Coordinator/Publish", RPC_METHOD_SERVER_STREAM, &ps__publish_request__descriptor,
+         h_publish, ctx, 0},
+        {"/ps.Coordinator/Prepared", RPC_METHOD_UNARY, &ps__prepared_request__descriptor,
+         h_prepared, ctx, 0},
     };
     for (size_t i = 0; i < HANDLERS_METHOD_COUNT; i++)
         methods[i] = table[i];

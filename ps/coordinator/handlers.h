@@ -16,7 +16,7 @@
 #include "coord.h"
 #include "rpc.h"
 
-#define HANDLERS_METHOD_COUNT 16 /* methods of ps.Coordinator */
+#define HANDLERS_METHOD_COUNT 18 /* methods of ps.Coordinator */
 
 /* Fills methods[HANDLERS_METHOD_COUNT] with every method of the service, each with
  * `ctx` as its user pointer, for rpc_server_serve. */

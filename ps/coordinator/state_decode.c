@@ -205,6 +205,10 @@ static ps_status decode_model_parts(const json_t *jm, const char *where, model_p
     const char *name = NULL, *config = NULL;
     json_int_t version = 0;
     const json_t *tensors = NULL;
+    json_int_t published = 0; /* absent in files written before consistent propagation */
+    if (json_object_get(jm, "published") &&
+        !get_int(jm, at, "published", 0, INT64_MAX, &published, err, err_len))
+        return PS_STATUS_PARSE;
     if (!get_str(jm, at, "name", &name, err, err_len) ||
         !get_int(jm, at, "version", 1, (json_int_t)REGISTRY_MAX_VERSION, &version, err, err_len) ||
         !get_str(jm, at, "config_json", &config, err, err_len) ||
@@ -214,6 +218,7 @@ static ps_status decode_model_parts(const json_t *jm, const char *where, model_p
     p->model.name = (char *)name;
     p->model.version = (uint64_t)version;
     p->model.config_json = (char *)config;
+    p->model.published = (uint64_t)published;
     p->tensors = calloc(n ? n : 1, sizeof *p->tensors);
     p->ptrs = calloc(n ? n : 1, sizeof *p->ptrs);
     if (!p->tensors || !p->ptrs)

@@ -84,8 +84,10 @@ static json_t *model_json(const Ps__ModelInfo *m) {
     }
     if (!tensors)
         return NULL;
-    return json_pack("{s:s, s:I, s:s, s:o}", "name", m->name, "version", (json_int_t)m->version,
-                     "config_json", m->config_json, "tensors", tensors);
+    /* a publish in progress (publishing) is not kept: a restart abandons it */
+    return json_pack("{s:s, s:I, s:s, s:o, s:I}", "name", m->name, "version",
+                     (json_int_t)m->version, "config_json", m->config_json, "tensors", tensors,
+                     "published", (json_int_t)m->published);
 }
 
 static json_t *nodes_json(const membership *members) {

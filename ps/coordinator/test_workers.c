@@ -122,12 +122,34 @@ static void test_bad_calls(void **state) {
     workers_destroy(NULL);
 }
 
+static void test_parked(void **state) {
+    (void)state;
+    workers *w = make(1000, 0);
+    size_t live = 9;
+    assert_true(workers_all_parked(w, "m", &live)); /* nobody: nobody pushes */
+    assert_int_equal(live, 0);
+    uint64_t a = join(w, "m", 0, NULL), b = join(w, "m", 0, NULL);
+    assert_false(workers_all_parked(w, "m", &live));
+    assert_int_equal(live, 2);
+    assert_int_equal(workers_park(w, "m", a, true), PS_STATUS_OK);
+    assert_false(workers_all_parked(w, "m", NULL));
+    assert_int_equal(workers_park(w, "m", b, true), PS_STATUS_OK);
+    assert_true(workers_all_parked(w, "m", NULL));
+    assert_int_equal(workers_park(w, "m", b, false), PS_STATUS_OK);
+    assert_false(workers_all_parked(w, "m", NULL));
+    assert_int_equal(workers_leave(w, "m", b), PS_STATUS_OK); /* b leaves: a alone, parked */
+    assert_true(workers_all_parked(w, "m", NULL));
+    assert_int_equal(workers_park(w, "m", 999, true), PS_STATUS_NOT_FOUND);
+    workers_destroy(w);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bsp_and_ssp),
         cmocka_unit_test(test_join_at_slowest_and_leave),
         cmocka_unit_test(test_dead_worker_releases_the_others),
         cmocka_unit_test(test_bad_calls),
+        cmocka_unit_test(test_parked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

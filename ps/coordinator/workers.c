@@ -14,6 +14,7 @@ typedef struct worker {
     uint64_t id;
     uint64_t clock;
     int64_t seen_ms;
+    bool parked; /* inside a wait */
 } worker;
 
 struct workers {
@@ -151,6 +152,27 @@ size_t workers_expire(workers *w, int64_t now_ms, uint64_t *ret_dead, size_t max
         w->list[i] = w->list[--w->n];
     }
     return dead;
+}
+
+ps_status workers_park(workers *w, const char *model, uint64_t id, bool parked) {
+    worker *k = find(w, model, id);
+    if (!k)
+        return PS_STATUS_NOT_FOUND;
+    k->parked = parked;
+    return PS_STATUS_OK;
+}
+
+bool workers_all_parked(const workers *w, const char *model, size_t *ret_live) {
+    size_t live = 0, parked = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        if (strcmp(w->list[i].model, model) != 0)
+            continue;
+        live++;
+        parked += w->list[i].parked;
+    }
+    if (ret_live)
+        *ret_live = live;
+    return parked == live;
 }
 
 bool workers_ready(const workers *w, const char *model, uint64_t clock, uint64_t staleness) {

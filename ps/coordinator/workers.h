@@ -63,6 +63,13 @@ size_t workers_expire(workers *w, int64_t now_ms, uint64_t *ret_dead, size_t max
  * how many are live. */
 uint64_t workers_min_clock(const workers *w, const char *model, size_t *ret_live);
 
+/* Worker id is (or no longer is) parked in a wait: it pushes nothing until it returns.
+ * NOT_FOUND as above. */
+ps_status workers_park(workers *w, const char *model, uint64_t id, bool parked);
+/* True when every live worker of the model is parked (or there is none); *ret_live
+ * (may be NULL) gets how many are live. */
+bool workers_all_parked(const workers *w, const char *model, size_t *ret_live);
+
 /* True when a worker at `clock` may read under staleness bound s: every live worker
  * has clock >= clock - s. */
 bool workers_ready(const workers *w, const char *model, uint64_t clock, uint64_t staleness);

@@ -64,6 +64,18 @@ static const char optimizer_help[] =
     "                l1, l2, beta (those the kind uses)\n"
     "JSON: {\"model\", \"version\", \"target\", \"optimizer\"}\n";
 
+static const char publish_help[] =
+    "usage: psctl model publish MODEL [--version N] [--wait-s S]\n"
+    "Publishes a consistent cut of a model version whose config.json says \"training\":\n"
+    "{\"propagation\": \"consistent\"}: the coordinator parks the model's training workers\n"
+    "between steps (no push in flight), the replicas serving it pull the whole version\n"
+    "beside the one they serve, and when all have it they switch at once; then training\n"
+    "goes on. Responses name the publish that computed them. Prints each phase.\n"
+    "  --version N   the version (default: the latest)\n"
+    "  --wait-s S    give up (nothing changes) after S seconds (default 60)\n"
+    "JSON: {\"model\", \"version\", \"publish\", \"phases\": [{\"phase\", \"workers\",\n"
+    "\"replicas\", \"elapsed_ms\"}]}\n";
+
 static const char show_help[] =
     "usage: psctl model show MODEL [--version N]\n"
     "One registered model version (default: the latest): its tensors with shapes and\n"
@@ -78,6 +90,7 @@ const psctl_cmd psctl_model_cmds[PSCTL_MODEL_N_CMDS] = {
     {"versions", "the versions of one model", versions_help, model_versions},
     {"delete", "delete one model version", delete_help, psctl_model_delete},
     {"optimizer", "show or change an optimizer", optimizer_help, psctl_model_optimizer},
+    {"publish", "publish a consistent cut", publish_help, psctl_model_publish},
 };
 
 static const char model_help[] =
@@ -89,7 +102,8 @@ static const char model_help[] =
     "  versions MODEL                                the registered versions of a model\n"
     "  delete MODEL --version N [--force]            delete a version, freeing its chunks\n"
     "  optimizer MODEL [--tensor T|--table T] [--type KIND] [FIELD=VALUE ...]\n"
-    "                                                show or change an optimizer\n";
+    "                                                show or change an optimizer\n"
+    "  publish MODEL [--version N]                   publish a consistent cut to the replicas\n";
 
 int psctl_cmd_model(psctl *p, int argc, char **argv) {
     return psctl_dispatch(p, "model", model_help, psctl_model_cmds, PSCTL_MODEL_N_CMDS, argc, argv);

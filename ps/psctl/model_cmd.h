@@ -20,6 +20,7 @@ enum {
     PSCTL_MODEL_VERSIONS,
     PSCTL_MODEL_DELETE,
     PSCTL_MODEL_OPTIMIZER,
+    PSCTL_MODEL_PUBLISH,
     PSCTL_MODEL_N_CMDS
 };
 extern const psctl_cmd psctl_model_cmds[PSCTL_MODEL_N_CMDS];
@@ -29,6 +30,8 @@ int psctl_model_upload(psctl *p, int argc, char **argv);
 int psctl_model_delete(psctl *p, int argc, char **argv);
 /* `psctl model optimizer` (cmd_optimizer.c). */
 int psctl_model_optimizer(psctl *p, int argc, char **argv);
+/* `psctl model publish` (cmd_publish.c). */
+int psctl_model_publish(psctl *p, int argc, char **argv);
 
 /* The model commands' own options (getopt_long `val`s). */
 enum {

@@ -44,6 +44,7 @@ static const char main_help[] =
     "                                    delete a version, freeing its chunks\n"
     "  model optimizer MODEL [--tensor T|--table T] [--type KIND] [FIELD=VALUE ...]\n"
     "                                    show or change an optimizer (config.json)\n"
+    "  model publish MODEL [--version N] publish a consistent cut to the replicas\n"
     "  status                            epoch, every node with its heartbeat, models\n"
     "  locate MODEL TENSOR [--version N] [--check]\n"
     "                                    each chunk's key and owning shard\n"

@@ -1,0 +1,118 @@
+"""psctl model publish, the coordinator's side of consistent propagation, against a
+real coordinator and shard (no replicas here: tests/e2e/test_consistent.py has them):
+a publish parks the model's training workers between steps (it waits while one is
+mid-step and commits once every live one waits; their waits then go on), numbers its
+cuts in the registry (ModelInfo.published, kept across a coordinator restart), gives up
+with nothing changed at its deadline, and refuses a model that propagates by
+streaming, an unknown model, and a second publish of the same model at once."""
+import json
+import threading
+import time
+
+import grpc
+import pytest
+
+from conftest import BUILD, TINY_CONFIG, run_psctl, tiny_tensors, write_model
+from test_shard_protocol import start, start_shard, stop_all, wait_ring
+
+import coordinator_pb2 as cpb  # noqa: E402
+import coordinator_pb2_grpc as cpb_grpc  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def coord(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("publish")
+    procs = []
+    p, addr = start(tmp, "coord", [BUILD / "ps" / "ps-coordinator", "--listen", "127.0.0.1:0",
+                                   "--state-dir", tmp / "st", "--heartbeat-ms", "200",
+                                   "--worker-timeout-ms", "3000"])
+    procs.append(("coord", p))
+    p, _ = start_shard(tmp, addr, "shard-1")
+    procs.append(("shard-1", p))
+    stub = cpb_grpc.CoordinatorStub(grpc.insecure_channel(addr))
+    wait_ring(stub, ["shard-1"])
+    for name, training in (("cons", {"propagation": "consistent", "consistency": "asp"}),
+                           ("stream", {})):
+        d = write_model(tmp / name, dict(TINY_CONFIG, name=name, training=training), tiny_tensors(3))
+        assert run_psctl("model", "upload", d, coordinator=addr).rc == 0
+    yield stub, addr
+    stop_all(tmp, procs)
+
+
+def publish(addr, model, *args):
+    return run_psctl("model", "publish", model, *args, coordinator=addr)
+
+
+def published(stub, model):
+    return stub.GetModel(cpb.GetModelRequest(name=model)).published
+
+
+def test_publish_parks_workers_between_steps(coord):
+    stub, addr = coord
+    before = published(stub, "cons")
+    w = stub.RegisterWorker(cpb.RegisterWorkerRequest(model="cons", name="trainer"))
+    result = {}
+
+    def run():
+        result["r"] = publish(addr, "cons", "--wait-s", "20")
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.6)  # the worker is mid-step (not in a wait): the publish must hold
+    assert t.is_alive(), result
+    assert published(stub, "cons") == before
+    # the worker ends its step and waits: parked, the publish commits, the wait goes on
+    stub.Clock(cpb.ClockRequest(model="cons", worker_id=w.worker_id, clock=1))
+    got = list(stub.WaitClock(cpb.WaitClockRequest(model="cons", worker_id=w.worker_id, clock=1),
+                              timeout=20))
+    t.join(20)
+    assert len(got) == 1
+    r = result["r"]
+    assert r.rc == 0, r
+    doc = json.loads(r.out)
+    assert doc["publish"] == before + 1 and doc["phases"][-1]["phase"] == "committed", doc
+    assert [ph["phase"] for ph in doc["phases"]] == ["fencing", "preparing", "committed"], doc
+    assert doc["phases"][0]["workers"] == 1 or doc["phases"][1]["workers"] == 1, doc
+    assert published(stub, "cons") == before + 1
+    # with no worker at all, a publish commits at once; text mode says each phase
+    stub.Clock(cpb.ClockRequest(model="cons", worker_id=w.worker_id, leave=True))
+    r = run_psctl("model", "publish", "cons", coordinator=addr, json_mode=False)
+    assert r.rc == 0 and "committed" in r.out and "fencing" in r.out, r
+    assert published(stub, "cons") == before + 2
+
+
+def test_publish_deadline_changes_nothing(coord):
+    stub, addr = coord
+    before = published(stub, "cons")
+    w = stub.RegisterWorker(cpb.RegisterWorkerRequest(model="cons", name="busy"))
+    r = publish(addr, "cons", "--wait-s", "1")  # the worker never parks
+    assert r.rc == 1 and "DEADLINE_EXCEEDED" in r.err and "park" in r.err, r
+    assert published(stub, "cons") == before
+    # the fence is lifted: the worker's waits go through (asp)
+    got = list(stub.WaitClock(cpb.WaitClockRequest(model="cons", worker_id=w.worker_id, clock=0),
+                              timeout=5))
+    assert len(got) == 1
+    stub.Clock(cpb.ClockRequest(model="cons", worker_id=w.worker_id, leave=True))
+
+
+def test_publish_refusals(coord):
+    stub, addr = coord
+    r = publish(addr, "stream")
+    assert r.rc == 1 and "FAILED_PRECONDITION" in r.err and "propagation" in r.err, r
+    r = publish(addr, "no-such-model")
+    assert r.rc == 1 and "NOT_FOUND" in r.err, r
+    r = run_psctl("model", "publish", coordinator=addr)
+    assert r.rc == 2 and "which model?" in r.err, r
+    # a second publish of the same model while one runs
+    w = stub.RegisterWorker(cpb.RegisterWorkerRequest(model="cons", name="busy"))
+    t = threading.Thread(target=lambda: publish(addr, "cons", "--wait-s", "3"))
+    t.start()
+    time.sleep(0.5)
+    r = publish(addr, "cons", "--wait-s", "1")
+    assert r.rc == 1 and "being published already" in r.err, r
+    t.join()
+    stub.Clock(cpb.ClockRequest(model="cons", worker_id=w.worker_id, leave=True))
+    # Prepared for a publish that does not run
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Prepared(cpb.PreparedRequest(node_id="serve-x", model="cons", version=1, publish=99))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND

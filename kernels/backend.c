@@ -106,3 +106,45 @@ ps_status kernels_backend_scale(const kernels_backend *backend, const float *x, 
     }
     return backend->iface.scale(backend->ctx, x, rows, cols, scale, shift, y);
 }
+
+/* n * m within KERNELS_MAX_DIM (each already size_ok). */
+static int product_ok(size_t n, size_t m) {
+    size_t p;
+    return !__builtin_mul_overflow(n, m, &p) && p <= KERNELS_MAX_DIM;
+}
+
+ps_status kernels_backend_embedding_bag(const kernels_backend *backend, const float *rows,
+                                        size_t n_rows, size_t dim, const int64_t *index,
+                                        size_t batch, size_t len, kernels_pool pool, float *y) {
+    if (backend == NULL || index == NULL || y == NULL || (rows == NULL && n_rows > 0) ||
+        !size_ok(dim) || !size_ok(batch) || !size_ok(len) || !product_ok(batch, len) ||
+        n_rows > KERNELS_MAX_DIM || (n_rows > 0 && !product_ok(n_rows, dim)) ||
+        !product_ok(batch, dim) || (pool != KERNELS_POOL_SUM && pool != KERNELS_POOL_MEAN)) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    /* The executor builds the index itself; a bad entry is a bug there, caught here
+     * before any backend reads out of bounds. (Host memory: a device backend will check
+     * where the index is built.) */
+    for (size_t i = 0; i < batch * len; i++) {
+        if (index[i] < -1 || index[i] >= (int64_t)n_rows) {
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    if (backend->iface.embedding_bag == NULL) {
+        return PS_STATUS_UNIMPLEMENTED;
+    }
+    return backend->iface.embedding_bag(backend->ctx, rows, n_rows, dim, index, batch, len, pool,
+                                        y);
+}
+
+ps_status kernels_backend_concat(const kernels_backend *backend, const float *a, size_t ca,
+                                 const float *b, size_t cb, size_t rows, float *y) {
+    if (backend == NULL || a == NULL || b == NULL || y == NULL || !size_ok(ca) || !size_ok(cb) ||
+        !size_ok(rows) || ca + cb > KERNELS_MAX_DIM || !product_ok(rows, ca + cb)) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (backend->iface.concat == NULL) {
+        return PS_STATUS_UNIMPLEMENTED;
+    }
+    return backend->iface.concat(backend->ctx, a, ca, b, cb, rows, y);
+}

@@ -21,6 +21,7 @@
 #define PS_KERNELS_BACKEND_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "status.h"
 
@@ -35,6 +36,12 @@ typedef enum kernels_activation {
     KERNELS_ACTIVATION_SIGMOID,  /* y = 1 / (1 + exp(-x)) */
     KERNELS_ACTIVATION_TANH,     /* y = tanh(x) */
 } kernels_activation;
+
+/* How an embedding bag reduces the rows of one sample. */
+typedef enum kernels_pool {
+    KERNELS_POOL_SUM = 0, /* y = the sum of the sample's rows */
+    KERNELS_POOL_MEAN,    /* y = that sum / the count of rows (not padding); zeros for none */
+} kernels_pool;
 
 /* What a backend implements. `ctx` is the context given to kernels_backend_create.
  * Sizes are already checked (non-zero, <= KERNELS_MAX_DIM) by the dispatcher. */
@@ -62,6 +69,20 @@ typedef struct kernels_backend_iface {
      * may be NULL (meaning 1 and 0); y may equal x. */
     ps_status (*scale)(void *ctx, const float *x, size_t rows, size_t cols, const float *scale,
                        const float *shift, float *y);
+
+    /* Optional. An embedding bag: for each of `batch` samples, its `len` entries of
+     * index (index[b * len + j]) pick rows of `rows` [n_rows, dim]; an entry -1 is
+     * padding. y[b, :] = the sum (KERNELS_POOL_SUM) or the mean (KERNELS_POOL_MEAN) of
+     * the rows picked, zeros when all are padding. Every entry is -1 or < n_rows
+     * (checked by the dispatcher); n_rows may be 0 (rows is then NULL: all padding). */
+    ps_status (*embedding_bag)(void *ctx, const float *rows, size_t n_rows, size_t dim,
+                               const int64_t *index, size_t batch, size_t len, kernels_pool pool,
+                               float *y);
+
+    /* Optional. y[r, :] = a[r, :] then b[r, :]: y[rows, ca + cb] from a[rows, ca] and
+     * b[rows, cb]. y never aliases a or b. */
+    ps_status (*concat)(void *ctx, const float *a, size_t ca, const float *b, size_t cb,
+                        size_t rows, float *y);
 } kernels_backend_iface;
 
 typedef struct kernels_backend kernels_backend;
@@ -92,5 +113,13 @@ ps_status kernels_backend_add(const kernels_backend *backend, const float *a, co
                               size_t n, float *y);
 ps_status kernels_backend_scale(const kernels_backend *backend, const float *x, size_t rows,
                                 size_t cols, const float *scale, const float *shift, float *y);
+/* Also INVALID_ARGUMENT when batch * len or n_rows * dim passes KERNELS_MAX_DIM, an
+ * index entry is outside -1..n_rows-1, or the pool is unknown. */
+ps_status kernels_backend_embedding_bag(const kernels_backend *backend, const float *rows,
+                                        size_t n_rows, size_t dim, const int64_t *index,
+                                        size_t batch, size_t len, kernels_pool pool, float *y);
+/* Also INVALID_ARGUMENT when ca + cb or rows * (ca + cb) passes KERNELS_MAX_DIM. */
+ps_status kernels_backend_concat(const kernels_backend *backend, const float *a, size_t ca,
+                                 const float *b, size_t cb, size_t rows, float *y);
 
 #endif

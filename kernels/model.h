@@ -22,12 +22,23 @@
  *     under the read side, writes under the write side), or build a second instance
  *     and swap pointers (the "consistent" update mode).
  *
- * Inference: inputs are given by name, each contiguous FP32 row-major with the full
- * shape (batch dim first when max_batch_size > 0, 1 <= batch <= max_batch_size, the
- * same batch for every input; the other dims exactly as configured). Every model
- * input must be given. Outputs are asked for by name (any subset, any order); each
- * lands in the caller's buffer, or when none is given, in the workspace (valid until
- * the workspace's next use).
+ * Inference: inputs are given by name, each contiguous row-major with the full shape
+ * (batch dim first when max_batch_size > 0, 1 <= batch <= max_batch_size, the same
+ * batch for every input; the other dims exactly as configured): FP32 inputs as floats
+ * (model_input.data), INT64 inputs as ids (model_input.ids; an id < 0 is padding).
+ * Every model input must be given. Outputs are asked for by name (any subset, any
+ * order); each lands in the caller's buffer, or when none is given, in the workspace
+ * (valid until the workspace's next use).
+ *
+ * Tables: the kernels know no network, so an instance whose graph has embedding_bag
+ * layers reads table rows through a source its owner sets (model_set_rows): a serving
+ * replica's reads them from the parameter servers, a test's from memory. A forward
+ * pass gathers each embedding_bag layer's ids over the batch (padding skipped, each
+ * distinct id once), asks the source once per layer, then the backend reduces the rows
+ * per sample. The rows are read before any layer runs: model_infer_rows does only
+ * that part, so a caller can read them without holding whatever guards the dense
+ * parameters, then run model_infer on the same workspace. Workspaces are sized at
+ * model_workspace_create for max_batch_size samples of every table input.
  */
 #ifndef PS_KERNELS_MODEL_H
 #define PS_KERNELS_MODEL_H
@@ -49,8 +60,17 @@ typedef struct model_input {
     const char *name;             /* a model input's name */
     uint32_t ndims;               /* as configured, batch dim included */
     int64_t dims[MODEL_MAX_DIMS]; /* dims[0] is the batch size when max_batch_size > 0 */
-    const float *data;            /* product(dims) floats, row-major */
+    const float *data;            /* FP32 inputs: product(dims) floats, row-major */
+    const int64_t *ids;           /* INT64 inputs: product(dims) ids (< 0: padding) */
 } model_input;
+
+/* Where an instance reads table rows: out[n * dim] gets the rows of ids[0..n) (distinct,
+ * each >= 0) of table `table`, dim floats each, in ids order. On failure it writes err
+ * (a message a person can act on) and returns the status model_infer then returns
+ * (UNAVAILABLE when the rows cannot be reached, say). Called from model_infer's and
+ * model_infer_rows' threads, possibly several at once. */
+typedef ps_status (*model_rows_fn)(void *arg, const char *table, uint32_t dim, size_t n,
+                                   const uint64_t *ids, float *out, char *err, size_t err_len);
 
 /* One requested output. The caller sets name and optionally buffer/capacity; infer
  * sets data, ndims and dims. */
@@ -87,6 +107,13 @@ const model_config *model_get_config(const model *m);
 const char *model_name(const model *m);
 uint32_t model_max_batch_size(const model *m);
 
+/* Sets where the instance reads table rows (fn NULL: nowhere; a pass of a graph with
+ * embedding_bag layers then fails FAILED_PRECONDITION). Set it before the first
+ * forward pass: it is not synchronised with model_infer. */
+void model_set_rows(model *m, model_rows_fn fn, void *arg);
+/* True when the graph has embedding_bag layers (reads table rows). */
+bool model_has_tables(const model *m);
+
 /* Parameters in model_config_param order, with their actual shapes. */
 size_t model_param_count(const model *m);
 bool model_param_at(const model *m, size_t i, model_tensor_desc *ret_desc);
@@ -108,10 +135,20 @@ ps_status model_load_safetensors(model *m, const safetensors *st, char *err, siz
 ps_status model_workspace_create(const model *m, model_workspace **ret_ws);
 void model_workspace_destroy(model_workspace *ws); /* accepts NULL */
 
+/* Reads the table rows a forward pass of these inputs needs into ws (see "Tables"
+ * above), checking the inputs as model_infer does; nothing for a graph without
+ * tables. A model_infer that follows on ws with the same inputs array (unchanged)
+ * uses them instead of reading again; any other call on ws drops them. Errors as
+ * model_infer's. */
+ps_status model_infer_rows(const model *m, model_workspace *ws, const model_input *inputs,
+                           size_t n_inputs, char *err, size_t err_len);
+
 /* Runs a forward pass (see "Inference" above). ws NULL: scratch is allocated for this
  * call, and every output must then have a buffer. INVALID_ARGUMENT with a message for
- * an unknown or missing input, a wrong shape or batch size, an unknown output, a
- * buffer too small; UNIMPLEMENTED when the backend lacks an op the graph uses. */
+ * an unknown or missing input, a wrong shape or batch size, FP32 data for an INT64
+ * input (or the reverse), an unknown output, a buffer too small; UNIMPLEMENTED when
+ * the backend lacks an op the graph uses; FAILED_PRECONDITION for a graph with tables
+ * and no rows source; the source's status when it fails. */
 ps_status model_infer(const model *m, model_workspace *ws, const model_input *inputs,
                       size_t n_inputs, model_output *outputs, size_t n_outputs, char *err,
                       size_t err_len);

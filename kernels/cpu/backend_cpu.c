@@ -6,7 +6,9 @@
  * into y first and sgemm accumulates onto it (beta = 1), which saves a pass over y.
  * Everything else is a plain C loop: these ops are memory-bound and the compiler
  * vectorises them well enough. Softmax subtracts the row maximum before exp (no
- * overflow) and sums in double, so rows of thousands of classes stay accurate.
+ * overflow) and sums in double, so rows of thousands of classes stay accurate. An
+ * embedding bag adds its rows in float, in index order, then divides once for "mean"
+ * (a bag holds a few dozen rows; float keeps it as fast as the rows are read).
  *
  * The backend has no state: the context is NULL and every op may run on any number
  * of threads at once.
@@ -105,6 +107,45 @@ static ps_status cpu_scale(void *ctx, const float *x, size_t rows, size_t cols, 
     return PS_STATUS_OK;
 }
 
+static ps_status cpu_embedding_bag(void *ctx, const float *rows, size_t n_rows, size_t dim,
+                                   const int64_t *index, size_t batch, size_t len,
+                                   kernels_pool pool, float *y) {
+    (void)ctx;
+    (void)n_rows;
+    for (size_t b = 0; b < batch; b++) {
+        float *yb = y + b * dim;
+        memset(yb, 0, dim * sizeof(*yb));
+        size_t count = 0;
+        for (size_t j = 0; j < len; j++) {
+            const int64_t r = index[b * len + j];
+            if (r < 0) {
+                continue; /* padding */
+            }
+            const float *row = rows + (size_t)r * dim;
+            for (size_t c = 0; c < dim; c++) {
+                yb[c] += row[c];
+            }
+            count++;
+        }
+        if (pool == KERNELS_POOL_MEAN && count > 1) {
+            for (size_t c = 0; c < dim; c++) {
+                yb[c] /= (float)count;
+            }
+        }
+    }
+    return PS_STATUS_OK;
+}
+
+static ps_status cpu_concat(void *ctx, const float *a, size_t ca, const float *b, size_t cb,
+                            size_t rows, float *y) {
+    (void)ctx;
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(y + r * (ca + cb), a + r * ca, ca * sizeof(*y));
+        memcpy(y + r * (ca + cb) + ca, b + r * cb, cb * sizeof(*y));
+    }
+    return PS_STATUS_OK;
+}
+
 static const kernels_backend_iface cpu_iface = {
     .name = "cpu",
     .free_ctx = NULL,
@@ -113,6 +154,8 @@ static const kernels_backend_iface cpu_iface = {
     .relu = cpu_relu,
     .add = cpu_add,
     .scale = cpu_scale,
+    .embedding_bag = cpu_embedding_bag,
+    .concat = cpu_concat,
 };
 
 ps_status kernels_backend_cpu_create(kernels_backend **ret_backend) {

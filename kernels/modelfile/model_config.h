@@ -8,6 +8,7 @@
  *     "max_batch_size": 64,                  optional, default 0 = no batch dimension
  *     "inputs":  [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}],
  *     "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
+ *     "tables":  [{"name": "item_emb", "dim": 8, ...}],   optional (sparse tables)
  *     "layers": [
  *       {"op": "dense", "input": "pixels", "output": "h1", "weight": "fc1.weight",
  *        "bias": "fc1.bias", "activation": "relu"},
@@ -19,9 +20,17 @@
  *
  * Shapes (KServe metadata style): with max_batch_size > 0 the first dim is the batch
  * dimension and must be -1, and at least one more dim follows; with max_batch_size 0
- * there is no batch dimension. Every other dim is a positive integer. Only "FP32" is
- * supported for now. Other top-level fields are ignored (room for batching policy and
- * the like); unknown fields inside inputs, outputs and layers are errors (typos).
+ * there is no batch dimension. Every other dim is a positive integer. Datatypes: every
+ * output and every value a layer makes is "FP32"; an input is "FP32" or "INT64" (ids
+ * into a sparse table, which only embedding_bag layers may read). Other top-level
+ * fields are ignored (room for batching policy and the like); unknown fields inside
+ * inputs, outputs and layers are errors (typos).
+ *
+ * Tables: the sparse embedding tables (rows of `dim` floats, keyed by id, held by the
+ * parameter servers; train_config.h owns the whole entry). This parser reads only each
+ * entry's "name" (unique, 1-255 bytes) and "dim" (1..TABLE_MAX_DIM): what the graph
+ * needs. The other fields (seed, init, optimizer) are accepted unchecked here;
+ * train_config_parse checks them.
  *
  * Ops (every layer also takes an optional "name", used in messages). All act on the
  * last axis; the leading dims (batch included) are rows:
@@ -33,6 +42,15 @@
  *   add      inputs [a, b] of the same shape, output: y = a + b
  *   scale    input, output, scale [features] and/or shift [features] (each optional,
  *            at least one): y = x * scale + shift
+ *   concat   inputs [a, b] of the same rank and the same leading dims, output: a and b
+ *            side by side on the last axis (y[..., 0:A] = a, y[..., A:A+B] = b)
+ *   embedding_bag
+ *            input, output, table (a declared table's name), mode "sum" | "mean":
+ *            input is a model input of datatype INT64 and shape [-1, L] ([L] with
+ *            max_batch_size 0), L >= 1 ids per sample; output [-1, dim] ([dim]), dim the
+ *            table's: per sample, the sum (or the mean) of the rows of its ids. An id
+ *            < 0 is padding and is skipped; "mean" divides by the count of ids that are
+ *            not padding (a sample of padding only gets zeros).
  * Layers are listed in execution order: a layer reads only model inputs and outputs
  * of earlier layers. Every name (inputs, layer outputs, parameter tensors) is unique
  * across the model; several layers may share one parameter tensor. Each model output
@@ -67,13 +85,15 @@
 #define MODEL_CONFIG_NAME_MAX 255          /* longest name (model, tensor, layer), bytes */
 #define MODEL_CONFIG_MAX_BYTES (16u << 20) /* longest config.json accepted */
 #define MODEL_CONFIG_NONE SIZE_MAX         /* "no such parameter" in model_config_layer */
+#define MODEL_CONFIG_MAX_TABLES 1024       /* entries of "tables" (train_config.h's limit) */
 
 typedef struct model_config model_config;
 
 /* A named tensor and its shape: inputs, outputs, parameters, values. */
 typedef struct model_tensor_desc {
     const char *name;     /* NUL-terminated; owned by whoever filled the struct */
-    const char *datatype; /* "FP32"; may be NULL in shapes given to model_config_resolve */
+    const char *datatype; /* "FP32", or "INT64" for an ids input; may be NULL in shapes given
+                             to model_config_resolve */
     uint32_t ndims;
     int64_t dims[MODEL_MAX_DIMS]; /* -1: batch dim (inputs, outputs, values) or not fixed
                                      by the config (parameters) */
@@ -85,7 +105,21 @@ typedef enum model_config_op {
     MODEL_CONFIG_OP_SOFTMAX,
     MODEL_CONFIG_OP_ADD,
     MODEL_CONFIG_OP_SCALE,
+    MODEL_CONFIG_OP_EMBEDDING_BAG,
+    MODEL_CONFIG_OP_CONCAT,
 } model_config_op;
+
+/* How an embedding_bag reduces the rows of a sample's ids. */
+typedef enum model_config_pool {
+    MODEL_CONFIG_POOL_SUM = 0,
+    MODEL_CONFIG_POOL_MEAN,
+} model_config_pool;
+
+/* A sparse table as the graph sees it. Strings belong to the config. */
+typedef struct model_config_table {
+    const char *name;
+    uint32_t dim; /* floats per row, 1..TABLE_MAX_DIM */
+} model_config_table;
 
 typedef enum model_config_activation {
     MODEL_CONFIG_ACTIVATION_NONE = 0,
@@ -99,18 +133,21 @@ typedef struct model_config_layer {
     model_config_op op;
     const char *name;                   /* the layer's "name", or its output's name */
     model_config_activation activation; /* dense only; NONE for other ops */
-    uint32_t input_count;               /* 1, or 2 for add */
+    uint32_t input_count;               /* 1, or 2 for add and concat */
     size_t inputs[2];                   /* value indices */
     size_t output;                      /* value index (input_count + layer index) */
     size_t weight;                      /* dense: parameter index */
     size_t bias;                        /* dense: parameter index or MODEL_CONFIG_NONE */
     size_t scale;                       /* scale: parameter index or MODEL_CONFIG_NONE */
     size_t shift;                       /* scale: parameter index or MODEL_CONFIG_NONE */
+    size_t table;                       /* embedding_bag: table index (model_config_table_at),
+                                           MODEL_CONFIG_NONE for other ops */
+    model_config_pool pool;             /* embedding_bag: sum or mean */
 } model_config_layer;
 
 /* Parses and validates config.json text (len bytes, need not be NUL-terminated).
  * PARSE for text that is not JSON, INVALID_ARGUMENT for JSON that is not a valid
- * config, UNIMPLEMENTED for a datatype other than FP32. */
+ * config, UNIMPLEMENTED for a datatype other than FP32 (and INT64 for inputs). */
 ps_status model_config_parse(const char *text, size_t len, model_config **ret_cfg, char *err,
                              size_t err_len);
 /* Reads a file and parses it; IO when it cannot be read (messages name the path). */
@@ -128,7 +165,8 @@ uint32_t model_config_max_batch_size(const model_config *cfg);
 
 size_t model_config_input_count(const model_config *cfg);
 size_t model_config_output_count(const model_config *cfg);
-/* Declared inputs/outputs in config order; false when i is out of range. */
+/* Declared inputs/outputs in config order, with their datatypes ("FP32", or "INT64" for
+ * an ids input); false when i is out of range. */
 bool model_config_input_at(const model_config *cfg, size_t i, model_tensor_desc *ret_desc);
 bool model_config_output_at(const model_config *cfg, size_t i, model_tensor_desc *ret_desc);
 
@@ -138,6 +176,10 @@ size_t model_config_param_count(const model_config *cfg);
 bool model_config_param_at(const model_config *cfg, size_t i, model_tensor_desc *ret_desc);
 /* Index of a parameter by name; false when no layer references it. */
 bool model_config_param_find(const model_config *cfg, const char *name, size_t *ret_index);
+
+/* The declared tables, in config order; false when i is out of range. */
+size_t model_config_table_count(const model_config *cfg);
+bool model_config_table_at(const model_config *cfg, size_t i, model_config_table *ret_table);
 
 size_t model_config_layer_count(const model_config *cfg);
 bool model_config_layer_at(const model_config *cfg, size_t i, model_config_layer *ret_layer);
@@ -154,15 +196,18 @@ bool model_config_value_find(const model_config *cfg, const char *name, size_t *
  * parameter that is missing or whose shape disagrees with the graph, and says which shape the graph
  * needs. On success, when non-NULL: ret_params[model_config_param_count]  every parameter's shape,
  * config order; ret_values[model_config_value_count]  every value's shape, batch dim -1 when
- *                                         max_batch_size > 0;
- * names in them point into cfg. */
+ *                                         max_batch_size > 0, datatype "INT64" for ids inputs;
+ * names in them point into cfg. A concat's output width (the sum of its inputs') is
+ * checked here too when the config alone could not fix it. */
 ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc *given,
                                size_t n_given, model_tensor_desc *ret_params,
                                model_tensor_desc *ret_values, char *err, size_t err_len);
 
-/* "dense", "relu", ...; "?" outside the enum. */
+/* "dense", "relu", ..., "embedding_bag", "concat"; "?" outside the enum. */
 const char *model_config_op_name(model_config_op op);
 /* "none", "relu", "sigmoid", "tanh"; "?" outside the enum. */
 const char *model_config_activation_name(model_config_activation activation);
+/* "sum", "mean"; "?" outside the enum. */
+const char *model_config_pool_name(model_config_pool pool);
 
 #endif

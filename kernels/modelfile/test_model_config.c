@@ -376,9 +376,14 @@ static void test_io_errors(void **state) {
 #define Y "{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 3]}"
     expect_error(IO(X("[-1, 3]"), ""), PS_STATUS_INVALID_ARGUMENT,
                  "\"outputs\" must be a non-empty list");
-    expect_error(IO("{'name': 'x', 'datatype': 'INT64', 'shape': [-1, 3]}", Y),
+    expect_error(IO("{'name': 'x', 'datatype': 'INT32', 'shape': [-1, 3]}", Y),
                  PS_STATUS_UNIMPLEMENTED,
-                 "inputs[0] (\"x\"): datatype \"INT64\" is not supported; only \"FP32\" is");
+                 "inputs[0] (\"x\"): datatype \"INT32\" is not supported; only \"FP32\" and "
+                 "\"INT64\"");
+    expect_error(IO("{'name': 'x', 'datatype': 'INT64', 'shape': [-1, 3]}", Y),
+                 PS_STATUS_INVALID_ARGUMENT,
+                 "input \"x\" is an INT64 model input (ids); only an embedding_bag layer may "
+                 "read it");
     expect_error(IO(X("[-1, 3]"), "{'name': 'y', 'datatype': 'BF16', 'shape': [-1, 3]}"),
                  PS_STATUS_UNIMPLEMENTED, "outputs[0] (\"y\"): datatype \"BF16\"");
     expect_error(IO("{'name': 'x', 'shape': [-1, 3]}", Y), PS_STATUS_INVALID_ARGUMENT,
@@ -441,7 +446,7 @@ static void test_layer_errors(void **state) {
     expect_error(ONE_IN("{'op': 'conv2d', 'input': 'x', 'output': 'y'}", "[-1, 4]"),
                  PS_STATUS_INVALID_ARGUMENT,
                  "layers[0]: unknown op \"conv2d\" (supported: dense, relu, softmax, add, "
-                 "scale)");
+                 "scale, embedding_bag, concat)");
     expect_error(ONE_IN("{'input': 'x', 'output': 'y'}", "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
                  "layers[0]: missing field \"op\"");
     expect_error(ONE_IN("{'op': 'relu', 'input': 'x'}", "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,

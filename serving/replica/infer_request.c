@@ -12,7 +12,7 @@
 
 struct infer_request {
     model_input *inputs;
-    float **in_data;
+    void **in_data; /* per input: floats (FP32) or int64 ids (INT64), malloc'd */
     size_t n_inputs;
     model_output *outputs;
     size_t n_outputs;
@@ -94,9 +94,8 @@ static ps_status check_input(const Inference__ModelInferRequest__InferInputTenso
     bool bad = too_long(in->datatype, INFER_MAX_DATATYPE_BYTES) || in->n_shape > INFER_MAX_RANK ||
                in->n_parameters > INFER_MAX_PARAMETERS;
     const Inference__InferTensorContents *c = in->contents;
-    bool other_contents = c && (c->n_bool_contents || c->n_int_contents || c->n_int64_contents ||
-                                c->n_uint_contents || c->n_uint64_contents || c->n_fp64_contents ||
-                                c->n_bytes_contents);
+    bool other_contents = c && (c->n_bool_contents || c->n_int_contents || c->n_uint_contents ||
+                                c->n_uint64_contents || c->n_fp64_contents || c->n_bytes_contents);
     if (!bad && !other_contents && in->n_parameters == 0)
         return PS_STATUS_OK; /* the common case */
     snprintf(where, sizeof where, "input '%.64s'", in->name ? in->name : "");
@@ -109,7 +108,9 @@ static ps_status check_input(const Inference__ModelInferRequest__InferInputTenso
     for (size_t k = 0; st == PS_STATUS_OK && k < in->n_parameters; k++)
         st = check_param(where, in->parameters[k]->key, in->parameters[k]->value, err, err_len);
     if (st == PS_STATUS_OK && other_contents)
-        st = invalid(err, err_len, "%s: only fp32_contents (or raw_input_contents) are accepted",
+        st = invalid(err, err_len,
+                     "%s: only fp32_contents (FP32 inputs), int64_contents (INT64 inputs) or "
+                     "raw_input_contents are accepted",
                      where);
     return st;
 }
@@ -183,9 +184,9 @@ static ps_status check_shape(const Inference__ModelInferRequest__InferInputTenso
     char want_shape[160], got_shape[160];
     shape_to_string(want->dims, want->ndims, want_shape, sizeof want_shape);
     shape_to_string(in->shape, in->n_shape, got_shape, sizeof got_shape);
-    if (strcmp(in->datatype, "FP32") != 0)
-        return invalid(err, err_len, "input '%s': datatype %.16s, expected FP32", in->name,
-                       in->datatype);
+    if (strcmp(in->datatype, want->datatype) != 0)
+        return invalid(err, err_len, "input '%s': datatype %.16s, expected %s", in->name,
+                       in->datatype, want->datatype);
     if (in->n_shape != want->ndims)
         return invalid(err, err_len, "input '%s': shape %s, expected %s", in->name, got_shape,
                        want_shape);
@@ -210,36 +211,47 @@ static ps_status check_shape(const Inference__ModelInferRequest__InferInputTenso
     return PS_STATUS_OK;
 }
 
-/* Copies input i's values (raw or typed) into a new buffer of count floats, all
- * finite. */
-static ps_status read_values(const infer_request_opts *o, size_t i, uint64_t count,
-                             float **ret_data, char *err, size_t err_len) {
+/* Copies input i's values (raw or typed: fp32_contents for FP32, int64_contents for
+ * INT64) into a new buffer of count elements; floats must all be finite (any id is
+ * fine: < 0 is padding). */
+static ps_status read_values(const infer_request_opts *o, size_t i, bool ids, uint64_t count,
+                             void **ret_data, char *err, size_t err_len) {
     const Inference__ModelInferRequest__InferInputTensor *in = o->request->inputs[i];
-    size_t have = in->contents ? in->contents->n_fp32_contents : 0;
+    const Inference__InferTensorContents *c = in->contents;
+    const size_t elem = ids ? 8 : 4;
+    const char *type = ids ? "INT64" : "FP32";
+    const char *field = ids ? "int64_contents" : "fp32_contents";
+    size_t have = c ? (ids ? c->n_int64_contents : c->n_fp32_contents) : 0;
+    size_t wrong = c ? (ids ? c->n_fp32_contents : c->n_int64_contents) : 0;
+    if (wrong > 0)
+        return invalid(err, err_len, "input '%s' is %s: give %s, not %s", in->name, type, field,
+                       ids ? "fp32_contents" : "int64_contents");
     if (o->n_raw > 0 && have > 0)
         return invalid(err, err_len, "input '%s' has both typed contents and raw_input_contents",
                        in->name);
     char shape[160];
     shape_to_string(in->shape, in->n_shape, shape, sizeof shape);
-    if (o->n_raw > 0 && o->raw[i].len != count * 4)
+    if (o->n_raw > 0 && o->raw[i].len != count * elem)
         return invalid(err, err_len,
-                       "input '%s': %zu bytes of raw content, expected %llu (shape %s of FP32)",
-                       in->name, o->raw[i].len, (unsigned long long)(count * 4), shape);
+                       "input '%s': %zu bytes of raw content, expected %llu (shape %s of %s)",
+                       in->name, o->raw[i].len, (unsigned long long)(count * elem), shape, type);
     if (o->n_raw == 0 && have != count)
-        return invalid(err, err_len,
-                       "input '%s': %zu fp32_contents values, expected %llu (shape %s)", in->name,
-                       have, (unsigned long long)count, shape);
-    float *data = malloc(count * 4 + 1);
+        return invalid(err, err_len, "input '%s': %zu %s values, expected %llu (shape %s)",
+                       in->name, have, field, (unsigned long long)count, shape);
+    uint8_t *data = malloc(count * elem + 1);
     if (!data) {
-        ps_set_err(err, err_len, "out of memory for input '%s' (%llu floats)", in->name,
+        ps_set_err(err, err_len, "out of memory for input '%s' (%llu values)", in->name,
                    (unsigned long long)count);
         return PS_STATUS_RESOURCE_EXHAUSTED;
     }
-    memcpy(data,
-           o->n_raw ? (const void *)o->raw[i].data : (const void *)in->contents->fp32_contents,
-           count * 4);
-    for (uint64_t k = 0; k < count; k++) {
-        if (!isfinite(data[k])) {
+    const void *src = o->n_raw ? (const void *)o->raw[i].data
+                      : ids    ? (const void *)c->int64_contents
+                               : (const void *)c->fp32_contents;
+    memcpy(data, src, count * elem); /* raw bytes are little-endian, like this host */
+    for (uint64_t k = 0; !ids && k < count; k++) {
+        float v;
+        memcpy(&v, data + k * 4, 4);
+        if (!isfinite(v)) {
             free(data);
             return invalid(err, err_len, "input '%s': element %llu is not a finite number",
                            in->name, (unsigned long long)k);
@@ -266,8 +278,8 @@ static ps_status read_inputs(infer_request *r, const infer_request_opts *o, char
             char shape[160];
             model_config_input_at(cfg, 0, &want);
             shape_to_string(want.dims, want.ndims, shape, sizeof shape);
-            return invalid(err, err_len, "unknown input '%s': model '%s' takes '%s' FP32 %s%s",
-                           in->name, model_config_name(cfg), want.name, shape,
+            return invalid(err, err_len, "unknown input '%s': model '%s' takes '%s' %s %s%s",
+                           in->name, model_config_name(cfg), want.name, want.datatype, shape,
                            ni > 1 ? " (and more)" : "");
         }
         for (size_t k = 0; k < i; k++)
@@ -275,8 +287,9 @@ static ps_status read_inputs(infer_request *r, const infer_request_opts *o, char
                 return invalid(err, err_len, "input '%s' is given twice", in->name);
         uint64_t count = 0;
         ps_status st = check_shape(in, &want, mbs, &count, err, err_len);
+        const bool ids = strcmp(want.datatype, "INT64") == 0;
         if (st == PS_STATUS_OK)
-            st = read_values(o, i, count, &r->in_data[i], err, err_len);
+            st = read_values(o, i, ids, count, &r->in_data[i], err, err_len);
         if (st != PS_STATUS_OK)
             return st;
         r->n_inputs++;
@@ -285,7 +298,10 @@ static ps_status read_inputs(infer_request *r, const infer_request_opts *o, char
         mi->ndims = (uint32_t)in->n_shape;
         for (size_t k = 0; k < in->n_shape; k++)
             mi->dims[k] = in->shape[k];
-        mi->data = r->in_data[i];
+        if (ids)
+            mi->ids = r->in_data[i];
+        else
+            mi->data = r->in_data[i];
         if (mbs > 0 && i > 0 && mi->dims[0] != r->batch)
             return invalid(err, err_len, "inputs disagree on the batch size (%lld and %lld)",
                            (long long)r->batch, (long long)mi->dims[0]);

@@ -8,6 +8,9 @@
  *   2. infer_request_create: the request against the model's config (input names,
  *      datatypes, shapes, batch size, content lengths, finite values, output names),
  *      then the decoded inputs and output buffers, all on the heap.
+ * Inputs come as raw_input_contents (little-endian) or typed contents: fp32_contents
+ * for an FP32 input, int64_contents for an INT64 one (ids for a sparse table; any
+ * value, < 0 is padding). Outputs are FP32.
  * Failures are INVALID_ARGUMENT with a message a person can act on; names quoted from
  * the request are cut to 64 bytes.
  */

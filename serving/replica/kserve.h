@@ -7,7 +7,11 @@
  * (infer_request.h) before anything is sized by it; a bad request gets a status and a
  * message a person can act on, never a crash. An inference whose outputs are not all
  * finite is refused (INTERNAL, naming model, version and output) and logged once per
- * streak. Responses report `param_version`: the sum of the chunk versions the model holds.
+ * streak. Responses report `param_version`: the sum of the chunk versions the model
+ * holds (dense chunks: table rows are read at each call and not counted). Inputs are
+ * FP32, or INT64 for the ids of a model's sparse tables (ModelMetadata and ModelConfig
+ * say which); outputs are FP32. A model with tables reads its rows from the shards
+ * during the call: when they cannot be reached it answers UNAVAILABLE.
  */
 #ifndef PS_SERVING_REPLICA_KSERVE_H
 #define PS_SERVING_REPLICA_KSERVE_H

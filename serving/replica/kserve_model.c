@@ -1,6 +1,7 @@
 /* kserve_model.c: the per-model description handlers: KServe ModelMetadata, and
  * Triton's ModelConfig and ModelStatistics (what tritonclient and perf_analyzer read).
- * Responses are built on the heap from the model's own config. See kserve.h. */
+ * Responses are built on the heap from the model's own config, datatypes included
+ * (FP32, and INT64 for the ids inputs of sparse tables). See kserve.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +61,7 @@ out:
     return st;
 }
 
-/* Triton's form of one tensor: FP32, dims without the batch dimension. */
+/* Triton's form of one tensor: dims without the batch dimension. */
 static void config_tensor(const model_tensor_desc *d, size_t skip, int64_t *dims, char **ret_name,
                           size_t *ret_n_dims) {
     *ret_name = (char *)d->name;
@@ -91,7 +92,8 @@ ps_status kserve_model_config(rpc_ctx *ctx, const ProtobufCMessage *msg, void *u
     for (size_t i = 0; i < ni; i++) {
         model_config_input_at(cfg, i, &d);
         inference__model_input__init(&inputs[i]);
-        inputs[i].data_type = INFERENCE__DATA_TYPE__TYPE_FP32;
+        inputs[i].data_type = strcmp(d.datatype, "INT64") == 0 ? INFERENCE__DATA_TYPE__TYPE_INT64
+                                                               : INFERENCE__DATA_TYPE__TYPE_FP32;
         inputs[i].dims = dims + i * MODEL_MAX_DIMS;
         config_tensor(&d, skip, inputs[i].dims, &inputs[i].name, &inputs[i].n_dims);
         in_ptrs[i] = &inputs[i];

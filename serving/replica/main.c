@@ -5,7 +5,8 @@
  * The registry watch hands each model list to the loader (which loads each model's
  * latest version, retrying until it loads); the ring watch hands each ring to sync
  * (which subscribes to every shard on it and applies the updates they stream); the
- * rpc server answers the KServe v2 gRPC inference protocol (kserve.h).
+ * rpc server answers the KServe v2 gRPC inference protocol (kserve.h). Models with
+ * sparse tables read their rows from the shards at inference time (rows_source.h).
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "loader.h"
 #include "log.h"
 #include "models.h"
+#include "rows_source.h"
 #include "runtime.h"
 #include "shard_source.h"
 #include "sync.h"
@@ -28,6 +30,7 @@ typedef struct serve_ctx {
     sync_ctx *sync;
     loader *loader;
     shard_source *load_src, *fix_src; /* one per pulling thread */
+    rows_source *rows;                /* table rows, for every inference thread */
     atomic_bool registered;           /* ServerReady: joined the cluster once */
     /* what the last heartbeat reported serving (the heartbeat thread's alone) */
     models_ref serving[SERVE_MAX_REPORTED];
@@ -87,11 +90,16 @@ static int half_of_memory_mb(void) {
 }
 
 /* The modules, on the context. */
-static ps_status build(serve_ctx *c, const char *coordinator, int max_model_mb) {
+static ps_status build(serve_ctx *c, const char *coordinator, int max_model_mb, int rows_clients) {
     replica_logger logger = {log_event, c};
     shard_source_opts so = {.coordinator = coordinator};
-    ps_status st =
-        models_create(&(models_opts){.max_bytes = (uint64_t)max_model_mb << 20}, &c->models);
+    ps_status st = rows_source_create(
+        &(rows_source_opts){.coordinator = coordinator, .max_clients = (unsigned)rows_clients},
+        &c->rows);
+    if (st == PS_STATUS_OK)
+        st = models_create(&(models_opts){.max_bytes = (uint64_t)max_model_mb << 20,
+                                          .rows = rows_source_get(c->rows)},
+                           &c->models);
     if (st == PS_STATUS_OK)
         st = kserve_create(
             &(kserve_opts){
@@ -124,11 +132,13 @@ static void teardown(serve_ctx *c) {
     shard_source_destroy(c->load_src);
     kserve_destroy(c->kserve);
     models_destroy(c->models);
+    rows_source_destroy(c->rows);
 }
 
 int main(int argc, char **argv) {
     const char *id = NULL, *listen = "127.0.0.1:0", *coord_flag = NULL, *port_file = NULL;
     int threads = 0, max_mb = 64, max_model_mb = half_of_memory_mb();
+    int rows_clients = ROWS_SOURCE_DEFAULT_CLIENTS;
     const ps_flag flags[] = {
         {"id", PS_FLAG_STRING, &id, 0, 0, "ID", "this replica's unique name", true},
         {"listen", PS_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
@@ -142,6 +152,10 @@ int main(int argc, char **argv) {
         {"max-model-mb", PS_FLAG_INT, &max_model_mb, 1, 1 << 30, "N",
          "parameter memory of every model version held, together (a version switch holds "
          "two); a model past it is not loaded (the default is half the machine's memory)",
+         false},
+        {"rows-clients", PS_FLAG_INT, &rows_clients, 1, ROWS_SOURCE_MAX_CLIENTS, "N",
+         "connections to the shards kept for reading sparse table rows at inference time "
+         "(inferences that find them all busy wait for one)",
          false},
         {"port-file", PS_FLAG_STRING, &port_file, 0, 0, "FILE",
          "write the bound port there once serving", false},
@@ -171,7 +185,7 @@ int main(int argc, char **argv) {
         .role = PS__NODE_ROLE__ROLE_SERVE,
         .hooks = {.user = &c, .ring = on_ring, .models = on_models, .heartbeat = on_heartbeat}};
     int rc = 1;
-    ps_status st = build(&c, coordinator, max_model_mb);
+    ps_status st = build(&c, coordinator, max_model_mb, rows_clients);
     if (st == PS_STATUS_OK)
         st = ps_runtime_create(&ro, &rt);
     if (st != PS_STATUS_OK) {

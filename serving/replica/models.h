@@ -31,6 +31,8 @@ typedef struct models_opts {
     uint64_t max_bytes; /* parameter bytes of every listed version together (a version
                            switch holds both); a load past it is RESOURCE_EXHAUSTED before
                            anything is allocated. 0 = no limit */
+    served_rows rows;   /* where models with tables read their rows (no pull: they fail
+                           FAILED_PRECONDITION); rows.arg must outlive the set */
 } models_opts;
 
 typedef struct models models;

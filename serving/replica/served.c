@@ -1,5 +1,6 @@
 /* served.c: see served.h. The instance's parameter buffers are written in place:
- * updates under the write lock, forward passes under the read lock. */
+ * updates under the write lock, forward passes under the read lock. Table rows are not
+ * held here: each pass reads its own (served_rows), so there is nothing to update. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@ static void served_free(served *s) {
     for (size_t i = 0; i < s->n_idle_ws; i++)
         model_workspace_destroy(s->idle_ws[i]);
     model_destroy(s->m);
+    train_config_destroy(s->training);
     chunk_table_destroy(s->chunks);
     free(s->params);
     free(s->name);
@@ -124,7 +126,52 @@ static ps_status build_chunks(served *s, const Ps__ModelInfo *info, char *err, s
     return PS_STATUS_OK;
 }
 
-ps_status served_create(const Ps__ModelInfo *info, served **ret_served, char *err, size_t err_len) {
+/* The model's rows source (model.h): the table's spec from the config, then `rows`. */
+static ps_status read_rows(void *arg, const char *table, uint32_t dim, size_t n,
+                           const uint64_t *ids, float *out, char *err, size_t err_len) {
+    served *s = arg;
+    train_table t;
+    if (!train_config_table_find(s->training, table, &t) || t.spec.dim != dim) {
+        ps_set_err(err, err_len, "model %s: no table %s of dim %u in its training config", s->name,
+                   table, dim);
+        return PS_STATUS_INTERNAL; /* checked at create: cannot happen */
+    }
+    return s->rows.pull(s->rows.arg, s->name, table, &t.spec, n, ids, out, err, err_len);
+}
+
+/* For a model with tables: its table specs (train_config.h, which checks them) and the
+ * rows source. Every table the graph reads must have a spec of the same dim. */
+static ps_status bind_tables(served *s, const Ps__ModelInfo *info, const served_rows *rows,
+                             char *err, size_t err_len) {
+    if (!model_has_tables(s->m))
+        return PS_STATUS_OK;
+    const char *json = info->config_json ? info->config_json : "";
+    char why[512];
+    ps_status st = train_config_parse(json, strlen(json), &s->training, why, sizeof why);
+    if (st != PS_STATUS_OK) {
+        ps_set_err(err, err_len, "model %.64s: config.json: %s", info->name, why);
+        return st == PS_STATUS_NO_MEMORY ? st : PS_STATUS_INVALID_ARGUMENT;
+    }
+    const model_config *cfg = model_get_config(s->m);
+    for (size_t i = 0; i < model_config_table_count(cfg); i++) {
+        model_config_table mt;
+        train_table tt;
+        model_config_table_at(cfg, i, &mt);
+        if (!train_config_table_find(s->training, mt.name, &tt) || tt.spec.dim != mt.dim) {
+            ps_set_err(err, err_len, "model %.64s: table %s has no training spec of dim %u",
+                       info->name, mt.name, mt.dim);
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    if (rows && rows->pull) {
+        s->rows = *rows;
+        model_set_rows(s->m, read_rows, s);
+    }
+    return PS_STATUS_OK;
+}
+
+ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows, served **ret_served,
+                        char *err, size_t err_len) {
     served *s = calloc(1, sizeof *s);
     if (!s) {
         ps_set_err(err, err_len, "out of memory");
@@ -146,6 +193,8 @@ ps_status served_create(const Ps__ModelInfo *info, served **ret_served, char *er
     if (st != PS_STATUS_OK)
         goto fail;
     st = build_chunks(s, info, err, err_len);
+    if (st == PS_STATUS_OK)
+        st = bind_tables(s, info, rows, err, err_len);
     if (st != PS_STATUS_OK)
         goto fail;
     *ret_served = s;

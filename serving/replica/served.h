@@ -12,6 +12,11 @@
  * names the model, version and output, and says whether this is the first failure of
  * a streak (so the caller logs once per streak, not once per request).
  *
+ * A model with sparse tables (embedding_bag layers) reads the rows of its ids at
+ * inference time through a served_rows (the shards in production: rows_source.h), with
+ * each table's spec from the model's config.json (train_config.h). Rows are read before
+ * the read lock is taken (model_infer_rows), so a network read never holds up updates.
+ *
  * A served model is reference-counted: served_create gives the first reference,
  * served_release drops one (it is the destroy) and accepts NULL.
  */
@@ -26,6 +31,7 @@
 #include "model.h"
 #include "ps.pb-c.h"
 #include "status.h"
+#include "train_spec.h"
 
 /* Largest number of chunks a served model may have (a registry entry naming more is
  * refused): 2^24 chunks of the default 256 KiB are 4 TiB of parameters. */
@@ -44,12 +50,25 @@ typedef struct served_source {
     void *arg;
 } served_source;
 
+/* Where table rows come from: out[n * spec->dim] gets the rows of ids[0..n) (distinct)
+ * of `table` of `model`, created on their shards from spec's initializer when new. On
+ * failure err says why and the status is what the inference answers (UNAVAILABLE when
+ * the shards cannot be reached). The shards in production (rows_source.h), memory in
+ * tests. Called from any number of inference threads at once. */
+typedef struct served_rows {
+    ps_status (*pull)(void *arg, const char *model, const char *table, const table_spec *spec,
+                      size_t n, const uint64_t *ids, float *out, char *err, size_t err_len);
+    void *arg;
+} served_rows;
+
 typedef struct served served;
 
 /* Builds a model version from its registry entry: instance (parameters zero), chunk
- * table. Nothing is pulled yet. INVALID_ARGUMENT with a message when the entry does
- * not fit the config's graph. */
-ps_status served_create(const Ps__ModelInfo *info, served **ret_served, char *err, size_t err_len);
+ * table, and for a model with tables their specs and `rows` (copied; NULL or no pull:
+ * its inferences fail FAILED_PRECONDITION). Nothing is pulled yet. INVALID_ARGUMENT
+ * with a message when the entry does not fit the config's graph. */
+ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows, served **ret_served,
+                        char *err, size_t err_len);
 void served_retain(served *s);
 void served_release(served *s); /* drops a reference; the last one frees; accepts NULL */
 

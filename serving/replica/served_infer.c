@@ -50,9 +50,15 @@ static void workspace_put(served *s, model_workspace *ws) {
 ps_status served_infer(served *s, const model_input *inputs, size_t n_inputs, model_output *outputs,
                        size_t n_outputs, served_infer_report *report, char *err, size_t err_len) {
     model_workspace *ws = workspace_get(s);
+    ps_status st = PS_STATUS_OK;
+    /* Table rows come over the network: read them before taking the lock, so updates
+     * never wait on a read (without a workspace model_infer reads them under it). */
+    if (ws && model_has_tables(s->m))
+        st = model_infer_rows(s->m, ws, inputs, n_inputs, err, err_len);
     pthread_rwlock_rdlock(&s->lock);
     uint64_t pv = s->param_version;
-    ps_status st = model_infer(s->m, ws, inputs, n_inputs, outputs, n_outputs, err, err_len);
+    if (st == PS_STATUS_OK)
+        st = model_infer(s->m, ws, inputs, n_inputs, outputs, n_outputs, err, err_len);
     bool bad = false;
     for (size_t i = 0; st == PS_STATUS_OK && i < n_outputs && !bad; i++) {
         uint64_t at = 0;

@@ -10,6 +10,7 @@
 
 #include "chunk_table.h"
 #include "served.h"
+#include "train_config.h"
 
 struct served {
     atomic_int refs;
@@ -20,6 +21,8 @@ struct served {
     float **params;        /* per registry tensor: the instance's buffer (NULL: unused) */
     chunk_table *chunks;   /* under lock */
     uint64_t param_version;
+    train_config *training; /* the config's training half: table specs (tables only) */
+    served_rows rows;       /* where table rows come from (tables only) */
     atomic_bool ready;
     atomic_bool nonfinite;               /* the last pass produced a non-finite output */
     atomic_bool nonfinite_logged;        /* the current streak's start was logged */

@@ -1,0 +1,111 @@
+/* model_internal.h: the model instance's private layout and what its files share. Not
+ * for other modules: they see model.h.
+ *
+ * One module in four files, over these structs:
+ *   model.c        create (the plan), destroy, accessors, parameters, workspaces
+ *   model_load.c   instances from safetensors files and model directories
+ *   model_infer.c  input and output checks, the layer loop (model_infer)
+ *   model_bag.c    embedding bags: their plan, workspace part, row reads and op
+ */
+#ifndef PS_KERNELS_MODEL_INTERNAL_H
+#define PS_KERNELS_MODEL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "parameter bytes are little-endian; this code assumes a little-endian host"
+#endif
+
+#define SLOT_ALIGN_FLOATS 16 /* workspace slots start on 64-byte boundaries */
+
+typedef struct model_param_slot {
+    model_tensor_desc desc; /* actual shape; name points into the instance's config */
+    size_t count;           /* floats */
+    float *data;            /* owned, zeroed at create */
+} model_param_slot;
+
+typedef struct model_value {
+    model_tensor_desc desc; /* shape; dims[0] == -1 for the batch dim when batched */
+    bool ids;               /* an INT64 model input */
+    size_t rows;            /* rows per sample: product of the dims between batch and last */
+    size_t cols;            /* the last dim */
+    size_t per_sample;      /* rows * cols */
+    size_t slot;            /* workspace offset per batch_cap, floats (layer outputs) */
+} model_value;
+
+/* One embedding_bag layer, planned at create. Per unit of batch capacity it has `len`
+ * index entries and up to `len` rows of `dim` floats in the workspace. */
+typedef struct model_bag {
+    size_t layer;      /* index into model.layers */
+    size_t input;      /* the ids input's value index */
+    const char *table; /* the table's name (in the config) */
+    uint32_t dim;      /* floats per row */
+    size_t len;        /* ids per sample (L) */
+    size_t index_off;  /* offset of its index entries, per unit of batch capacity */
+    size_t rows_off;   /* offset of its rows, floats per unit of batch capacity */
+} model_bag;
+
+struct model {
+    model_config *cfg;        /* owned copy */
+    kernels_backend *backend; /* borrowed, or owned when own_backend */
+    bool own_backend;
+    uint32_t max_batch; /* 0: no batch dim */
+    size_t n_inputs;    /* values 0..n_inputs-1 are the model inputs */
+    size_t n_params;
+    model_param_slot *params; /* [n_params], config order */
+    size_t n_values;
+    model_value *values; /* [n_values] */
+    size_t n_layers;
+    model_config_layer *layers; /* [n_layers] */
+    size_t n_outputs;
+    const char **output_names; /* [n_outputs] declared outputs (strings in cfg) */
+    size_t *output_values;     /* [n_outputs] their value indices */
+    size_t ws_per_batch;       /* workspace floats per unit of batch capacity */
+    size_t n_bags;
+    model_bag *bags;            /* [n_bags], layer order */
+    size_t bag_index_per_batch; /* index entries of every bag, per unit of batch capacity */
+    size_t bag_rows_per_batch;  /* row floats of every bag, per unit of batch capacity */
+    size_t bag_max_len;         /* the largest len: sizes the dedupe scratch */
+    model_rows_fn rows_fn;      /* where rows come from (NULL: nowhere) */
+    void *rows_arg;
+};
+
+struct model_workspace {
+    const model *m;
+    size_t batch_cap;    /* batch size the slots are laid out for */
+    float *arena;        /* batch_cap * m->ws_per_batch floats */
+    const float **ptrs;  /* [m->n_values] scratch: where each value is this call */
+    const int64_t **ids; /* [m->n_inputs] scratch: the ids inputs this call */
+    int64_t *bag_index;  /* batch_cap * m->bag_index_per_batch: row of each id, -1 padding */
+    float *bag_rows;     /* batch_cap * m->bag_rows_per_batch: the rows each bag read */
+    size_t *bag_n_rows;  /* [m->n_bags] rows each bag read */
+    uint64_t *uniq;      /* batch_cap * bag_max_len: one bag's distinct ids */
+    int64_t *hash;       /* hash_cap slots: one bag's dedupe table (-1: empty) */
+    size_t hash_cap;     /* a power of two, >= 2 * batch_cap * bag_max_len */
+    const model_input *rows_for; /* model_infer_rows held rows for these inputs */
+    size_t rows_for_n;
+};
+
+/* model.c */
+const char *model_dims_str(const int64_t *dims, uint32_t ndims, char *buf, size_t len);
+ps_status model_workspace_new(const model *m, size_t batch_cap, model_workspace **ret_ws);
+
+/* model_bag.c */
+/* Finds the embedding_bag layers and lays out their workspace part (m->bags...).
+ * RESOURCE_EXHAUSTED when it would be too large for max_batch_size. */
+ps_status model_bag_plan(model *m, char *err, size_t err_len);
+/* The bag part of a workspace (ws->batch_cap set). */
+ps_status model_bag_ws_alloc(const model *m, model_workspace *ws);
+void model_bag_ws_free(model_workspace *ws);
+/* Reads the rows of every bag for a checked batch (ws->ids set). */
+ps_status model_bag_fetch(const model *m, model_workspace *ws, size_t batch, char *err,
+                          size_t err_len);
+/* Runs bag `layer` (its rows fetched) into y [batch, dim]. */
+ps_status model_bag_run(const model *m, const model_workspace *ws, size_t layer, size_t batch,
+                        float *y);
+
+#endif

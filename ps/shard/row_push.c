@@ -12,10 +12,11 @@
 #include "shard_limits.h"
 #include "util.h"
 
-#define ROW_PUSH_PREFETCH 16u  /* how many ids ahead the unique check prefetches */
-#define ROW_PUSH_SET_BUCKET 8u /* unique-check slots per bucket: one 64-byte cache line */
+#define ROW_PUSH_PREFETCH 16u /* how many ids ahead the unique check prefetches */
+/* Floats of a run: gathered, computed and checked while they stay in the core's cache. */
+#define ROW_PUSH_RUN_FLOATS (32u * 1024u)
 
-/* What a push needs beyond the request, all in one allocation (mem). */
+/* What a push needs beyond the request, all in one scratch block (mem). */
 typedef struct push_work {
     size_t m;            /* rows to apply: n less the skipped ones */
     uint64_t skipped;    /* rows skipped for non-finite gradients */
@@ -30,7 +31,8 @@ typedef struct push_work {
     float *work;     /* m * planes * dim: the results, run after run */
     float *fresh;    /* slots * dim: the state a row starts its first step from */
     uint32_t planes; /* floats per weight computed: 1, or 1 + slots for OPTIMIZE */
-    void *mem;
+    void *mem;       /* the scratch block (row_store_scratch_take) */
+    size_t mem_bytes;
 } push_work;
 
 static ps_status push_check(const row_push *p, char *err, size_t err_len) {
@@ -69,19 +71,17 @@ static ps_status push_check(const row_push *p, char *err, size_t err_len) {
     return PS_STATUS_OK;
 }
 
-/* Carves every scratch array from one allocation (the set first: it must start on a
- * cache line). */
-static ps_status push_alloc(const row_push *p, push_work *w) {
+/* Carves every scratch array from one block. */
+static ps_status push_alloc(row_store *rs, const row_push *p, push_work *w) {
     const size_t n = p->n, dim = p->spec->dim;
     const uint32_t slots = optim_spec_slots(p->spec->optimizer);
     w->planes = p->op == ROW_OP_OPTIMIZE ? 1 + slots : 1;
-    w->set_cap = 2 * ROW_PUSH_SET_BUCKET;
+    w->set_cap = 16;
     while (w->set_cap < 2 * n)
         w->set_cap *= 2;
     const size_t u64s = w->set_cap + 3 * n, u32s = n + (n & 1);
     const size_t floats = n * dim * (1 + w->planes) + (size_t)slots * dim;
-    const size_t bytes = (u64s * 8 + u32s * 4 + floats * 4 + 63) / 64 * 64;
-    uint8_t *mem = aligned_alloc(64, bytes);
+    uint8_t *mem = row_store_scratch_take(rs, u64s * 8 + u32s * 4 + floats * 4, &w->mem_bytes);
     if (!mem)
         return PS_STATUS_NO_MEMORY;
     w->mem = mem;
@@ -97,34 +97,21 @@ static ps_status push_alloc(const row_push *p, push_work *w) {
 }
 
 /* INVALID_ARGUMENT when an id appears twice. Hashes are a bijection of ids (a salted
- * mixer), so the set holds hashes: 0 marks an empty slot (the id hashing to 0 is
- * tracked apart). It is probed by buckets of ROW_PUSH_SET_BUCKET slots, one aligned cache
- * line, filled from their first slot, and the slots of a bucket are compared without
- * branches between them, so the branches taken are predictable. */
+ * mixer), so the set, open addressing with linear probing at load 1/2 at most, holds
+ * hashes: 0 marks an empty slot, and the id hashing to 0 is tracked apart. */
 static ps_status check_unique(const row_push *p, push_work *w, char *err, size_t err_len) {
-    const size_t bmask = w->set_cap / ROW_PUSH_SET_BUCKET - 1;
+    const size_t mask = w->set_cap - 1;
     bool zero_seen = false;
     memset(w->set, 0, w->set_cap * sizeof *w->set);
     for (size_t i = 0; i < p->n; i++) {
         if (i + ROW_PUSH_PREFETCH < p->n)
-            __builtin_prefetch(
-                &w->set[(w->hashes[i + ROW_PUSH_PREFETCH] & bmask) * ROW_PUSH_SET_BUCKET], 1);
+            __builtin_prefetch(&w->set[w->hashes[i + ROW_PUSH_PREFETCH] & mask], 1);
         const uint64_t h = w->hashes[i];
         bool dup = h == 0 && zero_seen;
         zero_seen |= h == 0;
-        for (size_t b = h & bmask; h; b = (b + 1) & bmask) {
-            uint64_t *s = &w->set[b * ROW_PUSH_SET_BUCKET];
-            unsigned empty = 0, same = 0;
-            for (unsigned k = 0; k < ROW_PUSH_SET_BUCKET; k++) {
-                empty |= (unsigned)(s[k] == 0) << k;
-                same |= (unsigned)(s[k] == h) << k;
-            }
-            dup |= same != 0;
-            if (empty) {
-                s[__builtin_ctz(empty)] = h;
-                break;
-            }
-        }
+        size_t j = h & mask;
+        for (; h && w->set[j]; j = (j + 1) & mask)
+            dup |= w->set[j] == h;
         if (dup) {
             ps_set_err(err, err_len,
                        "row id %llu appears more than once in one push (again at index %zu): "
@@ -132,6 +119,8 @@ static ps_status check_unique(const row_push *p, push_work *w, char *err, size_t
                        (unsigned long long)p->ids[i], i);
             return PS_STATUS_INVALID_ARGUMENT;
         }
+        if (h)
+            w->set[j] = h;
     }
     return PS_STATUS_OK;
 }
@@ -139,11 +128,16 @@ static ps_status check_unique(const row_push *p, push_work *w, char *err, size_t
 /* Copies the values into grads; refuses non-finite ones or, when the push may skip
  * them, drops their rows (compacting ids, hashes and grads). */
 static ps_status take_values(const row_push *p, push_work *w, char *err, size_t err_len) {
-    const size_t dim = p->spec->dim;
-    memcpy(w->grads, p->values, p->values_len);
+    const size_t dim = p->spec->dim, total = p->n * dim;
+    bool finite = true;
+    for (size_t at = 0; at < total; at += ROW_PUSH_RUN_FLOATS) { /* copy, check while cached */
+        size_t len = total - at < ROW_PUSH_RUN_FLOATS ? total - at : ROW_PUSH_RUN_FLOATS;
+        memcpy(w->grads + at, p->values + at * sizeof(float), len * sizeof(float));
+        finite &= optimizer_all_finite(w->grads + at, len);
+    }
     w->ids = p->ids;
     w->m = p->n;
-    if (optimizer_all_finite(w->grads, (uint64_t)p->n * dim))
+    if (finite)
         return PS_STATUS_OK;
     const bool skip = p->op == ROW_OP_OPTIMIZE && p->skip_non_finite;
     size_t k = 0;
@@ -175,7 +169,7 @@ static ps_status take_values(const row_push *p, push_work *w, char *err, size_t 
 
 static ps_status push_prepare(row_store *rs, const row_push *p, push_work *w, char *err,
                               size_t err_len) {
-    if (push_alloc(p, w) != PS_STATUS_OK) {
+    if (push_alloc(rs, p, w) != PS_STATUS_OK) {
         ps_set_err(err, err_len, "out of memory preparing a push of %zu rows", p->n);
         return PS_STATUS_NO_MEMORY;
     }
@@ -189,20 +183,24 @@ static ps_status push_prepare(row_store *rs, const row_push *p, push_work *w, ch
     return st;
 }
 
-/* The end of the run of rows from `a` computed by one optimizer_step: Adam's bias
- * correction depends on the step, so its runs hold rows of one step count; any other
- * push is one run. */
+/* The end of the run of rows from `a` gathered and computed together (by one
+ * optimizer_step): at most ROW_PUSH_RUN_FLOATS floats, so that a run stays in cache
+ * from its gather to its check; for Adam, whose bias correction depends on the step,
+ * rows of one step count. */
 static size_t run_end(const row_push *p, const push_work *w, size_t a) {
+    const size_t most = ROW_PUSH_RUN_FLOATS / ((size_t)w->planes * p->spec->dim);
+    const size_t end = w->m - a < most ? w->m : a + (most ? most : 1);
     if (p->op != ROW_OP_OPTIMIZE || p->optimizer->kind != OPTIM_ADAM)
-        return w->m;
+        return end;
     size_t b = a + 1;
-    while (b < w->m && w->steps[b] == w->steps[a])
+    while (b < end && w->steps[b] == w->steps[a])
         b++;
     return b;
 }
 
-/* Gathers each run's rows plane by plane into work and computes the results there. */
-static void compute(row_table *t, const row_push *p, push_work *w) {
+/* Gathers each run's rows plane by plane into work and computes the results there;
+ * false when a result is not finite. */
+static bool compute(row_table *t, const row_push *p, push_work *w) {
     const size_t dim = p->spec->dim;
     const float *fresh = p->op == ROW_OP_OPTIMIZE ? w->fresh : NULL;
     for (size_t a = 0, b; a < w->m; a = b) {
@@ -219,7 +217,10 @@ static void compute(row_table *t, const row_push *p, push_work *w) {
             optimizer_step(p->optimizer, (uint32_t)len, base, g, base + len, step, base,
                            base + len);
         }
+        if (!optimizer_all_finite(base, (uint64_t)len * w->planes))
+            return false;
     }
+    return true;
 }
 
 /* The first row (index among the m) with a non-finite result, or m. */
@@ -251,8 +252,7 @@ static ps_status push_apply(row_store *rs, row_store_table *e, const row_push *p
     }
     if (p->op == ROW_OP_OPTIMIZE && p->optimizer->kind == OPTIM_ADAM)
         row_table_steps(e->rows, w->m, w->rows, w->steps);
-    compute(e->rows, p, w);
-    if (!optimizer_all_finite(w->work, (uint64_t)w->m * w->planes * p->spec->dim)) {
+    if (!compute(e->rows, p, w)) {
         size_t bad = first_bad_row(p, w);
         ps_set_err(err, err_len,
                    "row id %llu of table %s/%s would not be finite after this push (a weight or "
@@ -291,6 +291,6 @@ ps_status row_store_push(row_store *rs, const row_push *p, uint64_t *ret_created
         if (ret_skipped)
             *ret_skipped = w.skipped;
     }
-    free(w.mem);
+    row_store_scratch_give(rs, w.mem, w.mem_bytes);
     return st;
 }

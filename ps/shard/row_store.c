@@ -31,8 +31,12 @@ ps_status row_store_create(const row_store_opts *opts, row_store **ret_store) {
         goto fail_tables;
     if (pthread_rwlock_init(&rs->lock, NULL) != 0)
         goto fail_lock;
+    if (pthread_mutex_init(&rs->scratch_lock, NULL) != 0)
+        goto fail_scratch;
     *ret_store = rs;
     return PS_STATUS_OK;
+fail_scratch:
+    pthread_rwlock_destroy(&rs->lock);
 fail_lock:
     free(rs->tables);
 fail_tables:
@@ -51,9 +55,47 @@ void row_store_destroy(row_store *rs) {
         row_table_destroy(e->rows);
         free(e);
     }
+    for (int i = 0; i < ROW_STORE_SCRATCH_KEEP; i++)
+        free(rs->scratch[i]);
+    pthread_mutex_destroy(&rs->scratch_lock);
     pthread_rwlock_destroy(&rs->lock);
     free(rs->tables);
     free(rs);
+}
+
+void *row_store_scratch_take(row_store *rs, size_t bytes, size_t *ret_bytes) {
+    bytes = (bytes + 63) / 64 * 64;
+    void *mem = NULL;
+    pthread_mutex_lock(&rs->scratch_lock);
+    for (int i = 0; i < ROW_STORE_SCRATCH_KEEP && !mem; i++) {
+        if (rs->scratch[i] && rs->scratch_bytes[i] >= bytes) {
+            mem = rs->scratch[i];
+            bytes = rs->scratch_bytes[i];
+            rs->scratch[i] = NULL;
+            rs->scratch_bytes[i] = 0;
+        }
+    }
+    pthread_mutex_unlock(&rs->scratch_lock);
+    if (!mem)
+        mem = aligned_alloc(64, bytes);
+    if (mem)
+        *ret_bytes = bytes;
+    return mem;
+}
+
+void row_store_scratch_give(row_store *rs, void *mem, size_t bytes) {
+    if (mem && bytes <= ROW_STORE_SCRATCH_KEEP_BYTES) {
+        pthread_mutex_lock(&rs->scratch_lock);
+        for (int i = 0; i < ROW_STORE_SCRATCH_KEEP && mem; i++) {
+            if (!rs->scratch[i]) {
+                rs->scratch[i] = mem;
+                rs->scratch_bytes[i] = bytes;
+                mem = NULL;
+            }
+        }
+        pthread_mutex_unlock(&rs->scratch_lock);
+    }
+    free(mem);
 }
 
 /* ------------------------------------------------------------------ tables --- */
@@ -256,7 +298,9 @@ ps_status row_store_pull(row_store *rs, const char *model, const char *table,
         st = row_store_table_get(rs, model, table, spec, &e, err, err_len);
     if (st != PS_STATUS_OK)
         return st;
-    uint64_t *hashes = malloc(n * (sizeof *hashes + sizeof(uint32_t)) + 1);
+    size_t scratch_bytes;
+    uint64_t *hashes =
+        row_store_scratch_take(rs, n * (sizeof *hashes + sizeof(uint32_t)), &scratch_bytes);
     if (!hashes) {
         ps_set_err(err, err_len, "out of memory pulling %zu rows", n);
         return PS_STATUS_NO_MEMORY;
@@ -278,7 +322,7 @@ ps_status row_store_pull(row_store *rs, const char *model, const char *table,
     if (st == PS_STATUS_OK)
         row_table_read(e->rows, n, rows, out, state_out, steps_out);
     pthread_rwlock_unlock(&e->lock);
-    free(hashes);
+    row_store_scratch_give(rs, hashes, scratch_bytes);
     if (st == PS_STATUS_OK && ret_created)
         *ret_created = made;
     return st;

@@ -14,9 +14,13 @@
  * depend on the table's contents is checked and allocated before its lock is taken:
  * names, spec, lengths, unique ids, finite gradients, and the scratch the results are
  * computed into. Under the table's write lock the push makes its missing rows,
- * computes every row's new weights and state into that scratch (one optimizer_step
- * over the whole batch, gathered plane by plane; Adam: one per run of rows with the
- * same step count), checks that every result is finite and only then copies them in.
+ * computes every row's new weights and state into that scratch, run by run (a run's
+ * rows gathered plane by plane, weights then each state slot, so one optimizer_step
+ * call covers the run whatever the dim; a run is at most 128 KiB, to stay in cache
+ * until checked, and for Adam holds rows of one step count), checks that every result
+ * is finite, and only then copies them all in. The store keeps the scratch of recent
+ * requests for the next ones (ROW_STORE_SCRATCH_KEEP blocks of at most
+ * ROW_STORE_SCRATCH_KEEP_BYTES), outside the quota.
  *
  * Locks: one rwlock per table (pulls share it; a pull that finds absent ids and every
  * push take it exclusively) and one for the list of tables, held only to find or add a

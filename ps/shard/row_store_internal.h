@@ -9,6 +9,11 @@
 #include "row_store.h"
 #include "row_table.h"
 
+/* Scratch blocks kept for reuse between requests, and the largest kept: memory a shard
+ * holds beside its rows, outside the quota (at most their product). */
+#define ROW_STORE_SCRATCH_KEEP 2
+#define ROW_STORE_SCRATCH_KEEP_BYTES (64u << 20)
+
 /* One (model, table): never removed while the store lives. */
 typedef struct row_store_table {
     pthread_rwlock_t lock; /* pulls share it; row making and pushes take it exclusively */
@@ -22,11 +27,22 @@ struct row_store {
     row_store_table **tables; /* max_tables entries, the first ntables used, in order made */
     uint32_t ntables;
     uint32_t max_tables;
-    quota *quota;             /* not owned; may be NULL */
-    uint64_t salt;            /* every table's hash salt (row_table_hash) */
-    _Atomic uint64_t skipped; /* rows skipped for non-finite gradients */
-    char name[80];            /* "shard-1" or "this shard", for messages */
+    quota *quota;                                 /* not owned; may be NULL */
+    uint64_t salt;                                /* every table's hash salt (row_table_hash) */
+    _Atomic uint64_t skipped;                     /* rows skipped for non-finite gradients */
+    pthread_mutex_t scratch_lock;                 /* guards the kept scratch blocks */
+    void *scratch[ROW_STORE_SCRATCH_KEEP];        /* blocks kept for the next requests */
+    size_t scratch_bytes[ROW_STORE_SCRATCH_KEEP]; /* their sizes (0: none kept) */
+    char name[80];                                /* "shard-1" or "this shard", for messages */
 };
+
+/* A 64-byte aligned block of at least `bytes` for one request's scratch: a kept one
+ * when one is big enough (its pages are already mapped, so a million-row push does not
+ * fault in tens of megabytes again), else a new one; NULL when out of memory. */
+void *row_store_scratch_take(row_store *rs, size_t bytes, size_t *ret_bytes);
+/* Gives a block back: kept while fewer than ROW_STORE_SCRATCH_KEEP are and it is at most
+ * ROW_STORE_SCRATCH_KEEP_BYTES, else freed. Accepts NULL. */
+void row_store_scratch_give(row_store *rs, void *mem, size_t bytes);
 
 /* The checks every request gets: names, spec, n <= SHARD_MAX_KEYS_PER_REQUEST. */
 ps_status row_store_check_request(const char *model, const char *table, const table_spec *spec,

@@ -7,18 +7,19 @@
  *   - the index is open addressing with linear probing over 16-byte slots (id, row
  *     number), power-of-two capacity, load at most 1/2, doubled by a rehash when a
  *     reserve needs room. Ids are hashed by a strong 64-bit mixer over (id ^ salt):
- *     sequential ids spread over the whole index, and a salt chosen per table keeps a
- *     client from choosing ids that all land in one probe run. The batch lookups
- *     prefetch the slots of the ids a few places ahead;
+ *     sequential ids spread over the whole index, and a salt the row store draws when
+ *     it starts keeps a client from choosing ids that all land in one probe run. The
+ *     batch lookups prefetch the slots of the ids a few places ahead;
  *   - rows live in slabs of up to ROW_TABLE_SLAB_MAX_ROWS rows (at most about
  *     ROW_TABLE_SLAB_BYTES each), never moved once allocated. A row is `stride` =
  *     dim * (1 + slots) floats: the weights, then the optimizer's state slots of dim
  *     floats each (slot s at row + dim * (1 + s), slots as in train_spec.h); a side
  *     array of the slab holds each row's step count (uint64).
  * Rows are never deleted. Memory charged per row (row_table_row_bytes): stride * 4
- * bytes of floats + 8 of step + 32 of index (two 16-byte slots, the index being at
- * most half full right after a doubling); the unused tail of the last slab is not
- * charged (its pages are not touched until rows are made there).
+ * bytes of floats + 8 of step + 32 of index (two 16-byte slots: the index is at most
+ * half full; right after a doubling it is a quarter full, so this is the least a row
+ * takes); the unused tail of the last slab is not charged (its pages are not touched
+ * until rows are made there).
  *
  * Not thread-safe: the caller (row_store.c) holds the table's rwlock, shared for the
  * const functions, exclusive for row_table_reserve and row_table_add and scatter.

@@ -13,8 +13,8 @@
 #include "row_table.h"
 
 static row_table *make_table(uint32_t dim, optim_kind kind, uint64_t salt) {
-    table_spec spec = {.dim = dim, .init = TABLE_INIT_NORMAL, .init_scale = 0.5f, .seed = 11,
-                       .optimizer = kind};
+    table_spec spec = {
+        .dim = dim, .init = TABLE_INIT_NORMAL, .init_scale = 0.5f, .seed = 11, .optimizer = kind};
     row_table_opts opts = {.spec = &spec, .salt = salt};
     row_table *t = NULL;
     assert_int_equal(row_table_create(&opts, &t), PS_STATUS_OK);

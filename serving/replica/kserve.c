@@ -148,12 +148,20 @@ static ps_status reply_outputs(rpc_ctx *ctx, const served *s,
         INFERENCE__MODEL_INFER_RESPONSE__PARAMETERS_ENTRY__INIT;
     pe.key = "param_version";
     pe.value = &pv;
-    Inference__ModelInferResponse__ParametersEntry *pes[] = {&pe};
+    /* consistent propagation: the published cut that computed the answer */
+    Inference__InferParameter pub = INFERENCE__INFER_PARAMETER__INIT;
+    pub.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+    pub.int64_param = (int64_t)served_publish(s);
+    Inference__ModelInferResponse__ParametersEntry pp =
+        INFERENCE__MODEL_INFER_RESPONSE__PARAMETERS_ENTRY__INIT;
+    pp.key = "publish";
+    pp.value = &pub;
+    Inference__ModelInferResponse__ParametersEntry *pes[] = {&pe, &pp};
     Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
     resp.model_name = (char *)served_name(s);
     resp.model_version = version;
     resp.id = req->id;
-    resp.n_parameters = 1;
+    resp.n_parameters = served_frozen(s) ? 2 : 1;
     resp.parameters = pes;
     resp.n_outputs = n_out;
     resp.outputs = ot_ptrs;

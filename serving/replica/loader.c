@@ -45,6 +45,12 @@ static void entries_free(entry *e, size_t n) {
     free(e);
 }
 
+/* The same registry entry: name, version and publish numbers. */
+static bool same_entry(const Ps__ModelInfo *a, const Ps__ModelInfo *b) {
+    return strcmp(a->name, b->name) == 0 && a->version == b->version &&
+           a->published == b->published && a->publishing == b->publishing;
+}
+
 /* One attempt at entry `name`/`version` (lock not held): loads a private copy. */
 static void attempt(loader *l, Ps__ModelInfo *info) {
     char err[512] = "";
@@ -54,9 +60,9 @@ static void attempt(loader *l, Ps__ModelInfo *info) {
     pthread_mutex_lock(&l->lock);
     entry *e = NULL;
     for (size_t i = 0; i < l->n && !e; i++)
-        if (strcmp(l->entries[i].info->name, info->name) == 0 &&
-            l->entries[i].info->version == info->version)
+        if (same_entry(l->entries[i].info, info))
             e = &l->entries[i];
+    bool report = e && info->publishing && l->o.prepared && (st == PS_STATUS_OK || !e->failures);
     if (e && st == PS_STATUS_OK) {
         e->loaded = true;
         if (e->failures)
@@ -87,6 +93,9 @@ static void attempt(loader *l, Ps__ModelInfo *info) {
         }
     }
     pthread_mutex_unlock(&l->lock);
+    if (report) /* a cut being published: the coordinator waits for this */
+        l->o.prepared(l->o.prepared_arg, info->name, info->version, info->publishing,
+                      st == PS_STATUS_OK ? NULL : err);
 }
 
 static void *loader_thread(void *arg) {
@@ -189,7 +198,7 @@ ps_status loader_registry_install(loader *l, const Ps__ModelsUpdate *update) {
     for (size_t i = 0; i < n; i++) { /* known entries keep their state */
         for (size_t k = 0; k < l->n; k++) {
             entry *old = &l->entries[k];
-            if (strcmp(old->info->name, names[i]) == 0 && old->info->version == versions[i]) {
+            if (same_entry(old->info, fresh[i].info)) {
                 Ps__ModelInfo *info = fresh[i].info;
                 fresh[i] = *old;
                 old->info = info; /* freed with the old array */

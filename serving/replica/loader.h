@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "coordinator.pb-c.h"
 #include "logger.h"
@@ -35,6 +36,11 @@ typedef struct loader_opts {
     int backoff_min_ms;    /* first retry delay; 0 = LOADER_DEFAULT_BACKOFF_MIN_MS */
     int backoff_max_ms;    /* largest delay; 0 = LOADER_DEFAULT_BACKOFF_MAX_MS */
     replica_logger logger; /* load failures (once per streak) and successes */
+    /* Consistent propagation: called (from the loader's thread) once the cut an entry
+     * is publishing was built (error NULL), or could not be (error says why). */
+    void (*prepared)(void *arg, const char *model, uint64_t version, uint64_t publish,
+                     const char *error);
+    void *prepared_arg;
 } loader_opts;
 
 typedef struct loader loader;
@@ -43,9 +49,10 @@ typedef struct loader loader;
 ps_status loader_create(const loader_opts *opts, loader **ret_loader);
 void loader_destroy(loader *l); /* stops and joins the thread; accepts NULL */
 
-/* The registry's latest list: entries are copied; an entry already known (same name
- * and version) keeps its retry state. Also tells the model set what to expect.
- * RESOURCE_EXHAUSTED past LOADER_MAX_MODELS; NO_MEMORY. On failure nothing changes. */
+/* The registry's latest list: entries are copied; an entry already known (same name,
+ * version and publish numbers) keeps its retry state; one whose publish numbers moved
+ * is loaded again (models_load builds or switches the cut). Also tells the model set what to
+ * expect. RESOURCE_EXHAUSTED past LOADER_MAX_MODELS; NO_MEMORY. On failure nothing changes. */
 ps_status loader_registry_install(loader *l, const Ps__ModelsUpdate *update);
 /* How many listed entries are not loaded yet. */
 size_t loader_pending(loader *l);

@@ -36,6 +36,8 @@ typedef struct serve_ctx {
     models_ref serving[SERVE_MAX_REPORTED];
     Ps__ModelRef refs[SERVE_MAX_REPORTED], *ref_ptrs[SERVE_MAX_REPORTED];
     ps_status last_ring_status; /* to log a failure once per streak */
+    const char *id;             /* this replica's id */
+    _Atomic(ps_runtime *) rt;   /* set once the runtime exists (the loader may run before) */
 } serve_ctx;
 
 static void log_event(void *arg, ps_log_level level, const char *message) {
@@ -73,6 +75,38 @@ static void on_heartbeat(void *user, Ps__HeartbeatRequest *req) {
     }
     req->n_serving = n;
     req->serving = c->ref_ptrs;
+}
+
+/* Consistent propagation: tells the coordinator that this replica built a cut (or could
+ * not), which it waits for before it commits the publish. */
+static void on_prepared(void *arg, const char *model, uint64_t version, uint64_t publish,
+                        const char *error) {
+    serve_ctx *c = arg;
+    ps_runtime *rt = atomic_load(&c->rt);
+    Ps__PreparedRequest req = PS__PREPARED_REQUEST__INIT;
+    req.node_id = (char *)c->id;
+    req.model = (char *)model;
+    req.version = version;
+    req.publish = publish;
+    req.error = (char *)(error ? error : "");
+    ProtobufCMessage *resp = NULL;
+    rpc_result res = {0};
+    rpc_call_opts opts = {.timeout_ms = 5000};
+    ps_status st = rt ? rpc_call(ps_runtime_coordinator(rt), "/ps.Coordinator/Prepared", &req.base,
+                                 &ps__prepared_response__descriptor, &opts, &resp, &res)
+                      : PS_STATUS_UNAVAILABLE;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    if (error)
+        PS_WARN("model %s version %llu: could not build publish %llu: %s", model,
+                (unsigned long long)version, (unsigned long long)publish, error);
+    else if (st != PS_STATUS_OK)
+        PS_WARN("model %s version %llu: built publish %llu but could not tell the coordinator: "
+                "%s",
+                model, (unsigned long long)version, (unsigned long long)publish,
+                rt ? res.details : "not connected yet");
+    else
+        PS_INFO("model %s version %llu: publish %llu built; serving it once committed", model,
+                (unsigned long long)version, (unsigned long long)publish);
 }
 
 static void on_models(void *user, const Ps__ModelsUpdate *update) {
@@ -119,7 +153,9 @@ static ps_status build(serve_ctx *c, const char *coordinator, int max_model_mb, 
                                           .source = shard_source_get(c->load_src),
                                           .gate = gate,
                                           .gate_arg = c->sync,
-                                          .logger = logger},
+                                          .logger = logger,
+                                          .prepared = on_prepared,
+                                          .prepared_arg = c},
                            &c->loader);
     return st;
 }
@@ -176,7 +212,7 @@ int main(int argc, char **argv) {
     const char *coordinator = prog.coordinator_addr;
     char err[512];
 
-    serve_ctx c = {0};
+    serve_ctx c = {.id = id};
     ps_runtime *rt = NULL;
     ps_runtime_opts ro = {
         .program = "ps-serve",
@@ -186,8 +222,8 @@ int main(int argc, char **argv) {
         .hooks = {.user = &c, .ring = on_ring, .models = on_models, .heartbeat = on_heartbeat}};
     int rc = 1;
     ps_status st = build(&c, coordinator, max_model_mb, rows_clients);
-    if (st == PS_STATUS_OK)
-        st = ps_runtime_create(&ro, &rt);
+    if (st == PS_STATUS_OK && (st = ps_runtime_create(&ro, &rt)) == PS_STATUS_OK)
+        atomic_store(&c.rt, rt);
     if (st != PS_STATUS_OK) {
         PS_ERROR("cannot set up the replica: %s", ps_status_str(st));
         goto out;

@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include "models.h"
+#include "train_config.h"
 #include "util.h"
 
 struct models {
@@ -128,13 +129,68 @@ static ps_status check_quota(const models *m, const Ps__ModelInfo *info, uint64_
     return PS_STATUS_RESOURCE_EXHAUSTED;
 }
 
+/* Propagation of a registry entry: consistent (its config says so) or streaming. */
+static bool entry_consistent(const Ps__ModelInfo *info) {
+    const char *json = info->config_json ? info->config_json : "";
+    train_config *tc = NULL;
+    if (train_config_parse(json, strlen(json), &tc, NULL, 0) != PS_STATUS_OK)
+        return false; /* served_create says what is wrong */
+    bool c = train_config_propagation(tc) == TRAIN_PROPAGATION_CONSISTENT;
+    train_config_destroy(tc);
+    return c;
+}
+
+/* The listed instance of name/version holding cut `publish` (lock held), or NULL. */
+static served *find_listed(models *m, const char *name, uint64_t version, uint64_t publish) {
+    for (size_t i = 0; i < m->n; i++) {
+        served *s = m->list[i];
+        if (served_version(s) == version && served_publish(s) == publish &&
+            strcmp(served_name(s), name) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+/* s is ready: older versions of its model, and older cuts of its version, retire; so
+ * do prepared cuts the registry no longer wants (lock held). */
+static void retire_for(models *m, served *s, uint64_t publishing) {
+    for (size_t i = 0; i < m->n;) {
+        served *o = m->list[i];
+        bool same = o != s && strcmp(served_name(o), served_name(s)) == 0;
+        bool older =
+            served_version(o) < served_version(s) ||
+            (served_version(o) == served_version(s) && served_publish(o) < served_publish(s));
+        bool abandoned = served_version(o) == served_version(s) && !served_ready(o) &&
+                         served_publish(o) > served_publish(s) && served_publish(o) != publishing;
+        if (same && (older || abandoned))
+            unlist(m, o);
+        else
+            i++;
+    }
+}
+
+/* Consistent propagation, with the cut already listed: a prepared cut the registry now
+ * says is published becomes ready (the switch), atomically for requests. */
+static ps_status commit_listed(models *m, served *have, const Ps__ModelInfo *info) {
+    if (!served_ready(have) && !info->publishing)
+        served_ready_set(have);
+    if (served_ready(have))
+        retire_for(m, have, info->publishing);
+    return PS_STATUS_OK;
+}
+
 ps_status models_load(models *m, const Ps__ModelInfo *info, const served_source *src, char *err,
                       size_t err_len) {
-    served *have = models_acquire(m, info->name, info->version);
-    if (have) {
-        served_release(have);
-        return PS_STATUS_OK;
+    bool consistent = entry_consistent(info);
+    uint64_t publish = !consistent ? 0 : info->publishing ? info->publishing : info->published;
+    pthread_mutex_lock(&m->lock);
+    served *have = find_listed(m, info->name, info->version, publish);
+    if (have && (served_ready(have) || consistent)) {
+        ps_status st = consistent ? commit_listed(m, have, info) : PS_STATUS_OK;
+        pthread_mutex_unlock(&m->lock);
+        return st; /* ready, or a cut prepared before: nothing to pull */
     }
+    pthread_mutex_unlock(&m->lock);
     uint64_t need = entry_bytes(info);
     pthread_mutex_lock(&m->lock); /* before allocating anything for it */
     ps_status st = check_quota(m, info, need, err, err_len);
@@ -172,16 +228,9 @@ ps_status models_load(models *m, const Ps__ModelInfo *info, const served_source 
     pthread_mutex_lock(&m->lock);
     if (st != PS_STATUS_OK) {
         unlist(m, s);
-    } else {
-        served_ready_set(s);
-        for (size_t i = 0; i < m->n;) { /* retire older versions of the same model */
-            served *o = m->list[i];
-            if (o != s && strcmp(served_name(o), served_name(s)) == 0 &&
-                served_version(o) < served_version(s))
-                unlist(m, o);
-            else
-                i++;
-        }
+    } else if (!(consistent && info->publishing)) {
+        served_ready_set(s); /* a cut being published waits for its commit instead */
+        retire_for(m, s, 0);
     }
     pthread_mutex_unlock(&m->lock);
     served_release(s);
@@ -270,10 +319,12 @@ served *models_acquire(models *m, const char *name, uint64_t version) {
     served *best = NULL;
     for (size_t i = 0; i < m->n; i++) {
         served *s = m->list[i];
-        if (!served_ready(s) || strcmp(served_name(s), name) != 0)
+        if (!served_ready(s) || strcmp(served_name(s), name) != 0 ||
+            (version && served_version(s) != version))
             continue;
-        if (version ? served_version(s) == version
-                    : (!best || served_version(s) > served_version(best)))
+        if (!best || served_version(s) > served_version(best) ||
+            (served_version(s) == served_version(best) &&
+             served_publish(s) > served_publish(best))) /* the newest cut */
             best = s;
     }
     if (best)

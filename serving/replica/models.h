@@ -40,7 +40,13 @@ typedef struct models models;
 ps_status models_create(const models_opts *opts, models **ret_models); /* opts may be NULL */
 void models_destroy(models *m); /* accepts NULL; no other thread may use m */
 
-/* Loads one registry entry (see above). OK at once when that version is ready. On
+/* Consistent propagation (served_frozen): an entry whose `publishing` is set makes a
+ * new instance of that cut, pulled whole, listed but not ready (prepared: the caller
+ * tells the coordinator); the entry that then says `published` = that cut makes it
+ * ready at once and retires the cut it replaces (the switch). An entry whose
+ * publishing went back to 0 without publishing it drops the prepared cut.
+ *
+ * Loads one registry entry (see above). OK at once when that version is ready. On
  * failure it is unlisted again and err says why (e.g. a chunk no shard holds). One
  * thread loads at a time (the loader). */
 ps_status models_load(models *m, const Ps__ModelInfo *info, const served_source *src, char *err,

@@ -170,6 +170,23 @@ static ps_status bind_tables(served *s, const Ps__ModelInfo *info, const served_
     return PS_STATUS_OK;
 }
 
+/* Consistent propagation: the instance holds one published cut and takes no update. */
+static ps_status read_propagation(served *s, const Ps__ModelInfo *info, char *err, size_t err_len) {
+    const char *json = info->config_json ? info->config_json : "";
+    train_config *tc = NULL;
+    char why[512];
+    ps_status st = train_config_parse(json, strlen(json), &tc, why, sizeof why);
+    if (st != PS_STATUS_OK) {
+        ps_set_err(err, err_len, "model %.64s: config.json: %s", info->name, why);
+        return st == PS_STATUS_NO_MEMORY ? st : PS_STATUS_INVALID_ARGUMENT;
+    }
+    s->frozen = train_config_propagation(tc) == TRAIN_PROPAGATION_CONSISTENT;
+    train_config_destroy(tc);
+    if (s->frozen)
+        s->publish = info->publishing ? info->publishing : info->published;
+    return PS_STATUS_OK;
+}
+
 ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows, served **ret_served,
                         char *err, size_t err_len) {
     served *s = calloc(1, sizeof *s);
@@ -190,6 +207,9 @@ ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows, serv
         goto fail;
     }
     st = build_model(info, &s->m, err, err_len);
+    if (st != PS_STATUS_OK)
+        goto fail;
+    st = read_propagation(s, info, err, err_len);
     if (st != PS_STATUS_OK)
         goto fail;
     st = build_chunks(s, info, err, err_len);
@@ -224,7 +244,17 @@ void served_ready_set(served *s) {
     atomic_store(&s->ready, true);
 }
 
+bool served_frozen(const served *s) {
+    return s->frozen;
+}
+
+uint64_t served_publish(const served *s) {
+    return s->publish;
+}
+
 bool served_update_apply(served *s, const Ps__Update *u) {
+    if (s->frozen) /* a published cut: it changes only by the next publish */
+        return false;
     pthread_rwlock_wrlock(&s->lock);
     size_t i = 0;
     bool found = chunk_table_find(s->chunks, u->key, &i);
@@ -259,6 +289,8 @@ bool served_update_apply(served *s, const Ps__Update *u) {
 }
 
 size_t served_repull_mark(served *s, bool (*pred)(uint64_t key, void *arg), void *arg) {
+    if (s->frozen && served_ready(s))
+        return 0; /* a published cut is never re-pulled: it would mix cuts */
     pthread_rwlock_wrlock(&s->lock);
     size_t n = chunk_table_repull_mark(s->chunks, pred, arg);
     pthread_rwlock_unlock(&s->lock);

@@ -79,6 +79,12 @@ const model *served_model(const served *s);
 /* Applies one streamed update if it names one of this model's chunks (true), by the
  * rule of chunk_table.h. */
 bool served_update_apply(served *s, const Ps__Update *u);
+/* Consistent propagation (config.json training.propagation "consistent"): the
+ * instance holds one published cut (served_publish: the registry's `publishing` when
+ * it was made, else `published`), takes no streamed update, and a ready one is never
+ * re-pulled. Streaming models: false and 0. */
+bool served_frozen(const served *s);
+uint64_t served_publish(const served *s);
 /* Marks for a re-pull every chunk whose key pred accepts (NULL: all); returns how many. */
 size_t served_repull_mark(served *s, bool (*pred)(uint64_t key, void *arg), void *arg);
 /* Pulls every chunk (all = true: the initial fill) or only the stale ones, and

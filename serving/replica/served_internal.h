@@ -23,6 +23,8 @@ struct served {
     uint64_t param_version;
     train_config *training; /* the config's training half: table specs (tables only) */
     served_rows rows;       /* where table rows come from (tables only) */
+    bool frozen;            /* consistent propagation: never changed after its pull */
+    uint64_t publish;       /* the published cut it holds (consistent propagation; else 0) */
     atomic_bool ready;
     atomic_bool nonfinite;               /* the last pass produced a non-finite output */
     atomic_bool nonfinite_logged;        /* the current streak's start was logged */

@@ -91,10 +91,14 @@ class Client:
         return w
 
     def _wait_turn(self, model):
-        """Before a pull: a bsp/ssp worker waits for the others (see workers.py)."""
+        """Before a pull: a bsp/ssp worker waits for the others, and a worker of a model
+        with consistent propagation lets a publish park it here, between its steps (see
+        workers.py). A streaming asp model's pulls never register or wait."""
         w = self._workers.get(model)
-        if w is None and self._registry.get(model).train().consistency == "asp":
-            return
+        if w is None:
+            train = self._registry.get(model).train()
+            if train.consistency == "asp" and train.propagation == "streaming":
+                return
         (w or self._worker(model)).wait(self._wait_timeout_s)
 
     # ------------------------------------------------------------ dense ---

@@ -56,6 +56,7 @@ class TrainConfig:
     non_finite: str = "reject"
     tables: dict = field(default_factory=dict)    # table name -> Table
     consistency: str = "asp"                      # "asp", "bsp" or "ssp" (workers.py)
+    propagation: str = "streaming"                # or "consistent" (publishes fence workers)
 
     def optimizer_for(self, tensor):
         return self.tensors.get(tensor, self.default)
@@ -147,6 +148,7 @@ def parse(config, model="?"):
                      "propagation"], f"{where}: training")
     _check_policies(training, f"{where}: training")
     out.consistency = training.get("consistency", "asp")
+    out.propagation = training.get("propagation", "streaming")
     if "optimizer" in training:
         out.default = parse_optimizer(training["optimizer"], f"{where}: training.optimizer")
     tensors = training.get("tensors", {})

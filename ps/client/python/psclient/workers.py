@@ -6,7 +6,10 @@ consistency is bsp or ssp) and starts at the slowest live worker's clock. clock(
 says it finished a step: every push of that step is applied (pushes are synchronous)
 before the coordinator hears of it. Before a pull, a bsp/ssp worker waits until every
 live worker is within the model's staleness bound of its clock (asp never waits); the
-wait ends with psclient.Error DEADLINE_EXCEEDED after wait_timeout_s.
+wait ends with psclient.Error DEADLINE_EXCEEDED after wait_timeout_s. Every registered
+worker asks once per step, asp too: while a publish of the model runs (consistent
+propagation), the coordinator parks the wait, so no push of the worker is in flight
+when the cut is taken.
 
 A background thread repeats the current clock as a heartbeat (a third of the
 coordinator's timeout), so a worker that computes for a long time is not declared
@@ -80,8 +83,8 @@ class Worker:
     def wait(self, timeout_s):
         """Blocks until this worker may read under the model's consistency."""
         with self._lock:
-            if self.consistency == "asp" or self._waited == self.clock:
-                return
+            if self._waited == self.clock:
+                return  # once per step (asp too: a publish may park it here)
 
             def call():
                 req = cpb.WaitClockRequest(model=self.model, worker_id=self.id, clock=self.clock)

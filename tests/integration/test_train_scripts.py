@@ -1,8 +1,10 @@
 """The training scripts named in the README, run for real against scripts/cluster (a
 private PS_RUN_DIR): scripts/train_digits.py trains the digits classifier from scratch
 through psclient while a replica serves it, and prints its table with the served
-version moving and the served accuracy rising. (A short run: the full one, which must
-end at least as accurate as the sample model, is what the README tells people to run.)"""
+version moving and the served accuracy rising; scripts/train_ctr.py trains a
+click-through-rate model on a sparse table with FTRL and prints the served AUC rising
+toward the planted model's, and the rows each shard made. (Short runs: the full ones
+are what the README tells people to run.)"""
 import os
 import re
 import subprocess
@@ -49,3 +51,19 @@ def test_train_digits(cluster):
     assert rows[-1][4] > 0.9, rows                              # and classifies well
     assert "offline-trained sample model (0.9722)" in r.stdout, r.stdout
     assert r.returncode == (0 if rows[-1][4] >= 0.9722 else 1), (r.returncode, r.stdout)
+
+
+def test_train_ctr(cluster):
+    r = run_script(cluster, "train_ctr.py", "--steps", "60", "--every", "30", "--test", "5000")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*(\d+)\s+(\d+)\s+(\S+)\s+([\d.]+)\s+([\d.]+)\s*$", line)
+        if m:
+            rows.append((int(m[1]), float(m[4]), float(m[5])))
+    assert [x[0] for x in rows] == [0, 30, 60], r.stdout
+    assert 0.4 < rows[0][1] < 0.6, rows            # untrained: no better than chance
+    assert rows[1][1] > 0.65 and rows[2][1] >= rows[1][1], rows  # rising
+    assert rows[-1][1] < rows[-1][2], rows           # below the planted model's
+    m = re.search(r"rows created: (\d+) of table ctr/w .*: shard-1 (\d+), shard-2 (\d+)", r.stdout)
+    assert m and int(m[1]) == int(m[2]) + int(m[3]) and int(m[2]) > 0 and int(m[3]) > 0, r.stdout

@@ -37,6 +37,10 @@ static void test_empty_config(void **state) {
     assert_int_equal(train_config_consistency(cfg), TRAIN_CONSISTENCY_ASP);
     assert_int_equal(train_config_propagation(cfg), TRAIN_PROPAGATION_STREAMING);
     assert_int_equal(train_config_table_count(cfg), 0);
+    assert_int_equal(train_config_served_versions(cfg), 1);
+    train_config_destroy(cfg);
+    cfg = parse_ok("{\"version_policy\": {\"latest\": 3}}");
+    assert_int_equal(train_config_served_versions(cfg), 3);
     train_config_destroy(cfg);
 }
 
@@ -115,6 +119,10 @@ static void test_bad_fields(void **state) {
     parse_bad("{\"tables\": [{\"name\": \"t\", \"dim\": 2, \"init\": {\"type\": \"normal\","
               " \"scale\": -1}}]}",
               PS_STATUS_INVALID_ARGUMENT, "t");
+    parse_bad("{\"version_policy\": {\"latest\": 0}}", PS_STATUS_INVALID_ARGUMENT,
+              "version_policy");
+    parse_bad("{\"version_policy\": {\"latest\": 99}}", PS_STATUS_INVALID_ARGUMENT, "1..16");
+    parse_bad("{\"version_policy\": {\"all\": true}}", PS_STATUS_INVALID_ARGUMENT, "all");
     parse_bad("{\"tables\": [{\"name\": \"t\", \"dim\": 2, \"size\": 5}]}",
               PS_STATUS_INVALID_ARGUMENT, "size");
 }

@@ -24,6 +24,7 @@ struct train_config {
     train_consistency consistency;
     uint32_t staleness;
     train_propagation propagation;
+    uint32_t served_versions;
 };
 
 /* An optimizer object: "type" and hyper-parameters over the kind's defaults. */
@@ -276,6 +277,23 @@ static ps_status parse_root(train_config *cfg, json_t *root, char *err, size_t e
     }
     json_t *v;
     ps_status st = PS_STATUS_OK;
+    cfg->served_versions = 1;
+    if ((v = json_object_get(root, "version_policy"))) {
+        static const char *const allowed[] = {"latest"};
+        json_t *n = json_object_get(v, "latest");
+        if (json_is_object(v) &&
+            (st = check_allowed(v, allowed, 1, "version_policy", err, err_len)) != PS_STATUS_OK)
+            return st;
+        if (!json_is_integer(n) || json_integer_value(n) < 1 ||
+            json_integer_value(n) > TRAIN_CONFIG_MAX_SERVED_VERSIONS) {
+            ps_set_err(err, err_len,
+                       "version_policy must be {\"latest\": N} with N in 1..%u (the versions "
+                       "replicas serve side by side)",
+                       TRAIN_CONFIG_MAX_SERVED_VERSIONS);
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+        cfg->served_versions = (uint32_t)json_integer_value(n);
+    }
     if ((v = json_object_get(root, "training")))
         st = parse_training(cfg, v, err, err_len);
     if (st == PS_STATUS_OK && (v = json_object_get(root, "tables")))
@@ -342,6 +360,10 @@ uint32_t train_config_staleness(const train_config *cfg) {
 
 train_propagation train_config_propagation(const train_config *cfg) {
     return cfg->propagation;
+}
+
+uint32_t train_config_served_versions(const train_config *cfg) {
+    return cfg->served_versions;
 }
 
 size_t train_config_table_count(const train_config *cfg) {

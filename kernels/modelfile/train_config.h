@@ -10,6 +10,8 @@
  *     "staleness": 2,                                    a bound (ssp only; default 1)
  *     "propagation": "streaming"                         or "consistent"
  *   },
+ *   "version_policy": {"latest": 2},                     optional: replicas serve the
+ *                                                        latest N versions (default 1)
  *   "tables": [
  *     {"name": "user_emb", "dim": 16, "seed": 7,          seed optional (0)
  *      "init": {"type": "normal", "scale": 0.01},        optional (zeros)
@@ -21,6 +23,9 @@
  * optimizer is its "tensors" entry, else "optimizer", else none (optimizer pushes to it
  * are refused). Unknown keys are errors (typos); every value is checked with
  * optim_spec_check / table_spec_check when parsed.
+ *
+ * (The version policy is a serving field; it lives here because the coordinator, which
+ * applies it, reads this half of the file and not the graph.)
  *
  * Why it is separate from model_config.h: the PS programs (coordinator, psctl, the
  * clients) need this half and not the graph, and psctl rewrites it
@@ -39,6 +44,7 @@
 #define TRAIN_CONFIG_MAX_TABLES 1024
 #define TRAIN_CONFIG_MAX_TENSORS 65536 /* entries of training.tensors */
 #define TRAIN_CONFIG_MAX_STALENESS 1000000
+#define TRAIN_CONFIG_MAX_SERVED_VERSIONS 16 /* version_policy.latest at most */
 
 typedef struct train_config train_config;
 
@@ -73,6 +79,9 @@ bool train_config_skip_non_finite(const train_config *cfg);
 train_consistency train_config_consistency(const train_config *cfg);
 uint32_t train_config_staleness(const train_config *cfg); /* ssp's bound; 0 for bsp */
 train_propagation train_config_propagation(const train_config *cfg);
+/* How many of the model's latest versions replicas serve side by side (version_policy;
+ * 1 by default). */
+uint32_t train_config_served_versions(const train_config *cfg);
 
 size_t train_config_table_count(const train_config *cfg);
 bool train_config_table_at(const train_config *cfg, size_t i, train_table *ret_table);

@@ -38,12 +38,12 @@ ps_status coord_model_register(coord_ctx *c, const Ps__ModelInfo *in, uint64_t *
 
 /* The models (every version, or the latest of each) as a malloc'd pointer array for a
  * message's repeated field (lock held). */
-static ps_status collect_locked(coord_ctx *c, bool latest_only, Ps__ModelInfo ***ret_list,
+static ps_status collect_locked(coord_ctx *c, bool served_only, Ps__ModelInfo ***ret_list,
                                 size_t *ret_n) {
     const Ps__ModelInfo **list = malloc((registry_model_count(c->models) + 1) * sizeof *list);
     if (!list)
         return PS_STATUS_NO_MEMORY;
-    *ret_n = registry_models_collect(c->models, latest_only, list);
+    *ret_n = registry_models_collect(c->models, served_only, list);
     *ret_list = (Ps__ModelInfo **)list; /* only read: the message is packed, not changed */
     return PS_STATUS_OK;
 }

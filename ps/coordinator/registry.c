@@ -12,6 +12,7 @@
 struct registry {
     Ps__ModelInfo **models; /* owned copies; n used of cap */
     size_t *sizes;          /* packed size of each */
+    uint32_t *served;       /* its version policy: the latest N versions are served */
     size_t n, cap;
     size_t bytes; /* sum of sizes */
     size_t max_versions, max_bytes;
@@ -40,6 +41,7 @@ void registry_destroy(registry *r) {
         ps__model_info__free_unpacked(r->models[i], NULL);
     free(r->models);
     free(r->sizes);
+    free(r->served);
     free(r);
 }
 
@@ -226,10 +228,22 @@ ps_status registry_model_take(registry *r, const char *name, uint64_t version,
         r->n--;
         r->models[i] = r->models[r->n];
         r->sizes[i] = r->sizes[r->n];
+        r->served[i] = r->served[r->n];
         r->generation++;
         return PS_STATUS_OK;
     }
     return PS_STATUS_NOT_FOUND;
+}
+
+/* The version policy of an entry (validated at registration: 1 when unreadable). */
+static uint32_t served_versions(const Ps__ModelInfo *m) {
+    train_config *tc = NULL;
+    const char *json = m->config_json ? m->config_json : "";
+    if (train_config_parse(json, strlen(json), &tc, NULL, 0) != PS_STATUS_OK)
+        return 1;
+    uint32_t n = train_config_served_versions(tc);
+    train_config_destroy(tc);
+    return n;
 }
 
 ps_status registry_model_put(registry *r, Ps__ModelInfo *m, uint64_t *ret_version, char *err,
@@ -253,6 +267,7 @@ ps_status registry_model_put(registry *r, Ps__ModelInfo *m, uint64_t *ret_versio
     uint64_t saved_version = m->version;
     m->version = version;
     size_t size = protobuf_c_message_get_packed_size(&m->base);
+    uint32_t served = served_versions(m);
     size_t bytes = r->bytes - (same != SIZE_MAX ? r->sizes[same] : 0);
     if (size > r->max_bytes - bytes) {
         m->version = saved_version;
@@ -266,6 +281,7 @@ ps_status registry_model_put(registry *r, Ps__ModelInfo *m, uint64_t *ret_versio
         ps__model_info__free_unpacked(r->models[same], NULL);
         r->models[same] = m;
         r->sizes[same] = size;
+        r->served[same] = served;
     } else {
         if (r->n == r->max_versions) {
             m->version = saved_version;
@@ -283,10 +299,15 @@ ps_status registry_model_put(registry *r, Ps__ModelInfo *m, uint64_t *ret_versio
             if (!sizes)
                 goto fail_memory;
             r->sizes = sizes;
+            uint32_t *sv = realloc(r->served, cap * sizeof *sv);
+            if (!sv)
+                goto fail_memory;
+            r->served = sv;
             r->cap = cap;
         }
         r->models[r->n] = m;
         r->sizes[r->n] = size;
+        r->served[r->n] = served;
         r->n++;
     }
     r->bytes = bytes + size;
@@ -315,11 +336,29 @@ size_t registry_model_count(const registry *r) {
     return r->n;
 }
 
-size_t registry_models_collect(const registry *r, bool latest_only, const Ps__ModelInfo **out) {
+/* True when version m of its model is among the latest N its latest version's policy
+ * says replicas serve. */
+static bool is_served(const registry *r, const Ps__ModelInfo *m) {
+    const Ps__ModelInfo *latest = NULL;
+    size_t at = 0, newer = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        const Ps__ModelInfo *o = r->models[i];
+        if (strcmp(o->name, m->name) != 0)
+            continue;
+        if (!latest || o->version > latest->version) {
+            latest = o;
+            at = i;
+        }
+        newer += o->version > m->version;
+    }
+    return latest && newer < r->served[at];
+}
+
+size_t registry_models_collect(const registry *r, bool served_only, const Ps__ModelInfo **out) {
     size_t n = 0;
     for (size_t i = 0; i < r->n; i++) {
         const Ps__ModelInfo *m = r->models[i];
-        if (latest_only && registry_model_find(r, m->name, 0) != m)
+        if (served_only && !is_served(r, m))
             continue;
         out[n++] = m;
     }

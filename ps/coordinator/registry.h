@@ -68,9 +68,11 @@ ps_status registry_model_take(registry *reg, const char *name, uint64_t version,
 const Ps__ModelInfo *registry_model_find(const registry *reg, const char *name, uint64_t version);
 
 size_t registry_model_count(const registry *reg);
-/* Model entries into out[] (room for registry_model_count): every version, or only the
- * latest of each name. Returns how many. The pointers belong to the registry. */
-size_t registry_models_collect(const registry *reg, bool latest_only, const Ps__ModelInfo **out);
+/* Model entries into out[] (room for registry_model_count): every version, or only
+ * those replicas serve (the latest N of each name, N from the latest version's
+ * config.json version_policy, 1 by default). Returns how many. The pointers belong to
+ * the registry. */
+size_t registry_models_collect(const registry *reg, bool served_only, const Ps__ModelInfo **out);
 
 /* Increases on every change (WatchModels). */
 uint64_t registry_generation(const registry *reg);

@@ -157,6 +157,42 @@ static ps_status put(registry *r, const char *name, uint64_t version, uint64_t *
     return st;
 }
 
+/* Puts a version of `name` whose config.json says version_policy latest n. */
+static void put_policy(registry *r, const char *name, uint64_t version, int n) {
+    tiny_model t;
+    tiny_model_init(&t, name, version);
+    char cfg[256];
+    snprintf(cfg, sizeof cfg, "{\"name\": \"%s\", \"version_policy\": {\"latest\": %d}}", name, n);
+    t.info.config_json = cfg;
+    Ps__ModelInfo *copy = NULL;
+    assert_int_equal(registry_model_copy(&t.info, &copy), PS_STATUS_OK);
+    uint64_t v = 0;
+    char err[256];
+    assert_int_equal(registry_model_put(r, copy, &v, err, sizeof err), PS_STATUS_OK);
+}
+
+/* What replicas serve: the latest N versions, N from the latest version's policy. */
+static void test_served_versions(void **state) {
+    (void)state;
+    registry *r = make(0, 0);
+    const Ps__ModelInfo *list[8];
+    put_policy(r, "m", 1, 2);
+    put_policy(r, "m", 2, 2);
+    put_policy(r, "m", 3, 2);
+    put_policy(r, "n", 5, 1);
+    put_policy(r, "n", 6, 1);
+    size_t k = registry_models_collect(r, true, list);
+    assert_int_equal(k, 3); /* m 2 and 3, n 6 */
+    uint64_t sum = 0;
+    for (size_t i = 0; i < k; i++)
+        sum += list[i]->version;
+    assert_int_equal(sum, 2 + 3 + 6);
+    put_policy(r, "m", 4, 3); /* the latest's policy decides: 2, 3, 4 */
+    k = registry_models_collect(r, true, list);
+    assert_int_equal(k, 4);
+    registry_destroy(r);
+}
+
 static void test_versions_and_listing(void **state) {
     (void)state;
     registry *r = make(0, 0);
@@ -222,6 +258,7 @@ int main(void) {
         cmocka_unit_test(test_hostile_shapes_and_chunks),
         cmocka_unit_test(test_graph_must_agree),
         cmocka_unit_test(test_versions_and_listing),
+        cmocka_unit_test(test_served_versions),
         cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -151,14 +151,24 @@ static served *find_listed(models *m, const char *name, uint64_t version, uint64
     return NULL;
 }
 
-/* s is ready: older versions of its model, and older cuts of its version, retire; so
- * do prepared cuts the registry no longer wants (lock held). */
+/* True when the registry lists this version to be served (lock held). */
+static bool expected_locked(const models *m, const served *s) {
+    for (size_t i = 0; i < m->n_expect; i++)
+        if (m->expect_versions[i] == served_version(s) &&
+            strcmp(m->expect_names[i], served_name(s)) == 0)
+            return true;
+    return false;
+}
+
+/* s is ready: older versions of its model retire unless the registry still lists them
+ * (a version policy of several), older cuts of its version retire, and so do prepared
+ * cuts the registry no longer wants (lock held). */
 static void retire_for(models *m, served *s, uint64_t publishing) {
     for (size_t i = 0; i < m->n;) {
         served *o = m->list[i];
         bool same = o != s && strcmp(served_name(o), served_name(s)) == 0;
         bool older =
-            served_version(o) < served_version(s) ||
+            (served_version(o) < served_version(s) && !expected_locked(m, o)) ||
             (served_version(o) == served_version(s) && served_publish(o) < served_publish(s));
         bool abandoned = served_version(o) == served_version(s) && !served_ready(o) &&
                          served_publish(o) > served_publish(s) && served_publish(o) != publishing;

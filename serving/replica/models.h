@@ -60,8 +60,9 @@ size_t models_repull_mark(models *m, bool (*pred)(uint64_t key, void *arg), void
 ps_status models_stale_fix(models *m, const served_source *src, size_t *ret_left, char *err,
                            size_t err_len);
 
-/* The registry's latest list (names and versions), for models_ready. On failure the
- * previous list stays. */
+/* The registry's latest list (names and versions: the latest of each model, or several
+ * under a version policy), for models_ready; a loaded version retires older versions of
+ * its model that the list does not name. On failure the previous list stays. */
 ps_status models_expect(models *m, size_t n, const char *const *names, const uint64_t *versions);
 /* True when every expected model has a ready version at least as new. */
 bool models_ready(models *m);

@@ -22,7 +22,6 @@ the planted AUC; at the end, the rows each shard created.
 """
 import argparse
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -30,10 +29,10 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-VENV_PY = ROOT / ".venv" / "bin" / "python"
-if pathlib.Path(sys.executable).resolve() != VENV_PY.resolve() and VENV_PY.exists():
-    sys.exit(subprocess.call([str(VENV_PY), __file__] + sys.argv[1:]))
 sys.path.insert(0, str(ROOT / "scripts"))
+import train_common  # noqa: E402
+
+train_common.reexec_in_venv(__file__)
 
 import numpy as np  # noqa: E402
 
@@ -80,8 +79,9 @@ def auc(score, y):
     return float((rank[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def write_model(root, name, n_ids, lr):
-    config = {
+def model_config(name, n_ids, lr):
+    """Logistic regression: the sum of each sample's rows of table w, then a sigmoid."""
+    return {
         "name": name, "max_batch_size": BATCH_INFER,
         "inputs": [{"name": "ids", "datatype": "INT64", "shape": [-1, len(FIELDS) + 1]}],
         "outputs": [{"name": "p", "datatype": "FP32", "shape": [-1, 1]}],
@@ -94,20 +94,6 @@ def write_model(root, name, n_ids, lr):
                     "optimizer": {"type": "ftrl", "lr": lr, "beta": 1.0}}],
         "description": f"logistic regression over {n_ids} sparse ids (scripts/train_ctr.py)",
     }
-    d = root / name
-    (d / "1").mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps(config, indent=2))
-    params = {"out.bias": np.zeros(1, np.float32), "out.weight": np.ones((1, 1), np.float32)}
-    header, blobs, off = {}, [], 0
-    for k in sorted(params):
-        b = params[k].astype("<f4").tobytes()
-        header[k] = {"dtype": "F32", "shape": list(params[k].shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    (d / "1" / "model.safetensors").write_bytes(len(h).to_bytes(8, "little") + h + b"".join(blobs))
-    return d
 
 
 def served_scores(stub, model, ids):
@@ -120,17 +106,6 @@ def served_scores(stub, model, ids):
         r = stub.ModelInfer(req, timeout=30)
         out.append(np.frombuffer(r.raw_output_contents[0], "<f4"))
     return np.concatenate(out)
-
-
-def cluster_env():
-    env = {}
-    path = pathlib.Path(os.environ.get("PS_RUN_DIR", ROOT / "run")) / "cluster.env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if "=" in line:
-                k, v = line.split("=", 1)
-                env[k.strip()] = v.strip()
-    return env
 
 
 def main():
@@ -146,21 +121,15 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
 
-    env = cluster_env()
-    a.coordinator = a.coordinator or os.environ.get("PS_COORDINATOR") or env.get("COORDINATOR")
-    serve = a.serve or (env.get("SERVE", "").split(",")[0] or None)
-    if not serve:
-        sys.exit("train_ctr: no serving replica: pass --serve or run scripts/cluster up")
+    a.coordinator, serve = train_common.endpoints(a.coordinator, a.serve, "train_ctr")
     log = ClickLog(a.seed)
     test_ids, test_y, test_p = log.samples(a.test)
     planted = auc(test_p, test_y)
-    build = pathlib.Path(os.environ.get("PS_BUILD_DIR", ROOT / "build"))
-    psctl = [str(build / "ps" / "psctl"), "--json"] + (["--coordinator", a.coordinator] if a.coordinator else [])
+    params = {"out.bias": np.zeros(1, np.float32), "out.weight": np.ones((1, 1), np.float32)}
     with tempfile.TemporaryDirectory() as tmp:
-        d = write_model(pathlib.Path(tmp), a.model, log.n_ids, a.lr)
-        r = subprocess.run(psctl + ["model", "upload", str(d)], capture_output=True, text=True)
-        if r.returncode != 0:
-            sys.exit(f"train_ctr: upload failed: {r.stderr.strip()}")
+        train_common.upload(a.coordinator,
+                            train_common.write_model(tmp, model_config(a.model, log.n_ids, a.lr),
+                                                     params), "train_ctr")
     print(f"uploaded {a.model}: table w of {log.n_ids} ids (dim 1, FTRL lr {a.lr}); "
           f"click log: {a.batch} samples a step, CTR {test_y.mean():.3f}; serving from {serve}")
     stub = kserve_client.stub(serve)
@@ -196,7 +165,8 @@ def main():
                       f"{planted:>12.4f}", flush=True)
                 losses = []
     print(f"{a.steps * a.batch} samples in {time.monotonic() - t0:.1f} s")
-    r = subprocess.run(psctl + ["status"], capture_output=True, text=True)
+    r = subprocess.run(train_common.psctl(a.coordinator) + ["status"], capture_output=True,
+                       text=True)
     if r.returncode == 0:
         for t in json.loads(r.stdout).get("tables", []):
             if t["model"] == a.model:

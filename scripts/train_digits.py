@@ -22,7 +22,6 @@ scripts/make_sample_model does), minus the held-out images.
 """
 import argparse
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -30,10 +29,10 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-VENV_PY = ROOT / ".venv" / "bin" / "python"
-if pathlib.Path(sys.executable).resolve() != VENV_PY.resolve() and VENV_PY.exists():
-    sys.exit(subprocess.call([str(VENV_PY), __file__] + sys.argv[1:]))
 sys.path.insert(0, str(ROOT / "scripts"))
+import train_common  # noqa: E402
+
+train_common.reexec_in_venv(__file__)
 
 import numpy as np  # noqa: E402
 
@@ -41,17 +40,6 @@ import psclient  # noqa: E402 - before kserve_client, whose stub folder goes fir
 import kserve_client  # noqa: E402
 
 HIDDEN = 128
-
-
-def cluster_env():
-    env = {}
-    path = pathlib.Path(os.environ.get("PS_RUN_DIR", ROOT / "run")) / "cluster.env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if "=" in line:
-                k, v = line.split("=", 1)
-                env[k.strip()] = v.strip()
-    return env
 
 
 def training_data(heldout):
@@ -71,27 +59,15 @@ def training_data(heldout):
     return x_train, y_train
 
 
-def write_model(root, name, params, lr):
-    """A model directory (config.json + 1/model.safetensors) with these weights."""
+def model_config(name, lr):
+    """The sample model's graph behind a fixed standardizing layer, trained with Adam."""
     config = json.loads((ROOT / "models" / "digits_mlp" / "config.json").read_text())
     config["name"] = name
     config["layers"] = [{"op": "scale", "input": "pixels", "output": "x", "scale": "norm.scale",
                          "shift": "norm.shift"}] + config["layers"]
     config["layers"][1]["input"] = "x"
     config["training"] = {"optimizer": {"type": "adam", "lr": lr}}
-    d = root / name
-    (d / "1").mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps(config, indent=2))
-    header, blobs, off = {}, [], 0
-    for k in sorted(params):
-        b = np.ascontiguousarray(params[k], dtype="<f4").tobytes()
-        header[k] = {"dtype": "F32", "shape": list(params[k].shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    (d / "1" / "model.safetensors").write_bytes(len(h).to_bytes(8, "little") + h + b"".join(blobs))
-    return d
+    return config
 
 
 def gradients(p, x, y):
@@ -139,11 +115,7 @@ def main():
     x_test = np.array(held["pixels"], dtype=np.float32)
     y_test = np.array(held["labels"])
     x_train, y_train = training_data((x_test, y_test))
-    env = cluster_env()
-    a.coordinator = a.coordinator or os.environ.get("PS_COORDINATOR") or env.get("COORDINATOR")
-    serve = a.serve or (env.get("SERVE", "").split(",")[0] or None)
-    if not serve:
-        sys.exit("train_digits: no serving replica: pass --serve or run scripts/cluster up")
+    a.coordinator, serve = train_common.endpoints(a.coordinator, a.serve, "train_digits")
 
     rng = np.random.default_rng(a.seed)
     mean, std = x_train.mean(0), x_train.std(0)
@@ -152,16 +124,10 @@ def main():
             "fc1.weight": rng.normal(0, np.sqrt(2 / 64), (HIDDEN, 64)),
             "fc1.bias": np.zeros(HIDDEN), "fc2.weight": rng.normal(0, np.sqrt(1 / HIDDEN), (10, HIDDEN)),
             "fc2.bias": np.zeros(10)}
+    init = {k: np.asarray(v, np.float32) for k, v in init.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        d = write_model(pathlib.Path(tmp), a.model, init, a.lr)
-        build = pathlib.Path(os.environ.get("PS_BUILD_DIR", ROOT / "build"))
-        cmd = [str(build / "ps" / "psctl"), "--json"]
-        if a.coordinator:
-            cmd += ["--coordinator", a.coordinator]
-        r = subprocess.run(cmd + ["model", "upload", str(d)], capture_output=True, text=True)
-        if r.returncode != 0:
-            sys.exit(f"train_digits: upload failed: {r.stderr.strip()}")
-        version = json.loads(r.stdout)["version"]
+        d = train_common.write_model(tmp, model_config(a.model, a.lr), init)
+        version = train_common.upload(a.coordinator, d, "train_digits")
     print(f"uploaded {a.model} version {version} with random weights; training with Adam "
           f"(lr {a.lr}, batch {a.batch}) on {len(x_train)} digits; serving from {serve}")
 

@@ -4,10 +4,10 @@
  * them. Nothing outside proto/ includes a gRPC header: the rest of the project sees
  * handlers that take and give protobuf-c messages, and ps_status values.
  *
- * Server model: N worker threads take events from one shared completion queue; at
- * most one of them polls without blocking (spin-then-block) at a time. Unary
- * handlers run on the worker that took the call. A server-streaming handler
- * runs on a thread of its own (streams live long: subscriptions, ring watches) and
+ * Server model: N worker threads take events from one shared completion queue; when
+ * spin_us > 0 at most one of them polls without blocking (spin-then-block) at a
+ * time. Unary handlers run on the worker that took the call. A server-streaming
+ * handler runs on a thread of its own (streams live long: subscriptions, ring watches) and
  * writes messages one at a time with rpc_ctx_write, which blocks until the message is
  * sent or the call dies. Calls to methods nobody registered get UNIMPLEMENTED.
  *
@@ -32,7 +32,14 @@
 
 #define RPC_DEFAULT_MAX_MESSAGE_BYTES (64u * 1024u * 1024u)
 #define RPC_DEFAULT_GRACE_MS 5000
-#define RPC_DEFAULT_SPIN_US 200
+/* Polling a completion queue before blocking (spin-then-block) saves the ~40 us a
+ * blocking wake-up costs in a VM, but only when a core is idle: with a client and a
+ * server sharing 2 busy cores the spinners take the CPU from the threads doing the
+ * work. Measured here (1-float push round trip, shard and client on 2 loaded cores):
+ * spinning 200 us on both sides p50/p99 582-591/1345-1515 us; client only 50-81/
+ * 323-548; server only 137-202/658-1078; neither 52/197-295. So by default nobody
+ * spins; a program on a machine with cores to spare may set spin_us. */
+#define RPC_DEFAULT_SPIN_US 0
 #define RPC_DEFAULT_MAX_STREAMS 256 /* concurrent server-streaming calls per server */
 #define RPC_DETAILS_MAX 512
 
@@ -51,16 +58,31 @@ typedef struct rpc_metadata {
     const char *value;
 } rpc_metadata;
 
-/* A `bytes` field that travels as its own slice instead of being copied through
+/* One piece of a `bytes` field sent in pieces (rpc_bytes_field.parts). `release` (may
+ * be NULL) is called with `arg` once gRPC no longer needs `data`. */
+typedef struct rpc_bytes_part {
+    const void *data;
+    size_t len;
+    void (*release)(void *arg);
+    void *arg;
+} rpc_bytes_part;
+
+/* A `bytes` field that travels as its own slices instead of being copied through
  * protobuf-c (the hot paths: tensor values). It is appended after the packed message
  * as tag + length + data, which is still one valid protobuf message. `release` (may
- * be NULL) is called with `arg` once gRPC no longer needs `data`. */
+ * be NULL) is called with `arg` once gRPC no longer needs `data`. With n_parts > 0 the
+ * field's bytes are instead the concatenation of `parts`, each sent as it lies (e.g.
+ * one per chunk a shard holds, without gathering them into one buffer); data, len and
+ * release are then unused, and the parts array itself need only outlive the call that
+ * sends it. */
 typedef struct rpc_bytes_field {
     uint32_t field_number;
     const void *data;
     size_t len;
     void (*release)(void *arg);
     void *arg;
+    const rpc_bytes_part *parts;
+    size_t n_parts;
 } rpc_bytes_field;
 
 /* One occurrence of a raw bytes field in a received message (the receiving side of
@@ -72,6 +94,32 @@ typedef struct rpc_bytes_view {
     size_t len;
 } rpc_bytes_view;
 
+/* The same occurrence as it lies in the payload, uncopied: gRPC receives a large
+ * message in many slices (about 64 KiB each), so the field's bytes are the
+ * concatenation of `pieces`. Valid as long as the views are. A consumer copies it
+ * once, straight into its destination (rpc_bytes_copy, rpc_bytes_reader). */
+typedef struct rpc_bytes_pieces {
+    const rpc_bytes_view *pieces;
+    size_t n_pieces;
+    size_t len; /* bytes in all */
+} rpc_bytes_pieces;
+
+/* Copies bytes [off, off + len) of a field into dst; false when the field is shorter. */
+bool rpc_bytes_copy(const rpc_bytes_pieces *field, size_t off, void *dst, size_t len);
+
+/* Reads a field front to back (a cursor; no allocation). */
+typedef struct rpc_bytes_reader {
+    const rpc_bytes_pieces *field;
+    size_t piece, off; /* the next byte: pieces[piece].data[off] */
+} rpc_bytes_reader;
+
+void rpc_bytes_reader_init(rpc_bytes_reader *reader, const rpc_bytes_pieces *field);
+/* The next contiguous run of at most `max` bytes (*ret_data points into the payload);
+ * returns its length, 0 at the end. */
+size_t rpc_bytes_reader_next(rpc_bytes_reader *reader, size_t max, const uint8_t **ret_data);
+/* Copies the next len bytes into dst; false (and a partial copy) when fewer remain. */
+bool rpc_bytes_reader_copy(rpc_bytes_reader *reader, void *dst, size_t len);
+
 /* gRPC status code (0..16) for a ps_status, and back. */
 int rpc_code_from_status(ps_status st);
 ps_status rpc_status_from_code(int grpc_code);
@@ -80,13 +128,15 @@ const char *rpc_code_name(int grpc_code);
 
 /* Process-wide tuning for programs that move large messages (see
  * notes on allocator thresholds): keeps glibc from returning gRPC's multi-megabyte
- * receive buffers to the OS after every message. Call once, early in main. */
+ * receive buffers to the OS after every message, and keeps few malloc arenas (one per
+ * 4 CPUs) so memory freed by one thread serves the others. Call once, early in main. */
 void rpc_tune_allocator(void);
 
 /* For programs: keeps gRPC initialized until the process exits, so that destroying
  * the last server or channel never runs grpc_shutdown, which can block for about 10 s
  * waiting for connections that are still closing (seen under CPU load). The OS
- * reclaims everything at exit. Call once, early in main. */
+ * reclaims everything at exit. It first limits malloc arenas as rpc_tune_allocator
+ * does, before gRPC starts its threads. Call once, early in main. */
 void rpc_process_init(void);
 
 /* Signals: rpc_signals_block() blocks SIGINT and SIGTERM in the calling thread (call
@@ -122,13 +172,14 @@ typedef struct rpc_method {
 
 typedef struct rpc_server_opts {
     const char *listen;       /* "host:port"; port 0 picks a free one */
-    int threads;              /* worker threads; 0 = number of online CPUs */
+    int threads;              /* worker threads; 0 = the CPUs this process may use */
     size_t max_message_bytes; /* receive and send limit; 0 = RPC_DEFAULT_MAX_MESSAGE_BYTES */
     int grace_ms;             /* shutdown grace for in-flight calls; 0 = default, <0 = none */
-    int spin_us;              /* poll a queue this long before blocking; 0 = default, <0 = never */
-    int max_streams;          /* server-streaming calls open at once (each holds a thread);
-                                 0 = RPC_DEFAULT_MAX_STREAMS; one more is answered
-                                 RESOURCE_EXHAUSTED at once */
+    int spin_us;     /* poll a queue this long before blocking; 0 = RPC_DEFAULT_SPIN_US (none),
+                        <0 = never */
+    int max_streams; /* server-streaming calls open at once (each holds a thread);
+                        0 = RPC_DEFAULT_MAX_STREAMS; one more is answered
+                        RESOURCE_EXHAUSTED at once */
 } rpc_server_opts;
 
 ps_status rpc_server_create(const rpc_server_opts *opts, rpc_server **ret_server);
@@ -173,8 +224,12 @@ int64_t rpc_ctx_deadline_ms(const rpc_ctx *ctx);
 const char *rpc_ctx_metadata(rpc_ctx *ctx, const char *key);
 const char *rpc_ctx_method(const rpc_ctx *ctx);
 /* The occurrences of the method's raw_field in the request, in order (a repeated
- * field gives several); valid until the handler returns. */
+ * field gives several); valid until the handler returns. An occurrence that arrived in
+ * several slices is copied to be contiguous (on the first call): the hot paths read
+ * rpc_ctx_raw_pieces instead. No views (0) when that copy finds no memory. */
 size_t rpc_ctx_raw(const rpc_ctx *ctx, const rpc_bytes_view **ret_views);
+/* The same occurrences as they lie in the payload, uncopied. */
+size_t rpc_ctx_raw_pieces(const rpc_ctx *ctx, const rpc_bytes_pieces **ret_fields);
 
 /* ===================================================================== client === */
 
@@ -212,9 +267,12 @@ ps_status rpc_call_with_bytes(rpc_channel *channel, const char *method,
                               size_t n_extra, const ProtobufCMessageDescriptor *response_type,
                               const rpc_call_opts *opts, ProtobufCMessage **ret_response,
                               rpc_result *ret_result);
-/* A received message's raw field occurrences (see rpc_call_split). */
+/* A received message's raw field occurrences (see rpc_call_split): as contiguous
+ * views (copied on first use when an occurrence arrived in several slices; 0 when that
+ * copy finds no memory), or as the pieces they lie in. */
 typedef struct rpc_received rpc_received;
 size_t rpc_received_views(const rpc_received *received, const rpc_bytes_view **ret_views);
+size_t rpc_received_pieces(const rpc_received *received, const rpc_bytes_pieces **ret_fields);
 void rpc_received_free(rpc_received *received); /* accepts NULL */
 
 /* rpc_call_with_bytes whose response's `raw_field` (a bytes field, 0 = none) is not
@@ -225,6 +283,26 @@ ps_status rpc_call_split(rpc_channel *channel, const char *method, const Protobu
                          const ProtobufCMessageDescriptor *response_type, uint32_t raw_field,
                          const rpc_call_opts *opts, ProtobufCMessage **ret_response,
                          rpc_received **ret_received, rpc_result *ret_result);
+
+/* Asynchronous unary calls: rpc_call_start sends the request and returns at once, so
+ * a caller can have calls to several servers in flight and then collect each with
+ * rpc_pending_finish, which waits for it (the blocking calls above are these two in a
+ * row). Every started call must be finished exactly once; finishing frees it. */
+typedef struct rpc_pending rpc_pending;
+
+/* Starts a call of `request` plus raw byte fields (see rpc_bytes_field; their release
+ * callbacks run whatever happens). On failure nothing is in flight, *ret_pending is
+ * untouched and ret_result (may be NULL) says why. opts may be NULL. */
+ps_status rpc_call_start(rpc_channel *channel, const char *method, const ProtobufCMessage *request,
+                         const rpc_bytes_field *extra, size_t n_extra, const rpc_call_opts *opts,
+                         rpc_pending **ret_pending, rpc_result *ret_result);
+/* Waits for the call, frees it, and decodes its response as `response_type`. With
+ * raw_field != 0, that bytes field is left out of the message and its occurrences go
+ * to *ret_received (as rpc_call_split; ret_received must then be non-NULL). The
+ * return value equals ret_result->status (ret_result may be NULL). */
+ps_status rpc_pending_finish(rpc_pending *pending, const ProtobufCMessageDescriptor *response_type,
+                             uint32_t raw_field, ProtobufCMessage **ret_response,
+                             rpc_received **ret_received, rpc_result *ret_result);
 
 /* Unary call with raw bytes both ways (tests of malformed input, proxies). On OK,
  * *ret_data is malloc'd (free it) and *ret_len its size. */

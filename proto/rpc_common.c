@@ -1,11 +1,13 @@
-/* rpc_common.c: status mapping, message encoding and decoding, queue waits, and
- * process helpers (allocator tuning, signals) shared by the rpc server and client. */
+/* rpc_common.c: status mapping, queue waits, and process helpers (allocator tuning,
+ * signals) shared by the rpc server and client. Message encoding is in rpc_bytes.c. */
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
@@ -122,7 +124,27 @@ void rpc_library_ref(void) {
     pthread_mutex_unlock(&library_lock);
 }
 
+/* Memory one thread frees is reused only by threads of the same malloc arena: gRPC's
+ * threads receive, the workers build and free value blocks, and with an arena per
+ * thread each keeps its own free memory (3 shards holding 324 MiB of values after
+ * uploading and adding to a 256 MiB model: 668 MiB resident; with one arena 588,
+ * throughput unchanged on 2 cores). One arena per 4 CPUs. It must be set before the
+ * threads start (gRPC's own start in grpc_init). */
+static void limit_arenas(void) {
+    int cpus = rpc_cpu_count();
+    mallopt(M_ARENA_MAX, cpus >= 8 ? cpus / 4 : 1);
+}
+
+int rpc_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
 void rpc_process_init(void) {
+    limit_arenas();
     rpc_library_ref(); /* never released */
 }
 
@@ -131,232 +153,6 @@ void rpc_library_unref(void) {
     if (--library_refs == 0)
         grpc_shutdown();
     pthread_mutex_unlock(&library_lock);
-}
-
-/* ------------------------------------------------------------------ encoding --- */
-
-static size_t put_varint(uint8_t *out, uint64_t v) {
-    size_t n = 0;
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
-}
-
-static void release_noop(void *arg) {
-    (void)arg;
-}
-
-grpc_byte_buffer *rpc_encode(const ProtobufCMessage *msg, const rpc_bytes_field *extra,
-                             size_t n_extra) {
-    size_t n_slices = 1 + 2 * n_extra, used = 0;
-    grpc_slice stack_slices[9];
-    grpc_slice *slices = n_slices <= 9 ? stack_slices : malloc(n_slices * sizeof *slices);
-    grpc_byte_buffer *bb = NULL;
-    size_t i = 0;
-    if (!slices)
-        goto fail_release;
-
-    size_t len = msg ? protobuf_c_message_get_packed_size(msg) : 0;
-    if (len > 0) {
-        uint8_t *buf = malloc(len);
-        if (!buf)
-            goto fail_release;
-        protobuf_c_message_pack(msg, buf);
-        slices[used++] = grpc_slice_new(buf, len, free);
-    }
-    for (i = 0; i < n_extra; i++) {
-        const rpc_bytes_field *f = &extra[i];
-        uint8_t head[20];
-        size_t hl = put_varint(head, ((uint64_t)f->field_number << 3) | 2u);
-        hl += put_varint(head + hl, f->len);
-        slices[used++] = grpc_slice_from_copied_buffer((const char *)head, hl);
-        if (f->len > 0) {
-            slices[used++] = grpc_slice_new_with_user_data(
-                (void *)f->data, f->len, f->release ? f->release : release_noop, f->arg);
-        } else if (f->release) {
-            f->release(f->arg);
-        }
-    }
-    bb = grpc_raw_byte_buffer_create(slices, used);
-    for (size_t k = 0; k < used; k++)
-        grpc_slice_unref(slices[k]);
-    if (slices != stack_slices)
-        free(slices);
-    return bb;
-
-fail_release:
-    /* Nothing was handed to gRPC: give the caller's buffers back now. */
-    for (size_t k = 0; k < used; k++)
-        grpc_slice_unref(slices[k]);
-    for (; i < n_extra; i++)
-        if (extra[i].release)
-            extra[i].release(extra[i].arg);
-    if (slices && slices != stack_slices)
-        free(slices);
-    return NULL;
-}
-
-ProtobufCMessage *rpc_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *type) {
-    grpc_byte_buffer_reader reader;
-    if (!bb)
-        return protobuf_c_message_unpack(type, NULL, 0, (const uint8_t *)"");
-    if (!grpc_byte_buffer_reader_init(&reader, bb))
-        return NULL;
-    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(type, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
-    grpc_slice_unref(all);
-    return m;
-}
-
-/* The payload as one slice: a new reference to its only slice, or a copy. */
-static grpc_slice payload_slice(grpc_byte_buffer *bb) {
-    if (!bb)
-        return grpc_empty_slice();
-    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
-        bb->data.raw.slice_buffer.count == 1)
-        return grpc_slice_ref(bb->data.raw.slice_buffer.slices[0]);
-    grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, bb))
-        return grpc_empty_slice();
-    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    return all;
-}
-
-static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *ret) {
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*p >= end)
-            return false;
-        uint8_t b = *(*p)++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *ret = v;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Walks the top-level fields of a message: calls `on_field` with each field's number,
- * its whole encoding [start, end) and, for length-delimited fields, its payload.
- * False on a malformed encoding. */
-typedef void (*field_fn)(void *arg, uint32_t number, const uint8_t *start, const uint8_t *end,
-                         const uint8_t *payload, size_t payload_len);
-
-static bool walk_fields(const uint8_t *p, const uint8_t *end, field_fn on_field, void *arg) {
-    while (p < end) {
-        const uint8_t *start = p, *payload = NULL;
-        uint64_t tag, v, len = 0;
-        if (!get_varint(&p, end, &tag) || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
-            return false;
-        switch (tag & 7) {
-        case 0:
-            if (!get_varint(&p, end, &v))
-                return false;
-            break;
-        case 1:
-            if (end - p < 8)
-                return false;
-            p += 8;
-            break;
-        case 2:
-            if (!get_varint(&p, end, &len) || len > (uint64_t)(end - p))
-                return false;
-            payload = p;
-            p += len;
-            break;
-        case 5:
-            if (end - p < 4)
-                return false;
-            p += 4;
-            break;
-        default: /* groups (3, 4) are not used by our protocols; 6, 7 do not exist */
-            return false;
-        }
-        on_field(arg, (uint32_t)(tag >> 3), start, p, payload, (size_t)len);
-    }
-    return true;
-}
-
-typedef struct split_state {
-    uint32_t raw_field;
-    uint8_t *header; /* NULL on the counting pass */
-    size_t header_len;
-    rpc_bytes_view *views;
-    size_t n_views;
-    bool raw_wrong_type; /* the raw field came with a wire type other than bytes */
-} split_state;
-
-static void split_field(void *arg, uint32_t number, const uint8_t *start, const uint8_t *end,
-                        const uint8_t *payload, size_t payload_len) {
-    split_state *st = arg;
-    if (number == st->raw_field) {
-        if (!payload) {
-            st->raw_wrong_type = true;
-            return;
-        }
-        if (st->views)
-            st->views[st->n_views] = (rpc_bytes_view){payload, payload_len};
-        st->n_views++;
-        return;
-    }
-    if (st->header)
-        memcpy(st->header + st->header_len, start, (size_t)(end - start));
-    st->header_len += (size_t)(end - start);
-}
-
-ProtobufCMessage *rpc_decode_split(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *type,
-                                   uint32_t raw_field, rpc_received **ret_received) {
-    rpc_received *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
-    r->flat = payload_slice(bb);
-    const uint8_t *data = GRPC_SLICE_START_PTR(r->flat), *end = data + GRPC_SLICE_LENGTH(r->flat);
-    split_state count = {.raw_field = raw_field};
-    ProtobufCMessage *m = NULL;
-    if (!walk_fields(data, end, split_field, &count) || count.raw_wrong_type)
-        goto fail;
-    split_state fill = {.raw_field = raw_field};
-    fill.header = malloc(count.header_len ? count.header_len : 1);
-    fill.views = calloc(count.n_views + 1, sizeof *fill.views);
-    if (!fill.header || !fill.views) {
-        free(fill.header);
-        free(fill.views);
-        goto fail;
-    }
-    walk_fields(data, end, split_field, &fill);
-    m = protobuf_c_message_unpack(type, NULL, fill.header_len, fill.header);
-    free(fill.header);
-    if (!m) {
-        free(fill.views);
-        goto fail;
-    }
-    r->views = fill.views;
-    r->n_views = fill.n_views;
-    *ret_received = r;
-    return m;
-fail:
-    rpc_received_free(r);
-    return NULL;
-}
-
-size_t rpc_received_views(const rpc_received *r, const rpc_bytes_view **ret_views) {
-    *ret_views = r ? r->views : NULL;
-    return r ? r->n_views : 0;
-}
-
-void rpc_received_free(rpc_received *r) {
-    if (!r)
-        return;
-    grpc_slice_unref(r->flat);
-    free(r->views);
-    free(r);
 }
 
 ps_status rpc_flatten(grpc_byte_buffer *bb, void **ret_data, size_t *ret_len) {
@@ -420,6 +216,7 @@ void rpc_tune_allocator(void) {
      * an mmap that is unmapped on free, so every message faults its pages in again. */
     mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
     mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+    limit_arenas(); /* for threads started from now on */
 }
 
 void rpc_signals_block(void) {

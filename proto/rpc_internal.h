@@ -1,7 +1,10 @@
 /* rpc_internal.h: pieces shared by the rpc server and client (proto/ only):
- * message encoding to gRPC byte buffers, decoding, spin-then-block queue waits. */
+ * message encoding to gRPC byte buffers and decoding (rpc_bytes.c), spin-then-block
+ * queue waits (rpc_common.c). */
 #ifndef PS_PROTO_RPC_INTERNAL_H
 #define PS_PROTO_RPC_INTERNAL_H
+
+#include <pthread.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -17,17 +20,23 @@ grpc_byte_buffer *rpc_encode(const ProtobufCMessage *msg, const rpc_bytes_field 
 /* Unpacks a received buffer as `type`. NULL when malformed (or out of memory). */
 ProtobufCMessage *rpc_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *type);
 
-/* A received payload held in one piece (the gRPC slice itself when it came as one,
- * else one copy), with the views of one raw field found in it. */
+/* A received payload kept as gRPC delivered it (its slices, uncopied), with the
+ * occurrences of one raw field found in it (rpc_bytes.c). */
 struct rpc_received {
-    grpc_slice flat;
-    rpc_bytes_view *views;
-    size_t n_views;
+    grpc_byte_buffer *bb;     /* owned: the slices the pieces point into */
+    grpc_slice flat;          /* a compressed payload read out in one piece, or empty */
+    rpc_bytes_view *pieces;   /* every occurrence's pieces, in order */
+    rpc_bytes_pieces *fields; /* n_fields occurrences, each a run of `pieces` */
+    size_t n_fields;
+    rpc_bytes_view *views; /* made on first use: one contiguous view per occurrence */
+    uint8_t **copies;      /* with views: the occurrences copied to be contiguous */
 };
 
 /* Unpacks a received buffer as `type` leaving out every occurrence of the bytes
- * field `raw_field`, which goes to *ret_received as views into the payload.
- * NULL when malformed (or out of memory); *ret_received is then untouched. */
+ * field `raw_field`, which goes to *ret_received as pieces of the payload: on success
+ * the received structure owns `bb` (rpc_received_free destroys it). NULL when
+ * malformed (or out of memory); `bb` is then still the caller's and *ret_received is
+ * untouched. */
 ProtobufCMessage *rpc_decode_split(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *type,
                                    uint32_t raw_field, rpc_received **ret_received);
 
@@ -40,6 +49,39 @@ grpc_event rpc_cq_wait(grpc_completion_queue *cq, void *tag, gpr_timespec deadli
 
 /* A deadline `ms` from now on the monotonic clock; infinite for ms <= 0. */
 gpr_timespec rpc_deadline_after_ms(int64_t ms);
+
+/* ------------------------------------------------- client (rpc_client.c) --- */
+
+typedef struct registered_method {
+    char *name;
+    void *handle;
+} registered_method;
+
+struct rpc_channel {
+    grpc_channel *grpc;
+    char *target;
+    rpc_channel_opts opts;
+    pthread_mutex_t lock;
+    registered_method *methods;
+    size_t n_methods, cap_methods;
+    /* idle completion queues for unary calls: creating one per call costs more than
+     * the call on loopback; a queue goes back here with no event left in it */
+    grpc_completion_queue *idle_cqs[16];
+    size_t n_idle_cqs;
+};
+
+/* The registered-call handle for `method`, registering it on first use; NULL when out
+ * of memory. */
+void *rpc_channel_method(rpc_channel *channel, const char *method);
+/* Fills `op` (SEND_INITIAL_METADATA) from call options; md must have room for them. */
+void rpc_initial_md_op(const rpc_call_opts *opts, grpc_metadata *md, grpc_op *op);
+/* A result (may be NULL) from a local failure, or from what the call received. */
+void rpc_result_local(rpc_result *r, ps_status st, const char *details);
+void rpc_result_from_call(rpc_result *r, grpc_status_code code, grpc_slice details);
+
+/* CPUs this process may run on (its affinity mask: a container's or taskset's
+ * share), at least 1. */
+int rpc_cpu_count(void);
 
 /* One-time gRPC library init/shutdown, counted. */
 void rpc_library_ref(void);

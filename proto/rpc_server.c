@@ -266,14 +266,18 @@ static ProtobufCMessage *decode_request(rpc_ctx *c) {
     const rpc_method *m = &c->method->m;
     if (!m->raw_field)
         return rpc_decode(c->payload, m->request);
-    return rpc_decode_split(c->payload, m->request, m->raw_field, &c->received);
+    ProtobufCMessage *msg = rpc_decode_split(c->payload, m->request, m->raw_field, &c->received);
+    if (msg)
+        c->payload = NULL; /* c->received holds it now */
+    return msg;
 }
 
 static void handle_unary(rpc_ctx *c) {
     method_entry *m = c->method;
-    ProtobufCMessage *req = c->payload ? decode_request(c) : NULL;
+    bool sent = c->payload != NULL;
+    ProtobufCMessage *req = sent ? decode_request(c) : NULL;
     c->code = GRPC_STATUS_OK;
-    if (!c->payload) { /* the client half-closed without sending a request */
+    if (!sent) { /* the client half-closed without sending a request */
         c->code = GRPC_STATUS_INVALID_ARGUMENT;
         set_details(c, "no request message: a unary call takes exactly one");
     } else if (!req) {
@@ -285,6 +289,11 @@ static void handle_unary(rpc_ctx *c) {
     } else {
         ps_status st = m->m.handler(c, req, m->m.user);
         protobuf_c_message_free_unpacked(req, NULL);
+        rpc_received_free(c->received); /* the request's bytes are no longer needed: */
+        c->received = NULL;             /* give them back before the reply goes out */
+        if (c->payload)
+            grpc_byte_buffer_destroy(c->payload);
+        c->payload = NULL;
         if (st != PS_STATUS_OK) {
             c->code = (grpc_status_code)rpc_code_from_status(st);
             if (!c->status_details)
@@ -554,10 +563,8 @@ ps_status rpc_server_create(const rpc_server_opts *opts, rpc_server **ret_server
         return PS_STATUS_NO_MEMORY;
     }
     s->opts.listen = s->listen;
-    if (s->opts.threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        s->opts.threads = n > 0 ? (int)n : 1;
-    }
+    if (s->opts.threads <= 0)
+        s->opts.threads = rpc_cpu_count();
     if (s->opts.max_message_bytes == 0)
         s->opts.max_message_bytes = RPC_DEFAULT_MAX_MESSAGE_BYTES;
     if (s->opts.max_message_bytes > INT32_MAX)
@@ -833,6 +840,10 @@ const char *rpc_ctx_metadata(rpc_ctx *c, const char *key) {
 
 size_t rpc_ctx_raw(const rpc_ctx *c, const rpc_bytes_view **ret_views) {
     return rpc_received_views(c->received, ret_views);
+}
+
+size_t rpc_ctx_raw_pieces(const rpc_ctx *c, const rpc_bytes_pieces **ret_fields) {
+    return rpc_received_pieces(c->received, ret_fields);
 }
 
 const char *rpc_ctx_method(const rpc_ctx *c) {

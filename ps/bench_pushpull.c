@@ -16,6 +16,8 @@
 #include "psclient.h"
 #include "util.h"
 
+#define LISTED_ROUNDS 16 /* rounds with rows of their own */
+
 int main(int argc, char **argv) {
     const char *coord_flag = NULL;
     int mb = 64, reps = 5;
@@ -107,15 +109,20 @@ int main(int argc, char **argv) {
         double push = (double)floats * 4 / (double)(t1 - t0) / 1e3;
         double pull = (double)floats * 4 / (double)(t3 - t2) / 1e3;
         char name[32];
-        snprintf(name, sizeof name, "push round %d", r + 1);
-        bench_report_row(rep, name, push, 3, "GB/s", BENCH_TARGET_NONE, 0, NULL);
-        snprintf(name, sizeof name, "pull round %d", r + 1);
-        bench_report_row(rep, name, pull, 3, "GB/s", BENCH_TARGET_NONE, 0, NULL);
+        if (r < LISTED_ROUNDS) { /* the rows after them would crowd out the results */
+            snprintf(name, sizeof name, "push round %d", r + 1);
+            bench_report_row(rep, name, push, 3, "GB/s", BENCH_TARGET_NONE, 0, NULL);
+            snprintf(name, sizeof name, "pull round %d", r + 1);
+            bench_report_row(rep, name, pull, 3, "GB/s", BENCH_TARGET_NONE, 0, NULL);
+        }
         if (push > best_push)
             best_push = push;
         if (pull > best_pull)
             best_pull = pull;
     }
+    if (reps > LISTED_ROUNDS)
+        bench_report_note(rep, "rounds past %d are not listed (the best counts them)",
+                          LISTED_ROUNDS);
     bench_report_row(rep, "push (best)", best_push, 3, "GB/s", BENCH_TARGET_NONE, 0, "push_gbps");
     bench_report_row(rep, "pull (best)", best_pull, 3, "GB/s", BENCH_TARGET_NONE, 0, "pull_gbps");
     bench_report_row(rep, "values checked", (double)floats, 0, "floats", BENCH_TARGET_NONE, 0,

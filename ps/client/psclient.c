@@ -1,8 +1,5 @@
 /* psclient.c: see psclient.h. The client itself: the ring it keeps and the channels to
- * the coordinator and the shards, and the routing loop: every operation keeps the set
- * of key indices not yet done; each round groups them by owner under the current
- * ring and sends one call per shard; keys a shard refuses because the ring moved stay
- * pending, the ring is fetched again and the next round routes them anew. */
+ * the coordinator and the shards (the routing loop is in psclient_route.c). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +81,7 @@ void ps_client_destroy(ps_client *c) {
     drop_shards(c);
     hashring_destroy(c->ring);
     rpc_channel_destroy(c->coord);
+    psclient_scratch_free(c);
     free(c);
 }
 
@@ -122,81 +120,6 @@ rpc_channel *psclient_shard_channel(ps_client *c, uint32_t index) {
         rpc_channel_create(ps_client_shard_addr(c, index), NULL, &c->shards[index]) != PS_STATUS_OK)
         return NULL;
     return c->shards[index];
-}
-
-/* ------------------------------------------------------------------ routing --- */
-
-ps_status psclient_route(ps_client *c, size_t n, const uint64_t *keys, shard_call call, void *arg,
-                         bool keep_going) {
-    char first_err[sizeof c->err];
-    first_err[0] = '\0';
-    size_t *pending = malloc((n + 1) * sizeof *pending);
-    size_t *group = malloc((n + 1) * sizeof *group);
-    size_t *retry = malloc((n + 1) * sizeof *retry);
-    uint32_t *owner = malloc((n + 1) * sizeof *owner);
-    ps_status st = PS_STATUS_OK;
-    if (!pending || !group || !retry || !owner) {
-        st = psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
-        goto out;
-    }
-    size_t n_pending = n;
-    for (size_t i = 0; i < n; i++)
-        pending[i] = i;
-    for (int round = 0; n_pending > 0; round++) {
-        if (round == MAX_ROUNDS) {
-            st = psclient_fail(c, PS_STATUS_UNAVAILABLE,
-                               "the ring kept moving: %zu keys still unplaced after %d tries",
-                               n_pending, MAX_ROUNDS);
-            goto out;
-        }
-        if (c->n_shards == 0) {
-            st = psclient_fail(c, PS_STATUS_UNAVAILABLE, "no shards on the ring (epoch %llu)",
-                               (unsigned long long)ps_client_epoch(c));
-            goto out;
-        }
-        for (size_t i = 0; i < n_pending; i++)
-            owner[i] = hashring_primary(c->ring, keys[pending[i]]);
-        size_t kept = 0;
-        bool moved = false;
-        for (uint32_t s = 0; s < c->n_shards; s++) {
-            size_t m = 0;
-            for (size_t i = 0; i < n_pending; i++)
-                if (owner[i] == s)
-                    group[m++] = pending[i];
-            if (m == 0)
-                continue;
-            ps_status cs = call(c, s, group, m, arg);
-            if (cs == PS_STATUS_WRONG_EPOCH) {
-                memcpy(retry + kept, group, m * sizeof *group);
-                kept += m;
-                moved = true;
-            } else if (cs != PS_STATUS_OK) {
-                if (st == PS_STATUS_OK) { /* the first failure is the one reported */
-                    st = cs;
-                    memcpy(first_err, c->err, sizeof first_err);
-                }
-                if (!keep_going)
-                    goto out;
-            }
-        }
-        memcpy(pending, retry, kept * sizeof *retry);
-        n_pending = kept;
-        if (moved) {
-            ps_status rs = ps_client_refresh(c);
-            if (rs != PS_STATUS_OK) {
-                st = st == PS_STATUS_OK ? rs : st;
-                goto out;
-            }
-        }
-    }
-out:
-    if (first_err[0])
-        memcpy(c->err, first_err, sizeof first_err);
-    free(pending);
-    free(group);
-    free(retry);
-    free(owner);
-    return st;
 }
 
 ps_status psclient_call_failed(ps_client *c, uint32_t s, const char *what, ps_status st,

@@ -1,6 +1,7 @@
 /* psclient_internal.h: what the client library's files share (not for its users):
- * the client structure, error texts, shard channels, and the routing loop that every
- * keyed operation (pull, push, stat: psclient_keys.c) runs through. */
+ * the client structure (with its reusable scratch), error texts, shard channels, and
+ * the routing loop that every keyed operation (pull, push, stat, delete:
+ * psclient_keys.c; rows: psclient_rows.c) runs through. */
 #ifndef PS_CLIENT_PSCLIENT_INTERNAL_H
 #define PS_CLIENT_PSCLIENT_INTERNAL_H
 
@@ -20,6 +21,20 @@ struct ps_client {
     rpc_channel **shards; /* by ring index; created on first use */
     uint32_t n_shards;
     char err[1024];
+    /* Scratch reused by every call instead of allocated per call (psclient.c): the
+     * routing arrays (route_cap key indices, or calls, each) and per shard
+     * (shard_cap). */
+    size_t *pending, *group, *retry;
+    uint32_t *owner;
+    size_t route_cap;
+    size_t *shard_first, *shard_m;
+    uint32_t shard_cap;
+    struct psclient_call *calls; /* a round's calls (route_cap at most: one key or more) */
+    /* a request's keys, lengths and names while it is packed (req_cap each) */
+    uint64_t *req_keys;
+    uint32_t *req_lens;
+    char **req_names;
+    size_t req_cap;
 };
 
 /* Sets the client's error text (see ps_client_error) and returns st. */
@@ -30,15 +45,53 @@ ps_status psclient_fail(ps_client *c, ps_status st, const char *fmt, ...)
  * cannot be opened. */
 rpc_channel *psclient_shard_channel(ps_client *c, uint32_t index);
 
-/* One call to one shard with the keys idx[0..m). Returns OK, WRONG_EPOCH (re-route), or
- * a failure with c->err set. */
+/* Room for m keys in c->req_keys, req_lens and req_names; NO_MEMORY (c->err set). */
+ps_status psclient_req_reserve(ps_client *c, size_t m);
+/* Frees the client's scratch (ps_client_destroy). */
+void psclient_scratch_free(ps_client *c);
+
+/* One call to one shard with the keys idx[0..m), blocking. Returns OK, WRONG_EPOCH
+ * (re-route), or a failure with c->err set. */
 typedef ps_status (*shard_call)(ps_client *c, uint32_t shard, const size_t *idx, size_t m,
                                 void *arg);
 
-/* Sends each shard its keys; keys a shard refuses because the ring moved are routed
- * again on a fresh ring. Without keep_going the first other failure ends it; with it,
- * the other shards still get their keys and the first failure (and its message) is
- * returned at the end. */
+/* The same call in two halves, so that every shard's request is in flight before any
+ * answer is waited for: start sends it (OK with *ret_pending set; or OK leaving it
+ * NULL when the call is already done; or WRONG_EPOCH or a failure with c->err set, and
+ * nothing in flight); finish collects it (OK, WRONG_EPOCH, or a failure with c->err
+ * set), and is called exactly once for every pending call. */
+typedef ps_status (*shard_start)(ps_client *c, uint32_t shard, const size_t *idx, size_t m,
+                                 void *arg, rpc_pending **ret_pending);
+typedef ps_status (*shard_finish)(ps_client *c, uint32_t shard, const size_t *idx, size_t m,
+                                  void *arg, rpc_pending *pending);
+
+typedef struct shard_op {
+    shard_start start;
+    shard_finish finish;
+    /* When lens is not NULL (floats per key), a shard's keys go in several calls of at
+     * most call_floats floats each (one key at least), all in flight at once: a large
+     * transfer moves faster as a few concurrent calls than as one. Any call holds
+     * CALL_KEYS keys at most. */
+    const uint32_t *lens;
+    uint64_t call_floats;
+} shard_op;
+
+/* Floats per call when a request is cut (shard_op.call_floats). */
+#define CALL_FLOATS (1u << 18) /* floats: 1 MiB */
+/* Keys per call at most, whatever the op: below the shards' limit of keys per request
+ * (SHARD_MAX_KEYS_PER_REQUEST, 256 Ki), so no request is refused for its size. */
+#define CALL_KEYS (64u * 1024u)
+
+/* Sends each shard its keys, every call in flight at once, then collects them in
+ * shard order; keys a shard refuses because the ring moved are routed again on a
+ * fresh ring (only those: nothing is applied twice). Without keep_going a failure
+ * ends it after that round's calls are collected; with it, the keys of the other
+ * shards still go out. The failure returned (and its message) is the first: of the
+ * earliest round, the lowest shard index (then the first of its calls). */
+ps_status psclient_route_op(ps_client *c, size_t n, const uint64_t *keys, const shard_op *op,
+                            void *arg, bool keep_going);
+
+/* psclient_route_op with a blocking call per shard, one shard after another. */
 ps_status psclient_route(ps_client *c, size_t n, const uint64_t *keys, shard_call call, void *arg,
                          bool keep_going);
 

@@ -1,7 +1,8 @@
 /* psclient_keys.c: the keyed operations of the client library: Pull (values land in
- * the caller's buffers with one copy, read as views into the received payload), Push
- * (with a per-key outcome, going on past failing shards) and Stat. Each builds one
- * request per shard and runs through psclient_route. */
+ * the caller's buffers with one copy, read from the pieces gRPC received), Push (one
+ * copy into the buffer gRPC sends; a per-key outcome, going on past failing shards),
+ * Stat and Delete. Each builds one request per shard and runs through
+ * psclient_route_op, which has every shard's call in flight at once. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,21 +13,39 @@
 /* ------------------------------------------------------------------ pull --- */
 
 /* What every keyed call starts with: the shard's channel and the keys idx[0..m) picks,
- * in a malloc'd array (free it). On failure c's error says why. */
+ * in c->req_keys (reused scratch: the request is packed before the next call needs
+ * it). On failure c's error says why. */
 static ps_status call_keys(ps_client *c, uint32_t s, const uint64_t *all, const size_t *idx,
-                           size_t m, rpc_channel **ret_ch, uint64_t **ret_keys) {
+                           size_t m, rpc_channel **ret_ch) {
     rpc_channel *ch = psclient_shard_channel(c, s);
     if (!ch)
         return psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot open a channel to %s",
                              ps_client_shard_addr(c, s));
-    uint64_t *keys = malloc((m + 1) * sizeof *keys);
-    if (!keys)
-        return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
+    ps_status st = psclient_req_reserve(c, m);
+    if (st != PS_STATUS_OK)
+        return st;
     for (size_t i = 0; i < m; i++)
-        keys[i] = all[idx[i]];
+        c->req_keys[i] = all[idx[i]];
     *ret_ch = ch;
-    *ret_keys = keys;
     return PS_STATUS_OK;
+}
+
+/* Starts a call whose request carries only keys (Pull, Stat, Delete share the layout:
+ * epoch = 1, keys = 2), packed as `msg` after call_keys filled c->req_keys. */
+static ps_status start_keyed(ps_client *c, uint32_t s, const uint64_t *all, const size_t *idx,
+                             size_t m, const char *what, const char *method, ProtobufCMessage *msg,
+                             uint64_t **msg_keys, size_t *msg_n, int64_t timeout_ms,
+                             rpc_pending **ret_pending) {
+    rpc_channel *ch = NULL;
+    ps_status st = call_keys(c, s, all, idx, m, &ch);
+    if (st != PS_STATUS_OK)
+        return st;
+    *msg_keys = c->req_keys;
+    *msg_n = m;
+    rpc_result res;
+    rpc_call_opts opts = {.timeout_ms = timeout_ms};
+    st = rpc_call_start(ch, method, msg, NULL, 0, &opts, ret_pending, &res);
+    return st == PS_STATUS_OK ? st : psclient_call_failed(c, s, what, st, &res);
 }
 
 typedef struct pull_arg {
@@ -36,51 +55,57 @@ typedef struct pull_arg {
     uint64_t *versions;
 } pull_arg;
 
-static ps_status pull_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
+static ps_status pull_start(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                            rpc_pending **ret_pending) {
     pull_arg *a = p;
-    rpc_channel *ch = NULL;
-    uint64_t *keys = NULL;
-    ps_status st = call_keys(c, s, a->keys, idx, m, &ch, &keys);
-    if (st != PS_STATUS_OK)
-        return st;
     Ps__PullRequest req = PS__PULL_REQUEST__INIT;
     req.epoch = ps_client_epoch(c);
-    req.n_keys = m;
-    req.keys = keys;
+    return start_keyed(c, s, a->keys, idx, m, "pull", "/ps.ParameterServer/Pull", &req.base,
+                       &req.keys, &req.n_keys, CALL_TIMEOUT_MS, ret_pending);
+}
+
+/* Checks a Pull answer against what was asked; the values' length is checked too. */
+static ps_status pull_check(ps_client *c, uint32_t s, const pull_arg *a, const size_t *idx,
+                            size_t m, const Ps__PullResponse *r, size_t values_len) {
+    if (r->n_lengths != m || r->n_versions != m)
+        return psclient_fail(c, PS_STATUS_INTERNAL, "shard %s answered %zu of %zu keys",
+                             ps_client_shard_id(c, s), r->n_lengths, m);
+    uint64_t total = 0;
+    for (size_t i = 0; i < m; i++) {
+        if (r->lengths[i] != a->lens[idx[i]])
+            return psclient_fail(c, PS_STATUS_FAILED_PRECONDITION,
+                                 "key %016llx holds %u floats on shard %s, expected %u",
+                                 (unsigned long long)a->keys[idx[i]], r->lengths[i],
+                                 ps_client_shard_id(c, s), a->lens[idx[i]]);
+        total += r->lengths[i];
+    }
+    if (total * 4 != values_len)
+        return psclient_fail(c, PS_STATUS_INTERNAL, "shard %s sent %zu value bytes for %llu floats",
+                             ps_client_shard_id(c, s), values_len, (unsigned long long)total);
+    return PS_STATUS_OK;
+}
+
+static ps_status pull_finish(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                             rpc_pending *pending) {
+    pull_arg *a = p;
     ProtobufCMessage *resp = NULL;
     rpc_received *received = NULL;
     rpc_result res;
-    rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
     /* the values (field 15) stay in the received payload: one copy, into dst */
-    st = rpc_call_split(ch, "/ps.ParameterServer/Pull", &req.base, NULL, 0,
-                        &ps__pull_response__descriptor, 15, &opts, &resp, &received, &res);
-    free(keys);
+    ps_status st =
+        rpc_pending_finish(pending, &ps__pull_response__descriptor, 15, &resp, &received, &res);
     if (st != PS_STATUS_OK)
         return psclient_call_failed(c, s, "pull", st, &res);
-    Ps__PullResponse *r = (Ps__PullResponse *)resp;
-    const rpc_bytes_view *vv = NULL;
-    size_t n_views = rpc_received_views(received, &vv);
-    const uint8_t *values = n_views ? vv[n_views - 1].data : NULL;
-    size_t values_len = n_views ? vv[n_views - 1].len : 0;
-    uint64_t total = 0;
-    if (r->n_lengths != m || r->n_versions != m)
-        st = psclient_fail(c, PS_STATUS_INTERNAL, "shard %s answered %zu of %zu keys",
-                           ps_client_shard_id(c, s), r->n_lengths, m);
+    const Ps__PullResponse *r = (const Ps__PullResponse *)resp;
+    const rpc_bytes_pieces *fields = NULL;
+    size_t n_fields = rpc_received_pieces(received, &fields);
+    rpc_bytes_pieces none = {NULL, 0, 0};
+    const rpc_bytes_pieces *values = n_fields ? &fields[n_fields - 1] : &none; /* last wins */
+    st = pull_check(c, s, a, idx, m, r, values->len);
+    rpc_bytes_reader rd;
+    rpc_bytes_reader_init(&rd, values);
     for (size_t i = 0; st == PS_STATUS_OK && i < m; i++) {
-        if (r->lengths[i] != a->lens[idx[i]])
-            st = psclient_fail(c, PS_STATUS_FAILED_PRECONDITION,
-                               "key %016llx holds %u floats on shard %s, expected %u",
-                               (unsigned long long)a->keys[idx[i]], r->lengths[i],
-                               ps_client_shard_id(c, s), a->lens[idx[i]]);
-        total += r->lengths[i];
-    }
-    if (st == PS_STATUS_OK && total * 4 != values_len)
-        st = psclient_fail(c, PS_STATUS_INTERNAL, "shard %s sent %zu value bytes for %llu floats",
-                           ps_client_shard_id(c, s), values_len, (unsigned long long)total);
-    uint64_t off = 0;
-    for (size_t i = 0; st == PS_STATUS_OK && i < m; i++) {
-        memcpy(a->dst[idx[i]], values + off * 4, r->lengths[i] * 4ull);
-        off += r->lengths[i];
+        rpc_bytes_reader_copy(&rd, a->dst[idx[i]], r->lengths[i] * 4ull); /* length checked */
         if (a->versions)
             a->versions[idx[i]] = r->versions[i];
     }
@@ -92,8 +117,9 @@ static ps_status pull_call(ps_client *c, uint32_t s, const size_t *idx, size_t m
 ps_status ps_client_pull(ps_client *c, size_t n, const uint64_t *keys, float *const *dst,
                          const uint32_t *lens, uint64_t *ret_versions) {
     pull_arg a = {keys, dst, lens, ret_versions};
+    shard_op op = {pull_start, pull_finish, lens, CALL_FLOATS};
     c->err[0] = '\0';
-    return psclient_route(c, n, keys, pull_call, &a, false);
+    return psclient_route_op(c, n, keys, &op, &a, false);
 }
 
 /* ------------------------------------------------------------------ push --- */
@@ -130,72 +156,78 @@ static ps_push_outcome outcome_of(ps_status st) {
     }
 }
 
-static ps_status push_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
+/* Sends key idx[0..m)'s values with one copy: from the caller's arrays into one
+ * buffer that gRPC sends as it lies and frees when done. */
+static ps_status push_start(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                            rpc_pending **ret_pending) {
     push_arg *a = p;
-    rpc_channel *ch = psclient_shard_channel(c, s);
-    if (!ch)
-        return psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot open a channel to %s",
-                             ps_client_shard_addr(c, s));
+    rpc_channel *ch = NULL;
+    ps_status st = call_keys(c, s, a->keys, idx, m, &ch);
+    if (st != PS_STATUS_OK)
+        return st;
     uint64_t total = 0;
-    for (size_t i = 0; i < m; i++)
-        total += a->lens[idx[i]];
-    uint64_t *keys = malloc(m * sizeof *keys);
-    uint32_t *lens = malloc(m * sizeof *lens);
-    char **names = a->names ? malloc(m * sizeof *names) : NULL;
-    float *values = malloc(total * 4 + 1);
-    ps_status st = PS_STATUS_OK;
-    if (!keys || !lens || !values || (a->names && !names)) {
-        st = psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
-        goto out;
-    }
-    uint64_t off = 0;
     for (size_t i = 0; i < m; i++) {
-        keys[i] = a->keys[idx[i]];
-        lens[i] = a->lens[idx[i]];
-        if (names)
-            names[i] = (char *)a->names[idx[i]];
-        memcpy(values + off, a->src[idx[i]], lens[i] * 4ull);
-        off += lens[i];
+        c->req_lens[i] = a->lens[idx[i]];
+        total += c->req_lens[i];
+        if (a->names)
+            c->req_names[i] = (char *)a->names[idx[i]];
+    }
+    float *values = malloc(total * 4 + 1);
+    if (!values)
+        return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory for %llu values",
+                             (unsigned long long)total);
+    float *out = values;
+    for (size_t i = 0; i < m; i++) {
+        memcpy(out, a->src[idx[i]], c->req_lens[i] * 4ull);
+        out += c->req_lens[i];
     }
     Ps__PushRequest req = PS__PUSH_REQUEST__INIT;
     req.epoch = ps_client_epoch(c);
     req.n_keys = m;
-    req.keys = keys;
+    req.keys = c->req_keys;
     req.n_lengths = m;
-    req.lengths = lens;
+    req.lengths = c->req_lens;
     req.op = a->op;
-    req.n_names = names ? m : 0;
-    req.names = names;
+    req.n_names = a->names ? m : 0;
+    req.names = a->names ? c->req_names : NULL;
     Ps__OptimizerSpec optimizer;
     if (a->train) {
         train_wire_optim_to_msg(a->train->optimizer, &optimizer);
         req.optimizer = &optimizer;
         req.skip_non_finite = a->train->skip_non_finite;
     }
-    rpc_bytes_field vf = {.field_number = 15, .data = values, .len = total * 4};
-    ProtobufCMessage *resp = NULL;
+    rpc_bytes_field vf = {
+        .field_number = 15, .data = values, .len = total * 4, .release = free, .arg = values};
     rpc_result res;
     rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
-    st = rpc_call_with_bytes(ch, "/ps.ParameterServer/Push", &req.base, &vf, 1,
-                             &ps__push_response__descriptor, &opts, &resp, &res);
+    st =
+        rpc_call_start(ch, "/ps.ParameterServer/Push", &req.base, &vf, 1, &opts, ret_pending, &res);
+    if (st != PS_STATUS_OK) {
+        for (size_t i = 0; a->outcome && i < m; i++)
+            a->outcome[idx[i]] = (uint8_t)outcome_of(st);
+        return psclient_call_failed(c, s, "push", st, &res);
+    }
+    return PS_STATUS_OK;
+}
+
+static ps_status push_finish(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                             rpc_pending *pending) {
+    push_arg *a = p;
+    ProtobufCMessage *resp = NULL;
+    rpc_result res;
+    ps_status st =
+        rpc_pending_finish(pending, &ps__push_response__descriptor, 0, &resp, NULL, &res);
     for (size_t i = 0; a->outcome && i < m; i++)
         a->outcome[idx[i]] = (uint8_t)outcome_of(st);
-    if (st != PS_STATUS_OK) {
-        st = psclient_call_failed(c, s, "push", st, &res);
-        goto out;
-    }
-    Ps__PushResponse *r = (Ps__PushResponse *)resp;
+    if (st != PS_STATUS_OK)
+        return psclient_call_failed(c, s, "push", st, &res);
+    const Ps__PushResponse *r = (const Ps__PushResponse *)resp;
     for (size_t i = 0; a->versions && i < m && i < r->n_versions; i++)
         a->versions[idx[i]] = r->versions[i];
     if (a->train)
         a->train->skipped += r->skipped;
     protobuf_c_message_free_unpacked(resp, NULL);
-out:
-    free(keys);
-    free(lens);
-    free(names);
-    free(values);
-    return st;
+    return PS_STATUS_OK;
 }
 
 ps_status ps_client_push(ps_client *c, Ps__PushOp op, size_t n, const uint64_t *keys,
@@ -212,7 +244,8 @@ ps_status ps_client_push_report(ps_client *c, Ps__PushOp op, size_t n, const uin
     c->err[0] = '\0';
     if (ret_outcome)
         memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
-    return psclient_route(c, n, keys, push_call, &a, true);
+    shard_op ops = {push_start, push_finish, lens, CALL_FLOATS};
+    return psclient_route_op(c, n, keys, &ops, &a, true);
 }
 
 ps_status ps_client_push_optimize(ps_client *c, ps_push_train *train, size_t n,
@@ -226,7 +259,8 @@ ps_status ps_client_push_optimize(ps_client *c, ps_push_train *train, size_t n,
         return psclient_fail(c, PS_STATUS_INVALID_ARGUMENT, "an optimizer push needs an optimizer");
     if (ret_outcome)
         memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
-    return psclient_route(c, n, keys, push_call, &a, true);
+    shard_op ops = {push_start, push_finish, lens, CALL_FLOATS};
+    return psclient_route_op(c, n, keys, &ops, &a, true);
 }
 
 /* ------------------------------------------------------------------ stat --- */
@@ -237,23 +271,22 @@ typedef struct stat_arg {
     uint64_t *versions;
 } stat_arg;
 
-static ps_status stat_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
+static ps_status stat_start(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                            rpc_pending **ret_pending) {
     stat_arg *a = p;
-    rpc_channel *ch = NULL;
-    uint64_t *keys = NULL;
-    ps_status st = call_keys(c, s, a->keys, idx, m, &ch, &keys);
-    if (st != PS_STATUS_OK)
-        return st;
     Ps__StatRequest req = PS__STAT_REQUEST__INIT;
     req.epoch = ps_client_epoch(c);
-    req.n_keys = m;
-    req.keys = keys;
+    return start_keyed(c, s, a->keys, idx, m, "stat", "/ps.ParameterServer/Stat", &req.base,
+                       &req.keys, &req.n_keys, 5000, ret_pending);
+}
+
+static ps_status stat_finish(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                             rpc_pending *pending) {
+    stat_arg *a = p;
     ProtobufCMessage *resp = NULL;
     rpc_result res;
-    rpc_call_opts opts = {.timeout_ms = 5000};
-    st = rpc_call(ch, "/ps.ParameterServer/Stat", &req.base, &ps__stat_response__descriptor, &opts,
-                  &resp, &res);
-    free(keys);
+    ps_status st =
+        rpc_pending_finish(pending, &ps__stat_response__descriptor, 0, &resp, NULL, &res);
     if (st != PS_STATUS_OK)
         return psclient_call_failed(c, s, "stat", st, &res);
     const Ps__StatResponse *r = (const Ps__StatResponse *)resp;
@@ -278,7 +311,8 @@ ps_status ps_client_stat(ps_client *c, size_t n, const uint64_t *keys, uint32_t 
     memset(ret_lens, 0, n * sizeof *ret_lens);
     if (ret_versions)
         memset(ret_versions, 0, n * sizeof *ret_versions);
-    return psclient_route(c, n, keys, stat_call, &a, true);
+    shard_op op = {stat_start, stat_finish, NULL, 0};
+    return psclient_route_op(c, n, keys, &op, &a, true);
 }
 
 /* ------------------------------------------------------------------ delete --- */
@@ -288,23 +322,23 @@ typedef struct delete_arg {
     uint64_t deleted, bytes;
 } delete_arg;
 
-static ps_status delete_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
+static ps_status delete_start(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                              rpc_pending **ret_pending) {
     delete_arg *a = p;
-    rpc_channel *ch = NULL;
-    uint64_t *keys = NULL;
-    ps_status st = call_keys(c, s, a->keys, idx, m, &ch, &keys);
-    if (st != PS_STATUS_OK)
-        return st;
     Ps__DeleteRequest req = PS__DELETE_REQUEST__INIT;
     req.epoch = ps_client_epoch(c);
-    req.n_keys = m;
-    req.keys = keys;
+    return start_keyed(c, s, a->keys, idx, m, "delete", "/ps.ParameterServer/Delete", &req.base,
+                       &req.keys, &req.n_keys, CALL_TIMEOUT_MS, ret_pending);
+}
+
+static ps_status delete_finish(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                               rpc_pending *pending) {
+    (void)idx, (void)m;
+    delete_arg *a = p;
     ProtobufCMessage *resp = NULL;
     rpc_result res;
-    rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
-    st = rpc_call(ch, "/ps.ParameterServer/Delete", &req.base, &ps__delete_response__descriptor,
-                  &opts, &resp, &res);
-    free(keys);
+    ps_status st =
+        rpc_pending_finish(pending, &ps__delete_response__descriptor, 0, &resp, NULL, &res);
     if (st != PS_STATUS_OK)
         return psclient_call_failed(c, s, "delete", st, &res);
     a->deleted += ((const Ps__DeleteResponse *)resp)->deleted;
@@ -316,7 +350,8 @@ static ps_status delete_call(ps_client *c, uint32_t s, const size_t *idx, size_t
 ps_status ps_client_delete(ps_client *c, size_t n, const uint64_t *keys, ps_delete_counts *counts) {
     delete_arg a = {keys, 0, 0};
     c->err[0] = '\0';
-    ps_status st = psclient_route(c, n, keys, delete_call, &a, true);
+    shard_op op = {delete_start, delete_finish, NULL, 0};
+    ps_status st = psclient_route_op(c, n, keys, &op, &a, true);
     if (counts)
         *counts = (ps_delete_counts){.chunks = a.deleted, .bytes = a.bytes};
     return st;

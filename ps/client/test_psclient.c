@@ -136,10 +136,86 @@ static void test_errors_are_clear(void **state) {
     ps_client_destroy(c);
 }
 
+/* A large push goes to each shard as several calls in flight at once (CALL_FLOATS
+ * each); when the ring moved under the client, only the refused calls' keys go again,
+ * so every chunk is added exactly once. */
+static void test_large_push_in_concurrent_calls_applied_once(void **state) {
+    (void)state;
+    ps_client *c = NULL, *fresh = NULL;
+    char err[512];
+    assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(ps_client_shard_count(c), 2); /* a fresh cluster (second group) */
+    uint64_t stale_epoch = ps_client_epoch(c);
+    start_shard("shard-3"); /* joins: the ring holds no data yet */
+    assert_int_equal(ps_client_create(coordinator, &fresh, err, sizeof err), PS_STATUS_OK);
+    wait_epoch(fresh, stale_epoch + 1);
+
+    enum { N = 48, LEN = 64 * 1024 }; /* 12 MiB: about 3 MiB, 3 calls or more, a shard */
+    uint64_t keys[N], pushed[N], versions[N];
+    uint32_t lens[N];
+    const float *src[N], *zsrc[N];
+    float *dst[N];
+    float *vals = malloc((size_t)N * LEN * sizeof *vals), *out = calloc((size_t)N * LEN, 4),
+          *zeros = calloc(LEN, sizeof *zeros);
+    assert_true(vals && out && zeros);
+    for (size_t i = 0; i < N; i++) {
+        keys[i] = ps_key_dense("concurrent", 1, "t", (uint32_t)i);
+        lens[i] = LEN;
+        for (size_t k = 0; k < LEN; k++)
+            vals[i * LEN + k] = (float)(i * 7 + k % 1000);
+        src[i] = vals + i * LEN;
+        dst[i] = out + i * LEN;
+        zsrc[i] = zeros;
+    }
+    assert_int_equal(
+        ps_client_push(fresh, PS__PUSH_OP__PUSH_ASSIGN, N, keys, zsrc, lens, NULL, NULL),
+        PS_STATUS_OK);
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ADD, N, keys, src, lens, NULL, pushed),
+                     PS_STATUS_OK);
+    assert_true(ps_client_epoch(c) > stale_epoch);
+    assert_int_equal(ps_client_pull(fresh, N, keys, dst, lens, versions), PS_STATUS_OK);
+    for (size_t i = 0; i < N; i++)
+        assert_true(versions[i] == pushed[i] && versions[i] > 0);
+    assert_memory_equal(out, vals, (size_t)N * LEN * sizeof *vals);
+    free(vals);
+    free(out);
+    free(zeros);
+    ps_client_destroy(c);
+    ps_client_destroy(fresh);
+}
+
+/* More keys for one shard than it takes in one request (SHARD_MAX_KEYS_PER_REQUEST,
+ * 256 Ki): the client cuts them into calls of CALL_KEYS. The old client sent each
+ * shard all its keys at once and got INVALID_ARGUMENT back. */
+static void test_more_keys_than_one_request_holds(void **state) {
+    (void)state;
+    ps_client *c = NULL;
+    char err[512];
+    assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
+    size_t n = 300000 * (size_t)ps_client_shard_count(c);
+    uint64_t *keys = malloc(n * sizeof *keys);
+    uint32_t *lens = malloc(n * sizeof *lens);
+    assert_true(keys && lens);
+    for (size_t i = 0; i < n; i++)
+        keys[i] = ps_key_dense("many", 1, "t", (uint32_t)i);
+    assert_int_equal(ps_client_stat(c, n, keys, lens, NULL), PS_STATUS_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(lens[i], 0); /* none held, all asked */
+    free(keys);
+    free(lens);
+    ps_client_destroy(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reroute_after_ring_change),
         cmocka_unit_test(test_errors_are_clear),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    /* on a cluster of their own: a shard joins only a ring that holds no data */
+    const struct CMUnitTest fresh_cluster[] = {
+        cmocka_unit_test(test_large_push_in_concurrent_calls_applied_once),
+        cmocka_unit_test(test_more_keys_than_one_request_holds),
+    };
+    int failed = cmocka_run_group_tests(tests, setup, teardown);
+    return failed + cmocka_run_group_tests(fresh_cluster, setup, teardown);
 }

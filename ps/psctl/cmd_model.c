@@ -208,7 +208,8 @@ static int print_models(psctl *p, const char *only) {
         rc = print_list(p, l);
         l->n_models = all; /* so that every entry is freed */
     } else {
-        qsort(l->models, l->n_models, sizeof *l->models, cmp_model);
+        if (l->n_models > 0) /* no models: the list may be NULL, which qsort must not get */
+            qsort(l->models, l->n_models, sizeof *l->models, cmp_model);
         rc = print_list(p, l);
     }
     protobuf_c_message_free_unpacked(resp, NULL);

@@ -1,8 +1,10 @@
 /* handlers.c: the unary ps.ParameterServer handlers: Pull, Push, Stat, Delete, Health (see
- * handlers.h; Subscribe is in subscribe.c). */
+ * handlers.h; Subscribe is in subscribe.c). Pull sends the chunks' value blocks as
+ * they lie; Push hands the store the values as they arrived: one copy on the shard. */
 #include "handlers.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "ps.pb-c.h"
 #include "shard_limits.h"
@@ -12,6 +14,11 @@
  * with their tags at most) and in all. */
 #define REPLY_BYTES_PER_KEY 16u
 #define REPLY_BYTES_FIXED 4096u
+
+/* A Pull reply sends each chunk's values as they lie in the store (a slice each, no
+ * copy) when the chunks average at least this many bytes; smaller ones are copied into
+ * one buffer, which costs less than a slice per key. */
+#define PULL_SHARE_MIN_BYTES (16u * 1024u)
 
 ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, uint64_t epoch, size_t n,
                             const uint64_t *keys) {
@@ -80,6 +87,62 @@ static void pull_state_fill(pull_state *ps, size_t n, Ps__PullResponse *resp) {
     resp->state_lengths = ps->lengths;
 }
 
+/* The values of a Pull without state as a reply field: the chunks' blocks sent as they
+ * lie (no copy; each released when gRPC is done with it) when they are large enough
+ * for a slice each to pay, else copied into one buffer. Takes the references in
+ * blocks (n); *parts (n entries) must outlive the reply's encoding. */
+static void pull_values_field(update_log_values **blocks, size_t n, rpc_bytes_part *parts,
+                              rpc_bytes_field *ret_field) {
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += (uint64_t)blocks[i]->len * sizeof(float);
+    *ret_field = (rpc_bytes_field){.field_number = 15};
+    float *copy = n > 0 && total / n < PULL_SHARE_MIN_BYTES ? malloc(total + 1) : NULL;
+    if (copy) {
+        size_t off = 0;
+        for (size_t i = 0; i < n; i++) {
+            memcpy(copy + off, blocks[i]->data, (size_t)blocks[i]->len * sizeof(float));
+            off += blocks[i]->len;
+            update_log_values_unref(blocks[i]);
+        }
+        *ret_field = (rpc_bytes_field){
+            .field_number = 15, .data = copy, .len = total, .release = free, .arg = copy};
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        parts[i] = (rpc_bytes_part){blocks[i]->data, (size_t)blocks[i]->len * sizeof(float),
+                                    update_log_values_unref, blocks[i]};
+    ret_field->parts = parts;
+    ret_field->n_parts = n;
+}
+
+/* Pull without state: the values as the store holds them. */
+static ps_status pull_values(shard_ctx *ctx, rpc_ctx *rc, const Ps__PullRequest *req, uint64_t room,
+                             Ps__PullResponse *resp) {
+    size_t n = req->n_keys;
+    update_log_values **blocks = calloc(n + 1, sizeof *blocks);
+    rpc_bytes_part *parts = calloc(n + 1, sizeof *parts);
+    ps_status st = PS_STATUS_OK;
+    char err[RPC_DETAILS_MAX];
+    if (!blocks || !parts) {
+        st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu keys", n);
+        goto out;
+    }
+    st = store_read_blocks(ctx->store, n, req->keys, room, resp->lengths, resp->versions, blocks,
+                           &resp->seq, err, sizeof err);
+    if (st != PS_STATUS_OK) {
+        st = rpc_ctx_error(rc, st, "%s", err);
+        goto out;
+    }
+    rpc_bytes_field vf;
+    pull_values_field(blocks, n, parts, &vf); /* the reply owns the blocks now */
+    st = rpc_ctx_reply_with_bytes(rc, &resp->base, &vf, 1);
+out:
+    free(blocks);
+    free(parts);
+    return st;
+}
+
 ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     shard_ctx *ctx = user;
     const Ps__PullRequest *req = (const Ps__PullRequest *)msg;
@@ -100,23 +163,23 @@ ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
     uint64_t room = SHARD_MAX_MESSAGE_BYTES - REPLY_BYTES_FIXED - (uint64_t)req->n_keys * per_key;
     char err[RPC_DETAILS_MAX];
     Ps__PullResponse resp = PS__PULL_RESPONSE__INIT;
-    if (req->with_state)
-        st = store_read_state(ctx->store, req->n_keys, req->keys, room, lengths, versions, &values,
-                              &values_len, ps.info, &ps.state, &ps.state_len, &resp.seq, err,
-                              sizeof err);
-    else
-        st = store_read(ctx->store, req->n_keys, req->keys, room, lengths, versions, &values,
-                        &values_len, &resp.seq, err, sizeof err);
-    if (st != PS_STATUS_OK) {
-        st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
-                           err);
-        goto out;
-    }
     resp.n_versions = req->n_keys;
     resp.versions = versions;
     resp.n_lengths = req->n_keys;
     resp.lengths = lengths;
     resp.incarnation = ctx->incarnation;
+    if (!req->with_state) {
+        st = pull_values(ctx, rc, req, room, &resp);
+        goto out;
+    }
+    st = store_read_state(ctx->store, req->n_keys, req->keys, room, lengths, versions, &values,
+                          &values_len, ps.info, &ps.state, &ps.state_len, &resp.seq, err,
+                          sizeof err);
+    if (st != PS_STATUS_OK) {
+        st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
+                           err);
+        goto out;
+    }
     rpc_bytes_field vf[2] = {
         {.field_number = 15, .data = values, .len = values_len, .release = free, .arg = values},
         {.field_number = 14,
@@ -126,11 +189,9 @@ ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
          .arg = ps.state},
     };
     values = NULL; /* the reply owns them now, whatever happens */
-    if (req->with_state) {
-        pull_state_fill(&ps, req->n_keys, &resp);
-        ps.state = NULL;
-    }
-    st = rpc_ctx_reply_with_bytes(rc, &resp.base, vf, req->with_state ? 2 : 1);
+    pull_state_fill(&ps, req->n_keys, &resp);
+    ps.state = NULL;
+    st = rpc_ctx_reply_with_bytes(rc, &resp.base, vf, 2);
 out:
     free(values);
     free(versions);
@@ -169,11 +230,19 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
     ps_status st = check_push_counts(rc, req);
     if (st != PS_STATUS_OK)
         return st;
-    const rpc_bytes_view *vv = NULL;
-    size_t n_values = rpc_ctx_raw(rc, &vv);
+    const rpc_bytes_pieces *vf = NULL;
+    size_t n_values = rpc_ctx_raw_pieces(rc, &vf);
     if (n_values > 1)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "push carries its values field %zu times: send it once", n_values);
+    /* the values as they arrived (rpc_bytes_view and store_bytes are alike): the store
+     * copies each key's values once, from there into its new block */
+    size_t n_pieces = n_values ? vf[0].n_pieces : 0;
+    store_bytes *pieces = calloc(n_pieces + 1, sizeof *pieces);
+    if (!pieces)
+        return rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    for (size_t i = 0; i < n_pieces; i++)
+        pieces[i] = (store_bytes){vf[0].pieces[i].data, vf[0].pieces[i].len};
     optim_spec optimizer;
     train_wire_optim_from_msg(req->optimizer, &optimizer);
     store_push push = {
@@ -183,20 +252,23 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
         .n = req->n_keys,
         .keys = req->keys,
         .lengths = req->lengths,
-        .values = n_values ? vv[0].data : NULL,
-        .values_len = n_values ? vv[0].len : 0,
+        .values_len = n_values ? vf[0].len : 0,
+        .pieces = pieces,
+        .n_pieces = n_pieces,
         .names = req->n_names ? (const char *const *)req->names : NULL,
     };
-    st = shard_check_owner(ctx, rc, req->epoch, req->n_keys, req->keys);
-    if (st != PS_STATUS_OK)
-        return st;
     char err[RPC_DETAILS_MAX];
     store_batch *batch = NULL;
-    st = store_batch_prepare(ctx->store, &push, &batch, err, sizeof err);
-    if (st != PS_STATUS_OK)
-        return rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st,
-                             "%s", err);
     uint64_t *versions = NULL;
+    st = shard_check_owner(ctx, rc, req->epoch, req->n_keys, req->keys);
+    if (st != PS_STATUS_OK)
+        goto out;
+    st = store_batch_prepare(ctx->store, &push, &batch, err, sizeof err);
+    if (st != PS_STATUS_OK) {
+        st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
+                           err);
+        goto out;
+    }
     versions = calloc(req->n_keys + 1, sizeof *versions);
     if (!versions) {
         st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu keys",
@@ -218,6 +290,7 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
 out:
     store_batch_destroy(batch);
     free(versions);
+    free(pieces);
     return st;
 }
 

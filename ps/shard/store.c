@@ -107,7 +107,7 @@ uint64_t store_chunk_bytes(const store_chunk *c) {
 void store_chunk_free(store_chunk *c) {
     if (!c)
         return;
-    free(c->data);
+    update_log_values_unref(c->values);
     free(c->state);
     free(c->name);
     free(c);
@@ -166,11 +166,11 @@ void store_destroy(store *s) {
 
 /* ------------------------------------------------------------------ reads --- */
 
-/* Reads n chunks (lock held); with ret_info, their optimizer state too. */
-static ps_status read_locked(store *s, size_t n, const uint64_t *keys, uint64_t max_bytes,
-                             uint32_t *ret_lengths, uint64_t *ret_versions, float **ret_values,
-                             size_t *ret_values_len, store_state_info *ret_info, float **ret_state,
-                             size_t *ret_state_len, char *err, size_t err_len) {
+/* Checks that every key is held and that the values (with state: and the optimizer
+ * state) fit max_bytes (lock held); *ret_total and *ret_state_total get their bytes. */
+static ps_status read_check(store *s, size_t n, const uint64_t *keys, uint64_t max_bytes,
+                            bool with_state, uint64_t *ret_total, uint64_t *ret_state_total,
+                            char *err, size_t err_len) {
     uint64_t total = 0, state_total = 0; /* bytes */
     for (size_t i = 0; i < n; i++) {
         const store_chunk *c = store_table_get(s, keys[i]);
@@ -180,16 +180,31 @@ static ps_status read_locked(store *s, size_t n, const uint64_t *keys, uint64_t 
             return PS_STATUS_NOT_FOUND;
         }
         total += (uint64_t)c->len * sizeof(float);
-        if (ret_info)
+        if (with_state)
             state_total += store_chunk_bytes(c) - (uint64_t)c->len * sizeof(float);
         if (total + state_total > max_bytes) {
             ps_set_err(err, err_len,
                        "the values%s of these %zu keys pass %llu bytes, more than one answer "
                        "may carry: pull fewer keys at once",
-                       ret_info ? " and optimizer state" : "", n, (unsigned long long)max_bytes);
+                       with_state ? " and optimizer state" : "", n, (unsigned long long)max_bytes);
             return PS_STATUS_RESOURCE_EXHAUSTED;
         }
     }
+    *ret_total = total;
+    *ret_state_total = state_total;
+    return PS_STATUS_OK;
+}
+
+/* Reads n chunks (lock held); with ret_info, their optimizer state too. */
+static ps_status read_locked(store *s, size_t n, const uint64_t *keys, uint64_t max_bytes,
+                             uint32_t *ret_lengths, uint64_t *ret_versions, float **ret_values,
+                             size_t *ret_values_len, store_state_info *ret_info, float **ret_state,
+                             size_t *ret_state_len, char *err, size_t err_len) {
+    uint64_t total = 0, state_total = 0; /* bytes */
+    ps_status st =
+        read_check(s, n, keys, max_bytes, ret_info != NULL, &total, &state_total, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
     float *values = malloc(total ? total : 1);
     float *state = ret_info ? malloc(state_total ? state_total : 1) : NULL;
     if (!values || (ret_info && !state)) {
@@ -202,7 +217,7 @@ static ps_status read_locked(store *s, size_t n, const uint64_t *keys, uint64_t 
     size_t off = 0, soff = 0; /* floats */
     for (size_t i = 0; i < n; i++) {
         const store_chunk *c = store_table_get(s, keys[i]);
-        memcpy(values + off, c->data, (size_t)c->len * sizeof(float));
+        memcpy(values + off, c->values->data, (size_t)c->len * sizeof(float));
         off += c->len;
         ret_lengths[i] = c->len;
         ret_versions[i] = c->version;
@@ -230,6 +245,27 @@ ps_status store_read(store *s, size_t n, const uint64_t *keys, uint64_t max_valu
     pthread_rwlock_rdlock(&s->lock);
     ps_status st = read_locked(s, n, keys, max_value_bytes, ret_lengths, ret_versions, ret_values,
                                ret_values_len, NULL, NULL, NULL, err, err_len);
+    if (st == PS_STATUS_OK && ret_seq)
+        *ret_seq = s->seq;
+    pthread_rwlock_unlock(&s->lock);
+    return st;
+}
+
+ps_status store_read_blocks(store *s, size_t n, const uint64_t *keys, uint64_t max_value_bytes,
+                            uint32_t *ret_lengths, uint64_t *ret_versions,
+                            update_log_values **ret_blocks, uint64_t *ret_seq, char *err,
+                            size_t err_len) {
+    uint64_t total = 0, state_total = 0;
+    pthread_rwlock_rdlock(&s->lock);
+    ps_status st =
+        read_check(s, n, keys, max_value_bytes, false, &total, &state_total, err, err_len);
+    for (size_t i = 0; st == PS_STATUS_OK && i < n; i++) {
+        const store_chunk *c = store_table_get(s, keys[i]);
+        update_log_values_ref(c->values);
+        ret_blocks[i] = c->values;
+        ret_lengths[i] = c->len;
+        ret_versions[i] = c->version;
+    }
     if (st == PS_STATUS_OK && ret_seq)
         *ret_seq = s->seq;
     pthread_rwlock_unlock(&s->lock);

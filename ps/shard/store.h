@@ -4,11 +4,18 @@
  * Why it is built this way: pushes come in two steps so the exclusive lock is held
  * only to validate against the state and publish. store_batch_prepare, without the
  * lock, checks everything that needs no state (lengths, their total, value bytes,
- * finite values, names, duplicate keys) and allocates everything the push could need
- * (new chunks with their values and names, log entries). store_batch_apply, under the
- * write lock, checks the push against the state (ADD: chunk present, same length,
- * finite results; ASSIGN: same length as an existing chunk; the quota) and then
- * changes everything, or, on any failure, nothing: past its checks it cannot fail.
+ * names, duplicate keys), copies each key's values once, straight from the received
+ * message into a new value block (update_log.h), checks they are finite there, and
+ * allocates everything else the push could need (new chunks, names, the log entries,
+ * ADD's result blocks, optimizer state). store_batch_apply, under the write lock,
+ * checks the push against the state (ADD: chunk present, same length, finite
+ * results; ASSIGN: same length as an existing chunk; the quota), computes what needs
+ * the state (ADD's sums, optimizer steps: into the prepared blocks), and then
+ * publishes by swapping pointers, or, on any failure, changes nothing: past its
+ * checks it cannot fail. A chunk's block is never written while anyone else holds
+ * it, so the log's entries and Pull replies reference blocks instead of copying them
+ * (an ASSIGN or an optimizer step logs the block the chunk now holds; an ADD its
+ * delta block, and adds in place into a block its chunk alone holds).
  * Pulls and stats share a read lock; deletes take the write lock.
  *
  * Versions: each key of a push is one update with the next sequence number; a
@@ -46,15 +53,24 @@ typedef struct store_opts {
 ps_status store_create(const store_opts *opts, store **ret_store);
 void store_destroy(store *store); /* accepts NULL */
 
+/* A run of pushed bytes as it lies in the received message. */
+typedef struct store_bytes {
+    const uint8_t *data;
+    size_t len;
+} store_bytes;
+
 /* One push as received. The arrays must stay valid until store_batch_apply returns. */
 typedef struct store_push {
-    update_log_op op;            /* ASSIGN, ADD or OPTIMIZE */
-    size_t n;                    /* keys */
-    const uint64_t *keys;        /* n keys, no key twice */
-    const uint32_t *lengths;     /* n lengths, floats per key */
-    const uint8_t *values;       /* little-endian float32, concatenated in key order; any
-                                    alignment */
-    size_t values_len;           /* bytes at values */
+    update_log_op op;          /* ASSIGN, ADD or OPTIMIZE */
+    size_t n;                  /* keys */
+    const uint64_t *keys;      /* n keys, no key twice */
+    const uint32_t *lengths;   /* n lengths, floats per key */
+    const uint8_t *values;     /* little-endian float32, concatenated in key order; any
+                                  alignment */
+    size_t values_len;         /* bytes in all (at values, or in pieces) */
+    const store_bytes *pieces; /* or, when n_pieces > 0, the same bytes in pieces (as
+                                  gRPC received them: a float may straddle two) */
+    size_t n_pieces;
     const char *const *names;    /* NULL, or n names ("" = leave the chunk's name) */
     const optim_spec *optimizer; /* OPTIMIZE: the optimizer the gradients are for */
     bool skip_non_finite;        /* OPTIMIZE: skip (and count) keys whose gradients hold a
@@ -116,6 +132,14 @@ ps_status store_read_state(store *store, size_t n, const uint64_t *keys, uint64_
                            uint32_t *ret_lengths, uint64_t *ret_versions, float **ret_values,
                            size_t *ret_values_len, store_state_info *ret_info, float **ret_state,
                            size_t *ret_state_len, uint64_t *ret_seq, char *err, size_t err_len);
+
+/* store_read without copying: ret_blocks (n entries) gets a reference to each chunk's
+ * value block (not written while shared: drop each with update_log_values_unref), read under one
+ * lock, so a reply can send them as they lie. The same failures as store_read. */
+ps_status store_read_blocks(store *store, size_t n, const uint64_t *keys, uint64_t max_value_bytes,
+                            uint32_t *ret_lengths, uint64_t *ret_versions,
+                            update_log_values **ret_blocks, uint64_t *ret_seq, char *err,
+                            size_t err_len);
 
 /* Length and version of n keys, 0 and 0 for a key the store does not hold. */
 void store_stat(store *store, size_t n, const uint64_t *keys, uint32_t *ret_lengths,

@@ -1,294 +1,17 @@
-/* store_batch.c: pushes into the chunk store, in two steps (see store.h): prepare
- * (no lock: stateless checks, every allocation) and apply (write lock: checks against
- * the state, then publish; past the checks nothing can fail). */
+/* store_batch.c: the second step of a push into the chunk store (see store.h): under
+ * the write lock, checks against the state, ADD sums and optimizer steps into the
+ * prepared blocks (or in place into a block its chunk alone holds), then publish by
+ * swapping pointers; past the checks nothing can fail. store_prepare.c makes the
+ * batch. */
 #include <assert.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "optimizer.h"
-#include "shard_limits.h"
 #include "store.h"
 #include "store_internal.h"
+#include "store_values.h"
 #include "util.h"
-
-#define FLOAT_EXP_MASK 0x7f800000u /* an all-ones exponent: NaN or infinity */
-
-struct store_batch {
-    store_push push;            /* the request's arrays (not owned) */
-    update_log_entry **entries; /* n; NULL once handed to the log */
-    store_chunk **fresh;        /* ASSIGN: n new chunks with the values (NULL for ADD);
-                                   after apply, what replaced data went into */
-    store_chunk **found;        /* n: the chunk each key had when applied (scratch) */
-    char **names;               /* NULL, or n copies of the names (NULL = none) */
-    store_chunk **slots;        /* a bigger table prepared outside the lock, or NULL; after
-                                   apply, the replaced table */
-    size_t slots_cap;
-    float **state_new; /* OPTIMIZE: n buffers for the new state (NULL for a skipped
-                          key); after apply, the replaced states */
-    bool *skip;        /* OPTIMIZE with skip_non_finite: keys skipped, or NULL */
-    uint64_t skipped;  /* keys skipped */
-    bool applied;
-};
-
-/* ------------------------------------------------------------------ checks --- */
-
-static bool is_finite_bits(float v) {
-    uint32_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    return (bits & FLOAT_EXP_MASK) != FLOAT_EXP_MASK;
-}
-
-/* Index of the first NaN or infinity among n little-endian floats at p (any
- * alignment), or n. Blocks are scanned without an early exit so the loop vectorizes:
- * this runs over every pushed value. */
-static uint64_t first_non_finite(const uint8_t *p, uint64_t n) {
-    for (uint64_t i = 0; i < n; i += 1024) {
-        uint64_t m = n - i < 1024 ? n - i : 1024;
-        uint32_t any = 0;
-        for (uint64_t k = 0; k < m; k++) {
-            uint32_t bits;
-            memcpy(&bits, p + (i + k) * 4, 4);
-            any |= (bits & FLOAT_EXP_MASK) == FLOAT_EXP_MASK;
-        }
-        for (uint64_t k = 0; any && k < m; k++) {
-            float v;
-            memcpy(&v, p + (i + k) * 4, 4);
-            if (!is_finite_bits(v))
-                return i + k;
-        }
-    }
-    return n;
-}
-
-/* Index of the first k where a[k] + d[k] is not finite, or n (vectorizable blocks). */
-static uint32_t first_non_finite_sum(const float *a, const float *d, uint32_t n) {
-    for (uint32_t i = 0; i < n; i += 1024) {
-        uint32_t m = n - i < 1024 ? n - i : 1024;
-        uint32_t any = 0;
-        for (uint32_t k = 0; k < m; k++) {
-            float s = a[i + k] + d[i + k];
-            uint32_t bits;
-            memcpy(&bits, &s, sizeof bits);
-            any |= (bits & FLOAT_EXP_MASK) == FLOAT_EXP_MASK;
-        }
-        for (uint32_t k = 0; any && k < m; k++)
-            if (!is_finite_bits(a[i + k] + d[i + k]))
-                return i + k;
-    }
-    return n;
-}
-
-/* The checks that need no state. */
-static ps_status push_check(const store_push *p, char *err, size_t err_len) {
-    if (p->op != UPDATE_LOG_OP_ASSIGN && p->op != UPDATE_LOG_OP_ADD &&
-        p->op != UPDATE_LOG_OP_OPTIMIZE) {
-        ps_set_err(err, err_len, "unknown push op %d", (int)p->op);
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    if (p->op == UPDATE_LOG_OP_OPTIMIZE) {
-        if (!p->optimizer || p->optimizer->kind == OPTIM_NONE) {
-            ps_set_err(err, err_len, "an optimizer push must name its optimizer");
-            return PS_STATUS_INVALID_ARGUMENT;
-        }
-        ps_status st = optim_spec_check(p->optimizer, err, err_len);
-        if (st != PS_STATUS_OK)
-            return st;
-    }
-    if (p->n > SHARD_MAX_KEYS_PER_REQUEST) {
-        ps_set_err(err, err_len, "push of %zu keys: at most %u keys per request", p->n,
-                   SHARD_MAX_KEYS_PER_REQUEST);
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    uint64_t total = 0; /* floats; each length and the sum are bounded, so no overflow */
-    for (size_t i = 0; i < p->n; i++) {
-        uint32_t len = p->lengths[i];
-        if (len == 0 || len > SHARD_MAX_CHUNK_FLOATS) {
-            ps_set_err(err, err_len, "key %016llx (index %zu) has length %u: want 1..%u floats",
-                       (unsigned long long)p->keys[i], i, len, SHARD_MAX_CHUNK_FLOATS);
-            return PS_STATUS_INVALID_ARGUMENT;
-        }
-        total += len;
-        if (total > SHARD_MAX_VALUE_BYTES / 4) {
-            ps_set_err(err, err_len,
-                       "the lengths add up to more than %u floats by key %zu: a push carries "
-                       "at most %u value bytes",
-                       SHARD_MAX_VALUE_BYTES / 4, i, SHARD_MAX_VALUE_BYTES);
-            return PS_STATUS_INVALID_ARGUMENT;
-        }
-        if (p->names && strnlen(p->names[i], SHARD_MAX_NAME_BYTES + 1) > SHARD_MAX_NAME_BYTES) {
-            ps_set_err(err, err_len, "name of key %016llx (index %zu) is longer than %u bytes",
-                       (unsigned long long)p->keys[i], i, SHARD_MAX_NAME_BYTES);
-            return PS_STATUS_INVALID_ARGUMENT;
-        }
-    }
-    if (total * 4 != p->values_len) {
-        ps_set_err(err, err_len,
-                   "push carries %zu value bytes but its lengths add up to %llu floats (%llu "
-                   "bytes)",
-                   p->values_len, (unsigned long long)total, (unsigned long long)(total * 4));
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    bool skipping = p->op == UPDATE_LOG_OP_OPTIMIZE && p->skip_non_finite;
-    uint64_t bad = skipping ? total : first_non_finite(p->values, total); /* else per key */
-    if (bad < total) {
-        float v;
-        memcpy(&v, p->values + bad * 4, 4);
-        ps_set_err(err, err_len, "push value %llu is %s: only finite values are accepted",
-                   (unsigned long long)bad, isnan(v) ? "NaN" : "infinite");
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    return PS_STATUS_OK;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* INVALID_ARGUMENT when a key appears twice (each key is one update of one chunk). */
-static ps_status push_check_unique(store *s, const store_push *p, char *err, size_t err_len) {
-    if (p->n < 2)
-        return PS_STATUS_OK;
-    uint64_t *sorted = store_malloc(s, p->n * sizeof *sorted);
-    if (!sorted) {
-        ps_set_err(err, err_len, "out of memory checking %zu keys", p->n);
-        return PS_STATUS_NO_MEMORY;
-    }
-    memcpy(sorted, p->keys, p->n * sizeof *sorted);
-    qsort(sorted, p->n, sizeof *sorted, cmp_u64);
-    ps_status st = PS_STATUS_OK;
-    for (size_t i = 1; i < p->n && st == PS_STATUS_OK; i++) {
-        if (sorted[i] == sorted[i - 1]) {
-            ps_set_err(err, err_len, "key %016llx appears more than once in one push",
-                       (unsigned long long)sorted[i]);
-            st = PS_STATUS_INVALID_ARGUMENT;
-        }
-    }
-    free(sorted);
-    return st;
-}
-
-/* ------------------------------------------------------------------ prepare --- */
-
-void store_batch_destroy(store_batch *b) {
-    if (!b)
-        return;
-    for (size_t i = 0; i < b->push.n; i++) {
-        if (b->entries)
-            update_log_entry_unref(b->entries[i]);
-        if (b->fresh)
-            store_chunk_free(b->fresh[i]);
-        if (b->names)
-            free(b->names[i]);
-    }
-    free(b->entries);
-    free(b->fresh);
-    free(b->found);
-    free(b->names);
-    free(b->slots);
-    for (size_t i = 0; b->state_new && i < b->push.n; i++)
-        free(b->state_new[i]);
-    free(b->state_new);
-    free(b->skip);
-    free(b);
-}
-
-/* Allocates key i's log entry (and, for ASSIGN, its new chunk) with the values. */
-static ps_status prepare_key(store *s, store_batch *b, size_t i, size_t off) {
-    const store_push *p = &b->push;
-    uint32_t len = p->lengths[i];
-    if (b->skip && first_non_finite(p->values + off * 4, len) < len) {
-        b->skip[i] = true; /* skip_non_finite: no entry, no state */
-        b->skipped++;
-        return PS_STATUS_OK;
-    }
-    if (store_alloc_fails(s) || update_log_entry_create(len, &b->entries[i]) != PS_STATUS_OK)
-        return PS_STATUS_NO_MEMORY;
-    update_log_entry *e = b->entries[i];
-    memcpy(e->values, p->values + off * 4, (size_t)len * 4);
-    e->key = p->keys[i];
-    e->op = p->op;
-    if (p->names && p->names[i][0]) {
-        b->names[i] = store_malloc(s, strlen(p->names[i]) + 1);
-        if (!b->names[i])
-            return PS_STATUS_NO_MEMORY;
-        strcpy(b->names[i], p->names[i]);
-    }
-    if (p->op == UPDATE_LOG_OP_ASSIGN) {
-        store_chunk *c = store_calloc(s, 1, sizeof *c);
-        if (!c)
-            return PS_STATUS_NO_MEMORY;
-        b->fresh[i] = c;
-        c->key = p->keys[i];
-        c->len = len;
-        c->data = store_malloc(s, (size_t)len * sizeof(float));
-        if (!c->data)
-            return PS_STATUS_NO_MEMORY;
-        memcpy(c->data, e->values, (size_t)len * sizeof(float));
-    }
-    if (p->op == UPDATE_LOG_OP_OPTIMIZE) {
-        size_t floats = (size_t)len * optim_spec_slots(p->optimizer->kind);
-        b->state_new[i] = store_malloc(s, floats * sizeof(float));
-        if (!b->state_new[i])
-            return PS_STATUS_NO_MEMORY;
-    }
-    return PS_STATUS_OK;
-}
-
-ps_status store_batch_prepare(store *s, const store_push *p, store_batch **ret_batch, char *err,
-                              size_t err_len) {
-    ps_status st = push_check(p, err, err_len);
-    if (st != PS_STATUS_OK)
-        return st;
-    st = push_check_unique(s, p, err, err_len);
-    if (st != PS_STATUS_OK)
-        return st;
-    store_batch *b = store_calloc(s, 1, sizeof *b);
-    if (!b)
-        goto fail_memory;
-    b->push = *p;
-    b->entries = store_calloc(s, p->n, sizeof *b->entries);
-    b->found = store_calloc(s, p->n, sizeof *b->found);
-    if (!b->entries || !b->found)
-        goto fail_memory;
-    if (p->op == UPDATE_LOG_OP_ASSIGN && !(b->fresh = store_calloc(s, p->n, sizeof *b->fresh)))
-        goto fail_memory;
-    if (p->names && !(b->names = store_calloc(s, p->n, sizeof *b->names)))
-        goto fail_memory;
-    if (p->op == UPDATE_LOG_OP_OPTIMIZE &&
-        !(b->state_new = store_calloc(s, p->n, sizeof *b->state_new)))
-        goto fail_memory;
-    if (p->op == UPDATE_LOG_OP_OPTIMIZE && p->skip_non_finite &&
-        !(b->skip = store_calloc(s, p->n, sizeof *b->skip)))
-        goto fail_memory;
-    size_t off = 0;
-    for (size_t i = 0; i < p->n; i++) {
-        if (prepare_key(s, b, i, off) != PS_STATUS_OK)
-            goto fail_memory;
-        off += p->lengths[i];
-    }
-    if (p->op == UPDATE_LOG_OP_ASSIGN) {
-        /* a bigger table, in case every key is new (the usual case for ASSIGN) */
-        pthread_rwlock_rdlock(&s->lock);
-        size_t want = store_table_cap_for(s->count + p->n), cap = s->cap;
-        pthread_rwlock_unlock(&s->lock);
-        if (want > cap) {
-            b->slots = store_calloc(s, want, sizeof *b->slots);
-            if (!b->slots)
-                goto fail_memory;
-            b->slots_cap = want;
-        }
-    }
-    *ret_batch = b;
-    return PS_STATUS_OK;
-
-fail_memory:
-    store_batch_destroy(b);
-    ps_set_err(err, err_len, "out of memory preparing a push of %zu keys (%zu value bytes)", p->n,
-               p->values_len);
-    return PS_STATUS_NO_MEMORY;
-}
 
 /* ------------------------------------------------------------------ apply --- */
 
@@ -337,7 +60,8 @@ static ps_status check_key(store *s, const store_batch *b, size_t i, const store
 }
 
 /* Checks the batch against the state (write lock held); fills b->found, and
- * *ret_new_bytes and *ret_new_count for chunks and states the push creates. */
+ * *ret_new_bytes and *ret_new_count for chunks and states the push creates; makes a
+ * new chunk for a key a concurrent delete removed since prepare. */
 static ps_status apply_check(store *s, store_batch *b, uint64_t *ret_new_bytes,
                              size_t *ret_new_count, char *err, size_t err_len) {
     const store_push *p = &b->push;
@@ -351,6 +75,16 @@ static ps_status apply_check(store *s, store_batch *b, uint64_t *ret_new_bytes,
         ps_status st = check_key(s, b, i, c, err, err_len);
         if (st != PS_STATUS_OK)
             return st;
+        if (!c && !b->fresh[i] && !(b->fresh[i] = store_calloc(s, 1, sizeof *b->fresh[i]))) {
+            ps_set_err(err, err_len, "out of memory for a new chunk");
+            return PS_STATUS_NO_MEMORY;
+        }
+        if (p->op == UPDATE_LOG_OP_ADD && !b->sums[i] && atomic_load(&c->values->refs) > 1 &&
+            store_batch_make_sum(s, b, i) != PS_STATUS_OK) {
+            ps_set_err(err, err_len, "out of memory for the sums of key %016llx",
+                       (unsigned long long)c->key);
+            return PS_STATUS_NO_MEMORY;
+        }
         if (!c) {
             new_bytes += (uint64_t)p->lengths[i] * sizeof(float);
             new_count++;
@@ -358,42 +92,47 @@ static ps_status apply_check(store *s, store_batch *b, uint64_t *ret_new_bytes,
             new_bytes += (uint64_t)c->len * sizeof(float) * optim_spec_slots(p->optimizer->kind);
         }
     }
-    for (size_t i = 0; p->op == UPDATE_LOG_OP_ADD && i < p->n; i++) {
-        const store_chunk *c = b->found[i];
-        const float *d = b->entries[i]->values;
-        uint32_t k = first_non_finite_sum(c->data, d, c->len);
-        if (k < c->len) {
-            ps_set_err(err, err_len,
-                       "ADD to key %016llx %s(index %zu) would make value %u non-finite (%g + "
-                       "%g): nothing was applied",
-                       (unsigned long long)c->key, name_or_empty(c), i, k, (double)c->data[k],
-                       (double)d[k]);
-            return PS_STATUS_INVALID_ARGUMENT;
-        }
-    }
     *ret_new_bytes = new_bytes;
     *ret_new_count = new_count;
     return PS_STATUS_OK;
 }
 
-/* OPTIMIZE: computes every key's step out of place, into its log entry (the new
- * weights) and b->state_new (the new state), and checks the results are finite (write
- * lock held; the store is not changed). */
-static ps_status apply_optimize(store_batch *b, char *err, size_t err_len) {
+/* ADD: checks every key's sums are finite, computing them into the result blocks of
+ * shared keys (the others are added in place by apply_key, past the point of no
+ * return); OPTIMIZE: every key's step out of place, into its block (the new weights)
+ * and b->state_new (the new state), checked finite. Write lock held; the store is not
+ * changed. */
+static ps_status apply_compute(store_batch *b, char *err, size_t err_len) {
     const store_push *p = &b->push;
+    for (size_t i = 0; p->op == UPDATE_LOG_OP_ADD && i < p->n; i++) {
+        const store_chunk *c = b->found[i];
+        const float *d = b->blocks[i]->data, *old = c->values->data;
+        size_t k = b->sums[i] ? store_values_add(b->sums[i]->data, old, d, c->len)
+                              : store_values_sum_check(old, d, c->len);
+        if (k < c->len) {
+            ps_set_err(err, err_len,
+                       "ADD to key %016llx %s(index %zu) would make value %zu non-finite (%g + "
+                       "%g): nothing was applied",
+                       (unsigned long long)c->key, name_or_empty(c), i, k, (double)old[k],
+                       (double)d[k]);
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    if (p->op != UPDATE_LOG_OP_OPTIMIZE)
+        return PS_STATUS_OK;
     const optim_spec *o = p->optimizer;
     uint32_t slots = optim_spec_slots(o->kind);
     for (size_t i = 0; i < p->n; i++) {
         if (skipped(b, i))
             continue;
         const store_chunk *c = b->found[i];
-        float *g = b->entries[i]->values, *st = b->state_new[i];
+        float *g = b->blocks[i]->data, *st = b->state_new[i];
         const float *old_state = c->state;
         if (c->state_kind == OPTIM_NONE) {
             optimizer_state_init(o, c->len, st);
             old_state = st;
         }
-        optimizer_step(o, c->len, c->data, g, old_state, c->steps + 1, g, st);
+        optimizer_step(o, c->len, c->values->data, g, old_state, c->steps + 1, g, st);
         if (!optimizer_all_finite(g, c->len) ||
             !optimizer_all_finite(st, (uint64_t)c->len * slots)) {
             ps_set_err(err, err_len,
@@ -428,33 +167,41 @@ static ps_status apply_reserve(store *s, store_batch *b, size_t count) {
     return PS_STATUS_OK;
 }
 
-/* Publishes key i as update `seq` (write lock held; cannot fail). */
-static void apply_key(store *s, store_batch *b, size_t i, uint64_t seq) {
-    update_log_entry *e = b->entries[i];
+/* Publishes key i as update `seq` with log entry e (write lock held; cannot fail):
+ * the chunk's values become the prepared block, the old block goes to b->replaced. */
+static void apply_key(store *s, store_batch *b, size_t i, update_log_entry *e, uint64_t seq) {
     store_chunk *c = b->found[i];
     e->seq = e->version = seq;
     e->prev_version = c ? c->version : 0;
+    update_log_values **pub = b->push.op == UPDATE_LOG_OP_ADD ? &b->sums[i] : &b->blocks[i];
     if (!c) { /* a new chunk: the prepared one */
         c = b->fresh[i];
         b->fresh[i] = NULL;
+        c->key = b->push.keys[i];
+        c->len = b->push.lengths[i];
         store_table_put(s, c);
         s->bytes += (uint64_t)c->len * sizeof(float);
-    } else if (b->push.op == UPDATE_LOG_OP_ASSIGN) { /* swap in the prepared values */
-        float *old = c->data;
-        c->data = b->fresh[i]->data;
-        b->fresh[i]->data = old;
-        if (c->state) { /* new values: the optimizer state of the old ones goes */
-            uint64_t state_bytes = store_chunk_bytes(c) - (uint64_t)c->len * sizeof(float);
-            s->bytes -= state_bytes;
-            quota_release(s->quota, state_bytes);
-            b->fresh[i]->state = c->state; /* freed with the batch, after the lock */
-            c->state = NULL;
-        }
+    }
+    if (b->push.op == UPDATE_LOG_OP_ADD && !*pub) { /* no one else holds it: in place */
+        store_values_add(c->values->data, c->values->data, b->blocks[i]->data, c->len);
+    } else {
+        b->replaced[i] = c->values; /* NULL for a new chunk */
+        c->values = *pub;           /* the chunk takes the batch's reference */
+        *pub = NULL;
+    }
+    if (b->push.op == UPDATE_LOG_OP_ASSIGN && c->state) { /* new values: the optimizer */
+        uint64_t state_bytes = store_chunk_bytes(c) - (uint64_t)c->len * sizeof(float);
+        s->bytes -= state_bytes; /* state of the old ones goes (freed after the lock) */
+        quota_release(s->quota, state_bytes);
+        b->state_new[i] = c->state;
+        c->state = NULL;
+    }
+    if (b->push.op == UPDATE_LOG_OP_ASSIGN) {
         c->state_kind = OPTIM_NONE;
         c->steps = 0;
-    } else if (b->push.op == UPDATE_LOG_OP_OPTIMIZE) { /* the step's results */
-        memcpy(c->data, e->values, (size_t)c->len * sizeof(float));
-        if (c->state_kind == OPTIM_NONE) /* its first step: the state is new */
+    }
+    if (b->push.op == UPDATE_LOG_OP_OPTIMIZE) { /* the step's state */
+        if (c->state_kind == OPTIM_NONE)        /* its first step: the state is new */
             s->bytes +=
                 (uint64_t)c->len * sizeof(float) * optim_spec_slots(b->push.optimizer->kind);
         float *old = c->state;
@@ -462,10 +209,6 @@ static void apply_key(store *s, store_batch *b, size_t i, uint64_t seq) {
         b->state_new[i] = old;
         c->state_kind = b->push.optimizer->kind;
         c->steps++;
-        e->op = UPDATE_LOG_OP_ASSIGN; /* subscribers get the weights, not the gradient */
-    } else {
-        for (uint32_t k = 0; k < c->len; k++)
-            c->data[k] += e->values[k];
     }
     if (b->names && b->names[i] && (!c->name || strcmp(c->name, b->names[i]) != 0)) {
         char *old = c->name;
@@ -475,27 +218,13 @@ static void apply_key(store *s, store_batch *b, size_t i, uint64_t seq) {
     c->version = seq;
 }
 
-/* Moves the entries of the keys not skipped to the front; returns their count. */
-static size_t compact_entries(store_batch *b) {
-    size_t m = 0;
-    for (size_t i = 0; i < b->push.n; i++)
-        if (b->entries[i])
-            b->entries[m++] = b->entries[i];
-    return m;
-}
-
-ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, uint64_t *ret_seq,
-                            char *err, size_t err_len) {
-    if (b->applied) {
-        ps_set_err(err, err_len, "this push was already applied");
-        return PS_STATUS_FAILED_PRECONDITION;
-    }
+/* Checks, computes and reserves under the write lock (held on return, OK or not). */
+static ps_status apply_prepare_locked(store *s, store_batch *b, char *err, size_t err_len) {
     uint64_t new_bytes = 0;
     size_t new_count = 0;
-    pthread_rwlock_wrlock(&s->lock);
     ps_status st = apply_check(s, b, &new_bytes, &new_count, err, err_len);
-    if (st == PS_STATUS_OK && b->push.op == UPDATE_LOG_OP_OPTIMIZE)
-        st = apply_optimize(b, err, err_len);
+    if (st == PS_STATUS_OK)
+        st = apply_compute(b, err, err_len);
     if (st == PS_STATUS_OK && new_bytes > 0 && !quota_reserve(s->quota, new_bytes)) {
         ps_set_err(err, err_len,
                    "the shard holds %llu of its %llu bytes (--max-bytes) and this push would add "
@@ -509,28 +238,40 @@ ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, ui
                    s->count + new_count);
         st = PS_STATUS_NO_MEMORY;
     }
+    if (st == PS_STATUS_OK)
+        assert((s->count + new_count) * 2 <= s->cap); /* every insert finds a free slot */
+    return st;
+}
+
+ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, uint64_t *ret_seq,
+                            char *err, size_t err_len) {
+    if (b->applied) {
+        ps_set_err(err, err_len, "this push was already applied");
+        return PS_STATUS_FAILED_PRECONDITION;
+    }
+    pthread_rwlock_wrlock(&s->lock);
+    ps_status st = apply_prepare_locked(s, b, err, err_len);
     if (st != PS_STATUS_OK) {
         pthread_rwlock_unlock(&s->lock);
         return st;
     }
     /* the point of no return: nothing below can fail */
-    assert((s->count + new_count) * 2 <= s->cap); /* every insert finds a free slot */
+    size_t entry = 0;
     for (size_t i = 0; i < b->push.n; i++) {
         if (skipped(b, i)) {
             if (ret_versions)
                 ret_versions[i] = 0;
             continue;
         }
-        apply_key(s, b, i, ++s->seq);
+        apply_key(s, b, i, update_log_batch_entry(b->log, entry++), ++s->seq);
         if (ret_versions)
             ret_versions[i] = s->seq;
     }
     s->skipped += b->skipped;
-    update_log_append(s->log, b->entries, compact_entries(b));
+    update_log_append(s->log, b->log, entry); /* the log takes the entries */
+    b->log = NULL;
     uint64_t seq = s->seq;
     pthread_rwlock_unlock(&s->lock);
-    free(b->entries); /* the log holds their references now */
-    b->entries = NULL;
     b->applied = true;
     if (ret_seq)
         *ret_seq = seq;

@@ -1,6 +1,7 @@
 /* store_internal.h: the chunk store's private layout, shared by store.c (the table,
- * reads, deletes, life cycle) and store_batch.c (pushes: prepare and apply). Nothing
- * else includes it but test_store.c, for white-box checks of the table. */
+ * reads, deletes, life cycle), store_prepare.c and store_batch.c (pushes: prepare and
+ * apply). Nothing else includes it but test_store_delete.c, for white-box checks of
+ * the table. */
 #ifndef PS_SHARD_STORE_INTERNAL_H
 #define PS_SHARD_STORE_INTERNAL_H
 
@@ -11,13 +12,16 @@
 #include "quota.h"
 #include "store.h"
 #include "train_spec.h"
+#include "update_log.h"
 
 typedef struct store_chunk {
     uint64_t key;
-    uint64_t version;      /* seq of the update that last wrote it */
-    uint32_t len;          /* floats; never changes once created */
-    char *name;            /* "model/tensor#chunk" when a pusher said, else NULL */
-    float *data;           /* len floats */
+    uint64_t version;          /* seq of the update that last wrote it */
+    uint32_t len;              /* floats; never changes once created */
+    char *name;                /* "model/tensor#chunk" when a pusher said, else NULL */
+    update_log_values *values; /* len floats. Never written while anyone but this chunk
+                                  holds it (log entries, Pull replies in flight): a
+                                  push then publishes a new block instead */
     float *state;          /* optimizer state: optim_spec_slots(state_kind) * len floats, or NULL */
     uint64_t steps;        /* optimizer steps applied */
     optim_kind state_kind; /* the optimizer that made the state; OPTIM_NONE: none yet */
@@ -50,6 +54,35 @@ void store_table_put(store *s, store_chunk *c);
 void store_table_rehash(const store *s, store_chunk **slots, size_t cap);
 /* The smallest power-of-two capacity that holds `count` chunks at half load. */
 size_t store_table_cap_for(size_t count);
+
+/* A prepared push (store_prepare.c makes it, store_batch.c applies it). */
+struct store_batch {
+    store_push push;              /* the request's arrays (not owned) */
+    update_log_batch *log;        /* an entry per key not skipped; NULL once appended */
+    update_log_values **blocks;   /* n: key i's values as pushed (one reference each);
+                                     OPTIMIZE: the step's new weights after apply; NULL
+                                     for a skipped key or once a chunk took it */
+    update_log_values **sums;     /* ADD: n blocks for the results of the keys whose
+                                     current block others hold too (log entries, Pull
+                                     replies), else NULL: those are added in place */
+    update_log_values **replaced; /* n: the blocks apply replaced, released by destroy */
+    store_chunk **fresh;          /* ASSIGN: new chunks (no values yet) for the keys that
+                                     were absent at prepare, else NULL; unused ones freed */
+    store_chunk **found;          /* n: the chunk each key had when applied (scratch) */
+    char **names;                 /* NULL, or n copies of the names (NULL = none) */
+    store_chunk **slots;          /* a bigger table prepared outside the lock, or NULL;
+                                     after apply, the replaced table */
+    size_t slots_cap;
+    float **state_new; /* OPTIMIZE: n buffers for the new state (NULL for a skipped
+                          key); after apply, the replaced states; ASSIGN: after apply,
+                          the states it dropped */
+    bool *skip;        /* OPTIMIZE with skip_non_finite: keys skipped, or NULL */
+    uint64_t skipped;  /* keys skipped */
+    bool applied;
+};
+
+/* ADD: a result block for key i, whose chunk's block others hold too. */
+ps_status store_batch_make_sum(store *s, store_batch *b, size_t i);
 
 /* Allocation wrappers that honour store_fault_fail_alloc. */
 bool store_alloc_fails(store *s);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include <pthread.h>
@@ -22,16 +23,28 @@ static update_log *make_log(uint64_t max_bytes, uint32_t max_entries) {
     return l;
 }
 
-/* Appends entries START+1.. with `len` floats each, values[0] = seq. */
-static void append_n(update_log *l, uint64_t first_seq, size_t n, uint32_t len) {
+/* A batch of n entries with seqs first_seq.. and `len` floats each, values[0] = seq. */
+static update_log_batch *batch_n(uint64_t first_seq, size_t n, uint32_t len) {
+    update_log_batch *b = NULL;
+    assert_int_equal(update_log_batch_create(n, &b), PS_STATUS_OK);
     for (size_t i = 0; i < n; i++) {
-        update_log_entry *e = NULL;
-        assert_int_equal(update_log_entry_create(len, &e), PS_STATUS_OK);
+        update_log_values *v = NULL;
+        assert_int_equal(update_log_values_create(len, &v), PS_STATUS_OK);
+        memset(v->data, 0, (size_t)len * sizeof(float));
+        v->data[0] = (float)(first_seq + i);
+        update_log_entry *e = update_log_batch_entry(b, i);
+        update_log_entry_set(e, v);
+        update_log_values_unref(v); /* the entry holds it now */
         e->seq = e->version = first_seq + i;
         e->key = 7;
-        e->values[0] = (float)(first_seq + i);
-        update_log_append(l, &e, 1);
     }
+    return b;
+}
+
+/* Appends entries first_seq.. with `len` floats each, values[0] = seq, one per append. */
+static void append_n(update_log *l, uint64_t first_seq, size_t n, uint32_t len) {
+    for (size_t i = 0; i < n; i++)
+        update_log_append(l, batch_n(first_seq + i, 1, len), 1);
 }
 
 static void test_reads_in_order_then_idle(void **state) {
@@ -158,6 +171,52 @@ static void test_append_and_stop_wake_readers(void **state) {
     update_log_destroy(l);
 }
 
+/* A push's entries go in with one append; a reader holding one entry of a batch keeps
+ * that entry's values after the log evicted the whole batch, and the batch's other
+ * entries are released at once (their blocks are not kept for the held one). */
+static void test_batch_appended_whole_and_released_per_entry(void **state) {
+    (void)state;
+    update_log *l = make_log(update_log_entry_bytes(64) * 4, 0);
+    update_log_batch *b = batch_n(START + 1, 3, 64);
+    update_log_values *second = update_log_batch_entry(b, 1)->block;
+    update_log_values_ref(second); /* to watch its count */
+    update_log_append(l, b, 3);
+    update_log_stats s;
+    update_log_get_stats(l, &s);
+    assert_int_equal(s.entries, 3);
+    assert_int_equal(s.last_seq, START + 3);
+    update_log_entry *held = NULL;
+    assert_int_equal(update_log_read(l, START, 0, &held, NULL), UPDATE_LOG_READ_ENTRY);
+    append_n(l, START + 4, 4, 64); /* evicts all three */
+    update_log_get_stats(l, &s);
+    assert_int_equal(s.first_seq, START + 4);
+    assert_int_equal(atomic_load(&second->refs), 1); /* only ours: the log let it go */
+    assert_int_equal(held->seq, START + 1);          /* the held one is intact */
+    assert_true(held->values[0] == (float)(START + 1));
+    update_log_entry_unref(held);
+    update_log_values_unref(second);
+    update_log_destroy(l);
+}
+
+/* Entries past the count given to append (keys a push skipped) are released unused,
+ * and a batch never appended releases everything it holds. */
+static void test_unused_entries_and_unappended_batch_released(void **state) {
+    (void)state;
+    update_log *l = make_log(0, 0);
+    update_log_batch *b = batch_n(START + 1, 3, 4);
+    update_log_values *third = update_log_batch_entry(b, 2)->block;
+    update_log_values_ref(third);
+    update_log_append(l, b, 2);
+    update_log_stats s;
+    update_log_get_stats(l, &s);
+    assert_int_equal(s.entries, 2);
+    assert_int_equal(atomic_load(&third->refs), 1);
+    update_log_values_unref(third);
+    update_log_batch_destroy(batch_n(START + 3, 5, 4)); /* ASan: nothing leaks */
+    update_log_batch_destroy(NULL);
+    update_log_destroy(l);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reads_in_order_then_idle),
@@ -166,6 +225,8 @@ int main(void) {
         cmocka_unit_test(test_entry_larger_than_budget_is_kept_alone),
         cmocka_unit_test(test_reader_keeps_evicted_entry_alive),
         cmocka_unit_test(test_append_and_stop_wake_readers),
+        cmocka_unit_test(test_batch_appended_whole_and_released_per_entry),
+        cmocka_unit_test(test_unused_entries_and_unappended_batch_released),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

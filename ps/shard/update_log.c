@@ -1,6 +1,7 @@
-/* update_log.c: the bounded, reference-counted log of applied updates (see
- * update_log.h). A circular array of entry pointers sized at creation, a byte budget,
- * and a condition variable that readers wait on for the next seq. */
+/* update_log.c: the bounded, reference-counted log of applied updates and the value
+ * blocks it shares with the store (see update_log.h). A circular array of entry
+ * pointers sized at creation, a byte budget, and a condition variable that readers
+ * wait on for the next seq. */
 #include "update_log.h"
 
 #include <assert.h>
@@ -27,32 +28,99 @@ struct update_log {
     bool stopping;           /* update_log_stop was called */
 };
 
-/* ------------------------------------------------------------------ entries --- */
+/* ------------------------------------------------------------------ blocks --- */
 
-uint64_t update_log_entry_bytes(uint32_t len) {
-    return sizeof(update_log_entry) + (uint64_t)len * sizeof(float);
-}
-
-ps_status update_log_entry_create(uint32_t len, update_log_entry **ret_entry) {
-    update_log_entry *e = malloc(update_log_entry_bytes(len));
-    if (!e)
+ps_status update_log_values_create(uint32_t len, update_log_values **ret_values) {
+    update_log_values *v = malloc(sizeof *v + (size_t)len * sizeof(float));
+    if (!v)
         return PS_STATUS_NO_MEMORY;
-    atomic_init(&e->refs, 1);
-    e->seq = e->key = e->version = e->prev_version = 0;
-    e->op = UPDATE_LOG_OP_ASSIGN;
-    e->len = len;
-    *ret_entry = e;
+    atomic_init(&v->refs, 1);
+    v->len = len;
+    v->pad = 0;
+    *ret_values = v;
     return PS_STATUS_OK;
 }
 
+void update_log_values_ref(update_log_values *v) {
+    atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+}
+
+void update_log_values_unref(void *arg) {
+    update_log_values *v = arg;
+    if (v && atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1)
+        free(v);
+}
+
+/* ------------------------------------------------------------------ entries --- */
+
+/* A push's entries in one allocation; freed when no entry is alive any more. */
+struct update_log_batch {
+    atomic_size_t live; /* entries whose refs are not 0, + 1 until appended */
+    size_t n;
+    update_log_entry entries[];
+};
+
+uint64_t update_log_entry_bytes(uint32_t len) {
+    return sizeof(update_log_entry) + sizeof(update_log_values) + (uint64_t)len * sizeof(float);
+}
+
+ps_status update_log_batch_create(size_t n, update_log_batch **ret_batch) {
+    update_log_batch *b = calloc(1, sizeof *b + n * sizeof(update_log_entry));
+    if (!b)
+        return PS_STATUS_NO_MEMORY;
+    atomic_init(&b->live, 1);
+    b->n = n;
+    for (size_t i = 0; i < n; i++) {
+        atomic_init(&b->entries[i].refs, 0);
+        b->entries[i].batch = b;
+    }
+    *ret_batch = b;
+    return PS_STATUS_OK;
+}
+
+update_log_entry *update_log_batch_entry(update_log_batch *b, size_t i) {
+    return &b->entries[i];
+}
+
+static void batch_release(update_log_batch *b) {
+    if (atomic_fetch_sub_explicit(&b->live, 1, memory_order_acq_rel) == 1)
+        free(b);
+}
+
+/* Releases the blocks of entries [from, n) that were never appended. */
+static void batch_drop_unused(update_log_batch *b, size_t from) {
+    for (size_t i = from; i < b->n; i++) {
+        update_log_values_unref(b->entries[i].block);
+        b->entries[i].block = NULL;
+        b->entries[i].values = NULL;
+    }
+}
+
+void update_log_batch_destroy(update_log_batch *b) {
+    if (!b)
+        return;
+    batch_drop_unused(b, 0);
+    batch_release(b);
+}
+
+void update_log_entry_set(update_log_entry *e, update_log_values *block) {
+    update_log_values_ref(block);
+    update_log_values_unref(e->block);
+    e->block = block;
+    e->values = block->data;
+    e->len = block->len;
+}
+
 void update_log_entry_ref(update_log_entry *e) {
-    atomic_fetch_add(&e->refs, 1);
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
 }
 
 void update_log_entry_unref(void *arg) {
     update_log_entry *e = arg;
-    if (e && atomic_fetch_sub(&e->refs, 1) == 1)
-        free(e);
+    if (!e || atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    update_log_values_unref(e->block);
+    batch_release(e->batch);
 }
 
 /* ------------------------------------------------------------------ the log --- */
@@ -108,12 +176,15 @@ static void log_evict_oldest(update_log *l) {
     update_log_entry_unref(old);
 }
 
-void update_log_append(update_log *l, update_log_entry *const *entries, size_t n) {
+void update_log_append(update_log *l, update_log_batch *b, size_t n) {
+    batch_drop_unused(b, n);
+    atomic_store(&b->live, n + 1); /* each appended entry, + the caller's until below */
     pthread_mutex_lock(&l->lock);
     for (size_t i = 0; i < n; i++) {
-        update_log_entry *e = entries[i];
+        update_log_entry *e = &b->entries[i];
         uint64_t need = update_log_entry_bytes(e->len);
         assert(e->seq == l->last_seq + 1); /* contiguous: readers index by seq */
+        atomic_store(&e->refs, 1);         /* the log's */
         while (l->count > 0 && (l->count == l->cap || l->bytes + need > l->max_bytes))
             log_evict_oldest(l);
         l->ring[(l->head + l->count) % l->cap] = e;
@@ -123,6 +194,7 @@ void update_log_append(update_log *l, update_log_entry *const *entries, size_t n
     }
     pthread_cond_broadcast(&l->grew);
     pthread_mutex_unlock(&l->lock);
+    batch_release(b);
 }
 
 update_log_read_kind update_log_read(update_log *l, uint64_t after_seq, int wait_ms,

@@ -1,14 +1,27 @@
 /* update_log.h: the shard's bounded log of recent updates, which Subscribe streams
- * read in sequence-number order.
+ * read in sequence-number order, and the reference-counted value blocks that the log
+ * and the chunk store share.
  *
  * Why it is built this way: every applied update (one per key of a push) must reach
  * every subscriber in order, or the subscriber must be told to resync (pull again).
- * Entries are reference-counted so a stream can hand one to the rpc layer without
- * copying its values and without holding the log's lock while it is sent; the log
- * drops its own reference when it evicts the entry, and the last reference frees it.
- * The log is bounded twice: by bytes (entries and their values) and by a count of
- * entries, both fixed at creation, so appending never allocates and never fails (the
- * store appends while it holds its write lock, after the point of no return).
+ * A push's entries are made together in one allocation (an update_log_batch) and
+ * appended in one step under one lock. An entry does not copy its values: it holds a
+ * reference to a value block (update_log_values), a float array that nobody writes
+ * while others hold it: usually the very block the store published as the chunk's
+ * new values (an ASSIGN, an optimizer step), or the delta an ADD carried. Entries are
+ * reference-counted so a stream can hand one to the rpc layer without copying and without holding
+ * the log's lock while it is sent; the log drops its own reference when it evicts the entry
+ * (releasing its block at once unless a stream still sends it), and the batch's memory goes when
+ * its last entry does.
+ *
+ * Memory bound: entries held count update_log_entry_bytes(len) each (the entry, its
+ * block's header and its values, even when the block is also a live chunk's) and
+ * stay within max_bytes (--log-mb); besides that the log keeps an index of one
+ * pointer per entry it may hold, at most max_bytes / update_log_entry_bytes(1)
+ * (about 1/12 of max_bytes). What it keeps alive beyond the chunks is thus at most
+ * max_bytes, plus one push's entries whose batch still has a live entry, plus the
+ * index. Appending never allocates and never fails (the store appends while it holds
+ * its write lock, after the point of no return).
  *
  * Sequence numbers are contiguous: an appended entry's seq is the last seq + 1. A
  * reader that asks for what the log no longer holds (evicted, or from before this
@@ -32,18 +45,55 @@ typedef enum update_log_op {
     UPDATE_LOG_OP_OPTIMIZE = 2,
 } update_log_op;
 
+/* A reference-counted array of floats: a chunk's values, shared with the log entries
+ * (and the Pull replies in flight) that read them. Written only while one reference
+ * exists (before it is shared; the store adds in place only into a block that its
+ * chunk alone holds); freed by its last reference. */
+typedef struct update_log_values {
+    atomic_int refs;
+    uint32_t len; /* floats */
+    uint64_t pad; /* keeps data 16-byte aligned */
+    float data[];
+} update_log_values;
+
+/* A new block of `len` floats (uninitialized) with one reference, the caller's. */
+ps_status update_log_values_create(uint32_t len, update_log_values **ret_values);
+void update_log_values_ref(update_log_values *values);
+/* Drops a reference (takes void * so it can be an rpc release). Accepts NULL. */
+void update_log_values_unref(void *values);
+
+typedef struct update_log_batch update_log_batch;
+
 /* One applied update of one key. Fields are written once, before the entry is
  * appended, and only read afterwards. */
 typedef struct update_log_entry {
-    atomic_int refs;       /* the log holds one; each stream sending it one more */
-    uint64_t seq;          /* the update's sequence number */
-    uint64_t key;          /* the chunk's key */
-    uint64_t version;      /* the chunk's version after the update (== seq) */
-    uint64_t prev_version; /* the chunk's version before (0: the update created it) */
-    update_log_op op;      /* ASSIGN or ADD */
-    uint32_t len;          /* floats in values */
-    float values[];        /* what the push carried: new values, or the delta of an ADD */
+    atomic_int refs;          /* the log holds one; each stream sending it one more */
+    update_log_batch *batch;  /* the batch it was made in */
+    uint64_t seq;             /* the update's sequence number */
+    uint64_t key;             /* the chunk's key */
+    uint64_t version;         /* the chunk's version after the update (== seq) */
+    uint64_t prev_version;    /* the chunk's version before (0: the update created it) */
+    update_log_op op;         /* ASSIGN or ADD */
+    uint32_t len;             /* floats in values */
+    const float *values;      /* block->data: new values, or the delta of an ADD */
+    update_log_values *block; /* one reference, released when the entry's refs reach 0 */
 } update_log_entry;
+
+/* n entries made together (zeroed; the caller fills them, setting block/values/len with
+ * update_log_entry_set), appended together with update_log_append. */
+ps_status update_log_batch_create(size_t n, update_log_batch **ret_batch);
+update_log_entry *update_log_batch_entry(update_log_batch *batch, size_t i);
+/* For a batch that was not appended: releases every block and frees it. Accepts NULL. */
+void update_log_batch_destroy(update_log_batch *batch);
+
+/* Points an entry at `block` (len floats), taking a reference to it. */
+void update_log_entry_set(update_log_entry *entry, update_log_values *block);
+void update_log_entry_ref(update_log_entry *entry);
+/* Drops a reference (takes void * so it can be an rpc_bytes_field release). Accepts
+ * NULL. */
+void update_log_entry_unref(void *entry);
+/* Bytes an entry of `len` floats counts against the log's budget. */
+uint64_t update_log_entry_bytes(uint32_t len);
 
 typedef struct update_log update_log;
 
@@ -58,19 +108,11 @@ ps_status update_log_create(const update_log_opts *opts, update_log **ret_log);
 /* Drops the log's references. Accepts NULL. */
 void update_log_destroy(update_log *log);
 
-/* A new entry for `len` floats with one reference (the caller's). */
-ps_status update_log_entry_create(uint32_t len, update_log_entry **ret_entry);
-void update_log_entry_ref(update_log_entry *entry);
-/* Drops a reference (takes void * so it can be an rpc_bytes_field release). Accepts
- * NULL. */
-void update_log_entry_unref(void *entry);
-/* Bytes an entry counts against the log's budget. */
-uint64_t update_log_entry_bytes(uint32_t len);
-
-/* Appends n entries whose seqs are last_seq+1, last_seq+2, ... in order, taking the
- * caller's reference of each, evicting the oldest entries to stay within the bounds
- * (an entry larger than the whole budget is still appended, alone). Never fails. */
-void update_log_append(update_log *log, update_log_entry *const *entries, size_t n);
+/* Appends the first n entries of `batch`, whose seqs are last_seq+1, last_seq+2, ...
+ * in order, and takes the batch (entries past n are released unused; the caller
+ * keeps no hold on it), evicting the oldest entries to stay within the bounds (an
+ * entry larger than the whole budget is still appended, alone). Never fails. */
+void update_log_append(update_log *log, update_log_batch *batch, size_t n);
 
 typedef enum update_log_read_kind {
     UPDATE_LOG_READ_ENTRY = 0,  /* *ret_entry is the entry after `after_seq` (a reference) */

@@ -1,0 +1,238 @@
+/* bench_ps.c: the parameter servers' speed on one machine, against clusters it starts
+ * itself on loopback (bench_ps_cluster.h): dense push and pull of a 4 MiB and a 64 MiB
+ * tensor, sparse Adagrad pushes of rows of dimension 1 and 16, the round trip of a
+ * one-float push (1 shard, 1 client), then the dense figures again with 3 shards and
+ * what those shards hold in memory against the data they keep. scripts/bench/ps runs
+ * it with iperf3's loopback TCP figure (--tcp-gbs) so the dense figures can be set
+ * against raw TCP measured in the same run. scripts/bench/README.md says how every
+ * figure is computed. Last line:
+ * RESULT dense_push_gbs=... dense_pull_gbs=... tcp_gbs=... dense_vs_tcp=...
+ *        dense4_vs_tcp=... sparse_mrows_s=... sparse16_mrows_s=...
+ *        small_rtt_p50_us=... small_rtt_p99_us=... shard_mem_x=...
+ */
+#include <libgen.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench_ps_cases.h"
+#include "bench_ps_cluster.h"
+#include "bench_report.h"
+#include "flags.h"
+#include "util.h"
+
+#define MIB (1024.0 * 1024.0)
+
+typedef struct bench_cfg {
+    char build_dir[512];
+    double tcp_gbs;
+    int reps, rtt_calls, mem_mb, log_mb;
+    uint64_t sparse_rows;
+} bench_cfg;
+
+typedef struct bench_figures {
+    bench_dense d4, d64, d4_3, d64_3;
+    double sparse1, sparse16, p50, p99;
+    uint64_t rss, held;
+} bench_figures;
+
+static int fail(const char *what, const char *err) {
+    fprintf(stderr, "bench_ps: %s: %s\n", what, err);
+    return 1;
+}
+
+/* 1 shard: dense, sparse, small round trip. */
+static int run_one_shard(const bench_cfg *cfg, bench_figures *f) {
+    char err[1024];
+    bench_cluster *cl = NULL;
+    ps_client *pc = NULL;
+    bench_cluster_opts co = {.build_dir = cfg->build_dir, .shards = 1, .log_mb = cfg->log_mb};
+    if (bench_cluster_create(&co, &cl, err, sizeof err) != PS_STATUS_OK)
+        return fail("start 1 shard", err);
+    int rc = 1;
+    if (ps_client_create(bench_cluster_coordinator(cl), &pc, err, sizeof err) != PS_STATUS_OK)
+        goto out;
+    if (bench_case_dense(pc, "d4", 1u << 20, cfg->reps, &f->d4, err, sizeof err) != PS_STATUS_OK ||
+        bench_case_dense(pc, "d64", 16u << 20, cfg->reps, &f->d64, err, sizeof err) !=
+            PS_STATUS_OK ||
+        bench_case_sparse(pc, "s1", 1, cfg->sparse_rows, cfg->reps, &f->sparse1, err, sizeof err) !=
+            PS_STATUS_OK ||
+        bench_case_sparse(pc, "s16", 16, cfg->sparse_rows, cfg->reps, &f->sparse16, err,
+                          sizeof err) != PS_STATUS_OK ||
+        bench_case_small_rtt(pc, cfg->rtt_calls, &f->p50, &f->p99, err, sizeof err) != PS_STATUS_OK)
+        goto out;
+    rc = 0;
+out:
+    if (rc)
+        fail("1 shard", err);
+    ps_client_destroy(pc);
+    bench_cluster_destroy(cl);
+    return rc;
+}
+
+/* 3 shards: dense, then a model of mem_mb uploaded and ADDed three times, then memory. */
+static int run_three_shards(const bench_cfg *cfg, bench_figures *f) {
+    char err[1024];
+    bench_cluster *cl = NULL;
+    ps_client *pc = NULL;
+    bench_cluster_opts co = {.build_dir = cfg->build_dir, .shards = 3, .log_mb = cfg->log_mb};
+    if (bench_cluster_create(&co, &cl, err, sizeof err) != PS_STATUS_OK)
+        return fail("start 3 shards", err);
+    int rc = 1;
+    uint64_t mem_floats = (uint64_t)cfg->mem_mb << 18;
+    bench_dense ignored;
+    if (ps_client_create(bench_cluster_coordinator(cl), &pc, err, sizeof err) != PS_STATUS_OK)
+        goto out;
+    if (bench_case_dense(pc, "d4", 1u << 20, cfg->reps, &f->d4_3, err, sizeof err) !=
+            PS_STATUS_OK ||
+        bench_case_dense(pc, "d64", 16u << 20, cfg->reps, &f->d64_3, err, sizeof err) !=
+            PS_STATUS_OK)
+        goto out;
+    if (mem_floats > 0) {
+        if (bench_case_dense(pc, "model", mem_floats, 1, &ignored, err, sizeof err) != PS_STATUS_OK)
+            goto out;
+        for (int i = 0; i < 3; i++)
+            if (bench_case_dense_add(pc, "model", mem_floats, err, sizeof err) != PS_STATUS_OK)
+                goto out;
+    }
+    if (bench_case_held_bytes(pc, &f->held, err, sizeof err) != PS_STATUS_OK)
+        goto out;
+    f->rss = 0;
+    for (int i = 0; i < 3; i++)
+        f->rss += bench_cluster_shard_rss(cl, i);
+    rc = 0;
+out:
+    if (rc)
+        fail("3 shards", err);
+    ps_client_destroy(pc);
+    bench_cluster_destroy(cl);
+    return rc;
+}
+
+static double ratio(double a, double b) {
+    return b > 0 ? a / b : 0;
+}
+
+static double min2(double a, double b) {
+    return a < b ? a : b;
+}
+
+static void report(const bench_cfg *cfg, const bench_figures *f) {
+    bench_report *r = NULL;
+    if (bench_report_create("bench_ps", "parameter-server speed on loopback, against iperf3", &r) !=
+        PS_STATUS_OK)
+        return;
+    bench_report_param(r, "build_dir", "%s", cfg->build_dir);
+    bench_report_param(r, "reps", "%d (the best round is reported)", cfg->reps);
+    bench_report_param(r, "dense", "tensors of 4 and 64 MiB, chunks of %u floats, ASSIGN",
+                       PS_DEFAULT_CHUNK_FLOATS);
+    bench_report_param(r, "sparse_rows", "%llu hashed ids, Adagrad",
+                       (unsigned long long)cfg->sparse_rows);
+    bench_report_param(r, "rtt_calls", "%d", cfg->rtt_calls);
+    bench_report_param(r, "mem_mb", "%d (3 shards: uploaded, then 3 full ADDs)", cfg->mem_mb);
+    bench_report_param(r, "log_mb", "%d per shard (0: the shard's default)", cfg->log_mb);
+    cpu_set_t set;
+    int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    bench_report_param(r, "cpus", "%d this benchmark and its shards may use", cpus);
+    double tcp = cfg->tcp_gbs, log_bytes = (cfg->log_mb ? cfg->log_mb : 64) * MIB * 3;
+    double mem_x = cfg->mem_mb > 0 && f->held ? ((double)f->rss - log_bytes) / (double)f->held : 0;
+    bench_report_row(r, "1 shard: push 4 MiB", f->d4.push_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
+                     NULL);
+    bench_report_row(r, "1 shard: pull 4 MiB", f->d4.pull_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
+                     NULL);
+    bench_report_row(r, "1 shard: push 64 MiB", f->d64.push_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
+                     "dense_push_gbs");
+    bench_report_row(r, "1 shard: pull 64 MiB", f->d64.pull_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
+                     "dense_pull_gbs");
+    bench_report_row(r, "iperf3 loopback TCP", tcp, 3, "GB/s", BENCH_TARGET_NONE, 0, "tcp_gbs");
+    bench_report_row(r, "64 MiB min(push, pull) / TCP",
+                     ratio(min2(f->d64.push_gbs, f->d64.pull_gbs), tcp), 2, "x",
+                     BENCH_TARGET_AT_LEAST, 1.2, "dense_vs_tcp");
+    bench_report_row(r, "4 MiB min(push, pull) / TCP",
+                     ratio(min2(f->d4.push_gbs, f->d4.pull_gbs), tcp), 2, "x",
+                     BENCH_TARGET_AT_LEAST, 1.2, "dense4_vs_tcp");
+    bench_report_row(r, "sparse Adagrad push, dim 1", f->sparse1 / 1e6, 2, "M rows/s",
+                     BENCH_TARGET_AT_LEAST, 60, "sparse_mrows_s");
+    bench_report_row(r, "sparse Adagrad push, dim 16", f->sparse16 / 1e6, 2, "M rows/s",
+                     BENCH_TARGET_NONE, 0, "sparse16_mrows_s");
+    bench_report_row(r, "1-float push round trip p50", f->p50, 0, "us", BENCH_TARGET_AT_MOST, 50,
+                     "small_rtt_p50_us");
+    bench_report_row(r, "1-float push round trip p99", f->p99, 0, "us", BENCH_TARGET_AT_MOST, 150,
+                     "small_rtt_p99_us");
+    bench_report_row(r, "3 shards: push 4 MiB", f->d4_3.push_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
+                     NULL);
+    bench_report_row(r, "3 shards: pull 4 MiB", f->d4_3.pull_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
+                     NULL);
+    bench_report_row(r, "3 shards: push 64 MiB", f->d64_3.push_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
+                     NULL);
+    bench_report_row(r, "3 shards: pull 64 MiB", f->d64_3.pull_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
+                     NULL);
+    bench_report_row(r, "3 shards: RSS", (double)f->rss / MIB, 1, "MiB", BENCH_TARGET_NONE, 0,
+                     NULL);
+    bench_report_row(r, "3 shards: data held", (double)f->held / MIB, 1, "MiB", BENCH_TARGET_NONE,
+                     0, NULL);
+    bench_report_row(r, "3 shards: log bound", log_bytes / MIB, 1, "MiB", BENCH_TARGET_NONE, 0,
+                     NULL);
+    bench_report_row(r, "(RSS - log bound) / data held", mem_x, 2, "x", BENCH_TARGET_AT_MOST, 1.1,
+                     "shard_mem_x");
+    if (cfg->mem_mb == 0)
+        bench_report_note(r, "--mem-mb 0: no model uploaded, shard_mem_x not measured (0)");
+    if (tcp <= 0)
+        bench_report_note(r, "no --tcp-gbs: the ratios to TCP are 0 (scripts/bench/ps gives it)");
+    bench_report_print(r, stdout);
+    bench_report_destroy(r);
+}
+
+/* The build directory this program came from: the parent of the folder holding it. */
+static void own_build_dir(char *buf, size_t cap) {
+    char exe[512];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        snprintf(buf, cap, "build");
+        return;
+    }
+    exe[n] = '\0';
+    snprintf(buf, cap, "%s", dirname(dirname(exe)));
+}
+
+int main(int argc, char **argv) {
+    const char *build = NULL, *tcp = NULL;
+    bench_cfg cfg = {.reps = 5, .rtt_calls = 5000, .mem_mb = 256, .sparse_rows = 1u << 20};
+    const ps_flag flags[] = {
+        {"build-dir", PS_FLAG_STRING, &build, 0, 0, "DIR",
+         "the build whose ps/ps-shard and ps/ps-coordinator run (default: this program's)", false},
+        {"tcp-gbs", PS_FLAG_STRING, &tcp, 0, 0, "GB/S", "iperf3's loopback figure, for ratios",
+         false},
+        {"reps", PS_FLAG_INT, &cfg.reps, 1, 1000, "N", "rounds per case; the best counts", false},
+        {"sparse-rows", PS_FLAG_U64, &cfg.sparse_rows, 1, 1u << 24, "N", "rows per sparse push",
+         false},
+        {"rtt-calls", PS_FLAG_INT, &cfg.rtt_calls, 10, 1000000, "N", "small pushes timed", false},
+        {"mem-mb", PS_FLAG_INT, &cfg.mem_mb, 0, 4096, "N",
+         "MiB of model uploaded to the 3 shards before memory is read", false},
+        {"log-mb", PS_FLAG_INT, &cfg.log_mb, 0, 1 << 20, "N",
+         "the shards' --log-mb (0: their default, 64)", false},
+    };
+    char err[512];
+    ps_flags_result fr =
+        ps_flags_parse("bench_ps", "Parameter-server speed against clusters it starts on loopback.",
+                       flags, sizeof flags / sizeof flags[0], argc, argv, stdout, err, sizeof err);
+    if (fr != PS_FLAGS_CONTINUE) {
+        if (fr == PS_FLAGS_EXIT_USAGE)
+            fprintf(stderr, "%s\n", err);
+        return fr;
+    }
+    if (build)
+        snprintf(cfg.build_dir, sizeof cfg.build_dir, "%s", build);
+    else
+        own_build_dir(cfg.build_dir, sizeof cfg.build_dir);
+    cfg.tcp_gbs = tcp ? strtod(tcp, NULL) : 0;
+    rpc_process_init();
+    rpc_tune_allocator();
+    bench_figures f = {0};
+    if (run_one_shard(&cfg, &f) != 0 || run_three_shards(&cfg, &f) != 0)
+        return 1;
+    report(&cfg, &f);
+    return 0;
+}

@@ -1,0 +1,233 @@
+/* psclient_route.c: the routing loop every keyed operation runs through (see
+ * psclient_internal.h), and the client's reusable scratch. Every operation keeps the
+ * set of key indices not yet done; each round groups them by owner under the current
+ * ring, starts the calls to every shard (one per shard, or a few of at most
+ * CALL_FLOATS each for large transfers; all in flight at once), then collects them in
+ * order; keys a shard refuses because the ring moved stay pending, the ring is
+ * fetched again and the next round routes them anew. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "psclient_internal.h"
+
+/* ------------------------------------------------------------------ scratch --- */
+
+/* Grows *p to hold `want` elements of `size` bytes (kept on failure). */
+static bool grow(void **p, size_t want, size_t size) {
+    void *q = realloc(*p, (want ? want : 1) * size);
+    if (q)
+        *p = q;
+    return q != NULL;
+}
+
+/* A call of a round: the keys group[first..first+m) to one shard. */
+typedef struct psclient_call {
+    uint32_t shard;
+    size_t first, m;
+    rpc_pending *pending; /* in flight, or NULL */
+} psclient_call;
+
+static bool route_reserve(ps_client *c, size_t n) {
+    if (n <= c->route_cap)
+        return true;
+    size_t want = n < 2 * c->route_cap ? 2 * c->route_cap : n;
+    if (!grow((void **)&c->calls, want, sizeof *c->calls) ||
+        !grow((void **)&c->pending, want, sizeof *c->pending) ||
+        !grow((void **)&c->group, want, sizeof *c->group) ||
+        !grow((void **)&c->retry, want, sizeof *c->retry) ||
+        !grow((void **)&c->owner, want, sizeof *c->owner))
+        return false;
+    c->route_cap = want;
+    return true;
+}
+
+static bool shards_reserve(ps_client *c, uint32_t n) {
+    if (n <= c->shard_cap)
+        return true;
+    if (!grow((void **)&c->shard_first, n, sizeof *c->shard_first) ||
+        !grow((void **)&c->shard_m, n, sizeof *c->shard_m))
+        return false;
+    c->shard_cap = n;
+    return true;
+}
+
+ps_status psclient_req_reserve(ps_client *c, size_t m) {
+    if (m <= c->req_cap)
+        return PS_STATUS_OK;
+    size_t want = m < 2 * c->req_cap ? 2 * c->req_cap : m;
+    if (!grow((void **)&c->req_keys, want, sizeof *c->req_keys) ||
+        !grow((void **)&c->req_lens, want, sizeof *c->req_lens) ||
+        !grow((void **)&c->req_names, want, sizeof *c->req_names))
+        return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
+    c->req_cap = want;
+    return PS_STATUS_OK;
+}
+
+void psclient_scratch_free(ps_client *c) {
+    free(c->pending);
+    free(c->group);
+    free(c->retry);
+    free(c->owner);
+    free(c->shard_first);
+    free(c->shard_m);
+    free(c->calls);
+    free(c->req_keys);
+    free(c->req_lens);
+    free(c->req_names);
+}
+
+/* ------------------------------------------------------------------ routing --- */
+
+/* What a round keeps of the first failure: the earliest round's first call (calls go
+ * in shard order). */
+typedef struct route_failure {
+    ps_status st;
+    int round;   /* of the failure kept */
+    size_t call; /* its index in that round */
+    int now;     /* the round running */
+    char err[sizeof((ps_client *)0)->err];
+} route_failure;
+
+static void failure_note(ps_client *c, route_failure *f, ps_status st, size_t call) {
+    if (f->st != PS_STATUS_OK && (f->round < f->now || f->call <= call))
+        return;
+    f->st = st;
+    f->round = f->now;
+    f->call = call;
+    memcpy(f->err, c->err, sizeof f->err);
+}
+
+/* Groups the pending keys by owner under the current ring (c->group holds each
+ * shard's keys contiguously) and cuts each shard's keys into calls; returns how many. */
+static size_t route_group(ps_client *c, const uint64_t *keys, size_t n_pending,
+                          const shard_op *op) {
+    for (uint32_t s = 0; s < c->n_shards; s++)
+        c->shard_m[s] = 0;
+    for (size_t i = 0; i < n_pending; i++) {
+        c->owner[i] = hashring_primary(c->ring, keys[c->pending[i]]);
+        c->shard_m[c->owner[i]]++;
+    }
+    size_t first = 0;
+    for (uint32_t s = 0; s < c->n_shards; s++) {
+        c->shard_first[s] = first;
+        first += c->shard_m[s];
+        c->shard_m[s] = 0;
+    }
+    for (size_t i = 0; i < n_pending; i++) {
+        uint32_t s = c->owner[i];
+        c->group[c->shard_first[s] + c->shard_m[s]++] = c->pending[i];
+    }
+    size_t n_calls = 0;
+    for (uint32_t s = 0; s < c->n_shards; s++) {
+        size_t at = c->shard_first[s], end = at + c->shard_m[s];
+        while (at < end) {
+            psclient_call *call = &c->calls[n_calls++];
+            *call = (psclient_call){.shard = s, .first = at, .m = 1};
+            uint64_t floats = op->lens ? op->lens[c->group[at]] : 0;
+            for (at++; at < end; at++, call->m++) {
+                uint64_t more = op->lens ? op->lens[c->group[at]] : 0;
+                if (call->m == CALL_KEYS || (op->lens && floats + more > op->call_floats))
+                    break;
+                floats += more;
+            }
+        }
+    }
+    return n_calls;
+}
+
+/* Keys idx[0..m) go to c->retry (refused because the ring moved). */
+static void retry_add(ps_client *c, size_t *kept, const size_t *idx, size_t m) {
+    memcpy(c->retry + *kept, idx, m * sizeof *idx);
+    *kept += m;
+}
+
+/* One round: every call started (without keep_going, none after a failure), then each
+ * collected in order. Keys refused with WRONG_EPOCH go to c->retry (*ret_kept). */
+static void route_round(ps_client *c, size_t n_calls, const shard_op *op, void *arg,
+                        bool keep_going, route_failure *fail, size_t *ret_kept) {
+    size_t kept = 0;
+    for (size_t k = 0; k < n_calls && (keep_going || fail->st == PS_STATUS_OK); k++) {
+        psclient_call *call = &c->calls[k];
+        const size_t *idx = c->group + call->first;
+        ps_status cs = op->start(c, call->shard, idx, call->m, arg, &call->pending);
+        if (cs == PS_STATUS_WRONG_EPOCH)
+            retry_add(c, &kept, idx, call->m);
+        else if (cs != PS_STATUS_OK)
+            failure_note(c, fail, cs, k);
+    }
+    for (size_t k = 0; k < n_calls; k++) {
+        psclient_call *call = &c->calls[k];
+        if (!call->pending)
+            continue;
+        const size_t *idx = c->group + call->first;
+        ps_status cs = op->finish(c, call->shard, idx, call->m, arg, call->pending);
+        call->pending = NULL;
+        if (cs == PS_STATUS_WRONG_EPOCH)
+            retry_add(c, &kept, idx, call->m);
+        else if (cs != PS_STATUS_OK)
+            failure_note(c, fail, cs, k);
+    }
+    *ret_kept = kept;
+}
+
+ps_status psclient_route_op(ps_client *c, size_t n, const uint64_t *keys, const shard_op *op,
+                            void *arg, bool keep_going) {
+    route_failure fail = {.st = PS_STATUS_OK};
+    ps_status st = PS_STATUS_OK;
+    if (!route_reserve(c, n))
+        return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
+    size_t n_pending = n;
+    for (size_t i = 0; i < n; i++)
+        c->pending[i] = i;
+    for (int round = 0; n_pending > 0; round++) {
+        if (round == MAX_ROUNDS) {
+            st = psclient_fail(c, PS_STATUS_UNAVAILABLE,
+                               "the ring kept moving: %zu keys still unplaced after %d tries",
+                               n_pending, MAX_ROUNDS);
+            break;
+        }
+        if (c->n_shards == 0) {
+            st = psclient_fail(c, PS_STATUS_UNAVAILABLE, "no shards on the ring (epoch %llu)",
+                               (unsigned long long)ps_client_epoch(c));
+            break;
+        }
+        if (!shards_reserve(c, c->n_shards)) {
+            st = psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
+            break;
+        }
+        size_t n_calls = route_group(c, keys, n_pending, op), kept = 0;
+        fail.now = round;
+        route_round(c, n_calls, op, arg, keep_going, &fail, &kept);
+        memcpy(c->pending, c->retry, kept * sizeof *c->retry);
+        n_pending = kept;
+        if (fail.st != PS_STATUS_OK && !keep_going)
+            break;
+        if (kept > 0 && (st = ps_client_refresh(c)) != PS_STATUS_OK)
+            break;
+    }
+    if (fail.st != PS_STATUS_OK) { /* the first failure is the one reported */
+        memcpy(c->err, fail.err, sizeof fail.err);
+        return fail.st;
+    }
+    return st;
+}
+
+/* psclient_route's blocking call as a start that leaves nothing to finish. */
+typedef struct sync_arg {
+    shard_call call;
+    void *arg;
+} sync_arg;
+
+static ps_status sync_start(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                            rpc_pending **ret_pending) {
+    (void)ret_pending;
+    sync_arg *a = p;
+    return a->call(c, s, idx, m, a->arg);
+}
+
+ps_status psclient_route(ps_client *c, size_t n, const uint64_t *keys, shard_call call, void *arg,
+                         bool keep_going) {
+    sync_arg a = {call, arg};
+    shard_op op = {sync_start, NULL, NULL, 0};
+    return psclient_route_op(c, n, keys, &op, &a, keep_going);
+}

@@ -1,0 +1,81 @@
+/* store_values.c: see store_values.h. */
+#include "store_values.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#define EXP_MASK 0x7f800000u /* an all-ones exponent: NaN or infinity */
+#define BLOCK 256            /* floats checked between early exits */
+
+/* 16-byte vectors: SSE2, which every x86-64 has, does these in one instruction each
+ * (wider ones are split lane by lane without AVX). */
+typedef uint32_t u32x4 __attribute__((vector_size(16)));
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+typedef float f32x4 __attribute__((vector_size(16)));
+
+static int any_lane(i32x4 v) {
+    return (v[0] | v[1] | v[2] | v[3]) != 0;
+}
+
+static size_t first_scalar(const float *p, size_t from, size_t n) {
+    for (size_t i = from; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, p + i, sizeof bits);
+        if ((bits & EXP_MASK) == EXP_MASK)
+            return i;
+    }
+    return n;
+}
+
+size_t store_values_first_non_finite(const float *p, size_t n) {
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        i32x4 bad = {0};
+        for (size_t k = 0; k < BLOCK; k += 4) {
+            u32x4 v;
+            memcpy(&v, p + i + k, sizeof v);
+            bad |= (v & EXP_MASK) == EXP_MASK;
+        }
+        if (any_lane(bad))
+            break; /* the block holds one: find it */
+    }
+    return first_scalar(p, i, n);
+}
+
+size_t store_values_sum_check(const float *a, const float *d, size_t n) {
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        i32x4 bad = {0};
+        for (size_t k = 0; k < BLOCK; k += 4) {
+            f32x4 x, y;
+            memcpy(&x, a + i + k, sizeof x);
+            memcpy(&y, d + i + k, sizeof y);
+            f32x4 s = x + y;
+            bad |= ((u32x4)s & EXP_MASK) == EXP_MASK;
+        }
+        if (any_lane(bad))
+            break; /* the block holds one: find it */
+    }
+    for (; i < n; i++) {
+        float s = a[i] + d[i];
+        if (first_scalar(&s, 0, 1) == 0)
+            return i;
+    }
+    return n;
+}
+
+size_t store_values_add(float *dst, const float *a, const float *d, size_t n) {
+    i32x4 bad = {0};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        f32x4 x, y;
+        memcpy(&x, a + i, sizeof x);
+        memcpy(&y, d + i, sizeof y);
+        f32x4 s = x + y;
+        memcpy(dst + i, &s, sizeof s);
+        bad |= ((u32x4)s & EXP_MASK) == EXP_MASK;
+    }
+    for (; i < n; i++)
+        dst[i] = a[i] + d[i];
+    return any_lane(bad) || first_scalar(dst, n - n % 4, n) < n ? first_scalar(dst, 0, n) : n;
+}

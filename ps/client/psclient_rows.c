@@ -1,7 +1,7 @@
 /* psclient_rows.c: sparse embedding rows by id (PullRows, PushRows): ids grouped by the
- * shard owning ps_key_row(model, table, id), one message per shard, in batches of about
- * BATCH_BYTES of values, through psclient_route (so rows refused after a ring change
- * are routed again and nothing is applied twice). */
+ * shard owning ps_key_row(model, table, id), in batches of about BATCH_BYTES of values,
+ * through psclient_route_op: every shard's calls (of at most CALL_KEYS rows) in flight
+ * at once, and rows refused after a ring change routed again (nothing applied twice). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,15 +27,35 @@ static uint64_t *pick_ids(const uint64_t *ids, const size_t *idx, size_t m) {
     return out;
 }
 
-static ps_status pull_rows_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
-    rows_arg *a = p;
+/* Starts a rows request (PullRows or PushRows: `req` with its ids field set here) to
+ * shard s; values (may be NULL) go as field 15 and are freed whatever happens. */
+static ps_status rows_start(ps_client *c, uint32_t s, const char *what, const char *method,
+                            ProtobufCMessage *req, uint64_t **ids_field, size_t *n_ids_field,
+                            const uint64_t *all_ids, const size_t *idx, size_t m, uint8_t *values,
+                            size_t values_len, rpc_pending **ret_pending) {
     rpc_channel *ch = psclient_shard_channel(c, s);
-    uint64_t *ids = pick_ids(a->ids, idx, m);
+    uint64_t *ids = pick_ids(all_ids, idx, m);
     if (!ch || !ids) {
         free(ids);
+        free(values);
         return psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot reach %s: out of memory",
                              ps_client_shard_addr(c, s));
     }
+    *ids_field = ids;
+    *n_ids_field = m;
+    rpc_bytes_field vf = {
+        .field_number = 15, .data = values, .len = values_len, .release = free, .arg = values};
+    rpc_result res;
+    rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
+    ps_status st = rpc_call_start(ch, method, req, values ? &vf : NULL, values ? 1 : 0, &opts,
+                                  ret_pending, &res);
+    free(ids); /* the request is encoded once started */
+    return st == PS_STATUS_OK ? st : psclient_call_failed(c, s, what, st, &res);
+}
+
+static ps_status pull_rows_start(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                                 rpc_pending **ret_pending) {
+    rows_arg *a = p;
     Ps__TableSpec spec;
     train_wire_table_to_msg(a->ref->spec, &spec);
     Ps__PullRowsRequest req = PS__PULL_ROWS_REQUEST__INIT;
@@ -43,27 +63,31 @@ static ps_status pull_rows_call(ps_client *c, uint32_t s, const size_t *idx, siz
     req.model = (char *)a->ref->model;
     req.table = (char *)a->ref->table;
     req.spec = &spec;
-    req.n_ids = m;
-    req.ids = ids;
+    return rows_start(c, s, "pull rows", "/ps.ParameterServer/PullRows", &req.base, &req.ids,
+                      &req.n_ids, a->ids, idx, m, NULL, 0, ret_pending);
+}
+
+static ps_status pull_rows_finish(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                                  rpc_pending *pending) {
+    rows_arg *a = p;
     ProtobufCMessage *resp = NULL;
     rpc_received *received = NULL;
     rpc_result res;
-    rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
-    ps_status st =
-        rpc_call_split(ch, "/ps.ParameterServer/PullRows", &req.base, NULL, 0,
-                       &ps__pull_rows_response__descriptor, 15, &opts, &resp, &received, &res);
-    free(ids);
+    ps_status st = rpc_pending_finish(pending, &ps__pull_rows_response__descriptor, 15, &resp,
+                                      &received, &res);
     if (st != PS_STATUS_OK)
         return psclient_call_failed(c, s, "pull rows", st, &res);
-    const rpc_bytes_view *vv = NULL;
-    size_t n_views = rpc_received_views(received, &vv);
+    const rpc_bytes_pieces *fields = NULL;
+    size_t n_fields = rpc_received_pieces(received, &fields);
     size_t row_bytes = (size_t)a->ref->spec->dim * 4;
-    if (n_views != 1 || vv[0].len != m * row_bytes) {
+    if (n_fields != 1 || fields[0].len != m * row_bytes) {
         st = psclient_fail(c, PS_STATUS_INTERNAL, "shard %s sent %zu value bytes for %zu rows",
-                           ps_client_shard_id(c, s), n_views ? vv[0].len : 0, m);
+                           ps_client_shard_id(c, s), n_fields ? fields[0].len : 0, m);
     } else {
+        rpc_bytes_reader rd;
+        rpc_bytes_reader_init(&rd, &fields[0]);
         for (size_t i = 0; i < m; i++) /* one copy, from the payload into place */
-            memcpy((uint8_t *)a->out + idx[i] * row_bytes, vv[0].data + i * row_bytes, row_bytes);
+            rpc_bytes_reader_copy(&rd, (uint8_t *)a->out + idx[i] * row_bytes, row_bytes);
         a->created += ((Ps__PullRowsResponse *)resp)->created;
     }
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -71,18 +95,13 @@ static ps_status pull_rows_call(ps_client *c, uint32_t s, const size_t *idx, siz
     return st;
 }
 
-static ps_status push_rows_call(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p) {
+static ps_status push_rows_start(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                                 rpc_pending **ret_pending) {
     rows_arg *a = p;
-    rpc_channel *ch = psclient_shard_channel(c, s);
     size_t row_bytes = (size_t)a->ref->spec->dim * 4;
-    uint64_t *ids = pick_ids(a->ids, idx, m);
     uint8_t *values = malloc(m * row_bytes + 1);
-    ps_status st = PS_STATUS_OK;
-    if (!ch || !ids || !values) {
-        st = psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot reach %s: out of memory",
-                           ps_client_shard_addr(c, s));
-        goto out;
-    }
+    if (!values)
+        return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory for %zu rows", m);
     for (size_t i = 0; i < m; i++)
         memcpy(values + i * row_bytes, (const uint8_t *)a->values + idx[i] * row_bytes, row_bytes);
     Ps__TableSpec spec;
@@ -99,25 +118,25 @@ static ps_status push_rows_call(ps_client *c, uint32_t s, const size_t *idx, siz
         req.optimizer = &optimizer;
         req.skip_non_finite = a->train->skip_non_finite;
     }
-    req.n_ids = m;
-    req.ids = ids;
-    rpc_bytes_field vf = {.field_number = 15, .data = values, .len = m * row_bytes};
+    return rows_start(c, s, "push rows", "/ps.ParameterServer/PushRows", &req.base, &req.ids,
+                      &req.n_ids, a->ids, idx, m, values, m * row_bytes, ret_pending);
+}
+
+static ps_status push_rows_finish(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
+                                  rpc_pending *pending) {
+    (void)idx;
+    (void)m;
+    rows_arg *a = p;
     ProtobufCMessage *resp = NULL;
     rpc_result res;
-    rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
-    st = rpc_call_with_bytes(ch, "/ps.ParameterServer/PushRows", &req.base, &vf, 1,
-                             &ps__push_rows_response__descriptor, &opts, &resp, &res);
-    if (st != PS_STATUS_OK) {
-        st = psclient_call_failed(c, s, "push rows", st, &res);
-        goto out;
-    }
+    ps_status st =
+        rpc_pending_finish(pending, &ps__push_rows_response__descriptor, 0, &resp, NULL, &res);
+    if (st != PS_STATUS_OK)
+        return psclient_call_failed(c, s, "push rows", st, &res);
     a->created += ((Ps__PushRowsResponse *)resp)->created;
     a->skipped += ((Ps__PushRowsResponse *)resp)->skipped;
     protobuf_c_message_free_unpacked(resp, NULL);
-out:
-    free(ids);
-    free(values);
-    return st;
+    return PS_STATUS_OK;
 }
 
 /* Runs a rows call over n ids in batches of about BATCH_BYTES of values. */
@@ -145,7 +164,9 @@ static ps_status rows_op(ps_client *c, rows_arg *a, size_t n, bool push) {
         else
             b.out += first * a->ref->spec->dim;
         b.created = b.skipped = 0;
-        st = psclient_route(c, m, keys, push ? push_rows_call : pull_rows_call, &b, push);
+        shard_op op = {push ? push_rows_start : pull_rows_start,
+                       push ? push_rows_finish : pull_rows_finish, NULL, 0};
+        st = psclient_route_op(c, m, keys, &op, &b, push);
         a->created += b.created;
         a->skipped += b.skipped;
     }

@@ -211,13 +211,18 @@ static ps_status check_push_counts(rpc_ctx *rc, const Ps__PushRequest *req) {
     if (req->n_names != 0 && req->n_names != req->n_keys)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "push has %zu keys but %zu names",
                              req->n_keys, req->n_names);
-    if (req->op != PS__PUSH_OP__PUSH_ASSIGN && req->op != PS__PUSH_OP__PUSH_ADD &&
-        req->op != PS__PUSH_OP__PUSH_OPTIMIZE)
-        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "unknown push op %d", (int)req->op);
-    if (req->op == PS__PUSH_OP__PUSH_OPTIMIZE && !req->optimizer)
+    return shard_check_push_op(rc, req->op, req->optimizer != NULL, req->skip_non_finite);
+}
+
+ps_status shard_check_push_op(rpc_ctx *rc, Ps__PushOp op, bool has_optimizer,
+                              bool skip_non_finite) {
+    if (op != PS__PUSH_OP__PUSH_ASSIGN && op != PS__PUSH_OP__PUSH_ADD &&
+        op != PS__PUSH_OP__PUSH_OPTIMIZE)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "unknown push op %d", (int)op);
+    if (op == PS__PUSH_OP__PUSH_OPTIMIZE && !has_optimizer)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "an optimizer push (PUSH_OPTIMIZE) must carry its optimizer");
-    if (req->op != PS__PUSH_OP__PUSH_OPTIMIZE && req->skip_non_finite)
+    if (op != PS__PUSH_OP__PUSH_OPTIMIZE && skip_non_finite)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "skip_non_finite is for optimizer pushes: ASSIGN and ADD always "
                              "refuse non-finite values");

@@ -13,8 +13,10 @@
 #define PS_SHARD_HANDLERS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 
 #include "placement.h"
+#include "ps.pb-c.h"
 #include "quota.h"
 #include "row_store.h"
 #include "rpc.h"
@@ -46,6 +48,10 @@ ps_status shard_handle_subscribe(rpc_ctx *rc, const ProtobufCMessage *msg, void 
 /* rows_handlers.c */
 ps_status shard_handle_pull_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
 ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
+
+/* The op of a Push or PushRows: one of the three, an optimizer with PUSH_OPTIMIZE, and
+ * skip_non_finite only with it; otherwise INVALID_ARGUMENT set on rc. */
+ps_status shard_check_push_op(rpc_ctx *rc, Ps__PushOp op, bool has_optimizer, bool skip_non_finite);
 
 /* OK when the shard owns every key (after asking the runtime for a newer ring when the
  * request was routed with one); otherwise the call's error, set on rc. */

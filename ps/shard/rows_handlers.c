@@ -104,20 +104,17 @@ out:
 ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     shard_ctx *ctx = user;
     const Ps__PushRowsRequest *req = (const Ps__PushRowsRequest *)msg;
-    if (req->op != PS__PUSH_OP__PUSH_ASSIGN && req->op != PS__PUSH_OP__PUSH_ADD &&
-        req->op != PS__PUSH_OP__PUSH_OPTIMIZE)
-        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "unknown push op %d", (int)req->op);
-    if (req->op == PS__PUSH_OP__PUSH_OPTIMIZE && !req->optimizer)
-        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
-                             "an optimizer push (PUSH_OPTIMIZE) must carry its optimizer");
+    ps_status st = shard_check_push_op(rc, req->op, req->optimizer != NULL, req->skip_non_finite);
+    if (st != PS_STATUS_OK)
+        return st;
     const rpc_bytes_view *vv = NULL;
     size_t n_values = rpc_ctx_raw(rc, &vv);
     if (n_values > 1)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "push carries its values field %zu times: send it once", n_values);
     table_spec spec;
-    ps_status st = check_rows(ctx, rc, "push", req->epoch, req->model, req->table, req->spec,
-                              req->n_ids, req->ids, &spec);
+    st = check_rows(ctx, rc, "push", req->epoch, req->model, req->table, req->spec, req->n_ids,
+                    req->ids, &spec);
     if (st != PS_STATUS_OK)
         return st;
     optim_spec optimizer;

@@ -1,0 +1,93 @@
+/* wal_internal.h: the write-ahead log's state, shared by its appenders (wal.c), its
+ * life cycle (wal_open.c), its flusher thread (wal_flush.c) and its recovery
+ * (wal_recover.c). Not for other modules.
+ *
+ * Why it is built this way: appenders and the flusher meet only under `mu`, for a few
+ * field updates; the bytes are copied and written outside it. Two buffers: appenders
+ * fill `active` while the flusher writes the other; a buffer the flusher has taken is
+ * written only once every appender that reserved space in it has finished copying
+ * (`pending` back to 0). The segment files belong to the flusher alone.
+ */
+#ifndef PS_SHARD_WAL_INTERNAL_H
+#define PS_SHARD_WAL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "wal.h"
+#include "wal_format.h"
+
+/* One append buffer: whole records, back to back, in LSN order. */
+typedef struct wal_buf {
+    uint8_t *data;
+    size_t cap;        /* bytes allocated (grown for a record larger than it) */
+    size_t used;       /* bytes reserved */
+    uint64_t last_lsn; /* LSN of the last record reserved in it; 0 when empty */
+    uint32_t pending;  /* appenders still copying into it */
+    bool flushing;     /* taken by the flusher (not `active`) */
+} wal_buf;
+
+struct wal {
+    /* fixed at open */
+    char dir[WAL_MAX_PATH];
+    int dir_fd; /* held open and flock'ed: one wal per directory */
+    wal_fsync mode;
+    int64_t group_us;
+    uint64_t segment_bytes;
+    size_t buffer_bytes;
+
+    pthread_mutex_t mu;        /* everything below up to the flusher's own fields */
+    pthread_cond_t cv_flusher; /* wakes the flusher (CLOCK_MONOTONIC for timed waits) */
+    pthread_cond_t cv_space;   /* an appender waits for room in `active` */
+    pthread_cond_t cv_durable; /* wal_wait waits for durable_lsn */
+    pthread_cond_t cv_pending; /* the flusher waits for copies into a taken buffer */
+    wal_buf bufs[2];
+    wal_buf *active;        /* appends go here */
+    uint64_t last_lsn;      /* the last LSN handed out */
+    uint64_t written_lsn;   /* every record up to it was written to the kernel */
+    uint64_t durable_lsn;   /* every record up to it is durable per the mode */
+    bool flusher_idle;      /* waiting untimed for data: the next append signals */
+    bool flusher_timed;     /* waiting for the group deadline: signal when pressed */
+    uint32_t space_waiters; /* appenders waiting for room */
+    uint32_t grow_waiters;  /* appenders of records larger than a buffer, waiting */
+    bool closing;           /* wal_close: flush, sync and stop */
+    int failed_errno;       /* 0, or the errno of the write/fsync that failed */
+    char failure[512];      /* the message for wal_failed */
+    uint64_t appends, append_bytes, buffer_stalls; /* wal_stats */
+
+    /* counters the flusher updates without the lock */
+    atomic_uint_fast64_t writes, fsyncs, segments;
+
+    /* the flusher's own */
+    pthread_t flusher;
+    bool flusher_started;
+    int seg_fd;              /* the segment being written */
+    uint64_t seg_first_lsn;  /* its name */
+    uint64_t seg_off;        /* bytes in it */
+    uint64_t seg_synced_off; /* bytes of it durable per the mode (the cut on failure) */
+    int64_t next_sync_us;    /* GROUP: no fsync starts before this (monotonic us) */
+
+    /* wal_fault_fail_io: countdowns to the failing call and its errno */
+    atomic_uint fault_write_countdown, fault_fsync_countdown;
+    atomic_int fault_write_errno, fault_fsync_errno;
+};
+
+/* wal_flush.c: the flusher thread's body (arg: the wal). */
+void *wal_flusher_main(void *arg);
+/* Creates segment `first_lsn` and makes it the one written (seg_* fields), fsyncing the
+ * directory unless mode NONE. 0, or an errno with a message in msg. */
+int wal_flush_segment_create(wal *w, uint64_t first_lsn, char *msg, size_t msg_len);
+
+/* wal_recover.c: what recovery leaves for the appender. */
+typedef struct wal_recover_result {
+    uint64_t last_lsn;      /* the last good record's LSN (start_lsn - 1 when none) */
+    bool have_segment;      /* a segment exists to continue in */
+    uint64_t seg_first_lsn; /* the last segment's name */
+    uint64_t seg_bytes;     /* its good bytes (after the cut) */
+} wal_recover_result;
+
+/* Checks and replays the log in opts->dir (open as dir_fd), cuts a torn tail. */
+ps_status wal_recover(const wal_opts *opts, int dir_fd, wal_recovery *ret_rec,
+                      wal_recover_result *ret_res, char *err, size_t err_len);
+
+#endif

@@ -153,10 +153,11 @@ static ps_status rows_op(ps_client *c, rows_arg *a, size_t n, bool push) {
     if (!keys)
         return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
     ps_status st = PS_STATUS_OK;
+    uint64_t table_key = ps_key_table(a->ref->model, a->ref->table);
     for (size_t first = 0; first < n && st == PS_STATUS_OK; first += per_batch) {
         size_t m = n - first < per_batch ? n - first : per_batch;
         for (size_t i = 0; i < m; i++)
-            keys[i] = ps_key_row(a->ref->model, a->ref->table, a->ids[first + i]);
+            keys[i] = ps_key_row_in(table_key, a->ids[first + i]);
         rows_arg b = *a;
         b.ids += first;
         if (push)

@@ -57,17 +57,24 @@ uint64_t ps_key_dense(const char *model, uint64_t version, const char *tensor, u
     return XXH3_64bits_digest(&st);
 }
 
-uint64_t ps_key_row(const char *model, const char *table, uint64_t id) {
+uint64_t ps_key_table(const char *model, const char *table) {
     XXH3_state_t st;
-    uint8_t idb[8];
-    for (int i = 0; i < 8; i++)
-        idb[i] = (uint8_t)(id >> (8 * i));
     XXH3_INITSTATE(&st);
     XXH3_64bits_reset(&st);
     XXH3_64bits_update(&st, model, strlen(model) + 1);
     XXH3_64bits_update(&st, table, strlen(table) + 1);
-    XXH3_64bits_update(&st, idb, sizeof idb);
     return XXH3_64bits_digest(&st);
+}
+
+uint64_t ps_key_row_in(uint64_t table_key, uint64_t id) {
+    uint8_t idb[8];
+    for (int i = 0; i < 8; i++)
+        idb[i] = (uint8_t)(id >> (8 * i));
+    return XXH3_64bits_withSeed(idb, sizeof idb, table_key);
+}
+
+uint64_t ps_key_row(const char *model, const char *table, uint64_t id) {
+    return ps_key_row_in(ps_key_table(model, table), id);
 }
 
 bool ps_parse_u64(const char *s, uint64_t *ret) {

@@ -27,9 +27,13 @@ struct timespec ps_abstime_after_ms(int64_t ms);
  * (tests/unit/test_agreement.c pins it). */
 uint64_t ps_key_dense(const char *model, uint64_t version, const char *tensor, uint32_t chunk);
 /* The key of row `id` of sparse table `table` of `model` (tables belong to a model, not
- * to one of its versions): XXH3-64 of "model\0", "table\0", then id as 8 little-endian
- * bytes. */
+ * to one of its versions): XXH3-64 of id as 8 little-endian bytes, seeded with the
+ * table's key, XXH3-64 of "model\0" "table\0". The seeded 8-byte hash is XXH3's
+ * fastest path: clients and shards compute a key for every row they move, so the
+ * table's key is computed once (ps_key_table) and each row's from it (ps_key_row_in). */
 uint64_t ps_key_row(const char *model, const char *table, uint64_t id);
+uint64_t ps_key_table(const char *model, const char *table);
+uint64_t ps_key_row_in(uint64_t table_key, uint64_t id);
 
 /* Strict number parsing for flags: the whole string must be a number in range. */
 bool ps_parse_u64(const char *s, uint64_t *ret);

@@ -32,8 +32,9 @@ static ps_status check_rows(shard_ctx *ctx, rpc_ctx *rc, const char *what, uint6
     uint64_t *keys = malloc((n + 1) * sizeof *keys);
     if (!keys)
         return rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu rows", n);
+    uint64_t table_key = ps_key_table(model, table);
     for (size_t i = 0; i < n; i++)
-        keys[i] = ps_key_row(model, table, ids[i]);
+        keys[i] = ps_key_row_in(table_key, ids[i]);
     ps_status st = shard_check_owner(ctx, rc, epoch, n, keys);
     free(keys);
     return st;

@@ -3,11 +3,12 @@ computes them (ps/common/util.c; tests/unit/test_agreement.c pins the values):
 
     ps_key_dense = XXH3-64 of  model "\\0", version as 8 LE bytes, tensor "\\0",
                                chunk index as 4 LE bytes
-    ps_key_row   = XXH3-64 of  model "\\0", table "\\0", row id as 8 LE bytes
+    ps_key_row   = XXH3-64 of  row id as 8 LE bytes, seeded with the table's key:
+                   XXH3-64 of  model "\\0", table "\\0"
 
-XXH3-64 with seed 0 and the default secret, over the concatenation (the C code
-streams the pieces, which hashes the same bytes). The inputs of one tensor or table
-share everything but the last bytes, so the common prefix is built once.
+XXH3-64 with the default secret (seed 0 but for rows), over the concatenation (the C
+code streams the pieces, which hashes the same bytes). The inputs of one tensor share
+everything but the last bytes, so the common prefix is built once; a table's key too.
 """
 import struct
 
@@ -43,17 +44,21 @@ def keys_dense(model, version, tensor, chunks):
                        dtype=np.uint64, count=chunks)
 
 
+def key_table(model, table):
+    """The key of a table: the seed of its rows' keys."""
+    return xxhash.xxh3_64_intdigest(_name(model, "model") + _name(table, "table"))
+
+
 def key_row(model, table, row_id):
     """The key of row `row_id` of sparse table `table` of `model`."""
     if not 0 <= row_id <= _U64:
         raise ValueError(f"row id {row_id} out of range 0..2^64-1")
-    return xxhash.xxh3_64_intdigest(_name(model, "model") + _name(table, "table") +
-                                    struct.pack("<Q", row_id))
+    return xxhash.xxh3_64_intdigest(struct.pack("<Q", row_id), seed=key_table(model, table))
 
 
 def keys_row(model, table, ids):
     """np.uint64 array of the keys of the rows `ids` (an np.uint64 array)."""
-    prefix = _name(model, "model") + _name(table, "table")
+    seed = key_table(model, table)
     h = xxhash.xxh3_64_intdigest
-    return np.fromiter((h(prefix + int(i).to_bytes(8, "little")) for i in ids.tolist()),
+    return np.fromiter((h(int(i).to_bytes(8, "little"), seed=seed) for i in ids.tolist()),
                        dtype=np.uint64, count=len(ids))

@@ -99,6 +99,7 @@ static int run_three_shards(const bench_cfg *cfg, bench_figures *f) {
     }
     if (bench_case_held_bytes(pc, &f->held, err, sizeof err) != PS_STATUS_OK)
         goto out;
+    usleep(1500 * 1000); /* steady state: a heartbeat (1 s) returns freed memory */
     f->rss = 0;
     for (int i = 0; i < 3; i++)
         f->rss += bench_cluster_shard_rss(cl, i);

@@ -1,5 +1,6 @@
 /* loader.c: see loader.h. Entries are deep copies of registry entries; the thread
  * loads a private copy of one, so the registry can change while a load runs. */
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,8 @@ static void attempt(loader *l, Ps__ModelInfo *info) {
         if (same_entry(l->entries[i].info, info))
             e = &l->entries[i];
     bool report = e && info->publishing && l->o.prepared && (st == PS_STATUS_OK || !e->failures);
+    if (st == PS_STATUS_OK) /* the pull's buffers go back to the system, not to an arena */
+        malloc_trim(0);
     if (e && st == PS_STATUS_OK) {
         e->loaded = true;
         if (e->failures)

@@ -288,3 +288,17 @@ void fixture_sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
+
+ProtobufCMessage *fixture_call(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                               const ProtobufCMessageDescriptor *resp_type,
+                               const rpc_bytes_field *raw, size_t n_raw, ps_status want,
+                               const char *words) {
+    ProtobufCMessage *resp = NULL;
+    rpc_result res;
+    rpc_call_opts opts = {.timeout_ms = 20000};
+    ps_status st = rpc_call_with_bytes(ch, method, req, raw, n_raw, resp_type, &opts, &resp, &res);
+    if (st != want || (words && !strstr(res.details, words)))
+        fail_msg("%s: got %s '%s', want %s '%s'", method, ps_status_name(st), res.details,
+                 ps_status_name(want), words ? words : "");
+    return resp;
+}

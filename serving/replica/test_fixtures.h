@@ -11,6 +11,7 @@
 
 #include "coordinator.pb-c.h"
 #include "logger.h"
+#include "rpc.h"
 #include "ps.pb-c.h"
 #include "served.h"
 
@@ -49,5 +50,12 @@ Ps__Update fixture_update(uint64_t key, Ps__PushOp op, uint64_t version, uint64_
 
 /* Sleeps ms milliseconds (tests that poll with a deadline). */
 void fixture_sleep_ms(int ms);
+
+/* Calls a method on ch; fails the test unless it ends with `want` and, when words is not
+ * NULL, its details contain them. Returns the response (NULL unless OK; free it). */
+ProtobufCMessage *fixture_call(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                               const ProtobufCMessageDescriptor *resp_type,
+                               const rpc_bytes_field *raw, size_t n_raw, ps_status want,
+                               const char *words);
 
 #endif

@@ -182,15 +182,7 @@ static ProtobufCMessage *call(fx *f, const char *method, const ProtobufCMessage 
                               const ProtobufCMessageDescriptor *resp_type,
                               const rpc_bytes_field *raw, size_t n_raw, ps_status want,
                               const char *words) {
-    ProtobufCMessage *resp = NULL;
-    rpc_result res;
-    rpc_call_opts opts = {.timeout_ms = 20000};
-    ps_status st =
-        rpc_call_with_bytes(f->ch, method, req, raw, n_raw, resp_type, &opts, &resp, &res);
-    if (st != want || (words && !strstr(res.details, words)))
-        fail_msg("%s: got %s '%s', want %s '%s'", method, ps_status_name(st), res.details,
-                 ps_status_name(want), words ? words : "");
-    return resp;
+    return fixture_call(f->ch, method, req, resp_type, raw, n_raw, want, words);
 }
 
 /* A ModelInfer of `batch` samples: user ids and item ids as raw INT64 bytes. */

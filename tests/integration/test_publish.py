@@ -12,31 +12,17 @@ import time
 import grpc
 import pytest
 
-from conftest import BUILD, TINY_CONFIG, run_psctl, tiny_tensors, write_model
-from test_shard_protocol import start, start_shard, stop_all, wait_ring
+from conftest import run_psctl
+from training_cluster import training_cluster
 
 import coordinator_pb2 as cpb  # noqa: E402
-import coordinator_pb2_grpc as cpb_grpc  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def coord(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("publish")
-    procs = []
-    p, addr = start(tmp, "coord", [BUILD / "ps" / "ps-coordinator", "--listen", "127.0.0.1:0",
-                                   "--state-dir", tmp / "st", "--heartbeat-ms", "200",
-                                   "--worker-timeout-ms", "3000"])
-    procs.append(("coord", p))
-    p, _ = start_shard(tmp, addr, "shard-1")
-    procs.append(("shard-1", p))
-    stub = cpb_grpc.CoordinatorStub(grpc.insecure_channel(addr))
-    wait_ring(stub, ["shard-1"])
-    for name, training in (("cons", {"propagation": "consistent", "consistency": "asp"}),
-                           ("stream", {})):
-        d = write_model(tmp / name, dict(TINY_CONFIG, name=name, training=training), tiny_tensors(3))
-        assert run_psctl("model", "upload", d, coordinator=addr).rc == 0
-    yield stub, addr
-    stop_all(tmp, procs)
+    models = {"cons": {"propagation": "consistent", "consistency": "asp"}, "stream": {}}
+    with training_cluster(tmp_path_factory.mktemp("publish"), 3000, models) as c:
+        yield c
 
 
 def publish(addr, model, *args):

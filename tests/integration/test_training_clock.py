@@ -9,35 +9,18 @@ import time
 import grpc
 import pytest
 
-from conftest import BUILD, TINY_CONFIG, run_psctl, tiny_tensors, write_model
-from test_shard_protocol import start, start_shard, stop_all, wait_ring
+from training_cluster import training_cluster
 
 import coordinator_pb2 as cpb  # noqa: E402
-import coordinator_pb2_grpc as cpb_grpc  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def coord(tmp_path_factory):
-    """A coordinator (workers silent 1.5 s are dead) and one shard, with three models
-    uploaded: bsp, ssp (staleness 2) and asp."""
-    tmp = tmp_path_factory.mktemp("clock")
-    procs = []
-    p, addr = start(tmp, "coord", [BUILD / "ps" / "ps-coordinator", "--listen", "127.0.0.1:0",
-                                   "--state-dir", tmp / "st", "--heartbeat-ms", "200",
-                                   "--worker-timeout-ms", "1500"])
-    procs.append(("coord", p))
-    p, _ = start_shard(tmp, addr, "shard-1")
-    procs.append(("shard-1", p))
-    stub = cpb_grpc.CoordinatorStub(grpc.insecure_channel(addr))
-    wait_ring(stub, ["shard-1"])
-    for name, training in (("bsp", {"consistency": "bsp"}),
-                           ("ssp", {"consistency": "ssp", "staleness": 2}),
-                           ("asp", {})):
-        d = write_model(tmp / name, dict(TINY_CONFIG, name=name, training=training), tiny_tensors(3))
-        r = run_psctl("model", "upload", d, coordinator=addr)
-        assert r.rc == 0, r
-    yield stub
-    stop_all(tmp, procs)
+    """Workers silent 1.5 s are dead; models bsp, ssp (staleness 2) and asp."""
+    models = {"bsp": {"consistency": "bsp"}, "ssp": {"consistency": "ssp", "staleness": 2},
+              "asp": {}}
+    with training_cluster(tmp_path_factory.mktemp("clock"), 1500, models) as (stub, _):
+        yield stub
 
 
 def register(stub, model, name="w"):

@@ -101,6 +101,25 @@ bool ps_parse_int(const char *s, int min, int max, int *ret) {
     return true;
 }
 
+/* fsyncs the directory holding path ("." when it names none). */
+static ps_status fsync_parent(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (n >= sizeof dir)
+        return PS_STATUS_INVALID_ARGUMENT;
+    if (slash && n == 0)
+        n = 1; /* "/file": the root */
+    memcpy(dir, slash ? path : ".", slash ? n : 1);
+    dir[slash ? n : 1] = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return PS_STATUS_IO;
+    ps_status st = fsync(fd) == 0 ? PS_STATUS_OK : PS_STATUS_IO;
+    close(fd);
+    return st;
+}
+
 ps_status ps_write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
@@ -127,7 +146,7 @@ ps_status ps_write_file_atomic(const char *path, const void *data, size_t len) {
         unlink(tmp);
         return PS_STATUS_IO;
     }
-    return PS_STATUS_OK;
+    return fsync_parent(path); /* the rename itself must survive a crash */
 fail_close:
     close(fd);
     unlink(tmp);

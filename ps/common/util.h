@@ -39,7 +39,8 @@ uint64_t ps_key_row_in(uint64_t table_key, uint64_t id);
 bool ps_parse_u64(const char *s, uint64_t *ret);
 bool ps_parse_int(const char *s, int min, int max, int *ret);
 
-/* Writes `len` bytes to `path` atomically (temp file, fsync, rename). */
+/* Writes `len` bytes to `path` atomically and durably (temp file, fsync, rename, fsync
+ * of the directory, so the new file survives a crash once this returns OK). */
 ps_status ps_write_file_atomic(const char *path, const void *data, size_t len);
 /* Reads a whole file (NUL-terminated, malloc'd). NOT_FOUND when it does not exist. */
 ps_status ps_read_file(const char *path, char **ret_data, size_t *ret_len);

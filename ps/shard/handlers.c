@@ -31,6 +31,20 @@ ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, uint64_t epoch, size_t 
     return st == PS_STATUS_OK ? st : rpc_ctx_error(rc, st, "%s", err);
 }
 
+/* With a write-ahead log: waits until record `lsn` is durable; a log that failed (a
+ * full disk) answers UNAVAILABLE, and the change is not acknowledged (it is applied in
+ * memory; a restart does not have it). */
+static ps_status wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t lsn, const char *what) {
+    if (!ctx->wal || lsn == 0 || wal_wait(ctx->wal, lsn) == PS_STATUS_OK)
+        return PS_STATUS_OK;
+    char why[RPC_DETAILS_MAX / 2] = "an I/O error";
+    wal_failed(ctx->wal, why, sizeof why);
+    return rpc_ctx_error(rc, PS_STATUS_UNAVAILABLE,
+                         "the %s could not be made durable (write-ahead log: %s): not "
+                         "acknowledged; this shard refuses writes until it restarts",
+                         what, why);
+}
+
 /* The named limit on keys per request, checked before anything is sized by n. */
 static ps_status check_key_count(rpc_ctx *rc, const char *what, size_t n) {
     if (n <= SHARD_MAX_KEYS_PER_REQUEST)
@@ -287,6 +301,8 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
                            err);
         goto out;
     }
+    if ((st = wait_durable(ctx, rc, store_batch_lsn(batch), "push")) != PS_STATUS_OK)
+        goto out;
     resp.n_versions = req->n_keys;
     resp.versions = versions;
     resp.incarnation = ctx->incarnation;
@@ -333,7 +349,14 @@ ps_status shard_handle_delete(rpc_ctx *rc, const ProtobufCMessage *msg, void *us
     if (st != PS_STATUS_OK)
         return st;
     Ps__DeleteResponse resp = PS__DELETE_RESPONSE__INIT;
-    store_delete(ctx->store, req->n_keys, req->keys, &resp.deleted, &resp.bytes);
+    uint64_t lsn = 0;
+    char err[RPC_DETAILS_MAX];
+    st = store_delete_journaled(ctx->store, req->n_keys, req->keys, &resp.deleted, &resp.bytes,
+                                &lsn, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        return rpc_ctx_error(rc, PS_STATUS_UNAVAILABLE, "%s", err);
+    if ((st = wait_durable(ctx, rc, lsn, "delete")) != PS_STATUS_OK)
+        return st;
     resp.incarnation = ctx->incarnation;
     return rpc_ctx_reply(rc, &resp.base);
 }

@@ -30,6 +30,7 @@ struct shard_ctx {
     update_log *log;                    /* applied updates, for Subscribe */
     quota *quota;                       /* --max-bytes, shared by chunks and rows */
     store *store;                       /* the chunks */
+    wal *wal;                           /* the write-ahead log, or NULL (in memory only) */
     row_store *rows;                    /* the sparse tables' rows */
     placement *placement;               /* the ring held */
     uint32_t max_subscribers;           /* --max-subscribers */

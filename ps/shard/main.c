@@ -3,6 +3,7 @@
  * runtime (ps/runtime: serving, registration, heartbeats, the ring watch, signals).
  */
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "flags.h"
@@ -10,6 +11,7 @@
 #include "runtime.h"
 #include "shard_ctx.h"
 #include "shard_limits.h"
+#include "util.h"
 
 #define SHARD_STREAM_MARGIN 16 /* rpc streams beyond the subscribers (spare) */
 
@@ -49,6 +51,7 @@ int main(int argc, char **argv) {
     int weight = 1, log_mb = SHARD_DEFAULT_LOG_MB, max_subs = SHARD_DEFAULT_MAX_SUBSCRIBERS;
     int threads = 0;
     uint64_t max_bytes = half_of_memory();
+    const char *data_dir = NULL, *fsync_mode = "group";
     const ps_flag flags[] = {
         {"id", PS_FLAG_STRING, &id, 0, 0, "ID", "this shard's unique name", true},
         {"listen", PS_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
@@ -64,6 +67,15 @@ int main(int argc, char **argv) {
         {"max-subscribers", PS_FLAG_INT, &max_subs, 1, SHARD_MAX_MAX_SUBSCRIBERS, "N",
          "Subscribe streams open at once", false},
         {"threads", PS_FLAG_INT, &threads, 0, 1024, "N", "rpc worker threads (0: one per CPU)",
+         false},
+        {"data-dir", PS_FLAG_STRING, &data_dir, 0, 0, "DIR",
+         "keep a write-ahead log of every push and delete there and replay it at start, so a "
+         "restart loses no acknowledged update (sparse rows are not logged yet); without it "
+         "the shard holds its data in memory only",
+         false},
+        {"fsync", PS_FLAG_STRING, &fsync_mode, 0, 0, "MODE",
+         "with --data-dir: always (answer after fsync), group (fsync at most every 5 ms, "
+         "answer once on disk) or none (answer once written to the kernel)",
          false},
         {"port-file", PS_FLAG_STRING, &port_file, 0, 0, "FILE",
          "write the bound port there once serving", false},
@@ -96,7 +108,32 @@ int main(int argc, char **argv) {
                           .weight = (uint32_t)weight,
                           .hooks = {.user = &m, .ring = on_ring, .heartbeat = on_heartbeat}};
     int rc = 1;
+    wal_fsync mode = WAL_FSYNC_GROUP;
+    if (strcmp(fsync_mode, "always") == 0)
+        mode = WAL_FSYNC_ALWAYS;
+    else if (strcmp(fsync_mode, "none") == 0)
+        mode = WAL_FSYNC_NONE;
+    else if (strcmp(fsync_mode, "group") != 0) {
+        PS_ERROR("--fsync wants always, group or none, not '%s'", fsync_mode);
+        return 2;
+    }
     ps_status st = shard_ctx_create(&o, &m.ctx);
+    if (st == PS_STATUS_OK && data_dir) {
+        wal_recovery rec;
+        int64_t t0 = ps_now_ms();
+        st = shard_ctx_open_journal(m.ctx, data_dir, mode, &rec, err, sizeof err);
+        if (st != PS_STATUS_OK) {
+            PS_ERROR("cannot recover the write-ahead log in %s: %s", data_dir, err);
+            goto out;
+        }
+        PS_INFO("write-ahead log %s (fsync %s): replayed %llu records in %lld ms", data_dir,
+                fsync_mode, (unsigned long long)rec.records, (long long)(ps_now_ms() - t0));
+        if (rec.cut_bytes)
+            PS_WARN("write-ahead log: a torn tail of %llu bytes was cut from %s at offset %llu "
+                    "(a write that was never acknowledged)",
+                    (unsigned long long)rec.cut_bytes, rec.cut_file,
+                    (unsigned long long)rec.cut_offset);
+    }
     if (st == PS_STATUS_OK)
         st = ps_runtime_create(&ro, &m.rt);
     if (st != PS_STATUS_OK) {

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "handlers.h"
+#include "journal.h"
 #include "ps.pb-c.h"
 #include "shard_limits.h"
 
@@ -71,9 +72,21 @@ fail:
     return st;
 }
 
+ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode,
+                                 wal_recovery *ret_rec, char *err, size_t err_len) {
+    wal_opts wo = {.dir = dir, .fsync = mode, .replay = journal_replay, .replay_arg = ctx->store};
+    ps_status st = wal_open(&wo, ret_rec, &ctx->wal, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
+    store_journal j = journal_for(ctx->wal);
+    store_set_journal(ctx->store, &j);
+    return PS_STATUS_OK;
+}
+
 void shard_ctx_destroy(shard_ctx *ctx) {
     if (!ctx)
         return;
+    wal_close(ctx->wal); /* the server is gone: nothing appends any more */
     placement_destroy(ctx->placement);
     store_destroy(ctx->store);
     row_store_destroy(ctx->rows);

@@ -18,6 +18,7 @@
 #include "coordinator.pb-c.h"
 #include "rpc.h"
 #include "status.h"
+#include "wal.h"
 
 typedef struct shard_ctx shard_ctx;
 
@@ -37,6 +38,15 @@ typedef struct shard_ctx_opts {
 } shard_ctx_opts;
 
 ps_status shard_ctx_create(const shard_ctx_opts *opts, shard_ctx **ret_ctx);
+/* Makes the chunk store durable: opens the write-ahead log in `dir` (wal.h), replays it
+ * into the store (journal.h), then journals every push and delete, and the handlers
+ * answer only once their record is durable per `mode`. Call once, before serving.
+ * ret_rec (may be NULL) says what recovery found (a torn tail cut: log it). On failure
+ * (corruption: PARSE naming file and offset; IO; a record the store refuses) err says
+ * why and the shard must not serve. Sparse rows are not journaled yet. */
+ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode,
+                                 wal_recovery *ret_rec, char *err, size_t err_len);
+
 /* Call after the rpc server that serves the context is destroyed. Accepts NULL. */
 void shard_ctx_destroy(shard_ctx *ctx);
 

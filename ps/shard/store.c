@@ -296,10 +296,16 @@ void store_stat(store *s, size_t n, const uint64_t *keys, uint32_t *ret_lengths,
     pthread_rwlock_unlock(&s->lock);
 }
 
-void store_delete(store *s, size_t n, const uint64_t *keys, uint64_t *ret_deleted,
-                  uint64_t *ret_bytes) {
-    uint64_t deleted = 0, bytes = 0;
+ps_status store_delete_journaled(store *s, size_t n, const uint64_t *keys, uint64_t *ret_deleted,
+                                 uint64_t *ret_bytes, uint64_t *ret_lsn, char *err,
+                                 size_t err_len) {
+    uint64_t deleted = 0, bytes = 0, lsn = 0;
     pthread_rwlock_wrlock(&s->lock);
+    if (s->journal.del &&
+        s->journal.del(s->journal.arg, n, keys, &lsn, err, err_len) != PS_STATUS_OK) {
+        pthread_rwlock_unlock(&s->lock);
+        return PS_STATUS_IO;
+    }
     for (size_t i = 0; i < n; i++) {
         store_chunk *c = table_remove(s, keys[i]);
         if (!c)
@@ -316,6 +322,20 @@ void store_delete(store *s, size_t n, const uint64_t *keys, uint64_t *ret_delete
         *ret_deleted = deleted;
     if (ret_bytes)
         *ret_bytes = bytes;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return PS_STATUS_OK;
+}
+
+void store_delete(store *s, size_t n, const uint64_t *keys, uint64_t *ret_deleted,
+                  uint64_t *ret_bytes) {
+    store_delete_journaled(s, n, keys, ret_deleted, ret_bytes, NULL, NULL, 0);
+}
+
+void store_set_journal(store *s, const store_journal *journal) {
+    pthread_rwlock_wrlock(&s->lock);
+    s->journal = journal ? *journal : (store_journal){0};
+    pthread_rwlock_unlock(&s->lock);
 }
 
 void store_get_stats(store *s, store_stats *ret_stats) {

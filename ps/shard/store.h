@@ -77,6 +77,24 @@ typedef struct store_push {
                                     NaN or infinity instead of refusing the push */
 } store_push;
 
+/* Where the store writes what it applies, so a restart can replay it (journal.h): each
+ * call runs under the store's write lock, before the push or delete changes anything;
+ * a failure refuses it whole. *ret_lsn gets the record's LSN (the caller waits for it
+ * to be durable before answering). */
+typedef struct store_journal {
+    ps_status (*push)(void *arg, const store_push *push, uint64_t *ret_lsn, char *err,
+                      size_t err_len);
+    ps_status (*del)(void *arg, size_t n, const uint64_t *keys, uint64_t *ret_lsn, char *err,
+                     size_t err_len);
+    void *arg;
+} store_journal;
+
+/* Starts journaling (after a replay, which must not write). NULL functions: none. */
+void store_set_journal(store *store, const store_journal *journal);
+
+/* The LSN of an applied batch's journal record (0 without a journal). */
+uint64_t store_batch_lsn(const store_batch *batch);
+
 /* Checks what needs no state and allocates everything the push needs. On failure
  * (INVALID_ARGUMENT, NO_MEMORY) err says why (naming key, index or limit) and nothing
  * is allocated. */
@@ -149,10 +167,15 @@ void store_stat(store *store, size_t n, const uint64_t *keys, uint32_t *ret_leng
  * store_get_stats count them no more, and a removed key may be ASSIGNed again. Keys
  * the store does not hold (or that appear twice) are skipped, so a retry is harmless.
  * *ret_deleted (may be NULL) gets the chunks removed, *ret_bytes (may be NULL) their
- * value bytes. Cannot fail. Deletes are not updates: the seq and the update log stay
- * as they are. */
+ * value bytes. Cannot fail (without a journal). Deletes are not updates: the seq and the update log
+ * stay as they are. */
 void store_delete(store *store, size_t n, const uint64_t *keys, uint64_t *ret_deleted,
                   uint64_t *ret_bytes);
+/* With a journal: store_delete's record LSN into *ret_lsn, and IO (nothing deleted,
+ * err says why) when the journal refuses it. */
+ps_status store_delete_journaled(store *store, size_t n, const uint64_t *keys,
+                                 uint64_t *ret_deleted, uint64_t *ret_bytes, uint64_t *ret_lsn,
+                                 char *err, size_t err_len);
 
 typedef struct store_stats {
     uint64_t keys;      /* chunks held */

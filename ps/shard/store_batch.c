@@ -238,6 +238,13 @@ static ps_status apply_prepare_locked(store *s, store_batch *b, char *err, size_
                    s->count + new_count);
         st = PS_STATUS_NO_MEMORY;
     }
+    /* the journal comes last: a record is written only for a push that will apply, and
+     * a push it cannot write does not apply (a larger table made above stays: harmless) */
+    if (st == PS_STATUS_OK && s->journal.push &&
+        s->journal.push(s->journal.arg, &b->push, &b->lsn, err, err_len) != PS_STATUS_OK) {
+        quota_release(s->quota, new_bytes);
+        st = PS_STATUS_IO;
+    }
     if (st == PS_STATUS_OK)
         assert((s->count + new_count) * 2 <= s->cap); /* every insert finds a free slot */
     return st;
@@ -276,6 +283,10 @@ ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, ui
     if (ret_seq)
         *ret_seq = seq;
     return PS_STATUS_OK;
+}
+
+uint64_t store_batch_lsn(const store_batch *b) {
+    return b->lsn;
 }
 
 uint64_t store_batch_skipped(const store_batch *b) {

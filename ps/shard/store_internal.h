@@ -44,6 +44,7 @@ struct store {
     update_log *log;             /* not owned */
     char name[80];               /* "shard ID" (or "this shard"), for messages */
     atomic_uint fault_countdown; /* store_fault_fail_alloc: fail when it reaches 0 */
+    store_journal journal;       /* where applied pushes and deletes are written */
 };
 
 /* The chunk with `key`, or NULL (lock held). */
@@ -78,6 +79,7 @@ struct store_batch {
                           the states it dropped */
     bool *skip;        /* OPTIMIZE with skip_non_finite: keys skipped, or NULL */
     uint64_t skipped;  /* keys skipped */
+    uint64_t lsn;      /* its journal record, once applied (0: none) */
     bool applied;
 };
 

@@ -34,7 +34,7 @@ ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, uint64_t epoch, size_t 
 /* With a write-ahead log: waits until record `lsn` is durable; a log that failed (a
  * full disk) answers UNAVAILABLE, and the change is not acknowledged (it is applied in
  * memory; a restart does not have it). */
-static ps_status wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t lsn, const char *what) {
+ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t lsn, const char *what) {
     if (!ctx->wal || lsn == 0 || wal_wait(ctx->wal, lsn) == PS_STATUS_OK)
         return PS_STATUS_OK;
     char why[RPC_DETAILS_MAX / 2] = "an I/O error";
@@ -297,11 +297,14 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
     Ps__PushResponse resp = PS__PUSH_RESPONSE__INIT;
     st = store_batch_apply(ctx->store, batch, versions, &resp.seq, err, sizeof err);
     if (st != PS_STATUS_OK) {
-        st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
-                           err);
+        st = rpc_ctx_error(rc,
+                           st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED
+                           : st == PS_STATUS_IO      ? PS_STATUS_UNAVAILABLE /* the log refused */
+                                                     : st,
+                           "%s", err);
         goto out;
     }
-    if ((st = wait_durable(ctx, rc, store_batch_lsn(batch), "push")) != PS_STATUS_OK)
+    if ((st = shard_wait_durable(ctx, rc, store_batch_lsn(batch), "push")) != PS_STATUS_OK)
         goto out;
     resp.n_versions = req->n_keys;
     resp.versions = versions;
@@ -355,7 +358,7 @@ ps_status shard_handle_delete(rpc_ctx *rc, const ProtobufCMessage *msg, void *us
                                 &lsn, err, sizeof err);
     if (st != PS_STATUS_OK)
         return rpc_ctx_error(rc, PS_STATUS_UNAVAILABLE, "%s", err);
-    if ((st = wait_durable(ctx, rc, lsn, "delete")) != PS_STATUS_OK)
+    if ((st = shard_wait_durable(ctx, rc, lsn, "delete")) != PS_STATUS_OK)
         return st;
     resp.incarnation = ctx->incarnation;
     return rpc_ctx_reply(rc, &resp.base);

@@ -54,6 +54,10 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
  * skip_non_finite only with it; otherwise INVALID_ARGUMENT set on rc. */
 ps_status shard_check_push_op(rpc_ctx *rc, Ps__PushOp op, bool has_optimizer, bool skip_non_finite);
 
+/* With a write-ahead log: waits until record `lsn` is durable (lsn 0: nothing to wait
+ * for); otherwise UNAVAILABLE set on rc ("not acknowledged"). */
+ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t lsn, const char *what);
+
 /* OK when the shard owns every key (after asking the runtime for a newer ring when the
  * request was routed with one); otherwise the call's error, set on rc. */
 ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, uint64_t epoch, size_t n,

@@ -4,7 +4,11 @@
  *   kind, 10 x f32 hyper-parameters (lr, momentum, weight_decay, beta1, beta2, eps,
  *   initial_accumulator, l1, l2, beta), u32 n, n x u64 keys, n x u32 lengths, names
  *   (when flagged: n x (u16 length, bytes)), then the values (float32).
- * A delete record: u8 format (1), u32 n, n x u64 keys. */
+ * A delete record: u8 format (1), u32 n, n x u64 keys.
+ * A rows record: u8 format (1), u8 op, u8 flags (1: skip_non_finite), u8 optimizer kind,
+ *   10 x f32 hyper-parameters, u32 dim, u8 init, u8 table optimizer kind, u16 model
+ *   length, f32 init scale, u64 seed, u16 table length, u16 pad, u32 n, the model and
+ *   table names, n x u64 ids, then the values (float32). */
 #include "journal.h"
 
 #include <stdlib.h>
@@ -124,6 +128,47 @@ static ps_status journal_delete(void *arg, size_t n, const uint64_t *keys, uint6
     return st;
 }
 
+#define ROWS_HEAD 72
+
+static ps_status journal_rows(void *arg, const row_push *p, uint64_t *ret_lsn, char *err,
+                              size_t err_len) {
+    uint8_t head[ROWS_HEAD] = {FORMAT, (uint8_t)p->op, (uint8_t)(p->skip_non_finite ? 1 : 0)};
+    const optim_spec *o = p->op == ROW_OP_OPTIMIZE ? p->optimizer : NULL;
+    head[3] = (uint8_t)(o ? o->kind : OPTIM_NONE);
+    if (o) {
+        const float f[10] = {o->lr,    o->momentum, o->weight_decay,        o->beta1,
+                             o->beta2, o->eps,      o->initial_accumulator, o->l1,
+                             o->l2,    o->beta};
+        for (int i = 0; i < 10; i++)
+            put_f32(head + 4 + 4 * i, f[i]);
+    }
+    uint32_t dim = p->spec->dim, n = (uint32_t)p->n;
+    uint16_t ml = (uint16_t)strlen(p->model), tl = (uint16_t)strlen(p->table); /* <= 255 */
+    memcpy(head + 44, &dim, 4);
+    head[48] = (uint8_t)p->spec->init;
+    head[49] = (uint8_t)p->spec->optimizer;
+    memcpy(head + 50, &ml, 2);
+    put_f32(head + 52, p->spec->init_scale);
+    memcpy(head + 56, &p->spec->seed, 8);
+    memcpy(head + 64, &tl, 2);
+    memcpy(head + 68, &n, 4);
+    struct iovec iov[5] = {{head, ROWS_HEAD},
+                           {(void *)p->model, ml},
+                           {(void *)p->table, tl},
+                           {(void *)p->ids, p->n * 8},
+                           {(void *)p->values, p->values_len}};
+    ps_status st = wal_appendv(arg, JOURNAL_TYPE_ROWS, iov, 5, ret_lsn);
+    if (st != PS_STATUS_OK)
+        ps_set_err(err, err_len,
+                   "the write-ahead log refused the rows push (%s): nothing was applied",
+                   ps_status_str(st));
+    return st;
+}
+
+row_journal journal_rows_for(wal *w) {
+    return (row_journal){.push = journal_rows, .arg = w};
+}
+
 store_journal journal_for(wal *w) {
     return (store_journal){.push = journal_push, .del = journal_delete, .arg = w};
 }
@@ -190,12 +235,62 @@ out:
     return st;
 }
 
+static ps_status replay_rows(row_store *rs, const uint8_t *p, size_t len) {
+    if (len < ROWS_HEAD || p[0] != FORMAT)
+        return PS_STATUS_PARSE;
+    uint32_t dim, n;
+    uint16_t ml, tl;
+    memcpy(&dim, p + 44, 4);
+    memcpy(&ml, p + 50, 2);
+    memcpy(&tl, p + 64, 2);
+    memcpy(&n, p + 68, 4);
+    size_t at = ROWS_HEAD + (size_t)ml + tl;
+    if (ml > 255 || tl > 255 || at + (uint64_t)n * 8 > len)
+        return PS_STATUS_PARSE;
+    char model[256], table[256];
+    memcpy(model, p + ROWS_HEAD, ml);
+    model[ml] = '\0';
+    memcpy(table, p + ROWS_HEAD + ml, tl);
+    table[tl] = '\0';
+    table_spec spec = {.dim = dim, .init = (table_init_kind)p[48], .optimizer = (optim_kind)p[49]};
+    spec.init_scale = get_f32(p + 52);
+    memcpy(&spec.seed, p + 56, 8);
+    optim_spec o = {.kind = (optim_kind)p[3]};
+    float *f[10] = {&o.lr,    &o.momentum, &o.weight_decay,        &o.beta1,
+                    &o.beta2, &o.eps,      &o.initial_accumulator, &o.l1,
+                    &o.l2,    &o.beta};
+    for (int i = 0; i < 10; i++)
+        *f[i] = get_f32(p + 4 + 4 * i);
+    uint64_t *ids = malloc((size_t)n * 8 + 1);
+    if (!ids)
+        return PS_STATUS_NO_MEMORY;
+    memcpy(ids, p + at, (size_t)n * 8);
+    at += (size_t)n * 8;
+    row_push push = {.model = model,
+                     .table = table,
+                     .spec = &spec,
+                     .op = (row_op)p[1],
+                     .optimizer = &o,
+                     .n = n,
+                     .ids = ids,
+                     .values = p + at,
+                     .values_len = len - at,
+                     .skip_non_finite = p[2] & 1};
+    char err[256];
+    ps_status st = row_store_push(rs, &push, NULL, NULL, err, sizeof err);
+    free(ids);
+    return st;
+}
+
 ps_status journal_replay(void *arg, uint8_t type, uint64_t lsn, const void *payload, size_t len) {
     (void)lsn;
-    store *s = arg;
+    const journal_target *t = arg;
+    store *s = t->chunks;
     const uint8_t *p = payload;
     if (type == JOURNAL_TYPE_PUSH)
         return replay_push(s, p, len);
+    if (type == JOURNAL_TYPE_ROWS)
+        return replay_rows(t->rows, p, len);
     if (type != JOURNAL_TYPE_DELETE || len < 5 || p[0] != FORMAT)
         return PS_STATUS_PARSE;
     uint32_t n;

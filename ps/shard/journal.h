@@ -10,7 +10,9 @@
  * apply as a live push (an optimizer step over the same state and gradient gives the
  * same result), with new sequence numbers: the restarted shard's sequence starts at the
  * wall clock, past every version it gave before, and it has a new incarnation, so
- * replicas re-pull what they hold. Sparse rows are not journaled yet.
+ * replicas re-pull what they hold. Sparse rows: a record per PushRows (model, table,
+ * spec, op, optimizer, ids, values); pulls are not written (the rows they make are the
+ * deterministic initial ones).
  *
  * Record payloads are little-endian; this code assumes a little-endian host (checked at
  * compile time).
@@ -21,16 +23,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "row_store.h"
 #include "store.h"
 #include "wal.h"
 
 #define JOURNAL_TYPE_PUSH 1
 #define JOURNAL_TYPE_DELETE 2
+#define JOURNAL_TYPE_ROWS 3
 
-/* A store_journal (store.h) that appends to w. */
+/* What a replay writes into. */
+typedef struct journal_target {
+    store *chunks;
+    row_store *rows;
+} journal_target;
+
+/* A store_journal (store.h) and a row_journal (row_store.h) that append to w. */
 store_journal journal_for(wal *w);
+row_journal journal_rows_for(wal *w);
 
-/* A wal_replay_fn (wal.h): applies a record to the store given as arg. PARSE for a
+/* A wal_replay_fn (wal.h): applies a record to the journal_target given as arg. PARSE for a
  * record that does not decode; the store's status for one it refuses (a replayed push
  * never should be: it passed the same checks when it was logged). */
 ps_status journal_replay(void *store_arg, uint8_t type, uint64_t lsn, const void *payload,

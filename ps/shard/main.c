@@ -70,7 +70,8 @@ int main(int argc, char **argv) {
          false},
         {"data-dir", PS_FLAG_STRING, &data_dir, 0, 0, "DIR",
          "keep a write-ahead log of every push and delete there and replay it at start, so a "
-         "restart loses no acknowledged update (sparse rows are not logged yet); without it "
+         "restart loses no acknowledged update (dense chunks, sparse rows, optimizer state); "
+         "without it "
          "the shard holds its data in memory only",
          false},
         {"fsync", PS_FLAG_STRING, &fsync_mode, 0, 0, "MODE",

@@ -237,6 +237,17 @@ static size_t first_bad_row(const row_push *p, const push_work *w) {
     return w->m;
 }
 
+/* Writes the push to the journal, if any (table lock held; nothing changed yet). */
+static ps_status journal(row_store *rs, const row_push *p, char *err, size_t err_len) {
+    uint64_t lsn = 0;
+    if (rs->journal.push &&
+        rs->journal.push(rs->journal.arg, p, &lsn, err, err_len) != PS_STATUS_OK)
+        return PS_STATUS_IO;
+    if (p->ret_lsn)
+        *p->ret_lsn = lsn;
+    return PS_STATUS_OK;
+}
+
 static ps_status push_apply(row_store *rs, row_store_table *e, const row_push *p, push_work *w,
                             uint64_t *ret_made, char *err, size_t err_len) {
     size_t missing = row_table_find(e->rows, w->m, w->ids, w->hashes, w->rows);
@@ -247,8 +258,10 @@ static ps_status push_apply(row_store *rs, row_store_table *e, const row_push *p
             return st;
     }
     if (p->op == ROW_OP_ASSIGN) { /* the values, checked finite, are the results */
-        row_table_scatter(e->rows, w->m, w->rows, 1, w->grads, false);
-        return PS_STATUS_OK;
+        ps_status st = journal(rs, p, err, err_len);
+        if (st == PS_STATUS_OK)
+            row_table_scatter(e->rows, w->m, w->rows, 1, w->grads, false);
+        return st;
     }
     if (p->op == ROW_OP_OPTIMIZE && p->optimizer->kind == OPTIM_ADAM)
         row_table_steps(e->rows, w->m, w->rows, w->steps);
@@ -260,6 +273,9 @@ static ps_status push_apply(row_store *rs, row_store_table *e, const row_push *p
                    (unsigned long long)w->ids[bad < w->m ? bad : 0], e->model, e->table);
         return PS_STATUS_INVALID_ARGUMENT;
     }
+    ps_status st = journal(rs, p, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
     for (size_t a = 0, b; a < w->m; a = b) {
         b = run_end(p, w, a);
         row_table_scatter(e->rows, b - a, w->rows + a, w->planes,

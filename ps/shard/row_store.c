@@ -369,3 +369,7 @@ void row_store_totals(row_store *rs, uint64_t *ret_rows, uint64_t *ret_bytes) {
 uint64_t row_store_skipped(row_store *rs) {
     return atomic_load(&rs->skipped);
 }
+
+void row_store_set_journal(row_store *rs, const row_journal *journal) {
+    rs->journal = journal ? *journal : (row_journal){0};
+}

@@ -93,7 +93,22 @@ typedef struct row_push {
     bool skip_non_finite;        /* OPTIMIZE only: skip (and count) each row whose
                                     gradient holds a NaN or infinity instead of refusing
                                     the push; ASSIGN and ADD always refuse */
+    uint64_t *ret_lsn;           /* with a journal: its record's LSN (may be NULL) */
 } row_push;
+
+/* Where applied pushes are written, so a restart can replay them (journal.h): called
+ * under the table's write lock once the push passed every check, before any row
+ * changes; a failure refuses the push (rows it made for it stay, at their initial
+ * values: what a pull would have made). Pulls are not journaled: the rows they make are
+ * the deterministic initial ones. */
+typedef struct row_journal {
+    ps_status (*push)(void *arg, const row_push *push, uint64_t *ret_lsn, char *err,
+                      size_t err_len);
+    void *arg;
+} row_journal;
+
+/* Starts journaling (after a replay, which must not write); NULL: stops. */
+void row_store_set_journal(row_store *rs, const row_journal *journal);
 
 /* Applies a push to every row or to none. *ret_created (may be NULL) gets the rows
  * made, *ret_skipped (may be NULL) the rows skipped for non-finite gradients (neither

@@ -34,6 +34,7 @@ struct row_store {
     void *scratch[ROW_STORE_SCRATCH_KEEP];        /* blocks kept for the next requests */
     size_t scratch_bytes[ROW_STORE_SCRATCH_KEEP]; /* their sizes (0: none kept) */
     char name[80];                                /* "shard-1" or "this shard", for messages */
+    row_journal journal;                          /* set before serving; read-only after */
 };
 
 /* A 64-byte aligned block of at least `bytes` for one request's scratch: a kept one

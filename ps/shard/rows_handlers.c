@@ -133,10 +133,14 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         .skip_non_finite = req->skip_non_finite,
     };
     char err[RPC_DETAILS_MAX];
+    uint64_t lsn = 0;
+    push.ret_lsn = &lsn;
     Ps__PushRowsResponse resp = PS__PUSH_ROWS_RESPONSE__INIT;
     st = row_store_push(ctx->rows, &push, &resp.created, &resp.skipped, err, sizeof err);
     if (st != PS_STATUS_OK)
-        return store_error(rc, st, err);
+        return store_error(rc, st == PS_STATUS_IO ? PS_STATUS_UNAVAILABLE : st, err);
+    if ((st = shard_wait_durable(ctx, rc, lsn, "rows push")) != PS_STATUS_OK)
+        return st;
     resp.incarnation = ctx->incarnation;
     return rpc_ctx_reply(rc, &resp.base);
 }

@@ -74,12 +74,15 @@ fail:
 
 ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode,
                                  wal_recovery *ret_rec, char *err, size_t err_len) {
-    wal_opts wo = {.dir = dir, .fsync = mode, .replay = journal_replay, .replay_arg = ctx->store};
+    journal_target target = {.chunks = ctx->store, .rows = ctx->rows};
+    wal_opts wo = {.dir = dir, .fsync = mode, .replay = journal_replay, .replay_arg = &target};
     ps_status st = wal_open(&wo, ret_rec, &ctx->wal, err, err_len);
     if (st != PS_STATUS_OK)
         return st;
     store_journal j = journal_for(ctx->wal);
     store_set_journal(ctx->store, &j);
+    row_journal rj = journal_rows_for(ctx->wal);
+    row_store_set_journal(ctx->rows, &rj);
     return PS_STATUS_OK;
 }
 

@@ -43,7 +43,7 @@ ps_status shard_ctx_create(const shard_ctx_opts *opts, shard_ctx **ret_ctx);
  * answer only once their record is durable per `mode`. Call once, before serving.
  * ret_rec (may be NULL) says what recovery found (a torn tail cut: log it). On failure
  * (corruption: PARSE naming file and offset; IO; a record the store refuses) err says
- * why and the shard must not serve. Sparse rows are not journaled yet. */
+ * why and the shard must not serve. Chunks and sparse-row pushes are journaled. */
 ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode,
                                  wal_recovery *ret_rec, char *err, size_t err_len);
 

@@ -31,20 +31,36 @@ static float get_f32(const uint8_t *p) {
     return v;
 }
 
+/* Bytes 3..43 of a push or rows record: the optimizer's kind and hyper-parameters
+ * (zeros for none). */
+static void put_optim(uint8_t *h, const optim_spec *o) {
+    h[3] = (uint8_t)(o ? o->kind : OPTIM_NONE);
+    if (!o)
+        return;
+    const float f[10] = {o->lr,    o->momentum, o->weight_decay,        o->beta1,
+                         o->beta2, o->eps,      o->initial_accumulator, o->l1,
+                         o->l2,    o->beta};
+    for (int i = 0; i < 10; i++)
+        put_f32(h + 4 + 4 * i, f[i]);
+}
+
+static void get_optim(const uint8_t *h, optim_spec *o) {
+    memset(o, 0, sizeof *o);
+    o->kind = (optim_kind)h[3];
+    float *f[10] = {&o->lr,    &o->momentum, &o->weight_decay,        &o->beta1,
+                    &o->beta2, &o->eps,      &o->initial_accumulator, &o->l1,
+                    &o->l2,    &o->beta};
+    for (int i = 0; i < 10; i++)
+        *f[i] = get_f32(h + 4 + 4 * i);
+}
+
 static void push_head(const store_push *p, uint8_t *h) {
     memset(h, 0, PUSH_HEAD);
     const optim_spec *o = p->optimizer;
     h[0] = FORMAT;
     h[1] = (uint8_t)p->op;
     h[2] = (uint8_t)((p->skip_non_finite ? 1 : 0) | (p->names ? 2 : 0));
-    h[3] = (uint8_t)(o ? o->kind : OPTIM_NONE);
-    if (o) {
-        const float f[10] = {o->lr,    o->momentum, o->weight_decay,        o->beta1,
-                             o->beta2, o->eps,      o->initial_accumulator, o->l1,
-                             o->l2,    o->beta};
-        for (int i = 0; i < 10; i++)
-            put_f32(h + 4 + 4 * i, f[i]);
-    }
+    put_optim(h, o);
     uint32_t n = (uint32_t)p->n;
     memcpy(h + 44, &n, 4);
 }
@@ -134,14 +150,7 @@ static ps_status journal_rows(void *arg, const row_push *p, uint64_t *ret_lsn, c
                               size_t err_len) {
     uint8_t head[ROWS_HEAD] = {FORMAT, (uint8_t)p->op, (uint8_t)(p->skip_non_finite ? 1 : 0)};
     const optim_spec *o = p->op == ROW_OP_OPTIMIZE ? p->optimizer : NULL;
-    head[3] = (uint8_t)(o ? o->kind : OPTIM_NONE);
-    if (o) {
-        const float f[10] = {o->lr,    o->momentum, o->weight_decay,        o->beta1,
-                             o->beta2, o->eps,      o->initial_accumulator, o->l1,
-                             o->l2,    o->beta};
-        for (int i = 0; i < 10; i++)
-            put_f32(head + 4 + 4 * i, f[i]);
-    }
+    put_optim(head, o);
     uint32_t dim = p->spec->dim, n = (uint32_t)p->n;
     uint16_t ml = (uint16_t)strlen(p->model), tl = (uint16_t)strlen(p->table); /* <= 255 */
     memcpy(head + 44, &dim, 4);
@@ -182,12 +191,8 @@ static ps_status replay_push(store *s, const uint8_t *p, size_t len) {
     memcpy(&n, p + 44, 4);
     if ((uint64_t)n * 12 > len - PUSH_HEAD)
         return PS_STATUS_PARSE;
-    optim_spec o = {.kind = (optim_kind)p[3]};
-    float *f[10] = {&o.lr,    &o.momentum, &o.weight_decay,        &o.beta1,
-                    &o.beta2, &o.eps,      &o.initial_accumulator, &o.l1,
-                    &o.l2,    &o.beta};
-    for (int i = 0; i < 10; i++)
-        *f[i] = get_f32(p + 4 + 4 * i);
+    optim_spec o;
+    get_optim(p, &o);
     uint64_t *keys = malloc((size_t)n * 8 + 1);
     uint32_t *lengths = malloc((size_t)n * 4 + 1);
     char **names = (p[2] & 2) ? calloc((size_t)n + 1, sizeof *names) : NULL;
@@ -255,12 +260,8 @@ static ps_status replay_rows(row_store *rs, const uint8_t *p, size_t len) {
     table_spec spec = {.dim = dim, .init = (table_init_kind)p[48], .optimizer = (optim_kind)p[49]};
     spec.init_scale = get_f32(p + 52);
     memcpy(&spec.seed, p + 56, 8);
-    optim_spec o = {.kind = (optim_kind)p[3]};
-    float *f[10] = {&o.lr,    &o.momentum, &o.weight_decay,        &o.beta1,
-                    &o.beta2, &o.eps,      &o.initial_accumulator, &o.l1,
-                    &o.l2,    &o.beta};
-    for (int i = 0; i < 10; i++)
-        *f[i] = get_f32(p + 4 + 4 * i);
+    optim_spec o;
+    get_optim(p, &o);
     uint64_t *ids = malloc((size_t)n * 8 + 1);
     if (!ids)
         return PS_STATUS_NO_MEMORY;

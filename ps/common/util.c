@@ -89,6 +89,14 @@ bool ps_parse_u64(const char *s, uint64_t *ret) {
     return true;
 }
 
+bool ps_parse_u64_range(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
+    uint64_t v;
+    if (!ps_parse_u64(s, &v) || v < min || v > max)
+        return false;
+    *ret = v;
+    return true;
+}
+
 bool ps_parse_int(const char *s, int min, int max, int *ret) {
     if (!s || !*s)
         return false;

@@ -37,6 +37,8 @@ uint64_t ps_key_row_in(uint64_t table_key, uint64_t id);
 
 /* Strict number parsing for flags: the whole string must be a number in range. */
 bool ps_parse_u64(const char *s, uint64_t *ret);
+/* ps_parse_u64 within [min, max]. */
+bool ps_parse_u64_range(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 bool ps_parse_int(const char *s, int min, int max, int *ret);
 
 /* Writes `len` bytes to `path` atomically and durably (temp file, fsync, rename, fsync

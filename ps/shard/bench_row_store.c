@@ -21,23 +21,12 @@
 
 #include "bench_report.h"
 #include "row_store.h"
+#include "util.h"
 #include "shard_limits.h"
 
 typedef struct bench_opts {
     uint64_t rows, batch, reps, seed, dim;
 } bench_opts;
-
-static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
-    if (!s || !*s || *s == '-')
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || *end || v < min || v > max)
-        return false;
-    *ret = v;
-    return true;
-}
 
 static int parse_args(int argc, char **argv, bench_opts *o) {
     for (int i = 1; i < argc; i += 2) {
@@ -52,11 +41,12 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
                    argv[0], SHARD_MAX_KEYS_PER_REQUEST, SHARD_MAX_KEYS_PER_REQUEST);
             return 1;
         }
-        if (!((!strcmp(a, "--rows") && parse_u64(v, 1, 1u << 28, &o->rows)) ||
-              (!strcmp(a, "--batch") && parse_u64(v, 1, SHARD_MAX_KEYS_PER_REQUEST, &o->batch)) ||
-              (!strcmp(a, "--reps") && parse_u64(v, 1, 1000, &o->reps)) ||
-              (!strcmp(a, "--seed") && parse_u64(v, 0, UINT64_MAX, &o->seed)) ||
-              (!strcmp(a, "--dim") && parse_u64(v, 1, TABLE_MAX_DIM, &o->dim)))) {
+        if (!((!strcmp(a, "--rows") && ps_parse_u64_range(v, 1, 1u << 28, &o->rows)) ||
+              (!strcmp(a, "--batch") &&
+               ps_parse_u64_range(v, 1, SHARD_MAX_KEYS_PER_REQUEST, &o->batch)) ||
+              (!strcmp(a, "--reps") && ps_parse_u64_range(v, 1, 1000, &o->reps)) ||
+              (!strcmp(a, "--seed") && ps_parse_u64_range(v, 0, UINT64_MAX, &o->seed)) ||
+              (!strcmp(a, "--dim") && ps_parse_u64_range(v, 1, TABLE_MAX_DIM, &o->dim)))) {
             fprintf(stderr, "%s: bad argument '%s' (see --help)\n", argv[0], a);
             return -1;
         }

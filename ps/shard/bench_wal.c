@@ -34,18 +34,6 @@ typedef struct bench_opts {
     uint64_t threads, ack_threads, small_count, large_mb, ack_ops;
 } bench_opts;
 
-static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
-    if (!s || !*s || *s == '-')
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || *end || v < min || v > max)
-        return false;
-    *ret = v;
-    return true;
-}
-
 static int parse_args(int argc, char **argv, bench_opts *o) {
     for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -66,12 +54,14 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
             o->dir = v;
             continue;
         }
-        if (!((!strcmp(a, "--threads") && parse_u64(v, 1, BENCH_MAX_THREADS, &o->threads)) ||
-              (!strcmp(a, "--small-count") && parse_u64(v, 1, 100000000, &o->small_count)) ||
-              (!strcmp(a, "--large-mb") && parse_u64(v, 1, 1 << 20, &o->large_mb)) ||
+        if (!((!strcmp(a, "--threads") &&
+               ps_parse_u64_range(v, 1, BENCH_MAX_THREADS, &o->threads)) ||
+              (!strcmp(a, "--small-count") &&
+               ps_parse_u64_range(v, 1, 100000000, &o->small_count)) ||
+              (!strcmp(a, "--large-mb") && ps_parse_u64_range(v, 1, 1 << 20, &o->large_mb)) ||
               (!strcmp(a, "--ack-threads") &&
-               parse_u64(v, 1, BENCH_MAX_THREADS, &o->ack_threads)) ||
-              (!strcmp(a, "--ack-ops") && parse_u64(v, 1, 1000000, &o->ack_ops)))) {
+               ps_parse_u64_range(v, 1, BENCH_MAX_THREADS, &o->ack_threads)) ||
+              (!strcmp(a, "--ack-ops") && ps_parse_u64_range(v, 1, 1000000, &o->ack_ops)))) {
             fprintf(stderr, "%s: bad argument '%s' (see --help)\n", argv[0], a);
             return -1;
         }

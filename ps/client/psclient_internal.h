@@ -47,6 +47,11 @@ rpc_channel *psclient_shard_channel(ps_client *c, uint32_t index);
 
 /* Room for m keys in c->req_keys, req_lens and req_names; NO_MEMORY (c->err set). */
 ps_status psclient_req_reserve(ps_client *c, size_t m);
+/* What every keyed call starts with: the shard's channel and the keys (or row ids)
+ * idx[0..m) picks from all, in c->req_keys (reused scratch: a request is packed before
+ * the next call needs it). On failure c's error says why. */
+ps_status psclient_call_keys(ps_client *c, uint32_t s, const uint64_t *all, const size_t *idx,
+                             size_t m, rpc_channel **ret_ch);
 /* Frees the client's scratch (ps_client_destroy). */
 void psclient_scratch_free(ps_client *c);
 

@@ -12,11 +12,8 @@
 
 /* ------------------------------------------------------------------ pull --- */
 
-/* What every keyed call starts with: the shard's channel and the keys idx[0..m) picks,
- * in c->req_keys (reused scratch: the request is packed before the next call needs
- * it). On failure c's error says why. */
-static ps_status call_keys(ps_client *c, uint32_t s, const uint64_t *all, const size_t *idx,
-                           size_t m, rpc_channel **ret_ch) {
+ps_status psclient_call_keys(ps_client *c, uint32_t s, const uint64_t *all, const size_t *idx,
+                             size_t m, rpc_channel **ret_ch) {
     rpc_channel *ch = psclient_shard_channel(c, s);
     if (!ch)
         return psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot open a channel to %s",
@@ -37,7 +34,7 @@ static ps_status start_keyed(ps_client *c, uint32_t s, const uint64_t *all, cons
                              uint64_t **msg_keys, size_t *msg_n, int64_t timeout_ms,
                              rpc_pending **ret_pending) {
     rpc_channel *ch = NULL;
-    ps_status st = call_keys(c, s, all, idx, m, &ch);
+    ps_status st = psclient_call_keys(c, s, all, idx, m, &ch);
     if (st != PS_STATUS_OK)
         return st;
     *msg_keys = c->req_keys;
@@ -162,7 +159,7 @@ static ps_status push_start(ps_client *c, uint32_t s, const size_t *idx, size_t 
                             rpc_pending **ret_pending) {
     push_arg *a = p;
     rpc_channel *ch = NULL;
-    ps_status st = call_keys(c, s, a->keys, idx, m, &ch);
+    ps_status st = psclient_call_keys(c, s, a->keys, idx, m, &ch);
     if (st != PS_STATUS_OK)
         return st;
     uint64_t total = 0;

@@ -19,37 +19,26 @@ typedef struct rows_arg {
     uint64_t created, skipped; /* what the shards said */
 } rows_arg;
 
-/* The ids idx[0..m) picks, in a malloc'd array. */
-static uint64_t *pick_ids(const uint64_t *ids, const size_t *idx, size_t m) {
-    uint64_t *out = malloc((m + 1) * sizeof *out);
-    for (size_t i = 0; out && i < m; i++)
-        out[i] = ids[idx[i]];
-    return out;
-}
-
 /* Starts a rows request (PullRows or PushRows: `req` with its ids field set here) to
  * shard s; values (may be NULL) go as field 15 and are freed whatever happens. */
 static ps_status rows_start(ps_client *c, uint32_t s, const char *what, const char *method,
                             ProtobufCMessage *req, uint64_t **ids_field, size_t *n_ids_field,
                             const uint64_t *all_ids, const size_t *idx, size_t m, uint8_t *values,
                             size_t values_len, rpc_pending **ret_pending) {
-    rpc_channel *ch = psclient_shard_channel(c, s);
-    uint64_t *ids = pick_ids(all_ids, idx, m);
-    if (!ch || !ids) {
-        free(ids);
+    rpc_channel *ch = NULL;
+    ps_status st = psclient_call_keys(c, s, all_ids, idx, m, &ch);
+    if (st != PS_STATUS_OK) {
         free(values);
-        return psclient_fail(c, PS_STATUS_NO_MEMORY, "cannot reach %s: out of memory",
-                             ps_client_shard_addr(c, s));
+        return st;
     }
-    *ids_field = ids;
+    *ids_field = c->req_keys;
     *n_ids_field = m;
     rpc_bytes_field vf = {
         .field_number = 15, .data = values, .len = values_len, .release = free, .arg = values};
     rpc_result res;
     rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
-    ps_status st = rpc_call_start(ch, method, req, values ? &vf : NULL, values ? 1 : 0, &opts,
-                                  ret_pending, &res);
-    free(ids); /* the request is encoded once started */
+    st = rpc_call_start(ch, method, req, values ? &vf : NULL, values ? 1 : 0, &opts, ret_pending,
+                        &res);
     return st == PS_STATUS_OK ? st : psclient_call_failed(c, s, what, st, &res);
 }
 

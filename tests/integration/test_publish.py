@@ -102,3 +102,30 @@ def test_publish_refusals(coord):
     with pytest.raises(grpc.RpcError) as e:
         stub.Prepared(cpb.PreparedRequest(node_id="serve-x", model="cons", version=1, publish=99))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_publish_whose_caller_goes_away_lifts_the_fence(coord):
+    """A client that starts a publish and stops reading (cancels) must not leave the
+    model fenced: the workers' waits go on and the next publish may start."""
+    stub, addr = coord
+    before = published(stub, "cons")
+    busy = stub.RegisterWorker(cpb.RegisterWorkerRequest(model="cons", name="busy"))
+    stream = stub.Publish(cpb.PublishRequest(model="cons"), timeout=30)
+    first = next(stream)  # "fencing": the busy worker never parks
+    assert first.phase == "fencing"
+    stream.cancel()
+    # the fence goes within a few polls: a wait of the worker returns, asp
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            got = list(stub.WaitClock(cpb.WaitClockRequest(model="cons", worker_id=busy.worker_id,
+                                                           clock=0), timeout=1))
+            assert len(got) == 1
+            break
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() < deadline, "the fence stayed after the caller left"
+    assert published(stub, "cons") == before
+    stub.Clock(cpb.ClockRequest(model="cons", worker_id=busy.worker_id, leave=True))
+    r = publish(addr, "cons")  # nobody is publishing any more
+    assert r.rc == 0, r

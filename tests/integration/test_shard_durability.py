@@ -98,6 +98,20 @@ def test_acknowledged_updates_survive_kill_9(cluster):
     assert "replayed" in log_text(s.tmp, f"shard-{s.runs}")
 
 
+def test_a_100k_key_push_survives_kill_9(cluster):
+    s, epoch, _ = cluster
+    n = 100_000
+    keys = list(range(1_000_000, 1_000_000 + n))
+    s.stub.Push(pb.PushRequest(epoch=epoch, keys=keys, lengths=[1] * n,
+                               values=np.arange(n, dtype=np.float32).tobytes()), timeout=60)
+    s.kill()
+    s.start()
+    assert s.stub.Health(pb.HealthRequest()).keys >= n
+    r = s.stub.Pull(pb.PullRequest(epoch=epoch, keys=keys[::997]), timeout=60)
+    assert np.array_equal(np.frombuffer(r.values, np.float32),
+                          np.arange(n, dtype=np.float32)[::997])
+
+
 def test_sparse_rows_survive_kill_9(cluster):
     s, epoch, _ = cluster
     spec = pb.TableSpec(dim=4, init=pb.INIT_NORMAL, init_scale=0.1, seed=5,

@@ -55,16 +55,11 @@ ps_status psclient_call_keys(ps_client *c, uint32_t s, const uint64_t *all, cons
 /* Frees the client's scratch (ps_client_destroy). */
 void psclient_scratch_free(ps_client *c);
 
-/* One call to one shard with the keys idx[0..m), blocking. Returns OK, WRONG_EPOCH
- * (re-route), or a failure with c->err set. */
-typedef ps_status (*shard_call)(ps_client *c, uint32_t shard, const size_t *idx, size_t m,
-                                void *arg);
-
-/* The same call in two halves, so that every shard's request is in flight before any
- * answer is waited for: start sends it (OK with *ret_pending set; or OK leaving it
- * NULL when the call is already done; or WRONG_EPOCH or a failure with c->err set, and
- * nothing in flight); finish collects it (OK, WRONG_EPOCH, or a failure with c->err
- * set), and is called exactly once for every pending call. */
+/* One call to one shard with the keys idx[0..m), in two halves, so that every shard's
+ * request is in flight before any answer is waited for: start sends it (OK with *ret_pending set;
+ * or OK leaving it NULL when the call is already done; or WRONG_EPOCH or a failure with c->err set,
+ * and nothing in flight); finish collects it (OK, WRONG_EPOCH, or a failure with c->err set), and
+ * is called exactly once for every pending call. */
 typedef ps_status (*shard_start)(ps_client *c, uint32_t shard, const size_t *idx, size_t m,
                                  void *arg, rpc_pending **ret_pending);
 typedef ps_status (*shard_finish)(ps_client *c, uint32_t shard, const size_t *idx, size_t m,
@@ -95,10 +90,6 @@ typedef struct shard_op {
  * earliest round, the lowest shard index (then the first of its calls). */
 ps_status psclient_route_op(ps_client *c, size_t n, const uint64_t *keys, const shard_op *op,
                             void *arg, bool keep_going);
-
-/* psclient_route_op with a blocking call per shard, one shard after another. */
-ps_status psclient_route(ps_client *c, size_t n, const uint64_t *keys, shard_call call, void *arg,
-                         bool keep_going);
 
 /* A failed call to shard s: WRONG_EPOCH as it is (the keys are routed again), anything
  * else with a message naming the shard, the code and the details. */

@@ -211,23 +211,3 @@ ps_status psclient_route_op(ps_client *c, size_t n, const uint64_t *keys, const 
     }
     return st;
 }
-
-/* psclient_route's blocking call as a start that leaves nothing to finish. */
-typedef struct sync_arg {
-    shard_call call;
-    void *arg;
-} sync_arg;
-
-static ps_status sync_start(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
-                            rpc_pending **ret_pending) {
-    (void)ret_pending;
-    sync_arg *a = p;
-    return a->call(c, s, idx, m, a->arg);
-}
-
-ps_status psclient_route(ps_client *c, size_t n, const uint64_t *keys, shard_call call, void *arg,
-                         bool keep_going) {
-    sync_arg a = {call, arg};
-    shard_op op = {sync_start, NULL, NULL, 0};
-    return psclient_route_op(c, n, keys, &op, &a, keep_going);
-}

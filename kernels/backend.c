@@ -1,22 +1,34 @@
-/* backend.c: the backend handle and the op dispatchers (see backend.h).
+/* backend.c: the backend handle, streams, buffers and the default-stream shorthands
+ * (see backend.h). The op dispatchers are in ops_*.c, the module loader in
+ * backend_open.c.
  *
- * The dispatchers are the one place that checks op arguments, so every backend gets
- * the same errors for the same mistakes and implementations stay free of checks.
+ * The dispatchers are the one place that checks arguments, so every backend gets the
+ * same errors for the same mistakes and implementations stay free of checks. A
+ * host-memory backend may leave the buffer entries NULL: this file then serves them
+ * with aligned malloc, free and memcpy, so the CPU backend has nothing to write.
  */
-#include "backend.h"
+#include "backend_internal.h"
 
+#include <dlfcn.h>
 #include <stdlib.h>
+#include <string.h>
 
-struct kernels_backend {
-    kernels_backend_iface iface; /* copied from the implementation */
-    void *ctx;                   /* the implementation's state; owned */
-};
+/* Alignment of host buffers: a cache line, and what AVX-512 loads like. */
+#define HOST_BUFFER_ALIGN 64u
 
-ps_status kernels_backend_create(const kernels_backend_iface *iface, void *ctx,
-                                 kernels_backend **ret_backend) {
+/* ------------------------------------------------------------------------------------ */
+/* The handle */
+
+ps_status kernels_backend_create_module(const kernels_backend_iface *iface, void *ctx, void *module,
+                                        kernels_backend **ret_backend) {
     ps_status st = PS_STATUS_INVALID_ARGUMENT;
     if (iface == NULL || ret_backend == NULL || iface->name == NULL || iface->dense == NULL ||
         iface->softmax == NULL || iface->relu == NULL || iface->add == NULL) {
+        goto fail_free_ctx;
+    }
+    if (iface->device_memory &&
+        (iface->buffer_alloc == NULL || iface->buffer_free == NULL ||
+         iface->buffer_upload == NULL || iface->buffer_download == NULL || iface->copy == NULL)) {
         goto fail_free_ctx;
     }
     kernels_backend *backend = calloc(1, sizeof(*backend));
@@ -26,6 +38,9 @@ ps_status kernels_backend_create(const kernels_backend_iface *iface, void *ctx,
     }
     backend->iface = *iface;
     backend->ctx = ctx;
+    backend->module = module;
+    backend->stream.backend = backend;
+    backend->stream.exec = ctx;
     *ret_backend = backend;
     return PS_STATUS_OK;
 
@@ -33,7 +48,15 @@ fail_free_ctx:
     if (iface != NULL && iface->free_ctx != NULL) {
         iface->free_ctx(ctx);
     }
+    if (module != NULL) {
+        dlclose(module);
+    }
     return st;
+}
+
+ps_status kernels_backend_create(const kernels_backend_iface *iface, void *ctx,
+                                 kernels_backend **ret_backend) {
+    return kernels_backend_create_module(iface, ctx, NULL, ret_backend);
 }
 
 void kernels_backend_destroy(kernels_backend *backend) {
@@ -43,108 +66,167 @@ void kernels_backend_destroy(kernels_backend *backend) {
     if (backend->iface.free_ctx != NULL) {
         backend->iface.free_ctx(backend->ctx);
     }
+    void *module = backend->module;
     free(backend);
+    if (module != NULL) {
+        dlclose(module); /* last: the iface's code lives there */
+    }
 }
 
 const char *kernels_backend_name(const kernels_backend *backend) {
     return backend != NULL ? backend->iface.name : "(none)";
 }
 
-static int size_ok(size_t n) {
-    return n > 0 && n <= KERNELS_MAX_DIM;
+bool kernels_backend_host_memory(const kernels_backend *backend) {
+    return backend != NULL && !backend->iface.device_memory;
 }
+
+kernels_stream *kernels_backend_stream(const kernels_backend *backend) {
+    /* The handle is never changed after create; the default stream is the one part a
+     * caller acts on, and acting on it changes no field of the handle either. */
+    return backend != NULL ? (kernels_stream *)&backend->stream : NULL;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Streams */
+
+ps_status kernels_stream_create(const kernels_backend *backend, kernels_stream **ret_stream) {
+    if (backend == NULL || ret_stream == NULL) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    kernels_stream *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return PS_STATUS_NO_MEMORY;
+    }
+    s->backend = backend;
+    s->exec = backend->ctx;
+    if (backend->iface.stream_create != NULL) {
+        ps_status st = backend->iface.stream_create(backend->ctx, &s->exec);
+        if (st != PS_STATUS_OK) {
+            free(s);
+            return st;
+        }
+    }
+    *ret_stream = s;
+    return PS_STATUS_OK;
+}
+
+void kernels_stream_destroy(kernels_stream *stream) {
+    if (stream == NULL || stream == &stream->backend->stream) {
+        return;
+    }
+    const kernels_backend *be = stream->backend;
+    if (be->iface.stream_create != NULL && be->iface.stream_destroy != NULL) {
+        be->iface.stream_destroy(be->ctx, stream->exec);
+    }
+    free(stream);
+}
+
+ps_status kernels_stream_sync(kernels_stream *stream) {
+    if (stream == NULL) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    const kernels_backend_iface *iface = kernels_stream_iface(stream);
+    return iface->stream_sync != NULL ? iface->stream_sync(stream->exec) : PS_STATUS_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Buffers */
+
+ps_status kernels_buffer_alloc(const kernels_backend *backend, size_t bytes, void **ret_ptr) {
+    if (backend == NULL || ret_ptr == NULL || bytes == 0 || bytes > KERNELS_MAX_BUFFER_BYTES) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (backend->iface.buffer_alloc != NULL) {
+        return backend->iface.buffer_alloc(backend->ctx, bytes, ret_ptr);
+    }
+    /* aligned_alloc wants a multiple of the alignment; bytes <= 2^40 cannot overflow. */
+    const size_t rounded = (bytes + HOST_BUFFER_ALIGN - 1) / HOST_BUFFER_ALIGN * HOST_BUFFER_ALIGN;
+    void *p = aligned_alloc(HOST_BUFFER_ALIGN, rounded);
+    if (p == NULL) {
+        return PS_STATUS_NO_MEMORY;
+    }
+    *ret_ptr = p;
+    return PS_STATUS_OK;
+}
+
+void kernels_buffer_free(const kernels_backend *backend, void *ptr) {
+    if (backend == NULL || ptr == NULL) {
+        return;
+    }
+    if (backend->iface.buffer_free != NULL) {
+        backend->iface.buffer_free(backend->ctx, ptr);
+    } else {
+        free(ptr);
+    }
+}
+
+ps_status kernels_buffer_upload(kernels_stream *stream, void *dst, const void *src, size_t bytes) {
+    if (stream == NULL || dst == NULL || src == NULL || bytes == 0 ||
+        bytes > KERNELS_MAX_BUFFER_BYTES) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    const kernels_backend_iface *iface = kernels_stream_iface(stream);
+    if (iface->buffer_upload != NULL) {
+        return iface->buffer_upload(stream->exec, dst, src, bytes);
+    }
+    memcpy(dst, src, bytes);
+    return PS_STATUS_OK;
+}
+
+ps_status kernels_buffer_download(kernels_stream *stream, void *dst, const void *src,
+                                  size_t bytes) {
+    if (stream == NULL || dst == NULL || src == NULL || bytes == 0 ||
+        bytes > KERNELS_MAX_BUFFER_BYTES) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    const kernels_backend_iface *iface = kernels_stream_iface(stream);
+    if (iface->buffer_download != NULL) {
+        return iface->buffer_download(stream->exec, dst, src, bytes);
+    }
+    ps_status st = kernels_stream_sync(stream);
+    if (st == PS_STATUS_OK) {
+        memcpy(dst, src, bytes);
+    }
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Shorthands on the default stream */
 
 ps_status kernels_backend_dense(const kernels_backend *backend, const float *x, size_t rows,
                                 size_t in, const float *w, const float *bias, size_t out,
                                 kernels_activation act, float *y) {
-    if (backend == NULL || x == NULL || w == NULL || y == NULL || !size_ok(rows) || !size_ok(in) ||
-        !size_ok(out)) {
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    switch (act) {
-    case KERNELS_ACTIVATION_NONE:
-    case KERNELS_ACTIVATION_RELU:
-    case KERNELS_ACTIVATION_SIGMOID:
-    case KERNELS_ACTIVATION_TANH:
-        break;
-    default:
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    return backend->iface.dense(backend->ctx, x, rows, in, w, bias, out, act, y);
+    return kernels_op_dense(kernels_backend_stream(backend), x, rows, in, w, bias, out, act, y);
 }
 
 ps_status kernels_backend_softmax(const kernels_backend *backend, const float *x, size_t rows,
                                   size_t cols, float *y) {
-    if (backend == NULL || x == NULL || y == NULL || !size_ok(rows) || !size_ok(cols)) {
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    return backend->iface.softmax(backend->ctx, x, rows, cols, y);
+    return kernels_op_softmax(kernels_backend_stream(backend), x, rows, cols, y);
 }
 
 ps_status kernels_backend_relu(const kernels_backend *backend, const float *x, size_t n, float *y) {
-    if (backend == NULL || x == NULL || y == NULL || !size_ok(n)) {
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    return backend->iface.relu(backend->ctx, x, n, y);
+    return kernels_op_activation(kernels_backend_stream(backend), KERNELS_ACTIVATION_RELU, x, n, y);
 }
 
 ps_status kernels_backend_add(const kernels_backend *backend, const float *a, const float *b,
                               size_t n, float *y) {
-    if (backend == NULL || a == NULL || b == NULL || y == NULL || !size_ok(n)) {
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    return backend->iface.add(backend->ctx, a, b, n, y);
+    return kernels_op_add(kernels_backend_stream(backend), a, b, n, y);
 }
 
 ps_status kernels_backend_scale(const kernels_backend *backend, const float *x, size_t rows,
                                 size_t cols, const float *scale, const float *shift, float *y) {
-    if (backend == NULL || x == NULL || y == NULL || !size_ok(rows) || !size_ok(cols)) {
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    if (backend->iface.scale == NULL) {
-        return PS_STATUS_UNIMPLEMENTED;
-    }
-    return backend->iface.scale(backend->ctx, x, rows, cols, scale, shift, y);
-}
-
-/* n * m within KERNELS_MAX_DIM (each already size_ok). */
-static int product_ok(size_t n, size_t m) {
-    size_t p;
-    return !__builtin_mul_overflow(n, m, &p) && p <= KERNELS_MAX_DIM;
+    return kernels_op_scale(kernels_backend_stream(backend), x, rows, cols, scale, shift, y);
 }
 
 ps_status kernels_backend_embedding_bag(const kernels_backend *backend, const float *rows,
                                         size_t n_rows, size_t dim, const int64_t *index,
                                         size_t batch, size_t len, kernels_pool pool, float *y) {
-    if (backend == NULL || index == NULL || y == NULL || (rows == NULL && n_rows > 0) ||
-        !size_ok(dim) || !size_ok(batch) || !size_ok(len) || !product_ok(batch, len) ||
-        n_rows > KERNELS_MAX_DIM || (n_rows > 0 && !product_ok(n_rows, dim)) ||
-        !product_ok(batch, dim) || (pool != KERNELS_POOL_SUM && pool != KERNELS_POOL_MEAN)) {
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    /* The executor builds the index itself; a bad entry is a bug there, caught here
-     * before any backend reads out of bounds. (Host memory: a device backend will check
-     * where the index is built.) */
-    for (size_t i = 0; i < batch * len; i++) {
-        if (index[i] < -1 || index[i] >= (int64_t)n_rows) {
-            return PS_STATUS_INVALID_ARGUMENT;
-        }
-    }
-    if (backend->iface.embedding_bag == NULL) {
-        return PS_STATUS_UNIMPLEMENTED;
-    }
-    return backend->iface.embedding_bag(backend->ctx, rows, n_rows, dim, index, batch, len, pool,
-                                        y);
+    return kernels_op_embedding_bag(kernels_backend_stream(backend), rows, n_rows, dim, index,
+                                    batch, len, pool, y);
 }
 
 ps_status kernels_backend_concat(const kernels_backend *backend, const float *a, size_t ca,
                                  const float *b, size_t cb, size_t rows, float *y) {
-    if (backend == NULL || a == NULL || b == NULL || y == NULL || !size_ok(ca) || !size_ok(cb) ||
-        !size_ok(rows) || ca + cb > KERNELS_MAX_DIM || !product_ok(rows, ca + cb)) {
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
-    if (backend->iface.concat == NULL) {
-        return PS_STATUS_UNIMPLEMENTED;
-    }
-    return backend->iface.concat(backend->ctx, a, ca, b, cb, rows, y);
+    return kernels_op_concat(kernels_backend_stream(backend), a, ca, b, cb, rows, y);
 }

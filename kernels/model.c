@@ -178,6 +178,16 @@ ps_status model_create(const model_config *cfg, const model_tensor_desc *params,
     if (st != PS_STATUS_OK) {
         goto fail_model;
     }
+    if (backend != NULL && !kernels_backend_host_memory(backend)) {
+        /* The executor hands ops its host workspace; device buffers come with the
+         * device executor. */
+        ps_set_err(err, err_len,
+                   "model: backend %s computes on device memory, which this "
+                   "executor does not drive yet: use the cpu backend",
+                   kernels_backend_name(backend));
+        st = PS_STATUS_UNIMPLEMENTED;
+        goto fail_model;
+    }
     if (backend != NULL) {
         m->backend = backend;
     } else {

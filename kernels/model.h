@@ -8,7 +8,8 @@
  *
  * Memory: each parameter is one contiguous FP32 buffer, row-major, in the shape the
  * registry gave (PyTorch layout: dense weights [out, in]). Parameters start at zero.
- * Ops run on a kernels backend (backend.h); for now always host memory.
+ * Ops run on a kernels backend (backend.h) that computes on host memory
+ * (kernels_backend_host_memory); a device backend is refused with UNIMPLEMENTED.
  *
  * Threads:
  *   - model_infer may run on any number of threads at once on one instance. Each call

@@ -68,6 +68,8 @@ static double ref_act(double v, kernels_activation act) {
         return 1.0 / (1.0 + exp(-v));
     case KERNELS_ACTIVATION_TANH:
         return tanh(v);
+    case KERNELS_ACTIVATION_GELU:
+        return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
     case KERNELS_ACTIVATION_NONE:
         break;
     }

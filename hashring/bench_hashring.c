@@ -18,6 +18,10 @@
  *                  the ideal 1/N.
  *   moved_between_unchanged  keys that moved between two nodes present both before and
  *                  after a change (add or remove); consistent hashing requires 0.
+ *   balance_N_hashed / balance_N_balanced  exact primary peak/mean (hashring_ownership)
+ *                  of a ring of N = 4, 10, 32 members of weight 1 grown with hashed
+ *                  positions / with balanced tokens (hashring_alloc.h); a note line
+ *                  gives r = 2 and r = 3 for both. Not timed.
  *
  * Timings use CLOCK_MONOTONIC, repeat --reps times and keep the best run (the machine
  * is shared and noisy); results are summed into a volatile so no lookup is optimized
@@ -34,6 +38,7 @@
 
 #include "bench_report.h"
 #include "hashring.h"
+#include "hashring_alloc.h"
 
 /* ------------------------------------------------------------------------------------ */
 /* Command line */
@@ -149,6 +154,41 @@ static uint32_t *index_map(const hashring *from, const hashring *to) {
 
 /* ------------------------------------------------------------------------------------ */
 /* Measurements */
+
+/* Grows two rings to `nodes` members, hashed and balanced, and writes their peak/mean
+ * for r = 1..3 (index r - 1). */
+static ps_status balance_of(uint32_t nodes, uint32_t vnodes, double hashed[3], double balanced[3]) {
+    hashring *h = NULL;
+    hashring *b = NULL;
+    char id[64];
+    char addr[64];
+    ps_status st = hashring_create(vnodes, &h);
+    if (st == PS_STATUS_OK) {
+        st = hashring_create(vnodes, &b);
+    }
+    for (uint32_t i = 0; st == PS_STATUS_OK && i < nodes; i++) {
+        node_name(i, id, sizeof(id), addr, sizeof(addr));
+        uint64_t *tokens = NULL;
+        uint32_t n = 0;
+        st = hashring_add(h, id, addr, 1);
+        if (st == PS_STATUS_OK) {
+            st = hashring_alloc_tokens(b, id, 1, &tokens, &n);
+        }
+        if (st == PS_STATUS_OK) {
+            st = hashring_add_tokens(b, id, addr, 1, tokens, n);
+        }
+        free(tokens);
+    }
+    for (uint32_t r = 1; st == PS_STATUS_OK && r <= 3; r++) {
+        st = hashring_ownership(h, r, NULL, &hashed[r - 1]);
+        if (st == PS_STATUS_OK) {
+            st = hashring_ownership(b, r, NULL, &balanced[r - 1]);
+        }
+    }
+    hashring_destroy(h);
+    hashring_destroy(b);
+    return st;
+}
 
 static double time_lookup(const hashring *ring, const uint64_t *keys, uint64_t n) {
     uint64_t sum = 0;
@@ -394,6 +434,31 @@ int main(int argc, char **argv) {
                      "moved_remove_x");
     bench_report_row(rep, "moved_between_unchanged", (double)between, 0, "keys", BENCH_TARGET_EQUAL,
                      0, "moved_between_unchanged");
+    static const uint32_t sizes[] = {4, 10, 32};
+    char note[256];
+    int used = snprintf(note, sizeof(note), "peak/mean r=2,r=3 hashed vs balanced:");
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        double hashed[3], balanced[3];
+        char row[48];
+        if ((uint64_t)sizes[k] * o.vnodes > HASHRING_MAX_POINTS / 2) {
+            continue; /* two such rings at once would not fit */
+        }
+        if ((st = balance_of(sizes[k], o.vnodes, hashed, balanced)) != PS_STATUS_OK) {
+            fprintf(stderr, "%s: balance of %u nodes: %s\n", argv[0], sizes[k], ps_status_str(st));
+            rc = 2;
+            goto out;
+        }
+        snprintf(row, sizeof(row), "balance_%u_hashed", sizes[k]);
+        bench_report_row(rep, row, hashed[0], 4, "x", BENCH_TARGET_NONE, 0, row);
+        snprintf(row, sizeof(row), "balance_%u_balanced", sizes[k]);
+        bench_report_row(rep, row, balanced[0], 4, "x", BENCH_TARGET_AT_MOST, 1.02, row);
+        if (used > 0 && (size_t)used < sizeof(note)) {
+            used += snprintf(note + used, sizeof(note) - (size_t)used,
+                             " %u nodes %.3f,%.3f vs %.3f,%.3f;", sizes[k], hashed[1], hashed[2],
+                             balanced[1], balanced[2]);
+        }
+    }
+    bench_report_note(rep, "%s", note);
     bench_report_print(rep, stdout);
     if (between != 0) {
         fprintf(stderr, "%s: %" PRIu64 " keys moved between unchanged nodes\n", argv[0], between);

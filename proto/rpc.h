@@ -157,6 +157,12 @@ typedef ps_status (*rpc_handler)(rpc_ctx *ctx, const ProtobufCMessage *request, 
 typedef enum rpc_method_kind {
     RPC_METHOD_UNARY = 0,
     RPC_METHOD_SERVER_STREAM = 1,
+    /* A unary call whose handler runs on a thread of its own, like a stream's (and
+     * counted with them against max_streams), not on a worker: for methods that other
+     * servers' handlers wait on while they hold their workers (a backup applying what a
+     * primary's push handler waits for), so a pool of blocked workers can never starve
+     * them. */
+    RPC_METHOD_UNARY_OWN_THREAD = 2,
 } rpc_method_kind;
 
 typedef struct rpc_method {
@@ -254,6 +260,12 @@ ps_status rpc_channel_create(const char *target, const rpc_channel_opts *opts,
                              rpc_channel **ret_channel);
 void rpc_channel_destroy(rpc_channel *channel); /* accepts NULL */
 const char *rpc_channel_target(const rpc_channel *channel);
+/* Lets a channel that could not connect try again at its next call. gRPC waits longer
+ * and longer between attempts to connect (1 s, growing 1.6 times each time up to 120 s)
+ * and fails calls at once meanwhile, so after a long outage a server that is back stays
+ * unreached for as long again. A caller that retries on its own schedule (the process
+ * runtime, while the coordinator is away) calls this before each retry. */
+void rpc_channel_reconnect_now(rpc_channel *channel);
 
 /* Unary call. On OK, *ret_response is a message of `response_type` to free with
  * protobuf_c_message_free_unpacked(msg, NULL). The return value equals

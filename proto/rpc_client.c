@@ -93,6 +93,10 @@ const char *rpc_channel_target(const rpc_channel *ch) {
     return ch->target;
 }
 
+void rpc_channel_reconnect_now(rpc_channel *ch) {
+    grpc_channel_reset_connect_backoff(ch->grpc);
+}
+
 void *rpc_channel_method(rpc_channel *ch, const char *method) {
     void *h = NULL;
     pthread_mutex_lock(&ch->lock);

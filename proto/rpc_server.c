@@ -105,6 +105,11 @@ struct rpc_server {
     size_t n_methods, cap_methods;
     worker *workers;
     int n_workers;
+    /* Methods that run on threads of their own (RPC_METHOD_UNARY_OWN_THREAD) are
+     * dispatched by one more worker on a queue of its own, which never runs a handler:
+     * workers all blocked in handlers cannot keep their calls from starting. */
+    grpc_completion_queue *side_cq;
+    worker side;
     bool started;
 
     pthread_mutex_t lock;
@@ -198,11 +203,9 @@ static bool arm(rpc_server *s, worker *w, method_entry *m) {
     c->pending = 1;
     grpc_call_error err;
     if (m) {
-        err = grpc_server_request_registered_call(
-            s->grpc, m->registered, &c->call, &c->deadline, &c->request_md,
-            m->m.kind == RPC_METHOD_UNARY || m->m.kind == RPC_METHOD_SERVER_STREAM ? &c->payload
-                                                                                   : NULL,
-            w->cq, w->cq, &c->tag_new);
+        err = grpc_server_request_registered_call(s->grpc, m->registered, &c->call, &c->deadline,
+                                                  &c->request_md, &c->payload, w->cq, w->cq,
+                                                  &c->tag_new);
     } else {
         err = grpc_server_request_call(s->grpc, &c->call, &c->details, &c->request_md, w->cq, w->cq,
                                        &c->tag_new);
@@ -272,6 +275,8 @@ static ProtobufCMessage *decode_request(rpc_ctx *c) {
     return msg;
 }
 
+static void stream_slot_release(rpc_server *s);
+
 static void handle_unary(rpc_ctx *c) {
     method_entry *m = c->method;
     bool sent = c->payload != NULL;
@@ -304,6 +309,8 @@ static void handle_unary(rpc_ctx *c) {
         }
     }
     deadline_override(c);
+    if (m->m.kind == RPC_METHOD_UNARY_OWN_THREAD) /* before the call (and c) can end */
+        stream_slot_release(c->server);
     unary_finish(c);
 }
 
@@ -359,6 +366,38 @@ static void *stream_thread(void *arg) {
     if (left == 0)
         ctx_free(c);
     return NULL;
+}
+
+static void *unary_thread(void *arg) {
+    handle_unary(arg); /* it gives the slot back */
+    return NULL;
+}
+
+/* A unary call on a thread of its own (RPC_METHOD_UNARY_OWN_THREAD): the thread is
+ * counted with the streams; without a slot or a thread the call is answered at once. */
+static void handle_unary_own_thread(rpc_ctx *c) {
+    if (!stream_slot_take(c->server)) {
+        c->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "this server already has %d calls holding threads, its limit: retry later",
+                 c->server->opts.max_streams);
+        set_details(c, msg);
+        unary_finish(c);
+        return;
+    }
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, unary_thread, c);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        stream_slot_release(c->server);
+        c->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        set_details(c, "server cannot start a thread for the call");
+        unary_finish(c);
+    }
 }
 
 static void handle_stream(rpc_ctx *c) {
@@ -485,6 +524,8 @@ static void on_new_call(rpc_ctx *c, bool ok) {
     }
     if (c->method->m.kind == RPC_METHOD_UNARY)
         handle_unary(c);
+    else if (c->method->m.kind == RPC_METHOD_UNARY_OWN_THREAD)
+        handle_unary_own_thread(c);
     else
         handle_stream(c);
 }
@@ -529,7 +570,7 @@ static void dispatch(grpc_event ev) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     rpc_server *s = w->server;
-    int spin = s->opts.spin_us;
+    int spin = w == &s->side ? 0 : s->opts.spin_us; /* the side worker only dispatches */
     for (;;) {
         /* At most one worker spins at a time: more spinners than cores would steal the
          * CPU from the threads doing work. The others block at once. */
@@ -600,7 +641,8 @@ ps_status rpc_server_create(const rpc_server_opts *opts, rpc_server **ret_server
 ps_status rpc_server_add_method(rpc_server *s, const rpc_method *m) {
     if (!s || !m || !m->name || m->name[0] != '/' || !m->request || !m->handler)
         return PS_STATUS_INVALID_ARGUMENT;
-    if (m->kind != RPC_METHOD_UNARY && m->kind != RPC_METHOD_SERVER_STREAM)
+    if (m->kind != RPC_METHOD_UNARY && m->kind != RPC_METHOD_SERVER_STREAM &&
+        m->kind != RPC_METHOD_UNARY_OWN_THREAD)
         return PS_STATUS_INVALID_ARGUMENT;
     if (s->started)
         return PS_STATUS_FAILED_PRECONDITION;
@@ -638,6 +680,13 @@ ps_status rpc_server_start(rpc_server *s, int *ret_port) {
         s->workers[i].server = s;
         s->workers[i].cq = s->cq;
     }
+    for (size_t k = 0; k < s->n_methods && !s->side_cq; k++) {
+        if (s->methods[k].m.kind != RPC_METHOD_UNARY_OWN_THREAD)
+            continue;
+        s->side_cq = grpc_completion_queue_create_for_next(NULL);
+        grpc_server_register_completion_queue(s->grpc, s->side_cq, NULL);
+        s->side = (worker){.server = s, .cq = s->side_cq};
+    }
     s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(s->grpc, s->listen, creds);
@@ -646,12 +695,17 @@ ps_status rpc_server_start(rpc_server *s, int *ret_port) {
         return PS_STATUS_UNAVAILABLE; /* destroy cleans up the queues */
     grpc_server_start(s->grpc);
     s->started = true;
-    for (int i = 0; i < s->n_workers; i++) {
-        worker *w = &s->workers[i];
-        for (size_t k = 0; k < s->n_methods; k++)
-            for (int j = 0; j < ARMED_PER_METHOD; j++)
+    for (int i = -1; i < s->n_workers; i++) {
+        worker *w = i < 0 ? &s->side : &s->workers[i];
+        if (i < 0 && !s->side_cq)
+            continue;
+        for (size_t k = 0; k < s->n_methods; k++) {
+            bool own = s->methods[k].m.kind == RPC_METHOD_UNARY_OWN_THREAD;
+            for (int j = 0; own == (i < 0) && j < ARMED_PER_METHOD; j++)
                 arm(s, w, &s->methods[k]);
-        arm(s, w, NULL);
+        }
+        if (i >= 0)
+            arm(s, w, NULL);
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             rpc_server_shutdown(s);
             return PS_STATUS_INTERNAL;
@@ -709,9 +763,13 @@ void rpc_server_shutdown(rpc_server *s) {
     pthread_mutex_unlock(&s->lock);
 
     grpc_completion_queue_shutdown(s->cq);
+    if (s->side_cq)
+        grpc_completion_queue_shutdown(s->side_cq);
     for (int i = 0; i < s->n_workers; i++)
         if (s->workers[i].started)
             pthread_join(s->workers[i].thread, NULL);
+    if (s->side.started)
+        pthread_join(s->side.thread, NULL);
     pthread_mutex_lock(&s->lock);
     s->shut_down = true;
     pthread_mutex_unlock(&s->lock);
@@ -744,6 +802,12 @@ void rpc_server_destroy(rpc_server *s) {
             grpc_completion_queue_destroy(s->cq);
         else
             drain_destroy(s->cq);
+    }
+    if (s->side_cq) {
+        if (s->started)
+            grpc_completion_queue_destroy(s->side_cq);
+        else
+            drain_destroy(s->side_cq);
     }
     if (s->shutdown_cq) { /* a pluck queue whose only event was plucked */
         grpc_completion_queue_shutdown(s->shutdown_cq);

@@ -5,7 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/random.h>
+#include <unistd.h>
+
 #include "psclient_internal.h"
+#include "util.h"
 #include "util.h"
 
 ps_status psclient_fail(ps_client *c, ps_status st, const char *fmt, ...) {
@@ -35,6 +39,7 @@ ps_status ps_client_refresh(ps_client *c) {
         return psclient_fail(c, st, "cannot get the ring from the coordinator at %s: %s %s",
                              c->coordinator, rpc_code_name(res.grpc_code), res.details);
     Ps__Ring *ring = (Ps__Ring *)resp;
+    c->replication = ring->replication ? ring->replication : 1;
     hashring *r = NULL;
     st = hashring_parse(ring->ring.data, ring->ring.len, &r);
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -51,6 +56,21 @@ ps_status ps_client_refresh(ps_client *c) {
     return PS_STATUS_OK;
 }
 
+uint64_t psclient_request_id(ps_client *c) {
+    for (;;) { /* SplitMix64 over a random seed: distinct per client and per push */
+        uint64_t z = c->request_seed + (++c->request_next) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        if (z)
+            return z;
+    }
+}
+
+void ps_client_set_failover_wait(ps_client *c, int64_t ms) {
+    c->failover_wait_ms = ms > 0 ? ms : 0;
+}
+
 ps_status ps_client_create(const char *coordinator, ps_client **ret_client, char *err,
                            size_t err_len) {
     ps_client *c = calloc(1, sizeof *c);
@@ -60,6 +80,9 @@ ps_status ps_client_create(const char *coordinator, ps_client **ret_client, char
         return PS_STATUS_NO_MEMORY;
     }
     snprintf(c->coordinator, sizeof c->coordinator, "%s", coordinator);
+    c->failover_wait_ms = PS_CLIENT_FAILOVER_WAIT_MS;
+    if (getrandom(&c->request_seed, sizeof c->request_seed, 0) != (ssize_t)sizeof c->request_seed)
+        c->request_seed = (uint64_t)ps_now_ms() ^ ((uint64_t)getpid() << 32);
     ps_status st = rpc_channel_create(coordinator, NULL, &c->coord);
     if (st != PS_STATUS_OK)
         psclient_fail(c, st, "bad coordinator address '%s'", coordinator);

@@ -36,6 +36,13 @@ rpc_channel *ps_client_coordinator(ps_client *client);
 /* Fetches the ring again. */
 ps_status ps_client_refresh(ps_client *client);
 uint64_t ps_client_epoch(const ps_client *client);
+
+/* How long an operation keeps trying keys whose shard cannot be reached, on a fresh
+ * ring each time, when the ring keeps R >= 2 copies (a failover moves them to the next
+ * owner): PS_CLIENT_FAILOVER_WAIT_MS by default; 0 fails at once. Reads and pushes
+ * alike (pushes carry a request id, so a retry lands once). */
+#define PS_CLIENT_FAILOVER_WAIT_MS 20000
+void ps_client_set_failover_wait(ps_client *client, int64_t ms);
 /* Shards on the ring, by dense ring index. */
 uint32_t ps_client_shard_count(const ps_client *client);
 const char *ps_client_shard_id(const ps_client *client, uint32_t index);

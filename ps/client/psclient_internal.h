@@ -11,6 +11,12 @@
 #include "psclient.h"
 
 #define MAX_ROUNDS 5
+/* Keys whose shard is unreachable (UNAVAILABLE, DEADLINE_EXCEEDED) are tried again, on
+ * a fresh ring each time, for c->failover_wait_ms (PS_CLIENT_FAILOVER_WAIT_MS: long
+ * enough for the coordinator to find a dead primary and move its keys to the next
+ * owner), for ops safe to repeat (shard_op.retry_unavailable), pausing between tries: */
+#define FAILOVER_PAUSE_MIN_MS 50
+#define FAILOVER_PAUSE_MAX_MS 500
 #define CALL_TIMEOUT_MS 30000
 #define BATCH_BYTES (16u << 20) /* values per message when cutting tensors */
 
@@ -20,6 +26,7 @@ struct ps_client {
     hashring *ring;
     rpc_channel **shards; /* by ring index; created on first use */
     uint32_t n_shards;
+    uint32_t replication; /* R, as the ring said: with 1 a dead shard's keys go nowhere */
     char err[1024];
     /* Scratch reused by every call instead of allocated per call (psclient.c): the
      * routing arrays (route_cap key indices, or calls, each) and per shard
@@ -35,7 +42,14 @@ struct ps_client {
     uint32_t *req_lens;
     char **req_names;
     size_t req_cap;
+    uint64_t request_seed, request_next; /* request ids (psclient_request_id) */
+    int64_t failover_wait_ms;            /* ps_client_set_failover_wait */
+    int64_t failover_deadline;           /* the running op's wait for a failover ends */
 };
+
+/* A new random request id (never 0) for one logical push: the same on every retry of
+ * it, so shards apply each key of it once (PushRequest.request_id). */
+uint64_t psclient_request_id(ps_client *c);
 
 /* Sets the client's error text (see ps_client_error) and returns st. */
 ps_status psclient_fail(ps_client *c, ps_status st, const char *fmt, ...)
@@ -74,6 +88,10 @@ typedef struct shard_op {
      * CALL_KEYS keys at most. */
     const uint32_t *lens;
     uint64_t call_floats;
+    /* Calls that fail UNAVAILABLE or DEADLINE_EXCEEDED (a shard died, a failover runs)
+     * are tried again for up to FAILOVER_WAIT_MS when the ring keeps R >= 2 copies: reads,
+     * and pushes that carry a request id (a shard applies each of their keys once). */
+    bool retry_unavailable;
 } shard_op;
 
 /* Floats per call when a request is cut (shard_op.call_floats). */

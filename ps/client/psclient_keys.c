@@ -114,7 +114,7 @@ static ps_status pull_finish(ps_client *c, uint32_t s, const size_t *idx, size_t
 ps_status ps_client_pull(ps_client *c, size_t n, const uint64_t *keys, float *const *dst,
                          const uint32_t *lens, uint64_t *ret_versions) {
     pull_arg a = {keys, dst, lens, ret_versions};
-    shard_op op = {pull_start, pull_finish, lens, CALL_FLOATS};
+    shard_op op = {pull_start, pull_finish, lens, CALL_FLOATS, true};
     c->err[0] = '\0';
     return psclient_route_op(c, n, keys, &op, &a, false);
 }
@@ -130,6 +130,7 @@ typedef struct push_arg {
     uint64_t *versions;
     uint8_t *outcome;     /* per key, a ps_push_outcome; may be NULL */
     ps_push_train *train; /* PUSH_OPTIMIZE only */
+    uint64_t request_id;  /* one per logical push, the same on every retry */
 } push_arg;
 
 /* What a failed push call means for its keys: a refusal changed nothing (the shard
@@ -187,6 +188,7 @@ static ps_status push_start(ps_client *c, uint32_t s, const size_t *idx, size_t 
     req.op = a->op;
     req.n_names = a->names ? m : 0;
     req.names = a->names ? c->req_names : NULL;
+    req.request_id = a->request_id;
     Ps__OptimizerSpec optimizer;
     if (a->train) {
         train_wire_optim_to_msg(a->train->optimizer, &optimizer);
@@ -237,11 +239,12 @@ ps_status ps_client_push_report(ps_client *c, Ps__PushOp op, size_t n, const uin
                                 const float *const *src, const uint32_t *lens,
                                 const char *const *names, uint64_t *ret_versions,
                                 uint8_t *ret_outcome) {
-    push_arg a = {op, keys, src, lens, names, ret_versions, ret_outcome, NULL};
+    push_arg a = {
+        op, keys, src, lens, names, ret_versions, ret_outcome, NULL, psclient_request_id(c)};
     c->err[0] = '\0';
     if (ret_outcome)
         memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
-    shard_op ops = {push_start, push_finish, lens, CALL_FLOATS};
+    shard_op ops = {push_start, push_finish, lens, CALL_FLOATS, true};
     return psclient_route_op(c, n, keys, &ops, &a, true);
 }
 
@@ -250,13 +253,14 @@ ps_status ps_client_push_optimize(ps_client *c, ps_push_train *train, size_t n,
                                   const uint32_t *lens, uint64_t *ret_versions,
                                   uint8_t *ret_outcome) {
     push_arg a = {
-        PS__PUSH_OP__PUSH_OPTIMIZE, keys, src, lens, NULL, ret_versions, ret_outcome, train};
+        PS__PUSH_OP__PUSH_OPTIMIZE, keys, src, lens, NULL, ret_versions, ret_outcome, train,
+        psclient_request_id(c)};
     c->err[0] = '\0';
     if (!train || !train->optimizer)
         return psclient_fail(c, PS_STATUS_INVALID_ARGUMENT, "an optimizer push needs an optimizer");
     if (ret_outcome)
         memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
-    shard_op ops = {push_start, push_finish, lens, CALL_FLOATS};
+    shard_op ops = {push_start, push_finish, lens, CALL_FLOATS, true};
     return psclient_route_op(c, n, keys, &ops, &a, true);
 }
 
@@ -308,7 +312,7 @@ ps_status ps_client_stat(ps_client *c, size_t n, const uint64_t *keys, uint32_t 
     memset(ret_lens, 0, n * sizeof *ret_lens);
     if (ret_versions)
         memset(ret_versions, 0, n * sizeof *ret_versions);
-    shard_op op = {stat_start, stat_finish, NULL, 0};
+    shard_op op = {stat_start, stat_finish, NULL, 0, false}; /* status: say at once */
     return psclient_route_op(c, n, keys, &op, &a, true);
 }
 
@@ -347,7 +351,7 @@ static ps_status delete_finish(ps_client *c, uint32_t s, const size_t *idx, size
 ps_status ps_client_delete(ps_client *c, size_t n, const uint64_t *keys, ps_delete_counts *counts) {
     delete_arg a = {keys, 0, 0};
     c->err[0] = '\0';
-    shard_op op = {delete_start, delete_finish, NULL, 0};
+    shard_op op = {delete_start, delete_finish, NULL, 0, true};
     ps_status st = psclient_route_op(c, n, keys, &op, &a, true);
     if (counts)
         *counts = (ps_delete_counts){.chunks = a.deleted, .bytes = a.bytes};

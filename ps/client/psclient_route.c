@@ -7,8 +7,10 @@
  * fetched again and the next round routes them anew. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "psclient_internal.h"
+#include "util.h"
 
 /* ------------------------------------------------------------------ scratch --- */
 
@@ -141,16 +143,29 @@ static void retry_add(ps_client *c, size_t *kept, const size_t *idx, size_t m) {
     *kept += m;
 }
 
+/* A call's outcome that sends its keys round again: the ring moved, or (for ops that
+ * may repeat) the shard is unreachable and the wait for a failover has time left. */
+static bool again(ps_client *c, const shard_op *op, ps_status cs, bool *unreachable) {
+    if (cs == PS_STATUS_WRONG_EPOCH)
+        return true;
+    if (!op->retry_unavailable || c->replication < 2 || ps_now_ms() >= c->failover_deadline ||
+        (cs != PS_STATUS_UNAVAILABLE && cs != PS_STATUS_DEADLINE_EXCEEDED))
+        return false;
+    *unreachable = true;
+    return true;
+}
+
 /* One round: every call started (without keep_going, none after a failure), then each
- * collected in order. Keys refused with WRONG_EPOCH go to c->retry (*ret_kept). */
+ * collected in order. Keys refused with WRONG_EPOCH (or unreachable, see again) go to
+ * c->retry (*ret_kept). */
 static void route_round(ps_client *c, size_t n_calls, const shard_op *op, void *arg,
-                        bool keep_going, route_failure *fail, size_t *ret_kept) {
+                        bool keep_going, route_failure *fail, size_t *ret_kept, bool *unreachable) {
     size_t kept = 0;
     for (size_t k = 0; k < n_calls && (keep_going || fail->st == PS_STATUS_OK); k++) {
         psclient_call *call = &c->calls[k];
         const size_t *idx = c->group + call->first;
         ps_status cs = op->start(c, call->shard, idx, call->m, arg, &call->pending);
-        if (cs == PS_STATUS_WRONG_EPOCH)
+        if (again(c, op, cs, unreachable))
             retry_add(c, &kept, idx, call->m);
         else if (cs != PS_STATUS_OK)
             failure_note(c, fail, cs, k);
@@ -162,7 +177,7 @@ static void route_round(ps_client *c, size_t n_calls, const shard_op *op, void *
         const size_t *idx = c->group + call->first;
         ps_status cs = op->finish(c, call->shard, idx, call->m, arg, call->pending);
         call->pending = NULL;
-        if (cs == PS_STATUS_WRONG_EPOCH)
+        if (again(c, op, cs, unreachable))
             retry_add(c, &kept, idx, call->m);
         else if (cs != PS_STATUS_OK)
             failure_note(c, fail, cs, k);
@@ -179,8 +194,10 @@ ps_status psclient_route_op(ps_client *c, size_t n, const uint64_t *keys, const 
     size_t n_pending = n;
     for (size_t i = 0; i < n; i++)
         c->pending[i] = i;
+    c->failover_deadline = ps_now_ms() + c->failover_wait_ms;
+    int moved = 0, pause_ms = FAILOVER_PAUSE_MIN_MS;
     for (int round = 0; n_pending > 0; round++) {
-        if (round == MAX_ROUNDS) {
+        if (moved == MAX_ROUNDS) {
             st = psclient_fail(c, PS_STATUS_UNAVAILABLE,
                                "the ring kept moving: %zu keys still unplaced after %d tries",
                                n_pending, MAX_ROUNDS);
@@ -196,14 +213,27 @@ ps_status psclient_route_op(ps_client *c, size_t n, const uint64_t *keys, const 
             break;
         }
         size_t n_calls = route_group(c, keys, n_pending, op), kept = 0;
+        bool unreachable = false;
         fail.now = round;
-        route_round(c, n_calls, op, arg, keep_going, &fail, &kept);
+        route_round(c, n_calls, op, arg, keep_going, &fail, &kept, &unreachable);
         memcpy(c->pending, c->retry, kept * sizeof *c->retry);
         n_pending = kept;
         if (fail.st != PS_STATUS_OK && !keep_going)
             break;
-        if (kept > 0 && (st = ps_client_refresh(c)) != PS_STATUS_OK)
-            break;
+        if (kept == 0)
+            continue;
+        if (!unreachable) {
+            moved++;
+            if ((st = ps_client_refresh(c)) != PS_STATUS_OK)
+                break;
+            continue;
+        }
+        /* a shard is unreachable: wait a little for the ring to move its keys on (a
+         * coordinator that cannot be asked either leaves the ring held as it is) */
+        struct timespec pause = {pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L};
+        nanosleep(&pause, NULL);
+        pause_ms = pause_ms * 2 > FAILOVER_PAUSE_MAX_MS ? FAILOVER_PAUSE_MAX_MS : pause_ms * 2;
+        (void)ps_client_refresh(c); /* past the deadline, the next round's failure is said */
     }
     if (fail.st != PS_STATUS_OK) { /* the first failure is the one reported */
         memcpy(c->err, fail.err, sizeof fail.err);

@@ -17,6 +17,7 @@ typedef struct rows_arg {
     Ps__PushOp op;             /* push */
     ps_push_train *train;      /* push OPTIMIZE */
     uint64_t created, skipped; /* what the shards said */
+    uint64_t request_id;       /* push: one per batch of rows, the same on every retry */
 } rows_arg;
 
 /* Starts a rows request (PullRows or PushRows: `req` with its ids field set here) to
@@ -102,6 +103,7 @@ static ps_status push_rows_start(ps_client *c, uint32_t s, const size_t *idx, si
     req.table = (char *)a->ref->table;
     req.spec = &spec;
     req.op = a->op;
+    req.request_id = a->request_id;
     if (a->train) {
         train_wire_optim_to_msg(a->train->optimizer, &optimizer);
         req.optimizer = &optimizer;
@@ -154,8 +156,9 @@ static ps_status rows_op(ps_client *c, rows_arg *a, size_t n, bool push) {
         else
             b.out += first * a->ref->spec->dim;
         b.created = b.skipped = 0;
+        b.request_id = push ? psclient_request_id(c) : 0;
         shard_op op = {push ? push_rows_start : pull_rows_start,
-                       push ? push_rows_finish : pull_rows_finish, NULL, 0};
+                       push ? push_rows_finish : pull_rows_finish, NULL, 0, true};
         st = psclient_route_op(c, m, keys, &op, &b, push);
         a->created += b.created;
         a->skipped += b.skipped;

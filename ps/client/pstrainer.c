@@ -27,6 +27,9 @@ static ps_status fresh_info(ps_trainer *t, char *err) {
         return PS_STATUS_OK;
     Ps__ModelInfo *info = NULL;
     ps_status st = ps_client_get_model(t->client, t->model, t->o.version, &info);
+    if (t->info && (st == PS_STATUS_UNAVAILABLE || st == PS_STATUS_DEADLINE_EXCEEDED))
+        return PS_STATUS_OK; /* the coordinator is away: the entry held still routes; asked
+                                again at the next operation */
     if (st != PS_STATUS_OK)
         return pstrainer_fail(err, st, "model %s: %s", t->model, ps_client_error(t->client));
     train_config *tc = NULL;

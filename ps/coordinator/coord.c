@@ -1,4 +1,5 @@
-/* coord.c: the coordinator context: creation (loading the state file), events,
+/* coord.c: the coordinator context: creation (loading the state file, and giving the
+ * nodes it lists a dead-after interval to report in), events,
  * snapshots written outside the lock, message copies, waits and watch limits (see
  * coord.h). Operations on nodes are in coord_nodes.c, on models in coord_models.c. */
 #include "coord_internal.h"
@@ -16,6 +17,24 @@ static int64_t default_clock(void *arg) {
     return ps_now_ms();
 }
 
+/* A restart is no news about the members: each loaded node counts as alive, as if heard
+ * from now, so the sweep declares dead only those still silent a full dead-after
+ * interval after the restart, one by one, never everyone at once because the
+ * coordinator itself was away. (Nodes retry every heartbeat interval, so the live ones
+ * are back well within it.) */
+static void presume_members_alive(coord_ctx *c) {
+    size_t n = membership_node_count(c->members);
+    int64_t now = coord_now(c);
+    for (size_t i = 0; i < n; i++)
+        membership_node_touch(membership_node_at(c->members, i), now);
+    if (n > 0)
+        coord_event(c, COORD_EVENT_INFO,
+                    "%zu nodes from %s count as alive for %d ms (%d heartbeat intervals): those "
+                    "that do not report in by then are dead",
+                    n, state_store_path(c->store), MEMBERSHIP_DEAD_AFTER_BEATS * c->heartbeat_ms,
+                    MEMBERSHIP_DEAD_AFTER_BEATS);
+}
+
 ps_status coord_create(const coord_opts *opts, coord_ctx **ret_ctx, char *err, size_t err_len) {
     if (!opts || !opts->state_path || opts->heartbeat_ms <= 0 ||
         opts->max_watchers > COORD_MAX_WATCHERS_LIMIT) {
@@ -28,6 +47,9 @@ ps_status coord_create(const coord_opts *opts, coord_ctx **ret_ctx, char *err, s
         return PS_STATUS_NO_MEMORY;
     }
     c->heartbeat_ms = opts->heartbeat_ms;
+    c->replication = opts->replication ? opts->replication : COORD_DEFAULT_REPLICATION;
+    if (c->replication > COORD_MAX_REPLICATION)
+        c->replication = COORD_MAX_REPLICATION;
     c->max_watchers = opts->max_watchers ? opts->max_watchers : COORD_DEFAULT_MAX_WATCHERS;
     c->probe = opts->probe ? opts->probe : shard_probe_keys;
     c->probe_arg = opts->probe_arg;
@@ -62,6 +84,7 @@ ps_status coord_create(const coord_opts *opts, coord_ctx **ret_ctx, char *err, s
     st = state_store_load(c->store, c->members, c->ring, c->models, err, err_len);
     if (st != PS_STATUS_OK)
         goto fail_ctx;
+    presume_members_alive(c);
     *ret_ctx = c;
     return PS_STATUS_OK;
 fail_ctx:
@@ -177,7 +200,7 @@ ps_status coord_ring_fill_locked(coord_ctx *c, Ps__Ring *ring, coord_ring_parts 
         return PS_STATUS_NO_MEMORY;
     }
     ring->epoch = ring_state_epoch(c->ring);
-    ring->replication = 1;
+    ring->replication = c->replication;
     ring->ring.data = parts->ring_bytes;
     ring->ring.len = len;
     int64_t now = coord_now(c);

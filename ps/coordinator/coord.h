@@ -28,10 +28,12 @@
 #include "state_store.h"
 #include "status.h"
 
-#define COORD_ERR_MAX 1024              /* room for an operation's message */
-#define COORD_MAX_PUBLISHES 64          /* publishes running at once */
-#define COORD_MAX_OPTIMIZER_FIELDS 16   /* hyper-parameters in one SetOptimizer */
-#define COORD_DEFAULT_MAX_WATCHERS 200  /* WatchRing + WatchModels streams open at once */
+#define COORD_ERR_MAX 1024             /* room for an operation's message */
+#define COORD_MAX_PUBLISHES 64         /* publishes running at once */
+#define COORD_MAX_OPTIMIZER_FIELDS 16  /* hyper-parameters in one SetOptimizer */
+#define COORD_DEFAULT_MAX_WATCHERS 200 /* WatchRing + WatchModels streams open at once */
+#define COORD_DEFAULT_REPLICATION 2    /* copies of each key */
+#define COORD_MAX_REPLICATION 3
 #define COORD_MAX_WATCHERS_LIMIT 100000 /* the largest --max-watchers */
 #define COORD_JOIN_ATTEMPTS 3           /* ring changes tolerated while its shards are asked */
 #define COORD_WATCH_POLL_MS 200         /* how often a watch checks that its call lives */
@@ -55,6 +57,7 @@ typedef bool (*coord_alive_fn)(void *arg);
 typedef struct coord_opts {
     const char *state_path;    /* the state file (state_store.h); required */
     int heartbeat_ms;          /* expected heartbeat interval; 3 missed = dead */
+    uint32_t replication;      /* copies of each key (R); 0 = COORD_DEFAULT_REPLICATION */
     uint32_t vnodes;           /* virtual nodes per unit of weight; 0 = default */
     size_t max_nodes;          /* 0 = MEMBERSHIP_DEFAULT_MAX_NODES */
     size_t max_watchers;       /* 0 = COORD_DEFAULT_MAX_WATCHERS */
@@ -74,7 +77,9 @@ typedef struct coord_opts {
 typedef struct coord_ctx coord_ctx;
 
 /* Creates the context and loads the state file. A damaged file is refused (PARSE, with
- * a message naming the file, what is wrong and what to do, in err). */
+ * a message naming the file, what is wrong and what to do, in err). The nodes it lists
+ * count as alive, as if heard from at creation: a restart gives each a full dead-after
+ * interval to report in before the liveness sweep may declare it dead. */
 ps_status coord_create(const coord_opts *opts, coord_ctx **ret_ctx, char *err, size_t err_len);
 /* Call after every rpc call has ended. Accepts NULL. */
 void coord_destroy(coord_ctx *ctx);
@@ -93,9 +98,11 @@ ps_status coord_node_register(coord_ctx *ctx, const Ps__NodeInfo *node,
 /* NOT_FOUND for an unknown id (the node registers again). */
 ps_status coord_node_heartbeat(coord_ctx *ctx, const Ps__HeartbeatRequest *req,
                                Ps__HeartbeatResponse *ret_resp, char *err, size_t err_len);
-/* Puts a shard on the ring (admin). FAILED_PRECONDITION while the ring holds data. */
-ps_status coord_node_add(coord_ctx *ctx, const Ps__NodeInfo *node, uint64_t *ret_epoch, char *err,
-                         size_t err_len);
+/* Puts a shard on the ring (admin). FAILED_PRECONDITION while the ring holds data.
+ * `balanced`: at tokens chosen so that every shard owns its weight's share of the keys
+ * (hashring_alloc.h), kept in membership and the state file; else at hashed positions. */
+ps_status coord_node_add(coord_ctx *ctx, const Ps__NodeInfo *node, bool balanced,
+                         uint64_t *ret_epoch, char *err, size_t err_len);
 /* Takes a node out (admin). A shard that answers that it holds keys is never removed;
  * one that cannot be asked only with `force`. */
 ps_status coord_node_remove(coord_ctx *ctx, const char *id, bool force, uint64_t *ret_epoch,

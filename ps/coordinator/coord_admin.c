@@ -1,6 +1,7 @@
 /* coord_admin.c: the admin membership changes on the coordinator context: putting a
- * shard on the ring (AddNode, `psctl ring add`) and taking a node out (RemoveNode,
- * `psctl ring remove`). See coord.h.
+ * shard on the ring (AddNode, `psctl ring add`, with hashed positions or, `--balanced`,
+ * with tokens the allocator chooses) and taking a node out (RemoveNode, `psctl ring
+ * remove`). See coord.h.
  *
  * Both protect data until it can move with membership: a shard joins only a ring whose
  * shards all answer that they hold nothing, and a shard leaves only when it answers
@@ -12,17 +13,53 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hashring_alloc.h"
 #include "util.h"
 
-ps_status coord_node_add(coord_ctx *c, const Ps__NodeInfo *in, uint64_t *ret_epoch, char *err,
-                         size_t err_len) {
+/* Balanced tokens for the shard. The lock is held on entry and exit but released while
+ * they are chosen (on a copy of the ring: a large ring takes a second or more, which
+ * heartbeats must not wait for); UNAVAILABLE when the ring changed meanwhile. A message
+ * in err on failure. */
+static ps_status choose_tokens(coord_ctx *c, const char *id, uint32_t weight, uint64_t **ret_tokens,
+                               uint32_t *ret_n, char *err, size_t err_len) {
+    const uint64_t epoch = ring_state_epoch(c->ring);
+    hashring *copy = NULL;
+    ps_status st = hashring_clone(ring_state_ring(c->ring), &copy);
+    if (st == PS_STATUS_OK) {
+        pthread_mutex_unlock(&c->lock);
+        st = hashring_alloc_tokens(copy, id, weight, ret_tokens, ret_n);
+        hashring_destroy(copy);
+        pthread_mutex_lock(&c->lock);
+    }
+    if (st == PS_STATUS_OK && ring_state_epoch(c->ring) != epoch) {
+        free(*ret_tokens);
+        *ret_tokens = NULL;
+        ps_set_err(err, err_len,
+                   "the ring changed while tokens were chosen for shard %s; try again", id);
+        return PS_STATUS_UNAVAILABLE;
+    }
+    if (st == PS_STATUS_RESOURCE_EXHAUSTED)
+        ps_set_err(err, err_len,
+                   "the ring cannot take shard %s: shard weights times --vnodes would pass %u "
+                   "ring points; nothing changed",
+                   id, HASHRING_MAX_POINTS);
+    else if (st != PS_STATUS_OK)
+        ps_set_err(err, err_len, "cannot choose balanced tokens for shard %s: %s", id,
+                   ps_status_str(st));
+    return st;
+}
+
+ps_status coord_node_add(coord_ctx *c, const Ps__NodeInfo *in, bool balanced, uint64_t *ret_epoch,
+                         char *err, size_t err_len) {
     ps_status st = coord_node_check(in, err, err_len);
     if (st != PS_STATUS_OK)
         return st;
     uint32_t weight = in->weight ? in->weight : 1;
     char why[COORD_ERR_MAX] = "";
+    uint64_t *tokens = NULL; /* balanced: the shard's tokens, ours until the node takes them */
+    uint32_t n_tokens = 0;
     pthread_mutex_lock(&c->lock);
-    for (int pass = 0; pass < 2; pass++) { /* before and after asking the shards */
+    for (int pass = 0; pass < 2; pass++) { /* before and after asking (and choosing) */
         membership_node *n = membership_node_find(c->members, in->id);
         if (n && (n->role != MEMBERSHIP_ROLE_SHARD || n->in_ring)) {
             ps_set_err(err, err_len, "node %s is already a member%s", in->id,
@@ -56,10 +93,14 @@ ps_status coord_node_add(coord_ctx *c, const Ps__NodeInfo *in, uint64_t *ret_epo
             st = PS_STATUS_FAILED_PRECONDITION;
             goto out_unlock;
         }
+        if (balanced && (st = choose_tokens(c, in->id, weight, &tokens, &n_tokens, err, err_len)) !=
+                            PS_STATUS_OK)
+            goto out_unlock;
     }
     membership_node *n = membership_node_find(c->members, in->id);
     bool added = !n;
-    membership_node before; /* to undo the change if the ring cannot take it */
+    membership_node before; /* to undo the change if the ring cannot take it; it keeps the
+                               tokens the node had until the ring takes the new ones */
     if (n)
         before = *n;
     if (!n && (st = membership_node_add(c->members, in->id, in->addr, MEMBERSHIP_ROLE_SHARD, weight,
@@ -71,19 +112,29 @@ ps_status coord_node_add(coord_ctx *c, const Ps__NodeInfo *in, uint64_t *ret_epo
     n->weight = weight;
     n->in_ring = true;
     n->waiting = false;
+    n->tokens = tokens; /* not membership_node_tokens_set: `before` still holds the old */
+    n->n_tokens = n_tokens;
     if ((st = coord_ring_rebuild_locked(c, err, err_len)) != PS_STATUS_OK) {
-        if (added)
-            membership_node_remove(c->members, in->id);
-        else
-            *n = before;
+        if (added) {
+            membership_node_remove(c->members, in->id); /* frees the new tokens */
+            tokens = NULL;
+        } else {
+            *n = before; /* the new tokens are ours again: freed below */
+        }
         goto out_unlock;
     }
-    coord_event(c, COORD_EVENT_INFO, "ring add %s at %s weight %u: epoch %llu", n->id, n->addr,
-                n->weight, (unsigned long long)ring_state_epoch(c->ring));
+    if (!added)
+        free(before.tokens);
+    const double share = ring_state_share(c->ring, n->id);
+    coord_event(c, COORD_EVENT_INFO,
+                "ring add %s at %s weight %u, %s: %.2f%% of the keys: epoch %llu", n->id, n->addr,
+                n->weight, tokens ? "balanced tokens" : "hashed positions", 100.0 * share,
+                (unsigned long long)ring_state_epoch(c->ring));
     *ret_epoch = ring_state_epoch(c->ring);
     coord_unlock_and_persist(c);
     return PS_STATUS_OK;
 out_unlock:
+    free(tokens);
     pthread_mutex_unlock(&c->lock);
     return st;
 }

@@ -28,6 +28,8 @@ typedef struct coord_publish {
 
 struct coord_ctx {
     int heartbeat_ms;
+    uint32_t replication;  /* R: copies of each key */
+    bool failover_refused; /* said once: too many shards silent at once */
     size_t max_watchers;
     coord_probe_fn probe;
     void *probe_arg;

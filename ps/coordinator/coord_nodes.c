@@ -271,13 +271,68 @@ static void node_died(void *arg, const membership_node *n, int64_t silent_ms) {
                 "node %s (%s at %s) is dead: no heartbeat for %lld ms (%d intervals of %d ms)%s",
                 n->id, membership_role_name(n->role), n->addr, (long long)silent_ms,
                 MEMBERSHIP_DEAD_AFTER_BEATS, ((coord_ctx *)arg)->heartbeat_ms,
-                n->in_ring ? "; its chunks are unreachable until it comes back" : "");
+                !n->in_ring ? ""
+                : ((coord_ctx *)arg)->replication < 2
+                    ? "; its chunks are unreachable until it comes back"
+                    : "");
+}
+
+/* Failover (lock held): with R >= 2 every key has another owner, so a shard found dead
+ * leaves the ring, and the next owner of each of its keys, which holds every
+ * acknowledged change to it, becomes the primary (the shards then copy the keys to
+ * their new backups until R copies exist again). A shard not heard from since this
+ * coordinator started is not judged, and the last shard stays. True when the ring
+ * changed. */
+static bool is_lost(const membership_node *n) {
+    return n->role == MEMBERSHIP_ROLE_SHARD && n->in_ring && !n->alive && n->last_hb_ms;
+}
+
+static bool failover_locked(coord_ctx *c) {
+    if (c->replication < 2)
+        return false;
+    size_t lost = 0, ring = membership_ring_count(c->members);
+    for (size_t i = 0; i < membership_node_count(c->members); i++)
+        lost += is_lost(membership_node_at(c->members, i));
+    if (lost == 0)
+        return false;
+    if (lost > c->replication - 1 || lost >= ring) { /* more than the copies cover */
+        if (!c->failover_refused)
+            coord_event(c, COORD_EVENT_WARN,
+                        "%zu of the ring's %zu shards are silent at once, more than the %u "
+                        "other copies of a key cover: no failover (some keys have no live "
+                        "owner; this coordinator may be the one cut off). Bring them back, or "
+                        "take them off with `psctl ring remove --force`",
+                        lost, ring, c->replication - 1);
+        c->failover_refused = true;
+        return false;
+    }
+    c->failover_refused = false;
+    bool changed = false;
+    for (size_t i = 0; i < membership_node_count(c->members); i++) {
+        membership_node *n = membership_node_at(c->members, i);
+        if (!is_lost(n))
+            continue;
+        n->in_ring = false;
+        changed = true;
+        coord_event(c, COORD_EVENT_WARN,
+                    "shard %s is dead: taken off the ring; the next owners of its keys (R=%u "
+                    "copies) take them over. Once it runs again, `psctl ring add --id %s --addr "
+                    "%s` puts it back",
+                    n->id, c->replication, n->id, n->addr);
+    }
+    char err[COORD_ERR_MAX];
+    if (changed && coord_ring_rebuild_locked(c, err, sizeof err) != PS_STATUS_OK)
+        coord_event(c, COORD_EVENT_WARN, "failover: %s", err);
+    return changed;
 }
 
 void coord_liveness_sweep(coord_ctx *c) {
     pthread_mutex_lock(&c->lock);
     membership_liveness_sweep(c->members, coord_now(c), node_died, c);
-    pthread_mutex_unlock(&c->lock);
+    if (failover_locked(c))
+        coord_unlock_and_persist(c);
+    else
+        pthread_mutex_unlock(&c->lock);
 }
 
 bool coord_liveness_wait(coord_ctx *c) {

@@ -29,8 +29,8 @@ static ps_status h_heartbeat(rpc_ctx *rpc, const ProtobufCMessage *msg, void *us
 static ps_status h_add_node(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
     char err[COORD_ERR_MAX] = "";
     Ps__MembershipResponse resp = PS__MEMBERSHIP_RESPONSE__INIT;
-    ps_status st =
-        coord_node_add(user, ((const Ps__AddNodeRequest *)msg)->node, &resp.epoch, err, sizeof err);
+    const Ps__AddNodeRequest *req = (const Ps__AddNodeRequest *)msg;
+    ps_status st = coord_node_add(user, req->node, req->balanced, &resp.epoch, err, sizeof err);
     return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
 }
 

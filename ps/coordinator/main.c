@@ -1,13 +1,15 @@
 /* main.c: ps-coordinator, the control plane: its flags, and the wiring of the
  * coordinator's operations (coord.h, served by handlers.h) and its liveness thread to
- * the process runtime (ps/runtime: serving, signals, crash backtraces). Everything it
- * decides lives in the coord_ctx operations. */
+ * the process runtime (ps/runtime: serving, signals, crash backtraces, the lock that
+ * keeps a second coordinator out of its state directory). Everything it decides lives
+ * in the coord_ctx operations. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "coord.h"
+#include "dirlock.h"
 #include "flags.h"
 #include "handlers.h"
 #include "hashring.h"
@@ -41,6 +43,7 @@ static void *liveness_thread(void *arg) {
 int main(int argc, char **argv) {
     const char *listen = "127.0.0.1:7000", *state_dir = "run/coordinator", *port_file = NULL;
     int threads = 0, heartbeat_ms = 1000, vnodes = HASHRING_DEFAULT_VNODES;
+    int replication = COORD_DEFAULT_REPLICATION;
     int max_nodes = MEMBERSHIP_DEFAULT_MAX_NODES, max_watchers = COORD_DEFAULT_MAX_WATCHERS;
     int max_versions = REGISTRY_DEFAULT_MAX_VERSIONS;
     int max_registry_mb = REGISTRY_DEFAULT_MAX_BYTES >> 20;
@@ -52,6 +55,10 @@ int main(int argc, char **argv) {
          "where state is kept (STATE_DIR/coordinator.json)", false},
         {"heartbeat-ms", PS_FLAG_INT, &heartbeat_ms, 10, 600000, "N",
          "expected heartbeat interval; 3 missed = dead", false},
+        {"replication", PS_FLAG_INT, &replication, 1, COORD_MAX_REPLICATION, "R",
+         "copies of every key: a push is acknowledged once the key's R owners (the first R "
+         "shards clockwise on the ring) have it",
+         false},
         {"vnodes", PS_FLAG_INT, &vnodes, 1, 100000, "N", "virtual nodes per unit of shard weight",
          false},
         {"threads", PS_FLAG_INT, &threads, 0, 1024, "N", "rpc worker threads (0: one per CPU)",
@@ -85,10 +92,16 @@ int main(int argc, char **argv) {
         PS_ERROR("cannot create the state directory %s: %s", state_dir, strerror(errno));
         return 1;
     }
+    ps_dirlock *state_lock = NULL; /* one coordinator per state directory */
+    if (ps_dirlock_create(state_dir, &state_lock, err, sizeof err) != PS_STATUS_OK) {
+        PS_ERROR("cannot start: %s", err);
+        return 1;
+    }
     char state_path[STATE_STORE_PATH_MAX + 64];
     snprintf(state_path, sizeof state_path, "%s/coordinator.json", state_dir);
     coord_opts co = {.state_path = state_path,
                      .heartbeat_ms = heartbeat_ms,
+                     .replication = (uint32_t)replication,
                      .vnodes = (uint32_t)vnodes,
                      .max_nodes = (size_t)max_nodes,
                      .max_watchers = (size_t)max_watchers,
@@ -140,6 +153,7 @@ out:
     if (live_started)
         pthread_join(live, NULL);
     coord_destroy(ctx);
+    ps_dirlock_destroy(state_lock);
     if (rc == 0)
         PS_INFO("stopped");
     return rc;

@@ -35,6 +35,8 @@ ps_status membership_create(const membership_opts *opts, membership **ret_member
 void membership_destroy(membership *m) {
     if (!m)
         return;
+    for (size_t i = 0; i < m->n; i++)
+        free(m->nodes[i].tokens);
     free(m->nodes);
     free(m);
 }
@@ -158,9 +160,16 @@ ps_status membership_node_remove(membership *m, const char *id) {
     if (!n)
         return PS_STATUS_NOT_FOUND;
     size_t idx = (size_t)(n - m->nodes);
+    free(n->tokens);
     memmove(&m->nodes[idx], &m->nodes[idx + 1], (m->n - idx - 1) * sizeof m->nodes[0]);
     m->n--;
     return PS_STATUS_OK;
+}
+
+void membership_node_tokens_set(membership_node *n, uint64_t *tokens, uint32_t n_tokens) {
+    free(n->tokens);
+    n->tokens = tokens;
+    n->n_tokens = tokens ? n_tokens : 0;
 }
 
 bool membership_node_touch(membership_node *n, int64_t now_ms) {

@@ -47,6 +47,11 @@ typedef struct membership_node {
     uint64_t serving[MEMBERSHIP_MAX_SERVING]; /* a replica's ready versions, as
                                                  membership_model_ref hashes */
     uint32_t n_serving;
+    uint64_t *tokens;  /* a shard's explicit ring positions (ascending; `ring add
+                          --balanced`), owned by the table; NULL = hashed positions.
+                          Copies of the struct share the array: only
+                          membership_node_tokens_set changes it */
+    uint32_t n_tokens; /* how many; 0 without */
 } membership_node;
 
 typedef struct membership_opts {
@@ -84,8 +89,13 @@ membership_node *membership_node_find(membership *members, const char *id);
  * *ret_node (may be NULL) gets the new entry. */
 ps_status membership_node_add(membership *members, const char *id, const char *addr,
                               membership_role role, uint32_t weight, membership_node **ret_node);
-/* NOT_FOUND for an unknown id. */
+/* NOT_FOUND for an unknown id. Frees the node's tokens. */
 ps_status membership_node_remove(membership *members, const char *id);
+
+/* Gives a node explicit ring tokens: `tokens` (malloc'd, n_tokens of them, strictly
+ * ascending) becomes the node's, and the array it had is freed; NULL (with 0) goes back
+ * to hashed positions. Registrations and heartbeats never change them. */
+void membership_node_tokens_set(membership_node *node, uint64_t *tokens, uint32_t n_tokens);
 
 /* Records a sign of life at now_ms. Returns true when the node was not alive before
  * (it came back, or reports in for the first time since the coordinator started). */

@@ -51,7 +51,7 @@ static ps_status build(ring_state *r, const membership *m, uint64_t epoch) {
         const membership_node *n = membership_node_at_const(m, i);
         if (n->role != MEMBERSHIP_ROLE_SHARD || !n->in_ring)
             continue;
-        st = hashring_add(next, n->id, n->addr, n->weight);
+        st = hashring_add_tokens(next, n->id, n->addr, n->weight, n->tokens, n->n_tokens);
         if (st != PS_STATUS_OK)
             goto fail_ring;
     }
@@ -71,6 +71,18 @@ ps_status ring_state_rebuild(ring_state *r, const membership *m) {
 
 ps_status ring_state_restore(ring_state *r, const membership *m, uint64_t epoch) {
     return build(r, m, epoch);
+}
+
+double ring_state_share(const ring_state *r, const char *id) {
+    uint32_t idx;
+    double share = 0;
+    if (!hashring_find(r->ring, id, &idx))
+        return 0;
+    double *shares = calloc(hashring_node_count(r->ring), sizeof *shares);
+    if (shares && hashring_ownership(r->ring, 1, shares, NULL) == PS_STATUS_OK)
+        share = shares[idx];
+    free(shares);
+    return share;
 }
 
 ps_status ring_state_serialize(const ring_state *r, uint8_t **ret_buf, size_t *ret_len) {

@@ -1,9 +1,13 @@
 /* ring_state.h: the consistent-hash ring the coordinator builds from its members, its
  * epoch, and the join policy (may a shard join the ring now?).
  *
- * Why this way: the ring is a pure function of the shards marked in_ring, so it is
+ * Why this way: the ring is a pure function of the shards marked in_ring (their ids,
+ * weights, and explicit tokens when `ring add --balanced` gave them some), so it is
  * rebuilt whole from the membership table on every change, and each rebuild moves the
- * epoch on by one (clients and shards compare epochs to notice a new ring). Like the
+ * epoch on by one (clients and shards compare epochs to notice a new ring). A shard's
+ * tokens are its points whatever its weight or --vnodes, so neither a re-registration
+ * with another weight nor a restart with other --vnodes moves its keys; tokens reach
+ * every other process inside the serialized ring, so all build the same ring. Like the
  * membership table it has no lock of its own: the coordinator's state lock guards
  * both, so ring and table never disagree.
  *
@@ -47,6 +51,10 @@ const hashring *ring_state_ring(const ring_state *ring);
 ps_status ring_state_rebuild(ring_state *ring, const membership *members);
 /* Builds the ring with exactly `epoch` (loading a saved state). */
 ps_status ring_state_restore(ring_state *ring, const membership *members, uint64_t epoch);
+
+/* The share of the keys (0..1) shard `id` owns as primary on the current ring; 0 when
+ * it is not on the ring (or memory runs out: the figure is for messages only). */
+double ring_state_share(const ring_state *ring, const char *id);
 
 /* hashring_serialize of the current ring into a malloc'd buffer (free it). */
 ps_status ring_state_serialize(const ring_state *ring, uint8_t **ret_buf, size_t *ret_len);

@@ -94,8 +94,62 @@ static const json_t *get_array(const json_t *obj, const char *where, const char 
 
 /* ----------------------------------------------------------------- nodes --- */
 
-static ps_status decode_node(const json_t *jn, size_t i, membership *members, char *err,
-                             size_t err_len) {
+/* jn["tokens"] (state_store.h) into a malloc'd array: *ret_tokens stays NULL when the
+ * node has none. PARSE with a message for anything but 1..HASHRING_MAX_POINTS strictly
+ * ascending tokens of STATE_STORE_TOKEN_HEX lowercase hex digits, or tokens in a format
+ * 1 file or on a node that is not a shard. */
+static ps_status decode_tokens(const json_t *jn, const char *where, json_int_t format, bool shard,
+                               uint64_t **ret_tokens, uint32_t *ret_n, char *err, size_t err_len) {
+    const json_t *v = json_object_get(jn, "tokens");
+    if (!v)
+        return PS_STATUS_OK;
+    if (!json_is_string(v)) {
+        ps_set_err(err, err_len, "%stokens: expected a string, got %s", where, kind(v));
+        return PS_STATUS_PARSE;
+    }
+    if (format < STATE_STORE_FORMAT || !shard) {
+        ps_set_err(err, err_len, "%stokens: %s", where,
+                   !shard ? "only a shard has ring tokens" : "tokens need format 2");
+        return PS_STATUS_PARSE;
+    }
+    const char *hex = json_string_value(v);
+    size_t len = json_string_length(v), n = len / STATE_STORE_TOKEN_HEX;
+    if (len == 0 || len % STATE_STORE_TOKEN_HEX || n > HASHRING_MAX_POINTS) {
+        ps_set_err(err, err_len,
+                   "%stokens: expected 1..%u tokens of %d hex digits each, got %zu characters",
+                   where, HASHRING_MAX_POINTS, STATE_STORE_TOKEN_HEX, len);
+        return PS_STATUS_PARSE;
+    }
+    uint64_t *tokens = malloc(n * sizeof *tokens);
+    if (!tokens)
+        return PS_STATUS_NO_MEMORY;
+    for (size_t t = 0; t < n; t++) {
+        uint64_t x = 0;
+        for (size_t k = 0; k < STATE_STORE_TOKEN_HEX; k++) {
+            char c = hex[t * STATE_STORE_TOKEN_HEX + k];
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            if (d < 0) {
+                ps_set_err(err, err_len, "%stokens: character %zu is not a lowercase hex digit",
+                           where, t * STATE_STORE_TOKEN_HEX + k);
+                free(tokens);
+                return PS_STATUS_PARSE;
+            }
+            x = x << 4 | (uint64_t)d;
+        }
+        if (t > 0 && x <= tokens[t - 1]) {
+            ps_set_err(err, err_len, "%stokens: token %zu is not above the one before", where, t);
+            free(tokens);
+            return PS_STATUS_PARSE;
+        }
+        tokens[t] = x;
+    }
+    *ret_tokens = tokens;
+    *ret_n = (uint32_t)n;
+    return PS_STATUS_OK;
+}
+
+static ps_status decode_node(const json_t *jn, size_t i, json_int_t format, membership *members,
+                             char *err, size_t err_len) {
     char where[48];
     snprintf(where, sizeof where, "nodes[%zu].", i);
     if (!json_is_object(jn)) {
@@ -133,14 +187,23 @@ static ps_status decode_node(const json_t *jn, size_t i, membership *members, ch
                                               : "both on the ring and waiting");
         return PS_STATUS_PARSE;
     }
+    uint64_t *tokens = NULL;
+    uint32_t n_tokens = 0;
+    ps_status st = decode_tokens(jn, where, format, r == MEMBERSHIP_ROLE_SHARD, &tokens, &n_tokens,
+                                 err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
     membership_node *n = NULL;
-    ps_status st = membership_node_add(members, id, addr, r, (uint32_t)weight, &n);
+    st = membership_node_add(members, id, addr, r, (uint32_t)weight, &n);
     if (st == PS_STATUS_ALREADY_EXISTS)
         ps_set_err(err, err_len, "%sid: node %s is listed twice", where, id);
-    if (st != PS_STATUS_OK)
+    if (st != PS_STATUS_OK) {
+        free(tokens);
         return st == PS_STATUS_NO_MEMORY ? st : PS_STATUS_PARSE;
+    }
     n->in_ring = in_ring;
     n->waiting = waiting;
+    membership_node_tokens_set(n, tokens, n_tokens);
     return PS_STATUS_OK;
 }
 
@@ -299,7 +362,7 @@ ps_status state_store_decode(const char *text, size_t len, membership *members, 
         ps_set_err(err, err_len, "expected an object at the top, got %s", kind(root));
         goto out_root;
     }
-    if (!get_int(root, "", "format", STATE_STORE_FORMAT, STATE_STORE_FORMAT, &format, err,
+    if (!get_int(root, "", "format", STATE_STORE_FORMAT_HASHED, STATE_STORE_FORMAT, &format, err,
                  err_len) ||
         !get_int(root, "", "epoch", 0, INT64_MAX, &epoch, err, err_len) ||
         !get_int(root, "", "model_generation", 0, INT64_MAX, &gen, err, err_len) ||
@@ -307,7 +370,7 @@ ps_status state_store_decode(const char *text, size_t len, membership *members, 
         !(models = get_array(root, "", "models", registry_version_limit(reg), err, err_len)))
         goto out_root;
     for (size_t i = 0; i < json_array_size(nodes); i++)
-        if ((st = decode_node(json_array_get(nodes, i), i, members, err, err_len)) != 0)
+        if ((st = decode_node(json_array_get(nodes, i), i, format, members, err, err_len)) != 0)
             goto out_root;
     for (size_t i = 0; i < json_array_size(models); i++)
         if ((st = decode_model(json_array_get(models, i), i, reg, err, err_len)) != 0)

@@ -2,11 +2,13 @@
  * (see state_store.h; the strict decoder is in state_decode.c). */
 #include "state_store.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -90,6 +92,21 @@ static json_t *model_json(const Ps__ModelInfo *m) {
                      "published", (json_int_t)m->published);
 }
 
+/* A node's tokens as one string of STATE_STORE_TOKEN_HEX hex digits each (compact: one
+ * line for a shard's thousand tokens, where an array would take a thousand). */
+static json_t *tokens_json(const membership_node *n) {
+    size_t len = (size_t)n->n_tokens * STATE_STORE_TOKEN_HEX;
+    char *hex = malloc(len + 1);
+    if (!hex)
+        return NULL;
+    for (uint32_t t = 0; t < n->n_tokens; t++)
+        snprintf(hex + (size_t)t * STATE_STORE_TOKEN_HEX, STATE_STORE_TOKEN_HEX + 1, "%016llx",
+                 (unsigned long long)n->tokens[t]);
+    json_t *s = json_stringn(hex, len);
+    free(hex);
+    return s;
+}
+
 static json_t *nodes_json(const membership *members) {
     json_t *nodes = json_array();
     for (size_t i = 0; nodes && i < membership_node_count(members); i++) {
@@ -98,6 +115,10 @@ static json_t *nodes_json(const membership *members) {
                                "weight", (json_int_t)n->weight, "role",
                                n->role == MEMBERSHIP_ROLE_SHARD ? "shard" : "serve", "in_ring",
                                n->in_ring, "waiting", n->waiting);
+        if (jn && n->tokens && json_object_set_new(jn, "tokens", tokens_json(n)) != 0) {
+            json_decref(jn);
+            jn = NULL;
+        }
         if (!append(nodes, jn)) {
             json_decref(nodes);
             return NULL;
@@ -128,10 +149,13 @@ ps_status state_store_encode(const membership *members, const ring_state *ring, 
         json_decref(nodes);
         return PS_STATUS_NO_MEMORY;
     }
-    json_t *root =
-        json_pack("{s:i, s:I, s:I, s:o, s:o}", "format", STATE_STORE_FORMAT, "epoch",
-                  (json_int_t)ring_state_epoch(ring), "model_generation",
-                  (json_int_t)registry_generation(reg), "nodes", nodes, "models", models);
+    int format = STATE_STORE_FORMAT_HASHED;
+    for (size_t i = 0; i < membership_node_count(members); i++)
+        if (membership_node_at_const(members, i)->tokens)
+            format = STATE_STORE_FORMAT;
+    json_t *root = json_pack(
+        "{s:i, s:I, s:I, s:o, s:o}", "format", format, "epoch", (json_int_t)ring_state_epoch(ring),
+        "model_generation", (json_int_t)registry_generation(reg), "nodes", nodes, "models", models);
     char *text = root ? json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     json_decref(root);
     if (!text)
@@ -161,8 +185,36 @@ ps_status state_store_write(state_store *s, uint64_t seq, const char *text, bool
 
 /* ----------------------------------------------------------------- loading --- */
 
+/* Removes what writes cut short by a crash left beside the file: ps_write_file_atomic
+ * writes PATH.tmp.PID and renames it over PATH, so a kill between the two leaves the
+ * temporary file (the state file itself is whole). Each restart would add one more. */
+static void remove_torn_writes(const char *path) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    char dir[STATE_STORE_PATH_MAX + 1];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + 1 : 1, slash ? path : ".");
+    size_t base_len = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, base_len) != 0 || strncmp(name + base_len, ".tmp.", 5) != 0)
+            continue;
+        const char *pid = name + base_len + 5;
+        if (!*pid || strspn(pid, "0123456789") != strlen(pid))
+            continue; /* not a name ps_write_file_atomic makes */
+        char torn[2 * STATE_STORE_PATH_MAX + 2];
+        snprintf(torn, sizeof torn, "%s%s", slash ? dir : "", name);
+        unlink(torn);
+    }
+    closedir(d);
+}
+
 ps_status state_store_load(const state_store *s, membership *members, ring_state *ring,
                            registry *reg, char *err, size_t err_len) {
+    remove_torn_writes(s->path);
     struct stat sb;
     if (stat(s->path, &sb) == 0 && sb.st_size > (off_t)STATE_STORE_MAX_BYTES) {
         ps_set_err(err, err_len,

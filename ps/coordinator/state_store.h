@@ -2,12 +2,19 @@
  * (membership, the ring epoch, the model registry), its encoding, its ordered writes,
  * and a loader that refuses a damaged file.
  *
- * The file (format 1; every field required unless marked optional):
- *   {"format": 1, "epoch": E, "model_generation": G,
+ * The file (format 1 or 2; every field required unless marked optional):
+ *   {"format": 1|2, "epoch": E, "model_generation": G,
  *    "nodes":  [{"id", "addr", "weight": 1..1000, "role": "shard"|"serve",
- *                "in_ring": bool, "waiting": bool (optional, default false)}],
+ *                "in_ring": bool, "waiting": bool (optional, default false),
+ *                "tokens": "..." (format 2, optional: a shard's explicit ring
+ *                positions, 16 lowercase hex digits each, strictly ascending,
+ *                1..HASHRING_MAX_POINTS of them)}],
  *    "models": [{"name", "version", "config_json", "tensors": [{"name", "dtype",
  *                "shape": [..], "chunk_floats", "chunks"}]}]}
+ * Format 2 is written only when some node has tokens (`ring add --balanced`), so a
+ * cluster that never used them keeps a file that older coordinators read, and an older
+ * coordinator refuses a file with tokens (it would drop them and move keys) instead of
+ * loading it. Both formats are read.
  * It is rewritten whole and atomically (temp file, fsync, rename) after every change
  * to membership, the ring or the registry (changes are rare; heartbeats change nothing
  * durable).
@@ -34,7 +41,9 @@
 #include "ring_state.h"
 #include "status.h"
 
-#define STATE_STORE_FORMAT 1
+#define STATE_STORE_FORMAT 2             /* the newest format: written when tokens exist */
+#define STATE_STORE_FORMAT_HASHED 1      /* the oldest read; written while no node has tokens */
+#define STATE_STORE_TOKEN_HEX 16         /* hex digits per token in "tokens" */
 #define STATE_STORE_PATH_MAX 4096        /* longest state file path, bytes */
 #define STATE_STORE_MAX_BYTES (1u << 30) /* largest state file read, bytes */
 
@@ -68,7 +77,8 @@ ps_status state_store_write(state_store *store, uint64_t seq, const char *text, 
 
 /* Loads the file into empty modules. OK with nothing loaded when the file does not
  * exist (a new cluster); PARSE when it is damaged, IO when it cannot be read, with a
- * message in err saying what is wrong and what to do. On failure the modules may hold
+ * message in err saying what is wrong and what to do. Temporary files that writes cut
+ * short by a crash left beside it (PATH.tmp.PID) are removed first. On failure the modules may hold
  * part of the file: destroy them. */
 ps_status state_store_load(const state_store *store, membership *members, ring_state *ring,
                            registry *reg, char *err, size_t err_len);

@@ -133,7 +133,8 @@ static void test_remove_asks_the_shard_even_after_a_restart(void **state) {
     uint64_t epoch = 0, after = 0;
     where(c, "s2", &epoch);
     assert_int_equal(rm(c, "s2", true, err), PS_STATUS_OK);
-    assert_int_equal(where(c, "s2", &after), '-'); /* dead: forgotten */
+    assert_int_equal(where(c, "s2", &after),
+                     'o'); /* presumed alive after the restart: kept, off the ring */
     assert_int_equal(after, epoch + 1);
     assert_int_equal(events_with("removed shard s2 at 127.0.0.1:7002 by force"), 1);
     /* an empty shard that is alive leaves the ring but stays known */
@@ -145,6 +146,46 @@ static void test_remove_asks_the_shard_even_after_a_restart(void **state) {
     assert_int_equal(rm(c, "nobody", false, err), PS_STATUS_NOT_FOUND);
     assert_int_equal(rm(c, "", false, err), PS_STATUS_INVALID_ARGUMENT);
     coord_destroy(c);
+}
+
+/* R = 2: a shard that falls silent leaves the ring (its keys' next owners serve them);
+ * a restarted coordinator does not judge members it has not heard from; more shards
+ * silent at once than the copies cover: no failover, said once. */
+static void test_failover_takes_a_dead_shard_off_the_ring(void **state) {
+    (void)state;
+    w.replication = 2;
+    coord_ctx *c = three_shards();
+    uint64_t epoch = 0, after = 0;
+    where(c, "s2", &epoch);
+    Ps__HeartbeatRequest hb = PS__HEARTBEAT_REQUEST__INIT;
+    Ps__HeartbeatResponse resp = PS__HEARTBEAT_RESPONSE__INIT;
+    char err[COORD_ERR_MAX];
+    atomic_store(&w.now, 1250);
+    const char *alive[] = {"s1", "s3"};
+    for (int i = 0; i < 2; i++) {
+        hb.id = (char *)alive[i];
+        assert_int_equal(coord_node_heartbeat(c, &hb, &resp, err, sizeof err), PS_STATUS_OK);
+    }
+    atomic_store(&w.now, 1301); /* s2 silent for 3 intervals */
+    coord_liveness_sweep(c);
+    assert_int_equal(where(c, "s2", &after), 'o');
+    assert_int_equal(after, epoch + 1);
+    assert_int_equal(events_with("shard s2 is dead: taken off the ring"), 1);
+    assert_int_equal(where(c, "s1", NULL), 'R');
+    atomic_store(&w.now, 2000); /* then both others at once: more than R - 1 */
+    coord_liveness_sweep(c);
+    coord_liveness_sweep(c);
+    assert_int_equal(where(c, "s1", NULL), 'R');
+    assert_int_equal(where(c, "s3", NULL), 'R');
+    assert_int_equal(events_with("no failover"), 1);
+    coord_destroy(c);
+    c = open_ctx(0, 0); /* restarted: nobody heard from yet, nobody judged */
+    atomic_store(&w.now, 9000);
+    coord_liveness_sweep(c);
+    assert_int_equal(where(c, "s1", NULL), 'R');
+    assert_int_equal(where(c, "s3", NULL), 'R');
+    coord_destroy(c);
+    w.replication = 0;
 }
 
 static void test_liveness_events(void **state) {
@@ -259,8 +300,13 @@ static void test_weight_the_ring_cannot_take_changes_nothing(void **state) {
     heavy.weight = 1000;
     uint64_t epoch = 0, after = 0;
     where(c, "s1", &epoch);
-    assert_int_equal(coord_node_add(c, &heavy, &after, err, sizeof err),
+    assert_int_equal(coord_node_add(c, &heavy, false, &after, err, sizeof err),
                      PS_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(where(c, "s2", &after), '-');
+    assert_int_equal(after, epoch);
+    assert_int_equal(coord_node_add(c, &heavy, true, &after, err, sizeof err), /* balanced */
+                     PS_STATUS_RESOURCE_EXHAUSTED);
+    must_contain(err, "the ring cannot take shard s2");
     assert_int_equal(where(c, "s2", &after), '-');
     assert_int_equal(after, epoch);
     reg_shard(c, "s2", "127.0.0.1:7002"); /* weight 1: the ring still takes members */
@@ -280,6 +326,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_remove_asks_the_shard_even_after_a_restart, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_liveness_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failover_takes_a_dead_shard_off_the_ring, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_watch_limit_and_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_registrations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_weight_the_ring_cannot_take_changes_nothing, setup,

@@ -3,7 +3,8 @@
  *
  * Old behaviour these would have caught: the state file was written (with its fsync)
  * under the lock heartbeats take, so a slow disk stalled liveness; a damaged state file
- * was half-loaded (unreadable nodes and models skipped) instead of refused. */
+ * was half-loaded (unreadable nodes and models skipped) instead of refused; AddNode had
+ * no balanced placement (the ring stayed at hashed positions, peak/mean above 1.02). */
 #include "test_world.h"
 
 typedef struct slow_register {
@@ -223,12 +224,110 @@ static void test_delete_model(void **state) {
     coord_destroy(c);
 }
 
+/* The current ring's bytes (Ring.ring) into *ret (malloc'd), and its epoch. */
+static size_t ring_bytes(coord_ctx *c, uint8_t **ret, uint64_t *ret_epoch) {
+    Ps__Ring *ring = NULL;
+    assert_int_equal(coord_ring_get(c, &ring), PS_STATUS_OK);
+    *ret = malloc(ring->ring.len);
+    assert_non_null(*ret);
+    memcpy(*ret, ring->ring.data, ring->ring.len);
+    size_t len = ring->ring.len;
+    *ret_epoch = ring->epoch;
+    ps__ring__free_unpacked(ring, NULL);
+    return len;
+}
+
+static void assert_same_bytes(const uint8_t *a, size_t la, const uint8_t *b, size_t lb) {
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la);
+}
+
+/* `ring add --balanced` keeps the ring balanced, and the tokens stay through a
+ * re-registration (even with another weight) and a restart; a plain add is hashed. */
+static void test_balanced_tokens_are_kept(void **state) {
+    (void)state;
+    w.vnodes = 200;
+    coord_ctx *c = open_ctx(0, 0);
+    char err[COORD_ERR_MAX] = "";
+    const char *ids[] = {"s1", "s2", "s3", "s4"};
+    for (int i = 0; i < 4; i++) {
+        char addr[32];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", 7001 + i);
+        set_shard(ids[i], PS_STATUS_OK, 0);
+        Ps__NodeInfo n = PS__NODE_INFO__INIT;
+        n.id = (char *)ids[i];
+        n.addr = addr;
+        n.weight = i == 3 ? 2 : 1;
+        uint64_t epoch = 0;
+        assert_int_equal(coord_node_add(c, &n, true, &epoch, err, sizeof err), PS_STATUS_OK);
+    }
+    assert_int_equal(events_with("balanced tokens"), 4);
+    uint8_t *before = NULL, *after = NULL;
+    uint64_t epoch = 0, epoch2 = 0;
+    size_t len = ring_bytes(c, &before, &epoch);
+    hashring *ring = NULL;
+    assert_int_equal(hashring_parse(before, len, &ring), PS_STATUS_OK);
+    double peak_mean = 0;
+    assert_int_equal(hashring_ownership(ring, 1, NULL, &peak_mean), PS_STATUS_OK);
+    assert_true(peak_mean <= 1.02);
+    hashring_destroy(ring);
+
+    /* s2 restarts: registers again, with the same weight and then with another */
+    reg_shard(c, "s2", "127.0.0.1:7002");
+    size_t len2 = ring_bytes(c, &after, &epoch2);
+    assert_int_equal(epoch2, epoch);
+    assert_same_bytes(before, len, after, len2);
+    free(after);
+    assert_int_equal(reg(c, "s2", "127.0.0.1:7002", PS__NODE_ROLE__ROLE_SHARD, 3, err),
+                     PS_STATUS_OK);
+    len2 = ring_bytes(c, &after, &epoch2);
+    assert_int_equal(hashring_parse(after, len2, &ring), PS_STATUS_OK);
+    uint32_t idx;
+    hashring_node_info info;
+    assert_true(hashring_find(ring, "s2", &idx) && hashring_node_at(ring, idx, &info));
+    assert_int_equal(info.weight, 3);
+    assert_int_equal(info.n_tokens, 200); /* its points did not move */
+    hashring_destroy(ring);
+    free(after);
+    assert_int_equal(reg(c, "s2", "127.0.0.1:7002", PS__NODE_ROLE__ROLE_SHARD, 1, err),
+                     PS_STATUS_OK);
+    uint8_t *back = NULL;
+    size_t len3 = ring_bytes(c, &back, &epoch);
+    assert_int_equal(epoch, epoch2 + 1);
+    assert_same_bytes(before + 16, len - 16, back + 16, len3 - 16); /* all but the epoch */
+
+    /* a restart loads the same ring from the state file */
+    coord_destroy(c);
+    c = open_ctx(0, 0);
+    len2 = ring_bytes(c, &after, &epoch2);
+    assert_int_equal(epoch2, epoch);
+    assert_same_bytes(back, len3, after, len2);
+    free(after);
+    free(back);
+
+    /* a plain add: hashed positions */
+    set_shard("s5", PS_STATUS_OK, 0);
+    assert_int_equal(add(c, "s5", "127.0.0.1:7005", err), PS_STATUS_OK);
+    assert_int_equal(events_with("weight 1, hashed positions"), 1);
+    len2 = ring_bytes(c, &after, &epoch2);
+    assert_int_equal(hashring_parse(after, len2, &ring), PS_STATUS_OK);
+    assert_true(hashring_find(ring, "s5", &idx) && hashring_node_at(ring, idx, &info));
+    assert_null(info.tokens);
+    assert_true(hashring_find(ring, "s4", &idx) && hashring_node_at(ring, idx, &info));
+    assert_int_equal(info.n_tokens, 400);
+    hashring_destroy(ring);
+    free(after);
+    free(before);
+    coord_destroy(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_state_is_written_outside_the_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_state_file_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_models_and_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_balanced_tokens_are_kept, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,9 +1,11 @@
-/* test_state_store.c: unit tests of the state file: round trip, ordered writes, and the
- * loader on truncated, garbage and wrong-typed files (cmocka, no process).
+/* test_state_store.c: unit tests of the state file: round trip (with a shard's ring
+ * tokens too), ordered writes, and the loader on truncated, garbage and wrong-typed
+ * files (cmocka, no process).
  *
  * Old behaviour these would have caught: the loader skipped nodes and models it could
  * not read (a damaged file silently lost members) and took wrong types as zeros; the
- * file was written under the state lock, in whatever order writers got there. */
+ * file was written under the state lock, in whatever order writers got there; a
+ * balanced shard's tokens were not kept, so a restart moved its keys. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "hashring_alloc.h"
 #include "state_store.h"
 #include "test_fixtures.h"
 #include "util.h"
@@ -128,7 +131,7 @@ static void test_garbage_files(void **state) {
     damaged(binary, sizeof binary, "not valid JSON");
     damaged("null", 4, "not valid JSON");
     damaged("[1, 2]", 6, "expected an object at the top, got an array");
-    damaged("{}", 2, "format: expected an integer 1..1, got nothing");
+    damaged("{}", 2, "format: expected an integer 1..2, got nothing");
     unsigned seed = 12345;
     char noise[512];
     for (int round = 0; round < 200; round++) {
@@ -148,8 +151,8 @@ static void test_wrong_types(void **state) {
         const char *text;
         const char *words;
     } cases[] = {
-        {"{\"format\": 2, \"epoch\": 3, \"model_generation\": 0, \"nodes\": [], \"models\": []}",
-         "format: expected an integer 1..1, got 2"},
+        {"{\"format\": 3, \"epoch\": 3, \"model_generation\": 0, \"nodes\": [], \"models\": []}",
+         "format: expected an integer 1..2, got 3"},
         {"{\"format\": 1, \"epoch\": \"3\", \"model_generation\": 0, \"nodes\": [], \"models\": "
          "[]}",
          "epoch: expected an integer 0..9223372036854775807, got a string"},
@@ -187,6 +190,91 @@ static void test_wrong_types(void **state) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         damaged(cases[i].text, strlen(cases[i].text), cases[i].words);
+}
+
+#define HEAD2 "{\"format\": 2, \"epoch\": 3, \"model_generation\": 0, "
+#define TOKENS(t) NODE("\"role\": \"shard\", \"in_ring\": true, \"tokens\": " t)
+
+static void test_bad_tokens(void **state) {
+    (void)state;
+    static const struct {
+        const char *text;
+        const char *words;
+    } cases[] = {
+        {HEAD "\"nodes\": [" TOKENS("\"0000000000000001\"") "], \"models\": []}",
+         "nodes[0].tokens: tokens need format 2"},
+        {HEAD2 "\"nodes\": [" TOKENS("7") "], \"models\": []}",
+         "nodes[0].tokens: expected a string, got an integer"},
+        {HEAD2 "\"nodes\": [" TOKENS("\"\"") "], \"models\": []}",
+         "expected 1..4194304 tokens of 16 hex digits each, got 0 characters"},
+        {HEAD2 "\"nodes\": [" TOKENS("\"00000000000000010\"") "], \"models\": []}",
+         "got 17 characters"},
+        {HEAD2 "\"nodes\": [" TOKENS("\"000000000000000G\"") "], \"models\": []}",
+         "character 15 is not a lowercase hex digit"},
+        {HEAD2 "\"nodes\": [" TOKENS("\"00000000000000020000000000000002\"") "], \"models\": []}",
+         "token 1 is not above the one before"},
+        {HEAD2 "\"nodes\": [" NODE("\"role\": \"serve\", \"in_ring\": false, \"tokens\": "
+                                   "\"0000000000000001\"") "], \"models\": []}",
+         "only a shard has ring tokens"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        damaged(cases[i].text, strlen(cases[i].text), cases[i].words);
+}
+
+/* A shard's tokens survive the file: the ring rebuilt from it is the same, byte for
+ * byte, and a file without tokens is still written as format 1. */
+static void test_tokens_round_trip(void **state) {
+    (void)state;
+    mods s;
+    state_init(&s);
+    membership_node *n = NULL;
+    assert_int_equal(membership_node_add(s.m, "s1", "127.0.0.1:7001", MEMBERSHIP_ROLE_SHARD, 1, &n),
+                     PS_STATUS_OK);
+    n->in_ring = true;
+    assert_int_equal(ring_state_rebuild(s.r, s.m), PS_STATUS_OK);
+    char *text = NULL;
+    assert_int_equal(state_store_encode(s.m, s.r, s.g, &text), PS_STATUS_OK);
+    assert_non_null(strstr(text, "\"format\": 1"));
+    assert_null(strstr(text, "tokens"));
+    free(text);
+    assert_int_equal(membership_node_add(s.m, "s2", "127.0.0.1:7002", MEMBERSHIP_ROLE_SHARD, 2, &n),
+                     PS_STATUS_OK);
+    uint64_t *tokens = NULL;
+    uint32_t n_tokens = 0;
+    assert_int_equal(hashring_alloc_tokens(ring_state_ring(s.r), "s2", 2, &tokens, &n_tokens),
+                     PS_STATUS_OK);
+    assert_int_equal(n_tokens, 2 * HASHRING_DEFAULT_VNODES);
+    membership_node_tokens_set(n, tokens, n_tokens);
+    n->in_ring = true;
+    assert_int_equal(ring_state_rebuild(s.r, s.m), PS_STATUS_OK);
+    assert_true(ring_state_share(s.r, "s2") > 2.0 / 3 - 1e-9);
+    assert_int_equal(state_store_encode(s.m, s.r, s.g, &text), PS_STATUS_OK);
+    assert_non_null(strstr(text, "\"format\": 2"));
+
+    mods t;
+    state_init(&t);
+    char err[1024] = "";
+    assert_int_equal(state_store_decode(text, strlen(text), t.m, t.r, t.g, err, sizeof err),
+                     PS_STATUS_OK);
+    const membership_node *got = membership_node_find(t.m, "s2");
+    assert_int_equal(got->n_tokens, n_tokens);
+    assert_memory_equal(got->tokens, tokens, n_tokens * sizeof *tokens);
+    assert_null(membership_node_find(t.m, "s1")->tokens);
+    uint8_t *a = NULL, *b = NULL;
+    size_t la = 0, lb = 0;
+    assert_int_equal(ring_state_serialize(s.r, &a, &la), PS_STATUS_OK);
+    assert_int_equal(ring_state_serialize(t.r, &b, &lb), PS_STATUS_OK);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la); /* the same ring in every process that loads it */
+    char *again = NULL;
+    assert_int_equal(state_store_encode(t.m, t.r, t.g, &again), PS_STATUS_OK);
+    assert_string_equal(again, text);
+    free(again);
+    free(a);
+    free(b);
+    free(text);
+    state_free(&t);
+    state_free(&s);
 }
 
 static void test_load_names_the_file(void **state) {
@@ -258,6 +346,7 @@ int main(void) {
         cmocka_unit_test(test_round_trip),          cmocka_unit_test(test_truncated_files),
         cmocka_unit_test(test_garbage_files),       cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_load_names_the_file), cmocka_unit_test(test_writes_never_go_back),
+        cmocka_unit_test(test_bad_tokens),          cmocka_unit_test(test_tokens_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,7 +41,8 @@ typedef struct world {
     size_t n_events;
     bool block_writes, in_write, release; /* the disk hook */
     atomic_llong now;
-    uint32_t vnodes; /* 0 = 20 */
+    uint32_t vnodes;      /* 0 = 20 */
+    uint32_t replication; /* 0 = 1: most tests pin R = 1 (no failover) */
     char dir[512], path[600];
 } world;
 
@@ -120,6 +121,7 @@ static inline coord_ctx *open_ctx(size_t max_nodes, size_t max_watchers) {
     coord_opts o = {.state_path = w.path,
                     .heartbeat_ms = 100,
                     .vnodes = w.vnodes ? w.vnodes : 20,
+                    .replication = w.replication ? w.replication : 1,
                     .max_nodes = max_nodes,
                     .max_watchers = max_watchers,
                     .probe = fake_probe,
@@ -190,7 +192,7 @@ static inline ps_status add(coord_ctx *c, const char *id, const char *addr, char
     n.id = (char *)id;
     n.addr = (char *)addr;
     uint64_t epoch = 0;
-    return coord_node_add(c, &n, &epoch, err, COORD_ERR_MAX);
+    return coord_node_add(c, &n, false, &epoch, err, COORD_ERR_MAX);
 }
 
 static inline void must_contain(const char *text, const char *words) {

@@ -126,6 +126,7 @@ ps_status ps_runtime_join(ps_runtime *rt, char *err, size_t err_len) {
                         rt->coordinator, rpc_code_name(res.grpc_code), res.details,
                         rt->opts.register_timeout_ms / 1000);
             warned = true;
+            rpc_channel_reconnect_now(rt->coord); /* our backoff, not gRPC's growing one */
             if (!rt_nap(rt, wait_ms)) {
                 ps_set_err(err, err_len, "stopped before registering");
                 return PS_STATUS_CANCELLED;

@@ -9,6 +9,12 @@
  * SIGTERM/SIGINT and stop in order. This module does all of that once. A program's
  * main parses its flags (flags.h), creates its own context, passes hooks, and waits.
  *
+ * Losing the coordinator is never fatal once joined: heartbeats go on at their interval
+ * and the watches retry with backoff, forever, each retry reaching a coordinator that is
+ * back at once (gRPC's own reconnect backoff, which grows to minutes, is lifted before
+ * every retry), so nodes are back within a heartbeat interval of a coordinator restart,
+ * inside the dead-after interval a restarted coordinator grants them.
+ *
  * Hooks run on the runtime's threads and get the decoded coordinator messages. The
  * ring and models hooks run one at a time (never concurrently with each other); the
  * heartbeat hook runs on its own so a long model load never delays a heartbeat:

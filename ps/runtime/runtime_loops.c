@@ -1,9 +1,12 @@
 /* runtime_loops.c: the runtime's threads: heartbeats (which also re-register when the
  * coordinator forgot this node, fetch a ring the watch missed, and log losing and
  * regaining the coordinator once each), and the ring and registry watches, which
- * reconnect with backoff. They sleep on one condition variable so ps_runtime_stop wakes
- * them at once, and keep their open streams where stop can cancel them. The ring and
- * models hooks run under deliver_lock, so they never overlap. */
+ * reconnect with backoff. Every retry after a failure first lifts gRPC's own reconnect
+ * backoff (rpc_channel_reconnect_now): it grows to minutes, and would keep a node away
+ * from a coordinator that is back for about as long as the outage lasted. The threads
+ * sleep on one condition variable so ps_runtime_stop wakes them at once, and keep their
+ * open streams where stop can cancel them. The ring and models hooks run under
+ * deliver_lock, so they never overlap. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +135,8 @@ void *rt_heartbeat_main(void *arg) {
                 continue;
             }
         }
+        if (st != PS_STATUS_OK && st != PS_STATUS_NOT_FOUND)
+            rpc_channel_reconnect_now(rt->coord); /* the next beat reaches it once it is back */
         if (st == PS_STATUS_OK && lost_at) {
             PS_INFO("the coordinator at %s is back after %lld ms", rt->coordinator,
                     (long long)(ps_now_ms() - lost_at));
@@ -197,6 +202,7 @@ void *rt_ring_watch_main(void *arg) {
         if (watch_once(rt, "/ps.Coordinator/WatchRing", &req.base, &ps__ring__descriptor,
                        &rt->ring_stream, deliver_ring_msg))
             wait_ms = PS_RUNTIME_BACKOFF_MIN_MS;
+        rpc_channel_reconnect_now(rt->coord);
         if (!rt_nap(rt, wait_ms))
             break;
         wait_ms = rt_backoff_next(wait_ms);
@@ -213,6 +219,7 @@ void *rt_models_watch_main(void *arg) {
         if (watch_once(rt, "/ps.Coordinator/WatchModels", &req.base, &ps__models_update__descriptor,
                        &rt->models_stream, deliver_models_msg))
             wait_ms = PS_RUNTIME_BACKOFF_MIN_MS;
+        rpc_channel_reconnect_now(rt->coord);
         if (!rt_nap(rt, wait_ms))
             break;
         wait_ms = rt_backoff_next(wait_ms);

@@ -20,29 +20,16 @@
  * one buffer, which costs less than a slice per key. */
 #define PULL_SHARE_MIN_BYTES (16u * 1024u)
 
-ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, uint64_t epoch, size_t n,
+ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, bool any, uint64_t epoch, size_t n,
                             const uint64_t *keys) {
     placement_info info;
     placement_get_info(ctx->placement, &info);
     if (epoch > info.epoch && ctx->ring_refresh)
         ctx->ring_refresh(ctx->ring_refresh_arg); /* routed with a ring we have not seen */
     char err[RPC_DETAILS_MAX];
-    ps_status st = placement_check(ctx->placement, epoch, n, keys, err, sizeof err);
+    ps_status st = any ? placement_check_any(ctx->placement, epoch, n, keys, err, sizeof err)
+                       : placement_check(ctx->placement, epoch, n, keys, err, sizeof err);
     return st == PS_STATUS_OK ? st : rpc_ctx_error(rc, st, "%s", err);
-}
-
-/* With a write-ahead log: waits until record `lsn` is durable; a log that failed (a
- * full disk) answers UNAVAILABLE, and the change is not acknowledged (it is applied in
- * memory; a restart does not have it). */
-ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t lsn, const char *what) {
-    if (!ctx->wal || lsn == 0 || wal_wait(ctx->wal, lsn) == PS_STATUS_OK)
-        return PS_STATUS_OK;
-    char why[RPC_DETAILS_MAX / 2] = "an I/O error";
-    wal_failed(ctx->wal, why, sizeof why);
-    return rpc_ctx_error(rc, PS_STATUS_UNAVAILABLE,
-                         "the %s could not be made durable (write-ahead log: %s): not "
-                         "acknowledged; this shard refuses writes until it restarts",
-                         what, why);
 }
 
 /* The named limit on keys per request, checked before anything is sized by n. */
@@ -55,11 +42,12 @@ static ps_status check_key_count(rpc_ctx *rc, const char *what, size_t n) {
 }
 
 /* What every keyed read (and Delete) checks first: the key count, then that this shard
- * owns every key under the request's epoch. */
-static ps_status check_keys(shard_ctx *ctx, rpc_ctx *rc, const char *what, uint64_t epoch, size_t n,
-                            const uint64_t *keys) {
+ * owns every key under the request's epoch: as one of its owners for reads (`any`), as
+ * its primary for changes. */
+static ps_status check_keys(shard_ctx *ctx, rpc_ctx *rc, const char *what, bool any, uint64_t epoch,
+                            size_t n, const uint64_t *keys) {
     ps_status st = check_key_count(rc, what, n);
-    return st == PS_STATUS_OK ? shard_check_owner(ctx, rc, epoch, n, keys) : st;
+    return st == PS_STATUS_OK ? shard_check_owner(ctx, rc, any, epoch, n, keys) : st;
 }
 
 /* The state half of a Pull with_state: per-key arrays, and the state bytes. */
@@ -160,7 +148,7 @@ out:
 ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     shard_ctx *ctx = user;
     const Ps__PullRequest *req = (const Ps__PullRequest *)msg;
-    ps_status st = check_keys(ctx, rc, "pull", req->epoch, req->n_keys, req->keys);
+    ps_status st = check_keys(ctx, rc, "pull", true, req->epoch, req->n_keys, req->keys);
     if (st != PS_STATUS_OK)
         return st;
     uint64_t *versions = calloc(req->n_keys + 1, sizeof *versions);
@@ -275,26 +263,37 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
         .pieces = pieces,
         .n_pieces = n_pieces,
         .names = req->n_names ? (const char *const *)req->names : NULL,
+        .request_id = req->request_id,
     };
     char err[RPC_DETAILS_MAX];
     store_batch *batch = NULL;
-    uint64_t *versions = NULL;
-    st = shard_check_owner(ctx, rc, req->epoch, req->n_keys, req->keys);
+    uint64_t *versions = NULL, done_pos = 0;
+    push_subset rest = {0};
+    size_t done = 0;
+    st = shard_check_owner(ctx, rc, false, req->epoch, req->n_keys, req->keys);
     if (st != PS_STATUS_OK)
         goto out;
-    st = store_batch_prepare(ctx->store, &push, &batch, err, sizeof err);
-    if (st != PS_STATUS_OK) {
-        st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
-                           err);
+    /* a retry: only the keys this request has not applied yet */
+    if ((st = shard_dedup_push(ctx, rc, &push, &rest, &done, &done_pos)) != PS_STATUS_OK)
         goto out;
-    }
+    Ps__PushResponse resp = PS__PUSH_RESPONSE__INIT;
     versions = calloc(req->n_keys + 1, sizeof *versions);
     if (!versions) {
         st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu keys",
                            req->n_keys);
         goto out;
     }
-    Ps__PushResponse resp = PS__PUSH_RESPONSE__INIT;
+    if (done == req->n_keys) { /* all applied before: answer once that is durable */
+        if ((st = shard_wait_durable(ctx, rc, done_pos, "push")) != PS_STATUS_OK)
+            goto out;
+        goto reply;
+    }
+    st = store_batch_prepare(ctx->store, done ? &rest.push : &push, &batch, err, sizeof err);
+    if (st != PS_STATUS_OK) {
+        st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
+                           err);
+        goto out;
+    }
     st = store_batch_apply(ctx->store, batch, versions, &resp.seq, err, sizeof err);
     if (st != PS_STATUS_OK) {
         st = rpc_ctx_error(rc,
@@ -304,15 +303,24 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
                            "%s", err);
         goto out;
     }
-    if ((st = shard_wait_durable(ctx, rc, store_batch_lsn(batch), "push")) != PS_STATUS_OK)
+    uint64_t pos = store_batch_lsn(batch);
+    if ((st = shard_wait_durable(ctx, rc, pos > done_pos ? pos : done_pos, "push")) != PS_STATUS_OK)
         goto out;
+    resp.skipped = store_batch_skipped(batch);
+reply:
+    if (done) { /* the versions of every key, applied now or before */
+        uint32_t *lengths = calloc(req->n_keys + 1, sizeof *lengths);
+        if (lengths)
+            store_stat(ctx->store, req->n_keys, req->keys, lengths, versions);
+        free(lengths);
+    }
     resp.n_versions = req->n_keys;
     resp.versions = versions;
     resp.incarnation = ctx->incarnation;
-    resp.skipped = store_batch_skipped(batch);
     st = rpc_ctx_reply(rc, &resp.base);
 out:
     store_batch_destroy(batch);
+    push_subset_free(&rest);
     free(versions);
     free(pieces);
     return st;
@@ -321,7 +329,7 @@ out:
 ps_status shard_handle_stat(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     shard_ctx *ctx = user;
     const Ps__StatRequest *req = (const Ps__StatRequest *)msg;
-    ps_status st = check_keys(ctx, rc, "stat", req->epoch, req->n_keys, req->keys);
+    ps_status st = check_keys(ctx, rc, "stat", true, req->epoch, req->n_keys, req->keys);
     if (st != PS_STATUS_OK)
         return st;
     uint32_t *lengths = calloc(req->n_keys + 1, sizeof *lengths);
@@ -348,7 +356,7 @@ out:
 ps_status shard_handle_delete(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     shard_ctx *ctx = user;
     const Ps__DeleteRequest *req = (const Ps__DeleteRequest *)msg;
-    ps_status st = check_keys(ctx, rc, "delete", req->epoch, req->n_keys, req->keys);
+    ps_status st = check_keys(ctx, rc, "delete", false, req->epoch, req->n_keys, req->keys);
     if (st != PS_STATUS_OK)
         return st;
     Ps__DeleteResponse resp = PS__DELETE_RESPONSE__INIT;

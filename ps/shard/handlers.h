@@ -15,12 +15,20 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include <pthread.h>
+
+#include "dedup.h"
+#include "image.h"
+#include "push_subset.h"
 #include "placement.h"
+#include "repl_inbox.h"
+#include "replicator.h"
 #include "ps.pb-c.h"
 #include "quota.h"
 #include "row_store.h"
 #include "rpc.h"
 #include "shard_ctx.h"
+#include "snapshot.h"
 #include "store.h"
 #include "update_log.h"
 
@@ -38,6 +46,15 @@ struct shard_ctx {
     int keepalive_ms;                   /* idle stream keepalive */
     shard_ring_refresh_fn ring_refresh; /* may be NULL */
     void *ring_refresh_arg;
+    replicator *repl;             /* sends applied changes to the keys' backups */
+    repl_inbox *inbox;            /* the streams this shard receives as a backup */
+    pthread_mutex_t journal_lock; /* orders the log and the backups' queues alike */
+    bool journal_lock_made;
+    bool replaying;            /* a restart's replay runs: the journal only remembers */
+    dedup *dedup;              /* the keys recent request ids applied */
+    uint64_t journal_pos;      /* positions without a log (shard_journal.c) */
+    shard_ctx_opts opts;       /* as created (id: not owned, unused) */
+    snapshot_taker *snapshots; /* takes snapshots as the log grows, or NULL */
 };
 
 ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
@@ -54,13 +71,39 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
  * skip_non_finite only with it; otherwise INVALID_ARGUMENT set on rc. */
 ps_status shard_check_push_op(rpc_ctx *rc, Ps__PushOp op, bool has_optimizer, bool skip_non_finite);
 
-/* With a write-ahead log: waits until record `lsn` is durable (lsn 0: nothing to wait
- * for); otherwise UNAVAILABLE set on rc ("not acknowledged"). */
-ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t lsn, const char *what);
+/* shard_journal.c: the stores' journal (the log, then the backups) from now on, or none. */
+void shard_journal_start(shard_ctx *ctx);
+void shard_journal_stop(shard_ctx *ctx);
+/* Where installs of images go (a backup's syncs), journaled in order with changes. */
+image_target shard_image_target(shard_ctx *ctx);
+/* A wal_replay_fn for the log records a snapshot already holds (a shard_ctx as arg):
+ * their request ids are remembered (dedup.h), nothing is applied. */
+ps_status shard_journal_remember(void *ctx, uint8_t type, uint64_t lsn, const void *payload,
+                                 size_t len);
+/* The journal's position now (a shard_ctx as arg): what replicator syncs stand for. */
+uint64_t shard_journal_position(void *ctx);
+
+/* Waits until the change at journal position `pos` (0: nothing to wait for) is
+ * acknowledged by every backup of its keys and durable in the write-ahead log (when
+ * the shard has one); otherwise UNAVAILABLE set on rc ("not acknowledged"). */
+ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what);
+/* The same without waiting for backups (a backup applying a primary's changes). */
+ps_status shard_wait_logged(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what);
+
+/* A push with a request id that this shard applied some keys of before (a retry):
+ * *ret_done (0 for none or no id) of its keys were, the last at journal position
+ * *ret_pos; when some but not all were, *rest is the push of the others. Otherwise
+ * RESOURCE_EXHAUSTED set on rc. */
+ps_status shard_dedup_push(shard_ctx *ctx, rpc_ctx *rc, const store_push *push, push_subset *rest,
+                           size_t *ret_done, uint64_t *ret_pos);
+
+/* repl_handler.c */
+ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);
 
 /* OK when the shard owns every key (after asking the runtime for a newer ring when the
- * request was routed with one); otherwise the call's error, set on rc. */
-ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, uint64_t epoch, size_t n,
+ * request was routed with one): as any of its R owners (`any`: reads) or as its primary
+ * (changes); otherwise the call's error, set on rc. */
+ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, bool any, uint64_t epoch, size_t n,
                             const uint64_t *keys);
 
 #endif

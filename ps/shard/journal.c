@@ -1,14 +1,16 @@
 /* journal.c: push and delete records of the chunk store in the write-ahead log, and
  * their replay (see journal.h). A push record:
- *   u8 format (1), u8 op, u8 flags (1: skip_non_finite, 2: names follow), u8 optimizer
+ *   u8 format (1), u8 op, u8 flags (1: skip_non_finite, 2: names follow, 4: a request
+ *   id), u8 optimizer
  *   kind, 10 x f32 hyper-parameters (lr, momentum, weight_decay, beta1, beta2, eps,
- *   initial_accumulator, l1, l2, beta), u32 n, n x u64 keys, n x u32 lengths, names
- *   (when flagged: n x (u16 length, bytes)), then the values (float32).
+ *   initial_accumulator, l1, l2, beta), u32 n, (flag 4: u64 request id), n x u64 keys,
+ *   n x u32 lengths, names (when flagged: n x (u16 length, bytes)), then the values
+ *   (float32).
  * A delete record: u8 format (1), u32 n, n x u64 keys.
- * A rows record: u8 format (1), u8 op, u8 flags (1: skip_non_finite), u8 optimizer kind,
- *   10 x f32 hyper-parameters, u32 dim, u8 init, u8 table optimizer kind, u16 model
- *   length, f32 init scale, u64 seed, u16 table length, u16 pad, u32 n, the model and
- *   table names, n x u64 ids, then the values (float32). */
+ * A rows record: u8 format (1), u8 op, u8 flags (1: skip_non_finite, 2: a request id), u8 optimizer
+ * kind, 10 x f32 hyper-parameters, u32 dim, u8 init, u8 table optimizer kind, u16 model length, f32
+ * init scale, u64 seed, u16 table length, u16 pad, u32 n, (flags 2: u64 request id), the model and
+ * table names, n x u64 ids, then the values (float32). */
 #include "journal.h"
 
 #include <stdlib.h>
@@ -59,10 +61,12 @@ static void push_head(const store_push *p, uint8_t *h) {
     const optim_spec *o = p->optimizer;
     h[0] = FORMAT;
     h[1] = (uint8_t)p->op;
-    h[2] = (uint8_t)((p->skip_non_finite ? 1 : 0) | (p->names ? 2 : 0));
+    h[2] = (uint8_t)((p->skip_non_finite ? 1 : 0) | (p->names ? 2 : 0) | (p->request_id ? 4 : 0));
     put_optim(h, o);
     uint32_t n = (uint32_t)p->n;
     memcpy(h + 44, &n, 4);
+    if (p->request_id)
+        memcpy(h + PUSH_HEAD, &p->request_id, 8);
 }
 
 /* The names as one blob (malloc'd; *ret_len bytes). */
@@ -81,63 +85,99 @@ static uint8_t *names_blob(const store_push *p, size_t *ret_len) {
     return blob;
 }
 
-static ps_status journal_push(void *arg, const store_push *p, uint64_t *ret_lsn, char *err,
-                              size_t err_len) {
-    wal *w = arg;
-    uint8_t head[PUSH_HEAD];
-    push_head(p, head);
+void journal_encoded_free(journal_encoded *e) {
+    if (!e)
+        return;
+    free(e->names);
+    free(e->gathered);
+    free(e->iov);
+    memset(e, 0, sizeof *e);
+}
+
+/* Fills e->iov from what e already holds plus the push's arrays and pieces; values in
+ * more than max_pieces pieces are gathered into one buffer first. */
+static ps_status encode_push(const store_push *p, size_t max_pieces, journal_encoded *e) {
+    memset(e, 0, sizeof *e);
+    push_head(p, e->head);
     size_t names_len = 0;
-    uint8_t *names = p->names ? names_blob(p, &names_len) : NULL;
-    /* values in more pieces than one record takes are gathered first (rare: a push
-     * near the message limit, received in many small pieces) */
-    uint8_t *gathered = NULL;
+    if (p->names && !(e->names = names_blob(p, &names_len)))
+        return PS_STATUS_NO_MEMORY;
     size_t n_pieces = p->n_pieces;
-    if (n_pieces > WAL_MAX_IOVCNT - 4 && (gathered = malloc(p->values_len + 1))) {
+    if (n_pieces > max_pieces) {
+        if (!(e->gathered = malloc(p->values_len + 1))) {
+            journal_encoded_free(e);
+            return PS_STATUS_NO_MEMORY;
+        }
         size_t off = 0;
         for (size_t i = 0; i < p->n_pieces; i++) {
-            memcpy(gathered + off, p->pieces[i].data, p->pieces[i].len);
+            memcpy(e->gathered + off, p->pieces[i].data, p->pieces[i].len);
             off += p->pieces[i].len;
         }
         n_pieces = 0;
     }
-    size_t n_iov = 3 + (names ? 1 : 0) + (n_pieces ? n_pieces : 1);
-    struct iovec *iov = calloc(n_iov, sizeof *iov);
-    if ((p->names && !names) || !iov || n_pieces > WAL_MAX_IOVCNT - 4) {
-        free(gathered);
-        free(names);
-        free(iov);
-        ps_set_err(err, err_len, "out of memory writing the push to the write-ahead log");
+    if (!(e->iov = calloc(4 + (n_pieces ? n_pieces : 1), sizeof *e->iov))) {
+        journal_encoded_free(e);
         return PS_STATUS_NO_MEMORY;
     }
     int k = 0;
-    iov[k++] = (struct iovec){head, PUSH_HEAD};
-    iov[k++] = (struct iovec){(void *)p->keys, p->n * 8};
-    iov[k++] = (struct iovec){(void *)p->lengths, p->n * 4};
-    if (names)
-        iov[k++] = (struct iovec){names, names_len};
+    e->iov[k++] = (struct iovec){e->head, PUSH_HEAD + (p->request_id ? 8 : 0)};
+    e->iov[k++] = (struct iovec){(void *)p->keys, p->n * 8};
+    e->iov[k++] = (struct iovec){(void *)p->lengths, p->n * 4};
+    if (e->names)
+        e->iov[k++] = (struct iovec){e->names, names_len};
     if (n_pieces) {
         for (size_t i = 0; i < n_pieces; i++)
-            iov[k++] = (struct iovec){(void *)p->pieces[i].data, p->pieces[i].len};
+            e->iov[k++] = (struct iovec){(void *)p->pieces[i].data, p->pieces[i].len};
     } else {
-        iov[k++] = (struct iovec){gathered ? gathered : (void *)p->values, p->values_len};
+        e->iov[k++] = (struct iovec){e->gathered ? e->gathered : (void *)p->values, p->values_len};
     }
-    ps_status st = wal_appendv(w, JOURNAL_TYPE_PUSH, iov, k, ret_lsn);
-    free(gathered);
-    free(names);
-    free(iov);
+    e->n_iov = k;
+    for (int i = 0; i < k; i++)
+        e->len += e->iov[i].iov_len;
+    return PS_STATUS_OK;
+}
+
+ps_status journal_encode_push(const store_push *p, journal_encoded *ret) {
+    return encode_push(p, SIZE_MAX, ret);
+}
+
+static ps_status journal_push(void *arg, const store_push *p, uint64_t *ret_lsn, char *err,
+                              size_t err_len) {
+    journal_encoded e;
+    ps_status st = encode_push(p, WAL_MAX_IOVCNT - 4, &e);
+    if (st != PS_STATUS_OK) {
+        ps_set_err(err, err_len, "out of memory writing the push to the write-ahead log");
+        return st;
+    }
+    st = wal_appendv(arg, JOURNAL_TYPE_PUSH, e.iov, e.n_iov, ret_lsn);
+    journal_encoded_free(&e);
     if (st != PS_STATUS_OK)
         ps_set_err(err, err_len, "the write-ahead log refused the push (%s): nothing was applied",
                    ps_status_str(st));
     return st;
 }
 
+ps_status journal_encode_delete(size_t n, const uint64_t *keys, journal_encoded *ret) {
+    memset(ret, 0, sizeof *ret);
+    if (!(ret->iov = calloc(2, sizeof *ret->iov)))
+        return PS_STATUS_NO_MEMORY;
+    ret->head[0] = FORMAT;
+    uint32_t n32 = (uint32_t)n;
+    memcpy(ret->head + 1, &n32, 4);
+    ret->iov[0] = (struct iovec){ret->head, 5};
+    ret->iov[1] = (struct iovec){(void *)keys, n * 8};
+    ret->n_iov = 2;
+    ret->len = 5 + n * 8;
+    return PS_STATUS_OK;
+}
+
 static ps_status journal_delete(void *arg, size_t n, const uint64_t *keys, uint64_t *ret_lsn,
                                 char *err, size_t err_len) {
-    uint8_t head[8] = {FORMAT};
-    uint32_t n32 = (uint32_t)n;
-    memcpy(head + 1, &n32, 4);
-    struct iovec iov[2] = {{head, 5}, {(void *)keys, n * 8}};
-    ps_status st = wal_appendv(arg, JOURNAL_TYPE_DELETE, iov, 2, ret_lsn);
+    journal_encoded e;
+    ps_status st = journal_encode_delete(n, keys, &e);
+    if (st == PS_STATUS_OK)
+        st = wal_appendv(arg, JOURNAL_TYPE_DELETE, e.iov, e.n_iov, ret_lsn);
+    journal_encoded_free(&e);
     if (st != PS_STATUS_OK)
         ps_set_err(err, err_len, "the write-ahead log refused the delete (%s): nothing was deleted",
                    ps_status_str(st));
@@ -146,9 +186,14 @@ static ps_status journal_delete(void *arg, size_t n, const uint64_t *keys, uint6
 
 #define ROWS_HEAD 72
 
-static ps_status journal_rows(void *arg, const row_push *p, uint64_t *ret_lsn, char *err,
-                              size_t err_len) {
-    uint8_t head[ROWS_HEAD] = {FORMAT, (uint8_t)p->op, (uint8_t)(p->skip_non_finite ? 1 : 0)};
+ps_status journal_encode_rows(const row_push *p, journal_encoded *ret) {
+    memset(ret, 0, sizeof *ret);
+    if (!(ret->iov = calloc(5, sizeof *ret->iov)))
+        return PS_STATUS_NO_MEMORY;
+    uint8_t *head = ret->head;
+    head[0] = FORMAT;
+    head[1] = (uint8_t)p->op;
+    head[2] = (uint8_t)((p->skip_non_finite ? 1 : 0) | (p->request_id ? 2 : 0));
     const optim_spec *o = p->op == ROW_OP_OPTIMIZE ? p->optimizer : NULL;
     put_optim(head, o);
     uint32_t dim = p->spec->dim, n = (uint32_t)p->n;
@@ -161,12 +206,28 @@ static ps_status journal_rows(void *arg, const row_push *p, uint64_t *ret_lsn, c
     memcpy(head + 56, &p->spec->seed, 8);
     memcpy(head + 64, &tl, 2);
     memcpy(head + 68, &n, 4);
-    struct iovec iov[5] = {{head, ROWS_HEAD},
-                           {(void *)p->model, ml},
-                           {(void *)p->table, tl},
-                           {(void *)p->ids, p->n * 8},
-                           {(void *)p->values, p->values_len}};
-    ps_status st = wal_appendv(arg, JOURNAL_TYPE_ROWS, iov, 5, ret_lsn);
+    size_t hl = ROWS_HEAD;
+    if (p->request_id) {
+        memcpy(head + ROWS_HEAD, &p->request_id, 8);
+        hl += 8;
+    }
+    ret->iov[0] = (struct iovec){head, hl};
+    ret->iov[1] = (struct iovec){(void *)p->model, ml};
+    ret->iov[2] = (struct iovec){(void *)p->table, tl};
+    ret->iov[3] = (struct iovec){(void *)p->ids, p->n * 8};
+    ret->iov[4] = (struct iovec){(void *)p->values, p->values_len};
+    ret->n_iov = 5;
+    ret->len = hl + ml + tl + p->n * 8 + p->values_len;
+    return PS_STATUS_OK;
+}
+
+static ps_status journal_rows(void *arg, const row_push *p, uint64_t *ret_lsn, char *err,
+                              size_t err_len) {
+    journal_encoded e;
+    ps_status st = journal_encode_rows(p, &e);
+    if (st == PS_STATUS_OK)
+        st = wal_appendv(arg, JOURNAL_TYPE_ROWS, e.iov, e.n_iov, ret_lsn);
+    journal_encoded_free(&e);
     if (st != PS_STATUS_OK)
         ps_set_err(err, err_len,
                    "the write-ahead log refused the rows push (%s): nothing was applied",
@@ -184,12 +245,17 @@ store_journal journal_for(wal *w) {
 
 /* ------------------------------------------------------------------ replay --- */
 
-static ps_status replay_push(store *s, const uint8_t *p, size_t len) {
+static ps_status replay_push(store *s, const uint8_t *p, size_t len, bool from_peer,
+                             uint64_t *ret_lsn) {
     uint32_t n;
-    if (len < PUSH_HEAD || p[0] != FORMAT)
+    size_t hl = PUSH_HEAD + ((len >= 3 && (p[2] & 4)) ? 8 : 0);
+    uint64_t request_id = 0;
+    if (len < hl || p[0] != FORMAT)
         return PS_STATUS_PARSE;
+    if (hl > PUSH_HEAD)
+        memcpy(&request_id, p + PUSH_HEAD, 8);
     memcpy(&n, p + 44, 4);
-    if ((uint64_t)n * 12 > len - PUSH_HEAD)
+    if ((uint64_t)n * 12 > len - hl)
         return PS_STATUS_PARSE;
     optim_spec o;
     get_optim(p, &o);
@@ -199,9 +265,9 @@ static ps_status replay_push(store *s, const uint8_t *p, size_t len) {
     ps_status st = PS_STATUS_NO_MEMORY;
     if (!keys || !lengths || ((p[2] & 2) && !names))
         goto out;
-    memcpy(keys, p + PUSH_HEAD, (size_t)n * 8);
-    memcpy(lengths, p + PUSH_HEAD + (size_t)n * 8, (size_t)n * 4);
-    size_t at = PUSH_HEAD + (size_t)n * 12;
+    memcpy(keys, p + hl, (size_t)n * 8);
+    memcpy(lengths, p + hl + (size_t)n * 8, (size_t)n * 4);
+    size_t at = hl + (size_t)n * 12;
     st = PS_STATUS_PARSE;
     for (uint32_t i = 0; names && i < n; i++) {
         uint16_t l;
@@ -224,12 +290,16 @@ static ps_status replay_push(store *s, const uint8_t *p, size_t len) {
                        .values_len = len - at,
                        .names = (const char *const *)names,
                        .optimizer = &o,
-                       .skip_non_finite = p[2] & 1};
+                       .skip_non_finite = p[2] & 1,
+                       .from_peer = from_peer,
+                       .request_id = request_id};
     store_batch *b = NULL;
     char err[256];
     st = store_batch_prepare(s, &push, &b, err, sizeof err);
     if (st == PS_STATUS_OK)
         st = store_batch_apply(s, b, NULL, NULL, err, sizeof err);
+    if (st == PS_STATUS_OK)
+        *ret_lsn = store_batch_lsn(b);
     store_batch_destroy(b);
 out:
     for (uint32_t i = 0; names && i < n; i++)
@@ -240,22 +310,27 @@ out:
     return st;
 }
 
-static ps_status replay_rows(row_store *rs, const uint8_t *p, size_t len) {
-    if (len < ROWS_HEAD || p[0] != FORMAT)
+static ps_status replay_rows(row_store *rs, const uint8_t *p, size_t len, bool from_peer,
+                             uint64_t *ret_lsn) {
+    size_t hl = ROWS_HEAD + ((len >= 3 && (p[2] & 2)) ? 8 : 0);
+    uint64_t request_id = 0;
+    if (len < hl || p[0] != FORMAT)
         return PS_STATUS_PARSE;
+    if (hl > ROWS_HEAD)
+        memcpy(&request_id, p + ROWS_HEAD, 8);
     uint32_t dim, n;
     uint16_t ml, tl;
     memcpy(&dim, p + 44, 4);
     memcpy(&ml, p + 50, 2);
     memcpy(&tl, p + 64, 2);
     memcpy(&n, p + 68, 4);
-    size_t at = ROWS_HEAD + (size_t)ml + tl;
+    size_t at = hl + (size_t)ml + tl;
     if (ml > 255 || tl > 255 || at + (uint64_t)n * 8 > len)
         return PS_STATUS_PARSE;
     char model[256], table[256];
-    memcpy(model, p + ROWS_HEAD, ml);
+    memcpy(model, p + hl, ml);
     model[ml] = '\0';
-    memcpy(table, p + ROWS_HEAD + ml, tl);
+    memcpy(table, p + hl + ml, tl);
     table[tl] = '\0';
     table_spec spec = {.dim = dim, .init = (table_init_kind)p[48], .optimizer = (optim_kind)p[49]};
     spec.init_scale = get_f32(p + 52);
@@ -276,22 +351,27 @@ static ps_status replay_rows(row_store *rs, const uint8_t *p, size_t len) {
                      .ids = ids,
                      .values = p + at,
                      .values_len = len - at,
-                     .skip_non_finite = p[2] & 1};
+                     .skip_non_finite = p[2] & 1,
+                     .from_peer = from_peer,
+                     .request_id = request_id,
+                     .ret_lsn = ret_lsn};
     char err[256];
     ps_status st = row_store_push(rs, &push, NULL, NULL, err, sizeof err);
     free(ids);
     return st;
 }
 
-ps_status journal_replay(void *arg, uint8_t type, uint64_t lsn, const void *payload, size_t len) {
-    (void)lsn;
-    const journal_target *t = arg;
-    store *s = t->chunks;
+ps_status journal_apply(const journal_target *t, uint8_t type, const void *payload, size_t len,
+                        bool from_peer, uint64_t *ret_lsn) {
     const uint8_t *p = payload;
+    uint64_t lsn_scratch = 0;
+    if (!ret_lsn)
+        ret_lsn = &lsn_scratch;
+    *ret_lsn = 0;
     if (type == JOURNAL_TYPE_PUSH)
-        return replay_push(s, p, len);
+        return replay_push(t->chunks, p, len, from_peer, ret_lsn);
     if (type == JOURNAL_TYPE_ROWS)
-        return replay_rows(t->rows, p, len);
+        return replay_rows(t->rows, p, len, from_peer, ret_lsn);
     if (type != JOURNAL_TYPE_DELETE || len < 5 || p[0] != FORMAT)
         return PS_STATUS_PARSE;
     uint32_t n;
@@ -302,7 +382,60 @@ ps_status journal_replay(void *arg, uint8_t type, uint64_t lsn, const void *payl
     if (!keys)
         return PS_STATUS_NO_MEMORY;
     memcpy(keys, p + 5, (size_t)n * 8);
-    store_delete(s, n, keys, NULL, NULL);
+    ps_status st = PS_STATUS_OK;
+    if (from_peer) {
+        char err[256];
+        st = store_delete_journaled(t->chunks, n, keys, NULL, NULL, ret_lsn, err, sizeof err);
+    } else {
+        store_delete(t->chunks, n, keys, NULL, NULL);
+    }
     free(keys);
+    return st;
+}
+
+ps_status journal_request_of(uint8_t type, const void *payload, size_t len, uint64_t *ret_id,
+                             uint64_t **ret_keys, size_t *ret_n) {
+    const uint8_t *p = payload;
+    *ret_id = 0;
+    *ret_keys = NULL;
+    *ret_n = 0;
+    uint32_t n = 0;
+    if (type == JOURNAL_TYPE_PUSH && len >= PUSH_HEAD + 8 && p[0] == FORMAT && (p[2] & 4)) {
+        memcpy(&n, p + 44, 4);
+        if ((uint64_t)n * 12 > len - PUSH_HEAD - 8)
+            return PS_STATUS_PARSE;
+        if (!(*ret_keys = malloc((size_t)n * 8 + 1)))
+            return PS_STATUS_NO_MEMORY;
+        memcpy(ret_id, p + PUSH_HEAD, 8);
+        memcpy(*ret_keys, p + PUSH_HEAD + 8, (size_t)n * 8);
+    } else if (type == JOURNAL_TYPE_ROWS && len >= ROWS_HEAD + 8 && p[0] == FORMAT && (p[2] & 2)) {
+        uint16_t ml, tl;
+        memcpy(&ml, p + 50, 2);
+        memcpy(&tl, p + 64, 2);
+        memcpy(&n, p + 68, 4);
+        size_t at = ROWS_HEAD + 8 + (size_t)ml + tl;
+        if (ml > 255 || tl > 255 || at + (uint64_t)n * 8 > len)
+            return PS_STATUS_PARSE;
+        char model[256], table[256];
+        memcpy(model, p + ROWS_HEAD + 8, ml);
+        model[ml] = '\0';
+        memcpy(table, p + ROWS_HEAD + 8 + ml, tl);
+        table[tl] = '\0';
+        if (!(*ret_keys = malloc((size_t)n * 8 + 1)))
+            return PS_STATUS_NO_MEMORY;
+        memcpy(ret_id, p + ROWS_HEAD, 8);
+        uint64_t tk = ps_key_table(model, table);
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t id;
+            memcpy(&id, p + at + (size_t)i * 8, 8);
+            (*ret_keys)[i] = ps_key_row_in(tk, id);
+        }
+    }
+    *ret_n = n;
     return PS_STATUS_OK;
+}
+
+ps_status journal_replay(void *arg, uint8_t type, uint64_t lsn, const void *payload, size_t len) {
+    (void)lsn;
+    return journal_apply(arg, type, payload, len, false, NULL);
 }

@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "row_store.h"
 #include "store.h"
@@ -40,6 +41,36 @@ typedef struct journal_target {
 /* A store_journal (store.h) and a row_journal (row_store.h) that append to w. */
 store_journal journal_for(wal *w);
 row_journal journal_rows_for(wal *w);
+
+/* A record's bytes as parts (their concatenation), for writing it somewhere other than
+ * the log: replication sends the same records to the other owners of the keys. The
+ * parts point into the push (valid while it is) and into what this holds. */
+typedef struct journal_encoded {
+    uint8_t head[80];
+    uint8_t *names;    /* malloc'd or NULL */
+    uint8_t *gathered; /* malloc'd or NULL */
+    struct iovec *iov; /* malloc'd, n_iov entries */
+    int n_iov;
+    size_t len; /* bytes in all */
+} journal_encoded;
+
+ps_status journal_encode_push(const store_push *push, journal_encoded *ret_encoded);
+ps_status journal_encode_rows(const row_push *push, journal_encoded *ret_encoded);
+ps_status journal_encode_delete(size_t n, const uint64_t *keys, journal_encoded *ret_encoded);
+void journal_encoded_free(journal_encoded *encoded); /* accepts NULL; clears it */
+
+/* Applies one record to the target's stores through the same prepare and apply as a
+ * live push. from_peer marks a copy received from the keys' primary (replication): it
+ * is journaled here (with a journal set) but not sent on. *ret_lsn (may be NULL) gets
+ * the LSN of the record this store journaled for it (0 without a journal). */
+ps_status journal_apply(const journal_target *target, uint8_t type, const void *payload, size_t len,
+                        bool from_peer, uint64_t *ret_lsn);
+
+/* The request id a push or rows record carries, and its keys (rows: their keys,
+ * ps_key_row_in), malloc'd into *ret_keys (free it); id 0 and no keys for a record
+ * without one (or of another type). PARSE, NO_MEMORY. */
+ps_status journal_request_of(uint8_t type, const void *payload, size_t len, uint64_t *ret_id,
+                             uint64_t **ret_keys, size_t *ret_n);
 
 /* A wal_replay_fn (wal.h): applies a record to the journal_target given as arg. PARSE for a
  * record that does not decode; the store's status for one it refuses (a replayed push

@@ -41,6 +41,18 @@ static void refresh_ring(void *arg) {
         ps_runtime_refresh_ring(m->rt);
 }
 
+/* One line per snapshot the shard takes (on the snapshot thread). */
+static void on_snapshot(void *user, ps_status st, const snapshot_info *info, const char *err) {
+    (void)user;
+    if (st != PS_STATUS_OK)
+        PS_ERROR("snapshot failed (the log keeps growing until one succeeds): %s", err);
+    else
+        PS_INFO("snapshot %s: LSN %llu, %llu chunks, %llu rows, %.1f MiB in %lld ms", info->path,
+                (unsigned long long)info->lsn, (unsigned long long)info->chunks,
+                (unsigned long long)info->rows, (double)info->bytes / (1 << 20),
+                (long long)info->elapsed_ms);
+}
+
 static uint64_t half_of_memory(void) {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2 : 0;
@@ -52,6 +64,7 @@ int main(int argc, char **argv) {
     int threads = 0;
     uint64_t max_bytes = half_of_memory();
     const char *data_dir = NULL, *fsync_mode = "group";
+    int snapshot_mb = (int)(SNAPSHOT_DEFAULT_LOG_BYTES >> 20);
     const ps_flag flags[] = {
         {"id", PS_FLAG_STRING, &id, 0, 0, "ID", "this shard's unique name", true},
         {"listen", PS_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
@@ -69,14 +82,20 @@ int main(int argc, char **argv) {
         {"threads", PS_FLAG_INT, &threads, 0, 1024, "N", "rpc worker threads (0: one per CPU)",
          false},
         {"data-dir", PS_FLAG_STRING, &data_dir, 0, 0, "DIR",
-         "keep a write-ahead log of every push and delete there and replay it at start, so a "
-         "restart loses no acknowledged update (dense chunks, sparse rows, optimizer state); "
-         "without it "
-         "the shard holds its data in memory only",
+         "keep a write-ahead log of every push and delete and snapshots of the data there; at "
+         "start load the newest snapshot and replay the log after it, so a restart loses no "
+         "acknowledged update (dense chunks, sparse rows, optimizer state); without it the "
+         "shard holds its data in memory only",
          false},
         {"fsync", PS_FLAG_STRING, &fsync_mode, 0, 0, "MODE",
          "with --data-dir: always (answer after fsync), group (fsync at most every 5 ms, "
          "answer once on disk) or none (answer once written to the kernel)",
+         false},
+        {"snapshot-log-mb", PS_FLAG_INT, &snapshot_mb, 1, 1 << 20, "N",
+         "with --data-dir: write a snapshot of every chunk and row each time the log grew by N "
+         "MiB since the last one (and at a clean shutdown), taken while pushes go on; then "
+         "the log it covers is deleted, so a restart loads the snapshot and replays at most "
+         "about N MiB of log",
          false},
         {"port-file", PS_FLAG_STRING, &port_file, 0, 0, "FILE",
          "write the bound port there once serving", false},
@@ -101,7 +120,9 @@ int main(int argc, char **argv) {
                         .log_bytes = (uint64_t)log_mb << 20,
                         .max_subscribers = (uint32_t)max_subs,
                         .ring_refresh = refresh_ring,
-                        .ring_refresh_arg = &m};
+                        .ring_refresh_arg = &m,
+                        .snapshot_log_bytes = (uint64_t)snapshot_mb << 20,
+                        .on_snapshot = on_snapshot};
     ps_runtime_opts ro = {.program = "ps-shard",
                           .id = id,
                           .coordinator = coordinator,
@@ -120,20 +141,27 @@ int main(int argc, char **argv) {
     }
     ps_status st = shard_ctx_create(&o, &m.ctx);
     if (st == PS_STATUS_OK && data_dir) {
-        wal_recovery rec;
+        snapshot_recovery rec;
         int64_t t0 = ps_now_ms();
         st = shard_ctx_open_journal(m.ctx, data_dir, mode, &rec, err, sizeof err);
         if (st != PS_STATUS_OK) {
-            PS_ERROR("cannot recover the write-ahead log in %s: %s", data_dir, err);
+            PS_ERROR("cannot recover the write-ahead log or the snapshot in %s: %s", data_dir, err);
             goto out;
         }
-        PS_INFO("write-ahead log %s (fsync %s): replayed %llu records in %lld ms", data_dir,
-                fsync_mode, (unsigned long long)rec.records, (long long)(ps_now_ms() - t0));
-        if (rec.cut_bytes)
+        if (rec.loaded)
+            PS_INFO("loaded snapshot %s (LSN %llu: %llu chunks, %llu rows) in %lld ms",
+                    rec.snap.path, (unsigned long long)rec.snap.lsn,
+                    (unsigned long long)rec.snap.chunks, (unsigned long long)rec.snap.rows,
+                    (long long)rec.snap.elapsed_ms);
+        PS_INFO("write-ahead log %s (fsync %s): replayed %llu records (%llu skipped: in the "
+                "snapshot); recovered in %lld ms",
+                data_dir, fsync_mode, (unsigned long long)rec.replayed,
+                (unsigned long long)rec.skipped, (long long)(ps_now_ms() - t0));
+        if (rec.wal.cut_bytes)
             PS_WARN("write-ahead log: a torn tail of %llu bytes was cut from %s at offset %llu "
                     "(a write that was never acknowledged)",
-                    (unsigned long long)rec.cut_bytes, rec.cut_file,
-                    (unsigned long long)rec.cut_offset);
+                    (unsigned long long)rec.wal.cut_bytes, rec.wal.cut_file,
+                    (unsigned long long)rec.wal.cut_offset);
     }
     if (st == PS_STATUS_OK)
         st = ps_runtime_create(&ro, &m.rt);

@@ -14,6 +14,7 @@ struct placement {
     char id[HASHRING_ID_MAX + 1]; /* this shard's id */
     hashring *ring;               /* the newest ring installed; NULL before the first */
     uint32_t self;                /* this shard's index in ring; UINT32_MAX if not a member */
+    uint32_t replication;         /* R */
 };
 
 ps_status placement_create(const placement_opts *opts, placement **ret_placement) {
@@ -28,6 +29,7 @@ ps_status placement_create(const placement_opts *opts, placement **ret_placement
     }
     snprintf(p->id, sizeof p->id, "%s", opts->self_id);
     p->self = UINT32_MAX;
+    p->replication = 1;
     *ret_placement = p;
     return PS_STATUS_OK;
 }
@@ -79,8 +81,26 @@ void placement_get_info(placement *p, placement_info *ret_info) {
     pthread_rwlock_unlock(&p->lock);
 }
 
-ps_status placement_check(placement *p, uint64_t request_epoch, size_t n, const uint64_t *keys,
-                          char *err, size_t err_len) {
+void placement_set_replication(placement *p, uint32_t replication) {
+    pthread_rwlock_wrlock(&p->lock);
+    p->replication = replication ? replication : 1;
+    pthread_rwlock_unlock(&p->lock);
+}
+
+/* This shard is the key's primary, or with `any` one of its owners (lock held). */
+static bool owns_locked(const placement *p, uint64_t key, bool any) {
+    if (!any || p->replication < 2)
+        return hashring_primary(p->ring, key) == p->self;
+    uint32_t o[HASHRING_MAX_REPLICAS];
+    uint32_t got = hashring_owners(p->ring, key, p->replication, o);
+    for (uint32_t i = 0; i < got; i++)
+        if (o[i] == p->self)
+            return true;
+    return false;
+}
+
+static ps_status check(placement *p, bool any, uint64_t request_epoch, size_t n,
+                       const uint64_t *keys, char *err, size_t err_len) {
     ps_status st = PS_STATUS_OK;
     pthread_rwlock_rdlock(&p->lock);
     uint64_t epoch = p->ring ? hashring_epoch(p->ring) : 0;
@@ -90,7 +110,7 @@ ps_status placement_check(placement *p, uint64_t request_epoch, size_t n, const 
         st = PS_STATUS_WRONG_EPOCH;
     }
     for (size_t i = 0; st == PS_STATUS_OK && i < n; i++) {
-        if (hashring_primary(p->ring, keys[i]) != p->self) {
+        if (!owns_locked(p, keys[i], any)) {
             ps_set_err(err, err_len,
                        "key %016llx is not owned by shard %s at ring epoch %llu (request epoch "
                        "%llu): refresh the ring",
@@ -101,4 +121,14 @@ ps_status placement_check(placement *p, uint64_t request_epoch, size_t n, const 
     }
     pthread_rwlock_unlock(&p->lock);
     return st;
+}
+
+ps_status placement_check(placement *p, uint64_t request_epoch, size_t n, const uint64_t *keys,
+                          char *err, size_t err_len) {
+    return check(p, false, request_epoch, n, keys, err, err_len);
+}
+
+ps_status placement_check_any(placement *p, uint64_t request_epoch, size_t n, const uint64_t *keys,
+                              char *err, size_t err_len) {
+    return check(p, true, request_epoch, n, keys, err, err_len);
 }

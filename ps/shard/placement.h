@@ -39,6 +39,15 @@ ps_status placement_ring_install(placement *placement, const void *data, size_t 
 
 void placement_get_info(placement *placement, placement_info *ret_info);
 
+/* The replication factor R of the rings installed from now on (>= 1; 1 until set):
+ * placement_check_any accepts the keys this shard is one of the R owners of. */
+void placement_set_replication(placement *placement, uint32_t replication);
+
+/* OK when this shard is one of the R owners (primary or backup) of every key: reads
+ * may go to any owner. Otherwise WRONG_EPOCH, as placement_check. */
+ps_status placement_check_any(placement *placement, uint64_t request_epoch, size_t n,
+                              const uint64_t *keys, char *err, size_t err_len);
+
 /* OK when this shard is the primary owner of every key under the ring it holds;
  * otherwise WRONG_EPOCH, and err says which key and which epochs (the ring's and
  * request_epoch, the epoch the client routed with). */

@@ -257,6 +257,11 @@ static ps_status push_apply(row_store *rs, row_store_table *e, const row_push *p
         if (st != PS_STATUS_OK)
             return st;
     }
+    if (row_table_unshare(e->rows, w->m, w->rows) != PS_STATUS_OK) { /* an export's rows */
+        ps_set_err(err, err_len,
+                   "out of memory copying rows that a snapshot still reads: no row was changed");
+        return PS_STATUS_NO_MEMORY;
+    }
     if (p->op == ROW_OP_ASSIGN) { /* the values, checked finite, are the results */
         ps_status st = journal(rs, p, err, err_len);
         if (st == PS_STATUS_OK)

@@ -33,8 +33,12 @@ ps_status row_store_create(const row_store_opts *opts, row_store **ret_store) {
         goto fail_lock;
     if (pthread_mutex_init(&rs->scratch_lock, NULL) != 0)
         goto fail_scratch;
+    if (pthread_mutex_init(&rs->export_lock, NULL) != 0)
+        goto fail_export;
     *ret_store = rs;
     return PS_STATUS_OK;
+fail_export:
+    pthread_mutex_destroy(&rs->scratch_lock);
 fail_scratch:
     pthread_rwlock_destroy(&rs->lock);
 fail_lock:
@@ -57,6 +61,7 @@ void row_store_destroy(row_store *rs) {
     }
     for (int i = 0; i < ROW_STORE_SCRATCH_KEEP; i++)
         free(rs->scratch[i]);
+    pthread_mutex_destroy(&rs->export_lock);
     pthread_mutex_destroy(&rs->scratch_lock);
     pthread_rwlock_destroy(&rs->lock);
     free(rs->tables);

@@ -94,6 +94,9 @@ typedef struct row_push {
                                     gradient holds a NaN or infinity instead of refusing
                                     the push; ASSIGN and ADD always refuse */
     uint64_t *ret_lsn;           /* with a journal: its record's LSN (may be NULL) */
+    bool from_peer;              /* a copy from the rows' primary (replication): the
+                                    journal writes it but does not send it on */
+    uint64_t request_id;         /* the client's id of the push (dedup.h); 0: none */
 } row_push;
 
 /* Where applied pushes are written, so a restart can replay them (journal.h): called

@@ -35,6 +35,8 @@ struct row_store {
     size_t scratch_bytes[ROW_STORE_SCRATCH_KEEP]; /* their sizes (0: none kept) */
     char name[80];                                /* "shard-1" or "this shard", for messages */
     row_journal journal;                          /* set before serving; read-only after */
+    pthread_mutex_t export_lock;                  /* held by the one export running
+                                                     (row_store_pin_create to _destroy) */
 };
 
 /* A 64-byte aligned block of at least `bytes` for one request's scratch: a kept one

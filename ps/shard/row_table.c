@@ -7,44 +7,18 @@
 #include <string.h>
 
 #include "optimizer.h"
+#include "row_table_internal.h"
 
 #define ROW_TABLE_INITIAL_CAP 64u /* index slots of a new table */
 #define ROW_TABLE_PREFETCH 16u    /* how many rows ahead the batch loops prefetch */
 #define ROW_TABLE_LINE 64u        /* bytes of a cache line: no index slot straddles two */
 
-typedef struct row_index_slot {
-    uint64_t id;
-    uint32_t row; /* ROW_TABLE_NONE: empty */
-    uint32_t unused;
-} row_index_slot;
-
-typedef struct row_slab {
-    float *rows;     /* slab_rows * stride floats; owns the allocation */
-    uint64_t *steps; /* slab_rows step counts, after the floats in the same allocation */
-} row_slab;
-
-struct row_table {
-    table_spec spec;
-    uint32_t slots;  /* optimizer state slots per weight */
-    uint32_t stride; /* floats per row: dim * (1 + slots) */
-    uint64_t salt;   /* mixed into every id's hash */
-    row_index_slot *index;
-    uint64_t mask;       /* index capacity - 1 (a power of two minus one) */
-    uint64_t count;      /* rows held */
-    row_slab *slabs;     /* slabs[r >> slab_shift] holds row r */
-    uint32_t nslabs;     /* slabs allocated */
-    uint32_t slabs_cap;  /* entries of `slabs` */
-    uint32_t slab_shift; /* log2 of the rows per slab */
-    float *fresh;        /* the state of a new row: slots * dim floats (NULL: no slots) */
-};
-
 static float *row_at(const row_table *t, uint32_t r) {
-    const row_slab *s = &t->slabs[r >> t->slab_shift];
-    return s->rows + (size_t)(r & ((1u << t->slab_shift) - 1)) * t->stride;
+    return row_table_row_at(t, r);
 }
 
 static uint64_t *step_at(const row_table *t, uint32_t r) {
-    return &t->slabs[r >> t->slab_shift].steps[r & ((1u << t->slab_shift) - 1)];
+    return row_table_step_at(t, r);
 }
 
 static void index_place(row_index_slot *index, uint64_t mask, uint64_t id, uint64_t hash,
@@ -100,6 +74,7 @@ fail:
 void row_table_destroy(row_table *t) {
     if (!t)
         return;
+    row_table_unpin(t);
     for (uint32_t i = 0; i < t->nslabs; i++)
         free(t->slabs[i].rows);
     free(t->slabs);
@@ -163,7 +138,10 @@ static ps_status index_grow(row_table *t, uint64_t rows) {
         if (s->row != ROW_TABLE_NONE)
             index_place(index, cap - 1, s->id, row_table_hash(t->salt, s->id), s->row);
     }
-    free(t->index);
+    if (t->pin.index == t->index)
+        t->pin.index_owned = true; /* a pin still reads it: it frees it */
+    else
+        free(t->index);
     t->index = index;
     t->mask = cap - 1;
     return PS_STATUS_OK;
@@ -181,7 +159,7 @@ static ps_status slabs_grow(row_table *t, uint64_t rows) {
             t->slabs_cap = cap;
         }
         /* slab_rows is even, so the steps after the floats are 8-byte aligned */
-        float *mem = malloc(slab_rows * (t->stride * sizeof(float) + sizeof(uint64_t)));
+        float *mem = malloc(row_table_slab_bytes(t));
         if (!mem)
             return PS_STATUS_NO_MEMORY;
         t->slabs[t->nslabs].rows = mem;

@@ -105,4 +105,37 @@ void row_table_gather(const row_table *t, size_t n, const uint32_t *rows, uint32
 void row_table_scatter(row_table *t, size_t n, const uint32_t *rows, uint32_t planes,
                        const float *in, bool bump_steps);
 
+/* ---- pins: an export's point-in-time view (image.h), and whole-row writes ----------
+ * A pin remembers the rows held, the index and the slabs at one moment. While a table is
+ * pinned, whoever writes rows in place (row_table_scatter, row_table_write) first calls
+ * row_table_unshare on them: a pinned slab is then copied aside once, before its first
+ * write, and the pin reads the copy (copy on write); an index that grows is kept for the
+ * pin; rows added meanwhile lie past the pinned count and are not read. So the pin
+ * reads the rows as they were when it was taken, while pushes go on. One pin at a time.
+ * Locks as for the rest: the table's write lock for pin, unpin, unshare and write, its
+ * read lock (at least) for the reads. */
+
+/* Pins the table. FAILED_PRECONDITION when it is pinned already, NO_MEMORY. */
+ps_status row_table_pin(row_table *t);
+/* Drops the pin and the copies it holds (none: does nothing). */
+void row_table_unpin(row_table *t);
+/* Rows the pin holds (0 without a pin). */
+uint64_t row_table_pin_count(const row_table *t);
+/* Copies aside each pinned slab that rows[0..n) fall in and that is not copied yet.
+ * NO_MEMORY: a copy could not be made (the copies made stay; write nothing then). */
+ps_status row_table_unshare(row_table *t, size_t n, const uint32_t *rows);
+/* Reads the pinned rows met from index slot *cursor on, at most `max` of them: ids,
+ * steps, weights (dim floats each) and state (slots * dim each; may be NULL when slots is
+ * 0). *cursor moves past the slots looked at; returns the rows read. Done when *cursor
+ * reaches row_table_pin_slots. */
+size_t row_table_pin_read(const row_table *t, uint64_t *cursor, size_t max, uint64_t *ids,
+                          uint64_t *steps, float *values, float *state);
+/* Index slots the pin's index has (0 without a pin). */
+uint64_t row_table_pin_slots(const row_table *t);
+
+/* Writes whole rows: n rows' weights (dim floats each), state (slots * dim each; NULL
+ * when slots is 0) and step counts. Call row_table_unshare on them first. */
+void row_table_write(row_table *t, size_t n, const uint32_t *rows, const float *values,
+                     const float *state, const uint64_t *steps);
+
 #endif

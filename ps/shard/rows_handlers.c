@@ -2,6 +2,7 @@
  * PushRows (see handlers.h): counts and the spec checked before anything is sized,
  * placement checked on each row's key (ps_key_row), then the row store. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "handlers.h"
 #include "ps.pb-c.h"
@@ -13,8 +14,8 @@
 #define ROWS_REPLY_BYTES_PER_ROW 10u
 
 /* What both handlers check first: names, the spec, the row count, then that this
- * shard owns every row under the request's epoch. Fills *ret_spec. */
-static ps_status check_rows(shard_ctx *ctx, rpc_ctx *rc, const char *what, uint64_t epoch,
+ * shard owns every row under the request's epoch (as any owner for reads). Fills *ret_spec. */
+static ps_status check_rows(shard_ctx *ctx, rpc_ctx *rc, const char *what, bool any, uint64_t epoch,
                             const char *model, const char *table, const Ps__TableSpec *msg,
                             size_t n, const uint64_t *ids, table_spec *ret_spec) {
     if (!model || !*model || !table || !*table)
@@ -35,8 +36,63 @@ static ps_status check_rows(shard_ctx *ctx, rpc_ctx *rc, const char *what, uint6
     uint64_t table_key = ps_key_table(model, table);
     for (size_t i = 0; i < n; i++)
         keys[i] = ps_key_row_in(table_key, ids[i]);
-    ps_status st = shard_check_owner(ctx, rc, epoch, n, keys);
+    ps_status st = shard_check_owner(ctx, rc, any, epoch, n, keys);
     free(keys);
+    return st;
+}
+
+/* What is left of a rows push a request applied some rows of before (a retry). */
+typedef struct rows_rest {
+    row_push push; /* the rows not applied yet, when n > 0 */
+    size_t n;
+    bool all_done; /* every row was applied before */
+    uint64_t *ids;
+    uint8_t *values;
+} rows_rest;
+
+/* Fills *rest when the push's request applied some of its rows before; *ret_pos gets the
+ * journal position they were applied at. RESOURCE_EXHAUSTED set on rc. */
+static ps_status dedup_rows(shard_ctx *ctx, rpc_ctx *rc, const row_push *p, rows_rest *rest,
+                            uint64_t *ret_pos) {
+    if (!p->request_id || p->n == 0 || !p->values ||
+        p->values_len != p->n * (size_t)p->spec->dim * 4) /* the store refuses it whole */
+        return PS_STATUS_OK;
+    uint64_t *keys = malloc(p->n * sizeof *keys + 1);
+    bool *applied = calloc(p->n + 1, sizeof *applied);
+    ps_status st = PS_STATUS_OK;
+    if (!keys || !applied) {
+        st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu rows", p->n);
+        goto out;
+    }
+    uint64_t table = ps_key_table(p->model, p->table);
+    for (size_t i = 0; i < p->n; i++)
+        keys[i] = ps_key_row_in(table, p->ids[i]);
+    size_t done = dedup_lookup(ctx->dedup, p->request_id, p->n, keys, applied, ret_pos);
+    rest->all_done = done == p->n;
+    if (done == 0 || done == p->n)
+        goto out;
+    size_t row = (size_t)p->spec->dim * 4, m = 0;
+    rest->ids = malloc((p->n - done) * sizeof *rest->ids + 1);
+    rest->values = malloc((p->n - done) * row + 1);
+    if (!rest->ids || !rest->values) {
+        st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu rows", p->n);
+        goto out;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        if (applied[i])
+            continue;
+        rest->ids[m] = p->ids[i];
+        memcpy(rest->values + m * row, p->values + i * row, row);
+        m++;
+    }
+    rest->push = *p;
+    rest->push.n = rest->n = m;
+    rest->push.ids = rest->ids;
+    rest->push.values = rest->values;
+    rest->push.values_len = m * row;
+out:
+    free(keys);
+    free(applied);
     return st;
 }
 
@@ -49,7 +105,7 @@ ps_status shard_handle_pull_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
     shard_ctx *ctx = user;
     const Ps__PullRowsRequest *req = (const Ps__PullRowsRequest *)msg;
     table_spec spec;
-    ps_status st = check_rows(ctx, rc, "pull", req->epoch, req->model, req->table, req->spec,
+    ps_status st = check_rows(ctx, rc, "pull", true, req->epoch, req->model, req->table, req->spec,
                               req->n_ids, req->ids, &spec);
     if (st != PS_STATUS_OK)
         return st;
@@ -114,8 +170,8 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "push carries its values field %zu times: send it once", n_values);
     table_spec spec;
-    st = check_rows(ctx, rc, "push", req->epoch, req->model, req->table, req->spec, req->n_ids,
-                    req->ids, &spec);
+    st = check_rows(ctx, rc, "push", false, req->epoch, req->model, req->table, req->spec,
+                    req->n_ids, req->ids, &spec);
     if (st != PS_STATUS_OK)
         return st;
     optim_spec optimizer;
@@ -131,16 +187,30 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         .values = n_values ? vv[0].data : NULL,
         .values_len = n_values ? vv[0].len : 0,
         .skip_non_finite = req->skip_non_finite,
+        .request_id = req->request_id,
     };
     char err[RPC_DETAILS_MAX];
-    uint64_t lsn = 0;
+    uint64_t lsn = 0, done_pos = 0;
     push.ret_lsn = &lsn;
+    rows_rest rest = {0};
     Ps__PushRowsResponse resp = PS__PUSH_ROWS_RESPONSE__INIT;
-    st = row_store_push(ctx->rows, &push, &resp.created, &resp.skipped, err, sizeof err);
-    if (st != PS_STATUS_OK)
-        return store_error(rc, st == PS_STATUS_IO ? PS_STATUS_UNAVAILABLE : st, err);
-    if ((st = shard_wait_durable(ctx, rc, lsn, "rows push")) != PS_STATUS_OK)
-        return st;
+    if ((st = dedup_rows(ctx, rc, &push, &rest, &done_pos)) != PS_STATUS_OK)
+        goto out;
+    if (rest.n || !rest.all_done) {
+        st = row_store_push(ctx->rows, rest.n ? &rest.push : &push, &resp.created, &resp.skipped,
+                            err, sizeof err);
+        if (st != PS_STATUS_OK) {
+            st = store_error(rc, st == PS_STATUS_IO ? PS_STATUS_UNAVAILABLE : st, err);
+            goto out;
+        }
+    }
+    if ((st = shard_wait_durable(ctx, rc, lsn > done_pos ? lsn : done_pos, "rows push")) !=
+        PS_STATUS_OK)
+        goto out;
     resp.incarnation = ctx->incarnation;
-    return rpc_ctx_reply(rc, &resp.base);
+    st = rpc_ctx_reply(rc, &resp.base);
+out:
+    free(rest.ids);
+    free(rest.values);
+    return st;
 }

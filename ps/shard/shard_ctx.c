@@ -12,6 +12,7 @@
 #include "journal.h"
 #include "ps.pb-c.h"
 #include "shard_limits.h"
+#include "util.h"
 
 /* A random non-zero 64-bit incarnation. */
 static ps_status draw_incarnation(uint64_t *ret) {
@@ -58,12 +59,32 @@ ps_status shard_ctx_create(const shard_ctx_opts *opts, shard_ctx **ret_ctx) {
     placement_opts po = {.self_id = opts->id};
     if ((st = placement_create(&po, &ctx->placement)) != PS_STATUS_OK)
         goto fail;
+    replicator_opts rpo = {.self_id = opts->id,
+                           .incarnation = ctx->incarnation,
+                           .chunks = ctx->store,
+                           .rows = ctx->rows,
+                           .position = shard_journal_position,
+                           .position_arg = ctx};
+    if ((st = replicator_create(&rpo, &ctx->repl)) != PS_STATUS_OK)
+        goto fail;
+    if ((st = repl_inbox_create(&ctx->inbox)) != PS_STATUS_OK)
+        goto fail;
+    if ((st = dedup_create(0, &ctx->dedup)) != PS_STATUS_OK)
+        goto fail;
+    if (pthread_mutex_init(&ctx->journal_lock, NULL) != 0) {
+        st = PS_STATUS_NO_MEMORY;
+        goto fail;
+    }
+    ctx->journal_lock_made = true;
+    shard_journal_start(ctx); /* positions order the backups' queues even without a log */
     ctx->max_subscribers =
         opts->max_subscribers ? opts->max_subscribers : SHARD_DEFAULT_MAX_SUBSCRIBERS;
     atomic_init(&ctx->subscribers, 0);
     ctx->keepalive_ms = opts->keepalive_ms > 0 ? opts->keepalive_ms : SHARD_KEEPALIVE_MS;
     ctx->ring_refresh = opts->ring_refresh;
     ctx->ring_refresh_arg = opts->ring_refresh_arg;
+    ctx->opts = *opts;
+    ctx->opts.id = NULL; /* not owned: ctx->id is the copy */
     *ret_ctx = ctx;
     return PS_STATUS_OK;
 
@@ -72,24 +93,82 @@ fail:
     return st;
 }
 
-ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode,
-                                 wal_recovery *ret_rec, char *err, size_t err_len) {
-    journal_target target = {.chunks = ctx->store, .rows = ctx->rows};
-    wal_opts wo = {.dir = dir, .fsync = mode, .replay = journal_replay, .replay_arg = &target};
-    ps_status st = wal_open(&wo, ret_rec, &ctx->wal, err, err_len);
+/* Makes the update log and the chunk store again, empty, with seqs after `seq`, so that
+ * the versions a snapshot brings stay older than every new one (before serving: nothing
+ * holds them yet). */
+static ps_status restart_seq(shard_ctx *ctx, uint64_t seq) {
+    update_log *log = NULL;
+    store *s = NULL;
+    update_log_opts lo = {.max_bytes = ctx->opts.log_bytes, .start_seq = seq};
+    store_opts so = {.quota = ctx->quota, .name = ctx->id};
+    ps_status st = update_log_create(&lo, &log);
+    so.log = log;
+    if (st == PS_STATUS_OK && (st = store_create(&so, &s)) != PS_STATUS_OK)
+        update_log_destroy(log);
     if (st != PS_STATUS_OK)
         return st;
-    store_journal j = journal_for(ctx->wal);
-    store_set_journal(ctx->store, &j);
-    row_journal rj = journal_rows_for(ctx->wal);
-    row_store_set_journal(ctx->rows, &rj);
+    store_destroy(ctx->store);
+    update_log_destroy(ctx->log);
+    ctx->store = s;
+    ctx->log = log;
     return PS_STATUS_OK;
+}
+
+ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode,
+                                 snapshot_recovery *ret_rec, char *err, size_t err_len) {
+    ctx->replaying = true; /* a replay writes nothing; the journal only remembers requests */
+    snapshot_info head;
+    bool found = false;
+    store_stats ss;
+    store_get_stats(ctx->store, &ss);
+    ps_status st = snapshot_newest(dir, &found, &head, err, err_len);
+    if (st == PS_STATUS_OK && found && head.max_version >= ss.seq &&
+        (st = restart_seq(ctx, head.max_version)) != PS_STATUS_OK)
+        ps_set_err(err, err_len, "out of memory restarting the sequence numbers");
+    journal_target target = {.chunks = ctx->store, .rows = ctx->rows};
+    uint64_t seg = snapshot_segment_bytes(ctx->opts.snapshot_log_bytes);
+    snapshot_recover_opts ro = {.wal = {.dir = dir, .fsync = mode, .segment_bytes = seg},
+                                .target = {.chunks = ctx->store, .rows = ctx->rows},
+                                .replay = journal_replay,
+                                .replay_arg = &target,
+                                .skipped = shard_journal_remember, /* request ids only */
+                                .skipped_arg = ctx};
+    snapshot_recovery rec = {0};
+    shard_journal_start(ctx); /* on the stores as they are now */
+    replicator_set_stores(ctx->repl, ctx->store, ctx->rows);
+    if (st == PS_STATUS_OK)
+        st = snapshot_recover(&ro, &rec, &ctx->wal, err, err_len);
+    snapshot_taker_opts to = {.dir = dir,
+                              .chunks = ctx->store,
+                              .rows = ctx->rows,
+                              .wal = ctx->wal,
+                              .log_bytes = ctx->opts.snapshot_log_bytes,
+                              .log_since = rec.log_bytes,
+                              .last_lsn = rec.loaded ? rec.snap.lsn : 0,
+                              .on_event = ctx->opts.on_snapshot,
+                              .on_event_arg = ctx->opts.on_snapshot_arg};
+    if (st == PS_STATUS_OK && (st = snapshot_taker_create(&to, &ctx->snapshots)) != PS_STATUS_OK)
+        ps_set_err(err, err_len, "cannot start the snapshot thread");
+    if (st == PS_STATUS_OK && ret_rec)
+        *ret_rec = rec;
+    ctx->replaying = false;
+    return st;
 }
 
 void shard_ctx_destroy(shard_ctx *ctx) {
     if (!ctx)
         return;
-    wal_close(ctx->wal); /* the server is gone: nothing appends any more */
+    replicator_destroy(ctx->repl); /* the server is gone: no handler waits on it */
+    if (ctx->snapshots) {          /* a clean shutdown: a last snapshot, so a start is quick */
+        char err[512] = "";
+        snapshot_taker_take_now(ctx->snapshots, NULL, err, sizeof err);
+        snapshot_taker_destroy(ctx->snapshots);
+    }
+    wal_close(ctx->wal); /* nothing appends any more */
+    repl_inbox_destroy(ctx->inbox);
+    dedup_destroy(ctx->dedup);
+    if (ctx->journal_lock_made)
+        pthread_mutex_destroy(&ctx->journal_lock);
     placement_destroy(ctx->placement);
     store_destroy(ctx->store);
     row_store_destroy(ctx->rows);
@@ -119,6 +198,9 @@ void shard_ctx_methods(shard_ctx *ctx, rpc_method ret_methods[SHARD_METHOD_COUNT
         /* row gradients arrive as a view into the payload (field 15), like Push's */
         {"/ps.ParameterServer/PushRows", RPC_METHOD_UNARY, &ps__push_rows_request__descriptor,
          shard_handle_push_rows, ctx, 15},
+        /* a primary's changes, on a thread of its own: the primary's handlers wait on it */
+        {"/ps.ParameterServer/Replicate", RPC_METHOD_UNARY_OWN_THREAD,
+         &ps__replicate_request__descriptor, shard_handle_replicate, ctx, 15},
     };
     memcpy(ret_methods, methods, sizeof methods);
 }
@@ -138,8 +220,11 @@ const char *shard_id(const shard_ctx *ctx) {
 ps_status shard_ring_install(shard_ctx *ctx, const Ps__Ring *ring, shard_ring_change *ret_change) {
     placement_info info;
     bool installed = false;
+    placement_set_replication(ctx->placement, ring->replication);
     ps_status st =
         placement_ring_install(ctx->placement, ring->ring.data, ring->ring.len, &installed, &info);
+    if (st == PS_STATUS_OK && installed) /* a ring too new for the replicator: NO_MEMORY */
+        (void)replicator_set_ring(ctx->repl, ring->ring.data, ring->ring.len, ring->replication);
     if (st == PS_STATUS_OK && ret_change) {
         ret_change->installed = installed;
         ret_change->epoch = info.epoch;

@@ -17,6 +17,7 @@
 
 #include "coordinator.pb-c.h"
 #include "rpc.h"
+#include "snapshot.h"
 #include "status.h"
 #include "wal.h"
 
@@ -35,24 +36,33 @@ typedef struct shard_ctx_opts {
     int keepalive_ms;         /* idle stream keepalive; 0 = SHARD_KEEPALIVE_MS */
     shard_ring_refresh_fn ring_refresh; /* may be NULL */
     void *ring_refresh_arg;
+    uint64_t snapshot_log_bytes;   /* with a data dir: a snapshot each time the log grew this
+                                      much (--snapshot-log-mb); 0 = 256 MiB */
+    snapshot_event_fn on_snapshot; /* after each snapshot, on its thread (may be NULL) */
+    void *on_snapshot_arg;
 } shard_ctx_opts;
 
 ps_status shard_ctx_create(const shard_ctx_opts *opts, shard_ctx **ret_ctx);
-/* Makes the chunk store durable: opens the write-ahead log in `dir` (wal.h), replays it
- * into the store (journal.h), then journals every push and delete, and the handlers
- * answer only once their record is durable per `mode`. Call once, before serving.
- * ret_rec (may be NULL) says what recovery found (a torn tail cut: log it). On failure
- * (corruption: PARSE naming file and offset; IO; a record the store refuses) err says
- * why and the shard must not serve. Chunks and sparse-row pushes are journaled. */
+/* Makes the stores durable in `dir`: loads the newest snapshot (snapshot.h; the seqs
+ * start past its largest version), opens the write-ahead log (wal.h) and replays the
+ * records after the snapshot (journal.h), then journals every push and delete (the
+ * handlers answer only once their record is durable per `mode`) and starts the thread
+ * that takes a snapshot each time the log grew by opts.snapshot_log_bytes;
+ * shard_ctx_destroy takes a last one. Call once, before serving. ret_rec (may be NULL)
+ * says what recovery found (the snapshot; a torn tail cut: log it). On failure
+ * (corruption of the log or the snapshot: PARSE naming file and offset; a log that does
+ * not continue from the snapshot; IO; a record the store refuses) err says why and the
+ * shard must not serve. Chunks and sparse-row pushes are journaled. */
 ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode,
-                                 wal_recovery *ret_rec, char *err, size_t err_len);
+                                 snapshot_recovery *ret_rec, char *err, size_t err_len);
 
 /* Call after the rpc server that serves the context is destroyed. Accepts NULL. */
 void shard_ctx_destroy(shard_ctx *ctx);
 
-/* The shard's methods (Pull, Push, Subscribe, Health, Stat, Delete, PullRows, PushRows) with ctx as
+/* The shard's methods (Pull, Push, Subscribe, Health, Stat, Delete, PullRows, PushRows,
+ * Replicate) with ctx as
  * their user pointer, for rpc_server_serve. */
-#define SHARD_METHOD_COUNT 8
+#define SHARD_METHOD_COUNT 9
 void shard_ctx_methods(shard_ctx *ctx, rpc_method ret_methods[SHARD_METHOD_COUNT]);
 
 /* Ends every Subscribe stream (shutdown: call before destroying the server). */

@@ -108,7 +108,7 @@ void store_chunk_free(store_chunk *c) {
     if (!c)
         return;
     update_log_values_unref(c->values);
-    free(c->state);
+    update_log_values_unref(c->state);
     free(c->name);
     free(c);
 }
@@ -226,7 +226,7 @@ static ps_status read_locked(store *s, size_t n, const uint64_t *keys, uint64_t 
             ret_info[i] =
                 (store_state_info){.kind = c->state_kind, .steps = c->steps, .state_floats = sf};
             if (sf)
-                memcpy(state + soff, c->state, (size_t)sf * sizeof(float));
+                memcpy(state + soff, c->state->data, (size_t)sf * sizeof(float));
             soff += sf;
         }
     }

@@ -75,6 +75,9 @@ typedef struct store_push {
     const optim_spec *optimizer; /* OPTIMIZE: the optimizer the gradients are for */
     bool skip_non_finite;        /* OPTIMIZE: skip (and count) keys whose gradients hold a
                                     NaN or infinity instead of refusing the push */
+    bool from_peer;              /* a copy from the keys' primary (replication): the
+                                    journal writes it but does not send it on */
+    uint64_t request_id;         /* the client's id of the push (dedup.h); 0: none */
 } store_push;
 
 /* Where the store writes what it applies, so a restart can replay it (journal.h): each

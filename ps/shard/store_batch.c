@@ -126,8 +126,8 @@ static ps_status apply_compute(store_batch *b, char *err, size_t err_len) {
         if (skipped(b, i))
             continue;
         const store_chunk *c = b->found[i];
-        float *g = b->blocks[i]->data, *st = b->state_new[i];
-        const float *old_state = c->state;
+        float *g = b->blocks[i]->data, *st = b->state_new[i]->data;
+        const float *old_state = c->state ? c->state->data : NULL;
         if (c->state_kind == OPTIM_NONE) {
             optimizer_state_init(o, c->len, st);
             old_state = st;
@@ -204,7 +204,7 @@ static void apply_key(store *s, store_batch *b, size_t i, update_log_entry *e, u
         if (c->state_kind == OPTIM_NONE)        /* its first step: the state is new */
             s->bytes +=
                 (uint64_t)c->len * sizeof(float) * optim_spec_slots(b->push.optimizer->kind);
-        float *old = c->state;
+        update_log_values *old = c->state;
         c->state = b->state_new[i];
         b->state_new[i] = old;
         c->state_kind = b->push.optimizer->kind;

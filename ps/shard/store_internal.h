@@ -22,9 +22,11 @@ typedef struct store_chunk {
     update_log_values *values; /* len floats. Never written while anyone but this chunk
                                   holds it (log entries, Pull replies in flight): a
                                   push then publishes a new block instead */
-    float *state;          /* optimizer state: optim_spec_slots(state_kind) * len floats, or NULL */
-    uint64_t steps;        /* optimizer steps applied */
-    optim_kind state_kind; /* the optimizer that made the state; OPTIM_NONE: none yet */
+    update_log_values *state;  /* optimizer state: optim_spec_slots(state_kind) * len floats,
+                                  or NULL. Like values, never written once published (a step
+                                  publishes a new block), so an export may hold it */
+    uint64_t steps;            /* optimizer steps applied */
+    optim_kind state_kind;     /* the optimizer that made the state; OPTIM_NONE: none yet */
 } store_chunk;
 
 /* Bytes a chunk holds: its values and its optimizer state. */
@@ -74,12 +76,12 @@ struct store_batch {
     store_chunk **slots;          /* a bigger table prepared outside the lock, or NULL;
                                      after apply, the replaced table */
     size_t slots_cap;
-    float **state_new; /* OPTIMIZE: n buffers for the new state (NULL for a skipped
-                          key); after apply, the replaced states; ASSIGN: after apply,
-                          the states it dropped */
-    bool *skip;        /* OPTIMIZE with skip_non_finite: keys skipped, or NULL */
-    uint64_t skipped;  /* keys skipped */
-    uint64_t lsn;      /* its journal record, once applied (0: none) */
+    update_log_values **state_new; /* OPTIMIZE: n blocks for the new state (NULL for a
+                                      skipped key); after apply, the replaced states;
+                                      ASSIGN: after apply, the states it dropped */
+    bool *skip;                    /* OPTIMIZE with skip_non_finite: keys skipped, or NULL */
+    uint64_t skipped;              /* keys skipped */
+    uint64_t lsn;                  /* its journal record, once applied (0: none) */
     bool applied;
 };
 

@@ -115,7 +115,7 @@ void store_batch_destroy(store_batch *b) {
         if (b->names)
             free(b->names[i]);
         if (b->state_new)
-            free(b->state_new[i]);
+            update_log_values_unref(b->state_new[i]);
     }
     free(b->blocks);
     free(b->sums);
@@ -187,8 +187,8 @@ static ps_status prepare_key(store *s, store_batch *b, size_t i, piece_cursor *c
     }
     if (p->op == UPDATE_LOG_OP_OPTIMIZE) {
         size_t floats = (size_t)len * optim_spec_slots(p->optimizer->kind);
-        b->state_new[i] = store_malloc(s, floats * sizeof(float));
-        if (!b->state_new[i])
+        if (store_alloc_fails(s) ||
+            update_log_values_create((uint32_t)floats, &b->state_new[i]) != PS_STATUS_OK)
             return PS_STATUS_NO_MEMORY;
     }
     return PS_STATUS_OK;

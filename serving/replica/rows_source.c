@@ -7,6 +7,7 @@
 
 #include "psclient.h"
 #include "rows_source.h"
+#include "shard_source.h"
 #include "util.h"
 
 struct rows_source {
@@ -106,6 +107,8 @@ ps_status rows_source_pull(rows_source *src, const char *model, const char *tabl
     if (!c) {
         char why[512] = "";
         st = ps_client_create(src->coordinator, &c, why, sizeof why);
+        if (st == PS_STATUS_OK) /* an inference waits for a failover a short while only */
+            ps_client_set_failover_wait(c, SERVE_FAILOVER_WAIT_MS);
         if (st != PS_STATUS_OK) {
             client_give(src, NULL);
             ps_set_err(err, err_len, "cannot reach the coordinator at %s to find the shards: %s",

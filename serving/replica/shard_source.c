@@ -41,6 +41,9 @@ static ps_status pull(void *arg, size_t n, const uint64_t *keys, float *const *d
         ps_status st = ps_client_create(src->coordinator, &src->client, err, err_len);
         if (st != PS_STATUS_OK)
             return st;
+        /* a replica has its own retries (sync); waiting long here would hold a load, or
+         * a shutdown, for as long */
+        ps_client_set_failover_wait(src->client, SERVE_FAILOVER_WAIT_MS);
     }
     ps_status st = ps_client_pull(src->client, n, keys, dst, lens, ret_versions);
     if (st != PS_STATUS_OK) {

@@ -12,6 +12,11 @@
 #include "served.h"
 #include "status.h"
 
+/* How long a replica's reads wait for a failover to move a dead shard's keys to their
+ * next owner (ps_client_set_failover_wait) before they fail: its loads are retried by
+ * the sync loop, and an inference should not hang on a dead shard. */
+#define SERVE_FAILOVER_WAIT_MS 2000
+
 typedef struct shard_source_opts {
     const char *coordinator; /* "host:port" (copied) */
 } shard_source_opts;

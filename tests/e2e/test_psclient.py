@@ -153,7 +153,7 @@ def test_a_stale_ring_resends_only_the_refused_requests(make_cluster):
     held no data yet): the shards refuse the keys they no longer own (ABORTED), the
     client fetches the ring and sends those again, and only those: an ADD whose
     requests partly succeeded lands exactly once everywhere."""
-    cl = make_cluster(shards=2)
+    cl = make_cluster(shards=2, replication=1)  # one copy: Health counts primaries
     register(cl, dense_config("moving", 64, 64), {"fc.weight": (64, 64), "fc.bias": (64,)}, 16)
     # one chunk a request, so that some requests succeed and others are refused
     stale_assign = psclient.Client(cl.coordinator, max_request_bytes=128)
@@ -313,12 +313,13 @@ def test_refused_requests_and_only_they_go_round_again(monkeypatch):
 
     script, seen = [], []
 
-    def fake_round(router, op, pending):
+    def fake_round(router, op, pending, again=False):
         seen.append(sorted(pending.tolist()))
-        return script.pop(0)(pending)
+        return script.pop(0)(pending) + ([],)  # no shard unreachable
 
     router = routing.Router.__new__(routing.Router)
     router.refresh_ring = lambda: None
+    router.replication = 1
     monkeypatch.setattr(routing.Router, "_round", fake_round)
     monkeypatch.setattr(routing, "BACKOFF_S", 0)
     script[:] = [lambda p: ([p[:3]], [(p[3:5], error(grpc.StatusCode.FAILED_PRECONDITION))], None),

@@ -162,8 +162,9 @@ def run_psctl(*args, coordinator=None, json_mode=True, env_extra=None, cwd=None,
 class Cluster:
     """A coordinator and shards on loopback ports, in a temporary directory."""
 
-    def __init__(self, tmp, shards=3, state_dir=None):
+    def __init__(self, tmp, shards=3, state_dir=None, replication=None):
         self.tmp = pathlib.Path(tmp)
+        self.replication = replication  # None: the coordinator's default (2)
         self.state_dir = pathlib.Path(state_dir) if state_dir else self.tmp / "coordinator"
         self.procs = {}
         self.coordinator_port = 0
@@ -178,9 +179,11 @@ class Cluster:
 
     def start_coordinator(self):
         """Starts (or restarts, on the same port) the coordinator."""
-        p = Proc("coordinator", [COORDINATOR_BIN, "--listen", f"127.0.0.1:{self.coordinator_port}",
-                                 "--state-dir", self.state_dir, "--heartbeat-ms", HEARTBEAT_MS],
-                 self.tmp)
+        argv = [COORDINATOR_BIN, "--listen", f"127.0.0.1:{self.coordinator_port}",
+                "--state-dir", self.state_dir, "--heartbeat-ms", HEARTBEAT_MS]
+        if self.replication:
+            argv += ["--replication", self.replication]
+        p = Proc("coordinator", argv, self.tmp)
         self.procs["coordinator"] = p
         self.coordinator_port = p.port
         return p

@@ -4,7 +4,8 @@ hiding a quarter of the chunks (and `psctl ring add` says why it refuses); `ring
 remove` asks the shard itself, also right after a coordinator restart (--force only
 for a shard that cannot be asked); a damaged state file stops the coordinator with a
 message; hostile RegisterModel/Register requests and piles of unread watch streams get
-clear statuses while the coordinator keeps serving; deaths and returns are logged."""
+clear statuses while the coordinator keeps serving; deaths and returns are logged.
+These pin the one-copy policies (--replication 1): test_replication.py covers R = 2."""
 import json
 import signal
 import subprocess
@@ -59,7 +60,7 @@ def wait_for(what, fn, timeout=15):
 # ================================================================ D6: joining a loaded ring ===
 
 def test_new_shard_waits_off_a_ring_that_holds_data(make_cluster, tmp_path):
-    c = make_cluster()
+    c = make_cluster(replication=1)
     tensors = upload_tiny(c, tmp_path)
     epoch = c.ok("ring", "list")["epoch"]
     holding = {sid: shard_keys(c.procs[sid].addr) for sid in ("shard-1", "shard-2", "shard-3")}
@@ -99,7 +100,7 @@ def test_new_shard_waits_off_a_ring_that_holds_data(make_cluster, tmp_path):
 
 def test_shards_started_before_any_upload_all_join(make_cluster, tmp_path):
     """What scripts/cluster up does: every shard starts before data arrives."""
-    c = make_cluster(shards=2)
+    c = make_cluster(replication=1, shards=2)
     c.start_shard("shard-3")
     s3 = wait_for("shard-3 on the ring", lambda: shards_of(c).get("shard-3", {}).get("in_ring"))
     assert s3
@@ -109,7 +110,7 @@ def test_shards_started_before_any_upload_all_join(make_cluster, tmp_path):
 
 
 def test_restarted_shard_goes_back_to_its_place(make_cluster, tmp_path):
-    c = make_cluster()
+    c = make_cluster(replication=1)
     upload_tiny(c, tmp_path)
     victim = c.procs["shard-2"]
     victim.proc.send_signal(signal.SIGKILL)
@@ -125,7 +126,7 @@ def test_restarted_shard_goes_back_to_its_place(make_cluster, tmp_path):
 # ================================================================ D8: removing a loaded shard ===
 
 def test_remove_of_a_loaded_shard_right_after_a_coordinator_restart(make_cluster, tmp_path):
-    c = make_cluster()
+    c = make_cluster(replication=1)
     upload_tiny(c, tmp_path)
     sid = "shard-1"
     keys = shard_keys(c.procs[sid].addr)
@@ -150,7 +151,7 @@ def test_remove_of_a_loaded_shard_right_after_a_coordinator_restart(make_cluster
 
 
 def test_force_removes_a_dead_shard(make_cluster, tmp_path):
-    c = make_cluster()
+    c = make_cluster(replication=1)
     upload_tiny(c, tmp_path)
     victim = c.procs["shard-3"]
     victim.proc.send_signal(signal.SIGKILL)
@@ -187,7 +188,7 @@ def start_coordinator_expecting_exit(tmp_path, state_dir):
 
 @pytest.mark.parametrize("damage", ["truncated", "wrong_type", "garbage"])
 def test_damaged_state_file_is_refused_at_start_up(make_cluster, tmp_path, damage):
-    c = make_cluster(shards=1)
+    c = make_cluster(replication=1, shards=1)
     upload_tiny(c, tmp_path)
     assert c.procs["coordinator"].stop() == 0
     path = c.state_dir / "coordinator.json"
@@ -240,7 +241,7 @@ def refused(call, request, code, words):
 
 
 def test_hostile_register_model_requests(make_cluster):
-    c = make_cluster(shards=1)
+    c = make_cluster(replication=1, shards=1)
     stub = coordinator_stub(c)
     reg = stub.RegisterModel
     bad = grpc.StatusCode.INVALID_ARGUMENT
@@ -272,7 +273,7 @@ def test_hostile_register_model_requests(make_cluster):
 
 
 def test_hostile_register_requests(make_cluster):
-    c = make_cluster(shards=1)
+    c = make_cluster(replication=1, shards=1)
     stub = coordinator_stub(c)
     bad = grpc.StatusCode.INVALID_ARGUMENT
     epoch = stub.GetRing(cpb.GetRingRequest(), timeout=10).epoch
@@ -291,7 +292,7 @@ def test_many_unread_watch_streams(make_cluster, tmp_path):
     """Hundreds of watches that never read: the ones past the limit are refused at once;
     the coordinator keeps answering (it sends to the unread ones without its lock, so a
     full stream stalls only itself) and counts closed watches back."""
-    c = make_cluster(shards=1)
+    c = make_cluster(replication=1, shards=1)
     channels = [grpc.insecure_channel(c.coordinator) for _ in range(4)]
     stubs = [cpb_grpc.CoordinatorStub(ch) for ch in channels]
     streams = []
@@ -342,7 +343,7 @@ def test_many_unread_watch_streams(make_cluster, tmp_path):
 # ================================================================ liveness log ===
 
 def test_death_and_return_are_logged(make_cluster):
-    c = make_cluster(shards=2)
+    c = make_cluster(replication=1, shards=2)
     shard = c.procs["shard-2"].proc
     shard.send_signal(signal.SIGSTOP)
     try:

@@ -22,7 +22,7 @@ def wait_for(pred, timeout=15, what="condition"):
 
 
 def test_status_counts_reachable_chunks(make_cluster, tmp_path):
-    c = make_cluster()
+    c = make_cluster(replication=1)  # one copy: a dead shard's chunks are unreachable
     d = write_model(tmp_path / "tinyreach", dict(TINY_CONFIG, name="tinyreach"), tiny_tensors(3))
     c.ok("model", "upload", d, "--chunk-floats", "8")
     model = next(m for m in c.ok("status")["models"] if m["name"] == "tinyreach")

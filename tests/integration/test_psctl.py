@@ -196,7 +196,12 @@ def test_locate_puts_every_chunk_on_a_shard_that_holds_it(cluster, tmp_path):
             values, version = shard_pull(c["addr"], doc["epoch"], int(c["key"], 16))
             assert np.array_equal(values, flat[lo:lo + 16]), (name, c)
             assert version >= 1 and c["floats"] == values.size
-            for other in set(addrs) - {c["shard"]}:  # nobody else answers for it
+            owner_ids = [o["id"] for o in c["owners"]]  # R = 2: the primary first
+            assert owner_ids[0] == c["shard"] and len(owner_ids) == 2, c
+            for o in c["owners"][1:]:  # a backup holds the same values
+                assert np.array_equal(shard_pull(o["addr"], doc["epoch"], int(c["key"], 16))[0],
+                                      values), (name, c, o)
+            for other in set(addrs) - set(owner_ids):  # nobody else answers for it
                 with pytest.raises(grpc.RpcError) as e:
                     shard_pull(addrs[other], doc["epoch"], int(c["key"], 16))
                 assert e.value.code() == grpc.StatusCode.ABORTED

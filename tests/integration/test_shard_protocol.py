@@ -67,9 +67,12 @@ def stop_all(tmp, procs):
         assert report is None, f"sanitizer report from {name}:\n{report}"
 
 
-def start_coordinator(tmp):
+def start_coordinator(tmp, replication=1):
+    """A coordinator; R = 1 by default here: these tests pin the single-owner protocol
+    (test_replication.py tests R = 2)."""
     return start(tmp, "coord", [BUILD / "ps" / "ps-coordinator", "--listen", "127.0.0.1:0",
-                                "--state-dir", pathlib.Path(tmp) / "st", "--heartbeat-ms", "200"])
+                                "--state-dir", pathlib.Path(tmp) / "st", "--heartbeat-ms", "200",
+                                "--replication", str(replication)])
 
 
 def start_shard(tmp, coord, sid, *flags):

@@ -25,7 +25,8 @@ except ImportError as e:  # pragma: no cover - a checkout without stubs
     raise ImportError(f"psclient's gRPC stubs are missing ({e}): run scripts/setup, which "
                       "generates them into ps/client/python/psclient/_proto/") from e
 
-for _mod, _names in ((pb, ("PushRowsRequest", "PullRowsRequest", "OptimizerSpec", "TableSpec")),
+for _mod, _names in ((pb, ("PushRowsRequest", "PullRowsRequest", "OptimizerSpec", "TableSpec",
+                            "ReplicateRequest")),
                      (cpb, ("GetModelRequest", "Ring"))):
     _missing = [n for n in _names if not hasattr(_mod, n)]
     if _missing:

@@ -11,7 +11,7 @@ from . import keys as keymod
 from ._wire import pb
 from .errors import Error
 from .messages import F32, optimizer_spec
-from .routing import Op
+from .routing import Op, new_request_id
 
 KEY_OVERHEAD = 16  # bytes per key besides its values: the key, its length, their tags
 
@@ -76,6 +76,7 @@ class DensePush(_TensorOp):
         self.item_bytes = (self.lengths * 4 + KEY_OVERHEAD +
                            np.array([len(n) + 3 for n in self.names], dtype=np.int64))
         self.skipped = 0
+        self.request_id = new_request_id()  # the same on every try: each key lands once
 
     def request(self, idx, epoch):
         v = self.values
@@ -83,7 +84,8 @@ class DensePush(_TensorOp):
                         zip(self.starts[idx].tolist(), self.lengths[idx].tolist()))
         req = pb.PushRequest(epoch=epoch, keys=self.keys[idx].tolist(),
                              lengths=self.lengths[idx].tolist(), op=self.op,
-                             names=[self.names[i] for i in idx.tolist()], values=data)
+                             names=[self.names[i] for i in idx.tolist()], values=data,
+                             request_id=self.request_id)
         if self.op == pb.PUSH_OPTIMIZE:
             req.optimizer.CopyFrom(self.optimizer)
             req.skip_non_finite = self.skip_non_finite

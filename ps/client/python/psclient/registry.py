@@ -1,8 +1,10 @@
 """registry.py: the model registry as the client sees it: each model's entry
 (ModelInfo: version, tensors with shape and chunking, config.json) fetched from the
 coordinator and cached for MAX_AGE_S, since psctl may change a model's config (its
-optimizers' hyper-parameters) while training runs. The training part of config.json is
-parsed on first use, so a pull never fails over a training section it does not need.
+optimizers' hyper-parameters) while training runs. While the coordinator cannot be
+reached (down, restarting), an entry already held is used, and asked for again at the
+next use. The training part of config.json is parsed on first use, so a pull never
+fails over a training section it does not need.
 """
 import json
 import time
@@ -15,6 +17,9 @@ from .errors import Error
 from .routing import COORDINATOR_TIMEOUT_S
 
 MAX_AGE_S = 1.0
+# Codes that say the coordinator could not be asked (down, restarting, unreachable):
+# an entry already held is used meanwhile, so pushes its shards can take go on.
+COORDINATOR_AWAY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 class Tensor:
@@ -112,8 +117,13 @@ class Registry:
         e = self._cache.get((model, version))
         if fresh or e is None or now - e.fetched_at > self._max_age_s:
             req = cpb.GetModelRequest(name=model, version=version)
-            info = self._call(f"get model {model} version {version or 'latest'}",
-                              self._coord.GetModel, req)
+            try:
+                info = self._call(f"get model {model} version {version or 'latest'}",
+                                  self._coord.GetModel, req)
+            except Error as err:
+                if fresh or e is None or err.code not in COORDINATOR_AWAY:
+                    raise
+                return e  # the coordinator is away: the entry held still routes; ask next time
             e = Entry(info, now)
             self._cache[(model, version)] = e
         return e

@@ -2,9 +2,11 @@
 sends (Ring.ring = hashring_serialize, hashring/hashring.[ch]), placing keys exactly as
 hashring_owners does in C.
 
-Format (little-endian): "PSRG", u32 format version 1, u64 epoch, u32 vnodes per
-weight, u32 member count, then per member in index order (ids in strcmp order):
-u32 weight, u16 id length, id bytes, u16 address length, address bytes.
+Format (little-endian): "PSRG", u32 format version (1 or 2), u64 epoch, u32 vnodes
+per weight, u32 member count, then per member in index order (ids in strcmp order):
+u32 weight, u16 id length, id bytes, u16 address length, address bytes; in version 2
+also u8 has_tokens (0 or 1) and, when 1, u32 n and n u64 tokens, strictly ascending:
+the member's explicit points (`ring add --balanced`) instead of hashed ones.
 
 Placement: member i owns weight_i * vnodes points; point v of a member sits at
 XXH3-64(id bytes, one 0 byte, v as 4 LE bytes). Points are sorted by (hash, member
@@ -18,7 +20,7 @@ import numpy as np
 import xxhash
 
 WIRE_MAGIC = b"PSRG"
-WIRE_VERSION = 1
+WIRE_VERSIONS = (1, 2)  # 1: hashed positions only; 2: a tokens flag per member
 DEFAULT_VNODES = 1000  # HASHRING_DEFAULT_VNODES
 MAX_POINTS = 1 << 22   # HASHRING_MAX_POINTS
 MAX_ID = 63            # HASHRING_ID_MAX
@@ -46,21 +48,25 @@ class Ring:
     """An immutable ring: epoch, members (by index) and the sorted points."""
 
     def __init__(self, members, vnodes_per_weight=DEFAULT_VNODES, epoch=0):
-        """members: (id, addr, weight) tuples in any order (sorted by id here, as the C
-        ring does)."""
+        """members: (id, addr, weight) or (id, addr, weight, tokens) tuples in any order
+        (sorted by id here, as the C ring does); tokens (ascending uint64 positions, or
+        None) replace the member's hashed positions."""
         if vnodes_per_weight <= 0:
             raise ValueError("vnodes_per_weight must be positive")
         ordered = sorted(members, key=lambda m: m[0].encode())
+        tokens = [m[3] if len(m) > 3 else None for m in ordered]
         self.epoch = epoch
         self.vnodes_per_weight = vnodes_per_weight
-        self.members = [Member(i, a, w, k) for k, (i, a, w) in enumerate(ordered)]
+        self.members = [Member(m[0], m[1], m[2], k) for k, m in enumerate(ordered)]
         ids = [m.id for m in self.members]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate member ids in {ids}")
-        total = sum(m.weight * vnodes_per_weight for m in self.members)
+        hashes = [np.asarray(t, dtype=np.uint64) if t is not None
+                  else _vnode_hashes(m.id, m.weight * vnodes_per_weight)
+                  for m, t in zip(self.members, tokens)]
+        total = sum(len(h) for h in hashes)
         if total > MAX_POINTS:
             raise ValueError(f"{total} ring points, more than {MAX_POINTS}")
-        hashes = [_vnode_hashes(m.id, m.weight * vnodes_per_weight) for m in self.members]
         owners = [np.full(len(h), m.index, dtype=np.uint32) for m, h in zip(self.members, hashes)]
         hashes = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
         owners = np.concatenate(owners) if owners else np.zeros(0, dtype=np.uint32)
@@ -76,8 +82,8 @@ class Ring:
             magic, version, epoch, vpw, count = struct.unpack_from("<4sIQII", data, 0)
         except struct.error:
             raise ValueError("ring bytes shorter than the ring header") from None
-        if magic != WIRE_MAGIC or version != WIRE_VERSION or vpw == 0:
-            raise ValueError(f"not a ring of format {WIRE_VERSION} (magic {magic!r}, "
+        if magic != WIRE_MAGIC or version not in WIRE_VERSIONS or vpw == 0:
+            raise ValueError(f"not a ring of format {WIRE_VERSIONS} (magic {magic!r}, "
                              f"version {version}, vnodes {vpw})")
         off, members, prev = 24, [], None
         try:
@@ -93,11 +99,27 @@ class Ring:
                         <= MAX_ADDR or b"\0" in mid or b"\0" in addr or (prev and prev >= mid)):
                     raise ValueError(f"bad ring member {mid!r}")
                 prev = mid
-                members.append((mid.decode(), addr.decode(), weight))
+                tokens = None
+                if version == 2:
+                    (flag,) = struct.unpack_from("<B", data, off)
+                    off += 1
+                    if flag > 1:
+                        raise ValueError(f"bad tokens flag {flag} of ring member {mid!r}")
+                    if flag:
+                        (n,) = struct.unpack_from("<I", data, off)
+                        if not 0 < n <= MAX_POINTS or len(data) - off - 4 < 8 * n:
+                            raise ValueError(f"bad token count {n} of ring member {mid!r}")
+                        tokens = np.frombuffer(data, dtype="<u8", count=n, offset=off + 4)
+                        off += 4 + 8 * n
+                        if n > 1 and not np.all(tokens[1:] > tokens[:-1]):
+                            raise ValueError(f"tokens of ring member {mid!r} out of order")
+                members.append((mid.decode(), addr.decode(), weight, tokens))
         except struct.error:
             raise ValueError("truncated ring bytes") from None
         if off != len(data):
             raise ValueError(f"{len(data) - off} trailing bytes after the ring")
+        if version == 2 and all(m[3] is None for m in members):
+            raise ValueError("a format 2 ring without tokens")
         return cls(members, vpw, epoch)
 
     def primaries(self, keys):

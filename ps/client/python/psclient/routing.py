@@ -13,13 +13,18 @@ A shard answers ABORTED when it does not own a key at its ring epoch; it applied
 nothing of that request (a shard checks a whole request before applying any of it).
 Those items, and only those, are routed again on a ring fetched afresh, after a short
 backoff, up to MAX_ROUNDS rounds. A request that succeeded is never sent again, so
-nothing is applied twice. A request refused with FAILED_PRECONDITION or NOT_FOUND is
+nothing is applied twice. A shard that cannot be reached (UNAVAILABLE, DEADLINE_EXCEEDED:
+it died, a failover runs) has its items sent again on a fresh ring for up to
+FAILOVER_WAIT_S, for reads and for writes that carry a request id (every write does: one
+random id per operation, the same on each try, and a shard applies each key of a
+request once, so a lost answer never makes a push land twice). A request refused with FAILED_PRECONDITION or NOT_FOUND is
 resent once after the operation's on_stale hook re-read the model's registry entry
 (psctl may have changed it); any other failure is reported as psclient.Error once
 the round's other requests are done.
 """
 import collections
 import queue
+import secrets
 import time
 
 import grpc
@@ -30,6 +35,8 @@ from .errors import Error
 from .ring import Ring
 
 MAX_ROUNDS = 5                     # tries when the ring keeps moving
+FAILOVER_WAIT_S = 20.0             # how long unreachable shards' items are tried again
+FAILOVER_PAUSE_S = (0.05, 0.5)     # the pause between such tries: first, most
 BACKOFF_S = 0.02                   # before round k+1: BACKOFF_S * 2**k
 CALL_TIMEOUT_S = 30.0              # one call to a shard
 COORDINATOR_TIMEOUT_S = 5.0        # one call to the coordinator
@@ -43,6 +50,15 @@ UNKNOWN_OUTCOME = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABL
                    grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
                    grpc.StatusCode.INTERNAL}
 STALE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND}
+UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def new_request_id():
+    """A random non-zero 64-bit id for one logical write (PushRequest.request_id)."""
+    while True:
+        rid = secrets.randbits(64)
+        if rid:
+            return rid
 
 
 class Op:
@@ -56,6 +72,7 @@ class Op:
     write = False
     keys = None
     item_bytes = None
+    request_id = 0  # writes: set per operation (new_request_id), the same on every try
 
     def request(self, idx, epoch):
         """The request for the items idx (np.int64 array, in this order)."""
@@ -134,16 +151,33 @@ class Router:
         """Runs op over all its items; returns when every item is done, else raises."""
         pending = np.arange(len(op.keys), dtype=np.int64)
         first_error, stale_retried = None, False
-        for rnd in range(MAX_ROUNDS):
+        deadline = time.monotonic() + FAILOVER_WAIT_S
+        # with one copy a dead shard's keys have nowhere else to go: say so at once
+        retry_unreachable = self.replication >= 2 and (not op.write or op.request_id != 0)
+        moved, pause, unreachable = 0, FAILOVER_PAUSE_S[0], False
+        while moved < MAX_ROUNDS:
             if len(pending) == 0:
                 break
-            if rnd > 0:
-                time.sleep(BACKOFF_S * (2 ** (rnd - 1)))
+            if unreachable:  # wait a little for the ring to move a dead shard's keys on
+                time.sleep(pause)
+                pause = min(pause * 2, FAILOVER_PAUSE_S[1])
+                try:
+                    self.refresh_ring()
+                except Error:
+                    pass  # the coordinator may be down too: keep the ring held
+            elif moved > 0:
+                time.sleep(BACKOFF_S * (2 ** (moved - 1)))
                 self.refresh_ring()
             # Only the refused requests' items go round again: a shard applies a request
             # all or nothing, so a refused one applied nothing, and a request that
             # succeeded is never sent twice (an ADD or an optimizer step lands once).
-            refused, stale, error = self._round(op, pending)
+            again = retry_unreachable and time.monotonic() < deadline
+            refused, stale, error, lost = self._round(op, pending, again)
+            unreachable = bool(lost)
+            if lost:
+                refused.extend(lost)
+            elif refused:
+                moved += 1
             first_error = first_error or error
             if stale and not stale_retried and op.on_stale():
                 stale_retried = True  # the registry was read again: send those once more
@@ -160,9 +194,10 @@ class Router:
                         f"after {MAX_ROUNDS} tries (epoch {self.ring.epoch})",
                         grpc.StatusCode.ABORTED)
 
-    def _round(self, op, pending):
+    def _round(self, op, pending, again=False):
         """One round over the pending items. Returns (refused index arrays (ABORTED),
-        [(index array, Error)] of stale refusals, the first other Error or None)."""
+        [(index array, Error)] of stale refusals, the first other Error or None, index
+        arrays of unreachable shards' items when `again` says to try them again)."""
         ring = self.ring
         if ring is None or not ring.members:
             raise Error(f"{op.what}: no shards on the ring (epoch "
@@ -177,7 +212,7 @@ class Router:
             parts = split_group(pending[s:e], op.item_bytes, self.max_request_bytes)
             queues[member.index] = (member, collections.deque(parts))
         done_q, inflight = queue.Queue(), 0
-        refused, stale, first_error = [], [], None
+        refused, stale, first_error, lost = [], [], None, []
 
         def start(member, idx):
             method = getattr(self._stub(member.addr), op.method)
@@ -202,6 +237,8 @@ class Router:
                     first_error = first_error or e
             elif err.code() == grpc.StatusCode.ABORTED:
                 refused.append(idx)
+            elif again and err.code() in UNREACHABLE:
+                lost.append(idx)
             else:
                 e = self._call_error(op, member, err)
                 if err.code() in STALE:
@@ -212,7 +249,7 @@ class Router:
             if parts:
                 start(member, parts.popleft())
                 inflight += 1
-        return refused, stale, first_error
+        return refused, stale, first_error, lost
 
     def _call_error(self, op, member, err):
         code = err.code()

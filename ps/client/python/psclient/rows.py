@@ -12,7 +12,7 @@ from . import keys as keymod
 from ._wire import pb
 from .errors import Error
 from .messages import F32, optimizer_spec, table_spec
-from .routing import Op
+from .routing import Op, new_request_id
 
 ID_OVERHEAD = 10  # bytes per id besides its values: the fixed64 id (packed)
 
@@ -70,13 +70,15 @@ class RowsPush(_RowsOp):
         self.what = f"push rows of {model}/{table}"
         self.grads, self.optimizer, self.skip_non_finite = grads, optimizer, skip_non_finite
         self.skipped = 0
+        self.request_id = new_request_id()  # the same on every try: each row lands once
 
     def request(self, idx, epoch):
         return pb.PushRowsRequest(epoch=epoch, model=self.model, table=self.table, spec=self.spec,
                                   op=pb.PUSH_OPTIMIZE, optimizer=self.optimizer,
                                   ids=self.ids[idx].tolist(),
                                   skip_non_finite=self.skip_non_finite,
-                                  values=self.grads[idx].tobytes())
+                                  values=self.grads[idx].tobytes(),
+                                  request_id=self.request_id)
 
     def done(self, idx, resp):
         self.skipped += resp.skipped

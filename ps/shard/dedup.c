@@ -1,0 +1,223 @@
+/* dedup.c: recent request ids and the keys they applied (see dedup.h). A chained hash
+ * table of requests by id, each with its keys sorted (a lookup is a binary search per
+ * key), and a FIFO of the requests in the order first seen, which the bound trims. */
+#include "dedup.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct request {
+    uint64_t id;
+    uint64_t pos;   /* the largest position its keys were applied at */
+    uint64_t *keys; /* sorted, distinct */
+    size_t n, cap;
+    struct request *chain;         /* next in its bucket */
+    struct request *older, *newer; /* the FIFO */
+} request;
+
+struct dedup {
+    pthread_mutex_t lock;
+    uint64_t max_keys;
+    request **buckets;
+    size_t n_buckets; /* a power of two */
+    size_t n_requests;
+    uint64_t n_keys, forgotten;
+    request *oldest, *newest;
+};
+
+static size_t bucket_of(const dedup *d, uint64_t id) {
+    uint64_t h = id * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 32) & (d->n_buckets - 1);
+}
+
+ps_status dedup_create(uint64_t max_keys, dedup **ret) {
+    dedup *d = calloc(1, sizeof *d);
+    if (!d)
+        return PS_STATUS_NO_MEMORY;
+    d->max_keys = max_keys ? max_keys : DEDUP_DEFAULT_MAX_KEYS;
+    d->n_buckets = 64;
+    d->buckets = calloc(d->n_buckets, sizeof *d->buckets);
+    if (!d->buckets || pthread_mutex_init(&d->lock, NULL) != 0) {
+        free(d->buckets);
+        free(d);
+        return PS_STATUS_NO_MEMORY;
+    }
+    *ret = d;
+    return PS_STATUS_OK;
+}
+
+void dedup_destroy(dedup *d) {
+    if (!d)
+        return;
+    for (request *r = d->oldest; r;) {
+        request *next = r->newer;
+        free(r->keys);
+        free(r);
+        r = next;
+    }
+    free(d->buckets);
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+}
+
+static request *find_locked(const dedup *d, uint64_t id) {
+    for (request *r = d->buckets[bucket_of(d, id)]; r; r = r->chain)
+        if (r->id == id)
+            return r;
+    return NULL;
+}
+
+static bool has_key(const request *r, uint64_t key) {
+    size_t lo = 0, hi = r->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r->keys[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < r->n && r->keys[lo] == key;
+}
+
+size_t dedup_lookup(dedup *d, uint64_t id, size_t n, const uint64_t *keys, bool *ret_applied,
+                    uint64_t *ret_pos) {
+    size_t found = 0;
+    uint64_t pos = 0;
+    pthread_mutex_lock(&d->lock);
+    const request *r = id ? find_locked(d, id) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        bool hit = r && has_key(r, keys[i]);
+        if (ret_applied)
+            ret_applied[i] = hit;
+        found += hit;
+    }
+    if (found && r)
+        pos = r->pos;
+    pthread_mutex_unlock(&d->lock);
+    if (ret_pos)
+        *ret_pos = pos;
+    return found;
+}
+
+/* Unlinks and frees the oldest request (lock held). */
+static void forget_oldest_locked(dedup *d) {
+    request *r = d->oldest;
+    request **pp = &d->buckets[bucket_of(d, r->id)];
+    while (*pp != r)
+        pp = &(*pp)->chain;
+    *pp = r->chain;
+    d->oldest = r->newer;
+    if (d->oldest)
+        d->oldest->older = NULL;
+    else
+        d->newest = NULL;
+    d->n_keys -= r->n;
+    d->n_requests--;
+    d->forgotten++;
+    free(r->keys);
+    free(r);
+}
+
+/* Doubles the bucket table when it is full (lock held); a failure keeps the old one. */
+static void grow_locked(dedup *d) {
+    if (d->n_requests < d->n_buckets)
+        return;
+    size_t n = d->n_buckets * 2;
+    request **b = calloc(n, sizeof *b);
+    if (!b)
+        return;
+    request **old = d->buckets;
+    size_t old_n = d->n_buckets;
+    d->buckets = b;
+    d->n_buckets = n;
+    for (size_t i = 0; i < old_n; i++) {
+        for (request *r = old[i]; r;) {
+            request *next = r->chain;
+            size_t k = bucket_of(d, r->id);
+            r->chain = b[k];
+            b[k] = r;
+            r = next;
+        }
+    }
+    free(old);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Merges keys (sorted copy) into r's sorted keys, skipping those it has (lock held). */
+static ps_status merge_locked(dedup *d, request *r, size_t n, const uint64_t *keys) {
+    uint64_t *add = malloc(n * sizeof *add + 1);
+    if (!add)
+        return PS_STATUS_NO_MEMORY;
+    memcpy(add, keys, n * sizeof *add);
+    qsort(add, n, sizeof *add, cmp_u64);
+    size_t want = r->n + n;
+    uint64_t *merged = malloc(want * sizeof *merged + 1);
+    if (!merged) {
+        free(add);
+        return PS_STATUS_NO_MEMORY;
+    }
+    size_t i = 0, j = 0, k = 0;
+    while (i < r->n || j < n) {
+        uint64_t v;
+        if (j >= n || (i < r->n && r->keys[i] <= add[j]))
+            v = r->keys[i++];
+        else
+            v = add[j++];
+        if (k == 0 || merged[k - 1] != v)
+            merged[k++] = v;
+    }
+    free(add);
+    free(r->keys);
+    d->n_keys += k - r->n;
+    r->keys = merged;
+    r->n = r->cap = k;
+    return PS_STATUS_OK;
+}
+
+ps_status dedup_record(dedup *d, uint64_t id, size_t n, const uint64_t *keys, uint64_t pos) {
+    if (!id || n == 0)
+        return PS_STATUS_OK;
+    ps_status st = PS_STATUS_OK;
+    pthread_mutex_lock(&d->lock);
+    request *r = find_locked(d, id);
+    if (!r) {
+        grow_locked(d);
+        if (!(r = calloc(1, sizeof *r))) {
+            st = PS_STATUS_NO_MEMORY;
+            goto out;
+        }
+        r->id = id;
+        size_t k = bucket_of(d, id);
+        r->chain = d->buckets[k];
+        d->buckets[k] = r;
+        r->older = d->newest;
+        if (d->newest)
+            d->newest->newer = r;
+        else
+            d->oldest = r;
+        d->newest = r;
+        d->n_requests++;
+    }
+    if ((st = merge_locked(d, r, n, keys)) != PS_STATUS_OK)
+        goto out;
+    if (pos > r->pos)
+        r->pos = pos;
+    while (d->n_keys > d->max_keys && d->oldest != r)
+        forget_oldest_locked(d);
+out:
+    pthread_mutex_unlock(&d->lock);
+    return st;
+}
+
+void dedup_get_stats(dedup *d, dedup_stats *ret) {
+    pthread_mutex_lock(&d->lock);
+    ret->requests = d->n_requests;
+    ret->keys = d->n_keys;
+    ret->forgotten = d->forgotten;
+    pthread_mutex_unlock(&d->lock);
+}

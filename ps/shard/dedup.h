@@ -1,0 +1,52 @@
+/* dedup.h: which keys each recent request id applied on this shard, so that a push
+ * sent again (a client retrying after a lost answer, a failover, or a ring change that
+ * refused part of it) applies each key exactly once.
+ *
+ * Why it is built this way: a client gives every logical push one random 64-bit
+ * request id and keeps it across retries; a retry may carry a different subset of the
+ * keys than the first try (the ring moved and regrouped them), so what is remembered is
+ * per key: the keys a request applied, with the journal position it applied them at (a
+ * retry of an applied push answers only once that position is durable and replicated).
+ * The shard records a push's keys when it journals the push (under the store's lock,
+ * so two tries of one request can never both apply a key), backups record the copies
+ * they get, and a restart's replay records them again, so the memory survives restarts
+ * and failovers. It is bounded: past max_keys keys in all, the requests seen longest ago
+ * are forgotten (retries come within seconds; the bound is in keys, 8 bytes each).
+ * Thread-safe (one mutex).
+ */
+#ifndef PS_SHARD_DEDUP_H
+#define PS_SHARD_DEDUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define DEDUP_DEFAULT_MAX_KEYS (4u << 20) /* keys remembered in all: 32 MiB */
+
+typedef struct dedup dedup;
+
+/* max_keys 0 = DEDUP_DEFAULT_MAX_KEYS. */
+ps_status dedup_create(uint64_t max_keys, dedup **ret_dedup);
+void dedup_destroy(dedup *dedup); /* accepts NULL */
+
+/* Which of keys[0..n) request `id` applied: ret_applied[i] (may be NULL) for each, the
+ * count as the result, and *ret_pos (may be NULL) the largest journal position among
+ * them (0 when none). Request id 0 means none: nothing is ever found for it. */
+size_t dedup_lookup(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, bool *ret_applied,
+                    uint64_t *ret_pos);
+
+/* Remembers that request `id` applied keys[0..n) at journal position pos (id 0: does
+ * nothing). NO_MEMORY: not remembered (the caller refuses the push). */
+ps_status dedup_record(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, uint64_t pos);
+
+typedef struct dedup_stats {
+    uint64_t requests;  /* remembered */
+    uint64_t keys;      /* in all */
+    uint64_t forgotten; /* requests forgotten for the bound */
+} dedup_stats;
+
+void dedup_get_stats(dedup *dedup, dedup_stats *ret_stats);
+
+#endif

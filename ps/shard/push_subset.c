@@ -1,0 +1,90 @@
+/* push_subset.c: see push_subset.h. The values of consecutive chosen keys make one
+ * range; each range is cut out of the push's pieces (gRPC's slices) as it lies. */
+#include "push_subset.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Slices the byte ranges of the keys at idx out of the push's values. */
+static void slice_values(const store_push *p, const uint32_t *idx, size_t m, store_bytes *out,
+                         size_t *ret_n, size_t *ret_len) {
+    store_bytes whole = {p->values, p->values_len};
+    const store_bytes *src = p->n_pieces ? p->pieces : &whole;
+    size_t n_src = p->n_pieces ? p->n_pieces : 1;
+    size_t k = 0, cur = 0, total = 0, next = 0;
+    uint64_t cur_start = 0, off = 0;
+    for (size_t i = 0; i < p->n && next < m; i++) {
+        uint64_t len = (uint64_t)p->lengths[i] * 4;
+        if (idx[next] != i) {
+            off += len;
+            continue;
+        }
+        uint64_t a = off, b = off + len; /* with the following chosen keys while adjacent */
+        next++;
+        while (next < m && idx[next] == i + 1) {
+            i++;
+            b += (uint64_t)p->lengths[i] * 4;
+            next++;
+        }
+        off = b;
+        while (cur < n_src && cur_start + src[cur].len <= a) {
+            cur_start += src[cur].len;
+            cur++;
+        }
+        while (a < b && cur < n_src) {
+            uint64_t end = cur_start + src[cur].len;
+            uint64_t take = (b < end ? b : end) - a;
+            out[k++] = (store_bytes){src[cur].data + (a - cur_start), (size_t)take};
+            total += take;
+            a += take;
+            if (a == end) {
+                cur_start = end;
+                cur++;
+            }
+        }
+    }
+    *ret_n = k;
+    *ret_len = total;
+}
+
+ps_status push_subset_make(const store_push *p, const uint32_t *idx, size_t m, push_subset *ret) {
+    push_subset s = {0};
+    size_t n_src = p->n_pieces ? p->n_pieces : 1;
+    s.keys = malloc(m * sizeof *s.keys + 1);
+    s.lengths = malloc(m * sizeof *s.lengths + 1);
+    s.names = p->names ? malloc(m * sizeof *s.names + 1) : NULL;
+    s.pieces = calloc(m + n_src + 1, sizeof *s.pieces);
+    if (!s.keys || !s.lengths || (p->names && !s.names) || !s.pieces) {
+        push_subset_free(&s);
+        return PS_STATUS_NO_MEMORY;
+    }
+    for (size_t j = 0; j < m; j++) {
+        s.keys[j] = p->keys[idx[j]];
+        s.lengths[j] = p->lengths[idx[j]];
+        if (s.names)
+            s.names[j] = p->names[idx[j]];
+    }
+    size_t n_pieces = 0, len = 0;
+    slice_values(p, idx, m, s.pieces, &n_pieces, &len);
+    s.push = *p;
+    s.push.n = m;
+    s.push.keys = s.keys;
+    s.push.lengths = s.lengths;
+    s.push.names = s.names;
+    s.push.values = NULL;
+    s.push.pieces = s.pieces;
+    s.push.n_pieces = n_pieces;
+    s.push.values_len = len;
+    *ret = s;
+    return PS_STATUS_OK;
+}
+
+void push_subset_free(push_subset *s) {
+    if (!s)
+        return;
+    free(s->keys);
+    free(s->lengths);
+    free(s->names);
+    free(s->pieces);
+    memset(s, 0, sizeof *s);
+}

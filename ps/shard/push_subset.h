@@ -1,0 +1,27 @@
+/* push_subset.h: a push narrowed to some of its keys, its values sliced out of the
+ * request as they lie (no copy): what one backup gets of a push (replicator), and what
+ * is left of a retried push once the keys it already applied are taken out (dedup.h).
+ * The subset's arrays are owned by a push_subset; the values stay the push's. */
+#ifndef PS_SHARD_PUSH_SUBSET_H
+#define PS_SHARD_PUSH_SUBSET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+#include "store.h"
+
+typedef struct push_subset {
+    store_push push; /* the narrowed push */
+    uint64_t *keys;
+    uint32_t *lengths;
+    const char **names;
+    store_bytes *pieces;
+} push_subset;
+
+/* The push's keys at idx[0..m) (increasing indices). NO_MEMORY: *ret untouched. */
+ps_status push_subset_make(const store_push *push, const uint32_t *idx, size_t m,
+                           push_subset *ret_subset);
+void push_subset_free(push_subset *subset); /* accepts NULL; clears it */
+
+#endif

@@ -1,0 +1,141 @@
+/* repl_handler.c: the backup's side of replication, ps.ParameterServer/Replicate (see
+ * replicator.h): checks the batch's framing whole before applying anything, applies
+ * the records it does not have yet through the journal (journal_apply, marked
+ * from_peer so they are journaled here but not sent on), waits until they are durable
+ * in this shard's own log, and answers the last record number applied. Runs on a
+ * thread of its own (RPC_METHOD_UNARY_OWN_THREAD): primaries' push handlers wait on it.
+ * A sync's batches carry images (image.h), installed whole and journaled like changes;
+ * its last batch says which record number the primary's stream resumes with. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "handlers.h"
+#include "journal.h"
+#include "replicator.h"
+#include "shard_limits.h"
+#include "util.h"
+
+/* Installs one image record (copied to be 8-byte aligned, as decoding wants). */
+static ps_status install_image(shard_ctx *ctx, const uint8_t *payload, size_t n, uint64_t *ret_lsn,
+                               char *err, size_t err_len) {
+    uint8_t *copy = malloc(n + 8);
+    image_record *rec = malloc(sizeof *rec);
+    ps_status st = PS_STATUS_NO_MEMORY;
+    if (!copy || !rec) {
+        ps_set_err(err, err_len, "out of memory for an image of %zu bytes", n);
+        goto out;
+    }
+    memcpy(copy, payload, n);
+    if ((st = image_decode(copy, n, rec, err, err_len)) != PS_STATUS_OK)
+        goto out;
+    image_target target = shard_image_target(ctx);
+    st = image_install_record(&target, rec, ret_lsn, err, err_len);
+out:
+    free(copy);
+    free(rec);
+    return st;
+}
+
+/* Walks the frames: OK when there are exactly `count`, each whole and in bounds. */
+static ps_status check_frames(rpc_ctx *rc, const uint8_t *data, size_t len, uint32_t count) {
+    size_t at = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        if (len - at < REPLICATOR_FRAME_HEAD)
+            return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                                 "replicate: record %u of %u is cut short", i + 1, count);
+        uint32_t n;
+        memcpy(&n, data + at + 4, 4);
+        if (n > REPLICATOR_MAX_FRAME_BYTES || n > len - at - REPLICATOR_FRAME_HEAD)
+            return rpc_ctx_error(
+                rc, PS_STATUS_INVALID_ARGUMENT,
+                "replicate: record %u of %u claims %u bytes, more than %s", i + 1, count, n,
+                n > REPLICATOR_MAX_FRAME_BYTES ? "a record may hold" : "were sent");
+        at += REPLICATOR_FRAME_HEAD + (size_t)n;
+    }
+    if (at != len)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "replicate: %zu bytes follow the %u records announced", len - at,
+                             count);
+    return PS_STATUS_OK;
+}
+
+ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
+    shard_ctx *ctx = user;
+    const Ps__ReplicateRequest *req = (const Ps__ReplicateRequest *)msg;
+    if (req->count > REPLICATOR_MAX_BATCH_RECORDS)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "replicate: %u records in one call, at most %u", req->count,
+                             REPLICATOR_MAX_BATCH_RECORDS);
+    if ((!req->sync && req->first == 0) || req->first > UINT64_MAX - req->count)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "replicate: record numbers start at 1 and must not wrap");
+    const rpc_bytes_view *vv = NULL;
+    size_t n_views = rpc_ctx_raw(rc, &vv);
+    if (n_views > 1)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "replicate carries its records field %zu times: send it once",
+                             n_views);
+    const uint8_t *data = n_views ? vv[0].data : NULL;
+    size_t len = n_views ? vv[0].len : 0;
+    ps_status st = check_frames(rc, data, len, req->count);
+    if (st != PS_STATUS_OK)
+        return st;
+    if (req->to_incarnation && req->to_incarnation != ctx->incarnation)
+        return rpc_ctx_error(rc, PS_STATUS_FAILED_PRECONDITION,
+                             "replicate from %s: meant for incarnation %016llx of shard %s, which "
+                             "is now %016llx (it restarted): sync it anew",
+                             req->from ? req->from : "", (unsigned long long)req->to_incarnation,
+                             ctx->id, (unsigned long long)ctx->incarnation);
+    repl_stream *stream = NULL;
+    uint64_t applied = 0;
+    st = repl_inbox_begin(ctx->inbox, req->from, req->incarnation, &stream, &applied);
+    if (st != PS_STATUS_OK)
+        return rpc_ctx_error(rc, st, "replicate from '%s': %s", req->from ? req->from : "",
+                             ps_status_str(st));
+    journal_target target = {.chunks = ctx->store, .rows = ctx->rows};
+    uint64_t done = applied, max_lsn = 0;
+    size_t at = 0;
+    for (uint32_t i = 0; i < req->count; i++) {
+        uint32_t n;
+        memcpy(&n, data + at + 4, 4);
+        uint8_t type = data[at];
+        const uint8_t *payload = data + at + REPLICATOR_FRAME_HEAD;
+        at += REPLICATOR_FRAME_HEAD + (size_t)n;
+        uint64_t num = req->first + i, lsn = 0;
+        char why[RPC_DETAILS_MAX / 2] = "";
+        if (req->sync) { /* images replace whole: a batch sent again changes nothing */
+            st = type == IMAGE_JOURNAL_TYPE ? install_image(ctx, payload, n, &lsn, why, sizeof why)
+                                            : PS_STATUS_INVALID_ARGUMENT;
+        } else if (num <= applied) {
+            continue; /* sent again after a lost answer: applied once */
+        } else {
+            st = journal_apply(&target, type, payload, n, true, &lsn);
+            snprintf(why, sizeof why, "%s", ps_status_str(st));
+        }
+        if (st != PS_STATUS_OK) {
+            repl_inbox_end(ctx->inbox, stream, done, false);
+            return rpc_ctx_error(rc,
+                                 st == PS_STATUS_PARSE       ? PS_STATUS_INVALID_ARGUMENT
+                                 : st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED
+                                                             : st,
+                                 "replicate from %s: %s %u (type %u) cannot be applied on "
+                                 "shard %s: %s",
+                                 req->from, req->sync ? "sync record" : "record",
+                                 req->sync ? i + 1 : (unsigned)num, type, ctx->id, why);
+        }
+        if (!req->sync)
+            done = num;
+        if (lsn > max_lsn)
+            max_lsn = lsn;
+    }
+    if (req->sync && req->resume) /* the sync is whole: the stream goes on from resume */
+        done = req->resume - 1;
+    repl_inbox_end(ctx->inbox, stream, done, req->sync && req->resume);
+    if ((st = shard_wait_logged(ctx, rc, max_lsn, "replicated change")) != PS_STATUS_OK)
+        return st;
+    Ps__ReplicateResponse resp = PS__REPLICATE_RESPONSE__INIT;
+    resp.applied = done;
+    resp.incarnation = ctx->incarnation;
+    return rpc_ctx_reply(rc, &resp.base);
+}

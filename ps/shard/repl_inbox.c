@@ -1,0 +1,116 @@
+/* repl_inbox.c: the replication streams a backup receives (see repl_inbox.h). A small
+ * array searched by id (a shard has a handful of primaries sending to it), allocated
+ * once at its bound (about 100 KiB) so that a begun stream never moves. */
+#include "repl_inbox.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hashring.h"
+
+struct repl_stream {
+    char from[HASHRING_ID_MAX + 1];
+    uint64_t incarnation;
+    uint64_t applied;
+    uint64_t last_used; /* inbox tick of its last use */
+    bool busy;
+};
+
+struct repl_inbox {
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    repl_stream *streams;
+    size_t n, cap;
+    uint64_t tick;
+};
+
+ps_status repl_inbox_create(repl_inbox **ret) {
+    repl_inbox *in = calloc(1, sizeof *in);
+    if (!in)
+        return PS_STATUS_NO_MEMORY;
+    in->cap = REPL_INBOX_MAX_PEERS; /* fixed: callers hold pointers into it */
+    in->streams = calloc(in->cap, sizeof *in->streams);
+    if (!in->streams || pthread_mutex_init(&in->lock, NULL) != 0) {
+        free(in->streams);
+        free(in);
+        return PS_STATUS_NO_MEMORY;
+    }
+    if (pthread_cond_init(&in->idle, NULL) != 0) {
+        pthread_mutex_destroy(&in->lock);
+        free(in->streams);
+        free(in);
+        return PS_STATUS_NO_MEMORY;
+    }
+    *ret = in;
+    return PS_STATUS_OK;
+}
+
+void repl_inbox_destroy(repl_inbox *in) {
+    if (!in)
+        return;
+    pthread_cond_destroy(&in->idle);
+    pthread_mutex_destroy(&in->lock);
+    free(in->streams);
+    free(in);
+}
+
+/* The stream of `from`, a new slot, or the idle one used longest ago (lock held). */
+static repl_stream *slot_locked(repl_inbox *in, const char *from, ps_status *ret_st) {
+    for (size_t i = 0; i < in->n; i++)
+        if (strcmp(in->streams[i].from, from) == 0)
+            return &in->streams[i];
+    repl_stream *s = NULL;
+    if (in->n < in->cap) {
+        s = &in->streams[in->n++];
+    } else {
+        for (size_t i = 0; i < in->n; i++)
+            if (!in->streams[i].busy && (!s || in->streams[i].last_used < s->last_used))
+                s = &in->streams[i];
+        if (!s) {
+            *ret_st = PS_STATUS_RESOURCE_EXHAUSTED;
+            return NULL;
+        }
+    }
+    memset(s, 0, sizeof *s);
+    snprintf(s->from, sizeof s->from, "%s", from);
+    return s;
+}
+
+ps_status repl_inbox_begin(repl_inbox *in, const char *from, uint64_t incarnation,
+                           repl_stream **ret_stream, uint64_t *ret_applied) {
+    if (!from || !from[0] || strlen(from) > HASHRING_ID_MAX)
+        return PS_STATUS_INVALID_ARGUMENT;
+    ps_status st = PS_STATUS_OK;
+    pthread_mutex_lock(&in->lock);
+    repl_stream *s;
+    for (;;) {
+        s = slot_locked(in, from, &st);
+        if (!s || !s->busy)
+            break;
+        pthread_cond_wait(&in->idle, &in->lock); /* another call applies this stream */
+    }
+    if (s) {
+        if (s->incarnation != incarnation) { /* a restarted primary: a new stream */
+            s->incarnation = incarnation;
+            s->applied = 0;
+        }
+        s->busy = true;
+        s->last_used = ++in->tick;
+        *ret_stream = s;
+        *ret_applied = s->applied;
+    }
+    pthread_mutex_unlock(&in->lock);
+    return st;
+}
+
+void repl_inbox_end(repl_inbox *in, repl_stream *s, uint64_t applied, bool reset) {
+    pthread_mutex_lock(&in->lock);
+    if (applied > s->applied || reset)
+        s->applied = applied;
+    s->busy = false;
+    pthread_cond_broadcast(&in->idle);
+    pthread_mutex_unlock(&in->lock);
+}

@@ -1,0 +1,555 @@
+/* replicator.c: the backups' queues, their senders and the waits of pushes (see
+ * replicator.h). One mutex guards the ring, every queue and every flag; one condition
+ * variable tells senders of new entries and waiters of acknowledgements. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ps.pb-c.h"
+#include "replicator_internal.h"
+#include "util.h"
+
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+
+ps_status replicator_create(const replicator_opts *opts, replicator **ret) {
+    if (!opts || !opts->self_id || !opts->self_id[0] || strlen(opts->self_id) > HASHRING_ID_MAX ||
+        !ret)
+        return PS_STATUS_INVALID_ARGUMENT;
+    replicator *r = calloc(1, sizeof *r);
+    if (!r)
+        return PS_STATUS_NO_MEMORY;
+    r->opts = *opts;
+    snprintf(r->self, sizeof r->self, "%s", opts->self_id);
+    r->opts.self_id = r->self;
+    if (!r->opts.call_timeout_ms)
+        r->opts.call_timeout_ms = REPLICATOR_CALL_TIMEOUT_MS;
+    if (!r->opts.give_up_ms)
+        r->opts.give_up_ms = REPLICATOR_GIVE_UP_MS;
+    if (!r->opts.max_batch_bytes)
+        r->opts.max_batch_bytes = REPLICATOR_MAX_BATCH_BYTES;
+    r->self_index = UINT32_MAX;
+    r->replication = 1;
+    if (pthread_mutex_init(&r->lock, NULL) != 0) {
+        free(r);
+        return PS_STATUS_NO_MEMORY;
+    }
+    if (pthread_cond_init(&r->changed, NULL) != 0) {
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return PS_STATUS_NO_MEMORY;
+    }
+    *ret = r;
+    return PS_STATUS_OK;
+}
+
+void repl_drop_queue_locked(repl_target *t) {
+    while (t->head) {
+        repl_entry *e = t->head;
+        t->head = e->next;
+        repl_entry_free(e);
+    }
+    t->tail = NULL;
+    t->queued = t->queued_bytes = 0;
+    pthread_cond_broadcast(&t->r->changed);
+}
+
+/* The target must be synced again: what it has queued goes (lock held). */
+static void need_sync_locked(repl_target *t, const char *why) {
+    t->need_sync = true;
+    snprintf(t->why, sizeof t->why, "%s", why);
+    repl_drop_queue_locked(t);
+}
+
+static void part_released(void *arg) {
+    repl_target *t = arg;
+    if (atomic_fetch_sub(&t->parts_out, 1) == 1) {
+        pthread_mutex_lock(&t->r->lock);
+        pthread_cond_broadcast(&t->r->changed);
+        pthread_mutex_unlock(&t->r->lock);
+    }
+}
+
+ps_status repl_send(repl_target *t, const rpc_bytes_part *parts, size_t n_parts, uint32_t count,
+                    uint64_t first, bool sync, uint64_t resume, uint64_t *ret_applied,
+                    uint64_t *ret_inc, char *err, size_t err_len) {
+    replicator *r = t->r;
+    pthread_mutex_lock(&r->lock);
+    uint64_t epoch = r->ring ? hashring_epoch(r->ring) : 0, to_inc = sync ? 0 : t->peer_inc;
+    pthread_mutex_unlock(&r->lock);
+    Ps__ReplicateRequest req = PS__REPLICATE_REQUEST__INIT;
+    req.from = r->self;
+    req.incarnation = r->opts.incarnation;
+    req.epoch = epoch;
+    req.first = first;
+    req.count = count;
+    req.to_incarnation = to_inc;
+    req.sync = sync;
+    req.resume = resume;
+    rpc_bytes_field f = {.field_number = 15, .parts = parts, .n_parts = n_parts};
+    rpc_call_opts co = {.timeout_ms = r->opts.call_timeout_ms};
+    ProtobufCMessage *resp = NULL;
+    rpc_result res;
+    ps_status st = rpc_call_with_bytes(t->channel, "/ps.ParameterServer/Replicate", &req.base, &f,
+                                       1, &ps__replicate_response__descriptor, &co, &resp, &res);
+    if (st != PS_STATUS_OK) {
+        ps_set_err(err, err_len, "%s: %s", ps_status_str(st), res.details);
+        return st;
+    }
+    const Ps__ReplicateResponse *rr = (const Ps__ReplicateResponse *)resp;
+    *ret_applied = rr->applied;
+    *ret_inc = rr->incarnation;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return PS_STATUS_OK;
+}
+
+/* Sends the first `count` queued entries (lock NOT held; the sender alone pops them, so
+ * they stay). Returns the call's status; err says why it failed. */
+static ps_status send_batch(repl_target *t, repl_entry *first, uint32_t count, char *err,
+                            size_t err_len) {
+    size_t n_parts = 0;
+    repl_entry *e = first;
+    for (uint32_t i = 0; i < count; i++, e = e->next)
+        n_parts += 1 + (size_t)e->enc.n_iov;
+    rpc_bytes_part *parts = calloc(n_parts + 1, sizeof *parts);
+    if (!parts) {
+        ps_set_err(err, err_len, "out of memory for a batch of %u records", count);
+        return PS_STATUS_NO_MEMORY;
+    }
+    size_t k = 0;
+    e = first;
+    for (uint32_t i = 0; i < count; i++, e = e->next) {
+        parts[k++] = (rpc_bytes_part){e->head, REPLICATOR_FRAME_HEAD, part_released, t};
+        for (int j = 0; j < e->enc.n_iov; j++)
+            parts[k++] =
+                (rpc_bytes_part){e->enc.iov[j].iov_base, e->enc.iov[j].iov_len, part_released, t};
+    }
+    atomic_store(&t->parts_out, n_parts);
+    uint64_t applied = 0, inc = 0;
+    ps_status st =
+        repl_send(t, parts, n_parts, count, first->num, false, 0, &applied, &inc, err, err_len);
+    free(parts);
+    uint64_t last = first->num + count - 1;
+    if (st == PS_STATUS_OK && applied < last) {
+        ps_set_err(err, err_len, "it answered records up to %llu applied, not %llu",
+                   (unsigned long long)applied, (unsigned long long)last);
+        st = PS_STATUS_INTERNAL;
+    }
+    return st;
+}
+
+/* A refusal the backup will repeat: it cannot apply what it was sent. */
+static bool refused(ps_status st) {
+    return st == PS_STATUS_INVALID_ARGUMENT || st == PS_STATUS_NOT_FOUND ||
+           st == PS_STATUS_FAILED_PRECONDITION || st == PS_STATUS_PARSE ||
+           st == PS_STATUS_INTERNAL || st == PS_STATUS_RESOURCE_EXHAUSTED;
+}
+
+static void *sender_main(void *arg) {
+    repl_target *t = arg;
+    replicator *r = t->r;
+    int backoff = BACKOFF_MIN_MS;
+    pthread_mutex_lock(&r->lock);
+    while (!t->removed && !r->stopping) {
+        if (t->need_sync) {
+            pthread_mutex_unlock(&r->lock);
+            char why[200];
+            ps_status st = repl_sync(t, why, sizeof why);
+            pthread_mutex_lock(&r->lock);
+            t->syncing = false;
+            if (st == PS_STATUS_OK) {
+                t->failing_since = 0;
+                backoff = BACKOFF_MIN_MS;
+                pthread_cond_broadcast(&r->changed);
+                continue;
+            }
+            /* the changes queued after its point need the images that did not arrive */
+            need_sync_locked(t, why);
+            r->failed_calls++;
+            struct timespec ts = ps_abstime_after_ms(backoff);
+            pthread_cond_timedwait(&r->changed, &r->lock, &ts);
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+            continue;
+        }
+        if (!t->head) {
+            pthread_cond_wait(&r->changed, &r->lock);
+            continue;
+        }
+        repl_entry *first = t->head, *e = first;
+        uint32_t count = 0;
+        uint64_t bytes = 0;
+        while (e && count < REPLICATOR_MAX_BATCH_RECORDS &&
+               (count == 0 || bytes + e->bytes <= r->opts.max_batch_bytes)) {
+            bytes += e->bytes;
+            count++;
+            e = e->next;
+        }
+        pthread_mutex_unlock(&r->lock);
+        char why[200];
+        ps_status st = send_batch(t, first, count, why, sizeof why);
+        pthread_mutex_lock(&r->lock);
+        while (atomic_load(&t->parts_out) > 0) /* gRPC still holds some of the parts */
+            pthread_cond_wait(&r->changed, &r->lock);
+        if (st == PS_STATUS_OK) {
+            for (uint32_t i = 0; i < count && t->head; i++) {
+                repl_entry *done = t->head;
+                t->head = done->next;
+                t->queued--;
+                t->queued_bytes -= done->bytes;
+                repl_entry_free(done);
+            }
+            if (!t->head)
+                t->tail = NULL;
+            r->sent_records += count;
+            t->failing_since = 0;
+            backoff = BACKOFF_MIN_MS;
+            pthread_cond_broadcast(&r->changed);
+            continue;
+        }
+        r->failed_calls++;
+        int64_t now = ps_now_ms();
+        if (!t->failing_since)
+            t->failing_since = now;
+        snprintf(t->why, sizeof t->why, "%s", why);
+        if (refused(st)) { /* also a backup that restarted (FAILED_PRECONDITION) */
+            char msg[256];
+            snprintf(msg, sizeof msg, "it refused changes: %s", why);
+            need_sync_locked(t, msg);
+            continue;
+        }
+        if (now - t->failing_since >= r->opts.give_up_ms) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "unreachable for %lld ms: %s",
+                     (long long)(now - t->failing_since), why);
+            need_sync_locked(t, msg);
+            continue;
+        }
+        struct timespec ts = ps_abstime_after_ms(backoff);
+        pthread_cond_timedwait(&r->changed, &r->lock, &ts);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    repl_drop_queue_locked(t);
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+/* Joins and frees the targets that were removed (lock NOT held). */
+static void reap_removed(replicator *r) {
+    for (;;) {
+        repl_target *gone = NULL;
+        pthread_mutex_lock(&r->lock);
+        for (repl_target **pp = &r->targets; *pp; pp = &(*pp)->next) {
+            if ((*pp)->removed || r->stopping) {
+                gone = *pp;
+                *pp = gone->next;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&r->lock);
+        if (!gone)
+            return;
+        if (gone->started)
+            pthread_join(gone->thread, NULL);
+        rpc_channel_destroy(gone->channel);
+        free(gone);
+    }
+}
+
+void replicator_destroy(replicator *r) {
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stopping = true;
+    pthread_cond_broadcast(&r->changed);
+    pthread_mutex_unlock(&r->lock);
+    reap_removed(r);
+    hashring_destroy(r->ring);
+    free(r->by_index);
+    pthread_cond_destroy(&r->changed);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+static repl_target *find_target_locked(replicator *r, const char *id) {
+    for (repl_target *t = r->targets; t; t = t->next)
+        if (!t->removed && strcmp(t->id, id) == 0)
+            return t;
+    return NULL;
+}
+
+/* A new target for a ring member (lock held); its sender starts at once. */
+static repl_target *target_start_locked(replicator *r, const hashring_node_info *node) {
+    repl_target *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->r = r;
+    snprintf(t->id, sizeof t->id, "%s", node->id);
+    snprintf(t->addr, sizeof t->addr, "%s", node->addr);
+    t->next_num = 1;
+    t->need_sync = true; /* it learns what it must hold, and we learn its incarnation */
+    snprintf(t->why, sizeof t->why, "its first sync has not finished");
+    atomic_init(&t->parts_out, 0);
+    if (rpc_channel_create(t->addr, NULL, &t->channel) != PS_STATUS_OK) {
+        free(t);
+        return NULL;
+    }
+    if (pthread_create(&t->thread, NULL, sender_main, t) != 0) {
+        rpc_channel_destroy(t->channel);
+        free(t);
+        return NULL;
+    }
+    t->started = true;
+    t->next = r->targets;
+    r->targets = t;
+    return t;
+}
+
+void replicator_set_stores(replicator *r, store *chunks, row_store *rows) {
+    pthread_mutex_lock(&r->lock);
+    r->opts.chunks = chunks;
+    r->opts.rows = rows;
+    pthread_mutex_unlock(&r->lock);
+}
+
+ps_status replicator_set_ring(replicator *r, const void *data, size_t len, uint32_t replication) {
+    hashring *ring = NULL;
+    if (hashring_parse(data, len, &ring) != PS_STATUS_OK)
+        return PS_STATUS_PARSE;
+    uint32_t n = hashring_node_count(ring);
+    repl_target **by_index = calloc(n + 1, sizeof *by_index);
+    if (!by_index) {
+        hashring_destroy(ring);
+        return PS_STATUS_NO_MEMORY;
+    }
+    ps_status st = PS_STATUS_OK;
+    pthread_mutex_lock(&r->lock);
+    if (r->ring && hashring_epoch(ring) <= hashring_epoch(r->ring)) {
+        pthread_mutex_unlock(&r->lock);
+        hashring_destroy(ring);
+        free(by_index);
+        return PS_STATUS_OK;
+    }
+    uint32_t self = UINT32_MAX;
+    if (!hashring_find(ring, r->self, &self))
+        self = UINT32_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        hashring_node_info node;
+        if (i == self || !hashring_node_at(ring, i, &node))
+            continue;
+        repl_target *t = find_target_locked(r, node.id);
+        if (t && strcmp(t->addr, node.addr) != 0) { /* it moved (a restart elsewhere) */
+            t->removed = true;
+            t = NULL;
+        }
+        if (!t && !(t = target_start_locked(r, &node)))
+            st = PS_STATUS_NO_MEMORY; /* its keys' changes are marked lost when pushed */
+        by_index[i] = t;
+    }
+    for (repl_target *t = r->targets; t; t = t->next) {
+        bool member = false;
+        for (uint32_t i = 0; i < n && !member; i++)
+            member = by_index[i] == t;
+        if (!member) /* it left the ring */
+            t->removed = true;
+        else if (!t->need_sync) /* its share of the keys may have grown */
+            need_sync_locked(t, "the ring changed: a sync has not finished");
+    }
+    hashring_destroy(r->ring);
+    free(r->by_index);
+    r->ring = ring;
+    r->by_index = by_index;
+    r->n_index = n;
+    r->self_index = self;
+    r->replication = replication ? replication : 1;
+    pthread_cond_broadcast(&r->changed);
+    pthread_mutex_unlock(&r->lock);
+    reap_removed(r);
+    return st;
+}
+
+/* Appends an entry to a target's queue (lock held); a target behind drops it. */
+static void enqueue_locked(repl_target *t, repl_entry *e, uint64_t pos) {
+    if (!e) {
+        need_sync_locked(t, "out of memory queueing a change");
+        return;
+    }
+    if (t->need_sync && !t->syncing) { /* the coming sync's images cover it */
+        repl_entry_free(e);
+        return;
+    }
+    e->pos = pos;
+    e->num = t->next_num++;
+    if (t->tail)
+        t->tail->next = e;
+    else
+        t->head = e;
+    t->tail = e;
+    t->queued++;
+    t->queued_bytes += e->bytes;
+}
+
+typedef repl_entry *(*entry_fn)(const void *change, const uint32_t *idx, size_t m);
+
+static repl_entry *push_entry(const void *c, const uint32_t *idx, size_t m) {
+    return repl_entry_push(c, idx, m);
+}
+
+static repl_entry *rows_entry(const void *c, const uint32_t *idx, size_t m) {
+    return repl_entry_rows(c, idx, m);
+}
+
+typedef struct delete_change {
+    const uint64_t *keys;
+    size_t n;
+} delete_change;
+
+static repl_entry *delete_entry(const void *c, const uint32_t *idx, size_t m) {
+    const delete_change *d = c;
+    return repl_entry_delete(d->keys, d->n, idx, m);
+}
+
+/* Groups the change's keys by backup and queues each backup its entry (lock held). */
+static void route_locked(replicator *r, uint64_t pos, const uint64_t *keys, size_t n,
+                         const void *change, entry_fn make) {
+    uint32_t copies = r->replication;
+    if (!r->ring || r->self_index == UINT32_MAX || copies < 2 || n == 0)
+        return;
+    uint32_t nb = copies - 1, n_nodes = r->n_index;
+    uint32_t *own = malloc(n * nb * sizeof *own + 1);
+    uint32_t *count = calloc(n_nodes + 1, sizeof *count);
+    uint32_t *idx = malloc(n * sizeof *idx + 1);
+    if (!own || !count || !idx) {
+        for (uint32_t i = 0; i < n_nodes; i++)
+            if (r->by_index[i])
+                need_sync_locked(r->by_index[i], "out of memory routing a change");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t o[HASHRING_MAX_REPLICAS];
+        uint32_t got = hashring_owners(r->ring, keys[i], copies, o);
+        for (uint32_t b = 0; b < nb; b++) {
+            uint32_t v = UINT32_MAX;
+            if (got > 0 && o[0] == r->self_index && b + 1 < got)
+                v = o[b + 1];
+            own[i * nb + b] = v;
+            if (v != UINT32_MAX)
+                count[v]++;
+        }
+    }
+    for (uint32_t t = 0; t < n_nodes; t++) {
+        if (!count[t] || !r->by_index[t])
+            continue;
+        size_t m = 0;
+        if (count[t] < n) {
+            for (size_t i = 0; i < n; i++)
+                for (uint32_t b = 0; b < nb; b++)
+                    if (own[i * nb + b] == t) {
+                        idx[m++] = (uint32_t)i;
+                        break;
+                    }
+        }
+        enqueue_locked(r->by_index[t], make(change, count[t] < n ? idx : NULL, m), pos);
+    }
+    pthread_cond_broadcast(&r->changed);
+out:
+    free(own);
+    free(count);
+    free(idx);
+}
+
+void replicator_push(replicator *r, uint64_t pos, const store_push *p) {
+    if (p->from_peer)
+        return;
+    pthread_mutex_lock(&r->lock);
+    route_locked(r, pos, p->keys, p->n, p, push_entry);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void replicator_rows(replicator *r, uint64_t pos, const row_push *p) {
+    if (p->from_peer || p->n == 0)
+        return;
+    uint64_t *keys = malloc(p->n * sizeof *keys);
+    pthread_mutex_lock(&r->lock);
+    if (!keys) {
+        for (repl_target *t = r->targets; t; t = t->next)
+            need_sync_locked(t, "out of memory routing a rows change");
+    } else {
+        uint64_t table = ps_key_table(p->model, p->table);
+        for (size_t i = 0; i < p->n; i++)
+            keys[i] = ps_key_row_in(table, p->ids[i]);
+        route_locked(r, pos, keys, p->n, p, rows_entry);
+    }
+    pthread_mutex_unlock(&r->lock);
+    free(keys);
+}
+
+void replicator_delete(replicator *r, uint64_t pos, size_t n, const uint64_t *keys) {
+    delete_change d = {keys, n};
+    pthread_mutex_lock(&r->lock);
+    route_locked(r, pos, keys, n, &d, delete_entry);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Some queue still holds an entry at or before pos (lock held). */
+static repl_target *holding_locked(replicator *r, uint64_t pos) {
+    for (repl_target *t = r->targets; t; t = t->next)
+        if (t->head && t->head->pos <= pos)
+            return t;
+    return NULL;
+}
+
+/* A backup that lacks some change up to pos (lock held), or NULL. */
+static repl_target *lagging_locked(replicator *r, uint64_t pos) {
+    for (uint32_t i = 0; i < r->n_index; i++) {
+        repl_target *t = r->by_index[i];
+        if (!t)
+            continue;
+        if ((t->need_sync && !t->syncing) || (t->syncing && t->sync_pos >= pos) ||
+            (t->head && t->head->pos <= pos))
+            return t;
+    }
+    return NULL;
+}
+
+ps_status replicator_wait(replicator *r, uint64_t pos, int64_t deadline_ms, char *err,
+                          size_t err_len) {
+    ps_status st = PS_STATUS_OK;
+    pthread_mutex_lock(&r->lock);
+    while (holding_locked(r, pos)) /* the entries point into the caller's request */
+        pthread_cond_wait(&r->changed, &r->lock);
+    for (;;) {
+        repl_target *t = lagging_locked(r, pos);
+        if (!t)
+            break;
+        if (deadline_ms <= 0 || ps_now_ms() >= deadline_ms) {
+            ps_set_err(err, err_len, "shard %s (a backup) lacks it: %s", t->id,
+                       t->need_sync || t->syncing ? t->why : "it has not acknowledged it yet");
+            st = PS_STATUS_UNAVAILABLE;
+            break;
+        }
+        struct timespec ts = ps_abstime_after_ms(deadline_ms - ps_now_ms());
+        pthread_cond_timedwait(&r->changed, &r->lock, &ts);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return st;
+}
+
+void replicator_get_stats(replicator *r, replicator_stats *ret) {
+    memset(ret, 0, sizeof *ret);
+    pthread_mutex_lock(&r->lock);
+    for (uint32_t i = 0; i < r->n_index; i++) {
+        repl_target *t = r->by_index[i];
+        if (!t)
+            continue;
+        ret->backups++;
+        ret->behind += t->need_sync || t->syncing;
+        ret->queued += t->queued;
+        ret->queued_bytes += t->queued_bytes;
+    }
+    ret->sent_records = r->sent_records;
+    ret->failed_calls = r->failed_calls;
+    ret->syncs = r->syncs;
+    ret->sync_bytes = r->sync_bytes;
+    pthread_mutex_unlock(&r->lock);
+}

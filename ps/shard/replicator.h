@@ -1,0 +1,115 @@
+/* replicator.h: primary-backup replication of what a shard applies.
+ *
+ * A key's owners are the first R distinct shards clockwise from its hash on the ring;
+ * the first is its primary, and only the primary takes pushes for it (placement.h). The
+ * primary sends every change it applies to the key's other owners (its backups) and
+ * acknowledges the push only once each of them has it durably: so with R = 2 an
+ * acknowledged push survives the loss of any one shard.
+ *
+ * Why it is built this way: the shard's journal calls replicator_push (and _rows,
+ * _delete) under the store's write lock, in the order changes are applied, with the
+ * position the change got in the shard's journal (its WAL LSN, or a counter without a
+ * log). Each backup has one ordered queue, and one sender thread sends it in batches of
+ * framed journal records (journal.h: the same records the WAL holds, so a backup applies
+ * them through the same prepare and apply as a restart's replay), one call in flight per
+ * backup. A backup therefore applies one primary's changes in the primary's order, and
+ * non-commutative updates (ASSIGN, optimizer steps) come out the same on every owner.
+ * Entries do not copy the pushed values: they point into the request, and the push's
+ * handler waits (replicator_wait) until no entry of its position still references it
+ * before it returns; a backup that fails for give_up_ms has its queue dropped, so that
+ * wait is bounded. Batches carry stream numbers, so a batch sent again after a lost
+ * answer is applied once (the backup skips what it has).
+ *
+ * Syncs: before a backup gets a primary's changes it must hold what they apply to, so
+ * each backup starts with a sync: the sender exports the images (image.h) of every
+ * chunk and row this shard is primary for and the backup owns, at one point of the
+ * journal (every store held still for a moment), drops the queued changes that point
+ * covers, sends the images, and then the changes queued after it. A backup is synced
+ * again whenever the ring changes (its share of the keys may have grown), when it
+ * refuses a change, when it restarted (its incarnation changed: a batch names the
+ * incarnation it expects), or when it was unreachable for give_up_ms (its queue is
+ * dropped, so the waits of pushes stay bounded). A push is replicated once every backup
+ * is synced past it and has acknowledged its changes.
+ *
+ * Thread-safe. The stores are only read (image_export); changes come from the journal.
+ */
+#ifndef PS_SHARD_REPLICATOR_H
+#define PS_SHARD_REPLICATOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image.h"
+#include "row_store.h"
+#include "status.h"
+#include "store.h"
+
+#define REPLICATOR_CALL_TIMEOUT_MS 5000         /* one Replicate call */
+#define REPLICATOR_GIVE_UP_MS 3000              /* a backup failing this long: synced anew */
+#define REPLICATOR_MAX_BATCH_BYTES (16u << 20)  /* records per call, bytes */
+#define REPLICATOR_MAX_BATCH_RECORDS 4096u      /* records per call */
+#define REPLICATOR_MAX_FRAME_BYTES (256u << 20) /* one record (a backup refuses more) */
+#define REPLICATOR_FRAME_HEAD 8                 /* u8 type, 3 zero bytes, u32 length */
+
+typedef struct replicator replicator;
+
+typedef struct replicator_opts {
+    const char *self_id;  /* this shard's id on the ring (copied) */
+    uint64_t incarnation; /* this shard's incarnation (a backup resets its stream on a new one) */
+    int call_timeout_ms;  /* 0 = REPLICATOR_CALL_TIMEOUT_MS */
+    int give_up_ms;       /* 0 = REPLICATOR_GIVE_UP_MS */
+    uint64_t max_batch_bytes; /* 0 = REPLICATOR_MAX_BATCH_BYTES */
+    store *chunks;            /* what syncs export (not owned) */
+    row_store *rows;
+    /* The journal position now (called with every store held still, so no change is
+     * being journaled): a sync's point. */
+    uint64_t (*position)(void *arg);
+    void *position_arg;
+} replicator_opts;
+
+ps_status replicator_create(const replicator_opts *opts, replicator **ret_replicator);
+/* Stops the senders and releases every queued entry. Accepts NULL. */
+void replicator_destroy(replicator *replicator);
+
+/* The stores syncs export from, when they were replaced after create (before any ring
+ * is installed). */
+void replicator_set_stores(replicator *replicator, store *chunks, row_store *rows);
+
+/* Installs a ring (hashring_serialize bytes) and the replication factor R (>= 1): from
+ * now on the changes to keys this shard is primary for go to their other R - 1 owners.
+ * Backups no longer on the ring stop and release their queues. PARSE when the ring does
+ * not parse; a ring not newer than the one held is ignored. */
+ps_status replicator_set_ring(replicator *replicator, const void *ring, size_t len,
+                              uint32_t replication);
+
+/* Queue a change for the backups of its keys (call under the store's or table's write
+ * lock, in apply order, with strictly increasing positions). Never fails: when an entry
+ * cannot be built (no memory) the backups concerned are synced again. The entries
+ * reference the change's arrays and values until replicator_wait(pos) returns. Changes
+ * marked from_peer are not sent on. */
+void replicator_push(replicator *replicator, uint64_t pos, const store_push *push);
+void replicator_rows(replicator *replicator, uint64_t pos, const row_push *push);
+void replicator_delete(replicator *replicator, uint64_t pos, size_t n, const uint64_t *keys);
+
+/* Waits until no entry at or before pos references the caller's memory (always, however
+ * long: bounded by the give-up time), then until every backup is synced past pos and
+ * has acknowledged every change up to it, or deadline_ms (ps_now_ms clock; <= 0: wait
+ * no longer) passes: UNAVAILABLE then, err naming a backup and why it lags. */
+ps_status replicator_wait(replicator *replicator, uint64_t pos, int64_t deadline_ms, char *err,
+                          size_t err_len);
+
+typedef struct replicator_stats {
+    uint32_t backups;      /* shards changes go to */
+    uint32_t behind;       /* of them, not synced (waiting for or in a sync) */
+    uint64_t syncs;        /* syncs completed */
+    uint64_t sync_bytes;   /* image bytes those sent */
+    uint64_t queued;       /* entries not yet acknowledged */
+    uint64_t queued_bytes; /* their bytes */
+    uint64_t sent_records; /* acknowledged records, in all */
+    uint64_t failed_calls; /* Replicate calls that failed */
+} replicator_stats;
+
+void replicator_get_stats(replicator *replicator, replicator_stats *ret_stats);
+
+#endif

@@ -1,0 +1,94 @@
+/* replicator_entry.c: builds the framed journal record one backup gets of a change:
+ * the whole change when the backup owns every key of it, else the subset of its keys
+ * (push_subset.h: the values sliced out of the request as it lies, not copied; rows'
+ * values, small, are gathered). See replicator.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "replicator_internal.h"
+#include "util.h"
+
+void repl_entry_free(repl_entry *e) {
+    if (!e)
+        return;
+    journal_encoded_free(&e->enc);
+    push_subset_free(&e->subset);
+    free(e->keys);
+    free(e->values);
+    free(e);
+}
+
+/* The frame head: type, three zero bytes, the payload's length. */
+static repl_entry *entry_finish(repl_entry *e, uint8_t type) {
+    uint32_t len = (uint32_t)e->enc.len;
+    e->head[0] = type;
+    memcpy(e->head + 4, &len, 4);
+    e->bytes = REPLICATOR_FRAME_HEAD + e->enc.len;
+    return e;
+}
+
+repl_entry *repl_entry_push(const store_push *p, const uint32_t *idx, size_t m) {
+    repl_entry *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    const store_push *sub = p;
+    if (idx) {
+        if (push_subset_make(p, idx, m, &e->subset) != PS_STATUS_OK)
+            goto fail;
+        sub = &e->subset.push;
+    }
+    if (journal_encode_push(sub, &e->enc) != PS_STATUS_OK)
+        goto fail;
+    return entry_finish(e, JOURNAL_TYPE_PUSH);
+fail:
+    repl_entry_free(e);
+    return NULL;
+}
+
+repl_entry *repl_entry_rows(const row_push *p, const uint32_t *idx, size_t m) {
+    repl_entry *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    row_push sub = *p;
+    if (idx) {
+        size_t row_bytes = (size_t)p->spec->dim * 4;
+        e->keys = malloc(m * sizeof *e->keys + 1); /* the ids */
+        e->values = malloc(m * row_bytes + 1);
+        if (!e->keys || !e->values)
+            goto fail;
+        for (size_t j = 0; j < m; j++) {
+            e->keys[j] = p->ids[idx[j]];
+            memcpy(e->values + j * row_bytes, p->values + (size_t)idx[j] * row_bytes, row_bytes);
+        }
+        sub.n = m;
+        sub.ids = e->keys;
+        sub.values = e->values;
+        sub.values_len = m * row_bytes;
+    }
+    if (journal_encode_rows(&sub, &e->enc) != PS_STATUS_OK)
+        goto fail;
+    return entry_finish(e, JOURNAL_TYPE_ROWS);
+fail:
+    repl_entry_free(e);
+    return NULL;
+}
+
+repl_entry *repl_entry_delete(const uint64_t *keys, size_t n, const uint32_t *idx, size_t m) {
+    repl_entry *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    if (idx) {
+        if (!(e->keys = malloc(m * sizeof *e->keys + 1)))
+            goto fail;
+        for (size_t j = 0; j < m; j++)
+            e->keys[j] = keys[idx[j]];
+        keys = e->keys;
+        n = m;
+    }
+    if (journal_encode_delete(n, keys, &e->enc) != PS_STATUS_OK)
+        goto fail;
+    return entry_finish(e, JOURNAL_TYPE_DELETE);
+fail:
+    repl_entry_free(e);
+    return NULL;
+}

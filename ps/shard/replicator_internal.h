@@ -1,0 +1,86 @@
+/* replicator_internal.h: what replicator.c (targets, queues, senders, waits) and
+ * replicator_entry.c (building an entry from a change) share. Private to ps/shard. */
+#ifndef PS_SHARD_REPLICATOR_INTERNAL_H
+#define PS_SHARD_REPLICATOR_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "hashring.h"
+#include "journal.h"
+#include "push_subset.h"
+#include "replicator.h"
+#include "rpc.h"
+
+/* One framed record for one backup. */
+typedef struct repl_entry {
+    struct repl_entry *next;
+    uint64_t pos; /* the change's journal position */
+    uint64_t num; /* its number in the stream to this backup (set when queued) */
+    uint8_t head[REPLICATOR_FRAME_HEAD];
+    journal_encoded enc; /* the record's parts */
+    /* what a subset owns (nothing when the entry is the whole change) */
+    push_subset subset; /* a push's */
+    uint64_t *keys;     /* a rows change's ids, a delete's keys */
+    uint8_t *values;    /* a rows change's values */
+    size_t bytes;       /* the frame's bytes, head included */
+} repl_entry;
+
+void repl_entry_free(repl_entry *entry); /* accepts NULL */
+
+/* The entry of a push for the keys at idx (m of them, increasing), or for every key
+ * when idx is NULL. NULL when out of memory. */
+repl_entry *repl_entry_push(const store_push *push, const uint32_t *idx, size_t m);
+repl_entry *repl_entry_rows(const row_push *push, const uint32_t *idx, size_t m);
+repl_entry *repl_entry_delete(const uint64_t *keys, size_t n, const uint32_t *idx, size_t m);
+
+/* One backup. */
+typedef struct repl_target {
+    struct repl_target *next; /* every target, also removed ones not yet joined */
+    replicator *r;
+    char id[HASHRING_ID_MAX + 1];
+    char addr[HASHRING_ADDR_MAX + 1];
+    rpc_channel *channel;
+    repl_entry *head, *tail; /* queued, not yet acknowledged, in order */
+    uint64_t next_num;       /* the next entry's stream number */
+    uint64_t queued, queued_bytes;
+    bool removed;            /* off the ring: the sender ends and releases the queue */
+    bool need_sync;          /* changes are dropped until a sync starts */
+    bool syncing;            /* a sync runs: changes after sync_pos are queued */
+    uint64_t sync_pos;       /* the running sync's point */
+    uint64_t peer_inc;       /* the backup's incarnation, learned by the last sync */
+    char why[256];           /* why it needs a sync or fails */
+    int64_t failing_since;   /* ps_now_ms of the first failure in a row; 0 = none */
+    atomic_size_t parts_out; /* parts of the batch in flight gRPC still holds */
+    pthread_t thread;
+    bool started, joined;
+} repl_target;
+
+struct replicator {
+    replicator_opts opts;
+    char self[HASHRING_ID_MAX + 1];
+    pthread_mutex_t lock;
+    pthread_cond_t changed; /* queues, acks, removals, stop */
+    bool stopping;
+    hashring *ring;         /* the ring held (NULL before the first) */
+    uint32_t replication;   /* R */
+    uint32_t self_index;    /* UINT32_MAX when not on the ring */
+    repl_target **by_index; /* ring index -> target (NULL for self) */
+    uint32_t n_index;
+    repl_target *targets;
+    uint64_t sent_records, failed_calls, syncs, sync_bytes;
+};
+
+/* Sends a batch of `count` framed records (the pieces in parts) to the target (lock NOT
+ * held). sync and resume as in ReplicateRequest. *ret_inc gets the backup's incarnation. */
+ps_status repl_send(repl_target *t, const rpc_bytes_part *parts, size_t n_parts, uint32_t count,
+                    uint64_t first, bool sync, uint64_t resume, uint64_t *ret_applied,
+                    uint64_t *ret_inc, char *err, size_t err_len);
+
+/* replicator_sync.c: syncs the target (lock NOT held; its sender runs it). */
+ps_status repl_sync(repl_target *t, char *err, size_t err_len);
+
+/* Drops the target's queue (lock held). */
+void repl_drop_queue_locked(repl_target *t);
+
+#endif

@@ -1,0 +1,63 @@
+/* row_table_internal.h: one sparse table's private layout (see row_table.h), shared by
+ * row_table.c (index, slabs, batches) and row_table_pin.c (an export's point-in-time
+ * view and whole-row writes). Nothing else includes it. */
+#ifndef PS_SHARD_ROW_TABLE_INTERNAL_H
+#define PS_SHARD_ROW_TABLE_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "row_table.h"
+
+typedef struct row_index_slot {
+    uint64_t id;
+    uint32_t row; /* ROW_TABLE_NONE: empty */
+    uint32_t unused;
+} row_index_slot;
+
+typedef struct row_slab {
+    float *rows;     /* slab_rows * stride floats; owns the allocation */
+    uint64_t *steps; /* slab_rows step counts, after the floats in the same allocation */
+} row_slab;
+
+/* An export's view of the table at one moment (row_table_pin); index NULL: no pin. */
+typedef struct row_table_pin_view {
+    row_index_slot *index; /* the index then (still the table's until it grows) */
+    uint64_t mask;         /* its capacity - 1 */
+    bool index_owned;      /* the table grew a new index: this one is the pin's to free */
+    uint64_t count;        /* rows then: the pin reads rows below it only */
+    uint32_t nslabs;       /* slabs holding those rows */
+    row_slab *copies;      /* nslabs: a slab's rows as they were, copied before a write
+                              changed them (rows NULL: not copied, the slab is unchanged) */
+} row_table_pin_view;
+
+struct row_table {
+    table_spec spec;
+    uint32_t slots;  /* optimizer state slots per weight */
+    uint32_t stride; /* floats per row: dim * (1 + slots) */
+    uint64_t salt;   /* mixed into every id's hash */
+    row_index_slot *index;
+    uint64_t mask;          /* index capacity - 1 (a power of two minus one) */
+    uint64_t count;         /* rows held */
+    row_slab *slabs;        /* slabs[r >> slab_shift] holds row r */
+    uint32_t nslabs;        /* slabs allocated */
+    uint32_t slabs_cap;     /* entries of `slabs` */
+    uint32_t slab_shift;    /* log2 of the rows per slab */
+    float *fresh;           /* the state of a new row: slots * dim floats (NULL: no slots) */
+    row_table_pin_view pin; /* an export's view, or none */
+};
+
+/* Bytes of one slab's allocation: its rows' floats, then their step counts. */
+static inline size_t row_table_slab_bytes(const row_table *t) {
+    return ((size_t)1 << t->slab_shift) * (t->stride * sizeof(float) + sizeof(uint64_t));
+}
+
+static inline float *row_table_row_at(const row_table *t, uint32_t r) {
+    const row_slab *s = &t->slabs[r >> t->slab_shift];
+    return s->rows + (size_t)(r & ((1u << t->slab_shift) - 1)) * t->stride;
+}
+
+static inline uint64_t *row_table_step_at(const row_table *t, uint32_t r) {
+    return &t->slabs[r >> t->slab_shift].steps[r & ((1u << t->slab_shift) - 1)];
+}
+
+#endif

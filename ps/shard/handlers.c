@@ -419,6 +419,13 @@ ps_status shard_handle_health(rpc_ctx *rc, const ProtobufCMessage *msg, void *us
     resp.subscribers = atomic_load(&ctx->subscribers);
     resp.max_bytes = ss.max_bytes;
     resp.skipped_non_finite = ss.skipped + row_store_skipped(ctx->rows);
+    replicator_stats rs;
+    replicator_get_stats(ctx->repl, &rs);
+    resp.repl_targets = rs.backups;
+    resp.repl_syncing = rs.behind;
+    resp.repl_queued_bytes = rs.queued_bytes;
+    resp.repl_sync_bytes = rs.sync_bytes;
+    resp.repl_syncs = rs.syncs;
     row_table_stats *stats = NULL;
     Ps__TableStats *msgs = NULL, **ptrs = NULL;
     ps_status st = health_tables(ctx, &resp, &stats, &msgs, &ptrs)

@@ -29,7 +29,7 @@ ps_status replicator_create(const replicator_opts *opts, replicator **ret) {
         r->opts.give_up_ms = REPLICATOR_GIVE_UP_MS;
     if (!r->opts.max_batch_bytes)
         r->opts.max_batch_bytes = REPLICATOR_MAX_BATCH_BYTES;
-    r->self_index = UINT32_MAX;
+    r->self_cur = UINT32_MAX;
     r->replication = 1;
     if (pthread_mutex_init(&r->lock, NULL) != 0) {
         free(r);
@@ -55,9 +55,10 @@ void repl_drop_queue_locked(repl_target *t) {
     pthread_cond_broadcast(&t->r->changed);
 }
 
-/* The target must be synced again: what it has queued goes (lock held). */
+/* The target lost changes (or may have): it must be sent everything again, and what it
+ * has queued goes (lock held). */
 static void need_sync_locked(repl_target *t, const char *why) {
-    t->need_sync = true;
+    t->need_sync = t->full = true;
     snprintf(t->why, sizeof t->why, "%s", why);
     repl_drop_queue_locked(t);
 }
@@ -158,6 +159,11 @@ static void *sender_main(void *arg) {
             ps_status st = repl_sync(t, why, sizeof why);
             pthread_mutex_lock(&r->lock);
             t->syncing = false;
+            if (st == PS_STATUS_OK && t->redo_full) { /* the ring moved under it */
+                t->redo_full = false;
+                need_sync_locked(t, "the ring changed during a sync: syncing again");
+                continue;
+            }
             if (st == PS_STATUS_OK) {
                 t->failing_since = 0;
                 backoff = BACKOFF_MIN_MS;
@@ -165,6 +171,7 @@ static void *sender_main(void *arg) {
                 continue;
             }
             /* the changes queued after its point need the images that did not arrive */
+            t->redo_full = false;
             need_sync_locked(t, why);
             r->failed_calls++;
             struct timespec ts = ps_abstime_after_ms(backoff);
@@ -265,7 +272,11 @@ void replicator_destroy(replicator *r) {
     pthread_mutex_unlock(&r->lock);
     reap_removed(r);
     hashring_destroy(r->ring);
-    free(r->by_index);
+    hashring_destroy(r->pending);
+    hashring_destroy(r->settled);
+    free(r->cur_t);
+    free(r->pend_t);
+    free(r->live);
     pthread_cond_destroy(&r->changed);
     pthread_mutex_destroy(&r->lock);
     free(r);
@@ -287,7 +298,7 @@ static repl_target *target_start_locked(replicator *r, const hashring_node_info 
     snprintf(t->id, sizeof t->id, "%s", node->id);
     snprintf(t->addr, sizeof t->addr, "%s", node->addr);
     t->next_num = 1;
-    t->need_sync = true; /* it learns what it must hold, and we learn its incarnation */
+    t->need_sync = t->full = true; /* it learns what it must hold, we its incarnation */
     snprintf(t->why, sizeof t->why, "its first sync has not finished");
     atomic_init(&t->parts_out, 0);
     if (rpc_channel_create(t->addr, NULL, &t->channel) != PS_STATUS_OK) {
@@ -312,30 +323,20 @@ void replicator_set_stores(replicator *r, store *chunks, row_store *rows) {
     pthread_mutex_unlock(&r->lock);
 }
 
-ps_status replicator_set_ring(replicator *r, const void *data, size_t len, uint32_t replication) {
-    hashring *ring = NULL;
-    if (hashring_parse(data, len, &ring) != PS_STATUS_OK)
-        return PS_STATUS_PARSE;
-    uint32_t n = hashring_node_count(ring);
-    repl_target **by_index = calloc(n + 1, sizeof *by_index);
-    if (!by_index) {
-        hashring_destroy(ring);
+/* Targets for the members of ring (lock held): existing ones kept (unless they moved),
+ * new ones started, each placed in *ret_by (by ring index, NULL for self) and marked
+ * with `mark`. NO_MEMORY: some member has no target (its changes are lost to it until
+ * the next ring: a later sync repairs it). */
+static ps_status targets_for_locked(replicator *r, const hashring *ring, uint32_t mark,
+                                    repl_target ***ret_by) {
+    uint32_t n = ring ? hashring_node_count(ring) : 0;
+    repl_target **by = calloc(n + 1, sizeof *by);
+    if (!by)
         return PS_STATUS_NO_MEMORY;
-    }
     ps_status st = PS_STATUS_OK;
-    pthread_mutex_lock(&r->lock);
-    if (r->ring && hashring_epoch(ring) <= hashring_epoch(r->ring)) {
-        pthread_mutex_unlock(&r->lock);
-        hashring_destroy(ring);
-        free(by_index);
-        return PS_STATUS_OK;
-    }
-    uint32_t self = UINT32_MAX;
-    if (!hashring_find(ring, r->self, &self))
-        self = UINT32_MAX;
     for (uint32_t i = 0; i < n; i++) {
         hashring_node_info node;
-        if (i == self || !hashring_node_at(ring, i, &node))
+        if (!hashring_node_at(ring, i, &node) || strcmp(node.id, r->self) == 0)
             continue;
         repl_target *t = find_target_locked(r, node.id);
         if (t && strcmp(t->addr, node.addr) != 0) { /* it moved (a restart elsewhere) */
@@ -343,39 +344,125 @@ ps_status replicator_set_ring(replicator *r, const void *data, size_t len, uint3
             t = NULL;
         }
         if (!t && !(t = target_start_locked(r, &node)))
-            st = PS_STATUS_NO_MEMORY; /* its keys' changes are marked lost when pushed */
-        by_index[i] = t;
+            st = PS_STATUS_NO_MEMORY;
+        if (t)
+            t->slot = mark;
+        by[i] = t;
     }
+    *ret_by = by;
+    return st;
+}
+
+ps_status replicator_set_ring(replicator *r, const void *data, size_t len, const void *pending,
+                              size_t pending_len, uint64_t pending_epoch, uint32_t replication) {
+    hashring *ring = NULL, *pend = NULL;
+    if (hashring_parse(data, len, &ring) != PS_STATUS_OK)
+        return PS_STATUS_PARSE;
+    if (pending_len && hashring_parse(pending, pending_len, &pend) != PS_STATUS_OK) {
+        hashring_destroy(ring);
+        return PS_STATUS_PARSE;
+    }
+    if (!pend)
+        pending_epoch = 0;
+    ps_status st = PS_STATUS_OK;
+    pthread_mutex_lock(&r->lock);
+    if (r->ring &&
+        (hashring_epoch(ring) < hashring_epoch(r->ring) ||
+         (hashring_epoch(ring) == hashring_epoch(r->ring) && pending_epoch == r->pending_epoch))) {
+        pthread_mutex_unlock(&r->lock);
+        hashring_destroy(ring);
+        hashring_destroy(pend);
+        return PS_STATUS_OK; /* not newer */
+    }
+    /* The settled ring: after a commit (the ring is the pending ring every shard copied
+     * for), the ring itself; otherwise the one held until now (a failover keeps the
+     * copies its survivors hold). */
+    hashring *settled = NULL;
+    bool commit = r->pending_epoch && hashring_epoch(ring) == r->pending_epoch;
+    const hashring *from = commit ? ring : r->ring;
+    if (from && hashring_clone(from, &settled) != PS_STATUS_OK)
+        settled = NULL; /* no memory: every target is sent everything */
+    repl_target **cur_t = NULL, **pend_t = NULL, **live = NULL;
+    for (repl_target *t = r->targets; t; t = t->next)
+        t->slot = UINT32_MAX; /* not live until a ring names it */
+    st = targets_for_locked(r, ring, 0, &cur_t);
+    if (st == PS_STATUS_OK && pend)
+        st = targets_for_locked(r, pend, 0, &pend_t);
+    uint32_t n_live = 0;
+    for (repl_target *t = r->targets; t; t = t->next)
+        n_live += !t->removed && t->slot != UINT32_MAX;
+    if (st == PS_STATUS_OK && !(live = calloc(n_live + 1, sizeof *live)))
+        st = PS_STATUS_NO_MEMORY;
+    if (st != PS_STATUS_OK) { /* keep the ring held; targets started stay for the next */
+        pthread_mutex_unlock(&r->lock);
+        free(cur_t);
+        free(pend_t);
+        hashring_destroy(ring);
+        hashring_destroy(pend);
+        hashring_destroy(settled);
+        reap_removed(r);
+        return st;
+    }
+    n_live = 0;
     for (repl_target *t = r->targets; t; t = t->next) {
-        bool member = false;
-        for (uint32_t i = 0; i < n && !member; i++)
-            member = by_index[i] == t;
-        if (!member) /* it left the ring */
+        if (t->removed)
+            continue;
+        if (t->slot == UINT32_MAX) { /* on neither ring: it stops */
             t->removed = true;
-        else if (!t->need_sync) /* its share of the keys may have grown */
-            need_sync_locked(t, "the ring changed: a sync has not finished");
+            continue;
+        }
+        t->slot = n_live;
+        live[n_live++] = t;
+        if (!settled || !hashring_find(settled, t->id, &t->idx_settled))
+            t->idx_settled = UINT32_MAX;
+        if (t->syncing) /* its sync's images are for the old rings */
+            t->redo_full = true;
+        else if (!t->need_sync) { /* its share of the keys may have grown */
+            t->need_sync = true;
+            snprintf(t->why, sizeof t->why, "the ring changed: a sync has not finished");
+        }
     }
     hashring_destroy(r->ring);
-    free(r->by_index);
+    hashring_destroy(r->pending);
+    hashring_destroy(r->settled);
+    free(r->cur_t);
+    free(r->pend_t);
+    free(r->live);
     r->ring = ring;
-    r->by_index = by_index;
-    r->n_index = n;
-    r->self_index = self;
+    r->pending = pend;
+    r->pending_epoch = pending_epoch;
+    r->settled = settled;
+    r->cur_t = cur_t;
+    r->n_cur = hashring_node_count(ring);
+    r->pend_t = pend_t;
+    r->n_pend = pend ? hashring_node_count(pend) : 0;
+    r->live = live;
+    r->n_live = n_live;
+    if (!hashring_find(ring, r->self, &r->self_cur))
+        r->self_cur = UINT32_MAX;
     r->replication = replication ? replication : 1;
     pthread_cond_broadcast(&r->changed);
     pthread_mutex_unlock(&r->lock);
     reap_removed(r);
-    return st;
+    return PS_STATUS_OK;
+}
+
+uint64_t replicator_synced_epoch(replicator *r) {
+    pthread_mutex_lock(&r->lock);
+    uint64_t e = r->pending_epoch;
+    for (uint32_t i = 0; e && i < r->n_live; i++) {
+        const repl_target *t = r->live[i];
+        if (t->need_sync || t->syncing || t->synced_for != e)
+            e = 0;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return e;
 }
 
 /* Appends an entry to a target's queue (lock held); a target behind drops it. */
 static void enqueue_locked(repl_target *t, repl_entry *e, uint64_t pos) {
     if (!e) {
         need_sync_locked(t, "out of memory queueing a change");
-        return;
-    }
-    if (t->need_sync && !t->syncing) { /* the coming sync's images cover it */
-        repl_entry_free(e);
         return;
     }
     e->pos = pos;
@@ -409,47 +496,51 @@ static repl_entry *delete_entry(const void *c, const uint32_t *idx, size_t m) {
     return repl_entry_delete(d->keys, d->n, idx, m);
 }
 
-/* Groups the change's keys by backup and queues each backup its entry (lock held). */
+/* Groups the change's keys by target and queues each target its entry (lock held). A
+ * target waiting for its sync gets only the keys it held: the sync's images carry the
+ * others. */
 static void route_locked(replicator *r, uint64_t pos, const uint64_t *keys, size_t n,
                          const void *change, entry_fn make) {
-    uint32_t copies = r->replication;
-    if (!r->ring || r->self_index == UINT32_MAX || copies < 2 || n == 0)
+    if (!r->ring || r->self_cur == UINT32_MAX || n == 0 || r->n_live == 0)
         return;
-    uint32_t nb = copies - 1, n_nodes = r->n_index;
-    uint32_t *own = malloc(n * nb * sizeof *own + 1);
-    uint32_t *count = calloc(n_nodes + 1, sizeof *count);
+    const uint32_t per_key = 2 * HASHRING_MAX_REPLICAS;
+    uint32_t *own = malloc(n * per_key * sizeof *own + 1);
+    uint32_t *count = calloc(r->n_live + 1, sizeof *count);
     uint32_t *idx = malloc(n * sizeof *idx + 1);
     if (!own || !count || !idx) {
-        for (uint32_t i = 0; i < n_nodes; i++)
-            if (r->by_index[i])
-                need_sync_locked(r->by_index[i], "out of memory routing a change");
+        for (uint32_t i = 0; i < r->n_live; i++)
+            need_sync_locked(r->live[i], "out of memory routing a change");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        uint32_t o[HASHRING_MAX_REPLICAS];
-        uint32_t got = hashring_owners(r->ring, keys[i], copies, o);
-        for (uint32_t b = 0; b < nb; b++) {
-            uint32_t v = UINT32_MAX;
-            if (got > 0 && o[0] == r->self_index && b + 1 < got)
-                v = o[b + 1];
-            own[i * nb + b] = v;
-            if (v != UINT32_MAX)
-                count[v]++;
+        repl_target *to[2 * HASHRING_MAX_REPLICAS];
+        uint32_t got = repl_targets_of(r->ring, r->pending, r->self_cur, r->cur_t, r->pend_t,
+                                       r->replication, keys[i], to);
+        uint32_t k = 0;
+        for (uint32_t j = 0; j < got; j++) {
+            repl_target *t = to[j];
+            if (t->need_sync && !t->syncing &&
+                !repl_held(r->settled, t->idx_settled, t->full, r->replication, keys[i]))
+                continue;
+            own[i * per_key + k++] = t->slot;
+            count[t->slot]++;
         }
+        if (k < per_key)
+            own[i * per_key + k] = UINT32_MAX;
     }
-    for (uint32_t t = 0; t < n_nodes; t++) {
-        if (!count[t] || !r->by_index[t])
+    for (uint32_t slot = 0; slot < r->n_live; slot++) {
+        if (!count[slot])
             continue;
         size_t m = 0;
-        if (count[t] < n) {
+        if (count[slot] < n) {
             for (size_t i = 0; i < n; i++)
-                for (uint32_t b = 0; b < nb; b++)
-                    if (own[i * nb + b] == t) {
+                for (uint32_t b = 0; b < per_key && own[i * per_key + b] != UINT32_MAX; b++)
+                    if (own[i * per_key + b] == slot) {
                         idx[m++] = (uint32_t)i;
                         break;
                     }
         }
-        enqueue_locked(r->by_index[t], make(change, count[t] < n ? idx : NULL, m), pos);
+        enqueue_locked(r->live[slot], make(change, count[slot] < n ? idx : NULL, m), pos);
     }
     pthread_cond_broadcast(&r->changed);
 out:
@@ -472,8 +563,8 @@ void replicator_rows(replicator *r, uint64_t pos, const row_push *p) {
     uint64_t *keys = malloc(p->n * sizeof *keys);
     pthread_mutex_lock(&r->lock);
     if (!keys) {
-        for (repl_target *t = r->targets; t; t = t->next)
-            need_sync_locked(t, "out of memory routing a rows change");
+        for (uint32_t i = 0; i < r->n_live; i++)
+            need_sync_locked(r->live[i], "out of memory routing a rows change");
     } else {
         uint64_t table = ps_key_table(p->model, p->table);
         for (size_t i = 0; i < p->n; i++)
@@ -501,10 +592,8 @@ static repl_target *holding_locked(replicator *r, uint64_t pos) {
 
 /* A backup that lacks some change up to pos (lock held), or NULL. */
 static repl_target *lagging_locked(replicator *r, uint64_t pos) {
-    for (uint32_t i = 0; i < r->n_index; i++) {
-        repl_target *t = r->by_index[i];
-        if (!t)
-            continue;
+    for (uint32_t i = 0; i < r->n_live; i++) {
+        repl_target *t = r->live[i];
         if ((t->need_sync && !t->syncing) || (t->syncing && t->sync_pos >= pos) ||
             (t->head && t->head->pos <= pos))
             return t;
@@ -538,10 +627,8 @@ ps_status replicator_wait(replicator *r, uint64_t pos, int64_t deadline_ms, char
 void replicator_get_stats(replicator *r, replicator_stats *ret) {
     memset(ret, 0, sizeof *ret);
     pthread_mutex_lock(&r->lock);
-    for (uint32_t i = 0; i < r->n_index; i++) {
-        repl_target *t = r->by_index[i];
-        if (!t)
-            continue;
+    for (uint32_t i = 0; i < r->n_live; i++) {
+        repl_target *t = r->live[i];
         ret->backups++;
         ret->behind += t->need_sync || t->syncing;
         ret->queued += t->queued;
@@ -552,4 +639,40 @@ void replicator_get_stats(replicator *r, replicator_stats *ret) {
     ret->syncs = r->syncs;
     ret->sync_bytes = r->sync_bytes;
     pthread_mutex_unlock(&r->lock);
+}
+
+uint32_t repl_targets_of(const hashring *cur, const hashring *pend, uint32_t self,
+                         repl_target *const *cur_t, repl_target *const *pend_t,
+                         uint32_t replication, uint64_t key, repl_target **out) {
+    uint32_t o[HASHRING_MAX_REPLICAS], n = 0;
+    uint32_t got = hashring_owners(cur, key, replication, o);
+    if (got == 0 || o[0] != self)
+        return 0;
+    for (uint32_t i = 1; i < got; i++)
+        if (cur_t[o[i]])
+            out[n++] = cur_t[o[i]];
+    if (!pend)
+        return n;
+    got = hashring_owners(pend, key, replication, o);
+    for (uint32_t i = 0; i < got; i++) {
+        repl_target *t = pend_t[o[i]];
+        bool seen = !t;
+        for (uint32_t j = 0; j < n && !seen; j++)
+            seen = out[j] == t;
+        if (!seen)
+            out[n++] = t;
+    }
+    return n;
+}
+
+bool repl_held(const hashring *settled, uint32_t idx_settled, bool full, uint32_t replication,
+               uint64_t key) {
+    if (full || !settled || idx_settled == UINT32_MAX)
+        return false;
+    uint32_t o[HASHRING_MAX_REPLICAS];
+    uint32_t got = hashring_owners(settled, key, replication, o);
+    for (uint32_t i = 0; i < got; i++)
+        if (o[i] == idx_settled)
+            return true;
+    return false;
 }

@@ -76,12 +76,22 @@ void replicator_destroy(replicator *replicator);
  * is installed). */
 void replicator_set_stores(replicator *replicator, store *chunks, row_store *rows);
 
-/* Installs a ring (hashring_serialize bytes) and the replication factor R (>= 1): from
- * now on the changes to keys this shard is primary for go to their other R - 1 owners.
- * Backups no longer on the ring stop and release their queues. PARSE when the ring does
- * not parse; a ring not newer than the one held is ignored. */
+/* Installs a ring (hashring_serialize bytes), the pending ring of a membership change
+ * (may be empty: none) with the epoch it will have, and the replication factor R (>= 1):
+ * from now on the changes to keys this shard is primary for (on the current ring) go to
+ * their other R - 1 owners and to every owner the pending ring gives them. Every target
+ * is synced again (only the keys it did not hold on the settled ring: the pending ring
+ * once it is committed, else the ring held before). Targets on neither ring stop and
+ * release their queues. PARSE when a ring does not parse; a ring and pending not newer
+ * than those held are ignored. */
 ps_status replicator_set_ring(replicator *replicator, const void *ring, size_t len,
+                              const void *pending, size_t pending_len, uint64_t pending_epoch,
                               uint32_t replication);
+
+/* The pending epoch when every target has been synced for it (every key this shard is
+ * primary for is on every owner the pending ring gives it, and changes flow to them);
+ * else 0. What a shard's heartbeat reports (HeartbeatRequest.synced_epoch). */
+uint64_t replicator_synced_epoch(replicator *replicator);
 
 /* Queue a change for the backups of its keys (call under the store's or table's write
  * lock, in apply order, with strictly increasing positions). Never fails: when an entry

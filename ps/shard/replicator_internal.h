@@ -45,9 +45,16 @@ typedef struct repl_target {
     uint64_t next_num;       /* the next entry's stream number */
     uint64_t queued, queued_bytes;
     bool removed;            /* off the ring: the sender ends and releases the queue */
-    bool need_sync;          /* changes are dropped until a sync starts */
+    bool need_sync;          /* a sync must run before the queue is sent (until it starts,
+                                changes to keys it did not hold are left to its images) */
+    bool full;               /* that sync sends everything it should hold (it lost
+                                changes, restarted, or is new) */
+    bool redo_full;          /* the ring changed during the running sync: redo it whole */
     bool syncing;            /* a sync runs: changes after sync_pos are queued */
     uint64_t sync_pos;       /* the running sync's point */
+    uint64_t synced_for;     /* the pending epoch its last sync covered (0: none) */
+    uint32_t slot;           /* its index among the live targets */
+    uint32_t idx_settled;    /* its index in the settled ring (UINT32_MAX: not on it) */
     uint64_t peer_inc;       /* the backup's incarnation, learned by the last sync */
     char why[256];           /* why it needs a sync or fails */
     int64_t failing_since;   /* ps_now_ms of the first failure in a row; 0 = none */
@@ -62,11 +69,18 @@ struct replicator {
     pthread_mutex_t lock;
     pthread_cond_t changed; /* queues, acks, removals, stop */
     bool stopping;
-    hashring *ring;         /* the ring held (NULL before the first) */
+    hashring *ring;         /* the current ring (NULL before the first) */
+    hashring *pending;      /* the ring a membership change moves to, or NULL */
+    uint64_t pending_epoch; /* its epoch (0: none) */
+    hashring *settled;      /* the last ring every owner fully holds its keys under, or NULL */
     uint32_t replication;   /* R */
-    uint32_t self_index;    /* UINT32_MAX when not on the ring */
-    repl_target **by_index; /* ring index -> target (NULL for self) */
-    uint32_t n_index;
+    uint32_t self_cur;      /* this shard's index in ring; UINT32_MAX when not on it */
+    repl_target **cur_t;    /* ring index -> target (NULL for self) */
+    uint32_t n_cur;
+    repl_target **pend_t; /* pending ring index -> target (NULL for self) */
+    uint32_t n_pend;
+    repl_target **live; /* the targets on either ring, by slot */
+    uint32_t n_live;
     repl_target *targets;
     uint64_t sent_records, failed_calls, syncs, sync_bytes;
 };
@@ -82,5 +96,17 @@ ps_status repl_sync(repl_target *t, char *err, size_t err_len);
 
 /* Drops the target's queue (lock held). */
 void repl_drop_queue_locked(repl_target *t);
+
+/* The targets a change to key must go to: none unless self is the key's primary on cur;
+ * else its other owners there and every owner pend (may be NULL) gives it, as targets
+ * (cur_t, pend_t: by ring index, NULL for self). Writes at most 2 * HASHRING_MAX_REPLICAS
+ * into out; returns how many. */
+uint32_t repl_targets_of(const hashring *cur, const hashring *pend, uint32_t self,
+                         repl_target *const *cur_t, repl_target *const *pend_t,
+                         uint32_t replication, uint64_t key, repl_target **out);
+/* Whether target t (at idx_settled of settled) holds key already: one of its owners on
+ * the settled ring, and not to be sent everything (full). */
+bool repl_held(const hashring *settled, uint32_t idx_settled, bool full, uint32_t replication,
+               uint64_t key);
 
 #endif

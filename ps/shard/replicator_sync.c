@@ -1,10 +1,12 @@
-/* replicator_sync.c: a backup's sync (see replicator.h): the images of every chunk and
- * row this shard is primary for and the backup owns, exported at one point of the
- * journal (image_export holds every store still while position() runs; at that moment
- * the target's queue is dropped, since the images cover it, and later changes queue
- * behind the sync), sent in batches of framed image records, the last batch telling the
- * backup which record number the stream resumes with. Copies each image into the batch
- * (a sync is bulk work; the images of a chunk are pinned blocks until then). */
+/* replicator_sync.c: a backup's sync (see replicator.h): the images of the chunks and
+ * rows this shard is primary for that the backup should hold and does not hold yet (it
+ * was not their owner on the settled ring, or it is to be sent everything), exported at
+ * one point of the journal (image_export holds every store still while position()
+ * runs; from that moment changes queue behind the sync), sent in batches of framed
+ * image records, the last batch telling the backup which record number the stream
+ * resumes with. Changes queued before the point are for keys the backup held, which the
+ * images leave out, so nothing lands twice. Copies each image into the batch (a sync is
+ * bulk work; the images of a chunk are pinned blocks until then). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +16,14 @@
 
 typedef struct sync_run {
     repl_target *t;
-    hashring *ring;    /* the ring the sync is for (a copy) */
-    uint32_t self, me; /* this shard's and the target's ring indices */
-    uint32_t copies;   /* R */
-    uint8_t *buf;      /* the batch being filled */
+    hashring *ring, *pending, *settled; /* the rings the sync is for (copies) */
+    repl_target **cur_t, **pend_t;      /* by ring index: only `t` is kept (copies) */
+    uint32_t self;                      /* this shard's index on ring */
+    uint32_t idx_settled;               /* the target's on settled */
+    bool full;                          /* send everything it should hold */
+    uint64_t pending_epoch;
+    uint32_t copies; /* R */
+    uint8_t *buf;    /* the batch being filled */
     size_t len, cap;
     uint32_t count;
     uint64_t resume; /* the stream number after the point */
@@ -26,28 +32,27 @@ typedef struct sync_run {
     size_t err_len;
 } sync_run;
 
-/* The target owns the key and this shard is its primary. */
+/* This shard is the key's primary, the target one of the owners its changes go to, and
+ * the target does not hold the key already. */
 static bool sync_accept(void *arg, uint64_t key) {
     const sync_run *run = arg;
-    uint32_t o[HASHRING_MAX_REPLICAS];
-    uint32_t got = hashring_owners(run->ring, key, run->copies, o);
-    if (got < 2 || o[0] != run->self)
-        return false;
-    for (uint32_t i = 1; i < got; i++)
-        if (o[i] == run->me)
-            return true;
-    return false;
+    repl_target *to[2 * HASHRING_MAX_REPLICAS];
+    uint32_t got = repl_targets_of(run->ring, run->pending, run->self, run->cur_t, run->pend_t,
+                                   run->copies, key, to);
+    bool target = false;
+    for (uint32_t i = 0; i < got && !target; i++)
+        target = to[i] == run->t;
+    return target && !repl_held(run->settled, run->idx_settled, run->full, run->copies, key);
 }
 
-/* With every store held still: the point the images stand for. The queue goes (the
- * images cover it); changes from now on queue behind the sync. */
+/* With every store held still: the point the images stand for; changes from now on
+ * queue behind the sync. */
 static uint64_t sync_point(void *arg) {
     sync_run *run = arg;
     replicator *r = run->t->r;
     uint64_t pos = r->opts.position ? r->opts.position(r->opts.position_arg) : 0;
     pthread_mutex_lock(&r->lock);
     repl_target *t = run->t;
-    repl_drop_queue_locked(t);
     t->need_sync = false;
     t->syncing = true;
     t->sync_pos = pos;
@@ -122,45 +127,76 @@ static ps_status sync_rows(void *arg, const image_rows *rows) {
     return st == PS_STATUS_OK ? add_record(run, &e) : st;
 }
 
+/* Copies what the sync needs of the replicator's view (lock held): the rings, and the
+ * target maps with only this target kept. FAILED_PRECONDITION: not on the ring (primary
+ * of nothing: the sync sends no image). */
+static ps_status run_snapshot_locked(const replicator *r, sync_run *run) {
+    run->full = run->t->full;
+    run->pending_epoch = r->pending_epoch;
+    if (!r->ring || r->self_cur == UINT32_MAX)
+        return PS_STATUS_FAILED_PRECONDITION;
+    run->self = r->self_cur;
+    run->copies = r->replication;
+    run->idx_settled = run->t->idx_settled;
+    if (hashring_clone(r->ring, &run->ring) != PS_STATUS_OK ||
+        (r->pending && hashring_clone(r->pending, &run->pending) != PS_STATUS_OK) ||
+        (r->settled && hashring_clone(r->settled, &run->settled) != PS_STATUS_OK) ||
+        !(run->cur_t = calloc(r->n_cur + 1, sizeof *run->cur_t)) ||
+        !(run->pend_t = calloc(r->n_pend + 1, sizeof *run->pend_t)))
+        return PS_STATUS_NO_MEMORY;
+    for (uint32_t i = 0; i < r->n_cur; i++)
+        run->cur_t[i] = r->cur_t[i] == run->t ? run->t : NULL;
+    for (uint32_t i = 0; i < r->n_pend; i++)
+        run->pend_t[i] = r->pend_t[i] == run->t ? run->t : NULL;
+    return PS_STATUS_OK;
+}
+
+static void run_free(sync_run *run) {
+    hashring_destroy(run->ring);
+    hashring_destroy(run->pending);
+    hashring_destroy(run->settled);
+    free(run->cur_t);
+    free(run->pend_t);
+    free(run->buf);
+}
+
 ps_status repl_sync(repl_target *t, char *err, size_t err_len) {
     replicator *r = t->r;
     sync_run run = {.t = t, .err = err, .err_len = err_len};
     pthread_mutex_lock(&r->lock);
-    ps_status st = PS_STATUS_OK;
-    uint32_t me = UINT32_MAX;
-    if (!r->ring || r->self_index == UINT32_MAX || !hashring_find(r->ring, t->id, &me))
-        st = PS_STATUS_FAILED_PRECONDITION; /* no ring with both of us: nothing to hold */
-    else if ((st = hashring_clone(r->ring, &run.ring)) == PS_STATUS_OK) {
-        run.self = r->self_index;
-        run.me = me;
-        run.copies = r->replication;
-    }
+    ps_status st = run_snapshot_locked(r, &run);
     pthread_mutex_unlock(&r->lock);
-    if (st != PS_STATUS_OK) {
-        ps_set_err(err, err_len, "%s",
-                   st == PS_STATUS_NO_MEMORY ? "out of memory copying the ring"
-                                             : "not on one ring with it");
+    if (st == PS_STATUS_NO_MEMORY) {
+        ps_set_err(err, err_len, "out of memory copying the rings for a sync");
+        run_free(&run);
         return st;
     }
-    image_export_opts eo = {.chunks = r->opts.chunks,
-                            .rows = r->opts.rows,
-                            .accept = sync_accept,
-                            .accept_arg = &run,
-                            .position = sync_point,
-                            .position_arg = &run,
-                            .visit_chunk = sync_chunk,
-                            .visit_rows = sync_rows,
-                            .arg = &run};
-    image_export_info info;
-    st = image_export(&eo, &info, err, err_len);
+    if (st == PS_STATUS_OK) {
+        image_export_opts eo = {.chunks = r->opts.chunks,
+                                .rows = r->opts.rows,
+                                .accept = sync_accept,
+                                .accept_arg = &run,
+                                .position = sync_point,
+                                .position_arg = &run,
+                                .visit_chunk = sync_chunk,
+                                .visit_rows = sync_rows,
+                                .arg = &run};
+        image_export_info info;
+        st = image_export(&eo, &info, err, err_len);
+    } else { /* primary of nothing: no image, only the point */
+        sync_point(&run);
+        st = PS_STATUS_OK;
+    }
     if (st == PS_STATUS_OK)
         st = flush(&run, run.resume ? run.resume : 1);
-    free(run.buf);
-    hashring_destroy(run.ring);
+    run_free(&run);
     if (st == PS_STATUS_OK) {
         pthread_mutex_lock(&r->lock);
         r->syncs++;
         r->sync_bytes += run.bytes;
+        if (!t->need_sync) /* nothing was lost meanwhile */
+            t->full = false;
+        t->synced_for = run.pending_epoch;
         pthread_mutex_unlock(&r->lock);
     }
     return st;

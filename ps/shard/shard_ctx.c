@@ -223,8 +223,9 @@ ps_status shard_ring_install(shard_ctx *ctx, const Ps__Ring *ring, shard_ring_ch
     placement_set_replication(ctx->placement, ring->replication);
     ps_status st =
         placement_ring_install(ctx->placement, ring->ring.data, ring->ring.len, &installed, &info);
-    if (st == PS_STATUS_OK && installed) /* a ring too new for the replicator: NO_MEMORY */
-        (void)replicator_set_ring(ctx->repl, ring->ring.data, ring->ring.len, ring->replication);
+    if (st == PS_STATUS_OK) /* it keeps what it held unless this is newer (or no memory) */
+        (void)replicator_set_ring(ctx->repl, ring->ring.data, ring->ring.len, ring->pending.data,
+                                  ring->pending.len, ring->pending_epoch, ring->replication);
     if (st == PS_STATUS_OK && ret_change) {
         ret_change->installed = installed;
         ret_change->epoch = info.epoch;
@@ -251,4 +252,5 @@ void shard_heartbeat_fill(shard_ctx *ctx, Ps__HeartbeatRequest *req) {
     req->id = ctx->id;
     req->keys = ss.keys + rows;
     req->seq = ss.seq;
+    req->synced_epoch = replicator_synced_epoch(ctx->repl);
 }

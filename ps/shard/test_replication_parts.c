@@ -6,18 +6,24 @@
  *     request's values arrived in pieces that cut floats and keys in two;
  *   - repl_inbox.h: a stream remembers what it applied, never goes back but for a
  *     sync's reset, starts anew for a restarted primary, refuses a bad id, and keeps
- *     a second call of one stream waiting while the first applies. */
+ *     a second call of one stream waiting while the first applies;
+ *   - the replicator's routing (replicator_internal.h): a change goes only from a key's
+ *     primary, to its other owners and to every owner a pending ring gives it (a node
+ *     joining gets exactly the keys it will own), and a target holds a key when it owns
+ *     it on the settled ring (never when it is to be sent everything). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
 #include "dedup.h"
 #include "push_subset.h"
 #include "repl_inbox.h"
+#include "replicator_internal.h"
 
 static void test_dedup_finds_what_a_request_applied(void **state) {
     (void)state;
@@ -180,6 +186,86 @@ static void test_inbox_one_call_per_stream_at_a_time(void **state) {
     repl_inbox_destroy(in);
 }
 
+static hashring *ring_of(const char *const *ids, int n, uint64_t epoch) {
+    hashring *r = NULL;
+    assert_int_equal(hashring_create(50, &r), PS_STATUS_OK);
+    for (int i = 0; i < n; i++) {
+        char addr[32];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", 7000 + i);
+        assert_int_equal(hashring_add(r, ids[i], addr, 1), PS_STATUS_OK);
+    }
+    hashring_set_epoch(r, epoch);
+    return r;
+}
+
+static void test_routing_with_a_pending_ring(void **state) {
+    (void)state;
+    const char *ids[] = {"a", "b", "c", "d"};
+    hashring *cur = ring_of(ids, 3, 5), *pend = ring_of(ids, 4, 6);
+    repl_target tgt[4]; /* by id: a b c d */
+    memset(tgt, 0, sizeof tgt);
+    repl_target *cur_t[3], *pend_t[4];
+    uint32_t self = 0;
+    assert_true(hashring_find(cur, "a", &self));
+    for (int i = 0; i < 3; i++) { /* ring indices are ranks by id: the same here */
+        uint32_t k = 0;
+        assert_true(hashring_find(cur, ids[i], &k));
+        cur_t[k] = strcmp(ids[i], "a") == 0 ? NULL : &tgt[i];
+    }
+    for (int i = 0; i < 4; i++) {
+        uint32_t k = 0;
+        assert_true(hashring_find(pend, ids[i], &k));
+        pend_t[k] = strcmp(ids[i], "a") == 0 ? NULL : &tgt[i];
+    }
+    uint32_t d_pend = 0, a_pend = 0;
+    assert_true(hashring_find(pend, "d", &d_pend));
+    assert_true(hashring_find(pend, "a", &a_pend));
+    int mine = 0, to_d = 0, d_owns = 0;
+    for (uint64_t key = 1; key < 20000; key++) {
+        uint64_t k = key * 0x9E3779B97F4A7C15ull;
+        repl_target *out[2 * HASHRING_MAX_REPLICAS];
+        uint32_t n = repl_targets_of(cur, pend, self, cur_t, pend_t, 2, k, out);
+        uint32_t o[2];
+        hashring_owners(cur, k, 2, o);
+        if (o[0] != self) { /* not its primary: nothing goes from here */
+            assert_int_equal(n, 0);
+            continue;
+        }
+        mine++;
+        uint32_t p[2];
+        hashring_owners(pend, k, 2, p);
+        bool d_will = p[0] == d_pend || p[1] == d_pend, sent_d = false;
+        for (uint32_t j = 0; j < n; j++) {
+            assert_non_null(out[j]);
+            for (uint32_t m = j + 1; m < n; m++)
+                assert_ptr_not_equal(out[j], out[m]); /* each target once */
+            sent_d |= out[j] == &tgt[3];
+        }
+        assert_int_equal(sent_d, d_will); /* the joining node gets exactly its keys */
+        to_d += sent_d;
+        d_owns += d_will;
+        /* the settled ring (cur): d holds nothing; the current backup holds it */
+        uint32_t d_settled = UINT32_MAX;
+        assert_false(repl_held(cur, d_settled, false, 2, k));
+        assert_true(repl_held(cur, o[1], false, 2, k));
+        assert_false(repl_held(cur, o[1], true, 2, k)); /* full: sent everything */
+        assert_false(repl_held(NULL, o[1], false, 2, k));
+    }
+    assert_true(mine > 0 && to_d > 0 && to_d == d_owns);
+    repl_target *out[2 * HASHRING_MAX_REPLICAS]; /* no pending: the other owners only */
+    for (uint64_t key = 1; key < 2000; key++) {
+        uint64_t k = key * 0x9E3779B97F4A7C15ull;
+        uint32_t o[2];
+        hashring_owners(cur, k, 2, o);
+        uint32_t n = repl_targets_of(cur, NULL, self, cur_t, pend_t, 2, k, out);
+        assert_int_equal(n, o[0] == self ? 1 : 0);
+        if (n)
+            assert_ptr_equal(out[0], cur_t[o[1]]);
+    }
+    hashring_destroy(cur);
+    hashring_destroy(pend);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dedup_finds_what_a_request_applied),
@@ -187,6 +273,7 @@ int main(void) {
         cmocka_unit_test(test_push_subset_slices_values_across_pieces),
         cmocka_unit_test(test_inbox_streams),
         cmocka_unit_test(test_inbox_one_call_per_stream_at_a_time),
+        cmocka_unit_test(test_routing_with_a_pending_ring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

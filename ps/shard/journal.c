@@ -1,9 +1,10 @@
 /* journal.c: push and delete records of the chunk store in the write-ahead log, and
  * their replay (see journal.h). A push record:
  *   u8 format (1), u8 op, u8 flags (1: skip_non_finite, 2: names follow, 4: a request
- *   id), u8 optimizer
+ *   id, 8: a base version), u8 optimizer
  *   kind, 10 x f32 hyper-parameters (lr, momentum, weight_decay, beta1, beta2, eps,
- *   initial_accumulator, l1, l2, beta), u32 n, (flag 4: u64 request id), n x u64 keys,
+ *   initial_accumulator, l1, l2, beta), u32 n, (flag 4: u64 request id), (flag 8: u64
+ *   base version: the versions the primary gave, base + 1.. in key order), n x u64 keys,
  *   n x u32 lengths, names (when flagged: n x (u16 length, bytes)), then the values
  *   (float32).
  * A delete record: u8 format (1), u32 n, n x u64 keys.
@@ -56,17 +57,33 @@ static void get_optim(const uint8_t *h, optim_spec *o) {
         *f[i] = get_f32(h + 4 + 4 * i);
 }
 
-static void push_head(const store_push *p, uint8_t *h) {
+/* A push record's bytes before its keys: the fixed head, then the request id (flag 4)
+ * and the base version (flag 8) when present. */
+static size_t push_head_len(uint8_t flags) {
+    return PUSH_HEAD + ((flags & 4) ? 8 : 0) + ((flags & 8) ? 8 : 0);
+}
+
+/* Writes the head (push_head_len bytes) and returns its length. */
+static size_t push_head(const store_push *p, uint8_t *h) {
     memset(h, 0, PUSH_HEAD);
     const optim_spec *o = p->optimizer;
     h[0] = FORMAT;
     h[1] = (uint8_t)p->op;
-    h[2] = (uint8_t)((p->skip_non_finite ? 1 : 0) | (p->names ? 2 : 0) | (p->request_id ? 4 : 0));
+    h[2] = (uint8_t)((p->skip_non_finite ? 1 : 0) | (p->names ? 2 : 0) | (p->request_id ? 4 : 0) |
+                     (p->base_version ? 8 : 0));
     put_optim(h, o);
     uint32_t n = (uint32_t)p->n;
     memcpy(h + 44, &n, 4);
-    if (p->request_id)
-        memcpy(h + PUSH_HEAD, &p->request_id, 8);
+    size_t at = PUSH_HEAD;
+    if (p->request_id) {
+        memcpy(h + at, &p->request_id, 8);
+        at += 8;
+    }
+    if (p->base_version) {
+        memcpy(h + at, &p->base_version, 8);
+        at += 8;
+    }
+    return at;
 }
 
 /* The names as one blob (malloc'd; *ret_len bytes). */
@@ -98,7 +115,7 @@ void journal_encoded_free(journal_encoded *e) {
  * more than max_pieces pieces are gathered into one buffer first. */
 static ps_status encode_push(const store_push *p, size_t max_pieces, journal_encoded *e) {
     memset(e, 0, sizeof *e);
-    push_head(p, e->head);
+    size_t head_len = push_head(p, e->head);
     size_t names_len = 0;
     if (p->names && !(e->names = names_blob(p, &names_len)))
         return PS_STATUS_NO_MEMORY;
@@ -120,7 +137,7 @@ static ps_status encode_push(const store_push *p, size_t max_pieces, journal_enc
         return PS_STATUS_NO_MEMORY;
     }
     int k = 0;
-    e->iov[k++] = (struct iovec){e->head, PUSH_HEAD + (p->request_id ? 8 : 0)};
+    e->iov[k++] = (struct iovec){e->head, head_len};
     e->iov[k++] = (struct iovec){(void *)p->keys, p->n * 8};
     e->iov[k++] = (struct iovec){(void *)p->lengths, p->n * 4};
     if (e->names)
@@ -248,12 +265,14 @@ store_journal journal_for(wal *w) {
 static ps_status replay_push(store *s, const uint8_t *p, size_t len, bool from_peer,
                              uint64_t *ret_lsn) {
     uint32_t n;
-    size_t hl = PUSH_HEAD + ((len >= 3 && (p[2] & 4)) ? 8 : 0);
-    uint64_t request_id = 0;
+    size_t hl = len >= 3 ? push_head_len(p[2]) : PUSH_HEAD;
+    uint64_t request_id = 0, base_version = 0;
     if (len < hl || p[0] != FORMAT)
         return PS_STATUS_PARSE;
-    if (hl > PUSH_HEAD)
+    if (p[2] & 4)
         memcpy(&request_id, p + PUSH_HEAD, 8);
+    if (p[2] & 8)
+        memcpy(&base_version, p + hl - 8, 8);
     memcpy(&n, p + 44, 4);
     if ((uint64_t)n * 12 > len - hl)
         return PS_STATUS_PARSE;
@@ -292,7 +311,8 @@ static ps_status replay_push(store *s, const uint8_t *p, size_t len, bool from_p
                        .optimizer = &o,
                        .skip_non_finite = p[2] & 1,
                        .from_peer = from_peer,
-                       .request_id = request_id};
+                       .request_id = request_id,
+                       .base_version = from_peer ? base_version : 0};
     store_batch *b = NULL;
     char err[256];
     st = store_batch_prepare(s, &push, &b, err, sizeof err);
@@ -401,13 +421,14 @@ ps_status journal_request_of(uint8_t type, const void *payload, size_t len, uint
     *ret_n = 0;
     uint32_t n = 0;
     if (type == JOURNAL_TYPE_PUSH && len >= PUSH_HEAD + 8 && p[0] == FORMAT && (p[2] & 4)) {
+        size_t hl = push_head_len(p[2]);
         memcpy(&n, p + 44, 4);
-        if ((uint64_t)n * 12 > len - PUSH_HEAD - 8)
+        if (len < hl || (uint64_t)n * 12 > len - hl)
             return PS_STATUS_PARSE;
         if (!(*ret_keys = malloc((size_t)n * 8 + 1)))
             return PS_STATUS_NO_MEMORY;
         memcpy(ret_id, p + PUSH_HEAD, 8);
-        memcpy(*ret_keys, p + PUSH_HEAD + 8, (size_t)n * 8);
+        memcpy(*ret_keys, p + hl, (size_t)n * 8);
     } else if (type == JOURNAL_TYPE_ROWS && len >= ROWS_HEAD + 8 && p[0] == FORMAT && (p[2] & 2)) {
         uint16_t ml, tl;
         memcpy(&ml, p + 50, 2);

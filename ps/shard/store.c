@@ -137,6 +137,7 @@ ps_status store_create(const store_opts *opts, store **ret_store) {
     update_log_stats ls;
     update_log_get_stats(s->log, &ls);
     s->seq = ls.last_seq;
+    s->clock = ls.last_seq;
     atomic_init(&s->fault_countdown, 0);
     *ret_store = s;
     return PS_STATUS_OK;

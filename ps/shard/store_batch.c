@@ -167,11 +167,14 @@ static ps_status apply_reserve(store *s, store_batch *b, size_t count) {
     return PS_STATUS_OK;
 }
 
-/* Publishes key i as update `seq` with log entry e (write lock held; cannot fail):
- * the chunk's values become the prepared block, the old block goes to b->replaced. */
-static void apply_key(store *s, store_batch *b, size_t i, update_log_entry *e, uint64_t seq) {
+/* Publishes key i as update `seq` making the chunk's version `version`, with log entry
+ * e (write lock held; cannot fail): the chunk's values become the prepared block, the
+ * old block goes to b->replaced. */
+static void apply_key(store *s, store_batch *b, size_t i, update_log_entry *e, uint64_t seq,
+                      uint64_t version) {
     store_chunk *c = b->found[i];
-    e->seq = e->version = seq;
+    e->seq = seq;
+    e->version = version;
     e->prev_version = c ? c->version : 0;
     update_log_values **pub = b->push.op == UPDATE_LOG_OP_ADD ? &b->sums[i] : &b->blocks[i];
     if (!c) { /* a new chunk: the prepared one */
@@ -215,7 +218,7 @@ static void apply_key(store *s, store_batch *b, size_t i, update_log_entry *e, u
         c->name = b->names[i];
         b->names[i] = old;
     }
-    c->version = seq;
+    c->version = version;
 }
 
 /* Checks, computes and reserves under the write lock (held on return, OK or not). */
@@ -240,6 +243,8 @@ static ps_status apply_prepare_locked(store *s, store_batch *b, char *err, size_
     }
     /* the journal comes last: a record is written only for a push that will apply, and
      * a push it cannot write does not apply (a larger table made above stays: harmless) */
+    if (!b->push.from_peer || !b->push.base_version) /* the versions this push will give */
+        b->push.base_version = s->clock;
     if (st == PS_STATUS_OK && s->journal.push &&
         s->journal.push(s->journal.arg, &b->push, &b->lsn, err, err_len) != PS_STATUS_OK) {
         quota_release(s->quota, new_bytes);
@@ -262,7 +267,11 @@ ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, ui
         pthread_rwlock_unlock(&s->lock);
         return st;
     }
-    /* the point of no return: nothing below can fail */
+    /* the point of no return: nothing below can fail. Versions: the k-th key applied
+     * gets base + k, base being the clock (what the journal recorded), or for a copy
+     * from the keys' primary, the primary's base: every owner gives a chunk the same
+     * version, and the clock never goes back */
+    uint64_t base = b->push.base_version; /* set by apply_prepare_locked */
     size_t entry = 0;
     for (size_t i = 0; i < b->push.n; i++) {
         if (skipped(b, i)) {
@@ -270,9 +279,12 @@ ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, ui
                 ret_versions[i] = 0;
             continue;
         }
-        apply_key(s, b, i, update_log_batch_entry(b->log, entry++), ++s->seq);
+        uint64_t version = base + entry + 1;
+        apply_key(s, b, i, update_log_batch_entry(b->log, entry++), ++s->seq, version);
+        if (version > s->clock)
+            s->clock = version;
         if (ret_versions)
-            ret_versions[i] = s->seq;
+            ret_versions[i] = version;
     }
     s->skipped += b->skipped;
     update_log_append(s->log, b->log, entry); /* the log takes the entries */

@@ -265,6 +265,8 @@ static void install_one(store *s, const image_chunk *img, install_part *p) {
     p->name = name;
     c->len = img->len;
     c->version = img->version;
+    if (img->version > s->clock) /* versions taken from elsewhere: never give one again */
+        s->clock = img->version;
     c->steps = img->steps;
     c->state_kind = img->kind;
 }

@@ -42,6 +42,9 @@ struct store {
     quota *quota;                /* shared with the row store (or own_quota) */
     quota *own_quota;            /* made from store_opts.max_bytes when no quota given */
     uint64_t seq;                /* last applied update */
+    uint64_t clock;              /* the largest chunk version given or taken: versions are
+                                    not seqs, so that a backup keeps its primary's (a
+                                    failover never sends a replica's versions back) */
     uint64_t skipped;            /* keys skipped for non-finite gradients */
     update_log *log;             /* not owned */
     char name[80];               /* "shard ID" (or "this shard"), for messages */

@@ -146,6 +146,22 @@ static bool on_ring(const Ps__Ring *ring, const char *addr) {
     return false;
 }
 
+/* Keys whose primary is another shard on the new ring than on the old one. */
+typedef struct moved_keys {
+    const hashring *old, *now;
+} moved_keys;
+
+static const char *primary_addr(const hashring *r, uint64_t key) {
+    hashring_node_info info;
+    uint32_t i = r ? hashring_primary(r, key) : UINT32_MAX;
+    return i != UINT32_MAX && hashring_node_at(r, i, &info) ? info.addr : "";
+}
+
+static bool moved(uint64_t key, void *arg) {
+    const moved_keys *m = arg;
+    return strcmp(primary_addr(m->old, key), primary_addr(m->now, key)) != 0;
+}
+
 ps_status sync_ring_install(sync_ctx *s, const Ps__Ring *ring) {
     hashring *placement = NULL;
     if (hashring_parse(ring->ring.data, ring->ring.len, &placement) == PS_STATUS_OK) {
@@ -153,6 +169,18 @@ ps_status sync_ring_install(sync_ctx *s, const Ps__Ring *ring) {
         hashring *old = s->ring;
         s->ring = placement;
         pthread_mutex_unlock(&s->ring_lock);
+        /* chunks whose primary changed (a failover, a ring change): their updates come
+         * from the new primary, in its own sequence, from now on, and what came between
+         * may have been missed: pull those (only those) again */
+        moved_keys m = {old, placement};
+        size_t n = old ? models_repull_mark(s->o.models, moved, &m) : 0;
+        if (n > 0) {
+            replica_logger_printf(&s->o.logger, PS_LOG_INFO,
+                                  "ring epoch %llu: %zu chunks have a new primary; pulling them "
+                                  "from it",
+                                  (unsigned long long)ring->epoch, n);
+            sync_wake(s, true);
+        }
         hashring_destroy(old);
     }
     ps_status st = PS_STATUS_OK;

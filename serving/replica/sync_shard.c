@@ -61,7 +61,9 @@ static void follow(sub *b, rpc_stream *stream, subscriber_state *st) {
         subscriber_verdict v = subscriber_state_message(st, u);
         if (v.repull)
             repull(b, why_text(v.why));
-        if (v.apply)
+        /* with R copies every owner streams the change: follow the key's primary only
+         * (the others number their updates in their own sequence) */
+        if (v.apply && (u->keepalive || sync_owned_by(s, u->key, b->addr)))
             models_update_apply(s->o.models, u);
         protobuf_c_message_free_unpacked(m, NULL);
     }

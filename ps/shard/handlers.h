@@ -50,11 +50,16 @@ struct shard_ctx {
     repl_inbox *inbox;            /* the streams this shard receives as a backup */
     pthread_mutex_t journal_lock; /* orders the log and the backups' queues alike */
     bool journal_lock_made;
-    bool replaying;            /* a restart's replay runs: the journal only remembers */
-    dedup *dedup;              /* the keys recent request ids applied */
-    uint64_t journal_pos;      /* positions without a log (shard_journal.c) */
-    shard_ctx_opts opts;       /* as created (id: not owned, unused) */
-    snapshot_taker *snapshots; /* takes snapshots as the log grows, or NULL */
+    bool replaying; /* a restart's replay runs: the journal only remembers */
+    dedup *dedup;   /* the keys recent request ids applied */
+    /* written by the ring watch, read by the heartbeat loop (gc.h) */
+    atomic_llong ring_since_ms;       /* when the ring or its pending change last changed */
+    atomic_ullong ring_pending_epoch; /* of the change pending (0: none) */
+    atomic_bool gc_due;               /* a ring change left chunks to drop, maybe */
+    uint64_t gc_dropped;              /* chunks dropped so far (heartbeat loop only) */
+    uint64_t journal_pos;             /* positions without a log (shard_journal.c) */
+    shard_ctx_opts opts;              /* as created (id: not owned, unused) */
+    snapshot_taker *snapshots;        /* takes snapshots as the log grows, or NULL */
 };
 
 ps_status shard_handle_pull(rpc_ctx *rc, const ProtobufCMessage *msg, void *user);

@@ -61,6 +61,7 @@ static uint64_t half_of_memory(void) {
 int main(int argc, char **argv) {
     const char *id = NULL, *listen = "127.0.0.1:0", *coord_flag = NULL, *port_file = NULL;
     int weight = 1, log_mb = SHARD_DEFAULT_LOG_MB, max_subs = SHARD_DEFAULT_MAX_SUBSCRIBERS;
+    int gc_settle_ms = SHARD_GC_SETTLE_MS;
     int threads = 0;
     uint64_t max_bytes = half_of_memory();
     const char *data_dir = NULL, *fsync_mode = "group";
@@ -90,6 +91,10 @@ int main(int argc, char **argv) {
         {"fsync", PS_FLAG_STRING, &fsync_mode, 0, 0, "MODE",
          "with --data-dir: always (answer after fsync), group (fsync at most every 5 ms, "
          "answer once on disk) or none (answer once written to the kernel)",
+         false},
+        {"gc-settle-ms", PS_FLAG_INT, &gc_settle_ms, -1, 86400000, "MS",
+         "once the ring stayed the same this long with no change pending, drop the chunks it "
+         "no longer gives this shard (copies a ring change left behind); -1: never",
          false},
         {"snapshot-log-mb", PS_FLAG_INT, &snapshot_mb, 1, 1 << 20, "N",
          "with --data-dir: write a snapshot of every chunk and row each time the log grew by N "
@@ -122,7 +127,8 @@ int main(int argc, char **argv) {
                         .ring_refresh = refresh_ring,
                         .ring_refresh_arg = &m,
                         .snapshot_log_bytes = (uint64_t)snapshot_mb << 20,
-                        .on_snapshot = on_snapshot};
+                        .on_snapshot = on_snapshot,
+                        .gc_settle_ms = gc_settle_ms};
     ps_runtime_opts ro = {.program = "ps-shard",
                           .id = id,
                           .coordinator = coordinator,

@@ -99,6 +99,13 @@ static bool owns_locked(const placement *p, uint64_t key, bool any) {
     return false;
 }
 
+bool placement_owns_any(placement *p, uint64_t key) {
+    pthread_rwlock_rdlock(&p->lock);
+    bool owns = p->ring && p->self != UINT32_MAX && owns_locked(p, key, true);
+    pthread_rwlock_unlock(&p->lock);
+    return owns;
+}
+
 static ps_status check(placement *p, bool any, uint64_t request_epoch, size_t n,
                        const uint64_t *keys, char *err, size_t err_len) {
     ps_status st = PS_STATUS_OK;

@@ -43,6 +43,10 @@ void placement_get_info(placement *placement, placement_info *ret_info);
  * placement_check_any accepts the keys this shard is one of the R owners of. */
 void placement_set_replication(placement *placement, uint32_t replication);
 
+/* Whether this shard is one of the key's R owners on the ring held (false before a
+ * ring, or off it). */
+bool placement_owns_any(placement *placement, uint64_t key);
+
 /* OK when this shard is one of the R owners (primary or backup) of every key: reads
  * may go to any owner. Otherwise WRONG_EPOCH, as placement_check. */
 ps_status placement_check_any(placement *placement, uint64_t request_epoch, size_t n,

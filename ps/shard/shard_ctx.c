@@ -8,8 +8,10 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "gc.h"
 #include "handlers.h"
 #include "journal.h"
+#include "util.h"
 #include "ps.pb-c.h"
 #include "shard_limits.h"
 #include "util.h"
@@ -221,6 +223,12 @@ ps_status shard_ring_install(shard_ctx *ctx, const Ps__Ring *ring, shard_ring_ch
     placement_info info;
     bool installed = false;
     placement_set_replication(ctx->placement, ring->replication);
+    if (ring->epoch != shard_ring_epoch(ctx) ||
+        ring->pending_epoch != atomic_load(&ctx->ring_pending_epoch)) {
+        atomic_store(&ctx->ring_since_ms, ps_now_ms());
+        atomic_store(&ctx->ring_pending_epoch, ring->pending_epoch);
+        atomic_store(&ctx->gc_due, true);
+    }
     ps_status st =
         placement_ring_install(ctx->placement, ring->ring.data, ring->ring.len, &installed, &info);
     if (st == PS_STATUS_OK) /* it keeps what it held unless this is newer (or no memory) */
@@ -253,4 +261,16 @@ void shard_heartbeat_fill(shard_ctx *ctx, Ps__HeartbeatRequest *req) {
     req->keys = ss.keys + rows;
     req->seq = ss.seq;
     req->synced_epoch = replicator_synced_epoch(ctx->repl);
+    int settle = ctx->opts.gc_settle_ms ? ctx->opts.gc_settle_ms : SHARD_GC_SETTLE_MS;
+    if (atomic_load(&ctx->gc_due) && settle > 0 && !atomic_load(&ctx->ring_pending_epoch) &&
+        ps_now_ms() - atomic_load(&ctx->ring_since_ms) >= settle) { /* a bounded pass */
+        uint64_t dropped = 0;
+        bool more = false;
+        atomic_store(&ctx->gc_due, false); /* a ring change meanwhile sets it again */
+        if (gc_pass(ctx->store, ctx->placement, GC_MAX_KEYS_PER_PASS, &dropped, NULL, &more) !=
+                PS_STATUS_OK ||
+            more)
+            atomic_store(&ctx->gc_due, true);
+        ctx->gc_dropped += dropped;
+    }
 }

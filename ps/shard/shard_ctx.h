@@ -40,7 +40,11 @@ typedef struct shard_ctx_opts {
                                       much (--snapshot-log-mb); 0 = 256 MiB */
     snapshot_event_fn on_snapshot; /* after each snapshot, on its thread (may be NULL) */
     void *on_snapshot_arg;
+    int gc_settle_ms; /* drop chunks no longer owned once the ring stayed this long with no
+                         change pending (gc.h); 0 = SHARD_GC_SETTLE_MS, < 0 = never */
 } shard_ctx_opts;
+
+#define SHARD_GC_SETTLE_MS 60000
 
 ps_status shard_ctx_create(const shard_ctx_opts *opts, shard_ctx **ret_ctx);
 /* Makes the stores durable in `dir`: loads the newest snapshot (snapshot.h; the seqs

@@ -10,7 +10,9 @@
  *   - the replicator's routing (replicator_internal.h): a change goes only from a key's
  *     primary, to its other owners and to every owner a pending ring gives it (a node
  *     joining gets exactly the keys it will own), and a target holds a key when it owns
- *     it on the settled ring (never when it is to be sent everything). */
+ *     it on the settled ring (never when it is to be sent everything);
+ *   - gc.h: a pass drops exactly the chunks the ring gives this shard under no role,
+ *     in bounded passes; the store keeps the others untouched. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,8 +24,11 @@
 
 #include "dedup.h"
 #include "push_subset.h"
+#include "gc.h"
+#include "placement.h"
 #include "repl_inbox.h"
 #include "replicator_internal.h"
+#include "test_store.h"
 
 static void test_dedup_finds_what_a_request_applied(void **state) {
     (void)state;
@@ -266,6 +271,52 @@ static void test_routing_with_a_pending_ring(void **state) {
     hashring_destroy(pend);
 }
 
+static void test_gc_drops_only_chunks_owned_by_no_role(void **state) {
+    (void)state;
+    fixture f = fixture_make(0);
+    const char *ids[] = {"a", "b", "c", "d"};
+    hashring *ring = ring_of(ids, 4, 9);
+    size_t len = 0;
+    assert_int_equal(hashring_serialize(ring, NULL, 0, &len), PS_STATUS_RESOURCE_EXHAUSTED);
+    uint8_t *bytes = malloc(len);
+    assert_non_null(bytes);
+    assert_int_equal(hashring_serialize(ring, bytes, len, &len), PS_STATUS_OK);
+    placement *p = NULL;
+    assert_int_equal(placement_create(&(placement_opts){.self_id = "a"}, &p), PS_STATUS_OK);
+    placement_set_replication(p, 2);
+    assert_int_equal(placement_ring_install(p, bytes, len, NULL, NULL), PS_STATUS_OK);
+    uint64_t keys[TEST_MAX_KEYS];
+    size_t owned = 0;
+    for (size_t i = 0; i < TEST_MAX_KEYS; i++) {
+        keys[i] = (i + 1) * 0x9E3779B97F4A7C15ull;
+        owned += placement_owns_any(p, keys[i]);
+    }
+    assert_true(owned > 0 && owned < TEST_MAX_KEYS);
+    char err[256];
+    assert_int_equal(push_uniform(&f, UPDATE_LOG_OP_ASSIGN, TEST_MAX_KEYS, keys, 4, 1.0f, NULL,
+                                  NULL, err, sizeof err),
+                     PS_STATUS_OK);
+    uint64_t dropped = 0, total = 0;
+    bool more = true;
+    while (more) { /* passes of at most 5 */
+        assert_int_equal(gc_pass(f.store, p, 5, &dropped, NULL, &more), PS_STATUS_OK);
+        assert_true(dropped <= 5);
+        total += dropped;
+    }
+    assert_int_equal(total, TEST_MAX_KEYS - owned);
+    uint32_t lengths[TEST_MAX_KEYS];
+    uint64_t versions[TEST_MAX_KEYS];
+    store_stat(f.store, TEST_MAX_KEYS, keys, lengths, versions);
+    for (size_t i = 0; i < TEST_MAX_KEYS; i++)
+        assert_int_equal(lengths[i], placement_owns_any(p, keys[i]) ? 4 : 0);
+    assert_int_equal(gc_pass(f.store, p, 0, &dropped, NULL, &more), PS_STATUS_OK);
+    assert_int_equal(dropped, 0); /* nothing left to drop */
+    placement_destroy(p);
+    free(bytes);
+    hashring_destroy(ring);
+    fixture_free(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dedup_finds_what_a_request_applied),
@@ -274,6 +325,7 @@ int main(void) {
         cmocka_unit_test(test_inbox_streams),
         cmocka_unit_test(test_inbox_one_call_per_stream_at_a_time),
         cmocka_unit_test(test_routing_with_a_pending_ring),
+        cmocka_unit_test(test_gc_drops_only_chunks_owned_by_no_role),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

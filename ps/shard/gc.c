@@ -1,0 +1,56 @@
+/* gc.c: drops the chunks a shard no longer owns (see gc.h). */
+#include "gc.h"
+
+#include <stdlib.h>
+
+#include "image.h"
+
+typedef struct gc_run {
+    placement *placement;
+    uint64_t *keys;
+    size_t n, max;
+    bool more;
+} gc_run;
+
+static bool not_owned(void *arg, uint64_t key) {
+    const gc_run *g = arg;
+    return !placement_owns_any(g->placement, key);
+}
+
+static ps_status collect(void *arg, const image_chunk *c) {
+    gc_run *g = arg;
+    if (g->n == g->max) {
+        g->more = true;
+        return PS_STATUS_OUT_OF_RANGE; /* enough for one pass */
+    }
+    g->keys[g->n++] = c->key;
+    return PS_STATUS_OK;
+}
+
+ps_status gc_pass(store *chunks, placement *placement, size_t max, uint64_t *ret_dropped,
+                  uint64_t *ret_lsn, bool *ret_more) {
+    gc_run g = {.placement = placement, .max = max ? max : GC_MAX_KEYS_PER_PASS};
+    *ret_dropped = 0;
+    *ret_more = false;
+    if (ret_lsn)
+        *ret_lsn = 0;
+    if (!(g.keys = malloc(g.max * sizeof *g.keys)))
+        return PS_STATUS_NO_MEMORY;
+    image_export_opts eo = {
+        .chunks = chunks, .accept = not_owned, .accept_arg = &g, .visit_chunk = collect, .arg = &g};
+    char err[256];
+    ps_status st = image_export(&eo, NULL, err, sizeof err);
+    if (st == PS_STATUS_OUT_OF_RANGE)
+        st = PS_STATUS_OK;
+    uint64_t deleted = 0, lsn = 0;
+    if (st == PS_STATUS_OK && g.n > 0)
+        st = store_delete_journaled(chunks, g.n, g.keys, &deleted, NULL, &lsn, err, sizeof err);
+    free(g.keys);
+    if (st != PS_STATUS_OK)
+        return st;
+    *ret_dropped = deleted;
+    *ret_more = g.more;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return PS_STATUS_OK;
+}

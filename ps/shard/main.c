@@ -18,6 +18,7 @@
 typedef struct shard_main {
     shard_ctx *ctx;
     ps_runtime *rt;
+    bool log_failure_said; /* the write-ahead log failed: said once */
 } shard_main;
 
 static void on_ring(void *user, const Ps__Ring *ring) {
@@ -32,7 +33,15 @@ static void on_ring(void *user, const Ps__Ring *ring) {
 }
 
 static void on_heartbeat(void *user, Ps__HeartbeatRequest *req) {
-    shard_heartbeat_fill(((shard_main *)user)->ctx, req);
+    shard_main *m = user;
+    shard_heartbeat_fill(m->ctx, req);
+    char why[256];
+    if (!m->log_failure_said && shard_journal_failed(m->ctx, why, sizeof why)) {
+        PS_ERROR("the write-ahead log failed (%s): this shard refuses every write (UNAVAILABLE, "
+                 "not acknowledged) and still serves reads; free space, then restart it",
+                 why);
+        m->log_failure_said = true;
+    }
 }
 
 static void refresh_ring(void *arg) {

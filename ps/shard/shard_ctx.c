@@ -243,6 +243,10 @@ ps_status shard_ring_install(shard_ctx *ctx, const Ps__Ring *ring, shard_ring_ch
     return st;
 }
 
+bool shard_journal_failed(shard_ctx *ctx, char *why, size_t why_len) {
+    return ctx->wal && wal_failed(ctx->wal, why, why_len);
+}
+
 uint64_t shard_ring_epoch(shard_ctx *ctx) {
     placement_info info;
     placement_get_info(ctx->placement, &info);

@@ -88,6 +88,8 @@ typedef struct shard_ring_change {
 ps_status shard_ring_install(shard_ctx *ctx, const Ps__Ring *ring, shard_ring_change *ret_change);
 /* The epoch of the ring held (0 before the first). */
 uint64_t shard_ring_epoch(shard_ctx *ctx);
+/* True once the write-ahead log failed (a full disk, an I/O error); why says how. */
+bool shard_journal_failed(shard_ctx *ctx, char *why, size_t why_len);
 /* Fills what a heartbeat reports (id, keys held, last seq); the strings point into ctx. */
 void shard_heartbeat_fill(shard_ctx *ctx, Ps__HeartbeatRequest *req);
 

@@ -77,6 +77,14 @@ const char *kernels_backend_name(const kernels_backend *backend) {
     return backend != NULL ? backend->iface.name : "(none)";
 }
 
+kernels_precision kernels_backend_precision(const kernels_backend *backend) {
+    return backend != NULL ? backend->precision : KERNELS_PRECISION_FP32;
+}
+
+const char *kernels_precision_name(kernels_precision precision) {
+    return precision == KERNELS_PRECISION_BF16 ? "bf16" : "fp32";
+}
+
 bool kernels_backend_host_memory(const kernels_backend *backend) {
     return backend != NULL && !backend->iface.device_memory;
 }
@@ -128,6 +136,15 @@ ps_status kernels_stream_sync(kernels_stream *stream) {
     }
     const kernels_backend_iface *iface = kernels_stream_iface(stream);
     return iface->stream_sync != NULL ? iface->stream_sync(stream->exec) : PS_STATUS_OK;
+}
+
+const char *kernels_stream_last_error(const kernels_stream *stream) {
+    const kernels_backend_iface *iface = kernels_stream_iface(stream);
+    if (iface == NULL || iface->last_error == NULL) {
+        return "";
+    }
+    const char *msg = iface->last_error(stream->exec);
+    return msg != NULL ? msg : "";
 }
 
 /* ------------------------------------------------------------------------------------ */

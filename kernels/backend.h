@@ -24,8 +24,15 @@
  * NULL and gets its own context as the exec of every stream.
  *
  * Loading: the CPU backend is built in; others are loadable modules
- * (libkernels_<name>.so, see kernels_backend_open and KERNELS_BACKEND_MODULE_INIT), so
- * a program built without CUDA and a machine without a GPU both work.
+ * (libkernels_<name>.so, see kernels_backend_open and KERNELS_BACKEND_MODULE_OPEN), so
+ * a program built without CUDA and a machine without a GPU both work. Programs pick
+ * one with the words of their flags (--device cpu|cuda|auto, --precision fp32|bf16)
+ * through kernels_backend_select.
+ *
+ * Precision: every tensor is FP32 in every backend's memory. A backend opened with
+ * KERNELS_PRECISION_BF16 (the CUDA backend only) rounds the inputs and weights of its
+ * GEMMs to BF16 and accumulates in FP32: faster, less exact (its op test states the
+ * tolerance). The CPU backend is FP32 only.
  *
  * Threads: the CPU backend keeps no mutable state, so any number of threads may run
  * ops on one backend (its default stream included) at once. OpenBLAS may itself use
@@ -45,13 +52,24 @@
 #define KERNELS_MAX_BUFFER_BYTES ((size_t)1 << 40)
 
 /* Version of kernels_backend_iface; a module built against another answers
- * FAILED_PRECONDITION from its init. */
-#define KERNELS_BACKEND_ABI_VERSION 2u
+ * FAILED_PRECONDITION from its init. 3: last_error, and KERNELS_BACKEND_MODULE_OPEN. */
+#define KERNELS_BACKEND_ABI_VERSION 3u
 
 /* The symbol a loadable backend exports, of type kernels_backend_module_init_fn: it
  * fills *ret_iface and *ret_ctx (its context, then owned by the handle) or answers
  * UNAVAILABLE when it cannot run here (no device, no driver). */
 #define KERNELS_BACKEND_MODULE_INIT "kernels_backend_module_init"
+
+/* The richer entry a module may export instead (kernels_backend_module_open_fn): the
+ * same, with the options of kernels_backend_module_opts and a message saying why it
+ * failed. The loader prefers it when both exist. */
+#define KERNELS_BACKEND_MODULE_OPEN "kernels_backend_module_open"
+
+/* The arithmetic of a backend's GEMMs (see Precision above). */
+typedef enum kernels_precision {
+    KERNELS_PRECISION_FP32 = 0, /* FP32 everywhere (the default; no TF32) */
+    KERNELS_PRECISION_BF16,     /* GEMM inputs and weights BF16, FP32 accumulate and output */
+} kernels_precision;
 
 /* Most characters in a backend name (letters, digits, '_'). */
 #define KERNELS_BACKEND_MAX_NAME 32u
@@ -117,12 +135,28 @@ typedef struct kernels_backend_iface {
     /* dims, perm: ndims entries; y's axis i is x's axis perm[i]. */
     ps_status (*transpose)(void *exec, const float *x, const size_t *dims, size_t ndims,
                            const size_t *perm, float *y);
+
+    /* Optional: what the stream's last failed call was, e.g. "cublasLtMatmul: ...";
+     * "" when nothing failed. Owned by exec, valid until the next op on the stream. */
+    const char *(*last_error)(void *exec);
 } kernels_backend_iface;
 
 /* The init of a loadable backend (KERNELS_BACKEND_MODULE_INIT). */
 typedef ps_status (*kernels_backend_module_init_fn)(uint32_t abi_version,
                                                     kernels_backend_iface *ret_iface,
                                                     void **ret_ctx);
+
+/* What kernels_backend_open passes to a module's KERNELS_BACKEND_MODULE_OPEN. */
+typedef struct kernels_backend_module_opts {
+    kernels_precision precision; /* a module that lacks it answers INVALID_ARGUMENT */
+} kernels_backend_module_opts;
+
+/* KERNELS_BACKEND_MODULE_OPEN: like the init, plus options and a message (err, may be
+ * NULL; always terminated) saying why it failed, e.g. which CUDA call found no device. */
+typedef ps_status (*kernels_backend_module_open_fn)(uint32_t abi_version,
+                                                    const kernels_backend_module_opts *opts,
+                                                    kernels_backend_iface *ret_iface,
+                                                    void **ret_ctx, char *err, size_t err_len);
 
 typedef struct kernels_backend kernels_backend;
 
@@ -137,19 +171,45 @@ void kernels_backend_destroy(kernels_backend *backend); /* accepts NULL */
 /* The CPU backend (kernels/cpu/): OpenBLAS sgemm and plain C loops. */
 ps_status kernels_backend_cpu_create(kernels_backend **ret_backend);
 
-/* Where kernels_backend_open looks for loadable backends. */
+/* Where kernels_backend_open looks for loadable backends, and what it asks of one. */
 typedef struct kernels_backend_open_opts {
-    const char *module_dir; /* folder of libkernels_<name>.so files; NULL: no modules */
+    const char *module_dir;      /* folder of libkernels_<name>.so files; NULL: no modules */
+    kernels_precision precision; /* FP32 (zero, the default) or BF16 (modules that offer it) */
 } kernels_backend_open_opts;
 
 /* A backend by name: "cpu", or the module <module_dir>/libkernels_<name>.so. NOT_FOUND
  * when no such module exists, UNAVAILABLE when it cannot run here (its libraries or
- * device missing), INVALID_ARGUMENT for a bad name; err (may be NULL) then says why. */
+ * device missing), INVALID_ARGUMENT for a bad name or a precision the backend lacks;
+ * err (may be NULL) then says why. */
 ps_status kernels_backend_open(const char *name, const kernels_backend_open_opts *opts,
                                kernels_backend **ret_backend, char *err, size_t err_len);
 
+/* What a program's --device and --precision flags ask for (backend_select.c). */
+typedef struct kernels_backend_select_opts {
+    const char *device;     /* "cpu", "cuda" or "auto"; NULL: "cpu" */
+    const char *precision;  /* "fp32" or "bf16"; NULL: "fp32" */
+    const char *module_dir; /* where the CUDA module is (kernels_backend_open_opts) */
+    const char *gpu_module; /* the module "cuda" and "auto" load; NULL: "cuda" (tests
+                             * name another) */
+} kernels_backend_select_opts;
+
+/* The backend those words name. "cpu": the CPU backend (FP32 only: bf16 is
+ * INVALID_ARGUMENT). "cuda": the CUDA module, or its error (NOT_FOUND: not built;
+ * UNAVAILABLE: no GPU or driver). "auto": the CUDA module when it loads and finds a GPU,
+ * else the CPU backend in FP32 (a program logs kernels_backend_name and
+ * kernels_backend_precision to say which it got). Unknown words: INVALID_ARGUMENT. err
+ * (may be NULL) says why on failure. */
+ps_status kernels_backend_select(const kernels_backend_select_opts *opts,
+                                 kernels_backend **ret_backend, char *err, size_t err_len);
+
 /* The iface name, e.g. "cpu". */
 const char *kernels_backend_name(const kernels_backend *backend);
+
+/* The precision the backend computes in (FP32 for a NULL backend). */
+kernels_precision kernels_backend_precision(const kernels_backend *backend);
+
+/* "fp32" or "bf16". */
+const char *kernels_precision_name(kernels_precision precision);
 
 /* Whether ops take host memory (true for the CPU backend). */
 bool kernels_backend_host_memory(const kernels_backend *backend);
@@ -162,6 +222,9 @@ ps_status kernels_stream_create(const kernels_backend *backend, kernels_stream *
 void kernels_stream_destroy(kernels_stream *stream); /* accepts NULL; never the default */
 /* Waits until every op queued on the stream has run; the first failure among them. */
 ps_status kernels_stream_sync(kernels_stream *stream);
+/* What the stream's last failure was, as the backend words it ("" when it says
+ * nothing; never NULL). Valid until the next call on the stream. */
+const char *kernels_stream_last_error(const kernels_stream *stream);
 
 /* Backend memory of `bytes` (1 .. KERNELS_MAX_BUFFER_BYTES), aligned to 64 bytes,
  * uninitialised. Freed with kernels_buffer_free (accepts NULL). */

@@ -18,6 +18,7 @@ struct kernels_backend {
     kernels_backend_iface iface; /* copied from the implementation */
     void *ctx;                   /* the implementation's state; owned */
     void *module;                /* dlopen handle of a loadable backend, or NULL */
+    kernels_precision precision; /* what it was opened with (kernels_backend_open) */
     kernels_stream stream;       /* the default stream: exec = ctx */
 };
 

@@ -1,4 +1,5 @@
-/* bench_kernels.c: benchmark of the kernels backend on the CPU (a program, not a test).
+/* bench_kernels.c: benchmark of a kernels backend (a program, not a test): the CPU by
+ * default, the CUDA module with --device cuda (or auto), in FP32 or --precision bf16.
  *
  * What it measures, in the layout every benchmark of the project shares
  * (ps/common/bench_report.h):
@@ -13,8 +14,11 @@
  *                 backend: 2 * N*K*P*Q*C*R*S flops over the best time.
  * Runs alternate (MLP, sgemm, MLP, ...) after a warm-up, so both see the same load
  * on a shared machine. The backend's MLP output is checked against sgemm + bias +
- * ReLU computed here (exit 1 on a difference). MiniLM figures are not measured yet:
- * the RESULT line prints them as "na" (the BERT executor does not exist yet).
+ * ReLU computed here (exit 1 on a difference; BF16 is allowed CHECK_BF16_TOL). On a
+ * device backend the bare sgemm rows are not run (a CPU sgemm is no ceiling for a GPU):
+ * RESULT says sgemm_gflops=na. Times are wall clock around a stream sync, so on a GPU
+ * they include launch overheads, which is what a forward pass pays. MiniLM figures
+ * are not measured yet: the RESULT line prints them as "na" (no BERT executor yet).
  */
 #include <cblas.h>
 #include <math.h>
@@ -31,23 +35,27 @@
 #define BENCH_MAX_LAYERS 8     /* widths in --layers, input included */
 #define BENCH_MAX_WIDTH 65536u /* largest width in --layers */
 #define BENCH_MAX_BATCH 65536u /* largest --batch */
-#define CHECK_ATOL 1e-3        /* backend MLP vs sgemm + bias + ReLU here */
-#define CHECK_RTOL 1e-3
+#define CHECK_TOL 1e-3         /* atol and rtol: backend MLP vs sgemm + bias + ReLU here */
+#define CHECK_BF16_TOL 5e-2    /* the same in BF16: 2^-8 per input, over 3 layers */
 
 typedef struct bench_opts {
     size_t widths[BENCH_MAX_LAYERS];
     size_t n_widths;
     uint64_t batch, reps, threads;
     bool conv;
+    const char *device, *precision; /* kernels_backend_select's words */
 } bench_opts;
 
 static void usage(FILE *out, const char *prog) {
     fprintf(out,
-            "usage: %s [--layers W0,W1,...] [--batch N] [--reps R] [--threads T] [--no-conv]\n"
+            "usage: %s [--device cpu|cuda|auto] [--precision fp32|bf16] [--layers W0,W1,...]\n"
+            "          [--batch N] [--reps R] [--threads T] [--no-conv]\n"
             "\n"
-            "Times an MLP forward pass through the kernels CPU backend against bare OpenBLAS\n"
-            "sgemm on the same shapes, and a 3x3 conv2d.\n"
+            "Times an MLP forward pass through a kernels backend (on the CPU: against bare\n"
+            "OpenBLAS sgemm on the same shapes), and a 3x3 conv2d.\n"
             "\n"
+            "  --device D         cpu (default), cuda, auto (modules: $PS_KERNELS_MODULE_DIR)\n"
+            "  --precision P      fp32 (default) or bf16 (cuda only)\n"
             "  --layers W0,W1,..  layer widths, input first (default 1024,4096,4096,1024)\n"
             "  --batch N          rows per forward pass (default 256)\n"
             "  --reps R           timed runs of each, the best is kept (default 5)\n"
@@ -82,7 +90,9 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
                       .batch = 256,
                       .reps = 5,
                       .threads = 0,
-                      .conv = true};
+                      .conv = true,
+                      .device = "cpu",
+                      .precision = "fp32"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -94,6 +104,10 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         } else if (strcmp(a, "--no-conv") == 0) {
             o->conv = false;
             continue;
+        } else if (v != NULL && strcmp(a, "--device") == 0) {
+            o->device = v; /* checked by kernels_backend_select */
+        } else if (v != NULL && strcmp(a, "--precision") == 0) {
+            o->precision = v;
         } else if (v != NULL && strcmp(a, "--layers") == 0 && parse_widths(v, o)) {
         } else if (v != NULL && strcmp(a, "--batch") == 0 &&
                    ps_parse_u64_range(v, 1, BENCH_MAX_BATCH, &o->batch)) {
@@ -203,8 +217,8 @@ static void sgemm_forward(const mlp *m, float *const *a) {
 }
 
 /* a_l after sgemm_forward, with bias + ReLU added here layer by layer, against the
- * backend's output; the count of elements that differ. */
-static size_t mlp_check(const mlp *m, float *const *a, kernels_stream *s) {
+ * backend's output within tol (atol and rtol); the count of elements that differ. */
+static size_t mlp_check(const mlp *m, float *const *a, kernels_stream *s, double tol) {
     for (size_t l = 0; l < m->n_layers; l++) {
         const size_t in = m->widths[l], out = m->widths[l + 1];
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)m->batch, (blasint)out,
@@ -225,7 +239,7 @@ static size_t mlp_check(const mlp *m, float *const *a, kernels_stream *s) {
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         const double want = a[m->n_layers][i];
-        bad += !(fabs(got[i] - want) <= CHECK_ATOL + CHECK_RTOL * fabs(want));
+        bad += !(fabs(got[i] - want) <= tol + tol * fabs(want));
     }
     free(got);
     return bad;
@@ -258,8 +272,8 @@ static double bench_conv(kernels_backend *be, kernels_stream *s, uint64_t reps, 
 }
 
 /* Prints the report with the RESULT line completed by the fields this benchmark does
- * not measure yet ("na") and the device. */
-static int print_report(const bench_report *r, const char *device) {
+ * not measure yet or here ("na"), the device and the precision. */
+static int print_report(const bench_report *r, const kernels_backend *be, bool with_sgemm) {
     char *text = NULL;
     size_t len = 0;
     FILE *mem = open_memstream(&text, &len);
@@ -271,7 +285,10 @@ static int print_report(const bench_report *r, const char *device) {
     if (len > 0 && text[len - 1] == '\n') {
         text[--len] = '\0';
     }
-    printf("%s minilm_seq_s=na torch_minilm_seq_s=na minilm_vs_torch=na device=%s\n", text, device);
+    printf("%s%s minilm_seq_s=na torch_minilm_seq_s=na minilm_vs_torch=na device=%s "
+           "precision=%s\n",
+           text, with_sgemm ? "" : " sgemm_gflops=na mlp_vs_sgemm=na", kernels_backend_name(be),
+           kernels_precision_name(kernels_backend_precision(be)));
     free(text);
     return misses;
 }
@@ -292,9 +309,18 @@ int main(int argc, char **argv) {
     float *a[BENCH_MAX_LAYERS] = {0};
     int rc = 2;
     uint64_t rng = 12345;
-    if (kernels_backend_cpu_create(&be) != PS_STATUS_OK ||
-        kernels_stream_create(be, &s) != PS_STATUS_OK || !mlp_setup(&m, be, s, &rng) ||
-        bench_report_create("bench_kernels", "kernels CPU backend: MLP and conv2d vs sgemm",
+    char err[512] = "";
+    const kernels_backend_select_opts sel = {.device = o.device,
+                                             .precision = o.precision,
+                                             .module_dir = getenv("PS_KERNELS_MODULE_DIR")};
+    if (kernels_backend_select(&sel, &be, err, sizeof(err)) != PS_STATUS_OK) {
+        fprintf(stderr, "bench_kernels: --device %s --precision %s: %s\n", o.device, o.precision,
+                err);
+        return 2;
+    }
+    const bool with_sgemm = strcmp(kernels_backend_name(be), "cpu") == 0; /* CPU's ceiling */
+    if (kernels_stream_create(be, &s) != PS_STATUS_OK || !mlp_setup(&m, be, s, &rng) ||
+        bench_report_create("bench_kernels", "kernels backend: MLP and conv2d (vs sgemm on CPU)",
                             &rep) != PS_STATUS_OK) {
         fprintf(stderr, "bench_kernels: setup failed (out of memory?)\n");
         goto out;
@@ -322,14 +348,18 @@ int main(int argc, char **argv) {
         }
         const double t_mlp = now_s() - t0;
         t0 = now_s();
-        sgemm_forward(&m, a);
-        const double t_sgemm = now_s() - t0;
+        if (with_sgemm) {
+            sgemm_forward(&m, a);
+        }
+        const double t_sgemm = now_s() - t0; /* 0 without sgemm: not reported */
         if (r > 0) {
             best_mlp = fmin(best_mlp, t_mlp);
             best_sgemm = fmin(best_sgemm, t_sgemm);
         }
     }
-    const size_t bad = mlp_check(&m, a, s);
+    const size_t bad = mlp_check(
+        &m, a, s,
+        kernels_backend_precision(be) == KERNELS_PRECISION_BF16 ? CHECK_BF16_TOL : CHECK_TOL);
     double conv_flops = 0;
     const double conv_s = o.conv ? bench_conv(be, s, o.reps, &rng, &conv_flops) : 0;
 
@@ -338,7 +368,8 @@ int main(int argc, char **argv) {
         used += (size_t)snprintf(layers + used, sizeof(layers) - used, "%s%zu", l ? "-" : "",
                                  o.widths[l]);
     }
-    bench_report_param(rep, "backend", "%s", kernels_backend_name(be));
+    bench_report_param(rep, "backend", "%s (%s)", kernels_backend_name(be),
+                       kernels_precision_name(kernels_backend_precision(be)));
     bench_report_param(rep, "layers", "%s (bias + relu; last: bias)", layers);
     bench_report_param(rep, "batch", "%llu", (unsigned long long)o.batch);
     bench_report_param(rep, "reps", "%llu (best kept, after 1 warm-up)",
@@ -349,10 +380,12 @@ int main(int argc, char **argv) {
     const double mlp_gf = flops / best_mlp * 1e-9, sgemm_gf = flops / best_sgemm * 1e-9;
     bench_report_row(rep, "mlp forward (backend)", mlp_gf, 1, "GFLOP/s", BENCH_TARGET_NONE, 0,
                      "mlp_gflops");
-    bench_report_row(rep, "sgemm same shapes", sgemm_gf, 1, "GFLOP/s", BENCH_TARGET_NONE, 0,
-                     "sgemm_gflops");
-    bench_report_row(rep, "mlp / sgemm", mlp_gf / sgemm_gf, 3, "x", BENCH_TARGET_AT_LEAST, 0.8,
-                     "mlp_vs_sgemm");
+    if (with_sgemm) {
+        bench_report_row(rep, "sgemm same shapes", sgemm_gf, 1, "GFLOP/s", BENCH_TARGET_NONE, 0,
+                         "sgemm_gflops");
+        bench_report_row(rep, "mlp / sgemm", mlp_gf / sgemm_gf, 3, "x", BENCH_TARGET_AT_LEAST, 0.8,
+                         "mlp_vs_sgemm");
+    }
     bench_report_row(rep, "mlp batch time", best_mlp * 1e3, 2, "ms", BENCH_TARGET_NONE, 0, NULL);
     bench_report_row(rep, "mlp outputs wrong", (double)bad, 0, "count", BENCH_TARGET_EQUAL, 0,
                      NULL);
@@ -366,7 +399,7 @@ int main(int argc, char **argv) {
         bench_report_note(rep, "OpenBLAS runs SSE3 (Prescott) kernels on an AVX2 CPU it does not "
                                "know: set OPENBLAS_CORETYPE (scripts/bench/kernels does)");
     }
-    print_report(rep, kernels_backend_name(be));
+    print_report(rep, be, with_sgemm);
     rc = bad == 0 && (!o.conv || conv_s > 0) ? 0 : 1;
 
 out:

@@ -35,9 +35,27 @@ static void presume_members_alive(coord_ctx *c) {
                     MEMBERSHIP_DEAD_AFTER_BEATS);
 }
 
+/* A change the state file holds goes on, its timeout counted from now (the shards
+ * report their progress again in their next heartbeats). */
+static void resume_change(coord_ctx *c) {
+    const membership_node *n = membership_changing(c->members);
+    if (!n)
+        return;
+    char name[COORD_ERR_MAX / 2];
+    coord_change_name(n, name, sizeof name);
+    c->change_started_ms = coord_now(c);
+    coord_event(
+        c, COORD_EVENT_INFO,
+        "a ring change from %s goes on: %s, pending ring epoch %llu (current %llu); it "
+        "commits once every shard reports it has synced, or is cancelled after %lld ms",
+        state_store_path(c->store), name, (unsigned long long)ring_state_pending_epoch(c->ring),
+        (unsigned long long)ring_state_epoch(c->ring), (long long)c->ring_change_timeout_ms);
+}
+
 ps_status coord_create(const coord_opts *opts, coord_ctx **ret_ctx, char *err, size_t err_len) {
     if (!opts || !opts->state_path || opts->heartbeat_ms <= 0 ||
-        opts->max_watchers > COORD_MAX_WATCHERS_LIMIT) {
+        opts->max_watchers > COORD_MAX_WATCHERS_LIMIT || opts->ring_change_timeout_ms < 0 ||
+        opts->ring_change_timeout_ms > COORD_MAX_RING_CHANGE_TIMEOUT_MS) {
         ps_set_err(err, err_len, "coordinator options out of range");
         return PS_STATUS_INVALID_ARGUMENT;
     }
@@ -57,6 +75,8 @@ ps_status coord_create(const coord_opts *opts, coord_ctx **ret_ctx, char *err, s
     c->event_arg = opts->event_arg;
     c->clock = opts->clock ? opts->clock : default_clock;
     c->clock_arg = opts->clock_arg;
+    c->ring_change_timeout_ms = opts->ring_change_timeout_ms ? opts->ring_change_timeout_ms
+                                                             : COORD_DEFAULT_RING_CHANGE_TIMEOUT_MS;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->changed, NULL);
 
@@ -85,6 +105,7 @@ ps_status coord_create(const coord_opts *opts, coord_ctx **ret_ctx, char *err, s
     if (st != PS_STATUS_OK)
         goto fail_ctx;
     presume_members_alive(c);
+    resume_change(c);
     *ret_ctx = c;
     return PS_STATUS_OK;
 fail_ctx:
@@ -193,9 +214,11 @@ ps_status coord_ring_fill_locked(coord_ctx *c, Ps__Ring *ring, coord_ring_parts 
     ps__ring__init(ring);
     parts->infos = calloc(n ? n : 1, sizeof *parts->infos);
     parts->ptrs = calloc(n ? n : 1, sizeof *parts->ptrs);
-    size_t len = 0;
+    size_t len = 0, pending_len = 0;
     if (!parts->infos || !parts->ptrs ||
-        ring_state_serialize(c->ring, &parts->ring_bytes, &len) != PS_STATUS_OK) {
+        ring_state_serialize(c->ring, &parts->ring_bytes, &len) != PS_STATUS_OK ||
+        ring_state_serialize_pending(c->ring, &parts->pending_bytes, &pending_len) !=
+            PS_STATUS_OK) {
         coord_ring_fill_free(parts);
         return PS_STATUS_NO_MEMORY;
     }
@@ -203,6 +226,9 @@ ps_status coord_ring_fill_locked(coord_ctx *c, Ps__Ring *ring, coord_ring_parts 
     ring->replication = c->replication;
     ring->ring.data = parts->ring_bytes;
     ring->ring.len = len;
+    ring->pending.data = parts->pending_bytes;
+    ring->pending.len = pending_len;
+    ring->pending_epoch = ring_state_pending_epoch(c->ring);
     int64_t now = coord_now(c);
     for (size_t i = 0; i < n; i++) {
         const membership_node *node = membership_node_at_const(c->members, i);
@@ -216,6 +242,9 @@ ps_status coord_ring_fill_locked(coord_ctx *c, Ps__Ring *ring, coord_ring_parts 
         info->alive = node->alive;
         info->in_ring = node->in_ring;
         info->waiting = node->waiting;
+        info->joining = node->joining;
+        info->draining = node->draining;
+        info->synced_epoch = node->synced_epoch;
         info->keys = node->keys;
         info->seq = node->seq;
         info->last_heartbeat_ms = node->last_hb_ms ? (uint64_t)(now - node->last_hb_ms) : 0;
@@ -230,6 +259,7 @@ void coord_ring_fill_free(coord_ring_parts *parts) {
     free(parts->infos);
     free(parts->ptrs);
     free(parts->ring_bytes);
+    free(parts->pending_bytes);
     memset(parts, 0, sizeof *parts);
 }
 

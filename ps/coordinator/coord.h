@@ -37,6 +37,9 @@
 #define COORD_MAX_WATCHERS_LIMIT 100000 /* the largest --max-watchers */
 #define COORD_JOIN_ATTEMPTS 3           /* ring changes tolerated while its shards are asked */
 #define COORD_WATCH_POLL_MS 200         /* how often a watch checks that its call lives */
+/* A join or drain not committed within this many ms is cancelled (--ring-change-timeout-ms). */
+#define COORD_DEFAULT_RING_CHANGE_TIMEOUT_MS 600000
+#define COORD_MAX_RING_CHANGE_TIMEOUT_MS 86400000 /* the largest --ring-change-timeout-ms */
 
 typedef enum coord_event_level {
     COORD_EVENT_INFO = 0,
@@ -71,7 +74,9 @@ typedef struct coord_opts {
     void *event_arg;
     coord_clock_fn clock; /* NULL = ps_now_ms */
     void *clock_arg;
-    int64_t worker_timeout_ms; /* a training worker silent this long is dead; 0 = default */
+    int64_t worker_timeout_ms;      /* a training worker silent this long is dead; 0 = default */
+    int64_t ring_change_timeout_ms; /* a join or drain not committed by then is cancelled;
+                                       0 = COORD_DEFAULT_RING_CHANGE_TIMEOUT_MS */
 } coord_opts;
 
 typedef struct coord_ctx coord_ctx;
@@ -90,26 +95,48 @@ void coord_summary(coord_ctx *ctx, uint64_t *ret_epoch, size_t *ret_nodes, size_
 
 /* ------------------------------------------------------- nodes (coord_nodes.c) --- */
 
-/* A node announces itself. A new shard joins the ring only while the ring holds no data
- * (the ring's shards are asked); otherwise it is kept registered but off the ring
- * (NodeInfo.waiting). A shard already on the ring (a restart) goes back to its place. */
+/* A node announces itself. A new shard joins the ring at once only while the ring holds
+ * no data (the ring's shards are asked) and no change is in progress; otherwise it is
+ * kept registered but off the ring (NodeInfo.waiting) until `ring add`. A shard already
+ * on the ring (a restart) goes back to its place; a joining one stays joining. */
 ps_status coord_node_register(coord_ctx *ctx, const Ps__NodeInfo *node,
                               Ps__RegisterResponse *ret_resp, char *err, size_t err_len);
-/* NOT_FOUND for an unknown id (the node registers again). */
+/* Records a node's heartbeat (a shard's keys, seq and synced_epoch) and commits the
+ * ring change in progress once every shard of the ring has synced. NOT_FOUND for an
+ * unknown id (the node registers again). */
 ps_status coord_node_heartbeat(coord_ctx *ctx, const Ps__HeartbeatRequest *req,
                                Ps__HeartbeatResponse *ret_resp, char *err, size_t err_len);
-/* Puts a shard on the ring (admin). FAILED_PRECONDITION while the ring holds data.
- * `balanced`: at tokens chosen so that every shard owns its weight's share of the keys
- * (hashring_alloc.h), kept in membership and the state file; else at hashed positions. */
+/* Puts a shard on the ring (admin). While the ring holds no data, at once; otherwise it
+ * starts a join: the shard is marked joining and a pending ring with it is published
+ * (the current epoch moves on by one, the pending ring has the next), committed once
+ * every shard has copied its keys (coord_node_heartbeat). FAILED_PRECONDITION while
+ * another change is in progress (naming it). `ring add` of the shard being drained
+ * cancels the drain (it stays); node->draining set asks for that only (`ring cancel`:
+ * FAILED_PRECONDITION, nothing added, when the shard is not draining). `balanced`: at
+ * tokens chosen so that every shard owns its weight's share of the keys
+ * (hashring_alloc.h), kept in membership and the state file; else at hashed positions.
+ * *ret_epoch: the current epoch after the call. */
 ps_status coord_node_add(coord_ctx *ctx, const Ps__NodeInfo *node, bool balanced,
                          uint64_t *ret_epoch, char *err, size_t err_len);
 /* Takes a node out (admin). A shard that answers that it holds keys is never removed;
- * one that cannot be asked only with `force`. */
+ * one that cannot be asked only with `force` (which also cancels a change in
+ * progress; without force a ring shard is not removed during one). Removing the
+ * joining shard cancels the join (it stays registered, waiting off the ring); a dead
+ * shard already off the ring (failover) is forgotten. */
 ps_status coord_node_remove(coord_ctx *ctx, const char *id, bool force, uint64_t *ret_epoch,
                             char *err, size_t err_len);
+/* Starts draining a live shard on the ring (RemoveNode with drain): it is marked
+ * draining and a pending ring without it is published; once every shard has copied its
+ * keys to their next owners the ring commits without it (kept as a known node, like a
+ * removed one). FAILED_PRECONDITION during another change, for the last shard, for a
+ * dead one. */
+ps_status coord_node_drain(coord_ctx *ctx, const char *id, uint64_t *ret_epoch, char *err,
+                           size_t err_len);
 /* The ring with every node (a copy). */
 ps_status coord_ring_get(coord_ctx *ctx, Ps__Ring **ret_ring);
-/* Marks dead the nodes silent for 3 intervals (one event each). */
+/* Marks dead the nodes silent for 3 intervals (one event each), fails over (R >= 2),
+ * and settles the ring change in progress: cancelled when a shard failed over, when
+ * the joining shard died, or past the timeout; committed when every shard synced. */
 void coord_liveness_sweep(coord_ctx *ctx);
 /* Sleeps about half a heartbeat interval; false once the coordinator stops. */
 bool coord_liveness_wait(coord_ctx *ctx);

@@ -1,12 +1,14 @@
 /* coord_admin.c: the admin membership changes on the coordinator context: putting a
  * shard on the ring (AddNode, `psctl ring add`, with hashed positions or, `--balanced`,
- * with tokens the allocator chooses) and taking a node out (RemoveNode, `psctl ring
- * remove`). See coord.h.
+ * with tokens the allocator chooses), taking a node out (RemoveNode, `psctl ring
+ * remove`) and draining one (RemoveNode with drain, `psctl ring drain`). See coord.h.
  *
- * Both protect data until it can move with membership: a shard joins only a ring whose
- * shards all answer that they hold nothing, and a shard leaves only when it answers
- * that it holds nothing (or, when it cannot be asked at all, on `force`). The answers
- * come from the shards at decision time, never from heartbeats or the state file. */
+ * Both protect data: a shard goes on the ring at once only when the ring's shards all
+ * answer that they hold nothing (otherwise its keys are copied to it first: a join,
+ * coord_change.c), and a shard leaves at once only when it answers that it holds
+ * nothing (or, when it cannot be asked at all, on `force`); `ring drain` moves its
+ * keys away first. The answers come from the shards at decision time, never from
+ * heartbeats or the state file. */
 #include "coord_internal.h"
 
 #include <stdio.h>
@@ -49,6 +51,43 @@ static ps_status choose_tokens(coord_ctx *c, const char *id, uint32_t weight, ui
     return st;
 }
 
+/* `ring add` of the shard being drained: keep it (lock held). */
+static ps_status cancel_drain_locked(coord_ctx *c, membership_node *n, uint64_t *ret_epoch) {
+    char why[COORD_ERR_MAX / 4];
+    snprintf(why, sizeof why, "`ring add` of shard %s keeps it on the ring", n->id);
+    coord_change_cancel_locked(c, why);
+    *ret_epoch = ring_state_epoch(c->ring);
+    coord_unlock_and_persist(c);
+    return PS_STATUS_OK;
+}
+
+/* Refuses what AddNode cannot do now (lock held): a member, a full table, a change in
+ * progress. A message in err. */
+static ps_status add_refused_locked(coord_ctx *c, const Ps__NodeInfo *in, char *err,
+                                    size_t err_len) {
+    membership_node *n = membership_node_find(c->members, in->id);
+    if (n && n->joining) {
+        ps_set_err(err, err_len,
+                   "shard %s is already joining the ring (pending ring epoch %llu): `psctl ring "
+                   "list` shows how far it is; `psctl ring cancel` stops it",
+                   in->id, (unsigned long long)ring_state_pending_epoch(c->ring));
+        return PS_STATUS_FAILED_PRECONDITION;
+    }
+    if (n && (n->role != MEMBERSHIP_ROLE_SHARD || n->in_ring)) {
+        ps_set_err(err, err_len, "node %s is already a member%s", in->id,
+                   n->role != MEMBERSHIP_ROLE_SHARD ? " (a serving replica)" : " of the ring");
+        return PS_STATUS_ALREADY_EXISTS;
+    }
+    if (!n && membership_node_count(c->members) == membership_node_limit(c->members)) {
+        ps_set_err(err, err_len, "the cluster is full (%zu nodes)",
+                   membership_node_limit(c->members));
+        return PS_STATUS_RESOURCE_EXHAUSTED;
+    }
+    char what[COORD_ERR_MAX / 4];
+    snprintf(what, sizeof what, "not adding shard %s", in->id);
+    return coord_change_refuse_locked(c, what, err, err_len);
+}
+
 ps_status coord_node_add(coord_ctx *c, const Ps__NodeInfo *in, bool balanced, uint64_t *ret_epoch,
                          char *err, size_t err_len) {
     ps_status st = coord_node_check(in, err, err_len);
@@ -58,21 +97,19 @@ ps_status coord_node_add(coord_ctx *c, const Ps__NodeInfo *in, bool balanced, ui
     char why[COORD_ERR_MAX] = "";
     uint64_t *tokens = NULL; /* balanced: the shard's tokens, ours until the node takes them */
     uint32_t n_tokens = 0;
+    bool join_now = false; /* the ring holds no data: on the ring at once, nothing to copy */
     pthread_mutex_lock(&c->lock);
+    membership_node *draining = membership_node_find(c->members, in->id);
+    if (draining && draining->draining)
+        return cancel_drain_locked(c, draining, ret_epoch);
+    if (in->draining) { /* `ring cancel` of a drain that ended meanwhile: add nothing */
+        ps_set_err(err, err_len, "shard %s is not draining: no drain of it to cancel", in->id);
+        pthread_mutex_unlock(&c->lock);
+        return PS_STATUS_FAILED_PRECONDITION;
+    }
     for (int pass = 0; pass < 2; pass++) { /* before and after asking (and choosing) */
-        membership_node *n = membership_node_find(c->members, in->id);
-        if (n && (n->role != MEMBERSHIP_ROLE_SHARD || n->in_ring)) {
-            ps_set_err(err, err_len, "node %s is already a member%s", in->id,
-                       n->role != MEMBERSHIP_ROLE_SHARD ? " (a serving replica)" : " of the ring");
-            st = PS_STATUS_ALREADY_EXISTS;
+        if ((st = add_refused_locked(c, in, err, err_len)) != PS_STATUS_OK)
             goto out_unlock;
-        }
-        if (!n && membership_node_count(c->members) == membership_node_limit(c->members)) {
-            ps_set_err(err, err_len, "the cluster is full (%zu nodes)",
-                       membership_node_limit(c->members));
-            st = PS_STATUS_RESOURCE_EXHAUSTED;
-            goto out_unlock;
-        }
         if (pass > 0)
             break;
         ring_verdict v;
@@ -81,18 +118,7 @@ ps_status coord_node_add(coord_ctx *c, const Ps__NodeInfo *in, bool balanced, ui
             ps_set_err(err, err_len, "not adding shard %s: %s", in->id, why);
             goto out_unlock;
         }
-        if (!ring_state_join_allowed(&v)) {
-            membership_node *known = membership_node_find(c->members, in->id);
-            ps_set_err(err, err_len,
-                       "not adding shard %s: %s. Data does not move with membership yet: the "
-                       "~%.0f%% of the keys it would own would become unreachable. Start every "
-                       "shard before uploading models%s",
-                       in->id, why, 100.0 * ring_state_join_share(c->members, weight),
-                       known && known->waiting ? "; it stays registered, waiting off the ring"
-                                               : "");
-            st = PS_STATUS_FAILED_PRECONDITION;
-            goto out_unlock;
-        }
+        join_now = ring_state_join_allowed(&v);
         if (balanced && (st = choose_tokens(c, in->id, weight, &tokens, &n_tokens, err, err_len)) !=
                             PS_STATUS_OK)
             goto out_unlock;
@@ -110,11 +136,16 @@ ps_status coord_node_add(coord_ctx *c, const Ps__NodeInfo *in, bool balanced, ui
     }
     snprintf(n->addr, sizeof n->addr, "%s", in->addr);
     n->weight = weight;
-    n->in_ring = true;
-    n->waiting = false;
     n->tokens = tokens; /* not membership_node_tokens_set: `before` still holds the old */
     n->n_tokens = n_tokens;
-    if ((st = coord_ring_rebuild_locked(c, err, err_len)) != PS_STATUS_OK) {
+    if (join_now) {
+        n->in_ring = true;
+        n->waiting = false;
+        st = coord_ring_rebuild_locked(c, err, err_len);
+    } else {
+        st = coord_change_start_locked(c, n, true, err, err_len);
+    }
+    if (st != PS_STATUS_OK) {
         if (added) {
             membership_node_remove(c->members, in->id); /* frees the new tokens */
             tokens = NULL;
@@ -125,11 +156,13 @@ ps_status coord_node_add(coord_ctx *c, const Ps__NodeInfo *in, bool balanced, ui
     }
     if (!added)
         free(before.tokens);
-    const double share = ring_state_share(c->ring, n->id);
-    coord_event(c, COORD_EVENT_INFO,
-                "ring add %s at %s weight %u, %s: %.2f%% of the keys: epoch %llu", n->id, n->addr,
-                n->weight, tokens ? "balanced tokens" : "hashed positions", 100.0 * share,
-                (unsigned long long)ring_state_epoch(c->ring));
+    if (join_now)
+        coord_event(c, COORD_EVENT_INFO,
+                    "ring add %s at %s weight %u, %s: %.2f%% of the keys (the ring holds no "
+                    "data): epoch %llu",
+                    n->id, n->addr, n->weight, tokens ? "balanced tokens" : "hashed positions",
+                    100.0 * ring_state_share(c->ring, n->id),
+                    (unsigned long long)ring_state_epoch(c->ring));
     *ret_epoch = ring_state_epoch(c->ring);
     coord_unlock_and_persist(c);
     return PS_STATUS_OK;
@@ -148,9 +181,10 @@ static ps_status check_leave(coord_ctx *c, const char *id, const char *addr, boo
     *ret_forced = false;
     if (st == PS_STATUS_OK && keys > 0) {
         ps_set_err(err, err_len,
-                   "shard %s holds %llu keys; removing it would lose them (data does not move "
-                   "with membership yet), so it is refused even with --force",
-                   id, (unsigned long long)keys);
+                   "shard %s holds %llu keys; removing it would lose them, so it is refused even "
+                   "with --force: `psctl ring drain --id %s` moves its keys to their next owners, "
+                   "then takes it off the ring",
+                   id, (unsigned long long)keys, id);
         return PS_STATUS_FAILED_PRECONDITION;
     }
     if (st != PS_STATUS_OK && !force) {
@@ -168,6 +202,31 @@ static ps_status check_leave(coord_ctx *c, const char *id, const char *addr, boo
     return PS_STATUS_OK;
 }
 
+/* RemoveNode of a node that is not on the ring (lock held): the joining shard (the join
+ * is cancelled), a dead shard off the ring (forgotten), or NOT_FOUND. */
+static ps_status remove_off_ring_locked(coord_ctx *c, membership_node *n, const char *id,
+                                        uint64_t *ret_epoch, char *err, size_t err_len) {
+    if (n && n->joining) {
+        char why[COORD_ERR_MAX / 4];
+        snprintf(why, sizeof why, "`ring remove` of the joining shard %s", id);
+        coord_change_cancel_locked(c, why);
+    } else if (n && n->role == MEMBERSHIP_ROLE_SHARD && !n->alive && n->last_hb_ms) {
+        coord_event(c, COORD_EVENT_INFO, "forgot shard %s at %s: dead, and off the ring", id,
+                    n->addr);
+        membership_node_remove(c->members, id);
+    } else {
+        ps_set_err(err, err_len, "no node %s%s", id,
+                   !n           ? ""
+                   : n->waiting ? " on the ring (it is registered, waiting off the ring)"
+                                : " on the ring");
+        pthread_mutex_unlock(&c->lock);
+        return PS_STATUS_NOT_FOUND;
+    }
+    *ret_epoch = ring_state_epoch(c->ring);
+    coord_unlock_and_persist(c);
+    return PS_STATUS_OK;
+}
+
 ps_status coord_node_remove(coord_ctx *c, const char *id, bool force, uint64_t *ret_epoch,
                             char *err, size_t err_len) {
     if (!membership_id_valid(id)) {
@@ -178,15 +237,13 @@ ps_status coord_node_remove(coord_ctx *c, const char *id, bool force, uint64_t *
     ps_status st = PS_STATUS_OK;
     pthread_mutex_lock(&c->lock);
     membership_node *n = membership_node_find(c->members, id);
-    if (!n || (n->role == MEMBERSHIP_ROLE_SHARD && !n->in_ring)) {
-        ps_set_err(err, err_len, "no node %s%s", id,
-                   !n           ? ""
-                   : n->waiting ? " on the ring (it is registered, waiting off the ring)"
-                                : " on the ring");
-        st = PS_STATUS_NOT_FOUND;
-        goto out_unlock;
-    }
+    if (!n || (n->role == MEMBERSHIP_ROLE_SHARD && !n->in_ring))
+        return remove_off_ring_locked(c, n, id, ret_epoch, err, err_len);
     bool shard = n->role == MEMBERSHIP_ROLE_SHARD, forced = false;
+    char what[COORD_ERR_MAX / 4];
+    snprintf(what, sizeof what, "not removing shard %s", id);
+    if (shard && !force && (st = coord_change_refuse_locked(c, what, err, err_len)) != 0)
+        goto out_unlock;
     char addr[MEMBERSHIP_ADDR_MAX + 1], forced_why[RING_PROBE_DETAIL_MAX] = "";
     snprintf(addr, sizeof addr, "%s", n->addr);
     if (shard) {
@@ -204,6 +261,12 @@ ps_status coord_node_remove(coord_ctx *c, const char *id, bool force, uint64_t *
             st = PS_STATUS_UNAVAILABLE;
             goto out_unlock;
         }
+    }
+    if (shard) {
+        char why[COORD_ERR_MAX / 4];
+        snprintf(why, sizeof why, "shard %s was removed by force", id);
+        coord_change_clear_locked(c, why); /* only a forced removal gets here during one */
+        n = membership_node_find(c->members, id);
     }
     if (shard && n->alive) {
         /* Still running: keep it known but off the ring, so its next registration or
@@ -228,4 +291,53 @@ ps_status coord_node_remove(coord_ctx *c, const char *id, bool force, uint64_t *
 out_unlock:
     pthread_mutex_unlock(&c->lock);
     return st;
+}
+
+ps_status coord_node_drain(coord_ctx *c, const char *id, uint64_t *ret_epoch, char *err,
+                           size_t err_len) {
+    if (!membership_id_valid(id)) {
+        ps_set_err(err, err_len, "a node id of 1-%d characters of [A-Za-z0-9._-] is required",
+                   MEMBERSHIP_ID_MAX);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    ps_status st = PS_STATUS_FAILED_PRECONDITION;
+    pthread_mutex_lock(&c->lock);
+    membership_node *n = membership_node_find(c->members, id);
+    char what[COORD_ERR_MAX / 4];
+    snprintf(what, sizeof what, "not draining shard %s", id);
+    if (!n || n->role != MEMBERSHIP_ROLE_SHARD || !n->in_ring) {
+        ps_set_err(err, err_len, "no shard %s on the ring%s", id,
+                   n && n->joining ? " (it is joining: `psctl ring cancel` stops that)" : "");
+        st = PS_STATUS_NOT_FOUND;
+    } else if (n->draining) {
+        ps_set_err(err, err_len,
+                   "shard %s is already draining (pending ring epoch %llu): `psctl ring list` "
+                   "shows how far it is; `psctl ring cancel` stops it",
+                   id, (unsigned long long)ring_state_pending_epoch(c->ring));
+    } else if ((st = coord_change_refuse_locked(c, what, err, err_len)) != PS_STATUS_OK) {
+        /* err names the change in progress */
+    } else if (membership_ring_count(c->members) < 2) {
+        ps_set_err(err, err_len,
+                   "not draining shard %s: it is the last shard on the ring, so its keys have "
+                   "nowhere to go; `psctl ring add` another shard first",
+                   id);
+        st = PS_STATUS_FAILED_PRECONDITION;
+    } else if (!n->alive) {
+        ps_set_err(err, err_len,
+                   "not draining shard %s: it is dead (no heartbeat for %lld ms), so it cannot "
+                   "send its keys away. Start it again, or, with --replication 2 or more, let "
+                   "failover take it off the ring (its keys' other owners serve them), or "
+                   "`psctl ring remove --id %s --force`",
+                   id, (long long)(coord_now(c) - n->last_hb_ms), id);
+        st = PS_STATUS_FAILED_PRECONDITION;
+    } else {
+        st = coord_change_start_locked(c, n, false, err, err_len);
+    }
+    if (st != PS_STATUS_OK) {
+        pthread_mutex_unlock(&c->lock);
+        return st;
+    }
+    *ret_epoch = ring_state_epoch(c->ring);
+    coord_unlock_and_persist(c);
+    return PS_STATUS_OK;
 }

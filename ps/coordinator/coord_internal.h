@@ -45,6 +45,8 @@ struct coord_ctx {
     registry *models;
     workers *workers; /* training workers and their clocks (not persisted) */
     int64_t worker_timeout_ms;
+    int64_t ring_change_timeout_ms; /* a join or drain not committed by then is cancelled */
+    int64_t change_started_ms;      /* when the change in progress started (or was loaded) */
     coord_publish publishes[COORD_MAX_PUBLISHES]; /* publishes in progress */
     state_store *store;                           /* its writes happen outside `lock` */
     uint64_t snapshot_seq;                        /* the number of the last snapshot taken */
@@ -73,6 +75,11 @@ void coord_snapshot_write(coord_ctx *c, coord_snapshot *snap);
  * heartbeats that take the lock. */
 void coord_unlock_and_persist(coord_ctx *c);
 
+/* coord_suspects.c: shards on the ring whose heartbeat is late are asked directly (the
+ * probe, lock NOT held); one that nothing answers for is marked dead at once (the next
+ * liveness sweep fails it over). Only with R >= 2. */
+void coord_probe_suspects(coord_ctx *c);
+
 /* Packs `msg` into a malloc'd buffer (under the lock, while it points into the state);
  * coord_message_unpack then makes the caller's private copy and frees the buffer. */
 ps_status coord_message_pack(const ProtobufCMessage *msg, uint8_t **ret_buf, size_t *ret_len);
@@ -85,6 +92,7 @@ typedef struct coord_ring_parts {
     Ps__NodeInfo *infos;
     Ps__NodeInfo **ptrs;
     uint8_t *ring_bytes;
+    uint8_t *pending_bytes; /* the pending ring's, or NULL */
 } coord_ring_parts;
 ps_status coord_ring_fill_locked(coord_ctx *c, Ps__Ring *ring, coord_ring_parts *parts);
 void coord_ring_fill_free(coord_ring_parts *parts);
@@ -107,5 +115,26 @@ ps_status coord_ring_check_locked(coord_ctx *c, bool stop_early, ring_verdict *r
                                   char *why, size_t why_len);
 /* Rebuilds the ring and wakes the watches (lock held); a message in err on failure. */
 ps_status coord_ring_rebuild_locked(coord_ctx *c, char *err, size_t err_len);
+
+/* ------------------------------------------ ring changes (coord_change.c) --- */
+
+/* "the join of shard s4 at ADDR" / "the drain of shard s2": the change n is in. */
+void coord_change_name(const membership_node *n, char *buf, size_t cap);
+/* FAILED_PRECONDITION with a message naming the change in progress (lock held), or OK
+ * when there is none. `what` is the refused operation ("not adding shard s5"). */
+ps_status coord_change_refuse_locked(coord_ctx *c, const char *what, char *err, size_t err_len);
+/* Marks n joining (join) or draining and publishes the pending ring (lock held); on
+ * failure n is as before and err says why. */
+ps_status coord_change_start_locked(coord_ctx *c, membership_node *n, bool join, char *err,
+                                    size_t err_len);
+/* Ends the change in progress without applying it (joining or draining cleared, an
+ * event saying `why`); the caller rebuilds the ring. True when there was one. */
+bool coord_change_clear_locked(coord_ctx *c, const char *why);
+/* coord_change_clear_locked, then the ring rebuilt (no pending). */
+void coord_change_cancel_locked(coord_ctx *c, const char *why);
+/* Settles the change in progress (lock held): cancels it when the joining shard died or
+ * the timeout passed, commits it once every shard of the ring has synced. True when
+ * the ring changed (the caller persists). */
+bool coord_change_settle_locked(coord_ctx *c);
 
 #endif

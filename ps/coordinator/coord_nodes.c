@@ -106,10 +106,9 @@ static void place_off_ring_shard(coord_ctx *c, membership_node *n, bool join, co
     }
     if (!n->waiting)
         coord_event(c, COORD_EVENT_WARN,
-                    "shard %s at %s waits off the ring: %s. Data does not move with membership "
-                    "yet, so it may join only an empty ring: start every shard before uploading "
-                    "models",
-                    n->id, n->addr, why);
+                    "shard %s at %s waits off the ring: %s. `psctl ring add --id %s --addr %s` "
+                    "copies the keys it would own to it, then puts it on the ring",
+                    n->id, n->addr, why, n->id, n->addr);
     n->waiting = true;
 }
 
@@ -129,6 +128,10 @@ ps_status coord_node_register(coord_ctx *c, const Ps__NodeInfo *in, Ps__Register
         if (st == PS_STATUS_NO_MEMORY)
             goto fail_unlock;
         join = st == PS_STATUS_OK && ring_state_join_allowed(&v);
+        if (join && membership_changing(c->members)) {
+            join = false; /* one change at a time: it waits for `ring add` */
+            snprintf(why, sizeof why, "a ring change is in progress");
+        }
         n = membership_node_find(c->members, in->id); /* the table may have changed */
     }
     if (n && n->role != role) {
@@ -152,7 +155,7 @@ ps_status coord_node_register(coord_ctx *c, const Ps__NodeInfo *in, Ps__Register
             goto fail_unlock;
         }
     }
-    if (n->in_ring) {
+    if (n->in_ring || n->joining) { /* on the current or the pending ring */
         ring_change = strcmp(n->addr, in->addr) != 0 || (in->weight && in->weight != n->weight);
         if (in->weight)
             n->weight = in->weight;
@@ -172,6 +175,7 @@ ps_status coord_node_register(coord_ctx *c, const Ps__NodeInfo *in, Ps__Register
                     membership_role_name(role), n->id, n->addr,
                     last ? "" : " (first contact since the coordinator started)",
                     role != MEMBERSHIP_ROLE_SHARD || n->in_ring ? ""
+                    : n->joining                                ? "; it is joining the ring"
                     : n->waiting                                ? "; it waits off the ring"
                                  : "; it was removed from the ring: `psctl ring add` puts it back");
     if (ring_change && (st = coord_ring_rebuild_locked(c, err, err_len)) != PS_STATUS_OK) {
@@ -220,14 +224,19 @@ ps_status coord_node_heartbeat(coord_ctx *c, const Ps__HeartbeatRequest *req,
     }
     n->keys = req->keys;
     n->seq = req->seq;
+    n->synced_epoch = req->synced_epoch;
     n->n_serving = 0;
     for (size_t i = 0; i < req->n_serving && i < MEMBERSHIP_MAX_SERVING; i++)
         if (req->serving[i] && req->serving[i]->name)
             n->serving[n->n_serving++] =
                 membership_model_ref(req->serving[i]->name, req->serving[i]->version);
+    bool ring_changed = coord_change_settle_locked(c); /* this report may finish a change */
     ret_resp->epoch = ring_state_epoch(c->ring);
     ret_resp->registry_generation = registry_generation(c->models);
-    pthread_mutex_unlock(&c->lock);
+    if (ring_changed)
+        coord_unlock_and_persist(c);
+    else
+        pthread_mutex_unlock(&c->lock);
     return PS_STATUS_OK;
 }
 
@@ -307,6 +316,12 @@ static bool failover_locked(coord_ctx *c) {
         return false;
     }
     c->failover_refused = false;
+    char why[COORD_ERR_MAX / 4] = "";
+    for (size_t i = 0; i < membership_node_count(c->members) && !why[0]; i++)
+        if (is_lost(membership_node_at(c->members, i)))
+            snprintf(why, sizeof why, "shard %s died and failover takes it off the ring",
+                     membership_node_at(c->members, i)->id);
+    coord_change_clear_locked(c, why); /* the copies were planned without this death */
     bool changed = false;
     for (size_t i = 0; i < membership_node_count(c->members); i++) {
         membership_node *n = membership_node_at(c->members, i);
@@ -327,9 +342,12 @@ static bool failover_locked(coord_ctx *c) {
 }
 
 void coord_liveness_sweep(coord_ctx *c) {
+    coord_probe_suspects(c); /* outside the lock: it asks shards over the network */
     pthread_mutex_lock(&c->lock);
     membership_liveness_sweep(c->members, coord_now(c), node_died, c);
-    if (failover_locked(c))
+    bool changed = failover_locked(c);
+    changed |= coord_change_settle_locked(c);
+    if (changed)
         coord_unlock_and_persist(c);
     else
         pthread_mutex_unlock(&c->lock);

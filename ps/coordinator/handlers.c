@@ -1,6 +1,7 @@
 /* handlers.c: the ps.Coordinator rpc handlers over a coord_ctx (see handlers.h). */
 #include "handlers.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "coordinator.pb-c.h"
@@ -38,7 +39,17 @@ static ps_status h_remove_node(rpc_ctx *rpc, const ProtobufCMessage *msg, void *
     const Ps__RemoveNodeRequest *req = (const Ps__RemoveNodeRequest *)msg;
     char err[COORD_ERR_MAX] = "";
     Ps__MembershipResponse resp = PS__MEMBERSHIP_RESPONSE__INIT;
-    ps_status st = coord_node_remove(user, req->id, req->force, &resp.epoch, err, sizeof err);
+    ps_status st;
+    if (req->drain && req->force) {
+        snprintf(err, sizeof err,
+                 "drain and force do not go together: drain moves a live shard's keys away, "
+                 "force removes one that cannot be asked");
+        st = PS_STATUS_INVALID_ARGUMENT;
+    } else if (req->drain) {
+        st = coord_node_drain(user, req->id, &resp.epoch, err, sizeof err);
+    } else {
+        st = coord_node_remove(user, req->id, req->force, &resp.epoch, err, sizeof err);
+    }
     return st == PS_STATUS_OK ? rpc_ctx_reply(rpc, &resp.base) : fail(rpc, st, err);
 }
 

@@ -48,6 +48,7 @@ int main(int argc, char **argv) {
     int max_versions = REGISTRY_DEFAULT_MAX_VERSIONS;
     int max_registry_mb = REGISTRY_DEFAULT_MAX_BYTES >> 20;
     int worker_timeout_ms = WORKERS_DEFAULT_TIMEOUT_MS;
+    int ring_change_timeout_ms = COORD_DEFAULT_RING_CHANGE_TIMEOUT_MS;
     const ps_flag flags[] = {
         {"listen", PS_FLAG_STRING, &listen, 0, 0, "HOST:PORT", "address to serve on (port 0: any)",
          false},
@@ -69,6 +70,11 @@ int main(int argc, char **argv) {
          "WatchRing/WatchModels/WaitClock streams open at once", false},
         {"worker-timeout-ms", PS_FLAG_INT, &worker_timeout_ms, 100, 3600000, "N",
          "a training worker silent this long is dead (holds no one back)", false},
+        {"ring-change-timeout-ms", PS_FLAG_INT, &ring_change_timeout_ms, 1000,
+         COORD_MAX_RING_CHANGE_TIMEOUT_MS, "N",
+         "a ring add or drain whose data has not been copied by then is cancelled (the ring "
+         "stays as it was)",
+         false},
         {"max-versions", PS_FLAG_INT, &max_versions, 1, 1000000, "N",
          "model versions kept in the registry", false},
         {"max-registry-mb", PS_FLAG_INT, &max_registry_mb, 1, REGISTRY_MAX_BYTES_LIMIT >> 20, "N",
@@ -108,6 +114,7 @@ int main(int argc, char **argv) {
                      .max_versions = (size_t)max_versions,
                      .max_registry_bytes = (size_t)max_registry_mb << 20,
                      .worker_timeout_ms = worker_timeout_ms,
+                     .ring_change_timeout_ms = ring_change_timeout_ms,
                      .event = log_event};
     coord_ctx *ctx = NULL;
     ps_runtime *rt = NULL;

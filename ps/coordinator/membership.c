@@ -204,3 +204,25 @@ size_t membership_ring_count(const membership *m) {
         count += m->nodes[i].role == MEMBERSHIP_ROLE_SHARD && m->nodes[i].in_ring;
     return count;
 }
+
+membership_node *membership_changing(membership *m) {
+    for (size_t i = 0; i < m->n; i++)
+        if (m->nodes[i].joining || m->nodes[i].draining)
+            return &m->nodes[i];
+    return NULL;
+}
+
+void membership_sync_count(const membership *m, uint64_t pending_epoch, membership_sync *ret) {
+    membership_sync s = {0};
+    for (size_t i = 0; i < m->n; i++) {
+        const membership_node *n = &m->nodes[i];
+        if (n->role != MEMBERSHIP_ROLE_SHARD || !n->in_ring)
+            continue;
+        s.shards++;
+        if (n->synced_epoch >= pending_epoch)
+            s.synced++;
+        else if (!s.first_behind)
+            s.first_behind = n;
+    }
+    *ret = s;
+}

@@ -40,10 +40,17 @@ typedef struct membership_node {
     uint32_t weight;                    /* 1..MEMBERSHIP_MAX_WEIGHT */
     membership_role role;               /* shard or replica */
     bool in_ring;                       /* a shard owning ring ranges */
-    bool waiting;                       /* a shard kept off the ring because the ring holds data */
-    bool alive;         /* heard from within MEMBERSHIP_DEAD_AFTER_BEATS intervals */
-    int64_t last_hb_ms; /* monotonic time of the last register/heartbeat; 0 = never */
-    uint64_t keys, seq; /* as last reported by a shard's heartbeat (display only) */
+    bool waiting;  /* a shard that registered while the ring held data: off the ring until
+                      `ring add` moves its share of the keys to it */
+    bool joining;  /* a shard being added (off the ring): the shards copy the keys the pending
+                      ring gives it; it goes on the ring when every shard has synced */
+    bool draining; /* a shard being drained (on the ring): its keys are copied to their
+                      next owners; it leaves the ring when every shard has synced */
+    uint64_t synced_epoch; /* a shard's last report: the pending ring epoch it finished
+                              copying for (0: none) */
+    bool alive;            /* heard from within MEMBERSHIP_DEAD_AFTER_BEATS intervals */
+    int64_t last_hb_ms;    /* monotonic time of the last register/heartbeat; 0 = never */
+    uint64_t keys, seq;    /* as last reported by a shard's heartbeat (display only) */
     uint64_t serving[MEMBERSHIP_MAX_SERVING]; /* a replica's ready versions, as
                                                  membership_model_ref hashes */
     uint32_t n_serving;
@@ -111,5 +118,22 @@ size_t membership_liveness_sweep(membership *members, int64_t now_ms,
 
 /* Shards on the ring. */
 size_t membership_ring_count(const membership *members);
+
+/* ------------------------------------------------- a ring change in progress --- */
+
+/* The shard joining or draining (one change at a time), or NULL. */
+membership_node *membership_changing(membership *members);
+
+/* How far the shards of the current ring are with a pending ring of `pending_epoch`: a
+ * shard has synced once it reports synced_epoch >= it. Every shard on the ring counts,
+ * dead or alive: the keys a dead one is primary for are copied by no one, so a change
+ * waits for it to come back (or for failover, which cancels the change). */
+typedef struct membership_sync {
+    size_t shards;                       /* shards on the current ring */
+    size_t synced;                       /* of them, synced */
+    const membership_node *first_behind; /* the first one not synced, or NULL */
+} membership_sync;
+void membership_sync_count(const membership *members, uint64_t pending_epoch,
+                           membership_sync *ret_sync);
 
 #endif

@@ -10,6 +10,7 @@ struct ring_state {
     uint32_t vnodes;
     hashring *ring; /* never NULL after create */
     uint64_t epoch;
+    hashring *pending; /* the ring after the change in progress (epoch + 1), or NULL */
 };
 
 ps_status ring_state_create(const ring_state_opts *opts, ring_state **ret_ring) {
@@ -30,6 +31,7 @@ void ring_state_destroy(ring_state *r) {
     if (!r)
         return;
     hashring_destroy(r->ring);
+    hashring_destroy(r->pending);
     free(r);
 }
 
@@ -41,28 +43,67 @@ const hashring *ring_state_ring(const ring_state *r) {
     return r->ring;
 }
 
-/* Builds a ring of the in_ring shards with `epoch`; replaces the current one on OK. */
-static ps_status build(ring_state *r, const membership *m, uint64_t epoch) {
+const hashring *ring_state_pending(const ring_state *r) {
+    return r->pending;
+}
+
+uint64_t ring_state_pending_epoch(const ring_state *r) {
+    return r->pending ? hashring_epoch(r->pending) : 0;
+}
+
+/* Whether shard n is on the ring built: the current one holds the in_ring shards (a
+ * draining one included), the pending one the shards after the change. */
+static bool on_ring(const membership_node *n, bool pending) {
+    if (n->role != MEMBERSHIP_ROLE_SHARD)
+        return false;
+    return pending ? (n->in_ring && !n->draining) || n->joining : n->in_ring;
+}
+
+/* Builds a ring of the shards on it (current or pending) with `epoch` into *ret_ring. */
+static ps_status build_one(const ring_state *r, const membership *m, bool pending, uint64_t epoch,
+                           hashring **ret_ring) {
     hashring *next = NULL;
     ps_status st = hashring_create(r->vnodes, &next);
     if (st != PS_STATUS_OK)
         return st;
     for (size_t i = 0; i < membership_node_count(m); i++) {
         const membership_node *n = membership_node_at_const(m, i);
-        if (n->role != MEMBERSHIP_ROLE_SHARD || !n->in_ring)
+        if (!on_ring(n, pending))
             continue;
         st = hashring_add_tokens(next, n->id, n->addr, n->weight, n->tokens, n->n_tokens);
         if (st != PS_STATUS_OK)
             goto fail_ring;
     }
     hashring_set_epoch(next, epoch);
-    hashring_destroy(r->ring);
-    r->ring = next;
-    r->epoch = epoch;
+    *ret_ring = next;
     return PS_STATUS_OK;
 fail_ring:
     hashring_destroy(next);
     return st;
+}
+
+/* Builds the current ring with `epoch`, and the pending one (epoch + 1) while a shard
+ * joins or drains; replaces both on OK, changes nothing on failure. */
+static ps_status build(ring_state *r, const membership *m, uint64_t epoch) {
+    hashring *next = NULL, *pending = NULL;
+    bool changing = false;
+    for (size_t i = 0; i < membership_node_count(m) && !changing; i++) {
+        const membership_node *n = membership_node_at_const(m, i);
+        changing = n->role == MEMBERSHIP_ROLE_SHARD && (n->joining || n->draining);
+    }
+    ps_status st = build_one(r, m, false, epoch, &next);
+    if (st == PS_STATUS_OK && changing && (st = build_one(r, m, true, epoch + 1, &pending)) != 0) {
+        hashring_destroy(next);
+        return st;
+    }
+    if (st != PS_STATUS_OK)
+        return st;
+    hashring_destroy(r->ring);
+    hashring_destroy(r->pending);
+    r->ring = next;
+    r->pending = pending;
+    r->epoch = epoch;
+    return PS_STATUS_OK;
 }
 
 ps_status ring_state_rebuild(ring_state *r, const membership *m) {
@@ -73,25 +114,35 @@ ps_status ring_state_restore(ring_state *r, const membership *m, uint64_t epoch)
     return build(r, m, epoch);
 }
 
-double ring_state_share(const ring_state *r, const char *id) {
+/* Shard id's primary share on `ring` (0 when absent or out of memory). */
+static double share_on(const hashring *ring, const char *id) {
     uint32_t idx;
     double share = 0;
-    if (!hashring_find(r->ring, id, &idx))
+    if (!ring || !hashring_find(ring, id, &idx))
         return 0;
-    double *shares = calloc(hashring_node_count(r->ring), sizeof *shares);
-    if (shares && hashring_ownership(r->ring, 1, shares, NULL) == PS_STATUS_OK)
+    double *shares = calloc(hashring_node_count(ring), sizeof *shares);
+    if (shares && hashring_ownership(ring, 1, shares, NULL) == PS_STATUS_OK)
         share = shares[idx];
     free(shares);
     return share;
 }
 
-ps_status ring_state_serialize(const ring_state *r, uint8_t **ret_buf, size_t *ret_len) {
+double ring_state_share(const ring_state *r, const char *id) {
+    return share_on(r->ring, id);
+}
+
+double ring_state_pending_share(const ring_state *r, const char *id) {
+    return share_on(r->pending, id);
+}
+
+/* hashring_serialize of `ring` into a malloc'd buffer. */
+static ps_status serialize(const hashring *ring, uint8_t **ret_buf, size_t *ret_len) {
     size_t len = 0;
-    hashring_serialize(r->ring, NULL, 0, &len);
+    hashring_serialize(ring, NULL, 0, &len);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
         return PS_STATUS_NO_MEMORY;
-    ps_status st = hashring_serialize(r->ring, buf, len, &len);
+    ps_status st = hashring_serialize(ring, buf, len, &len);
     if (st != PS_STATUS_OK) {
         free(buf);
         return st;
@@ -99,6 +150,19 @@ ps_status ring_state_serialize(const ring_state *r, uint8_t **ret_buf, size_t *r
     *ret_buf = buf;
     *ret_len = len;
     return PS_STATUS_OK;
+}
+
+ps_status ring_state_serialize(const ring_state *r, uint8_t **ret_buf, size_t *ret_len) {
+    return serialize(r->ring, ret_buf, ret_len);
+}
+
+ps_status ring_state_serialize_pending(const ring_state *r, uint8_t **ret_buf, size_t *ret_len) {
+    if (!r->pending) {
+        *ret_buf = NULL;
+        *ret_len = 0;
+        return PS_STATUS_OK;
+    }
+    return serialize(r->pending, ret_buf, ret_len);
 }
 
 /* ----------------------------------------------------------------- join policy --- */

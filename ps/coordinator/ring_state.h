@@ -11,13 +11,13 @@
  * membership table it has no lock of its own: the coordinator's state lock guards
  * both, so ring and table never disagree.
  *
- * The join policy: until data moves with membership, a shard may join only while the
- * ring holds no data, since the keys it would own stay on their old shards and become
- * unreachable. Whether the ring holds data is a question for the shards themselves at
- * decision time (a cache or the state file can be stale): the caller copies the
- * members out (ring_state_probe_list), asks each one WITHOUT holding the state lock,
- * and hands the answers to ring_state_verdict. A shard that cannot be asked counts as
- * holding data. The verdict also words the reason for people.
+ * The join policy: a shard joins at once only while the ring holds no data; otherwise
+ * the keys it would own must be copied to it first (a pending ring, coord_change.c),
+ * or they would stay on their old shards and become unreachable. Whether the ring holds data is a
+ * question for the shards themselves at decision time (a cache or the state file can be stale): the
+ * caller copies the members out (ring_state_probe_list), asks each one WITHOUT holding the state
+ * lock, and hands the answers to ring_state_verdict. A shard that cannot be asked counts as holding
+ * data. The verdict also words the reason for people.
  */
 #ifndef PS_COORDINATOR_RING_STATE_H
 #define PS_COORDINATOR_RING_STATE_H
@@ -46,18 +46,32 @@ uint64_t ring_state_epoch(const ring_state *ring);
 /* The current ring (never NULL after create). */
 const hashring *ring_state_ring(const ring_state *ring);
 
-/* Rebuilds the ring from the shards marked in_ring and moves the epoch on by one.
- * On failure the old ring and epoch stay. */
+/* Rebuilds the ring from the shards marked in_ring and moves the epoch on by one; while
+ * a shard joins or drains (membership_changing), also the pending ring: the shards
+ * after the change (the joining one added, the draining one left out), with the next
+ * epoch, which the ring will have once the change commits. On failure the old rings
+ * and epoch stay. */
 ps_status ring_state_rebuild(ring_state *ring, const membership *members);
 /* Builds the ring with exactly `epoch` (loading a saved state). */
 ps_status ring_state_restore(ring_state *ring, const membership *members, uint64_t epoch);
 
+/* The pending ring (see ring_state_rebuild), or NULL while no change is in progress;
+ * its epoch (0 when none), always the current epoch + 1. Committing the change (the
+ * joining shard in_ring, the draining one off) and rebuilding gives a current ring with
+ * exactly this epoch and placement. */
+const hashring *ring_state_pending(const ring_state *ring);
+uint64_t ring_state_pending_epoch(const ring_state *ring);
+
 /* The share of the keys (0..1) shard `id` owns as primary on the current ring; 0 when
  * it is not on the ring (or memory runs out: the figure is for messages only). */
 double ring_state_share(const ring_state *ring, const char *id);
+/* The same on the pending ring (0 when none). */
+double ring_state_pending_share(const ring_state *ring, const char *id);
 
 /* hashring_serialize of the current ring into a malloc'd buffer (free it). */
 ps_status ring_state_serialize(const ring_state *ring, uint8_t **ret_buf, size_t *ret_len);
+/* The same of the pending ring: NULL and 0 when there is none. */
+ps_status ring_state_serialize_pending(const ring_state *ring, uint8_t **ret_buf, size_t *ret_len);
 
 /* ----------------------------------------------------------------- join policy --- */
 
@@ -87,7 +101,8 @@ typedef struct ring_verdict {
 } ring_verdict;
 
 void ring_state_verdict(const ring_probe *probes, size_t n, ring_verdict *ret_verdict);
-/* The policy: a shard may join only a ring that holds no data, every member asked. */
+/* The policy: a shard may join at once only a ring that holds no data, every member
+ * asked (else its keys must be copied to it first). */
 bool ring_state_join_allowed(const ring_verdict *verdict);
 /* Why not, for people: "the ring holds 120 keys on 2 of 3 shards; shard-3 at
  * 127.0.0.1:7003 could not be asked (...) and counts as holding data"; after a check

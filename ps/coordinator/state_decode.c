@@ -158,7 +158,10 @@ static ps_status decode_node(const json_t *jn, size_t i, json_int_t format, memb
     }
     const char *id = NULL, *addr = NULL, *role = NULL;
     json_int_t weight = 0;
-    bool in_ring = false, waiting = false;
+    bool in_ring = false, waiting = false, joining = false, draining = false;
+    if (!get_bool(jn, where, "joining", true, false, &joining, err, err_len) ||
+        !get_bool(jn, where, "draining", true, false, &draining, err, err_len))
+        return PS_STATUS_PARSE;
     if (!get_str(jn, where, "id", &id, err, err_len) ||
         !get_str(jn, where, "addr", &addr, err, err_len) ||
         !get_int(jn, where, "weight", 1, MEMBERSHIP_MAX_WEIGHT, &weight, err, err_len) ||
@@ -187,6 +190,23 @@ static ps_status decode_node(const json_t *jn, size_t i, json_int_t format, memb
                                               : "both on the ring and waiting");
         return PS_STATUS_PARSE;
     }
+    if ((joining || draining) &&
+        (r != MEMBERSHIP_ROLE_SHARD || (joining && (in_ring || waiting || draining)) ||
+         (draining && !in_ring))) {
+        ps_set_err(err, err_len,
+                   "nodes[%zu]: node %s cannot be %s: a joining shard is off the ring and not "
+                   "waiting, a draining one on the ring",
+                   i, id, joining ? "joining" : "draining");
+        return PS_STATUS_PARSE;
+    }
+    if ((joining || draining) && membership_changing(members)) {
+        const membership_node *other = membership_changing(members);
+        ps_set_err(err, err_len,
+                   "nodes[%zu]: node %s is %s, but node %s is %s: one change at a time", i, id,
+                   joining ? "joining" : "draining", other->id,
+                   other->joining ? "joining" : "draining");
+        return PS_STATUS_PARSE;
+    }
     uint64_t *tokens = NULL;
     uint32_t n_tokens = 0;
     ps_status st = decode_tokens(jn, where, format, r == MEMBERSHIP_ROLE_SHARD, &tokens, &n_tokens,
@@ -203,6 +223,8 @@ static ps_status decode_node(const json_t *jn, size_t i, json_int_t format, memb
     }
     n->in_ring = in_ring;
     n->waiting = waiting;
+    n->joining = joining;
+    n->draining = draining;
     membership_node_tokens_set(n, tokens, n_tokens);
     return PS_STATUS_OK;
 }

@@ -119,6 +119,12 @@ static json_t *nodes_json(const membership *members) {
             json_decref(jn);
             jn = NULL;
         }
+        /* only while a change is in progress, so other files stay as older versions wrote */
+        if (jn && ((n->joining && json_object_set_new(jn, "joining", json_true()) != 0) ||
+                   (n->draining && json_object_set_new(jn, "draining", json_true()) != 0))) {
+            json_decref(jn);
+            jn = NULL;
+        }
         if (!append(nodes, jn)) {
             json_decref(nodes);
             return NULL;

@@ -6,6 +6,9 @@
  *   {"format": 1|2, "epoch": E, "model_generation": G,
  *    "nodes":  [{"id", "addr", "weight": 1..1000, "role": "shard"|"serve",
  *                "in_ring": bool, "waiting": bool (optional, default false),
+ *                "joining": true, "draining": true (optional, written only when true:
+ *                the ring change in progress, coord_change.c; one node at most; a
+ *                joining shard is off the ring and not waiting, a draining one on it),
  *                "tokens": "..." (format 2, optional: a shard's explicit ring
  *                positions, 16 lowercase hex digits each, strictly ascending,
  *                1..HASHRING_MAX_POINTS of them)}],

@@ -3,7 +3,7 @@
  * (test_world.h): no process, no network.
  *
  * Old behaviour these would have caught (each test says which): a new shard joined a
- * ring that held data; `ring remove` of a loaded shard succeeded right after a
+ * ring that held data at once; `ring remove` of a loaded shard succeeded right after a
  * coordinator restart; Register took any weight or role; watch streams had no limit. */
 #include "test_world.h"
 
@@ -76,8 +76,10 @@ static void test_restart_goes_back_to_its_place(void **state) {
     coord_destroy(c);
 }
 
-/* D6 for `psctl ring add`: before, it put the shard on a loaded ring, exit 0. */
-static void test_ring_add_refused_while_the_ring_holds_data(void **state) {
+/* D6 for `psctl ring add`: before, it put the shard on a loaded ring at once, exit 0, and
+ * a quarter of the keys went NOT_FOUND. Now it starts a join (test_coord_change.c has
+ * the rest) and only an empty ring takes a shard at once. */
+static void test_ring_add_of_a_loaded_ring_starts_a_join(void **state) {
     (void)state;
     coord_ctx *c = three_shards();
     char err[COORD_ERR_MAX] = "";
@@ -85,20 +87,22 @@ static void test_ring_add_refused_while_the_ring_holds_data(void **state) {
     set_shard("s1", PS_STATUS_OK, 4);
     set_shard("s3", PS_STATUS_OK, 8);
     reg_shard(c, "s4", "127.0.0.1:7004");
-    assert_int_equal(add(c, "s4", "127.0.0.1:7004", err), PS_STATUS_FAILED_PRECONDITION);
-    must_contain(err, "not adding shard s4: the ring holds 12 keys on 2 of 3 shards");
-    must_contain(err, "Data does not move with membership yet");
-    must_contain(err, "~25% of the keys");
-    must_contain(err, "Start every shard before uploading models");
-    must_contain(err, "it stays registered, waiting off the ring");
-    assert_true(strlen(err) < 512); /* fits in the gRPC status details */
     assert_int_equal(where(c, "s4", NULL), 'W');
-    assert_int_equal(add(c, "s9", "127.0.0.1:7009", err), PS_STATUS_FAILED_PRECONDITION);
-    assert_int_equal(where(c, "s9", NULL), '-'); /* a refused add leaves nothing behind */
-    /* an empty ring: the waiting shard may be added */
-    set_shard("s1", PS_STATUS_OK, 0);
-    set_shard("s3", PS_STATUS_OK, 0);
     uint64_t epoch = 0, after = 0;
+    where(c, "s1", &epoch);
+    assert_int_equal(add(c, "s4", "127.0.0.1:7004", err), PS_STATUS_OK);
+    assert_int_equal(where(c, "s4", &after), 'J'); /* not on the ring until its keys are copied */
+    assert_int_equal(after, epoch + 1);
+    assert_int_equal(
+        events_with("ring add s4 at 127.0.0.1:7004 weight 1, hashed positions: joining"), 1);
+    coord_destroy(c);
+    /* an empty ring: a waiting shard is added at once */
+    unlink(w.path);
+    set_shard("s3", PS_STATUS_OK, 0);
+    c = three_shards();
+    set_shard("s1", PS_STATUS_OK, 4);
+    reg_shard(c, "s4", "127.0.0.1:7004");
+    set_shard("s1", PS_STATUS_OK, 0);
     where(c, "s1", &epoch);
     assert_int_equal(add(c, "s4", "127.0.0.1:7004", err), PS_STATUS_OK);
     assert_int_equal(where(c, "s4", &after), 'R');
@@ -184,6 +188,35 @@ static void test_failover_takes_a_dead_shard_off_the_ring(void **state) {
     coord_liveness_sweep(c);
     assert_int_equal(where(c, "s1", NULL), 'R');
     assert_int_equal(where(c, "s3", NULL), 'R');
+    coord_destroy(c);
+    w.replication = 0;
+}
+
+/* R = 2: a shard whose heartbeat is late and that nothing answers for (its process is
+ * gone) is failed over after 1.5 intervals instead of 3; one that answers is not. */
+static void test_a_late_shard_nothing_answers_for_fails_over_early(void **state) {
+    (void)state;
+    w.replication = 2;
+    coord_ctx *c = three_shards();
+    uint64_t epoch = 0, after = 0;
+    where(c, "s2", &epoch);
+    set_shard("s2", PS_STATUS_UNAVAILABLE, 0); /* connection refused */
+    set_shard("s3", PS_STATUS_OK, 0);          /* late but answering */
+    Ps__HeartbeatRequest hb = PS__HEARTBEAT_REQUEST__INIT;
+    Ps__HeartbeatResponse resp = PS__HEARTBEAT_RESPONSE__INIT;
+    char err[COORD_ERR_MAX];
+    atomic_store(&w.now, 1100); /* 1 interval: nobody is late yet */
+    hb.id = (char *)"s1";
+    assert_int_equal(coord_node_heartbeat(c, &hb, &resp, err, sizeof err), PS_STATUS_OK);
+    coord_liveness_sweep(c);
+    assert_int_equal(where(c, "s2", NULL), 'R');
+    atomic_store(&w.now, 1170); /* 1.7 intervals since s2 and s3 were heard from */
+    coord_liveness_sweep(c);
+    coord_liveness_sweep(c);
+    assert_int_equal(where(c, "s2", &after), 'o');
+    assert_int_equal(after, epoch + 1);
+    assert_int_equal(events_with("nothing answers there"), 1);
+    assert_int_equal(where(c, "s3", NULL), 'R'); /* it answers: not judged early */
     coord_destroy(c);
     w.replication = 0;
 }
@@ -321,13 +354,15 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_member_counts_as_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_goes_back_to_its_place, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ring_add_refused_while_the_ring_holds_data, setup,
+        cmocka_unit_test_setup_teardown(test_ring_add_of_a_loaded_ring_starts_a_join, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_remove_asks_the_shard_even_after_a_restart, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_liveness_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover_takes_a_dead_shard_off_the_ring, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_a_late_shard_nothing_answers_for_fails_over_early,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_watch_limit_and_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_registrations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_weight_the_ring_cannot_take_changes_nothing, setup,

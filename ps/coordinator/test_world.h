@@ -41,8 +41,9 @@ typedef struct world {
     size_t n_events;
     bool block_writes, in_write, release; /* the disk hook */
     atomic_llong now;
-    uint32_t vnodes;      /* 0 = 20 */
-    uint32_t replication; /* 0 = 1: most tests pin R = 1 (no failover) */
+    uint32_t vnodes;           /* 0 = 20 */
+    uint32_t replication;      /* 0 = 1: most tests pin R = 1 (no failover) */
+    int64_t change_timeout_ms; /* --ring-change-timeout-ms; 0 = the default */
     char dir[512], path[600];
 } world;
 
@@ -127,7 +128,8 @@ static inline coord_ctx *open_ctx(size_t max_nodes, size_t max_watchers) {
                     .probe = fake_probe,
                     .write = hooked_write,
                     .event = on_event,
-                    .clock = fake_clock};
+                    .clock = fake_clock,
+                    .ring_change_timeout_ms = w.change_timeout_ms};
     coord_ctx *c = NULL;
     char err[COORD_ERR_MAX];
     assert_int_equal(coord_create(&o, &c, err, sizeof err), PS_STATUS_OK);
@@ -173,14 +175,19 @@ static inline void reg_shard(coord_ctx *c, const char *id, const char *addr) {
     assert_int_equal(reg(c, id, addr, PS__NODE_ROLE__ROLE_SHARD, 0, NULL), PS_STATUS_OK);
 }
 
-/* The node's entry in a ring copy: 'R' on the ring, 'W' waiting, 'o' off, '-' unknown. */
+/* The node's entry in a ring copy: 'R' on the ring, 'D' draining (on it), 'J' joining,
+ * 'W' waiting, 'o' off, '-' unknown. */
 static inline char where(coord_ctx *c, const char *id, uint64_t *ret_epoch) {
     Ps__Ring *ring = NULL;
     assert_int_equal(coord_ring_get(c, &ring), PS_STATUS_OK);
     char at = '-';
     for (size_t i = 0; i < ring->n_nodes; i++)
         if (strcmp(ring->nodes[i]->id, id) == 0)
-            at = ring->nodes[i]->in_ring ? 'R' : ring->nodes[i]->waiting ? 'W' : 'o';
+            at = ring->nodes[i]->draining  ? 'D'
+                 : ring->nodes[i]->in_ring ? 'R'
+                 : ring->nodes[i]->joining ? 'J'
+                 : ring->nodes[i]->waiting ? 'W'
+                                           : 'o';
     if (ret_epoch)
         *ret_epoch = ring->epoch;
     ps__ring__free_unpacked(ring, NULL);
@@ -198,6 +205,16 @@ static inline ps_status add(coord_ctx *c, const char *id, const char *addr, char
 static inline void must_contain(const char *text, const char *words) {
     if (!strstr(text, words))
         fail_msg("'%s' lacks '%s'", text, words);
+}
+
+/* A heartbeat from node `id` reporting `synced` as its synced_epoch. */
+static inline ps_status heartbeat_synced(coord_ctx *c, const char *id, uint64_t synced) {
+    Ps__HeartbeatRequest hb = PS__HEARTBEAT_REQUEST__INIT;
+    hb.id = (char *)id;
+    hb.synced_epoch = synced;
+    Ps__HeartbeatResponse resp = PS__HEARTBEAT_RESPONSE__INIT;
+    char err[COORD_ERR_MAX];
+    return coord_node_heartbeat(c, &hb, &resp, err, sizeof err);
 }
 
 /* Three shards on the ring, all empty. */

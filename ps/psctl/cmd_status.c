@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "psctl.h"
+#include "ring_cmd.h"
 #include "util.h"
 
 #define STAT_BATCH 65536u /* chunk keys per Stat round (the client splits by shard) */
@@ -24,12 +24,21 @@ static const char status_help[] =
     "held and last update sequence number; every model with its versions, and for its\n"
     "latest version the chunks the shards can serve out of its total (asked of the\n"
     "shards themselves; a warning names why any is unreachable); the sparse tables with\n"
-    "their rows and bytes, in all and per shard (asked of the live shards).\n"
+    "their rows and bytes, in all and per shard (asked of the live shards); and the ring\n"
+    "change in progress (`ring add` of a loaded ring, `ring drain`): which shard joins or\n"
+    "drains, the pending epoch, and per shard of the ring whether it has synced (copied\n"
+    "every key it is primary for to the owners the pending ring gives it) with, from its\n"
+    "Health, its replication targets still syncing, the bytes queued for them and the\n"
+    "image bytes its syncs sent since it started (bytes left are not known yet).\n"
     "JSON: {\"coordinator\", \"epoch\", \"replication\", \"nodes\": [{\"id\", \"role\", \"addr\",\n"
     "\"weight\", \"in_ring\", \"waiting\", \"alive\", \"keys\", \"seq\", \"last_heartbeat_ms\"}],\n"
     "\"models\": [{\"name\", \"versions\": [..], \"latest\", \"tensors\", \"parameters\",\n"
     "\"chunks\", \"reachable\", \"unreachable\" (why, or null)}], \"tables\": [{\"model\",\n"
-    "\"table\", \"dim\", \"rows\", \"bytes\", \"shards\": {id: rows}}]}\n";
+    "\"table\", \"dim\", \"rows\", \"bytes\", \"shards\": {id: rows}}], \"change\": null or\n"
+    "{\"kind\": \"join\"|\"drain\", \"node\", \"addr\", \"epoch\", \"pending_epoch\", \"synced\",\n"
+    "\"shards\", \"per_shard\": [{\"id\", \"alive\", \"synced\", \"synced_epoch\", \"targets\",\n"
+    "\"syncing\", \"queued_bytes\", \"sync_bytes\"}]}} (nodes also carry \"joining\",\n"
+    "\"draining\", \"synced_epoch\")\n";
 
 static int status_run(psctl *p, int argc, char **argv);
 
@@ -143,11 +152,12 @@ static int print_json(psctl *p, const Ps__StatusResponse *s, model_row *rows, si
                               "reachable", (json_int_t)r->reachable, "unreachable",
                               r->why[0] ? json_string(r->why) : json_null()));
     }
-    return psctl_emit_json(p, json_pack("{s:s, s:I, s:I, s:o, s:o, s:o}", "coordinator",
+    return psctl_emit_json(p, json_pack("{s:s, s:I, s:I, s:o, s:o, s:o, s:o}", "coordinator",
                                         p->coordinator, "epoch",
                                         (json_int_t)(ring ? ring->epoch : 0), "replication",
                                         (json_int_t)(ring ? ring->replication : 0), "nodes", nodes,
-                                        "models", models, "tables", psctl_tables_json(p, ring)));
+                                        "models", models, "tables", psctl_tables_json(p, ring),
+                                        "change", psctl_ring_change_json(p, ring, true)));
 }
 
 static void print_nodes(const Ps__Ring *ring) {
@@ -174,7 +184,9 @@ static void print_nodes(const Ps__Ring *ring) {
         snprintf(keys, sizeof keys, "%llu", (unsigned long long)n->keys);
         snprintf(seq, sizeof seq, "%llu", (unsigned long long)n->seq);
         const char *in_ring = n->role != PS__NODE_ROLE__ROLE_SHARD ? "-"
+                              : n->draining                        ? "DRAINING"
                               : n->in_ring                         ? "yes"
+                              : n->joining                         ? "JOINING"
                               : n->waiting                         ? "WAITING"
                                                                    : "no";
         const char *row[] = {n->id,
@@ -249,6 +261,7 @@ static int status_run(psctl *p, int argc, char **argv) {
                (unsigned long long)(s->ring ? s->ring->epoch : 0),
                s->ring ? s->ring->replication : 0);
         print_nodes(s->ring);
+        psctl_ring_change_print(p, s->ring, true);
         printf("\n");
         print_models(rows, n_rows);
         psctl_tables_print(p, s->ring);

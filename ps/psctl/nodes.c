@@ -15,6 +15,11 @@ json_t *psctl_node_json(const Ps__NodeInfo *n) {
                   psctl_role_name(n->role), "addr", n->addr, "weight", (json_int_t)n->weight,
                   "in_ring", n->in_ring, "waiting", n->waiting, "alive", n->alive, "keys",
                   (json_int_t)n->keys, "seq", (json_int_t)n->seq);
+    if (o && n->role == PS__NODE_ROLE__ROLE_SHARD) { /* a ring change (ring_cmd.h) */
+        json_object_set_new(o, "joining", json_boolean(n->joining));
+        json_object_set_new(o, "draining", json_boolean(n->draining));
+        json_object_set_new(o, "synced_epoch", json_integer((json_int_t)n->synced_epoch));
+    }
     /* 0 means the coordinator has not heard from it since it (re)started */
     if (o)
         json_object_set_new(o, "last_heartbeat_ms",

@@ -150,7 +150,8 @@ json_t *psctl_shape_json(const int64_t *dims, size_t n);
 /* "shard" or "serve". */
 const char *psctl_role_name(Ps__NodeRole role);
 /* A node as JSON: id, role, addr, weight, in_ring, waiting, alive, keys, seq,
- * last_heartbeat_ms (null when never heard from since the coordinator started). */
+ * last_heartbeat_ms (null when never heard from since the coordinator started); a
+ * shard also joining, draining, synced_epoch (a ring change, ring_cmd.h). */
 json_t *psctl_node_json(const Ps__NodeInfo *n);
 /* "120 ms ago", "3.2 s ago", "never". */
 const char *psctl_heartbeat_age(const Ps__NodeInfo *n, char *buf, size_t cap);

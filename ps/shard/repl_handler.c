@@ -5,7 +5,8 @@
  * in this shard's own log, and answers the last record number applied. Runs on a
  * thread of its own (RPC_METHOD_UNARY_OWN_THREAD): primaries' push handlers wait on it.
  * A sync's batches carry images (image.h), installed whole and journaled like changes;
- * its last batch says which record number the primary's stream resumes with. */
+ * its last batch (resume > 0) only marks its end: the stream's numbers go on as they
+ * were, so a change sent before the sync and applied here is never applied again. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,9 +130,7 @@ ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         if (lsn > max_lsn)
             max_lsn = lsn;
     }
-    if (req->sync && req->resume) /* the sync is whole: the stream goes on from resume */
-        done = req->resume - 1;
-    repl_inbox_end(ctx->inbox, stream, done, req->sync && req->resume);
+    repl_inbox_end(ctx->inbox, stream, done, false);
     if ((st = shard_wait_logged(ctx, rc, max_lsn, "replicated change")) != PS_STATUS_OK)
         return st;
     Ps__ReplicateResponse resp = PS__REPLICATE_RESPONSE__INIT;

@@ -403,6 +403,10 @@ ps_status replicator_set_ring(replicator *r, const void *data, size_t len, const
         reap_removed(r);
         return st;
     }
+    /* a change that ends without its commit (cancelled, or a failover meanwhile): targets
+     * that were its future owners may hold queued changes to keys the new settled ring
+     * does not give them, which a sync's images would repeat: send everything again */
+    bool abandoned = r->pending_epoch && !commit;
     n_live = 0;
     for (repl_target *t = r->targets; t; t = t->next) {
         if (t->removed)
@@ -417,6 +421,8 @@ ps_status replicator_set_ring(replicator *r, const void *data, size_t len, const
             t->idx_settled = UINT32_MAX;
         if (t->syncing) /* its sync's images are for the old rings */
             t->redo_full = true;
+        else if (abandoned)
+            need_sync_locked(t, "a ring change ended without its commit: syncing anew");
         else if (!t->need_sync) { /* its share of the keys may have grown */
             t->need_sync = true;
             snprintf(t->why, sizeof t->why, "the ring changed: a sync has not finished");

@@ -56,7 +56,7 @@ static uint64_t sync_point(void *arg) {
     t->need_sync = false;
     t->syncing = true;
     t->sync_pos = pos;
-    run->resume = t->next_num;
+    run->resume = t->head ? t->head->num : t->next_num; /* informative: nothing resets */
     pthread_mutex_unlock(&r->lock);
     return pos;
 }

@@ -417,7 +417,7 @@ def test_extra_tensor_in_the_file_is_a_warning(cluster, tmp_path):
 # ================================================================ failures and restarts ===
 
 def test_killed_shard_shows_dead_after_3_heartbeats(make_cluster):
-    c = make_cluster()
+    c = make_cluster(replication=1)  # R >= 2 asks a late shard directly: dead sooner
     victim = c.procs["shard-3"]
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait()
@@ -470,7 +470,8 @@ def test_ring_add_and_remove_of_a_shard_the_coordinator_did_not_know(make_cluste
     assert r.rc == 1 and "says its id is 'extra-1'" in r.err, r
 
     doc = a.ok("ring", "add", "--id", "extra-1", "--addr", stranger, "--weight", "2")
-    assert doc == {"id": "extra-1", "addr": stranger, "weight": 2, "epoch": epoch + 1}
+    assert doc == {"id": "extra-1", "addr": stranger, "weight": 2, "epoch": epoch + 1,
+                   "state": "in_ring"}
     ring = a.ok("ring", "list")
     assert ring["epoch"] == epoch + 1
     added = next(s for s in ring["shards"] if s["id"] == "extra-1")

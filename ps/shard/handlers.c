@@ -426,6 +426,7 @@ ps_status shard_handle_health(rpc_ctx *rc, const ProtobufCMessage *msg, void *us
     resp.repl_queued_bytes = rs.queued_bytes;
     resp.repl_sync_bytes = rs.sync_bytes;
     resp.repl_syncs = rs.syncs;
+    resp.repl_sync_chunks_left = rs.sync_chunks_left;
     row_table_stats *stats = NULL;
     Ps__TableStats *msgs = NULL, **ptrs = NULL;
     ps_status st = health_tables(ctx, &resp, &stats, &msgs, &ptrs)

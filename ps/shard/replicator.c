@@ -637,6 +637,7 @@ void replicator_get_stats(replicator *r, replicator_stats *ret) {
         repl_target *t = r->live[i];
         ret->backups++;
         ret->behind += t->need_sync || t->syncing;
+        ret->sync_chunks_left += t->sync_total - t->sync_done;
         ret->queued += t->queued;
         ret->queued_bytes += t->queued_bytes;
     }

@@ -110,14 +110,15 @@ ps_status replicator_wait(replicator *replicator, uint64_t pos, int64_t deadline
                           size_t err_len);
 
 typedef struct replicator_stats {
-    uint32_t backups;      /* shards changes go to */
-    uint32_t behind;       /* of them, not synced (waiting for or in a sync) */
-    uint64_t syncs;        /* syncs completed */
-    uint64_t sync_bytes;   /* image bytes those sent */
-    uint64_t queued;       /* entries not yet acknowledged */
-    uint64_t queued_bytes; /* their bytes */
-    uint64_t sent_records; /* acknowledged records, in all */
-    uint64_t failed_calls; /* Replicate calls that failed */
+    uint32_t backups;          /* shards changes go to */
+    uint32_t behind;           /* of them, not synced (waiting for or in a sync) */
+    uint64_t syncs;            /* syncs completed */
+    uint64_t sync_bytes;       /* image bytes those sent */
+    uint64_t sync_chunks_left; /* chunks the running syncs have still to send */
+    uint64_t queued;           /* entries not yet acknowledged */
+    uint64_t queued_bytes;     /* their bytes */
+    uint64_t sent_records;     /* acknowledged records, in all */
+    uint64_t failed_calls;     /* Replicate calls that failed */
 } replicator_stats;
 
 void replicator_get_stats(replicator *replicator, replicator_stats *ret_stats);

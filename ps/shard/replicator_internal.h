@@ -53,6 +53,8 @@ typedef struct repl_target {
     bool syncing;            /* a sync runs: changes after sync_pos are queued */
     uint64_t sync_pos;       /* the running sync's point */
     uint64_t synced_for;     /* the pending epoch its last sync covered (0: none) */
+    uint64_t sync_total;     /* chunks the running sync sends, once exported (0: none) */
+    uint64_t sync_done;      /* of them, sent */
     uint32_t slot;           /* its index among the live targets */
     uint32_t idx_settled;    /* its index in the settled ring (UINT32_MAX: not on it) */
     uint64_t peer_inc;       /* the backup's incarnation, learned by the last sync */

@@ -113,8 +113,24 @@ static ps_status add_record(sync_run *run, const image_encoded *e) {
     return PS_STATUS_OK;
 }
 
+/* The export's figures, before any image: the chunks this sync sends (progress). */
+static ps_status sync_begin(void *arg, const image_export_info *info) {
+    sync_run *run = arg;
+    replicator *r = run->t->r;
+    pthread_mutex_lock(&r->lock);
+    run->t->sync_total = info->chunks;
+    run->t->sync_done = 0;
+    pthread_mutex_unlock(&r->lock);
+    return PS_STATUS_OK;
+}
+
 static ps_status sync_chunk(void *arg, const image_chunk *c) {
     sync_run *run = arg;
+    replicator *r = run->t->r;
+    pthread_mutex_lock(&r->lock);
+    if (run->t->sync_done < run->t->sync_total)
+        run->t->sync_done++;
+    pthread_mutex_unlock(&r->lock);
     image_encoded e;
     ps_status st = image_encode_chunk(c, &e, run->err, run->err_len);
     return st == PS_STATUS_OK ? add_record(run, &e) : st;
@@ -178,6 +194,7 @@ ps_status repl_sync(repl_target *t, char *err, size_t err_len) {
                                 .accept_arg = &run,
                                 .position = sync_point,
                                 .position_arg = &run,
+                                .visit_begin = sync_begin,
                                 .visit_chunk = sync_chunk,
                                 .visit_rows = sync_rows,
                                 .arg = &run};
@@ -190,6 +207,9 @@ ps_status repl_sync(repl_target *t, char *err, size_t err_len) {
     if (st == PS_STATUS_OK)
         st = flush(&run, run.resume ? run.resume : 1);
     run_free(&run);
+    pthread_mutex_lock(&r->lock);
+    t->sync_total = t->sync_done = 0; /* nothing left: done, or to start again */
+    pthread_mutex_unlock(&r->lock);
     if (st == PS_STATUS_OK) {
         pthread_mutex_lock(&r->lock);
         r->syncs++;

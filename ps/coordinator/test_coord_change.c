@@ -26,22 +26,6 @@ static ps_status rm(coord_ctx *c, const char *id, bool force, char *err) {
     return coord_node_remove(c, id, force, &epoch, err, COORD_ERR_MAX);
 }
 
-/* Three shards holding data, and s4 registered (waiting off the ring). */
-static coord_ctx *loaded_ring_and_s4(void) {
-    coord_ctx *c = three_shards();
-    set_shard("s1", PS_STATUS_OK, 10);
-    set_shard("s4", PS_STATUS_OK, 0);
-    reg_shard(c, "s4", "127.0.0.1:7004");
-    assert_int_equal(where(c, "s4", NULL), 'W');
-    return c;
-}
-
-static void all_beat(coord_ctx *c, uint64_t synced) {
-    const char *ids[] = {"s1", "s2", "s3", "s4"};
-    for (int i = 0; i < 4; i++)
-        heartbeat_synced(c, ids[i], synced);
-}
-
 static void test_join_commits_only_when_every_shard_synced(void **state) {
     (void)state;
     coord_ctx *c = loaded_ring_and_s4();

@@ -21,21 +21,6 @@ static Ps__Ring *ring_now(coord_ctx *c) {
     return ring;
 }
 
-static coord_ctx *loaded_ring_and_s4(void) {
-    coord_ctx *c = three_shards();
-    set_shard("s1", PS_STATUS_OK, 10);
-    set_shard("s4", PS_STATUS_OK, 0);
-    reg_shard(c, "s4", "127.0.0.1:7004");
-    assert_int_equal(where(c, "s4", NULL), 'W');
-    return c;
-}
-
-static void all_beat(coord_ctx *c, uint64_t synced) {
-    const char *ids[] = {"s1", "s2", "s3", "s4"};
-    for (int i = 0; i < 4; i++)
-        heartbeat_synced(c, ids[i], synced);
-}
-
 static void test_state_file_keeps_the_change(void **state) {
     (void)state;
     coord_ctx *c = loaded_ring_and_s4();

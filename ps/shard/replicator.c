@@ -263,6 +263,16 @@ static void reap_removed(replicator *r) {
     }
 }
 
+/* Frees the rings and target maps held (lock held, or no other thread). */
+static void free_view(replicator *r) {
+    hashring_destroy(r->ring);
+    hashring_destroy(r->pending);
+    hashring_destroy(r->settled);
+    free(r->cur_t);
+    free(r->pend_t);
+    free(r->live);
+}
+
 void replicator_destroy(replicator *r) {
     if (!r)
         return;
@@ -271,12 +281,7 @@ void replicator_destroy(replicator *r) {
     pthread_cond_broadcast(&r->changed);
     pthread_mutex_unlock(&r->lock);
     reap_removed(r);
-    hashring_destroy(r->ring);
-    hashring_destroy(r->pending);
-    hashring_destroy(r->settled);
-    free(r->cur_t);
-    free(r->pend_t);
-    free(r->live);
+    free_view(r);
     pthread_cond_destroy(&r->changed);
     pthread_mutex_destroy(&r->lock);
     free(r);
@@ -428,12 +433,7 @@ ps_status replicator_set_ring(replicator *r, const void *data, size_t len, const
             snprintf(t->why, sizeof t->why, "the ring changed: a sync has not finished");
         }
     }
-    hashring_destroy(r->ring);
-    hashring_destroy(r->pending);
-    hashring_destroy(r->settled);
-    free(r->cur_t);
-    free(r->pend_t);
-    free(r->live);
+    free_view(r);
     r->ring = ring;
     r->pending = pend;
     r->pending_epoch = pending_epoch;

@@ -265,6 +265,42 @@ def cluster(tmp_path_factory):
     assert not reports, "sanitizer reports in server logs:\n" + "\n".join(reports)
 
 
+
+# ------------------------------------------------------------------ ring helpers ---
+
+def wait_for(what, fn, timeout=30):
+    """Polls fn() until it returns something true; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def chunk_owners(c, model, tensor):
+    """[(key, [addr of each owner, primary first])] per chunk, from psctl locate."""
+    doc = c.ok("locate", model, tensor)
+    return [(int(ch["key"], 16), [o["addr"] for o in ch["owners"]]) for ch in doc["chunks"]]
+
+
+def pull_at(addr, key, epoch):
+    """One chunk's values as the shard at addr holds them (any owner may answer)."""
+    import grpc
+    import ps_pb2 as pb
+    import ps_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(addr) as ch:
+        r = pb_grpc.ParameterServerStub(ch).Pull(pb.PullRequest(epoch=epoch, keys=[key]),
+                                                 timeout=10)
+        return np.frombuffer(r.values, "<f4")
+
+
+def shards_of(c):
+    """The ring's shards by id (psctl ring list)."""
+    return {s["id"]: s for s in c.ok("ring", "list")["shards"]}
+
 # ------------------------------------------------------------------ models ---
 
 def read_safetensors(path):

@@ -20,7 +20,8 @@ import coordinator_pb2_grpc as cpb_grpc
 import ps_pb2
 import ps_pb2_grpc
 
-from conftest import COORDINATOR_BIN, TINY_CONFIG, tiny_tensors, write_model
+from conftest import (COORDINATOR_BIN, TINY_CONFIG, shards_of, tiny_tensors, wait_for,
+                      write_model)
 
 
 def upload_tiny(c, root, name="tiny", seed=1):
@@ -40,21 +41,6 @@ def all_pull_back(c, name, tensors):
 def shard_keys(addr):
     with grpc.insecure_channel(addr) as ch:
         return ps_pb2_grpc.ParameterServerStub(ch).Health(ps_pb2.HealthRequest(), timeout=10).keys
-
-
-def shards_of(c):
-    return {s["id"]: s for s in c.ok("ring", "list")["shards"]}
-
-
-def wait_for(what, fn, timeout=15):
-    """Polls fn() until it returns something true; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # ================================================================ D6: joining a loaded ring ===

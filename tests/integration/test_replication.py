@@ -12,9 +12,8 @@ import time
 
 import grpc
 import numpy as np
-import pytest
 
-from conftest import SOURCE, write_model
+from conftest import SOURCE, chunk_owners, pull_at, write_model
 
 sys.path.insert(0, str(SOURCE / "ps" / "client" / "python"))  # this checkout's package
 import psclient  # noqa: E402
@@ -38,19 +37,6 @@ def upload_wide(c, tmp):
     c.ok("model", "upload", str(root))
 
 
-def owners(c, model, tensor):
-    """[(key, [addr of each owner, primary first])] per chunk, from psctl locate."""
-    doc = c.ok("locate", model, tensor)
-    return [(int(ch["key"], 16), [o["addr"] for o in ch["owners"]]) for ch in doc["chunks"]]
-
-
-def pull_at(addr, key, epoch):
-    with grpc.insecure_channel(addr) as ch:
-        r = pb_grpc.ParameterServerStub(ch).Pull(pb.PullRequest(epoch=epoch, keys=[key]),
-                                                 timeout=10)
-        return np.frombuffer(r.values, "<f4")
-
-
 def ring_epoch(c):
     return c.ok("status")["epoch"]
 
@@ -65,7 +51,7 @@ def test_every_owner_holds_every_acknowledged_push(make_cluster, tmp_path):
     finally:
         cl.close()
     epoch = ring_epoch(c)
-    chunks = owners(c, "wide", "big")
+    chunks = chunk_owners(c, "wide", "big")
     assert all(len(addrs) == 2 for _, addrs in chunks), chunks
     for key, addrs in chunks:
         primary, backup = (pull_at(a, key, epoch) for a in addrs)
@@ -77,7 +63,7 @@ def test_retried_push_with_the_same_request_id_applies_once(make_cluster, tmp_pa
     c = make_cluster(shards=2)
     upload_wide(c, tmp_path)
     epoch = ring_epoch(c)
-    key, addrs = owners(c, "wide", "big")[0]
+    key, addrs = chunk_owners(c, "wide", "big")[0]
     n = len(pull_at(addrs[0], key, epoch))
     ones = np.ones(n, "<f4").tobytes()
     with grpc.insecure_channel(addrs[0]) as ch:
@@ -124,7 +110,7 @@ class Adder(threading.Thread):
 def test_kill_a_primary_during_adds_loses_nothing(make_cluster, tmp_path):
     c = make_cluster(shards=3)
     upload_wide(c, tmp_path)
-    victim = owners(c, "wide", "big")[0][1][0]  # the primary of the first chunk
+    victim = chunk_owners(c, "wide", "big")[0][1][0]  # the primary of the first chunk
     name = next(n for n, p in c.procs.items() if n != "coordinator" and victim.endswith(f":{p.port}"))
     adder = Adder(c.coordinator)
     adder.start()
@@ -150,7 +136,7 @@ def test_kill_a_primary_during_adds_loses_nothing(make_cluster, tmp_path):
         f"values {np.unique(value)[:5]} != {adder.acked} acknowledged ADDs")
     nodes = c.nodes()
     assert not nodes[name]["in_ring"], nodes[name]
-    for key, addrs in owners(c, "wide", "big"):  # R copies again
+    for key, addrs in chunk_owners(c, "wide", "big"):  # R copies again
         assert len(addrs) == 2
         vals = [pull_at(a, key, ring_epoch(c)) for a in addrs]
         assert np.array_equal(vals[0], vals[1]), key

@@ -11,17 +11,13 @@ shards' half too (they report synced_epoch in their heartbeats)."""
 import pathlib
 import sys
 import threading
-import time
 
-import grpc
 import numpy as np
 
-from conftest import SOURCE, write_model
+from conftest import SOURCE, chunk_owners, pull_at, shards_of, wait_for, write_model
 
 sys.path.insert(0, str(SOURCE / "ps" / "client" / "python"))  # this checkout's package
 import psclient  # noqa: E402
-import ps_pb2 as pb  # noqa: E402
-import ps_pb2_grpc as pb_grpc  # noqa: E402
 
 FLOATS = 96 * 1024 + 7  # in chunks of 2048 floats: 49 chunks, spread over every shard
 CHUNK_FLOATS = 2048
@@ -39,33 +35,6 @@ def upload(c, tmp):
     root = write_model(pathlib.Path(tmp) / "moving", CONFIG,
                        {"big": np.zeros((FLOATS, 1), "<f4"), "b": np.zeros(FLOATS, "<f4")})
     c.ok("model", "upload", str(root), "--chunk-floats", CHUNK_FLOATS)
-
-
-def owners(c):
-    """[(key, [addr of each owner, primary first])] per chunk of moving/big."""
-    doc = c.ok("locate", "moving", "big")
-    return [(int(ch["key"], 16), [o["addr"] for o in ch["owners"]]) for ch in doc["chunks"]]
-
-
-def pull_at(addr, key, epoch):
-    with grpc.insecure_channel(addr) as ch:
-        r = pb_grpc.ParameterServerStub(ch).Pull(pb.PullRequest(epoch=epoch, keys=[key]),
-                                                 timeout=10)
-        return np.frombuffer(r.values, "<f4")
-
-
-def shards(c):
-    return {s["id"]: s for s in c.ok("ring", "list")["shards"]}
-
-
-def wait_for(what, fn, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Load:
@@ -115,7 +84,7 @@ class Load:
 def check_every_owner(c, acked):
     """Every chunk is on each of its owners (R = 2), and equals the acknowledged ADDs."""
     epoch = c.ok("status")["epoch"]
-    chunks = owners(c)
+    chunks = chunk_owners(c, "moving", "big")
     for key, addrs in chunks:
         assert len(addrs) == 2, (key, addrs)
         vals = [pull_at(a, key, epoch) for a in addrs]
@@ -129,7 +98,7 @@ def test_ring_add_then_drain_under_pushes_and_reads(make_cluster, tmp_path):
     c = make_cluster(shards=3)  # R = 2, the coordinator's default
     upload(c, tmp_path)
     s4 = c.start_shard("shard-4")  # after the upload: it waits off the ring
-    wait_for("shard-4 to register", lambda: shards(c).get("shard-4", {}).get("waiting"))
+    wait_for("shard-4 to register", lambda: shards_of(c).get("shard-4", {}).get("waiting"))
 
     load = Load(c.coordinator)
     load.start()
@@ -145,7 +114,7 @@ def test_ring_add_then_drain_under_pushes_and_reads(make_cluster, tmp_path):
     assert not load.read_failures, load.read_failures[:3]
     ring = c.ok("ring", "list")
     assert ring["change"] is None and ring["epoch"] == doc["epoch"], ring
-    assert shards(c)["shard-4"]["in_ring"]
+    assert shards_of(c)["shard-4"]["in_ring"]
     chunks = check_every_owner(c, load.acked)
     assert any(s4.addr in addrs for _, addrs in chunks), "shard-4 owns nothing after its join"
     log = c.procs["coordinator"].log()
@@ -165,7 +134,7 @@ def test_ring_add_then_drain_under_pushes_and_reads(make_cluster, tmp_path):
         load.stop()
     assert not load.push_failures, load.push_failures[:3]
     assert not load.read_failures, load.read_failures[:3]
-    drained = shards(c)[victim]
+    drained = shards_of(c)[victim]
     assert not drained["in_ring"] and not drained["draining"], drained
     chunks = check_every_owner(c, total + load.acked)
     assert all(victim_addr not in addrs for _, addrs in chunks), "the drained shard owns keys"
@@ -196,7 +165,7 @@ def test_one_change_at_a_time_and_cancel(make_cluster, tmp_path):
     assert doc["cancelled"] == "join" and doc["id"] == "shard-9", doc
     ring = c.ok("ring", "list")
     assert ring["change"] is None and ring["epoch"] == before["epoch"] + 2, ring
-    assert "shard-9" not in shards(c)  # added by hand, never heard from: forgotten
+    assert "shard-9" not in shards_of(c)  # added by hand, never heard from: forgotten
     r = c.psctl("ring", "cancel")
     assert r.rc == 1 and "no ring change is in progress" in r.err, r
     assert "ring change cancelled: the join of shard shard-9" in c.procs["coordinator"].log()

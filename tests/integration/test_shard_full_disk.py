@@ -6,10 +6,8 @@ with room again the value is exactly the sum of the acknowledged ADDs.
 The full disk is the file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored, as a full
 file system answers a write that does not fit: the write fails), so the test needs no
 privilege to make a small file system."""
-import pathlib
 import resource
 import signal
-import subprocess
 import time
 
 import grpc
@@ -24,24 +22,10 @@ import ps_pb2 as pb  # noqa: E402
 LIMIT = 1 << 20  # bytes any file of the shard may hold: the log fills it after ~1 MiB
 
 
-def start_limited(tmp, name, argv):
-    """start() with the file-size limit: writes past it fail (EFBIG) like a full disk."""
-    port_file = pathlib.Path(tmp) / f"{name}.port"
-    log = open(pathlib.Path(tmp) / f"{name}.log", "a")
-
-    def limit():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # kept across exec
-        resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
-
-    p = subprocess.Popen([str(a) for a in argv] + ["--port-file", str(port_file)],
-                         stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if port_file.exists() and port_file.read_text().strip():
-            return p, f"127.0.0.1:{int(port_file.read_text())}"
-        assert p.poll() is None, f"{name} exited at start-up:\n{log_text(tmp, name)}"
-        time.sleep(0.02)
-    raise AssertionError(f"{name} did not start")
+def limit_file_size():
+    """In the child: writes past LIMIT fail (EFBIG) like a full disk."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # kept across exec
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
 
 
 def test_a_full_disk_refuses_writes_and_acknowledges_only_what_is_durable(tmp_path):
@@ -51,7 +35,7 @@ def test_a_full_disk_refuses_writes_and_acknowledges_only_what_is_durable(tmp_pa
     data = tmp_path / "data"
     argv = [BUILD / "ps" / "ps-shard", "--id", "shard-1", "--coordinator", coord,
             "--data-dir", data, "--fsync", "always"]
-    shard, addr = start_limited(tmp_path, "shard-a", argv)
+    shard, addr = start(tmp_path, "shard-a", argv, preexec_fn=limit_file_size)
     try:
         c = cpb_grpc.CoordinatorStub(grpc.insecure_channel(coord))
         epoch = wait_ring(c, ["shard-1"])

@@ -29,14 +29,15 @@ BIG_MESSAGES = [("grpc.max_receive_message_length", 100 << 20),
                 ("grpc.max_send_message_length", 100 << 20)]
 
 
-def start(tmp, name, argv):
-    """Starts a server that writes its port to a file; returns (Popen, address)."""
+def start(tmp, name, argv, preexec_fn=None):
+    """Starts a server that writes its port to a file; returns (Popen, address).
+    preexec_fn runs in the child before exec (limits a test imposes)."""
     port_file = pathlib.Path(tmp) / f"{name}.port"
     if port_file.exists():
         port_file.unlink()
     log = open(pathlib.Path(tmp) / f"{name}.log", "a")
     p = subprocess.Popen([str(a) for a in argv] + ["--port-file", str(port_file)],
-                         stdout=log, stderr=subprocess.STDOUT)
+                         stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if port_file.exists() and port_file.read_text().strip():

@@ -17,6 +17,7 @@
 #include "loader.h"
 #include "log.h"
 #include "models.h"
+#include "openblas_core.h"
 #include "rows_source.h"
 #include "runtime.h"
 #include "shard_source.h"
@@ -172,6 +173,7 @@ static void teardown(serve_ctx *c) {
 }
 
 int main(int argc, char **argv) {
+    kernels_openblas_fix_core(argv); /* first: it may execute this program again */
     const char *id = NULL, *listen = "127.0.0.1:0", *coord_flag = NULL, *port_file = NULL;
     int threads = 0, max_mb = 64, max_model_mb = half_of_memory_mb();
     int rows_clients = ROWS_SOURCE_DEFAULT_CLIENTS;

@@ -12,6 +12,7 @@ import time
 
 import grpc
 import numpy as np
+import pytest
 
 from conftest import SOURCE, chunk_owners, pull_at, write_model
 
@@ -140,3 +141,45 @@ def test_kill_a_primary_during_adds_loses_nothing(make_cluster, tmp_path):
         assert len(addrs) == 2
         vals = [pull_at(a, key, ring_epoch(c)) for a in addrs]
         assert np.array_equal(vals[0], vals[1]), key
+
+
+def frame(kind, payload):
+    """A Replicate record: u8 type, 3 zero bytes, u32 length, payload."""
+    return bytes([kind, 0, 0, 0]) + len(payload).to_bytes(4, "little") + payload
+
+
+def test_hostile_replicate_calls_get_clear_statuses(make_cluster):
+    """Replicate is for primaries, but anyone can call it: bad framing, counts, numbers,
+    records and incarnations are refused with a clear status, nothing is applied, and
+    the shard keeps serving."""
+    c = make_cluster(shards=1)
+    addr = c.procs["shard-1"].addr
+    with grpc.insecure_channel(addr) as ch:
+        stub = pb_grpc.ParameterServerStub(ch)
+        inc = stub.Health(pb.HealthRequest(), timeout=5).incarnation
+        base = dict(incarnation=7, epoch=1)
+
+        def refused(code, words, **kw):
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Replicate(pb.ReplicateRequest(**{**base, **kw}), timeout=10)
+            assert e.value.code() == code, (kw, e.value)
+            assert words in e.value.details(), e.value.details()
+
+        inv = grpc.StatusCode.INVALID_ARGUMENT
+        refused(inv, "at most", **{"from": "x"}, first=1, count=1 << 20)
+        refused(inv, "start at 1", **{"from": "x"}, first=0, count=1)
+        refused(inv, "cut short", **{"from": "x"}, first=1, count=2, records=frame(1, b"abc"))
+        refused(inv, "claims", **{"from": "x"}, first=1, count=1,
+                records=bytes([1, 0, 0, 0]) + (1 << 31).to_bytes(4, "little"))
+        refused(inv, "follow", **{"from": "x"}, first=1, count=1,
+                records=frame(1, b"") + b"junk")
+        refused(inv, "cannot be applied", **{"from": "x"}, first=1, count=1,
+                records=frame(1, b"\x01" * 64))  # a push record that does not decode
+        refused(inv, "cannot be applied", **{"from": "x"}, first=1, count=1,
+                records=frame(99, b"\x00" * 16))  # an unknown record type
+        refused(inv, "cannot be applied", **{"from": "x"}, sync=True, count=1,
+                records=frame(16, b"\x00" * 40))  # an image that does not decode
+        refused(grpc.StatusCode.FAILED_PRECONDITION, "restarted", **{"from": "x"}, first=1,
+                count=0, to_incarnation=inc ^ 1)
+        refused(inv, "from", first=1, count=0)  # no sender
+        assert stub.Health(pb.HealthRequest(), timeout=5).keys == 0  # nothing applied

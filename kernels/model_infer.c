@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static kernels_activation to_backend_activation(model_config_activation a) {
+kernels_activation model_activation_to_backend(model_config_activation a) {
     switch (a) {
     case MODEL_CONFIG_ACTIVATION_RELU:
         return KERNELS_ACTIVATION_RELU;
@@ -16,6 +16,8 @@ static kernels_activation to_backend_activation(model_config_activation a) {
         return KERNELS_ACTIVATION_SIGMOID;
     case MODEL_CONFIG_ACTIVATION_TANH:
         return KERNELS_ACTIVATION_TANH;
+    case MODEL_CONFIG_ACTIVATION_GELU:
+        return KERNELS_ACTIVATION_GELU;
     case MODEL_CONFIG_ACTIVATION_NONE:
         break;
     }
@@ -163,7 +165,7 @@ static ps_status run_layer(const model *m, const model_workspace *ws, size_t l, 
         st = kernels_backend_dense(m->backend, x, rows, xv->cols, m->params[layer->weight].data,
                                    layer->bias != MODEL_CONFIG_NONE ? m->params[layer->bias].data
                                                                     : NULL,
-                                   yv->cols, to_backend_activation(layer->activation), y);
+                                   yv->cols, model_activation_to_backend(layer->activation), y);
         break;
     case MODEL_CONFIG_OP_RELU:
         st = kernels_backend_relu(m->backend, x, rows * xv->cols, y);
@@ -186,6 +188,17 @@ static ps_status run_layer(const model *m, const model_workspace *ws, size_t l, 
     case MODEL_CONFIG_OP_CONCAT:
         st = kernels_backend_concat(m->backend, x, xv->cols, ptrs[layer->inputs[1]],
                                     m->values[layer->inputs[1]].cols, rows, y);
+        break;
+    case MODEL_CONFIG_OP_CONV2D:
+    case MODEL_CONFIG_OP_MAXPOOL2D:
+    case MODEL_CONFIG_OP_AVGPOOL2D:
+    case MODEL_CONFIG_OP_FLATTEN:
+    case MODEL_CONFIG_OP_RESHAPE:
+    case MODEL_CONFIG_OP_GELU:
+    case MODEL_CONFIG_OP_TANH:
+    case MODEL_CONFIG_OP_SIGMOID:
+    case MODEL_CONFIG_OP_LAYERNORM:
+        st = model_image_run(m, x, l, batch, y);
         break;
     }
     if (st == PS_STATUS_UNIMPLEMENTED) {

@@ -6,6 +6,7 @@
  *   model_load.c   instances from safetensors files and model directories
  *   model_infer.c  input and output checks, the layer loop (model_infer)
  *   model_bag.c    embedding bags: their plan, workspace part, row reads and op
+ *   model_image.c  conv2d, pools, flatten, reshape, layernorm and elementwise layers
  */
 #ifndef PS_KERNELS_MODEL_INTERNAL_H
 #define PS_KERNELS_MODEL_INTERNAL_H
@@ -18,6 +19,15 @@
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "parameter bytes are little-endian; this code assumes a little-endian host"
+/* model_infer.c */
+kernels_activation model_activation_to_backend(model_config_activation a);
+
+/* model_image.c */
+/* Runs layer l (conv2d, maxpool2d, avgpool2d, flatten, reshape, layernorm, gelu, tanh or
+ * sigmoid)
+ * on x, its input for `batch` samples, into y; INTERNAL for other ops. */
+ps_status model_image_run(const model *m, const float *x, size_t l, size_t batch, float *y);
+
 #endif
 
 #define SLOT_ALIGN_FLOATS 16 /* workspace slots start on 64-byte boundaries */
@@ -107,5 +117,14 @@ ps_status model_bag_fetch(const model *m, model_workspace *ws, size_t batch, cha
 /* Runs bag `layer` (its rows fetched) into y [batch, dim]. */
 ps_status model_bag_run(const model *m, const model_workspace *ws, size_t layer, size_t batch,
                         float *y);
+
+/* model_infer.c */
+kernels_activation model_activation_to_backend(model_config_activation a);
+
+/* model_image.c */
+/* Runs layer l (conv2d, maxpool2d, avgpool2d, flatten, reshape, layernorm, gelu, tanh or
+ * sigmoid)
+ * on x, its input for `batch` samples, into y; INTERNAL for other ops. */
+ps_status model_image_run(const model *m, const float *x, size_t l, size_t batch, float *y);
 
 #endif

@@ -35,9 +35,14 @@
  * Ops (every layer also takes an optional "name", used in messages). All act on the
  * last axis; the leading dims (batch included) are rows:
  *   dense    input, output, weight [out, in] (PyTorch Linear layout), bias [out]
- *            (optional), activation "none" (default) | "relu" | "sigmoid" | "tanh":
- *            y = act(x W^T + b)
- *   relu     input, output
+ *            (optional), activation "none" (default) | "relu" | "sigmoid" | "tanh" |
+ *            "gelu" (PyTorch's erf form): y = act(x W^T + b)
+ *   relu, gelu, tanh, sigmoid
+ *            input, output: the function on every element
+ *   layernorm
+ *            input, output, weight [features] and bias [features] (each optional), eps
+ *            (optional, default 1e-5, finite and > 0): PyTorch LayerNorm over the last
+ *            axis, y = (x - mean) / sqrt(var + eps) * weight + bias (biased variance)
  *   softmax  input, output, axis (optional; only -1 or the last axis' index)
  *   add      inputs [a, b] of the same shape, output: y = a + b
  *   scale    input, output, scale [features] and/or shift [features] (each optional,
@@ -51,6 +56,27 @@
  *            table's: per sample, the sum (or the mean) of the rows of its ids. An id
  *            < 0 is padding and is skipped; "mean" divides by the count of ids that are
  *            not padding (a sample of padding only gets zeros).
+ * Image ops (PyTorch Conv2d / MaxPool2d / AvgPool2d, NCHW). Their input is [-1, C, H, W]
+ * ([C, H, W] with max_batch_size 0) and C, H and W must be fixed by the config (a
+ * model input's dims, a reshape, an earlier conv2d or pool), so every output dim is
+ * known at parse time. Window fields are an integer or [h, w], each at most
+ * MODEL_CONFIG_MAX_WINDOW:
+ *   conv2d   input, output, weight [K, C/groups, R, S], bias [K] (optional),
+ *            out_channels K, kernel_size [R, S], stride (default 1), padding (default
+ *            0, zeros), dilation (default 1), groups (default 1; divides C and K),
+ *            activation as dense's: y [-1, K, P, Q], P = (H + 2 pad - dilation (R - 1) -
+ *            1) / stride + 1 (Q likewise); the dilated kernel must fit the padded image
+ *   maxpool2d, avgpool2d
+ *            input, output, kernel_size, stride (default: the kernel), padding (default
+ *            0, at most half the kernel), avgpool2d also count_include_pad (default
+ *            true: padding counts in the divisor): y [-1, C, P, Q], P = (H + 2 pad -
+ *            kernel) / stride + 1
+ *   flatten  input, output: y [-1, the product of the other dims] ([that product]
+ *            without a batch dim); those dims must be fixed unless the input already
+ *            has a single one
+ *   reshape  input, output, shape (the per-sample shape, without the batch dim: a list
+ *            of positive integers): same elements, same order. The input's element count
+ *            must match; a single dim not fixed by the config is fixed by it.
  * Layers are listed in execution order: a layer reads only model inputs and outputs
  * of earlier layers. Every name (inputs, layer outputs, parameter tensors) is unique
  * across the model; several layers may share one parameter tensor. Each model output
@@ -86,6 +112,9 @@
 #define MODEL_CONFIG_MAX_BYTES (16u << 20) /* longest config.json accepted */
 #define MODEL_CONFIG_NONE SIZE_MAX         /* "no such parameter" in model_config_layer */
 #define MODEL_CONFIG_MAX_TABLES 1024       /* entries of "tables" (train_config.h's limit) */
+#define MODEL_CONFIG_MAX_WINDOW                                                                    \
+    65536 /* largest kernel, stride, padding, dilation, groups                                     \
+             and out_channels of a conv2d or pool */
 
 typedef struct model_config model_config;
 
@@ -107,6 +136,15 @@ typedef enum model_config_op {
     MODEL_CONFIG_OP_SCALE,
     MODEL_CONFIG_OP_EMBEDDING_BAG,
     MODEL_CONFIG_OP_CONCAT,
+    MODEL_CONFIG_OP_CONV2D,
+    MODEL_CONFIG_OP_MAXPOOL2D,
+    MODEL_CONFIG_OP_AVGPOOL2D,
+    MODEL_CONFIG_OP_FLATTEN,
+    MODEL_CONFIG_OP_RESHAPE,
+    MODEL_CONFIG_OP_GELU,
+    MODEL_CONFIG_OP_TANH,
+    MODEL_CONFIG_OP_SIGMOID,
+    MODEL_CONFIG_OP_LAYERNORM,
 } model_config_op;
 
 /* How an embedding_bag reduces the rows of a sample's ids. */
@@ -126,23 +164,37 @@ typedef enum model_config_activation {
     MODEL_CONFIG_ACTIVATION_RELU,
     MODEL_CONFIG_ACTIVATION_SIGMOID,
     MODEL_CONFIG_ACTIVATION_TANH,
+    MODEL_CONFIG_ACTIVATION_GELU,
 } model_config_activation;
+
+/* A conv2d's or a pool's window, [0] along the height and [1] along the width. */
+typedef struct model_config_window {
+    uint32_t out_channels;  /* conv2d: K */
+    uint32_t kernel[2];     /* conv2d: R, S; pools: the window */
+    uint32_t stride[2];     /* >= 1 */
+    uint32_t padding[2];    /* zeros on each side */
+    uint32_t dilation[2];   /* conv2d; 1 for pools */
+    uint32_t groups;        /* conv2d; 1 for pools */
+    bool count_include_pad; /* avgpool2d: padding counts in the divisor */
+} model_config_window;
 
 /* One layer, by indices (see "Values" above). Strings belong to the config. */
 typedef struct model_config_layer {
     model_config_op op;
     const char *name;                   /* the layer's "name", or its output's name */
-    model_config_activation activation; /* dense only; NONE for other ops */
+    model_config_activation activation; /* dense and conv2d; NONE for other ops */
     uint32_t input_count;               /* 1, or 2 for add and concat */
     size_t inputs[2];                   /* value indices */
     size_t output;                      /* value index (input_count + layer index) */
-    size_t weight;                      /* dense: parameter index */
-    size_t bias;                        /* dense: parameter index or MODEL_CONFIG_NONE */
+    size_t weight;                      /* dense, conv2d: parameter index */
+    size_t bias;                        /* dense, conv2d: parameter index or MODEL_CONFIG_NONE */
     size_t scale;                       /* scale: parameter index or MODEL_CONFIG_NONE */
     size_t shift;                       /* scale: parameter index or MODEL_CONFIG_NONE */
     size_t table;                       /* embedding_bag: table index (model_config_table_at),
                                            MODEL_CONFIG_NONE for other ops */
     model_config_pool pool;             /* embedding_bag: sum or mean */
+    model_config_window window;         /* conv2d, maxpool2d, avgpool2d; zeros otherwise */
+    float eps;                          /* layernorm; 0 for other ops */
 } model_config_layer;
 
 /* Parses and validates config.json text (len bytes, need not be NUL-terminated).
@@ -205,7 +257,7 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
 
 /* "dense", "relu", ..., "embedding_bag", "concat"; "?" outside the enum. */
 const char *model_config_op_name(model_config_op op);
-/* "none", "relu", "sigmoid", "tanh"; "?" outside the enum. */
+/* "none", "relu", "sigmoid", "tanh", "gelu"; "?" outside the enum. */
 const char *model_config_activation_name(model_config_activation activation);
 /* "sum", "mean"; "?" outside the enum. */
 const char *model_config_pool_name(model_config_pool pool);

@@ -7,6 +7,8 @@
  *   model_config_io.c      "inputs" and "outputs", and the outputs' final check
  *   model_config_layers.c  one layer: fields, inputs, parameters, the classic ops
  *   model_config_ops.c     "tables", embedding_bag, concat (and its width sums)
+ *   model_config_image.c   conv2d, maxpool2d, avgpool2d, flatten, reshape
+ *   model_config_norm.c    layernorm
  *   model_config_query.c   accessors and model_config_resolve
  * model_config.c says why shapes are worked out by unification.
  */
@@ -140,6 +142,9 @@ ps_status cfg_get_name(json_t *obj, const char *key, bool required, const char *
 /* Rejects fields not in `allowed` (a NULL-terminated list). */
 ps_status cfg_check_keys(json_t *obj, const char *const *allowed, const char *where, char *err,
                          size_t err_len);
+/* The optional "activation" field into info->activation. */
+ps_status cfg_parse_activation(const layer_ctx *lc, json_t *obj, model_config_layer *info,
+                               char *err, size_t err_len);
 /* Is `name` already used by an input, a layer output or a parameter? Writes what uses
  * it into `what`. */
 bool cfg_name_taken(const model_config *cfg, const char *name, char *what, size_t what_len);
@@ -156,6 +161,27 @@ ps_status cfg_check_outputs(model_config *cfg, char *err, size_t err_len);
 
 /* Parses layers[lc->index] and appends its output value. */
 ps_status cfg_parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char *err, size_t err_len);
+/* An optional parameter field ("bias", "scale", "shift") or a required one ("weight") of
+ * rank ndims, found or added; *ret_index is MODEL_CONFIG_NONE for a missing optional one. */
+ps_status cfg_param_field(model_config *cfg, const layer_ctx *lc, json_t *obj, const char *key,
+                          bool required, uint32_t ndims, size_t *ret_index, char *err,
+                          size_t err_len);
+/* States that parameter dim `pdim` equals value dim `vvar`; on a contradiction, says so. */
+ps_status cfg_tie_param_dim(model_config *cfg, const layer_ctx *lc, size_t param, uint32_t pdim,
+                            size_t vvar, const char *value_name, const char *meaning, char *err,
+                            size_t err_len);
+
+/* ---- model_config_image.c ----------------------------------------------------------- */
+
+/* The fields a conv2d, maxpool2d or avgpool2d takes (NULL-terminated). */
+const char *const *cfg_window_keys(model_config_op op);
+/* A conv2d's or pool's window, parameters and output dims into *out. */
+ps_status cfg_parse_window(model_config *cfg, const layer_ctx *lc, json_t *obj,
+                           model_config_layer *info, cfg_value *out, char *err, size_t err_len);
+/* A flatten's or reshape's output dims into *out. */
+ps_status cfg_parse_reshape(model_config *cfg, const layer_ctx *lc, json_t *obj,
+                            const model_config_layer *info, cfg_value *out, char *err,
+                            size_t err_len);
 
 /* ---- model_config_ops.c ------------------------------------------------------------- */
 
@@ -170,5 +196,11 @@ ps_status cfg_parse_concat(model_config *cfg, const layer_ctx *lc, const model_c
 /* Fixes each concat's width from its inputs' where both are known, in layer order, and
  * checks it where it was already fixed; INVALID_ARGUMENT names the layer. */
 ps_status cfg_sums_apply(const model_config *cfg, dimvar *vars, char *err, size_t err_len);
+
+/* ---- model_config_norm.c ------------------------------------------------------------ */
+
+/* A layernorm's weight and bias [features] and eps (output dims: the input's). */
+ps_status cfg_parse_layernorm(model_config *cfg, const layer_ctx *lc, json_t *obj,
+                              model_config_layer *info, char *err, size_t err_len);
 
 #endif

@@ -1,7 +1,8 @@
 /* model_config_layers.c: one entry of config.json's "layers" (see model_config.h for
  * the ops): its common fields, its inputs (earlier values only), its parameters (found
  * or added, with their dims tied to the values they meet), and the dims rules of the
- * classic ops; embedding_bag and concat are in model_config_ops.c. */
+ * classic ops; embedding_bag and concat are in model_config_ops.c, the image ops and
+ * reshapes in model_config_image.c, layernorm in model_config_norm.c. */
 #include "model_config_internal.h"
 #include "util.h"
 
@@ -95,10 +96,9 @@ static ps_status use_param(model_config *cfg, const layer_ctx *lc, const char *n
     return PS_STATUS_OK;
 }
 
-/* An optional parameter field ("bias", "scale", "shift") or a required one ("weight"). */
-static ps_status param_field(model_config *cfg, const layer_ctx *lc, json_t *obj, const char *key,
-                             bool required, uint32_t ndims, size_t *ret_index, char *err,
-                             size_t err_len) {
+ps_status cfg_param_field(model_config *cfg, const layer_ctx *lc, json_t *obj, const char *key,
+                          bool required, uint32_t ndims, size_t *ret_index, char *err,
+                          size_t err_len) {
     const char *name;
     *ret_index = MODEL_CONFIG_NONE;
     ps_status st = cfg_get_name(obj, key, required, lc->where, &name, err, err_len);
@@ -108,10 +108,9 @@ static ps_status param_field(model_config *cfg, const layer_ctx *lc, json_t *obj
     return use_param(cfg, lc, name, key, ndims, ret_index, err, err_len);
 }
 
-/* States that parameter dim `pdim` equals value dim `vvar`; on a contradiction, says so. */
-static ps_status tie_param_dim(model_config *cfg, const layer_ctx *lc, size_t param, uint32_t pdim,
-                               size_t vvar, const char *value_name, const char *meaning, char *err,
-                               size_t err_len) {
+ps_status cfg_tie_param_dim(model_config *cfg, const layer_ctx *lc, size_t param, uint32_t pdim,
+                            size_t vvar, const char *value_name, const char *meaning, char *err,
+                            size_t err_len) {
     int64_t a;
     int64_t b;
     if (!cfg_var_unify(cfg->vars, cfg->params[param].vars[pdim], vvar, &a, &b)) {
@@ -132,6 +131,9 @@ static const char *const *op_keys(model_config_op op) {
     static const char *const pair[] = {"op", "name", "inputs", "output", NULL};
     static const char *const scale[] = {"op", "name", "input", "output", "scale", "shift", NULL};
     static const char *const bag[] = {"op", "name", "input", "output", "table", "mode", NULL};
+    static const char *const reshape[] = {"op", "name", "input", "output", "shape", NULL};
+    static const char *const norm[] = {"op",     "name", "input", "output",
+                                       "weight", "bias", "eps",   NULL};
     switch (op) {
     case MODEL_CONFIG_OP_DENSE:
         return dense;
@@ -144,7 +146,19 @@ static const char *const *op_keys(model_config_op op) {
         return scale;
     case MODEL_CONFIG_OP_EMBEDDING_BAG:
         return bag;
+    case MODEL_CONFIG_OP_CONV2D:
+    case MODEL_CONFIG_OP_MAXPOOL2D:
+    case MODEL_CONFIG_OP_AVGPOOL2D:
+        return cfg_window_keys(op);
+    case MODEL_CONFIG_OP_RESHAPE:
+        return reshape;
+    case MODEL_CONFIG_OP_LAYERNORM:
+        return norm;
     case MODEL_CONFIG_OP_RELU:
+    case MODEL_CONFIG_OP_FLATTEN:
+    case MODEL_CONFIG_OP_GELU:
+    case MODEL_CONFIG_OP_TANH:
+    case MODEL_CONFIG_OP_SIGMOID:
         break;
     }
     return unary;
@@ -168,7 +182,8 @@ static ps_status parse_head(layer_ctx *lc, json_t *obj, model_config_layer *info
     if (op_index == cfg_op_count) {
         ps_set_err(err, err_len,
                    "%s: unknown op \"%s\" (supported: dense, relu, softmax, add, scale, "
-                   "embedding_bag, concat)",
+                   "embedding_bag, concat, conv2d, maxpool2d, avgpool2d, flatten, reshape, "
+                   "gelu, tanh, sigmoid, layernorm)",
                    lc->where, op);
         return PS_STATUS_INVALID_ARGUMENT;
     }
@@ -233,41 +248,25 @@ static ps_status parse_inputs(model_config *cfg, const layer_ctx *lc, json_t *ob
 static ps_status parse_dense(model_config *cfg, const layer_ctx *lc, json_t *obj,
                              model_config_layer *info, cfg_value *out, char *err, size_t err_len) {
     const cfg_value *x = &cfg->values[info->inputs[0]];
-    const char *act;
-    ps_status st = cfg_get_name(obj, "activation", false, lc->where, &act, err, err_len);
+    ps_status st = cfg_parse_activation(lc, obj, info, err, err_len);
     if (st != PS_STATUS_OK) {
         return st;
     }
-    if (act != NULL) {
-        size_t a = cfg_activation_count;
-        for (size_t i = 0; i < cfg_activation_count; i++) {
-            if (strcmp(act, cfg_activation_names[i]) == 0) {
-                a = i;
-            }
-        }
-        if (a == cfg_activation_count) {
-            ps_set_err(err, err_len,
-                       "%s: unknown activation \"%s\" (supported: none, relu, sigmoid, tanh)",
-                       lc->where, act);
-            return PS_STATUS_INVALID_ARGUMENT;
-        }
-        info->activation = (model_config_activation)a;
-    }
-    st = param_field(cfg, lc, obj, "weight", true, 2, &info->weight, err, err_len);
+    st = cfg_param_field(cfg, lc, obj, "weight", true, 2, &info->weight, err, err_len);
     if (st == PS_STATUS_OK) {
-        st = param_field(cfg, lc, obj, "bias", false, 1, &info->bias, err, err_len);
+        st = cfg_param_field(cfg, lc, obj, "bias", false, 1, &info->bias, err, err_len);
     }
     if (st == PS_STATUS_OK) {
-        st = tie_param_dim(cfg, lc, info->weight, 1, x->vars[x->ndims - 1], x->name,
-                           "the feature count of input", err, err_len);
+        st = cfg_tie_param_dim(cfg, lc, info->weight, 1, x->vars[x->ndims - 1], x->name,
+                               "the feature count of input", err, err_len);
     }
     if (st != PS_STATUS_OK) {
         return st;
     }
     const size_t out_var = cfg->params[info->weight].vars[0];
     if (info->bias != MODEL_CONFIG_NONE) {
-        st = tie_param_dim(cfg, lc, info->bias, 0, out_var, cfg->params[info->weight].name,
-                           "the row count of weight", err, err_len);
+        st = cfg_tie_param_dim(cfg, lc, info->bias, 0, out_var, cfg->params[info->weight].name,
+                               "the row count of weight", err, err_len);
     }
     out->vars[out->ndims - 1] = out_var;
     return st;
@@ -320,9 +319,9 @@ static ps_status parse_scale(model_config *cfg, const layer_ctx *lc, json_t *obj
                              model_config_layer *info, char *err, size_t err_len) {
     const cfg_value *x = &cfg->values[info->inputs[0]];
     const size_t last = x->vars[x->ndims - 1];
-    ps_status st = param_field(cfg, lc, obj, "scale", false, 1, &info->scale, err, err_len);
+    ps_status st = cfg_param_field(cfg, lc, obj, "scale", false, 1, &info->scale, err, err_len);
     if (st == PS_STATUS_OK) {
-        st = param_field(cfg, lc, obj, "shift", false, 1, &info->shift, err, err_len);
+        st = cfg_param_field(cfg, lc, obj, "shift", false, 1, &info->shift, err, err_len);
     }
     if (st != PS_STATUS_OK) {
         return st;
@@ -332,12 +331,12 @@ static ps_status parse_scale(model_config *cfg, const layer_ctx *lc, json_t *obj
         return PS_STATUS_INVALID_ARGUMENT;
     }
     if (info->scale != MODEL_CONFIG_NONE) {
-        st = tie_param_dim(cfg, lc, info->scale, 0, last, x->name, "the feature count of input",
-                           err, err_len);
+        st = cfg_tie_param_dim(cfg, lc, info->scale, 0, last, x->name, "the feature count of input",
+                               err, err_len);
     }
     if (st == PS_STATUS_OK && info->shift != MODEL_CONFIG_NONE) {
-        st = tie_param_dim(cfg, lc, info->shift, 0, last, x->name, "the feature count of input",
-                           err, err_len);
+        st = cfg_tie_param_dim(cfg, lc, info->shift, 0, last, x->name, "the feature count of input",
+                               err, err_len);
     }
     return st;
 }
@@ -350,7 +349,19 @@ static ps_status parse_op(model_config *cfg, const layer_ctx *lc, json_t *obj,
     case MODEL_CONFIG_OP_DENSE:
         return parse_dense(cfg, lc, obj, info, out, err, err_len);
     case MODEL_CONFIG_OP_RELU:
+    case MODEL_CONFIG_OP_GELU:
+    case MODEL_CONFIG_OP_TANH:
+    case MODEL_CONFIG_OP_SIGMOID:
         return PS_STATUS_OK;
+    case MODEL_CONFIG_OP_CONV2D:
+    case MODEL_CONFIG_OP_MAXPOOL2D:
+    case MODEL_CONFIG_OP_AVGPOOL2D:
+        return cfg_parse_window(cfg, lc, obj, info, out, err, err_len);
+    case MODEL_CONFIG_OP_FLATTEN:
+    case MODEL_CONFIG_OP_RESHAPE:
+        return cfg_parse_reshape(cfg, lc, obj, info, out, err, err_len);
+    case MODEL_CONFIG_OP_LAYERNORM:
+        return cfg_parse_layernorm(cfg, lc, obj, info, err, err_len);
     case MODEL_CONFIG_OP_SOFTMAX:
         return parse_softmax(cfg, lc, obj, info, err, err_len);
     case MODEL_CONFIG_OP_ADD:
@@ -399,6 +410,8 @@ ps_status cfg_parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char *e
     info->weight = info->bias = info->scale = info->shift = info->table = MODEL_CONFIG_NONE;
     info->activation = MODEL_CONFIG_ACTIVATION_NONE;
     info->pool = MODEL_CONFIG_POOL_SUM;
+    memset(&info->window, 0, sizeof(info->window));
+    info->eps = 0.0f;
     st = parse_op(cfg, lc, obj, info, &out, err, err_len);
     if (st != PS_STATUS_OK) {
         return st;

@@ -22,18 +22,21 @@ char *cfg_dup_str(const char *s) {
 }
 
 const char *const cfg_op_names[] = {
-    [MODEL_CONFIG_OP_DENSE] = "dense",     [MODEL_CONFIG_OP_RELU] = "relu",
-    [MODEL_CONFIG_OP_SOFTMAX] = "softmax", [MODEL_CONFIG_OP_ADD] = "add",
-    [MODEL_CONFIG_OP_SCALE] = "scale",     [MODEL_CONFIG_OP_EMBEDDING_BAG] = "embedding_bag",
-    [MODEL_CONFIG_OP_CONCAT] = "concat",
+    [MODEL_CONFIG_OP_DENSE] = "dense",         [MODEL_CONFIG_OP_RELU] = "relu",
+    [MODEL_CONFIG_OP_SOFTMAX] = "softmax",     [MODEL_CONFIG_OP_ADD] = "add",
+    [MODEL_CONFIG_OP_SCALE] = "scale",         [MODEL_CONFIG_OP_EMBEDDING_BAG] = "embedding_bag",
+    [MODEL_CONFIG_OP_CONCAT] = "concat",       [MODEL_CONFIG_OP_CONV2D] = "conv2d",
+    [MODEL_CONFIG_OP_MAXPOOL2D] = "maxpool2d", [MODEL_CONFIG_OP_AVGPOOL2D] = "avgpool2d",
+    [MODEL_CONFIG_OP_FLATTEN] = "flatten",     [MODEL_CONFIG_OP_RESHAPE] = "reshape",
+    [MODEL_CONFIG_OP_GELU] = "gelu",           [MODEL_CONFIG_OP_TANH] = "tanh",
+    [MODEL_CONFIG_OP_SIGMOID] = "sigmoid",     [MODEL_CONFIG_OP_LAYERNORM] = "layernorm",
 };
 const size_t cfg_op_count = sizeof(cfg_op_names) / sizeof(cfg_op_names[0]);
 
 const char *const cfg_activation_names[] = {
-    [MODEL_CONFIG_ACTIVATION_NONE] = "none",
-    [MODEL_CONFIG_ACTIVATION_RELU] = "relu",
-    [MODEL_CONFIG_ACTIVATION_SIGMOID] = "sigmoid",
-    [MODEL_CONFIG_ACTIVATION_TANH] = "tanh",
+    [MODEL_CONFIG_ACTIVATION_NONE] = "none",       [MODEL_CONFIG_ACTIVATION_RELU] = "relu",
+    [MODEL_CONFIG_ACTIVATION_SIGMOID] = "sigmoid", [MODEL_CONFIG_ACTIVATION_TANH] = "tanh",
+    [MODEL_CONFIG_ACTIVATION_GELU] = "gelu",
 };
 const size_t cfg_activation_count = sizeof(cfg_activation_names) / sizeof(cfg_activation_names[0]);
 
@@ -221,4 +224,23 @@ bool cfg_name_taken(const model_config *cfg, const char *name, char *what, size_
         }
     }
     return false;
+}
+
+ps_status cfg_parse_activation(const layer_ctx *lc, json_t *obj, model_config_layer *info,
+                               char *err, size_t err_len) {
+    const char *act;
+    ps_status st = cfg_get_name(obj, "activation", false, lc->where, &act, err, err_len);
+    if (st != PS_STATUS_OK || act == NULL) {
+        return st;
+    }
+    for (size_t i = 0; i < cfg_activation_count; i++) {
+        if (strcmp(act, cfg_activation_names[i]) == 0) {
+            info->activation = (model_config_activation)i;
+            return PS_STATUS_OK;
+        }
+    }
+    ps_set_err(err, err_len,
+               "%s: unknown activation \"%s\" (supported: none, relu, sigmoid, tanh, gelu)",
+               lc->where, act);
+    return PS_STATUS_INVALID_ARGUMENT;
 }

@@ -443,10 +443,11 @@ static void test_layer_errors(void **state) {
                  "\"layers\" must be a non-empty list");
     expect_error(ONE_IN("'relu'", "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
                  "layers[0]: must be an object");
-    expect_error(ONE_IN("{'op': 'conv2d', 'input': 'x', 'output': 'y'}", "[-1, 4]"),
+    expect_error(ONE_IN("{'op': 'lstm', 'input': 'x', 'output': 'y'}", "[-1, 4]"),
                  PS_STATUS_INVALID_ARGUMENT,
-                 "layers[0]: unknown op \"conv2d\" (supported: dense, relu, softmax, add, "
-                 "scale, embedding_bag, concat)");
+                 "layers[0]: unknown op \"lstm\" (supported: dense, relu, softmax, add, "
+                 "scale, embedding_bag, concat, conv2d, maxpool2d, avgpool2d, flatten, reshape, "
+                 "gelu, tanh, sigmoid, layernorm)");
     expect_error(ONE_IN("{'input': 'x', 'output': 'y'}", "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
                  "layers[0]: missing field \"op\"");
     expect_error(ONE_IN("{'op': 'relu', 'input': 'x'}", "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
@@ -464,10 +465,10 @@ static void test_layer_errors(void **state) {
     expect_error(ONE_IN("{'op': 'relu', 'input': 'x', 'output': 'y', 'weight': 'w'}", "[-1, 4]"),
                  PS_STATUS_INVALID_ARGUMENT, "unknown field \"weight\"");
     expect_error(ONE_IN("{'op': 'dense', 'input': 'x', 'output': 'y', 'weight': 'w',"
-                        " 'activation': 'gelu'}",
+                        " 'activation': 'swish'}",
                         "[-1, 4]"),
                  PS_STATUS_INVALID_ARGUMENT,
-                 "unknown activation \"gelu\" (supported: none, relu, sigmoid, tanh)");
+                 "unknown activation \"swish\" (supported: none, relu, sigmoid, tanh, gelu)");
     expect_error(ONE_IN("{'op': 'softmax', 'input': 'x', 'output': 'y', 'axis': 0}", "[-1, 4]"),
                  PS_STATUS_INVALID_ARGUMENT, "softmax axis must be the last one (-1 or 1)");
     expect_error(ONE_IN("{'op': 'scale', 'input': 'x', 'output': 'y'}", "[-1, 4]"),

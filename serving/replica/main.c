@@ -10,12 +10,15 @@
  */
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "flags.h"
 #include "kserve.h"
 #include "loader.h"
 #include "log.h"
+#include "backend.h"
 #include "models.h"
 #include "openblas_core.h"
 #include "rows_source.h"
@@ -124,8 +127,26 @@ static int half_of_memory_mb(void) {
     return mb > (1u << 30) ? 1 << 30 : (int)mb;
 }
 
+/* Where loadable kernels modules (the CUDA one) are: $PS_KERNELS_MODULE_DIR, else the
+ * build's kernels/ folder beside this program's (serving/ps-serve -> kernels/). */
+static void module_dir(char *out, size_t len) {
+    const char *env = getenv("PS_KERNELS_MODULE_DIR");
+    if (env && *env) {
+        snprintf(out, len, "%s", env);
+        return;
+    }
+    char exe[900];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = '\0';
+    snprintf(out, len, "%s/../kernels", n > 0 ? exe : ".");
+}
+
 /* The modules, on the context. */
-static ps_status build(serve_ctx *c, const char *coordinator, int max_model_mb, int rows_clients) {
+static ps_status build(serve_ctx *c, const char *coordinator, int max_model_mb, int rows_clients,
+                       kernels_backend *backend) {
     replica_logger logger = {log_event, c};
     shard_source_opts so = {.coordinator = coordinator};
     ps_status st = rows_source_create(
@@ -133,7 +154,8 @@ static ps_status build(serve_ctx *c, const char *coordinator, int max_model_mb, 
         &c->rows);
     if (st == PS_STATUS_OK)
         st = models_create(&(models_opts){.max_bytes = (uint64_t)max_model_mb << 20,
-                                          .rows = rows_source_get(c->rows)},
+                                          .rows = rows_source_get(c->rows),
+                                          .backend = backend},
                            &c->models);
     if (st == PS_STATUS_OK)
         st = kserve_create(
@@ -177,6 +199,7 @@ int main(int argc, char **argv) {
     const char *id = NULL, *listen = "127.0.0.1:0", *coord_flag = NULL, *port_file = NULL;
     int threads = 0, max_mb = 64, max_model_mb = half_of_memory_mb();
     int rows_clients = ROWS_SOURCE_DEFAULT_CLIENTS;
+    const char *device = "cpu", *precision = "fp32";
     const ps_flag flags[] = {
         {"id", PS_FLAG_STRING, &id, 0, 0, "ID", "this replica's unique name", true},
         {"listen", PS_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
@@ -191,6 +214,12 @@ int main(int argc, char **argv) {
          "parameter memory of every model version held, together (a version switch holds "
          "two); a model past it is not loaded (the default is half the machine's memory)",
          false},
+        {"device", PS_FLAG_STRING, &device, 0, 0, "cpu|cuda|auto",
+         "what forward passes run on (auto: CUDA when its module loads and finds a GPU). The "
+         "executor drives host memory only for now, so cuda is refused with a message",
+         false},
+        {"precision", PS_FLAG_STRING, &precision, 0, 0, "fp32|bf16",
+         "the compute precision (bf16: GPU only)", false},
         {"rows-clients", PS_FLAG_INT, &rows_clients, 1, ROWS_SOURCE_MAX_CLIENTS, "N",
          "connections to the shards kept for reading sparse table rows at inference time "
          "(inferences that find them all busy wait for one)",
@@ -223,7 +252,27 @@ int main(int argc, char **argv) {
         .role = PS__NODE_ROLE__ROLE_SERVE,
         .hooks = {.user = &c, .ring = on_ring, .models = on_models, .heartbeat = on_heartbeat}};
     int rc = 1;
-    ps_status st = build(&c, coordinator, max_model_mb, rows_clients);
+    kernels_backend *backend = NULL;
+    char modules[1024];
+    module_dir(modules, sizeof modules);
+    ps_status st = kernels_backend_select(&(kernels_backend_select_opts){.device = device,
+                                                                         .precision = precision,
+                                                                         .module_dir = modules},
+                                          &backend, err, sizeof err);
+    if (st != PS_STATUS_OK) {
+        PS_ERROR("--device %s --precision %s: %s", device, precision, err);
+        return 2;
+    }
+    if (!kernels_backend_host_memory(backend)) {
+        PS_ERROR("--device %s chose the %s backend, which computes on device memory: the "
+                 "model executor does not drive device memory yet; use --device cpu",
+                 device, kernels_backend_name(backend));
+        kernels_backend_destroy(backend);
+        return 2;
+    }
+    PS_INFO("forward passes on the %s backend (%s)", kernels_backend_name(backend),
+            kernels_precision_name(kernels_backend_precision(backend)));
+    st = build(&c, coordinator, max_model_mb, rows_clients, backend);
     if (st == PS_STATUS_OK && (st = ps_runtime_create(&ro, &rt)) == PS_STATUS_OK)
         atomic_store(&c.rt, rt);
     if (st != PS_STATUS_OK) {
@@ -247,6 +296,7 @@ int main(int argc, char **argv) {
 out:
     ps_runtime_destroy(rt); /* watches, heartbeats and the server end here */
     teardown(&c);
+    kernels_backend_destroy(backend); /* after every model that computed on it */
     if (rc == 0)
         PS_INFO("stopped");
     return rc;

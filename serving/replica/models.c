@@ -15,8 +15,9 @@ struct models {
     uint64_t *bytes; /* parameter bytes of each listed version, beside list */
     size_t n, cap;
     uint64_t bytes_listed, max_bytes;
-    served_rows rows;    /* given to every model version */
-    char **expect_names; /* what the registry last said should be served */
+    served_rows rows;         /* given to every model version */
+    kernels_backend *backend; /* every version computes on it (NULL: a CPU one each) */
+    char **expect_names;      /* what the registry last said should be served */
     uint64_t *expect_versions;
     size_t n_expect;
 };
@@ -37,8 +38,10 @@ ps_status models_create(const models_opts *opts, models **ret_models) {
     m->bytes = bytes;
     m->cap = cap;
     m->max_bytes = opts ? opts->max_bytes : 0;
-    if (opts)
+    if (opts) {
         m->rows = opts->rows;
+        m->backend = opts->backend;
+    }
     *ret_models = m;
     return PS_STATUS_OK;
 }
@@ -208,7 +211,7 @@ ps_status models_load(models *m, const Ps__ModelInfo *info, const served_source 
     if (st != PS_STATUS_OK)
         return st;
     served *s = NULL;
-    st = served_create(info, &m->rows, &s, err, err_len);
+    st = served_create(info, &m->rows, m->backend, &s, err, err_len);
     if (st != PS_STATUS_OK)
         return st;
     pthread_mutex_lock(&m->lock); /* list it first: updates that race with the pull reach it */

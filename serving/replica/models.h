@@ -33,6 +33,8 @@ typedef struct models_opts {
                            anything is allocated. 0 = no limit */
     served_rows rows;   /* where models with tables read their rows (no pull: they fail
                            FAILED_PRECONDITION); rows.arg must outlive the set */
+    kernels_backend *backend; /* what forward passes run on (borrowed: it outlives the set);
+                                 NULL: each model instance makes a CPU backend */
 } models_opts;
 
 typedef struct models models;

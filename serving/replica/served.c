@@ -35,7 +35,8 @@ void served_release(served *s) {
 }
 
 /* The instance for a registry entry (config + tensor shapes). */
-static ps_status build_model(const Ps__ModelInfo *info, model **ret, char *err, size_t err_len) {
+static ps_status build_model(const Ps__ModelInfo *info, kernels_backend *backend, model **ret,
+                             char *err, size_t err_len) {
     model_config *cfg = NULL;
     const char *json = info->config_json ? info->config_json : "";
     ps_status st = model_config_parse(json, strlen(json), &cfg, err, err_len);
@@ -61,7 +62,7 @@ static ps_status build_model(const Ps__ModelInfo *info, model **ret, char *err, 
         for (uint32_t k = 0; k < descs[i].ndims; k++)
             descs[i].dims[k] = t->shape[k];
     }
-    st = model_create(cfg, descs, info->n_tensors, NULL, ret, err, err_len);
+    st = model_create(cfg, descs, info->n_tensors, backend, ret, err, err_len);
 out:
     free(descs);
     model_config_destroy(cfg);
@@ -187,8 +188,8 @@ static ps_status read_propagation(served *s, const Ps__ModelInfo *info, char *er
     return PS_STATUS_OK;
 }
 
-ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows, served **ret_served,
-                        char *err, size_t err_len) {
+ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows,
+                        kernels_backend *backend, served **ret_served, char *err, size_t err_len) {
     served *s = calloc(1, sizeof *s);
     if (!s) {
         ps_set_err(err, err_len, "out of memory");
@@ -206,7 +207,7 @@ ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows, serv
         ps_set_err(err, err_len, "out of memory");
         goto fail;
     }
-    st = build_model(info, &s->m, err, err_len);
+    st = build_model(info, backend, &s->m, err, err_len);
     if (st != PS_STATUS_OK)
         goto fail;
     st = read_propagation(s, info, err, err_len);

@@ -65,10 +65,12 @@ typedef struct served served;
 
 /* Builds a model version from its registry entry: instance (parameters zero), chunk
  * table, and for a model with tables their specs and `rows` (copied; NULL or no pull:
- * its inferences fail FAILED_PRECONDITION). Nothing is pulled yet. INVALID_ARGUMENT
- * with a message when the entry does not fit the config's graph. */
-ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows, served **ret_served,
-                        char *err, size_t err_len);
+ * its inferences fail FAILED_PRECONDITION). Forward passes run on `backend` (borrowed; it
+ * outlives the model), or on a CPU backend of the model's own when NULL. Nothing is
+ * pulled yet. INVALID_ARGUMENT with a message when the entry does not fit the config's
+ * graph. */
+ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows,
+                        kernels_backend *backend, served **ret_served, char *err, size_t err_len);
 void served_retain(served *s);
 void served_release(served *s); /* drops a reference; the last one frees; accepts NULL */
 

@@ -17,39 +17,10 @@
 
 #include <cmocka.h>
 
-#include "model_config.h"
-
-static model_config *parse(const char *sq, ps_status *ret_st, char *err, size_t err_len) {
-    char *text = strdup(sq);
-    assert_non_null(text);
-    for (char *p = text; *p != '\0'; p++) {
-        *p = *p == '\'' ? '"' : *p;
-    }
-    model_config *cfg = NULL;
-    *ret_st = model_config_parse(text, strlen(text), &cfg, err, err_len);
-    free(text);
-    return cfg;
-}
-
-static model_config *parse_ok(const char *sq) {
-    char err[512] = "";
-    ps_status st;
-    model_config *cfg = parse(sq, &st, err, sizeof(err));
-    if (st != PS_STATUS_OK) {
-        fail_msg("parse failed: %s: %s", ps_status_name(st), err);
-    }
-    return cfg;
-}
+#include "test_config_parse.h"
 
 static void expect_error(const char *sq, const char *fragment) {
-    char err[512] = "";
-    ps_status st;
-    model_config *cfg = parse(sq, &st, err, sizeof(err));
-    if (st != PS_STATUS_INVALID_ARGUMENT || strstr(err, fragment) == NULL) {
-        fail_msg("config %s: got %s (%s), want INVALID_ARGUMENT with \"%s\"", sq,
-                 ps_status_name(st), err, fragment);
-    }
-    assert_null(cfg);
+    expect_refused(sq, PS_STATUS_INVALID_ARGUMENT, fragment);
 }
 
 static void expect_dims(const model_tensor_desc *d, uint32_t ndims, const int64_t *want) {

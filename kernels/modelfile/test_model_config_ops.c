@@ -16,40 +16,7 @@
 
 #include <cmocka.h>
 
-#include "model_config.h"
-
-static model_config *parse(const char *sq, ps_status *ret_st, char *err, size_t err_len) {
-    char *text = strdup(sq);
-    assert_non_null(text);
-    for (char *p = text; *p != '\0'; p++) {
-        *p = *p == '\'' ? '"' : *p;
-    }
-    model_config *cfg = NULL;
-    *ret_st = model_config_parse(text, strlen(text), &cfg, err, err_len);
-    free(text);
-    return cfg;
-}
-
-static model_config *parse_ok(const char *sq) {
-    char err[512] = "";
-    ps_status st;
-    model_config *cfg = parse(sq, &st, err, sizeof(err));
-    if (st != PS_STATUS_OK) {
-        fail_msg("parse failed: %s: %s", ps_status_name(st), err);
-    }
-    return cfg;
-}
-
-static void expect_error(const char *sq, ps_status want, const char *fragment) {
-    char err[512] = "";
-    ps_status st;
-    model_config *cfg = parse(sq, &st, err, sizeof(err));
-    if (st != want || strstr(err, fragment) == NULL) {
-        fail_msg("config %s: got %s (%s), want %s with \"%s\"", sq, ps_status_name(st), err,
-                 ps_status_name(want), fragment);
-    }
-    assert_null(cfg);
-}
+#include "test_config_parse.h"
 
 /* The recommender of the brief: user ids [-1, 1] summed, item ids [-1, 3] averaged,
  * side by side, then a dense layer to one score. */
@@ -196,45 +163,46 @@ static void test_concat_width_from_weights(void **state) {
 
 static void test_bag_errors(void **state) {
     (void)state;
-    expect_error(ONE_BAG(BAG("ids", "y", "nope", "sum"), "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
-                 "layers[0] (embedding_bag \"y\"): table \"nope\" is not declared in the "
-                 "config's \"tables\" (declared: t, u)");
-    expect_error(ONE_BAG(BAG("ids", "y", "t", "max"), "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
-                 "unknown mode \"max\" (supported: sum, mean)");
-    expect_error(
+    expect_refused(ONE_BAG(BAG("ids", "y", "nope", "sum"), "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
+                   "layers[0] (embedding_bag \"y\"): table \"nope\" is not declared in the "
+                   "config's \"tables\" (declared: t, u)");
+    expect_refused(ONE_BAG(BAG("ids", "y", "t", "max"), "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
+                   "unknown mode \"max\" (supported: sum, mean)");
+    expect_refused(
         ONE_BAG("{'op': 'embedding_bag', 'input': 'ids', 'output': 'y', 'table': 't'}", "[-1, 4]"),
         PS_STATUS_INVALID_ARGUMENT, "missing field \"mode\"");
-    expect_error(
+    expect_refused(
         ONE_BAG("{'op': 'embedding_bag', 'input': 'ids', 'output': 'y', 'mode': 'sum'}", "[-1, 4]"),
         PS_STATUS_INVALID_ARGUMENT, "missing field \"table\"");
-    expect_error(ONE_BAG("{'op': 'embedding_bag', 'input': 'ids', 'output': 'y', 'table': 't',"
-                         " 'mode': 'sum', 'weight': 'w'}",
-                         "[-1, 4]"),
-                 PS_STATUS_INVALID_ARGUMENT,
-                 "unknown field \"weight\" (expected: op, name, input, output, table, mode)");
-    expect_error(ONE_BAG(BAG("x", "y", "t", "sum"), "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
-                 "input \"x\" must be a model input of datatype INT64 and shape [-1, L]");
-    expect_error(ONE_BAG(BAG("ids3", "y", "t", "sum"), "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
-                 "input \"ids3\" must be a model input of datatype INT64");
-    expect_error(ONE_BAG("{'op': 'relu', 'input': 'x', 'output': 'r'}," BAG("r", "y", "t", "sum"),
-                         "[-1, 4]"),
-                 PS_STATUS_INVALID_ARGUMENT, "input \"r\" must be a model input of datatype INT64");
-    expect_error(ONE_BAG(BAG("ids", "y", "u", "sum"), "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
-                 "\"y\" is declared with shape [-1, 4], but layers[0] produces [-1, 2]");
+    expect_refused(ONE_BAG("{'op': 'embedding_bag', 'input': 'ids', 'output': 'y', 'table': 't',"
+                           " 'mode': 'sum', 'weight': 'w'}",
+                           "[-1, 4]"),
+                   PS_STATUS_INVALID_ARGUMENT,
+                   "unknown field \"weight\" (expected: op, name, input, output, table, mode)");
+    expect_refused(ONE_BAG(BAG("x", "y", "t", "sum"), "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
+                   "input \"x\" must be a model input of datatype INT64 and shape [-1, L]");
+    expect_refused(ONE_BAG(BAG("ids3", "y", "t", "sum"), "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
+                   "input \"ids3\" must be a model input of datatype INT64");
+    expect_refused(ONE_BAG("{'op': 'relu', 'input': 'x', 'output': 'r'}," BAG("r", "y", "t", "sum"),
+                           "[-1, 4]"),
+                   PS_STATUS_INVALID_ARGUMENT,
+                   "input \"r\" must be a model input of datatype INT64");
+    expect_refused(ONE_BAG(BAG("ids", "y", "u", "sum"), "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
+                   "\"y\" is declared with shape [-1, 4], but layers[0] produces [-1, 2]");
     /* INT64 inputs go to embedding_bag only */
-    expect_error(ONE_BAG("{'op': 'add', 'inputs': ['x', 'ids'], 'output': 'y'}", "[-1, 4]"),
-                 PS_STATUS_INVALID_ARGUMENT,
-                 "layers[0] (add \"y\"): input \"ids\" is an INT64 model input (ids); only an "
-                 "embedding_bag layer may read it");
-    expect_error(
+    expect_refused(ONE_BAG("{'op': 'add', 'inputs': ['x', 'ids'], 'output': 'y'}", "[-1, 4]"),
+                   PS_STATUS_INVALID_ARGUMENT,
+                   "layers[0] (add \"y\"): input \"ids\" is an INT64 model input (ids); only an "
+                   "embedding_bag layer may read it");
+    expect_refused(
         ONE_BAG("{'op': 'dense', 'input': 'ids', 'output': 'y', 'weight': 'w'}", "[-1, 4]"),
         PS_STATUS_INVALID_ARGUMENT, "only an embedding_bag layer may read it");
     /* outputs stay FP32 */
-    expect_error("{'name': 'm', 'max_batch_size': 8,"
-                 " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4]}],"
-                 " 'outputs': [{'name': 'y', 'datatype': 'INT64', 'shape': [-1, 4]}],"
-                 " 'layers': [{'op': 'relu', 'input': 'x', 'output': 'y'}]}",
-                 PS_STATUS_UNIMPLEMENTED, "only \"FP32\" is, for outputs");
+    expect_refused("{'name': 'm', 'max_batch_size': 8,"
+                   " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4]}],"
+                   " 'outputs': [{'name': 'y', 'datatype': 'INT64', 'shape': [-1, 4]}],"
+                   " 'layers': [{'op': 'relu', 'input': 'x', 'output': 'y'}]}",
+                   PS_STATUS_UNIMPLEMENTED, "only \"FP32\" is, for outputs");
 }
 
 static void test_table_errors(void **state) {
@@ -245,21 +213,21 @@ static void test_table_errors(void **state) {
     " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 4]}],"                           \
     " 'tables': " t ","                                                                            \
     " 'layers': [" BAG("ids", "y", "t", "sum") "]}"
-    expect_error(WITH_TABLES("{'name': 't', 'dim': 4}"), PS_STATUS_INVALID_ARGUMENT,
-                 "\"tables\" must be a list of at most 1024 tables");
-    expect_error(WITH_TABLES("[7]"), PS_STATUS_INVALID_ARGUMENT,
-                 "tables[0]: must be an object with at least name and dim");
-    expect_error(WITH_TABLES("[{'dim': 4}]"), PS_STATUS_INVALID_ARGUMENT,
-                 "tables[0]: missing field \"name\"");
-    expect_error(WITH_TABLES("[{'name': 't'}]"), PS_STATUS_INVALID_ARGUMENT,
-                 "tables[0] (\"t\"): \"dim\" must be an integer from 1 to 4096");
-    expect_error(WITH_TABLES("[{'name': 't', 'dim': 0}]"), PS_STATUS_INVALID_ARGUMENT,
-                 "\"dim\" must be an integer from 1 to 4096");
-    expect_error(WITH_TABLES("[{'name': 't', 'dim': 4097}]"), PS_STATUS_INVALID_ARGUMENT,
-                 "\"dim\" must be an integer from 1 to 4096");
-    expect_error(WITH_TABLES("[{'name': 't', 'dim': 4}, {'name': 't', 'dim': 4}]"),
-                 PS_STATUS_INVALID_ARGUMENT,
-                 "tables[1]: table \"t\" is declared twice (also tables[0])");
+    expect_refused(WITH_TABLES("{'name': 't', 'dim': 4}"), PS_STATUS_INVALID_ARGUMENT,
+                   "\"tables\" must be a list of at most 1024 tables");
+    expect_refused(WITH_TABLES("[7]"), PS_STATUS_INVALID_ARGUMENT,
+                   "tables[0]: must be an object with at least name and dim");
+    expect_refused(WITH_TABLES("[{'dim': 4}]"), PS_STATUS_INVALID_ARGUMENT,
+                   "tables[0]: missing field \"name\"");
+    expect_refused(WITH_TABLES("[{'name': 't'}]"), PS_STATUS_INVALID_ARGUMENT,
+                   "tables[0] (\"t\"): \"dim\" must be an integer from 1 to 4096");
+    expect_refused(WITH_TABLES("[{'name': 't', 'dim': 0}]"), PS_STATUS_INVALID_ARGUMENT,
+                   "\"dim\" must be an integer from 1 to 4096");
+    expect_refused(WITH_TABLES("[{'name': 't', 'dim': 4097}]"), PS_STATUS_INVALID_ARGUMENT,
+                   "\"dim\" must be an integer from 1 to 4096");
+    expect_refused(WITH_TABLES("[{'name': 't', 'dim': 4}, {'name': 't', 'dim': 4}]"),
+                   PS_STATUS_INVALID_ARGUMENT,
+                   "tables[1]: table \"t\" is declared twice (also tables[0])");
     /* the other fields are train_config's: accepted unchecked here */
     model_config *cfg =
         parse_ok(WITH_TABLES("[{'name': 't', 'dim': 4, 'init': 'whatever', 'extra': 1}]"));
@@ -279,17 +247,18 @@ static void test_concat(void **state) {
     (void)state;
     model_config *cfg = parse_ok(TWO("[-1, 2, 3]", "[-1, 2, 5]", "[-1, 2, 8]", CONCAT));
     model_config_destroy(cfg);
-    expect_error(TWO("[-1, 3]", "[-1, 5]", "[-1, 9]", CONCAT), PS_STATUS_INVALID_ARGUMENT,
-                 "\"y\" is declared with shape [-1, 9], but layers[0] produces [-1, 8]");
-    expect_error(TWO("[-1, 2, 3]", "[-1, 3, 5]", "[-1, 2, 8]", CONCAT), PS_STATUS_INVALID_ARGUMENT,
-                 "inputs must have the same leading dims, but dim 1 of \"a\" is 2 and of \"b\" "
-                 "is 3");
-    expect_error(TWO("[-1, 3]", "[-1, 1, 5]", "[-1, 8]", CONCAT), PS_STATUS_INVALID_ARGUMENT,
-                 "inputs \"a\" (2 dims) and \"b\" (3 dims) differ in rank");
-    expect_error(
+    expect_refused(TWO("[-1, 3]", "[-1, 5]", "[-1, 9]", CONCAT), PS_STATUS_INVALID_ARGUMENT,
+                   "\"y\" is declared with shape [-1, 9], but layers[0] produces [-1, 8]");
+    expect_refused(TWO("[-1, 2, 3]", "[-1, 3, 5]", "[-1, 2, 8]", CONCAT),
+                   PS_STATUS_INVALID_ARGUMENT,
+                   "inputs must have the same leading dims, but dim 1 of \"a\" is 2 and of \"b\" "
+                   "is 3");
+    expect_refused(TWO("[-1, 3]", "[-1, 1, 5]", "[-1, 8]", CONCAT), PS_STATUS_INVALID_ARGUMENT,
+                   "inputs \"a\" (2 dims) and \"b\" (3 dims) differ in rank");
+    expect_refused(
         TWO("[-1, 3]", "[-1, 5]", "[-1, 8]", "{'op': 'concat', 'input': 'a', 'output': 'y'}"),
         PS_STATUS_INVALID_ARGUMENT, "unknown field \"input\"");
-    expect_error(
+    expect_refused(
         TWO("[-1, 3]", "[-1, 5]", "[-1, 8]", "{'op': 'concat', 'inputs': ['a'], 'output': 'y'}"),
         PS_STATUS_INVALID_ARGUMENT, "\"inputs\" must be a list of two value names");
 }

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "backend.h"
+#include "test_ref.h"
 
 #define ATOL 1e-5
 #define RTOL 1e-5
@@ -58,22 +59,6 @@ static kernels_backend *cpu(void) {
     assert_non_null(be);
     assert_string_equal(kernels_backend_name(be), "cpu");
     return be;
-}
-
-static double ref_act(double v, kernels_activation act) {
-    switch (act) {
-    case KERNELS_ACTIVATION_RELU:
-        return v > 0 ? v : 0;
-    case KERNELS_ACTIVATION_SIGMOID:
-        return 1.0 / (1.0 + exp(-v));
-    case KERNELS_ACTIVATION_TANH:
-        return tanh(v);
-    case KERNELS_ACTIVATION_GELU:
-        return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
-    case KERNELS_ACTIVATION_NONE:
-        break;
-    }
-    return v;
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "test_ops.h"
+#include "test_ref.h"
 
 #define GEMM_ATOL 1e-4
 #define GEMM_RTOL 1e-4
@@ -20,22 +21,6 @@ static const kernels_activation all_acts[] = {
     KERNELS_ACTIVATION_TANH, KERNELS_ACTIVATION_GELU,
 };
 #define N_ACTS (sizeof(all_acts) / sizeof(all_acts[0]))
-
-static double ref_act(double v, kernels_activation act) {
-    switch (act) {
-    case KERNELS_ACTIVATION_RELU:
-        return v > 0 ? v : 0;
-    case KERNELS_ACTIVATION_SIGMOID:
-        return 1.0 / (1.0 + exp(-v));
-    case KERNELS_ACTIVATION_TANH:
-        return tanh(v);
-    case KERNELS_ACTIVATION_GELU:
-        return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
-    case KERNELS_ACTIVATION_NONE:
-        break;
-    }
-    return v;
-}
 
 /* ------------------------------------------------------------------------------------ */
 /* dense */

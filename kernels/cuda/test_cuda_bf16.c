@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "backend.h"
+#include "test_ref.h"
 
 #define EXIT_SKIPPED 77
 #define BF16_PRODUCT_REL (1.0 / 128.0) /* 2^-7: x and w each rounded by <= 2^-8 */
@@ -38,22 +39,6 @@ static float rand_unit(void) { /* splitmix64 -> [-1, 1) */
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return (float)((double)((z ^ (z >> 31)) >> 11) / (double)(1ULL << 52) - 1.0);
-}
-
-static double ref_act(double v, kernels_activation act) {
-    switch (act) {
-    case KERNELS_ACTIVATION_RELU:
-        return v > 0 ? v : 0;
-    case KERNELS_ACTIVATION_SIGMOID:
-        return 1.0 / (1.0 + exp(-v));
-    case KERNELS_ACTIVATION_TANH:
-        return tanh(v);
-    case KERNELS_ACTIVATION_GELU:
-        return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
-    case KERNELS_ACTIVATION_NONE:
-        break;
-    }
-    return v;
 }
 
 static void *dev_put(kernels_stream *s, const float *host, size_t n) {

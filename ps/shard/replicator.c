@@ -509,7 +509,9 @@ static void route_locked(replicator *r, uint64_t pos, const uint64_t *keys, size
                          const void *change, entry_fn make) {
     if (!r->ring || r->self_cur == UINT32_MAX || n == 0 || r->n_live == 0)
         return;
-    const uint32_t per_key = 2 * HASHRING_MAX_REPLICAS;
+    /* a key's targets: its R - 1 backups and the pending ring's R owners at most */
+    const uint32_t per_key =
+        2 * (r->replication < HASHRING_MAX_REPLICAS ? r->replication : HASHRING_MAX_REPLICAS);
     uint32_t *own = malloc(n * per_key * sizeof *own + 1);
     uint32_t *count = calloc(r->n_live + 1, sizeof *count);
     uint32_t *idx = malloc(n * sizeof *idx + 1);

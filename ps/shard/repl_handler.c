@@ -90,7 +90,18 @@ ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void 
                              ctx->id, (unsigned long long)ctx->incarnation);
     repl_stream *stream = NULL;
     uint64_t applied = 0;
-    st = repl_inbox_begin(ctx->inbox, req->from, req->incarnation, &stream, &applied);
+    int64_t wait_ms = rpc_ctx_deadline_ms(rc); /* INT64_MAX: the call has no deadline */
+    if (wait_ms > REPLICATE_ORDER_WAIT_MS)
+        wait_ms = REPLICATE_ORDER_WAIT_MS;
+    st = repl_inbox_begin_at(ctx->inbox, req->from, req->incarnation, req->sync ? 0 : req->first,
+                             ps_now_ms() + wait_ms, &stream, &applied);
+    if (st == PS_STATUS_UNAVAILABLE)
+        return rpc_ctx_error(rc, st,
+                             "replicate from %s: records %llu to %llu have not arrived before "
+                             "record %llu (waited %lld ms): send them first",
+                             req->from, (unsigned long long)applied + 1,
+                             (unsigned long long)req->first - 1, (unsigned long long)req->first,
+                             (long long)wait_ms);
     if (st != PS_STATUS_OK)
         return rpc_ctx_error(rc, st, "replicate from '%s': %s", req->from ? req->from : "",
                              ps_status_str(st));

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "hashring.h"
+#include "util.h"
 
 struct repl_stream {
     char from[HASHRING_ID_MAX + 1];
@@ -81,6 +82,12 @@ static repl_stream *slot_locked(repl_inbox *in, const char *from, ps_status *ret
 
 ps_status repl_inbox_begin(repl_inbox *in, const char *from, uint64_t incarnation,
                            repl_stream **ret_stream, uint64_t *ret_applied) {
+    return repl_inbox_begin_at(in, from, incarnation, 0, 0, ret_stream, ret_applied);
+}
+
+ps_status repl_inbox_begin_at(repl_inbox *in, const char *from, uint64_t incarnation,
+                              uint64_t first, int64_t deadline_ms, repl_stream **ret_stream,
+                              uint64_t *ret_applied) {
     if (!from || !from[0] || strlen(from) > HASHRING_ID_MAX)
         return PS_STATUS_INVALID_ARGUMENT;
     ps_status st = PS_STATUS_OK;
@@ -88,15 +95,28 @@ ps_status repl_inbox_begin(repl_inbox *in, const char *from, uint64_t incarnatio
     repl_stream *s;
     for (;;) {
         s = slot_locked(in, from, &st);
-        if (!s || !s->busy)
+        if (!s)
             break;
-        pthread_cond_wait(&in->idle, &in->lock); /* another call applies this stream */
-    }
-    if (s) {
+        if (s->busy) { /* another call applies this stream */
+            pthread_cond_wait(&in->idle, &in->lock);
+            continue;
+        }
         if (s->incarnation != incarnation) { /* a restarted primary: a new stream */
             s->incarnation = incarnation;
             s->applied = 0;
         }
+        if (first <= 1 || s->applied >= first - 1)
+            break;
+        int64_t left = deadline_ms - ps_now_ms(); /* a batch before this one is due */
+        if (left <= 0) {
+            *ret_applied = s->applied;
+            pthread_mutex_unlock(&in->lock);
+            return PS_STATUS_UNAVAILABLE;
+        }
+        struct timespec ts = ps_abstime_after_ms(left);
+        pthread_cond_timedwait(&in->idle, &in->lock, &ts);
+    }
+    if (s) {
         s->busy = true;
         s->last_used = ++in->tick;
         *ret_stream = s;

@@ -5,7 +5,8 @@
  * sends a batch again when an answer was lost, so a backup skips the records it
  * already applied; and it may send it again while the first call is still being
  * applied, so each stream is applied by one call at a time (repl_inbox_begin holds the
- * stream's lock until repl_inbox_end). A primary that restarted (a new incarnation)
+ * stream's lock until repl_inbox_end), and in order: a batch waits for the batches
+ * before it (repl_inbox_begin_at). A primary that restarted (a new incarnation)
  * starts a new stream. The number of primaries kept is bounded (REPL_INBOX_MAX_PEERS):
  * past it the stream idle longest is forgotten. Thread-safe.
  */
@@ -31,6 +32,14 @@ void repl_inbox_destroy(repl_inbox *inbox); /* accepts NULL; no stream may be be
  * stream is in use; NO_MEMORY. */
 ps_status repl_inbox_begin(repl_inbox *inbox, const char *from, uint64_t incarnation,
                            repl_stream **ret_stream, uint64_t *ret_applied);
+/* repl_inbox_begin, and then (not for syncs) waits until the stream has applied every
+ * record before `first` (a primary keeps several batches in flight; they may arrive out
+ * of order, and each must apply after the one before). UNAVAILABLE, with nothing
+ * locked and *ret_applied set, when they have not come by deadline_ms (ps_now_ms
+ * clock): the primary sends again from its first unanswered record. */
+ps_status repl_inbox_begin_at(repl_inbox *inbox, const char *from, uint64_t incarnation,
+                              uint64_t first, int64_t deadline_ms, repl_stream **ret_stream,
+                              uint64_t *ret_applied);
 /* Records the last number applied and unlocks the stream. It never lowers the number,
  * except with reset (a sync: the stream goes on from there). */
 void repl_inbox_end(repl_inbox *inbox, repl_stream *stream, uint64_t applied, bool reset);

@@ -48,11 +48,33 @@ void repl_drop_queue_locked(repl_target *t) {
     while (t->head) {
         repl_entry *e = t->head;
         t->head = e->next;
-        repl_entry_free(e);
+        if (e->in_batch) { /* a call holds it: its lane frees it when it returns */
+            e->orphan = true;
+            if (t->orphans++ == 0 || e->pos < t->orphan_min_pos)
+                t->orphan_min_pos = e->pos;
+        } else {
+            repl_entry_free(e);
+        }
     }
-    t->tail = NULL;
+    t->tail = t->send_next = NULL;
     t->queued = t->queued_bytes = 0;
     pthread_cond_broadcast(&t->r->changed);
+}
+
+/* Frees the entries at the queue's head the backup has applied and no call holds (lock
+ * held). */
+static void pop_acked_locked(repl_target *t) {
+    while (t->head && t->head->num <= t->acked_num && !t->head->in_batch) {
+        repl_entry *e = t->head;
+        t->head = e->next;
+        if (t->send_next == e)
+            t->send_next = e->next;
+        t->queued--;
+        t->queued_bytes -= e->bytes;
+        repl_entry_free(e);
+    }
+    if (!t->head)
+        t->tail = NULL;
 }
 
 /* The target lost changes (or may have): it must be sent everything again, and what it
@@ -63,12 +85,18 @@ static void need_sync_locked(repl_target *t, const char *why) {
     repl_drop_queue_locked(t);
 }
 
+/* What gRPC still holds of one batch's parts. */
+typedef struct repl_batch {
+    replicator *r;
+    atomic_size_t parts_out;
+} repl_batch;
+
 static void part_released(void *arg) {
-    repl_target *t = arg;
-    if (atomic_fetch_sub(&t->parts_out, 1) == 1) {
-        pthread_mutex_lock(&t->r->lock);
-        pthread_cond_broadcast(&t->r->changed);
-        pthread_mutex_unlock(&t->r->lock);
+    repl_batch *b = arg;
+    if (atomic_fetch_sub(&b->parts_out, 1) == 1) {
+        pthread_mutex_lock(&b->r->lock);
+        pthread_cond_broadcast(&b->r->changed);
+        pthread_mutex_unlock(&b->r->lock);
     }
 }
 
@@ -105,38 +133,51 @@ ps_status repl_send(repl_target *t, const rpc_bytes_part *parts, size_t n_parts,
     return PS_STATUS_OK;
 }
 
-/* Sends the first `count` queued entries (lock NOT held; the sender alone pops them, so
- * they stay). Returns the call's status; err says why it failed. */
-static ps_status send_batch(repl_target *t, repl_entry *first, uint32_t count, char *err,
-                            size_t err_len) {
+/* Sends `count` entries from `first` on (lock NOT held; they are marked in_batch, so
+ * they stay), then waits (lock held again on return) until gRPC holds none of their
+ * parts. Returns the call's status and in *ret_applied the backup's answer; err says
+ * why it failed. */
+static ps_status send_batch(repl_target *t, repl_entry *first, uint32_t count,
+                            uint64_t *ret_applied, char *err, size_t err_len) {
+    replicator *r = t->r;
     size_t n_parts = 0;
     repl_entry *e = first;
     for (uint32_t i = 0; i < count; i++, e = e->next)
         n_parts += 1 + (size_t)e->enc.n_iov;
     rpc_bytes_part *parts = calloc(n_parts + 1, sizeof *parts);
-    if (!parts) {
+    repl_batch *b = malloc(sizeof *b);
+    if (!parts || !b) {
+        free(parts);
+        free(b);
         ps_set_err(err, err_len, "out of memory for a batch of %u records", count);
+        pthread_mutex_lock(&r->lock);
         return PS_STATUS_NO_MEMORY;
     }
+    b->r = r;
+    atomic_init(&b->parts_out, n_parts);
     size_t k = 0;
     e = first;
     for (uint32_t i = 0; i < count; i++, e = e->next) {
-        parts[k++] = (rpc_bytes_part){e->head, REPLICATOR_FRAME_HEAD, part_released, t};
+        parts[k++] = (rpc_bytes_part){e->head, REPLICATOR_FRAME_HEAD, part_released, b};
         for (int j = 0; j < e->enc.n_iov; j++)
             parts[k++] =
-                (rpc_bytes_part){e->enc.iov[j].iov_base, e->enc.iov[j].iov_len, part_released, t};
+                (rpc_bytes_part){e->enc.iov[j].iov_base, e->enc.iov[j].iov_len, part_released, b};
     }
-    atomic_store(&t->parts_out, n_parts);
     uint64_t applied = 0, inc = 0;
     ps_status st =
         repl_send(t, parts, n_parts, count, first->num, false, 0, &applied, &inc, err, err_len);
     free(parts);
+    pthread_mutex_lock(&r->lock);
+    while (atomic_load(&b->parts_out) > 0) /* gRPC still holds some of the parts */
+        pthread_cond_wait(&r->changed, &r->lock);
+    free(b);
     uint64_t last = first->num + count - 1;
     if (st == PS_STATUS_OK && applied < last) {
         ps_set_err(err, err_len, "it answered records up to %llu applied, not %llu",
                    (unsigned long long)applied, (unsigned long long)last);
         st = PS_STATUS_INTERNAL;
     }
+    *ret_applied = applied;
     return st;
 }
 
@@ -147,71 +188,116 @@ static bool refused(ps_status st) {
            st == PS_STATUS_INTERNAL || st == PS_STATUS_RESOURCE_EXHAUSTED;
 }
 
-static void *sender_main(void *arg) {
-    repl_target *t = arg;
+/* Lane 0's part: runs the sync the target needs once no call is out (lock held). */
+static void lane_sync_locked(repl_target *t, int *backoff) {
+    replicator *r = t->r;
+    pthread_mutex_unlock(&r->lock);
+    char why[200];
+    ps_status st = repl_sync(t, why, sizeof why);
+    pthread_mutex_lock(&r->lock);
+    t->syncing = false;
+    if (st == PS_STATUS_OK && t->redo_full) { /* the ring moved under it */
+        t->redo_full = false;
+        need_sync_locked(t, "the ring changed during a sync: syncing again");
+        return;
+    }
+    if (st == PS_STATUS_OK) {
+        t->failing_since = 0;
+        *backoff = BACKOFF_MIN_MS;
+        pthread_cond_broadcast(&r->changed);
+        return;
+    }
+    /* the changes queued after its point need the images that did not arrive */
+    t->redo_full = false;
+    need_sync_locked(t, why);
+    r->failed_calls++;
+    struct timespec ts = ps_abstime_after_ms(*backoff);
+    pthread_cond_timedwait(&r->changed, &r->lock, &ts);
+    *backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
+}
+
+/* Takes the next unsent run of the queue for one call (lock held): marks its entries
+ * in_batch and returns the first, or NULL when there is nothing to take now. */
+static repl_entry *take_batch_locked(repl_target *t, uint32_t *ret_count) {
+    if (t->need_sync || t->syncing)
+        return NULL; /* lane 0 syncs first; changes after its point follow its images */
+    if (t->rewind) {
+        if (t->in_flight > 0)
+            return NULL; /* the calls out return first */
+        t->rewind = false;
+        pop_acked_locked(t);
+        t->send_next = t->head; /* again from the first unanswered entry */
+    }
+    repl_entry *first = t->send_next, *e = first;
+    uint32_t count = 0;
+    uint64_t bytes = 0;
+    while (e && count < REPLICATOR_MAX_BATCH_RECORDS &&
+           (count == 0 || bytes + e->bytes <= t->r->opts.max_batch_bytes)) {
+        e->in_batch = true;
+        bytes += e->bytes;
+        count++;
+        e = e->next;
+    }
+    t->send_next = e;
+    *ret_count = count;
+    return first;
+}
+
+/* A lane's call came back (lock held): its entries are released (orphans freed), and
+ * on success what the backup applied is popped. */
+static void batch_done_locked(repl_target *t, repl_entry *first, uint32_t count, ps_status st,
+                              uint64_t applied) {
+    repl_entry *e = first;
+    for (uint32_t i = 0; i < count; i++) {
+        repl_entry *next = e->next;
+        e->in_batch = false;
+        if (e->orphan) {
+            t->orphans--;
+            repl_entry_free(e);
+        }
+        e = next;
+    }
+    t->in_flight--;
+    if (st == PS_STATUS_OK) {
+        if (applied > t->acked_num)
+            t->acked_num = applied;
+        t->r->sent_records += count;
+        pop_acked_locked(t);
+    } else {
+        t->rewind = true;
+    }
+    pthread_cond_broadcast(&t->r->changed);
+}
+
+static void *lane_main(void *arg) {
+    repl_lane *lane = arg;
+    repl_target *t = lane->t;
     replicator *r = t->r;
     int backoff = BACKOFF_MIN_MS;
     pthread_mutex_lock(&r->lock);
     while (!t->removed && !r->stopping) {
         if (t->need_sync) {
-            pthread_mutex_unlock(&r->lock);
-            char why[200];
-            ps_status st = repl_sync(t, why, sizeof why);
-            pthread_mutex_lock(&r->lock);
-            t->syncing = false;
-            if (st == PS_STATUS_OK && t->redo_full) { /* the ring moved under it */
-                t->redo_full = false;
-                need_sync_locked(t, "the ring changed during a sync: syncing again");
-                continue;
-            }
-            if (st == PS_STATUS_OK) {
-                t->failing_since = 0;
-                backoff = BACKOFF_MIN_MS;
-                pthread_cond_broadcast(&r->changed);
-                continue;
-            }
-            /* the changes queued after its point need the images that did not arrive */
-            t->redo_full = false;
-            need_sync_locked(t, why);
-            r->failed_calls++;
-            struct timespec ts = ps_abstime_after_ms(backoff);
-            pthread_cond_timedwait(&r->changed, &r->lock, &ts);
-            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+            if (lane->index == 0 && t->in_flight == 0)
+                lane_sync_locked(t, &backoff);
+            else
+                pthread_cond_wait(&r->changed, &r->lock);
             continue;
         }
-        if (!t->head) {
+        uint32_t count = 0;
+        repl_entry *first = take_batch_locked(t, &count);
+        if (!first) {
             pthread_cond_wait(&r->changed, &r->lock);
             continue;
         }
-        repl_entry *first = t->head, *e = first;
-        uint32_t count = 0;
-        uint64_t bytes = 0;
-        while (e && count < REPLICATOR_MAX_BATCH_RECORDS &&
-               (count == 0 || bytes + e->bytes <= r->opts.max_batch_bytes)) {
-            bytes += e->bytes;
-            count++;
-            e = e->next;
-        }
+        t->in_flight++;
         pthread_mutex_unlock(&r->lock);
         char why[200];
-        ps_status st = send_batch(t, first, count, why, sizeof why);
-        pthread_mutex_lock(&r->lock);
-        while (atomic_load(&t->parts_out) > 0) /* gRPC still holds some of the parts */
-            pthread_cond_wait(&r->changed, &r->lock);
+        uint64_t applied = 0;
+        ps_status st = send_batch(t, first, count, &applied, why, sizeof why); /* relocks */
+        batch_done_locked(t, first, count, st, applied);
         if (st == PS_STATUS_OK) {
-            for (uint32_t i = 0; i < count && t->head; i++) {
-                repl_entry *done = t->head;
-                t->head = done->next;
-                t->queued--;
-                t->queued_bytes -= done->bytes;
-                repl_entry_free(done);
-            }
-            if (!t->head)
-                t->tail = NULL;
-            r->sent_records += count;
             t->failing_since = 0;
             backoff = BACKOFF_MIN_MS;
-            pthread_cond_broadcast(&r->changed);
             continue;
         }
         r->failed_calls++;
@@ -236,7 +322,8 @@ static void *sender_main(void *arg) {
         pthread_cond_timedwait(&r->changed, &r->lock, &ts);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
-    repl_drop_queue_locked(t);
+    if (--t->lanes_running == 0)
+        repl_drop_queue_locked(t);
     pthread_mutex_unlock(&r->lock);
     return NULL;
 }
@@ -256,8 +343,8 @@ static void reap_removed(replicator *r) {
         pthread_mutex_unlock(&r->lock);
         if (!gone)
             return;
-        if (gone->started)
-            pthread_join(gone->thread, NULL);
+        for (uint32_t i = 0; i < gone->n_lanes; i++)
+            pthread_join(gone->lanes[i].thread, NULL);
         rpc_channel_destroy(gone->channel);
         free(gone);
     }
@@ -305,17 +392,22 @@ static repl_target *target_start_locked(replicator *r, const hashring_node_info 
     t->next_num = 1;
     t->need_sync = t->full = true; /* it learns what it must hold, we its incarnation */
     snprintf(t->why, sizeof t->why, "its first sync has not finished");
-    atomic_init(&t->parts_out, 0);
     if (rpc_channel_create(t->addr, NULL, &t->channel) != PS_STATUS_OK) {
         free(t);
         return NULL;
     }
-    if (pthread_create(&t->thread, NULL, sender_main, t) != 0) {
+    for (uint32_t i = 0; i < REPLICATOR_LANES; i++) {
+        t->lanes[i] = (repl_lane){.t = t, .index = i};
+        if (pthread_create(&t->lanes[i].thread, NULL, lane_main, &t->lanes[i]) != 0)
+            break;
+        t->n_lanes++;
+        t->lanes_running++; /* the lanes wait for the lock we hold */
+    }
+    if (t->n_lanes == 0) {
         rpc_channel_destroy(t->channel);
         free(t);
         return NULL;
     }
-    t->started = true;
     t->next = r->targets;
     r->targets = t;
     return t;
@@ -478,6 +570,8 @@ static void enqueue_locked(repl_target *t, repl_entry *e, uint64_t pos) {
     else
         t->head = e;
     t->tail = e;
+    if (!t->send_next)
+        t->send_next = e;
     t->queued++;
     t->queued_bytes += e->bytes;
 }
@@ -593,7 +687,7 @@ void replicator_delete(replicator *r, uint64_t pos, size_t n, const uint64_t *ke
 /* Some queue still holds an entry at or before pos (lock held). */
 static repl_target *holding_locked(replicator *r, uint64_t pos) {
     for (repl_target *t = r->targets; t; t = t->next)
-        if (t->head && t->head->pos <= pos)
+        if ((t->head && t->head->pos <= pos) || (t->orphans > 0 && t->orphan_min_pos <= pos))
             return t;
     return NULL;
 }

@@ -9,11 +9,17 @@
  * Why it is built this way: the shard's journal calls replicator_push (and _rows,
  * _delete) under the store's write lock, in the order changes are applied, with the
  * position the change got in the shard's journal (its WAL LSN, or a counter without a
- * log). Each backup has one ordered queue, and one sender thread sends it in batches of
- * framed journal records (journal.h: the same records the WAL holds, so a backup applies
- * them through the same prepare and apply as a restart's replay), one call in flight per
- * backup. A backup therefore applies one primary's changes in the primary's order, and
- * non-commutative updates (ASSIGN, optimizer steps) come out the same on every owner.
+ * log). Each backup has one ordered queue, and REPLICATOR_LANES sender threads send it
+ * in batches of framed journal records (journal.h: the same records the WAL holds, so a
+ * backup applies them through the same prepare and apply as a restart's replay): each
+ * lane takes the next unsent run of the queue, so up to that many calls are in flight
+ * and a backup's apply and log wait of one batch overlap the transfer of the next (one
+ * call at a time made each push wait for the sum). The backup applies the batches of a
+ * stream in their numbers' order (a batch that arrives early waits for the one before:
+ * repl_inbox_begin_at), so it applies one primary's changes in the primary's order, and
+ * non-commutative updates (ASSIGN, optimizer steps) come out the same on every owner. A
+ * failed batch makes every lane stop taking, wait for the calls out, and start again
+ * from the first unanswered record.
  * Entries do not copy the pushed values: they point into the request, and the push's
  * handler waits (replicator_wait) until no entry of its position still references it
  * before it returns; a backup that fails for give_up_ms has its queue dropped, so that
@@ -51,6 +57,8 @@
 #define REPLICATOR_MAX_BATCH_RECORDS 4096u      /* records per call */
 #define REPLICATOR_MAX_FRAME_BYTES (256u << 20) /* one record (a backup refuses more) */
 #define REPLICATOR_FRAME_HEAD 8                 /* u8 type, 3 zero bytes, u32 length */
+#define REPLICATOR_LANES 4           /* Replicate calls in flight to one backup at a time */
+#define REPLICATE_ORDER_WAIT_MS 2000 /* a backup waits this long for an earlier batch */
 
 typedef struct replicator replicator;
 

@@ -24,6 +24,8 @@ typedef struct repl_entry {
     uint64_t *keys;     /* a rows change's ids, a delete's keys */
     uint8_t *values;    /* a rows change's values */
     size_t bytes;       /* the frame's bytes, head included */
+    bool in_batch;      /* a lane's call holds it: only that lane frees it */
+    bool orphan;        /* dropped from the queue while in a batch: the lane frees it */
 } repl_entry;
 
 void repl_entry_free(repl_entry *entry); /* accepts NULL */
@@ -34,6 +36,15 @@ repl_entry *repl_entry_push(const store_push *push, const uint32_t *idx, size_t 
 repl_entry *repl_entry_rows(const row_push *push, const uint32_t *idx, size_t m);
 repl_entry *repl_entry_delete(const uint64_t *keys, size_t n, const uint32_t *idx, size_t m);
 
+struct repl_target;
+
+/* One of a target's sender threads. */
+typedef struct repl_lane {
+    struct repl_target *t;
+    uint32_t index; /* lane 0 also runs the target's syncs */
+    pthread_t thread;
+} repl_lane;
+
 /* One backup. */
 typedef struct repl_target {
     struct repl_target *next; /* every target, also removed ones not yet joined */
@@ -42,27 +53,35 @@ typedef struct repl_target {
     char addr[HASHRING_ADDR_MAX + 1];
     rpc_channel *channel;
     repl_entry *head, *tail; /* queued, not yet acknowledged, in order */
+    repl_entry *send_next;   /* the first entry no lane has taken yet (NULL: none) */
+    uint64_t acked_num;      /* the backup applied every record numbered up to this */
+    uint32_t in_flight;      /* lanes with a call out */
+    uint64_t orphans;        /* dropped entries calls still hold (they point into
+                                requests: the pushes wait for them too) */
+    uint64_t orphan_min_pos; /* the lowest position among them (while orphans > 0) */
+    bool rewind;             /* a call failed: lanes take nothing until none is out, then
+                                start again from the first unanswered entry */
     uint64_t next_num;       /* the next entry's stream number */
     uint64_t queued, queued_bytes;
-    bool removed;            /* off the ring: the sender ends and releases the queue */
-    bool need_sync;          /* a sync must run before the queue is sent (until it starts,
-                                changes to keys it did not hold are left to its images) */
-    bool full;               /* that sync sends everything it should hold (it lost
-                                changes, restarted, or is new) */
-    bool redo_full;          /* the ring changed during the running sync: redo it whole */
-    bool syncing;            /* a sync runs: changes after sync_pos are queued */
-    uint64_t sync_pos;       /* the running sync's point */
-    uint64_t synced_for;     /* the pending epoch its last sync covered (0: none) */
-    uint64_t sync_total;     /* chunks the running sync sends, once exported (0: none) */
-    uint64_t sync_done;      /* of them, sent */
-    uint32_t slot;           /* its index among the live targets */
-    uint32_t idx_settled;    /* its index in the settled ring (UINT32_MAX: not on it) */
-    uint64_t peer_inc;       /* the backup's incarnation, learned by the last sync */
-    char why[256];           /* why it needs a sync or fails */
-    int64_t failing_since;   /* ps_now_ms of the first failure in a row; 0 = none */
-    atomic_size_t parts_out; /* parts of the batch in flight gRPC still holds */
-    pthread_t thread;
-    bool started, joined;
+    bool removed;          /* off the ring: the sender ends and releases the queue */
+    bool need_sync;        /* a sync must run before the queue is sent (until it starts,
+                              changes to keys it did not hold are left to its images) */
+    bool full;             /* that sync sends everything it should hold (it lost
+                              changes, restarted, or is new) */
+    bool redo_full;        /* the ring changed during the running sync: redo it whole */
+    bool syncing;          /* a sync runs: changes after sync_pos are queued */
+    uint64_t sync_pos;     /* the running sync's point */
+    uint64_t synced_for;   /* the pending epoch its last sync covered (0: none) */
+    uint64_t sync_total;   /* chunks the running sync sends, once exported (0: none) */
+    uint64_t sync_done;    /* of them, sent */
+    uint32_t slot;         /* its index among the live targets */
+    uint32_t idx_settled;  /* its index in the settled ring (UINT32_MAX: not on it) */
+    uint64_t peer_inc;     /* the backup's incarnation, learned by the last sync */
+    char why[256];         /* why it needs a sync or fails */
+    int64_t failing_since; /* ps_now_ms of the first failure in a row; 0 = none */
+    repl_lane lanes[REPLICATOR_LANES];
+    uint32_t n_lanes;       /* started */
+    uint32_t lanes_running; /* not yet ended */
 } repl_target;
 
 struct replicator {

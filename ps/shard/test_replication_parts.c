@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "dedup.h"
@@ -29,6 +30,7 @@
 #include "repl_inbox.h"
 #include "replicator_internal.h"
 #include "test_store.h"
+#include "util.h"
 
 static void test_dedup_finds_what_a_request_applied(void **state) {
     (void)state;
@@ -191,6 +193,62 @@ static void test_inbox_one_call_per_stream_at_a_time(void **state) {
     repl_inbox_destroy(in);
 }
 
+typedef struct later_batch {
+    repl_inbox *in;
+    uint64_t first, applied;
+    ps_status st;
+} later_batch;
+
+static void *begin_later(void *arg) {
+    later_batch *c = arg;
+    repl_stream *s = NULL;
+    c->st =
+        repl_inbox_begin_at(c->in, "shard-3", 7, c->first, ps_now_ms() + 10000, &s, &c->applied);
+    if (c->st == PS_STATUS_OK)
+        repl_inbox_end(c->in, s, c->first + 4, false);
+    return NULL;
+}
+
+/* Pipelined batches may arrive out of order: the later one waits for the earlier. */
+static void test_inbox_applies_batches_in_order(void **state) {
+    (void)state;
+    repl_inbox *in = NULL;
+    assert_int_equal(repl_inbox_create(&in), PS_STATUS_OK);
+    repl_stream *s = NULL;
+    uint64_t applied = 0;
+    assert_int_equal(repl_inbox_begin_at(in, "shard-3", 7, 1, ps_now_ms() + 10000, &s, &applied),
+                     PS_STATUS_OK);
+    repl_inbox_end(in, s, 5, false); /* records 1..5 */
+    later_batch c = {.in = in, .first = 11};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, begin_later, &c), 0);
+    usleep(50 * 1000); /* it arrived before records 6..10: it must wait for them */
+    assert_int_equal(repl_inbox_begin_at(in, "shard-3", 7, 6, ps_now_ms() + 10000, &s, &applied),
+                     PS_STATUS_OK);
+    assert_int_equal(applied, 5);
+    repl_inbox_end(in, s, 10, false);
+    pthread_join(t, NULL);
+    assert_int_equal(c.st, PS_STATUS_OK);
+    assert_int_equal(c.applied, 10); /* it began after 6..10 were applied */
+    assert_int_equal(repl_inbox_begin(in, "shard-3", 7, &s, &applied), PS_STATUS_OK);
+    assert_int_equal(applied, 15);
+    repl_inbox_end(in, s, applied, false);
+    /* a batch whose predecessors never come: UNAVAILABLE by the deadline, nothing held */
+    int64_t t0 = ps_now_ms();
+    assert_int_equal(repl_inbox_begin_at(in, "shard-3", 7, 40, t0 + 100, &s, &applied),
+                     PS_STATUS_UNAVAILABLE);
+    assert_true(ps_now_ms() - t0 >= 100);
+    assert_int_equal(applied, 15);
+    assert_int_equal(repl_inbox_begin_at(in, "shard-3", 7, 16, t0, &s, &applied), PS_STATUS_OK);
+    repl_inbox_end(in, s, 16, false);
+    /* a sync's batch (first 0) and a resent one (first <= applied + 1) never wait */
+    assert_int_equal(repl_inbox_begin_at(in, "shard-3", 7, 0, 0, &s, &applied), PS_STATUS_OK);
+    repl_inbox_end(in, s, applied, false);
+    assert_int_equal(repl_inbox_begin_at(in, "shard-3", 7, 3, 0, &s, &applied), PS_STATUS_OK);
+    repl_inbox_end(in, s, applied, false);
+    repl_inbox_destroy(in);
+}
+
 static hashring *ring_of(const char *const *ids, int n, uint64_t epoch) {
     hashring *r = NULL;
     assert_int_equal(hashring_create(50, &r), PS_STATUS_OK);
@@ -324,6 +382,7 @@ int main(void) {
         cmocka_unit_test(test_push_subset_slices_values_across_pieces),
         cmocka_unit_test(test_inbox_streams),
         cmocka_unit_test(test_inbox_one_call_per_stream_at_a_time),
+        cmocka_unit_test(test_inbox_applies_batches_in_order),
         cmocka_unit_test(test_routing_with_a_pending_ring),
         cmocka_unit_test(test_gc_drops_only_chunks_owned_by_no_role),
     };

@@ -115,8 +115,14 @@ ps_status repl_send(repl_target *t, const rpc_bytes_part *parts, size_t n_parts,
 /* replicator_sync.c: syncs the target (lock NOT held; its sender runs it). */
 ps_status repl_sync(repl_target *t, char *err, size_t err_len);
 
-/* Drops the target's queue (lock held). */
+/* Drops the target's queue (lock held); entries a call holds become orphans its lane
+ * frees. */
 void repl_drop_queue_locked(repl_target *t);
+/* The target lost changes (or may have): it must be synced whole, and its queue goes
+ * (lock held). */
+void repl_need_sync_locked(repl_target *t, const char *why);
+/* replicator_lanes.c: one sender lane's thread (arg: its repl_lane). */
+void *repl_lane_main(void *arg);
 
 /* The targets a change to key must go to: none unless self is the key's primary on cur;
  * else its other owners there and every owner pend (may be NULL) gives it, as targets

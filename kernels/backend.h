@@ -139,6 +139,11 @@ typedef struct kernels_backend_iface {
     /* Optional: what the stream's last failed call was, e.g. "cublasLtMatmul: ...";
      * "" when nothing failed. Owned by exec, valid until the next op on the stream. */
     const char *(*last_error)(void *exec);
+
+    /* Optional op (ops.h), added last so that a module built before it (the loader
+     * zeroes the iface it fills) simply lacks it. */
+    ps_status (*l2_normalize)(void *exec, const float *x, size_t rows, size_t cols, float eps,
+                              float *y);
 } kernels_backend_iface;
 
 /* The init of a loadable backend (KERNELS_BACKEND_MODULE_INIT). */

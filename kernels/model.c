@@ -173,6 +173,9 @@ ps_status model_create(const model_config *cfg, const model_tensor_desc *params,
     }
     st = plan_values(m, shapes, err, err_len);
     if (st == PS_STATUS_OK) {
+        st = model_seq_plan(m, err, err_len);
+    }
+    if (st == PS_STATUS_OK) {
         st = model_bag_plan(m, err, err_len);
     }
     if (st != PS_STATUS_OK) {

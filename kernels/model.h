@@ -26,7 +26,10 @@
  * Inference: inputs are given by name, each contiguous row-major with the full shape
  * (batch dim first when max_batch_size > 0, 1 <= batch <= max_batch_size, the same
  * batch for every input; the other dims exactly as configured): FP32 inputs as floats
- * (model_input.data), INT64 inputs as ids (model_input.ids; an id < 0 is padding).
+ * (model_input.data), INT64 inputs as ids (model_input.ids): for an embedding_bag an id
+ * < 0 is padding; an embedding's ids must be rows of its table (INVALID_ARGUMENT naming
+ * the input and the id otherwise, before any layer runs); a mask's are 0 for padding,
+ * anything else a token (converted to FP32 in the workspace).
  * Every model input must be given. Outputs are asked for by name (any subset, any
  * order); each lands in the caller's buffer, or when none is given, in the workspace
  * (valid until the workspace's next use).

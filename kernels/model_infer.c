@@ -1,6 +1,7 @@
 /* model_infer.c: the forward pass (see model.h): inputs and outputs checked against
- * the plan, the table rows read (model_bag.c), one backend call per layer, the outputs
- * copied out. With a workspace nothing is allocated. */
+ * the plan, the token ids checked and the masks converted (model_seq.c), the table rows
+ * read (model_bag.c), one backend call per layer, the outputs copied out. With a
+ * workspace nothing is allocated. */
 #include "model_internal.h"
 #include "util.h"
 
@@ -200,6 +201,13 @@ static ps_status run_layer(const model *m, const model_workspace *ws, size_t l, 
     case MODEL_CONFIG_OP_LAYERNORM:
         st = model_image_run(m, x, l, batch, y);
         break;
+    case MODEL_CONFIG_OP_EMBEDDING:
+    case MODEL_CONFIG_OP_POSITION_EMBEDDING:
+    case MODEL_CONFIG_OP_ATTENTION:
+    case MODEL_CONFIG_OP_MEAN_POOL:
+    case MODEL_CONFIG_OP_L2_NORMALIZE:
+        st = model_seq_run(m, ws, x, l, batch, y);
+        break;
     }
     if (st == PS_STATUS_UNIMPLEMENTED) {
         ps_set_err(err, err_len, "layer \"%s\": backend \"%s\" has no %s op", layer->name,
@@ -282,6 +290,10 @@ ps_status model_infer(const model *m, model_workspace *ws, const model_input *in
         ws = tmp;
         memcpy(ws->ptrs, in_ptrs, m->n_inputs * sizeof(*in_ptrs));
         memcpy(ws->ids, in_ids, m->n_inputs * sizeof(*in_ids));
+    }
+    st = model_seq_prepare(m, ws, batch, err, err_len);
+    if (st != PS_STATUS_OK) {
+        goto out_scratch;
     }
     if (!rows_held) {
         st = model_bag_fetch(m, ws, batch, err, err_len);

@@ -1,12 +1,14 @@
 /* model_internal.h: the model instance's private layout and what its files share. Not
  * for other modules: they see model.h.
  *
- * One module in four files, over these structs:
+ * One module in six files, over these structs:
  *   model.c        create (the plan), destroy, accessors, parameters, workspaces
  *   model_load.c   instances from safetensors files and model directories
  *   model_infer.c  input and output checks, the layer loop (model_infer)
  *   model_bag.c    embedding bags: their plan, workspace part, row reads and op
  *   model_image.c  conv2d, pools, flatten, reshape, layernorm and elementwise layers
+ *   model_seq.c    the sequence layers (embedding, position_embedding, attention,
+ *                  mean_pool, l2_normalize), their ids checks and INT64 masks
  */
 #ifndef PS_KERNELS_MODEL_INTERNAL_H
 #define PS_KERNELS_MODEL_INTERNAL_H
@@ -19,15 +21,6 @@
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "parameter bytes are little-endian; this code assumes a little-endian host"
-/* model_infer.c */
-kernels_activation model_activation_to_backend(model_config_activation a);
-
-/* model_image.c */
-/* Runs layer l (conv2d, maxpool2d, avgpool2d, flatten, reshape, layernorm, gelu, tanh or
- * sigmoid)
- * on x, its input for `batch` samples, into y; INTERNAL for other ops. */
-ps_status model_image_run(const model *m, const float *x, size_t l, size_t batch, float *y);
-
 #endif
 
 #define SLOT_ALIGN_FLOATS 16 /* workspace slots start on 64-byte boundaries */
@@ -44,7 +37,10 @@ typedef struct model_value {
     size_t rows;            /* rows per sample: product of the dims between batch and last */
     size_t cols;            /* the last dim */
     size_t per_sample;      /* rows * cols */
-    size_t slot;            /* workspace offset per batch_cap, floats (layer outputs) */
+    size_t slot;            /* workspace offset per batch_cap, floats (layer outputs, and
+                               int_mask inputs) */
+    bool int_mask;          /* an INT64 input some layer reads as a mask: model_seq_prepare
+                               converts it to floats (non-zero: 1) into its slot */
 } model_value;
 
 /* One embedding_bag layer, planned at create. Per unit of batch capacity it has `len`
@@ -126,5 +122,19 @@ kernels_activation model_activation_to_backend(model_config_activation a);
  * sigmoid)
  * on x, its input for `batch` samples, into y; INTERNAL for other ops. */
 ps_status model_image_run(const model *m, const float *x, size_t l, size_t batch, float *y);
+
+/* model_seq.c */
+/* Gives every INT64 input that a layer reads as a mask a workspace slot (after the
+ * layer outputs'). RESOURCE_EXHAUSTED when the workspace would overflow. */
+ps_status model_seq_plan(model *m, char *err, size_t err_len);
+/* Before any layer runs on a checked batch (ws->ids set): every id an embedding layer
+ * reads must be a row of its table (INVALID_ARGUMENT naming the input, the position and
+ * the id), and the INT64 masks are converted to floats. */
+ps_status model_seq_prepare(const model *m, model_workspace *ws, size_t batch, char *err,
+                            size_t err_len);
+/* Runs sequence layer l on x, its first input for `batch` samples, into y; INTERNAL for
+ * other ops. */
+ps_status model_seq_run(const model *m, const model_workspace *ws, const float *x, size_t l,
+                        size_t batch, float *y);
 
 #endif

@@ -153,6 +153,11 @@ ps_status kernels_op_attention(kernels_stream *s, const kernels_attention_shape 
  * plain mean over the tokens. */
 ps_status kernels_op_mean_pool(kernels_stream *s, const float *x, size_t batch, size_t seq,
                                size_t dim, const float *mask, float *y);
+/* y[r, :] = x[r, :] / max(||x[r, :]||_2, eps) for each row (torch.nn.functional.normalize
+ * over the last axis; sentence embeddings use eps 1e-12). eps finite and > 0. y may equal
+ * x. Optional in a backend: the CUDA backend has none yet (UNIMPLEMENTED). */
+ps_status kernels_op_l2_normalize(kernels_stream *s, const float *x, size_t rows, size_t cols,
+                                  float eps, float *y);
 
 /* ------------------------------------------------------------------------------------ */
 /* Tables and tensors (ops_tensor.c) */

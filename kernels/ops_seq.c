@@ -1,5 +1,6 @@
 /* ops_seq.c: dispatchers of the row and sequence ops (see ops.h): activation,
- * softmax, layernorm, attention, mean pooling. Checks first, then the backend.
+ * softmax, layernorm, attention, mean pooling, L2 normalisation. Checks first, then the
+ * backend.
  */
 #include "backend_internal.h"
 
@@ -78,4 +79,19 @@ ps_status kernels_op_mean_pool(kernels_stream *s, const float *x, size_t batch, 
         return PS_STATUS_UNIMPLEMENTED;
     }
     return iface->mean_pool(s->exec, x, batch, seq, dim, mask, y);
+}
+
+ps_status kernels_op_l2_normalize(kernels_stream *s, const float *x, size_t rows, size_t cols,
+                                  float eps, float *y) {
+    size_t n;
+    /* eps > 0 and <= FLT_MAX: also false for NaN and infinity. */
+    if (s == NULL || x == NULL || y == NULL || !kernels_size_ok(rows) || !kernels_size_ok(cols) ||
+        !kernels_mul_ok(rows, cols, &n) || !(eps > 0.0f && eps <= FLT_MAX)) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    const kernels_backend_iface *iface = kernels_stream_iface(s);
+    if (iface->l2_normalize == NULL) {
+        return PS_STATUS_UNIMPLEMENTED;
+    }
+    return iface->l2_normalize(s->exec, x, rows, cols, eps, y);
 }

@@ -127,6 +127,15 @@ static void test_seq_hostile(void **state) {
     assert_int_equal(kernels_op_mean_pool(s, v, 1, 0, 1, NULL, v), BAD);
     assert_int_equal(kernels_op_mean_pool(s, v, HALF, HALF, 1, NULL, v), BAD);
     assert_int_equal(kernels_op_mean_pool(s, v, 1, 1, 1, NULL, NULL), BAD);
+    assert_int_equal(kernels_op_l2_normalize(NULL, v, 1, 1, 1e-12f, v), BAD);
+    assert_int_equal(kernels_op_l2_normalize(s, NULL, 1, 1, 1e-12f, v), BAD);
+    assert_int_equal(kernels_op_l2_normalize(s, v, 1, 1, 1e-12f, NULL), BAD);
+    assert_int_equal(kernels_op_l2_normalize(s, v, 0, 1, 1e-12f, v), BAD);
+    assert_int_equal(kernels_op_l2_normalize(s, v, 1, 0, 1e-12f, v), BAD);
+    assert_int_equal(kernels_op_l2_normalize(s, v, HALF, HALF, 1e-12f, v), BAD);
+    assert_int_equal(kernels_op_l2_normalize(s, v, 1, 1, 0.0f, v), BAD);
+    assert_int_equal(kernels_op_l2_normalize(s, v, 1, 1, NAN, v), BAD);
+    assert_int_equal(kernels_op_l2_normalize(s, v, 1, 1, INFINITY, v), BAD);
 }
 
 static void test_tensor_hostile(void **state) {

@@ -1,10 +1,10 @@
-/* test_ops_seq.c: activation, softmax, layernorm, attention and mean pooling against
- * double references (test_ops.h).
+/* test_ops_seq.c: activation, softmax, layernorm, attention, mean pooling and L2
+ * normalisation against double references (test_ops.h).
  *
  * Tolerances: activations atol 1e-6, rtol 1e-5 (a few ulp of expf/tanhf/erff);
  * softmax atol 1e-6, rtol 1e-5; layernorm atol 1e-5, rtol 1e-5 (outputs of a few
  * units); attention atol 1e-5, rtol 1e-4 (two GEMMs around a softmax); mean pooling
- * atol 1e-6, rtol 1e-5.
+ * atol 1e-6, rtol 1e-5; L2 normalisation atol 1e-6, rtol 1e-5 (outputs within [-1, 1]).
  */
 #include <math.h>
 #include <stdio.h>
@@ -264,9 +264,62 @@ static void test_mean_pool(void **state) {
     }
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* L2 normalisation */
+
+/* Row kinds: 0 random, 1 all zeros (norm below eps: divided by eps, so zeros), 2 tiny
+ * values (norm below eps: x / eps), 3 large values (squares past float's range). */
+static void check_l2_normalize(ops_env *env, size_t rows, size_t cols, int kind) {
+    const float eps = 1e-12f;
+    float *x = ops_host_rand(env, rows * cols, -2, 2);
+    for (size_t i = 0; i < rows * cols; i++) {
+        x[i] = kind == 1 ? 0.0f : kind == 2 ? x[i] * 1e-16f : kind == 3 ? x[i] * 1e30f : x[i];
+    }
+    double *want = malloc(rows * cols * sizeof(*want));
+    assert_non_null(want);
+    for (size_t r = 0; r < rows; r++) {
+        double sq = 0;
+        for (size_t c = 0; c < cols; c++) {
+            sq += (double)x[r * cols + c] * x[r * cols + c];
+        }
+        const double norm = fmax(sqrt(sq), (double)eps);
+        for (size_t c = 0; c < cols; c++) {
+            want[r * cols + c] = x[r * cols + c] / norm;
+        }
+    }
+    float *dx = ops_dev_put(env, x, rows * cols), *dy = ops_dev_nan(env, rows * cols);
+    char what[64];
+    snprintf(what, sizeof(what), "l2_normalize %zux%zu kind=%d", rows, cols, kind);
+    const ps_status st = kernels_op_l2_normalize(env->s, dx, rows, cols, eps, dy);
+    if (st == PS_STATUS_UNIMPLEMENTED && !kernels_backend_host_memory(env->be)) {
+        print_message("# %s: UNIMPLEMENTED on backend %s (allowed, ops.h)\n", what,
+                      kernels_backend_name(env->be));
+    } else {
+        assert_int_equal(st, PS_STATUS_OK);
+        ops_expect_dev(env, what, dy, want, rows * cols, 1e-6, 1e-5);
+        /* in place */
+        assert_int_equal(kernels_op_l2_normalize(env->s, dx, rows, cols, eps, dx), PS_STATUS_OK);
+        ops_expect_dev(env, what, dx, want, rows * cols, 1e-6, 1e-5);
+    }
+    ops_dev_free(env, dy), ops_dev_free(env, dx);
+    free(want), free(x);
+}
+
+static void test_l2_normalize(void **state) {
+    ops_env *env = ops_env_of(state);
+    check_l2_normalize(env, 1, 1, 0);
+    check_l2_normalize(env, 3, 384, 0); /* MiniLM's sentence embeddings */
+    check_l2_normalize(env, 2, 7, 1);
+    check_l2_normalize(env, 2, 7, 2);
+    check_l2_normalize(env, 2, 7, 3);
+    for (int t = 0; t < 8; t++) {
+        check_l2_normalize(env, ops_rand_size(env, 1, 20), ops_rand_size(env, 1, 500), 0);
+    }
+}
+
 const struct CMUnitTest ops_seq_tests[] = {
     cmocka_unit_test(test_activation), cmocka_unit_test(test_softmax),
     cmocka_unit_test(test_layernorm),  cmocka_unit_test(test_attention),
-    cmocka_unit_test(test_mean_pool),
+    cmocka_unit_test(test_mean_pool),  cmocka_unit_test(test_l2_normalize),
 };
 const size_t ops_seq_tests_n = sizeof(ops_seq_tests) / sizeof(ops_seq_tests[0]);

@@ -144,6 +144,7 @@ static const kernels_backend_iface cpu_iface = {
     .mean_pool = cpu_mean_pool,
     .embedding_gather = cpu_embedding_gather,
     .transpose = cpu_transpose,
+    .l2_normalize = cpu_l2_normalize,
 };
 
 const kernels_backend_iface *kernels_cpu_iface(void) {

@@ -26,6 +26,8 @@ ps_status cpu_attention(void *exec, const kernels_attention_shape *shape, const 
                         const float *k, const float *v, const float *mask, float *y);
 ps_status cpu_mean_pool(void *exec, const float *x, size_t batch, size_t seq, size_t dim,
                         const float *mask, float *y);
+ps_status cpu_l2_normalize(void *exec, const float *x, size_t rows, size_t cols, float eps,
+                           float *y);
 
 /* cpu_tensor.c */
 ps_status cpu_embedding_gather(void *exec, const float *table, size_t n_rows, size_t dim,

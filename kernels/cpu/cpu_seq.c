@@ -1,4 +1,5 @@
-/* cpu_seq.c: layernorm, attention and mean pooling of the CPU backend (see ops.h).
+/* cpu_seq.c: layernorm, attention, mean pooling and L2 normalisation of the CPU backend
+ * (see ops.h).
  *
  * Attention runs per (sample, head) as two sgemm calls on strided views of q, k and v
  * (no copies): scores[seq, keys] = q k^T / sqrt(head_dim), a masked softmax per row,
@@ -8,7 +9,8 @@
  * buffer, seq x seq floats, allocated per call.
  *
  * Layernorm computes its mean and variance in double (two passes, no cancellation);
- * mean pooling adds the weighted token rows in float, a vectorisable row loop.
+ * mean pooling adds the weighted token rows in float, a vectorisable row loop; L2
+ * normalisation sums each row's squares in double (no overflow for any float input).
  */
 #include "cpu_internal.h"
 
@@ -124,6 +126,25 @@ ps_status cpu_mean_pool(void *exec, const float *x, size_t batch, size_t seq, si
         const float inv = (float)(1.0 / (weight > 1e-9 ? weight : 1e-9));
         for (size_t d = 0; d < dim; d++) {
             yb[d] *= inv;
+        }
+    }
+    return PS_STATUS_OK;
+}
+
+ps_status cpu_l2_normalize(void *exec, const float *x, size_t rows, size_t cols, float eps,
+                           float *y) {
+    (void)exec;
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols;
+        double sq = 0.0;
+        for (size_t c = 0; c < cols; c++) {
+            sq += (double)xr[c] * xr[c];
+        }
+        const double norm = sqrt(sq);
+        const float inv = (float)(1.0 / (norm > (double)eps ? norm : (double)eps));
+        for (size_t c = 0; c < cols; c++) {
+            yr[c] = xr[c] * inv;
         }
     }
     return PS_STATUS_OK;

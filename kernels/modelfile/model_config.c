@@ -12,7 +12,9 @@
  * one failed unification, reported with the names of both sides.
  *
  * One rule is not an equality: a concat's width is the sum of its inputs' widths; those
- * sums are applied once their terms are known (model_config_ops.c says how).
+ * sums are applied once their terms are known (model_config_ops.c says how). Two more
+ * wait for the parameters' dims, positions >= tokens and heads dividing the width
+ * (model_config_seq.c).
  *
  * Errors are found in reading order (inputs, outputs, tables, layers top to bottom), so
  * the message names the first place a person has to fix.
@@ -167,6 +169,9 @@ static ps_status parse_root(model_config *cfg, json_t *root, char *err, size_t e
     st = cfg_check_outputs(cfg, err, err_len);
     if (st == PS_STATUS_OK) {
         st = cfg_sums_apply(cfg, cfg->vars, err, err_len);
+    }
+    if (st == PS_STATUS_OK) {
+        st = cfg_seq_check(cfg, cfg->vars, err, err_len);
     }
     if (st != PS_STATUS_OK) {
         return st;

@@ -22,7 +22,8 @@
  * dimension and must be -1, and at least one more dim follows; with max_batch_size 0
  * there is no batch dimension. Every other dim is a positive integer. Datatypes: every
  * output and every value a layer makes is "FP32"; an input is "FP32" or "INT64" (ids
- * into a sparse table, which only embedding_bag layers may read). Other top-level
+ * into a sparse table or an embedding, or a mask; only embedding_bag and embedding
+ * layers read them as "input", attention and mean_pool as "mask"). Other top-level
  * fields are ignored (room for batching policy and the like); unknown fields inside
  * inputs, outputs and layers are errors (typos).
  *
@@ -56,6 +57,31 @@
  *            table's: per sample, the sum (or the mean) of the rows of its ids. An id
  *            < 0 is padding and is skipped; "mean" divides by the count of ids that are
  *            not padding (a sample of padding only gets zeros).
+ * Sequence ops (a BERT-style encoder: all-MiniLM-L6-v2 and the like). A sequence value
+ * is [-1, S, D] ([S, D] with max_batch_size 0), S fixed by the config; dense, layernorm,
+ * add, scale and the elementwise functions act on it token by token (rows = batch * S).
+ * A "mask" is a model input of shape [-1, S] ([S]), datatype INT64 or FP32: non-zero
+ * marks a token, zero padding (the tokenizer's attention_mask):
+ *   embedding
+ *            input, output, weight [V, D]: input a model input of datatype INT64 and shape
+ *            [-1, S] ([S]); output [-1, S, D], y[b, t, :] = weight[id, :]. An id < 0 or
+ *            >= V in a request is INVALID_ARGUMENT (model_infer names the input and id)
+ *   position_embedding
+ *            input [-1, S, D], output (same shape), weight [P, D] with P >= S:
+ *            y[b, t, :] = x[b, t, :] + weight[t, :]
+ *   attention
+ *            inputs [q, k, v] (the same shape [-1, S, H*d]), output (that shape), heads H
+ *            (an integer from 1 to MODEL_CONFIG_MAX_HEADS dividing the last dim; S at
+ *            most MODEL_CONFIG_MAX_SEQ), mask
+ *            (optional): per head softmax(q k^T / sqrt(d)) v over the unmasked keys,
+ *            heads side by side (a sample with no token gets zeros)
+ *   mean_pool
+ *            input [-1, S, D], output [-1, D] ([D]), mask (optional): per sample the
+ *            mean of the token rows, weighted by the mask (sentence-transformers' mean
+ *            pooling; all padding gives zeros)
+ *   l2_normalize
+ *            input, output (same shape), eps (optional, default 1e-12, finite and > 0):
+ *            y = x / max(||x||_2, eps) over the last axis (torch.nn.functional.normalize)
  * Image ops (PyTorch Conv2d / MaxPool2d / AvgPool2d, NCHW). Their input is [-1, C, H, W]
  * ([C, H, W] with max_batch_size 0) and C, H and W must be fixed by the config (a
  * model input's dims, a reshape, an earlier conv2d or pool), so every output dim is
@@ -116,6 +142,12 @@
     65536 /* largest kernel, stride, padding, dilation, groups                                     \
              and out_channels of a conv2d or pool */
 
+#define MODEL_CONFIG_MAX_HEADS 65536 /* largest "heads" of an attention layer */
+#define MODEL_CONFIG_MAX_INPUTS 3    /* most values one layer reads (attention: q, k, v) */
+#define MODEL_CONFIG_MAX_SEQ                                                                       \
+    8192 /* most tokens an attention layer takes (the kernels'                                     \
+            KERNELS_ATTENTION_MAX_SEQ) */
+
 typedef struct model_config model_config;
 
 /* A named tensor and its shape: inputs, outputs, parameters, values. */
@@ -145,6 +177,11 @@ typedef enum model_config_op {
     MODEL_CONFIG_OP_TANH,
     MODEL_CONFIG_OP_SIGMOID,
     MODEL_CONFIG_OP_LAYERNORM,
+    MODEL_CONFIG_OP_EMBEDDING,
+    MODEL_CONFIG_OP_POSITION_EMBEDDING,
+    MODEL_CONFIG_OP_ATTENTION,
+    MODEL_CONFIG_OP_MEAN_POOL,
+    MODEL_CONFIG_OP_L2_NORMALIZE,
 } model_config_op;
 
 /* How an embedding_bag reduces the rows of a sample's ids. */
@@ -181,20 +218,23 @@ typedef struct model_config_window {
 /* One layer, by indices (see "Values" above). Strings belong to the config. */
 typedef struct model_config_layer {
     model_config_op op;
-    const char *name;                   /* the layer's "name", or its output's name */
-    model_config_activation activation; /* dense and conv2d; NONE for other ops */
-    uint32_t input_count;               /* 1, or 2 for add and concat */
-    size_t inputs[2];                   /* value indices */
-    size_t output;                      /* value index (input_count + layer index) */
-    size_t weight;                      /* dense, conv2d: parameter index */
-    size_t bias;                        /* dense, conv2d: parameter index or MODEL_CONFIG_NONE */
-    size_t scale;                       /* scale: parameter index or MODEL_CONFIG_NONE */
-    size_t shift;                       /* scale: parameter index or MODEL_CONFIG_NONE */
-    size_t table;                       /* embedding_bag: table index (model_config_table_at),
-                                           MODEL_CONFIG_NONE for other ops */
-    model_config_pool pool;             /* embedding_bag: sum or mean */
-    model_config_window window;         /* conv2d, maxpool2d, avgpool2d; zeros otherwise */
-    float eps;                          /* layernorm; 0 for other ops */
+    const char *name;                       /* the layer's "name", or its output's name */
+    model_config_activation activation;     /* dense and conv2d; NONE for other ops */
+    uint32_t input_count;                   /* 1; 2 for add and concat, 3 for attention */
+    size_t inputs[MODEL_CONFIG_MAX_INPUTS]; /* value indices */
+    size_t output;                          /* value index (input_count + layer index) */
+    size_t weight;              /* dense, conv2d, embedding, position_embedding: parameter index
+                                   (layernorm: or MODEL_CONFIG_NONE) */
+    size_t bias;                /* dense, conv2d: parameter index or MODEL_CONFIG_NONE */
+    size_t scale;               /* scale: parameter index or MODEL_CONFIG_NONE */
+    size_t shift;               /* scale: parameter index or MODEL_CONFIG_NONE */
+    size_t table;               /* embedding_bag: table index (model_config_table_at),
+                                   MODEL_CONFIG_NONE for other ops */
+    model_config_pool pool;     /* embedding_bag: sum or mean */
+    model_config_window window; /* conv2d, maxpool2d, avgpool2d; zeros otherwise */
+    float eps;                  /* layernorm, l2_normalize; 0 for other ops */
+    size_t mask;    /* attention, mean_pool: the mask input's value index, or MODEL_CONFIG_NONE */
+    uint32_t heads; /* attention: H; 0 for other ops */
 } model_config_layer;
 
 /* Parses and validates config.json text (len bytes, need not be NUL-terminated).
@@ -255,7 +295,8 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
                                size_t n_given, model_tensor_desc *ret_params,
                                model_tensor_desc *ret_values, char *err, size_t err_len);
 
-/* "dense", "relu", ..., "embedding_bag", "concat"; "?" outside the enum. */
+/* "dense", "relu", ..., "embedding_bag", "concat", ..., "l2_normalize"; "?" outside the
+ * enum. */
 const char *model_config_op_name(model_config_op op);
 /* "none", "relu", "sigmoid", "tanh", "gelu"; "?" outside the enum. */
 const char *model_config_activation_name(model_config_activation activation);

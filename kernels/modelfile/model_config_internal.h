@@ -3,12 +3,15 @@
  *
  * The parser is one module cut into files by concern, all over this struct:
  *   model_config.c         create (parse, load, clone), destroy, the top level
- *   model_config_util.c    dim variables (union-find), names, field checks, messages
+ *   model_config_util.c    dim variables (union-find), names, each op's fields, field
+ *                          checks, messages
  *   model_config_io.c      "inputs" and "outputs", and the outputs' final check
  *   model_config_layers.c  one layer: fields, inputs, parameters, the classic ops
  *   model_config_ops.c     "tables", embedding_bag, concat (and its width sums)
  *   model_config_image.c   conv2d, maxpool2d, avgpool2d, flatten, reshape
  *   model_config_norm.c    layernorm
+ *   model_config_seq.c     embedding, position_embedding, attention, mean_pool,
+ *                          l2_normalize (the sequence ops) and their masks
  *   model_config_query.c   accessors and model_config_resolve
  * model_config.c says why shapes are worked out by unification.
  */
@@ -145,6 +148,11 @@ ps_status cfg_check_keys(json_t *obj, const char *const *allowed, const char *wh
 /* The optional "activation" field into info->activation. */
 ps_status cfg_parse_activation(const layer_ctx *lc, json_t *obj, model_config_layer *info,
                                char *err, size_t err_len);
+/* The fields each op takes (NULL-terminated). */
+const char *const *cfg_op_keys(model_config_op op);
+/* How many names a layer's "inputs" list holds: 2 for add and concat, 3 for attention
+ * (q, k, v); 0 for the ops that take one "input". */
+uint32_t cfg_list_inputs(model_config_op op);
 /* Is `name` already used by an input, a layer output or a parameter? Writes what uses
  * it into `what`. */
 bool cfg_name_taken(const model_config *cfg, const char *name, char *what, size_t what_len);
@@ -202,5 +210,17 @@ ps_status cfg_sums_apply(const model_config *cfg, dimvar *vars, char *err, size_
 /* A layernorm's weight and bias [features] and eps (output dims: the input's). */
 ps_status cfg_parse_layernorm(model_config *cfg, const layer_ctx *lc, json_t *obj,
                               model_config_layer *info, char *err, size_t err_len);
+
+/* ---- model_config_seq.c ------------------------------------------------------------- */
+
+/* The fields a sequence op takes (NULL-terminated). */
+const char *const *cfg_seq_keys(model_config_op op);
+/* A sequence op's own fields, parameters, mask and its output's dims into *out. */
+ps_status cfg_parse_seq(model_config *cfg, const layer_ctx *lc, json_t *obj,
+                        model_config_layer *info, cfg_value *out, char *err, size_t err_len);
+/* The rules that wait for dims the parameters fix: a position table has at least S
+ * rows, an attention's heads divide its width. Checks each where both sides are known;
+ * INVALID_ARGUMENT names the layer. */
+ps_status cfg_seq_check(const model_config *cfg, dimvar *vars, char *err, size_t err_len);
 
 #endif

@@ -2,7 +2,8 @@
  * the ops): its common fields, its inputs (earlier values only), its parameters (found
  * or added, with their dims tied to the values they meet), and the dims rules of the
  * classic ops; embedding_bag and concat are in model_config_ops.c, the image ops and
- * reshapes in model_config_image.c, layernorm in model_config_norm.c. */
+ * reshapes in model_config_image.c, layernorm in model_config_norm.c, the sequence ops
+ * in model_config_seq.c. */
 #include "model_config_internal.h"
 #include "util.h"
 
@@ -122,48 +123,6 @@ ps_status cfg_tie_param_dim(model_config *cfg, const layer_ctx *lc, size_t param
     return PS_STATUS_OK;
 }
 
-/* The fields each op takes (NULL-terminated). */
-static const char *const *op_keys(model_config_op op) {
-    static const char *const dense[] = {"op",     "name", "input",      "output",
-                                        "weight", "bias", "activation", NULL};
-    static const char *const unary[] = {"op", "name", "input", "output", NULL};
-    static const char *const softmax[] = {"op", "name", "input", "output", "axis", NULL};
-    static const char *const pair[] = {"op", "name", "inputs", "output", NULL};
-    static const char *const scale[] = {"op", "name", "input", "output", "scale", "shift", NULL};
-    static const char *const bag[] = {"op", "name", "input", "output", "table", "mode", NULL};
-    static const char *const reshape[] = {"op", "name", "input", "output", "shape", NULL};
-    static const char *const norm[] = {"op",     "name", "input", "output",
-                                       "weight", "bias", "eps",   NULL};
-    switch (op) {
-    case MODEL_CONFIG_OP_DENSE:
-        return dense;
-    case MODEL_CONFIG_OP_SOFTMAX:
-        return softmax;
-    case MODEL_CONFIG_OP_ADD:
-    case MODEL_CONFIG_OP_CONCAT:
-        return pair;
-    case MODEL_CONFIG_OP_SCALE:
-        return scale;
-    case MODEL_CONFIG_OP_EMBEDDING_BAG:
-        return bag;
-    case MODEL_CONFIG_OP_CONV2D:
-    case MODEL_CONFIG_OP_MAXPOOL2D:
-    case MODEL_CONFIG_OP_AVGPOOL2D:
-        return cfg_window_keys(op);
-    case MODEL_CONFIG_OP_RESHAPE:
-        return reshape;
-    case MODEL_CONFIG_OP_LAYERNORM:
-        return norm;
-    case MODEL_CONFIG_OP_RELU:
-    case MODEL_CONFIG_OP_FLATTEN:
-    case MODEL_CONFIG_OP_GELU:
-    case MODEL_CONFIG_OP_TANH:
-    case MODEL_CONFIG_OP_SIGMOID:
-        break;
-    }
-    return unary;
-}
-
 /* "op", "name" and "output"; lc->where then names the op and the layer. */
 static ps_status parse_head(layer_ctx *lc, json_t *obj, model_config_layer *info,
                             const char **ret_name, const char **ret_output, char *err,
@@ -183,7 +142,8 @@ static ps_status parse_head(layer_ctx *lc, json_t *obj, model_config_layer *info
         ps_set_err(err, err_len,
                    "%s: unknown op \"%s\" (supported: dense, relu, softmax, add, scale, "
                    "embedding_bag, concat, conv2d, maxpool2d, avgpool2d, flatten, reshape, "
-                   "gelu, tanh, sigmoid, layernorm)",
+                   "gelu, tanh, sigmoid, layernorm, embedding, position_embedding, attention, "
+                   "mean_pool, l2_normalize)",
                    lc->where, op);
         return PS_STATUS_INVALID_ARGUMENT;
     }
@@ -197,31 +157,35 @@ static ps_status parse_head(layer_ctx *lc, json_t *obj, model_config_layer *info
     }
     snprintf(lc->where, sizeof(lc->where), "layers[%zu] (%s \"%s\")", lc->index, op,
              *ret_name != NULL ? *ret_name : *ret_output);
-    return cfg_check_keys(obj, op_keys(info->op), lc->where, err, err_len);
+    return cfg_check_keys(obj, cfg_op_keys(info->op), lc->where, err, err_len);
 }
 
-/* The layer's inputs: "inputs" (two names) for add and concat, else "input". Only an
- * embedding_bag may read an INT64 (ids) input. */
+/* The layer's inputs: "inputs" (a list, cfg_list_inputs) or "input". Only embedding_bag
+ * and embedding layers may read an INT64 (ids) input this way (masks are "mask"). */
 static ps_status parse_inputs(model_config *cfg, const layer_ctx *lc, json_t *obj,
                               model_config_layer *info, char *err, size_t err_len) {
-    const bool pair = info->op == MODEL_CONFIG_OP_ADD || info->op == MODEL_CONFIG_OP_CONCAT;
+    const uint32_t n_list = cfg_list_inputs(info->op);
+    const char *count = n_list == 3 ? "three" : "two";
     json_t *list = json_object_get(obj, "inputs");
-    if (pair && list == NULL) {
-        ps_set_err(err, err_len, "%s: missing field \"inputs\" (a list of two value names)",
-                   lc->where);
+    if (n_list > 0 && list == NULL) {
+        ps_set_err(err, err_len, "%s: missing field \"inputs\" (a list of %s value names)",
+                   lc->where, count);
         return PS_STATUS_INVALID_ARGUMENT;
     }
-    if (pair &&
-        (!json_is_array(list) || json_array_size(list) != 2 ||
-         !json_is_string(json_array_get(list, 0)) || !json_is_string(json_array_get(list, 1)))) {
-        ps_set_err(err, err_len, "%s: \"inputs\" must be a list of two value names", lc->where);
+    bool names_ok = n_list == 0 || (json_is_array(list) && json_array_size(list) == n_list);
+    for (uint32_t k = 0; names_ok && k < n_list; k++) {
+        names_ok = json_is_string(json_array_get(list, k));
+    }
+    if (!names_ok) {
+        ps_set_err(err, err_len, "%s: \"inputs\" must be a list of %s value names", lc->where,
+                   count);
         return PS_STATUS_INVALID_ARGUMENT;
     }
-    info->input_count = pair ? 2 : 1;
+    info->input_count = n_list > 0 ? n_list : 1;
     for (uint32_t k = 0; k < info->input_count; k++) {
         const char *in = NULL;
         ps_status st = PS_STATUS_OK;
-        if (pair) {
+        if (n_list > 0) {
             in = json_string_value(json_array_get(list, k));
         } else {
             st = cfg_get_name(obj, "input", true, lc->where, &in, err, err_len);
@@ -232,10 +196,12 @@ static ps_status parse_inputs(model_config *cfg, const layer_ctx *lc, json_t *ob
         if (st != PS_STATUS_OK) {
             return st;
         }
-        if (cfg->values[info->inputs[k]].ids && info->op != MODEL_CONFIG_OP_EMBEDDING_BAG) {
+        if (cfg->values[info->inputs[k]].ids && info->op != MODEL_CONFIG_OP_EMBEDDING_BAG &&
+            info->op != MODEL_CONFIG_OP_EMBEDDING) {
             ps_set_err(err, err_len,
-                       "%s: input \"%s\" is an INT64 model input (ids); only an embedding_bag "
-                       "layer may read it",
+                       "%s: input \"%s\" is an INT64 model input (ids); only embedding_bag and "
+                       "embedding layers may read it (attention and mean_pool take a mask as "
+                       "\"mask\")",
                        lc->where, in);
             return PS_STATUS_INVALID_ARGUMENT;
         }
@@ -372,6 +338,12 @@ static ps_status parse_op(model_config *cfg, const layer_ctx *lc, json_t *obj,
         return cfg_parse_bag(cfg, lc, obj, info, out, err, err_len);
     case MODEL_CONFIG_OP_CONCAT:
         return cfg_parse_concat(cfg, lc, info, out, err, err_len);
+    case MODEL_CONFIG_OP_EMBEDDING:
+    case MODEL_CONFIG_OP_POSITION_EMBEDDING:
+    case MODEL_CONFIG_OP_ATTENTION:
+    case MODEL_CONFIG_OP_MEAN_POOL:
+    case MODEL_CONFIG_OP_L2_NORMALIZE:
+        return cfg_parse_seq(cfg, lc, obj, info, out, err, err_len);
     }
     return PS_STATUS_INTERNAL;
 }
@@ -412,6 +384,8 @@ ps_status cfg_parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char *e
     info->pool = MODEL_CONFIG_POOL_SUM;
     memset(&info->window, 0, sizeof(info->window));
     info->eps = 0.0f;
+    info->mask = MODEL_CONFIG_NONE;
+    info->heads = 0;
     st = parse_op(cfg, lc, obj, info, &out, err, err_len);
     if (st != PS_STATUS_OK) {
         return st;

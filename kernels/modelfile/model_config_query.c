@@ -214,6 +214,9 @@ ps_status model_config_resolve(const model_config *cfg, const model_tensor_desc 
 
     /* The concats' widths, now that every parameter dim is in. */
     st = cfg_sums_apply(cfg, vars, err, err_len);
+    if (st == PS_STATUS_OK) {
+        st = cfg_seq_check(cfg, vars, err, err_len); /* positions, heads */
+    }
     if (st != PS_STATUS_OK) {
         goto out_vars;
     }

@@ -1,7 +1,7 @@
 /* model_config_util.c: what the files of the config parser share (see
- * model_config_internal.h): op and activation names, dim variables (union-find with
- * path halving), the field readers that give every message the same form, and the
- * check that names stay unique across the model. */
+ * model_config_internal.h): op and activation names, the fields each op takes, dim
+ * variables (union-find with path halving), the field readers that give every message
+ * the same form, and the check that names stay unique across the model. */
 #include "model_config_internal.h"
 #include "util.h"
 
@@ -22,14 +22,27 @@ char *cfg_dup_str(const char *s) {
 }
 
 const char *const cfg_op_names[] = {
-    [MODEL_CONFIG_OP_DENSE] = "dense",         [MODEL_CONFIG_OP_RELU] = "relu",
-    [MODEL_CONFIG_OP_SOFTMAX] = "softmax",     [MODEL_CONFIG_OP_ADD] = "add",
-    [MODEL_CONFIG_OP_SCALE] = "scale",         [MODEL_CONFIG_OP_EMBEDDING_BAG] = "embedding_bag",
-    [MODEL_CONFIG_OP_CONCAT] = "concat",       [MODEL_CONFIG_OP_CONV2D] = "conv2d",
-    [MODEL_CONFIG_OP_MAXPOOL2D] = "maxpool2d", [MODEL_CONFIG_OP_AVGPOOL2D] = "avgpool2d",
-    [MODEL_CONFIG_OP_FLATTEN] = "flatten",     [MODEL_CONFIG_OP_RESHAPE] = "reshape",
-    [MODEL_CONFIG_OP_GELU] = "gelu",           [MODEL_CONFIG_OP_TANH] = "tanh",
-    [MODEL_CONFIG_OP_SIGMOID] = "sigmoid",     [MODEL_CONFIG_OP_LAYERNORM] = "layernorm",
+    [MODEL_CONFIG_OP_DENSE] = "dense",
+    [MODEL_CONFIG_OP_RELU] = "relu",
+    [MODEL_CONFIG_OP_SOFTMAX] = "softmax",
+    [MODEL_CONFIG_OP_ADD] = "add",
+    [MODEL_CONFIG_OP_SCALE] = "scale",
+    [MODEL_CONFIG_OP_EMBEDDING_BAG] = "embedding_bag",
+    [MODEL_CONFIG_OP_CONCAT] = "concat",
+    [MODEL_CONFIG_OP_CONV2D] = "conv2d",
+    [MODEL_CONFIG_OP_MAXPOOL2D] = "maxpool2d",
+    [MODEL_CONFIG_OP_AVGPOOL2D] = "avgpool2d",
+    [MODEL_CONFIG_OP_FLATTEN] = "flatten",
+    [MODEL_CONFIG_OP_RESHAPE] = "reshape",
+    [MODEL_CONFIG_OP_GELU] = "gelu",
+    [MODEL_CONFIG_OP_TANH] = "tanh",
+    [MODEL_CONFIG_OP_SIGMOID] = "sigmoid",
+    [MODEL_CONFIG_OP_LAYERNORM] = "layernorm",
+    [MODEL_CONFIG_OP_EMBEDDING] = "embedding",
+    [MODEL_CONFIG_OP_POSITION_EMBEDDING] = "position_embedding",
+    [MODEL_CONFIG_OP_ATTENTION] = "attention",
+    [MODEL_CONFIG_OP_MEAN_POOL] = "mean_pool",
+    [MODEL_CONFIG_OP_L2_NORMALIZE] = "l2_normalize",
 };
 const size_t cfg_op_count = sizeof(cfg_op_names) / sizeof(cfg_op_names[0]);
 
@@ -39,6 +52,66 @@ const char *const cfg_activation_names[] = {
     [MODEL_CONFIG_ACTIVATION_GELU] = "gelu",
 };
 const size_t cfg_activation_count = sizeof(cfg_activation_names) / sizeof(cfg_activation_names[0]);
+
+const char *const *cfg_op_keys(model_config_op op) {
+    static const char *const dense[] = {"op",     "name", "input",      "output",
+                                        "weight", "bias", "activation", NULL};
+    static const char *const unary[] = {"op", "name", "input", "output", NULL};
+    static const char *const softmax[] = {"op", "name", "input", "output", "axis", NULL};
+    static const char *const pair[] = {"op", "name", "inputs", "output", NULL};
+    static const char *const scale[] = {"op", "name", "input", "output", "scale", "shift", NULL};
+    static const char *const bag[] = {"op", "name", "input", "output", "table", "mode", NULL};
+    static const char *const reshape[] = {"op", "name", "input", "output", "shape", NULL};
+    static const char *const norm[] = {"op",     "name", "input", "output",
+                                       "weight", "bias", "eps",   NULL};
+    switch (op) {
+    case MODEL_CONFIG_OP_DENSE:
+        return dense;
+    case MODEL_CONFIG_OP_SOFTMAX:
+        return softmax;
+    case MODEL_CONFIG_OP_ADD:
+    case MODEL_CONFIG_OP_CONCAT:
+        return pair;
+    case MODEL_CONFIG_OP_SCALE:
+        return scale;
+    case MODEL_CONFIG_OP_EMBEDDING_BAG:
+        return bag;
+    case MODEL_CONFIG_OP_CONV2D:
+    case MODEL_CONFIG_OP_MAXPOOL2D:
+    case MODEL_CONFIG_OP_AVGPOOL2D:
+        return cfg_window_keys(op);
+    case MODEL_CONFIG_OP_RESHAPE:
+        return reshape;
+    case MODEL_CONFIG_OP_LAYERNORM:
+        return norm;
+    case MODEL_CONFIG_OP_EMBEDDING:
+    case MODEL_CONFIG_OP_POSITION_EMBEDDING:
+    case MODEL_CONFIG_OP_ATTENTION:
+    case MODEL_CONFIG_OP_MEAN_POOL:
+    case MODEL_CONFIG_OP_L2_NORMALIZE:
+        return cfg_seq_keys(op);
+    case MODEL_CONFIG_OP_RELU:
+    case MODEL_CONFIG_OP_FLATTEN:
+    case MODEL_CONFIG_OP_GELU:
+    case MODEL_CONFIG_OP_TANH:
+    case MODEL_CONFIG_OP_SIGMOID:
+        break;
+    }
+    return unary;
+}
+
+uint32_t cfg_list_inputs(model_config_op op) {
+    switch (op) {
+    case MODEL_CONFIG_OP_ADD:
+    case MODEL_CONFIG_OP_CONCAT:
+        return 2;
+    case MODEL_CONFIG_OP_ATTENTION:
+        return 3;
+    default:
+        break;
+    }
+    return 0;
+}
 
 const char *model_config_op_name(model_config_op op) {
     return (unsigned)op < cfg_op_count ? cfg_op_names[op] : "?";

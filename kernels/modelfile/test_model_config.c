@@ -382,8 +382,8 @@ static void test_io_errors(void **state) {
                  "\"INT64\"");
     expect_error(IO("{'name': 'x', 'datatype': 'INT64', 'shape': [-1, 3]}", Y),
                  PS_STATUS_INVALID_ARGUMENT,
-                 "input \"x\" is an INT64 model input (ids); only an embedding_bag layer may "
-                 "read it");
+                 "input \"x\" is an INT64 model input (ids); only embedding_bag and embedding "
+                 "layers may read it");
     expect_error(IO(X("[-1, 3]"), "{'name': 'y', 'datatype': 'BF16', 'shape': [-1, 3]}"),
                  PS_STATUS_UNIMPLEMENTED, "outputs[0] (\"y\"): datatype \"BF16\"");
     expect_error(IO("{'name': 'x', 'shape': [-1, 3]}", Y), PS_STATUS_INVALID_ARGUMENT,
@@ -447,7 +447,8 @@ static void test_layer_errors(void **state) {
                  PS_STATUS_INVALID_ARGUMENT,
                  "layers[0]: unknown op \"lstm\" (supported: dense, relu, softmax, add, "
                  "scale, embedding_bag, concat, conv2d, maxpool2d, avgpool2d, flatten, reshape, "
-                 "gelu, tanh, sigmoid, layernorm)");
+                 "gelu, tanh, sigmoid, layernorm, embedding, position_embedding, attention, "
+                 "mean_pool, l2_normalize)");
     expect_error(ONE_IN("{'input': 'x', 'output': 'y'}", "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,
                  "layers[0]: missing field \"op\"");
     expect_error(ONE_IN("{'op': 'relu', 'input': 'x'}", "[-1, 4]"), PS_STATUS_INVALID_ARGUMENT,

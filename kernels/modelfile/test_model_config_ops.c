@@ -192,11 +192,11 @@ static void test_bag_errors(void **state) {
     /* INT64 inputs go to embedding_bag only */
     expect_refused(ONE_BAG("{'op': 'add', 'inputs': ['x', 'ids'], 'output': 'y'}", "[-1, 4]"),
                    PS_STATUS_INVALID_ARGUMENT,
-                   "layers[0] (add \"y\"): input \"ids\" is an INT64 model input (ids); only an "
-                   "embedding_bag layer may read it");
+                   "layers[0] (add \"y\"): input \"ids\" is an INT64 model input (ids); only "
+                   "embedding_bag and embedding layers may read it");
     expect_refused(
         ONE_BAG("{'op': 'dense', 'input': 'ids', 'output': 'y', 'weight': 'w'}", "[-1, 4]"),
-        PS_STATUS_INVALID_ARGUMENT, "only an embedding_bag layer may read it");
+        PS_STATUS_INVALID_ARGUMENT, "only embedding_bag and embedding layers may read it");
     /* outputs stay FP32 */
     expect_refused("{'name': 'm', 'max_batch_size': 8,"
                    " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4]}],"

@@ -17,8 +17,14 @@
  * ReLU computed here (exit 1 on a difference; BF16 is allowed CHECK_BF16_TOL). On a
  * device backend the bare sgemm rows are not run (a CPU sgemm is no ceiling for a GPU):
  * RESULT says sgemm_gflops=na. Times are wall clock around a stream sync, so on a GPU
- * they include launch overheads, which is what a forward pass pays. MiniLM figures
- * are not measured yet: the RESULT line prints them as "na" (no BERT executor yet).
+ * they include launch overheads, which is what a forward pass pays.
+ *   minilm_seq_s  with --minilm DIR: sentences per second of all-MiniLM-L6-v2 (as
+ *                 scripts/models/minilm.py exports it) through the model executor, the
+ *                 serving path, at --minilm-batch x its sequence length (bench_minilm.h).
+ *   torch_minilm_seq_s  PyTorch eager on the same weights and shapes, measured by
+ *                 scripts/bench/minilm_torch.py in the same run and passed in with
+ *                 --torch-minilm-seq-s; minilm_vs_torch their ratio (target >= 1.0).
+ * Figures not measured print as "na" on the RESULT line.
  */
 #include <cblas.h>
 #include <math.h>
@@ -29,6 +35,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "bench_minilm.h"
 #include "bench_report.h"
 #include "util.h"
 
@@ -44,12 +51,16 @@ typedef struct bench_opts {
     uint64_t batch, reps, threads;
     bool conv;
     const char *device, *precision; /* kernels_backend_select's words */
+    const char *minilm;             /* --minilm DIR, or NULL */
+    uint64_t minilm_batch;
+    double torch_seq_s; /* --torch-minilm-seq-s, or 0: not measured */
 } bench_opts;
 
 static void usage(FILE *out, const char *prog) {
     fprintf(out,
             "usage: %s [--device cpu|cuda|auto] [--precision fp32|bf16] [--layers W0,W1,...]\n"
             "          [--batch N] [--reps R] [--threads T] [--no-conv]\n"
+            "          [--minilm DIR [--minilm-batch N] [--torch-minilm-seq-s X]]\n"
             "\n"
             "Times an MLP forward pass through a kernels backend (on the CPU: against bare\n"
             "OpenBLAS sgemm on the same shapes), and a 3x3 conv2d.\n"
@@ -61,6 +72,9 @@ static void usage(FILE *out, const char *prog) {
             "  --reps R           timed runs of each, the best is kept (default 5)\n"
             "  --threads T        OpenBLAS threads (default 0: OpenBLAS's own choice)\n"
             "  --no-conv          skip the conv2d row\n"
+            "  --minilm DIR       also time that MiniLM model directory (model executor)\n"
+            "  --minilm-batch N   sequences per MiniLM pass (default 32)\n"
+            "  --torch-minilm-seq-s X  PyTorch's figure for the same pass, to compare\n"
             "  --openblas-core    print the kernels OpenBLAS chose for this CPU and exit\n",
             prog);
 }
@@ -83,6 +97,17 @@ static bool parse_widths(const char *s, bench_opts *o) {
     return o->n_widths >= 2;
 }
 
+/* A finite number > 0. */
+static bool parse_positive(const char *s, double *ret) {
+    char *end = NULL;
+    const double x = strtod(s, &end);
+    if (end == s || *end != '\0' || !isfinite(x) || x <= 0) {
+        return false;
+    }
+    *ret = x;
+    return true;
+}
+
 /* 0: run; 1: done (--help, --openblas-core); 2: bad arguments. */
 static int parse_args(int argc, char **argv, bench_opts *o) {
     *o = (bench_opts){.widths = {1024, 4096, 4096, 1024},
@@ -92,7 +117,8 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
                       .threads = 0,
                       .conv = true,
                       .device = "cpu",
-                      .precision = "fp32"};
+                      .precision = "fp32",
+                      .minilm_batch = 32};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -115,6 +141,12 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
                    ps_parse_u64_range(v, 1, 1000, &o->reps)) {
         } else if (v != NULL && strcmp(a, "--threads") == 0 &&
                    ps_parse_u64_range(v, 0, 1024, &o->threads)) {
+        } else if (v != NULL && strcmp(a, "--minilm") == 0) {
+            o->minilm = v;
+        } else if (v != NULL && strcmp(a, "--minilm-batch") == 0 &&
+                   ps_parse_u64_range(v, 1, BENCH_MAX_BATCH, &o->minilm_batch)) {
+        } else if (v != NULL && strcmp(a, "--torch-minilm-seq-s") == 0 &&
+                   parse_positive(v, &o->torch_seq_s)) {
         } else {
             fprintf(stderr, "bench_kernels: bad argument %s%s%s\n", a, v ? " " : "", v ? v : "");
             usage(stderr, argv[0]);
@@ -273,7 +305,8 @@ static double bench_conv(kernels_backend *be, kernels_stream *s, uint64_t reps, 
 
 /* Prints the report with the RESULT line completed by the fields this benchmark does
  * not measure yet or here ("na"), the device and the precision. */
-static int print_report(const bench_report *r, const kernels_backend *be, bool with_sgemm) {
+static int print_report(const bench_report *r, const kernels_backend *be, bool with_sgemm,
+                        bool with_minilm, bool with_torch) {
     char *text = NULL;
     size_t len = 0;
     FILE *mem = open_memstream(&text, &len);
@@ -285,9 +318,10 @@ static int print_report(const bench_report *r, const kernels_backend *be, bool w
     if (len > 0 && text[len - 1] == '\n') {
         text[--len] = '\0';
     }
-    printf("%s%s minilm_seq_s=na torch_minilm_seq_s=na minilm_vs_torch=na device=%s "
-           "precision=%s\n",
-           text, with_sgemm ? "" : " sgemm_gflops=na mlp_vs_sgemm=na", kernels_backend_name(be),
+    printf("%s%s%s%s%s device=%s precision=%s\n", text,
+           with_sgemm ? "" : " sgemm_gflops=na mlp_vs_sgemm=na",
+           with_minilm ? "" : " minilm_seq_s=na", with_torch ? "" : " torch_minilm_seq_s=na",
+           with_minilm && with_torch ? "" : " minilm_vs_torch=na", kernels_backend_name(be),
            kernels_precision_name(kernels_backend_precision(be)));
     free(text);
     return misses;
@@ -394,13 +428,43 @@ int main(int argc, char **argv) {
                          conv_s > 0 ? conv_flops / conv_s * 1e-9 : 0, 1, "GFLOP/s",
                          BENCH_TARGET_NONE, 0, NULL);
     }
-    bench_report_note(rep, "MiniLM rows are not measured yet (no BERT executor): RESULT says na");
+    bench_minilm_result mr = {0};
+    bool minilm_ok = false, minilm_failed = false;
+    if (o.minilm) {
+        const ps_status mst =
+            bench_minilm_run(o.minilm, be, o.minilm_batch, o.reps, &mr, err, sizeof(err));
+        if (mst != PS_STATUS_OK) {
+            /* a backend the executor cannot drive yet is a gap, not a failure */
+            minilm_failed = mst != PS_STATUS_UNIMPLEMENTED;
+            fprintf(stderr, "bench_kernels: --minilm %s: %s\n", o.minilm, err);
+            bench_report_note(rep, "MiniLM not measured: %s", err);
+        } else {
+            minilm_ok = true;
+            bench_report_param(rep, "minilm", "%s, batch %zu x %zu tokens", o.minilm, mr.batch,
+                               mr.seq);
+            bench_report_row(rep, "minilm encode (executor)", mr.seq_s, 1, "seq/s",
+                             BENCH_TARGET_NONE, 0, "minilm_seq_s");
+            bench_report_row(rep, "minilm batch time", mr.best_s * 1e3, 1, "ms", BENCH_TARGET_NONE,
+                             0, NULL);
+        }
+    } else {
+        bench_report_note(rep, "MiniLM: no --minilm DIR given: RESULT says na");
+    }
+    const bool torch_ok = o.torch_seq_s > 0;
+    if (torch_ok) {
+        bench_report_row(rep, "minilm PyTorch eager (same run)", o.torch_seq_s, 1, "seq/s",
+                         BENCH_TARGET_NONE, 0, "torch_minilm_seq_s");
+    }
+    if (minilm_ok && torch_ok) {
+        bench_report_row(rep, "minilm / PyTorch", mr.seq_s / o.torch_seq_s, 2, "x",
+                         BENCH_TARGET_AT_LEAST, 1.0, "minilm_vs_torch");
+    }
     if (strcmp(openblas_get_corename(), "Prescott") == 0 && __builtin_cpu_supports("avx2")) {
         bench_report_note(rep, "OpenBLAS runs SSE3 (Prescott) kernels on an AVX2 CPU it does not "
                                "know: set OPENBLAS_CORETYPE (scripts/bench/kernels does)");
     }
-    print_report(rep, be, with_sgemm);
-    rc = bad == 0 && (!o.conv || conv_s > 0) ? 0 : 1;
+    print_report(rep, be, with_sgemm, minilm_ok, torch_ok);
+    rc = bad == 0 && (!o.conv || conv_s > 0) && !minilm_failed ? 0 : 1;
 
 out:
     for (size_t l = 0; l < BENCH_MAX_LAYERS; l++) {

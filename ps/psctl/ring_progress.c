@@ -100,6 +100,7 @@ json_t *psctl_ring_change_json(psctl *p, const Ps__Ring *ring, bool with_health)
             json_object_set_new(o, "sync_bytes", json_integer((json_int_t)h->repl_sync_bytes));
             json_object_set_new(o, "chunks_left",
                                 json_integer((json_int_t)h->repl_sync_chunks_left));
+            json_object_set_new(o, "bytes_left", json_integer((json_int_t)h->repl_sync_bytes_left));
             protobuf_c_message_free_unpacked(&h->base, NULL);
         }
         json_array_append_new(per, o);
@@ -118,20 +119,23 @@ void psctl_ring_change_print(psctl *p, const Ps__Ring *ring, bool with_health) {
     char line[1024];
     psctl_ring_change_line(ring, line, sizeof line);
     printf("\nRING CHANGE: %s\n", line);
-    static const char *const header[] = {
-        "SHARD", "ALIVE", "SYNCED", "TARGETS SYNCING", "QUEUED", "SYNC BYTES SENT", "CHUNKS LEFT"};
-    psctl_table *t = psctl_table_create(7, header);
+    static const char *const header[] = {"SHARD",           "ALIVE",     "SYNCED",
+                                         "TARGETS SYNCING", "QUEUED",    "SYNC BYTES SENT",
+                                         "CHUNKS LEFT",     "BYTES LEFT"};
+    psctl_table *t = psctl_table_create(8, header);
     for (size_t i = 0; i < ring->n_nodes; i++) {
         const Ps__NodeInfo *n = ring->nodes[i];
         if (n->role != PS__NODE_ROLE__ROLE_SHARD || !n->in_ring)
             continue;
-        char targets[32] = "-", queued[32] = "-", sent[32] = "-", left[32] = "-";
+        char targets[32] = "-", queued[32] = "-", sent[32] = "-", left[32] = "-",
+             bytes_left[32] = "-";
         Ps__HealthResponse *h = NULL;
         if (with_health && shard_figures(p, n, &h)) {
             snprintf(targets, sizeof targets, "%u of %u", h->repl_syncing, h->repl_targets);
             psctl_bytes_str(h->repl_queued_bytes, queued, sizeof queued);
             psctl_bytes_str(h->repl_sync_bytes, sent, sizeof sent);
             snprintf(left, sizeof left, "%llu", (unsigned long long)h->repl_sync_chunks_left);
+            psctl_bytes_str(h->repl_sync_bytes_left, bytes_left, sizeof bytes_left);
             protobuf_c_message_free_unpacked(&h->base, NULL);
         }
         const char *row[] = {n->id,
@@ -140,7 +144,8 @@ void psctl_ring_change_print(psctl *p, const Ps__Ring *ring, bool with_health) {
                              targets,
                              queued,
                              sent,
-                             left};
+                             left,
+                             bytes_left};
         psctl_table_add(t, row);
     }
     psctl_table_print(t, stdout);

@@ -214,6 +214,35 @@ out:
     return st;
 }
 
+ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, size_t *ret_n) {
+    pthread_mutex_lock(&d->lock);
+    size_t n = 0, keys = 0;
+    for (const request *r = d->oldest; r; r = r->newer)
+        if (r->pos <= max_pos) {
+            n++;
+            keys += r->n;
+        }
+    /* bounded by max_keys (and the requests by their keys): no overflow */
+    dedup_entry *out = malloc(n * sizeof *out + keys * sizeof(uint64_t) + 1);
+    if (!out) {
+        pthread_mutex_unlock(&d->lock);
+        return PS_STATUS_NO_MEMORY;
+    }
+    uint64_t *at = (uint64_t *)(out + n);
+    size_t i = 0;
+    for (const request *r = d->oldest; r; r = r->newer) {
+        if (r->pos > max_pos)
+            continue;
+        memcpy(at, r->keys, r->n * sizeof *at);
+        out[i++] = (dedup_entry){.id = r->id, .pos = r->pos, .n = r->n, .keys = at};
+        at += r->n;
+    }
+    pthread_mutex_unlock(&d->lock);
+    *ret_entries = out;
+    *ret_n = n;
+    return PS_STATUS_OK;
+}
+
 void dedup_get_stats(dedup *d, dedup_stats *ret) {
     pthread_mutex_lock(&d->lock);
     ret->requests = d->n_requests;

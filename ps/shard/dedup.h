@@ -41,6 +41,20 @@ size_t dedup_lookup(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, b
  * nothing). NO_MEMORY: not remembered (the caller refuses the push). */
 ps_status dedup_record(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, uint64_t pos);
 
+/* One remembered request, as dedup_export gives it. */
+typedef struct dedup_entry {
+    uint64_t id;
+    uint64_t pos;         /* the largest journal position its keys were applied at */
+    size_t n;             /* keys */
+    const uint64_t *keys; /* sorted, distinct */
+} dedup_entry;
+
+/* Copies every remembered request whose position is at most max_pos (0 counts: a
+ * replay's) into one allocation: *ret_entries (free() it; each entry's keys point into
+ * it) and *ret_n. What a backup being synced must remember of the changes its images
+ * already hold (replicator_sync.c). NO_MEMORY. */
+ps_status dedup_export(dedup *dedup, uint64_t max_pos, dedup_entry **ret_entries, size_t *ret_n);
+
 typedef struct dedup_stats {
     uint64_t requests;  /* remembered */
     uint64_t keys;      /* in all */

@@ -427,6 +427,7 @@ ps_status shard_handle_health(rpc_ctx *rc, const ProtobufCMessage *msg, void *us
     resp.repl_sync_bytes = rs.sync_bytes;
     resp.repl_syncs = rs.syncs;
     resp.repl_sync_chunks_left = rs.sync_chunks_left;
+    resp.repl_sync_bytes_left = rs.sync_bytes_left;
     row_table_stats *stats = NULL;
     Ps__TableStats *msgs = NULL, **ptrs = NULL;
     ps_status st = health_tables(ctx, &resp, &stats, &msgs, &ptrs)

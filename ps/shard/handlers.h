@@ -85,6 +85,11 @@ image_target shard_image_target(shard_ctx *ctx);
  * their request ids are remembered (dedup.h), nothing is applied. */
 ps_status shard_journal_remember(void *ctx, uint8_t type, uint64_t lsn, const void *payload,
                                  size_t len);
+/* A backup's install of a sync's dedup record (journal.h, JOURNAL_TYPE_DEDUP): logged
+ * (so a restart remembers it) and remembered at its position (*ret_lsn). PARSE for a
+ * bad record, IO when the log refuses, NO_MEMORY. */
+ps_status shard_journal_dedup(shard_ctx *ctx, const uint8_t *payload, size_t len,
+                              uint64_t *ret_lsn);
 /* The journal's position now (a shard_ctx as arg): what replicator syncs stand for. */
 uint64_t shard_journal_position(void *ctx);
 

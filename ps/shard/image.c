@@ -47,6 +47,10 @@ static void add_piece(image_encoded *e, const void *data, size_t len) {
     e->len += len;
 }
 
+uint64_t image_chunk_bytes(uint32_t len, optim_kind kind) {
+    return (uint64_t)len * (1 + optim_spec_slots(kind)) * sizeof(float);
+}
+
 /* Bytes of a chunk record (0 when past the limits). */
 static uint64_t chunk_record_bytes(uint32_t len, optim_kind kind, size_t name_len) {
     uint64_t floats = (uint64_t)len * (1 + optim_spec_slots(kind));

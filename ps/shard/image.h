@@ -127,6 +127,9 @@ typedef struct image_rows {
                                   NULL when the spec's optimizer keeps none */
 } image_rows;
 
+/* A chunk's value and optimizer-state bytes: what progress counts of a move. */
+uint64_t image_chunk_bytes(uint32_t len, optim_kind kind);
+
 /* ------------------------------------------------------------------ export --- */
 
 /* What an export found at its point in time. */
@@ -135,6 +138,7 @@ typedef struct image_export_info {
     uint64_t seq;         /* the chunk store's last seq then */
     uint64_t max_version; /* the largest version among the chunks accepted (0: none) */
     uint64_t chunks;      /* chunks accepted */
+    uint64_t chunk_bytes; /* their value and optimizer-state bytes (image_chunk_bytes) */
     uint64_t tables;      /* tables then */
     uint64_t rows;        /* rows accepted (counted as visited: final once it returns) */
 } image_export_info;

@@ -46,6 +46,7 @@ ps_status image_export(const image_export_opts *o, image_export_info *ret_info, 
             x.info.seq = pi.seq;
             x.info.max_version = pi.max_version;
             x.info.chunks = pi.chunks;
+            x.info.chunk_bytes = pi.bytes;
         }
     } else {
         st = held_rows(&x);

@@ -25,6 +25,7 @@ typedef struct store_pin_info {
     uint64_t seq;         /* the store's last seq */
     uint64_t max_version; /* the largest version among the chunks pinned (0: none) */
     uint64_t chunks;      /* chunks pinned */
+    uint64_t bytes;       /* their value and optimizer-state bytes */
 } store_pin_info;
 
 /* Takes the store's write lock, calls held(held_arg) (NULL: none; a failure pins

@@ -381,6 +381,33 @@ static ps_status replay_rows(row_store *rs, const uint8_t *p, size_t len, bool f
     return st;
 }
 
+size_t journal_encode_dedup(uint64_t id, size_t n, const uint64_t *keys, uint8_t *out) {
+    uint32_t n32 = (uint32_t)n;
+    memset(out, 0, JOURNAL_DEDUP_HEAD);
+    out[0] = FORMAT;
+    memcpy(out + 4, &n32, 4);
+    memcpy(out + 8, &id, 8);
+    memcpy(out + JOURNAL_DEDUP_HEAD, keys, n * 8);
+    return JOURNAL_DEDUP_HEAD + n * 8;
+}
+
+/* A dedup record's id and keys (malloc'd into *ret_keys). PARSE, NO_MEMORY. */
+static ps_status decode_dedup(const uint8_t *p, size_t len, uint64_t *ret_id, uint64_t **ret_keys,
+                              size_t *ret_n) {
+    uint32_t n;
+    if (len < JOURNAL_DEDUP_HEAD || p[0] != FORMAT)
+        return PS_STATUS_PARSE;
+    memcpy(&n, p + 4, 4);
+    if (n > JOURNAL_DEDUP_MAX_KEYS || (uint64_t)n * 8 != len - JOURNAL_DEDUP_HEAD)
+        return PS_STATUS_PARSE;
+    if (!(*ret_keys = malloc((size_t)n * 8 + 1)))
+        return PS_STATUS_NO_MEMORY;
+    memcpy(ret_id, p + 8, 8);
+    memcpy(*ret_keys, p + JOURNAL_DEDUP_HEAD, (size_t)n * 8);
+    *ret_n = n;
+    return PS_STATUS_OK;
+}
+
 ps_status journal_apply(const journal_target *t, uint8_t type, const void *payload, size_t len,
                         bool from_peer, uint64_t *ret_lsn) {
     const uint8_t *p = payload;
@@ -392,6 +419,15 @@ ps_status journal_apply(const journal_target *t, uint8_t type, const void *paylo
         return replay_push(t->chunks, p, len, from_peer, ret_lsn);
     if (type == JOURNAL_TYPE_ROWS)
         return replay_rows(t->rows, p, len, from_peer, ret_lsn);
+    if (type == JOURNAL_TYPE_DEDUP) { /* a replay's: remember it (a live one: shard_journal.c) */
+        uint64_t id = 0, *keys = NULL;
+        size_t n = 0;
+        ps_status st = decode_dedup(p, len, &id, &keys, &n);
+        if (st == PS_STATUS_OK && t->dedup)
+            (void)dedup_record(t->dedup, id, n, keys, 0); /* no memory: a retry's safety only */
+        free(keys);
+        return st;
+    }
     if (type != JOURNAL_TYPE_DELETE || len < 5 || p[0] != FORMAT)
         return PS_STATUS_PARSE;
     uint32_t n;
@@ -420,6 +456,8 @@ ps_status journal_request_of(uint8_t type, const void *payload, size_t len, uint
     *ret_keys = NULL;
     *ret_n = 0;
     uint32_t n = 0;
+    if (type == JOURNAL_TYPE_DEDUP)
+        return decode_dedup(p, len, ret_id, ret_keys, ret_n);
     if (type == JOURNAL_TYPE_PUSH && len >= PUSH_HEAD + 8 && p[0] == FORMAT && (p[2] & 4)) {
         size_t hl = push_head_len(p[2]);
         memcpy(&n, p + 44, 4);

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "dedup.h"
 #include "row_store.h"
 #include "store.h"
 #include "wal.h"
@@ -31,12 +32,25 @@
 #define JOURNAL_TYPE_PUSH 1
 #define JOURNAL_TYPE_DELETE 2
 #define JOURNAL_TYPE_ROWS 3
+/* A request id and the keys it applied, with no change: what a backup synced with
+ * images must remember of the changes the images hold (dedup.h), so that a retry
+ * after a failover applies them once. Payload: u8 format, 3 zero bytes, u32 n, u64
+ * id, n u64 keys. */
+#define JOURNAL_TYPE_DEDUP 4
+#define JOURNAL_DEDUP_HEAD 16
+/* Keys one dedup record carries at most (a backup refuses more). */
+#define JOURNAL_DEDUP_MAX_KEYS (1u << 22)
 
 /* What a replay writes into. */
 typedef struct journal_target {
     store *chunks;
     row_store *rows;
+    dedup *dedup; /* where dedup records go (NULL: nowhere) */
 } journal_target;
+
+/* A dedup record's payload for request id's keys[0..n) into out, which holds
+ * JOURNAL_DEDUP_HEAD + 8 n bytes; returns that length. */
+size_t journal_encode_dedup(uint64_t id, size_t n, const uint64_t *keys, uint8_t *out);
 
 /* A store_journal (store.h) and a row_journal (row_store.h) that append to w. */
 store_journal journal_for(wal *w);

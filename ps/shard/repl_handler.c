@@ -4,9 +4,12 @@
  * from_peer so they are journaled here but not sent on), waits until they are durable
  * in this shard's own log, and answers the last record number applied. Runs on a
  * thread of its own (RPC_METHOD_UNARY_OWN_THREAD): primaries' push handlers wait on it.
- * A sync's batches carry images (image.h), installed whole and journaled like changes;
- * its last batch (resume > 0) only marks its end: the stream's numbers go on as they
- * were, so a change sent before the sync and applied here is never applied again. */
+ * A sync's batches carry images (image.h), installed whole and journaled like changes,
+ * and the request ids of the changes they hold (JOURNAL_TYPE_DEDUP, remembered);
+ * its last batch (resume > 0) marks its end: the stream's numbers go on as they were
+ * (never lowered: a change sent before the sync and applied here is never applied
+ * again), from resume on (the records before it the primary dropped are in the images,
+ * so the in-order wait must not wait for them). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,8 +120,13 @@ ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         uint64_t num = req->first + i, lsn = 0;
         char why[RPC_DETAILS_MAX / 2] = "";
         if (req->sync) { /* images replace whole: a batch sent again changes nothing */
-            st = type == IMAGE_JOURNAL_TYPE ? install_image(ctx, payload, n, &lsn, why, sizeof why)
-                                            : PS_STATUS_INVALID_ARGUMENT;
+            if (type == IMAGE_JOURNAL_TYPE)
+                st = install_image(ctx, payload, n, &lsn, why, sizeof why);
+            else if (type == JOURNAL_TYPE_DEDUP) /* what the images' changes were */
+                snprintf(why, sizeof why, "%s",
+                         ps_status_str(st = shard_journal_dedup(ctx, payload, n, &lsn)));
+            else
+                st = PS_STATUS_INVALID_ARGUMENT;
         } else if (num <= applied) {
             continue; /* sent again after a lost answer: applied once */
         } else {
@@ -141,6 +149,10 @@ ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         if (lsn > max_lsn)
             max_lsn = lsn;
     }
+    /* a sync's last batch: the stream goes on at `resume`; the records before it that
+     * this shard lacks were dropped by the primary for the images it just installed */
+    if (req->sync && req->resume > 1 && req->resume - 1 > done)
+        done = req->resume - 1;
     repl_inbox_end(ctx->inbox, stream, done, false);
     if ((st = shard_wait_logged(ctx, rc, max_lsn, "replicated change")) != PS_STATUS_OK)
         return st;

@@ -448,6 +448,7 @@ void replicator_get_stats(replicator *r, replicator_stats *ret) {
         ret->backups++;
         ret->behind += t->need_sync || t->syncing;
         ret->sync_chunks_left += t->sync_total - t->sync_done;
+        ret->sync_bytes_left += t->sync_bytes_total - t->sync_bytes_done;
         ret->queued += t->queued;
         ret->queued_bytes += t->queued_bytes;
     }

@@ -46,6 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dedup.h"
 #include "image.h"
 #include "row_store.h"
 #include "status.h"
@@ -74,6 +75,7 @@ typedef struct replicator_opts {
      * being journaled): a sync's point. */
     uint64_t (*position)(void *arg);
     void *position_arg;
+    dedup *dedup; /* the request ids a sync sends with its images (not owned; may be NULL) */
 } replicator_opts;
 
 ps_status replicator_create(const replicator_opts *opts, replicator **ret_replicator);
@@ -123,6 +125,7 @@ typedef struct replicator_stats {
     uint64_t syncs;            /* syncs completed */
     uint64_t sync_bytes;       /* image bytes those sent */
     uint64_t sync_chunks_left; /* chunks the running syncs have still to send */
+    uint64_t sync_bytes_left;  /* their value and optimizer-state bytes */
     uint64_t queued;           /* entries not yet acknowledged */
     uint64_t queued_bytes;     /* their bytes */
     uint64_t sent_records;     /* acknowledged records, in all */

@@ -63,18 +63,19 @@ typedef struct repl_target {
                                 start again from the first unanswered entry */
     uint64_t next_num;       /* the next entry's stream number */
     uint64_t queued, queued_bytes;
-    bool removed;          /* off the ring: the sender ends and releases the queue */
-    bool need_sync;        /* a sync must run before the queue is sent (until it starts,
-                              changes to keys it did not hold are left to its images) */
-    bool full;             /* that sync sends everything it should hold (it lost
-                              changes, restarted, or is new) */
-    bool redo_full;        /* the ring changed during the running sync: redo it whole */
-    bool syncing;          /* a sync runs: changes after sync_pos are queued */
-    uint64_t sync_pos;     /* the running sync's point */
-    uint64_t synced_for;   /* the pending epoch its last sync covered (0: none) */
-    uint64_t sync_total;   /* chunks the running sync sends, once exported (0: none) */
-    uint64_t sync_done;    /* of them, sent */
-    uint32_t slot;         /* its index among the live targets */
+    bool removed;        /* off the ring: the sender ends and releases the queue */
+    bool need_sync;      /* a sync must run before the queue is sent (until it starts,
+                            changes to keys it did not hold are left to its images) */
+    bool full;           /* that sync sends everything it should hold (it lost
+                            changes, restarted, or is new) */
+    bool redo_full;      /* the ring changed during the running sync: redo it whole */
+    bool syncing;        /* a sync runs: changes after sync_pos are queued */
+    uint64_t sync_pos;   /* the running sync's point */
+    uint64_t synced_for; /* the pending epoch its last sync covered (0: none) */
+    uint64_t sync_total; /* chunks the running sync sends, once exported (0: none) */
+    uint64_t sync_done;  /* of them, sent */
+    uint64_t sync_bytes_total, sync_bytes_done; /* the same in image_chunk_bytes */
+    uint32_t slot;                              /* its index among the live targets */
     uint32_t idx_settled;  /* its index in the settled ring (UINT32_MAX: not on it) */
     uint64_t peer_inc;     /* the backup's incarnation, learned by the last sync */
     char why[256];         /* why it needs a sync or fails */

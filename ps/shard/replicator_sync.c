@@ -5,8 +5,10 @@
  * runs; from that moment changes queue behind the sync), sent in batches of framed
  * image records, the last batch telling the backup which record number the stream
  * resumes with. Changes queued before the point are for keys the backup held, which the
- * images leave out, so nothing lands twice. Copies each image into the batch (a sync is
- * bulk work; the images of a chunk are pinned blocks until then). */
+ * images leave out, so nothing lands twice. After the images go the request ids of the
+ * changes they hold (dedup records), so exactly-once survives a failover to the backup. Copies each
+ * image into the batch (a sync is bulk work; the images of a chunk are pinned blocks until then).
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@ typedef struct sync_run {
     size_t len, cap;
     uint32_t count;
     uint64_t resume; /* the stream number after the point */
+    uint64_t point;  /* the journal position the images stand for */
     uint64_t bytes;  /* image bytes sent */
     char *err;
     size_t err_len;
@@ -56,6 +59,7 @@ static uint64_t sync_point(void *arg) {
     t->need_sync = false;
     t->syncing = true;
     t->sync_pos = pos;
+    run->point = pos;
     run->resume = t->head ? t->head->num : t->next_num; /* informative: nothing resets */
     pthread_mutex_unlock(&r->lock);
     return pos;
@@ -80,15 +84,16 @@ static ps_status flush(sync_run *run, uint64_t resume) {
     return PS_STATUS_OK;
 }
 
-/* Appends one framed image record, sending the batch first when it is full. */
-static ps_status add_record(sync_run *run, const image_encoded *e) {
-    size_t need = REPLICATOR_FRAME_HEAD + e->len;
+/* Room for one framed record of `len` payload bytes in the batch (sent first when it
+ * is full): returns where the payload goes, or NULL with *ret_st set. */
+static uint8_t *reserve_frame(sync_run *run, uint8_t type, size_t len, ps_status *ret_st) {
+    size_t need = REPLICATOR_FRAME_HEAD + len;
     replicator *r = run->t->r;
+    *ret_st = PS_STATUS_OK;
     if (run->len &&
         (run->len + need > r->opts.max_batch_bytes || run->count == REPLICATOR_MAX_BATCH_RECORDS)) {
-        ps_status st = flush(run, 0);
-        if (st != PS_STATUS_OK)
-            return st;
+        if ((*ret_st = flush(run, 0)) != PS_STATUS_OK)
+            return NULL;
     }
     if (run->len + need > run->cap) {
         size_t cap = run->cap ? run->cap : 1u << 20;
@@ -97,20 +102,72 @@ static ps_status add_record(sync_run *run, const image_encoded *e) {
         uint8_t *grown = realloc(run->buf, cap);
         if (!grown) {
             ps_set_err(run->err, run->err_len, "out of memory for a sync batch of %zu bytes", cap);
-            return PS_STATUS_NO_MEMORY;
+            *ret_st = PS_STATUS_NO_MEMORY;
+            return NULL;
         }
         run->buf = grown;
         run->cap = cap;
     }
     uint8_t *at = run->buf + run->len;
-    uint32_t len = (uint32_t)e->len;
+    uint32_t len32 = (uint32_t)len;
     memset(at, 0, REPLICATOR_FRAME_HEAD);
-    at[0] = IMAGE_JOURNAL_TYPE;
-    memcpy(at + 4, &len, 4);
-    image_encoded_copy(e, at + REPLICATOR_FRAME_HEAD);
+    at[0] = type;
+    memcpy(at + 4, &len32, 4);
     run->len += need;
     run->count++;
-    return PS_STATUS_OK;
+    return at + REPLICATOR_FRAME_HEAD;
+}
+
+/* Appends one framed image record. */
+static ps_status add_record(sync_run *run, const image_encoded *e) {
+    ps_status st;
+    uint8_t *at = reserve_frame(run, IMAGE_JOURNAL_TYPE, e->len, &st);
+    if (at)
+        image_encoded_copy(e, at);
+    return st;
+}
+
+/* After the images: the request ids of the changes they hold, for the keys they hold
+ * (dedup records), so that a retry of one of those pushes after a failover to this
+ * backup applies nothing twice. Only requests applied at or before the sync's point:
+ * a later one's changes are queued behind the sync and remembered as they apply. */
+static ps_status add_dedup(sync_run *run) {
+    dedup *d = run->t->r->opts.dedup;
+    if (!d)
+        return PS_STATUS_OK;
+    dedup_entry *ents = NULL;
+    size_t n = 0;
+    if (dedup_export(d, run->point, &ents, &n) != PS_STATUS_OK) {
+        ps_set_err(run->err, run->err_len, "out of memory exporting the request ids");
+        return PS_STATUS_NO_MEMORY;
+    }
+    ps_status st = PS_STATUS_OK;
+    uint64_t *keys = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; i < n && st == PS_STATUS_OK; i++) {
+        if (ents[i].n > cap) {
+            free(keys);
+            cap = ents[i].n;
+            if (!(keys = malloc(cap * sizeof *keys))) {
+                ps_set_err(run->err, run->err_len, "out of memory for %zu keys", cap);
+                st = PS_STATUS_NO_MEMORY;
+                break;
+            }
+        }
+        size_t m = 0;
+        for (size_t j = 0; j < ents[i].n; j++)
+            if (sync_accept(run, ents[i].keys[j]))
+                keys[m++] = ents[i].keys[j];
+        for (size_t at = 0; at < m && st == PS_STATUS_OK; at += JOURNAL_DEDUP_MAX_KEYS) {
+            size_t k = m - at < JOURNAL_DEDUP_MAX_KEYS ? m - at : JOURNAL_DEDUP_MAX_KEYS;
+            uint8_t *out = reserve_frame(run, JOURNAL_TYPE_DEDUP, JOURNAL_DEDUP_HEAD + k * 8, &st);
+            if (out)
+                journal_encode_dedup(ents[i].id, k, keys + at, out);
+        }
+    }
+    free(keys);
+    free(ents);
+    return st;
 }
 
 /* The export's figures, before any image: the chunks this sync sends (progress). */
@@ -120,6 +177,8 @@ static ps_status sync_begin(void *arg, const image_export_info *info) {
     pthread_mutex_lock(&r->lock);
     run->t->sync_total = info->chunks;
     run->t->sync_done = 0;
+    run->t->sync_bytes_total = info->chunk_bytes;
+    run->t->sync_bytes_done = 0;
     pthread_mutex_unlock(&r->lock);
     return PS_STATUS_OK;
 }
@@ -130,6 +189,9 @@ static ps_status sync_chunk(void *arg, const image_chunk *c) {
     pthread_mutex_lock(&r->lock);
     if (run->t->sync_done < run->t->sync_total)
         run->t->sync_done++;
+    uint64_t b = image_chunk_bytes(c->len, c->kind),
+             rest = run->t->sync_bytes_total - run->t->sync_bytes_done;
+    run->t->sync_bytes_done += b < rest ? b : rest;
     pthread_mutex_unlock(&r->lock);
     image_encoded e;
     ps_status st = image_encode_chunk(c, &e, run->err, run->err_len);
@@ -200,6 +262,8 @@ ps_status repl_sync(repl_target *t, char *err, size_t err_len) {
                                 .arg = &run};
         image_export_info info;
         st = image_export(&eo, &info, err, err_len);
+        if (st == PS_STATUS_OK)
+            st = add_dedup(&run);
     } else { /* primary of nothing: no image, only the point */
         sync_point(&run);
         st = PS_STATUS_OK;
@@ -209,6 +273,7 @@ ps_status repl_sync(repl_target *t, char *err, size_t err_len) {
     run_free(&run);
     pthread_mutex_lock(&r->lock);
     t->sync_total = t->sync_done = 0; /* nothing left: done, or to start again */
+    t->sync_bytes_total = t->sync_bytes_done = 0;
     pthread_mutex_unlock(&r->lock);
     if (st == PS_STATUS_OK) {
         pthread_mutex_lock(&r->lock);

@@ -61,17 +61,18 @@ ps_status shard_ctx_create(const shard_ctx_opts *opts, shard_ctx **ret_ctx) {
     placement_opts po = {.self_id = opts->id};
     if ((st = placement_create(&po, &ctx->placement)) != PS_STATUS_OK)
         goto fail;
+    if ((st = dedup_create(0, &ctx->dedup)) != PS_STATUS_OK)
+        goto fail;
     replicator_opts rpo = {.self_id = opts->id,
                            .incarnation = ctx->incarnation,
                            .chunks = ctx->store,
                            .rows = ctx->rows,
                            .position = shard_journal_position,
-                           .position_arg = ctx};
+                           .position_arg = ctx,
+                           .dedup = ctx->dedup};
     if ((st = replicator_create(&rpo, &ctx->repl)) != PS_STATUS_OK)
         goto fail;
     if ((st = repl_inbox_create(&ctx->inbox)) != PS_STATUS_OK)
-        goto fail;
-    if ((st = dedup_create(0, &ctx->dedup)) != PS_STATUS_OK)
         goto fail;
     if (pthread_mutex_init(&ctx->journal_lock, NULL) != 0) {
         st = PS_STATUS_NO_MEMORY;
@@ -127,7 +128,7 @@ ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode
     if (st == PS_STATUS_OK && found && head.max_version >= ss.seq &&
         (st = restart_seq(ctx, head.max_version)) != PS_STATUS_OK)
         ps_set_err(err, err_len, "out of memory restarting the sequence numbers");
-    journal_target target = {.chunks = ctx->store, .rows = ctx->rows};
+    journal_target target = {.chunks = ctx->store, .rows = ctx->rows, .dedup = ctx->dedup};
     uint64_t seg = snapshot_segment_bytes(ctx->opts.snapshot_log_bytes);
     snapshot_recover_opts ro = {.wal = {.dir = dir, .fsync = mode, .segment_bytes = seg},
                                 .target = {.chunks = ctx->store, .rows = ctx->rows},

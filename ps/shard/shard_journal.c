@@ -151,6 +151,25 @@ ps_status shard_journal_remember(void *arg, uint8_t type, uint64_t lsn, const vo
     return PS_STATUS_OK;
 }
 
+ps_status shard_journal_dedup(shard_ctx *ctx, const uint8_t *payload, size_t len,
+                              uint64_t *ret_lsn) {
+    uint64_t id = 0, *keys = NULL;
+    size_t n = 0;
+    ps_status st = journal_request_of(JOURNAL_TYPE_DEDUP, payload, len, &id, &keys, &n);
+    if (st != PS_STATUS_OK)
+        return st;
+    pthread_mutex_lock(&ctx->journal_lock);
+    if (ctx->wal)
+        st = wal_append(ctx->wal, JOURNAL_TYPE_DEDUP, payload, len, ret_lsn);
+    else
+        *ret_lsn = ++ctx->journal_pos;
+    if (st == PS_STATUS_OK)
+        st = dedup_record(ctx->dedup, id, n, keys, *ret_lsn);
+    pthread_mutex_unlock(&ctx->journal_lock);
+    free(keys);
+    return st;
+}
+
 image_target shard_image_target(shard_ctx *ctx) {
     return (image_target){
         .chunks = ctx->store, .rows = ctx->rows, .journal = tee_image, .journal_arg = ctx};

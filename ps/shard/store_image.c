@@ -49,7 +49,7 @@ ps_status store_pin_create(store *s, image_accept_fn accept, void *accept_arg, i
     if (!pin)
         return PS_STATUS_NO_MEMORY;
     ps_status st = PS_STATUS_OK;
-    uint64_t max_version = 0;
+    uint64_t max_version = 0, bytes = 0;
     pthread_rwlock_wrlock(&s->lock);
     if (held && (st = held(held_arg)) != PS_STATUS_OK)
         goto unlock;
@@ -80,10 +80,12 @@ ps_status store_pin_create(store *s, image_accept_fn accept, void *accept_arg, i
             p->state = c->state;
         }
         max_version = c->version > max_version ? c->version : max_version;
+        bytes += image_chunk_bytes(c->len, c->state_kind);
         pin->n++;
     }
     if (ret_info)
-        *ret_info = (store_pin_info){.seq = s->seq, .max_version = max_version, .chunks = pin->n};
+        *ret_info = (store_pin_info){
+            .seq = s->seq, .max_version = max_version, .chunks = pin->n, .bytes = bytes};
 unlock:
     pthread_rwlock_unlock(&s->lock);
     if (st != PS_STATUS_OK) {

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -26,6 +27,7 @@
 #include "dedup.h"
 #include "push_subset.h"
 #include "gc.h"
+#include "journal.h"
 #include "placement.h"
 #include "repl_inbox.h"
 #include "replicator_internal.h"
@@ -58,6 +60,56 @@ static void test_dedup_finds_what_a_request_applied(void **state) {
     assert_int_equal(st.keys, 5);
     dedup_destroy(d);
     dedup_destroy(NULL);
+}
+
+/* What a sync sends a backup of the requests its images hold: only those applied at or
+ * before its point, keys sorted; and the record that carries them round-trips. */
+static void test_dedup_export_and_its_journal_record(void **state) {
+    (void)state;
+    dedup *d = NULL, *backup = NULL;
+    assert_int_equal(dedup_create(0, &d), PS_STATUS_OK);
+    assert_int_equal(dedup_create(0, &backup), PS_STATUS_OK);
+    const uint64_t a[] = {30, 10, 20}, b[] = {5}, c[] = {7, 8};
+    assert_int_equal(dedup_record(d, 1, 3, a, 100), PS_STATUS_OK);
+    assert_int_equal(dedup_record(d, 2, 1, b, 0), PS_STATUS_OK);   /* a replay's: position 0 */
+    assert_int_equal(dedup_record(d, 3, 2, c, 101), PS_STATUS_OK); /* after the point */
+    dedup_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(dedup_export(d, 100, &e, &n), PS_STATUS_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(e[0].id, 1);
+    assert_int_equal(e[0].n, 3);
+    assert_int_equal(e[0].keys[0], 10);
+    assert_int_equal(e[0].keys[2], 30);
+    assert_int_equal(e[1].id, 2);
+    uint8_t rec[JOURNAL_DEDUP_HEAD + 3 * 8];
+    size_t len = journal_encode_dedup(e[0].id, e[0].n, e[0].keys, rec);
+    assert_int_equal(len, sizeof rec);
+    uint64_t id = 0, *keys = NULL;
+    size_t m = 0;
+    assert_int_equal(journal_request_of(JOURNAL_TYPE_DEDUP, rec, len, &id, &keys, &m),
+                     PS_STATUS_OK);
+    assert_int_equal(id, 1);
+    assert_int_equal(m, 3);
+    assert_int_equal(keys[1], 20);
+    free(keys);
+    journal_target t = {.dedup = backup}; /* a replay remembers it, changes nothing */
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_DEDUP, rec, len, false, NULL), PS_STATUS_OK);
+    const uint64_t retry[] = {20, 40};
+    bool applied[2];
+    assert_int_equal(dedup_lookup(backup, 1, 2, retry, applied, NULL), 1);
+    assert_true(applied[0] && !applied[1]);
+    /* a cut or padded record is refused, not read past its end */
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_DEDUP, rec, len - 1, false, NULL),
+                     PS_STATUS_PARSE);
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_DEDUP, rec, 8, false, NULL), PS_STATUS_PARSE);
+    uint32_t huge = JOURNAL_DEDUP_MAX_KEYS + 1;
+    memcpy(rec + 4, &huge, 4);
+    assert_int_equal(journal_request_of(JOURNAL_TYPE_DEDUP, rec, len, &id, &keys, &m),
+                     PS_STATUS_PARSE);
+    free(e);
+    dedup_destroy(d);
+    dedup_destroy(backup);
 }
 
 static void test_dedup_forgets_the_oldest_past_its_bound(void **state) {
@@ -379,6 +431,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dedup_finds_what_a_request_applied),
         cmocka_unit_test(test_dedup_forgets_the_oldest_past_its_bound),
+        cmocka_unit_test(test_dedup_export_and_its_journal_record),
         cmocka_unit_test(test_push_subset_slices_values_across_pieces),
         cmocka_unit_test(test_inbox_streams),
         cmocka_unit_test(test_inbox_one_call_per_stream_at_a_time),

@@ -162,9 +162,10 @@ def run_psctl(*args, coordinator=None, json_mode=True, env_extra=None, cwd=None,
 class Cluster:
     """A coordinator and shards on loopback ports, in a temporary directory."""
 
-    def __init__(self, tmp, shards=3, state_dir=None, replication=None):
+    def __init__(self, tmp, shards=3, state_dir=None, replication=None, heartbeat_ms=HEARTBEAT_MS):
         self.tmp = pathlib.Path(tmp)
         self.replication = replication  # None: the coordinator's default (2)
+        self.heartbeat_ms = heartbeat_ms
         self.state_dir = pathlib.Path(state_dir) if state_dir else self.tmp / "coordinator"
         self.procs = {}
         self.coordinator_port = 0
@@ -180,7 +181,7 @@ class Cluster:
     def start_coordinator(self):
         """Starts (or restarts, on the same port) the coordinator."""
         argv = [COORDINATOR_BIN, "--listen", f"127.0.0.1:{self.coordinator_port}",
-                "--state-dir", self.state_dir, "--heartbeat-ms", HEARTBEAT_MS]
+                "--state-dir", self.state_dir, "--heartbeat-ms", self.heartbeat_ms]
         if self.replication:
             argv += ["--replication", self.replication]
         p = Proc("coordinator", argv, self.tmp)

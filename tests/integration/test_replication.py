@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import SOURCE, chunk_owners, pull_at, write_model
+from conftest import SOURCE, chunk_owners, pull_at, wait_for, write_model
 
 sys.path.insert(0, str(SOURCE / "ps" / "client" / "python"))  # this checkout's package
 import psclient  # noqa: E402
@@ -210,3 +210,44 @@ def test_a_100k_key_push_retried_with_its_request_id_lands_once(make_cluster):
                                  request_id=0xABCDEF), timeout=60)
         r = stub.Pull(pb.PullRequest(epoch=epoch, keys=keys[::101]), timeout=60)
         assert np.all(np.frombuffer(r.values, "<f4") == 1.0)
+
+
+def test_a_retry_after_failover_to_a_backup_synced_with_images_applies_once(make_cluster,
+                                                                             tmp_path):
+    """A push applied on its primary but never replicated (its backup was down) reaches
+    the restarted backup inside the sync's images; the primary then dies. The client's
+    retry of that push (same request id) on the backup, now primary, must not apply it
+    again: the sync carries the request ids of the changes its images hold."""
+    c = make_cluster(shards=2, heartbeat_ms=2000)  # dead after seconds: time to restart
+    upload_wide(c, tmp_path)
+    epoch = ring_epoch(c)
+    key, addrs = chunk_owners(c, "wide", "big")[0]
+    name = {p.addr: n for n, p in c.procs.items()}
+    primary, backup = name[addrs[0]], name[addrs[1]]
+    n = len(pull_at(addrs[0], key, epoch))
+    ones = np.ones(n, "<f4").tobytes()
+    push = dict(keys=[key], lengths=[n], op=pb.PUSH_ADD, values=ones, request_id=0x5EED5EED)
+
+    c.procs[backup].proc.kill()  # the backup goes down...
+    c.procs[backup].proc.wait(timeout=10)
+    with grpc.insecure_channel(addrs[0]) as ch:  # ...so the primary cannot acknowledge
+        with pytest.raises(grpc.RpcError) as e:
+            pb_grpc.ParameterServerStub(ch).Push(pb.PushRequest(epoch=epoch, **push), timeout=0.3)
+    assert e.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+    assert np.all(pull_at(addrs[0], key, epoch) == 1.0)  # but applied it
+    c.start_shard(backup)  # back, empty, at a new address: synced with images
+    c.wait_alive([backup])
+    new_addr = c.procs[backup].addr
+    wait_for("the backup synced", lambda: np.all(pull_at(new_addr, key, ring_epoch(c)) == 1.0))
+
+    c.procs[primary].proc.kill()  # the primary dies: the backup takes its keys
+    c.procs[primary].proc.wait(timeout=10)
+    wait_for("the failover", lambda: not c.nodes()[primary]["in_ring"], timeout=60)
+    epoch = ring_epoch(c)
+    with grpc.insecure_channel(new_addr) as ch:
+        stub = pb_grpc.ParameterServerStub(ch)
+        stub.Push(pb.PushRequest(epoch=epoch, **push), timeout=10)  # the client's retry
+        assert np.all(pull_at(new_addr, key, epoch) == 1.0), "the retry applied twice"
+        push["request_id"] = 0x5EED5EEE  # a new push still applies
+        stub.Push(pb.PushRequest(epoch=epoch, **push), timeout=10)
+    assert np.all(pull_at(new_addr, key, epoch) == 2.0)

@@ -156,6 +156,10 @@ def test_one_change_at_a_time_and_cancel(make_cluster, tmp_path):
     assert change["shards"] == 3 and change["synced"] < 3, change
     text = c.ok("status", json_mode=False).out
     assert "RING CHANGE: the join of shard-9" in text and "JOINING" in text, text
+    assert "CHUNKS LEFT" in text and "BYTES LEFT" in text, text
+    per = c.ok("status")["change"]["per_shard"]  # progress, asked of each shard
+    assert len(per) == 3 and all(isinstance(s["chunks_left"], int) and
+                                 isinstance(s["bytes_left"], int) for s in per), per
 
     r = c.psctl("ring", "drain", "--id", "shard-1")
     assert r.rc == 1 and r.doc["error"]["code"] == "FAILED_PRECONDITION", r

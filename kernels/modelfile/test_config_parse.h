@@ -46,4 +46,20 @@ static inline void expect_refused(const char *sq, ps_status want, const char *fr
     assert_null(cfg);
 }
 
+/* The config is refused as INVALID_ARGUMENT with a message holding `fragment`. */
+static inline void expect_invalid(const char *sq, const char *fragment) {
+    expect_refused(sq, PS_STATUS_INVALID_ARGUMENT, fragment);
+}
+
+/* d has exactly the ndims dims of want. */
+static inline void expect_dims(const model_tensor_desc *d, uint32_t ndims, const int64_t *want) {
+    assert_int_equal(d->ndims, ndims);
+    for (uint32_t i = 0; i < ndims; i++) {
+        if (d->dims[i] != want[i]) {
+            fail_msg("%s: dim %u is %lld, want %lld", d->name, i, (long long)d->dims[i],
+                     (long long)want[i]);
+        }
+    }
+}
+
 #endif

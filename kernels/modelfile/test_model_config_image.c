@@ -19,20 +19,6 @@
 
 #include "test_config_parse.h"
 
-static void expect_error(const char *sq, const char *fragment) {
-    expect_refused(sq, PS_STATUS_INVALID_ARGUMENT, fragment);
-}
-
-static void expect_dims(const model_tensor_desc *d, uint32_t ndims, const int64_t *want) {
-    assert_int_equal(d->ndims, ndims);
-    for (uint32_t i = 0; i < ndims; i++) {
-        if (d->dims[i] != want[i]) {
-            fail_msg("%s: dim %u is %lld, want %lld", d->name, i, (long long)d->dims[i],
-                     (long long)want[i]);
-        }
-    }
-}
-
 /* The digits CNN: 64 pixels -> [1, 8, 8] -> conv 4x3x3 (pad 1) -> relu -> maxpool 2 ->
  * flatten -> dense -> softmax over 10 classes. */
 #define CNN_HEAD                                                                                   \
@@ -164,96 +150,98 @@ static void test_window_options(void **state) {
 
 static void test_window_errors(void **state) {
     (void)state;
-    expect_error(
+    expect_invalid(
         IMG_IN(CONV("'kernel_size': 3"), "[-1, 4, 5, 5]"),
         "\"y\" is declared with shape [-1, 4, 5, 5], but layers[0] produces [-1, 4, 4, 4]");
-    expect_error(IMG_IN("{'op': 'conv2d', 'input': 'v', 'output': 'y', 'weight': 'w',"
-                        " 'out_channels': 4, 'kernel_size': 3}",
-                        "[-1, 4, 4, 4]"),
-                 "layers[0] (conv2d \"y\"): input \"v\" has 2 dims; it must be [-1, C, H, W]");
-    expect_error(IMG_IN(CONV("'stride': 1"), "[-1, 4, 4, 4]"),
-                 "layers[0] (conv2d \"c1\"): missing field \"kernel_size\" must be an integer");
-    expect_error(IMG_IN(CONV("'kernel_size': 0"), "[-1, 4, 4, 4]"),
-                 "\"kernel_size\" must be an integer or a list [h, w] of integers from 1");
-    expect_error(IMG_IN(CONV("'kernel_size': [3, 3, 3]"), "[-1, 4, 4, 4]"), "\"kernel_size\"");
-    expect_error(IMG_IN(CONV("'kernel_size': 3, 'stride': 'a'"), "[-1, 4, 4, 4]"), "\"stride\"");
-    expect_error(IMG_IN(CONV("'kernel_size': 3, 'padding': -1"), "[-1, 4, 4, 4]"), "\"padding\"");
-    expect_error(IMG_IN(CONV("'kernel_size': 99999999"), "[-1, 4, 4, 4]"), "\"kernel_size\"");
-    expect_error(IMG_IN(CONV("'kernel_size': 7"), "[-1, 4, 4, 4]"),
-                 "the kernel [7, 7] (dilation [1, 1]) does not fit input \"x\" of 6 x 6");
-    expect_error(IMG_IN(CONV("'kernel_size': 3, 'dilation': 3"), "[-1, 4, 4, 4]"), "does not fit");
-    expect_error(IMG_IN(CONV("'kernel_size': 3, 'groups': 4"), "[-1, 4, 4, 4]"),
-                 "groups 4 must divide the input's channels (2) and out_channels (4)");
-    expect_error(IMG_IN("{'op': 'conv2d', 'input': 'x', 'output': 'y', 'weight': 'w',"
-                        " 'kernel_size': 3}",
-                        "[-1, 4, 4, 4]"),
-                 "\"out_channels\" must be an integer from 1");
-    expect_error(IMG_IN(CONV("'kernel_size': 3, 'activation': 'swish'"), "[-1, 4, 4, 4]"),
-                 "unknown activation \"swish\"");
-    expect_error(IMG_IN(CONV("'kernel_size': 3, 'count_include_pad': true"), "[-1, 4, 4, 4]"),
-                 "unknown field \"count_include_pad\"");
-    expect_error(IMG_IN("{'op': 'maxpool2d', 'input': 'x', 'output': 'y', 'kernel_size': 3,"
-                        " 'padding': 2}",
-                        "[-1, 2, 4, 4]"),
-                 "padding [2, 2] must be at most half the kernel [3, 3]");
-    expect_error(IMG_IN("{'op': 'maxpool2d', 'input': 'x', 'output': 'y', 'kernel_size': 3,"
-                        " 'dilation': 2}",
-                        "[-1, 2, 2, 2]"),
-                 "unknown field \"dilation\"");
-    expect_error(IMG_IN("{'op': 'avgpool2d', 'input': 'x', 'output': 'y', 'kernel_size': 3,"
-                        " 'count_include_pad': 1}",
-                        "[-1, 2, 2, 2]"),
-                 "\"count_include_pad\" must be true or false");
+    expect_invalid(IMG_IN("{'op': 'conv2d', 'input': 'v', 'output': 'y', 'weight': 'w',"
+                          " 'out_channels': 4, 'kernel_size': 3}",
+                          "[-1, 4, 4, 4]"),
+                   "layers[0] (conv2d \"y\"): input \"v\" has 2 dims; it must be [-1, C, H, W]");
+    expect_invalid(IMG_IN(CONV("'stride': 1"), "[-1, 4, 4, 4]"),
+                   "layers[0] (conv2d \"c1\"): missing field \"kernel_size\" must be an integer");
+    expect_invalid(IMG_IN(CONV("'kernel_size': 0"), "[-1, 4, 4, 4]"),
+                   "\"kernel_size\" must be an integer or a list [h, w] of integers from 1");
+    expect_invalid(IMG_IN(CONV("'kernel_size': [3, 3, 3]"), "[-1, 4, 4, 4]"), "\"kernel_size\"");
+    expect_invalid(IMG_IN(CONV("'kernel_size': 3, 'stride': 'a'"), "[-1, 4, 4, 4]"), "\"stride\"");
+    expect_invalid(IMG_IN(CONV("'kernel_size': 3, 'padding': -1"), "[-1, 4, 4, 4]"), "\"padding\"");
+    expect_invalid(IMG_IN(CONV("'kernel_size': 99999999"), "[-1, 4, 4, 4]"), "\"kernel_size\"");
+    expect_invalid(IMG_IN(CONV("'kernel_size': 7"), "[-1, 4, 4, 4]"),
+                   "the kernel [7, 7] (dilation [1, 1]) does not fit input \"x\" of 6 x 6");
+    expect_invalid(IMG_IN(CONV("'kernel_size': 3, 'dilation': 3"), "[-1, 4, 4, 4]"),
+                   "does not fit");
+    expect_invalid(IMG_IN(CONV("'kernel_size': 3, 'groups': 4"), "[-1, 4, 4, 4]"),
+                   "groups 4 must divide the input's channels (2) and out_channels (4)");
+    expect_invalid(IMG_IN("{'op': 'conv2d', 'input': 'x', 'output': 'y', 'weight': 'w',"
+                          " 'kernel_size': 3}",
+                          "[-1, 4, 4, 4]"),
+                   "\"out_channels\" must be an integer from 1");
+    expect_invalid(IMG_IN(CONV("'kernel_size': 3, 'activation': 'swish'"), "[-1, 4, 4, 4]"),
+                   "unknown activation \"swish\"");
+    expect_invalid(IMG_IN(CONV("'kernel_size': 3, 'count_include_pad': true"), "[-1, 4, 4, 4]"),
+                   "unknown field \"count_include_pad\"");
+    expect_invalid(IMG_IN("{'op': 'maxpool2d', 'input': 'x', 'output': 'y', 'kernel_size': 3,"
+                          " 'padding': 2}",
+                          "[-1, 2, 4, 4]"),
+                   "padding [2, 2] must be at most half the kernel [3, 3]");
+    expect_invalid(IMG_IN("{'op': 'maxpool2d', 'input': 'x', 'output': 'y', 'kernel_size': 3,"
+                          " 'dilation': 2}",
+                          "[-1, 2, 2, 2]"),
+                   "unknown field \"dilation\"");
+    expect_invalid(IMG_IN("{'op': 'avgpool2d', 'input': 'x', 'output': 'y', 'kernel_size': 3,"
+                          " 'count_include_pad': 1}",
+                          "[-1, 2, 2, 2]"),
+                   "\"count_include_pad\" must be true or false");
     /* A conv whose input width only a parameter fixes. */
-    expect_error(IMG_IN("{'op': 'dense', 'input': 'x', 'output': 'h', 'weight': 'd'},"
-                        "{'op': 'conv2d', 'input': 'h', 'output': 'y', 'weight': 'w',"
-                        " 'out_channels': 4, 'kernel_size': 1}",
-                        "[-1, 4, 6, 6]"),
-                 "the width of input \"h\" is not fixed by the config");
+    expect_invalid(IMG_IN("{'op': 'dense', 'input': 'x', 'output': 'h', 'weight': 'd'},"
+                          "{'op': 'conv2d', 'input': 'h', 'output': 'y', 'weight': 'w',"
+                          " 'out_channels': 4, 'kernel_size': 1}",
+                          "[-1, 4, 6, 6]"),
+                   "the width of input \"h\" is not fixed by the config");
     /* The conv weight shared with a dense layer of another rank. */
-    expect_error(IMG_IN("{'op': 'dense', 'input': 'v', 'output': 'h', 'weight': 'w'}," CONV(
-                            "'kernel_size': 3"),
-                        "[-1, 4, 4, 4]"),
-                 "parameter \"w\" is used as a 4-dim weight here but as a 2-dim weight");
+    expect_invalid(IMG_IN("{'op': 'dense', 'input': 'v', 'output': 'h', 'weight': 'w'}," CONV(
+                              "'kernel_size': 3"),
+                          "[-1, 4, 4, 4]"),
+                   "parameter \"w\" is used as a 4-dim weight here but as a 2-dim weight");
 }
 
 static void test_reshape_errors(void **state) {
     (void)state;
-    expect_error(
+    expect_invalid(
         IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y', 'shape': [5, 7]}", "[-1, 5, 7]"),
         "layers[0] (reshape \"y\"): input \"v\" has 36 elements per sample, but "
         "\"shape\" holds 35");
-    expect_error(IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y'}", "[-1, 36]"),
-                 "\"shape\" must be a list of 1 to 7 positive integers");
-    expect_error(IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y', 'shape': []}", "[-1, 36]"),
-                 "\"shape\" must be a list");
-    expect_error(
+    expect_invalid(IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y'}", "[-1, 36]"),
+                   "\"shape\" must be a list of 1 to 7 positive integers");
+    expect_invalid(
+        IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y', 'shape': []}", "[-1, 36]"),
+        "\"shape\" must be a list");
+    expect_invalid(
         IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y', 'shape': [-1, 36]}", "[-1, 36]"),
         "\"shape\" must be a list");
-    expect_error(IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y',"
-                        " 'shape': [1, 1, 1, 1, 1, 1, 1, 36]}",
-                        "[-1, 36]"),
-                 "\"shape\" must be a list of 1 to 7");
-    expect_error(IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y',"
-                        " 'shape': [65536, 65536, 65536]}",
-                        "[-1, 36]"),
-                 "\"shape\" must be a list");
-    expect_error(IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y', 'shape': [36],"
-                        " 'kernel_size': 2}",
-                        "[-1, 36]"),
-                 "unknown field \"kernel_size\"");
+    expect_invalid(IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y',"
+                          " 'shape': [1, 1, 1, 1, 1, 1, 1, 36]}",
+                          "[-1, 36]"),
+                   "\"shape\" must be a list of 1 to 7");
+    expect_invalid(IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y',"
+                          " 'shape': [65536, 65536, 65536]}",
+                          "[-1, 36]"),
+                   "\"shape\" must be a list");
+    expect_invalid(IMG_IN("{'op': 'reshape', 'input': 'v', 'output': 'y', 'shape': [36],"
+                          " 'kernel_size': 2}",
+                          "[-1, 36]"),
+                   "unknown field \"kernel_size\"");
     /* Dense on [-1, 2, 6, 6]: [-1, 2, 6, ?]; a reshape to 7 per sample cannot be. */
-    expect_error(IMG_IN("{'op': 'dense', 'input': 'x', 'output': 'h', 'weight': 'd'},"
-                        "{'op': 'reshape', 'input': 'h', 'output': 'y', 'shape': [7]}",
-                        "[-1, 7]"),
-                 "input \"h\" has an unknown multiple of 12 elements per sample, but \"shape\" "
-                 "holds 7");
-    expect_error(IMG_IN("{'op': 'dense', 'input': 'x', 'output': 'h', 'weight': 'd'},"
-                        "{'op': 'flatten', 'input': 'h', 'output': 'y'}",
-                        "[-1, 72]"),
-                 "1 dims of input \"h\" are not fixed by the config");
-    expect_error(IMG_IN("{'op': 'flatten', 'input': 'x', 'output': 'y'}", "[-1, 36]"),
-                 "declared with shape [-1, 36], but layers[0] produces [-1, 72]");
+    expect_invalid(IMG_IN("{'op': 'dense', 'input': 'x', 'output': 'h', 'weight': 'd'},"
+                          "{'op': 'reshape', 'input': 'h', 'output': 'y', 'shape': [7]}",
+                          "[-1, 7]"),
+                   "input \"h\" has an unknown multiple of 12 elements per sample, but \"shape\" "
+                   "holds 7");
+    expect_invalid(IMG_IN("{'op': 'dense', 'input': 'x', 'output': 'h', 'weight': 'd'},"
+                          "{'op': 'flatten', 'input': 'h', 'output': 'y'}",
+                          "[-1, 72]"),
+                   "1 dims of input \"h\" are not fixed by the config");
+    expect_invalid(IMG_IN("{'op': 'flatten', 'input': 'x', 'output': 'y'}", "[-1, 36]"),
+                   "declared with shape [-1, 36], but layers[0] produces [-1, 72]");
 }
 
 static void test_layernorm(void **state) {
@@ -276,21 +264,22 @@ static void test_layernorm(void **state) {
     assert_int_equal(l.bias, MODEL_CONFIG_NONE);
     model_config_destroy(cfg);
 
-    expect_error(IMG_IN("{'op': 'layernorm', 'input': 'v', 'output': 'y', 'eps': 0}", "[-1, 36]"),
-                 "layers[0] (layernorm \"y\"): \"eps\" must be a finite number > 0");
-    expect_error(IMG_IN("{'op': 'layernorm', 'input': 'v', 'output': 'y', 'eps': 'x'}", "[-1, 36]"),
-                 "\"eps\" must be");
-    expect_error(
+    expect_invalid(IMG_IN("{'op': 'layernorm', 'input': 'v', 'output': 'y', 'eps': 0}", "[-1, 36]"),
+                   "layers[0] (layernorm \"y\"): \"eps\" must be a finite number > 0");
+    expect_invalid(
+        IMG_IN("{'op': 'layernorm', 'input': 'v', 'output': 'y', 'eps': 'x'}", "[-1, 36]"),
+        "\"eps\" must be");
+    expect_invalid(
         IMG_IN("{'op': 'layernorm', 'input': 'v', 'output': 'y', 'eps': 1e-60}", "[-1, 36]"),
         "\"eps\" must be");
-    expect_error(
+    expect_invalid(
         IMG_IN("{'op': 'layernorm', 'input': 'v', 'output': 'y', 'shape': [3]}", "[-1, 36]"),
         "unknown field \"shape\"");
     /* One weight for two widths. */
-    expect_error(IMG_IN("{'op': 'layernorm', 'input': 'v', 'output': 'n', 'weight': 'g'},"
-                        "{'op': 'layernorm', 'input': 'x', 'output': 'y', 'weight': 'g'}",
-                        "[-1, 2, 6, 6]"),
-                 "weight \"g\" dim 0 is 36, but the feature count of input \"x\" is 6");
+    expect_invalid(IMG_IN("{'op': 'layernorm', 'input': 'v', 'output': 'n', 'weight': 'g'},"
+                          "{'op': 'layernorm', 'input': 'x', 'output': 'y', 'weight': 'g'}",
+                          "[-1, 2, 6, 6]"),
+                   "weight \"g\" dim 0 is 36, but the feature count of input \"x\" is 6");
 }
 
 int main(void) {

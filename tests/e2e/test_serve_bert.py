@@ -14,7 +14,6 @@ INVALID_ARGUMENT, and the replica keeps serving.
 On code without the sequence ops psctl refuses the config (unknown op "embedding"),
 so every test here fails there."""
 import sys
-import tempfile
 
 import grpc
 import numpy as np
@@ -22,7 +21,7 @@ import pytest
 
 import inference_pb2 as pb
 from conftest import SOURCE
-from serve_cluster import PSCTL, Cluster, output, stub, wait_ready
+from serve_cluster import output, serving, stub
 
 sys.path.insert(0, str(SOURCE / "scripts"))
 from train_common import write_model  # noqa: E402
@@ -160,18 +159,9 @@ def request(ids, mask, typed=False, mask_type="INT64"):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    if not PSCTL.exists():
-        pytest.skip("psctl is not built")
-    with tempfile.TemporaryDirectory() as tmp:
-        c = Cluster(tmp, shards=2, replicas=1)
-        try:
-            c.psctl("model", "upload", str(write_model(tmp, config(), params())))
-            wait_ready(c.serve[0], MODEL)
-            yield c
-        finally:
-            bad = c.stop()
-        assert not bad, "\n".join(bad)
+def cluster(tmp_path_factory):
+    with serving([write_model(tmp_path_factory.mktemp("bert"), config(), params())]) as c:
+        yield c
 
 
 def test_embeddings_match_numpy(cluster):

@@ -148,6 +148,67 @@ const char *kernels_stream_last_error(const kernels_stream *stream) {
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* Graphs */
+
+struct kernels_graph {
+    const kernels_backend *backend; /* that recorded it */
+    void *impl;                     /* the backend's graph */
+};
+
+static bool has_graphs(const kernels_backend_iface *iface) {
+    return iface->graph_begin != NULL && iface->graph_end != NULL && iface->graph_launch != NULL &&
+           iface->graph_free != NULL;
+}
+
+ps_status kernels_stream_capture_begin(kernels_stream *stream) {
+    if (stream == NULL) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    const kernels_backend_iface *iface = kernels_stream_iface(stream);
+    return has_graphs(iface) ? iface->graph_begin(stream->exec) : PS_STATUS_UNIMPLEMENTED;
+}
+
+ps_status kernels_stream_capture_end(kernels_stream *stream, kernels_graph **ret_graph) {
+    if (stream == NULL || ret_graph == NULL) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    const kernels_backend_iface *iface = kernels_stream_iface(stream);
+    if (!has_graphs(iface)) {
+        return PS_STATUS_UNIMPLEMENTED;
+    }
+    kernels_graph *g = calloc(1, sizeof(*g));
+    void *impl = NULL;
+    ps_status st = iface->graph_end(stream->exec, &impl); /* ends the recording in any case */
+    if (st == PS_STATUS_OK && g == NULL) {
+        iface->graph_free(stream->backend->ctx, impl);
+        st = PS_STATUS_NO_MEMORY;
+    }
+    if (st != PS_STATUS_OK) {
+        free(g);
+        return st;
+    }
+    g->backend = stream->backend;
+    g->impl = impl;
+    *ret_graph = g;
+    return PS_STATUS_OK;
+}
+
+ps_status kernels_graph_launch(kernels_stream *stream, const kernels_graph *graph) {
+    if (stream == NULL || graph == NULL || graph->backend != stream->backend) {
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    return kernels_stream_iface(stream)->graph_launch(stream->exec, graph->impl);
+}
+
+void kernels_graph_destroy(kernels_graph *graph) {
+    if (graph == NULL) {
+        return;
+    }
+    graph->backend->iface.graph_free(graph->backend->ctx, graph->impl);
+    free(graph);
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Buffers */
 
 ps_status kernels_buffer_alloc(const kernels_backend *backend, size_t bytes, void **ret_ptr) {

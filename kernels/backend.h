@@ -34,9 +34,11 @@
  * GEMMs to BF16 and accumulates in FP32: faster, less exact (its op test states the
  * tolerance). The CPU backend is FP32 only.
  *
- * Threads: the CPU backend keeps no mutable state, so any number of threads may run
- * ops on one backend (its default stream included) at once. OpenBLAS may itself use
- * threads for large GEMMs (OPENBLAS_NUM_THREADS caps them process-wide).
+ * Threads: any number of threads may run ops on one CPU backend (its default stream
+ * included) at once. The backend owns a pool of worker threads (as many as OpenBLAS
+ * uses) that the row-wise ops split large inputs over; a caller that finds the pool
+ * busy runs its op itself (kernels/cpu/cpu_pool.h). OpenBLAS may itself use threads for
+ * large GEMMs (OPENBLAS_NUM_THREADS caps them process-wide).
  */
 #ifndef PS_KERNELS_BACKEND_H
 #define PS_KERNELS_BACKEND_H
@@ -52,8 +54,9 @@
 #define KERNELS_MAX_BUFFER_BYTES ((size_t)1 << 40)
 
 /* Version of kernels_backend_iface; a module built against another answers
- * FAILED_PRECONDITION from its init. 3: last_error, and KERNELS_BACKEND_MODULE_OPEN. */
-#define KERNELS_BACKEND_ABI_VERSION 3u
+ * FAILED_PRECONDITION from its init. 3: last_error, and KERNELS_BACKEND_MODULE_OPEN.
+ * 4: the graph entries (the iface grew: a module built for 3 must not fill it). */
+#define KERNELS_BACKEND_ABI_VERSION 4u
 
 /* The symbol a loadable backend exports, of type kernels_backend_module_init_fn: it
  * fills *ret_iface and *ret_ctx (its context, then owned by the handle) or answers
@@ -144,6 +147,17 @@ typedef struct kernels_backend_iface {
      * zeroes the iface it fills) simply lacks it. */
     ps_status (*l2_normalize)(void *exec, const float *x, size_t rows, size_t cols, float eps,
                               float *y);
+
+    /* Optional, all four or none: graphs (CUDA graphs). graph_begin makes the stream
+     * record the ops queued on it instead of running them; graph_end stops recording
+     * (always, also after a failed op) and gives the recording, ready to launch, or a
+     * failure when it cannot be replayed; graph_launch queues a replay (the same
+     * buffers and host arguments as recorded: device memory is read when it runs);
+     * graph_free frees one. */
+    ps_status (*graph_begin)(void *exec);
+    ps_status (*graph_end)(void *exec, void **ret_graph);
+    ps_status (*graph_launch)(void *exec, void *graph);
+    void (*graph_free)(void *ctx, void *graph);
 } kernels_backend_iface;
 
 /* The init of a loadable backend (KERNELS_BACKEND_MODULE_INIT). */
@@ -230,6 +244,22 @@ ps_status kernels_stream_sync(kernels_stream *stream);
 /* What the stream's last failure was, as the backend words it ("" when it says
  * nothing; never NULL). Valid until the next call on the stream. */
 const char *kernels_stream_last_error(const kernels_stream *stream);
+
+/* Graphs: a recording of the ops queued on a stream, replayed later at the cost of one
+ * launch (CUDA graphs: small batches are bound by kernel launches, not arithmetic).
+ * Only ops whose arguments stay valid are worth recording: device buffers (read when
+ * the replay runs) and host values the op copies at record time (sizes, shapes); a
+ * host array an op reads while running (ids) is read at record time only. A backend
+ * without graphs answers UNIMPLEMENTED, and callers run the ops one by one. */
+typedef struct kernels_graph kernels_graph;
+/* Starts recording on the stream (nothing queued then runs until capture_end). */
+ps_status kernels_stream_capture_begin(kernels_stream *stream);
+/* Stops recording (always) and gives the graph; on failure (an op failed while
+ * recording, or the backend cannot replay it) no graph and the backend's status. */
+ps_status kernels_stream_capture_end(kernels_stream *stream, kernels_graph **ret_graph);
+/* Queues a replay of the graph on a stream of the backend that recorded it. */
+ps_status kernels_graph_launch(kernels_stream *stream, const kernels_graph *graph);
+void kernels_graph_destroy(kernels_graph *graph); /* accepts NULL; not while it runs */
 
 /* Backend memory of `bytes` (1 .. KERNELS_MAX_BUFFER_BYTES), aligned to 64 bytes,
  * uninitialised. Freed with kernels_buffer_free (accepts NULL). */

@@ -10,7 +10,9 @@
  * a workspace is given, and no shared mutable state, so concurrent calls only need
  * their own workspaces. Activations are not reused across layers (every value has its
  * own slot): the models this serves are small, and the slot layout stays trivial to
- * check; liveness-based reuse can come later without changing the API.
+ * check; liveness-based reuse can come later without changing the API. On a device
+ * backend the same plan is laid out in device memory (model_device.c), and small
+ * batches replay recorded graphs (model_graph.c).
  */
 #include "model_internal.h"
 #include "util.h"
@@ -41,6 +43,7 @@ void model_destroy(model *m) {
     if (m == NULL) {
         return;
     }
+    model_device_params_destroy(m); /* before the backend goes */
     for (size_t i = 0; m->params != NULL && i < m->n_params; i++) {
         free(m->params[i].data);
     }
@@ -80,8 +83,8 @@ static ps_status plan_values(model *m, const model_tensor_desc *shapes, char *er
                        val->desc.name, val->per_sample, batch_cap, KERNELS_MAX_DIM);
             return PS_STATUS_RESOURCE_EXHAUSTED;
         }
-        if (v < m->n_inputs) {
-            continue; /* inputs are read where the caller has them */
+        if (v < m->n_inputs && (!m->device || val->ids)) {
+            continue; /* inputs are read where the caller has them (a device: uploaded) */
         }
         val->slot = offset;
         const size_t padded =
@@ -171,6 +174,17 @@ ps_status model_create(const model_config *cfg, const model_tensor_desc *params,
         m->output_names[i] = d.name;
         model_config_value_find(m->cfg, d.name, &m->output_values[i]);
     }
+    if (backend != NULL) {
+        m->backend = backend;
+    } else {
+        st = kernels_backend_cpu_create(&m->backend);
+        if (st != PS_STATUS_OK) {
+            ps_set_err(err, err_len, "model: cannot create the CPU backend");
+            goto fail_model;
+        }
+        m->own_backend = true;
+    }
+    m->device = !kernels_backend_host_memory(m->backend);
     st = plan_values(m, shapes, err, err_len);
     if (st == PS_STATUS_OK) {
         st = model_seq_plan(m, err, err_len);
@@ -181,25 +195,11 @@ ps_status model_create(const model_config *cfg, const model_tensor_desc *params,
     if (st != PS_STATUS_OK) {
         goto fail_model;
     }
-    if (backend != NULL && !kernels_backend_host_memory(backend)) {
-        /* The executor hands ops its host workspace; device buffers come with the
-         * device executor. */
-        ps_set_err(err, err_len,
-                   "model: backend %s computes on device memory, which this "
-                   "executor does not drive yet: use the cpu backend",
-                   kernels_backend_name(backend));
-        st = PS_STATUS_UNIMPLEMENTED;
+    model_device_plan(m);
+    model_graph_plan(m);
+    st = model_device_params_create(m, err, err_len);
+    if (st != PS_STATUS_OK) {
         goto fail_model;
-    }
-    if (backend != NULL) {
-        m->backend = backend;
-    } else {
-        st = kernels_backend_cpu_create(&m->backend);
-        if (st != PS_STATUS_OK) {
-            ps_set_err(err, err_len, "model: cannot create the CPU backend");
-            goto fail_model;
-        }
-        m->own_backend = true;
     }
     free(shapes);
     *ret_model = m;
@@ -283,7 +283,20 @@ ps_status model_param_write(model *m, const char *name, size_t offset, const voi
             return PS_STATUS_INVALID_ARGUMENT;
         }
         memcpy(p->data + offset, src, count * sizeof(float));
+        model_device_param_mark(m, p, offset, count);
     }
+    return PS_STATUS_OK;
+}
+
+ps_status model_param_mark(model *m, const char *name, size_t offset, size_t count) {
+    model_param_slot *p = find_param(m, name);
+    if (p == NULL) {
+        return PS_STATUS_NOT_FOUND;
+    }
+    if (offset > p->count || count > p->count - offset) {
+        return PS_STATUS_OUT_OF_RANGE;
+    }
+    model_device_param_mark(m, p, offset, count);
     return PS_STATUS_OK;
 }
 
@@ -297,15 +310,16 @@ ps_status model_workspace_new(const model *m, size_t batch_cap, model_workspace 
     }
     ws->m = m;
     ws->batch_cap = batch_cap;
-    /* aligned_alloc wants a size that is a multiple of the alignment */
-    const size_t bytes = batch_cap * m->ws_per_batch * sizeof(float);
-    ws->arena = aligned_alloc(64, bytes > 0 ? (bytes + 63) & ~(size_t)63 : 64);
     ws->ptrs = calloc(m->n_values, sizeof(*ws->ptrs));
     ws->ids = calloc(m->n_inputs, sizeof(*ws->ids));
-    if (ws->arena == NULL || ws->ptrs == NULL || ws->ids == NULL ||
-        model_bag_ws_alloc(m, ws) != PS_STATUS_OK) {
+    ps_status st =
+        ws->ptrs == NULL || ws->ids == NULL ? PS_STATUS_NO_MEMORY : model_device_ws_alloc(m, ws);
+    if (st == PS_STATUS_OK) {
+        st = model_bag_ws_alloc(m, ws);
+    }
+    if (st != PS_STATUS_OK) {
         model_workspace_destroy(ws);
-        return PS_STATUS_NO_MEMORY;
+        return st;
     }
     *ret_ws = ws;
     return PS_STATUS_OK;
@@ -322,7 +336,7 @@ void model_workspace_destroy(model_workspace *ws) {
     if (ws == NULL) {
         return;
     }
-    free(ws->arena);
+    model_device_ws_free(ws);
     free(ws->ptrs);
     free(ws->ids);
     model_bag_ws_free(ws);

@@ -6,10 +6,27 @@
  * in place, and runs forward passes (model_infer). Tools and tests load everything
  * from a model directory in one call (model_open_dir).
  *
- * Memory: each parameter is one contiguous FP32 buffer, row-major, in the shape the
- * registry gave (PyTorch layout: dense weights [out, in]). Parameters start at zero.
- * Ops run on a kernels backend (backend.h) that computes on host memory
- * (kernels_backend_host_memory); a device backend is refused with UNIMPLEMENTED.
+ * Memory: each parameter is one contiguous FP32 host buffer, row-major, in the shape
+ * the registry gave (PyTorch layout: dense weights [out, in]). Parameters start at zero.
+ * Ops run on a kernels backend (backend.h). On a host-memory backend (the CPU) they read
+ * those buffers directly. On a device backend (CUDA) the instance keeps a device mirror
+ * of every parameter, allocated once, and ops read the mirror; the rule for writers:
+ *   - every write into a parameter's host buffer is marked: model_param_write and
+ *     model_load_safetensors mark what they write themselves; a write through
+ *     model_param's pointer is followed by model_param_mark(name, offset, count);
+ *   - model_params_sync uploads what was marked since the last sync (runs of marked
+ *     ranges, coalesced). Call it after a batch of writes, where the writes are already
+ *     serialised against model_infer (under the write side of the lock, below): until
+ *     then, passes see the old values (the mirror is stale by design, so a half-written
+ *     update is never read). On a host backend marks and syncs do nothing (the ops read
+ *     what was written at once), so code written to this rule runs on every backend.
+ * Each workspace holds, on a device, the arena of every layer output for
+ * max_batch_size samples and a stream of its own; a pass uploads its FP32 inputs, and
+ * downloads the outputs asked for into the caller's buffer or the workspace's host
+ * memory (model_output.data is host memory on every backend). Ids stay on the host.
+ * On a backend with graphs (backend.h), a workspace records the layers of a small
+ * batch's pass (up to 8 samples; its second pass of that size) and replays them in
+ * later passes of that size, for a graph without embedding or embedding_bag layers.
  *
  * Threads:
  *   - model_infer may run on any number of threads at once on one instance. Each call
@@ -17,7 +34,8 @@
  *     at the same time (one per worker thread is the usual), or NULL to allocate
  *     scratch for that call only.
  *   - Parameter writes (through model_param's pointer, model_param_write,
- *     model_load_safetensors) are NOT synchronised with model_infer: a forward pass that
+ *     model_load_safetensors), marks and model_params_sync are NOT synchronised with
+ *     model_infer nor with each other: a forward pass that
  *     runs during a write reads a mix of old and new values. Callers that must not
  *     serve torn weights serialize writes against inference themselves (a rwlock: infer
  *     under the read side, writes under the write side), or build a second instance
@@ -92,7 +110,8 @@ typedef struct model_output {
  * zeroed parameter memory. cfg is copied (the caller keeps its own). backend NULL: the
  * instance creates and owns a CPU backend; else it borrows it (must outlive the
  * instance). INVALID_ARGUMENT with a message for shapes that disagree with the graph;
- * RESOURCE_EXHAUSTED when a workspace for max_batch_size would be too large. */
+ * RESOURCE_EXHAUSTED when a workspace for max_batch_size would be too large; a device
+ * backend's status when it cannot hold the parameter mirrors. */
 ps_status model_create(const model_config *cfg, const model_tensor_desc *params, size_t n_params,
                        kernels_backend *backend, model **ret_model, char *err, size_t err_len);
 /* model_create with the shapes of the tensors in st, then model_load_safetensors. */
@@ -125,17 +144,27 @@ bool model_param_at(const model *m, size_t i, model_tensor_desc *ret_desc);
  * the graph does not reference. See "Threads" above. */
 ps_status model_param(model *m, const char *name, float **ret_data, size_t *ret_count);
 /* Copies count floats (little-endian bytes, any alignment) into a parameter starting
- * at element offset: how chunks and range updates land. NOT_FOUND, OUT_OF_RANGE. */
+ * at element offset, and marks them: how chunks and range updates land. NOT_FOUND,
+ * OUT_OF_RANGE. */
 ps_status model_param_write(model *m, const char *name, size_t offset, const void *src,
                             size_t count);
+/* Records that floats [offset, offset + count) of a parameter's host buffer were
+ * written (see "Memory"): a few bit sets, no copy. NOT_FOUND, OUT_OF_RANGE. */
+ps_status model_param_mark(model *m, const char *name, size_t offset, size_t count);
+/* Uploads every marked range to the device mirror and waits for it; OK at once on a
+ * host backend or when nothing is marked. On failure err says why, and what was not
+ * uploaded stays marked for the next call. */
+ps_status model_params_sync(model *m, char *err, size_t err_len);
 /* Copies every parameter from st, which must hold each one as F32 with exactly the
- * instance's shape (extra tensors are ignored). NOT_FOUND / INVALID_ARGUMENT with a
- * message; on failure some parameters may already hold new values. */
+ * instance's shape (extra tensors are ignored), and marks them (sync follows: see
+ * "Memory"; model_create_from_safetensors and model_open_dir sync themselves).
+ * NOT_FOUND / INVALID_ARGUMENT with a message; on failure some parameters may already
+ * hold new values. */
 ps_status model_load_safetensors(model *m, const safetensors *st, char *err, size_t err_len);
 
 /* Scratch memory for model_infer, sized for max_batch_size (about the sum of every
- * layer output's size at that batch). One thread at a time; any number per model.
- * The model must outlive it. */
+ * layer output's size at that batch; on a device backend in device memory, with its
+ * own stream). One thread at a time; any number per model. The model must outlive it. */
 ps_status model_workspace_create(const model *m, model_workspace **ret_ws);
 void model_workspace_destroy(model_workspace *ws); /* accepts NULL */
 

@@ -7,7 +7,9 @@
  * table (linear probing, power-of-two size at least twice the ids, so probes stay
  * short) that gives each id its row number; the backend op then gets the rows and,
  * per id, the row number (-1 for padding). Everything is sized at workspace creation
- * for max_batch_size samples, so a pass allocates nothing.
+ * for max_batch_size samples, so a pass allocates nothing. On a device backend the rows
+ * are read into host memory as ever and uploaded when the layer runs; the row numbers
+ * stay on the host (index arrays are host memory on every backend, ops.h).
  */
 #include "model_internal.h"
 #include "util.h"
@@ -182,10 +184,19 @@ ps_status model_bag_run(const model *m, const model_workspace *ws, size_t layer,
         }
         const kernels_pool pool =
             m->layers[layer].pool == MODEL_CONFIG_POOL_MEAN ? KERNELS_POOL_MEAN : KERNELS_POOL_SUM;
-        return kernels_backend_embedding_bag(
-            m->backend, ws->bag_n_rows[k] > 0 ? ws->bag_rows + b->rows_off * ws->batch_cap : NULL,
-            ws->bag_n_rows[k], b->dim, ws->bag_index + b->index_off * ws->batch_cap, batch, b->len,
-            pool, y);
+        const size_t n = ws->bag_n_rows[k];
+        const float *rows = n > 0 ? ws->bag_rows + b->rows_off * ws->batch_cap : NULL;
+        if (n > 0 && m->device) { /* read on the host; the op reads them on the device */
+            float *dev = ws->bag_rows_dev + b->rows_off * ws->batch_cap;
+            ps_status st = kernels_buffer_upload(ws->stream, dev, rows, n * b->dim * sizeof(float));
+            if (st != PS_STATUS_OK) {
+                return st;
+            }
+            rows = dev;
+        }
+        return kernels_op_embedding_bag(ws->stream, rows, n, b->dim,
+                                        ws->bag_index + b->index_off * ws->batch_cap, batch, b->len,
+                                        pool, y);
     }
     return PS_STATUS_INTERNAL;
 }

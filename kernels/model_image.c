@@ -26,11 +26,12 @@ static kernels_activation elementwise(model_config_op op) {
     return KERNELS_ACTIVATION_NONE;
 }
 
-ps_status model_image_run(const model *m, const float *x, size_t l, size_t batch, float *y) {
+ps_status model_image_run(const model *m, const model_workspace *ws, const float *x, size_t l,
+                          size_t batch, float *y) {
     const model_config_layer *layer = &m->layers[l];
     const model_value *xv = &m->values[layer->inputs[0]];
     const model_config_window *w = &layer->window;
-    kernels_stream *s = kernels_backend_stream(m->backend);
+    kernels_stream *s = ws->stream;
     size_t chw[3] = {0, 0, 0};
     switch (layer->op) {
     case MODEL_CONFIG_OP_CONV2D: {
@@ -51,8 +52,8 @@ ps_status model_image_run(const model *m, const float *x, size_t l, size_t batch
             .dilation_w = w->dilation[1],
             .groups = w->groups,
         };
-        return kernels_op_conv2d(s, &shape, x, m->params[layer->weight].data,
-                                 layer->bias != MODEL_CONFIG_NONE ? m->params[layer->bias].data
+        return kernels_op_conv2d(s, &shape, x, model_param_ptr(m, layer->weight),
+                                 layer->bias != MODEL_CONFIG_NONE ? model_param_ptr(m, layer->bias)
                                                                   : NULL,
                                  model_activation_to_backend(layer->activation), y);
     }
@@ -85,8 +86,9 @@ ps_status model_image_run(const model *m, const float *x, size_t l, size_t batch
     case MODEL_CONFIG_OP_LAYERNORM:
         return kernels_op_layernorm(
             s, x, batch * xv->rows, xv->cols,
-            layer->weight != MODEL_CONFIG_NONE ? m->params[layer->weight].data : NULL,
-            layer->bias != MODEL_CONFIG_NONE ? m->params[layer->bias].data : NULL, layer->eps, y);
+            layer->weight != MODEL_CONFIG_NONE ? model_param_ptr(m, layer->weight) : NULL,
+            layer->bias != MODEL_CONFIG_NONE ? model_param_ptr(m, layer->bias) : NULL, layer->eps,
+            y);
     case MODEL_CONFIG_OP_GELU:
     case MODEL_CONFIG_OP_TANH:
     case MODEL_CONFIG_OP_SIGMOID:

@@ -1,7 +1,8 @@
 /* model_infer.c: the forward pass (see model.h): inputs and outputs checked against
- * the plan, the token ids checked and the masks converted (model_seq.c), the table rows
- * read (model_bag.c), one backend call per layer, the outputs copied out. With a
- * workspace nothing is allocated. */
+ * the plan, the inputs uploaded on a device backend (model_device.c), the token ids
+ * checked and the masks converted (model_seq.c), the table rows read (model_bag.c), one
+ * op per layer on the workspace's stream, the outputs copied (or downloaded) out. With
+ * a workspace nothing is allocated. */
 #include "model_internal.h"
 #include "util.h"
 
@@ -160,35 +161,36 @@ static ps_status run_layer(const model *m, const model_workspace *ws, size_t l, 
     const model_value *yv = &m->values[layer->output];
     const float *x = ptrs[layer->inputs[0]];
     const size_t rows = batch * xv->rows;
+    kernels_stream *s = ws->stream;
     ps_status st = PS_STATUS_INTERNAL;
     switch (layer->op) {
     case MODEL_CONFIG_OP_DENSE:
-        st = kernels_backend_dense(m->backend, x, rows, xv->cols, m->params[layer->weight].data,
-                                   layer->bias != MODEL_CONFIG_NONE ? m->params[layer->bias].data
-                                                                    : NULL,
-                                   yv->cols, model_activation_to_backend(layer->activation), y);
+        st = kernels_op_dense(s, x, rows, xv->cols, model_param_ptr(m, layer->weight),
+                              layer->bias != MODEL_CONFIG_NONE ? model_param_ptr(m, layer->bias)
+                                                               : NULL,
+                              yv->cols, model_activation_to_backend(layer->activation), y);
         break;
     case MODEL_CONFIG_OP_RELU:
-        st = kernels_backend_relu(m->backend, x, rows * xv->cols, y);
+        st = kernels_op_activation(s, KERNELS_ACTIVATION_RELU, x, rows * xv->cols, y);
         break;
     case MODEL_CONFIG_OP_SOFTMAX:
-        st = kernels_backend_softmax(m->backend, x, rows, xv->cols, y);
+        st = kernels_op_softmax(s, x, rows, xv->cols, y);
         break;
     case MODEL_CONFIG_OP_ADD:
-        st = kernels_backend_add(m->backend, x, ptrs[layer->inputs[1]], rows * xv->cols, y);
+        st = kernels_op_add(s, x, ptrs[layer->inputs[1]], rows * xv->cols, y);
         break;
     case MODEL_CONFIG_OP_SCALE:
-        st = kernels_backend_scale(
-            m->backend, x, rows, xv->cols,
-            layer->scale != MODEL_CONFIG_NONE ? m->params[layer->scale].data : NULL,
-            layer->shift != MODEL_CONFIG_NONE ? m->params[layer->shift].data : NULL, y);
+        st = kernels_op_scale(
+            s, x, rows, xv->cols,
+            layer->scale != MODEL_CONFIG_NONE ? model_param_ptr(m, layer->scale) : NULL,
+            layer->shift != MODEL_CONFIG_NONE ? model_param_ptr(m, layer->shift) : NULL, y);
         break;
     case MODEL_CONFIG_OP_EMBEDDING_BAG:
         st = model_bag_run(m, ws, l, batch, y);
         break;
     case MODEL_CONFIG_OP_CONCAT:
-        st = kernels_backend_concat(m->backend, x, xv->cols, ptrs[layer->inputs[1]],
-                                    m->values[layer->inputs[1]].cols, rows, y);
+        st = kernels_op_concat(s, x, xv->cols, ptrs[layer->inputs[1]],
+                               m->values[layer->inputs[1]].cols, rows, y);
         break;
     case MODEL_CONFIG_OP_CONV2D:
     case MODEL_CONFIG_OP_MAXPOOL2D:
@@ -199,7 +201,7 @@ static ps_status run_layer(const model *m, const model_workspace *ws, size_t l, 
     case MODEL_CONFIG_OP_TANH:
     case MODEL_CONFIG_OP_SIGMOID:
     case MODEL_CONFIG_OP_LAYERNORM:
-        st = model_image_run(m, x, l, batch, y);
+        st = model_image_run(m, ws, x, l, batch, y);
         break;
     case MODEL_CONFIG_OP_EMBEDDING:
     case MODEL_CONFIG_OP_POSITION_EMBEDDING:
@@ -213,11 +215,25 @@ static ps_status run_layer(const model *m, const model_workspace *ws, size_t l, 
         ps_set_err(err, err_len, "layer \"%s\": backend \"%s\" has no %s op", layer->name,
                    kernels_backend_name(m->backend), model_config_op_name(layer->op));
     } else if (st != PS_STATUS_OK) {
-        ps_set_err(err, err_len, "layer \"%s\" (%s) failed on backend \"%s\": %s", layer->name,
+        ps_set_err(err, err_len, "layer \"%s\" (%s) failed on backend \"%s\": %s %s", layer->name,
                    model_config_op_name(layer->op), kernels_backend_name(m->backend),
-                   ps_status_str(st));
+                   ps_status_str(st), kernels_stream_last_error(ws->stream));
     }
     return st;
+}
+
+ps_status model_layers_run(const model *m, model_workspace *ws, size_t batch, char *err,
+                           size_t err_len) {
+    for (size_t l = 0; l < m->n_layers; l++) {
+        const model_config_layer *layer = &m->layers[l];
+        float *y = ws->arena + ws->batch_cap * m->values[layer->output].slot;
+        ps_status st = run_layer(m, ws, l, batch, y, err, err_len);
+        if (st != PS_STATUS_OK) {
+            return st;
+        }
+        ws->ptrs[layer->output] = y;
+    }
+    return PS_STATUS_OK;
 }
 
 ps_status model_infer_rows(const model *m, model_workspace *ws, const model_input *inputs,
@@ -291,35 +307,34 @@ ps_status model_infer(const model *m, model_workspace *ws, const model_input *in
         memcpy(ws->ptrs, in_ptrs, m->n_inputs * sizeof(*in_ptrs));
         memcpy(ws->ids, in_ids, m->n_inputs * sizeof(*in_ids));
     }
-    st = model_seq_prepare(m, ws, batch, err, err_len);
+    st = model_device_inputs(m, ws, batch, err, err_len);
+    if (st == PS_STATUS_OK) {
+        st = model_seq_prepare(m, ws, batch, err, err_len);
+    }
     if (st != PS_STATUS_OK) {
-        goto out_scratch;
+        goto out_pass;
     }
     if (!rows_held) {
         st = model_bag_fetch(m, ws, batch, err, err_len);
         if (st != PS_STATUS_OK) {
-            goto out_scratch;
+            goto out_pass;
         }
     }
-    for (size_t l = 0; l < m->n_layers; l++) {
-        const model_config_layer *layer = &m->layers[l];
-        float *y = ws->arena + ws->batch_cap * m->values[layer->output].slot;
-        st = run_layer(m, ws, l, batch, y, err, err_len);
-        if (st != PS_STATUS_OK) {
-            goto out_scratch;
-        }
-        ws->ptrs[layer->output] = y;
+    st = model_graph_run(m, ws, batch, err, err_len);
+    if (st != PS_STATUS_OK) {
+        goto out_pass;
     }
-    for (size_t k = 0; k < n_outputs; k++) {
+    st = model_device_finish(m, ws, err, err_len);
+    for (size_t k = 0; st == PS_STATUS_OK && k < n_outputs; k++) {
         model_output *out = &outputs[k];
         const size_t v = output_value(m, out->name);
         const model_value *val = &m->values[v];
-        const float *src = ws->ptrs[v];
-        if (out->buffer != NULL) {
-            memcpy(out->buffer, src, batch * val->per_sample * sizeof(float));
-            out->data = out->buffer;
-        } else {
-            out->data = src;
+        out->data = model_device_output(m, ws, v, batch, out->buffer);
+        if (out->data == NULL) {
+            ps_set_err(err, err_len, "output \"%s\": cannot download it from %s: %s", out->name,
+                       kernels_backend_name(m->backend), kernels_stream_last_error(ws->stream));
+            st = PS_STATUS_INTERNAL;
+            break;
         }
         out->ndims = val->desc.ndims;
         memcpy(out->dims, val->desc.dims, sizeof(out->dims));
@@ -328,6 +343,10 @@ ps_status model_infer(const model *m, model_workspace *ws, const model_input *in
         }
     }
 
+out_pass:
+    if (st != PS_STATUS_OK && m->device) {
+        (void)kernels_stream_sync(ws->stream); /* nothing queued outlives the pass */
+    }
 out_scratch:
     model_workspace_destroy(tmp);
     free(in_ptrs);

@@ -1,8 +1,11 @@
 /* model_internal.h: the model instance's private layout and what its files share. Not
  * for other modules: they see model.h.
  *
- * One module in six files, over these structs:
+ * One module in eight files, over these structs:
  *   model.c        create (the plan), destroy, accessors, parameters, workspaces
+ *   model_device.c device backends: parameter mirrors and their dirty ranges, the
+ *                  workspace's device arena and stream, input uploads, output downloads
+ *   model_graph.c  small-batch passes recorded as graphs and replayed (device backends)
  *   model_load.c   instances from safetensors files and model directories
  *   model_infer.c  input and output checks, the layer loop (model_infer)
  *   model_bag.c    embedding bags: their plan, workspace part, row reads and op
@@ -25,10 +28,22 @@
 
 #define SLOT_ALIGN_FLOATS 16 /* workspace slots start on 64-byte boundaries */
 
+/* Largest batch whose passes are recorded as graphs (model_graph.c): small batches
+ * are bound by op launches, large ones by arithmetic. */
+#define MODEL_GRAPH_MAX_BATCH 8u
+
+/* Floats per dirty bit of a device mirror: model_params_sync uploads whole blocks
+ * (runs of marked blocks as one upload), so a mark costs a few bit sets. */
+#define MODEL_SYNC_BLOCK_FLOATS 1024u
+
 typedef struct model_param_slot {
     model_tensor_desc desc; /* actual shape; name points into the instance's config */
     size_t count;           /* floats */
-    float *data;            /* owned, zeroed at create */
+    float *data;            /* owned, zeroed at create: the host copy writers fill */
+    float *dev;             /* device backends: the mirror ops read (owned); else NULL */
+    uint64_t *dirty;        /* device backends: a bit per MODEL_SYNC_BLOCK_FLOATS floats
+                               written since the last sync; else NULL */
+    bool any_dirty;         /* some bit of dirty is set */
 } model_param_slot;
 
 typedef struct model_value {
@@ -41,6 +56,8 @@ typedef struct model_value {
                                int_mask inputs) */
     bool int_mask;          /* an INT64 input some layer reads as a mask: model_seq_prepare
                                converts it to floats (non-zero: 1) into its slot */
+    bool staged;            /* device backends: has a host slot (int masks, outputs) */
+    size_t host_slot;       /* its offset in the workspace's host part, per batch_cap */
 } model_value;
 
 /* One embedding_bag layer, planned at create. Per unit of batch capacity it has `len`
@@ -59,8 +76,13 @@ struct model {
     model_config *cfg;        /* owned copy */
     kernels_backend *backend; /* borrowed, or owned when own_backend */
     bool own_backend;
-    uint32_t max_batch; /* 0: no batch dim */
-    size_t n_inputs;    /* values 0..n_inputs-1 are the model inputs */
+    bool device;            /* the backend computes on device memory (model_device.c) */
+    kernels_stream *stream; /* device: the instance's stream for parameter uploads */
+    bool params_dirty;      /* device: some parameter has dirty blocks */
+    size_t host_per_batch;  /* device: host staging floats per unit of batch capacity */
+    bool graphable;         /* device, and no layer reads host ids: passes may be graphs */
+    uint32_t max_batch;     /* 0: no batch dim */
+    size_t n_inputs;        /* values 0..n_inputs-1 are the model inputs */
     size_t n_params;
     model_param_slot *params; /* [n_params], config order */
     size_t n_values;
@@ -82,8 +104,17 @@ struct model {
 
 struct model_workspace {
     const model *m;
-    size_t batch_cap;    /* batch size the slots are laid out for */
-    float *arena;        /* batch_cap * m->ws_per_batch floats */
+    size_t batch_cap;       /* batch size the slots are laid out for */
+    float *arena;           /* batch_cap * m->ws_per_batch floats (backend memory) */
+    kernels_stream *stream; /* what its passes run on: the default stream of a host
+                               backend, its own stream (owned) on a device backend */
+    float *host;            /* device: batch_cap * m->host_per_batch floats of host
+                               staging (int masks, outputs without a buffer) */
+    float *bag_rows_dev;    /* device: the bag rows uploaded (bag_rows' size) */
+    /* graphable models: per batch size 1..MODEL_GRAPH_MAX_BATCH, the pass's graph
+     * (recorded on the second pass of that size) and where it stands */
+    kernels_graph *graphs[MODEL_GRAPH_MAX_BATCH + 1];
+    uint8_t graph_state[MODEL_GRAPH_MAX_BATCH + 1];
     const float **ptrs;  /* [m->n_values] scratch: where each value is this call */
     const int64_t **ids; /* [m->n_inputs] scratch: the ids inputs this call */
     int64_t *bag_index;  /* batch_cap * m->bag_index_per_batch: row of each id, -1 padding */
@@ -100,6 +131,46 @@ struct model_workspace {
 const char *model_dims_str(const int64_t *dims, uint32_t ndims, char *buf, size_t len);
 ps_status model_workspace_new(const model *m, size_t batch_cap, model_workspace **ret_ws);
 
+/* What ops read for parameter i: the device mirror, or the host buffer. */
+static inline const float *model_param_ptr(const model *m, size_t i) {
+    return m->params[i].dev != NULL ? m->params[i].dev : m->params[i].data;
+}
+
+/* model_device.c (every function is a no-op on a host backend unless it says so) */
+/* Gives the int masks and declared outputs host slots (m->host_per_batch). */
+void model_device_plan(model *m);
+/* Device mirrors of every parameter, uploaded (zeros) on m->stream. */
+ps_status model_device_params_create(model *m, char *err, size_t err_len);
+void model_device_params_destroy(model *m);
+/* Marks floats [offset, offset + count) of parameter p dirty (checked by the caller). */
+void model_device_param_mark(model *m, model_param_slot *p, size_t offset, size_t count);
+/* The workspace's arena, stream and staging (also on a host backend: arena, stream). */
+ps_status model_device_ws_alloc(const model *m, model_workspace *ws);
+void model_device_ws_free(model_workspace *ws);
+/* Uploads the FP32 inputs of a checked batch into their slots (ws->ptrs updated). */
+ps_status model_device_inputs(const model *m, model_workspace *ws, size_t batch, char *err,
+                              size_t err_len);
+/* Waits for the pass's ops; the first failure, with the backend's words in err. */
+ps_status model_device_finish(const model *m, model_workspace *ws, char *err, size_t err_len);
+/* Output value v of a pass into dst (host), or where it is when dst is NULL; returns
+ * the host address of the data (NULL on failure). */
+const float *model_device_output(const model *m, model_workspace *ws, size_t v, size_t batch,
+                                 float *dst);
+
+/* model_graph.c */
+/* Whether passes of m may be recorded (m->graphable). */
+void model_graph_plan(model *m);
+/* Runs the layers of a pass whose inputs are in place: eagerly, or as the graph of
+ * its batch size (recorded on that size's second pass). */
+ps_status model_graph_run(const model *m, model_workspace *ws, size_t batch, char *err,
+                          size_t err_len);
+void model_graph_ws_free(model_workspace *ws);
+
+/* model_infer.c */
+/* Queues every layer of a pass on ws->stream (ws->ptrs of the outputs set). */
+ps_status model_layers_run(const model *m, model_workspace *ws, size_t batch, char *err,
+                           size_t err_len);
+
 /* model_bag.c */
 /* Finds the embedding_bag layers and lays out their workspace part (m->bags...).
  * RESOURCE_EXHAUSTED when it would be too large for max_batch_size. */
@@ -110,7 +181,7 @@ void model_bag_ws_free(model_workspace *ws);
 /* Reads the rows of every bag for a checked batch (ws->ids set). */
 ps_status model_bag_fetch(const model *m, model_workspace *ws, size_t batch, char *err,
                           size_t err_len);
-/* Runs bag `layer` (its rows fetched) into y [batch, dim]. */
+/* Runs bag `layer` (its rows fetched; uploaded first on a device) into y [batch, dim]. */
 ps_status model_bag_run(const model *m, const model_workspace *ws, size_t layer, size_t batch,
                         float *y);
 
@@ -121,7 +192,8 @@ kernels_activation model_activation_to_backend(model_config_activation a);
 /* Runs layer l (conv2d, maxpool2d, avgpool2d, flatten, reshape, layernorm, gelu, tanh or
  * sigmoid)
  * on x, its input for `batch` samples, into y; INTERNAL for other ops. */
-ps_status model_image_run(const model *m, const float *x, size_t l, size_t batch, float *y);
+ps_status model_image_run(const model *m, const model_workspace *ws, const float *x, size_t l,
+                          size_t batch, float *y);
 
 /* model_seq.c */
 /* Gives every INT64 input that a layer reads as a mask a workspace slot (after the

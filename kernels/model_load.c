@@ -61,6 +61,9 @@ ps_status model_create_from_safetensors(const model_config *cfg, const safetenso
         return status;
     }
     status = model_load_safetensors(m, st, err, err_len);
+    if (status == PS_STATUS_OK) {
+        status = model_params_sync(m, err, err_len); /* nobody else sees m yet */
+    }
     if (status != PS_STATUS_OK) {
         model_destroy(m);
         return status;
@@ -171,6 +174,7 @@ ps_status model_load_safetensors(model *m, const safetensors *st, char *err, siz
             return PS_STATUS_INVALID_ARGUMENT;
         }
         memcpy(p->data, t.data, p->count * sizeof(float));
+        model_device_param_mark(m, p, 0, p->count);
     }
     return PS_STATUS_OK;
 }

@@ -83,9 +83,20 @@ ps_status model_seq_prepare(const model *m, model_workspace *ws, size_t batch, c
             continue;
         }
         const int64_t *ids = ws->ids[v];
-        float *mask = ws->arena + ws->batch_cap * val->slot;
+        float *slot = ws->arena + ws->batch_cap * val->slot;
+        /* a device's slot is filled from host staging */
+        float *mask = m->device ? ws->host + ws->batch_cap * val->host_slot : slot;
         for (size_t i = 0; i < batch * val->per_sample; i++) {
             mask[i] = ids[i] != 0 ? 1.0f : 0.0f;
+        }
+        if (m->device) {
+            ps_status st = kernels_buffer_upload(ws->stream, slot, mask,
+                                                 batch * val->per_sample * sizeof(float));
+            if (st != PS_STATUS_OK) {
+                ps_set_err(err, err_len, "input \"%s\": cannot upload its mask to %s: %s",
+                           val->desc.name, kernels_backend_name(m->backend), ps_status_str(st));
+                return st;
+            }
         }
     }
     return PS_STATUS_OK;
@@ -106,18 +117,18 @@ ps_status model_seq_run(const model *m, const model_workspace *ws, const float *
                         size_t batch, float *y) {
     const model_config_layer *layer = &m->layers[l];
     const model_value *xv = &m->values[layer->inputs[0]];
-    kernels_stream *s = kernels_backend_stream(m->backend);
+    kernels_stream *s = ws->stream;
     switch (layer->op) {
     case MODEL_CONFIG_OP_EMBEDDING: {
         const model_param_slot *w = &m->params[layer->weight];
-        return kernels_op_embedding_gather(s, w->data, (size_t)w->desc.dims[0],
-                                           (size_t)w->desc.dims[1], ws->ids[layer->inputs[0]],
-                                           batch * xv->per_sample, y);
+        return kernels_op_embedding_gather(s, model_param_ptr(m, layer->weight),
+                                           (size_t)w->desc.dims[0], (size_t)w->desc.dims[1],
+                                           ws->ids[layer->inputs[0]], batch * xv->per_sample, y);
     }
     case MODEL_CONFIG_OP_POSITION_EMBEDDING:
         /* rows: samples; columns: S * D; shift: the table's first S rows */
-        return kernels_op_scale(s, x, batch, xv->per_sample, NULL, m->params[layer->weight].data,
-                                y);
+        return kernels_op_scale(s, x, batch, xv->per_sample, NULL,
+                                model_param_ptr(m, layer->weight), y);
     case MODEL_CONFIG_OP_ATTENTION: {
         const kernels_attention_shape shape = {
             .batch = batch,

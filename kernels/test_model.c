@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "model.h"
+#include "test_model_backend.h"
 
 #define ATOL 1e-5
 #define RTOL 1e-5
@@ -134,7 +135,8 @@ static model *tiny_model(model_config **ret_cfg) {
                                   shape("b2", 1, 3, 0)};
     model *m = NULL;
     char err[512] = "";
-    assert_int_equal(model_create(cfg, shapes, 4, NULL, &m, err, sizeof(err)), PS_STATUS_OK);
+    assert_int_equal(model_create(cfg, shapes, 4, test_model_backend(), &m, err, sizeof(err)),
+                     PS_STATUS_OK);
     tiny_weights tw;
     tiny_fill(&tw);
     float *p;
@@ -145,11 +147,13 @@ static model *tiny_model(model_config **ret_cfg) {
         assert_true(p[i] == 0.0f); /* starts zeroed */
     }
     memcpy(p, tw.w1, sizeof(tw.w1));
+    assert_int_equal(model_param_mark(m, "w1", 0, count), PS_STATUS_OK);
     /* b1 in two chunks, like pulls from two shards */
     assert_int_equal(model_param_write(m, "b1", 0, tw.b1, 2), PS_STATUS_OK);
     assert_int_equal(model_param_write(m, "b1", 2, tw.b1 + 2, 3), PS_STATUS_OK);
     assert_int_equal(model_param_write(m, "w2", 0, tw.w2, 15), PS_STATUS_OK);
     assert_int_equal(model_param_write(m, "b2", 0, tw.b2, 3), PS_STATUS_OK);
+    test_model_sync(m);
     if (ret_cfg != NULL) {
         *ret_cfg = cfg;
     } else {
@@ -339,13 +343,13 @@ static void test_params_and_create_errors(void **state) {
                                shape("b2", 1, 3, 0)};
     char err[512] = "";
     m = NULL;
-    assert_int_equal(model_create(cfg, bad, 4, NULL, &m, err, sizeof(err)),
+    assert_int_equal(model_create(cfg, bad, 4, test_model_backend(), &m, err, sizeof(err)),
                      PS_STATUS_INVALID_ARGUMENT);
     assert_null(m);
     assert_non_null(strstr(err, "\"w2\" (the weight of layers[1], dense \"logits\") has shape "
                                 "[3, 6], but the graph needs [3, 5]"));
     bad[2].dims[1] = 5;
-    assert_int_equal(model_create(cfg, bad, 3, NULL, &m, err, sizeof(err)),
+    assert_int_equal(model_create(cfg, bad, 3, test_model_backend(), &m, err, sizeof(err)),
                      PS_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "\"b2\""));
     assert_non_null(strstr(err, "is missing"));
@@ -357,7 +361,7 @@ static void test_params_and_create_errors(void **state) {
                   " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4096]}],"
                   " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 4096]}],"
                   " 'layers': [{'op': 'relu', 'input': 'x', 'output': 'y'}]}");
-    assert_int_equal(model_create(big, NULL, 0, NULL, &m, err, sizeof(err)),
+    assert_int_equal(model_create(big, NULL, 0, test_model_backend(), &m, err, sizeof(err)),
                      PS_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "max_batch_size"));
     model_config_destroy(big);
@@ -390,7 +394,8 @@ static void test_every_op_without_batch(void **state) {
                                   shape("b2", 1, 2, 0), shape("beta2", 1, 2, 0)};
     model *m = NULL;
     char err[512] = "";
-    assert_int_equal(model_create(cfg, shapes, 6, NULL, &m, err, sizeof(err)), PS_STATUS_OK);
+    assert_int_equal(model_create(cfg, shapes, 6, test_model_backend(), &m, err, sizeof(err)),
+                     PS_STATUS_OK);
     const char *names[] = {"g", "beta", "w", "w2", "b2", "beta2"};
     for (int k = 0; k < 6; k++) {
         float *p;
@@ -399,6 +404,7 @@ static void test_every_op_without_batch(void **state) {
         for (size_t i = 0; i < n; i++) {
             p[i] = pval(10 + k, i) * 2.0f;
         }
+        test_model_param_written(m, names[k]);
     }
     float a[6], b[6];
     for (int i = 0; i < 6; i++) {
@@ -489,8 +495,9 @@ static void test_load_from_safetensors(void **state) {
     char err[512] = "";
     assert_int_equal(safetensors_open_memory(buf, len, &st, err, sizeof(err)), PS_STATUS_OK);
     model *m = NULL;
-    assert_int_equal(model_create_from_safetensors(cfg, st, NULL, &m, err, sizeof(err)),
-                     PS_STATUS_OK);
+    assert_int_equal(
+        model_create_from_safetensors(cfg, st, test_model_backend(), &m, err, sizeof(err)),
+        PS_STATUS_OK);
     float x[5 * 4];
     tiny_input(5, x);
     double want_logits[5 * 3];
@@ -510,7 +517,8 @@ static void test_load_from_safetensors(void **state) {
         " 'layers': [{'op': 'dense', 'input': 'x', 'output': 'y', 'weight': 'w1', 'bias': 'b1'}]}");
     model_tensor_desc shapes[] = {shape("w1", 2, 6, 4), shape("b1", 1, 6, 0)};
     model *mo = NULL;
-    assert_int_equal(model_create(other, shapes, 2, NULL, &mo, err, sizeof(err)), PS_STATUS_OK);
+    assert_int_equal(model_create(other, shapes, 2, test_model_backend(), &mo, err, sizeof(err)),
+                     PS_STATUS_OK);
     assert_int_equal(model_load_safetensors(mo, st, err, sizeof(err)), PS_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "tensor \"w1\" has a different shape than the model's [6, 4]"));
     /* and a model with no backing tensor */
@@ -520,8 +528,9 @@ static void test_load_from_safetensors(void **state) {
                   " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 6]}],"
                   " 'layers': [{'op': 'dense', 'input': 'x', 'output': 'y', 'weight': 'w9'}]}");
     model *mm = NULL;
-    assert_int_equal(model_create_from_safetensors(missing, st, NULL, &mm, err, sizeof(err)),
-                     PS_STATUS_NOT_FOUND);
+    assert_int_equal(
+        model_create_from_safetensors(missing, st, test_model_backend(), &mm, err, sizeof(err)),
+        PS_STATUS_NOT_FOUND);
     assert_non_null(strstr(err, "the weights have no tensor \"w9\""));
     assert_null(mm);
     model_config_destroy(missing);
@@ -534,16 +543,18 @@ static void test_load_from_safetensors(void **state) {
     /* wrong dtype and wrong shape in the file */
     buf = tiny_safetensors("F64", 5, &len);
     assert_int_equal(safetensors_open_memory(buf, len, &st, err, sizeof(err)), PS_STATUS_OK);
-    assert_int_equal(model_create_from_safetensors(cfg, st, NULL, &m, err, sizeof(err)),
-                     PS_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(
+        model_create_from_safetensors(cfg, st, test_model_backend(), &m, err, sizeof(err)),
+        PS_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "\"w2\" (the weight of layers[1], dense \"logits\") has "
                                 "datatype F64; only FP32 is supported"));
     safetensors_destroy(st);
     free(buf);
     buf = tiny_safetensors("F32", 6, &len);
     assert_int_equal(safetensors_open_memory(buf, len, &st, err, sizeof(err)), PS_STATUS_OK);
-    assert_int_equal(model_create_from_safetensors(cfg, st, NULL, &m, err, sizeof(err)),
-                     PS_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(
+        model_create_from_safetensors(cfg, st, test_model_backend(), &m, err, sizeof(err)),
+        PS_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "has shape [3, 6], but the graph needs [3, 5]"));
     safetensors_destroy(st);
     free(buf);
@@ -624,7 +635,7 @@ static void test_sample_model_classifies_heldout_digits(void **state) {
 
     model *m = NULL;
     char err[1024] = "";
-    const ps_status st = model_open_dir(dir, 0, NULL, &m, err, sizeof(err));
+    const ps_status st = model_open_dir(dir, 0, test_model_backend(), &m, err, sizeof(err));
     if (st != PS_STATUS_OK) {
         fail_msg("model_open_dir: %s: %s (run scripts/make_sample_model)", ps_status_name(st), err);
     }
@@ -716,14 +727,17 @@ static void test_sample_model_classifies_heldout_digits(void **state) {
     model_destroy(m);
 
     /* directory errors name the path */
-    assert_int_equal(model_open_dir(dir, 7, NULL, &m, err, sizeof(err)), PS_STATUS_IO);
+    assert_int_equal(model_open_dir(dir, 7, test_model_backend(), &m, err, sizeof(err)),
+                     PS_STATUS_IO);
     assert_non_null(strstr(err, "7/model.safetensors"));
-    assert_int_equal(model_open_dir("/nonexistent/dir", 0, NULL, &m, err, sizeof(err)),
-                     PS_STATUS_NOT_FOUND);
+    assert_int_equal(
+        model_open_dir("/nonexistent/dir", 0, test_model_backend(), &m, err, sizeof(err)),
+        PS_STATUS_NOT_FOUND);
     assert_non_null(strstr(err, "no version directory"));
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    test_model_backend_open(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny_forward),
         cmocka_unit_test(test_infer_errors),
@@ -733,5 +747,7 @@ int main(void) {
         cmocka_unit_test(test_concurrent_infer),
         cmocka_unit_test(test_sample_model_classifies_heldout_digits),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    test_model_backend_close();
+    return failed;
 }

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "model.h"
+#include "test_model_backend.h"
 
 #define ATOL 1e-5
 #define RTOL 1e-4
@@ -179,7 +180,7 @@ static model *make_model(const char *sq, const model_tensor_desc *shapes, size_t
     model_config *cfg = config_sq(sq);
     model *m = NULL;
     char err[512] = "";
-    if (model_create(cfg, shapes, n, NULL, &m, err, sizeof(err)) != PS_STATUS_OK) {
+    if (model_create(cfg, shapes, n, test_model_backend(), &m, err, sizeof(err)) != PS_STATUS_OK) {
         fail_msg("model_create: %s", err);
     }
     model_config_destroy(cfg);
@@ -188,7 +189,9 @@ static model *make_model(const char *sq, const model_tensor_desc *shapes, size_t
         size_t count;
         assert_int_equal(model_param(m, shapes[i].name, &p, &count), PS_STATUS_OK);
         fill(p, count, (double)i + 1.0);
+        assert_int_equal(model_param_mark(m, shapes[i].name, 0, count), PS_STATUS_OK);
     }
+    test_model_sync(m);
     return m;
 }
 
@@ -440,18 +443,21 @@ static void test_create_errors(void **state) {
     };
     model *m = NULL;
     char err[512] = "";
-    assert_int_equal(model_create(cfg, shapes, 4, NULL, &m, err, sizeof(err)),
+    assert_int_equal(model_create(cfg, shapes, 4, test_model_backend(), &m, err, sizeof(err)),
                      PS_STATUS_INVALID_ARGUMENT);
     assert_null(m);
     assert_non_null(strstr(err, "\"cw\""));
     model_config_destroy(cfg);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    test_model_backend_open(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny_cnn),      cmocka_unit_test(test_conv_options),
         cmocka_unit_test(test_without_batch), cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_create_errors),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    test_model_backend_close();
+    return failed;
 }

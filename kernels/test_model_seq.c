@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "model.h"
+#include "test_model_backend.h"
 
 #define ATOL 1e-5
 #define RTOL 1e-4
@@ -138,7 +139,7 @@ static model *bert_model(int fp32_mask) {
 #undef SHAPE
     model *m = NULL;
     char err[512] = "";
-    if (model_create(cfg, shapes, n, NULL, &m, err, sizeof(err)) != PS_STATUS_OK) {
+    if (model_create(cfg, shapes, n, test_model_backend(), &m, err, sizeof(err)) != PS_STATUS_OK) {
         fail_msg("model_create: %s", err);
     }
     model_config_destroy(cfg);
@@ -149,7 +150,9 @@ static model *bert_model(int fp32_mask) {
         for (size_t k = 0; k < count; k++) {
             p[k] = (float)sin(1.7 * (double)i + (double)k * 0.731);
         }
+        assert_int_equal(model_param_mark(m, shapes[i].name, 0, count), PS_STATUS_OK);
     }
+    test_model_sync(m);
     return m;
 }
 
@@ -416,10 +419,13 @@ static void test_bert_hostile(void **state) {
     model_destroy(m);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    test_model_backend_open(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bert),
         cmocka_unit_test(test_bert_hostile),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    test_model_backend_close();
+    return failed;
 }

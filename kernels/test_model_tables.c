@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "model.h"
+#include "test_model_backend.h"
 
 #define ATOL 1e-5
 #define RTOL 1e-5
@@ -108,13 +109,14 @@ static model *ctr_model(fake_rows *f) {
         {.name = "fc.bias", .datatype = "FP32", .ndims = 1, .dims = {1}}};
     model *m = NULL;
     char err[512] = "";
-    if (model_create(cfg, params, 2, NULL, &m, err, sizeof(err)) != PS_STATUS_OK) {
+    if (model_create(cfg, params, 2, test_model_backend(), &m, err, sizeof(err)) != PS_STATUS_OK) {
         fail_msg("create: %s", err);
     }
     model_config_destroy(cfg);
     assert_true(model_has_tables(m));
     assert_int_equal(model_param_write(m, "fc.weight", 0, fc_w, UDIM + IDIM), PS_STATUS_OK);
     assert_int_equal(model_param_write(m, "fc.bias", 0, &fc_b, 1), PS_STATUS_OK);
+    test_model_sync(m);
     if (f != NULL) {
         model_set_rows(m, fake_pull, f);
     }
@@ -319,7 +321,8 @@ static void test_unbatched(void **state) {
         "             'mode': 'mean'}]}");
     model *m = NULL;
     char err[512] = "";
-    assert_int_equal(model_create(cfg, NULL, 0, NULL, &m, err, sizeof(err)), PS_STATUS_OK);
+    assert_int_equal(model_create(cfg, NULL, 0, test_model_backend(), &m, err, sizeof(err)),
+                     PS_STATUS_OK);
     model_config_destroy(cfg);
     fake_rows f = {0};
     model_set_rows(m, fake_pull, &f);
@@ -353,7 +356,7 @@ static void test_concat_of_dense(void **state) {
                                         {.name = "wb", .ndims = 2, .dims = {3, 2}}};
     model *m = NULL;
     char err[512] = "";
-    if (model_create(cfg, params, 2, NULL, &m, err, sizeof(err)) != PS_STATUS_OK) {
+    if (model_create(cfg, params, 2, test_model_backend(), &m, err, sizeof(err)) != PS_STATUS_OK) {
         fail_msg("create: %s", err);
     }
     model_config_destroy(cfg);
@@ -362,6 +365,7 @@ static void test_concat_of_dense(void **state) {
     const float wb[6] = {-1, 0, 0, -1, 1, 1};
     assert_int_equal(model_param_write(m, "wa", 0, wa, 4), PS_STATUS_OK);
     assert_int_equal(model_param_write(m, "wb", 0, wb, 6), PS_STATUS_OK);
+    test_model_sync(m);
     const float x[4] = {1, 10, -2, 0.5f};
     const model_input in = {.name = "x", .ndims = 2, .dims = {2, 2}, .data = x};
     float y[10];
@@ -372,7 +376,8 @@ static void test_concat_of_dense(void **state) {
     model_destroy(m);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    test_model_backend_open(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_recommender_matches_reference),
         cmocka_unit_test(test_all_padding),
@@ -381,5 +386,7 @@ int main(void) {
         cmocka_unit_test(test_unbatched),
         cmocka_unit_test(test_concat_of_dense),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    test_model_backend_close();
+    return failed;
 }

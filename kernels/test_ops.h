@@ -57,6 +57,16 @@ void ops_expect_dev(ops_env *env, const char *what, const float *dev, const doub
 void ops_expect_close(const char *what, const float *got, const double *want, size_t n, double atol,
                       double rtol);
 
+/* Checks of one op on one shape against its double reference (test_ops_seq.c), also
+ * run on large shapes by test_ops_par.c. Values, masks and tolerances as in
+ * test_ops_seq.c; mask_kind: 0 none, 1 right padding, 2 random holes, 3 the last
+ * sample all padding. */
+void ops_check_activation(ops_env *env, kernels_activation act, size_t n);
+void ops_check_softmax(ops_env *env, size_t rows, size_t cols);
+void ops_check_layernorm(ops_env *env, size_t rows, size_t cols, int affine);
+void ops_check_attention(ops_env *env, kernels_attention_shape c, int packed, int mask_kind);
+void ops_check_mean_pool(ops_env *env, size_t batch, size_t seq, size_t dim, int with_mask);
+
 /* Each test file's tests (test_ops_main.c runs them as one group per file). */
 extern const struct CMUnitTest ops_image_tests[];
 extern const size_t ops_image_tests_n;
@@ -64,6 +74,8 @@ extern const struct CMUnitTest ops_seq_tests[];
 extern const size_t ops_seq_tests_n;
 extern const struct CMUnitTest ops_tensor_tests[];
 extern const size_t ops_tensor_tests_n;
+extern const struct CMUnitTest ops_par_tests[];
+extern const size_t ops_par_tests_n;
 extern const struct CMUnitTest ops_hostile_tests[];
 extern const size_t ops_hostile_tests_n;
 

@@ -148,6 +148,7 @@ int main(int argc, char **argv) {
         {"image", ops_image_tests, ops_image_tests_n},
         {"seq", ops_seq_tests, ops_seq_tests_n},
         {"tensor", ops_tensor_tests, ops_tensor_tests_n},
+        {"par", ops_par_tests, ops_par_tests_n},
         {"hostile", ops_hostile_tests, ops_hostile_tests_n},
     };
     int failed = 0;

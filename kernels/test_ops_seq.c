@@ -16,6 +16,31 @@
 /* ------------------------------------------------------------------------------------ */
 /* activation, softmax */
 
+/* act over n values uniform in [-6, 6), out of place and in place. */
+void ops_check_activation(ops_env *env, kernels_activation act, size_t n) {
+    float *x = ops_host_rand(env, n, -6, 6);
+    double *want = malloc(n * sizeof(*want));
+    assert_non_null(want);
+    for (size_t i = 0; i < n; i++) {
+        const double v = x[i];
+        want[i] = act == KERNELS_ACTIVATION_RELU      ? (v > 0 ? v : 0)
+                  : act == KERNELS_ACTIVATION_SIGMOID ? 1 / (1 + exp(-v))
+                  : act == KERNELS_ACTIVATION_TANH    ? tanh(v)
+                  : act == KERNELS_ACTIVATION_GELU    ? 0.5 * v * (1 + erf(v / sqrt(2.0)))
+                                                      : v;
+    }
+    float *dx = ops_dev_put(env, x, n), *dy = ops_dev_nan(env, n);
+    char what[64];
+    snprintf(what, sizeof(what), "activation %d n=%zu", (int)act, n);
+    assert_int_equal(kernels_op_activation(env->s, act, dx, n, dy), PS_STATUS_OK);
+    ops_expect_dev(env, what, dy, want, n, 1e-6, 1e-5);
+    /* in place */
+    assert_int_equal(kernels_op_activation(env->s, act, dx, n, dx), PS_STATUS_OK);
+    ops_expect_dev(env, what, dx, want, n, 1e-6, 1e-5);
+    ops_dev_free(env, dy), ops_dev_free(env, dx);
+    free(want), free(x);
+}
+
 static void test_activation(void **state) {
     ops_env *env = ops_env_of(state);
     static const kernels_activation acts[] = {
@@ -23,29 +48,38 @@ static void test_activation(void **state) {
         KERNELS_ACTIVATION_TANH, KERNELS_ACTIVATION_GELU,
     };
     for (size_t a = 0; a < sizeof(acts) / sizeof(acts[0]); a++) {
-        const size_t n = a == 0 ? 1 : ops_rand_size(env, 1, 5000);
-        float *x = ops_host_rand(env, n, -6, 6);
-        double *want = malloc(n * sizeof(*want));
-        assert_non_null(want);
-        for (size_t i = 0; i < n; i++) {
-            const double v = x[i];
-            want[i] = acts[a] == KERNELS_ACTIVATION_RELU      ? (v > 0 ? v : 0)
-                      : acts[a] == KERNELS_ACTIVATION_SIGMOID ? 1 / (1 + exp(-v))
-                      : acts[a] == KERNELS_ACTIVATION_TANH    ? tanh(v)
-                      : acts[a] == KERNELS_ACTIVATION_GELU    ? 0.5 * v * (1 + erf(v / sqrt(2.0)))
-                                                              : v;
-        }
-        float *dx = ops_dev_put(env, x, n), *dy = ops_dev_nan(env, n);
-        char what[64];
-        snprintf(what, sizeof(what), "activation %d n=%zu", (int)acts[a], n);
-        assert_int_equal(kernels_op_activation(env->s, acts[a], dx, n, dy), PS_STATUS_OK);
-        ops_expect_dev(env, what, dy, want, n, 1e-6, 1e-5);
-        /* in place */
-        assert_int_equal(kernels_op_activation(env->s, acts[a], dx, n, dx), PS_STATUS_OK);
-        ops_expect_dev(env, what, dx, want, n, 1e-6, 1e-5);
-        ops_dev_free(env, dy), ops_dev_free(env, dx);
-        free(want), free(x);
+        ops_check_activation(env, acts[a], a == 0 ? 1 : ops_rand_size(env, 1, 5000));
     }
+}
+
+/* Softmax of rows x cols values in [-20, 20) with x[0] = 1000, out of place and in place. */
+void ops_check_softmax(ops_env *env, size_t rows, size_t cols) {
+    float *x = ops_host_rand(env, rows * cols, -20, 20);
+    x[0] = 1000.0f; /* large logits must not overflow */
+    double *want = malloc(rows * cols * sizeof(*want));
+    assert_non_null(want);
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        double max = -INFINITY, sum = 0;
+        for (size_t c = 0; c < cols; c++) {
+            max = fmax(max, xr[c]);
+        }
+        for (size_t c = 0; c < cols; c++) {
+            sum += exp(xr[c] - max);
+        }
+        for (size_t c = 0; c < cols; c++) {
+            want[r * cols + c] = exp(xr[c] - max) / sum;
+        }
+    }
+    float *dx = ops_dev_put(env, x, rows * cols), *dy = ops_dev_nan(env, rows * cols);
+    char what[64];
+    snprintf(what, sizeof(what), "softmax %zux%zu", rows, cols);
+    assert_int_equal(kernels_op_softmax(env->s, dx, rows, cols, dy), PS_STATUS_OK);
+    ops_expect_dev(env, what, dy, want, rows * cols, 1e-6, 1e-5);
+    assert_int_equal(kernels_op_softmax(env->s, dx, rows, cols, dx), PS_STATUS_OK);
+    ops_expect_dev(env, what, dx, want, rows * cols, 1e-6, 1e-5);
+    ops_dev_free(env, dy), ops_dev_free(env, dx);
+    free(want), free(x);
 }
 
 static void test_softmax(void **state) {
@@ -56,39 +90,14 @@ static void test_softmax(void **state) {
         if (rows == 0) {
             rows = ops_rand_size(env, 1, 40), cols = ops_rand_size(env, 1, 300);
         }
-        float *x = ops_host_rand(env, rows * cols, -20, 20);
-        x[0] = 1000.0f; /* large logits must not overflow */
-        double *want = malloc(rows * cols * sizeof(*want));
-        assert_non_null(want);
-        for (size_t r = 0; r < rows; r++) {
-            const float *xr = x + r * cols;
-            double max = -INFINITY, sum = 0;
-            for (size_t c = 0; c < cols; c++) {
-                max = fmax(max, xr[c]);
-            }
-            for (size_t c = 0; c < cols; c++) {
-                sum += exp(xr[c] - max);
-            }
-            for (size_t c = 0; c < cols; c++) {
-                want[r * cols + c] = exp(xr[c] - max) / sum;
-            }
-        }
-        float *dx = ops_dev_put(env, x, rows * cols), *dy = ops_dev_nan(env, rows * cols);
-        char what[64];
-        snprintf(what, sizeof(what), "softmax %zux%zu", rows, cols);
-        assert_int_equal(kernels_op_softmax(env->s, dx, rows, cols, dy), PS_STATUS_OK);
-        ops_expect_dev(env, what, dy, want, rows * cols, 1e-6, 1e-5);
-        assert_int_equal(kernels_op_softmax(env->s, dx, rows, cols, dx), PS_STATUS_OK);
-        ops_expect_dev(env, what, dx, want, rows * cols, 1e-6, 1e-5);
-        ops_dev_free(env, dy), ops_dev_free(env, dx);
-        free(want), free(x);
+        ops_check_softmax(env, rows, cols);
     }
 }
 
 /* ------------------------------------------------------------------------------------ */
 /* layernorm */
 
-static void check_layernorm(ops_env *env, size_t rows, size_t cols, int affine) {
+void ops_check_layernorm(ops_env *env, size_t rows, size_t cols, int affine) {
     const float eps = 1e-12f; /* BERT's */
     float *x = ops_host_rand(env, rows * cols, -3, 5);
     float *g = ops_host_rand(env, cols, 0.5f, 1.5f), *b = ops_host_rand(env, cols, -1, 1);
@@ -124,10 +133,10 @@ static void check_layernorm(ops_env *env, size_t rows, size_t cols, int affine) 
 
 static void test_layernorm(void **state) {
     ops_env *env = ops_env_of(state);
-    check_layernorm(env, 1, 1, 1); /* one element: zero variance, output beta */
-    check_layernorm(env, 5, 384, 1);
+    ops_check_layernorm(env, 1, 1, 1); /* one element: zero variance, output beta */
+    ops_check_layernorm(env, 5, 384, 1);
     for (int t = 0; t < 8; t++) {
-        check_layernorm(env, ops_rand_size(env, 1, 20), ops_rand_size(env, 1, 700), t % 2);
+        ops_check_layernorm(env, ops_rand_size(env, 1, 20), ops_rand_size(env, 1, 700), t % 2);
     }
 }
 
@@ -135,7 +144,7 @@ static void test_layernorm(void **state) {
 /* attention */
 
 /* Mask kinds: 0 none (NULL), 1 right padding, 2 random holes, 3 one sample all padding. */
-static void check_attention(ops_env *env, kernels_attention_shape c, int packed, int mask_kind) {
+void ops_check_attention(ops_env *env, kernels_attention_shape c, int packed, int mask_kind) {
     const size_t hidden = c.heads * c.head_dim, tokens = c.batch * c.seq;
     c.ld = packed ? 3 * hidden : hidden;
     const size_t n_in = packed ? tokens * c.ld : 3 * tokens * hidden;
@@ -201,21 +210,21 @@ static void check_attention(ops_env *env, kernels_attention_shape c, int packed,
 
 static void test_attention(void **state) {
     ops_env *env = ops_env_of(state);
-    check_attention(env, (kernels_attention_shape){1, 1, 1, 1, 0}, 0, 0);
-    check_attention(env, (kernels_attention_shape){2, 7, 3, 5, 0}, 1, 1);
-    check_attention(env, (kernels_attention_shape){2, 33, 12, 32, 0}, 1, 1); /* MiniLM */
-    check_attention(env, (kernels_attention_shape){3, 9, 2, 4, 0}, 0, 3);
+    ops_check_attention(env, (kernels_attention_shape){1, 1, 1, 1, 0}, 0, 0);
+    ops_check_attention(env, (kernels_attention_shape){2, 7, 3, 5, 0}, 1, 1);
+    ops_check_attention(env, (kernels_attention_shape){2, 33, 12, 32, 0}, 1, 1); /* MiniLM */
+    ops_check_attention(env, (kernels_attention_shape){3, 9, 2, 4, 0}, 0, 3);
     for (int t = 0; t < 8; t++) {
         kernels_attention_shape c = {ops_rand_size(env, 1, 3), ops_rand_size(env, 1, 40),
                                      ops_rand_size(env, 1, 4), ops_rand_size(env, 1, 17), 0};
-        check_attention(env, c, t % 2, t % 4);
+        ops_check_attention(env, c, t % 2, t % 4);
     }
 }
 
 /* ------------------------------------------------------------------------------------ */
 /* mean pooling */
 
-static void check_mean_pool(ops_env *env, size_t batch, size_t seq, size_t dim, int with_mask) {
+void ops_check_mean_pool(ops_env *env, size_t batch, size_t seq, size_t dim, int with_mask) {
     float *x = ops_host_rand(env, batch * seq * dim, -1, 1);
     float *mask = malloc(batch * seq * sizeof(*mask));
     double *want = malloc(batch * dim * sizeof(*want));
@@ -256,11 +265,11 @@ static void check_mean_pool(ops_env *env, size_t batch, size_t seq, size_t dim, 
 
 static void test_mean_pool(void **state) {
     ops_env *env = ops_env_of(state);
-    check_mean_pool(env, 1, 1, 1, 0);
-    check_mean_pool(env, 3, 17, 384, 1);
+    ops_check_mean_pool(env, 1, 1, 1, 0);
+    ops_check_mean_pool(env, 3, 17, 384, 1);
     for (int t = 0; t < 8; t++) {
-        check_mean_pool(env, ops_rand_size(env, 1, 5), ops_rand_size(env, 1, 50),
-                        ops_rand_size(env, 1, 100), t % 2);
+        ops_check_mean_pool(env, ops_rand_size(env, 1, 5), ops_rand_size(env, 1, 50),
+                            ops_rand_size(env, 1, 100), t % 2);
     }
 }
 

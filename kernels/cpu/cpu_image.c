@@ -87,7 +87,6 @@ static void conv_direct_plane(const kernels_conv2d_shape *c, const float *restri
 
 ps_status cpu_conv2d(void *exec, const kernels_conv2d_shape *c, const float *x, const float *w,
                      const float *bias, kernels_activation act, float *y) {
-    (void)exec;
     size_t p_len, q_len;
     ps_status st = kernels_conv2d_out_size(c, &p_len, &q_len);
     if (st != PS_STATUS_OK) {
@@ -149,7 +148,7 @@ ps_status cpu_conv2d(void *exec, const kernels_conv2d_shape *c, const float *x, 
         }
     }
     free(col);
-    cpu_act_apply(y, c->batch * c->out_channels * pq, act);
+    cpu_act_apply(exec, y, c->batch * c->out_channels * pq, act);
     return PS_STATUS_OK;
 }
 

@@ -18,6 +18,11 @@
  * no synchronisation, freed memory reused by the next op, and capturable into a CUDA
  * graph. Uploads return once the host memory may be reused; downloads wait for the
  * stream, so a failure of any op queued before shows there.
+ *
+ * Graphs: a stream's ops are recorded with stream capture (thread-local mode) and
+ * instantiated once; a launch replays them. The executor records only passes whose
+ * ops read device memory alone (no ids), after one pass ran them eagerly (cuDNN
+ * handles and cuBLASLt algorithms are made then, not during the recording).
  */
 #include "cuda_internal.h"
 
@@ -183,6 +188,45 @@ static ps_status cuda_copy(void *exec, const float *x, size_t n, float *y) {
 /* ------------------------------------------------------------------------------------ */
 /* The module */
 
+/* ------------------------------------------------------------------------------------ */
+/* Graphs: CUDA graphs of a stream's ops */
+
+static ps_status cuda_graph_begin(void *exec) {
+    cuda_exec *e = exec;
+    /* thread-local: another thread's cudaMalloc (a new workspace) does not void it */
+    return cuda_check_rt(e, cudaStreamBeginCapture(e->stream, cudaStreamCaptureModeThreadLocal),
+                         "cudaStreamBeginCapture");
+}
+
+static ps_status cuda_graph_end(void *exec, void **ret_graph) {
+    cuda_exec *e = exec;
+    cudaGraph_t graph = NULL;
+    ps_status st =
+        cuda_check_rt(e, cudaStreamEndCapture(e->stream, &graph), "cudaStreamEndCapture");
+    cudaGraphExec_t inst = NULL;
+    if (st == PS_STATUS_OK) {
+        st = cuda_check_rt(e, cudaGraphInstantiate(&inst, graph, 0), "cudaGraphInstantiate");
+    }
+    if (graph != NULL) {
+        (void)cudaGraphDestroy(graph); /* the instance keeps what it needs */
+    }
+    if (st == PS_STATUS_OK) {
+        *ret_graph = inst;
+    }
+    return st;
+}
+
+static ps_status cuda_graph_launch(void *exec, void *graph) {
+    cuda_exec *e = exec;
+    return cuda_check_rt(e, cudaGraphLaunch((cudaGraphExec_t)graph, e->stream), "cudaGraphLaunch");
+}
+
+static void cuda_graph_free(void *ctx, void *graph) {
+    (void)ctx;
+    (void)cudaGraphExecDestroy((cudaGraphExec_t)graph);
+    (void)cudaGetLastError();
+}
+
 static const kernels_backend_iface cuda_iface = {
     .name = "cuda",
     .free_ctx = cuda_free_ctx,
@@ -211,6 +255,10 @@ static const kernels_backend_iface cuda_iface = {
     .embedding_gather = cuda_embedding_gather,
     .transpose = cuda_transpose,
     .last_error = cuda_last_error,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
 };
 
 /* UNAVAILABLE unless device 0 can run this module: a driver, a device, kernels built

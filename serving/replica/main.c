@@ -215,8 +215,9 @@ int main(int argc, char **argv) {
          "two); a model past it is not loaded (the default is half the machine's memory)",
          false},
         {"device", PS_FLAG_STRING, &device, 0, 0, "cpu|cuda|auto",
-         "what forward passes run on (auto: CUDA when its module loads and finds a GPU). The "
-         "executor drives host memory only for now, so cuda is refused with a message",
+         "what forward passes run on (auto: CUDA when its module loads and finds a GPU, else "
+         "the CPU; cuda: the GPU or an error). The module is libkernels_cuda.so in "
+         "$PS_KERNELS_MODULE_DIR, else in the build's kernels/ folder",
          false},
         {"precision", PS_FLAG_STRING, &precision, 0, 0, "fp32|bf16",
          "the compute precision (bf16: GPU only)", false},
@@ -263,15 +264,9 @@ int main(int argc, char **argv) {
         PS_ERROR("--device %s --precision %s: %s", device, precision, err);
         return 2;
     }
-    if (!kernels_backend_host_memory(backend)) {
-        PS_ERROR("--device %s chose the %s backend, which computes on device memory: the "
-                 "model executor does not drive device memory yet; use --device cpu",
-                 device, kernels_backend_name(backend));
-        kernels_backend_destroy(backend);
-        return 2;
-    }
-    PS_INFO("forward passes on the %s backend (%s)", kernels_backend_name(backend),
-            kernels_precision_name(kernels_backend_precision(backend)));
+    PS_INFO("forward passes on the %s backend (%s, %s memory)", kernels_backend_name(backend),
+            kernels_precision_name(kernels_backend_precision(backend)),
+            kernels_backend_host_memory(backend) ? "host" : "device");
     st = build(&c, coordinator, max_model_mb, rows_clients, backend);
     if (st == PS_STATUS_OK && (st = ps_runtime_create(&ro, &rt)) == PS_STATUS_OK)
         atomic_store(&c.rt, rt);

@@ -1,6 +1,9 @@
 /* served.c: see served.h. The instance's parameter buffers are written in place:
- * updates under the write lock, forward passes under the read lock. Table rows are not
- * held here: each pass reads its own (served_rows), so there is nothing to update. */
+ * updates under the write lock, forward passes under the read lock. Every write is
+ * marked and synced before the write lock is let go (model.h, "Memory": on a device
+ * backend that uploads the written ranges to the device mirror; on the CPU it costs
+ * nothing). Pulls are in served_pull.c. Table rows are not held here: each pass reads
+ * its own (served_rows), so there is nothing to update. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@ static void served_free(served *s) {
     train_config_destroy(s->training);
     chunk_table_destroy(s->chunks);
     free(s->params);
+    free(s->pnames);
     free(s->name);
     pthread_rwlock_destroy(&s->lock);
     pthread_mutex_destroy(&s->stats_lock);
@@ -97,10 +101,15 @@ static ps_status build_chunks(served *s, const Ps__ModelInfo *info, char *err, s
     for (size_t i = 0; i < info->n_tensors; i++) {
         const Ps__TensorInfo *t = info->tensors[i];
         size_t count = 0;
-        if (model_param(s->m, t->name, &s->params[i], &count) != PS_STATUS_OK) {
+        size_t p = 0;
+        if (!model_config_param_find(model_get_config(s->m), t->name, &p) ||
+            model_param(s->m, t->name, &s->params[i], &count) != PS_STATUS_OK) {
             s->params[i] = NULL; /* a tensor the graph does not use */
             continue;
         }
+        model_tensor_desc d;
+        model_param_at(s->m, p, &d);
+        s->pnames[i] = d.name; /* the instance's own copy: lives as long as it */
         uint64_t cf = t->chunk_floats;
         if (count != tensor_count(t) || cf == 0 || count > UINT32_MAX ||
             t->chunks != (count + cf - 1) / cf) {
@@ -202,8 +211,9 @@ ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows,
     s->version = info->version;
     s->name = strdup(info->name ? info->name : "");
     s->params = calloc(info->n_tensors + 1, sizeof *s->params);
+    s->pnames = calloc(info->n_tensors + 1, sizeof *s->pnames);
     ps_status st = PS_STATUS_NO_MEMORY;
-    if (!s->name || !s->params) {
+    if (!s->name || !s->params || !s->pnames) {
         ps_set_err(err, err_len, "out of memory");
         goto fail;
     }
@@ -253,6 +263,16 @@ uint64_t served_publish(const served *s) {
     return s->publish;
 }
 
+void served_chunk_written(served *s, const chunk_table_entry *e) {
+    model_param_mark(s->m, s->pnames[e->param], e->offset, e->len);
+}
+
+ps_status served_params_sync(served *s, char *err, size_t err_len) {
+    ps_status st = model_params_sync(s->m, err, err_len);
+    atomic_store(&s->unsynced, st != PS_STATUS_OK);
+    return st;
+}
+
 bool served_update_apply(served *s, const Ps__Update *u) {
     if (s->frozen) /* a published cut: it changes only by the next publish */
         return false;
@@ -267,6 +287,7 @@ bool served_update_apply(served *s, const Ps__Update *u) {
         switch (chunk_table_decide(s->chunks, i, add, u->version, u->prev_version, floats)) {
         case CHUNK_TABLE_ASSIGN:
             memcpy(dst, u->values.data, e->len * 4ull); /* values may be unaligned */
+            served_chunk_written(s, e);
             chunk_table_set_applied(s->chunks, i, u->version);
             break;
         case CHUNK_TABLE_ADD:
@@ -275,6 +296,7 @@ bool served_update_apply(served *s, const Ps__Update *u) {
                 memcpy(&d, u->values.data + k * 4ull, 4);
                 dst[k] += d;
             }
+            served_chunk_written(s, e);
             chunk_table_set_applied(s->chunks, i, u->version);
             break;
         case CHUNK_TABLE_STALE:
@@ -283,6 +305,7 @@ bool served_update_apply(served *s, const Ps__Update *u) {
         case CHUNK_TABLE_SKIP:
             break;
         }
+        served_params_sync(s, NULL, 0); /* a failure: retried before the next pass */
         s->param_version = chunk_table_version_sum(s->chunks);
     }
     pthread_rwlock_unlock(&s->lock);
@@ -296,96 +319,6 @@ size_t served_repull_mark(served *s, bool (*pred)(uint64_t key, void *arg), void
     size_t n = chunk_table_repull_mark(s->chunks, pred, arg);
     pthread_rwlock_unlock(&s->lock);
     return n;
-}
-
-/* Pulls the chunks idx[0..n) in batches and installs what is newer than held. */
-static ps_status pull_chunks(served *s, const served_source *src, const size_t *idx, size_t n,
-                             uint64_t generation, char *err, size_t err_len) {
-    size_t cap_floats = SERVED_PULL_BATCH_FLOATS;
-    float *buf = malloc(cap_floats * 4);
-    uint64_t *keys = malloc((n + 1) * sizeof *keys), *versions = malloc((n + 1) * sizeof *versions);
-    float **dst = malloc((n + 1) * sizeof *dst);
-    uint32_t *lens = malloc((n + 1) * sizeof *lens);
-    ps_status st = PS_STATUS_OK;
-    if (!buf || !keys || !versions || !dst || !lens) {
-        ps_set_err(err, err_len, "out of memory");
-        st = PS_STATUS_NO_MEMORY;
-        goto out;
-    }
-    for (size_t first = 0; first < n;) {
-        size_t m = 0, used = 0;
-        while (first + m < n) { /* the table's layout never changes: no lock needed */
-            const chunk_table_entry *e = chunk_table_at(s->chunks, idx[first + m]);
-            if (m > 0 && used + e->len > cap_floats)
-                break;
-            if (e->len > cap_floats) { /* one chunk bigger than the batch buffer */
-                float *grown = realloc(buf, e->len * 4ull);
-                if (!grown) {
-                    ps_set_err(err, err_len, "out of memory");
-                    st = PS_STATUS_NO_MEMORY;
-                    goto out;
-                }
-                buf = grown;
-                cap_floats = e->len;
-            }
-            keys[m] = e->key;
-            lens[m] = e->len;
-            dst[m] = buf + used;
-            used += e->len;
-            m++;
-        }
-        st = src->pull(src->arg, m, keys, dst, lens, versions, err, err_len);
-        if (st != PS_STATUS_OK)
-            goto out;
-        pthread_rwlock_wrlock(&s->lock);
-        for (size_t i = 0; i < m; i++) {
-            size_t c = idx[first + i];
-            const chunk_table_entry *e = chunk_table_at(s->chunks, c);
-            if (chunk_table_set_pulled(s->chunks, c, versions[i], generation))
-                memcpy(s->params[e->param] + e->offset, dst[i], e->len * 4ull);
-        }
-        s->param_version = chunk_table_version_sum(s->chunks);
-        pthread_rwlock_unlock(&s->lock);
-        first += m;
-    }
-out:
-    free(buf);
-    free(keys);
-    free(versions);
-    free(dst);
-    free(lens);
-    return st;
-}
-
-ps_status served_pull(served *s, const served_source *src, bool all, size_t *ret_left, char *err,
-                      size_t err_len) {
-    pthread_rwlock_rdlock(&s->lock);
-    size_t total = chunk_table_count(s->chunks);
-    size_t want = all ? total : chunk_table_stale_count(s->chunks);
-    size_t *idx = malloc((want + 1) * sizeof *idx);
-    size_t n = 0;
-    uint64_t generation = chunk_table_generation(s->chunks);
-    if (idx && all)
-        for (n = 0; n < total; n++)
-            idx[n] = n;
-    else if (idx)
-        n = chunk_table_stale_list(s->chunks, idx, want);
-    pthread_rwlock_unlock(&s->lock);
-    if (!idx) {
-        ps_set_err(err, err_len, "out of memory");
-        return PS_STATUS_NO_MEMORY;
-    }
-    ps_status st = n ? pull_chunks(s, src, idx, n, generation, err, err_len) : PS_STATUS_OK;
-    free(idx);
-    if (st == PS_STATUS_OK && ret_left) {
-        pthread_rwlock_rdlock(&s->lock);
-        size_t left = chunk_table_stale_count(s->chunks);
-        if (left == 0 && !chunk_table_filled(s->chunks))
-            left = 1;
-        pthread_rwlock_unlock(&s->lock);
-        *ret_left = left;
-    }
-    return st;
 }
 
 bool served_current(served *s) {

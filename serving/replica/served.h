@@ -6,6 +6,10 @@
  * the protocol's version rule (see chunk_table.h). Inference (read side) and updates
  * and pulls (write side) are serialized by a reader-writer lock, so a forward pass
  * never sees a half-applied update.
+ * Every write is marked and synced to the instance's device mirror before the write
+ * lock is let go (model.h, "Memory"), so on a device backend too a pass sees either
+ * the old or the new update, never a stale one; a failed upload is retried, under the
+ * write lock, before the next pass.
  *
  * After each forward pass every output is checked: a non-finite value (weights that
  * overflowed, say) is never answered with OK; served_infer fails with a message that

@@ -55,6 +55,12 @@ ps_status served_infer(served *s, const model_input *inputs, size_t n_inputs, mo
      * never wait on a read (without a workspace model_infer reads them under it). */
     if (ws && model_has_tables(s->m))
         st = model_infer_rows(s->m, ws, inputs, n_inputs, err, err_len);
+    if (st == PS_STATUS_OK && atomic_load(&s->unsynced)) {
+        /* a write's upload to the device failed: never compute on the stale mirror */
+        pthread_rwlock_wrlock(&s->lock);
+        st = served_params_sync(s, err, err_len);
+        pthread_rwlock_unlock(&s->lock);
+    }
     pthread_rwlock_rdlock(&s->lock);
     uint64_t pv = s->param_version;
     if (st == PS_STATUS_OK)

@@ -19,6 +19,8 @@ struct served {
     model *m;
     pthread_rwlock_t lock; /* infer: read; updates and pulls: write */
     float **params;        /* per registry tensor: the instance's buffer (NULL: unused) */
+    const char **pnames;   /* per registry tensor: its parameter name in the instance */
+    atomic_bool unsynced;  /* the last model_params_sync failed: passes retry it first */
     chunk_table *chunks;   /* under lock */
     uint64_t param_version;
     train_config *training; /* the config's training half: table specs (tables only) */
@@ -37,5 +39,12 @@ struct served {
     model_workspace *idle_ws[SERVED_MAX_IDLE_WORKSPACES];
     size_t n_idle_ws;
 };
+
+/* Marks the instance's memory of chunk e written (model_param_mark); under the write
+ * lock. */
+void served_chunk_written(served *s, const chunk_table_entry *e);
+/* Uploads what was marked (model_params_sync) and records whether it failed
+ * (unsynced); under the write lock. */
+ps_status served_params_sync(served *s, char *err, size_t err_len);
 
 #endif

@@ -5,7 +5,11 @@
  * Old behaviour these tests would have caught (serving/serve/replica.c): replicas
  * answered NaN outputs with OK (test_nonfinite_outputs_refused); an ADD was applied
  * onto a value of another version (test_gap_is_pulled_not_added); param_version was a
- * sum of versions that a re-pull could lower (test_param_version_monotone). */
+ * sum of versions that a re-pull could lower (test_param_version_monotone).
+ *
+ * meson runs them twice: on the CPU, and with a first argument naming the cpudev test
+ * backend (device memory, kernels/test_module_cpudev.h), where a chunk or update that
+ * the replica wrote but did not mark and sync never reaches the forward passes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +27,8 @@
 
 #define NAME "digits_mlp"
 
+static kernels_backend *backend; /* argv[1] opened; NULL: each model's own CPU backend */
+
 typedef struct fx {
     Ps__ModelInfo *info;
     fixture_store *store;
@@ -38,7 +44,7 @@ static int setup(void **state) {
     f->store = fixture_store_create();
     fixture_store_put_model(f->store, f->info, 100);
     f->src = fixture_store_source(f->store);
-    assert_int_equal(models_create(NULL, &f->m), PS_STATUS_OK);
+    assert_int_equal(models_create(&(models_opts){.backend = backend}, &f->m), PS_STATUS_OK);
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/" NAME,
              getenv("PS_MODELS_DIR") ? getenv("PS_MODELS_DIR") : "models");
@@ -306,7 +312,9 @@ static void test_memory_quota(void **state) {
     fx *f = *state;
     const uint64_t bytes = 4810 * 4;
     models *small = NULL;
-    assert_int_equal(models_create(&(models_opts){.max_bytes = bytes - 4}, &small), PS_STATUS_OK);
+    assert_int_equal(
+        models_create(&(models_opts){.max_bytes = bytes - 4, .backend = backend}, &small),
+        PS_STATUS_OK);
     int pulls = fixture_store_pulls(f->store);
     assert_int_equal(models_load(small, f->info, &f->src, f->err, sizeof f->err),
                      PS_STATUS_RESOURCE_EXHAUSTED);
@@ -317,7 +325,8 @@ static void test_memory_quota(void **state) {
     models_destroy(small);
 
     models *exact = NULL;
-    assert_int_equal(models_create(&(models_opts){.max_bytes = bytes}, &exact), PS_STATUS_OK);
+    assert_int_equal(models_create(&(models_opts){.max_bytes = bytes, .backend = backend}, &exact),
+                     PS_STATUS_OK);
     assert_int_equal(models_load(exact, f->info, &f->src, f->err, sizeof f->err), PS_STATUS_OK);
     /* version 2 beside version 1 does not fit: refused, version 1 keeps serving */
     f->info->version = 2;
@@ -331,7 +340,15 @@ static void test_memory_quota(void **state) {
     models_destroy(exact);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1) {
+        char err[512] = "";
+        kernels_backend_open_opts o = {.module_dir = getenv("PS_KERNELS_MODULE_DIR")};
+        if (kernels_backend_open(argv[1], &o, &backend, err, sizeof err) != PS_STATUS_OK) {
+            fprintf(stderr, "backend %s: %s\n", argv[1], err);
+            return 1;
+        }
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_load_matches_reference, setup, teardown),
         cmocka_unit_test_setup_teardown(test_updates_by_version_rule, setup, teardown),
@@ -342,5 +359,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_newer_version_retires_older, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_quota, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    kernels_backend_destroy(backend);
+    return failed;
 }

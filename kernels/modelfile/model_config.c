@@ -60,6 +60,8 @@ void model_config_destroy(model_config *cfg) {
         free(cfg->tables[i].name);
     }
     free(cfg->tables);
+    free(cfg->text_in.name);
+    free(cfg->text_in.vocab);
     free(cfg->sums);
     free(cfg->vars);
     free(cfg->name);
@@ -120,6 +122,9 @@ static ps_status parse_root(model_config *cfg, json_t *root, char *err, size_t e
     st = cfg_parse_io_list(cfg, root, "inputs", &cfg->n_inputs, &cfg->inputs, err, err_len);
     if (st == PS_STATUS_OK) {
         st = cfg_parse_io_list(cfg, root, "outputs", &cfg->n_outputs, &cfg->outputs, err, err_len);
+    }
+    if (st == PS_STATUS_OK) {
+        st = cfg_parse_tokenizer(cfg, root, err, err_len);
     }
     if (st == PS_STATUS_OK) {
         st = cfg_parse_tables(cfg, root, err, err_len);

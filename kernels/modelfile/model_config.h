@@ -21,11 +21,26 @@
  * Shapes (KServe metadata style): with max_batch_size > 0 the first dim is the batch
  * dimension and must be -1, and at least one more dim follows; with max_batch_size 0
  * there is no batch dimension. Every other dim is a positive integer. Datatypes: every
- * output and every value a layer makes is "FP32"; an input is "FP32" or "INT64" (ids
+ * output and every value a layer makes is "FP32"; an input is "FP32", "BYTES" (text, see
+ * "Text input") or "INT64" (ids
  * into a sparse table or an embedding, or a mask; only embedding_bag and embedding
  * layers read them as "input", attention and mean_pool as "mask"). Other top-level
  * fields are ignored (room for batching policy and the like); unknown fields inside
  * inputs, outputs and layers are errors (typos).
+ *
+ * Text input (optional; a text encoder such as all-MiniLM-L6-v2 served from raw text):
+ * one input of datatype "BYTES" and shape [-1, 1] (one UTF-8 string per sample;
+ * max_batch_size > 0), with a root object
+ *   "tokenizer": {"type": "wordpiece", "vocab": ["[PAD]", ..., "##~"], "max_len": 128,
+ *                 "feeds": ["input_ids", "attention_mask"]}
+ * vocab: the tokens, id = index (1 to MODEL_CONFIG_MAX_VOCAB_TOKENS strings of 1 to
+ * MODEL_CONFIG_MAX_TOKEN_BYTES bytes, no "\n" or "\r", holding [UNK] [CLS] [SEP] [PAD]);
+ * feeds: two distinct INT64 inputs of shape [-1, max_len] (2..MODEL_CONFIG_MAX_SEQ), the
+ * token ids and the attention mask. The BYTES input is not a graph input: the input
+ * list, the values and model_config_input_count leave it out, and the replica encodes
+ * each string into the two feeds. A request gives EITHER the text input (and then
+ * neither feed) OR the two feeds, never both. "tokenizer" without a BYTES input, or a
+ * BYTES input without it, is an error.
  *
  * Tables: the sparse embedding tables (rows of `dim` floats, keyed by id, held by the
  * parameter servers; train_config.h owns the whole entry). This parser reads only each
@@ -148,7 +163,21 @@
     8192 /* most tokens an attention layer takes (the kernels'                                     \
             KERNELS_ATTENTION_MAX_SEQ) */
 
+#define MODEL_CONFIG_MAX_VOCAB_TOKENS (1u << 20) /* tokens of a tokenizer's "vocab" */
+#define MODEL_CONFIG_MAX_TOKEN_BYTES 1024        /* bytes of one vocab token */
+
 typedef struct model_config model_config;
+
+/* The text input and its tokenizer. Strings belong to the config. */
+typedef struct model_config_text_in {
+    const char *name;    /* the BYTES input, shape [-1, 1] */
+    const char *vocab;   /* the tokens joined with "\n" (vocab.txt bytes), NUL-terminated */
+    size_t vocab_len;    /* bytes of vocab, the NUL left out */
+    size_t vocab_tokens; /* tokens in vocab */
+    uint32_t max_len;    /* tokens per encoded string: S of the feeds */
+    size_t ids_input;    /* the feeds, as model input indices (model_config_input_at) */
+    size_t mask_input;
+} model_config_text_in;
 
 /* A named tensor and its shape: inputs, outputs, parameters, values. */
 typedef struct model_tensor_desc {
@@ -261,6 +290,9 @@ size_t model_config_output_count(const model_config *cfg);
  * an ids input); false when i is out of range. */
 bool model_config_input_at(const model_config *cfg, size_t i, model_tensor_desc *ret_desc);
 bool model_config_output_at(const model_config *cfg, size_t i, model_tensor_desc *ret_desc);
+
+/* The text input, when the model has one (see "Text input" above); false otherwise. */
+bool model_config_text_input(const model_config *cfg, model_config_text_in *ret_text);
 
 /* Parameter tensors the layers reference, in order of first reference, with the dims
  * the config alone fixes (-1 for the others; datatype "FP32"). */

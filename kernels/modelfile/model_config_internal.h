@@ -10,6 +10,7 @@
  *   model_config_ops.c     "tables", embedding_bag, concat (and its width sums)
  *   model_config_image.c   conv2d, maxpool2d, avgpool2d, flatten, reshape
  *   model_config_norm.c    layernorm
+ *   model_config_text.c    the text (BYTES) input and its "tokenizer"
  *   model_config_seq.c     embedding, position_embedding, attention, mean_pool,
  *                          l2_normalize (the sequence ops) and their masks
  *   model_config_query.c   accessors and model_config_resolve
@@ -74,6 +75,17 @@ typedef struct cfg_table {
     uint32_t dim;
 } cfg_table;
 
+/* The text input (a BYTES input) and its tokenizer; name NULL when the model has none. */
+typedef struct cfg_text {
+    char *name;        /* owned */
+    size_t json_index; /* its place in "inputs", for messages */
+    char *vocab;       /* owned: the tokens joined with "\n" */
+    size_t vocab_len;
+    size_t vocab_tokens;
+    uint32_t max_len;
+    size_t feeds[2]; /* input indices: ids, mask */
+} cfg_text;
+
 /* A concat's width rule, out = a + b (dim variables), which union-find cannot state:
  * applied once a and b are fixed (cfg_sums_apply). */
 typedef struct cfg_sum {
@@ -93,6 +105,7 @@ struct model_config {
     cfg_io *outputs;
     size_t n_tables;
     cfg_table *tables;
+    cfg_text text_in; /* the BYTES input, kept out of inputs (the graph never sees it) */
     size_t n_layers;
     cfg_layer *layers;
     size_t n_values;   /* n_inputs + n_layers once parsed */
@@ -164,6 +177,16 @@ ps_status cfg_parse_io_list(model_config *cfg, json_t *root, const char *key, si
                             cfg_io **ret_list, char *err, size_t err_len);
 /* Each declared output: produced by a layer, same shape as what the layer makes. */
 ps_status cfg_check_outputs(model_config *cfg, char *err, size_t err_len);
+
+/* ---- model_config_text.c ------------------------------------------------------------ */
+
+/* inputs[json_index], an object of datatype "BYTES": checked and kept as the text input
+ * (its tokenizer comes later, cfg_parse_tokenizer). */
+ps_status cfg_parse_text_input(model_config *cfg, json_t *obj, size_t json_index, char *err,
+                               size_t err_len);
+/* The root's "tokenizer": required with a text input, refused without one. Runs once
+ * every input is parsed. */
+ps_status cfg_parse_tokenizer(model_config *cfg, json_t *root, char *err, size_t err_len);
 
 /* ---- model_config_layers.c ---------------------------------------------------------- */
 

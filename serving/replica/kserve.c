@@ -188,8 +188,11 @@ static ps_status h_model_infer(rpc_ctx *ctx, const ProtobufCMessage *msg, void *
     if (st != PS_STATUS_OK)
         return st;
     infer_request *ir = NULL;
-    infer_request_opts io = {
-        .config = model_get_config(served_model(s)), .request = req, .raw = raw, .n_raw = n_raw};
+    infer_request_opts io = {.config = model_get_config(served_model(s)),
+                             .request = req,
+                             .raw = raw,
+                             .n_raw = n_raw,
+                             .tokenizer = served_tokenizer(s)};
     st = infer_request_create(&io, &ir, err, sizeof err);
     if (st != PS_STATUS_OK) {
         st = rpc_ctx_error(ctx, st, "%s", err);

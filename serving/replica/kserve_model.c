@@ -1,7 +1,7 @@
 /* kserve_model.c: the per-model description handlers: KServe ModelMetadata, and
  * Triton's ModelConfig and ModelStatistics (what tritonclient and perf_analyzer read).
  * Responses are built on the heap from the model's own config, datatypes included
- * (FP32, and INT64 for the ids inputs of sparse tables). See kserve.h. */
+ * (FP32, INT64 for ids and masks, BYTES for a text input). See kserve.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +21,11 @@ ps_status kserve_model_metadata(rpc_ctx *ctx, const ProtobufCMessage *msg, void 
         return st;
     const model_config *cfg = model_get_config(served_model(s));
     size_t ni = model_config_input_count(cfg), no = model_config_output_count(cfg);
-    Inference__ModelMetadataResponse__TensorMetadata *tm = calloc(ni + no + 1, sizeof *tm);
-    Inference__ModelMetadataResponse__TensorMetadata **ptrs = calloc(ni + no + 1, sizeof *ptrs);
+    model_config_text_in text;
+    const bool has_text = model_config_text_input(cfg, &text);
+    int64_t text_shape[2] = {-1, 1};
+    Inference__ModelMetadataResponse__TensorMetadata *tm = calloc(ni + no + 2, sizeof *tm);
+    Inference__ModelMetadataResponse__TensorMetadata **ptrs = calloc(ni + no + 2, sizeof *ptrs);
     model_tensor_desc *d = calloc(ni + no + 1, sizeof *d);
     if (!tm || !ptrs || !d) {
         st = out_of_memory(ctx);
@@ -39,6 +42,16 @@ ps_status kserve_model_metadata(rpc_ctx *ctx, const ProtobufCMessage *msg, void 
         tm[i].n_shape = d[i].ndims;
         tm[i].shape = d[i].dims;
         ptrs[i] = &tm[i];
+    }
+    if (has_text) { /* after the outputs in the array, after the inputs in the reply */
+        memmove(ptrs + ni + 1, ptrs + ni, no * sizeof *ptrs);
+        inference__model_metadata_response__tensor_metadata__init(&tm[ni + no]);
+        tm[ni + no].name = (char *)text.name;
+        tm[ni + no].datatype = "BYTES";
+        tm[ni + no].n_shape = 2;
+        tm[ni + no].shape = text_shape;
+        ptrs[ni] = &tm[ni + no];
+        ni++;
     }
     char version[32];
     snprintf(version, sizeof version, "%llu", (unsigned long long)served_version(s));
@@ -79,8 +92,11 @@ ps_status kserve_model_config(rpc_ctx *ctx, const ProtobufCMessage *msg, void *u
     uint32_t mbs = model_config_max_batch_size(cfg);
     size_t ni = model_config_input_count(cfg), no = model_config_output_count(cfg);
     size_t skip = mbs > 0 ? 1 : 0; /* Triton's dims leave out the batch dimension */
-    Inference__ModelInput *inputs = calloc(ni + 1, sizeof *inputs);
-    Inference__ModelInput **in_ptrs = calloc(ni + 1, sizeof *in_ptrs);
+    model_config_text_in text;
+    const bool has_text = model_config_text_input(cfg, &text);
+    int64_t text_dims[1] = {1};
+    Inference__ModelInput *inputs = calloc(ni + 2, sizeof *inputs);
+    Inference__ModelInput **in_ptrs = calloc(ni + 2, sizeof *in_ptrs);
     Inference__ModelOutput *outputs = calloc(no + 1, sizeof *outputs);
     Inference__ModelOutput **out_ptrs = calloc(no + 1, sizeof *out_ptrs);
     int64_t *dims = calloc((ni + no + 1) * MODEL_MAX_DIMS, sizeof *dims);
@@ -98,6 +114,14 @@ ps_status kserve_model_config(rpc_ctx *ctx, const ProtobufCMessage *msg, void *u
         config_tensor(&d, skip, inputs[i].dims, &inputs[i].name, &inputs[i].n_dims);
         in_ptrs[i] = &inputs[i];
     }
+    if (has_text) { /* Triton's TYPE_STRING, one string per sample */
+        inference__model_input__init(&inputs[ni]);
+        inputs[ni].name = (char *)text.name;
+        inputs[ni].data_type = INFERENCE__DATA_TYPE__TYPE_STRING;
+        inputs[ni].dims = text_dims;
+        inputs[ni].n_dims = 1;
+        in_ptrs[ni] = &inputs[ni];
+    }
     for (size_t i = 0; i < no; i++) {
         model_config_output_at(cfg, i, &d);
         inference__model_output__init(&outputs[i]);
@@ -111,7 +135,7 @@ ps_status kserve_model_config(rpc_ctx *ctx, const ProtobufCMessage *msg, void *u
     mc.platform = "ps_graph";
     mc.backend = "ps";
     mc.max_batch_size = (int32_t)mbs;
-    mc.n_input = ni;
+    mc.n_input = ni + (has_text ? 1 : 0);
     mc.input = in_ptrs;
     mc.n_output = no;
     mc.output = out_ptrs;

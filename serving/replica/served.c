@@ -18,6 +18,7 @@ static void served_free(served *s) {
     for (size_t i = 0; i < s->n_idle_ws; i++)
         model_workspace_destroy(s->idle_ws[i]);
     model_destroy(s->m);
+    wordpiece_destroy(s->tokenizer);
     train_config_destroy(s->training);
     chunk_table_destroy(s->chunks);
     free(s->params);
@@ -180,6 +181,18 @@ static ps_status bind_tables(served *s, const Ps__ModelInfo *info, const served_
     return PS_STATUS_OK;
 }
 
+/* The tokenizer of the config's text input, from its vocab (none without one). */
+static ps_status build_tokenizer(served *s, char *err, size_t err_len) {
+    model_config_text_in t;
+    if (!model_config_text_input(model_get_config(s->m), &t))
+        return PS_STATUS_OK;
+    char why[256];
+    ps_status st = wordpiece_create(NULL, t.vocab, t.vocab_len, &s->tokenizer, why, sizeof why);
+    if (st != PS_STATUS_OK)
+        ps_set_err(err, err_len, "model %.64s: tokenizer of input %s: %s", s->name, t.name, why);
+    return st;
+}
+
 /* Consistent propagation: the instance holds one published cut and takes no update. */
 static ps_status read_propagation(served *s, const Ps__ModelInfo *info, char *err, size_t err_len) {
     const char *json = info->config_json ? info->config_json : "";
@@ -220,6 +233,9 @@ ps_status served_create(const Ps__ModelInfo *info, const served_rows *rows,
     st = build_model(info, backend, &s->m, err, err_len);
     if (st != PS_STATUS_OK)
         goto fail;
+    st = build_tokenizer(s, err, err_len);
+    if (st != PS_STATUS_OK)
+        goto fail;
     st = read_propagation(s, info, err, err_len);
     if (st != PS_STATUS_OK)
         goto fail;
@@ -245,6 +261,10 @@ uint64_t served_version(const served *s) {
 
 const model *served_model(const served *s) {
     return s->m;
+}
+
+const wordpiece *served_tokenizer(const served *s) {
+    return s->tokenizer;
 }
 
 bool served_ready(const served *s) {

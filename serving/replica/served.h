@@ -35,6 +35,7 @@
 #include "model.h"
 #include "ps.pb-c.h"
 #include "status.h"
+#include "wordpiece.h"
 #include "train_spec.h"
 
 /* Largest number of chunks a served model may have (a registry entry naming more is
@@ -81,6 +82,8 @@ void served_release(served *s); /* drops a reference; the last one frees; accept
 const char *served_name(const served *s);
 uint64_t served_version(const served *s);
 const model *served_model(const served *s);
+/* The tokenizer of the model's text input (model_config.h); NULL when it has none. */
+const wordpiece *served_tokenizer(const served *s);
 
 /* Applies one streamed update if it names one of this model's chunks (true), by the
  * rule of chunk_table.h. */

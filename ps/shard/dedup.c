@@ -1,6 +1,10 @@
 /* dedup.c: recent request ids and the keys they applied (see dedup.h). A chained hash
- * table of requests by id, each with its keys sorted (a lookup is a binary search per
- * key), and a FIFO of the requests in the order first seen, which the bound trims. */
+ * table of requests by id, each with its keys in an open-addressing set (linear
+ * probing, at most 3/4 full), and a FIFO of the requests in the order first seen, which
+ * the bound trims. A set, not a sorted array: one large push arrives as many calls
+ * with the same request id (a million rows in 64 Ki-key calls), and each call looks up
+ * and adds its keys; a sorted array made every call copy and re-sort all the keys
+ * before it (quadratic: it took a third of a shard's time in sparse pushes). */
 #include "dedup.h"
 
 #include <pthread.h>
@@ -9,9 +13,10 @@
 
 typedef struct request {
     uint64_t id;
-    uint64_t pos;   /* the largest position its keys were applied at */
-    uint64_t *keys; /* sorted, distinct */
-    size_t n, cap;
+    uint64_t pos;    /* the largest position its keys were applied at */
+    uint64_t *slots; /* cap slots, 0 = empty (the key 0 is has_zero) */
+    size_t n, cap;   /* distinct keys (has_zero included); slots, a power of two or 0 */
+    bool has_zero;
     struct request *chain;         /* next in its bucket */
     struct request *older, *newer; /* the FIFO */
 } request;
@@ -52,7 +57,7 @@ void dedup_destroy(dedup *d) {
         return;
     for (request *r = d->oldest; r;) {
         request *next = r->newer;
-        free(r->keys);
+        free(r->slots);
         free(r);
         r = next;
     }
@@ -68,16 +73,34 @@ static request *find_locked(const dedup *d, uint64_t id) {
     return NULL;
 }
 
+static size_t slot_of(uint64_t key, size_t cap) {
+    uint64_t h = key * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h ^ (h >> 29)) & (cap - 1);
+}
+
 static bool has_key(const request *r, uint64_t key) {
-    size_t lo = 0, hi = r->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (r->keys[mid] < key)
-            lo = mid + 1;
-        else
-            hi = mid;
+    if (key == 0)
+        return r->has_zero;
+    if (r->cap == 0)
+        return false;
+    for (size_t i = slot_of(key, r->cap);; i = (i + 1) & (r->cap - 1)) {
+        if (r->slots[i] == key)
+            return true;
+        if (r->slots[i] == 0)
+            return false;
     }
-    return lo < r->n && r->keys[lo] == key;
+}
+
+/* Adds key (not 0) to slots (cap, a power of two, with room); true when it was new. */
+static bool slot_add(uint64_t *slots, size_t cap, uint64_t key) {
+    for (size_t i = slot_of(key, cap);; i = (i + 1) & (cap - 1)) {
+        if (slots[i] == key)
+            return false;
+        if (slots[i] == 0) {
+            slots[i] = key;
+            return true;
+        }
+    }
 }
 
 size_t dedup_lookup(dedup *d, uint64_t id, size_t n, const uint64_t *keys, bool *ret_applied,
@@ -115,7 +138,7 @@ static void forget_oldest_locked(dedup *d) {
     d->n_keys -= r->n;
     d->n_requests--;
     d->forgotten++;
-    free(r->keys);
+    free(r->slots);
     free(r);
 }
 
@@ -143,39 +166,34 @@ static void grow_locked(dedup *d) {
     free(old);
 }
 
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Merges keys (sorted copy) into r's sorted keys, skipping those it has (lock held). */
-static ps_status merge_locked(dedup *d, request *r, size_t n, const uint64_t *keys) {
-    uint64_t *add = malloc(n * sizeof *add + 1);
-    if (!add)
-        return PS_STATUS_NO_MEMORY;
-    memcpy(add, keys, n * sizeof *add);
-    qsort(add, n, sizeof *add, cmp_u64);
-    size_t want = r->n + n;
-    uint64_t *merged = malloc(want * sizeof *merged + 1);
-    if (!merged) {
-        free(add);
-        return PS_STATUS_NO_MEMORY;
+/* Adds keys[0..n) to r's set, growing it first so that it stays at most 3/4 full
+ * (lock held). NO_MEMORY keeps r as it was. */
+static ps_status add_keys_locked(dedup *d, request *r, size_t n, const uint64_t *keys) {
+    size_t want = r->n + n, cap = r->cap ? r->cap : 16;
+    while (cap / 4 * 3 < want)
+        cap *= 2;
+    if (cap != r->cap) {
+        uint64_t *grown = calloc(cap, sizeof *grown);
+        if (!grown)
+            return PS_STATUS_NO_MEMORY;
+        for (size_t i = 0; i < r->cap; i++)
+            if (r->slots[i])
+                (void)slot_add(grown, cap, r->slots[i]);
+        free(r->slots);
+        r->slots = grown;
+        r->cap = cap;
     }
-    size_t i = 0, j = 0, k = 0;
-    while (i < r->n || j < n) {
-        uint64_t v;
-        if (j >= n || (i < r->n && r->keys[i] <= add[j]))
-            v = r->keys[i++];
-        else
-            v = add[j++];
-        if (k == 0 || merged[k - 1] != v)
-            merged[k++] = v;
+    size_t added = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i] == 0) {
+            added += !r->has_zero;
+            r->has_zero = true;
+        } else {
+            added += slot_add(r->slots, r->cap, keys[i]);
+        }
     }
-    free(add);
-    free(r->keys);
-    d->n_keys += k - r->n;
-    r->keys = merged;
-    r->n = r->cap = k;
+    r->n += added;
+    d->n_keys += added;
     return PS_STATUS_OK;
 }
 
@@ -203,7 +221,7 @@ ps_status dedup_record(dedup *d, uint64_t id, size_t n, const uint64_t *keys, ui
         d->newest = r;
         d->n_requests++;
     }
-    if ((st = merge_locked(d, r, n, keys)) != PS_STATUS_OK)
+    if ((st = add_keys_locked(d, r, n, keys)) != PS_STATUS_OK)
         goto out;
     if (pos > r->pos)
         r->pos = pos;
@@ -212,6 +230,11 @@ ps_status dedup_record(dedup *d, uint64_t id, size_t n, const uint64_t *keys, ui
 out:
     pthread_mutex_unlock(&d->lock);
     return st;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
 }
 
 ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, size_t *ret_n) {
@@ -233,11 +256,18 @@ ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, si
     for (const request *r = d->oldest; r; r = r->newer) {
         if (r->pos > max_pos)
             continue;
-        memcpy(at, r->keys, r->n * sizeof *at);
-        out[i++] = (dedup_entry){.id = r->id, .pos = r->pos, .n = r->n, .keys = at};
-        at += r->n;
+        size_t k = 0;
+        if (r->has_zero)
+            at[k++] = 0;
+        for (size_t j = 0; j < r->cap; j++)
+            if (r->slots[j])
+                at[k++] = r->slots[j];
+        out[i++] = (dedup_entry){.id = r->id, .pos = r->pos, .n = k, .keys = at};
+        at += k;
     }
     pthread_mutex_unlock(&d->lock);
+    for (size_t j = 0; j < n; j++) /* sorted outside the lock: pushes wait on it */
+        qsort((uint64_t *)out[j].keys, out[j].n, sizeof *out[j].keys, cmp_u64);
     *ret_entries = out;
     *ret_n = n;
     return PS_STATUS_OK;

@@ -112,6 +112,40 @@ static void test_dedup_export_and_its_journal_record(void **state) {
     dedup_destroy(backup);
 }
 
+/* One push cut into many calls under one request id: every key of every call is found
+ * after, the key 0 too, and counted once. */
+static void test_dedup_request_grows_over_many_calls(void **state) {
+    (void)state;
+    dedup *d = NULL;
+    assert_int_equal(dedup_create(0, &d), PS_STATUS_OK);
+    enum { CALLS = 10, PER = 10000 };
+    uint64_t *keys = malloc(CALLS * PER * sizeof *keys);
+    assert_non_null(keys);
+    for (size_t i = 0; i < CALLS * PER; i++)
+        keys[i] = i * 0x100000001ull; /* keys[0] == 0 */
+    for (int c = 0; c < CALLS; c++) {
+        assert_int_equal(dedup_lookup(d, 9, PER, keys + c * PER, NULL, NULL), 0);
+        assert_int_equal(dedup_record(d, 9, PER, keys + c * PER, (uint64_t)c + 1), PS_STATUS_OK);
+    }
+    assert_int_equal(dedup_record(d, 9, 3, keys, 20), PS_STATUS_OK); /* again: no new key */
+    assert_int_equal(dedup_lookup(d, 9, CALLS * PER, keys, NULL, NULL), CALLS * PER);
+    const uint64_t other[] = {3, 5};
+    assert_int_equal(dedup_lookup(d, 9, 2, other, NULL, NULL), 0);
+    dedup_stats st;
+    dedup_get_stats(d, &st);
+    assert_int_equal(st.keys, CALLS * PER);
+    dedup_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(dedup_export(d, 20, &e, &n), PS_STATUS_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(e[0].n, CALLS * PER);
+    for (size_t i = 0; i < CALLS * PER; i++) /* sorted, as the sync sends them */
+        assert_int_equal(e[0].keys[i], keys[i]);
+    free(e);
+    free(keys);
+    dedup_destroy(d);
+}
+
 static void test_dedup_forgets_the_oldest_past_its_bound(void **state) {
     (void)state;
     dedup *d = NULL;
@@ -432,6 +466,7 @@ int main(void) {
         cmocka_unit_test(test_dedup_finds_what_a_request_applied),
         cmocka_unit_test(test_dedup_forgets_the_oldest_past_its_bound),
         cmocka_unit_test(test_dedup_export_and_its_journal_record),
+        cmocka_unit_test(test_dedup_request_grows_over_many_calls),
         cmocka_unit_test(test_push_subset_slices_values_across_pieces),
         cmocka_unit_test(test_inbox_streams),
         cmocka_unit_test(test_inbox_one_call_per_stream_at_a_time),

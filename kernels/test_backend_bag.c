@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "test_ref.h"
 #include "backend.h"
 
 #define ATOL 1e-5
@@ -40,13 +41,7 @@ static kernels_backend *cpu(void) {
 }
 
 static void assert_close(const float *got, const double *want, size_t n, const char *what) {
-    for (size_t i = 0; i < n; i++) {
-        const double diff = fabs((double)got[i] - want[i]);
-        if (!(diff <= ATOL + RTOL * fabs(want[i]))) {
-            fail_msg("%s: element %zu: got %.9g, want %.9g (diff %.3g)", what, i, (double)got[i],
-                     want[i], diff);
-        }
-    }
+    ref_assert_close(got, want, n, ATOL, RTOL, what);
 }
 
 /* The reference: per sample, the sum of its rows in double, divided by the count of

@@ -44,13 +44,7 @@ static float *rand_vec(size_t n) {
 }
 
 static void assert_close(const float *got, const double *want, size_t n, const char *what) {
-    for (size_t i = 0; i < n; i++) {
-        const double diff = fabs((double)got[i] - want[i]);
-        if (!(diff <= ATOL + RTOL * fabs(want[i]))) {
-            fail_msg("%s: element %zu: got %.9g, want %.9g (diff %.3g)", what, i, (double)got[i],
-                     want[i], diff);
-        }
-    }
+    ref_assert_close(got, want, n, ATOL, RTOL, what);
 }
 
 static kernels_backend *cpu(void) {

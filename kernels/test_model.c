@@ -20,6 +20,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "test_ref.h"
 #include "model.h"
 #include "test_model_backend.h"
 
@@ -29,32 +30,8 @@
 /* ------------------------------------------------------------------------------------ */
 /* Helpers */
 
-static model_config *config_sq(const char *sq) { /* single quotes -> double quotes */
-    char *t = strdup(sq);
-    assert_non_null(t);
-    for (char *p = t; *p != '\0'; p++) {
-        if (*p == '\'') {
-            *p = '"';
-        }
-    }
-    model_config *cfg = NULL;
-    char err[512] = "";
-    const ps_status st = model_config_parse(t, strlen(t), &cfg, err, sizeof(err));
-    if (st != PS_STATUS_OK) {
-        fail_msg("config: %s", err);
-    }
-    free(t);
-    return cfg;
-}
-
 static void assert_close(const float *got, const double *want, size_t n, const char *what) {
-    for (size_t i = 0; i < n; i++) {
-        const double diff = fabs((double)got[i] - want[i]);
-        if (!(diff <= ATOL + RTOL * fabs(want[i]))) {
-            fail_msg("%s: element %zu: got %.9g, want %.9g (diff %.3g)", what, i, (double)got[i],
-                     want[i], diff);
-        }
-    }
+    ref_assert_close(got, want, n, ATOL, RTOL, what);
 }
 
 static model_tensor_desc shape(const char *name, uint32_t ndims, int64_t d0, int64_t d1) {
@@ -130,7 +107,7 @@ static void tiny_fill(tiny_weights *tw) {
 
 /* The tiny model with its weights written through both parameter APIs. */
 static model *tiny_model(model_config **ret_cfg) {
-    model_config *cfg = config_sq(tiny_json);
+    model_config *cfg = test_config_sq(tiny_json);
     model_tensor_desc shapes[] = {shape("w1", 2, 5, 4), shape("b1", 1, 5, 0), shape("w2", 2, 3, 5),
                                   shape("b2", 1, 3, 0)};
     model *m = NULL;
@@ -217,7 +194,7 @@ static void test_tiny_forward(void **state) {
         assert_int_equal(out[0].dims[0], b);
         assert_int_equal(out[0].dims[1], 3);
         assert_int_equal(out[1].dims[0], b);
-        char what[32];
+        char what[48];
         snprintf(what, sizeof(what), "probs batch %zu", b);
         assert_close(probs, want_probs, b * 3, what);
         snprintf(what, sizeof(what), "logits batch %zu", b);
@@ -357,10 +334,10 @@ static void test_params_and_create_errors(void **state) {
     /* a workspace that would pass the element limit: the config's own check (shared
      * with the coordinator, which refuses such a model at registration) says so */
     model_config *big =
-        config_sq("{'name': 'big', 'max_batch_size': 1000000,"
-                  " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4096]}],"
-                  " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 4096]}],"
-                  " 'layers': [{'op': 'relu', 'input': 'x', 'output': 'y'}]}");
+        test_config_sq("{'name': 'big', 'max_batch_size': 1000000,"
+                       " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4096]}],"
+                       " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 4096]}],"
+                       " 'layers': [{'op': 'relu', 'input': 'x', 'output': 'y'}]}");
     assert_int_equal(model_create(big, NULL, 0, test_model_backend(), &m, err, sizeof(err)),
                      PS_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "max_batch_size"));
@@ -388,7 +365,7 @@ static const char *zoo_json =
 
 static void test_every_op_without_batch(void **state) {
     (void)state;
-    model_config *cfg = config_sq(zoo_json);
+    model_config *cfg = test_config_sq(zoo_json);
     model_tensor_desc shapes[] = {shape("g", 1, 3, 0),  shape("beta", 1, 3, 0),
                                   shape("w", 2, 4, 3),  shape("w2", 2, 2, 4),
                                   shape("b2", 1, 2, 0), shape("beta2", 1, 2, 0)};
@@ -488,7 +465,7 @@ static unsigned char *tiny_safetensors(const char *w2_dtype, int w2_cols, size_t
 
 static void test_load_from_safetensors(void **state) {
     (void)state;
-    model_config *cfg = config_sq(tiny_json);
+    model_config *cfg = test_config_sq(tiny_json);
     size_t len;
     unsigned char *buf = tiny_safetensors("F32", 5, &len);
     safetensors *st = NULL;
@@ -510,7 +487,7 @@ static void test_load_from_safetensors(void **state) {
     assert_close(probs, want_probs, 15, "probs from safetensors weights");
 
     /* the same weights into an instance with different shapes: refused */
-    model_config *other = config_sq(
+    model_config *other = test_config_sq(
         "{'name': 'o', 'max_batch_size': 2,"
         " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4]}],"
         " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 6]}],"
@@ -522,11 +499,11 @@ static void test_load_from_safetensors(void **state) {
     assert_int_equal(model_load_safetensors(mo, st, err, sizeof(err)), PS_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "tensor \"w1\" has a different shape than the model's [6, 4]"));
     /* and a model with no backing tensor */
-    model_config *missing =
-        config_sq("{'name': 'o', 'max_batch_size': 2,"
-                  " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4]}],"
-                  " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 6]}],"
-                  " 'layers': [{'op': 'dense', 'input': 'x', 'output': 'y', 'weight': 'w9'}]}");
+    model_config *missing = test_config_sq(
+        "{'name': 'o', 'max_batch_size': 2,"
+        " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 4]}],"
+        " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 6]}],"
+        " 'layers': [{'op': 'dense', 'input': 'x', 'output': 'y', 'weight': 'w9'}]}");
     model *mm = NULL;
     assert_int_equal(
         model_create_from_safetensors(missing, st, test_model_backend(), &mm, err, sizeof(err)),

@@ -55,3 +55,18 @@ void test_model_param_written(model *m, const char *name) {
     assert_int_equal(model_param_mark(m, name, 0, count), PS_STATUS_OK);
     test_model_sync(m);
 }
+
+model_config *test_config_sq(const char *sq) {
+    char *t = strdup(sq);
+    assert_non_null(t);
+    for (char *p = t; *p != '\0'; p++) {
+        *p = *p == '\'' ? '"' : *p;
+    }
+    model_config *cfg = NULL;
+    char err[512] = "";
+    if (model_config_parse(t, strlen(t), &cfg, err, sizeof(err)) != PS_STATUS_OK) {
+        fail_msg("config: %s", err);
+    }
+    free(t);
+    return cfg;
+}

@@ -23,5 +23,8 @@ void test_model_backend_close(void);
 void test_model_param_written(model *m, const char *name);
 /* model_params_sync, failing the test on error. */
 void test_model_sync(model *m);
+/* Parses a config written with single quotes (turned into JSON's double ones); fails
+ * the test with the parser's message when it is refused. */
+model_config *test_config_sq(const char *sq);
 
 #endif

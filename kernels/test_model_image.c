@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "test_ref.h"
 #include "model.h"
 #include "test_model_backend.h"
 
@@ -28,29 +29,8 @@
 enum { ACT_NONE, ACT_RELU, ACT_GELU, ACT_TANH, ACT_SIGMOID };
 enum { POOL_MAX, POOL_AVG, POOL_AVG_EXCL };
 
-static model_config *config_sq(const char *sq) { /* single quotes -> double quotes */
-    char *t = strdup(sq);
-    assert_non_null(t);
-    for (char *p = t; *p != '\0'; p++) {
-        *p = *p == '\'' ? '"' : *p;
-    }
-    model_config *cfg = NULL;
-    char err[512] = "";
-    if (model_config_parse(t, strlen(t), &cfg, err, sizeof(err)) != PS_STATUS_OK) {
-        fail_msg("config: %s", err);
-    }
-    free(t);
-    return cfg;
-}
-
 static void assert_close(const float *got, const double *want, size_t n, const char *what) {
-    for (size_t i = 0; i < n; i++) {
-        const double diff = fabs((double)got[i] - want[i]);
-        if (!(diff <= ATOL + RTOL * fabs(want[i]))) {
-            fail_msg("%s: element %zu: got %.9g, want %.9g (diff %.3g)", what, i, (double)got[i],
-                     want[i], diff);
-        }
-    }
+    ref_assert_close(got, want, n, ATOL, RTOL, what);
 }
 
 static double act(double v, int a) {
@@ -177,7 +157,7 @@ static void ref_dense(const double *x, size_t rows, size_t in, const float *wt, 
 
 /* A model with its parameters filled by fill(seed = parameter index + 1). */
 static model *make_model(const char *sq, const model_tensor_desc *shapes, size_t n) {
-    model_config *cfg = config_sq(sq);
+    model_config *cfg = test_config_sq(sq);
     model *m = NULL;
     char err[512] = "";
     if (model_create(cfg, shapes, n, test_model_backend(), &m, err, sizeof(err)) != PS_STATUS_OK) {
@@ -434,7 +414,7 @@ static void test_layernorm(void **state) {
 /* A conv weight of the wrong shape is refused at create, naming it. */
 static void test_create_errors(void **state) {
     (void)state;
-    model_config *cfg = config_sq(cnn_json);
+    model_config *cfg = test_config_sq(cnn_json);
     const model_tensor_desc shapes[] = {
         {.name = "cw", .ndims = 4, .dims = {3, 2, 3, 3}},
         {.name = "cb", .ndims = 1, .dims = {3}},

@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "test_ref.h"
 #include "model.h"
 #include "test_model_backend.h"
 
@@ -282,13 +283,7 @@ static void ref_forward(model *m, const int64_t *ids, const double *mask, size_t
 /* ---- the tests ----------------------------------------------------------------------- */
 
 static void assert_close_all(const float *got, const double *want, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        const double diff = fabs((double)got[i] - want[i]);
-        if (!(diff <= ATOL + RTOL * fabs(want[i]))) { /* false for NaN too */
-            fail_msg("element %zu: got %.9g, want %.9g (diff %.3g)", i, (double)got[i], want[i],
-                     diff);
-        }
-    }
+    ref_assert_close(got, want, n, ATOL, RTOL, "output");
 }
 
 /* Batch 3: sample 0 all tokens (one mask value 7: a token too), sample 1 right padding,

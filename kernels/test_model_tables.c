@@ -66,21 +66,6 @@ static ps_status fake_pull(void *arg, const char *table, uint32_t dim, size_t n,
 /* ------------------------------------------------------------------------------------ */
 /* The recommender */
 
-static model_config *config_sq(const char *sq) {
-    char *t = strdup(sq);
-    assert_non_null(t);
-    for (char *p = t; *p != '\0'; p++) {
-        *p = *p == '\'' ? '"' : *p;
-    }
-    model_config *cfg = NULL;
-    char err[512] = "";
-    if (model_config_parse(t, strlen(t), &cfg, err, sizeof(err)) != PS_STATUS_OK) {
-        fail_msg("config: %s", err);
-    }
-    free(t);
-    return cfg;
-}
-
 #define UDIM 4
 #define IDIM 3
 #define ITEMS 5
@@ -103,7 +88,7 @@ static const float fc_w[UDIM + IDIM] = {0.5f, -0.25f, 0.75f, 1.0f, -0.5f, 0.3f, 
 static const float fc_b = 0.1f;
 
 static model *ctr_model(fake_rows *f) {
-    model_config *cfg = config_sq(ctr_config);
+    model_config *cfg = test_config_sq(ctr_config);
     const model_tensor_desc params[] = {
         {.name = "fc.weight", .datatype = "FP32", .ndims = 2, .dims = {1, UDIM + IDIM}},
         {.name = "fc.bias", .datatype = "FP32", .ndims = 1, .dims = {1}}};
@@ -313,7 +298,7 @@ static void test_rows_first(void **state) {
 /* No batch dim: ids [L] -> [dim]; a mean over the ids that are not padding. */
 static void test_unbatched(void **state) {
     (void)state;
-    model_config *cfg = config_sq(
+    model_config *cfg = test_config_sq(
         "{'name': 'm', 'inputs': [{'name': 'ids', 'datatype': 'INT64', 'shape': [4]}],"
         " 'outputs': [{'name': 'e', 'datatype': 'FP32', 'shape': [3]}],"
         " 'tables': [{'name': 'item_emb', 'dim': 3}],"
@@ -346,12 +331,12 @@ static void test_unbatched(void **state) {
 static void test_concat_of_dense(void **state) {
     (void)state;
     model_config *cfg =
-        config_sq("{'name': 'm', 'max_batch_size': 3,"
-                  " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 2]}],"
-                  " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 5]}],"
-                  " 'layers': [{'op': 'dense', 'input': 'x', 'output': 'a', 'weight': 'wa'},"
-                  "  {'op': 'dense', 'input': 'x', 'output': 'b', 'weight': 'wb'},"
-                  "  {'op': 'concat', 'inputs': ['a', 'b'], 'output': 'y'}]}");
+        test_config_sq("{'name': 'm', 'max_batch_size': 3,"
+                       " 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 2]}],"
+                       " 'outputs': [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 5]}],"
+                       " 'layers': [{'op': 'dense', 'input': 'x', 'output': 'a', 'weight': 'wa'},"
+                       "  {'op': 'dense', 'input': 'x', 'output': 'b', 'weight': 'wb'},"
+                       "  {'op': 'concat', 'inputs': ['a', 'b'], 'output': 'y'}]}");
     const model_tensor_desc params[] = {{.name = "wa", .ndims = 2, .dims = {2, 2}},
                                         {.name = "wb", .ndims = 2, .dims = {3, 2}}};
     model *m = NULL;

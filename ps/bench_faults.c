@@ -10,13 +10,13 @@
  * RESULT failover_ms=... lost=... r2_group_vs_r1_none=... add_node_s=... moved_bytes_x=...
  * (na for a figure not measured).
  */
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bench_faults_cases.h"
+#include "bench_ps_cluster.h"
 #include "bench_report.h"
 #include "flags.h"
 #include "util.h"
@@ -174,18 +174,6 @@ static void report(const bench_faults_cfg *cfg, const bench_faults_cases *which,
     fflush(stdout);
 }
 
-/* The build directory this program came from: the parent of the folder holding it. */
-static void own_build_dir(char *buf, size_t cap) {
-    char exe[512];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) {
-        snprintf(buf, cap, "build");
-        return;
-    }
-    exe[n] = '\0';
-    snprintf(buf, cap, "%s", dirname(dirname(exe)));
-}
-
 /* Parses --cases ("failover,throughput,add" or any of them); false on an unknown name. */
 static bool parse_cases(const char *list, bench_faults_cases *ret) {
     bench_faults_cases w = {0};
@@ -286,7 +274,7 @@ int main(int argc, char **argv) {
     if (build)
         snprintf(cfg.build_dir, sizeof cfg.build_dir, "%s", build);
     else
-        own_build_dir(cfg.build_dir, sizeof cfg.build_dir);
+        bench_cluster_own_build_dir(cfg.build_dir, sizeof cfg.build_dir);
     cfg.balanced = !hashed;
     cfg.fail_floats = (uint64_t)fail_chunks * PS_DEFAULT_CHUNK_FLOATS;
     cfg.tput_floats = (uint64_t)tput_mb << 18;

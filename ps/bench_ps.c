@@ -10,7 +10,6 @@
  *        dense4_vs_tcp=... sparse_mrows_s=... sparse16_mrows_s=...
  *        small_rtt_p50_us=... small_rtt_p99_us=... shard_mem_x=...
  */
-#include <libgen.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,18 +185,6 @@ static void report(const bench_cfg *cfg, const bench_figures *f) {
     bench_report_destroy(r);
 }
 
-/* The build directory this program came from: the parent of the folder holding it. */
-static void own_build_dir(char *buf, size_t cap) {
-    char exe[512];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) {
-        snprintf(buf, cap, "build");
-        return;
-    }
-    exe[n] = '\0';
-    snprintf(buf, cap, "%s", dirname(dirname(exe)));
-}
-
 int main(int argc, char **argv) {
     const char *build = NULL, *tcp = NULL;
     bench_cfg cfg = {.reps = 5, .rtt_calls = 5000, .mem_mb = 256, .sparse_rows = 1u << 20};
@@ -227,7 +214,7 @@ int main(int argc, char **argv) {
     if (build)
         snprintf(cfg.build_dir, sizeof cfg.build_dir, "%s", build);
     else
-        own_build_dir(cfg.build_dir, sizeof cfg.build_dir);
+        bench_cluster_own_build_dir(cfg.build_dir, sizeof cfg.build_dir);
     cfg.tcp_gbs = tcp ? strtod(tcp, NULL) : 0;
     rpc_process_init();
     rpc_tune_allocator();

@@ -4,6 +4,7 @@
 #include "bench_ps_cluster.h"
 
 #include <ftw.h>
+#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,4 +311,15 @@ ps_status bench_cluster_shard_held(const bench_cluster *c, int i, uint64_t *ret_
         *ret_sync_bytes = ((Ps__HealthResponse *)resp)->repl_sync_bytes;
     protobuf_c_message_free_unpacked(resp, NULL);
     return PS_STATUS_OK;
+}
+
+void bench_cluster_own_build_dir(char *buf, size_t cap) {
+    char exe[512];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        snprintf(buf, cap, "build");
+        return;
+    }
+    exe[n] = '\0';
+    snprintf(buf, cap, "%s", dirname(dirname(exe)));
 }

@@ -43,6 +43,10 @@ ps_status bench_cluster_create(const bench_cluster_opts *opts, bench_cluster **r
  * Accepts NULL. */
 void bench_cluster_destroy(bench_cluster *cluster);
 
+/* The build directory the running benchmark came from (the parent of the folder holding
+ * it: where its ps-shard and ps-coordinator are), or "build" when it cannot be told. */
+void bench_cluster_own_build_dir(char *buf, size_t cap);
+
 /* "127.0.0.1:PORT" of the coordinator. */
 const char *bench_cluster_coordinator(const bench_cluster *cluster);
 

@@ -1,5 +1,6 @@
-/* infer_request_internal.h: what infer_request.c (mapping a request onto a model) and
- * infer_request_check.c (the request's limit checks) share. Private to the replica. */
+/* infer_request_internal.h: what infer_request.c (mapping a request onto a model),
+ * infer_request_check.c (the request's limit checks) and text_input.c (text inputs)
+ * share. Private to the replica. */
 #ifndef PS_SERVING_REPLICA_INFER_REQUEST_INTERNAL_H
 #define PS_SERVING_REPLICA_INFER_REQUEST_INTERNAL_H
 

@@ -179,6 +179,17 @@ def test_hostile_replicate_calls_get_clear_statuses(make_cluster):
                 records=frame(99, b"\x00" * 16))  # an unknown record type
         refused(inv, "cannot be applied", **{"from": "x"}, sync=True, count=1,
                 records=frame(16, b"\x00" * 40))  # an image that does not decode
+        # request ids a sync sends (type 4): a count past the payload or past the limit
+        dedup_head = bytes([1, 0, 0, 0])
+        refused(inv, "cannot be applied", **{"from": "x"}, sync=True, count=1,
+                records=frame(4, dedup_head + (3).to_bytes(4, "little") + b"\x07" * 8 + b"\x01" * 8))
+        refused(inv, "cannot be applied", **{"from": "x"}, sync=True, count=1,
+                records=frame(4, dedup_head + (1 << 31).to_bytes(4, "little") + b"\x07" * 8))
+        # a batch far ahead of its stream waits a bounded time for the ones before it
+        t0 = time.monotonic()
+        refused(grpc.StatusCode.UNAVAILABLE, "have not arrived", **{"from": "y"}, first=1000,
+                count=1, records=frame(2, b""))
+        assert time.monotonic() - t0 < 10
         refused(grpc.StatusCode.FAILED_PRECONDITION, "restarted", **{"from": "x"}, first=1,
                 count=0, to_incarnation=inc ^ 1)
         refused(inv, "from", first=1, count=0)  # no sender

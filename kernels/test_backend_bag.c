@@ -74,7 +74,7 @@ static void bag_reference(const float *rows, size_t dim, const int64_t *index, s
 static void check_bag(size_t n_rows, size_t dim, size_t batch, size_t len, kernels_pool pool,
                       bool empty_first) {
     kernels_backend *be = cpu();
-    float *rows = malloc((n_rows * dim + 1) * sizeof(*rows));
+    float *rows = calloc(n_rows * dim + 1, sizeof(*rows)); /* (read only where filled) */
     int64_t *index = malloc(batch * len * sizeof(*index));
     float *y = malloc(batch * dim * sizeof(*y));
     double *want = malloc(batch * dim * sizeof(*want));

@@ -35,6 +35,9 @@ ps_status rpc_channel_create(const char *target, const rpc_channel_opts *opts,
         ch->opts.max_message_bytes = RPC_DEFAULT_MAX_MESSAGE_BYTES;
     if (ch->opts.max_message_bytes > INT32_MAX)
         ch->opts.max_message_bytes = INT32_MAX;
+    ch->unary_spin_us = ch->opts.spin_us == 0  ? RPC_DEFAULT_CLIENT_SPIN_US
+                        : ch->opts.spin_us < 0 ? 0
+                                               : ch->opts.spin_us;
     if (ch->opts.spin_us == 0)
         ch->opts.spin_us = RPC_DEFAULT_SPIN_US;
     ch->target = strdup(target);
@@ -273,9 +276,15 @@ static ps_status pending_start(rpc_channel *ch, const char *method, grpc_byte_bu
     return PS_STATUS_OK;
 }
 
-/* Waits for the call and frees it; on OK *ret_bb (may be NULL) gets the response. */
+/* Waits for the call and frees it; on OK *ret_bb (may be NULL) gets the response. Polls
+ * first while the channel's waits have been short (RPC_DEFAULT_CLIENT_SPIN_US). */
 static ps_status pending_wait(rpc_pending *p, grpc_byte_buffer **ret_bb, rpc_result *r) {
-    rpc_cq_wait(p->cq, p, gpr_inf_future(GPR_CLOCK_MONOTONIC), p->channel->opts.spin_us);
+    rpc_channel *ch = p->channel;
+    int64_t t0 = rpc_now_us(), avg = atomic_load(&ch->unary_wait_us);
+    int spin = avg < 2 * (int64_t)ch->unary_spin_us ? ch->unary_spin_us : 0;
+    rpc_cq_wait(p->cq, p, gpr_inf_future(GPR_CLOCK_MONOTONIC), spin);
+    int64_t took = rpc_now_us() - t0; /* a racing update may be lost: it is an estimate */
+    atomic_store(&ch->unary_wait_us, avg + (took - avg) / 8);
     rpc_result_from_call(r, p->code, p->details);
     ps_status st = rpc_status_from_code(p->code);
     if (st == PS_STATUS_OK) {

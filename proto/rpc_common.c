@@ -181,7 +181,7 @@ ps_status rpc_flatten(grpc_byte_buffer *bb, void **ret_data, size_t *ret_len) {
 
 /* ------------------------------------------------------------------ waiting --- */
 
-static int64_t now_us(void) {
+int64_t rpc_now_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
@@ -191,13 +191,13 @@ grpc_event rpc_cq_wait(grpc_completion_queue *cq, void *tag, gpr_timespec deadli
     grpc_event ev;
     if (spin_us > 0) {
         gpr_timespec past = gpr_inf_past(GPR_CLOCK_MONOTONIC);
-        int64_t until = now_us() + spin_us;
+        int64_t until = rpc_now_us() + spin_us;
         do {
             ev = tag ? grpc_completion_queue_pluck(cq, tag, past, NULL)
                      : grpc_completion_queue_next(cq, past, NULL);
             if (ev.type != GRPC_QUEUE_TIMEOUT)
                 return ev;
-        } while (now_us() < until);
+        } while (rpc_now_us() < until);
     }
     return tag ? grpc_completion_queue_pluck(cq, tag, deadline, NULL)
                : grpc_completion_queue_next(cq, deadline, NULL);

@@ -5,6 +5,7 @@
 #define PS_PROTO_RPC_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -45,6 +46,8 @@ ps_status rpc_flatten(grpc_byte_buffer *bb, void **ret_data, size_t *ret_len);
 
 /* Waits on a queue: polls it for up to spin_us, then blocks until `deadline`. With a
  * tag it plucks that tag, else takes the next event. */
+/* CLOCK_MONOTONIC in microseconds. */
+int64_t rpc_now_us(void);
 grpc_event rpc_cq_wait(grpc_completion_queue *cq, void *tag, gpr_timespec deadline, int spin_us);
 
 /* A deadline `ms` from now on the monotonic clock; infinite for ms <= 0. */
@@ -68,6 +71,8 @@ struct rpc_channel {
      * the call on loopback; a queue goes back here with no event left in it */
     grpc_completion_queue *idle_cqs[16];
     size_t n_idle_cqs;
+    int unary_spin_us;             /* a unary wait's polling budget (0: none) */
+    _Atomic int64_t unary_wait_us; /* moving average of unary waits, microseconds */
 };
 
 /* The registered-call handle for `method`, registering it on first use; NULL when out

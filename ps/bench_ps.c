@@ -11,6 +11,7 @@
  *        small_rtt_p50_us=... small_rtt_p99_us=... shard_mem_x=...
  */
 #include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,41 @@ typedef struct bench_cfg {
     double tcp_gbs;
     int reps, rtt_calls, mem_mb, log_mb;
     uint64_t sparse_rows;
+    const char *only; /* comma-separated case names, or NULL: all */
 } bench_cfg;
+
+#define CASE_NAMES "dense4,dense64,sparse1,sparse16,rtt,three"
+
+/* Whether case `name` runs: all do without --only. */
+static bool wanted(const bench_cfg *cfg, const char *name) {
+    if (!cfg->only)
+        return true;
+    size_t len = strlen(name);
+    for (const char *p = cfg->only; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == len && strncmp(p, name, n) == 0)
+            return true;
+        p += n + (p[n] == ',');
+    }
+    return false;
+}
+
+/* Whether every name in --only is a case. */
+static bool only_valid(const char *only) {
+    for (const char *p = only; p && *p;) {
+        size_t n = strcspn(p, ",");
+        bool known = false;
+        for (const char *q = CASE_NAMES; *q && !known;) {
+            size_t m = strcspn(q, ",");
+            known = m == n && strncmp(p, q, n) == 0;
+            q += m + (q[m] == ',');
+        }
+        if (!known)
+            return false;
+        p += n + (p[n] == ',');
+    }
+    return true;
+}
 
 typedef struct bench_figures {
     bench_dense d4, d64, d4_3, d64_3;
@@ -53,14 +88,18 @@ static int run_one_shard(const bench_cfg *cfg, bench_figures *f) {
     int rc = 1;
     if (ps_client_create(bench_cluster_coordinator(cl), &pc, err, sizeof err) != PS_STATUS_OK)
         goto out;
-    if (bench_case_dense(pc, "d4", 1u << 20, cfg->reps, &f->d4, err, sizeof err) != PS_STATUS_OK ||
-        bench_case_dense(pc, "d64", 16u << 20, cfg->reps, &f->d64, err, sizeof err) !=
-            PS_STATUS_OK ||
-        bench_case_sparse(pc, "s1", 1, cfg->sparse_rows, cfg->reps, &f->sparse1, err, sizeof err) !=
-            PS_STATUS_OK ||
-        bench_case_sparse(pc, "s16", 16, cfg->sparse_rows, cfg->reps, &f->sparse16, err,
-                          sizeof err) != PS_STATUS_OK ||
-        bench_case_small_rtt(pc, cfg->rtt_calls, &f->p50, &f->p99, err, sizeof err) != PS_STATUS_OK)
+    if ((wanted(cfg, "dense4") && bench_case_dense(pc, "d4", 1u << 20, cfg->reps, &f->d4, err,
+                                                   sizeof err) != PS_STATUS_OK) ||
+        (wanted(cfg, "dense64") && bench_case_dense(pc, "d64", 16u << 20, cfg->reps, &f->d64, err,
+                                                    sizeof err) != PS_STATUS_OK) ||
+        (wanted(cfg, "sparse1") &&
+         bench_case_sparse(pc, "s1", 1, cfg->sparse_rows, cfg->reps, &f->sparse1, err,
+                           sizeof err) != PS_STATUS_OK) ||
+        (wanted(cfg, "sparse16") &&
+         bench_case_sparse(pc, "s16", 16, cfg->sparse_rows, cfg->reps, &f->sparse16, err,
+                           sizeof err) != PS_STATUS_OK) ||
+        (wanted(cfg, "rtt") && bench_case_small_rtt(pc, cfg->rtt_calls, &f->p50, &f->p99, err,
+                                                    sizeof err) != PS_STATUS_OK))
         goto out;
     rc = 0;
 out:
@@ -201,6 +240,10 @@ int main(int argc, char **argv) {
          "MiB of model uploaded to the 3 shards before memory is read", false},
         {"log-mb", PS_FLAG_INT, &cfg.log_mb, 0, 1 << 20, "N",
          "the shards' --log-mb (0: their default, 64)", false},
+        {"only", PS_FLAG_STRING, &cfg.only, 0, 0, "CASES",
+         "run only these cases (comma-separated, of " CASE_NAMES
+         "), to profile one; the others show 0",
+         false},
     };
     char err[512];
     ps_flags_result fr =
@@ -219,7 +262,14 @@ int main(int argc, char **argv) {
     rpc_process_init();
     rpc_tune_allocator();
     bench_figures f = {0};
-    if (run_one_shard(&cfg, &f) != 0 || run_three_shards(&cfg, &f) != 0)
+    if (!only_valid(cfg.only)) {
+        fprintf(stderr, "bench_ps: --only %s: the cases are %s\n", cfg.only, CASE_NAMES);
+        return 2;
+    }
+    bool one = wanted(&cfg, "dense4") || wanted(&cfg, "dense64") || wanted(&cfg, "sparse1") ||
+               wanted(&cfg, "sparse16") || wanted(&cfg, "rtt");
+    if ((one && run_one_shard(&cfg, &f) != 0) ||
+        (wanted(&cfg, "three") && run_three_shards(&cfg, &f) != 0))
         return 1;
     report(&cfg, &f);
     return 0;

@@ -45,6 +45,7 @@ struct ps_client {
     uint64_t request_seed, request_next; /* request ids (psclient_request_id) */
     int64_t failover_wait_ms;            /* ps_client_set_failover_wait */
     int64_t failover_deadline;           /* the running op's wait for a failover ends */
+    int route_round; /* the running op's round: in round 0 every key goes for the first time */
 };
 
 /* A new random request id (never 0) for one logical push: the same on every retry of

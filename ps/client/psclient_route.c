@@ -215,6 +215,7 @@ ps_status psclient_route_op(ps_client *c, size_t n, const uint64_t *keys, const 
         size_t n_calls = route_group(c, keys, n_pending, op), kept = 0;
         bool unreachable = false;
         fail.now = round;
+        c->route_round = round;
         route_round(c, n_calls, op, arg, keep_going, &fail, &kept, &unreachable);
         memcpy(c->pending, c->retry, kept * sizeof *c->retry);
         n_pending = kept;

@@ -104,6 +104,7 @@ static ps_status push_rows_start(ps_client *c, uint32_t s, const size_t *idx, si
     req.spec = &spec;
     req.op = a->op;
     req.request_id = a->request_id;
+    req.first_try = c->route_round == 0; /* later rounds resend rows: the shard checks them */
     if (a->train) {
         train_wire_optim_to_msg(a->train->optimizer, &optimizer);
         req.optimizer = &optimizer;

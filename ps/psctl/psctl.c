@@ -273,7 +273,7 @@ int psctl_coord_call(psctl *p, const char *method, const ProtobufCMessage *req,
     ps_status st = rpc_call(p->coord, method, req, resp_type, &opts, ret_resp, &res);
     if (st != PS_STATUS_OK) {
         char full[512];
-        snprintf(full, sizeof full, "%s: coordinator %s", what, p->coordinator);
+        snprintf(full, sizeof full, "%.200s: coordinator %.280s", what, p->coordinator);
         return psctl_fail_rpc(p, full, &res);
     }
     return PSCTL_EXIT_OK;

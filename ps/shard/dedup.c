@@ -1,10 +1,11 @@
 /* dedup.c: recent request ids and the keys they applied (see dedup.h). A chained hash
- * table of requests by id, each with its keys in an open-addressing set (linear
- * probing, at most 3/4 full), and a FIFO of the requests in the order first seen, which
- * the bound trims. A set, not a sorted array: one large push arrives as many calls
- * with the same request id (a million rows in 64 Ki-key calls), and each call looks up
- * and adds its keys; a sorted array made every call copy and re-sort all the keys
- * before it (quadratic: it took a third of a shard's time in sparse pushes). */
+ * table of requests by id; each request keeps its keys as an append-only list and, once
+ * a lookup needs it, an open-addressing set over them (linear probing, at most half
+ * full, built from the list incrementally: keys[0..indexed) are in it); a FIFO of the
+ * requests in the order first seen, which the bound trims. Recording a call is an
+ * append; a set is built only for requests that are looked up (retries, and calls not
+ * marked as first tries), so the common path of a large push pays a copy of its keys
+ * instead of a probe into a table larger than the caches for every key, three times. */
 #include "dedup.h"
 
 #include <pthread.h>
@@ -13,11 +14,15 @@
 
 typedef struct request {
     uint64_t id;
-    uint64_t pos;    /* the largest position its keys were applied at */
-    uint64_t *slots; /* cap slots, 0 = empty (the key 0 is has_zero) */
-    size_t n, cap;   /* distinct keys (has_zero included); slots, a power of two or 0 */
+    uint64_t pos;   /* the largest position its keys were applied at */
+    uint64_t *keys; /* the keys recorded, n of cap_keys; keys[0..indexed) distinct */
+    size_t n, cap_keys, indexed;
+    uint64_t *slots; /* the set over keys[0..indexed): cap slots, 0 = empty (the key 0 is
+                        has_zero); NULL until a lookup needs it */
+    size_t cap;      /* slots, a power of two or 0 */
     bool has_zero;
-    struct request *chain;         /* next in its bucket */
+    bool retried;          /* a call of it came that was not a first try: look every call up */
+    struct request *chain; /* next in its bucket */
     struct request *older, *newer; /* the FIFO */
 } request;
 
@@ -57,6 +62,7 @@ void dedup_destroy(dedup *d) {
         return;
     for (request *r = d->oldest; r;) {
         request *next = r->newer;
+        free(r->keys);
         free(r->slots);
         free(r);
         r = next;
@@ -76,6 +82,15 @@ static request *find_locked(const dedup *d, uint64_t id) {
 static size_t slot_of(uint64_t key, size_t cap) {
     uint64_t h = key * 0x9E3779B97F4A7C15ull;
     return (size_t)(h ^ (h >> 29)) & (cap - 1);
+}
+
+/* How many keys ahead the batch loops prefetch their home slots: a set of a million
+ * keys is far larger than the caches, and a probe that waits for memory costs ~100 ns;
+ * with the slots of the next keys already on their way the loads overlap. */
+#define DEDUP_PREFETCH 16u
+
+static void prefetch_home(const uint64_t *slots, size_t cap, uint64_t key) {
+    __builtin_prefetch(&slots[slot_of(key, cap)]);
 }
 
 static bool has_key(const request *r, uint64_t key) {
@@ -103,19 +118,80 @@ static bool slot_add(uint64_t *slots, size_t cap, uint64_t key) {
     }
 }
 
+/* Puts keys[indexed..n) into r's set, growing it first so that it stays at most half
+ * full, and drops from the list the keys the set already had (lock held). NO_MEMORY
+ * keeps r as it was. */
+static ps_status index_locked(request *r) {
+    if (r->indexed == r->n)
+        return PS_STATUS_OK;
+    size_t want = r->n, cap = r->cap ? r->cap : 16;
+    while (cap / 2 < want)
+        cap *= 2;
+    if (cap != r->cap) {
+        uint64_t *grown = calloc(cap, sizeof *grown);
+        if (!grown)
+            return PS_STATUS_NO_MEMORY;
+        for (size_t i = 0; i < r->cap; i++) {
+            if (i + DEDUP_PREFETCH < r->cap && r->slots[i + DEDUP_PREFETCH])
+                prefetch_home(grown, cap, r->slots[i + DEDUP_PREFETCH]);
+            if (r->slots[i])
+                (void)slot_add(grown, cap, r->slots[i]);
+        }
+        free(r->slots);
+        r->slots = grown;
+        r->cap = cap;
+    }
+    size_t kept = r->indexed;
+    for (size_t i = r->indexed; i < r->n; i++) {
+        if (i + DEDUP_PREFETCH < r->n)
+            prefetch_home(r->slots, r->cap, r->keys[i + DEDUP_PREFETCH]);
+        uint64_t key = r->keys[i];
+        bool added = key ? slot_add(r->slots, r->cap, key) : !r->has_zero;
+        if (!key)
+            r->has_zero = true;
+        if (added)
+            r->keys[kept++] = key;
+    }
+    r->n = r->indexed = kept;
+    return PS_STATUS_OK;
+}
+
+/* Which of keys[0..n) r applied (lock held); see dedup_lookup. Without the memory for
+ * r's set, the list is searched instead (slow, but no retry is ever wrongly applied). */
+static size_t lookup_locked(dedup *d, request *r, size_t n, const uint64_t *keys,
+                            bool *ret_applied) {
+    size_t before = r->n;
+    bool indexed = index_locked(r) == PS_STATUS_OK;
+    d->n_keys -= before - r->n; /* repeats dropped from the list */
+    size_t found = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool hit = false;
+        if (indexed) {
+            if (r->cap && i + DEDUP_PREFETCH < n)
+                prefetch_home(r->slots, r->cap, keys[i + DEDUP_PREFETCH]);
+            hit = has_key(r, keys[i]);
+        } else {
+            for (size_t j = 0; j < r->n && !hit; j++)
+                hit = r->keys[j] == keys[i];
+        }
+        if (ret_applied)
+            ret_applied[i] = hit;
+        found += hit;
+    }
+    return found;
+}
+
 size_t dedup_lookup(dedup *d, uint64_t id, size_t n, const uint64_t *keys, bool *ret_applied,
                     uint64_t *ret_pos) {
     size_t found = 0;
     uint64_t pos = 0;
     pthread_mutex_lock(&d->lock);
-    const request *r = id ? find_locked(d, id) : NULL;
-    for (size_t i = 0; i < n; i++) {
-        bool hit = r && has_key(r, keys[i]);
-        if (ret_applied)
-            ret_applied[i] = hit;
-        found += hit;
-    }
-    if (found && r)
+    request *r = id ? find_locked(d, id) : NULL;
+    if (r)
+        found = lookup_locked(d, r, n, keys, ret_applied);
+    else if (ret_applied)
+        memset(ret_applied, 0, n * sizeof *ret_applied);
+    if (found)
         pos = r->pos;
     pthread_mutex_unlock(&d->lock);
     if (ret_pos)
@@ -138,6 +214,7 @@ static void forget_oldest_locked(dedup *d) {
     d->n_keys -= r->n;
     d->n_requests--;
     d->forgotten++;
+    free(r->keys);
     free(r->slots);
     free(r);
 }
@@ -166,35 +243,59 @@ static void grow_locked(dedup *d) {
     free(old);
 }
 
-/* Adds keys[0..n) to r's set, growing it first so that it stays at most 3/4 full
- * (lock held). NO_MEMORY keeps r as it was. */
-static ps_status add_keys_locked(dedup *d, request *r, size_t n, const uint64_t *keys) {
-    size_t want = r->n + n, cap = r->cap ? r->cap : 16;
-    while (cap / 4 * 3 < want)
-        cap *= 2;
-    if (cap != r->cap) {
-        uint64_t *grown = calloc(cap, sizeof *grown);
+/* Appends keys[0..n) to r's list (lock held). NO_MEMORY keeps r as it was. */
+static ps_status append_locked(dedup *d, request *r, size_t n, const uint64_t *keys) {
+    if (n > r->cap_keys - r->n) {
+        size_t cap = r->cap_keys ? r->cap_keys : 16;
+        while (cap - r->n < n)
+            cap *= 2;
+        uint64_t *grown = realloc(r->keys, cap * sizeof *grown);
         if (!grown)
             return PS_STATUS_NO_MEMORY;
-        for (size_t i = 0; i < r->cap; i++)
-            if (r->slots[i])
-                (void)slot_add(grown, cap, r->slots[i]);
-        free(r->slots);
-        r->slots = grown;
-        r->cap = cap;
+        r->keys = grown;
+        r->cap_keys = cap;
     }
-    size_t added = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (keys[i] == 0) {
-            added += !r->has_zero;
-            r->has_zero = true;
-        } else {
-            added += slot_add(r->slots, r->cap, keys[i]);
-        }
-    }
-    r->n += added;
-    d->n_keys += added;
+    memcpy(r->keys + r->n, keys, n * sizeof *keys);
+    r->n += n;
+    d->n_keys += n;
     return PS_STATUS_OK;
+}
+
+/* The request with this id, made (and placed last in the FIFO) if new (lock held);
+ * NULL without memory. */
+static request *get_locked(dedup *d, uint64_t id) {
+    request *r = find_locked(d, id);
+    if (r)
+        return r;
+    grow_locked(d);
+    if (!(r = calloc(1, sizeof *r)))
+        return NULL;
+    r->id = id;
+    size_t k = bucket_of(d, id);
+    r->chain = d->buckets[k];
+    d->buckets[k] = r;
+    r->older = d->newest;
+    if (d->newest)
+        d->newest->newer = r;
+    else
+        d->oldest = r;
+    d->newest = r;
+    d->n_requests++;
+    return r;
+}
+
+size_t dedup_check(dedup *d, uint64_t id, size_t n, const uint64_t *keys, bool first_try) {
+    if (!id)
+        return 0;
+    size_t found = 0;
+    pthread_mutex_lock(&d->lock);
+    request *r = first_try ? find_locked(d, id) : get_locked(d, id);
+    if (r && !first_try)
+        r->retried = true;
+    if (r && r->retried) /* (no r: nothing of the request is remembered to find) */
+        found = lookup_locked(d, r, n, keys, NULL);
+    pthread_mutex_unlock(&d->lock);
+    return found;
 }
 
 ps_status dedup_record(dedup *d, uint64_t id, size_t n, const uint64_t *keys, uint64_t pos) {
@@ -202,26 +303,12 @@ ps_status dedup_record(dedup *d, uint64_t id, size_t n, const uint64_t *keys, ui
         return PS_STATUS_OK;
     ps_status st = PS_STATUS_OK;
     pthread_mutex_lock(&d->lock);
-    request *r = find_locked(d, id);
+    request *r = get_locked(d, id);
     if (!r) {
-        grow_locked(d);
-        if (!(r = calloc(1, sizeof *r))) {
-            st = PS_STATUS_NO_MEMORY;
-            goto out;
-        }
-        r->id = id;
-        size_t k = bucket_of(d, id);
-        r->chain = d->buckets[k];
-        d->buckets[k] = r;
-        r->older = d->newest;
-        if (d->newest)
-            d->newest->newer = r;
-        else
-            d->oldest = r;
-        d->newest = r;
-        d->n_requests++;
+        st = PS_STATUS_NO_MEMORY;
+        goto out;
     }
-    if ((st = add_keys_locked(d, r, n, keys)) != PS_STATUS_OK)
+    if ((st = append_locked(d, r, n, keys)) != PS_STATUS_OK)
         goto out;
     if (pos > r->pos)
         r->pos = pos;
@@ -241,7 +328,7 @@ ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, si
     pthread_mutex_lock(&d->lock);
     size_t n = 0, keys = 0;
     for (const request *r = d->oldest; r; r = r->newer)
-        if (r->pos <= max_pos) {
+        if (r->pos <= max_pos && r->n) {
             n++;
             keys += r->n;
         }
@@ -254,20 +341,22 @@ ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, si
     uint64_t *at = (uint64_t *)(out + n);
     size_t i = 0;
     for (const request *r = d->oldest; r; r = r->newer) {
-        if (r->pos > max_pos)
+        if (r->pos > max_pos || !r->n)
             continue;
-        size_t k = 0;
-        if (r->has_zero)
-            at[k++] = 0;
-        for (size_t j = 0; j < r->cap; j++)
-            if (r->slots[j])
-                at[k++] = r->slots[j];
-        out[i++] = (dedup_entry){.id = r->id, .pos = r->pos, .n = k, .keys = at};
-        at += k;
+        memcpy(at, r->keys, r->n * sizeof *at);
+        out[i++] = (dedup_entry){.id = r->id, .pos = r->pos, .n = r->n, .keys = at};
+        at += r->n;
     }
     pthread_mutex_unlock(&d->lock);
-    for (size_t j = 0; j < n; j++) /* sorted outside the lock: pushes wait on it */
-        qsort((uint64_t *)out[j].keys, out[j].n, sizeof *out[j].keys, cmp_u64);
+    for (size_t j = 0; j < n; j++) { /* sorted and made distinct outside the lock */
+        uint64_t *k = (uint64_t *)out[j].keys;
+        qsort(k, out[j].n, sizeof *k, cmp_u64);
+        size_t m = 0;
+        for (size_t x = 0; x < out[j].n; x++)
+            if (m == 0 || k[m - 1] != k[x])
+                k[m++] = k[x];
+        out[j].n = m;
+    }
     *ret_entries = out;
     *ret_n = n;
     return PS_STATUS_OK;

@@ -7,12 +7,20 @@
  * keys than the first try (the ring moved and regrouped them), so what is remembered is
  * per key: the keys a request applied, with the journal position it applied them at (a
  * retry of an applied push answers only once that position is durable and replicated).
- * The shard records a push's keys when it journals the push (under the store's lock,
+ * The shard records a push's keys when it journals the push (under its journal lock,
  * so two tries of one request can never both apply a key), backups record the copies
  * they get, and a restart's replay records them again, so the memory survives restarts
  * and failovers. It is bounded: past max_keys keys in all, the requests seen longest ago
  * are forgotten (retries come within seconds; the bound is in keys, 8 bytes each).
- * Thread-safe (one mutex).
+ *
+ * Almost every call is a first try (a million-row push is 16 calls of 64 Ki keys, none
+ * sent before), and looking each key up in a set of a million cost a sparse push half
+ * its shard time. So recording only appends a request's keys to a list, and the set
+ * that answers lookups is built from the list when a lookup first needs it; a call its
+ * client marks as a first try is not looked up at all (dedup_check) unless a call of the
+ * same request that was not a first try has come to this shard (a client that timed out
+ * retrying while its first try is still on its way): from then on every call of that
+ * request is looked up. Thread-safe (one mutex).
  */
 #ifndef PS_SHARD_DEDUP_H
 #define PS_SHARD_DEDUP_H
@@ -37,8 +45,16 @@ void dedup_destroy(dedup *dedup); /* accepts NULL */
 size_t dedup_lookup(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, bool *ret_applied,
                     uint64_t *ret_pos);
 
+/* The journal's check before it applies a call of request `id` (under the journal's
+ * lock, before dedup_record): how many of keys[0..n) the request applied already. A
+ * call that is not a first try marks its request as retried (NO_MEMORY for the mark
+ * only loses the mark: the call itself is looked up); a first try is looked up only
+ * when its request was marked, else 0 at once. Request id 0: 0. */
+size_t dedup_check(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, bool first_try);
+
 /* Remembers that request `id` applied keys[0..n) at journal position pos (id 0: does
- * nothing). NO_MEMORY: not remembered (the caller refuses the push). */
+ * nothing). Keys recorded twice are kept once (the set drops repeats when it is
+ * built). NO_MEMORY: not remembered (the caller refuses the push). */
 ps_status dedup_record(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, uint64_t pos);
 
 /* One remembered request, as dedup_export gives it. */
@@ -57,7 +73,7 @@ ps_status dedup_export(dedup *dedup, uint64_t max_pos, dedup_entry **ret_entries
 
 typedef struct dedup_stats {
     uint64_t requests;  /* remembered */
-    uint64_t keys;      /* in all */
+    uint64_t keys;      /* in all (a key recorded twice may count twice until looked up) */
     uint64_t forgotten; /* requests forgotten for the bound */
 } dedup_stats;
 

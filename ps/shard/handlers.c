@@ -264,6 +264,7 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
         .n_pieces = n_pieces,
         .names = req->n_names ? (const char *const *)req->names : NULL,
         .request_id = req->request_id,
+        .first_try = req->first_try,
     };
     char err[RPC_DETAILS_MAX];
     store_batch *batch = NULL;

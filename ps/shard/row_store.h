@@ -97,6 +97,8 @@ typedef struct row_push {
     bool from_peer;              /* a copy from the rows' primary (replication): the
                                     journal writes it but does not send it on */
     uint64_t request_id;         /* the client's id of the push (dedup.h); 0: none */
+    bool first_try;              /* the client sent none of these rows before under
+                                    request_id: they are not looked up (dedup_check) */
 } row_push;
 
 /* Where applied pushes are written, so a restart can replay them (journal.h): called

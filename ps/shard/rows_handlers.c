@@ -54,7 +54,7 @@ typedef struct rows_rest {
  * journal position they were applied at. RESOURCE_EXHAUSTED set on rc. */
 static ps_status dedup_rows(shard_ctx *ctx, rpc_ctx *rc, const row_push *p, rows_rest *rest,
                             uint64_t *ret_pos) {
-    if (!p->request_id || p->n == 0 || !p->values ||
+    if (!p->request_id || p->n == 0 || !p->values || p->first_try || /* the journal checks */
         p->values_len != p->n * (size_t)p->spec->dim * 4) /* the store refuses it whole */
         return PS_STATUS_OK;
     uint64_t *keys = malloc(p->n * sizeof *keys + 1);
@@ -188,6 +188,7 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         .values_len = n_values ? vv[0].len : 0,
         .skip_non_finite = req->skip_non_finite,
         .request_id = req->request_id,
+        .first_try = req->first_try,
     };
     char err[RPC_DETAILS_MAX];
     uint64_t lsn = 0, done_pos = 0;

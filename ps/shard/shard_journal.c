@@ -15,10 +15,11 @@
 /* The longest a push waits for its backups when its call has no deadline of its own. */
 #define REPLICATION_WAIT_MAX_MS 60000
 
-/* Refuses a change whose request applied some of its keys meanwhile (lock held). */
-static ps_status dedup_claim(shard_ctx *ctx, uint64_t id, size_t n, const uint64_t *keys, char *err,
-                             size_t err_len) {
-    if (!id || dedup_lookup(ctx->dedup, id, n, keys, NULL, NULL) == 0)
+/* Refuses a change whose request applied some of its keys meanwhile (lock held). A
+ * first try is looked up only if another try of its request came (dedup_check). */
+static ps_status dedup_claim(shard_ctx *ctx, uint64_t id, size_t n, const uint64_t *keys,
+                             bool first_try, char *err, size_t err_len) {
+    if (!id || dedup_check(ctx->dedup, id, n, keys, first_try) == 0)
         return PS_STATUS_OK;
     ps_set_err(err, err_len,
                "request %016llx: an earlier try of it applied some of these keys meanwhile; "
@@ -29,20 +30,21 @@ static ps_status dedup_claim(shard_ctx *ctx, uint64_t id, size_t n, const uint64
 
 /* The journal's common path (lock held): in a replay only the request is remembered;
  * otherwise dedup, then the log (or a counter), then the request is remembered. *append
- * writes the record. */
+ * writes the record. first_try: see dedup_check (a primary's copy counts as one: the
+ * primary checked it). */
 typedef ps_status (*append_fn)(shard_ctx *ctx, const void *change, uint64_t *ret_pos, char *err,
                                size_t err_len);
 
 static ps_status journal_locked(shard_ctx *ctx, uint64_t id, size_t n, const uint64_t *keys,
-                                append_fn append, const void *change, uint64_t *ret_pos, char *err,
-                                size_t err_len) {
+                                bool first_try, append_fn append, const void *change,
+                                uint64_t *ret_pos, char *err, size_t err_len) {
     if (ctx->replaying) { /* a restart's replay: remember, write nothing */
         if (keys)
             (void)dedup_record(ctx->dedup, id, n, keys, 0);
         *ret_pos = 0;
         return PS_STATUS_OK;
     }
-    ps_status st = keys ? dedup_claim(ctx, id, n, keys, err, err_len) : PS_STATUS_OK;
+    ps_status st = keys ? dedup_claim(ctx, id, n, keys, first_try, err, err_len) : PS_STATUS_OK;
     if (st != PS_STATUS_OK)
         return st;
     if (ctx->wal)
@@ -64,8 +66,9 @@ static ps_status tee_push(void *arg, const store_push *p, uint64_t *ret_pos, cha
                           size_t err_len) {
     shard_ctx *ctx = arg;
     pthread_mutex_lock(&ctx->journal_lock);
-    ps_status st = journal_locked(ctx, p->request_id, p->n, p->request_id ? p->keys : NULL,
-                                  append_push, p, ret_pos, err, err_len);
+    ps_status st =
+        journal_locked(ctx, p->request_id, p->n, p->request_id ? p->keys : NULL,
+                       p->first_try || p->from_peer, append_push, p, ret_pos, err, err_len);
     if (st == PS_STATUS_OK && ctx->repl && !ctx->replaying)
         replicator_push(ctx->repl, *ret_pos, p);
     pthread_mutex_unlock(&ctx->journal_lock);
@@ -89,7 +92,7 @@ static ps_status tee_delete(void *arg, size_t n, const uint64_t *keys, uint64_t 
     shard_ctx *ctx = arg;
     delete_change d = {n, keys};
     pthread_mutex_lock(&ctx->journal_lock);
-    ps_status st = journal_locked(ctx, 0, n, NULL, append_delete, &d, ret_pos, err, err_len);
+    ps_status st = journal_locked(ctx, 0, n, NULL, true, append_delete, &d, ret_pos, err, err_len);
     if (st == PS_STATUS_OK && ctx->repl && !ctx->replaying)
         replicator_delete(ctx->repl, *ret_pos, n, keys);
     pthread_mutex_unlock(&ctx->journal_lock);
@@ -116,8 +119,8 @@ static ps_status tee_rows(void *arg, const row_push *p, uint64_t *ret_pos, char 
             keys[i] = ps_key_row_in(table, p->ids[i]);
     }
     pthread_mutex_lock(&ctx->journal_lock);
-    ps_status st =
-        journal_locked(ctx, p->request_id, p->n, keys, append_rows, p, ret_pos, err, err_len);
+    ps_status st = journal_locked(ctx, p->request_id, p->n, keys, p->first_try || p->from_peer,
+                                  append_rows, p, ret_pos, err, err_len);
     if (st == PS_STATUS_OK && ctx->repl && !ctx->replaying)
         replicator_rows(ctx->repl, *ret_pos, p);
     pthread_mutex_unlock(&ctx->journal_lock);
@@ -232,7 +235,7 @@ ps_status shard_dedup_push(shard_ctx *ctx, rpc_ctx *rc, const store_push *push, 
                            size_t *ret_done, uint64_t *ret_pos) {
     *ret_done = 0;
     *ret_pos = 0;
-    if (!push->request_id || push->n == 0)
+    if (!push->request_id || push->n == 0 || push->first_try) /* the journal checks those */
         return PS_STATUS_OK;
     bool *applied = calloc(push->n + 1, sizeof *applied);
     uint32_t *idx = malloc(push->n * sizeof *idx + 1);

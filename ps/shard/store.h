@@ -78,6 +78,8 @@ typedef struct store_push {
     bool from_peer;              /* a copy from the keys' primary (replication): the
                                     journal writes it but does not send it on */
     uint64_t request_id;         /* the client's id of the push (dedup.h); 0: none */
+    bool first_try;              /* the client sent none of these keys before under
+                                    request_id: they are not looked up (dedup_check) */
     uint64_t base_version;       /* the k-th key applied gets version base + k: a copy from
                                     the primary (from_peer) brings the primary's; for
                                     others the store sets it (its clock) before journaling */

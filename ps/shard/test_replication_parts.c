@@ -1,7 +1,8 @@
 /* test_replication_parts.c: the pieces replication rests on, without a network:
  *   - dedup.h: a request's keys are found once recorded (also those of a retry that
  *     carries another subset), other ids find nothing, id 0 is never remembered, the
- *     bound forgets the requests seen longest ago and never the one just recorded;
+ *     bound forgets the requests seen longest ago and never the one just recorded; a
+ *     first try is looked up only once a retry of its request came;
  *   - push_subset.h: a subset's values are exactly its keys' bytes, also when the
  *     request's values arrived in pieces that cut floats and keys in two;
  *   - repl_inbox.h: a stream remembers what it applied, never goes back but for a
@@ -60,6 +61,51 @@ static void test_dedup_finds_what_a_request_applied(void **state) {
     assert_int_equal(st.keys, 5);
     dedup_destroy(d);
     dedup_destroy(NULL);
+}
+
+/* The journal's check: first tries are not looked up (the common path costs nothing)
+ * until a call of the request that is not one comes, also before anything of the
+ * request was recorded (a retry that overtook its first try); repeats recorded twice
+ * count once once looked up. */
+static void test_dedup_check_looks_first_tries_up_only_after_a_retry(void **state) {
+    (void)state;
+    dedup *d = NULL;
+    assert_int_equal(dedup_create(0, &d), PS_STATUS_OK);
+    const uint64_t keys[] = {11, 12, 13}, more[] = {14, 15};
+    assert_int_equal(dedup_check(d, 1, 3, keys, true), 0);
+    assert_int_equal(dedup_record(d, 1, 3, keys, 10), PS_STATUS_OK);
+    assert_int_equal(dedup_check(d, 1, 3, keys, true), 0);  /* a first try: not looked up */
+    assert_int_equal(dedup_check(d, 1, 3, keys, false), 3); /* a retry: found, and marked */
+    assert_int_equal(dedup_check(d, 1, 3, keys, true), 3);  /* so now every call is */
+    assert_int_equal(dedup_check(d, 1, 2, more, true), 0);
+    assert_int_equal(dedup_check(d, 0, 3, keys, false), 0); /* no id */
+    /* the retry comes first and applies; its late first try finds what it applied */
+    assert_int_equal(dedup_check(d, 2, 2, more, false), 0);
+    assert_int_equal(dedup_record(d, 2, 2, more, 11), PS_STATUS_OK);
+    assert_int_equal(dedup_check(d, 2, 2, more, true), 2);
+    /* keys recorded twice (a backup's copy and a sync's record) are counted once */
+    assert_int_equal(dedup_record(d, 3, 3, keys, 12), PS_STATUS_OK);
+    assert_int_equal(dedup_record(d, 3, 3, keys, 12), PS_STATUS_OK);
+    dedup_stats st;
+    dedup_get_stats(d, &st);
+    assert_int_equal(st.keys, 3 + 2 + 6);
+    assert_int_equal(dedup_lookup(d, 3, 3, keys, NULL, NULL), 3);
+    dedup_get_stats(d, &st);
+    assert_int_equal(st.keys, 3 + 2 + 3);
+    assert_int_equal(dedup_record(d, 4, 2, more, 13), PS_STATUS_OK); /* export: distinct */
+    assert_int_equal(dedup_record(d, 4, 2, more, 13), PS_STATUS_OK);
+    dedup_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(dedup_export(d, 100, &e, &n), PS_STATUS_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(e[2].id, 3);
+    assert_int_equal(e[2].n, 3);
+    assert_int_equal(e[3].id, 4);
+    assert_int_equal(e[3].n, 2);
+    assert_int_equal(e[3].keys[0], 14);
+    assert_int_equal(e[3].keys[1], 15);
+    free(e);
+    dedup_destroy(d);
 }
 
 /* What a sync sends a backup of the requests its images hold: only those applied at or
@@ -465,6 +511,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dedup_finds_what_a_request_applied),
         cmocka_unit_test(test_dedup_forgets_the_oldest_past_its_bound),
+        cmocka_unit_test(test_dedup_check_looks_first_tries_up_only_after_a_retry),
         cmocka_unit_test(test_dedup_export_and_its_journal_record),
         cmocka_unit_test(test_dedup_request_grows_over_many_calls),
         cmocka_unit_test(test_push_subset_slices_values_across_pieces),

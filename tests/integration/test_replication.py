@@ -74,8 +74,21 @@ def test_retried_push_with_the_same_request_id_applies_once(make_cluster, tmp_pa
                                      values=ones, request_id=0xFEEDFACE), timeout=10)
         stub.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[n], op=pb.PUSH_ADD,
                                  values=ones, request_id=0xFEEDFACF), timeout=10)
+        # a first try the shard does not look up, then its retry, which it does: one ADD
+        push = dict(epoch=epoch, keys=[key], lengths=[n], op=pb.PUSH_ADD, values=ones)
+        stub.Push(pb.PushRequest(request_id=0xFEEDFAD0, first_try=True, **push), timeout=10)
+        stub.Push(pb.PushRequest(request_id=0xFEEDFAD0, **push), timeout=10)
+        # a retry that overtook its first try (the client timed out, the first try came
+        # late): the retry applies, and the late first try, looked up because a retry of
+        # its request came, is refused
+        stub.Push(pb.PushRequest(request_id=0xFEEDFAD1, **push), timeout=10)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Push(pb.PushRequest(request_id=0xFEEDFAD1, first_try=True, **push), timeout=10)
+        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE,  # "send it again"
+                                  grpc.StatusCode.FAILED_PRECONDITION), e.value.details()
+        assert "an earlier try of it applied" in e.value.details()
     for a in addrs:
-        assert np.all(pull_at(a, key, epoch) == 2.0), a
+        assert np.all(pull_at(a, key, epoch) == 4.0), a
 
 
 class Adder(threading.Thread):

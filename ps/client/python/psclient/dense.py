@@ -85,7 +85,7 @@ class DensePush(_TensorOp):
         req = pb.PushRequest(epoch=epoch, keys=self.keys[idx].tolist(),
                              lengths=self.lengths[idx].tolist(), op=self.op,
                              names=[self.names[i] for i in idx.tolist()], values=data,
-                             request_id=self.request_id)
+                             request_id=self.request_id, first_try=self.first_try)
         if self.op == pb.PUSH_OPTIMIZE:
             req.optimizer.CopyFrom(self.optimizer)
             req.skip_non_finite = self.skip_non_finite

@@ -73,6 +73,9 @@ class Op:
     keys = None
     item_bytes = None
     request_id = 0  # writes: set per operation (new_request_id), the same on every try
+    # True while route() sends every item for the first time (its first round): a shard
+    # need not look such a push's keys up (PushRequest.first_try)
+    first_try = True
 
     def request(self, idx, epoch):
         """The request for the items idx (np.int64 array, in this order)."""
@@ -155,6 +158,7 @@ class Router:
         # with one copy a dead shard's keys have nowhere else to go: say so at once
         retry_unreachable = self.replication >= 2 and (not op.write or op.request_id != 0)
         moved, pause, unreachable = 0, FAILOVER_PAUSE_S[0], False
+        op.first_try = True
         while moved < MAX_ROUNDS:
             if len(pending) == 0:
                 break
@@ -173,6 +177,7 @@ class Router:
             # succeeded is never sent twice (an ADD or an optimizer step lands once).
             again = retry_unreachable and time.monotonic() < deadline
             refused, stale, error, lost = self._round(op, pending, again)
+            op.first_try = False  # what goes round again was sent before
             unreachable = bool(lost)
             if lost:
                 refused.extend(lost)

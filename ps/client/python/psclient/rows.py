@@ -78,7 +78,7 @@ class RowsPush(_RowsOp):
                                   ids=self.ids[idx].tolist(),
                                   skip_non_finite=self.skip_non_finite,
                                   values=self.grads[idx].tobytes(),
-                                  request_id=self.request_id)
+                                  request_id=self.request_id, first_try=self.first_try)
 
     def done(self, idx, resp):
         self.skipped += resp.skipped

@@ -2,10 +2,14 @@
  * cut at every byte of the last record (header and payload), one flipped bit in the
  * last record (cut), in an earlier record or segment (refused with PARSE naming the
  * file and offset, files untouched), missing or misnamed segments, zero-filled and
- * junk tails, and a failing replay callback (files untouched). */
+ * junk tails, direct writes' padding (after a crash and after a clean close), and a
+ * failing replay callback (files untouched). */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "test_wal.h"
+#include "wal_internal.h" /* WAL_DIRECT_ALIGN */
 
 #define SEED 7
 #define MAX_LEN 60
@@ -192,7 +196,8 @@ static void test_flipped_bit_before_good_records_is_refused(void **state) {
 }
 
 /* A copy of a good record after junk: corruption, not a tear. Zeros after the last
- * record (a file extended but never written): a tear. */
+ * record (the padding of a direct write, or a file extended but never written): cut
+ * without a word, since they held no record. */
 static void test_junk_and_zero_tails(void **state) {
     (void)state;
     damaged d;
@@ -201,7 +206,12 @@ static void test_junk_and_zero_tails(void **state) {
     uint8_t *tail = calloc(d.orig_len + 4096 + rec0, 1);
     memcpy(tail, d.orig, d.orig_len);
     tw_write(d.last_path, tail, d.orig_len + 4096);
+    expect_cut(&d, N, d.orig_len, 0);
+    damaged_restore(&d);
+    tail[d.orig_len + 4095] = 1; /* not all zeros: a tear, said */
+    tw_write(d.last_path, tail, d.orig_len + 4096);
     expect_cut(&d, N, d.orig_len, 4096);
+    tail[d.orig_len + 4095] = 0;
 
     damaged_restore(&d);
     memcpy(tail + d.orig_len + 10, d.orig, rec0); /* junk, then a whole good record */
@@ -209,6 +219,76 @@ static void test_junk_and_zero_tails(void **state) {
     expect_parse(d.dir, d.last_path, d.orig_len);
     free(tail);
     damaged_free(&d);
+}
+
+/* Whether the file system under dir takes O_DIRECT (tmpfs does not: the log then writes
+ * through the page cache, and there is no padding to see). */
+static bool direct_io_here(const char *dir) {
+    char path[TW_PATH * 2];
+    snprintf(path, sizeof path, "%s/probe", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_DIRECT, 0644);
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    return fd >= 0;
+}
+
+/* Direct writes (modes ALWAYS and GROUP) of records of every size, over many segments:
+ * a log left open, its last block padded with zeros as a crash leaves it, recovers
+ * every record and calls nothing torn; after a clean close every segment ends at its
+ * last record, and appending goes on where it ended. */
+static void test_direct_writes_pad_and_recover(void **state) {
+    (void)state;
+    char dir[TW_PATH], copy[TW_PATH];
+    tw_tmpdir(dir);
+    tw_tmpdir(copy);
+    const uint64_t n = 3 * N + 7, seg = 5000; /* segments of about 4 blocks */
+    wal *w = tw_open(dir, WAL_FSYNC_ALWAYS, seg, NULL, NULL);
+    for (uint64_t lsn = 1; lsn <= n; lsn++)
+        tw_append(w, SEED, 1500, lsn);
+    assert_int_equal(wal_wait(w, n), PS_STATUS_OK);
+    size_t count;
+    uint64_t *firsts = tw_segments(dir, &count);
+    assert_true(count >= 3);
+    char last[TW_PATH * 2];
+    tw_segment_path(dir, firsts[count - 1], last);
+    size_t len;
+    uint8_t *bytes = tw_read(last, &len);
+    if (direct_io_here(dir))
+        assert_int_equal(len % WAL_DIRECT_ALIGN, 0); /* padded while open */
+    free(bytes);
+    tw_copy_dir(dir, copy); /* what a crash leaves */
+    tw_replay r = tw_replay_make(SEED, 1500);
+    wal_recovery rec;
+    wal_close(tw_open(copy, WAL_FSYNC_ALWAYS, seg, &r, &rec));
+    assert_int_equal(r.n, n);
+    assert_true(r.in_order && r.payload_ok);
+    assert_int_equal(rec.cut_bytes, 0);
+    wal_close(w);
+    for (size_t i = 0; i < count; i++) { /* closed: no padding anywhere */
+        char path[TW_PATH * 2];
+        tw_segment_path(dir, firsts[i], path);
+        bytes = tw_read(path, &len);
+        size_t offs[64], k = tw_record_offsets(bytes, len, offs, 64);
+        assert_true(k > 0);
+        assert_int_equal(
+            offs[k - 1] + WAL_RECORD_HEADER_BYTES + wal_format_len_get(bytes + offs[k - 1]), len);
+        free(bytes);
+    }
+    r = tw_replay_make(SEED, 1500);
+    w = tw_open(dir, WAL_FSYNC_GROUP, seg, &r, &rec);
+    assert_int_equal(r.n, n);
+    tw_append(w, SEED, 1500, n + 1); /* on after the last record's unaligned end */
+    assert_int_equal(wal_wait(w, n + 1), PS_STATUS_OK);
+    wal_close(w);
+    r = tw_replay_make(SEED, 1500);
+    wal_close(tw_open(dir, WAL_FSYNC_NONE, seg, &r, &rec));
+    assert_int_equal(r.n, n + 1);
+    assert_true(r.in_order && r.payload_ok);
+    assert_int_equal(rec.cut_bytes, 0);
+    free(firsts);
+    tw_rmrf(dir);
+    tw_rmrf(copy);
 }
 
 /* A missing segment or a segment under another LSN's name: refused. */
@@ -284,6 +364,7 @@ int main(void) {
         cmocka_unit_test(test_flipped_bit_in_last_record_is_cut),
         cmocka_unit_test(test_flipped_bit_before_good_records_is_refused),
         cmocka_unit_test(test_junk_and_zero_tails),
+        cmocka_unit_test(test_direct_writes_pad_and_recover),
         cmocka_unit_test(test_missing_or_misnamed_segment),
         cmocka_unit_test(test_replay_failure_changes_nothing),
     };

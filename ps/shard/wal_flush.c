@@ -45,13 +45,15 @@ static bool fault_hits(atomic_uint *countdown) {
     return cur == 1;
 }
 
+/* Appends to the segment (seg_off advances by what was written). */
 static int io_write(wal *w, const void *data, size_t len) {
     atomic_fetch_add(&w->writes, 1);
+    size_t done = 0;
     if (fault_hits(&w->fault_write_countdown)) {
-        (void)wal_format_write_all(w->seg_fd, data, len / 2); /* the disk filled up mid-way */
+        (void)wal_segment_write(w, data, len / 2, &done); /* the disk filled up mid-way */
         return atomic_load(&w->fault_write_errno);
     }
-    return wal_format_write_all(w->seg_fd, data, len);
+    return wal_segment_write(w, data, len, &done);
 }
 
 static int io_fsync(wal *w, int fd, bool dir) {
@@ -67,7 +69,7 @@ static int io_fsync(wal *w, int fd, bool dir) {
 int wal_flush_segment_create(wal *w, uint64_t first_lsn, char *msg, size_t msg_len) {
     char name[WAL_SEGMENT_NAME_LEN + 1];
     wal_format_segment_name(first_lsn, name);
-    int fd = openat(w->dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = wal_segment_open(w, name, O_WRONLY | O_CREAT | O_EXCL);
     if (fd < 0) {
         int e = errno;
         io_message(msg, msg_len, e, "creating %s/%s", w->dir, name);
@@ -90,15 +92,15 @@ int wal_flush_segment_create(wal *w, uint64_t first_lsn, char *msg, size_t msg_l
 static int write_run(wal *w, const uint8_t *data, size_t len, char *msg, size_t msg_len) {
     if (len == 0)
         return 0;
+    uint64_t at = w->seg_off;
     int e = io_write(w, data, len);
     if (e) {
         char name[WAL_SEGMENT_NAME_LEN + 1];
         wal_format_segment_name(w->seg_first_lsn, name);
         io_message(msg, msg_len, e, "write of %zu bytes to %s/%s at offset %llu", len, w->dir, name,
-                   (unsigned long long)w->seg_off);
+                   (unsigned long long)at);
         return e;
     }
-    w->seg_off += len;
     if (w->mode == WAL_FSYNC_NONE)
         w->seg_synced_off = w->seg_off;
     return 0;
@@ -116,8 +118,16 @@ static int sync_segment(wal *w, char *msg, size_t msg_len) {
     return 0;
 }
 
-/* Finishes the current segment (synced unless mode NONE) and starts `next_lsn`'s. */
+/* Finishes the current segment (its padding cut, synced unless mode NONE) and starts
+ * `next_lsn`'s. */
 static int rotate(wal *w, uint64_t next_lsn, char *msg, size_t msg_len) {
+    int te = wal_segment_trim(w);
+    if (te) {
+        char name[WAL_SEGMENT_NAME_LEN + 1];
+        wal_format_segment_name(w->seg_first_lsn, name);
+        io_message(msg, msg_len, te, "truncating %s/%s to its records", w->dir, name);
+        return te;
+    }
     if (w->mode != WAL_FSYNC_NONE) {
         int e = sync_segment(w, msg, msg_len);
         if (e)
@@ -232,8 +242,12 @@ void *wal_flusher_main(void *arg) {
             if (!e)
                 synced = written;
         }
-        if (e && w->seg_fd >= 0 && ftruncate(w->seg_fd, (off_t)w->seg_synced_off) != 0) {
-            /* best effort: recovery cuts what is left as a torn tail */
+        if (e && w->seg_fd >= 0) {
+            if (ftruncate(w->seg_fd, (off_t)w->seg_synced_off) != 0) {
+                /* best effort: recovery cuts what is left as a torn tail */
+            }
+            w->seg_off = w->seg_synced_off; /* nothing is written after a failure */
+            w->seg_padded = false;
         }
         if (b && b->cap > w->buffer_bytes) { /* a big record grew it: give the memory back */
             uint8_t *shrunk = realloc(b->data, w->buffer_bytes);

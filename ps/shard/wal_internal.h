@@ -17,6 +17,9 @@
 #include "wal.h"
 #include "wal_format.h"
 
+#define WAL_DIRECT_ALIGN 4096u     /* offsets, lengths and memory of O_DIRECT writes */
+#define WAL_STAGE_BYTES (1u << 20) /* a direct write at most (with the tail block) */
+
 /* One append buffer: whole records, back to back, in LSN order. */
 typedef struct wal_buf {
     uint8_t *data;
@@ -61,16 +64,34 @@ struct wal {
     /* the flusher's own */
     pthread_t flusher;
     bool flusher_started;
-    int seg_fd;              /* the segment being written */
-    uint64_t seg_first_lsn;  /* its name */
-    uint64_t seg_off;        /* bytes in it */
-    uint64_t seg_synced_off; /* bytes of it durable per the mode (the cut on failure) */
-    int64_t next_sync_us;    /* GROUP: no fsync starts before this (monotonic us) */
+    int seg_fd;                     /* the segment being written */
+    uint64_t seg_first_lsn;         /* its name */
+    uint64_t seg_off;               /* bytes in it */
+    uint64_t seg_synced_off;        /* bytes of it durable per the mode (the cut on failure) */
+    bool seg_direct;                /* written with O_DIRECT (wal_segment.c) */
+    bool seg_padded;                /* zeros may follow seg_off in the file (direct writes) */
+    uint8_t *stage;                 /* direct writes: an aligned WAL_STAGE_BYTES buffer, or NULL */
+    uint8_t tail[WAL_DIRECT_ALIGN]; /* direct writes: the segment's last partial block */
+    int64_t next_sync_us;           /* GROUP: no fsync starts before this (monotonic us) */
 
     /* wal_fault_fail_io: countdowns to the failing call and its errno */
     atomic_uint fault_write_countdown, fault_fsync_countdown;
     atomic_int fault_write_errno, fault_fsync_errno;
 };
+
+/* wal_segment.c: the segment's bytes (the flusher's, and wal_open's before it starts).
+ * Opens `name` in the log's directory with `flags` (O_WRONLY, maybe O_CREAT|O_EXCL),
+ * with O_DIRECT in modes ALWAYS and GROUP where the file system takes it; the fd or -1
+ * (errno set). */
+int wal_segment_open(wal *w, const char *name, int flags);
+/* Writes data[0..len) at seg_off and advances it; 0 or an errno, *ret_done the bytes
+ * that were written (and are counted in seg_off) before a failure. */
+int wal_segment_write(wal *w, const void *data, size_t len, size_t *ret_done);
+/* Truncates the padding a direct write left after seg_off; 0 or an errno. */
+int wal_segment_trim(wal *w);
+/* After opening an existing segment at seg_off: reads its last partial block for the
+ * next direct write; 0 or an errno. */
+int wal_segment_load_tail(wal *w, const char *name);
 
 /* wal_flush.c: the flusher thread's body (arg: the wal). */
 void *wal_flusher_main(void *arg);

@@ -114,7 +114,7 @@ static ps_status segment_resume(wal *w, const wal_recover_result *res, char *err
         return PS_STATUS_OK;
     }
     wal_format_segment_name(res->seg_first_lsn, name);
-    w->seg_fd = openat(w->dir_fd, name, O_WRONLY | O_CLOEXEC);
+    w->seg_fd = wal_segment_open(w, name, O_WRONLY);
     if (w->seg_fd < 0 || lseek(w->seg_fd, 0, SEEK_END) != (off_t)res->seg_bytes) {
         ps_set_err(err, err_len, "wal: cannot reopen %s/%s for appending: %s", w->dir, name,
                    w->seg_fd < 0 ? strerror(errno) : "its size changed during recovery");
@@ -125,6 +125,14 @@ static ps_status segment_resume(wal *w, const wal_recover_result *res, char *err
     }
     w->seg_first_lsn = res->seg_first_lsn;
     w->seg_off = w->seg_synced_off = res->seg_bytes;
+    int e = wal_segment_load_tail(w, name);
+    if (e) {
+        ps_set_err(err, err_len, "wal: cannot read the end of %s/%s: %s", w->dir, name,
+                   strerror(e));
+        close(w->seg_fd);
+        w->seg_fd = -1;
+        return PS_STATUS_IO;
+    }
     return PS_STATUS_OK;
 }
 
@@ -213,8 +221,15 @@ void wal_close(wal *w) {
     pthread_mutex_unlock(&w->mu);
     if (w->flusher_started)
         pthread_join(w->flusher, NULL);
+    /* a clean close leaves the last segment ending at its last record (best effort:
+     * recovery takes zeros after it for padding) */
+    if (w->seg_fd >= 0 && !w->failed_errno && wal_segment_trim(w) == 0 &&
+        w->mode != WAL_FSYNC_NONE && fsync(w->seg_fd) != 0) {
+        /* not durable yet: the zeros may come back, which recovery allows */
+    }
     if (w->seg_fd >= 0)
         close(w->seg_fd);
+    free(w->stage);
     free(w->bufs[0].data);
     free(w->bufs[1].data);
     close(w->dir_fd);

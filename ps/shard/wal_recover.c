@@ -64,11 +64,23 @@ static uint64_t find_good_record(const seg_map *m, uint64_t from) {
     return m->size;
 }
 
+/* Whether data[from..size) is all zeros: the padding a direct write leaves after the
+ * last record (wal_segment.c), not a torn record. */
+static bool zeros_from(const seg_map *m, uint64_t from) {
+    for (uint64_t p = from; p < m->size; p++)
+        if (m->data[p])
+            return false;
+    return true;
+}
+
 /* Pass 1 over one segment: its good bytes (ret_good) and its last LSN (*lsn advances
- * over its records). PARSE for corruption; a torn tail is only allowed when `last`. */
+ * over its records). PARSE for corruption; a torn tail is only allowed when `last`;
+ * zeros after the last record, padding, in any segment when shorter than a direct
+ * write's block (*ret_padding: they are). */
 static ps_status seg_check(const char *dir, const seg_map *m, bool last, uint64_t *lsn,
-                           uint64_t *ret_good, char *err, size_t err_len) {
+                           uint64_t *ret_good, bool *ret_padding, char *err, size_t err_len) {
     uint64_t off = 0;
+    *ret_padding = false;
     while (off < m->size) {
         const uint8_t *rec = m->data + off;
         const char *why = wal_format_record_check(rec, m->size - off);
@@ -79,6 +91,10 @@ static ps_status seg_check(const char *dir, const seg_map *m, bool last, uint64_
                        dir, m->name, (unsigned long long)off,
                        (unsigned long long)wal_format_lsn_get(rec), (unsigned long long)(*lsn + 1));
             return PS_STATUS_PARSE;
+        }
+        if (why && zeros_from(m, off) && (last || m->size - off < WAL_DIRECT_ALIGN)) {
+            *ret_padding = true;
+            break;
         }
         if (why) {
             if (!last) {
@@ -145,6 +161,7 @@ ps_status wal_recover(const wal_opts *o, int dir_fd, wal_recovery *ret_rec,
                       wal_recover_result *ret_res, char *err, size_t err_len) {
     uint64_t *firsts = NULL, *good = NULL;
     size_t n = 0;
+    bool pad_cut = false;
     ps_status st = wal_format_segments_list(o->dir, &firsts, &n);
     if (st != PS_STATUS_OK) {
         ps_set_err(err, err_len, "wal: cannot list %s: %s", o->dir, ps_status_str(st));
@@ -185,9 +202,11 @@ ps_status wal_recover(const wal_opts *o, int dir_fd, wal_recovery *ret_rec,
         st = seg_map_open(o->dir, dir_fd, firsts[i], &m, err, err_len);
         if (st != PS_STATUS_OK)
             goto fail;
-        st = seg_check(o->dir, &m, i + 1 == n, &lsn, &good[i], err, err_len);
-        if (i + 1 == n && st == PS_STATUS_OK && good[i] < m.size) {
-            rec.cut_bytes = m.size - good[i];
+        bool padding = false;
+        st = seg_check(o->dir, &m, i + 1 == n, &lsn, &good[i], &padding, err, err_len);
+        if (i + 1 == n && st == PS_STATUS_OK && good[i] < m.size) { /* cut: said unless zeros */
+            pad_cut = padding;
+            rec.cut_bytes = padding ? 0 : m.size - good[i];
             rec.cut_offset = good[i];
             snprintf(rec.cut_file, sizeof rec.cut_file, "%s", m.name);
         }
@@ -216,8 +235,8 @@ ps_status wal_recover(const wal_opts *o, int dir_fd, wal_recovery *ret_rec,
         rec.first_lsn = firsts[0];
     }
 
-    /* then cut */
-    if (rec.cut_bytes > 0) {
+    /* then cut (padding silently: it held no record) */
+    if (rec.cut_bytes > 0 || pad_cut) {
         st = seg_cut(o->dir, dir_fd, rec.cut_file, rec.cut_offset, err, err_len);
         if (st != PS_STATUS_OK)
             goto fail;

@@ -12,11 +12,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Keys recorded at one journal position: keys[previous segment's end..end). */
+typedef struct segment {
+    uint64_t pos;
+    size_t end;
+} segment;
+
 typedef struct request {
     uint64_t id;
     uint64_t pos;   /* the largest position its keys were applied at */
-    uint64_t *keys; /* the keys recorded, n of cap_keys; keys[0..indexed) distinct */
+    uint64_t *keys; /* the keys recorded, n of cap_keys, in the order recorded */
     size_t n, cap_keys, indexed;
+    segment *segs; /* where each position's keys are: n_segs of cap_segs */
+    size_t n_segs, cap_segs;
     uint64_t *slots; /* the set over keys[0..indexed): cap slots, 0 = empty (the key 0 is
                         has_zero); NULL until a lookup needs it */
     size_t cap;      /* slots, a power of two or 0 */
@@ -63,6 +71,7 @@ void dedup_destroy(dedup *d) {
     for (request *r = d->oldest; r;) {
         request *next = r->newer;
         free(r->keys);
+        free(r->segs);
         free(r->slots);
         free(r);
         r = next;
@@ -119,8 +128,7 @@ static bool slot_add(uint64_t *slots, size_t cap, uint64_t key) {
 }
 
 /* Puts keys[indexed..n) into r's set, growing it first so that it stays at most half
- * full, and drops from the list the keys the set already had (lock held). NO_MEMORY
- * keeps r as it was. */
+ * full (lock held). NO_MEMORY keeps r as it was. */
 static ps_status index_locked(request *r) {
     if (r->indexed == r->n)
         return PS_STATUS_OK;
@@ -141,28 +149,22 @@ static ps_status index_locked(request *r) {
         r->slots = grown;
         r->cap = cap;
     }
-    size_t kept = r->indexed;
     for (size_t i = r->indexed; i < r->n; i++) {
         if (i + DEDUP_PREFETCH < r->n)
             prefetch_home(r->slots, r->cap, r->keys[i + DEDUP_PREFETCH]);
-        uint64_t key = r->keys[i];
-        bool added = key ? slot_add(r->slots, r->cap, key) : !r->has_zero;
-        if (!key)
+        if (r->keys[i])
+            (void)slot_add(r->slots, r->cap, r->keys[i]);
+        else
             r->has_zero = true;
-        if (added)
-            r->keys[kept++] = key;
     }
-    r->n = r->indexed = kept;
+    r->indexed = r->n;
     return PS_STATUS_OK;
 }
 
 /* Which of keys[0..n) r applied (lock held); see dedup_lookup. Without the memory for
  * r's set, the list is searched instead (slow, but no retry is ever wrongly applied). */
-static size_t lookup_locked(dedup *d, request *r, size_t n, const uint64_t *keys,
-                            bool *ret_applied) {
-    size_t before = r->n;
+static size_t lookup_locked(request *r, size_t n, const uint64_t *keys, bool *ret_applied) {
     bool indexed = index_locked(r) == PS_STATUS_OK;
-    d->n_keys -= before - r->n; /* repeats dropped from the list */
     size_t found = 0;
     for (size_t i = 0; i < n; i++) {
         bool hit = false;
@@ -188,7 +190,7 @@ size_t dedup_lookup(dedup *d, uint64_t id, size_t n, const uint64_t *keys, bool 
     pthread_mutex_lock(&d->lock);
     request *r = id ? find_locked(d, id) : NULL;
     if (r)
-        found = lookup_locked(d, r, n, keys, ret_applied);
+        found = lookup_locked(r, n, keys, ret_applied);
     else if (ret_applied)
         memset(ret_applied, 0, n * sizeof *ret_applied);
     if (found)
@@ -215,6 +217,7 @@ static void forget_oldest_locked(dedup *d) {
     d->n_requests--;
     d->forgotten++;
     free(r->keys);
+    free(r->segs);
     free(r->slots);
     free(r);
 }
@@ -243,8 +246,18 @@ static void grow_locked(dedup *d) {
     free(old);
 }
 
-/* Appends keys[0..n) to r's list (lock held). NO_MEMORY keeps r as it was. */
-static ps_status append_locked(dedup *d, request *r, size_t n, const uint64_t *keys) {
+/* Appends keys[0..n), applied at pos, to r's list (lock held). NO_MEMORY keeps r as it
+ * was. */
+static ps_status append_locked(dedup *d, request *r, size_t n, const uint64_t *keys, uint64_t pos) {
+    bool same = r->n_segs && r->segs[r->n_segs - 1].pos == pos;
+    if (!same && r->n_segs == r->cap_segs) {
+        size_t cap = r->cap_segs ? 2 * r->cap_segs : 4;
+        segment *grown = realloc(r->segs, cap * sizeof *grown);
+        if (!grown)
+            return PS_STATUS_NO_MEMORY;
+        r->segs = grown;
+        r->cap_segs = cap;
+    }
     if (n > r->cap_keys - r->n) {
         size_t cap = r->cap_keys ? r->cap_keys : 16;
         while (cap - r->n < n)
@@ -258,6 +271,11 @@ static ps_status append_locked(dedup *d, request *r, size_t n, const uint64_t *k
     memcpy(r->keys + r->n, keys, n * sizeof *keys);
     r->n += n;
     d->n_keys += n;
+    if (!same)
+        r->segs[r->n_segs++].pos = pos;
+    r->segs[r->n_segs - 1].end = r->n;
+    if (pos > r->pos)
+        r->pos = pos;
     return PS_STATUS_OK;
 }
 
@@ -293,7 +311,7 @@ size_t dedup_check(dedup *d, uint64_t id, size_t n, const uint64_t *keys, bool f
     if (r && !first_try)
         r->retried = true;
     if (r && r->retried) /* (no r: nothing of the request is remembered to find) */
-        found = lookup_locked(d, r, n, keys, NULL);
+        found = lookup_locked(r, n, keys, NULL);
     pthread_mutex_unlock(&d->lock);
     return found;
 }
@@ -308,10 +326,8 @@ ps_status dedup_record(dedup *d, uint64_t id, size_t n, const uint64_t *keys, ui
         st = PS_STATUS_NO_MEMORY;
         goto out;
     }
-    if ((st = append_locked(d, r, n, keys)) != PS_STATUS_OK)
+    if ((st = append_locked(d, r, n, keys, pos)) != PS_STATUS_OK)
         goto out;
-    if (pos > r->pos)
-        r->pos = pos;
     while (d->n_keys > d->max_keys && d->oldest != r)
         forget_oldest_locked(d);
 out:
@@ -324,14 +340,29 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* Keys r recorded at positions up to max_pos (0 counts: a replay's), and the largest
+ * such position (lock held). */
+static size_t export_count(const request *r, uint64_t max_pos, uint64_t *ret_pos) {
+    size_t keys = 0, start = 0;
+    *ret_pos = 0;
+    for (size_t s = 0; s < r->n_segs; start = r->segs[s++].end)
+        if (r->segs[s].pos <= max_pos) {
+            keys += r->segs[s].end - start;
+            if (r->segs[s].pos > *ret_pos)
+                *ret_pos = r->segs[s].pos;
+        }
+    return keys;
+}
+
 ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, size_t *ret_n) {
     pthread_mutex_lock(&d->lock);
     size_t n = 0, keys = 0;
-    for (const request *r = d->oldest; r; r = r->newer)
-        if (r->pos <= max_pos && r->n) {
-            n++;
-            keys += r->n;
-        }
+    uint64_t pos;
+    for (const request *r = d->oldest; r; r = r->newer) {
+        size_t k = export_count(r, max_pos, &pos);
+        n += k > 0;
+        keys += k;
+    }
     /* bounded by max_keys (and the requests by their keys): no overflow */
     dedup_entry *out = malloc(n * sizeof *out + keys * sizeof(uint64_t) + 1);
     if (!out) {
@@ -341,11 +372,16 @@ ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, si
     uint64_t *at = (uint64_t *)(out + n);
     size_t i = 0;
     for (const request *r = d->oldest; r; r = r->newer) {
-        if (r->pos > max_pos || !r->n)
+        size_t k = export_count(r, max_pos, &pos), start = 0, m = 0;
+        if (!k)
             continue;
-        memcpy(at, r->keys, r->n * sizeof *at);
-        out[i++] = (dedup_entry){.id = r->id, .pos = r->pos, .n = r->n, .keys = at};
-        at += r->n;
+        for (size_t s = 0; s < r->n_segs; start = r->segs[s++].end)
+            if (r->segs[s].pos <= max_pos) {
+                memcpy(at + m, r->keys + start, (r->segs[s].end - start) * sizeof *at);
+                m += r->segs[s].end - start;
+            }
+        out[i++] = (dedup_entry){.id = r->id, .pos = pos, .n = k, .keys = at};
+        at += k;
     }
     pthread_mutex_unlock(&d->lock);
     for (size_t j = 0; j < n; j++) { /* sorted and made distinct outside the lock */

@@ -53,27 +53,29 @@ size_t dedup_lookup(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, b
 size_t dedup_check(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, bool first_try);
 
 /* Remembers that request `id` applied keys[0..n) at journal position pos (id 0: does
- * nothing). Keys recorded twice are kept once (the set drops repeats when it is
- * built). NO_MEMORY: not remembered (the caller refuses the push). */
+ * nothing). A key recorded twice (a backup's copy and a sync's record of it) is kept
+ * twice and found once. NO_MEMORY: not remembered (the caller refuses the push). */
 ps_status dedup_record(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, uint64_t pos);
 
 /* One remembered request, as dedup_export gives it. */
 typedef struct dedup_entry {
     uint64_t id;
-    uint64_t pos;         /* the largest journal position its keys were applied at */
+    uint64_t pos;         /* the largest journal position of these keys */
     size_t n;             /* keys */
     const uint64_t *keys; /* sorted, distinct */
 } dedup_entry;
 
-/* Copies every remembered request whose position is at most max_pos (0 counts: a
- * replay's) into one allocation: *ret_entries (free() it; each entry's keys point into
- * it) and *ret_n. What a backup being synced must remember of the changes its images
- * already hold (replicator_sync.c). NO_MEMORY. */
+/* Copies the keys every remembered request applied at positions up to max_pos (0
+ * counts: a replay's), one entry per request that has any, into one allocation:
+ * *ret_entries (free() it; each entry's keys point into it) and *ret_n. What a backup
+ * being synced must remember of the changes its images already hold
+ * (replicator_sync.c): a request applied partly before the sync's point and partly
+ * after gives the part before (the part after reaches the backup as changes). */
 ps_status dedup_export(dedup *dedup, uint64_t max_pos, dedup_entry **ret_entries, size_t *ret_n);
 
 typedef struct dedup_stats {
     uint64_t requests;  /* remembered */
-    uint64_t keys;      /* in all (a key recorded twice may count twice until looked up) */
+    uint64_t keys;      /* in all (a key recorded twice counts twice) */
     uint64_t forgotten; /* requests forgotten for the bound */
 } dedup_stats;
 

@@ -2,6 +2,7 @@
 #include "gc.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "image.h"
 
@@ -24,6 +25,54 @@ static ps_status collect(void *arg, const image_chunk *c) {
         return PS_STATUS_OUT_OF_RANGE; /* enough for one pass */
     }
     g->keys[g->n++] = c->key;
+    return PS_STATUS_OK;
+}
+
+static bool row_not_owned(void *arg, uint64_t key) {
+    return !placement_owns_any(arg, key);
+}
+
+ps_status gc_rows_pass(row_store *rows, placement *placement, gc_rows_cursor *cur, size_t max,
+                       uint64_t *ret_dropped, uint64_t *ret_lsn, bool *ret_more) {
+    max = max ? max : GC_MAX_KEYS_PER_PASS;
+    *ret_dropped = 0;
+    *ret_more = false;
+    if (ret_lsn)
+        *ret_lsn = 0;
+    uint64_t *ids = malloc(max * sizeof *ids);
+    if (!ids)
+        return PS_STATUS_NO_MEMORY;
+    char model[ROW_STORE_MAX_NAME_BYTES + 1], table[ROW_STORE_MAX_NAME_BYTES + 1], err[256];
+    size_t n = 0;
+    bool done = false;
+    ps_status st = row_store_scan(rows, cur->table, &cur->slot, GC_ROWS_SLOTS_PER_PASS,
+                                  row_not_owned, placement, ids, max, &n, model, table, &done);
+    if (st == PS_STATUS_NOT_FOUND) {               /* past the last table: the cycle is complete */
+        *ret_more = cur->dropped > 0 || cur->busy; /* again, until a cycle has nothing */
+        *cur = (gc_rows_cursor){0};
+        free(ids);
+        return PS_STATUS_OK;
+    }
+    uint64_t removed = 0, lsn = 0;
+    if (st == PS_STATUS_OK && n > 0) {
+        st = row_store_remove(rows, model, table, n, ids, &removed, &lsn, err, sizeof err);
+        if (st == PS_STATUS_FAILED_PRECONDITION) { /* an export reads the table: its */
+            st = PS_STATUS_OK;                     /* slots are looked at next cycle */
+            cur->busy = true;
+        }
+    }
+    free(ids);
+    if (st != PS_STATUS_OK)
+        return st;
+    cur->dropped += removed;
+    if (done) {
+        cur->table++;
+        cur->slot = 0;
+    }
+    *ret_dropped = removed;
+    *ret_more = true; /* until a pass finds no table left */
+    if (ret_lsn)
+        *ret_lsn = lsn;
     return PS_STATUS_OK;
 }
 

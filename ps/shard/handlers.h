@@ -18,6 +18,7 @@
 #include <pthread.h>
 
 #include "dedup.h"
+#include "gc.h"
 #include "image.h"
 #include "push_subset.h"
 #include "placement.h"
@@ -56,7 +57,8 @@ struct shard_ctx {
     atomic_llong ring_since_ms;       /* when the ring or its pending change last changed */
     atomic_ullong ring_pending_epoch; /* of the change pending (0: none) */
     atomic_bool gc_due;               /* a ring change left chunks to drop, maybe */
-    uint64_t gc_dropped;              /* chunks dropped so far (heartbeat loop only) */
+    uint64_t gc_dropped;              /* chunks and rows dropped so far (heartbeat loop only) */
+    gc_rows_cursor gc_rows;           /* where the rows collection stands (heartbeat loop) */
     uint64_t journal_pos;             /* positions without a log (shard_journal.c) */
     shard_ctx_opts opts;              /* as created (id: not owned, unused) */
     snapshot_taker *snapshots;        /* takes snapshots as the log grows, or NULL */

@@ -201,6 +201,60 @@ static ps_status journal_delete(void *arg, size_t n, const uint64_t *keys, uint6
     return st;
 }
 
+ps_status journal_encode_rows_remove(const char *model, const char *table, size_t n,
+                                     const uint64_t *ids, journal_encoded *ret) {
+    memset(ret, 0, sizeof *ret);
+    size_t ml = strlen(model), tl = strlen(table);
+    if (ml > ROW_STORE_MAX_NAME_BYTES || tl > ROW_STORE_MAX_NAME_BYTES || n > UINT32_MAX)
+        return PS_STATUS_INVALID_ARGUMENT;
+    if (!(ret->iov = calloc(4, sizeof *ret->iov)))
+        return PS_STATUS_NO_MEMORY;
+    uint8_t *h = ret->head;
+    memset(h, 0, JOURNAL_ROWS_REMOVE_HEAD);
+    h[0] = FORMAT;
+    uint16_t ml16 = (uint16_t)ml, tl16 = (uint16_t)tl;
+    uint32_t n32 = (uint32_t)n;
+    memcpy(h + 2, &ml16, 2);
+    memcpy(h + 4, &tl16, 2);
+    memcpy(h + 8, &n32, 4);
+    ret->iov[0] = (struct iovec){h, JOURNAL_ROWS_REMOVE_HEAD};
+    ret->iov[1] = (struct iovec){(void *)model, ml};
+    ret->iov[2] = (struct iovec){(void *)table, tl};
+    ret->iov[3] = (struct iovec){(void *)ids, n * 8};
+    ret->n_iov = 4;
+    ret->len = JOURNAL_ROWS_REMOVE_HEAD + ml + tl + n * 8;
+    return PS_STATUS_OK;
+}
+
+/* Replays a rows-remove record (bounds checked against len). */
+static ps_status replay_rows_remove(row_store *rs, const uint8_t *p, size_t len) {
+    if (len < JOURNAL_ROWS_REMOVE_HEAD || p[0] != FORMAT)
+        return PS_STATUS_PARSE;
+    uint16_t ml, tl;
+    uint32_t n;
+    memcpy(&ml, p + 2, 2);
+    memcpy(&tl, p + 4, 2);
+    memcpy(&n, p + 8, 4);
+    if (ml == 0 || tl == 0 || ml > ROW_STORE_MAX_NAME_BYTES || tl > ROW_STORE_MAX_NAME_BYTES ||
+        len - JOURNAL_ROWS_REMOVE_HEAD < (size_t)ml + tl ||
+        (len - JOURNAL_ROWS_REMOVE_HEAD - ml - tl) != (uint64_t)n * 8)
+        return PS_STATUS_PARSE;
+    char model[ROW_STORE_MAX_NAME_BYTES + 1], table[ROW_STORE_MAX_NAME_BYTES + 1];
+    memcpy(model, p + JOURNAL_ROWS_REMOVE_HEAD, ml);
+    model[ml] = '\0';
+    memcpy(table, p + JOURNAL_ROWS_REMOVE_HEAD + ml, tl);
+    table[tl] = '\0';
+    uint64_t *ids = malloc((size_t)n * 8 + 1);
+    if (!ids)
+        return PS_STATUS_NO_MEMORY;
+    memcpy(ids, p + JOURNAL_ROWS_REMOVE_HEAD + ml + tl, (size_t)n * 8);
+    char err[256];
+    ps_status st =
+        rs ? row_store_remove(rs, model, table, n, ids, NULL, NULL, err, sizeof err) : PS_STATUS_OK;
+    free(ids);
+    return st;
+}
+
 #define ROWS_HEAD 72
 
 ps_status journal_encode_rows(const row_push *p, journal_encoded *ret) {
@@ -252,8 +306,23 @@ static ps_status journal_rows(void *arg, const row_push *p, uint64_t *ret_lsn, c
     return st;
 }
 
+static ps_status journal_rows_remove(void *arg, const char *model, const char *table, size_t n,
+                                     const uint64_t *ids, uint64_t *ret_lsn, char *err,
+                                     size_t err_len) {
+    journal_encoded e;
+    ps_status st = journal_encode_rows_remove(model, table, n, ids, &e);
+    if (st == PS_STATUS_OK)
+        st = wal_appendv(arg, JOURNAL_TYPE_ROWS_REMOVE, e.iov, e.n_iov, ret_lsn);
+    journal_encoded_free(&e);
+    if (st != PS_STATUS_OK)
+        ps_set_err(err, err_len,
+                   "the write-ahead log refused the removal of rows (%s): nothing was removed",
+                   ps_status_str(st));
+    return st;
+}
+
 row_journal journal_rows_for(wal *w) {
-    return (row_journal){.push = journal_rows, .arg = w};
+    return (row_journal){.push = journal_rows, .remove = journal_rows_remove, .arg = w};
 }
 
 store_journal journal_for(wal *w) {
@@ -419,6 +488,8 @@ ps_status journal_apply(const journal_target *t, uint8_t type, const void *paylo
         return replay_push(t->chunks, p, len, from_peer, ret_lsn);
     if (type == JOURNAL_TYPE_ROWS)
         return replay_rows(t->rows, p, len, from_peer, ret_lsn);
+    if (type == JOURNAL_TYPE_ROWS_REMOVE) /* a shard's own collection: never from a peer */
+        return from_peer ? PS_STATUS_PARSE : replay_rows_remove(t->rows, p, len);
     if (type == JOURNAL_TYPE_DEDUP) { /* a replay's: remember it (a live one: shard_journal.c) */
         uint64_t id = 0, *keys = NULL;
         size_t n = 0;

@@ -41,6 +41,12 @@
 /* Keys one dedup record carries at most (a backup refuses more). */
 #define JOURNAL_DEDUP_MAX_KEYS (1u << 22)
 
+/* Rows a shard dropped (row_store_remove: rows a ring change moved away), so a restart
+ * does not bring them back. Payload: u8 format, u8 0, u16 model length, u16 table
+ * length, u16 0, u32 n, the model and table names, n u64 ids. */
+#define JOURNAL_TYPE_ROWS_REMOVE 5
+#define JOURNAL_ROWS_REMOVE_HEAD 12
+
 /* What a replay writes into. */
 typedef struct journal_target {
     store *chunks;
@@ -71,6 +77,8 @@ typedef struct journal_encoded {
 ps_status journal_encode_push(const store_push *push, journal_encoded *ret_encoded);
 ps_status journal_encode_rows(const row_push *push, journal_encoded *ret_encoded);
 ps_status journal_encode_delete(size_t n, const uint64_t *keys, journal_encoded *ret_encoded);
+ps_status journal_encode_rows_remove(const char *model, const char *table, size_t n,
+                                     const uint64_t *ids, journal_encoded *ret_encoded);
 void journal_encoded_free(journal_encoded *encoded); /* accepts NULL; clears it */
 
 /* Applies one record to the target's stores through the same prepare and apply as a

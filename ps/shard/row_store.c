@@ -333,6 +333,86 @@ ps_status row_store_pull(row_store *rs, const char *model, const char *table,
     return st;
 }
 
+/* ------------------------------------------------------------------ removal --- */
+
+ps_status row_store_remove(row_store *rs, const char *model, const char *table, size_t n,
+                           const uint64_t *ids, uint64_t *ret_removed, uint64_t *ret_lsn, char *err,
+                           size_t err_len) {
+    if (ret_removed)
+        *ret_removed = 0;
+    if (ret_lsn)
+        *ret_lsn = 0;
+    pthread_rwlock_rdlock(&rs->lock);
+    row_store_table *e = table_find(rs, model, table);
+    pthread_rwlock_unlock(&rs->lock);
+    if (!e || n == 0) /* tables are never dropped: e stays valid */
+        return PS_STATUS_OK;
+    size_t scratch_bytes;
+    uint64_t *hashes = row_store_scratch_take(rs, n * sizeof *hashes, &scratch_bytes);
+    if (!hashes) {
+        ps_set_err(err, err_len, "out of memory removing %zu rows", n);
+        return PS_STATUS_NO_MEMORY;
+    }
+    for (size_t i = 0; i < n; i++)
+        hashes[i] = row_table_hash(rs->salt, ids[i]);
+    ps_status st = PS_STATUS_OK;
+    uint64_t removed = 0, lsn = 0;
+    pthread_rwlock_wrlock(&e->lock);
+    if (row_table_pin_slots(e->rows) > 0) { /* before the journal: nothing may differ */
+        ps_set_err(err, err_len, "table %s/%s is being exported: its rows are removed later", model,
+                   table);
+        st = PS_STATUS_FAILED_PRECONDITION;
+    } else if (rs->journal.remove) {
+        st = rs->journal.remove(rs->journal.arg, model, table, n, ids, &lsn, err, err_len);
+    }
+    if (st == PS_STATUS_OK &&
+        (st = row_table_remove(e->rows, n, ids, hashes, &removed)) != PS_STATUS_OK)
+        ps_set_err(err, err_len, "out of memory removing %zu rows of table %s/%s", n, model, table);
+    if (st == PS_STATUS_OK && removed && rs->quota)
+        quota_release(rs->quota, removed * row_table_row_bytes(e->rows));
+    /* spare numbers past a quarter of the rows: move the rows down, free the slabs */
+    if (st == PS_STATUS_OK && removed && row_table_free(e->rows) * 4 > row_table_count(e->rows))
+        (void)row_table_compact(e->rows, NULL); /* NO_MEMORY cannot happen; pinned: checked */
+    pthread_rwlock_unlock(&e->lock);
+    row_store_scratch_give(rs, hashes, scratch_bytes);
+    if (ret_removed)
+        *ret_removed = removed;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return st;
+}
+
+typedef struct scan_accept {
+    uint64_t table_key;
+    bool (*accept)(void *arg, uint64_t key);
+    void *arg;
+} scan_accept;
+
+static bool scan_id(void *arg, uint64_t id) {
+    const scan_accept *a = arg;
+    return a->accept(a->arg, ps_key_row_in(a->table_key, id));
+}
+
+ps_status row_store_scan(row_store *rs, uint32_t index, uint64_t *slot, uint64_t max_slots,
+                         bool (*accept)(void *arg, uint64_t key), void *accept_arg, uint64_t *ids,
+                         size_t max_ids, size_t *ret_n, char *model, char *table, bool *ret_done) {
+    *ret_n = 0;
+    *ret_done = true;
+    pthread_rwlock_rdlock(&rs->lock);
+    row_store_table *e = index < rs->ntables ? rs->tables[index] : NULL;
+    pthread_rwlock_unlock(&rs->lock);
+    if (!e) /* tables are never dropped: e stays valid */
+        return PS_STATUS_NOT_FOUND;
+    snprintf(model, ROW_STORE_MAX_NAME_BYTES + 1, "%s", e->model);
+    snprintf(table, ROW_STORE_MAX_NAME_BYTES + 1, "%s", e->table);
+    scan_accept a = {ps_key_table(e->model, e->table), accept, accept_arg};
+    pthread_rwlock_rdlock(&e->lock);
+    *ret_n = row_table_scan(e->rows, slot, max_slots, scan_id, &a, ids, max_ids);
+    *ret_done = *slot >= row_table_slots_total(e->rows);
+    pthread_rwlock_unlock(&e->lock);
+    return PS_STATUS_OK;
+}
+
 /* ------------------------------------------------------------------ figures --- */
 
 size_t row_store_stats(row_store *rs, row_table_stats *out, size_t max) {

@@ -109,6 +109,9 @@ typedef struct row_push {
 typedef struct row_journal {
     ps_status (*push)(void *arg, const row_push *push, uint64_t *ret_lsn, char *err,
                       size_t err_len);
+    /* row_store_remove's, the same way (may be NULL: removals are not written) */
+    ps_status (*remove)(void *arg, const char *model, const char *table, size_t n,
+                        const uint64_t *ids, uint64_t *ret_lsn, char *err, size_t err_len);
     void *arg;
 } row_journal;
 
@@ -125,6 +128,26 @@ void row_store_set_journal(row_store *rs, const row_journal *journal);
  * not finite stay, holding their initial values (what a pull would have made). */
 ps_status row_store_push(row_store *rs, const row_push *p, uint64_t *ret_created,
                          uint64_t *ret_skipped, char *err, size_t err_len);
+
+/* Drops the rows of ids[0..n) that table model/table holds (a shard collecting the rows
+ * a ring change moved away: gc.h): written to the journal first, then removed, their
+ * bytes given back to the quota; when removals have left many row numbers free the
+ * table is compacted and its spare slabs freed. *ret_removed (may be NULL) gets how
+ * many, *ret_lsn (may be NULL) the journal position (0: none). A table that does not
+ * exist: nothing, OK. FAILED_PRECONDITION (nothing removed) while an export reads the
+ * table: try again later. NO_MEMORY, or the journal's failure (nothing removed). */
+ps_status row_store_remove(row_store *rs, const char *model, const char *table, size_t n,
+                           const uint64_t *ids, uint64_t *ret_removed, uint64_t *ret_lsn, char *err,
+                           size_t err_len);
+
+/* Scans table number `index` (in the order tables were made) for garbage, as
+ * row_table_scan does: ids whose row key (ps_key_row_in) `accept` takes, from index slot
+ * *slot on, at most max_slots slots and max_ids ids, under the table's read lock.
+ * model and table (ROW_STORE_MAX_NAME_BYTES + 1 each) get its names. *ret_done: the
+ * table's last slot was looked at. NOT_FOUND: no table has that number. */
+ps_status row_store_scan(row_store *rs, uint32_t index, uint64_t *slot, uint64_t max_slots,
+                         bool (*accept)(void *arg, uint64_t key), void *accept_arg, uint64_t *ids,
+                         size_t max_ids, size_t *ret_n, char *model, char *table, bool *ret_done);
 
 /* One table's figures, for Health and psctl status. */
 typedef struct row_table_stats {

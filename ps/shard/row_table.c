@@ -78,6 +78,7 @@ void row_table_destroy(row_table *t) {
     for (uint32_t i = 0; i < t->nslabs; i++)
         free(t->slabs[i].rows);
     free(t->slabs);
+    free(t->free_rows);
     free(t->index);
     free(t->fresh);
     free(t);
@@ -89,6 +90,10 @@ const table_spec *row_table_spec(const row_table *t) {
 
 uint64_t row_table_count(const row_table *t) {
     return t->count;
+}
+
+uint64_t row_table_free(const row_table *t) {
+    return t->n_free;
 }
 
 uint32_t row_table_slots(const row_table *t) {
@@ -173,13 +178,15 @@ ps_status row_table_reserve(row_table *t, uint64_t extra) {
     if (extra > ROW_TABLE_MAX_ROWS - t->count)
         return PS_STATUS_RESOURCE_EXHAUSTED;
     ps_status st = index_grow(t, t->count + extra);
-    if (st == PS_STATUS_OK)
-        st = slabs_grow(t, t->count + extra);
+    if (st == PS_STATUS_OK) /* as if no free row were taken (none are while pinned) */
+        st = slabs_grow(t, t->next_row + extra);
     return st;
 }
 
 uint32_t row_table_add(row_table *t, uint64_t id, uint64_t hash) {
-    uint32_t r = (uint32_t)t->count++;
+    /* a free number only without a pin: the pin reads the rows below its count */
+    uint32_t r = t->n_free && !t->pin.index ? t->free_rows[--t->n_free] : (uint32_t)t->next_row++;
+    t->count++;
     index_place(t->index, t->mask, id, hash, r);
     float *row = row_at(t, r);
     table_spec_init_row(&t->spec, id, row);
@@ -187,6 +194,112 @@ uint32_t row_table_add(row_table *t, uint64_t id, uint64_t hash) {
         memcpy(row + t->spec.dim, t->fresh, (size_t)t->slots * t->spec.dim * sizeof(float));
     *step_at(t, r) = 0;
     return r;
+}
+
+/* Takes slot i out of the index: the slots after it in its run move back into the hole
+ * when their home lies at or before it (cyclically), so every id stays reachable from
+ * its home without tombstones. */
+static void index_take_out(row_table *t, uint64_t i) {
+    uint64_t j = i;
+    for (;;) {
+        j = (j + 1) & t->mask;
+        const row_index_slot *s = &t->index[j];
+        if (s->row == ROW_TABLE_NONE)
+            break;
+        uint64_t home = row_table_hash(t->salt, s->id) & t->mask;
+        /* s may fill the hole at i when i lies cyclically in [home, j) */
+        if (((j - home) & t->mask) >= ((j - i) & t->mask)) {
+            t->index[i] = *s;
+            i = j;
+        }
+    }
+    t->index[i].row = ROW_TABLE_NONE;
+    t->index[i].id = UINT64_MAX;
+}
+
+ps_status row_table_remove(row_table *t, size_t n, const uint64_t *ids, const uint64_t *hashes,
+                           uint64_t *ret_removed) {
+    *ret_removed = 0;
+    if (t->pin.index)
+        return PS_STATUS_FAILED_PRECONDITION;
+    if (t->n_free + n > t->cap_free) { /* room for every number first: then nothing fails */
+        size_t cap = t->cap_free ? t->cap_free : 64;
+        while (cap < t->n_free + n)
+            cap *= 2;
+        uint32_t *grown = realloc(t->free_rows, cap * sizeof *grown);
+        if (!grown)
+            return PS_STATUS_NO_MEMORY;
+        t->free_rows = grown;
+        t->cap_free = cap;
+    }
+    uint64_t removed = 0;
+    for (size_t k = 0; k < n; k++) {
+        for (uint64_t i = hashes[k] & t->mask;; i = (i + 1) & t->mask) {
+            const row_index_slot *s = &t->index[i];
+            if (s->row == ROW_TABLE_NONE)
+                break; /* not held (or named twice) */
+            if (s->id != ids[k])
+                continue;
+            t->free_rows[t->n_free++] = s->row;
+            index_take_out(t, i);
+            t->count--;
+            removed++;
+            break;
+        }
+    }
+    *ret_removed = removed;
+    return PS_STATUS_OK;
+}
+
+size_t row_table_scan(const row_table *t, uint64_t *slot, uint64_t max_slots,
+                      bool (*accept)(void *arg, uint64_t id), void *arg, uint64_t *ids,
+                      size_t max_ids) {
+    size_t got = 0;
+    uint64_t i = *slot, end = i + max_slots > t->mask + 1 ? t->mask + 1 : i + max_slots;
+    for (; i < end && got < max_ids; i++) {
+        const row_index_slot *s = &t->index[i];
+        if (s->row != ROW_TABLE_NONE && accept(arg, s->id))
+            ids[got++] = s->id;
+    }
+    *slot = i;
+    return got;
+}
+
+uint64_t row_table_slots_total(const row_table *t) {
+    return t->mask + 1;
+}
+
+ps_status row_table_compact(row_table *t, uint64_t *ret_freed) {
+    if (ret_freed)
+        *ret_freed = 0;
+    if (t->pin.index)
+        return PS_STATUS_FAILED_PRECONDITION;
+    const uint64_t target = t->count;
+    size_t holes = 0;
+    for (size_t k = 0; k < t->n_free; k++) /* the free numbers below the count, in place */
+        if (t->free_rows[k] < target)
+            t->free_rows[holes++] = t->free_rows[k];
+    for (uint64_t i = 0; i <= t->mask && holes > 0; i++) {
+        row_index_slot *s = &t->index[i];
+        if (s->row == ROW_TABLE_NONE || s->row < target)
+            continue;
+        uint32_t to = t->free_rows[--holes];
+        memcpy(row_at(t, to), row_at(t, s->row), (size_t)t->stride * sizeof(float));
+        *step_at(t, to) = *step_at(t, s->row);
+        s->row = to;
+    }
+    t->n_free = 0;
+    t->next_row = target;
+    const uint64_t slab_rows = (uint64_t)1 << t->slab_shift;
+    uint32_t keep = (uint32_t)((target + slab_rows - 1) >> t->slab_shift);
+    uint64_t freed = 0;
+    while (t->nslabs > keep) {
+        free(t->slabs[--t->nslabs].rows);
+        freed += row_table_slab_bytes(t);
+    }
+    if (ret_freed)
+        *ret_freed = freed;
+    return PS_STATUS_OK;
 }
 
 /* ------------------------------------------------------------------ batches --- */

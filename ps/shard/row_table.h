@@ -15,11 +15,12 @@
  *     dim * (1 + slots) floats: the weights, then the optimizer's state slots of dim
  *     floats each (slot s at row + dim * (1 + s), slots as in train_spec.h); a side
  *     array of the slab holds each row's step count (uint64).
- * Rows are never deleted. Memory charged per row (row_table_row_bytes): stride * 4
- * bytes of floats + 8 of step + 32 of index (two 16-byte slots: the index is at most
- * half full; right after a doubling it is a quarter full, so this is the least a row
- * takes); the unused tail of the last slab is not charged (its pages are not touched
- * until rows are made there).
+ * Rows removed (row_table_remove: a shard dropping the rows a ring change moved away)
+ * leave their number for the next row added; the index takes them out by shifting
+ * back the slots after them (no tombstones). Memory charged per row (row_table_row_bytes): stride *
+ * 4 bytes of floats + 8 of step + 32 of index (two 16-byte slots: the index is at most half full;
+ * right after a doubling it is a quarter full, so this is the least a row takes); the unused tail
+ * of the last slab is not charged (its pages are not touched until rows are made there).
  *
  * Not thread-safe: the caller (row_store.c) holds the table's rwlock, shared for the
  * const functions, exclusive for row_table_reserve and row_table_add and scatter.
@@ -53,6 +54,7 @@ void row_table_destroy(row_table *t); /* accepts NULL */
 
 const table_spec *row_table_spec(const row_table *t);
 uint64_t row_table_count(const row_table *t);     /* rows held */
+uint64_t row_table_free(const row_table *t);      /* numbers removed rows left, not reused */
 uint32_t row_table_slots(const row_table *t);     /* state slots per weight */
 uint64_t row_table_row_bytes(const row_table *t); /* memory charged per row (above) */
 
@@ -77,6 +79,29 @@ size_t row_table_find(const row_table *t, size_t n, const uint64_t *ids, const u
  * ROW_TABLE_MAX_ROWS, NO_MEMORY when an allocation fails; the rows held and the index
  * are unchanged either way (slabs allocated on the way are kept as room for later). */
 ps_status row_table_reserve(row_table *t, uint64_t extra);
+
+/* Removes the rows of ids[0..n) (hashes[i] their row_table_hash) that the table holds;
+ * returns how many. FAILED_PRECONDITION (nothing removed) while the table is pinned: an
+ * export reads the index as it is. NO_MEMORY (nothing removed): no room to remember
+ * the free row numbers. */
+ps_status row_table_remove(row_table *t, size_t n, const uint64_t *ids, const uint64_t *hashes,
+                           uint64_t *ret_removed);
+
+/* Looks at index slots *slot.. (at most max_slots of them) and puts into ids (at most
+ * max_ids) the ids held there for which accept(arg, id) is true; *slot moves past the
+ * slots looked at. Returns how many ids; the scan is done when *slot passes the last
+ * slot (row_table_slots_total). The index may change between calls (a scan resumed
+ * after a change may miss or repeat rows: fine for collecting garbage). */
+size_t row_table_scan(const row_table *t, uint64_t *slot, uint64_t max_slots,
+                      bool (*accept)(void *arg, uint64_t id), void *arg, uint64_t *ids,
+                      size_t max_ids);
+uint64_t row_table_slots_total(const row_table *t); /* the index's slots */
+
+/* Moves the rows numbered at or past the count into the numbers removed rows left
+ * below it and frees the slabs no row needs any more: after removals the memory goes
+ * back. One pass over the index. FAILED_PRECONDITION while pinned (nothing moves);
+ * NO_MEMORY (nothing moves). *ret_freed (may be NULL): bytes of slabs freed. */
+ps_status row_table_compact(row_table *t, uint64_t *ret_freed);
 
 /* Adds `id` (absent from the table; room reserved): its initial weights
  * (table_spec_init_row), the state of the optimizer kind's defaults

@@ -36,8 +36,11 @@ struct row_table {
     uint32_t stride; /* floats per row: dim * (1 + slots) */
     uint64_t salt;   /* mixed into every id's hash */
     row_index_slot *index;
-    uint64_t mask;          /* index capacity - 1 (a power of two minus one) */
-    uint64_t count;         /* rows held */
+    uint64_t mask;       /* index capacity - 1 (a power of two minus one) */
+    uint64_t count;      /* rows held */
+    uint64_t next_row;   /* row numbers below it were handed out (held or free) */
+    uint32_t *free_rows; /* numbers of removed rows, for row_table_add: n_free of cap */
+    size_t n_free, cap_free;
     row_slab *slabs;        /* slabs[r >> slab_shift] holds row r */
     uint32_t nslabs;        /* slabs allocated */
     uint32_t slabs_cap;     /* entries of `slabs` */

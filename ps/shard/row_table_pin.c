@@ -10,14 +10,14 @@ ps_status row_table_pin(row_table *t) {
     if (t->pin.index)
         return PS_STATUS_FAILED_PRECONDITION;
     const uint32_t slab_rows = 1u << t->slab_shift;
-    uint32_t nslabs = (uint32_t)((t->count + slab_rows - 1) >> t->slab_shift);
+    uint32_t nslabs = (uint32_t)((t->next_row + slab_rows - 1) >> t->slab_shift);
     row_slab *copies = calloc(nslabs ? nslabs : 1, sizeof *copies);
     if (!copies)
         return PS_STATUS_NO_MEMORY;
     t->pin = (row_table_pin_view){.index = t->index,
                                   .mask = t->mask,
                                   .index_owned = false,
-                                  .count = t->count,
+                                  .count = t->next_row,
                                   .nslabs = nslabs,
                                   .copies = copies};
     return PS_STATUS_OK;

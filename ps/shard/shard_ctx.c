@@ -272,9 +272,15 @@ void shard_heartbeat_fill(shard_ctx *ctx, Ps__HeartbeatRequest *req) {
         uint64_t dropped = 0;
         bool more = false;
         atomic_store(&ctx->gc_due, false); /* a ring change meanwhile sets it again */
-        if (gc_pass(ctx->store, ctx->placement, GC_MAX_KEYS_PER_PASS, &dropped, NULL, &more) !=
-                PS_STATUS_OK ||
-            more)
+        ps_status st =
+            gc_pass(ctx->store, ctx->placement, GC_MAX_KEYS_PER_PASS, &dropped, NULL, &more);
+        if (st == PS_STATUS_OK && !more) { /* the chunks are done: then the rows */
+            ctx->gc_dropped += dropped;
+            dropped = 0;
+            st = gc_rows_pass(ctx->rows, ctx->placement, &ctx->gc_rows, GC_MAX_KEYS_PER_PASS,
+                              &dropped, NULL, &more);
+        }
+        if (st != PS_STATUS_OK || more)
             atomic_store(&ctx->gc_due, true);
         ctx->gc_dropped += dropped;
     }

@@ -128,6 +128,26 @@ static ps_status tee_rows(void *arg, const row_push *p, uint64_t *ret_pos, char 
     return st;
 }
 
+/* Rows the shard drops (gc.h): logged in order with every other change, never sent to
+ * backups (the rows are not this shard's to decide for others). */
+static ps_status tee_rows_remove(void *arg, const char *model, const char *table, size_t n,
+                                 const uint64_t *ids, uint64_t *ret_pos, char *err,
+                                 size_t err_len) {
+    shard_ctx *ctx = arg;
+    ps_status st = PS_STATUS_OK;
+    pthread_mutex_lock(&ctx->journal_lock);
+    if (ctx->replaying) {
+        *ret_pos = 0;
+    } else if (ctx->wal) {
+        row_journal j = journal_rows_for(ctx->wal);
+        st = j.remove(j.arg, model, table, n, ids, ret_pos, err, err_len);
+    } else {
+        *ret_pos = ++ctx->journal_pos;
+    }
+    pthread_mutex_unlock(&ctx->journal_lock);
+    return st;
+}
+
 /* An image_journal_fn (image.h): a backup's installs, in the same order as changes. */
 static ps_status tee_image(void *arg, const image_encoded *recs, size_t n, uint64_t *ret_pos,
                            char *err, size_t err_len) {
@@ -189,7 +209,7 @@ uint64_t shard_journal_position(void *arg) {
 void shard_journal_start(shard_ctx *ctx) {
     store_journal j = {.push = tee_push, .del = tee_delete, .arg = ctx};
     store_set_journal(ctx->store, &j);
-    row_journal rj = {.push = tee_rows, .arg = ctx};
+    row_journal rj = {.push = tee_rows, .remove = tee_rows_remove, .arg = ctx};
     row_store_set_journal(ctx->rows, &rj);
 }
 

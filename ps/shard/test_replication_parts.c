@@ -13,7 +13,10 @@
  *     joining gets exactly the keys it will own), and a target holds a key when it owns
  *     it on the settled ring (never when it is to be sent everything);
  *   - gc.h: a pass drops exactly the chunks the ring gives this shard under no role,
- *     in bounded passes; the store keeps the others untouched. */
+ *     in bounded passes; the store keeps the others untouched; the same for sparse rows
+ *     (cycles of bounded passes until one drops nothing, the kept rows' values intact),
+ *     and the journal record of dropped rows replays (and is refused cut, or from a
+ *     peer). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +31,7 @@
 #include "dedup.h"
 #include "push_subset.h"
 #include "gc.h"
+#include "image_stores.h"
 #include "journal.h"
 #include "placement.h"
 #include "repl_inbox.h"
@@ -531,6 +535,122 @@ static void test_gc_drops_only_chunks_owned_by_no_role(void **state) {
     fixture_free(&f);
 }
 
+/* A placement of shard "a" on a ring of four with R=2 (bytes and ring freed by the
+ * caller through the returned pointers). */
+static placement *placement_of_a(hashring **ret_ring, uint8_t **ret_bytes) {
+    const char *ids[] = {"a", "b", "c", "d"};
+    hashring *ring = ring_of(ids, 4, 9);
+    size_t len = 0;
+    assert_int_equal(hashring_serialize(ring, NULL, 0, &len), PS_STATUS_RESOURCE_EXHAUSTED);
+    uint8_t *bytes = malloc(len);
+    assert_non_null(bytes);
+    assert_int_equal(hashring_serialize(ring, bytes, len, &len), PS_STATUS_OK);
+    placement *p = NULL;
+    assert_int_equal(placement_create(&(placement_opts){.self_id = "a"}, &p), PS_STATUS_OK);
+    placement_set_replication(p, 2);
+    assert_int_equal(placement_ring_install(p, bytes, len, NULL, NULL), PS_STATUS_OK);
+    *ret_ring = ring;
+    *ret_bytes = bytes;
+    return p;
+}
+
+static void test_gc_drops_only_rows_owned_by_no_role(void **state) {
+    (void)state;
+    hashring *ring;
+    uint8_t *bytes;
+    placement *p = placement_of_a(&ring, &bytes);
+    row_store *rs = NULL, *replayed = NULL;
+    assert_int_equal(row_store_create(&(row_store_opts){.name = "a"}, &rs), PS_STATUS_OK);
+    assert_int_equal(row_store_create(&(row_store_opts){.name = "r"}, &replayed), PS_STATUS_OK);
+    const table_spec spec = {.dim = 2,
+                             .init = TABLE_INIT_NORMAL,
+                             .init_scale = 0.5f,
+                             .seed = 3,
+                             .optimizer = OPTIM_ADAGRAD};
+    enum { N = 3000 };
+    uint64_t *ids = malloc(N * sizeof *ids);
+    float *before = malloc(N * 2 * sizeof *before), *after = malloc(N * 2 * sizeof *after);
+    assert_true(ids && before && after);
+    uint64_t tk = ps_key_table("m", "emb");
+    size_t owned = 0;
+    for (size_t i = 0; i < N; i++) {
+        ids[i] = i * 7919 + 1;
+        owned += placement_owns_any(p, ps_key_row_in(tk, ids[i]));
+    }
+    assert_true(owned > 0 && owned < N);
+    char err[256];
+    assert_int_equal(
+        row_store_pull(rs, "m", "emb", &spec, N, ids, before, NULL, NULL, NULL, err, sizeof err),
+        PS_STATUS_OK);
+    gc_rows_cursor cur = {0};
+    uint64_t dropped = 0, total = 0;
+    bool more = true;
+    /* while an export reads the table its rows stay, and the collection goes on after */
+    row_store_pin *pin = NULL;
+    assert_int_equal(row_store_pin_create(rs, &pin), PS_STATUS_OK);
+    assert_int_equal(row_store_pin_take(pin, NULL, NULL, NULL), PS_STATUS_OK);
+    for (int i = 0; i < 2; i++) { /* the table, then the end of the cycle */
+        assert_int_equal(gc_rows_pass(rs, p, &cur, 0, &dropped, NULL, &more), PS_STATUS_OK);
+        assert_int_equal(dropped, 0);
+        assert_true(more);
+    }
+    row_store_pin_destroy(pin);
+    int passes = 0;
+    while (more) { /* passes of at most 7 rows */
+        assert_int_equal(gc_rows_pass(rs, p, &cur, 7, &dropped, NULL, &more), PS_STATUS_OK);
+        assert_true(dropped <= 7);
+        total += dropped;
+        assert_true(++passes < 10 * N);
+    }
+    assert_int_equal(total, N - owned);
+    uint64_t rows = 0;
+    row_store_totals(rs, &rows, NULL);
+    assert_int_equal(rows, owned);
+    /* the kept rows hold what they held (a pull of a dropped one makes it anew) */
+    uint64_t created = 0;
+    assert_int_equal(
+        row_store_pull(rs, "m", "emb", &spec, N, ids, after, NULL, NULL, &created, err, sizeof err),
+        PS_STATUS_OK);
+    assert_int_equal(created, N - owned);
+    assert_memory_equal(after, before, N * 2 * sizeof *after); /* deterministic initial rows */
+    /* the journal record of a removal replays; cut ones and a peer's are refused */
+    assert_int_equal(row_store_pull(replayed, "m", "emb", &spec, 3, ids, after, NULL, NULL, NULL,
+                                    err, sizeof err),
+                     PS_STATUS_OK);
+    journal_encoded e;
+    assert_int_equal(journal_encode_rows_remove("m", "emb", 2, ids, &e), PS_STATUS_OK);
+    uint8_t *rec = malloc(e.len);
+    assert_non_null(rec);
+    size_t at = 0;
+    for (int i = 0; i < e.n_iov; i++) {
+        memcpy(rec + at, e.iov[i].iov_base, e.iov[i].iov_len);
+        at += e.iov[i].iov_len;
+    }
+    journal_target t = {.rows = replayed};
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_ROWS_REMOVE, rec, e.len, true, NULL),
+                     PS_STATUS_PARSE); /* never from a peer */
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_ROWS_REMOVE, rec, e.len - 1, false, NULL),
+                     PS_STATUS_PARSE);
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_ROWS_REMOVE, rec, 8, false, NULL),
+                     PS_STATUS_PARSE);
+    row_store_totals(replayed, &rows, NULL);
+    assert_int_equal(rows, 3);
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_ROWS_REMOVE, rec, e.len, false, NULL),
+                     PS_STATUS_OK);
+    row_store_totals(replayed, &rows, NULL);
+    assert_int_equal(rows, 1);
+    journal_encoded_free(&e);
+    free(rec);
+    free(ids);
+    free(before);
+    free(after);
+    row_store_destroy(rs);
+    row_store_destroy(replayed);
+    placement_destroy(p);
+    free(bytes);
+    hashring_destroy(ring);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dedup_finds_what_a_request_applied),
@@ -545,6 +665,7 @@ int main(void) {
         cmocka_unit_test(test_inbox_applies_batches_in_order),
         cmocka_unit_test(test_routing_with_a_pending_ring),
         cmocka_unit_test(test_gc_drops_only_chunks_owned_by_no_role),
+        cmocka_unit_test(test_gc_drops_only_rows_owned_by_no_role),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -228,12 +228,73 @@ static void test_max_tables(void **state) {
     row_store_destroy(rs);
 }
 
+/* A journal for removals that records what it was asked, or refuses. */
+typedef struct fake_journal {
+    size_t calls, n;
+    bool refuse;
+} fake_journal;
+
+static ps_status fake_remove(void *arg, const char *model, const char *table, size_t n,
+                             const uint64_t *ids, uint64_t *ret_lsn, char *e, size_t e_len) {
+    fake_journal *j = arg;
+    (void)model, (void)table, (void)ids;
+    if (j->refuse) {
+        snprintf(e, e_len, "refused");
+        return PS_STATUS_IO;
+    }
+    j->calls++;
+    j->n = n;
+    *ret_lsn = 42;
+    return PS_STATUS_OK;
+}
+
+/* Removal: journaled first (a refusal removes nothing), the quota given back, other
+ * rows untouched, a table that does not exist is nothing to do. */
+static void test_remove(void **state) {
+    (void)state;
+    quota *q = NULL;
+    assert_int_equal(quota_create(100 * SPEC_ROW_BYTES, &q), PS_STATUS_OK);
+    row_store *rs = make_store(q, 0);
+    uint64_t ids[10];
+    float vals[30];
+    for (int i = 0; i < 10; i++)
+        ids[i] = 1000 + (uint64_t)i;
+    assert_int_equal(pull(rs, "t", &SPEC, 10, ids, vals, NULL, NULL, NULL), PS_STATUS_OK);
+    assert_int_equal(quota_used(q), 10 * SPEC_ROW_BYTES);
+    fake_journal j = {.refuse = true};
+    row_journal rj = {.push = NULL, .remove = fake_remove, .arg = &j};
+    row_store_set_journal(rs, &rj);
+    uint64_t removed = 9, lsn = 9;
+    assert_int_equal(row_store_remove(rs, "m", "t", 4, ids, &removed, &lsn, err, sizeof err),
+                     PS_STATUS_IO);
+    assert_int_equal(removed, 0);
+    assert_int_equal(rows_of(rs), 10);
+    j.refuse = false;
+    const uint64_t gone[] = {ids[0], ids[2], 77 /* never held */};
+    assert_int_equal(row_store_remove(rs, "m", "t", 3, gone, &removed, &lsn, err, sizeof err),
+                     PS_STATUS_OK);
+    assert_int_equal(removed, 2);
+    assert_int_equal(lsn, 42);
+    assert_int_equal(j.calls, 1);
+    assert_int_equal(j.n, 3);
+    assert_int_equal(rows_of(rs), 8);
+    assert_int_equal(quota_used(q), 8 * SPEC_ROW_BYTES);
+    assert_rows(rs, "t", &SPEC, 1, &ids[1], &vals[3]);
+    assert_int_equal(row_store_remove(rs, "m", "nope", 3, gone, &removed, NULL, err, sizeof err),
+                     PS_STATUS_OK);
+    assert_int_equal(removed, 0);
+    row_store_set_journal(rs, NULL);
+    row_store_destroy(rs);
+    assert_int_equal(quota_used(q), 0);
+    quota_destroy(q);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_touch),  cmocka_unit_test(test_spec_mismatch),
         cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_quota),
         cmocka_unit_test(test_million_rows), cmocka_unit_test(test_stats),
-        cmocka_unit_test(test_max_tables),
+        cmocka_unit_test(test_max_tables),   cmocka_unit_test(test_remove),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,8 @@
 /* test_row_table.c: the storage of one sparse table (row_table.h): new rows hold their
  * deterministic initial values, lookups find every row through many rehashes (1M ids,
- * sequential and scattered), gather and scatter move rows plane by plane, limits. */
+ * sequential and scattered), gather and scatter move rows plane by plane, limits,
+ * removal (every other row still found with its values, numbers reused, nothing while
+ * pinned) and compaction (the memory goes back, the rows keep their values). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -168,12 +170,117 @@ static void test_limits(void **state) {
     row_table_destroy(t);
 }
 
+/* The values a test row holds: weights id + j, state -(id + j), step id % 1000. */
+static void row_values(uint64_t id, float *w, float *st, uint64_t *step) {
+    for (uint32_t j = 0; j < 3; j++) {
+        w[j] = (float)(id % 100000) + (float)j;
+        st[j] = -w[j];
+    }
+    *step = id % 1000;
+}
+
+static void expect_rows(row_table *t, size_t n, const uint64_t *ids, bool held) {
+    uint32_t *rows = malloc(n * sizeof *rows);
+    assert_non_null(rows);
+    find_ids(t, n, ids, rows, 5, held ? 0 : n);
+    for (size_t i = 0; held && i < n; i++) {
+        float w[3], st[3], want_w[3], want_st[3];
+        uint64_t step, want_step;
+        row_table_read(t, 1, &rows[i], w, st, &step);
+        row_values(ids[i], want_w, want_st, &want_step);
+        assert_memory_equal(w, want_w, sizeof w);
+        assert_memory_equal(st, want_st, sizeof st);
+        assert_int_equal(step, want_step);
+        assert_true(rows[i] < row_table_count(t) * 2 + 64);
+    }
+    free(rows);
+}
+
+static void test_remove_and_compact(void **state) {
+    (void)state;
+    enum { N = 200000 };
+    row_table *t = make_table(3, OPTIM_ADAGRAD, 5);
+    uint64_t *ids = malloc(N * sizeof *ids), *hashes = malloc(N * sizeof *hashes);
+    uint32_t *rows = malloc(N * sizeof *rows);
+    assert_true(ids && hashes && rows);
+    for (size_t i = 0; i < N; i++) {
+        ids[i] = i * 0x9E3779B97F4A7C15ull; /* scattered over the index */
+        hashes[i] = row_table_hash(5, ids[i]);
+    }
+    add_ids(t, N, ids, rows, 5);
+    for (size_t i = 0; i < N; i++) {
+        float w[3], st[3];
+        uint64_t step;
+        row_values(ids[i], w, st, &step);
+        row_table_write(t, 1, &rows[i], w, st, &step);
+    }
+    /* the odd ones go (named twice, and with ids the table never held) */
+    size_t m = 0;
+    uint64_t *gone = malloc((N / 2 + 2) * sizeof *gone), *gone_h = malloc((N / 2 + 2) * 8);
+    assert_true(gone && gone_h);
+    for (size_t i = 1; i < N; i += 2) {
+        gone[m] = ids[i];
+        gone_h[m++] = hashes[i];
+    }
+    gone[m] = ids[1];
+    gone_h[m++] = hashes[1];
+    gone[m] = 12345; /* never held */
+    gone_h[m++] = row_table_hash(5, 12345);
+    uint64_t removed = 0;
+    assert_int_equal(row_table_pin(t), PS_STATUS_OK); /* not while pinned */
+    assert_int_equal(row_table_remove(t, m, gone, gone_h, &removed), PS_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(row_table_compact(t, NULL), PS_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(removed, 0);
+    row_table_unpin(t);
+    assert_int_equal(row_table_remove(t, m, gone, gone_h, &removed), PS_STATUS_OK);
+    assert_int_equal(removed, N / 2);
+    assert_int_equal(row_table_count(t), N / 2);
+    uint64_t *kept = malloc(N / 2 * sizeof *kept);
+    assert_non_null(kept);
+    for (size_t i = 0; i < N / 2; i++)
+        kept[i] = ids[2 * i];
+    expect_rows(t, N / 2, kept, true);
+    expect_rows(t, N / 2, gone, false);
+    /* new rows take the numbers the removed ones left */
+    uint64_t fresh[4] = {1, 2, 3, 4};
+    uint32_t fresh_rows[4];
+    add_ids(t, 4, fresh, fresh_rows, 5);
+    for (int i = 0; i < 4; i++)
+        assert_true(fresh_rows[i] < N);
+    assert_int_equal(row_table_count(t), N / 2 + 4);
+    uint64_t fresh_h[4];
+    for (int i = 0; i < 4; i++)
+        fresh_h[i] = row_table_hash(5, fresh[i]);
+    assert_int_equal(row_table_remove(t, 4, fresh, fresh_h, &removed), PS_STATUS_OK);
+    assert_int_equal(removed, 4);
+    /* compaction gives the slabs of the upper half back; every row keeps its values */
+    uint64_t freed = 0;
+    assert_int_equal(row_table_compact(t, &freed), PS_STATUS_OK);
+    assert_true(freed > 0);
+    expect_rows(t, N / 2, kept, true);
+    uint32_t *found = malloc(N / 2 * sizeof *found);
+    assert_non_null(found);
+    find_ids(t, N / 2, kept, found, 5, 0);
+    for (size_t i = 0; i < N / 2; i++)
+        assert_true(found[i] < N / 2);   /* numbered below the count now */
+    add_ids(t, 4, fresh, fresh_rows, 5); /* and it grows again from there */
+    assert_int_equal(row_table_count(t), N / 2 + 4);
+    expect_rows(t, N / 2, kept, true);
+    free(found);
+    free(kept);
+    free(gone);
+    free(gone_h);
+    free(ids);
+    free(hashes);
+    free(rows);
+    row_table_destroy(t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_new_rows),
-        cmocka_unit_test(test_growth),
-        cmocka_unit_test(test_gather_scatter),
-        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_new_rows),           cmocka_unit_test(test_growth),
+        cmocka_unit_test(test_gather_scatter),     cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_remove_and_compact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

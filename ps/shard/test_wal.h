@@ -109,7 +109,8 @@ static inline void tw_rmrf(const char *dir) {
     rmdir(dir);
 }
 
-/* Reads a whole file (malloc'd). */
+/* Reads a whole file (malloc'd). A log being written may shrink meanwhile (a finished
+ * segment loses the padding of its last direct write): what is there is read. */
 static inline uint8_t *tw_read(const char *path, size_t *ret_len) {
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
@@ -118,9 +119,10 @@ static inline uint8_t *tw_read(const char *path, size_t *ret_len) {
     fseek(f, 0, SEEK_SET);
     uint8_t *p = malloc(n > 0 ? (size_t)n : 1);
     assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
+    size_t got = fread(p, 1, (size_t)n, f);
+    assert_true(got <= (size_t)n);
     fclose(f);
-    *ret_len = (size_t)n;
+    *ret_len = got;
     return p;
 }
 

@@ -162,8 +162,10 @@ def run_psctl(*args, coordinator=None, json_mode=True, env_extra=None, cwd=None,
 class Cluster:
     """A coordinator and shards on loopback ports, in a temporary directory."""
 
-    def __init__(self, tmp, shards=3, state_dir=None, replication=None, heartbeat_ms=HEARTBEAT_MS):
+    def __init__(self, tmp, shards=3, state_dir=None, replication=None, heartbeat_ms=HEARTBEAT_MS,
+                 shard_args=()):
         self.tmp = pathlib.Path(tmp)
+        self.shard_args = [str(a) for a in shard_args]  # more flags for every shard
         self.replication = replication  # None: the coordinator's default (2)
         self.heartbeat_ms = heartbeat_ms
         self.state_dir = pathlib.Path(state_dir) if state_dir else self.tmp / "coordinator"
@@ -191,7 +193,7 @@ class Cluster:
 
     def start_shard(self, shard_id):
         p = Proc(shard_id, [SHARD_BIN, "--id", shard_id, "--listen", "127.0.0.1:0",
-                            "--coordinator", self.coordinator], self.tmp)
+                            "--coordinator", self.coordinator] + self.shard_args, self.tmp)
         self.procs[shard_id] = p
         return p
 

@@ -57,6 +57,7 @@ struct shard_ctx {
     atomic_llong ring_since_ms;       /* when the ring or its pending change last changed */
     atomic_ullong ring_pending_epoch; /* of the change pending (0: none) */
     atomic_bool gc_due;               /* a ring change left chunks to drop, maybe */
+    int64_t gc_next_ms;               /* the next look without a ring change (heartbeat loop) */
     uint64_t gc_dropped;              /* chunks and rows dropped so far (heartbeat loop only) */
     gc_rows_cursor gc_rows;           /* where the rows collection stands (heartbeat loop) */
     uint64_t journal_pos;             /* positions without a log (shard_journal.c) */

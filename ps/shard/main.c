@@ -102,8 +102,9 @@ int main(int argc, char **argv) {
          "answer once on disk) or none (answer once written to the kernel)",
          false},
         {"gc-settle-ms", PS_FLAG_INT, &gc_settle_ms, -1, 86400000, "MS",
-         "once the ring stayed the same this long with no change pending, drop the chunks it "
-         "no longer gives this shard (copies a ring change left behind); -1: never",
+         "once the ring stayed the same this long with no change pending, drop the chunks and "
+         "sparse rows it no longer gives this shard (copies a ring change left behind), and "
+         "look again this often; -1: never",
          false},
         {"snapshot-log-mb", PS_FLAG_INT, &snapshot_mb, 1, 1 << 20, "N",
          "with --data-dir: write a snapshot of every chunk and row each time the log grew by N "

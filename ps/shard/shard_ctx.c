@@ -10,6 +10,7 @@
 
 #include "gc.h"
 #include "handlers.h"
+#include "log.h"
 #include "journal.h"
 #include "util.h"
 #include "ps.pb-c.h"
@@ -267,21 +268,30 @@ void shard_heartbeat_fill(shard_ctx *ctx, Ps__HeartbeatRequest *req) {
     req->seq = ss.seq;
     req->synced_epoch = replicator_synced_epoch(ctx->repl);
     int settle = ctx->opts.gc_settle_ms ? ctx->opts.gc_settle_ms : SHARD_GC_SETTLE_MS;
+    /* besides after each ring change, a look every `settle`: data a slow sync installed
+     * after the last look (a copy for an owner that the ring then changed) goes too */
+    if (settle > 0 && ps_now_ms() >= ctx->gc_next_ms) {
+        ctx->gc_next_ms = ps_now_ms() + settle;
+        atomic_store(&ctx->gc_due, true);
+    }
     if (atomic_load(&ctx->gc_due) && settle > 0 && !atomic_load(&ctx->ring_pending_epoch) &&
         ps_now_ms() - atomic_load(&ctx->ring_since_ms) >= settle) { /* a bounded pass */
-        uint64_t dropped = 0;
+        uint64_t chunks = 0, rows = 0;
         bool more = false;
         atomic_store(&ctx->gc_due, false); /* a ring change meanwhile sets it again */
         ps_status st =
-            gc_pass(ctx->store, ctx->placement, GC_MAX_KEYS_PER_PASS, &dropped, NULL, &more);
-        if (st == PS_STATUS_OK && !more) { /* the chunks are done: then the rows */
-            ctx->gc_dropped += dropped;
-            dropped = 0;
-            st = gc_rows_pass(ctx->rows, ctx->placement, &ctx->gc_rows, GC_MAX_KEYS_PER_PASS,
-                              &dropped, NULL, &more);
-        }
+            gc_pass(ctx->store, ctx->placement, GC_MAX_KEYS_PER_PASS, &chunks, NULL, &more);
+        if (st == PS_STATUS_OK && !more) /* the chunks are done: then the rows */
+            st = gc_rows_pass(ctx->rows, ctx->placement, &ctx->gc_rows, GC_MAX_KEYS_PER_PASS, &rows,
+                              NULL, &more);
         if (st != PS_STATUS_OK || more)
             atomic_store(&ctx->gc_due, true);
-        ctx->gc_dropped += dropped;
+        if (st != PS_STATUS_OK)
+            PS_WARN("dropping the data this shard no longer owns: %s (tried again later)",
+                    ps_status_str(st));
+        if (chunks || rows)
+            PS_INFO("dropped %llu chunks and %llu rows this shard no longer owns",
+                    (unsigned long long)chunks, (unsigned long long)rows);
+        ctx->gc_dropped += chunks + rows;
     }
 }

@@ -21,12 +21,17 @@ N = 20000  # rows
 WAIT_S = 120
 
 
+LAST = {}  # the last psctl status that failed, for the message of a timeout
+
+
 def table_rows(c):
     """(rows in all, {shard: rows}) of gcrows/emb per psctl status ((0, {}) when a shard
     did not answer: psctl says so and exits 1)."""
     r = c.psctl("status")
     if r.rc != 0:
+        LAST["failed"] = r
         return 0, {}
+    LAST["rows"] = r.doc.get("tables")
     for t in r.doc.get("tables", []):
         if t["model"] == "gcrows" and t["table"] == "emb":
             return t["rows"], t["shards"]
@@ -53,8 +58,11 @@ def test_ring_add_moves_rows_and_the_old_copies_go(make_cluster, tmp_path):
         assert doc["state"] == "in_ring", doc
         rows, per_shard = table_rows(c)
         assert per_shard.get("shard-4", 0) > 0, per_shard  # the rows it owns were copied
-        wait_for("the old copies to go (each row on its two owners again)",
-                 lambda: table_rows(c)[0] == 2 * N, timeout=60)
+        try:
+            wait_for("the old copies to go (each row on its two owners again)",
+                     lambda: table_rows(c)[0] == 2 * N, timeout=60)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last seen: {LAST}") from None
         rows, per_shard = table_rows(c)
         assert set(per_shard) == {"shard-1", "shard-2", "shard-3", "shard-4"}, per_shard
         assert all(v < N for v in per_shard.values()), per_shard

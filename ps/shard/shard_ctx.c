@@ -274,7 +274,12 @@ void shard_heartbeat_fill(shard_ctx *ctx, Ps__HeartbeatRequest *req) {
         ctx->gc_next_ms = ps_now_ms() + settle;
         atomic_store(&ctx->gc_due, true);
     }
-    if (atomic_load(&ctx->gc_due) && settle > 0 && !atomic_load(&ctx->ring_pending_epoch) &&
+    placement_info pi;
+    placement_get_info(ctx->placement, &pi);
+    /* never without a ring this shard is on: with none (a restart that has not reached
+     * the coordinator yet) or off it, it owns nothing, and everything would go */
+    if (pi.epoch > 0 && pi.member && atomic_load(&ctx->gc_due) && settle > 0 &&
+        !atomic_load(&ctx->ring_pending_epoch) &&
         ps_now_ms() - atomic_load(&ctx->ring_since_ms) >= settle) { /* a bounded pass */
         uint64_t chunks = 0, rows = 0;
         bool more = false;

@@ -172,10 +172,11 @@ ps_status wal_format_segments_list(const char *dir, uint64_t **ret_lsns, size_t 
     return PS_STATUS_OK;
 }
 
-int wal_format_write_all(int fd, const void *data, size_t len) {
+/* write() or, with off >= 0, pwrite() at off, of all of it. */
+static int write_loop(int fd, const void *data, size_t len, int64_t off) {
     const uint8_t *p = data;
     while (len > 0) {
-        ssize_t n = write(fd, p, len);
+        ssize_t n = off < 0 ? write(fd, p, len) : pwrite(fd, p, len, (off_t)off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -184,6 +185,16 @@ int wal_format_write_all(int fd, const void *data, size_t len) {
             return EIO; /* a regular file never accepts nothing; do not spin */
         p += n;
         len -= (size_t)n;
+        if (off >= 0)
+            off += n;
     }
     return 0;
+}
+
+int wal_format_write_all(int fd, const void *data, size_t len) {
+    return write_loop(fd, data, len, -1);
+}
+
+int wal_format_pwrite_all(int fd, const void *data, size_t len, uint64_t off) {
+    return write_loop(fd, data, len, (int64_t)off);
 }

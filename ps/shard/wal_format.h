@@ -73,5 +73,7 @@ ps_status wal_format_segments_list(const char *dir, uint64_t **ret_lsns, size_t 
 /* Writes every byte (retrying short writes and EINTR): 0, or the errno of the write
  * that failed (ENOSPC when the disk filled up after part of it). */
 int wal_format_write_all(int fd, const void *data, size_t len);
+/* The same with pwrite at offset off (the file position does not move). */
+int wal_format_pwrite_all(int fd, const void *data, size_t len, uint64_t off);
 
 #endif

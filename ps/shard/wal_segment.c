@@ -37,23 +37,6 @@ int wal_segment_open(wal *w, const char *name, int flags) {
     return fd;
 }
 
-/* pwrite of all of it; 0 or an errno. */
-static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off) {
-    while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno;
-        if (n == 0)
-            return EIO; /* a regular file never accepts nothing; do not spin */
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
-}
-
 /* One direct write of data[0..len) (len + the tail fits the stage) at seg_off. */
 static int direct_piece(wal *w, const uint8_t *data, size_t len) {
     size_t tail = (size_t)(w->seg_off % WAL_DIRECT_ALIGN), total = tail + len;
@@ -61,7 +44,7 @@ static int direct_piece(wal *w, const uint8_t *data, size_t len) {
     memcpy(w->stage, w->tail, tail);
     memcpy(w->stage + tail, data, len);
     memset(w->stage + total, 0, padded - total);
-    int e = pwrite_all(w->seg_fd, w->stage, padded, w->seg_off - tail);
+    int e = wal_format_pwrite_all(w->seg_fd, w->stage, padded, w->seg_off - tail);
     if (e)
         return e;
     size_t next = (size_t)((w->seg_off + len) % WAL_DIRECT_ALIGN);
@@ -102,7 +85,7 @@ int wal_segment_write(wal *w, const void *data, size_t len, size_t *ret_done) {
         done += piece;
     }
     if (!e && done < len) {
-        e = pwrite_all(w->seg_fd, p + done, len - done, w->seg_off);
+        e = wal_format_pwrite_all(w->seg_fd, p + done, len - done, w->seg_off);
         if (!e) {
             w->seg_off += len - done;
             done = len;

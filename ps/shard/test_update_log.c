@@ -134,6 +134,7 @@ static void test_reader_keeps_evicted_entry_alive(void **state) {
 
 typedef struct waiter {
     update_log *log;
+    uint64_t from; /* reads the entry after this seq */
     update_log_read_kind kind;
     uint64_t seq;
 } waiter;
@@ -141,7 +142,7 @@ typedef struct waiter {
 static void *wait_next(void *arg) {
     waiter *w = arg;
     update_log_entry *e = NULL;
-    w->kind = update_log_read(w->log, START, 10000, &e, NULL);
+    w->kind = update_log_read(w->log, w->from, 10000, &e, NULL);
     if (w->kind == UPDATE_LOG_READ_ENTRY) {
         w->seq = e->seq;
         update_log_entry_unref(e);
@@ -152,7 +153,7 @@ static void *wait_next(void *arg) {
 static void test_append_and_stop_wake_readers(void **state) {
     (void)state;
     update_log *l = make_log(0, 0);
-    waiter w = {.log = l};
+    waiter w = {.log = l, .from = START};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, wait_next, &w), 0);
     append_n(l, START + 1, 1, 1);
@@ -160,7 +161,7 @@ static void test_append_and_stop_wake_readers(void **state) {
     assert_int_equal(w.kind, UPDATE_LOG_READ_ENTRY);
     assert_int_equal(w.seq, START + 1);
 
-    waiter w2 = {.log = l};
+    waiter w2 = {.log = l, .from = START + 1}; /* past the last entry: it waits, then stops */
     update_log_entry *e = NULL;
     assert_int_equal(update_log_read(l, START + 1, 0, &e, NULL), UPDATE_LOG_READ_IDLE);
     assert_int_equal(pthread_create(&t, NULL, wait_next, &w2), 0);

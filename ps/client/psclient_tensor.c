@@ -1,7 +1,7 @@
 /* psclient_tensor.c: models and whole tensors: the registry entry of a model, and
  * push/pull of a tensor cut into its chunks (keys ps_key_dense(model, version, tensor,
  * i)), in
- * batches of about BATCH_BYTES. */
+ * batches of about TENSOR_BATCH_BYTES. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +41,7 @@ uint64_t ps_tensor_count(const Ps__TensorInfo *t) {
     return n;
 }
 
-/* Runs push or pull over a tensor's chunks in batches of about BATCH_BYTES. A push
+/* Runs push or pull over a tensor's chunks in batches of about TENSOR_BATCH_BYTES. A push
  * goes on past failures (see ps_client_push_report), takes only the chunks `only`
  * marks (NULL: all) and reports each chunk's outcome; a pull stops at the first. */
 static ps_status tensor_op(ps_client *c, const char *model, uint64_t version,
@@ -56,7 +56,7 @@ static ps_status tensor_op(ps_client *c, const char *model, uint64_t version,
     if (t->chunk_floats == 0)
         return psclient_fail(c, PS_STATUS_INVALID_ARGUMENT, "tensor %s/%s has chunk size 0", model,
                              t->name);
-    uint32_t per_batch = BATCH_BYTES / 4 / t->chunk_floats;
+    uint32_t per_batch = TENSOR_BATCH_BYTES / 4 / t->chunk_floats;
     if (per_batch == 0)
         per_batch = 1;
     uint64_t *keys = malloc(per_batch * sizeof *keys),

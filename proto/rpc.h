@@ -217,6 +217,17 @@ void rpc_server_destroy(rpc_server *server);
 ps_status rpc_ctx_reply(rpc_ctx *ctx, const ProtobufCMessage *response);
 ps_status rpc_ctx_reply_with_bytes(rpc_ctx *ctx, const ProtobufCMessage *response,
                                    const rpc_bytes_field *extra, size_t n_extra);
+/* Deferred answers (RPC_METHOD_UNARY only): a handler that has set its reply but must
+ * not answer before something slow happens elsewhere (a group commit, a backup's
+ * acknowledgement) calls rpc_ctx_defer before it hands the call to whoever completes
+ * it, and returns: its worker thread is free at once (what it returns is ignored), and
+ * the call, its request and the request's raw views (rpc_ctx_raw) stay as they are
+ * until rpc_ctx_complete, called exactly once, from any thread, even before the handler
+ * has returned: OK sends the reply, another status sends that status with the details
+ * rpc_ctx_error set (the reply is dropped). After the handing over the handler touches
+ * the call no more. The server's shutdown waits for deferred calls to be completed. */
+void rpc_ctx_defer(rpc_ctx *ctx);
+void rpc_ctx_complete(rpc_ctx *ctx, ps_status status);
 /* Sets the status details (printf format) and returns `status`, so a handler can
  * `return rpc_ctx_error(ctx, PS_STATUS_NOT_FOUND, "no model %s", name);` */
 ps_status rpc_ctx_error(rpc_ctx *ctx, ps_status status, const char *fmt, ...)

@@ -81,8 +81,13 @@ struct rpc_ctx {
     bool write_ok;
     bool dead; /* client went away or call cancelled */
     grpc_byte_buffer *write_bb;
-    ProtobufCMessage *request; /* for stream handlers, freed with the call */
+    ProtobufCMessage *request; /* for stream and deferred handlers, freed with the call */
     rpc_received *received;    /* the request's raw field views, when the method has one */
+    bool deferred;             /* rpc_ctx_defer: answered by rpc_ctx_complete */
+    /* a deferred call, under lock: the handler has returned (handle_unary is done with
+     * the call); rpc_ctx_complete was called, with this status */
+    bool handler_returned, completed;
+    ps_status complete_status;
 };
 
 struct method_entry {
@@ -277,6 +282,21 @@ static ProtobufCMessage *decode_request(rpc_ctx *c) {
 
 static void stream_slot_release(rpc_server *s);
 
+/* Answers a deferred call with the status rpc_ctx_complete gave. */
+static void finish_deferred(rpc_ctx *c) {
+    ps_status st = c->complete_status;
+    if (st != PS_STATUS_OK) {
+        c->code = (grpc_status_code)rpc_code_from_status(st);
+        if (!c->status_details)
+            set_details(c, ps_status_str(st));
+    } else if (!c->reply) {
+        c->code = GRPC_STATUS_INTERNAL;
+        set_details(c, "handler returned OK without a reply");
+    }
+    deadline_override(c);
+    unary_finish(c);
+}
+
 static void handle_unary(rpc_ctx *c) {
     method_entry *m = c->method;
     bool sent = c->payload != NULL;
@@ -293,6 +313,16 @@ static void handle_unary(rpc_ctx *c) {
         set_details(c, msg);
     } else {
         ps_status st = m->m.handler(c, req, m->m.user);
+        if (c->deferred && m->m.kind == RPC_METHOD_UNARY) { /* rpc_ctx_complete answers */
+            pthread_mutex_lock(&c->lock);
+            c->request = req; /* kept, with c->received, until the call ends */
+            c->handler_returned = true;
+            bool early = c->completed; /* completed before the handler returned */
+            pthread_mutex_unlock(&c->lock);
+            if (early)
+                finish_deferred(c);
+            return;
+        }
         protobuf_c_message_free_unpacked(req, NULL);
         rpc_received_free(c->received); /* the request's bytes are no longer needed: */
         c->received = NULL;             /* give them back before the reply goes out */
@@ -836,6 +866,20 @@ ps_status rpc_ctx_reply_with_bytes(rpc_ctx *c, const ProtobufCMessage *response,
     }
     c->reply = rpc_encode(response, extra, n_extra);
     return c->reply ? PS_STATUS_OK : PS_STATUS_NO_MEMORY;
+}
+
+void rpc_ctx_defer(rpc_ctx *c) {
+    c->deferred = true;
+}
+
+void rpc_ctx_complete(rpc_ctx *c, ps_status st) {
+    pthread_mutex_lock(&c->lock);
+    c->completed = true;
+    c->complete_status = st;
+    bool now = c->handler_returned; /* else handle_unary answers when the handler returns */
+    pthread_mutex_unlock(&c->lock);
+    if (now)
+        finish_deferred(c);
 }
 
 ps_status rpc_ctx_error(rpc_ctx *c, ps_status status, const char *fmt, ...) {

@@ -671,6 +671,62 @@ static void test_server_bad_options(void **state) {
     rpc_stream_destroy(NULL);
 }
 
+/* Deferred answers (rpc_ctx_defer/rpc_ctx_complete): four calls answered 300 ms later
+ * from other threads do not hold the server's two workers (a plain call meanwhile is
+ * answered at once); each gets its own reply, read from a request the call kept; a
+ * deferred failure carries its status and details; a server shut down while a call
+ * waits for its answer waits for it. */
+static void test_deferred_answers(void **state) {
+    fixture *f = *state;
+    enum { N = 4 };
+    rpc_pending *p[N];
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    req.later_ms = 300;
+    char texts[N][16];
+    rpc_result res;
+    rpc_call_opts opts = {.timeout_ms = 5000};
+    int64_t t0 = now_ms();
+    for (int i = 0; i < N; i++) {
+        snprintf(texts[i], sizeof texts[i], "later %d", i);
+        req.text = texts[i];
+        assert_int_equal(
+            rpc_call_start(f->channel, "/pstest.Test/Echo", &req.base, NULL, 0, &opts, &p[i], &res),
+            PS_STATUS_OK);
+    }
+    Pstest__EchoRequest now = PSTEST__ECHO_REQUEST__INIT;
+    now.text = "now";
+    Pstest__EchoReply *reply = NULL;
+    assert_int_equal(echo(f, &now, &opts, &reply, &res), PS_STATUS_OK);
+    assert_true(now_ms() - t0 < 250); /* not behind the deferred ones */
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
+    for (int i = 0; i < N; i++) {
+        ProtobufCMessage *m = NULL;
+        assert_int_equal(
+            rpc_pending_finish(p[i], &pstest__echo_reply__descriptor, 0, &m, NULL, &res),
+            PS_STATUS_OK);
+        assert_string_equal(((Pstest__EchoReply *)m)->text, texts[i]);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    assert_true(now_ms() - t0 >= 300);
+    req.text = "too late";
+    req.fail_code = "UNAVAILABLE";
+    assert_int_equal(echo(f, &req, &opts, &reply, &res), PS_STATUS_UNAVAILABLE);
+    assert_string_equal(res.details, "too late");
+    /* shut down with one waiting: the server waits for its answer */
+    req.fail_code = "";
+    req.text = "at shutdown";
+    rpc_pending *last = NULL;
+    assert_int_equal(
+        rpc_call_start(f->channel, "/pstest.Test/Echo", &req.base, NULL, 0, &opts, &last, &res),
+        PS_STATUS_OK);
+    usleep(50 * 1000); /* let it reach the handler */
+    rpc_server_shutdown(f->server);
+    ProtobufCMessage *m = NULL;
+    ps_status st = rpc_pending_finish(last, &pstest__echo_reply__descriptor, 0, &m, NULL, &res);
+    assert_int_equal(st, PS_STATUS_OK);
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_unary_echo, setup, teardown),
@@ -685,6 +741,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_oversized_reply, setup, teardown),
         cmocka_unit_test(test_unreachable_peer),
         cmocka_unit_test_setup_teardown(test_concurrent_calls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_deadline, setup, teardown),

@@ -2,6 +2,7 @@
  * exercises one feature of the layer: Echo (reply, errors, metadata, deadlines, large
  * replies), Count (server streaming, cancellation), Sleep (in-flight calls during
  * shutdown), Stats (what the handlers saw, so tests can check the server side). */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,10 +26,58 @@ static ps_status code_by_name(const char *name) {
     return PS_STATUS_INTERNAL;
 }
 
+/* A deferred Echo's answer: after later_ms, from a thread of its own. It reads the
+ * request again first: the call keeps it until completed (ASan sees any use after free). */
+typedef struct later {
+    rpc_ctx *ctx;
+    const Pstest__EchoRequest *req;
+    char *text; /* a copy of req->text, to compare */
+} later;
+
+static void *answer_later(void *arg) {
+    later *l = arg;
+    sleep_ms(l->req->later_ms);
+    ps_status st = PS_STATUS_OK;
+    if (strcmp(l->req->text, l->text) != 0)
+        st = rpc_ctx_error(l->ctx, PS_STATUS_INTERNAL, "the request changed while deferred");
+    else if (l->req->fail_code && *l->req->fail_code)
+        st = rpc_ctx_error(l->ctx, code_by_name(l->req->fail_code), "%s", l->req->text);
+    rpc_ctx_complete(l->ctx, st);
+    free(l->text);
+    free(l);
+    return NULL;
+}
+
+static ps_status echo_later(rpc_ctx *ctx, const Pstest__EchoRequest *req,
+                            const Pstest__EchoReply *reply) {
+    later *l = calloc(1, sizeof *l);
+    if (!l || !(l->text = strdup(req->text))) {
+        free(l);
+        return rpc_ctx_error(ctx, PS_STATUS_RESOURCE_EXHAUSTED, "cannot defer");
+    }
+    *l = (later){ctx, req, l->text};
+    ps_status st = rpc_ctx_reply(ctx, &reply->base);
+    if (st != PS_STATUS_OK) {
+        free(l->text);
+        free(l);
+        return st;
+    }
+    rpc_ctx_defer(ctx); /* before the handing over: the thread may complete at once */
+    pthread_t t;
+    if (pthread_create(&t, NULL, answer_later, l) == 0) {
+        pthread_detach(t);
+        return PS_STATUS_OK;
+    }
+    free(l->text);
+    free(l);
+    rpc_ctx_complete(ctx, rpc_ctx_error(ctx, PS_STATUS_INTERNAL, "cannot start a thread"));
+    return PS_STATUS_OK;
+}
+
 static ps_status echo(rpc_ctx *ctx, const ProtobufCMessage *request, void *user) {
     (void)user;
     const Pstest__EchoRequest *req = (const Pstest__EchoRequest *)request;
-    if (req->fail_code && *req->fail_code)
+    if (req->fail_code && *req->fail_code && req->later_ms == 0)
         return rpc_ctx_error(ctx, code_by_name(req->fail_code), "%s", req->text);
     Pstest__EchoReply reply = PSTEST__ECHO_REPLY__INIT;
     reply.text = req->text;
@@ -49,7 +98,7 @@ static ps_status echo(rpc_ctx *ctx, const ProtobufCMessage *request, void *user)
         reply.metadata_present = v != NULL;
         reply.metadata_value = v ? (char *)v : (char *)"";
     }
-    ps_status st = rpc_ctx_reply(ctx, &reply.base);
+    ps_status st = req->later_ms ? echo_later(ctx, req, &reply) : rpc_ctx_reply(ctx, &reply.base);
     free(big);
     return st;
 }

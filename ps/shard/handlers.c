@@ -284,11 +284,9 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
                            req->n_keys);
         goto out;
     }
-    if (done == req->n_keys) { /* all applied before: answer once that is durable */
-        if ((st = shard_wait_durable(ctx, rc, done_pos, "push")) != PS_STATUS_OK)
-            goto out;
+    uint64_t pos = 0;
+    if (done == req->n_keys) /* all applied before: answer once that is durable */
         goto reply;
-    }
     st = store_batch_prepare(ctx->store, done ? &rest.push : &push, &batch, err, sizeof err);
     if (st != PS_STATUS_OK) {
         st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
@@ -304,9 +302,13 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
                            "%s", err);
         goto out;
     }
-    uint64_t pos = store_batch_lsn(batch);
-    if ((st = shard_wait_durable(ctx, rc, pos > done_pos ? pos : done_pos, "push")) != PS_STATUS_OK)
-        goto out;
+    pos = store_batch_lsn(batch);
+    if (done) { /* the backups reference `rest`, ours: wait here */
+        if ((st = shard_wait_durable(ctx, rc, pos > done_pos ? pos : done_pos, "push")) !=
+            PS_STATUS_OK)
+            goto out;
+        pos = done_pos = 0;
+    }
     resp.skipped = store_batch_skipped(batch);
 reply:
     if (done) { /* the versions of every key, applied now or before */
@@ -319,6 +321,8 @@ reply:
     resp.versions = versions;
     resp.incarnation = ctx->incarnation;
     st = rpc_ctx_reply(rc, &resp.base);
+    if (st == PS_STATUS_OK) /* answered once durable; rc is not ours after this */
+        st = shard_answer_durable(ctx, rc, pos > done_pos ? pos : done_pos, "push");
 out:
     store_batch_destroy(batch);
     push_subset_free(&rest);

@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 
+#include "acker.h"
 #include "dedup.h"
 #include "gc.h"
 #include "image.h"
@@ -48,6 +49,7 @@ struct shard_ctx {
     shard_ring_refresh_fn ring_refresh; /* may be NULL */
     void *ring_refresh_arg;
     replicator *repl;             /* sends applied changes to the keys' backups */
+    acker *acker;                 /* answers pushes once durable (shard_answer_durable) */
     repl_inbox *inbox;            /* the streams this shard receives as a backup */
     pthread_mutex_t journal_lock; /* orders the log and the backups' queues alike */
     bool journal_lock_made;
@@ -100,6 +102,15 @@ uint64_t shard_journal_position(void *ctx);
  * acknowledged by every backup of its keys and durable in the write-ahead log (when
  * the shard has one); otherwise UNAVAILABLE set on rc ("not acknowledged"). */
 ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what);
+/* The handler's last step once its reply is set: the call is answered when `pos` is
+ * durable as shard_wait_durable says, by the shard's acker (acker.h), and this returns
+ * OK at once; the handler returns what this returns and touches rc no more. The request
+ * (and its raw views) stay with the call until then, as the replicator needs; memory
+ * of the handler's own that a change references must not be handed over (wait
+ * instead). Without the acker's memory it waits here. */
+ps_status shard_answer_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what);
+/* shard_wait_durable as an acker_wait_fn (arg: the shard_ctx). */
+ps_status shard_ack_wait(void *arg, rpc_ctx *rc, uint64_t pos, const char *what);
 /* The same without waiting for backups (a backup applying a primary's changes). */
 ps_status shard_wait_logged(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what);
 

@@ -440,6 +440,13 @@ ps_status replicator_wait(replicator *r, uint64_t pos, int64_t deadline_ms, char
     return st;
 }
 
+bool replicator_done(replicator *r, uint64_t pos) {
+    pthread_mutex_lock(&r->lock);
+    bool done = !holding_locked(r, pos) && !lagging_locked(r, pos);
+    pthread_mutex_unlock(&r->lock);
+    return done;
+}
+
 void replicator_get_stats(replicator *r, replicator_stats *ret) {
     memset(ret, 0, sizeof *ret);
     pthread_mutex_lock(&r->lock);

@@ -118,6 +118,9 @@ void replicator_delete(replicator *replicator, uint64_t pos, size_t n, const uin
  * no longer) passes: UNAVAILABLE then, err naming a backup and why it lags. */
 ps_status replicator_wait(replicator *replicator, uint64_t pos, int64_t deadline_ms, char *err,
                           size_t err_len);
+/* Whether replicator_wait(pos) would return OK at once (nothing references the
+ * caller's memory, every backup has it). */
+bool replicator_done(replicator *replicator, uint64_t pos);
 
 typedef struct replicator_stats {
     uint32_t backups;          /* shards changes go to */

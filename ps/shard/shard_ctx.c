@@ -80,6 +80,8 @@ ps_status shard_ctx_create(const shard_ctx_opts *opts, shard_ctx **ret_ctx) {
         goto fail;
     }
     ctx->journal_lock_made = true;
+    if ((st = acker_create(shard_ack_wait, ctx, &ctx->acker)) != PS_STATUS_OK)
+        goto fail;
     shard_journal_start(ctx); /* positions order the backups' queues even without a log */
     ctx->max_subscribers =
         opts->max_subscribers ? opts->max_subscribers : SHARD_DEFAULT_MAX_SUBSCRIBERS;
@@ -162,6 +164,7 @@ ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode
 void shard_ctx_destroy(shard_ctx *ctx) {
     if (!ctx)
         return;
+    acker_destroy(ctx->acker);     /* the server is gone: every deferred call was answered */
     replicator_destroy(ctx->repl); /* the server is gone: no handler waits on it */
     if (ctx->snapshots) {          /* a clean shutdown: a last snapshot, so a start is quick */
         char err[512] = "";

@@ -251,6 +251,19 @@ ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const ch
     return PS_STATUS_OK;
 }
 
+ps_status shard_ack_wait(void *arg, rpc_ctx *rc, uint64_t pos, const char *what) {
+    return shard_wait_durable(arg, rc, pos, what);
+}
+
+ps_status shard_answer_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what) {
+    if (pos == 0 || ((!ctx->wal || wal_durable_lsn(ctx->wal) >= pos) &&
+                     (!ctx->repl || replicator_done(ctx->repl, pos))))
+        return PS_STATUS_OK; /* durable already (no log, no backups): answer now */
+    if (ctx->acker && acker_take(ctx->acker, rc, pos, what) == PS_STATUS_OK)
+        return PS_STATUS_OK; /* answered by the acker: rc is not ours any more */
+    return shard_wait_durable(ctx, rc, pos, what);
+}
+
 ps_status shard_dedup_push(shard_ctx *ctx, rpc_ctx *rc, const store_push *push, push_subset *rest,
                            size_t *ret_done, uint64_t *ret_pos) {
     *ret_done = 0;

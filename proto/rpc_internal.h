@@ -44,10 +44,10 @@ ProtobufCMessage *rpc_decode_split(grpc_byte_buffer *bb, const ProtobufCMessageD
 /* Copies a received buffer into one malloc'd block (*ret_len bytes; never NULL on OK). */
 ps_status rpc_flatten(grpc_byte_buffer *bb, void **ret_data, size_t *ret_len);
 
-/* Waits on a queue: polls it for up to spin_us, then blocks until `deadline`. With a
- * tag it plucks that tag, else takes the next event. */
 /* CLOCK_MONOTONIC in microseconds. */
 int64_t rpc_now_us(void);
+/* Waits on a queue: polls it for up to spin_us, then blocks until `deadline`. With a
+ * tag it plucks that tag, else takes the next event. */
 grpc_event rpc_cq_wait(grpc_completion_queue *cq, void *tag, gpr_timespec deadline, int spin_us);
 
 /* A deadline `ms` from now on the monotonic clock; infinite for ms <= 0. */

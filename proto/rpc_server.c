@@ -282,9 +282,8 @@ static ProtobufCMessage *decode_request(rpc_ctx *c) {
 
 static void stream_slot_release(rpc_server *s);
 
-/* Answers a deferred call with the status rpc_ctx_complete gave. */
-static void finish_deferred(rpc_ctx *c) {
-    ps_status st = c->complete_status;
+/* The call's status from its handler's outcome (returned, or given to rpc_ctx_complete). */
+static void set_outcome(rpc_ctx *c, ps_status st) {
     if (st != PS_STATUS_OK) {
         c->code = (grpc_status_code)rpc_code_from_status(st);
         if (!c->status_details)
@@ -293,6 +292,11 @@ static void finish_deferred(rpc_ctx *c) {
         c->code = GRPC_STATUS_INTERNAL;
         set_details(c, "handler returned OK without a reply");
     }
+}
+
+/* Answers a deferred call with the status rpc_ctx_complete gave. */
+static void finish_deferred(rpc_ctx *c) {
+    set_outcome(c, c->complete_status);
     deadline_override(c);
     unary_finish(c);
 }
@@ -329,14 +333,7 @@ static void handle_unary(rpc_ctx *c) {
         if (c->payload)
             grpc_byte_buffer_destroy(c->payload);
         c->payload = NULL;
-        if (st != PS_STATUS_OK) {
-            c->code = (grpc_status_code)rpc_code_from_status(st);
-            if (!c->status_details)
-                set_details(c, ps_status_str(st));
-        } else if (!c->reply) {
-            c->code = GRPC_STATUS_INTERNAL;
-            set_details(c, "handler returned OK without a reply");
-        }
+        set_outcome(c, st);
     }
     deadline_override(c);
     if (m->m.kind == RPC_METHOD_UNARY_OWN_THREAD) /* before the call (and c) can end */

@@ -1,4 +1,4 @@
-/* gc.c: drops the chunks a shard no longer owns (see gc.h). */
+/* gc.c: drops the chunks and rows a shard no longer owns (see gc.h). */
 #include "gc.h"
 
 #include <stdlib.h>
@@ -7,15 +7,14 @@
 #include "image.h"
 
 typedef struct gc_run {
-    placement *placement;
     uint64_t *keys;
     size_t n, max;
     bool more;
 } gc_run;
 
+/* Chunks' and rows' keys alike (arg: the placement). */
 static bool not_owned(void *arg, uint64_t key) {
-    const gc_run *g = arg;
-    return !placement_owns_any(g->placement, key);
+    return !placement_owns_any(arg, key);
 }
 
 static ps_status collect(void *arg, const image_chunk *c) {
@@ -26,10 +25,6 @@ static ps_status collect(void *arg, const image_chunk *c) {
     }
     g->keys[g->n++] = c->key;
     return PS_STATUS_OK;
-}
-
-static bool row_not_owned(void *arg, uint64_t key) {
-    return !placement_owns_any(arg, key);
 }
 
 ps_status gc_rows_pass(row_store *rows, placement *placement, gc_rows_cursor *cur, size_t max,
@@ -45,8 +40,8 @@ ps_status gc_rows_pass(row_store *rows, placement *placement, gc_rows_cursor *cu
     char model[ROW_STORE_MAX_NAME_BYTES + 1], table[ROW_STORE_MAX_NAME_BYTES + 1], err[256];
     size_t n = 0;
     bool done = false;
-    ps_status st = row_store_scan(rows, cur->table, &cur->slot, GC_ROWS_SLOTS_PER_PASS,
-                                  row_not_owned, placement, ids, max, &n, model, table, &done);
+    ps_status st = row_store_scan(rows, cur->table, &cur->slot, GC_ROWS_SLOTS_PER_PASS, not_owned,
+                                  placement, ids, max, &n, model, table, &done);
     if (st == PS_STATUS_NOT_FOUND) {               /* past the last table: the cycle is complete */
         *ret_more = cur->dropped > 0 || cur->busy; /* again, until a cycle has nothing */
         *cur = (gc_rows_cursor){0};
@@ -78,15 +73,18 @@ ps_status gc_rows_pass(row_store *rows, placement *placement, gc_rows_cursor *cu
 
 ps_status gc_pass(store *chunks, placement *placement, size_t max, uint64_t *ret_dropped,
                   uint64_t *ret_lsn, bool *ret_more) {
-    gc_run g = {.placement = placement, .max = max ? max : GC_MAX_KEYS_PER_PASS};
+    gc_run g = {.max = max ? max : GC_MAX_KEYS_PER_PASS};
     *ret_dropped = 0;
     *ret_more = false;
     if (ret_lsn)
         *ret_lsn = 0;
     if (!(g.keys = malloc(g.max * sizeof *g.keys)))
         return PS_STATUS_NO_MEMORY;
-    image_export_opts eo = {
-        .chunks = chunks, .accept = not_owned, .accept_arg = &g, .visit_chunk = collect, .arg = &g};
+    image_export_opts eo = {.chunks = chunks,
+                            .accept = not_owned,
+                            .accept_arg = placement,
+                            .visit_chunk = collect,
+                            .arg = &g};
     char err[256];
     ps_status st = image_export(&eo, NULL, err, sizeof err);
     if (st == PS_STATUS_OUT_OF_RANGE)

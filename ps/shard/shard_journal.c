@@ -128,22 +128,29 @@ static ps_status tee_rows(void *arg, const row_push *p, uint64_t *ret_pos, char 
     return st;
 }
 
+typedef struct rows_remove_change {
+    const char *model, *table;
+    size_t n;
+    const uint64_t *ids;
+} rows_remove_change;
+
+static ps_status append_rows_remove(shard_ctx *ctx, const void *change, uint64_t *ret_pos,
+                                    char *err, size_t err_len) {
+    const rows_remove_change *c = change;
+    row_journal j = journal_rows_for(ctx->wal);
+    return j.remove(j.arg, c->model, c->table, c->n, c->ids, ret_pos, err, err_len);
+}
+
 /* Rows the shard drops (gc.h): logged in order with every other change, never sent to
  * backups (the rows are not this shard's to decide for others). */
 static ps_status tee_rows_remove(void *arg, const char *model, const char *table, size_t n,
                                  const uint64_t *ids, uint64_t *ret_pos, char *err,
                                  size_t err_len) {
     shard_ctx *ctx = arg;
-    ps_status st = PS_STATUS_OK;
+    rows_remove_change c = {model, table, n, ids};
     pthread_mutex_lock(&ctx->journal_lock);
-    if (ctx->replaying) {
-        *ret_pos = 0;
-    } else if (ctx->wal) {
-        row_journal j = journal_rows_for(ctx->wal);
-        st = j.remove(j.arg, model, table, n, ids, ret_pos, err, err_len);
-    } else {
-        *ret_pos = ++ctx->journal_pos;
-    }
+    ps_status st =
+        journal_locked(ctx, 0, n, NULL, true, append_rows_remove, &c, ret_pos, err, err_len);
     pthread_mutex_unlock(&ctx->journal_lock);
     return st;
 }

@@ -163,9 +163,10 @@ class Cluster:
     """A coordinator and shards on loopback ports, in a temporary directory."""
 
     def __init__(self, tmp, shards=3, state_dir=None, replication=None, heartbeat_ms=HEARTBEAT_MS,
-                 shard_args=()):
+                 shard_args=(), data_dirs=False):
         self.tmp = pathlib.Path(tmp)
         self.shard_args = [str(a) for a in shard_args]  # more flags for every shard
+        self.data_dirs = data_dirs  # each shard keeps --data-dir tmp/<id>.data
         self.replication = replication  # None: the coordinator's default (2)
         self.heartbeat_ms = heartbeat_ms
         self.state_dir = pathlib.Path(state_dir) if state_dir else self.tmp / "coordinator"
@@ -192,8 +193,9 @@ class Cluster:
         return p
 
     def start_shard(self, shard_id):
+        data = ["--data-dir", self.tmp / f"{shard_id}.data"] if self.data_dirs else []
         p = Proc(shard_id, [SHARD_BIN, "--id", shard_id, "--listen", "127.0.0.1:0",
-                            "--coordinator", self.coordinator] + self.shard_args, self.tmp)
+                            "--coordinator", self.coordinator] + self.shard_args + data, self.tmp)
         self.procs[shard_id] = p
         return p
 

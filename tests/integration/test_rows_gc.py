@@ -3,7 +3,9 @@ to a table of a 3-shard ring (R = 2, so each row on two shards); `psctl ring add
 fourth copies the rows it will own to it; once the ring has stayed the same for the
 shards' --gc-settle-ms, the shards that no longer own a row drop it, so `psctl status`
 counts each row twice again, on its owners only; every row still holds what it held.
-Before the collection of rows existed the old copies stayed for good."""
+Before the collection of rows existed the old copies stayed for good. The removals are
+journaled: a shard killed with SIGKILL and restarted from its --data-dir (its collection
+off) comes back with the rows it kept, not the ones it dropped."""
 import pathlib
 import sys
 
@@ -39,7 +41,9 @@ def table_rows(c):
 
 
 def test_ring_add_moves_rows_and_the_old_copies_go(make_cluster, tmp_path):
-    c = make_cluster(shards=3, shard_args=["--gc-settle-ms", 500])
+    # heartbeats of 2 s: a shard killed and restarted at once is not failed over meanwhile
+    c = make_cluster(shards=3, shard_args=["--gc-settle-ms", 500], data_dirs=True,
+                     heartbeat_ms=2000)
     d = write_model(pathlib.Path(tmp_path) / "gcrows", dict(TINY_CONFIG, name="gcrows", **TABLES),
                     tiny_tensors(5))
     c.ok("model", "upload", d, "--chunk-floats", "64")
@@ -68,6 +72,14 @@ def test_ring_add_moves_rows_and_the_old_copies_go(make_cluster, tmp_path):
         assert all(v < N for v in per_shard.values()), per_shard
         after = client.pull_rows("gcrows", "emb", ids)
         np.testing.assert_array_equal(after, before)
+
+        kept = per_shard["shard-1"]
+        c.procs["shard-1"].proc.kill()  # SIGKILL: no snapshot, the log is replayed
+        c.procs["shard-1"].proc.wait(timeout=10)
+        c.shard_args = ["--gc-settle-ms", -1]  # no collection: what comes back is the log's
+        c.start_shard("shard-1")
+        wait_for("shard-1 back with its rows", lambda: table_rows(c)[1].get("shard-1") == kept)
+        assert table_rows(c)[0] == 2 * N, table_rows(c)
         log = "".join(c.procs[f"shard-{i}"].log() for i in range(1, 4))
         assert "ERROR" not in log, log[-2000:]
     finally:

@@ -674,8 +674,8 @@ static void test_server_bad_options(void **state) {
 /* Deferred answers (rpc_ctx_defer/rpc_ctx_complete): four calls answered 300 ms later
  * from other threads do not hold the server's two workers (a plain call meanwhile is
  * answered at once); each gets its own reply, read from a request the call kept; a
- * deferred failure carries its status and details; a server shut down while a call
- * waits for its answer waits for it. */
+ * deferred failure carries its status and details; a client gone before its answer
+ * harms nothing; a server shut down while a call waits for its answer waits for it. */
 static void test_deferred_answers(void **state) {
     fixture *f = *state;
     enum { N = 4 };
@@ -712,6 +712,15 @@ static void test_deferred_answers(void **state) {
     req.fail_code = "UNAVAILABLE";
     assert_int_equal(echo(f, &req, &opts, &reply, &res), PS_STATUS_UNAVAILABLE);
     assert_string_equal(res.details, "too late");
+    /* a client that gives up before the answer: it sees its deadline, the late answer
+     * goes nowhere, and the server goes on */
+    req.fail_code = "";
+    req.text = "nobody waits";
+    rpc_call_opts brief = {.timeout_ms = 50};
+    assert_int_equal(echo(f, &req, &brief, &reply, &res), PS_STATUS_DEADLINE_EXCEEDED);
+    usleep(400 * 1000); /* the answer comes meanwhile */
+    assert_int_equal(echo(f, &now, &opts, &reply, &res), PS_STATUS_OK);
+    protobuf_c_message_free_unpacked(&reply->base, NULL);
     /* shut down with one waiting: the server waits for its answer */
     req.fail_code = "";
     req.text = "at shutdown";

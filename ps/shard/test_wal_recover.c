@@ -291,6 +291,39 @@ static void test_direct_writes_pad_and_recover(void **state) {
     tw_rmrf(copy);
 }
 
+/* Direct writes go straight from the append buffers (wal_buf_align): while every
+ * buffer falls within one segment no byte is staged, also after a reopen at an
+ * unaligned end; everything replays. */
+static void test_direct_writes_unstaged(void **state) {
+    (void)state;
+    char dir[TW_PATH];
+    tw_tmpdir(dir);
+    const uint64_t n = 300;
+    bool direct = direct_io_here(dir);
+    for (int pass = 0; pass < 2; pass++) {
+        tw_replay r = tw_replay_make(SEED, 3000);
+        wal *w = tw_open(dir, pass ? WAL_FSYNC_ALWAYS : WAL_FSYNC_GROUP, 0, &r, NULL);
+        assert_int_equal(r.n, pass * n);
+        for (uint64_t lsn = pass * n + 1; lsn <= (pass + 1) * n; lsn++) {
+            tw_append(w, SEED, 3000, lsn);
+            if (lsn % 7 == 0) /* many rounds, each ending anywhere in a block */
+                assert_int_equal(wal_wait(w, lsn), PS_STATUS_OK);
+        }
+        assert_int_equal(wal_wait(w, (pass + 1) * n), PS_STATUS_OK);
+        wal_stats s;
+        wal_stats_get(w, &s);
+        assert_true(s.writes > n / 8);
+        if (direct)
+            assert_int_equal(s.staged_bytes, 0);
+        wal_close(w);
+    }
+    tw_replay r = tw_replay_make(SEED, 3000);
+    wal_close(tw_open(dir, WAL_FSYNC_NONE, 0, &r, NULL));
+    assert_int_equal(r.n, 2 * n);
+    assert_true(r.in_order && r.payload_ok);
+    tw_rmrf(dir);
+}
+
 /* A missing segment or a segment under another LSN's name: refused. */
 static void test_missing_or_misnamed_segment(void **state) {
     (void)state;
@@ -365,6 +398,7 @@ int main(void) {
         cmocka_unit_test(test_flipped_bit_before_good_records_is_refused),
         cmocka_unit_test(test_junk_and_zero_tails),
         cmocka_unit_test(test_direct_writes_pad_and_recover),
+        cmocka_unit_test(test_direct_writes_unstaged),
         cmocka_unit_test(test_missing_or_misnamed_segment),
         cmocka_unit_test(test_replay_failure_changes_nothing),
     };

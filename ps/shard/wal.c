@@ -34,14 +34,9 @@ static ps_status reserve(wal *w, size_t rec, wal_buf **ret_buf, size_t *ret_off,
             st = w->failed_errno ? PS_STATUS_IO : PS_STATUS_FAILED_PRECONDITION;
             break;
         }
-        if (big && b->used == 0 && b->cap < rec) {
-            uint8_t *grown = realloc(b->data, rec);
-            if (!grown) {
-                st = PS_STATUS_NO_MEMORY;
-                break;
-            }
-            b->data = grown;
-            b->cap = rec;
+        if (big && b->used == 0 && b->cap < rec && !wal_buf_alloc(b, rec)) {
+            st = PS_STATUS_NO_MEMORY; /* (placed for offset 0: its write is staged) */
+            break;
         }
         if ((big || w->grow_waiters == 0) && b->cap - b->used >= rec) {
             *ret_buf = b;
@@ -165,6 +160,7 @@ void wal_stats_get(wal *w, wal_stats *ret_stats) {
     s.writes = atomic_load(&w->writes);
     s.fsyncs = atomic_load(&w->fsyncs);
     s.segments = atomic_load(&w->segments);
+    s.staged_bytes = atomic_load(&w->staged_bytes);
     *ret_stats = s;
 }
 

@@ -126,6 +126,7 @@ typedef struct wal_stats {
     uint64_t fsyncs;        /* fsync() calls: segments and the directory */
     uint64_t segments;      /* segments created since open */
     uint64_t buffer_stalls; /* appends that waited for a free buffer */
+    uint64_t staged_bytes;  /* bytes of direct writes copied through the staging buffer */
 } wal_stats;
 
 /* Opens the log in opts->dir (locking it against a second opener), recovers it as the

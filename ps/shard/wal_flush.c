@@ -45,14 +45,17 @@ static bool fault_hits(atomic_uint *countdown) {
     return cur == 1;
 }
 
-/* Appends to the segment (seg_off advances by what was written). */
-static int io_write(wal *w, const void *data, size_t len) {
+/* Appends data[0..len), bytes of buffer b, to the segment (seg_off advances by what was
+ * written); from b's start, in place where it can be (wal_segment_write_buf). */
+static int io_write(wal *w, wal_buf *b, const uint8_t *data, size_t len) {
     atomic_fetch_add(&w->writes, 1);
     size_t done = 0;
     if (fault_hits(&w->fault_write_countdown)) {
         (void)wal_segment_write(w, data, len / 2, &done); /* the disk filled up mid-way */
         return atomic_load(&w->fault_write_errno);
     }
+    if (data == b->data)
+        return wal_segment_write_buf(w, b, len, &done);
     return wal_segment_write(w, data, len, &done);
 }
 
@@ -89,11 +92,11 @@ int wal_flush_segment_create(wal *w, uint64_t first_lsn, char *msg, size_t msg_l
     return 0;
 }
 
-static int write_run(wal *w, const uint8_t *data, size_t len, char *msg, size_t msg_len) {
+static int write_run(wal *w, wal_buf *b, size_t start, size_t len, char *msg, size_t msg_len) {
     if (len == 0)
         return 0;
     uint64_t at = w->seg_off;
-    int e = io_write(w, data, len);
+    int e = io_write(w, b, b->data + start, len);
     if (e) {
         char name[WAL_SEGMENT_NAME_LEN + 1];
         wal_format_segment_name(w->seg_first_lsn, name);
@@ -141,8 +144,8 @@ static int rotate(wal *w, uint64_t next_lsn, char *msg, size_t msg_len) {
 /* Writes the records of `b` into the segments. ret_written: the last LSN completely
  * written; ret_synced: the last LSN a segment's final fsync made durable (unchanged
  * when none). 0 or an errno with a message. */
-static int write_buffer(wal *w, const wal_buf *b, uint64_t *ret_written, uint64_t *ret_synced,
-                        char *msg, size_t msg_len) {
+static int write_buffer(wal *w, wal_buf *b, uint64_t *ret_written, uint64_t *ret_synced, char *msg,
+                        size_t msg_len) {
     size_t off = 0, run_start = 0;
     uint64_t run_last = 0;
     while (off < b->used) {
@@ -151,7 +154,7 @@ static int write_buffer(wal *w, const wal_buf *b, uint64_t *ret_written, uint64_
         uint64_t lsn = wal_format_lsn_get(rec);
         size_t run = off - run_start;
         if (w->seg_off + run > 0 && w->seg_off + run + size > w->segment_bytes) {
-            int e = write_run(w, b->data + run_start, run, msg, msg_len);
+            int e = write_run(w, b, run_start, run, msg, msg_len);
             if (e)
                 return e;
             if (run > 0)
@@ -166,7 +169,7 @@ static int write_buffer(wal *w, const wal_buf *b, uint64_t *ret_written, uint64_
         run_last = lsn;
         off += size;
     }
-    int e = write_run(w, b->data + run_start, off - run_start, msg, msg_len);
+    int e = write_run(w, b, run_start, off - run_start, msg, msg_len);
     if (e)
         return e;
     if (off > run_start)
@@ -227,6 +230,7 @@ void *wal_flusher_main(void *arg) {
             b = w->active;
             b->flushing = true;
             w->active = b == &w->bufs[0] ? &w->bufs[1] : &w->bufs[0];
+            wal_buf_align(w->active, w->seg_off + b->used); /* unless b changes segment */
             pthread_cond_broadcast(&w->cv_space);
             while (b->pending > 0)
                 pthread_cond_wait(&w->cv_pending, &w->mu);
@@ -249,13 +253,8 @@ void *wal_flusher_main(void *arg) {
             w->seg_off = w->seg_synced_off; /* nothing is written after a failure */
             w->seg_padded = false;
         }
-        if (b && b->cap > w->buffer_bytes) { /* a big record grew it: give the memory back */
-            uint8_t *shrunk = realloc(b->data, w->buffer_bytes);
-            if (shrunk) {
-                b->data = shrunk;
-                b->cap = w->buffer_bytes;
-            }
-        }
+        if (b && b->cap > w->buffer_bytes) /* a big record grew it: give the memory back */
+            (void)wal_buf_alloc(b, w->buffer_bytes); /* (kept big when that fails) */
 
         pthread_mutex_lock(&w->mu);
         if (b) {

@@ -20,10 +20,14 @@
 #define WAL_DIRECT_ALIGN 4096u     /* offsets, lengths and memory of O_DIRECT writes */
 #define WAL_STAGE_BYTES (1u << 20) /* a direct write at most (with the tail block) */
 
-/* One append buffer: whole records, back to back, in LSN order. */
+/* One append buffer: whole records, back to back, in LSN order. Its memory (wal_buf_*
+ * in wal_segment.c) has room for a block before `data` and after `data + cap`, and
+ * `data` sits where the file offset it will be written at falls in a block, so a direct
+ * write goes straight from it (no staging copy). */
 typedef struct wal_buf {
-    uint8_t *data;
-    size_t cap;        /* bytes allocated (grown for a record larger than it) */
+    uint8_t *mem;      /* the allocation, WAL_DIRECT_ALIGN-aligned */
+    uint8_t *data;     /* where the records start, inside mem */
+    size_t cap;        /* bytes for records (grown for a record larger than it) */
     size_t used;       /* bytes reserved */
     uint64_t last_lsn; /* LSN of the last record reserved in it; 0 when empty */
     uint32_t pending;  /* appenders still copying into it */
@@ -59,7 +63,7 @@ struct wal {
     uint64_t appends, append_bytes, buffer_stalls; /* wal_stats */
 
     /* counters the flusher updates without the lock */
-    atomic_uint_fast64_t writes, fsyncs, segments;
+    atomic_uint_fast64_t writes, fsyncs, segments, staged_bytes;
 
     /* the flusher's own */
     pthread_t flusher;
@@ -72,12 +76,20 @@ struct wal {
     bool seg_padded;                /* zeros may follow seg_off in the file (direct writes) */
     uint8_t *stage;                 /* direct writes: an aligned WAL_STAGE_BYTES buffer, or NULL */
     uint8_t tail[WAL_DIRECT_ALIGN]; /* direct writes: the segment's last partial block */
-    int64_t next_sync_us;           /* GROUP: no fsync starts before this (monotonic us) */
+    uint8_t behind[WAL_DIRECT_ALIGN]; /* in-place direct writes: the bytes the zeros hide */
+    int64_t next_sync_us;             /* GROUP: no fsync starts before this (monotonic us) */
 
     /* wal_fault_fail_io: countdowns to the failing call and its errno */
     atomic_uint fault_write_countdown, fault_fsync_countdown;
     atomic_int fault_write_errno, fault_fsync_errno;
 };
+
+/* wal_segment.c: buffer memory. wal_buf_alloc gives an empty buffer of `cap` bytes
+ * (replacing what b had; false when out of memory, b unchanged); wal_buf_align places
+ * the empty buffer's records for a write at file offset `file_off`; wal_buf_free. */
+bool wal_buf_alloc(wal_buf *b, size_t cap);
+void wal_buf_align(wal_buf *b, uint64_t file_off);
+void wal_buf_free(wal_buf *b);
 
 /* wal_segment.c: the segment's bytes (the flusher's, and wal_open's before it starts).
  * Opens `name` in the log's directory with `flags` (O_WRONLY, maybe O_CREAT|O_EXCL),
@@ -87,6 +99,10 @@ int wal_segment_open(wal *w, const char *name, int flags);
 /* Writes data[0..len) at seg_off and advances it; 0 or an errno, *ret_done the bytes
  * that were written (and are counted in seg_off) before a failure. */
 int wal_segment_write(wal *w, const void *data, size_t len, size_t *ret_done);
+/* The same for the first records of a buffer (data == b->data): a direct write goes
+ * from the buffer itself when wal_buf_align placed it for seg_off (the block before
+ * `data` and the bytes after the records are overwritten), else as wal_segment_write. */
+int wal_segment_write_buf(wal *w, wal_buf *b, size_t len, size_t *ret_done);
 /* Truncates the padding a direct write left after seg_off; 0 or an errno. */
 int wal_segment_trim(wal *w);
 /* After opening an existing segment at seg_off: reads its last partial block for the

@@ -174,9 +174,7 @@ ps_status wal_open(const wal_opts *opts, wal_recovery *ret_rec, wal **ret_wal, c
         goto fail_dir;
 
     for (int i = 0; i < 2; i++) {
-        w->bufs[i].cap = w->buffer_bytes;
-        w->bufs[i].data = malloc(w->buffer_bytes);
-        if (!w->bufs[i].data) {
+        if (!wal_buf_alloc(&w->bufs[i], w->buffer_bytes)) {
             ps_set_err(err, err_len, "wal: out of memory for %zu-byte buffers", w->buffer_bytes);
             st = PS_STATUS_NO_MEMORY;
             goto fail_bufs;
@@ -186,6 +184,7 @@ ps_status wal_open(const wal_opts *opts, wal_recovery *ret_rec, wal **ret_wal, c
     st = segment_resume(w, &res, err, err_len);
     if (st != PS_STATUS_OK)
         goto fail_bufs;
+    wal_buf_align(w->active, w->seg_off);
     w->last_lsn = w->written_lsn = w->durable_lsn = res.last_lsn;
     if (pthread_create(&w->flusher, NULL, wal_flusher_main, w) != 0) {
         ps_set_err(err, err_len, "wal: cannot start the flusher thread");
@@ -201,8 +200,8 @@ ps_status wal_open(const wal_opts *opts, wal_recovery *ret_rec, wal **ret_wal, c
 fail_segment:
     close(w->seg_fd);
 fail_bufs:
-    free(w->bufs[0].data);
-    free(w->bufs[1].data);
+    wal_buf_free(&w->bufs[0]);
+    wal_buf_free(&w->bufs[1]);
 fail_dir:
     close(w->dir_fd);
 fail_sync:
@@ -230,8 +229,8 @@ void wal_close(wal *w) {
     if (w->seg_fd >= 0)
         close(w->seg_fd);
     free(w->stage);
-    free(w->bufs[0].data);
-    free(w->bufs[1].data);
+    wal_buf_free(&w->bufs[0]);
+    wal_buf_free(&w->bufs[1]);
     close(w->dir_fd);
     sync_destroy(w);
     free(w);

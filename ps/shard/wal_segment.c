@@ -7,12 +7,18 @@
  * followed by a sync went at 264 MB/s buffered against 1.5 GB/s direct, and R=2 pushes
  * with --fsync group spent a quarter of their time waiting on the disk. Direct writes
  * must start and end on WAL_DIRECT_ALIGN boundaries of the file and come from aligned
- * memory, so every write goes through an aligned staging buffer (WAL_STAGE_BYTES): the
- * segment's last partial block as written before (kept in w->tail), the new bytes,
- * zeros up to the boundary. The zeros are overwritten by the next write; a segment that
- * is finished or closed is truncated back to its records, and recovery takes zeros
- * after the last record for what they are (wal_recover.c). A file system that refuses
- * O_DIRECT (tmpfs) gets the buffered writes of mode NONE.
+ * memory. The append buffers are laid out for this (wal_buf_align): the block before a
+ * buffer's records is free, and the records start where their file offset falls in a
+ * block. So the first write of a buffer goes straight from it: the segment's last
+ * partial block as written before (kept in w->tail) put in front of the records, zeros
+ * behind them up to the boundary (the bytes there put back after). One copy of each
+ * byte less than staging: 3.4% of the shards' time in R=2 pushes. Other writes (after
+ * a segment change within a buffer, or from a buffer grown for a big record) go
+ * through an aligned staging buffer (WAL_STAGE_BYTES) laid out the same way. The zeros
+ * are overwritten by the next write; a segment that is finished or closed is truncated
+ * back to its records, and recovery takes zeros after the last record for what they
+ * are (wal_recover.c). A file system that refuses O_DIRECT (tmpfs) gets the buffered
+ * writes of mode NONE.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +27,32 @@
 #include <unistd.h>
 
 #include "wal_internal.h"
+
+/* A buffer's allocation: the free block in front, up to a block's shift, the records,
+ * the zeros behind them. */
+static size_t buf_mem_bytes(size_t cap) {
+    return (cap + 4 * (size_t)WAL_DIRECT_ALIGN - 1) / WAL_DIRECT_ALIGN * WAL_DIRECT_ALIGN;
+}
+
+bool wal_buf_alloc(wal_buf *b, size_t cap) {
+    uint8_t *mem = aligned_alloc(WAL_DIRECT_ALIGN, buf_mem_bytes(cap));
+    if (!mem)
+        return false;
+    free(b->mem);
+    b->mem = b->data = mem;
+    b->cap = cap;
+    wal_buf_align(b, 0);
+    return true;
+}
+
+void wal_buf_align(wal_buf *b, uint64_t file_off) {
+    b->data = b->mem + WAL_DIRECT_ALIGN + (size_t)(file_off % WAL_DIRECT_ALIGN);
+}
+
+void wal_buf_free(wal_buf *b) {
+    free(b->mem);
+    b->mem = b->data = NULL;
+}
 
 int wal_segment_open(wal *w, const char *name, int flags) {
     w->seg_direct = w->seg_padded = false;
@@ -43,6 +75,7 @@ static int direct_piece(wal *w, const uint8_t *data, size_t len) {
     size_t padded = (total + WAL_DIRECT_ALIGN - 1) / WAL_DIRECT_ALIGN * WAL_DIRECT_ALIGN;
     memcpy(w->stage, w->tail, tail);
     memcpy(w->stage + tail, data, len);
+    atomic_fetch_add(&w->staged_bytes, len);
     memset(w->stage + total, 0, padded - total);
     int e = wal_format_pwrite_all(w->seg_fd, w->stage, padded, w->seg_off - tail);
     if (e)
@@ -93,6 +126,31 @@ int wal_segment_write(wal *w, const void *data, size_t len, size_t *ret_done) {
     }
     *ret_done = done;
     return e;
+}
+
+int wal_segment_write_buf(wal *w, wal_buf *b, size_t len, size_t *ret_done) {
+    size_t tail = (size_t)(w->seg_off % WAL_DIRECT_ALIGN);
+    uint8_t *start = b->data - tail;
+    if (!w->seg_direct || (uintptr_t)start % WAL_DIRECT_ALIGN != 0 || len == 0)
+        return wal_segment_write(w, b->data, len, ret_done);
+    size_t total = tail + len;
+    size_t padded = (total + WAL_DIRECT_ALIGN - 1) / WAL_DIRECT_ALIGN * WAL_DIRECT_ALIGN;
+    memcpy(start, w->tail, tail);
+    memcpy(w->behind, start + total, padded - total); /* records may follow: put back */
+    memset(start + total, 0, padded - total);
+    int e = wal_format_pwrite_all(w->seg_fd, start, padded, w->seg_off - tail);
+    memcpy(start + total, w->behind, padded - total);
+    if (e == EINVAL && (e = go_buffered(w)) == 0) /* as in wal_segment_write */
+        return wal_segment_write(w, b->data, len, ret_done);
+    *ret_done = 0;
+    if (e)
+        return e;
+    size_t next = (size_t)((w->seg_off + len) % WAL_DIRECT_ALIGN);
+    memcpy(w->tail, start + total - next, next);
+    w->seg_off += len;
+    w->seg_padded = true;
+    *ret_done = len;
+    return 0;
 }
 
 int wal_segment_trim(wal *w) {

@@ -331,8 +331,10 @@ store_journal journal_for(wal *w) {
 
 /* ------------------------------------------------------------------ replay --- */
 
-static ps_status replay_push(store *s, const uint8_t *p, size_t len, bool from_peer,
-                             uint64_t *ret_lsn) {
+/* Applies a push record: p[0..len) holds it whole, or (vals != NULL) all but its
+ * values, which are the vlen bytes in vals[0..n_vals). */
+static ps_status replay_push_parts(store *s, const uint8_t *p, size_t len, const store_bytes *vals,
+                                   size_t n_vals, size_t vlen, bool from_peer, uint64_t *ret_lsn) {
     uint32_t n;
     size_t hl = len >= 3 ? push_head_len(p[2]) : PUSH_HEAD;
     uint64_t request_id = 0, base_version = 0;
@@ -370,12 +372,16 @@ static ps_status replay_push(store *s, const uint8_t *p, size_t len, bool from_p
         names[i][l] = '\0';
         at += 2 + (size_t)l;
     }
+    if (vals && at != len)
+        goto out; /* the head claimed more or less than it held */
     store_push push = {.op = (update_log_op)p[1],
                        .n = n,
                        .keys = keys,
                        .lengths = lengths,
-                       .values = p + at,
-                       .values_len = len - at,
+                       .values = vals ? NULL : p + at,
+                       .values_len = vals ? vlen : len - at,
+                       .pieces = vals,
+                       .n_pieces = vals ? n_vals : 0,
                        .names = (const char *const *)names,
                        .optimizer = &o,
                        .skip_non_finite = p[2] & 1,
@@ -396,6 +402,70 @@ out:
     free(names);
     free(keys);
     free(lengths);
+    return st;
+}
+
+static ps_status replay_push(store *s, const uint8_t *p, size_t len, bool from_peer,
+                             uint64_t *ret_lsn) {
+    return replay_push_parts(s, p, len, NULL, 0, 0, from_peer, ret_lsn);
+}
+
+/* The bytes of a push record before its values (its head, keys, lengths and names),
+ * read from the cursor at the record's start; PARSE when the record is shorter. */
+static ps_status push_prefix_len(const store_bytes_cursor *start, size_t len, size_t *ret_prefix) {
+    uint8_t h[PUSH_HEAD + 16];
+    size_t first = len < sizeof h ? len : sizeof h;
+    store_bytes_cursor c = *start;
+    if (!store_bytes_take(&c, h, first) || first < 3 || len < push_head_len(h[2]))
+        return PS_STATUS_PARSE;
+    size_t hl = push_head_len(h[2]);
+    uint32_t n;
+    memcpy(&n, h + 44, 4);
+    if ((uint64_t)n * 12 > len - hl)
+        return PS_STATUS_PARSE;
+    size_t at = hl + (size_t)n * 12;
+    if (!(h[2] & 2)) {
+        *ret_prefix = at;
+        return PS_STATUS_OK;
+    }
+    c = *start;
+    if (!store_bytes_take(&c, NULL, at))
+        return PS_STATUS_PARSE;
+    for (uint32_t i = 0; i < n; i++) { /* the names: u16 length, bytes */
+        uint16_t l;
+        if (at + 2 > len || !store_bytes_take(&c, &l, 2) || at + 2 + l > len ||
+            !store_bytes_take(&c, NULL, l))
+            return PS_STATUS_PARSE;
+        at += 2 + (size_t)l;
+    }
+    *ret_prefix = at;
+    return PS_STATUS_OK;
+}
+
+/* A push record in pieces: its prefix copied into one buffer, its values left where
+ * they are. */
+static ps_status replay_push_pieces(store *s, const store_bytes *pieces, size_t n_pieces,
+                                    size_t len, bool from_peer, uint64_t *ret_lsn) {
+    store_bytes_cursor c = {pieces, n_pieces, 0, 0};
+    size_t prefix;
+    ps_status st = push_prefix_len(&c, len, &prefix);
+    if (st != PS_STATUS_OK)
+        return st;
+    uint8_t *head = malloc(prefix + 1);
+    store_bytes *vals = calloc(n_pieces + 1, sizeof *vals);
+    size_t k = 0;
+    const uint8_t *run = NULL;
+    if (!head || !vals) {
+        st = PS_STATUS_NO_MEMORY;
+        goto out;
+    }
+    (void)store_bytes_take(&c, head, prefix); /* within len: checked */
+    for (size_t got; (got = store_bytes_next(&c, SIZE_MAX, &run)) > 0;)
+        vals[k++] = (store_bytes){run, got};
+    st = replay_push_parts(s, head, prefix, vals, k, len - prefix, from_peer, ret_lsn);
+out:
+    free(head);
+    free(vals);
     return st;
 }
 
@@ -475,6 +545,27 @@ static ps_status decode_dedup(const uint8_t *p, size_t len, uint64_t *ret_id, ui
     memcpy(*ret_keys, p + JOURNAL_DEDUP_HEAD, (size_t)n * 8);
     *ret_n = n;
     return PS_STATUS_OK;
+}
+
+ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const store_bytes *pieces,
+                               size_t n_pieces, size_t len, bool from_peer, uint64_t *ret_lsn) {
+    uint64_t lsn_scratch = 0;
+    if (!ret_lsn)
+        ret_lsn = &lsn_scratch;
+    *ret_lsn = 0;
+    if (type == JOURNAL_TYPE_PUSH && n_pieces > 1)
+        return replay_push_pieces(t->chunks, pieces, n_pieces, len, from_peer, ret_lsn);
+    if (n_pieces <= 1)
+        return journal_apply(t, type, n_pieces ? pieces[0].data : NULL, len, from_peer, ret_lsn);
+    uint8_t *flat = malloc(len + 1);
+    store_bytes_cursor c = {pieces, n_pieces, 0, 0};
+    if (!flat)
+        return PS_STATUS_NO_MEMORY;
+    ps_status st = store_bytes_take(&c, flat, len)
+                       ? journal_apply(t, type, flat, len, from_peer, ret_lsn)
+                       : PS_STATUS_PARSE;
+    free(flat);
+    return st;
 }
 
 ps_status journal_apply(const journal_target *t, uint8_t type, const void *payload, size_t len,

@@ -1,5 +1,6 @@
 /* repl_handler.c: the backup's side of replication, ps.ParameterServer/Replicate (see
- * replicator.h): checks the batch's framing whole before applying anything, applies
+ * replicator.h): checks the batch's framing whole before applying anything (the records
+ * walked where gRPC received them: repl_frames.h), applies
  * the records it does not have yet through the journal (journal_apply, marked
  * from_peer so they are journaled here but not sent on), waits until they are durable
  * in this shard's own log, and answers the last record number applied. Runs on a
@@ -16,6 +17,7 @@
 
 #include "handlers.h"
 #include "journal.h"
+#include "repl_frames.h"
 #include "replicator.h"
 #include "shard_limits.h"
 #include "util.h"
@@ -41,50 +43,10 @@ out:
     return st;
 }
 
-/* Walks the frames: OK when there are exactly `count`, each whole and in bounds. */
-static ps_status check_frames(rpc_ctx *rc, const uint8_t *data, size_t len, uint32_t count) {
-    size_t at = 0;
-    for (uint32_t i = 0; i < count; i++) {
-        if (len - at < REPLICATOR_FRAME_HEAD)
-            return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
-                                 "replicate: record %u of %u is cut short", i + 1, count);
-        uint32_t n;
-        memcpy(&n, data + at + 4, 4);
-        if (n > REPLICATOR_MAX_FRAME_BYTES || n > len - at - REPLICATOR_FRAME_HEAD)
-            return rpc_ctx_error(
-                rc, PS_STATUS_INVALID_ARGUMENT,
-                "replicate: record %u of %u claims %u bytes, more than %s", i + 1, count, n,
-                n > REPLICATOR_MAX_FRAME_BYTES ? "a record may hold" : "were sent");
-        at += REPLICATOR_FRAME_HEAD + (size_t)n;
-    }
-    if (at != len)
-        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
-                             "replicate: %zu bytes follow the %u records announced", len - at,
-                             count);
-    return PS_STATUS_OK;
-}
-
-ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
-    shard_ctx *ctx = user;
-    const Ps__ReplicateRequest *req = (const Ps__ReplicateRequest *)msg;
-    if (req->count > REPLICATOR_MAX_BATCH_RECORDS)
-        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
-                             "replicate: %u records in one call, at most %u", req->count,
-                             REPLICATOR_MAX_BATCH_RECORDS);
-    if ((!req->sync && req->first == 0) || req->first > UINT64_MAX - req->count)
-        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
-                             "replicate: record numbers start at 1 and must not wrap");
-    const rpc_bytes_view *vv = NULL;
-    size_t n_views = rpc_ctx_raw(rc, &vv);
-    if (n_views > 1)
-        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
-                             "replicate carries its records field %zu times: send it once",
-                             n_views);
-    const uint8_t *data = n_views ? vv[0].data : NULL;
-    size_t len = n_views ? vv[0].len : 0;
-    ps_status st = check_frames(rc, data, len, req->count);
-    if (st != PS_STATUS_OK)
-        return st;
+/* The batch's records, applied in order; then the answer once they are durable. */
+static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateRequest *req,
+                             repl_frames *frames) {
+    ps_status st;
     if (req->to_incarnation && req->to_incarnation != ctx->incarnation)
         return rpc_ctx_error(rc, PS_STATUS_FAILED_PRECONDITION,
                              "replicate from %s: meant for incarnation %016llx of shard %s, which "
@@ -110,27 +72,29 @@ ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void 
                              ps_status_str(st));
     journal_target target = {.chunks = ctx->store, .rows = ctx->rows};
     uint64_t done = applied, max_lsn = 0;
-    size_t at = 0;
-    for (uint32_t i = 0; i < req->count; i++) {
-        uint32_t n;
-        memcpy(&n, data + at + 4, 4);
-        uint8_t type = data[at];
-        const uint8_t *payload = data + at + REPLICATOR_FRAME_HEAD;
-        at += REPLICATOR_FRAME_HEAD + (size_t)n;
+    repl_frame fr;
+    for (uint32_t i = 0; repl_frames_next(frames, &fr); i++) {
+        uint8_t type = fr.type;
         uint64_t num = req->first + i, lsn = 0;
         char why[RPC_DETAILS_MAX / 2] = "";
         if (req->sync) { /* images replace whole: a batch sent again changes nothing */
-            if (type == IMAGE_JOURNAL_TYPE)
-                st = install_image(ctx, payload, n, &lsn, why, sizeof why);
+            const uint8_t *payload = NULL;
+            uint8_t *owned = NULL;
+            st = repl_frame_flat(&fr, &payload, &owned);
+            if (st != PS_STATUS_OK)
+                snprintf(why, sizeof why, "out of memory for %zu bytes", fr.len);
+            else if (type == IMAGE_JOURNAL_TYPE)
+                st = install_image(ctx, payload, fr.len, &lsn, why, sizeof why);
             else if (type == JOURNAL_TYPE_DEDUP) /* what the images' changes were */
                 snprintf(why, sizeof why, "%s",
-                         ps_status_str(st = shard_journal_dedup(ctx, payload, n, &lsn)));
+                         ps_status_str(st = shard_journal_dedup(ctx, payload, fr.len, &lsn)));
             else
                 st = PS_STATUS_INVALID_ARGUMENT;
+            free(owned);
         } else if (num <= applied) {
             continue; /* sent again after a lost answer: applied once */
         } else {
-            st = journal_apply(&target, type, payload, n, true, &lsn);
+            st = journal_apply_pieces(&target, type, fr.pieces, fr.n_pieces, fr.len, true, &lsn);
             snprintf(why, sizeof why, "%s", ps_status_str(st));
         }
         if (st != PS_STATUS_OK) {
@@ -160,4 +124,41 @@ ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void 
     resp.applied = done;
     resp.incarnation = ctx->incarnation;
     return rpc_ctx_reply(rc, &resp.base);
+}
+
+ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
+    shard_ctx *ctx = user;
+    const Ps__ReplicateRequest *req = (const Ps__ReplicateRequest *)msg;
+    if (req->count > REPLICATOR_MAX_BATCH_RECORDS)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "replicate: %u records in one call, at most %u", req->count,
+                             REPLICATOR_MAX_BATCH_RECORDS);
+    if ((!req->sync && req->first == 0) || req->first > UINT64_MAX - req->count)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "replicate: record numbers start at 1 and must not wrap");
+    const rpc_bytes_pieces *vf = NULL;
+    size_t n_fields = rpc_ctx_raw_pieces(rc, &vf);
+    if (n_fields > 1)
+        return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
+                             "replicate carries its records field %zu times: send it once",
+                             n_fields);
+    /* the records as they arrived (rpc_bytes_view and store_bytes are alike) */
+    size_t n_pieces = n_fields ? vf[0].n_pieces : 0;
+    store_bytes *pieces = calloc(n_pieces + 1, sizeof *pieces);
+    if (!pieces)
+        return rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    for (size_t i = 0; i < n_pieces; i++)
+        pieces[i] = (store_bytes){vf[0].pieces[i].data, vf[0].pieces[i].len};
+    repl_frames *frames = NULL;
+    char err[RPC_DETAILS_MAX];
+    ps_status st = repl_frames_create(pieces, n_pieces, req->count, REPLICATOR_MAX_FRAME_BYTES,
+                                      &frames, err, sizeof err);
+    if (st == PS_STATUS_OK)
+        st = apply_batch(ctx, rc, req, frames);
+    else
+        st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
+                           err);
+    repl_frames_destroy(frames);
+    free(pieces);
+    return st;
 }

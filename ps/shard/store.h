@@ -59,6 +59,20 @@ typedef struct store_bytes {
     size_t len;
 } store_bytes;
 
+/* Reads bytes in pieces front to back: {pieces, n} to start. */
+typedef struct store_bytes_cursor {
+    const store_bytes *pieces;
+    size_t n;
+    size_t i, off; /* the next byte: pieces[i].data[off] */
+} store_bytes_cursor;
+
+/* Copies the next len bytes into dst (NULL: skips them); false when fewer remain (then
+ * the cursor is at the end). */
+bool store_bytes_take(store_bytes_cursor *cursor, void *dst, size_t len);
+/* The next contiguous run of at most max bytes (*ret_data into the pieces); its
+ * length, 0 at the end. */
+size_t store_bytes_next(store_bytes_cursor *cursor, size_t max, const uint8_t **ret_data);
+
 /* One push as received. The arrays must stay valid until store_batch_apply returns. */
 typedef struct store_push {
     update_log_op op;          /* ASSIGN, ADD or OPTIMIZE */

@@ -14,8 +14,9 @@
  * publishes by swapping pointers, or, on any failure, changes nothing: past its
  * checks it cannot fail. A chunk's block is never written while anyone else holds
  * it, so the log's entries and Pull replies reference blocks instead of copying them
- * (an ASSIGN or an optimizer step logs the block the chunk now holds; an ADD its
- * delta block, and adds in place into a block its chunk alone holds).
+ * (every push logs the block the chunk now holds, as an ASSIGN: an ADD's sums go into
+ * its prepared block, one pass over the old and pushed values, instead of being
+ * checked in one pass and added in place in another).
  * Pulls and stats share a read lock; deletes take the write lock.
  *
  * Versions: each key of a push is one update with the next sequence number; a

@@ -1,9 +1,9 @@
 /* store_batch.c: the second step of a push into the chunk store (see store.h): under
  * the write lock, checks against the state, ADD sums and optimizer steps into the
- * prepared blocks (or in place into a block its chunk alone holds), then publish by
- * swapping pointers; past the checks nothing can fail. store_prepare.c makes the
- * batch. */
+ * prepared blocks, then publish by swapping pointers; past the checks nothing can fail.
+ * store_prepare.c makes the batch. */
 #include <assert.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,12 +79,6 @@ static ps_status apply_check(store *s, store_batch *b, uint64_t *ret_new_bytes,
             ps_set_err(err, err_len, "out of memory for a new chunk");
             return PS_STATUS_NO_MEMORY;
         }
-        if (p->op == UPDATE_LOG_OP_ADD && !b->sums[i] && atomic_load(&c->values->refs) > 1 &&
-            store_batch_make_sum(s, b, i) != PS_STATUS_OK) {
-            ps_set_err(err, err_len, "out of memory for the sums of key %016llx",
-                       (unsigned long long)c->key);
-            return PS_STATUS_NO_MEMORY;
-        }
         if (!c) {
             new_bytes += (uint64_t)p->lengths[i] * sizeof(float);
             new_count++;
@@ -97,24 +91,36 @@ static ps_status apply_check(store *s, store_batch *b, uint64_t *ret_new_bytes,
     return PS_STATUS_OK;
 }
 
-/* ADD: checks every key's sums are finite, computing them into the result blocks of
- * shared keys (the others are added in place by apply_key, past the point of no
- * return); OPTIMIZE: every key's step out of place, into its block (the new weights)
- * and b->state_new (the new state), checked finite. Write lock held; the store is not
- * changed. */
+/* Value k of key i as pushed (the push's bytes are valid until apply returns). */
+static float pushed_value(const store_push *p, size_t i, size_t k) {
+    uint64_t at = k;
+    for (size_t j = 0; j < i; j++)
+        at += p->lengths[j];
+    store_bytes one = {p->values, p->values_len};
+    store_bytes_cursor c = {p->n_pieces ? p->pieces : &one, p->n_pieces ? p->n_pieces : 1, 0, 0};
+    float v = 0;
+    if (!store_bytes_take(&c, NULL, at * sizeof v) || !store_bytes_take(&c, &v, sizeof v))
+        return NAN;
+    return v;
+}
+
+/* ADD: every key's sums into its block (over the pushed values, which the update log
+ * does not keep: it keeps what the chunk becomes), checked finite; OPTIMIZE: every key's step out
+ * of place, into its block (the new weights) and b->state_new (the new state), checked finite.
+ * Write lock held; the store is not changed. */
 static ps_status apply_compute(store_batch *b, char *err, size_t err_len) {
     const store_push *p = &b->push;
     for (size_t i = 0; p->op == UPDATE_LOG_OP_ADD && i < p->n; i++) {
         const store_chunk *c = b->found[i];
-        const float *d = b->blocks[i]->data, *old = c->values->data;
-        size_t k = b->sums[i] ? store_values_add(b->sums[i]->data, old, d, c->len)
-                              : store_values_sum_check(old, d, c->len);
+        float *d = b->blocks[i]->data;
+        const float *old = c->values->data;
+        size_t k = store_values_add(d, old, d, c->len);
         if (k < c->len) {
             ps_set_err(err, err_len,
                        "ADD to key %016llx %s(index %zu) would make value %zu non-finite (%g + "
                        "%g): nothing was applied",
                        (unsigned long long)c->key, name_or_empty(c), i, k, (double)old[k],
-                       (double)d[k]);
+                       (double)pushed_value(p, i, k));
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }
@@ -176,7 +182,7 @@ static void apply_key(store *s, store_batch *b, size_t i, update_log_entry *e, u
     e->seq = seq;
     e->version = version;
     e->prev_version = c ? c->version : 0;
-    update_log_values **pub = b->push.op == UPDATE_LOG_OP_ADD ? &b->sums[i] : &b->blocks[i];
+    update_log_values **pub = &b->blocks[i];
     if (!c) { /* a new chunk: the prepared one */
         c = b->fresh[i];
         b->fresh[i] = NULL;
@@ -185,13 +191,9 @@ static void apply_key(store *s, store_batch *b, size_t i, update_log_entry *e, u
         store_table_put(s, c);
         s->bytes += (uint64_t)c->len * sizeof(float);
     }
-    if (b->push.op == UPDATE_LOG_OP_ADD && !*pub) { /* no one else holds it: in place */
-        store_values_add(c->values->data, c->values->data, b->blocks[i]->data, c->len);
-    } else {
-        b->replaced[i] = c->values; /* NULL for a new chunk */
-        c->values = *pub;           /* the chunk takes the batch's reference */
-        *pub = NULL;
-    }
+    b->replaced[i] = c->values; /* NULL for a new chunk */
+    c->values = *pub;           /* the chunk takes the batch's reference */
+    *pub = NULL;
     if (b->push.op == UPDATE_LOG_OP_ASSIGN && c->state) { /* new values: the optimizer */
         uint64_t state_bytes = store_chunk_bytes(c) - (uint64_t)c->len * sizeof(float);
         s->bytes -= state_bytes; /* state of the old ones goes (freed after the lock) */

@@ -68,9 +68,6 @@ struct store_batch {
     update_log_values **blocks;   /* n: key i's values as pushed (one reference each);
                                      OPTIMIZE: the step's new weights after apply; NULL
                                      for a skipped key or once a chunk took it */
-    update_log_values **sums;     /* ADD: n blocks for the results of the keys whose
-                                     current block others hold too (log entries, Pull
-                                     replies), else NULL: those are added in place */
     update_log_values **replaced; /* n: the blocks apply replaced, released by destroy */
     store_chunk **fresh;          /* ASSIGN: new chunks (no values yet) for the keys that
                                      were absent at prepare, else NULL; unused ones freed */
@@ -87,9 +84,6 @@ struct store_batch {
     uint64_t lsn;                  /* its journal record, once applied (0: none) */
     bool applied;
 };
-
-/* ADD: a result block for key i, whose chunk's block others hold too. */
-ps_status store_batch_make_sum(store *s, store_batch *b, size_t i);
 
 /* Allocation wrappers that honour store_fault_fail_alloc. */
 bool store_alloc_fails(store *s);

@@ -106,8 +106,6 @@ void store_batch_destroy(store_batch *b) {
     for (size_t i = 0; i < b->push.n; i++) {
         if (b->blocks)
             update_log_values_unref(b->blocks[i]);
-        if (b->sums)
-            update_log_values_unref(b->sums[i]);
         if (b->replaced)
             update_log_values_unref(b->replaced[i]);
         if (b->fresh)
@@ -118,7 +116,6 @@ void store_batch_destroy(store_batch *b) {
             update_log_values_unref(b->state_new[i]);
     }
     free(b->blocks);
-    free(b->sums);
     free(b->replaced);
     free(b->fresh);
     free(b->found);
@@ -185,8 +182,8 @@ static ps_status prepare_key(store *s, store_batch *b, size_t i, store_bytes_cur
     }
     update_log_entry *e = update_log_batch_entry(b->log, (*entry)++);
     e->key = p->keys[i];
-    e->op = p->op == UPDATE_LOG_OP_ADD ? UPDATE_LOG_OP_ADD : UPDATE_LOG_OP_ASSIGN;
-    update_log_entry_set(e, b->blocks[i]); /* OPTIMIZE: the new weights, once computed */
+    e->op = UPDATE_LOG_OP_ASSIGN;          /* the chunk's new values, whatever the op: */
+    update_log_entry_set(e, b->blocks[i]); /* ADD, OPTIMIZE: once computed into the block */
     if (p->names && p->names[i][0]) {
         b->names[i] = store_malloc(s, strlen(p->names[i]) + 1);
         if (!b->names[i])
@@ -213,8 +210,6 @@ static bool prepare_arrays(store *s, store_batch *b) {
     if (store_alloc_fails(s) || update_log_batch_create(p->n, &b->log) != PS_STATUS_OK)
         return false;
     if (p->op == UPDATE_LOG_OP_ASSIGN && !(b->fresh = store_calloc(s, p->n, sizeof *b->fresh)))
-        return false;
-    if (p->op == UPDATE_LOG_OP_ADD && !(b->sums = store_calloc(s, p->n, sizeof *b->sums)))
         return false;
     if (p->names && !(b->names = store_calloc(s, p->n, sizeof *b->names)))
         return false;
@@ -256,32 +251,6 @@ static bool prepare_assign(store *s, store_batch *b) {
 }
 
 /* A result block for ADD's key i, whose chunk's block is shared. */
-ps_status store_batch_make_sum(store *s, store_batch *b, size_t i) {
-    if (store_alloc_fails(s))
-        return PS_STATUS_NO_MEMORY;
-    return update_log_values_create(b->push.lengths[i], &b->sums[i]);
-}
-
-/* ADD: result blocks for the keys whose block is shared now (a block's references
- * only fall while the write lock is held, so apply finds at most these shared, and
- * makes one for a key that became shared in between). */
-static ps_status prepare_add(store *s, store_batch *b) {
-    const store_push *p = &b->push;
-    pthread_rwlock_rdlock(&s->lock);
-    for (size_t i = 0; i < p->n; i++) { /* only compared with NULL below, never read */
-        const store_chunk *c = store_table_get(s, p->keys[i]);
-        b->found[i] = c && atomic_load(&c->values->refs) > 1 ? (store_chunk *)c : NULL;
-    }
-    pthread_rwlock_unlock(&s->lock);
-    ps_status st = PS_STATUS_OK;
-    for (size_t i = 0; i < p->n; i++) {
-        if (b->found[i] && st == PS_STATUS_OK)
-            st = store_batch_make_sum(s, b, i);
-        b->found[i] = NULL; /* apply fills it again, under its lock */
-    }
-    return st;
-}
-
 ps_status store_batch_prepare(store *s, const store_push *p, store_batch **ret_batch, char *err,
                               size_t err_len) {
     ps_status st = push_check(p, err, err_len);
@@ -308,8 +277,6 @@ ps_status store_batch_prepare(store *s, const store_push *p, store_batch **ret_b
         off += p->lengths[i];
     }
     if (p->op == UPDATE_LOG_OP_ASSIGN && !prepare_assign(s, b))
-        goto fail_memory;
-    if (p->op == UPDATE_LOG_OP_ADD && prepare_add(s, b) != PS_STATUS_OK)
         goto fail_memory;
     *ret_batch = b;
     return PS_STATUS_OK;

@@ -42,28 +42,6 @@ size_t store_values_first_non_finite(const float *p, size_t n) {
     return first_scalar(p, i, n);
 }
 
-size_t store_values_sum_check(const float *a, const float *d, size_t n) {
-    size_t i = 0;
-    for (; i + BLOCK <= n; i += BLOCK) {
-        i32x4 bad = {0};
-        for (size_t k = 0; k < BLOCK; k += 4) {
-            f32x4 x, y;
-            memcpy(&x, a + i + k, sizeof x);
-            memcpy(&y, d + i + k, sizeof y);
-            f32x4 s = x + y;
-            bad |= ((u32x4)s & EXP_MASK) == EXP_MASK;
-        }
-        if (any_lane(bad))
-            break; /* the block holds one: find it */
-    }
-    for (; i < n; i++) {
-        float s = a[i] + d[i];
-        if (first_scalar(&s, 0, 1) == 0)
-            return i;
-    }
-    return n;
-}
-
 size_t store_values_add(float *dst, const float *a, const float *d, size_t n) {
     i32x4 bad = {0};
     size_t i = 0;

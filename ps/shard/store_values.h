@@ -15,9 +15,6 @@
 /* Index of the first NaN or infinity among p[0..n), or n. */
 size_t store_values_first_non_finite(const float *p, size_t n);
 
-/* The first k < n whose a[k] + d[k] is not finite, or n (nothing written). */
-size_t store_values_sum_check(const float *a, const float *d, size_t n);
-
 /* dst[k] = a[k] + d[k] for k < n (dst may be a or d); returns the first k whose sum
  * is not finite, or n. dst is fully written either way. */
 size_t store_values_add(float *dst, const float *a, const float *d, size_t n);

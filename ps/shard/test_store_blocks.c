@@ -1,9 +1,9 @@
 /* test_store_blocks.c: the store shares its chunks' value blocks instead of copying
  * them (store.h): the log's entries and Pull replies hold references, so a block
- * someone else holds must never be written. An ADD adds in place only into a block
- * its chunk alone holds; otherwise it publishes a new block and the holders keep what
- * they had. Also: pushes arriving in pieces (a float split across two) land intact,
- * and a NaN anywhere in the pieces is refused with its index. */
+ * someone else holds must never be written. An ADD always publishes a new block with
+ * the sums (one pass over the old and pushed values), so holders keep what they had. Also: pushes
+ * arriving in pieces (a float split across two) land intact, and a NaN anywhere in the pieces is
+ * refused with its index. */
 #include <math.h>
 
 #include "test_store.h"
@@ -39,7 +39,7 @@ static void test_held_block_is_never_written(void **state) {
                      PS_STATUS_OK);
     assert_true(pulled->data[0] == 1 && pulled->data[3] == 4); /* what was pulled */
     assert_true(value0(&f) == 11);                             /* the chunk moved on */
-    /* the log's ASSIGN entry still holds the assigned values, its ADD the delta */
+    /* the log's entries hold what the chunk became: the assigned values, then the sums */
     update_log_entry *e = NULL;
     assert_int_equal(update_log_read(f.log, TEST_START_SEQ, 0, &e, NULL), UPDATE_LOG_READ_ENTRY);
     assert_int_equal(e->op, UPDATE_LOG_OP_ASSIGN);
@@ -47,14 +47,14 @@ static void test_held_block_is_never_written(void **state) {
     update_log_entry_unref(e);
     assert_int_equal(update_log_read(f.log, TEST_START_SEQ + 1, 0, &e, NULL),
                      UPDATE_LOG_READ_ENTRY);
-    assert_int_equal(e->op, UPDATE_LOG_OP_ADD);
-    assert_true(e->values[0] == 10 && e->values[3] == 13);
+    assert_int_equal(e->op, UPDATE_LOG_OP_ASSIGN);
+    assert_true(e->values[0] == 11 && e->values[3] == 17);
     update_log_entry_unref(e);
     update_log_values_unref(pulled);
     fixture_free(&f);
 }
 
-static void test_add_in_place_when_alone(void **state) {
+static void test_add_publishes_a_new_block_even_when_alone(void **state) {
     (void)state;
     /* a log too small to keep the ASSIGN's block: the chunk alone holds it */
     update_log_opts lo = {.start_seq = TEST_START_SEQ, .max_bytes = 1};
@@ -75,7 +75,7 @@ static void test_add_in_place_when_alone(void **state) {
                      PS_STATUS_OK);
     uint64_t v2 = 0;
     update_log_values *after = hold(&f, &v2);
-    assert_ptr_equal(after, before); /* the same block, added to in place */
+    assert_ptr_not_equal(after, before); /* made while the old one still lived */
     assert_int_equal(v2, versions[0]);
     assert_true(v2 > v1);
     assert_true(after->data[0] == 1 + 0 + 100 && after->data[3] == 4 + 3 + 103);
@@ -125,7 +125,7 @@ static void test_values_in_pieces(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_held_block_is_never_written),
-        cmocka_unit_test(test_add_in_place_when_alone),
+        cmocka_unit_test(test_add_publishes_a_new_block_even_when_alone),
         cmocka_unit_test(test_values_in_pieces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

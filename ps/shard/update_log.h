@@ -7,8 +7,8 @@
  * A push's entries are made together in one allocation (an update_log_batch) and
  * appended in one step under one lock. An entry does not copy its values: it holds a
  * reference to a value block (update_log_values), a float array that nobody writes
- * while others hold it: usually the very block the store published as the chunk's
- * new values (an ASSIGN, an optimizer step), or the delta an ADD carried. Entries are
+ * while others hold it: the very block the store published as the chunk's new values
+ * (the store logs every push, ADD included, as what the chunk became). Entries are
  * reference-counted so a stream can hand one to the rpc layer without copying and without holding
  * the log's lock while it is sent; the log drops its own reference when it evicts the entry
  * (releasing its block at once unless a stream still sends it), and the batch's memory goes when
@@ -75,7 +75,7 @@ typedef struct update_log_entry {
     uint64_t prev_version;    /* the chunk's version before (0: the update created it) */
     update_log_op op;         /* ASSIGN or ADD */
     uint32_t len;             /* floats in values */
-    const float *values;      /* block->data: new values, or the delta of an ADD */
+    const float *values;      /* block->data: the values (an ADD entry: the delta) */
     update_log_values *block; /* one reference, released when the entry's refs reach 0 */
 } update_log_entry;
 

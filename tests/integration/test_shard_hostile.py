@@ -237,9 +237,10 @@ def test_100k_key_push_reaches_a_live_subscriber_in_order(shard):
     assert all(u.prev_version == 0 and u.op == pb.PUSH_ASSIGN for u in updates[:n])
     assert [u.prev_version for u in updates[n:]] == list(r1.versions)
     assert list(r2.versions) == [u.version for u in updates[n:]]
+    assert all(u.op == pb.PUSH_ASSIGN for u in updates[n:])  # an ADD streams the sums
     for i in (0, 777, n - 1):
         assert struct.unpack("<f", updates[i].values) == (float(i),)
-        assert struct.unpack("<f", updates[n + i].values) == (1.0,)
+        assert struct.unpack("<f", updates[n + i].values) == (float(i) + 1.0,)
     got, versions = sh.pull([1, n])
     assert list(got) == [1.0, float(n)] and versions == [r2.versions[0], r2.versions[-1]]
 

@@ -141,7 +141,8 @@ static void report(const bench_faults_cfg *cfg, const bench_faults_cases *which,
                                             PS_DEFAULT_CHUNK_FLOATS));
     bench_report_param(r, "warmup/after", "%d acknowledged pushes before the kill, %d after",
                        cfg->warmup_pushes, cfg->after_pushes);
-    bench_report_param(r, "throughput", "3 shards, --data-dir, %.0f MiB tensor, best of %d ADDs",
+    bench_report_param(r, "throughput",
+                       "3 shards each, --data-dir, %.0f MiB tensor, best of %d ADDs (interleaved)",
                        (double)cfg->tput_floats * 4 / MIB, cfg->reps);
     bench_report_param(r, "add_mb", "%d MiB on 3 shards (R: the coordinator's default), %s tokens",
                        cfg->add_mb, cfg->balanced ? "balanced" : "hashed");

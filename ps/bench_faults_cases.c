@@ -42,75 +42,96 @@ static ps_status check_all(const float *buf, uint64_t count, float want, const c
     return PS_STATUS_OK;
 }
 
-/* One fresh cluster: ASSIGN 0, `reps` timed ADDs of 1, pull and check; the best ADD's
- * value bytes per second in *ret_gbs. */
-static ps_status push_rate(const bench_faults_cfg *cfg, int replication, const char *fsync,
-                           double *ret_gbs, char *err, size_t err_len) {
+/* One cluster of the throughput case and its client. */
+typedef struct rate_run {
+    int replication;
+    const char *fsync;
+    char where[64];
+    bench_cluster *cl;
+    ps_client *pc;
+    double best; /* GB/s */
+} rate_run;
+
+/* Starts the run's cluster and ASSIGNs the tensor 0. */
+static ps_status rate_start(const bench_faults_cfg *cfg, rate_run *run, const Ps__TensorInfo *t,
+                            float *buf, char *err, size_t err_len) {
     bench_cluster_opts co = {.build_dir = cfg->build_dir,
                              .shards = 3,
-                             .replication = replication,
+                             .replication = run->replication,
                              .data_dir = true,
-                             .fsync = fsync};
-    bench_cluster *cl = NULL;
-    ps_client *pc = NULL;
-    uint64_t n = cfg->tput_floats;
-    float *buf = malloc(n * sizeof *buf);
-    ps_status st = buf ? PS_STATUS_OK : PS_STATUS_NO_MEMORY;
-    if (st != PS_STATUS_OK) {
-        ps_set_err(err, err_len, "out of memory for %llu floats", (unsigned long long)n);
-        return st;
-    }
-    char where[64];
-    snprintf(where, sizeof where, "R=%d --fsync %s", replication, fsync);
-    if ((st = bench_cluster_create(&co, &cl, err, err_len)) != PS_STATUS_OK ||
-        (st = ps_client_create(bench_cluster_coordinator(cl), &pc, err, err_len)) != PS_STATUS_OK)
-        goto out;
-    int64_t shape;
-    Ps__TensorInfo t;
-    bench_faults_tensor("t", n, &shape, &t);
-    if ((st = bench_faults_push_fill(pc, "tput", &t, PS__PUSH_OP__PUSH_ASSIGN, 0.0f, buf, n, err,
-                                     err_len)) != PS_STATUS_OK)
-        goto out;
-    for (uint64_t i = 0; i < n; i++)
-        buf[i] = 1.0f;
-    double best = 0;
-    for (int r = 0; r < cfg->reps; r++) {
-        int64_t t0 = ps_now_us();
-        st = ps_client_push_tensor(pc, "tput", 1, &t, PS__PUSH_OP__PUSH_ADD, buf, n);
-        int64_t t1 = ps_now_us();
-        if (st != PS_STATUS_OK) {
-            ps_set_err(err, err_len, "ADD %d: %s", r + 1, ps_client_error(pc));
-            goto out;
-        }
-        double gbs = t1 > t0 ? (double)(n * sizeof(float)) / (double)(t1 - t0) / 1e3 : 0;
-        best = gbs > best ? gbs : best;
-    }
-    if ((st = ps_client_pull_tensor(pc, "tput", 1, &t, buf, n, NULL)) != PS_STATUS_OK) {
-        ps_set_err(err, err_len, "pull: %s", ps_client_error(pc));
-        goto out;
-    }
-    if ((st = check_all(buf, n, (float)cfg->reps, "after the ADDs", err, err_len)) != PS_STATUS_OK)
-        goto out;
-    *ret_gbs = best;
-out:
-    if (st != PS_STATUS_OK) {
-        char inner[BENCH_FAULTS_NOTE_MAX];
-        snprintf(inner, sizeof inner, "%s", err);
-        ps_set_err(err, err_len, "%s: %s", where, inner);
-    }
-    ps_client_destroy(pc);
-    bench_cluster_destroy(cl);
-    free(buf);
+                             .fsync = run->fsync};
+    ps_status st = bench_cluster_create(&co, &run->cl, err, err_len);
+    if (st == PS_STATUS_OK)
+        st = ps_client_create(bench_cluster_coordinator(run->cl), &run->pc, err, err_len);
+    if (st == PS_STATUS_OK)
+        st = bench_faults_push_fill(run->pc, "tput", t, PS__PUSH_OP__PUSH_ASSIGN, 0.0f, buf,
+                                    cfg->tput_floats, err, err_len);
     return st;
 }
 
+/* One timed ADD of buf (all ones) into the run's cluster; the best rate kept. */
+static ps_status rate_add(rate_run *run, int rep, const Ps__TensorInfo *t, const float *buf,
+                          uint64_t n, char *err, size_t err_len) {
+    int64_t t0 = ps_now_us();
+    ps_status st = ps_client_push_tensor(run->pc, "tput", 1, t, PS__PUSH_OP__PUSH_ADD, buf, n);
+    int64_t t1 = ps_now_us();
+    if (st != PS_STATUS_OK) {
+        ps_set_err(err, err_len, "ADD %d: %s", rep + 1, ps_client_error(run->pc));
+        return st;
+    }
+    double gbs = t1 > t0 ? (double)(n * sizeof(float)) / (double)(t1 - t0) / 1e3 : 0;
+    run->best = gbs > run->best ? gbs : run->best;
+    return PS_STATUS_OK;
+}
+
+/* Two clusters up at once, R=2 --fsync group and R=1 --fsync none, each with the tensor
+ * ASSIGNed 0; then `reps` rounds of one timed ADD of 1 into each, alternating (so a
+ * spell of load on this shared machine slows both alike, not one run of them); then
+ * each is pulled and checked. The best ADD of each counts. */
 ps_status bench_faults_throughput(const bench_faults_cfg *cfg, bench_throughput *ret, char *err,
                                   size_t err_len) {
-    bench_throughput f = {0};
-    ps_status st = push_rate(cfg, 2, "group", &f.r2_group_gbs, err, err_len);
-    if (st == PS_STATUS_OK)
-        st = push_rate(cfg, 1, "none", &f.r1_none_gbs, err, err_len);
-    if (st == PS_STATUS_OK)
-        *ret = f;
+    rate_run runs[2] = {{.replication = 2, .fsync = "group"}, {.replication = 1, .fsync = "none"}};
+    uint64_t n = cfg->tput_floats;
+    float *buf = malloc(n * sizeof *buf);
+    if (!buf) {
+        ps_set_err(err, err_len, "out of memory for %llu floats", (unsigned long long)n);
+        return PS_STATUS_NO_MEMORY;
+    }
+    int64_t shape;
+    Ps__TensorInfo t;
+    bench_faults_tensor("t", n, &shape, &t);
+    ps_status st = PS_STATUS_OK;
+    int failed = 0; /* the run a failure came from */
+    for (int k = 0; k < 2; k++)
+        snprintf(runs[k].where, sizeof runs[k].where, "R=%d --fsync %s", runs[k].replication,
+                 runs[k].fsync);
+    for (int k = 0; k < 2 && st == PS_STATUS_OK; k++)
+        if ((st = rate_start(cfg, &runs[k], &t, buf, err, err_len)) != PS_STATUS_OK)
+            failed = k;
+    for (uint64_t i = 0; i < n; i++)
+        buf[i] = 1.0f;
+    for (int r = 0; r < cfg->reps && st == PS_STATUS_OK; r++)
+        for (int k = 0; k < 2 && st == PS_STATUS_OK; k++)
+            if ((st = rate_add(&runs[k], r, &t, buf, n, err, err_len)) != PS_STATUS_OK)
+                failed = k;
+    for (int k = 0; k < 2 && st == PS_STATUS_OK; k++) {
+        failed = k;
+        if ((st = ps_client_pull_tensor(runs[k].pc, "tput", 1, &t, buf, n, NULL)) != PS_STATUS_OK)
+            ps_set_err(err, err_len, "pull: %s", ps_client_error(runs[k].pc));
+        else
+            st = check_all(buf, n, (float)cfg->reps, "after the ADDs", err, err_len);
+    }
+    if (st != PS_STATUS_OK) {
+        char inner[BENCH_FAULTS_NOTE_MAX];
+        snprintf(inner, sizeof inner, "%s", err);
+        ps_set_err(err, err_len, "%s: %s", runs[failed].where, inner);
+    } else {
+        *ret = (bench_throughput){.r2_group_gbs = runs[0].best, .r1_none_gbs = runs[1].best};
+    }
+    for (int k = 0; k < 2; k++) {
+        ps_client_destroy(runs[k].pc);
+        bench_cluster_destroy(runs[k].cl);
+    }
+    free(buf);
     return st;
 }

@@ -74,8 +74,9 @@ typedef struct bench_add_node {
 ps_status bench_faults_failover(const bench_faults_cfg *cfg, bench_failover *ret, char *err,
                                 size_t err_len);
 
-/* Throughput: 3 shards with data directories, R = 2 with --fsync group, then R = 1 with
- * --fsync none; an ASSIGN, then cfg->reps timed full-tensor ADDs each, checked after. */
+/* Throughput: two clusters of 3 shards with data directories, R = 2 with --fsync group
+ * and R = 1 with --fsync none, up at once; an ASSIGN into each, then cfg->reps rounds
+ * of one timed full-tensor ADD into each in turn, checked after. */
 ps_status bench_faults_throughput(const bench_faults_cfg *cfg, bench_throughput *ret, char *err,
                                   size_t err_len);
 

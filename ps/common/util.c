@@ -73,6 +73,11 @@ uint64_t ps_key_row_in(uint64_t table_key, uint64_t id) {
     return XXH3_64bits_withSeed(idb, sizeof idb, table_key);
 }
 
+void ps_keys_rows(uint64_t table_key, size_t n, const uint64_t *ids, uint64_t *ret_keys) {
+    for (size_t i = 0; i < n; i++)
+        ret_keys[i] = ps_key_row_in(table_key, ids[i]);
+}
+
 uint64_t ps_key_row(const char *model, const char *table, uint64_t id) {
     return ps_key_row_in(ps_key_table(model, table), id);
 }

@@ -34,6 +34,8 @@ uint64_t ps_key_dense(const char *model, uint64_t version, const char *tensor, u
 uint64_t ps_key_row(const char *model, const char *table, uint64_t id);
 uint64_t ps_key_table(const char *model, const char *table);
 uint64_t ps_key_row_in(uint64_t table_key, uint64_t id);
+/* ret_keys[i] = ps_key_row_in(table_key, ids[i]) for i < n. */
+void ps_keys_rows(uint64_t table_key, size_t n, const uint64_t *ids, uint64_t *ret_keys);
 
 /* Strict number parsing for flags: the whole string must be a number in range. */
 bool ps_parse_u64(const char *s, uint64_t *ret);

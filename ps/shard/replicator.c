@@ -376,19 +376,19 @@ void replicator_push(replicator *r, uint64_t pos, const store_push *p) {
 void replicator_rows(replicator *r, uint64_t pos, const row_push *p) {
     if (p->from_peer || p->n == 0)
         return;
-    uint64_t *keys = malloc(p->n * sizeof *keys);
+    uint64_t *made = NULL; /* the rows' keys, unless the push brings them */
     pthread_mutex_lock(&r->lock);
-    if (!keys) {
+    if (r->n_live == 0) { /* no backup to route to: no keys to compute */
+    } else if (!p->keys && !(made = malloc(p->n * sizeof *made))) {
         for (uint32_t i = 0; i < r->n_live; i++)
             repl_need_sync_locked(r->live[i], "out of memory routing a rows change");
     } else {
-        uint64_t table = ps_key_table(p->model, p->table);
-        for (size_t i = 0; i < p->n; i++)
-            keys[i] = ps_key_row_in(table, p->ids[i]);
-        route_locked(r, pos, keys, p->n, p, rows_entry);
+        if (made)
+            ps_keys_rows(ps_key_table(p->model, p->table), p->n, p->ids, made);
+        route_locked(r, pos, p->keys ? p->keys : made, p->n, p, rows_entry);
     }
     pthread_mutex_unlock(&r->lock);
-    free(keys);
+    free(made);
 }
 
 void replicator_delete(replicator *r, uint64_t pos, size_t n, const uint64_t *keys) {

@@ -88,6 +88,9 @@ typedef struct row_push {
     const optim_spec *optimizer; /* OPTIMIZE only: its kind must be spec->optimizer */
     size_t n;                    /* rows; at most SHARD_MAX_KEYS_PER_REQUEST */
     const uint64_t *ids;         /* n ids, no id twice */
+    const uint64_t *keys;        /* NULL, or the n rows' ring keys (ps_key_row_in of the
+                                    table's key and each id), when the caller computed
+                                    them already: dedup and replication reuse them */
     const uint8_t *values;       /* n * dim little-endian float32, any alignment */
     size_t values_len;           /* bytes at values */
     bool skip_non_finite;        /* OPTIMIZE only: skip (and count) each row whose

@@ -14,10 +14,13 @@
 #define ROWS_REPLY_BYTES_PER_ROW 10u
 
 /* What both handlers check first: names, the spec, the row count, then that this
- * shard owns every row under the request's epoch (as any owner for reads). Fills *ret_spec. */
+ * shard owns every row under the request's epoch (as any owner for reads). Fills *ret_spec
+ * and *ret_keys, the rows' keys (malloc'd: the caller frees them, OK or not). */
 static ps_status check_rows(shard_ctx *ctx, rpc_ctx *rc, const char *what, bool any, uint64_t epoch,
                             const char *model, const char *table, const Ps__TableSpec *msg,
-                            size_t n, const uint64_t *ids, table_spec *ret_spec) {
+                            size_t n, const uint64_t *ids, table_spec *ret_spec,
+                            uint64_t **ret_keys) {
+    *ret_keys = NULL;
     if (!model || !*model || !table || !*table)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "%s must name a model and a table",
                              what);
@@ -33,12 +36,9 @@ static ps_status check_rows(shard_ctx *ctx, rpc_ctx *rc, const char *what, bool 
     uint64_t *keys = malloc((n + 1) * sizeof *keys);
     if (!keys)
         return rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu rows", n);
-    uint64_t table_key = ps_key_table(model, table);
-    for (size_t i = 0; i < n; i++)
-        keys[i] = ps_key_row_in(table_key, ids[i]);
-    ps_status st = shard_check_owner(ctx, rc, any, epoch, n, keys);
-    free(keys);
-    return st;
+    ps_keys_rows(ps_key_table(model, table), n, ids, keys);
+    *ret_keys = keys;
+    return shard_check_owner(ctx, rc, any, epoch, n, keys);
 }
 
 /* What is left of a rows push a request applied some rows of before (a retry). */
@@ -57,17 +57,13 @@ static ps_status dedup_rows(shard_ctx *ctx, rpc_ctx *rc, const row_push *p, rows
     if (!p->request_id || p->n == 0 || !p->values || p->first_try || /* the journal checks */
         p->values_len != p->n * (size_t)p->spec->dim * 4) /* the store refuses it whole */
         return PS_STATUS_OK;
-    uint64_t *keys = malloc(p->n * sizeof *keys + 1);
     bool *applied = calloc(p->n + 1, sizeof *applied);
     ps_status st = PS_STATUS_OK;
-    if (!keys || !applied) {
+    if (!applied) {
         st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu rows", p->n);
         goto out;
     }
-    uint64_t table = ps_key_table(p->model, p->table);
-    for (size_t i = 0; i < p->n; i++)
-        keys[i] = ps_key_row_in(table, p->ids[i]);
-    size_t done = dedup_lookup(ctx->dedup, p->request_id, p->n, keys, applied, ret_pos);
+    size_t done = dedup_lookup(ctx->dedup, p->request_id, p->n, p->keys, applied, ret_pos);
     rest->all_done = done == p->n;
     if (done == 0 || done == p->n)
         goto out;
@@ -88,10 +84,10 @@ static ps_status dedup_rows(shard_ctx *ctx, rpc_ctx *rc, const row_push *p, rows
     rest->push = *p;
     rest->push.n = rest->n = m;
     rest->push.ids = rest->ids;
+    rest->push.keys = NULL; /* computed again where needed, for these rows */
     rest->push.values = rest->values;
     rest->push.values_len = m * row;
 out:
-    free(keys);
     free(applied);
     return st;
 }
@@ -105,8 +101,10 @@ ps_status shard_handle_pull_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
     shard_ctx *ctx = user;
     const Ps__PullRowsRequest *req = (const Ps__PullRowsRequest *)msg;
     table_spec spec;
+    uint64_t *keys = NULL;
     ps_status st = check_rows(ctx, rc, "pull", true, req->epoch, req->model, req->table, req->spec,
-                              req->n_ids, req->ids, &spec);
+                              req->n_ids, req->ids, &spec, &keys);
+    free(keys);
     if (st != PS_STATUS_OK)
         return st;
     uint64_t n = req->n_ids, slots = req->with_state ? optim_spec_slots(spec.optimizer) : 0;
@@ -170,10 +168,13 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "push carries its values field %zu times: send it once", n_values);
     table_spec spec;
+    uint64_t *keys = NULL;
     st = check_rows(ctx, rc, "push", false, req->epoch, req->model, req->table, req->spec,
-                    req->n_ids, req->ids, &spec);
-    if (st != PS_STATUS_OK)
+                    req->n_ids, req->ids, &spec, &keys);
+    if (st != PS_STATUS_OK) {
+        free(keys);
         return st;
+    }
     optim_spec optimizer;
     train_wire_optim_from_msg(req->optimizer, &optimizer);
     row_push push = {
@@ -184,6 +185,7 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         .optimizer = &optimizer,
         .n = req->n_ids,
         .ids = req->ids,
+        .keys = keys,
         .values = n_values ? vv[0].data : NULL,
         .values_len = n_values ? vv[0].len : 0,
         .skip_non_finite = req->skip_non_finite,
@@ -218,5 +220,6 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
 out:
     free(rest.ids);
     free(rest.values);
+    free(keys);
     return st;
 }

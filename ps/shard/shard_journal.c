@@ -108,23 +108,22 @@ static ps_status append_rows(shard_ctx *ctx, const void *change, uint64_t *ret_p
 static ps_status tee_rows(void *arg, const row_push *p, uint64_t *ret_pos, char *err,
                           size_t err_len) {
     shard_ctx *ctx = arg;
-    uint64_t *keys = NULL;
-    if (p->request_id) { /* the rows' keys, for dedup */
-        if (!(keys = malloc(p->n * sizeof *keys + 1))) {
+    uint64_t *made = NULL; /* the rows' keys, for dedup, unless the push brings them */
+    if (p->request_id && !p->keys) {
+        if (!(made = malloc(p->n * sizeof *made + 1))) {
             ps_set_err(err, err_len, "out of memory for %zu rows' keys", p->n);
             return PS_STATUS_NO_MEMORY;
         }
-        uint64_t table = ps_key_table(p->model, p->table);
-        for (size_t i = 0; i < p->n; i++)
-            keys[i] = ps_key_row_in(table, p->ids[i]);
+        ps_keys_rows(ps_key_table(p->model, p->table), p->n, p->ids, made);
     }
+    const uint64_t *keys = !p->request_id ? NULL : p->keys ? p->keys : made;
     pthread_mutex_lock(&ctx->journal_lock);
     ps_status st = journal_locked(ctx, p->request_id, p->n, keys, p->first_try || p->from_peer,
                                   append_rows, p, ret_pos, err, err_len);
     if (st == PS_STATUS_OK && ctx->repl && !ctx->replaying)
         replicator_rows(ctx->repl, *ret_pos, p);
     pthread_mutex_unlock(&ctx->journal_lock);
-    free(keys);
+    free(made);
     return st;
 }
 

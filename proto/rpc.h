@@ -28,6 +28,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "bytes.h"
 #include "status.h"
 
 #define RPC_DEFAULT_MAX_MESSAGE_BYTES (64u * 1024u * 1024u)
@@ -97,15 +98,13 @@ typedef struct rpc_bytes_field {
  * rpc_bytes_field): it points into the received payload, not copied through
  * protobuf-c. Valid while the message it came with is (see rpc_ctx_raw and
  * rpc_received). */
-typedef struct rpc_bytes_view {
-    const uint8_t *data;
-    size_t len;
-} rpc_bytes_view;
+typedef ps_bytes rpc_bytes_view; /* bytes.h: a run of bytes */
 
 /* The same occurrence as it lies in the payload, uncopied: gRPC receives a large
  * message in many slices (about 64 KiB each), so the field's bytes are the
  * concatenation of `pieces`. Valid as long as the views are. A consumer copies it
- * once, straight into its destination (rpc_bytes_copy, rpc_bytes_reader). */
+ * once, straight into its destination (rpc_bytes_copy, or a ps_bytes_cursor over
+ * the pieces: bytes.h), or hands the pieces on as they are. */
 typedef struct rpc_bytes_pieces {
     const rpc_bytes_view *pieces;
     size_t n_pieces;
@@ -115,18 +114,8 @@ typedef struct rpc_bytes_pieces {
 /* Copies bytes [off, off + len) of a field into dst; false when the field is shorter. */
 bool rpc_bytes_copy(const rpc_bytes_pieces *field, size_t off, void *dst, size_t len);
 
-/* Reads a field front to back (a cursor; no allocation). */
-typedef struct rpc_bytes_reader {
-    const rpc_bytes_pieces *field;
-    size_t piece, off; /* the next byte: pieces[piece].data[off] */
-} rpc_bytes_reader;
-
-void rpc_bytes_reader_init(rpc_bytes_reader *reader, const rpc_bytes_pieces *field);
-/* The next contiguous run of at most `max` bytes (*ret_data points into the payload);
- * returns its length, 0 at the end. */
-size_t rpc_bytes_reader_next(rpc_bytes_reader *reader, size_t max, const uint8_t **ret_data);
-/* Copies the next len bytes into dst; false (and a partial copy) when fewer remain. */
-bool rpc_bytes_reader_copy(rpc_bytes_reader *reader, void *dst, size_t len);
+/* A cursor at the start of a field's pieces (bytes.h: ps_bytes_next, ps_bytes_take). */
+ps_bytes_cursor rpc_bytes_cursor(const rpc_bytes_pieces *field);
 
 /* gRPC status code (0..16) for a ps_status, and back. */
 int rpc_code_from_status(ps_status st);

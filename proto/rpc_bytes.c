@@ -400,35 +400,6 @@ bool rpc_bytes_copy(const rpc_bytes_pieces *f, size_t off, void *dst, size_t len
     return true;
 }
 
-void rpc_bytes_reader_init(rpc_bytes_reader *r, const rpc_bytes_pieces *f) {
-    *r = (rpc_bytes_reader){.field = f};
-}
-
-size_t rpc_bytes_reader_next(rpc_bytes_reader *r, size_t max, const uint8_t **ret_data) {
-    const rpc_bytes_pieces *f = r->field;
-    while (r->piece < f->n_pieces && r->off == f->pieces[r->piece].len) {
-        r->piece++;
-        r->off = 0;
-    }
-    if (r->piece == f->n_pieces || max == 0)
-        return 0;
-    const rpc_bytes_view *p = &f->pieces[r->piece];
-    size_t take = p->len - r->off < max ? p->len - r->off : max;
-    *ret_data = p->data + r->off;
-    r->off += take;
-    return take;
-}
-
-bool rpc_bytes_reader_copy(rpc_bytes_reader *r, void *dst, size_t len) {
-    uint8_t *out = dst;
-    while (len > 0) {
-        const uint8_t *p = NULL;
-        size_t got = rpc_bytes_reader_next(r, len, &p);
-        if (got == 0)
-            return false;
-        memcpy(out, p, got);
-        out += got;
-        len -= got;
-    }
-    return true;
+ps_bytes_cursor rpc_bytes_cursor(const rpc_bytes_pieces *f) {
+    return (ps_bytes_cursor){f->pieces, f->n_pieces, 0, 0};
 }

@@ -166,18 +166,17 @@ static void test_large_raw_field_read_as_pieces(void **state) {
         sum += fields[0].pieces[i].len;
     assert_int_equal(sum, big.reply_bytes);
     /* a cursor reads it all, in uneven steps across the pieces */
-    rpc_bytes_reader rd;
-    rpc_bytes_reader_init(&rd, &fields[0]);
+    ps_bytes_cursor rd = rpc_bytes_cursor(&fields[0]);
     uint8_t buf[7777];
     size_t got = 0;
     while (got < big.reply_bytes) {
         size_t want = big.reply_bytes - got < sizeof buf ? big.reply_bytes - got : sizeof buf;
-        assert_true(rpc_bytes_reader_copy(&rd, buf, want));
+        assert_true(ps_bytes_take(&rd, buf, want));
         for (size_t k = 0; k < want; k++)
             assert_int_equal(buf[k], 0xab);
         got += want;
     }
-    assert_false(rpc_bytes_reader_copy(&rd, buf, 1)); /* nothing left */
+    assert_false(ps_bytes_take(&rd, buf, 1)); /* nothing left */
     /* a range in the middle, and one past the end */
     assert_true(rpc_bytes_copy(&fields[0], 100000, buf, sizeof buf));
     assert_int_equal(buf[sizeof buf - 1], 0xab);

@@ -99,10 +99,9 @@ static ps_status pull_finish(ps_client *c, uint32_t s, const size_t *idx, size_t
     rpc_bytes_pieces none = {NULL, 0, 0};
     const rpc_bytes_pieces *values = n_fields ? &fields[n_fields - 1] : &none; /* last wins */
     st = pull_check(c, s, a, idx, m, r, values->len);
-    rpc_bytes_reader rd;
-    rpc_bytes_reader_init(&rd, values);
+    ps_bytes_cursor rd = rpc_bytes_cursor(values);
     for (size_t i = 0; st == PS_STATUS_OK && i < m; i++) {
-        rpc_bytes_reader_copy(&rd, a->dst[idx[i]], r->lengths[i] * 4ull); /* length checked */
+        ps_bytes_take(&rd, a->dst[idx[i]], r->lengths[i] * 4ull); /* length checked */
         if (a->versions)
             a->versions[idx[i]] = r->versions[i];
     }

@@ -74,10 +74,9 @@ static ps_status pull_rows_finish(ps_client *c, uint32_t s, const size_t *idx, s
         st = psclient_fail(c, PS_STATUS_INTERNAL, "shard %s sent %zu value bytes for %zu rows",
                            ps_client_shard_id(c, s), n_fields ? fields[0].len : 0, m);
     } else {
-        rpc_bytes_reader rd;
-        rpc_bytes_reader_init(&rd, &fields[0]);
+        ps_bytes_cursor rd = rpc_bytes_cursor(&fields[0]);
         for (size_t i = 0; i < m; i++) /* one copy, from the payload into place */
-            rpc_bytes_reader_copy(&rd, (uint8_t *)a->out + idx[i] * row_bytes, row_bytes);
+            ps_bytes_take(&rd, (uint8_t *)a->out + idx[i] * row_bytes, row_bytes);
         a->created += ((Ps__PullRowsResponse *)resp)->created;
     }
     protobuf_c_message_free_unpacked(resp, NULL);

@@ -242,14 +242,10 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
     if (n_values > 1)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "push carries its values field %zu times: send it once", n_values);
-    /* the values as they arrived (rpc_bytes_view and store_bytes are alike): the store
-     * copies each key's values once, from there into its new block */
+    /* the values as they arrived: the store copies each key's values once, from there
+     * into its new block */
     size_t n_pieces = n_values ? vf[0].n_pieces : 0;
-    store_bytes *pieces = calloc(n_pieces + 1, sizeof *pieces);
-    if (!pieces)
-        return rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    for (size_t i = 0; i < n_pieces; i++)
-        pieces[i] = (store_bytes){vf[0].pieces[i].data, vf[0].pieces[i].len};
+    const ps_bytes *pieces = n_values ? vf[0].pieces : NULL;
     optim_spec optimizer;
     train_wire_optim_from_msg(req->optimizer, &optimizer);
     store_push push = {
@@ -327,7 +323,6 @@ out:
     store_batch_destroy(batch);
     push_subset_free(&rest);
     free(versions);
-    free(pieces);
     return st;
 }
 

@@ -333,7 +333,7 @@ store_journal journal_for(wal *w) {
 
 /* Applies a push record: p[0..len) holds it whole, or (vals != NULL) all but its
  * values, which are the vlen bytes in vals[0..n_vals). */
-static ps_status replay_push_parts(store *s, const uint8_t *p, size_t len, const store_bytes *vals,
+static ps_status replay_push_parts(store *s, const uint8_t *p, size_t len, const ps_bytes *vals,
                                    size_t n_vals, size_t vlen, bool from_peer, uint64_t *ret_lsn) {
     uint32_t n;
     size_t hl = len >= 3 ? push_head_len(p[2]) : PUSH_HEAD;
@@ -412,11 +412,11 @@ static ps_status replay_push(store *s, const uint8_t *p, size_t len, bool from_p
 
 /* The bytes of a push record before its values (its head, keys, lengths and names),
  * read from the cursor at the record's start; PARSE when the record is shorter. */
-static ps_status push_prefix_len(const store_bytes_cursor *start, size_t len, size_t *ret_prefix) {
+static ps_status push_prefix_len(const ps_bytes_cursor *start, size_t len, size_t *ret_prefix) {
     uint8_t h[PUSH_HEAD + 16];
     size_t first = len < sizeof h ? len : sizeof h;
-    store_bytes_cursor c = *start;
-    if (!store_bytes_take(&c, h, first) || first < 3 || len < push_head_len(h[2]))
+    ps_bytes_cursor c = *start;
+    if (!ps_bytes_take(&c, h, first) || first < 3 || len < push_head_len(h[2]))
         return PS_STATUS_PARSE;
     size_t hl = push_head_len(h[2]);
     uint32_t n;
@@ -429,12 +429,12 @@ static ps_status push_prefix_len(const store_bytes_cursor *start, size_t len, si
         return PS_STATUS_OK;
     }
     c = *start;
-    if (!store_bytes_take(&c, NULL, at))
+    if (!ps_bytes_take(&c, NULL, at))
         return PS_STATUS_PARSE;
     for (uint32_t i = 0; i < n; i++) { /* the names: u16 length, bytes */
         uint16_t l;
-        if (at + 2 > len || !store_bytes_take(&c, &l, 2) || at + 2 + l > len ||
-            !store_bytes_take(&c, NULL, l))
+        if (at + 2 > len || !ps_bytes_take(&c, &l, 2) || at + 2 + l > len ||
+            !ps_bytes_take(&c, NULL, l))
             return PS_STATUS_PARSE;
         at += 2 + (size_t)l;
     }
@@ -444,24 +444,24 @@ static ps_status push_prefix_len(const store_bytes_cursor *start, size_t len, si
 
 /* A push record in pieces: its prefix copied into one buffer, its values left where
  * they are. */
-static ps_status replay_push_pieces(store *s, const store_bytes *pieces, size_t n_pieces,
-                                    size_t len, bool from_peer, uint64_t *ret_lsn) {
-    store_bytes_cursor c = {pieces, n_pieces, 0, 0};
+static ps_status replay_push_pieces(store *s, const ps_bytes *pieces, size_t n_pieces, size_t len,
+                                    bool from_peer, uint64_t *ret_lsn) {
+    ps_bytes_cursor c = {pieces, n_pieces, 0, 0};
     size_t prefix;
     ps_status st = push_prefix_len(&c, len, &prefix);
     if (st != PS_STATUS_OK)
         return st;
     uint8_t *head = malloc(prefix + 1);
-    store_bytes *vals = calloc(n_pieces + 1, sizeof *vals);
+    ps_bytes *vals = calloc(n_pieces + 1, sizeof *vals);
     size_t k = 0;
     const uint8_t *run = NULL;
     if (!head || !vals) {
         st = PS_STATUS_NO_MEMORY;
         goto out;
     }
-    (void)store_bytes_take(&c, head, prefix); /* within len: checked */
-    for (size_t got; (got = store_bytes_next(&c, SIZE_MAX, &run)) > 0;)
-        vals[k++] = (store_bytes){run, got};
+    (void)ps_bytes_take(&c, head, prefix); /* within len: checked */
+    for (size_t got; (got = ps_bytes_next(&c, SIZE_MAX, &run)) > 0;)
+        vals[k++] = (ps_bytes){run, got};
     st = replay_push_parts(s, head, prefix, vals, k, len - prefix, from_peer, ret_lsn);
 out:
     free(head);
@@ -547,7 +547,7 @@ static ps_status decode_dedup(const uint8_t *p, size_t len, uint64_t *ret_id, ui
     return PS_STATUS_OK;
 }
 
-ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const store_bytes *pieces,
+ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const ps_bytes *pieces,
                                size_t n_pieces, size_t len, bool from_peer, uint64_t *ret_lsn) {
     uint64_t lsn_scratch = 0;
     if (!ret_lsn)
@@ -558,10 +558,10 @@ ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const stor
     if (n_pieces <= 1)
         return journal_apply(t, type, n_pieces ? pieces[0].data : NULL, len, from_peer, ret_lsn);
     uint8_t *flat = malloc(len + 1);
-    store_bytes_cursor c = {pieces, n_pieces, 0, 0};
+    ps_bytes_cursor c = {pieces, n_pieces, 0, 0};
     if (!flat)
         return PS_STATUS_NO_MEMORY;
-    ps_status st = store_bytes_take(&c, flat, len)
+    ps_status st = ps_bytes_take(&c, flat, len)
                        ? journal_apply(t, type, flat, len, from_peer, ret_lsn)
                        : PS_STATUS_PARSE;
     free(flat);

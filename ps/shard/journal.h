@@ -90,9 +90,8 @@ ps_status journal_apply(const journal_target *target, uint8_t type, const void *
 /* The same for a record whose len bytes lie in pieces[0..n_pieces) (as a batch of them
  * arrived: repl_frames.h). A push's values are read where they lie (only its head,
  * keys, lengths and names are copied); other records are copied into one buffer. */
-ps_status journal_apply_pieces(const journal_target *target, uint8_t type,
-                               const store_bytes *pieces, size_t n_pieces, size_t len,
-                               bool from_peer, uint64_t *ret_lsn);
+ps_status journal_apply_pieces(const journal_target *target, uint8_t type, const ps_bytes *pieces,
+                               size_t n_pieces, size_t len, bool from_peer, uint64_t *ret_lsn);
 
 /* The request id a push or rows record carries, and its keys (rows: their keys,
  * ps_key_row_in), malloc'd into *ret_keys (free it); id 0 and no keys for a record

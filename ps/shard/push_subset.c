@@ -6,10 +6,10 @@
 #include <string.h>
 
 /* Slices the byte ranges of the keys at idx out of the push's values. */
-static void slice_values(const store_push *p, const uint32_t *idx, size_t m, store_bytes *out,
+static void slice_values(const store_push *p, const uint32_t *idx, size_t m, ps_bytes *out,
                          size_t *ret_n, size_t *ret_len) {
-    store_bytes whole = {p->values, p->values_len};
-    const store_bytes *src = p->n_pieces ? p->pieces : &whole;
+    ps_bytes whole = {p->values, p->values_len};
+    const ps_bytes *src = p->n_pieces ? p->pieces : &whole;
     size_t n_src = p->n_pieces ? p->n_pieces : 1;
     size_t k = 0, cur = 0, total = 0, next = 0;
     uint64_t cur_start = 0, off = 0;
@@ -34,7 +34,7 @@ static void slice_values(const store_push *p, const uint32_t *idx, size_t m, sto
         while (a < b && cur < n_src) {
             uint64_t end = cur_start + src[cur].len;
             uint64_t take = (b < end ? b : end) - a;
-            out[k++] = (store_bytes){src[cur].data + (a - cur_start), (size_t)take};
+            out[k++] = (ps_bytes){src[cur].data + (a - cur_start), (size_t)take};
             total += take;
             a += take;
             if (a == end) {

@@ -16,7 +16,7 @@ typedef struct push_subset {
     uint64_t *keys;
     uint32_t *lengths;
     const char **names;
-    store_bytes *pieces;
+    ps_bytes *pieces;
 } push_subset;
 
 /* The push's keys at idx[0..m) (increasing indices). NO_MEMORY: *ret untouched. */

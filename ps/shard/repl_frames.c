@@ -10,22 +10,22 @@
 #include "util.h"
 
 struct repl_frames {
-    store_bytes_cursor cur; /* at the next record's head */
-    uint32_t count, next;   /* records in all, the next one's index */
-    store_bytes *out;       /* the current record's pieces (the batch's count at most) */
+    ps_bytes_cursor cur;  /* at the next record's head */
+    uint32_t count, next; /* records in all, the next one's index */
+    ps_bytes *out;        /* the current record's pieces (the batch's count at most) */
 };
 
-ps_status repl_frames_create(const store_bytes *pieces, size_t n_pieces, uint32_t count,
+ps_status repl_frames_create(const ps_bytes *pieces, size_t n_pieces, uint32_t count,
                              size_t max_frame, repl_frames **ret_frames, char *err,
                              size_t err_len) {
     size_t total = 0;
     for (size_t i = 0; i < n_pieces; i++)
         total += pieces[i].len;
-    store_bytes_cursor cur = {pieces, n_pieces, 0, 0};
+    ps_bytes_cursor cur = {pieces, n_pieces, 0, 0};
     size_t at = 0;
     for (uint32_t i = 0; i < count; i++) {
         uint8_t head[REPLICATOR_FRAME_HEAD];
-        if (!store_bytes_take(&cur, head, sizeof head)) {
+        if (!ps_bytes_take(&cur, head, sizeof head)) {
             ps_set_err(err, err_len, "replicate: record %u of %u is cut short", i + 1, count);
             return PS_STATUS_INVALID_ARGUMENT;
         }
@@ -37,7 +37,7 @@ ps_status repl_frames_create(const store_bytes *pieces, size_t n_pieces, uint32_
                        i + 1, count, n, n > max_frame ? "a record may hold" : "were sent");
             return PS_STATUS_INVALID_ARGUMENT;
         }
-        (void)store_bytes_take(&cur, NULL, n); /* in bounds: checked */
+        (void)ps_bytes_take(&cur, NULL, n); /* in bounds: checked */
         at += n;
     }
     if (at != total) {
@@ -51,7 +51,7 @@ ps_status repl_frames_create(const store_bytes *pieces, size_t n_pieces, uint32_
         ps_set_err(err, err_len, "replicate: out of memory for %zu pieces", n_pieces);
         return PS_STATUS_NO_MEMORY;
     }
-    f->cur = (store_bytes_cursor){pieces, n_pieces, 0, 0};
+    f->cur = (ps_bytes_cursor){pieces, n_pieces, 0, 0};
     f->count = count;
     *ret_frames = f;
     return PS_STATUS_OK;
@@ -68,14 +68,14 @@ bool repl_frames_next(repl_frames *f, repl_frame *ret) {
     if (f->next == f->count)
         return false;
     uint8_t head[REPLICATOR_FRAME_HEAD];
-    (void)store_bytes_take(&f->cur, head, sizeof head); /* checked */
+    (void)ps_bytes_take(&f->cur, head, sizeof head); /* checked */
     uint32_t len;
     memcpy(&len, head + 4, 4);
     size_t k = 0, left = len;
     const uint8_t *run = NULL;
     for (size_t got; left > 0; left -= got) { /* the payload's runs, piece by piece */
-        got = store_bytes_next(&f->cur, left, &run);
-        f->out[k++] = (store_bytes){run, got};
+        got = ps_bytes_next(&f->cur, left, &run);
+        f->out[k++] = (ps_bytes){run, got};
     }
     f->next++;
     *ret = (repl_frame){.type = head[0], .len = len, .pieces = f->out, .n_pieces = k};

@@ -29,14 +29,14 @@ typedef struct repl_frames repl_frames;
 typedef struct repl_frame {
     uint8_t type;
     size_t len;
-    const store_bytes *pieces;
+    const ps_bytes *pieces;
     size_t n_pieces;
 } repl_frame;
 
 /* Walks the batch in pieces[0..n_pieces) (which must outlive it), `count` records:
  * INVALID_ARGUMENT with err saying which record is cut short, claims more than
  * max_frame bytes or more than were sent, or what follows the last; NO_MEMORY. */
-ps_status repl_frames_create(const store_bytes *pieces, size_t n_pieces, uint32_t count,
+ps_status repl_frames_create(const ps_bytes *pieces, size_t n_pieces, uint32_t count,
                              size_t max_frame, repl_frames **ret_frames, char *err, size_t err_len);
 void repl_frames_destroy(repl_frames *frames); /* accepts NULL */
 

@@ -142,13 +142,8 @@ ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "replicate carries its records field %zu times: send it once",
                              n_fields);
-    /* the records as they arrived (rpc_bytes_view and store_bytes are alike) */
     size_t n_pieces = n_fields ? vf[0].n_pieces : 0;
-    store_bytes *pieces = calloc(n_pieces + 1, sizeof *pieces);
-    if (!pieces)
-        return rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    for (size_t i = 0; i < n_pieces; i++)
-        pieces[i] = (store_bytes){vf[0].pieces[i].data, vf[0].pieces[i].len};
+    const ps_bytes *pieces = n_fields ? vf[0].pieces : NULL; /* as they arrived */
     repl_frames *frames = NULL;
     char err[RPC_DETAILS_MAX];
     ps_status st = repl_frames_create(pieces, n_pieces, req->count, REPLICATOR_MAX_FRAME_BYTES,
@@ -159,6 +154,5 @@ ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         st = rpc_ctx_error(rc, st == PS_STATUS_NO_MEMORY ? PS_STATUS_RESOURCE_EXHAUSTED : st, "%s",
                            err);
     repl_frames_destroy(frames);
-    free(pieces);
     return st;
 }

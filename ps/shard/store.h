@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "quota.h"
+#include "bytes.h"
 #include "status.h"
 #include "train_spec.h"
 #include "update_log.h"
@@ -54,37 +55,17 @@ typedef struct store_opts {
 ps_status store_create(const store_opts *opts, store **ret_store);
 void store_destroy(store *store); /* accepts NULL */
 
-/* A run of pushed bytes as it lies in the received message. */
-typedef struct store_bytes {
-    const uint8_t *data;
-    size_t len;
-} store_bytes;
-
-/* Reads bytes in pieces front to back: {pieces, n} to start. */
-typedef struct store_bytes_cursor {
-    const store_bytes *pieces;
-    size_t n;
-    size_t i, off; /* the next byte: pieces[i].data[off] */
-} store_bytes_cursor;
-
-/* Copies the next len bytes into dst (NULL: skips them); false when fewer remain (then
- * the cursor is at the end). */
-bool store_bytes_take(store_bytes_cursor *cursor, void *dst, size_t len);
-/* The next contiguous run of at most max bytes (*ret_data into the pieces); its
- * length, 0 at the end. */
-size_t store_bytes_next(store_bytes_cursor *cursor, size_t max, const uint8_t **ret_data);
-
 /* One push as received. The arrays must stay valid until store_batch_apply returns. */
 typedef struct store_push {
-    update_log_op op;          /* ASSIGN, ADD or OPTIMIZE */
-    size_t n;                  /* keys */
-    const uint64_t *keys;      /* n keys, no key twice */
-    const uint32_t *lengths;   /* n lengths, floats per key */
-    const uint8_t *values;     /* little-endian float32, concatenated in key order; any
-                                  alignment */
-    size_t values_len;         /* bytes in all (at values, or in pieces) */
-    const store_bytes *pieces; /* or, when n_pieces > 0, the same bytes in pieces (as
-                                  gRPC received them: a float may straddle two) */
+    update_log_op op;        /* ASSIGN, ADD or OPTIMIZE */
+    size_t n;                /* keys */
+    const uint64_t *keys;    /* n keys, no key twice */
+    const uint32_t *lengths; /* n lengths, floats per key */
+    const uint8_t *values;   /* little-endian float32, concatenated in key order; any
+                                alignment */
+    size_t values_len;       /* bytes in all (at values, or in pieces) */
+    const ps_bytes *pieces;  /* or, when n_pieces > 0, the same bytes in pieces (as
+                                   gRPC received them: a float may straddle two) */
     size_t n_pieces;
     const char *const *names;    /* NULL, or n names ("" = leave the chunk's name) */
     const optim_spec *optimizer; /* OPTIMIZE: the optimizer the gradients are for */

@@ -96,10 +96,10 @@ static float pushed_value(const store_push *p, size_t i, size_t k) {
     uint64_t at = k;
     for (size_t j = 0; j < i; j++)
         at += p->lengths[j];
-    store_bytes one = {p->values, p->values_len};
-    store_bytes_cursor c = {p->n_pieces ? p->pieces : &one, p->n_pieces ? p->n_pieces : 1, 0, 0};
+    ps_bytes one = {p->values, p->values_len};
+    ps_bytes_cursor c = {p->n_pieces ? p->pieces : &one, p->n_pieces ? p->n_pieces : 1, 0, 0};
     float v = 0;
-    if (!store_bytes_take(&c, NULL, at * sizeof v) || !store_bytes_take(&c, &v, sizeof v))
+    if (!ps_bytes_take(&c, NULL, at * sizeof v) || !ps_bytes_take(&c, &v, sizeof v))
         return NAN;
     return v;
 }

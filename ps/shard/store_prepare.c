@@ -126,47 +126,17 @@ void store_batch_destroy(store_batch *b) {
     free(b);
 }
 
-size_t store_bytes_next(store_bytes_cursor *c, size_t max, const uint8_t **ret_data) {
-    while (c->i < c->n && c->off == c->pieces[c->i].len) {
-        c->i++;
-        c->off = 0;
-    }
-    if (c->i == c->n || max == 0)
-        return 0;
-    const store_bytes *p = &c->pieces[c->i];
-    size_t take = p->len - c->off < max ? p->len - c->off : max;
-    *ret_data = p->data + c->off;
-    c->off += take;
-    return take;
-}
-
-bool store_bytes_take(store_bytes_cursor *c, void *dst, size_t len) {
-    uint8_t *out = dst;
-    while (len > 0) {
-        const uint8_t *p = NULL;
-        size_t got = store_bytes_next(c, len, &p);
-        if (got == 0)
-            return false;
-        if (out) {
-            memcpy(out, p, got);
-            out += got;
-        }
-        len -= got;
-    }
-    return true;
-}
-
 /* Copies key i's values (the next len floats at value index off) into a new block
  * and checks them: a non-finite value refuses the push (INVALID_ARGUMENT, naming it),
  * or skips the key (skip_non_finite). Then allocates what the key needs besides. */
-static ps_status prepare_key(store *s, store_batch *b, size_t i, store_bytes_cursor *cur,
-                             uint64_t off, size_t *entry, char *err, size_t err_len) {
+static ps_status prepare_key(store *s, store_batch *b, size_t i, ps_bytes_cursor *cur, uint64_t off,
+                             size_t *entry, char *err, size_t err_len) {
     const store_push *p = &b->push;
     uint32_t len = p->lengths[i];
     if (store_alloc_fails(s) || update_log_values_create(len, &b->blocks[i]) != PS_STATUS_OK)
         return PS_STATUS_NO_MEMORY;
     float *v = b->blocks[i]->data;
-    (void)store_bytes_take(cur, v, (size_t)len * sizeof(float)); /* the one copy; total checked */
+    (void)ps_bytes_take(cur, v, (size_t)len * sizeof(float)); /* the one copy; total checked */
     size_t bad = store_values_first_non_finite(v, len);
     if (bad < len && b->skip) { /* skip_non_finite: no entry, no state */
         update_log_values_unref(b->blocks[i]);
@@ -262,8 +232,8 @@ ps_status store_batch_prepare(store *s, const store_push *p, store_batch **ret_b
     store_batch *b = store_calloc(s, 1, sizeof *b);
     if (!b || (b->push = *p, !prepare_arrays(s, b)))
         goto fail_memory;
-    store_bytes one = {p->values, p->values_len};
-    store_bytes_cursor cur = {p->n_pieces ? p->pieces : &one, p->n_pieces ? p->n_pieces : 1, 0, 0};
+    ps_bytes one = {p->values, p->values_len};
+    ps_bytes_cursor cur = {p->n_pieces ? p->pieces : &one, p->n_pieces ? p->n_pieces : 1, 0, 0};
     uint64_t off = 0;
     size_t entry = 0;
     for (size_t i = 0; i < p->n; i++) {

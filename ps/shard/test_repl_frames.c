@@ -39,12 +39,12 @@ static uint8_t *batch_of(size_t n, const uint8_t *types, const uint8_t *const *p
 }
 
 /* bytes[0..len) cut every `step` bytes (malloc'd pieces). */
-static store_bytes *split(const uint8_t *bytes, size_t len, size_t step, size_t *ret_n) {
+static ps_bytes *split(const uint8_t *bytes, size_t len, size_t step, size_t *ret_n) {
     size_t n = (len + step - 1) / step;
-    store_bytes *p = calloc(n + 1, sizeof *p);
+    ps_bytes *p = calloc(n + 1, sizeof *p);
     assert_non_null(p);
     for (size_t i = 0; i < n; i++)
-        p[i] = (store_bytes){bytes + i * step, len - i * step < step ? len - i * step : step};
+        p[i] = (ps_bytes){bytes + i * step, len - i * step < step ? len - i * step : step};
     *ret_n = n;
     return p;
 }
@@ -94,7 +94,7 @@ static void test_frames_walk_any_split(void **state) {
     const size_t steps[] = {1, 3, 8, 4096, len};
     for (size_t s = 0; s < sizeof steps / sizeof *steps; s++) {
         size_t n;
-        store_bytes *pieces = split(batch, len, steps[s], &n);
+        ps_bytes *pieces = split(batch, len, steps[s], &n);
         repl_frames *f = NULL;
         char err[256] = "";
         assert_int_equal(repl_frames_create(pieces, n, 3, 1u << 20, &f, err, sizeof err),
@@ -146,7 +146,7 @@ static void test_frames_refuse_bad_framing(void **state) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         size_t n;
-        store_bytes *pieces = split(batch, cases[c].len, 3, &n);
+        ps_bytes *pieces = split(batch, cases[c].len, 3, &n);
         repl_frames *f = NULL;
         char err[256] = "";
         assert_int_equal(
@@ -191,7 +191,7 @@ static void test_push_applied_from_pieces_as_from_one_buffer(void **state) {
         assert_int_equal(store_create(&(store_opts){.log = log}, &st), PS_STATUS_OK);
         journal_target t = {.chunks = st};
         size_t n;
-        store_bytes *pieces = split(rec, len, steps[s], &n);
+        ps_bytes *pieces = split(rec, len, steps[s], &n);
         assert_int_equal(journal_apply_pieces(&t, JOURNAL_TYPE_PUSH, pieces, n, len, true, NULL),
                          PS_STATUS_OK);
         const uint64_t keys[KEYS] = {11, 22, 33};

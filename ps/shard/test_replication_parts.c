@@ -253,11 +253,11 @@ static void check_subset(size_t piece_bytes) {
     float values[15];
     for (int i = 0; i < 15; i++)
         values[i] = (float)i;
-    store_bytes pieces[64];
+    ps_bytes pieces[64];
     size_t n_pieces = 0;
     for (size_t off = 0; off < sizeof values; off += piece_bytes) {
         size_t len = sizeof values - off < piece_bytes ? sizeof values - off : piece_bytes;
-        pieces[n_pieces++] = (store_bytes){(const uint8_t *)values + off, len};
+        pieces[n_pieces++] = (ps_bytes){(const uint8_t *)values + off, len};
     }
     store_push p = {.n = 5,
                     .keys = keys,

@@ -89,7 +89,7 @@ static void test_values_in_pieces(void **state) {
     float vals[6] = {1.5f, -2, 3, 4, 5, 6.25f};
     const uint8_t *raw = (const uint8_t *)vals;
     /* cut mid-float: 5 + 9 + 10 bytes */
-    store_bytes pieces[3] = {{raw, 5}, {raw + 5, 9}, {raw + 14, 10}};
+    ps_bytes pieces[3] = {{raw, 5}, {raw + 5, 9}, {raw + 14, 10}};
     const uint64_t keys[2] = {1, 2};
     const uint32_t lens[2] = {2, 4};
     store_push p = {.op = UPDATE_LOG_OP_ASSIGN,

@@ -1,0 +1,34 @@
+/* bytes.c: see bytes.h. */
+#include "bytes.h"
+
+#include <string.h>
+
+size_t ps_bytes_next(ps_bytes_cursor *c, size_t max, const uint8_t **ret_data) {
+    while (c->i < c->n && c->off == c->pieces[c->i].len) {
+        c->i++;
+        c->off = 0;
+    }
+    if (c->i == c->n || max == 0)
+        return 0;
+    const ps_bytes *p = &c->pieces[c->i];
+    size_t take = p->len - c->off < max ? p->len - c->off : max;
+    *ret_data = p->data + c->off;
+    c->off += take;
+    return take;
+}
+
+bool ps_bytes_take(ps_bytes_cursor *c, void *dst, size_t len) {
+    uint8_t *out = dst;
+    while (len > 0) {
+        const uint8_t *p = NULL;
+        size_t got = ps_bytes_next(c, len, &p);
+        if (got == 0)
+            return false;
+        if (out) {
+            memcpy(out, p, got);
+            out += got;
+        }
+        len -= got;
+    }
+    return true;
+}

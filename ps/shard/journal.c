@@ -257,10 +257,23 @@ static ps_status replay_rows_remove(row_store *rs, const uint8_t *p, size_t len)
 
 #define ROWS_HEAD 72
 
-ps_status journal_encode_rows(const row_push *p, journal_encoded *ret) {
+/* The rows record of p, its values in at most max_pieces pieces (more are gathered into
+ * one buffer first). */
+static ps_status encode_rows(const row_push *p, size_t max_pieces, journal_encoded *ret) {
     memset(ret, 0, sizeof *ret);
-    if (!(ret->iov = calloc(5, sizeof *ret->iov)))
+    size_t n_pieces = p->n_pieces;
+    if (n_pieces > max_pieces) {
+        ps_bytes one;
+        ps_bytes_cursor c = row_push_values(p, &one);
+        if (!(ret->gathered = malloc(p->values_len + 1)))
+            return PS_STATUS_NO_MEMORY;
+        (void)ps_bytes_take(&c, ret->gathered, p->values_len);
+        n_pieces = 0;
+    }
+    if (!(ret->iov = calloc(4 + (n_pieces ? n_pieces : 1), sizeof *ret->iov))) {
+        journal_encoded_free(ret);
         return PS_STATUS_NO_MEMORY;
+    }
     uint8_t *head = ret->head;
     head[0] = FORMAT;
     head[1] = (uint8_t)p->op;
@@ -286,16 +299,24 @@ ps_status journal_encode_rows(const row_push *p, journal_encoded *ret) {
     ret->iov[1] = (struct iovec){(void *)p->model, ml};
     ret->iov[2] = (struct iovec){(void *)p->table, tl};
     ret->iov[3] = (struct iovec){(void *)p->ids, p->n * 8};
-    ret->iov[4] = (struct iovec){(void *)p->values, p->values_len};
-    ret->n_iov = 5;
+    ret->n_iov = 4;
+    for (size_t i = 0; i < n_pieces; i++)
+        ret->iov[ret->n_iov++] = (struct iovec){(void *)p->pieces[i].data, p->pieces[i].len};
+    if (!n_pieces)
+        ret->iov[ret->n_iov++] =
+            (struct iovec){ret->gathered ? ret->gathered : (void *)p->values, p->values_len};
     ret->len = hl + ml + tl + p->n * 8 + p->values_len;
     return PS_STATUS_OK;
+}
+
+ps_status journal_encode_rows(const row_push *p, journal_encoded *ret) {
+    return encode_rows(p, SIZE_MAX, ret);
 }
 
 static ps_status journal_rows(void *arg, const row_push *p, uint64_t *ret_lsn, char *err,
                               size_t err_len) {
     journal_encoded e;
-    ps_status st = journal_encode_rows(p, &e);
+    ps_status st = encode_rows(p, WAL_MAX_IOVCNT - 4, &e);
     if (st == PS_STATUS_OK)
         st = wal_appendv(arg, JOURNAL_TYPE_ROWS, e.iov, e.n_iov, ret_lsn);
     journal_encoded_free(&e);
@@ -405,11 +426,6 @@ out:
     return st;
 }
 
-static ps_status replay_push(store *s, const uint8_t *p, size_t len, bool from_peer,
-                             uint64_t *ret_lsn) {
-    return replay_push_parts(s, p, len, NULL, 0, 0, from_peer, ret_lsn);
-}
-
 /* The bytes of a push record before its values (its head, keys, lengths and names),
  * read from the cursor at the record's start; PARSE when the record is shorter. */
 static ps_status push_prefix_len(const ps_bytes_cursor *start, size_t len, size_t *ret_prefix) {
@@ -442,35 +458,11 @@ static ps_status push_prefix_len(const ps_bytes_cursor *start, size_t len, size_
     return PS_STATUS_OK;
 }
 
-/* A push record in pieces: its prefix copied into one buffer, its values left where
- * they are. */
-static ps_status replay_push_pieces(store *s, const ps_bytes *pieces, size_t n_pieces, size_t len,
-                                    bool from_peer, uint64_t *ret_lsn) {
-    ps_bytes_cursor c = {pieces, n_pieces, 0, 0};
-    size_t prefix;
-    ps_status st = push_prefix_len(&c, len, &prefix);
-    if (st != PS_STATUS_OK)
-        return st;
-    uint8_t *head = malloc(prefix + 1);
-    ps_bytes *vals = calloc(n_pieces + 1, sizeof *vals);
-    size_t k = 0;
-    const uint8_t *run = NULL;
-    if (!head || !vals) {
-        st = PS_STATUS_NO_MEMORY;
-        goto out;
-    }
-    (void)ps_bytes_take(&c, head, prefix); /* within len: checked */
-    for (size_t got; (got = ps_bytes_next(&c, SIZE_MAX, &run)) > 0;)
-        vals[k++] = (ps_bytes){run, got};
-    st = replay_push_parts(s, head, prefix, vals, k, len - prefix, from_peer, ret_lsn);
-out:
-    free(head);
-    free(vals);
-    return st;
-}
-
-static ps_status replay_rows(row_store *rs, const uint8_t *p, size_t len, bool from_peer,
-                             uint64_t *ret_lsn) {
+/* Applies a rows record: p[0..len) holds it whole, or (vals != NULL) all but its
+ * values, which are the vlen bytes in vals[0..n_vals). */
+static ps_status replay_rows_parts(row_store *rs, const uint8_t *p, size_t len,
+                                   const ps_bytes *vals, size_t n_vals, size_t vlen, bool from_peer,
+                                   uint64_t *ret_lsn) {
     size_t hl = ROWS_HEAD + ((len >= 3 && (p[2] & 2)) ? 8 : 0);
     uint64_t request_id = 0;
     if (len < hl || p[0] != FORMAT)
@@ -501,6 +493,10 @@ static ps_status replay_rows(row_store *rs, const uint8_t *p, size_t len, bool f
         return PS_STATUS_NO_MEMORY;
     memcpy(ids, p + at, (size_t)n * 8);
     at += (size_t)n * 8;
+    if (vals && at != len) {
+        free(ids);
+        return PS_STATUS_PARSE; /* the head claimed more or less than it held */
+    }
     row_push push = {.model = model,
                      .table = table,
                      .spec = &spec,
@@ -508,8 +504,10 @@ static ps_status replay_rows(row_store *rs, const uint8_t *p, size_t len, bool f
                      .optimizer = &o,
                      .n = n,
                      .ids = ids,
-                     .values = p + at,
-                     .values_len = len - at,
+                     .values = vals ? NULL : p + at,
+                     .values_len = vals ? vlen : len - at,
+                     .pieces = vals,
+                     .n_pieces = vals ? n_vals : 0,
                      .skip_non_finite = p[2] & 1,
                      .from_peer = from_peer,
                      .request_id = request_id,
@@ -518,6 +516,69 @@ static ps_status replay_rows(row_store *rs, const uint8_t *p, size_t len, bool f
     ps_status st = row_store_push(rs, &push, NULL, NULL, err, sizeof err);
     free(ids);
     return st;
+}
+
+/* The bytes of a rows record before its values (head, names, ids), read from the
+ * cursor at the record's start; PARSE when the record is shorter. */
+static ps_status rows_prefix_len(const ps_bytes_cursor *start, size_t len, size_t *ret_prefix) {
+    uint8_t h[ROWS_HEAD + 8];
+    size_t first = len < sizeof h ? len : sizeof h;
+    ps_bytes_cursor c = *start;
+    if (!ps_bytes_take(&c, h, first) || first < ROWS_HEAD)
+        return PS_STATUS_PARSE;
+    uint16_t ml, tl;
+    uint32_t n;
+    memcpy(&ml, h + 50, 2);
+    memcpy(&tl, h + 64, 2);
+    memcpy(&n, h + 68, 4);
+    uint64_t prefix = ROWS_HEAD + ((h[2] & 2) ? 8 : 0) + (uint64_t)ml + tl + (uint64_t)n * 8;
+    if (prefix > len)
+        return PS_STATUS_PARSE;
+    *ret_prefix = (size_t)prefix;
+    return PS_STATUS_OK;
+}
+
+/* A record whose values follow a prefix of prefix_len(...) bytes, in pieces: the prefix
+ * copied into one buffer, the values left where they are, then apply(...). */
+typedef ps_status (*prefix_len_fn)(const ps_bytes_cursor *start, size_t len, size_t *ret_prefix);
+typedef ps_status (*apply_parts_fn)(void *target, const uint8_t *p, size_t len,
+                                    const ps_bytes *vals, size_t n_vals, size_t vlen,
+                                    bool from_peer, uint64_t *ret_lsn);
+
+static ps_status replay_pieces(prefix_len_fn prefix_len, apply_parts_fn apply, void *target,
+                               const ps_bytes *pieces, size_t n_pieces, size_t len, bool from_peer,
+                               uint64_t *ret_lsn) {
+    ps_bytes_cursor c = {pieces, n_pieces, 0, 0};
+    size_t prefix;
+    ps_status st = prefix_len(&c, len, &prefix);
+    if (st != PS_STATUS_OK)
+        return st;
+    uint8_t *head = malloc(prefix + 1);
+    ps_bytes *vals = calloc(n_pieces + 1, sizeof *vals);
+    size_t k = 0;
+    const uint8_t *run = NULL;
+    if (!head || !vals) {
+        st = PS_STATUS_NO_MEMORY;
+        goto out;
+    }
+    (void)ps_bytes_take(&c, head, prefix); /* within len: checked */
+    for (size_t got; (got = ps_bytes_next(&c, SIZE_MAX, &run)) > 0;)
+        vals[k++] = (ps_bytes){run, got};
+    st = apply(target, head, prefix, vals, k, len - prefix, from_peer, ret_lsn);
+out:
+    free(head);
+    free(vals);
+    return st;
+}
+
+static ps_status apply_rows_parts(void *target, const uint8_t *p, size_t len, const ps_bytes *vals,
+                                  size_t n_vals, size_t vlen, bool from_peer, uint64_t *ret_lsn) {
+    return replay_rows_parts(target, p, len, vals, n_vals, vlen, from_peer, ret_lsn);
+}
+
+static ps_status apply_push_parts(void *target, const uint8_t *p, size_t len, const ps_bytes *vals,
+                                  size_t n_vals, size_t vlen, bool from_peer, uint64_t *ret_lsn) {
+    return replay_push_parts(target, p, len, vals, n_vals, vlen, from_peer, ret_lsn);
 }
 
 size_t journal_encode_dedup(uint64_t id, size_t n, const uint64_t *keys, uint8_t *out) {
@@ -554,7 +615,11 @@ ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const ps_b
         ret_lsn = &lsn_scratch;
     *ret_lsn = 0;
     if (type == JOURNAL_TYPE_PUSH && n_pieces > 1)
-        return replay_push_pieces(t->chunks, pieces, n_pieces, len, from_peer, ret_lsn);
+        return replay_pieces(push_prefix_len, apply_push_parts, t->chunks, pieces, n_pieces, len,
+                             from_peer, ret_lsn);
+    if (type == JOURNAL_TYPE_ROWS && n_pieces > 1)
+        return replay_pieces(rows_prefix_len, apply_rows_parts, t->rows, pieces, n_pieces, len,
+                             from_peer, ret_lsn);
     if (n_pieces <= 1)
         return journal_apply(t, type, n_pieces ? pieces[0].data : NULL, len, from_peer, ret_lsn);
     uint8_t *flat = malloc(len + 1);
@@ -576,9 +641,9 @@ ps_status journal_apply(const journal_target *t, uint8_t type, const void *paylo
         ret_lsn = &lsn_scratch;
     *ret_lsn = 0;
     if (type == JOURNAL_TYPE_PUSH)
-        return replay_push(t->chunks, p, len, from_peer, ret_lsn);
+        return replay_push_parts(t->chunks, p, len, NULL, 0, 0, from_peer, ret_lsn);
     if (type == JOURNAL_TYPE_ROWS)
-        return replay_rows(t->rows, p, len, from_peer, ret_lsn);
+        return replay_rows_parts(t->rows, p, len, NULL, 0, 0, from_peer, ret_lsn);
     if (type == JOURNAL_TYPE_ROWS_REMOVE) /* a shard's own collection: never from a peer */
         return from_peer ? PS_STATUS_PARSE : replay_rows_remove(t->rows, p, len);
     if (type == JOURNAL_TYPE_DEDUP) { /* a replay's: remember it (a live one: shard_journal.c) */

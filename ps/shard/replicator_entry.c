@@ -56,14 +56,25 @@ repl_entry *repl_entry_rows(const row_push *p, const uint32_t *idx, size_t m) {
         e->values = malloc(m * row_bytes + 1);
         if (!e->keys || !e->values)
             goto fail;
+        ps_bytes one;
+        ps_bytes_cursor cur = row_push_values(p, &one);
+        size_t at = 0; /* the row the cursor is at */
         for (size_t j = 0; j < m; j++) {
+            if (idx[j] < at) { /* behind: from the start again */
+                cur = row_push_values(p, &one);
+                at = 0;
+            }
             e->keys[j] = p->ids[idx[j]];
-            memcpy(e->values + j * row_bytes, p->values + (size_t)idx[j] * row_bytes, row_bytes);
+            (void)ps_bytes_take(&cur, NULL, (idx[j] - at) * row_bytes);
+            (void)ps_bytes_take(&cur, e->values + j * row_bytes, row_bytes);
+            at = idx[j] + 1;
         }
         sub.n = m;
         sub.ids = e->keys;
         sub.values = e->values;
         sub.values_len = m * row_bytes;
+        sub.pieces = NULL;
+        sub.n_pieces = 0;
     }
     if (journal_encode_rows(&sub, &e->enc) != PS_STATUS_OK)
         goto fail;

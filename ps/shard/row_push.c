@@ -35,6 +35,12 @@ typedef struct push_work {
     size_t mem_bytes;
 } push_work;
 
+ps_bytes_cursor row_push_values(const row_push *p, ps_bytes *one) {
+    *one = (ps_bytes){p->values, p->values_len};
+    return p->n_pieces ? (ps_bytes_cursor){p->pieces, p->n_pieces, 0, 0}
+                       : (ps_bytes_cursor){one, 1, 0, 0};
+}
+
 static ps_status push_check(const row_push *p, char *err, size_t err_len) {
     ps_status st = row_store_check_request(p->model, p->table, p->spec, p->n, err, err_len);
     if (st != PS_STATUS_OK)
@@ -130,9 +136,11 @@ static ps_status check_unique(const row_push *p, push_work *w, char *err, size_t
 static ps_status take_values(const row_push *p, push_work *w, char *err, size_t err_len) {
     const size_t dim = p->spec->dim, total = p->n * dim;
     bool finite = true;
+    ps_bytes one;
+    ps_bytes_cursor cur = row_push_values(p, &one);
     for (size_t at = 0; at < total; at += ROW_PUSH_RUN_FLOATS) { /* copy, check while cached */
         size_t len = total - at < ROW_PUSH_RUN_FLOATS ? total - at : ROW_PUSH_RUN_FLOATS;
-        memcpy(w->grads + at, p->values + at * sizeof(float), len * sizeof(float));
+        (void)ps_bytes_take(&cur, w->grads + at, len * sizeof(float)); /* length checked */
         finite &= optimizer_all_finite(w->grads + at, len);
     }
     w->ids = p->ids;

@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 #include "quota.h"
+#include "bytes.h"
 #include "status.h"
 #include "train_spec.h"
 
@@ -92,17 +93,24 @@ typedef struct row_push {
                                     table's key and each id), when the caller computed
                                     them already: dedup and replication reuse them */
     const uint8_t *values;       /* n * dim little-endian float32, any alignment */
-    size_t values_len;           /* bytes at values */
-    bool skip_non_finite;        /* OPTIMIZE only: skip (and count) each row whose
-                                    gradient holds a NaN or infinity instead of refusing
-                                    the push; ASSIGN and ADD always refuse */
-    uint64_t *ret_lsn;           /* with a journal: its record's LSN (may be NULL) */
-    bool from_peer;              /* a copy from the rows' primary (replication): the
-                                    journal writes it but does not send it on */
-    uint64_t request_id;         /* the client's id of the push (dedup.h); 0: none */
-    bool first_try;              /* the client sent none of these rows before under
-                                    request_id: they are not looked up (dedup_check) */
+    size_t values_len;           /* bytes at values (or in pieces) */
+    const ps_bytes *pieces;      /* or, when n_pieces > 0, the same bytes in pieces, as
+                                    gRPC received them (a row may straddle two) */
+    size_t n_pieces;
+    bool skip_non_finite; /* OPTIMIZE only: skip (and count) each row whose
+                             gradient holds a NaN or infinity instead of refusing
+                             the push; ASSIGN and ADD always refuse */
+    uint64_t *ret_lsn;    /* with a journal: its record's LSN (may be NULL) */
+    bool from_peer;       /* a copy from the rows' primary (replication): the
+                             journal writes it but does not send it on */
+    uint64_t request_id;  /* the client's id of the push (dedup.h); 0: none */
+    bool first_try;       /* the client sent none of these rows before under
+                             request_id: they are not looked up (dedup_check) */
 } row_push;
+
+/* A cursor at the start of the push's values (its pieces, or its one run, which `one`
+ * holds). */
+ps_bytes_cursor row_push_values(const row_push *push, ps_bytes *one);
 
 /* Where applied pushes are written, so a restart can replay them (journal.h): called
  * under the table's write lock once the push passed every check, before any row

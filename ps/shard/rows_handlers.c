@@ -54,7 +54,7 @@ typedef struct rows_rest {
  * journal position they were applied at. RESOURCE_EXHAUSTED set on rc. */
 static ps_status dedup_rows(shard_ctx *ctx, rpc_ctx *rc, const row_push *p, rows_rest *rest,
                             uint64_t *ret_pos) {
-    if (!p->request_id || p->n == 0 || !p->values || p->first_try || /* the journal checks */
+    if (!p->request_id || p->n == 0 || p->first_try ||    /* the journal checks */
         p->values_len != p->n * (size_t)p->spec->dim * 4) /* the store refuses it whole */
         return PS_STATUS_OK;
     bool *applied = calloc(p->n + 1, sizeof *applied);
@@ -74,11 +74,15 @@ static ps_status dedup_rows(shard_ctx *ctx, rpc_ctx *rc, const row_push *p, rows
         st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu rows", p->n);
         goto out;
     }
-    for (size_t i = 0; i < p->n; i++) {
-        if (applied[i])
+    ps_bytes one;
+    ps_bytes_cursor cur = row_push_values(p, &one);
+    for (size_t i = 0; i < p->n; i++) { /* length checked above */
+        if (applied[i]) {
+            (void)ps_bytes_take(&cur, NULL, row);
             continue;
+        }
         rest->ids[m] = p->ids[i];
-        memcpy(rest->values + m * row, p->values + i * row, row);
+        (void)ps_bytes_take(&cur, rest->values + m * row, row);
         m++;
     }
     rest->push = *p;
@@ -86,6 +90,8 @@ static ps_status dedup_rows(shard_ctx *ctx, rpc_ctx *rc, const row_push *p, rows
     rest->push.ids = rest->ids;
     rest->push.keys = NULL; /* computed again where needed, for these rows */
     rest->push.values = rest->values;
+    rest->push.pieces = NULL;
+    rest->push.n_pieces = 0;
     rest->push.values_len = m * row;
 out:
     free(applied);
@@ -162,8 +168,8 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
     ps_status st = shard_check_push_op(rc, req->op, req->optimizer != NULL, req->skip_non_finite);
     if (st != PS_STATUS_OK)
         return st;
-    const rpc_bytes_view *vv = NULL;
-    size_t n_values = rpc_ctx_raw(rc, &vv);
+    const rpc_bytes_pieces *vf = NULL;
+    size_t n_values = rpc_ctx_raw_pieces(rc, &vf);
     if (n_values > 1)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "push carries its values field %zu times: send it once", n_values);
@@ -186,8 +192,9 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         .n = req->n_ids,
         .ids = req->ids,
         .keys = keys,
-        .values = n_values ? vv[0].data : NULL,
-        .values_len = n_values ? vv[0].len : 0,
+        .values_len = n_values ? vf[0].len : 0,
+        .pieces = n_values ? vf[0].pieces : NULL, /* as they arrived: copied once */
+        .n_pieces = n_values ? vf[0].n_pieces : 0,
         .skip_non_finite = req->skip_non_finite,
         .request_id = req->request_id,
         .first_try = req->first_try,

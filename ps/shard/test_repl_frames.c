@@ -12,6 +12,7 @@
 #include "journal.h"
 #include "repl_frames.h"
 #include "replicator.h"
+#include "row_store.h"
 #include "store.h"
 #include "update_log.h"
 
@@ -49,6 +50,19 @@ static ps_bytes *split(const uint8_t *bytes, size_t len, size_t step, size_t *re
     return p;
 }
 
+/* An encoded record in one buffer (malloc'd); frees the encoding. */
+static uint8_t *flat_record(journal_encoded *e, size_t *ret_len) {
+    uint8_t *rec = malloc(e->len + 1), *at = rec;
+    assert_non_null(rec);
+    for (int i = 0; i < e->n_iov; i++) {
+        memcpy(at, e->iov[i].iov_base, e->iov[i].iov_len);
+        at += e->iov[i].iov_len;
+    }
+    *ret_len = e->len;
+    journal_encoded_free(e);
+    return rec;
+}
+
 /* The push record of KEYS keys of FLOATS floats, names, a request id (malloc'd). */
 static uint8_t *push_record(float base, size_t *ret_len) {
     static const uint64_t keys[KEYS] = {11, 22, 33};
@@ -69,14 +83,7 @@ static uint8_t *push_record(float base, size_t *ret_len) {
                     .base_version = 9};
     journal_encoded e;
     assert_int_equal(journal_encode_push(&p, &e), PS_STATUS_OK);
-    uint8_t *rec = malloc(e.len), *at = rec;
-    assert_non_null(rec);
-    for (int i = 0; i < e.n_iov; i++) {
-        memcpy(at, e.iov[i].iov_base, e.iov[i].iov_len);
-        at += e.iov[i].iov_len;
-    }
-    *ret_len = e.len;
-    journal_encoded_free(&e);
+    uint8_t *rec = flat_record(&e, ret_len);
     free(v);
     return rec;
 }
@@ -238,11 +245,101 @@ static void test_push_applied_from_pieces_as_from_one_buffer(void **state) {
     free(rec);
 }
 
+/* A rows record (ADD of known values onto rows made on first touch, with a request
+ * id) for `n` ids of a dim-5 table (malloc'd). */
+#define ROWS_N 40
+static const table_spec ROWS_SPEC = {
+    .dim = 5, .init = TABLE_INIT_UNIFORM, .init_scale = 0.1f, .seed = 3, .optimizer = OPTIM_NONE};
+
+static uint8_t *rows_record(size_t *ret_len) {
+    uint64_t ids[ROWS_N];
+    float v[ROWS_N * 5];
+    for (size_t i = 0; i < ROWS_N; i++)
+        ids[i] = 1000 + i * 7;
+    for (size_t i = 0; i < ROWS_N * 5; i++)
+        v[i] = (float)i * 0.5f;
+    row_push p = {.model = "m",
+                  .table = "emb",
+                  .spec = &ROWS_SPEC,
+                  .op = ROW_OP_ADD,
+                  .n = ROWS_N,
+                  .ids = ids,
+                  .values = (const uint8_t *)v,
+                  .values_len = sizeof v,
+                  .request_id = 99};
+    journal_encoded e;
+    assert_int_equal(journal_encode_rows(&p, &e), PS_STATUS_OK);
+    uint8_t *rec = flat_record(&e, ret_len);
+    return rec;
+}
+
+static void read_rows(row_store *rs, float *out) {
+    uint64_t ids[ROWS_N];
+    for (size_t i = 0; i < ROWS_N; i++)
+        ids[i] = 1000 + i * 7;
+    char err[256];
+    assert_int_equal(row_store_pull(rs, "m", "emb", &ROWS_SPEC, ROWS_N, ids, out, NULL, NULL, NULL,
+                                    err, sizeof err),
+                     PS_STATUS_OK);
+}
+
+static void test_rows_applied_from_pieces_as_from_one_buffer(void **state) {
+    (void)state;
+    size_t len;
+    uint8_t *rec = rows_record(&len);
+    row_store *flat;
+    assert_int_equal(row_store_create(&(row_store_opts){.name = "flat"}, &flat), PS_STATUS_OK);
+    journal_target ft = {.rows = flat};
+    assert_int_equal(journal_apply(&ft, JOURNAL_TYPE_ROWS, rec, len, true, NULL), PS_STATUS_OK);
+    float want[ROWS_N * 5], got[ROWS_N * 5];
+    read_rows(flat, want);
+    const size_t steps[] = {1, 3, 64, 1000};
+    for (size_t s = 0; s < sizeof steps / sizeof *steps; s++) {
+        row_store *rs;
+        assert_int_equal(row_store_create(&(row_store_opts){.name = "p"}, &rs), PS_STATUS_OK);
+        journal_target t = {.rows = rs};
+        size_t n;
+        ps_bytes *pieces = split(rec, len, steps[s], &n);
+        assert_int_equal(journal_apply_pieces(&t, JOURNAL_TYPE_ROWS, pieces, n, len, true, NULL),
+                         PS_STATUS_OK);
+        read_rows(rs, got);
+        assert_memory_equal(got, want, sizeof got);
+        /* cut in its head, names, ids or values: refused */
+        const size_t cuts[] = {20, 75, 200, len - 3};
+        for (size_t c = 0; c < sizeof cuts / sizeof *cuts; c++) {
+            size_t m = 0;
+            while (m < n && (size_t)(pieces[m].data - rec) < cuts[c])
+                m++;
+            size_t keep = pieces[m - 1].len;
+            pieces[m - 1].len = cuts[c] - (size_t)(pieces[m - 1].data - rec);
+            row_store *empty;
+            assert_int_equal(row_store_create(&(row_store_opts){.name = "e"}, &empty),
+                             PS_STATUS_OK);
+            journal_target et = {.rows = empty};
+            ps_status st =
+                journal_apply_pieces(&et, JOURNAL_TYPE_ROWS, pieces, m, cuts[c], true, NULL);
+            if (st != PS_STATUS_PARSE && st != PS_STATUS_INVALID_ARGUMENT)
+                fail_msg("rows cut at %zu of %zu (pieces of %zu): %s", cuts[c], len, steps[s],
+                         ps_status_name(st));
+            uint64_t rows = 1;
+            row_store_totals(empty, &rows, NULL);
+            assert_int_equal(rows, 0); /* nothing applied, not even a row made */
+            row_store_destroy(empty);
+            pieces[m - 1].len = keep;
+        }
+        free(pieces);
+        row_store_destroy(rs);
+    }
+    row_store_destroy(flat);
+    free(rec);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_frames_walk_any_split),
         cmocka_unit_test(test_frames_refuse_bad_framing),
         cmocka_unit_test(test_push_applied_from_pieces_as_from_one_buffer),
+        cmocka_unit_test(test_rows_applied_from_pieces_as_from_one_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

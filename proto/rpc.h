@@ -94,6 +94,18 @@ typedef struct rpc_bytes_field {
     size_t n_parts;
 } rpc_bytes_field;
 
+/* Memory lent to gRPC without a copy: each part rpc_loan_part makes counts until gRPC
+ * drops it (its release), and rpc_loan_wait blocks until every part made so far has
+ * been dropped, so the caller may reuse or free the memory after it. gRPC drops a
+ * sent message's slices shortly after the call ends (not always before the call's
+ * completion is seen: the write's own completion may run on another thread), and at
+ * once when a call fails to start. Thread-safe. */
+typedef struct rpc_loan rpc_loan;
+ps_status rpc_loan_create(rpc_loan **ret_loan);
+rpc_bytes_part rpc_loan_part(rpc_loan *loan, const void *data, size_t len);
+void rpc_loan_wait(rpc_loan *loan);
+void rpc_loan_destroy(rpc_loan *loan); /* waits first; accepts NULL */
+
 /* One occurrence of a raw bytes field in a received message (the receiving side of
  * rpc_bytes_field): it points into the received payload, not copied through
  * protobuf-c. Valid while the message it came with is (see rpc_ctx_raw and

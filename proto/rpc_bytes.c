@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
+
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
 
@@ -402,4 +404,53 @@ bool rpc_bytes_copy(const rpc_bytes_pieces *f, size_t off, void *dst, size_t len
 
 ps_bytes_cursor rpc_bytes_cursor(const rpc_bytes_pieces *f) {
     return (ps_bytes_cursor){f->pieces, f->n_pieces, 0, 0};
+}
+
+/* ------------------------------------------------------------------ loans --- */
+
+struct rpc_loan {
+    pthread_mutex_t lock;
+    pthread_cond_t dropped;
+    size_t out; /* parts gRPC still holds */
+};
+
+ps_status rpc_loan_create(rpc_loan **ret) {
+    rpc_loan *l = calloc(1, sizeof *l);
+    if (!l)
+        return PS_STATUS_NO_MEMORY;
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_cond_init(&l->dropped, NULL);
+    *ret = l;
+    return PS_STATUS_OK;
+}
+
+static void loan_release(void *arg) {
+    rpc_loan *l = arg;
+    pthread_mutex_lock(&l->lock);
+    if (--l->out == 0)
+        pthread_cond_broadcast(&l->dropped);
+    pthread_mutex_unlock(&l->lock);
+}
+
+rpc_bytes_part rpc_loan_part(rpc_loan *l, const void *data, size_t len) {
+    pthread_mutex_lock(&l->lock);
+    l->out++;
+    pthread_mutex_unlock(&l->lock);
+    return (rpc_bytes_part){data, len, loan_release, l};
+}
+
+void rpc_loan_wait(rpc_loan *l) {
+    pthread_mutex_lock(&l->lock);
+    while (l->out > 0)
+        pthread_cond_wait(&l->dropped, &l->lock);
+    pthread_mutex_unlock(&l->lock);
+}
+
+void rpc_loan_destroy(rpc_loan *l) {
+    if (!l)
+        return;
+    rpc_loan_wait(l);
+    pthread_cond_destroy(&l->dropped);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
 }

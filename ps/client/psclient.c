@@ -83,8 +83,10 @@ ps_status ps_client_create(const char *coordinator, ps_client **ret_client, char
     c->failover_wait_ms = PS_CLIENT_FAILOVER_WAIT_MS;
     if (getrandom(&c->request_seed, sizeof c->request_seed, 0) != (ssize_t)sizeof c->request_seed)
         c->request_seed = (uint64_t)ps_now_ms() ^ ((uint64_t)getpid() << 32);
-    ps_status st = rpc_channel_create(coordinator, NULL, &c->coord);
+    ps_status st = rpc_loan_create(&c->loan);
     if (st != PS_STATUS_OK)
+        psclient_fail(c, st, "out of memory");
+    else if ((st = rpc_channel_create(coordinator, NULL, &c->coord)) != PS_STATUS_OK)
         psclient_fail(c, st, "bad coordinator address '%s'", coordinator);
     else
         st = ps_client_refresh(c);
@@ -105,6 +107,7 @@ void ps_client_destroy(ps_client *c) {
     hashring_destroy(c->ring);
     rpc_channel_destroy(c->coord);
     psclient_scratch_free(c);
+    rpc_loan_destroy(c->loan);
     free(c);
 }
 

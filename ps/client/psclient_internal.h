@@ -43,6 +43,10 @@ struct ps_client {
     size_t *shard_first, *shard_m;
     uint32_t shard_cap;
     struct psclient_call *calls; /* a round's calls (route_cap at most: one key or more) */
+    /* the caller's values pushes lend gRPC (rpc_loan): a push returns once gRPC has
+     * dropped them all (psclient_keys.c) */
+    rpc_loan *loan;
+    rpc_bytes_part *parts; /* a push call's parts (req_cap: one per key) */
     /* a request's keys, lengths and names while it is packed (req_cap each) */
     uint64_t *req_keys;
     uint32_t *req_lens;

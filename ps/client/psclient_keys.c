@@ -153,8 +153,8 @@ static ps_push_outcome outcome_of(ps_status st) {
     }
 }
 
-/* Sends key idx[0..m)'s values with one copy: from the caller's arrays into one
- * buffer that gRPC sends as it lies and frees when done. */
+/* Sends key idx[0..m)'s values without a copy: gRPC sends each from the caller's
+ * array as it lies (lent: the push waits until gRPC has dropped them, push_lent). */
 static ps_status push_start(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,
                             rpc_pending **ret_pending) {
     push_arg *a = p;
@@ -162,21 +162,11 @@ static ps_status push_start(ps_client *c, uint32_t s, const size_t *idx, size_t 
     ps_status st = psclient_call_keys(c, s, a->keys, idx, m, &ch);
     if (st != PS_STATUS_OK)
         return st;
-    uint64_t total = 0;
     for (size_t i = 0; i < m; i++) {
         c->req_lens[i] = a->lens[idx[i]];
-        total += c->req_lens[i];
+        c->parts[i] = rpc_loan_part(c->loan, a->src[idx[i]], c->req_lens[i] * 4ull);
         if (a->names)
             c->req_names[i] = (char *)a->names[idx[i]];
-    }
-    float *values = malloc(total * 4 + 1);
-    if (!values)
-        return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory for %llu values",
-                             (unsigned long long)total);
-    float *out = values;
-    for (size_t i = 0; i < m; i++) {
-        memcpy(out, a->src[idx[i]], c->req_lens[i] * 4ull);
-        out += c->req_lens[i];
     }
     Ps__PushRequest req = PS__PUSH_REQUEST__INIT;
     req.epoch = ps_client_epoch(c);
@@ -195,8 +185,7 @@ static ps_status push_start(ps_client *c, uint32_t s, const size_t *idx, size_t 
         req.optimizer = &optimizer;
         req.skip_non_finite = a->train->skip_non_finite;
     }
-    rpc_bytes_field vf = {
-        .field_number = 15, .data = values, .len = total * 4, .release = free, .arg = values};
+    rpc_bytes_field vf = {.field_number = 15, .parts = c->parts, .n_parts = m};
     rpc_result res;
     rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
     st =
@@ -229,6 +218,13 @@ static ps_status push_finish(ps_client *c, uint32_t s, const size_t *idx, size_t
     return PS_STATUS_OK;
 }
 
+/* A push's end: its calls are finished, but gRPC may still hold the caller's values it
+ * lent (the writes' completions run apart): the caller may free them once this returns. */
+static ps_status push_lent(ps_client *c, ps_status st) {
+    rpc_loan_wait(c->loan);
+    return st;
+}
+
 ps_status ps_client_push(ps_client *c, Ps__PushOp op, size_t n, const uint64_t *keys,
                          const float *const *src, const uint32_t *lens, const char *const *names,
                          uint64_t *ret_versions) {
@@ -245,7 +241,7 @@ ps_status ps_client_push_report(ps_client *c, Ps__PushOp op, size_t n, const uin
     if (ret_outcome)
         memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
     shard_op ops = {push_start, push_finish, lens, CALL_FLOATS, true};
-    return psclient_route_op(c, n, keys, &ops, &a, true);
+    return push_lent(c, psclient_route_op(c, n, keys, &ops, &a, true));
 }
 
 ps_status ps_client_push_optimize(ps_client *c, ps_push_train *train, size_t n,
@@ -261,7 +257,7 @@ ps_status ps_client_push_optimize(ps_client *c, ps_push_train *train, size_t n,
     if (ret_outcome)
         memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
     shard_op ops = {push_start, push_finish, lens, CALL_FLOATS, true};
-    return psclient_route_op(c, n, keys, &ops, &a, true);
+    return push_lent(c, psclient_route_op(c, n, keys, &ops, &a, true));
 }
 
 /* ------------------------------------------------------------------ stat --- */

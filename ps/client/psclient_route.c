@@ -59,7 +59,8 @@ ps_status psclient_req_reserve(ps_client *c, size_t m) {
     size_t want = m < 2 * c->req_cap ? 2 * c->req_cap : m;
     if (!grow((void **)&c->req_keys, want, sizeof *c->req_keys) ||
         !grow((void **)&c->req_lens, want, sizeof *c->req_lens) ||
-        !grow((void **)&c->req_names, want, sizeof *c->req_names))
+        !grow((void **)&c->req_names, want, sizeof *c->req_names) ||
+        !grow((void **)&c->parts, want, sizeof *c->parts))
         return psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
     c->req_cap = want;
     return PS_STATUS_OK;
@@ -76,6 +77,7 @@ void psclient_scratch_free(ps_client *c) {
     free(c->req_keys);
     free(c->req_lens);
     free(c->req_names);
+    free(c->parts);
 }
 
 /* ------------------------------------------------------------------ routing --- */

@@ -54,21 +54,6 @@ void repl_need_sync_locked(repl_target *t, const char *why) {
     repl_drop_queue_locked(t);
 }
 
-/* What gRPC still holds of one batch's parts. */
-typedef struct repl_batch {
-    replicator *r;
-    atomic_size_t parts_out;
-} repl_batch;
-
-static void part_released(void *arg) {
-    repl_batch *b = arg;
-    if (atomic_fetch_sub(&b->parts_out, 1) == 1) {
-        pthread_mutex_lock(&b->r->lock);
-        pthread_cond_broadcast(&b->r->changed);
-        pthread_mutex_unlock(&b->r->lock);
-    }
-}
-
 ps_status repl_send(repl_target *t, const rpc_bytes_part *parts, size_t n_parts, uint32_t count,
                     uint64_t first, bool sync, uint64_t resume, uint64_t *ret_applied,
                     uint64_t *ret_inc, char *err, size_t err_len) {
@@ -114,32 +99,26 @@ static ps_status send_batch(repl_target *t, repl_entry *first, uint32_t count,
     for (uint32_t i = 0; i < count; i++, e = e->next)
         n_parts += 1 + (size_t)e->enc.n_iov;
     rpc_bytes_part *parts = calloc(n_parts + 1, sizeof *parts);
-    repl_batch *b = malloc(sizeof *b);
-    if (!parts || !b) {
+    rpc_loan *loan = NULL; /* the entries' bytes, lent to gRPC */
+    if (!parts || rpc_loan_create(&loan) != PS_STATUS_OK) {
         free(parts);
-        free(b);
         ps_set_err(err, err_len, "out of memory for a batch of %u records", count);
         pthread_mutex_lock(&r->lock);
         return PS_STATUS_NO_MEMORY;
     }
-    b->r = r;
-    atomic_init(&b->parts_out, n_parts);
     size_t k = 0;
     e = first;
     for (uint32_t i = 0; i < count; i++, e = e->next) {
-        parts[k++] = (rpc_bytes_part){e->head, REPLICATOR_FRAME_HEAD, part_released, b};
+        parts[k++] = rpc_loan_part(loan, e->head, REPLICATOR_FRAME_HEAD);
         for (int j = 0; j < e->enc.n_iov; j++)
-            parts[k++] =
-                (rpc_bytes_part){e->enc.iov[j].iov_base, e->enc.iov[j].iov_len, part_released, b};
+            parts[k++] = rpc_loan_part(loan, e->enc.iov[j].iov_base, e->enc.iov[j].iov_len);
     }
     uint64_t applied = 0, inc = 0;
     ps_status st =
         repl_send(t, parts, n_parts, count, first->num, false, 0, &applied, &inc, err, err_len);
     free(parts);
+    rpc_loan_destroy(loan); /* once gRPC holds none of the parts */
     pthread_mutex_lock(&r->lock);
-    while (atomic_load(&b->parts_out) > 0) /* gRPC still holds some of the parts */
-        pthread_cond_wait(&r->changed, &r->lock);
-    free(b);
     uint64_t last = first->num + count - 1;
     if (st == PS_STATUS_OK && applied < last) {
         ps_set_err(err, err_len, "it answered records up to %llu applied, not %llu",

@@ -91,36 +91,52 @@ static ps_status apply_check(store *s, store_batch *b, uint64_t *ret_new_bytes,
     return PS_STATUS_OK;
 }
 
-/* Value k of key i as pushed (the push's bytes are valid until apply returns). */
-static float pushed_value(const store_push *p, size_t i, size_t k) {
+/* A cursor at the push's first value (its pieces, or its one run, which `one` holds;
+ * the push's bytes are valid until apply returns). */
+static ps_bytes_cursor push_values(const store_push *p, ps_bytes *one) {
+    *one = (ps_bytes){p->values, p->values_len};
+    return p->n_pieces ? (ps_bytes_cursor){p->pieces, p->n_pieces, 0, 0}
+                       : (ps_bytes_cursor){one, 1, 0, 0};
+}
+
+/* Why key i's sum at k is not finite: the pushed value is not (refused as prepare
+ * refuses an ASSIGN's), or old + pushed overflows. */
+static void add_refusal(const store_push *p, const store_chunk *c, size_t i, size_t k, char *err,
+                        size_t err_len) {
     uint64_t at = k;
     for (size_t j = 0; j < i; j++)
         at += p->lengths[j];
-    ps_bytes one = {p->values, p->values_len};
-    ps_bytes_cursor c = {p->n_pieces ? p->pieces : &one, p->n_pieces ? p->n_pieces : 1, 0, 0};
-    float v = 0;
-    if (!ps_bytes_take(&c, NULL, at * sizeof v) || !ps_bytes_take(&c, &v, sizeof v))
-        return NAN;
-    return v;
+    ps_bytes one;
+    ps_bytes_cursor cur = push_values(p, &one);
+    float v = NAN;
+    if (ps_bytes_take(&cur, NULL, at * sizeof v))
+        (void)ps_bytes_take(&cur, &v, sizeof v);
+    if (!isfinite(v))
+        ps_set_err(err, err_len, "push value %llu is %s: only finite values are accepted",
+                   (unsigned long long)at, isnan(v) ? "NaN" : "infinite");
+    else
+        ps_set_err(err, err_len,
+                   "ADD to key %016llx %s(index %zu) would make value %zu non-finite (%g + %g): "
+                   "nothing was applied",
+                   (unsigned long long)c->key, name_or_empty(c), i, k, (double)c->values->data[k],
+                   (double)v);
 }
 
-/* ADD: every key's sums into its block (over the pushed values, which the update log
- * does not keep: it keeps what the chunk becomes), checked finite; OPTIMIZE: every key's step out
- * of place, into its block (the new weights) and b->state_new (the new state), checked finite.
- * Write lock held; the store is not changed. */
+/* ADD: every key's sums into its block, added straight from the pieces the values
+ * arrived in (prepare does not copy an ADD's values: one pass reads them once), checked
+ * finite (a non-finite pushed value makes its sum so); the update log keeps what the
+ * chunk becomes. OPTIMIZE: every key's step out of place, into its block (the new
+ * weights) and b->state_new (the new state), checked finite. Write lock held; the
+ * store is not changed. */
 static ps_status apply_compute(store_batch *b, char *err, size_t err_len) {
     const store_push *p = &b->push;
+    ps_bytes one;
+    ps_bytes_cursor cur = push_values(p, &one);
     for (size_t i = 0; p->op == UPDATE_LOG_OP_ADD && i < p->n; i++) {
         const store_chunk *c = b->found[i];
-        float *d = b->blocks[i]->data;
-        const float *old = c->values->data;
-        size_t k = store_values_add(d, old, d, c->len);
+        size_t k = store_values_add_pieces(b->blocks[i]->data, c->values->data, &cur, c->len);
         if (k < c->len) {
-            ps_set_err(err, err_len,
-                       "ADD to key %016llx %s(index %zu) would make value %zu non-finite (%g + "
-                       "%g): nothing was applied",
-                       (unsigned long long)c->key, name_or_empty(c), i, k, (double)old[k],
-                       (double)pushed_value(p, i, k));
+            add_refusal(p, c, i, k, err, err_len);
             return PS_STATUS_INVALID_ARGUMENT;
         }
     }

@@ -128,7 +128,9 @@ void store_batch_destroy(store_batch *b) {
 
 /* Copies key i's values (the next len floats at value index off) into a new block
  * and checks them: a non-finite value refuses the push (INVALID_ARGUMENT, naming it),
- * or skips the key (skip_non_finite). Then allocates what the key needs besides. */
+ * or skips the key (skip_non_finite). An ADD's block is only made: apply adds into it
+ * straight from the pushed values (and checks the sums). Then allocates what the key
+ * needs besides. */
 static ps_status prepare_key(store *s, store_batch *b, size_t i, ps_bytes_cursor *cur, uint64_t off,
                              size_t *entry, char *err, size_t err_len) {
     const store_push *p = &b->push;
@@ -136,8 +138,11 @@ static ps_status prepare_key(store *s, store_batch *b, size_t i, ps_bytes_cursor
     if (store_alloc_fails(s) || update_log_values_create(len, &b->blocks[i]) != PS_STATUS_OK)
         return PS_STATUS_NO_MEMORY;
     float *v = b->blocks[i]->data;
-    (void)ps_bytes_take(cur, v, (size_t)len * sizeof(float)); /* the one copy; total checked */
-    size_t bad = store_values_first_non_finite(v, len);
+    size_t bad = len;
+    if (p->op != UPDATE_LOG_OP_ADD) {
+        (void)ps_bytes_take(cur, v, (size_t)len * sizeof(float)); /* the one copy; total checked */
+        bad = store_values_first_non_finite(v, len);
+    }
     if (bad < len && b->skip) { /* skip_non_finite: no entry, no state */
         update_log_values_unref(b->blocks[i]);
         b->blocks[i] = NULL;

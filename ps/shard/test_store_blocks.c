@@ -1,9 +1,10 @@
 /* test_store_blocks.c: the store shares its chunks' value blocks instead of copying
  * them (store.h): the log's entries and Pull replies hold references, so a block
  * someone else holds must never be written. An ADD always publishes a new block with
- * the sums (one pass over the old and pushed values), so holders keep what they had. Also: pushes
- * arriving in pieces (a float split across two) land intact, and a NaN anywhere in the pieces is
- * refused with its index. */
+ * the sums (one pass over the old and pushed values), so holders keep what they had.
+ * Also: pushes arriving in pieces (a float split across two) land intact, ADDs summed
+ * straight from such pieces included, and a NaN anywhere in the pieces, or a sum that
+ * overflows, is refused with its index and changes nothing. */
 #include <math.h>
 
 #include "test_store.h"
@@ -117,6 +118,53 @@ static void test_values_in_pieces(void **state) {
     assert_non_null(strstr(err, "push value 4 is NaN"));
     snapshot after = snapshot_take(&f, 2, keys);
     snapshot_assert_same(&before, &after);
+    snapshot_free(&before);
+    snapshot_free(&after);
+
+    /* an ADD is summed straight from the pieces (cut mid-float, an empty one among them) */
+    vals[4] = 5;
+    float delta[6] = {0.5f, 1, -3, 0.25f, 100, -6.25f};
+    const uint8_t *draw = (const uint8_t *)delta;
+    ps_bytes dp[5] = {{draw, 3}, {draw + 3, 0}, {draw + 3, 2}, {draw + 5, 11}, {draw + 16, 8}};
+    store_push add = p;
+    add.op = UPDATE_LOG_OP_ADD;
+    add.pieces = dp;
+    add.n_pieces = 5;
+    assert_int_equal(store_batch_prepare(f.store, &add, &b, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(store_batch_apply(f.store, b, NULL, NULL, err, sizeof err), PS_STATUS_OK);
+    store_batch_destroy(b);
+    s = snapshot_take(&f, 2, keys);
+    for (int i = 0; i < 6; i++)
+        assert_true(s.values[i] == vals[i] + delta[i]);
+    snapshot_free(&s);
+    /* a NaN in a piece after a cut float: refused at apply with the same message */
+    before = snapshot_take(&f, 2, keys);
+    delta[3] = NAN;
+    assert_int_equal(store_batch_prepare(f.store, &add, &b, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(store_batch_apply(f.store, b, NULL, NULL, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    store_batch_destroy(b);
+    assert_non_null(strstr(err, "push value 3 is NaN"));
+    /* a value whose sum overflows, on a float cut between two pieces: names both */
+    delta[3] = 0.25f;
+    delta[1] = 3.4e38f;
+    float big[6] = {1.5f, 3.4e38f, 3, 4, 5, 6.25f};
+    store_push set = p;
+    set.pieces = NULL;
+    set.n_pieces = 0;
+    set.values = (const uint8_t *)big;
+    assert_int_equal(store_batch_prepare(f.store, &set, &b, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(store_batch_apply(f.store, b, NULL, NULL, err, sizeof err), PS_STATUS_OK);
+    store_batch_destroy(b);
+    snapshot_free(&before);
+    before = snapshot_take(&f, 2, keys);
+    assert_int_equal(store_batch_prepare(f.store, &add, &b, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(store_batch_apply(f.store, b, NULL, NULL, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    store_batch_destroy(b);
+    assert_non_null(strstr(err, "would make value 1 non-finite (3.4e+38 + 3.4e+38)"));
+    after = snapshot_take(&f, 2, keys);
+    snapshot_assert_same(&before, &after); /* neither refusal changed anything */
     snapshot_free(&before);
     snapshot_free(&after);
     fixture_free(&f);

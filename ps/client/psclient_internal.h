@@ -41,6 +41,7 @@ struct ps_client {
     uint32_t *owner;
     size_t route_cap;
     size_t *shard_first, *shard_m;
+    size_t *win_next, *win_done, *win_end; /* a windowed round's calls, per shard */
     uint32_t shard_cap;
     struct psclient_call *calls; /* a round's calls (route_cap at most: one key or more) */
     /* the caller's values pushes lend gRPC (rpc_loan): a push returns once gRPC has
@@ -103,7 +104,15 @@ typedef struct shard_op {
      * are tried again for up to FAILOVER_WAIT_MS when the ring keeps R >= 2 copies: reads,
      * and pushes that carry a request id (a shard applies each of their keys once). */
     bool retry_unavailable;
+    /* Calls in flight to one shard at most (0: all at once). A window lets a large
+     * transfer's replies come whole one after another, so the client copies one while
+     * the next arrives: all at once, their frames interleave on the connection and
+     * every reply completes near the end (64 MiB pulls: 1.6-1.9 -> 2.0-2.4 GB/s at 4). */
+    size_t window;
 } shard_op;
+
+/* Pull calls in flight to one shard at a time (shard_op.window). */
+#define PULL_WINDOW 4
 
 /* Floats per call when a request is cut (shard_op.call_floats). */
 #define CALL_FLOATS (1u << 18) /* floats: 1 MiB */

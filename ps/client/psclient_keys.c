@@ -113,7 +113,7 @@ static ps_status pull_finish(ps_client *c, uint32_t s, const size_t *idx, size_t
 ps_status ps_client_pull(ps_client *c, size_t n, const uint64_t *keys, float *const *dst,
                          const uint32_t *lens, uint64_t *ret_versions) {
     pull_arg a = {keys, dst, lens, ret_versions};
-    shard_op op = {pull_start, pull_finish, lens, CALL_FLOATS, true};
+    shard_op op = {pull_start, pull_finish, lens, CALL_FLOATS, true, PULL_WINDOW};
     c->err[0] = '\0';
     return psclient_route_op(c, n, keys, &op, &a, false);
 }
@@ -240,7 +240,7 @@ ps_status ps_client_push_report(ps_client *c, Ps__PushOp op, size_t n, const uin
     c->err[0] = '\0';
     if (ret_outcome)
         memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
-    shard_op ops = {push_start, push_finish, lens, CALL_FLOATS, true};
+    shard_op ops = {push_start, push_finish, lens, CALL_FLOATS, true, 0};
     return push_lent(c, psclient_route_op(c, n, keys, &ops, &a, true));
 }
 
@@ -256,7 +256,7 @@ ps_status ps_client_push_optimize(ps_client *c, ps_push_train *train, size_t n,
         return psclient_fail(c, PS_STATUS_INVALID_ARGUMENT, "an optimizer push needs an optimizer");
     if (ret_outcome)
         memset(ret_outcome, PS_PUSH_NOT_APPLIED, n);
-    shard_op ops = {push_start, push_finish, lens, CALL_FLOATS, true};
+    shard_op ops = {push_start, push_finish, lens, CALL_FLOATS, true, 0};
     return push_lent(c, psclient_route_op(c, n, keys, &ops, &a, true));
 }
 
@@ -308,7 +308,7 @@ ps_status ps_client_stat(ps_client *c, size_t n, const uint64_t *keys, uint32_t 
     memset(ret_lens, 0, n * sizeof *ret_lens);
     if (ret_versions)
         memset(ret_versions, 0, n * sizeof *ret_versions);
-    shard_op op = {stat_start, stat_finish, NULL, 0, false}; /* status: say at once */
+    shard_op op = {stat_start, stat_finish, NULL, 0, false, 0}; /* status: say at once */
     return psclient_route_op(c, n, keys, &op, &a, true);
 }
 
@@ -347,7 +347,7 @@ static ps_status delete_finish(ps_client *c, uint32_t s, const size_t *idx, size
 ps_status ps_client_delete(ps_client *c, size_t n, const uint64_t *keys, ps_delete_counts *counts) {
     delete_arg a = {keys, 0, 0};
     c->err[0] = '\0';
-    shard_op op = {delete_start, delete_finish, NULL, 0, true};
+    shard_op op = {delete_start, delete_finish, NULL, 0, true, 0};
     ps_status st = psclient_route_op(c, n, keys, &op, &a, true);
     if (counts)
         *counts = (ps_delete_counts){.chunks = a.deleted, .bytes = a.bytes};

@@ -47,7 +47,10 @@ static bool shards_reserve(ps_client *c, uint32_t n) {
     if (n <= c->shard_cap)
         return true;
     if (!grow((void **)&c->shard_first, n, sizeof *c->shard_first) ||
-        !grow((void **)&c->shard_m, n, sizeof *c->shard_m))
+        !grow((void **)&c->shard_m, n, sizeof *c->shard_m) ||
+        !grow((void **)&c->win_next, n, sizeof *c->win_next) ||
+        !grow((void **)&c->win_done, n, sizeof *c->win_done) ||
+        !grow((void **)&c->win_end, n, sizeof *c->win_end))
         return false;
     c->shard_cap = n;
     return true;
@@ -73,6 +76,9 @@ void psclient_scratch_free(ps_client *c) {
     free(c->owner);
     free(c->shard_first);
     free(c->shard_m);
+    free(c->win_next);
+    free(c->win_done);
+    free(c->win_end);
     free(c->calls);
     free(c->req_keys);
     free(c->req_lens);
@@ -157,34 +163,79 @@ static bool again(ps_client *c, const shard_op *op, ps_status cs, bool *unreacha
     return true;
 }
 
+/* What a round's calls share while they are started and collected. */
+typedef struct round_state {
+    const shard_op *op;
+    void *arg;
+    route_failure *fail;
+    size_t kept;      /* keys sent round again, in c->retry */
+    bool unreachable; /* see again */
+} round_state;
+
+static void call_start(ps_client *c, round_state *r, size_t k) {
+    psclient_call *call = &c->calls[k];
+    const size_t *idx = c->group + call->first;
+    ps_status cs = r->op->start(c, call->shard, idx, call->m, r->arg, &call->pending);
+    if (again(c, r->op, cs, &r->unreachable))
+        retry_add(c, &r->kept, idx, call->m);
+    else if (cs != PS_STATUS_OK)
+        failure_note(c, r->fail, cs, k);
+}
+
+static void call_finish(ps_client *c, round_state *r, size_t k) {
+    psclient_call *call = &c->calls[k];
+    if (!call->pending)
+        return;
+    const size_t *idx = c->group + call->first;
+    ps_status cs = r->op->finish(c, call->shard, idx, call->m, r->arg, call->pending);
+    call->pending = NULL;
+    if (again(c, r->op, cs, &r->unreachable))
+        retry_add(c, &r->kept, idx, call->m);
+    else if (cs != PS_STATUS_OK)
+        failure_note(c, r->fail, cs, k);
+}
+
+/* Starts the calls with at most op->window in flight per shard, the shards in turn
+ * (a call at a time each), collecting a shard's oldest call before it gets another
+ * (calls are grouped by shard in c->calls). */
+static void start_windowed(ps_client *c, round_state *r, size_t n_calls, bool keep_going) {
+    for (uint32_t s = 0; s < c->n_shards; s++)
+        c->win_next[s] = c->win_done[s] = c->win_end[s] = 0;
+    for (size_t k = n_calls; k-- > 0;) { /* each shard's calls: [win_next, win_end) */
+        uint32_t s = c->calls[k].shard;
+        if (c->win_end[s] == 0)
+            c->win_end[s] = k + 1;
+        c->win_next[s] = c->win_done[s] = k;
+    }
+    for (bool more = true; more;) {
+        more = false;
+        for (uint32_t s = 0; s < c->n_shards; s++) {
+            if (c->win_next[s] == c->win_end[s] || (!keep_going && r->fail->st != PS_STATUS_OK))
+                continue;
+            if (c->win_next[s] - c->win_done[s] >= r->op->window)
+                call_finish(c, r, c->win_done[s]++);
+            call_start(c, r, c->win_next[s]++);
+            more = true;
+        }
+    }
+}
+
 /* One round: every call started (without keep_going, none after a failure), then each
- * collected in order. Keys refused with WRONG_EPOCH (or unreachable, see again) go to
- * c->retry (*ret_kept). */
+ * collected in order (or, with op->window, started and collected a window at a time).
+ * Keys refused with WRONG_EPOCH (or unreachable, see again) go to c->retry (*ret_kept). */
 static void route_round(ps_client *c, size_t n_calls, const shard_op *op, void *arg,
                         bool keep_going, route_failure *fail, size_t *ret_kept, bool *unreachable) {
-    size_t kept = 0;
-    for (size_t k = 0; k < n_calls && (keep_going || fail->st == PS_STATUS_OK); k++) {
-        psclient_call *call = &c->calls[k];
-        const size_t *idx = c->group + call->first;
-        ps_status cs = op->start(c, call->shard, idx, call->m, arg, &call->pending);
-        if (again(c, op, cs, unreachable))
-            retry_add(c, &kept, idx, call->m);
-        else if (cs != PS_STATUS_OK)
-            failure_note(c, fail, cs, k);
+    round_state r = {.op = op, .arg = arg, .fail = fail};
+    if (op->window > 0) {
+        start_windowed(c, &r, n_calls, keep_going);
+    } else {
+        for (size_t k = 0; k < n_calls && (keep_going || fail->st == PS_STATUS_OK); k++)
+            call_start(c, &r, k);
     }
-    for (size_t k = 0; k < n_calls; k++) {
-        psclient_call *call = &c->calls[k];
-        if (!call->pending)
-            continue;
-        const size_t *idx = c->group + call->first;
-        ps_status cs = op->finish(c, call->shard, idx, call->m, arg, call->pending);
-        call->pending = NULL;
-        if (again(c, op, cs, unreachable))
-            retry_add(c, &kept, idx, call->m);
-        else if (cs != PS_STATUS_OK)
-            failure_note(c, fail, cs, k);
-    }
-    *ret_kept = kept;
+    for (size_t k = 0; k < n_calls; k++)
+        call_finish(c, &r, k);
+    *ret_kept = r.kept;
+    *unreachable = r.unreachable;
 }
 
 ps_status psclient_route_op(ps_client *c, size_t n, const uint64_t *keys, const shard_op *op,

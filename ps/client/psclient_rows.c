@@ -158,7 +158,11 @@ static ps_status rows_op(ps_client *c, rows_arg *a, size_t n, bool push) {
         b.created = b.skipped = 0;
         b.request_id = push ? psclient_request_id(c) : 0;
         shard_op op = {push ? push_rows_start : pull_rows_start,
-                       push ? push_rows_finish : pull_rows_finish, NULL, 0, true};
+                       push ? push_rows_finish : pull_rows_finish,
+                       NULL,
+                       0,
+                       true,
+                       0};
         st = psclient_route_op(c, m, keys, &op, &b, push);
         a->created += b.created;
         a->skipped += b.skipped;

@@ -138,19 +138,22 @@ static void test_errors_are_clear(void **state) {
 
 /* A large push goes to each shard as several calls in flight at once (CALL_FLOATS
  * each); when the ring moved under the client, only the refused calls' keys go again,
- * so every chunk is added exactly once. */
+ * so every chunk is added exactly once. A large pull goes a window of calls at a time
+ * (PULL_WINDOW), also from a client whose ring is stale (pulls are routed again too
+ * when an old owner refuses them). */
 static void test_large_push_in_concurrent_calls_applied_once(void **state) {
     (void)state;
-    ps_client *c = NULL, *fresh = NULL;
+    ps_client *c = NULL, *fresh = NULL, *old = NULL;
     char err[512];
     assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(ps_client_create(coordinator, &old, err, sizeof err), PS_STATUS_OK);
     assert_int_equal(ps_client_shard_count(c), 2); /* a fresh cluster (second group) */
     uint64_t stale_epoch = ps_client_epoch(c);
     start_shard("shard-3"); /* joins: the ring holds no data yet */
     assert_int_equal(ps_client_create(coordinator, &fresh, err, sizeof err), PS_STATUS_OK);
     wait_epoch(fresh, stale_epoch + 1);
 
-    enum { N = 48, LEN = 64 * 1024 }; /* 12 MiB: about 3 MiB, 3 calls or more, a shard */
+    enum { N = 96, LEN = 64 * 1024 }; /* 24 MiB: about 8 MiB, 8 calls or more, a shard */
     uint64_t keys[N], pushed[N], versions[N];
     uint32_t lens[N];
     const float *src[N], *zsrc[N];
@@ -177,11 +180,18 @@ static void test_large_push_in_concurrent_calls_applied_once(void **state) {
     for (size_t i = 0; i < N; i++)
         assert_true(versions[i] == pushed[i] && versions[i] > 0);
     assert_memory_equal(out, vals, (size_t)N * LEN * sizeof *vals);
+    memset(out, 0, (size_t)N * LEN * sizeof *out);
+    assert_int_equal(ps_client_epoch(old), stale_epoch); /* any owner may answer it */
+    assert_int_equal(ps_client_pull(old, N, keys, dst, lens, versions), PS_STATUS_OK);
+    assert_memory_equal(out, vals, (size_t)N * LEN * sizeof *vals);
+    for (size_t i = 0; i < N; i++)
+        assert_true(versions[i] == pushed[i]);
     free(vals);
     free(out);
     free(zeros);
     ps_client_destroy(c);
     ps_client_destroy(fresh);
+    ps_client_destroy(old);
 }
 
 /* More keys for one shard than it takes in one request (SHARD_MAX_KEYS_PER_REQUEST,

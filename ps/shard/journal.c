@@ -1,11 +1,12 @@
 /* journal.c: push and delete records of the chunk store in the write-ahead log, and
  * their replay (see journal.h). A push record:
  *   u8 format (1), u8 op, u8 flags (1: skip_non_finite, 2: names follow, 4: a request
- *   id, 8: a base version), u8 optimizer
+ *   id, 8: a base version, 16: slots), u8 optimizer
  *   kind, 10 x f32 hyper-parameters (lr, momentum, weight_decay, beta1, beta2, eps,
  *   initial_accumulator, l1, l2, beta), u32 n, (flag 4: u64 request id), (flag 8: u64
  *   base version: the versions the primary gave, base + 1.. in key order), n x u64 keys,
- *   n x u32 lengths, names (when flagged: n x (u16 length, bytes)), then the values
+ *   n x u32 lengths, (flag 16: n x u32 slots: a subset of a push, key i's version is
+ *   base + slot + 1), names (when flagged: n x (u16 length, bytes)), then the values
  *   (float32).
  * A delete record: u8 format (1), u32 n, n x u64 keys.
  * A rows record: u8 format (1), u8 op, u8 flags (1: skip_non_finite, 2: a request id), u8 optimizer
@@ -63,6 +64,12 @@ static size_t push_head_len(uint8_t flags) {
     return PUSH_HEAD + ((flags & 4) ? 8 : 0) + ((flags & 8) ? 8 : 0);
 }
 
+/* A push record's bytes per key after its head: the key, its length, and its slot
+ * (flag 16: a subset of a push, store_push.slots). */
+static size_t push_key_bytes(uint8_t flags) {
+    return 12 + ((flags & 16) ? 4 : 0);
+}
+
 /* Writes the head (push_head_len bytes) and returns its length. */
 static size_t push_head(const store_push *p, uint8_t *h) {
     memset(h, 0, PUSH_HEAD);
@@ -70,7 +77,7 @@ static size_t push_head(const store_push *p, uint8_t *h) {
     h[0] = FORMAT;
     h[1] = (uint8_t)p->op;
     h[2] = (uint8_t)((p->skip_non_finite ? 1 : 0) | (p->names ? 2 : 0) | (p->request_id ? 4 : 0) |
-                     (p->base_version ? 8 : 0));
+                     (p->base_version ? 8 : 0) | (p->slots ? 16 : 0));
     put_optim(h, o);
     uint32_t n = (uint32_t)p->n;
     memcpy(h + 44, &n, 4);
@@ -132,7 +139,7 @@ static ps_status encode_push(const store_push *p, size_t max_pieces, journal_enc
         }
         n_pieces = 0;
     }
-    if (!(e->iov = calloc(4 + (n_pieces ? n_pieces : 1), sizeof *e->iov))) {
+    if (!(e->iov = calloc(5 + (n_pieces ? n_pieces : 1), sizeof *e->iov))) {
         journal_encoded_free(e);
         return PS_STATUS_NO_MEMORY;
     }
@@ -140,6 +147,8 @@ static ps_status encode_push(const store_push *p, size_t max_pieces, journal_enc
     e->iov[k++] = (struct iovec){e->head, head_len};
     e->iov[k++] = (struct iovec){(void *)p->keys, p->n * 8};
     e->iov[k++] = (struct iovec){(void *)p->lengths, p->n * 4};
+    if (p->slots)
+        e->iov[k++] = (struct iovec){(void *)p->slots, p->n * 4};
     if (e->names)
         e->iov[k++] = (struct iovec){e->names, names_len};
     if (n_pieces) {
@@ -161,7 +170,7 @@ ps_status journal_encode_push(const store_push *p, journal_encoded *ret) {
 static ps_status journal_push(void *arg, const store_push *p, uint64_t *ret_lsn, char *err,
                               size_t err_len) {
     journal_encoded e;
-    ps_status st = encode_push(p, WAL_MAX_IOVCNT - 4, &e);
+    ps_status st = encode_push(p, WAL_MAX_IOVCNT - 5, &e);
     if (st != PS_STATUS_OK) {
         ps_set_err(err, err_len, "out of memory writing the push to the write-ahead log");
         return st;
@@ -366,19 +375,23 @@ static ps_status replay_push_parts(store *s, const uint8_t *p, size_t len, const
     if (p[2] & 8)
         memcpy(&base_version, p + hl - 8, 8);
     memcpy(&n, p + 44, 4);
-    if ((uint64_t)n * 12 > len - hl)
+    size_t per_key = push_key_bytes(p[2]);
+    if ((uint64_t)n * per_key > len - hl)
         return PS_STATUS_PARSE;
     optim_spec o;
     get_optim(p, &o);
     uint64_t *keys = malloc((size_t)n * 8 + 1);
     uint32_t *lengths = malloc((size_t)n * 4 + 1);
+    uint32_t *slots = (p[2] & 16) ? malloc((size_t)n * 4 + 1) : NULL;
     char **names = (p[2] & 2) ? calloc((size_t)n + 1, sizeof *names) : NULL;
     ps_status st = PS_STATUS_NO_MEMORY;
-    if (!keys || !lengths || ((p[2] & 2) && !names))
+    if (!keys || !lengths || ((p[2] & 16) && !slots) || ((p[2] & 2) && !names))
         goto out;
     memcpy(keys, p + hl, (size_t)n * 8);
     memcpy(lengths, p + hl + (size_t)n * 8, (size_t)n * 4);
-    size_t at = hl + (size_t)n * 12;
+    if (slots)
+        memcpy(slots, p + hl + (size_t)n * 12, (size_t)n * 4);
+    size_t at = hl + (size_t)n * per_key;
     st = PS_STATUS_PARSE;
     for (uint32_t i = 0; names && i < n; i++) {
         uint16_t l;
@@ -408,7 +421,8 @@ static ps_status replay_push_parts(store *s, const uint8_t *p, size_t len, const
                        .skip_non_finite = p[2] & 1,
                        .from_peer = from_peer,
                        .request_id = request_id,
-                       .base_version = from_peer ? base_version : 0};
+                       .base_version = from_peer ? base_version : 0,
+                       .slots = slots};
     store_batch *b = NULL;
     char err[256];
     st = store_batch_prepare(s, &push, &b, err, sizeof err);
@@ -423,6 +437,7 @@ out:
     free(names);
     free(keys);
     free(lengths);
+    free(slots);
     return st;
 }
 
@@ -437,9 +452,9 @@ static ps_status push_prefix_len(const ps_bytes_cursor *start, size_t len, size_
     size_t hl = push_head_len(h[2]);
     uint32_t n;
     memcpy(&n, h + 44, 4);
-    if ((uint64_t)n * 12 > len - hl)
+    if ((uint64_t)n * push_key_bytes(h[2]) > len - hl)
         return PS_STATUS_PARSE;
-    size_t at = hl + (size_t)n * 12;
+    size_t at = hl + (size_t)n * push_key_bytes(h[2]);
     if (!(h[2] & 2)) {
         *ret_prefix = at;
         return PS_STATUS_OK;

@@ -54,13 +54,15 @@ ps_status push_subset_make(const store_push *p, const uint32_t *idx, size_t m, p
     s.lengths = malloc(m * sizeof *s.lengths + 1);
     s.names = p->names ? malloc(m * sizeof *s.names + 1) : NULL;
     s.pieces = calloc(m + n_src + 1, sizeof *s.pieces);
-    if (!s.keys || !s.lengths || (p->names && !s.names) || !s.pieces) {
+    s.slots = malloc(m * sizeof *s.slots + 1);
+    if (!s.keys || !s.lengths || (p->names && !s.names) || !s.pieces || !s.slots) {
         push_subset_free(&s);
         return PS_STATUS_NO_MEMORY;
     }
     for (size_t j = 0; j < m; j++) {
         s.keys[j] = p->keys[idx[j]];
         s.lengths[j] = p->lengths[idx[j]];
+        s.slots[j] = p->slots ? p->slots[idx[j]] : idx[j];
         if (s.names)
             s.names[j] = p->names[idx[j]];
     }
@@ -71,6 +73,7 @@ ps_status push_subset_make(const store_push *p, const uint32_t *idx, size_t m, p
     s.push.keys = s.keys;
     s.push.lengths = s.lengths;
     s.push.names = s.names;
+    s.push.slots = s.slots;
     s.push.values = NULL;
     s.push.pieces = s.pieces;
     s.push.n_pieces = n_pieces;
@@ -86,5 +89,6 @@ void push_subset_free(push_subset *s) {
     free(s->lengths);
     free(s->names);
     free(s->pieces);
+    free(s->slots);
     memset(s, 0, sizeof *s);
 }

@@ -17,6 +17,7 @@ typedef struct push_subset {
     uint32_t *lengths;
     const char **names;
     ps_bytes *pieces;
+    uint32_t *slots; /* each key's place in the whole push (its version: store.h) */
 } push_subset;
 
 /* The push's keys at idx[0..m) (increasing indices). NO_MEMORY: *ret untouched. */

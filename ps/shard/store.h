@@ -76,9 +76,14 @@ typedef struct store_push {
     uint64_t request_id;         /* the client's id of the push (dedup.h); 0: none */
     bool first_try;              /* the client sent none of these keys before under
                                     request_id: they are not looked up (dedup_check) */
-    uint64_t base_version;       /* the k-th key applied gets version base + k: a copy from
-                                    the primary (from_peer) brings the primary's; for
-                                    others the store sets it (its clock) before journaling */
+    uint64_t base_version;       /* key i gets version base + i + 1 (a skipped key leaves a
+                                    gap): a copy from the primary (from_peer) brings the
+                                    primary's; for others the store sets it (its clock)
+                                    before journaling */
+    const uint32_t *slots;       /* NULL, or n: key i gets base + slots[i] + 1 instead; a
+                                    subset of a push (a backup's share) keeps its keys'
+                                    places in the whole, so every owner gives a key the
+                                    same version */
 } store_push;
 
 /* Where the store writes what it applies, so a restart can replay it (journal.h): each

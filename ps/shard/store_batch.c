@@ -285,10 +285,11 @@ ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, ui
         pthread_rwlock_unlock(&s->lock);
         return st;
     }
-    /* the point of no return: nothing below can fail. Versions: the k-th key applied
-     * gets base + k, base being the clock (what the journal recorded), or for a copy
-     * from the keys' primary, the primary's base: every owner gives a chunk the same
-     * version, and the clock never goes back */
+    /* the point of no return: nothing below can fail. Versions: key i gets base + i + 1
+     * (or its slot's, when the push is a subset of one: its place in the whole), base
+     * being the clock (what the journal recorded), or for a copy from the keys'
+     * primary, the primary's base: every owner gives a chunk the same version (also
+     * from a backup's share of a push), and the clock never goes back */
     uint64_t base = b->push.base_version; /* set by apply_prepare_locked */
     size_t entry = 0;
     for (size_t i = 0; i < b->push.n; i++) {
@@ -297,7 +298,7 @@ ps_status store_batch_apply(store *s, store_batch *b, uint64_t *ret_versions, ui
                 ret_versions[i] = 0;
             continue;
         }
-        uint64_t version = base + entry + 1;
+        uint64_t version = base + (b->push.slots ? b->push.slots[i] : i) + 1;
         apply_key(s, b, i, update_log_batch_entry(b->log, entry++), ++s->seq, version);
         if (version > s->clock)
             s->clock = version;

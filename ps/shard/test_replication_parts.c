@@ -292,6 +292,68 @@ static void test_push_subset_slices_values_across_pieces(void **state) {
     check_subset(1);
 }
 
+/* A backup that gets a share of a push (a subset: the keys it owns) gives each key the
+ * version the primary gave it, whatever the key's place in the share; so does a share
+ * of a share (a retry's subset sent on), and a restart's replay of the share's record.
+ * The store gave the k-th key of a record base + k + 1, so a backup's version of a
+ * key after a gap was lower than the primary's (and after a failover the new primary
+ * could hand out a version a replica already held for older data). */
+static void test_subset_keeps_the_primary_versions(void **state) {
+    (void)state;
+    fixture prim = fixture_make(0), back = fixture_make(0);
+    const uint64_t keys[4] = {11, 12, 13, 14};
+    const uint32_t lengths[4] = {2, 2, 2, 2};
+    const float values[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    store_push p = {.op = UPDATE_LOG_OP_ASSIGN,
+                    .n = 4,
+                    .keys = keys,
+                    .lengths = lengths,
+                    .values = (const uint8_t *)values,
+                    .values_len = sizeof values};
+    store_batch *b = NULL;
+    char err[256];
+    uint64_t pv[4];
+    assert_int_equal(store_batch_prepare(prim.store, &p, &b, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(store_batch_apply(prim.store, b, pv, NULL, err, sizeof err), PS_STATUS_OK);
+    store_batch_destroy(b);
+    p.base_version = pv[0] - 1; /* what the primary's journal record carries */
+    const uint32_t idx[2] = {1, 3}, idx2[1] = {1};
+    push_subset share, again;
+    assert_int_equal(push_subset_make(&p, idx, 2, &share), PS_STATUS_OK);
+    assert_int_equal(push_subset_make(&share.push, idx2, 1, &again), PS_STATUS_OK);
+    assert_int_equal(again.push.slots[0], 3); /* key 14's place in the whole */
+    journal_encoded e;
+    assert_int_equal(journal_encode_push(&share.push, &e), PS_STATUS_OK);
+    uint8_t *rec = malloc(e.len), *at = rec;
+    assert_non_null(rec);
+    for (int i = 0; i < e.n_iov; i++) {
+        memcpy(at, e.iov[i].iov_base, e.iov[i].iov_len);
+        at += e.iov[i].iov_len;
+    }
+    journal_target t = {.chunks = back.store};
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_PUSH, rec, e.len, true, NULL), PS_STATUS_OK);
+    uint32_t l[2];
+    uint64_t bv[2];
+    const uint64_t got_keys[2] = {12, 14};
+    store_stat(back.store, 2, got_keys, l, bv);
+    assert_int_equal(bv[0], pv[1]);
+    assert_int_equal(bv[1], pv[3]);
+    /* replayed at a restart (not from a peer): new versions from the clock, still one
+     * per key's place, so the share's keys keep their order and gap */
+    fixture re = fixture_make(0);
+    journal_target rt = {.chunks = re.store};
+    assert_int_equal(journal_apply(&rt, JOURNAL_TYPE_PUSH, rec, e.len, false, NULL), PS_STATUS_OK);
+    store_stat(re.store, 2, got_keys, l, bv);
+    assert_int_equal(bv[1] - bv[0], 2);
+    journal_encoded_free(&e);
+    free(rec);
+    push_subset_free(&again);
+    push_subset_free(&share);
+    fixture_free(&re);
+    fixture_free(&back);
+    fixture_free(&prim);
+}
+
 static void test_inbox_streams(void **state) {
     (void)state;
     repl_inbox *in = NULL;
@@ -660,6 +722,7 @@ int main(void) {
         cmocka_unit_test(test_dedup_export_splits_a_request_at_the_point),
         cmocka_unit_test(test_dedup_request_grows_over_many_calls),
         cmocka_unit_test(test_push_subset_slices_values_across_pieces),
+        cmocka_unit_test(test_subset_keeps_the_primary_versions),
         cmocka_unit_test(test_inbox_streams),
         cmocka_unit_test(test_inbox_one_call_per_stream_at_a_time),
         cmocka_unit_test(test_inbox_applies_batches_in_order),

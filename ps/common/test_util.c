@@ -43,9 +43,31 @@ static void test_write_file_atomic(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* ps_reserve doubles from the first size until the need fits, keeps what the array
+ * held, and leaves a big enough array alone. */
+static void test_reserve_grows_by_doubling(void **state) {
+    (void)state;
+    int *a = NULL;
+    size_t cap = 0;
+    assert_true(ps_reserve((void **)&a, &cap, 10, sizeof *a, 4));
+    assert_int_equal(cap, 16);
+    for (int i = 0; i < 10; i++)
+        a[i] = i * 3;
+    int *before = a;
+    assert_true(ps_reserve((void **)&a, &cap, 16, sizeof *a, 4));
+    assert_ptr_equal(a, before);
+    assert_int_equal(cap, 16);
+    assert_true(ps_reserve((void **)&a, &cap, 17, sizeof *a, 4));
+    assert_int_equal(cap, 32);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(a[i], i * 3);
+    free(a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_file_atomic),
+        cmocka_unit_test(test_reserve_grows_by_doubling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

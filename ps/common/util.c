@@ -82,6 +82,20 @@ uint64_t ps_key_row(const char *model, const char *table, uint64_t id) {
     return ps_key_row_in(ps_key_table(model, table), id);
 }
 
+bool ps_reserve(void **arr, size_t *cap, size_t need, size_t elem, size_t first) {
+    if (need <= *cap)
+        return true;
+    size_t want = *cap ? *cap : first;
+    while (want < need)
+        want *= 2;
+    void *grown = realloc(*arr, want * elem);
+    if (!grown)
+        return false;
+    *arr = grown;
+    *cap = want;
+    return true;
+}
+
 bool ps_parse_u64(const char *s, uint64_t *ret) {
     if (!s || *s < '0' || *s > '9') /* digits only: no sign, no spaces (strtoull allows them) */
         return false;

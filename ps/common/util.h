@@ -38,6 +38,11 @@ uint64_t ps_key_row_in(uint64_t table_key, uint64_t id);
 void ps_keys_rows(uint64_t table_key, size_t n, const uint64_t *ids, uint64_t *ret_keys);
 
 /* Strict number parsing for flags: the whole string must be a number in range. */
+/* Room for `need` elements of `elem` bytes in the growable array *arr of *cap (doubled
+ * from `first` until it fits; realloc keeps what it held). false when out of memory:
+ * *arr and *cap are then as they were. */
+bool ps_reserve(void **arr, size_t *cap, size_t need, size_t elem, size_t first);
+
 bool ps_parse_u64(const char *s, uint64_t *ret);
 /* ps_parse_u64 within [min, max]. */
 bool ps_parse_u64_range(const char *s, uint64_t min, uint64_t max, uint64_t *ret);

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 /* Keys recorded at one journal position: keys[previous segment's end..end). */
 typedef struct segment {
     uint64_t pos;
@@ -250,24 +252,9 @@ static void grow_locked(dedup *d) {
  * was. */
 static ps_status append_locked(dedup *d, request *r, size_t n, const uint64_t *keys, uint64_t pos) {
     bool same = r->n_segs && r->segs[r->n_segs - 1].pos == pos;
-    if (!same && r->n_segs == r->cap_segs) {
-        size_t cap = r->cap_segs ? 2 * r->cap_segs : 4;
-        segment *grown = realloc(r->segs, cap * sizeof *grown);
-        if (!grown)
-            return PS_STATUS_NO_MEMORY;
-        r->segs = grown;
-        r->cap_segs = cap;
-    }
-    if (n > r->cap_keys - r->n) {
-        size_t cap = r->cap_keys ? r->cap_keys : 16;
-        while (cap - r->n < n)
-            cap *= 2;
-        uint64_t *grown = realloc(r->keys, cap * sizeof *grown);
-        if (!grown)
-            return PS_STATUS_NO_MEMORY;
-        r->keys = grown;
-        r->cap_keys = cap;
-    }
+    if (!ps_reserve((void **)&r->segs, &r->cap_segs, r->n_segs + 1, sizeof *r->segs, 4) ||
+        !ps_reserve((void **)&r->keys, &r->cap_keys, r->n + n, sizeof *r->keys, 16))
+        return PS_STATUS_NO_MEMORY;
     memcpy(r->keys + r->n, keys, n * sizeof *keys);
     r->n += n;
     d->n_keys += n;

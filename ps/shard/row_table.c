@@ -8,6 +8,7 @@
 
 #include "optimizer.h"
 #include "row_table_internal.h"
+#include "util.h"
 
 #define ROW_TABLE_INITIAL_CAP 64u /* index slots of a new table */
 #define ROW_TABLE_PREFETCH 16u    /* how many rows ahead the batch loops prefetch */
@@ -222,16 +223,9 @@ ps_status row_table_remove(row_table *t, size_t n, const uint64_t *ids, const ui
     *ret_removed = 0;
     if (t->pin.index)
         return PS_STATUS_FAILED_PRECONDITION;
-    if (t->n_free + n > t->cap_free) { /* room for every number first: then nothing fails */
-        size_t cap = t->cap_free ? t->cap_free : 64;
-        while (cap < t->n_free + n)
-            cap *= 2;
-        uint32_t *grown = realloc(t->free_rows, cap * sizeof *grown);
-        if (!grown)
-            return PS_STATUS_NO_MEMORY;
-        t->free_rows = grown;
-        t->cap_free = cap;
-    }
+    /* room for every number first: then nothing fails */
+    if (!ps_reserve((void **)&t->free_rows, &t->cap_free, t->n_free + n, sizeof *t->free_rows, 64))
+        return PS_STATUS_NO_MEMORY;
     uint64_t removed = 0;
     for (size_t k = 0; k < n; k++) {
         for (uint64_t i = hashes[k] & t->mask;; i = (i + 1) & t->mask) {

@@ -3,6 +3,12 @@
 
 #include <string.h>
 
+ps_bytes_cursor ps_bytes_runs(const ps_bytes *pieces, size_t n_pieces, const uint8_t *data,
+                              size_t len, ps_bytes *one) {
+    *one = (ps_bytes){data, len};
+    return n_pieces ? (ps_bytes_cursor){pieces, n_pieces, 0, 0} : (ps_bytes_cursor){one, 1, 0, 0};
+}
+
 size_t ps_bytes_next(ps_bytes_cursor *c, size_t max, const uint8_t **ret_data) {
     while (c->i < c->n && c->off == c->pieces[c->i].len) {
         c->i++;

@@ -25,6 +25,10 @@ typedef struct ps_bytes_cursor {
     size_t i, off; /* the next byte: pieces[i].data[off] */
 } ps_bytes_cursor;
 
+/* A cursor over bytes given as pieces (n_pieces > 0) or else as the one run
+ * data[0..len), which *one then holds (it must outlive the cursor). */
+ps_bytes_cursor ps_bytes_runs(const ps_bytes *pieces, size_t n_pieces, const uint8_t *data,
+                              size_t len, ps_bytes *one);
 /* The next contiguous run of at most max bytes (*ret_data points into the pieces); its
  * length, 0 at the end. */
 size_t ps_bytes_next(ps_bytes_cursor *cursor, size_t max, const uint8_t **ret_data);

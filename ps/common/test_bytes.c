@@ -50,10 +50,27 @@ static void test_next_runs_and_skips(void **state) {
     assert_false(ps_bytes_take(&short_one, big, 21)); /* 20 there: a partial copy */
 }
 
+/* ps_bytes_runs: the pieces when there are some, else the one run. */
+static void test_runs_of_pieces_or_one(void **state) {
+    (void)state;
+    const uint8_t all[6] = {1, 2, 3, 4, 5, 6};
+    const ps_bytes pieces[2] = {{all, 2}, {all + 2, 4}};
+    ps_bytes one;
+    uint8_t got[6];
+    ps_bytes_cursor c = ps_bytes_runs(pieces, 2, NULL, 6, &one);
+    assert_true(ps_bytes_take(&c, got, 6));
+    assert_memory_equal(got, all, 6);
+    c = ps_bytes_runs(NULL, 0, all + 1, 5, &one);
+    assert_true(ps_bytes_take(&c, got, 5));
+    assert_memory_equal(got, all + 1, 5);
+    assert_false(ps_bytes_take(&c, got, 1));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_take_across_pieces),
         cmocka_unit_test(test_next_runs_and_skips),
+        cmocka_unit_test(test_runs_of_pieces_or_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -118,28 +118,42 @@ void journal_encoded_free(journal_encoded *e) {
     memset(e, 0, sizeof *e);
 }
 
+/* Values given as pieces (n_pieces > 0) or as one run: how many runs a record's iov
+ * gives them, at most max_pieces (more are gathered into e->gathered first: one run). */
+static ps_status values_runs(journal_encoded *e, const ps_bytes *pieces, size_t n_pieces,
+                             size_t len, size_t max_pieces, size_t *ret_runs) {
+    *ret_runs = n_pieces ? n_pieces : 1;
+    if (n_pieces <= max_pieces)
+        return PS_STATUS_OK;
+    ps_bytes_cursor c = {pieces, n_pieces, 0, 0};
+    if (!(e->gathered = malloc(len + 1)))
+        return PS_STATUS_NO_MEMORY;
+    (void)ps_bytes_take(&c, e->gathered, len); /* the pieces hold len bytes */
+    *ret_runs = 1;
+    return PS_STATUS_OK;
+}
+
+/* Appends the values' iov entries at e->iov[*k]: the pieces, or the one run (values,
+ * or what values_runs gathered). */
+static void values_iov(journal_encoded *e, int *k, const ps_bytes *pieces, size_t n_pieces,
+                       const uint8_t *values, size_t len) {
+    if (e->gathered || n_pieces == 0) {
+        e->iov[(*k)++] = (struct iovec){e->gathered ? e->gathered : (void *)values, len};
+        return;
+    }
+    for (size_t i = 0; i < n_pieces; i++)
+        e->iov[(*k)++] = (struct iovec){(void *)pieces[i].data, pieces[i].len};
+}
+
 /* Fills e->iov from what e already holds plus the push's arrays and pieces; values in
  * more than max_pieces pieces are gathered into one buffer first. */
 static ps_status encode_push(const store_push *p, size_t max_pieces, journal_encoded *e) {
     memset(e, 0, sizeof *e);
     size_t head_len = push_head(p, e->head);
-    size_t names_len = 0;
-    if (p->names && !(e->names = names_blob(p, &names_len)))
-        return PS_STATUS_NO_MEMORY;
-    size_t n_pieces = p->n_pieces;
-    if (n_pieces > max_pieces) {
-        if (!(e->gathered = malloc(p->values_len + 1))) {
-            journal_encoded_free(e);
-            return PS_STATUS_NO_MEMORY;
-        }
-        size_t off = 0;
-        for (size_t i = 0; i < p->n_pieces; i++) {
-            memcpy(e->gathered + off, p->pieces[i].data, p->pieces[i].len);
-            off += p->pieces[i].len;
-        }
-        n_pieces = 0;
-    }
-    if (!(e->iov = calloc(5 + (n_pieces ? n_pieces : 1), sizeof *e->iov))) {
+    size_t names_len = 0, runs = 0;
+    if ((p->names && !(e->names = names_blob(p, &names_len))) ||
+        values_runs(e, p->pieces, p->n_pieces, p->values_len, max_pieces, &runs) != PS_STATUS_OK ||
+        !(e->iov = calloc(5 + runs, sizeof *e->iov))) {
         journal_encoded_free(e);
         return PS_STATUS_NO_MEMORY;
     }
@@ -151,12 +165,7 @@ static ps_status encode_push(const store_push *p, size_t max_pieces, journal_enc
         e->iov[k++] = (struct iovec){(void *)p->slots, p->n * 4};
     if (e->names)
         e->iov[k++] = (struct iovec){e->names, names_len};
-    if (n_pieces) {
-        for (size_t i = 0; i < n_pieces; i++)
-            e->iov[k++] = (struct iovec){(void *)p->pieces[i].data, p->pieces[i].len};
-    } else {
-        e->iov[k++] = (struct iovec){e->gathered ? e->gathered : (void *)p->values, p->values_len};
-    }
+    values_iov(e, &k, p->pieces, p->n_pieces, p->values, p->values_len);
     e->n_iov = k;
     for (int i = 0; i < k; i++)
         e->len += e->iov[i].iov_len;
@@ -270,16 +279,10 @@ static ps_status replay_rows_remove(row_store *rs, const uint8_t *p, size_t len)
  * one buffer first). */
 static ps_status encode_rows(const row_push *p, size_t max_pieces, journal_encoded *ret) {
     memset(ret, 0, sizeof *ret);
-    size_t n_pieces = p->n_pieces;
-    if (n_pieces > max_pieces) {
-        ps_bytes one;
-        ps_bytes_cursor c = row_push_values(p, &one);
-        if (!(ret->gathered = malloc(p->values_len + 1)))
-            return PS_STATUS_NO_MEMORY;
-        (void)ps_bytes_take(&c, ret->gathered, p->values_len);
-        n_pieces = 0;
-    }
-    if (!(ret->iov = calloc(4 + (n_pieces ? n_pieces : 1), sizeof *ret->iov))) {
+    size_t runs = 0;
+    if (values_runs(ret, p->pieces, p->n_pieces, p->values_len, max_pieces, &runs) !=
+            PS_STATUS_OK ||
+        !(ret->iov = calloc(4 + runs, sizeof *ret->iov))) {
         journal_encoded_free(ret);
         return PS_STATUS_NO_MEMORY;
     }
@@ -308,12 +311,9 @@ static ps_status encode_rows(const row_push *p, size_t max_pieces, journal_encod
     ret->iov[1] = (struct iovec){(void *)p->model, ml};
     ret->iov[2] = (struct iovec){(void *)p->table, tl};
     ret->iov[3] = (struct iovec){(void *)p->ids, p->n * 8};
-    ret->n_iov = 4;
-    for (size_t i = 0; i < n_pieces; i++)
-        ret->iov[ret->n_iov++] = (struct iovec){(void *)p->pieces[i].data, p->pieces[i].len};
-    if (!n_pieces)
-        ret->iov[ret->n_iov++] =
-            (struct iovec){ret->gathered ? ret->gathered : (void *)p->values, p->values_len};
+    int k = 4;
+    values_iov(ret, &k, p->pieces, p->n_pieces, p->values, p->values_len);
+    ret->n_iov = k;
     ret->len = hl + ml + tl + p->n * 8 + p->values_len;
     return PS_STATUS_OK;
 }
@@ -553,47 +553,27 @@ static ps_status rows_prefix_len(const ps_bytes_cursor *start, size_t len, size_
     return PS_STATUS_OK;
 }
 
-/* A record whose values follow a prefix of prefix_len(...) bytes, in pieces: the prefix
- * copied into one buffer, the values left where they are, then apply(...). */
 typedef ps_status (*prefix_len_fn)(const ps_bytes_cursor *start, size_t len, size_t *ret_prefix);
-typedef ps_status (*apply_parts_fn)(void *target, const uint8_t *p, size_t len,
-                                    const ps_bytes *vals, size_t n_vals, size_t vlen,
-                                    bool from_peer, uint64_t *ret_lsn);
 
-static ps_status replay_pieces(prefix_len_fn prefix_len, apply_parts_fn apply, void *target,
-                               const ps_bytes *pieces, size_t n_pieces, size_t len, bool from_peer,
-                               uint64_t *ret_lsn) {
+/* A record in pieces whose values follow a prefix of prefix_len(...) bytes: the prefix
+ * copied into *ret_head (*ret_prefix bytes), the values left where they are, as the
+ * runs *ret_vals (*ret_n of them). Both malloc'd (free them, also on failure). */
+static ps_status split_pieces(prefix_len_fn prefix_len, const ps_bytes *pieces, size_t n_pieces,
+                              size_t len, uint8_t **ret_head, size_t *ret_prefix,
+                              ps_bytes **ret_vals, size_t *ret_n) {
     ps_bytes_cursor c = {pieces, n_pieces, 0, 0};
-    size_t prefix;
-    ps_status st = prefix_len(&c, len, &prefix);
+    ps_status st = prefix_len(&c, len, ret_prefix);
     if (st != PS_STATUS_OK)
         return st;
-    uint8_t *head = malloc(prefix + 1);
-    ps_bytes *vals = calloc(n_pieces + 1, sizeof *vals);
-    size_t k = 0;
+    *ret_head = malloc(*ret_prefix + 1);
+    *ret_vals = calloc(n_pieces + 1, sizeof **ret_vals);
+    if (!*ret_head || !*ret_vals)
+        return PS_STATUS_NO_MEMORY;
+    (void)ps_bytes_take(&c, *ret_head, *ret_prefix); /* within len: checked */
     const uint8_t *run = NULL;
-    if (!head || !vals) {
-        st = PS_STATUS_NO_MEMORY;
-        goto out;
-    }
-    (void)ps_bytes_take(&c, head, prefix); /* within len: checked */
     for (size_t got; (got = ps_bytes_next(&c, SIZE_MAX, &run)) > 0;)
-        vals[k++] = (ps_bytes){run, got};
-    st = apply(target, head, prefix, vals, k, len - prefix, from_peer, ret_lsn);
-out:
-    free(head);
-    free(vals);
-    return st;
-}
-
-static ps_status apply_rows_parts(void *target, const uint8_t *p, size_t len, const ps_bytes *vals,
-                                  size_t n_vals, size_t vlen, bool from_peer, uint64_t *ret_lsn) {
-    return replay_rows_parts(target, p, len, vals, n_vals, vlen, from_peer, ret_lsn);
-}
-
-static ps_status apply_push_parts(void *target, const uint8_t *p, size_t len, const ps_bytes *vals,
-                                  size_t n_vals, size_t vlen, bool from_peer, uint64_t *ret_lsn) {
-    return replay_push_parts(target, p, len, vals, n_vals, vlen, from_peer, ret_lsn);
+        (*ret_vals)[(*ret_n)++] = (ps_bytes){run, got};
+    return PS_STATUS_OK;
 }
 
 size_t journal_encode_dedup(uint64_t id, size_t n, const uint64_t *keys, uint8_t *out) {
@@ -629,12 +609,22 @@ ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const ps_b
     if (!ret_lsn)
         ret_lsn = &lsn_scratch;
     *ret_lsn = 0;
-    if (type == JOURNAL_TYPE_PUSH && n_pieces > 1)
-        return replay_pieces(push_prefix_len, apply_push_parts, t->chunks, pieces, n_pieces, len,
-                             from_peer, ret_lsn);
-    if (type == JOURNAL_TYPE_ROWS && n_pieces > 1)
-        return replay_pieces(rows_prefix_len, apply_rows_parts, t->rows, pieces, n_pieces, len,
-                             from_peer, ret_lsn);
+    if ((type == JOURNAL_TYPE_PUSH || type == JOURNAL_TYPE_ROWS) && n_pieces > 1) {
+        bool push = type == JOURNAL_TYPE_PUSH;
+        uint8_t *head = NULL;
+        ps_bytes *vals = NULL;
+        size_t prefix = 0, n = 0;
+        ps_status st = split_pieces(push ? push_prefix_len : rows_prefix_len, pieces, n_pieces, len,
+                                    &head, &prefix, &vals, &n);
+        if (st == PS_STATUS_OK)
+            st = push ? replay_push_parts(t->chunks, head, prefix, vals, n, len - prefix, from_peer,
+                                          ret_lsn)
+                      : replay_rows_parts(t->rows, head, prefix, vals, n, len - prefix, from_peer,
+                                          ret_lsn);
+        free(head);
+        free(vals);
+        return st;
+    }
     if (n_pieces <= 1)
         return journal_apply(t, type, n_pieces ? pieces[0].data : NULL, len, from_peer, ret_lsn);
     uint8_t *flat = malloc(len + 1);

@@ -57,11 +57,11 @@ repl_entry *repl_entry_rows(const row_push *p, const uint32_t *idx, size_t m) {
         if (!e->keys || !e->values)
             goto fail;
         ps_bytes one;
-        ps_bytes_cursor cur = row_push_values(p, &one);
+        ps_bytes_cursor cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
         size_t at = 0; /* the row the cursor is at */
         for (size_t j = 0; j < m; j++) {
             if (idx[j] < at) { /* behind: from the start again */
-                cur = row_push_values(p, &one);
+                cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
                 at = 0;
             }
             e->keys[j] = p->ids[idx[j]];

@@ -35,12 +35,6 @@ typedef struct push_work {
     size_t mem_bytes;
 } push_work;
 
-ps_bytes_cursor row_push_values(const row_push *p, ps_bytes *one) {
-    *one = (ps_bytes){p->values, p->values_len};
-    return p->n_pieces ? (ps_bytes_cursor){p->pieces, p->n_pieces, 0, 0}
-                       : (ps_bytes_cursor){one, 1, 0, 0};
-}
-
 static ps_status push_check(const row_push *p, char *err, size_t err_len) {
     ps_status st = row_store_check_request(p->model, p->table, p->spec, p->n, err, err_len);
     if (st != PS_STATUS_OK)
@@ -137,7 +131,7 @@ static ps_status take_values(const row_push *p, push_work *w, char *err, size_t 
     const size_t dim = p->spec->dim, total = p->n * dim;
     bool finite = true;
     ps_bytes one;
-    ps_bytes_cursor cur = row_push_values(p, &one);
+    ps_bytes_cursor cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
     for (size_t at = 0; at < total; at += ROW_PUSH_RUN_FLOATS) { /* copy, check while cached */
         size_t len = total - at < ROW_PUSH_RUN_FLOATS ? total - at : ROW_PUSH_RUN_FLOATS;
         (void)ps_bytes_take(&cur, w->grads + at, len * sizeof(float)); /* length checked */

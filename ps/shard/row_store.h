@@ -108,10 +108,6 @@ typedef struct row_push {
                              request_id: they are not looked up (dedup_check) */
 } row_push;
 
-/* A cursor at the start of the push's values (its pieces, or its one run, which `one`
- * holds). */
-ps_bytes_cursor row_push_values(const row_push *push, ps_bytes *one);
-
 /* Where applied pushes are written, so a restart can replay them (journal.h): called
  * under the table's write lock once the push passed every check, before any row
  * changes; a failure refuses the push (rows it made for it stay, at their initial

@@ -75,7 +75,7 @@ static ps_status dedup_rows(shard_ctx *ctx, rpc_ctx *rc, const row_push *p, rows
         goto out;
     }
     ps_bytes one;
-    ps_bytes_cursor cur = row_push_values(p, &one);
+    ps_bytes_cursor cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
     for (size_t i = 0; i < p->n; i++) { /* length checked above */
         if (applied[i]) {
             (void)ps_bytes_take(&cur, NULL, row);

@@ -91,14 +91,6 @@ static ps_status apply_check(store *s, store_batch *b, uint64_t *ret_new_bytes,
     return PS_STATUS_OK;
 }
 
-/* A cursor at the push's first value (its pieces, or its one run, which `one` holds;
- * the push's bytes are valid until apply returns). */
-static ps_bytes_cursor push_values(const store_push *p, ps_bytes *one) {
-    *one = (ps_bytes){p->values, p->values_len};
-    return p->n_pieces ? (ps_bytes_cursor){p->pieces, p->n_pieces, 0, 0}
-                       : (ps_bytes_cursor){one, 1, 0, 0};
-}
-
 /* Why key i's sum at k is not finite: the pushed value is not (refused as prepare
  * refuses an ASSIGN's), or old + pushed overflows. */
 static void add_refusal(const store_push *p, const store_chunk *c, size_t i, size_t k, char *err,
@@ -107,7 +99,7 @@ static void add_refusal(const store_push *p, const store_chunk *c, size_t i, siz
     for (size_t j = 0; j < i; j++)
         at += p->lengths[j];
     ps_bytes one;
-    ps_bytes_cursor cur = push_values(p, &one);
+    ps_bytes_cursor cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
     float v = NAN;
     if (ps_bytes_take(&cur, NULL, at * sizeof v))
         (void)ps_bytes_take(&cur, &v, sizeof v);
@@ -131,7 +123,7 @@ static void add_refusal(const store_push *p, const store_chunk *c, size_t i, siz
 static ps_status apply_compute(store_batch *b, char *err, size_t err_len) {
     const store_push *p = &b->push;
     ps_bytes one;
-    ps_bytes_cursor cur = push_values(p, &one);
+    ps_bytes_cursor cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
     for (size_t i = 0; p->op == UPDATE_LOG_OP_ADD && i < p->n; i++) {
         const store_chunk *c = b->found[i];
         size_t k = store_values_add_pieces(b->blocks[i]->data, c->values->data, &cur, c->len);

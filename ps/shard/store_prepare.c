@@ -237,8 +237,8 @@ ps_status store_batch_prepare(store *s, const store_push *p, store_batch **ret_b
     store_batch *b = store_calloc(s, 1, sizeof *b);
     if (!b || (b->push = *p, !prepare_arrays(s, b)))
         goto fail_memory;
-    ps_bytes one = {p->values, p->values_len};
-    ps_bytes_cursor cur = {p->n_pieces ? p->pieces : &one, p->n_pieces ? p->n_pieces : 1, 0, 0};
+    ps_bytes one;
+    ps_bytes_cursor cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
     uint64_t off = 0;
     size_t entry = 0;
     for (size_t i = 0; i < p->n; i++) {

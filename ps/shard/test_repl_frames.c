@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -14,10 +15,12 @@
 #include "replicator.h"
 #include "row_store.h"
 #include "store.h"
+#include "wal.h"
 #include "update_log.h"
 
 #define KEYS 3
 #define FLOATS 700
+#define MANY 3000
 
 /* A batch: frames of the given types and payloads back to back (malloc'd). */
 static uint8_t *batch_of(size_t n, const uint8_t *types, const uint8_t *const *payloads,
@@ -334,12 +337,105 @@ static void test_rows_applied_from_pieces_as_from_one_buffer(void **state) {
     free(rec);
 }
 
+/* Values in more pieces than one log append takes (WAL_MAX_IOVCNT) are gathered into
+ * one run for the log: a push and a rows push of one-float pieces, logged and replayed
+ * into fresh stores, come back whole. */
+static void test_values_in_many_pieces_reach_the_log_whole(void **state) {
+    (void)state;
+    char dir[] = "/tmp/test_repl_frames_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    wal *w = NULL;
+    wal_opts wo = {.dir = dir, .fsync = WAL_FSYNC_NONE};
+    assert_int_equal(wal_open(&wo, NULL, &w, NULL, 0), PS_STATUS_OK);
+    update_log *log;
+    store *st;
+    row_store *rs;
+    assert_int_equal(update_log_create(&(update_log_opts){.start_seq = 1}, &log), PS_STATUS_OK);
+    assert_int_equal(store_create(&(store_opts){.log = log}, &st), PS_STATUS_OK);
+    assert_int_equal(row_store_create(&(row_store_opts){.name = "r"}, &rs), PS_STATUS_OK);
+    store_journal sj = journal_for(w);
+    row_journal rj = journal_rows_for(w);
+    store_set_journal(st, &sj);
+    row_store_set_journal(rs, &rj);
+    /* 3000 one-float pieces, beyond WAL_MAX_IOVCNT */
+    float v[MANY];
+    ps_bytes pieces[MANY];
+    for (size_t i = 0; i < MANY; i++) {
+        v[i] = (float)i * 0.5f - 7;
+        pieces[i] = (ps_bytes){(const uint8_t *)(v + i), sizeof(float)};
+    }
+    const uint64_t key = 5;
+    const uint32_t len = MANY;
+    store_push p = {.op = UPDATE_LOG_OP_ASSIGN,
+                    .n = 1,
+                    .keys = &key,
+                    .lengths = &len,
+                    .values_len = sizeof v,
+                    .pieces = pieces,
+                    .n_pieces = MANY};
+    store_batch *b = NULL;
+    char err[256];
+    assert_int_equal(store_batch_prepare(st, &p, &b, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(store_batch_apply(st, b, NULL, NULL, err, sizeof err), PS_STATUS_OK);
+    store_batch_destroy(b);
+    uint64_t ids[MANY / 5];
+    for (size_t i = 0; i < MANY / 5; i++)
+        ids[i] = 1000 + i * 7;
+    row_push rp = {.model = "m",
+                   .table = "emb",
+                   .spec = &ROWS_SPEC,
+                   .op = ROW_OP_ASSIGN,
+                   .n = MANY / 5,
+                   .ids = ids,
+                   .values_len = sizeof v,
+                   .pieces = pieces,
+                   .n_pieces = MANY};
+    assert_int_equal(row_store_push(rs, &rp, NULL, NULL, err, sizeof err), PS_STATUS_OK);
+    wal_close(w);
+
+    update_log *log2;
+    store *st2;
+    row_store *rs2;
+    assert_int_equal(update_log_create(&(update_log_opts){.start_seq = 1}, &log2), PS_STATUS_OK);
+    assert_int_equal(store_create(&(store_opts){.log = log2}, &st2), PS_STATUS_OK);
+    assert_int_equal(row_store_create(&(row_store_opts){.name = "r2"}, &rs2), PS_STATUS_OK);
+    journal_target t = {.chunks = st2, .rows = rs2};
+    wal_opts ro = {.dir = dir, .fsync = WAL_FSYNC_NONE, .replay = journal_replay, .replay_arg = &t};
+    assert_int_equal(wal_open(&ro, NULL, &w, NULL, 0), PS_STATUS_OK);
+    wal_close(w);
+    uint32_t l;
+    uint64_t ver;
+    float *vals = NULL;
+    size_t vl;
+    assert_int_equal(
+        store_read(st2, 1, &key, UINT64_MAX, &l, &ver, &vals, &vl, NULL, err, sizeof err),
+        PS_STATUS_OK);
+    assert_int_equal(vl, sizeof v);
+    assert_memory_equal(vals, v, sizeof v);
+    free(vals);
+    float rows[MANY];
+    assert_int_equal(row_store_pull(rs2, "m", "emb", &ROWS_SPEC, MANY / 5, ids, rows, NULL, NULL,
+                                    NULL, err, sizeof err),
+                     PS_STATUS_OK);
+    assert_memory_equal(rows, v, sizeof v);
+    row_store_destroy(rs2);
+    store_destroy(st2);
+    update_log_destroy(log2);
+    row_store_destroy(rs);
+    store_destroy(st);
+    update_log_destroy(log);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_frames_walk_any_split),
         cmocka_unit_test(test_frames_refuse_bad_framing),
         cmocka_unit_test(test_push_applied_from_pieces_as_from_one_buffer),
         cmocka_unit_test(test_rows_applied_from_pieces_as_from_one_buffer),
+        cmocka_unit_test(test_values_in_many_pieces_reach_the_log_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -69,22 +69,32 @@ int wal_segment_open(wal *w, const char *name, int flags) {
     return fd;
 }
 
-/* One direct write of data[0..len) (len + the tail fits the stage) at seg_off. */
-static int direct_piece(wal *w, const uint8_t *data, size_t len) {
+/* One direct write at seg_off of len new bytes that lie at start + tail (tail: seg_off
+ * within its block), start being block-aligned memory with room for the padding: the
+ * segment's tail block is put in front, zeros behind (the bytes there put back after);
+ * then seg_off and the kept tail move on. */
+static int direct_at(wal *w, uint8_t *start, size_t len) {
     size_t tail = (size_t)(w->seg_off % WAL_DIRECT_ALIGN), total = tail + len;
     size_t padded = (total + WAL_DIRECT_ALIGN - 1) / WAL_DIRECT_ALIGN * WAL_DIRECT_ALIGN;
-    memcpy(w->stage, w->tail, tail);
-    memcpy(w->stage + tail, data, len);
-    atomic_fetch_add(&w->staged_bytes, len);
-    memset(w->stage + total, 0, padded - total);
-    int e = wal_format_pwrite_all(w->seg_fd, w->stage, padded, w->seg_off - tail);
+    memcpy(start, w->tail, tail);
+    memcpy(w->behind, start + total, padded - total); /* records may follow: put back */
+    memset(start + total, 0, padded - total);
+    int e = wal_format_pwrite_all(w->seg_fd, start, padded, w->seg_off - tail);
+    memcpy(start + total, w->behind, padded - total);
     if (e)
         return e;
     size_t next = (size_t)((w->seg_off + len) % WAL_DIRECT_ALIGN);
-    memcpy(w->tail, w->stage + total - next, next);
+    memcpy(w->tail, start + total - next, next);
     w->seg_off += len;
     w->seg_padded = true;
     return 0;
+}
+
+/* One direct write of data[0..len) (len + the tail fits the stage) through the stage. */
+static int direct_piece(wal *w, const uint8_t *data, size_t len) {
+    memcpy(w->stage + w->seg_off % WAL_DIRECT_ALIGN, data, len);
+    atomic_fetch_add(&w->staged_bytes, len);
+    return direct_at(w, w->stage, len);
 }
 
 /* Leaves O_DIRECT for the rest of the segment (a file system that takes the flag at
@@ -129,28 +139,14 @@ int wal_segment_write(wal *w, const void *data, size_t len, size_t *ret_done) {
 }
 
 int wal_segment_write_buf(wal *w, wal_buf *b, size_t len, size_t *ret_done) {
-    size_t tail = (size_t)(w->seg_off % WAL_DIRECT_ALIGN);
-    uint8_t *start = b->data - tail;
+    uint8_t *start = b->data - w->seg_off % WAL_DIRECT_ALIGN;
     if (!w->seg_direct || (uintptr_t)start % WAL_DIRECT_ALIGN != 0 || len == 0)
         return wal_segment_write(w, b->data, len, ret_done);
-    size_t total = tail + len;
-    size_t padded = (total + WAL_DIRECT_ALIGN - 1) / WAL_DIRECT_ALIGN * WAL_DIRECT_ALIGN;
-    memcpy(start, w->tail, tail);
-    memcpy(w->behind, start + total, padded - total); /* records may follow: put back */
-    memset(start + total, 0, padded - total);
-    int e = wal_format_pwrite_all(w->seg_fd, start, padded, w->seg_off - tail);
-    memcpy(start + total, w->behind, padded - total);
+    int e = direct_at(w, start, len);
     if (e == EINVAL && (e = go_buffered(w)) == 0) /* as in wal_segment_write */
         return wal_segment_write(w, b->data, len, ret_done);
-    *ret_done = 0;
-    if (e)
-        return e;
-    size_t next = (size_t)((w->seg_off + len) % WAL_DIRECT_ALIGN);
-    memcpy(w->tail, start + total - next, next);
-    w->seg_off += len;
-    w->seg_padded = true;
-    *ret_done = len;
-    return 0;
+    *ret_done = e ? 0 : len;
+    return e;
 }
 
 int wal_segment_trim(wal *w) {

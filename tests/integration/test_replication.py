@@ -209,6 +209,61 @@ def test_hostile_replicate_calls_get_clear_statuses(make_cluster):
         assert stub.Health(pb.HealthRequest(), timeout=5).keys == 0  # nothing applied
 
 
+def push_record(op, keys, lengths, values, n=None, flags=0, tail=b""):
+    """A journal push record (ps/shard/journal.c): format, op, flags, optimizer kind,
+    10 f32, u32 n, keys, lengths, then what `tail` adds (slots, names) and the values."""
+    head = bytes([1, op, flags, 0]) + b"\0" * 40 + (len(keys) if n is None else n).to_bytes(4, "little")
+    return (head + np.asarray(keys, "<u8").tobytes() + np.asarray(lengths, "<u4").tobytes() + tail
+            + np.asarray(values, "<f4").tobytes())
+
+
+def test_hostile_replicated_records_in_many_pieces(make_cluster):
+    """Records large enough that gRPC hands them over in many slices (the backup walks
+    them where they lie): a head claiming more keys than the record holds, slots that
+    run past it, a rows record cut short, and a well-formed ADD of NaN onto a chunk the
+    shard holds: each refused with a clear status, nothing applied, nothing non-finite
+    served."""
+    c = make_cluster(shards=1)
+    addr = c.procs["shard-1"].addr
+    with grpc.insecure_channel(addr, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        stub = pb_grpc.ParameterServerStub(ch)
+        epoch = stub.Health(pb.HealthRequest(), timeout=5).epoch
+        floats = 100_000  # 400 KB of values: many slices
+        key = 77
+        start = np.arange(floats, dtype="<f4")
+        stub.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[floats], values=start.tobytes()),
+                  timeout=10)
+
+        def refused(records, words, code=grpc.StatusCode.INVALID_ARGUMENT, count=1):
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Replicate(pb.ReplicateRequest(**{"from": "x"}, incarnation=9, epoch=1,
+                                                   first=1, count=count, records=records),
+                               timeout=10)
+            assert e.value.code() == code, e.value
+            assert words in e.value.details(), e.value.details()
+
+        add = 1  # PUSH_ADD
+        junk = np.ones(floats, "<f4")
+        refused(frame(1, push_record(add, [key], [floats], junk, n=1 << 30)), "cannot be applied")
+        refused(frame(1, push_record(add, [key], [floats], junk, flags=16,
+                                     tail=(0).to_bytes(4, "little"))[:-8]), "cannot be applied")
+        rows = bytes([1, 1, 0, 0]) + b"\0" * 68 + (1 << 20).to_bytes(4, "little") + b"\1" * 300_000
+        refused(frame(3, rows), "cannot be applied")
+        nan = np.ones(floats, "<f4")
+        nan[floats - 3] = np.nan  # late in the record: in one of its last slices
+        refused(frame(1, push_record(add, [key], [floats], nan)), "cannot be applied")
+        got = stub.Pull(pb.PullRequest(epoch=epoch, keys=[key]), timeout=10)
+        assert np.array_equal(np.frombuffer(got.values, "<f4"), start)  # nothing applied
+        # a well-formed one goes through: the shard is fine
+        stub.Replicate(pb.ReplicateRequest(**{"from": "x"}, incarnation=9, epoch=1, first=1,
+                                           count=1,
+                                           records=frame(1, push_record(add, [key], [floats],
+                                                                        junk))),
+                       timeout=10)
+        got = stub.Pull(pb.PullRequest(epoch=epoch, keys=[key]), timeout=10)
+        assert np.array_equal(np.frombuffer(got.values, "<f4"), start + 1)
+
+
 def test_a_100k_key_push_retried_with_its_request_id_lands_once(make_cluster):
     """A huge push sent three times with one request id (a client retrying after lost
     answers) is applied once; a retry that carries only part of the keys (a regrouped

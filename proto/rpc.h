@@ -49,6 +49,15 @@
  * finished within that time, so the transfers of megabytes that take milliseconds
  * never poll. Streams never poll unless spin_us is set. */
 #define RPC_DEFAULT_CLIENT_SPIN_US 200
+/* A peer that stops reading (a hung or stopped process, a cut network) can hold a call
+ * past its deadline: gRPC (1.51) does not always end a call whose message is half
+ * written when the deadline passes (seen with a 32 MiB push to a stopped shard: the
+ * wait went on until the shard ran again, 1 try in 3). So client channels ping their
+ * connection every keepalive while calls are open, and close it when a ping goes
+ * unanswered as long again; its calls then fail with UNAVAILABLE. Servers accept pings
+ * as often as RPC_MIN_KEEPALIVE_MS / 2 (a client pinging more often is told to go away). */
+#define RPC_DEFAULT_KEEPALIVE_MS 10000
+#define RPC_MIN_KEEPALIVE_MS 1000
 #define RPC_DEFAULT_MAX_STREAMS 256 /* concurrent server-streaming calls per server */
 #define RPC_DETAILS_MAX 512
 
@@ -268,6 +277,9 @@ typedef struct rpc_channel_opts {
     int spin_us;              /* unary waits poll up to this long while the channel's recent calls
                                  finished within it (streams: always this long); 0 = unary
                                  RPC_DEFAULT_CLIENT_SPIN_US and streams none, <0 = never */
+    int keepalive_ms;         /* ping interval and ping timeout while calls are open (see
+                                 RPC_DEFAULT_KEEPALIVE_MS): 0 = that default, <0 = no pings;
+                                 at least RPC_MIN_KEEPALIVE_MS */
 } rpc_channel_opts;
 
 typedef struct rpc_call_opts {

@@ -48,19 +48,22 @@ ps_status rpc_channel_create(const char *target, const rpc_channel_opts *opts,
     pthread_mutex_init(&ch->lock, NULL);
     rpc_library_ref();
 
-    grpc_arg args[3];
-    memset(args, 0, sizeof args);
+    if (ch->opts.keepalive_ms == 0)
+        ch->opts.keepalive_ms = RPC_DEFAULT_KEEPALIVE_MS;
+    else if (ch->opts.keepalive_ms > 0 && ch->opts.keepalive_ms < RPC_MIN_KEEPALIVE_MS)
+        ch->opts.keepalive_ms = RPC_MIN_KEEPALIVE_MS;
+
+    grpc_arg args[7];
     size_t n = 0;
-    args[n].type = GRPC_ARG_INTEGER;
-    args[n].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[n++].value.integer = (int)ch->opts.max_message_bytes;
-    args[n].type = GRPC_ARG_INTEGER;
-    args[n].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[n++].value.integer = (int)ch->opts.max_message_bytes;
-    if (ch->opts.own_connection) {
-        args[n].type = GRPC_ARG_INTEGER;
-        args[n].key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
-        args[n++].value.integer = 1;
+    rpc_arg_int(args, &n, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)ch->opts.max_message_bytes);
+    rpc_arg_int(args, &n, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)ch->opts.max_message_bytes);
+    if (ch->opts.own_connection)
+        rpc_arg_int(args, &n, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    if (ch->opts.keepalive_ms > 0) {
+        rpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_TIME_MS, ch->opts.keepalive_ms);
+        rpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ch->opts.keepalive_ms);
+        /* a stream the server alone writes to (Subscribe) sends no data: ping anyway */
+        rpc_arg_int(args, &n, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     }
     grpc_channel_args chargs = {n, args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();

@@ -203,6 +203,13 @@ grpc_event rpc_cq_wait(grpc_completion_queue *cq, void *tag, gpr_timespec deadli
                : grpc_completion_queue_next(cq, deadline, NULL);
 }
 
+void rpc_arg_int(grpc_arg *args, size_t *n, const char *key, int value) {
+    memset(&args[*n], 0, sizeof args[*n]);
+    args[*n].type = GRPC_ARG_INTEGER;
+    args[*n].key = (char *)key;
+    args[(*n)++].value.integer = value;
+}
+
 gpr_timespec rpc_deadline_after_ms(int64_t ms) {
     if (ms <= 0)
         return gpr_inf_future(GPR_CLOCK_MONOTONIC);

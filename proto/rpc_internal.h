@@ -50,6 +50,9 @@ int64_t rpc_now_us(void);
  * tag it plucks that tag, else takes the next event. */
 grpc_event rpc_cq_wait(grpc_completion_queue *cq, void *tag, gpr_timespec deadline, int spin_us);
 
+/* Appends an integer channel argument: args[(*n)++] = {key, value}. */
+void rpc_arg_int(grpc_arg *args, size_t *n, const char *key, int value);
+
 /* A deadline `ms` from now on the monotonic clock; infinite for ms <= 0. */
 gpr_timespec rpc_deadline_after_ms(int64_t ms);
 

@@ -647,15 +647,14 @@ ps_status rpc_server_create(const rpc_server_opts *opts, rpc_server **ret_server
     pthread_cond_init(&s->cond, NULL);
     rpc_library_ref();
 
-    grpc_arg args[2];
-    memset(args, 0, sizeof args);
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = (int)s->opts.max_message_bytes;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[1].value.integer = (int)s->opts.max_message_bytes;
-    grpc_channel_args chargs = {2, args};
+    grpc_arg args[3];
+    size_t n = 0;
+    rpc_arg_int(args, &n, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)s->opts.max_message_bytes);
+    rpc_arg_int(args, &n, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)s->opts.max_message_bytes);
+    /* our clients' keepalive pings (RPC_DEFAULT_KEEPALIVE_MS) */
+    rpc_arg_int(args, &n, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                RPC_MIN_KEEPALIVE_MS / 2);
+    grpc_channel_args chargs = {n, args};
     s->grpc = grpc_server_create(&chargs, NULL);
     if (!s->grpc) {
         rpc_server_destroy(s);

@@ -425,6 +425,33 @@ static void test_stream_complete(void **state) {
     rpc_stream_destroy(s);
 }
 
+/* A channel's keepalive pings (rpc.h) go while a stream waits for a quiet server; the
+ * server takes pings this often (RPC_MIN_KEEPALIVE_MS / 2): with gRPC's own server limit
+ * (one ping per 5 minutes without data, two strikes) the third ping would end the
+ * stream with UNAVAILABLE. */
+static void test_keepalive_pings_keep_a_quiet_stream(void **state) {
+    fixture *f = *state;
+    rpc_channel *pinging = NULL;
+    rpc_channel_opts copts = {.keepalive_ms = 1}; /* raised to RPC_MIN_KEEPALIVE_MS */
+    assert_int_equal(rpc_channel_create(f->target, &copts, &pinging), PS_STATUS_OK);
+    Pstest__CountRequest req = PSTEST__COUNT_REQUEST__INIT;
+    req.count = 1;
+    req.first_delay_ms = 4 * RPC_MIN_KEEPALIVE_MS + RPC_MIN_KEEPALIVE_MS / 2;
+    rpc_stream *s = NULL;
+    assert_int_equal(rpc_stream_open(pinging, "/pstest.Test/Count", &req.base,
+                                     &pstest__count_reply__descriptor, NULL, &s),
+                     PS_STATUS_OK);
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(rpc_stream_next(s, &m), PS_STATUS_OK);
+    assert_non_null(m);
+    protobuf_c_message_free_unpacked(m, NULL);
+    assert_int_equal(rpc_stream_next(s, &m), PS_STATUS_OK);
+    assert_null(m);
+    assert_int_equal(rpc_stream_result(s)->grpc_code, 0);
+    rpc_stream_destroy(s);
+    rpc_channel_destroy(pinging);
+}
+
 static void test_stream_cancel(void **state) {
     fixture *f = *state;
     Pstest__StatsReply *before = stats(f);
@@ -753,6 +780,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_deferred_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keepalive_pings_keep_a_quiet_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_quiet_server_cancellable, setup, teardown),
         cmocka_unit_test(test_stream_limit),

@@ -10,7 +10,6 @@
 
 #include "psclient_internal.h"
 #include "util.h"
-#include "util.h"
 
 ps_status psclient_fail(ps_client *c, ps_status st, const char *fmt, ...) {
     va_list ap;
@@ -71,6 +70,14 @@ void ps_client_set_failover_wait(ps_client *c, int64_t ms) {
     c->failover_wait_ms = ms > 0 ? ms : 0;
 }
 
+void ps_client_set_call_timeout(ps_client *c, int64_t ms) {
+    c->call_timeout_ms = ms > 0 ? ms : PS_CLIENT_CALL_TIMEOUT_MS;
+    for (uint32_t i = 0; i < c->n_shards; i++) { /* reopened with the new keepalive */
+        rpc_channel_destroy(c->shards[i]);
+        c->shards[i] = NULL;
+    }
+}
+
 ps_status ps_client_create(const char *coordinator, ps_client **ret_client, char *err,
                            size_t err_len) {
     ps_client *c = calloc(1, sizeof *c);
@@ -81,6 +88,7 @@ ps_status ps_client_create(const char *coordinator, ps_client **ret_client, char
     }
     snprintf(c->coordinator, sizeof c->coordinator, "%s", coordinator);
     c->failover_wait_ms = PS_CLIENT_FAILOVER_WAIT_MS;
+    c->call_timeout_ms = PS_CLIENT_CALL_TIMEOUT_MS;
     if (getrandom(&c->request_seed, sizeof c->request_seed, 0) != (ssize_t)sizeof c->request_seed)
         c->request_seed = (uint64_t)ps_now_ms() ^ ((uint64_t)getpid() << 32);
     ps_status st = rpc_loan_create(&c->loan);
@@ -142,8 +150,14 @@ uint32_t ps_client_owner(const ps_client *c, uint64_t key) {
 }
 
 rpc_channel *psclient_shard_channel(ps_client *c, uint32_t index) {
-    if (!c->shards[index] &&
-        rpc_channel_create(ps_client_shard_addr(c, index), NULL, &c->shards[index]) != PS_STATUS_OK)
+    /* a shard that stops reading is found by keepalive pings within the call's deadline
+     * or so (rpc.h, RPC_DEFAULT_KEEPALIVE_MS) */
+    int64_t keepalive = c->call_timeout_ms / 2;
+    rpc_channel_opts opts = {.keepalive_ms = keepalive < RPC_DEFAULT_KEEPALIVE_MS
+                                                 ? (int)keepalive
+                                                 : RPC_DEFAULT_KEEPALIVE_MS};
+    if (!c->shards[index] && rpc_channel_create(ps_client_shard_addr(c, index), &opts,
+                                                &c->shards[index]) != PS_STATUS_OK)
         return NULL;
     return c->shards[index];
 }

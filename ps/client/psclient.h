@@ -43,6 +43,12 @@ uint64_t ps_client_epoch(const ps_client *client);
  * alike (pushes carry a request id, so a retry lands once). */
 #define PS_CLIENT_FAILOVER_WAIT_MS 20000
 void ps_client_set_failover_wait(ps_client *client, int64_t ms);
+/* How long one call to a shard may take before it is given up (DEADLINE_EXCEEDED, and
+ * the keys of a push in it PS_PUSH_UNKNOWN): PS_CLIENT_CALL_TIMEOUT_MS by default; ms <= 0
+ * restores it. A shard that stops reading (hung, or cut off) is given up at the deadline
+ * even in the middle of a transfer. */
+#define PS_CLIENT_CALL_TIMEOUT_MS 30000
+void ps_client_set_call_timeout(ps_client *client, int64_t ms);
 /* Shards on the ring, by dense ring index. */
 uint32_t ps_client_shard_count(const ps_client *client);
 const char *ps_client_shard_id(const ps_client *client, uint32_t index);

@@ -17,7 +17,6 @@
  * owner), for ops safe to repeat (shard_op.retry_unavailable), pausing between tries: */
 #define FAILOVER_PAUSE_MIN_MS 50
 #define FAILOVER_PAUSE_MAX_MS 500
-#define CALL_TIMEOUT_MS 30000
 #define BATCH_BYTES (16u << 20) /* values per batch of rows (psclient_rows.c) */
 /* Values per batch of a tensor's chunks: each batch's calls are all in flight, and the
  * next batch starts once they are answered, so a batch ends in a wait for the slowest
@@ -55,6 +54,7 @@ struct ps_client {
     size_t req_cap;
     uint64_t request_seed, request_next; /* request ids (psclient_request_id) */
     int64_t failover_wait_ms;            /* ps_client_set_failover_wait */
+    int64_t call_timeout_ms;             /* ps_client_set_call_timeout */
     int64_t failover_deadline;           /* the running op's wait for a failover ends */
     int route_round; /* the running op's round: in round 0 every key goes for the first time */
 };

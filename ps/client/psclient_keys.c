@@ -58,7 +58,7 @@ static ps_status pull_start(ps_client *c, uint32_t s, const size_t *idx, size_t 
     Ps__PullRequest req = PS__PULL_REQUEST__INIT;
     req.epoch = ps_client_epoch(c);
     return start_keyed(c, s, a->keys, idx, m, "pull", "/ps.ParameterServer/Pull", &req.base,
-                       &req.keys, &req.n_keys, CALL_TIMEOUT_MS, ret_pending);
+                       &req.keys, &req.n_keys, c->call_timeout_ms, ret_pending);
 }
 
 /* Checks a Pull answer against what was asked; the values' length is checked too. */
@@ -187,7 +187,7 @@ static ps_status push_start(ps_client *c, uint32_t s, const size_t *idx, size_t 
     }
     rpc_bytes_field vf = {.field_number = 15, .parts = c->parts, .n_parts = m};
     rpc_result res;
-    rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
+    rpc_call_opts opts = {.timeout_ms = c->call_timeout_ms};
     st =
         rpc_call_start(ch, "/ps.ParameterServer/Push", &req.base, &vf, 1, &opts, ret_pending, &res);
     if (st != PS_STATUS_OK) {
@@ -325,7 +325,7 @@ static ps_status delete_start(ps_client *c, uint32_t s, const size_t *idx, size_
     Ps__DeleteRequest req = PS__DELETE_REQUEST__INIT;
     req.epoch = ps_client_epoch(c);
     return start_keyed(c, s, a->keys, idx, m, "delete", "/ps.ParameterServer/Delete", &req.base,
-                       &req.keys, &req.n_keys, CALL_TIMEOUT_MS, ret_pending);
+                       &req.keys, &req.n_keys, c->call_timeout_ms, ret_pending);
 }
 
 static ps_status delete_finish(ps_client *c, uint32_t s, const size_t *idx, size_t m, void *p,

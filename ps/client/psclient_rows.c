@@ -37,7 +37,7 @@ static ps_status rows_start(ps_client *c, uint32_t s, const char *what, const ch
     rpc_bytes_field vf = {
         .field_number = 15, .data = values, .len = values_len, .release = free, .arg = values};
     rpc_result res;
-    rpc_call_opts opts = {.timeout_ms = CALL_TIMEOUT_MS};
+    rpc_call_opts opts = {.timeout_ms = c->call_timeout_ms};
     st = rpc_call_start(ch, method, req, values ? &vf : NULL, values ? 1 : 0, &opts, ret_pending,
                         &res);
     return st == PS_STATUS_OK ? st : psclient_call_failed(c, s, what, st, &res);

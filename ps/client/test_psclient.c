@@ -216,6 +216,100 @@ static void test_more_keys_than_one_request_holds(void **state) {
     ps_client_destroy(c);
 }
 
+static int setup_one(void **state) {
+    (void)state;
+    return cluster_start("test_psclient", 1, NULL);
+}
+
+/* A shard that stops reading in the middle of a push (SIGSTOP here; a hung process or
+ * a cut network looks the same to the client) holds the push about as long as the call's
+ * deadline: the push fails (DEADLINE_EXCEEDED, or UNAVAILABLE when the connection's
+ * keepalive pings found the shard mute first), and once the shard runs again the client
+ * works as before. Without the pings gRPC did not end the call at its deadline 1 try in
+ * 3: it waited until the shard ran again. */
+static void test_push_to_a_stalled_shard_ends_at_its_deadline(void **state) {
+    (void)state;
+    ps_client *c = NULL;
+    char err[512];
+    assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
+    ps_client_set_failover_wait(c, 0);
+    ps_client_set_call_timeout(c, 2000);
+    enum { N = 128, LEN = 64 * 1024 }; /* 32 MiB: far more than the sockets buffer */
+    uint64_t keys[N];
+    uint32_t lens[N];
+    const float *src[N];
+    float *vals = calloc((size_t)N * LEN, sizeof *vals);
+    assert_non_null(vals);
+    for (size_t i = 0; i < N; i++) {
+        keys[i] = ps_key_dense("stalled", 1, "t", (uint32_t)i);
+        lens[i] = LEN;
+        src[i] = vals + i * LEN;
+    }
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, 1, keys, src, lens, NULL, NULL),
+                     PS_STATUS_OK); /* connected */
+    assert_int_equal(kill(procs[1], SIGSTOP), 0);
+    int64_t t0 = ps_now_ms();
+    ps_status st = ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, src, lens, NULL, NULL);
+    int64_t took = ps_now_ms() - t0;
+    assert_int_equal(kill(procs[1], SIGCONT), 0);
+    /* the deadline, or the keepalive pings (1 s apart) that found the shard mute */
+    assert_true(st == PS_STATUS_DEADLINE_EXCEEDED || st == PS_STATUS_UNAVAILABLE);
+    assert_true(took < 15000); /* not the 100 s it took before the pings */
+    uint64_t versions[N];
+    float *out = calloc((size_t)N * LEN, sizeof *out);
+    float *dst[N];
+    for (size_t i = 0; i < N; i++)
+        dst[i] = out + i * LEN;
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, src, lens, NULL, NULL),
+                     PS_STATUS_OK);
+    assert_int_equal(ps_client_pull(c, N, keys, dst, lens, versions), PS_STATUS_OK);
+    free(out);
+    free(vals);
+    ps_client_destroy(c);
+}
+
+/* The same with R = 2 and a backup that stops: the primary's Replicate calls to it stall
+ * half written, the coordinator takes it off the ring, and the push goes on: the calls
+ * to it end (deadline or keepalive), the client sends their keys again on the new ring,
+ * and the primary's push handlers, which wait until gRPC gives back the values their
+ * replication lent it, are not held until the backup runs again. */
+static void test_push_past_a_stalled_backup(void **state) {
+    (void)state;
+    ps_client *c = NULL;
+    char err[512];
+    assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
+    ps_client_set_call_timeout(c, 2000);
+    enum { N = 128, LEN = 64 * 1024 };
+    uint64_t keys[N];
+    uint32_t lens[N];
+    const float *src[N];
+    float *dst[N];
+    float *vals = malloc((size_t)N * LEN * sizeof *vals), *out = calloc((size_t)N * LEN, 4);
+    assert_true(vals && out);
+    for (size_t i = 0; i < N; i++) {
+        keys[i] = ps_key_dense("stalled-backup", 1, "t", (uint32_t)i);
+        lens[i] = LEN;
+        for (size_t k = 0; k < LEN; k++)
+            vals[i * LEN + k] = (float)(i + k % 100);
+        src[i] = vals + i * LEN;
+        dst[i] = out + i * LEN;
+    }
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, 1, keys, src, lens, NULL, NULL),
+                     PS_STATUS_OK);
+    assert_int_equal(kill(procs[2], SIGSTOP), 0);
+    int64_t t0 = ps_now_ms();
+    ps_status st = ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, src, lens, NULL, NULL);
+    int64_t took = ps_now_ms() - t0;
+    assert_int_equal(kill(procs[2], SIGCONT), 0);
+    print_message("the push took %lld ms with a stopped backup\n", (long long)took);
+    assert_int_equal(st, PS_STATUS_OK);
+    assert_int_equal(ps_client_pull(c, N, keys, dst, lens, NULL), PS_STATUS_OK);
+    assert_memory_equal(out, vals, (size_t)N * LEN * sizeof *vals);
+    free(out);
+    free(vals);
+    ps_client_destroy(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reroute_after_ring_change),
@@ -226,6 +320,14 @@ int main(void) {
         cmocka_unit_test(test_large_push_in_concurrent_calls_applied_once),
         cmocka_unit_test(test_more_keys_than_one_request_holds),
     };
-    int failed = cmocka_run_group_tests(tests, setup, teardown);
+    const struct CMUnitTest one_shard[] = {
+        cmocka_unit_test(test_push_to_a_stalled_shard_ends_at_its_deadline),
+    };
+    const struct CMUnitTest stalled_backup[] = {
+        cmocka_unit_test(test_push_past_a_stalled_backup),
+    };
+    int failed = cmocka_run_group_tests(one_shard, setup_one, teardown);
+    failed += cmocka_run_group_tests(stalled_backup, setup, teardown);
+    failed += cmocka_run_group_tests(tests, setup, teardown);
     return failed + cmocka_run_group_tests(fresh_cluster, setup, teardown);
 }

@@ -106,7 +106,9 @@ static repl_target *target_start_locked(replicator *r, const hashring_node_info 
     t->next_num = 1;
     t->need_sync = t->full = true; /* it learns what it must hold, we its incarnation */
     snprintf(t->why, sizeof t->why, "its first sync has not finished");
-    if (rpc_channel_create(t->addr, NULL, &t->channel) != PS_STATUS_OK) {
+    /* a backup that stops reading is found by keepalive pings (rpc.h) */
+    rpc_channel_opts opts = {.keepalive_ms = r->opts.call_timeout_ms};
+    if (rpc_channel_create(t->addr, &opts, &t->channel) != PS_STATUS_OK) {
         free(t);
         return NULL;
     }

@@ -22,7 +22,7 @@ from ._wire import pb
 from .dense import DensePull, DensePush
 from .messages import check_finite, floats, optimizer_spec, table_spec
 from .registry import Registry
-from .routing import MAX_REQUEST_BYTES, Router
+from .routing import CALL_TIMEOUT_S, MAX_REQUEST_BYTES, Router
 from .rows import RowsPull, RowsPush
 from .workers import Worker
 
@@ -31,17 +31,21 @@ WAIT_TIMEOUT_S = 600.0  # the longest a pull waits for the slowest worker (bsp/s
 
 class Client:
     def __init__(self, coordinator=None, *, max_request_bytes=MAX_REQUEST_BYTES, name="",
-                 wait_timeout_s=WAIT_TIMEOUT_S):
+                 wait_timeout_s=WAIT_TIMEOUT_S, call_timeout_s=CALL_TIMEOUT_S):
         """Connects to the coordinator (see discovery.py) and fetches the ring.
         max_request_bytes bounds one message to a shard (the shard takes 64 MiB); name
         labels this client as a training worker in the coordinator's log; a pull waits at
-        most wait_timeout_s for the slowest worker (bsp/ssp models)."""
+        most wait_timeout_s for the slowest worker (bsp/ssp models); one call to a shard
+        is given up after call_timeout_s (a shard that stopped answering: its keys are
+        then tried on the next ring)."""
         if max_request_bytes <= 0:
             raise ValueError("max_request_bytes must be positive")
+        if call_timeout_s <= 0:
+            raise ValueError("call_timeout_s must be positive")
         self._name, self._wait_timeout_s = name, wait_timeout_s
         self._workers = {}
         self.coordinator = discovery.coordinator_address(coordinator)
-        self._router = Router(self.coordinator, max_request_bytes)
+        self._router = Router(self.coordinator, max_request_bytes, call_timeout_s)
         try:
             self._router.refresh_ring()
         except Exception:

@@ -110,9 +110,11 @@ def split_group(idx, item_bytes, budget, max_keys=MAX_KEYS_PER_REQUEST):
 class Router:
     """The ring and the channels to the shards of one client."""
 
-    def __init__(self, coordinator_addr, max_request_bytes=MAX_REQUEST_BYTES):
+    def __init__(self, coordinator_addr, max_request_bytes=MAX_REQUEST_BYTES,
+                 call_timeout_s=CALL_TIMEOUT_S):
         self.coordinator_addr = coordinator_addr
         self.max_request_bytes = max_request_bytes
+        self.call_timeout_s = call_timeout_s
         self.coord_channel = grpc.insecure_channel(coordinator_addr, options=CHANNEL_OPTIONS)
         self.coord = cpb_grpc.CoordinatorStub(self.coord_channel)
         self.ring = None
@@ -221,7 +223,7 @@ class Router:
 
         def start(member, idx):
             method = getattr(self._stub(member.addr), op.method)
-            fut = method.future(op.request(idx, ring.epoch), timeout=CALL_TIMEOUT_S)
+            fut = method.future(op.request(idx, ring.epoch), timeout=self.call_timeout_s)
             self.requests_sent += 1
             fut.add_done_callback(lambda f: done_q.put((member, idx, f)))
 

@@ -245,7 +245,8 @@ ps_status journal_encode_rows_remove(const char *model, const char *table, size_
 }
 
 /* Replays a rows-remove record (bounds checked against len). */
-static ps_status replay_rows_remove(row_store *rs, const uint8_t *p, size_t len) {
+static ps_status replay_rows_remove(row_store *rs, const uint8_t *p, size_t len, char *err,
+                                    size_t err_len) {
     if (len < JOURNAL_ROWS_REMOVE_HEAD || p[0] != FORMAT)
         return PS_STATUS_PARSE;
     uint16_t ml, tl;
@@ -266,9 +267,8 @@ static ps_status replay_rows_remove(row_store *rs, const uint8_t *p, size_t len)
     if (!ids)
         return PS_STATUS_NO_MEMORY;
     memcpy(ids, p + JOURNAL_ROWS_REMOVE_HEAD + ml + tl, (size_t)n * 8);
-    char err[256];
     ps_status st =
-        rs ? row_store_remove(rs, model, table, n, ids, NULL, NULL, err, sizeof err) : PS_STATUS_OK;
+        rs ? row_store_remove(rs, model, table, n, ids, NULL, NULL, err, err_len) : PS_STATUS_OK;
     free(ids);
     return st;
 }
@@ -364,7 +364,8 @@ store_journal journal_for(wal *w) {
 /* Applies a push record: p[0..len) holds it whole, or (vals != NULL) all but its
  * values, which are the vlen bytes in vals[0..n_vals). */
 static ps_status replay_push_parts(store *s, const uint8_t *p, size_t len, const ps_bytes *vals,
-                                   size_t n_vals, size_t vlen, bool from_peer, uint64_t *ret_lsn) {
+                                   size_t n_vals, size_t vlen, bool from_peer, uint64_t *ret_lsn,
+                                   char *err, size_t err_len) {
     uint32_t n;
     size_t hl = len >= 3 ? push_head_len(p[2]) : PUSH_HEAD;
     uint64_t request_id = 0, base_version = 0;
@@ -424,10 +425,9 @@ static ps_status replay_push_parts(store *s, const uint8_t *p, size_t len, const
                        .base_version = from_peer ? base_version : 0,
                        .slots = slots};
     store_batch *b = NULL;
-    char err[256];
-    st = store_batch_prepare(s, &push, &b, err, sizeof err);
+    st = store_batch_prepare(s, &push, &b, err, err_len);
     if (st == PS_STATUS_OK)
-        st = store_batch_apply(s, b, NULL, NULL, err, sizeof err);
+        st = store_batch_apply(s, b, NULL, NULL, err, err_len);
     if (st == PS_STATUS_OK)
         *ret_lsn = store_batch_lsn(b);
     store_batch_destroy(b);
@@ -477,7 +477,7 @@ static ps_status push_prefix_len(const ps_bytes_cursor *start, size_t len, size_
  * values, which are the vlen bytes in vals[0..n_vals). */
 static ps_status replay_rows_parts(row_store *rs, const uint8_t *p, size_t len,
                                    const ps_bytes *vals, size_t n_vals, size_t vlen, bool from_peer,
-                                   uint64_t *ret_lsn) {
+                                   uint64_t *ret_lsn, char *err, size_t err_len) {
     size_t hl = ROWS_HEAD + ((len >= 3 && (p[2] & 2)) ? 8 : 0);
     uint64_t request_id = 0;
     if (len < hl || p[0] != FORMAT)
@@ -527,8 +527,7 @@ static ps_status replay_rows_parts(row_store *rs, const uint8_t *p, size_t len,
                      .from_peer = from_peer,
                      .request_id = request_id,
                      .ret_lsn = ret_lsn};
-    char err[256];
-    ps_status st = row_store_push(rs, &push, NULL, NULL, err, sizeof err);
+    ps_status st = row_store_push(rs, &push, NULL, NULL, err, err_len);
     free(ids);
     return st;
 }
@@ -603,12 +602,25 @@ static ps_status decode_dedup(const uint8_t *p, size_t len, uint64_t *ret_id, ui
     return PS_STATUS_OK;
 }
 
+/* Where the stores write why they refused a record: the target's buffer, else scratch;
+ * emptied. */
+static char *refusal_buffer(const journal_target *t, char *scratch, size_t scratch_len,
+                            size_t *ret_len) {
+    char *err = t->err && t->err_len ? t->err : scratch;
+    *ret_len = err == scratch ? scratch_len : t->err_len;
+    err[0] = '\0';
+    return err;
+}
+
 ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const ps_bytes *pieces,
                                size_t n_pieces, size_t len, bool from_peer, uint64_t *ret_lsn) {
     uint64_t lsn_scratch = 0;
     if (!ret_lsn)
         ret_lsn = &lsn_scratch;
     *ret_lsn = 0;
+    char scratch[256];
+    size_t err_len = 0;
+    char *err = refusal_buffer(t, scratch, sizeof scratch, &err_len);
     if ((type == JOURNAL_TYPE_PUSH || type == JOURNAL_TYPE_ROWS) && n_pieces > 1) {
         bool push = type == JOURNAL_TYPE_PUSH;
         uint8_t *head = NULL;
@@ -618,9 +630,9 @@ ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const ps_b
                                     &head, &prefix, &vals, &n);
         if (st == PS_STATUS_OK)
             st = push ? replay_push_parts(t->chunks, head, prefix, vals, n, len - prefix, from_peer,
-                                          ret_lsn)
+                                          ret_lsn, err, err_len)
                       : replay_rows_parts(t->rows, head, prefix, vals, n, len - prefix, from_peer,
-                                          ret_lsn);
+                                          ret_lsn, err, err_len);
         free(head);
         free(vals);
         return st;
@@ -645,12 +657,15 @@ ps_status journal_apply(const journal_target *t, uint8_t type, const void *paylo
     if (!ret_lsn)
         ret_lsn = &lsn_scratch;
     *ret_lsn = 0;
+    char scratch[256];
+    size_t err_len = 0;
+    char *err = refusal_buffer(t, scratch, sizeof scratch, &err_len);
     if (type == JOURNAL_TYPE_PUSH)
-        return replay_push_parts(t->chunks, p, len, NULL, 0, 0, from_peer, ret_lsn);
+        return replay_push_parts(t->chunks, p, len, NULL, 0, 0, from_peer, ret_lsn, err, err_len);
     if (type == JOURNAL_TYPE_ROWS)
-        return replay_rows_parts(t->rows, p, len, NULL, 0, 0, from_peer, ret_lsn);
+        return replay_rows_parts(t->rows, p, len, NULL, 0, 0, from_peer, ret_lsn, err, err_len);
     if (type == JOURNAL_TYPE_ROWS_REMOVE) /* a shard's own collection: never from a peer */
-        return from_peer ? PS_STATUS_PARSE : replay_rows_remove(t->rows, p, len);
+        return from_peer ? PS_STATUS_PARSE : replay_rows_remove(t->rows, p, len, err, err_len);
     if (type == JOURNAL_TYPE_DEDUP) { /* a replay's: remember it (a live one: shard_journal.c) */
         uint64_t id = 0, *keys = NULL;
         size_t n = 0;
@@ -672,8 +687,7 @@ ps_status journal_apply(const journal_target *t, uint8_t type, const void *paylo
     memcpy(keys, p + 5, (size_t)n * 8);
     ps_status st = PS_STATUS_OK;
     if (from_peer) {
-        char err[256];
-        st = store_delete_journaled(t->chunks, n, keys, NULL, NULL, ret_lsn, err, sizeof err);
+        st = store_delete_journaled(t->chunks, n, keys, NULL, NULL, ret_lsn, err, err_len);
     } else {
         store_delete(t->chunks, n, keys, NULL, NULL);
     }

@@ -52,6 +52,8 @@ typedef struct journal_target {
     store *chunks;
     row_store *rows;
     dedup *dedup; /* where dedup records go (NULL: nowhere) */
+    char *err;    /* why a store refused a record (which value is NaN, ...); may be NULL */
+    size_t err_len;
 } journal_target;
 
 /* A dedup record's payload for request id's keys[0..n) into out, which holds
@@ -84,7 +86,9 @@ void journal_encoded_free(journal_encoded *encoded); /* accepts NULL; clears it 
 /* Applies one record to the target's stores through the same prepare and apply as a
  * live push. from_peer marks a copy received from the keys' primary (replication): it
  * is journaled here (with a journal set) but not sent on. *ret_lsn (may be NULL) gets
- * the LSN of the record this store journaled for it (0 without a journal). */
+ * the LSN of the record this store journaled for it (0 without a journal). A record the
+ * stores refuse leaves their reason in target->err ("" for a record that does not
+ * parse: the status says it). */
 ps_status journal_apply(const journal_target *target, uint8_t type, const void *payload, size_t len,
                         bool from_peer, uint64_t *ret_lsn);
 /* The same for a record whose len bytes lie in pieces[0..n_pieces) (as a batch of them

@@ -94,8 +94,11 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
         } else if (num <= applied) {
             continue; /* sent again after a lost answer: applied once */
         } else {
+            target.err = why; /* the store's reason, e.g. which value is NaN */
+            target.err_len = sizeof why;
             st = journal_apply_pieces(&target, type, fr.pieces, fr.n_pieces, fr.len, true, &lsn);
-            snprintf(why, sizeof why, "%s", ps_status_str(st));
+            if (st != PS_STATUS_OK && !why[0])
+                snprintf(why, sizeof why, "%s", ps_status_str(st));
         }
         if (st != PS_STATUS_OK) {
             repl_inbox_end(ctx->inbox, stream, done, false);

@@ -6,6 +6,7 @@ nothing acknowledged is lost and nothing is applied twice (request ids). Also: a
 push with the same request id applies once; reads may go to any owner; a backup that
 restarts is synced anew."""
 import pathlib
+import signal
 import sys
 import threading
 import time
@@ -95,9 +96,9 @@ class Adder(threading.Thread):
     """ADDs of 1.0 to every float of wide/big, counting the acknowledged ones and the
     longest time between two acknowledgements."""
 
-    def __init__(self, coordinator):
+    def __init__(self, coordinator, **client_args):
         super().__init__(daemon=True)
-        self.client = psclient.Client(coordinator)
+        self.client = psclient.Client(coordinator, **client_args)
         self.halt = threading.Event()
         self.acked, self.failed, self.longest_gap = 0, [], 0.0
 
@@ -154,6 +155,44 @@ def test_kill_a_primary_during_adds_loses_nothing(make_cluster, tmp_path):
         assert len(addrs) == 2
         vals = [pull_at(a, key, ring_epoch(c)) for a in addrs]
         assert np.array_equal(vals[0], vals[1]), key
+
+
+def test_a_stopped_shard_holds_pushes_no_longer_than_a_failover(make_cluster, tmp_path):
+    """A shard that stops (SIGSTOP: it neither reads nor answers, as behind a cut
+    network) while ADDs stream: its primary's Replicate calls to it stall, and a client's
+    pushes to it too. The coordinator takes it off the ring, the calls stuck on it end at
+    their deadline (the client's 5 s here) or sooner, pushes go on through the next
+    owners, and every acknowledged ADD is there once."""
+    c = make_cluster(shards=3)
+    upload_wide(c, tmp_path)
+    victim = chunk_owners(c, "wide", "big")[0][1][1]  # a backup of the first chunk
+    name = next(n for n, p in c.procs.items() if n != "coordinator" and victim.endswith(f":{p.port}"))
+    adder = Adder(c.coordinator, call_timeout_s=5)
+    adder.start()
+    deadline = time.monotonic() + 30
+    while adder.acked < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc = c.procs[name].proc
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        stopped_at, acked_then = time.monotonic(), adder.acked
+        while adder.acked < acked_then + 10 and time.monotonic() < stopped_at + 30:
+            time.sleep(0.05)
+        took = time.monotonic() - stopped_at
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    adder.stop()
+    assert not adder.failed, adder.failed[:3]
+    assert adder.acked >= acked_then + 10, f"pushes stalled behind the stopped shard ({took:.0f} s)"
+    print(f"10 ADDs acknowledged {took:.1f} s after the stop; the longest wait for one: "
+          f"{adder.longest_gap * 1000:.0f} ms")
+    cl = psclient.Client(c.coordinator)
+    try:
+        value = cl.pull("wide", "big", version=1)
+    finally:
+        cl.close()
+    assert np.all(value == float(adder.acked)), (
+        f"values {np.unique(value)[:5]} != {adder.acked} acknowledged ADDs")
 
 
 def frame(kind, payload):
@@ -252,6 +291,8 @@ def test_hostile_replicated_records_in_many_pieces(make_cluster):
         nan = np.ones(floats, "<f4")
         nan[floats - 3] = np.nan  # late in the record: in one of its last slices
         refused(frame(1, push_record(add, [key], [floats], nan)), "cannot be applied")
+        refused(frame(1, push_record(add, [key], [floats], nan)),  # the store's own reason
+                f"push value {floats - 3} is NaN")
         got = stub.Pull(pb.PullRequest(epoch=epoch, keys=[key]), timeout=10)
         assert np.array_equal(np.frombuffer(got.values, "<f4"), start)  # nothing applied
         # a well-formed one goes through: the shard is fine

@@ -26,8 +26,15 @@ typedef struct push_work {
     uint64_t *steps;     /* m: step counts (Adam only) */
     uint64_t *set;       /* the unique-id check's hash set (set_cap entries) */
     size_t set_cap;
-    uint32_t *rows;  /* m: row numbers */
-    float *grads;    /* m * dim: the values as aligned floats */
+    uint32_t *rows; /* m: row numbers */
+    float *grads;   /* m * dim: the values as aligned floats (unless in_place) */
+    /* ADD and OPTIMIZE pushes whose values are all finite read them where they lie (in
+     * the request's pieces), run after run, from this cursor; a run that straddles two
+     * pieces, or lies unaligned, is copied into bounce (max(run, dim) floats) */
+    bool in_place;
+    ps_bytes_cursor cur;
+    ps_bytes one;
+    float *bounce;
     float *work;     /* m * planes * dim: the results, run after run */
     float *fresh;    /* slots * dim: the state a row starts its first step from */
     uint32_t planes; /* floats per weight computed: 1, or 1 + slots for OPTIMIZE */
@@ -80,7 +87,8 @@ static ps_status push_alloc(row_store *rs, const row_push *p, push_work *w) {
     while (w->set_cap < 2 * n)
         w->set_cap *= 2;
     const size_t u64s = w->set_cap + 3 * n, u32s = n + (n & 1);
-    const size_t floats = n * dim * (1 + w->planes) + (size_t)slots * dim;
+    const size_t bounce = dim > ROW_PUSH_RUN_FLOATS ? dim : ROW_PUSH_RUN_FLOATS;
+    const size_t floats = n * dim * (1 + w->planes) + (size_t)slots * dim + bounce;
     uint8_t *mem = row_store_scratch_take(rs, u64s * 8 + u32s * 4 + floats * 4, &w->mem_bytes);
     if (!mem)
         return PS_STATUS_NO_MEMORY;
@@ -93,7 +101,35 @@ static ps_status push_alloc(row_store *rs, const row_push *p, push_work *w) {
     w->grads = (float *)(w->rows + u32s);
     w->work = w->grads + n * dim;
     w->fresh = w->work + n * dim * w->planes;
+    w->bounce = w->fresh + (size_t)slots * dim;
     return PS_STATUS_OK;
+}
+
+/* The next len floats of the values (len at most the bounce's size): where they lie
+ * when they are contiguous and aligned, else copied into the bounce. */
+static const float *values_next(push_work *w, size_t len) {
+    ps_bytes_cursor at = w->cur;
+    const uint8_t *d = NULL;
+    size_t got = ps_bytes_next(&w->cur, len * sizeof(float), &d);
+    if (got == len * sizeof(float) && (uintptr_t)d % _Alignof(float) == 0)
+        return (const float *)d;
+    w->cur = at;
+    (void)ps_bytes_take(&w->cur, w->bounce, len * sizeof(float)); /* length checked */
+    return w->bounce;
+}
+
+/* Whether every value is finite, read where they lie (the cursor then starts again). */
+static bool values_finite_in_place(const row_push *p, push_work *w) {
+    const size_t total = p->n * p->spec->dim;
+    w->cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &w->one);
+    const ps_bytes_cursor start = w->cur;
+    bool finite = true;
+    for (size_t at = 0; finite && at < total; at += ROW_PUSH_RUN_FLOATS) {
+        size_t len = total - at < ROW_PUSH_RUN_FLOATS ? total - at : ROW_PUSH_RUN_FLOATS;
+        finite = optimizer_all_finite(values_next(w, len), len);
+    }
+    w->cur = start;
+    return finite;
 }
 
 /* INVALID_ARGUMENT when an id appears twice. Hashes are a bijection of ids (a salted
@@ -125,10 +161,17 @@ static ps_status check_unique(const row_push *p, push_work *w, char *err, size_t
     return PS_STATUS_OK;
 }
 
-/* Copies the values into grads; refuses non-finite ones or, when the push may skip
- * them, drops their rows (compacting ids, hashes and grads). */
+/* ADD and OPTIMIZE pushes of finite values only: leaves them where they lie (in_place).
+ * Otherwise copies the values into grads; refuses non-finite ones or, when the push may
+ * skip them, drops their rows (compacting ids, hashes and grads). */
 static ps_status take_values(const row_push *p, push_work *w, char *err, size_t err_len) {
     const size_t dim = p->spec->dim, total = p->n * dim;
+    if (p->op != ROW_OP_ASSIGN && values_finite_in_place(p, w)) {
+        w->in_place = true; /* compute reads them run after run */
+        w->ids = p->ids;
+        w->m = p->n;
+        return PS_STATUS_OK;
+    }
     bool finite = true;
     ps_bytes one;
     ps_bytes_cursor cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
@@ -209,7 +252,7 @@ static bool compute(row_table *t, const row_push *p, push_work *w) {
         b = run_end(p, w, a);
         const size_t len = (b - a) * dim; /* floats per plane of the run */
         float *base = w->work + a * w->planes * dim;
-        const float *g = w->grads + a * dim;
+        const float *g = w->in_place ? values_next(w, len) : w->grads + a * dim;
         row_table_gather(t, b - a, w->rows + a, w->planes, fresh, base);
         if (p->op == ROW_OP_ADD) {
             for (size_t i = 0; i < len; i++)

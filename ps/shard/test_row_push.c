@@ -383,12 +383,80 @@ static void test_concurrent(void **state) {
     row_store_destroy(rs);
 }
 
+/* ADD and OPTIMIZE pushes of finite values are read where they lie, run after run:
+ * values in pieces cut mid-row and mid-float, half of them unaligned, over more than
+ * one run (ROW_PUSH_RUN_FLOATS), give the same rows and state as one aligned buffer. */
+static void test_values_read_in_place(void **state) {
+    (void)state;
+    enum { N = 20000, DIM = 3, TOTAL = N * DIM * 4 }; /* 60000 floats: two runs */
+    const table_spec spec = {.dim = DIM,
+                             .init = TABLE_INIT_NORMAL,
+                             .init_scale = 0.2f,
+                             .seed = 5,
+                             .optimizer = OPTIM_ADAGRAD};
+    optim_spec opt;
+    optim_spec_defaults(OPTIM_ADAGRAD, &opt);
+    row_store *a = make_store(NULL, 0), *b = make_store(NULL, 0);
+    uint64_t *ids = malloc(N * sizeof *ids);
+    float *g = malloc(TOTAL);
+    uint8_t *shifted = malloc(TOTAL + 1); /* the same values a byte off alignment */
+    assert_true(ids && g && shifted);
+    for (size_t i = 0; i < N; i++) {
+        ids[i] = i * 7919 + 1;
+        for (size_t j = 0; j < DIM; j++)
+            g[i * DIM + j] = 0.001f * (float)((i * 31 + j * 17) % 2001) - 1.0f;
+    }
+    memcpy(shifted + 1, g, TOTAL);
+    ps_bytes pieces[64];
+    const size_t sizes[4] = {4093, 16384, 40000, 3};
+    size_t np = 0;
+    for (size_t at = 0; at < TOTAL; np++) {
+        size_t len = TOTAL - at < sizes[np % 4] ? TOTAL - at : sizes[np % 4];
+        pieces[np] = (ps_bytes){np % 2 ? shifted + 1 + at : (const uint8_t *)g + at, len};
+        at += len;
+    }
+    assert_true(np <= 64);
+    const row_op ops[3] = {ROW_OP_OPTIMIZE, ROW_OP_ADD, ROW_OP_OPTIMIZE};
+    for (int k = 0; k < 3; k++) {
+        const optim_spec *o = ops[k] == ROW_OP_OPTIMIZE ? &opt : NULL;
+        assert_int_equal(push(a, "t", &spec, ops[k], o, N, ids, g, false, NULL, NULL),
+                         PS_STATUS_OK);
+        row_push p = {.model = "m",
+                      .table = "t",
+                      .spec = &spec,
+                      .op = ops[k],
+                      .optimizer = o,
+                      .n = N,
+                      .ids = ids,
+                      .values_len = TOTAL,
+                      .pieces = pieces,
+                      .n_pieces = np};
+        assert_int_equal(row_store_push(b, &p, NULL, NULL, err, sizeof err), PS_STATUS_OK);
+    }
+    float *wa = malloc(TOTAL), *wb = malloc(TOTAL), *sa = malloc(TOTAL), *sb = malloc(TOTAL);
+    assert_true(wa && wb && sa && sb);
+    assert_int_equal(pull(a, "t", &spec, N, ids, wa, sa, NULL, NULL), PS_STATUS_OK);
+    assert_int_equal(pull(b, "t", &spec, N, ids, wb, sb, NULL, NULL), PS_STATUS_OK);
+    assert_memory_equal(wa, wb, TOTAL);
+    assert_memory_equal(sa, sb, TOTAL); /* Adagrad: one state float per weight */
+    free(wa);
+    free(wb);
+    free(sa);
+    free(sb);
+    free(ids);
+    free(g);
+    free(shifted);
+    row_store_destroy(a);
+    row_store_destroy(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_assign_add),    cmocka_unit_test(test_optimize),
-        cmocka_unit_test(test_duplicate_ids), cmocka_unit_test(test_non_finite),
-        cmocka_unit_test(test_optimize_many), cmocka_unit_test(test_overflow),
-        cmocka_unit_test(test_concurrent),    cmocka_unit_test(test_values_in_pieces),
+        cmocka_unit_test(test_assign_add),           cmocka_unit_test(test_optimize),
+        cmocka_unit_test(test_duplicate_ids),        cmocka_unit_test(test_non_finite),
+        cmocka_unit_test(test_optimize_many),        cmocka_unit_test(test_overflow),
+        cmocka_unit_test(test_concurrent),           cmocka_unit_test(test_values_in_pieces),
+        cmocka_unit_test(test_values_read_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -58,6 +58,11 @@
  * as often as RPC_MIN_KEEPALIVE_MS / 2 (a client pinging more often is told to go away). */
 #define RPC_DEFAULT_KEEPALIVE_MS 10000
 #define RPC_MIN_KEEPALIVE_MS 1000
+/* Servers ping their clients the same way, less often: a client that vanished without
+ * closing its connection (a host that died, a stopped process) otherwise holds its
+ * streams, each a stream slot and a thread, until TCP gives up (never, for a stopped
+ * process whose kernel still acknowledges). */
+#define RPC_DEFAULT_SERVER_KEEPALIVE_MS 20000
 #define RPC_DEFAULT_MAX_STREAMS 256 /* concurrent server-streaming calls per server */
 #define RPC_DETAILS_MAX 512
 
@@ -199,11 +204,14 @@ typedef struct rpc_server_opts {
     int threads;              /* worker threads; 0 = the CPUs this process may use */
     size_t max_message_bytes; /* receive and send limit; 0 = RPC_DEFAULT_MAX_MESSAGE_BYTES */
     int grace_ms;             /* shutdown grace for in-flight calls; 0 = default, <0 = none */
-    int spin_us;     /* poll a queue this long before blocking; 0 = RPC_DEFAULT_SPIN_US (none),
-                        <0 = never */
-    int max_streams; /* server-streaming calls open at once (each holds a thread);
-                        0 = RPC_DEFAULT_MAX_STREAMS; one more is answered
-                        RESOURCE_EXHAUSTED at once */
+    int spin_us;      /* poll a queue this long before blocking; 0 = RPC_DEFAULT_SPIN_US (none),
+                         <0 = never */
+    int max_streams;  /* server-streaming calls open at once (each holds a thread);
+                         0 = RPC_DEFAULT_MAX_STREAMS; one more is answered
+                         RESOURCE_EXHAUSTED at once */
+    int keepalive_ms; /* ping interval and ping timeout per connection (see
+                         RPC_DEFAULT_SERVER_KEEPALIVE_MS): 0 = that default, <0 = no pings;
+                         at least RPC_MIN_KEEPALIVE_MS */
 } rpc_server_opts;
 
 ps_status rpc_server_create(const rpc_server_opts *opts, rpc_server **ret_server);

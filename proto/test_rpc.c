@@ -17,12 +17,14 @@
 
 #include "rpc.h"
 #include "testsvc.pb-c.h"
+#include "test_proxy.h"
 #include "testsvc_impl.h"
 
 typedef struct fixture {
     rpc_server *server;
     rpc_channel *channel;
     char target[64];
+    int port;
 } fixture;
 
 static int64_t now_ms(void) {
@@ -31,22 +33,23 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static fixture *fixture_start_streams(size_t max_message_bytes, int grace_ms, int max_streams) {
+static fixture *fixture_start_opts(rpc_server_opts opts) {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    rpc_server_opts opts = {.listen = "127.0.0.1:0",
-                            .threads = 2,
-                            .max_message_bytes = max_message_bytes,
-                            .grace_ms = grace_ms,
-                            .max_streams = max_streams};
-    int port = 0;
+    opts.listen = "127.0.0.1:0";
+    opts.threads = 2;
     assert_int_equal(rpc_server_create(&opts, &f->server), PS_STATUS_OK);
     assert_int_equal(testsvc_register(f->server), PS_STATUS_OK);
-    assert_int_equal(rpc_server_start(f->server, &port), PS_STATUS_OK);
-    assert_true(port > 0);
-    snprintf(f->target, sizeof f->target, "127.0.0.1:%d", port);
+    assert_int_equal(rpc_server_start(f->server, &f->port), PS_STATUS_OK);
+    assert_true(f->port > 0);
+    snprintf(f->target, sizeof f->target, "127.0.0.1:%d", f->port);
     assert_int_equal(rpc_channel_create(f->target, NULL, &f->channel), PS_STATUS_OK);
     return f;
+}
+
+static fixture *fixture_start_streams(size_t max_message_bytes, int grace_ms, int max_streams) {
+    return fixture_start_opts((rpc_server_opts){
+        .max_message_bytes = max_message_bytes, .grace_ms = grace_ms, .max_streams = max_streams});
 }
 
 static fixture *fixture_start(size_t max_message_bytes, int grace_ms) {
@@ -452,6 +455,96 @@ static void test_keepalive_pings_keep_a_quiet_stream(void **state) {
     rpc_channel_destroy(pinging);
 }
 
+/* A client that stops answering (a frozen proxy between it and the server: like a
+ * stopped process or a cut network) loses its stream to the server's keepalive pings:
+ * the handler sees the call die within a few ping intervals, where it used to wait
+ * until TCP gave up (never, while the peer's kernel still acknowledges). */
+static void test_server_pings_drop_a_mute_client(void **state) {
+    (void)state;
+    fixture *f = fixture_start_opts((rpc_server_opts){.keepalive_ms = RPC_MIN_KEEPALIVE_MS});
+    int port = 0;
+    test_proxy *proxy = test_proxy_create(f->port, &port);
+    assert_non_null(proxy);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    rpc_channel *quiet = NULL; /* it sends no pings of its own: the server must find it */
+    rpc_channel_opts copts = {.keepalive_ms = -1};
+    assert_int_equal(rpc_channel_create(target, &copts, &quiet), PS_STATUS_OK);
+    Pstest__StatsReply *before = stats(f);
+    Pstest__CountRequest req = PSTEST__COUNT_REQUEST__INIT;
+    req.count = 1;
+    req.first_delay_ms = 60000; /* a stream quiet for a minute */
+    rpc_stream *s = NULL;
+    assert_int_equal(rpc_stream_open(quiet, "/pstest.Test/Count", &req.base,
+                                     &pstest__count_reply__descriptor, NULL, &s),
+                     PS_STATUS_OK);
+    Pstest__StatsReply *now = NULL;
+    for (int i = 0; i < 500; i++) { /* the handler runs */
+        now = stats(f);
+        if (now->streams_started > before->streams_started)
+            break;
+        protobuf_c_message_free_unpacked(&now->base, NULL);
+        now = NULL;
+        usleep(10000);
+    }
+    assert_non_null(now);
+    protobuf_c_message_free_unpacked(&now->base, NULL);
+    test_proxy_freeze(proxy, true);
+    int64_t t0 = now_ms();
+    bool dropped = false;
+    while (!dropped && now_ms() - t0 < 15000) {
+        now = stats(f);
+        dropped = now->streams_ended_dead > before->streams_ended_dead;
+        protobuf_c_message_free_unpacked(&now->base, NULL);
+        usleep(20000);
+    }
+    int64_t took = now_ms() - t0;
+    assert_true(dropped);
+    print_message("a mute client's stream dropped %lld ms after it went mute\n", (long long)took);
+    test_proxy_freeze(proxy, false);
+    rpc_stream_destroy(s);
+    rpc_channel_destroy(quiet);
+    test_proxy_destroy(proxy);
+    protobuf_c_message_free_unpacked(&before->base, NULL);
+    fixture_stop(f);
+}
+
+/* And the other way: a call to a server that stops answering fails UNAVAILABLE at the
+ * client's keepalive (two intervals or so), not at its deadline a minute later. */
+static void test_client_pings_fail_a_call_to_a_mute_server(void **state) {
+    fixture *f = *state;
+    int port = 0;
+    test_proxy *proxy = test_proxy_create(f->port, &port);
+    assert_non_null(proxy);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    rpc_channel *pinging = NULL;
+    rpc_channel_opts copts = {.keepalive_ms = RPC_MIN_KEEPALIVE_MS};
+    assert_int_equal(rpc_channel_create(target, &copts, &pinging), PS_STATUS_OK);
+    Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
+    req.text = "connect";
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(rpc_call(pinging, "/pstest.Test/Echo", &req.base,
+                              &pstest__echo_reply__descriptor, NULL, &m, NULL),
+                     PS_STATUS_OK);
+    protobuf_c_message_free_unpacked(m, NULL);
+    test_proxy_freeze(proxy, true);
+    rpc_call_opts opts = {.timeout_ms = 60000};
+    rpc_result res;
+    int64_t t0 = now_ms();
+    m = NULL;
+    ps_status st = rpc_call(pinging, "/pstest.Test/Echo", &req.base,
+                            &pstest__echo_reply__descriptor, &opts, &m, &res);
+    int64_t took = now_ms() - t0;
+    print_message("a call to a mute server failed after %lld ms: %s\n", (long long)took,
+                  res.details);
+    assert_int_equal(st, PS_STATUS_UNAVAILABLE);
+    assert_true(took < 15000);
+    test_proxy_freeze(proxy, false);
+    rpc_channel_destroy(pinging);
+    test_proxy_destroy(proxy);
+}
+
 static void test_stream_cancel(void **state) {
     fixture *f = *state;
     Pstest__StatsReply *before = stats(f);
@@ -781,6 +874,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_stream_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_pings_keep_a_quiet_stream, setup, teardown),
+        cmocka_unit_test(test_server_pings_drop_a_mute_client),
+        cmocka_unit_test_setup_teardown(test_client_pings_fail_a_call_to_a_mute_server, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_stream_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_quiet_server_cancellable, setup, teardown),
         cmocka_unit_test(test_stream_limit),

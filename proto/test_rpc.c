@@ -455,6 +455,20 @@ static void test_keepalive_pings_keep_a_quiet_stream(void **state) {
     rpc_channel_destroy(pinging);
 }
 
+/* A channel to f's server through a new proxy (*ret_proxy), pinging every keepalive_ms
+ * (rpc_channel_opts). */
+static rpc_channel *proxied_channel(fixture *f, int keepalive_ms, test_proxy **ret_proxy) {
+    int port = 0;
+    *ret_proxy = test_proxy_create(f->port, &port);
+    assert_non_null(*ret_proxy);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    rpc_channel *ch = NULL;
+    rpc_channel_opts copts = {.keepalive_ms = keepalive_ms};
+    assert_int_equal(rpc_channel_create(target, &copts, &ch), PS_STATUS_OK);
+    return ch;
+}
+
 /* A client that stops answering (a frozen proxy between it and the server: like a
  * stopped process or a cut network) loses its stream to the server's keepalive pings:
  * the handler sees the call die within a few ping intervals, where it used to wait
@@ -462,14 +476,8 @@ static void test_keepalive_pings_keep_a_quiet_stream(void **state) {
 static void test_server_pings_drop_a_mute_client(void **state) {
     (void)state;
     fixture *f = fixture_start_opts((rpc_server_opts){.keepalive_ms = RPC_MIN_KEEPALIVE_MS});
-    int port = 0;
-    test_proxy *proxy = test_proxy_create(f->port, &port);
-    assert_non_null(proxy);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", port);
-    rpc_channel *quiet = NULL; /* it sends no pings of its own: the server must find it */
-    rpc_channel_opts copts = {.keepalive_ms = -1};
-    assert_int_equal(rpc_channel_create(target, &copts, &quiet), PS_STATUS_OK);
+    test_proxy *proxy = NULL;
+    rpc_channel *quiet = proxied_channel(f, -1, &proxy); /* no pings: the server must find it */
     Pstest__StatsReply *before = stats(f);
     Pstest__CountRequest req = PSTEST__COUNT_REQUEST__INIT;
     req.count = 1;
@@ -513,14 +521,8 @@ static void test_server_pings_drop_a_mute_client(void **state) {
  * client's keepalive (two intervals or so), not at its deadline a minute later. */
 static void test_client_pings_fail_a_call_to_a_mute_server(void **state) {
     fixture *f = *state;
-    int port = 0;
-    test_proxy *proxy = test_proxy_create(f->port, &port);
-    assert_non_null(proxy);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", port);
-    rpc_channel *pinging = NULL;
-    rpc_channel_opts copts = {.keepalive_ms = RPC_MIN_KEEPALIVE_MS};
-    assert_int_equal(rpc_channel_create(target, &copts, &pinging), PS_STATUS_OK);
+    test_proxy *proxy = NULL;
+    rpc_channel *pinging = proxied_channel(f, RPC_MIN_KEEPALIVE_MS, &proxy);
     Pstest__EchoRequest req = PSTEST__ECHO_REQUEST__INIT;
     req.text = "connect";
     ProtobufCMessage *m = NULL;

@@ -221,6 +221,55 @@ static int setup_one(void **state) {
     return cluster_start("test_psclient", 1, NULL);
 }
 
+/* N keys of tensor `name`, LEN floats each: the values (a pattern) and room to pull
+ * them back. */
+enum { N_STALL = 128, LEN_STALL = 64 * 1024 }; /* 32 MiB: far more than sockets buffer */
+typedef struct stall_set {
+    uint64_t keys[N_STALL];
+    uint32_t lens[N_STALL];
+    const float *src[N_STALL];
+    float *dst[N_STALL];
+    float *vals, *out;
+} stall_set;
+
+static stall_set *stall_set_make(const char *name) {
+    stall_set *d = calloc(1, sizeof *d);
+    assert_non_null(d);
+    d->vals = malloc((size_t)N_STALL * LEN_STALL * sizeof *d->vals);
+    d->out = calloc((size_t)N_STALL * LEN_STALL, sizeof *d->out);
+    assert_true(d->vals && d->out);
+    for (size_t i = 0; i < N_STALL; i++) {
+        d->keys[i] = ps_key_dense(name, 1, "t", (uint32_t)i);
+        d->lens[i] = LEN_STALL;
+        for (size_t k = 0; k < LEN_STALL; k++)
+            d->vals[i * LEN_STALL + k] = (float)(i + k % 100);
+        d->src[i] = d->vals + i * LEN_STALL;
+        d->dst[i] = d->out + i * LEN_STALL;
+    }
+    return d;
+}
+
+static void stall_set_free(stall_set *d) {
+    free(d->vals);
+    free(d->out);
+    free(d);
+}
+
+/* Pushes one key (the client connects), stops process `pid` (SIGSTOP), pushes them all,
+ * and lets it run again; the second push's status, *ret_took its milliseconds. */
+static ps_status push_past_stopped(ps_client *c, pid_t pid, const stall_set *d, int64_t *ret_took) {
+    assert_int_equal(
+        ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, 1, d->keys, d->src, d->lens, NULL, NULL),
+        PS_STATUS_OK);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    int64_t t0 = ps_now_ms();
+    ps_status st =
+        ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N_STALL, d->keys, d->src, d->lens, NULL, NULL);
+    *ret_took = ps_now_ms() - t0;
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    return st;
+}
+
 /* A shard that stops reading in the middle of a push (SIGSTOP here; a hung process or
  * a cut network looks the same to the client) holds the push about as long as the call's
  * deadline: the push fails (DEADLINE_EXCEEDED, or UNAVAILABLE when the connection's
@@ -234,37 +283,18 @@ static void test_push_to_a_stalled_shard_ends_at_its_deadline(void **state) {
     assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
     ps_client_set_failover_wait(c, 0);
     ps_client_set_call_timeout(c, 2000);
-    enum { N = 128, LEN = 64 * 1024 }; /* 32 MiB: far more than the sockets buffer */
-    uint64_t keys[N];
-    uint32_t lens[N];
-    const float *src[N];
-    float *vals = calloc((size_t)N * LEN, sizeof *vals);
-    assert_non_null(vals);
-    for (size_t i = 0; i < N; i++) {
-        keys[i] = ps_key_dense("stalled", 1, "t", (uint32_t)i);
-        lens[i] = LEN;
-        src[i] = vals + i * LEN;
-    }
-    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, 1, keys, src, lens, NULL, NULL),
-                     PS_STATUS_OK); /* connected */
-    assert_int_equal(kill(procs[1], SIGSTOP), 0);
-    int64_t t0 = ps_now_ms();
-    ps_status st = ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, src, lens, NULL, NULL);
-    int64_t took = ps_now_ms() - t0;
-    assert_int_equal(kill(procs[1], SIGCONT), 0);
+    stall_set *d = stall_set_make("stalled");
+    int64_t took = 0;
+    ps_status st = push_past_stopped(c, procs[1], d, &took);
     /* the deadline, or the keepalive pings (1 s apart) that found the shard mute */
     assert_true(st == PS_STATUS_DEADLINE_EXCEEDED || st == PS_STATUS_UNAVAILABLE);
     assert_true(took < 15000); /* not the 100 s it took before the pings */
-    uint64_t versions[N];
-    float *out = calloc((size_t)N * LEN, sizeof *out);
-    float *dst[N];
-    for (size_t i = 0; i < N; i++)
-        dst[i] = out + i * LEN;
-    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, src, lens, NULL, NULL),
-                     PS_STATUS_OK);
-    assert_int_equal(ps_client_pull(c, N, keys, dst, lens, versions), PS_STATUS_OK);
-    free(out);
-    free(vals);
+    assert_int_equal(
+        ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N_STALL, d->keys, d->src, d->lens, NULL, NULL),
+        PS_STATUS_OK);
+    assert_int_equal(ps_client_pull(c, N_STALL, d->keys, d->dst, d->lens, NULL), PS_STATUS_OK);
+    assert_memory_equal(d->out, d->vals, (size_t)N_STALL * LEN_STALL * sizeof *d->vals);
+    stall_set_free(d);
     ps_client_destroy(c);
 }
 
@@ -279,34 +309,14 @@ static void test_push_past_a_stalled_backup(void **state) {
     char err[512];
     assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
     ps_client_set_call_timeout(c, 2000);
-    enum { N = 128, LEN = 64 * 1024 };
-    uint64_t keys[N];
-    uint32_t lens[N];
-    const float *src[N];
-    float *dst[N];
-    float *vals = malloc((size_t)N * LEN * sizeof *vals), *out = calloc((size_t)N * LEN, 4);
-    assert_true(vals && out);
-    for (size_t i = 0; i < N; i++) {
-        keys[i] = ps_key_dense("stalled-backup", 1, "t", (uint32_t)i);
-        lens[i] = LEN;
-        for (size_t k = 0; k < LEN; k++)
-            vals[i * LEN + k] = (float)(i + k % 100);
-        src[i] = vals + i * LEN;
-        dst[i] = out + i * LEN;
-    }
-    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, 1, keys, src, lens, NULL, NULL),
-                     PS_STATUS_OK);
-    assert_int_equal(kill(procs[2], SIGSTOP), 0);
-    int64_t t0 = ps_now_ms();
-    ps_status st = ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, src, lens, NULL, NULL);
-    int64_t took = ps_now_ms() - t0;
-    assert_int_equal(kill(procs[2], SIGCONT), 0);
+    stall_set *d = stall_set_make("stalled-backup");
+    int64_t took = 0;
+    ps_status st = push_past_stopped(c, procs[2], d, &took);
     print_message("the push took %lld ms with a stopped backup\n", (long long)took);
     assert_int_equal(st, PS_STATUS_OK);
-    assert_int_equal(ps_client_pull(c, N, keys, dst, lens, NULL), PS_STATUS_OK);
-    assert_memory_equal(out, vals, (size_t)N * LEN * sizeof *vals);
-    free(out);
-    free(vals);
+    assert_int_equal(ps_client_pull(c, N_STALL, d->keys, d->dst, d->lens, NULL), PS_STATUS_OK);
+    assert_memory_equal(d->out, d->vals, (size_t)N_STALL * LEN_STALL * sizeof *d->vals);
+    stall_set_free(d);
     ps_client_destroy(c);
 }
 

@@ -87,6 +87,45 @@ def test_hostile_row_requests(shard):
     assert s.Health(pb.HealthRequest()).id == "shard-1"  # still answering
 
 
+def test_large_row_pushes_with_bad_values_late(shard):
+    """Row pushes large enough to arrive in many slices, whose values the shard reads
+    where they lie: a NaN or an infinity near the end is still found and named (nothing
+    applied), skip_non_finite skips exactly those rows, and a clean ADD lands whole."""
+    s, epoch = shard
+    n, dim = 200_000, 4  # 3.2 MB of values
+    ids = list(range(10_000_000, 10_000_000 + n))
+    tspec = spec()
+
+    def pull():
+        r = s.PullRows(pb.PullRowsRequest(epoch=epoch, model="late", table="t", spec=tspec,
+                                          ids=ids), timeout=30)
+        return np.frombuffer(r.values, np.float32).reshape(n, dim).copy()
+
+    before = pull()
+    g = np.full((n, dim), 0.5, np.float32)
+    g[n - 3, 1] = np.nan
+    g[n - 1, 3] = np.inf
+    opt = pb.OptimizerSpec(kind=pb.OPT_ADAGRAD, lr=0.1, eps=1e-10)
+    push = dict(epoch=epoch, model="late", table="t", spec=tspec, ids=ids, values=g.tobytes())
+    c, d = code(s.PushRows, pb.PushRowsRequest(op=pb.PUSH_OPTIMIZE, optimizer=opt, **push),
+                timeout=30)
+    assert c == grpc.StatusCode.INVALID_ARGUMENT and f"row index {n - 3}" in d, d
+    c, d = code(s.PushRows, pb.PushRowsRequest(op=pb.PUSH_ADD, **push), timeout=30)
+    assert c == grpc.StatusCode.INVALID_ARGUMENT and f"row index {n - 3}" in d, d
+    assert np.array_equal(pull(), before)  # nothing applied
+    r = s.PushRows(pb.PushRowsRequest(op=pb.PUSH_OPTIMIZE, optimizer=opt, skip_non_finite=True,
+                                      **push), timeout=30)
+    assert r.skipped == 2, r
+    after = pull()
+    bad = [n - 3, n - 1]
+    assert np.array_equal(after[bad], before[bad])  # the skipped rows did not move
+    moved = np.delete(after - before, bad, axis=0)
+    assert np.all(moved < 0), "every other row took its step against the gradient"
+    s.PushRows(pb.PushRowsRequest(op=pb.PUSH_ADD, **dict(push, values=np.ones(
+        (n, dim), np.float32).tobytes())), timeout=30)
+    assert np.allclose(pull(), after + 1.0)
+
+
 def test_hostile_coordinator_calls(tmp_path):
     from conftest import BUILD
     import coordinator_pb2_grpc as cpb_grpc

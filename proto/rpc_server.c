@@ -110,9 +110,10 @@ struct rpc_server {
     size_t n_methods, cap_methods;
     worker *workers;
     int n_workers;
-    /* Methods that run on threads of their own (RPC_METHOD_UNARY_OWN_THREAD) are
-     * dispatched by one more worker on a queue of its own, which never runs a handler:
-     * workers all blocked in handlers cannot keep their calls from starting. */
+    /* One more worker on a queue of its own, which never runs a handler: it dispatches
+     * the methods that run on threads of their own (RPC_METHOD_UNARY_OWN_THREAD), so
+     * workers all blocked in handlers cannot keep their calls from starting, and it
+     * keeps polling the connections meanwhile (keepalive pings get answered). */
     grpc_completion_queue *side_cq;
     worker side;
     bool started;
@@ -716,13 +717,13 @@ ps_status rpc_server_start(rpc_server *s, int *ret_port) {
         s->workers[i].server = s;
         s->workers[i].cq = s->cq;
     }
-    for (size_t k = 0; k < s->n_methods && !s->side_cq; k++) {
-        if (s->methods[k].m.kind != RPC_METHOD_UNARY_OWN_THREAD)
-            continue;
-        s->side_cq = grpc_completion_queue_create_for_next(NULL);
-        grpc_server_register_completion_queue(s->grpc, s->side_cq, NULL);
-        s->side = (worker){.server = s, .cq = s->side_cq};
-    }
+    /* The side worker, on every server: it runs no handler, so some thread always
+     * polls and keepalive pings (ours and our clients') are answered while every worker
+     * runs a long handler; without it a client's pings time out and its calls fail
+     * UNAVAILABLE (test_rpc_process). */
+    s->side_cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->grpc, s->side_cq, NULL);
+    s->side = (worker){.server = s, .cq = s->side_cq};
     s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(s->grpc, s->listen, creds);
@@ -733,8 +734,6 @@ ps_status rpc_server_start(rpc_server *s, int *ret_port) {
     s->started = true;
     for (int i = -1; i < s->n_workers; i++) {
         worker *w = i < 0 ? &s->side : &s->workers[i];
-        if (i < 0 && !s->side_cq)
-            continue;
         for (size_t k = 0; k < s->n_methods; k++) {
             bool own = s->methods[k].m.kind == RPC_METHOD_UNARY_OWN_THREAD;
             for (int j = 0; own == (i < 0) && j < ARMED_PER_METHOD; j++)

@@ -152,7 +152,9 @@ uint32_t ps_client_owner(const ps_client *c, uint64_t key) {
 rpc_channel *psclient_shard_channel(ps_client *c, uint32_t index) {
     /* a shard that stops reading is found by keepalive pings within the call's deadline
      * or so (rpc.h, RPC_DEFAULT_KEEPALIVE_MS) */
-    int64_t keepalive = c->call_timeout_ms / 2;
+    int64_t keepalive = c->call_timeout_ms / 2; /* 0 would mean the default: raise it */
+    if (keepalive < RPC_MIN_KEEPALIVE_MS)
+        keepalive = RPC_MIN_KEEPALIVE_MS;
     rpc_channel_opts opts = {.keepalive_ms = keepalive < RPC_DEFAULT_KEEPALIVE_MS
                                                  ? (int)keepalive
                                                  : RPC_DEFAULT_KEEPALIVE_MS};

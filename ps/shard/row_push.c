@@ -30,7 +30,8 @@ typedef struct push_work {
     float *grads;   /* m * dim: the values as aligned floats (unless in_place) */
     /* ADD and OPTIMIZE pushes whose values are all finite read them where they lie (in
      * the request's pieces), run after run, from this cursor; a run that straddles two
-     * pieces, or lies unaligned, is copied into bounce (max(run, dim) floats) */
+     * pieces, or lies unaligned, is copied into bounce (a run: max(run, dim) floats, or
+     * fewer when the push holds fewer) */
     bool in_place;
     ps_bytes_cursor cur;
     ps_bytes one;
@@ -87,7 +88,8 @@ static ps_status push_alloc(row_store *rs, const row_push *p, push_work *w) {
     while (w->set_cap < 2 * n)
         w->set_cap *= 2;
     const size_t u64s = w->set_cap + 3 * n, u32s = n + (n & 1);
-    const size_t bounce = dim > ROW_PUSH_RUN_FLOATS ? dim : ROW_PUSH_RUN_FLOATS;
+    const size_t run = dim > ROW_PUSH_RUN_FLOATS ? dim : ROW_PUSH_RUN_FLOATS;
+    const size_t bounce = n * dim < run ? n * dim : run; /* no more than the values */
     const size_t floats = n * dim * (1 + w->planes) + (size_t)slots * dim + bounce;
     uint8_t *mem = row_store_scratch_take(rs, u64s * 8 + u32s * 4 + floats * 4, &w->mem_bytes);
     if (!mem)

@@ -48,10 +48,7 @@ ps_status rpc_channel_create(const char *target, const rpc_channel_opts *opts,
     pthread_mutex_init(&ch->lock, NULL);
     rpc_library_ref();
 
-    if (ch->opts.keepalive_ms == 0)
-        ch->opts.keepalive_ms = RPC_DEFAULT_KEEPALIVE_MS;
-    else if (ch->opts.keepalive_ms > 0 && ch->opts.keepalive_ms < RPC_MIN_KEEPALIVE_MS)
-        ch->opts.keepalive_ms = RPC_MIN_KEEPALIVE_MS;
+    ch->opts.keepalive_ms = rpc_keepalive_ms(ch->opts.keepalive_ms, RPC_DEFAULT_KEEPALIVE_MS);
 
     grpc_arg args[7];
     size_t n = 0;
@@ -59,12 +56,7 @@ ps_status rpc_channel_create(const char *target, const rpc_channel_opts *opts,
     rpc_arg_int(args, &n, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)ch->opts.max_message_bytes);
     if (ch->opts.own_connection)
         rpc_arg_int(args, &n, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    if (ch->opts.keepalive_ms > 0) {
-        rpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_TIME_MS, ch->opts.keepalive_ms);
-        rpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ch->opts.keepalive_ms);
-        /* a stream the server alone writes to (Subscribe) sends no data: ping anyway */
-        rpc_arg_int(args, &n, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-    }
+    rpc_args_keepalive(args, &n, ch->opts.keepalive_ms); /* Subscribe streams too */
     grpc_channel_args chargs = {n, args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     ch->grpc = grpc_channel_create(target, creds, &chargs);

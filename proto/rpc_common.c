@@ -210,6 +210,20 @@ void rpc_arg_int(grpc_arg *args, size_t *n, const char *key, int value) {
     args[(*n)++].value.integer = value;
 }
 
+int rpc_keepalive_ms(int ms, int dflt) {
+    if (ms == 0)
+        return dflt;
+    return ms > 0 && ms < RPC_MIN_KEEPALIVE_MS ? RPC_MIN_KEEPALIVE_MS : ms;
+}
+
+void rpc_args_keepalive(grpc_arg *args, size_t *n, int ms) {
+    if (ms <= 0)
+        return;
+    rpc_arg_int(args, n, GRPC_ARG_KEEPALIVE_TIME_MS, ms);
+    rpc_arg_int(args, n, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms);
+    rpc_arg_int(args, n, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+}
+
 gpr_timespec rpc_deadline_after_ms(int64_t ms) {
     if (ms <= 0)
         return gpr_inf_future(GPR_CLOCK_MONOTONIC);

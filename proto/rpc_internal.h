@@ -52,6 +52,13 @@ grpc_event rpc_cq_wait(grpc_completion_queue *cq, void *tag, gpr_timespec deadli
 
 /* Appends an integer channel argument: args[(*n)++] = {key, value}. */
 void rpc_arg_int(grpc_arg *args, size_t *n, const char *key, int value);
+/* A keepalive option as used: 0 gives `dflt`, below RPC_MIN_KEEPALIVE_MS that minimum,
+ * <0 stays (no pings). */
+int rpc_keepalive_ms(int ms, int dflt);
+/* Appends the arguments for keepalive pings every ms (ms > 0; nothing otherwise): ping
+ * while calls are open, close the connection when one goes unanswered ms long, and
+ * ping on streams that carry no data from this side too. Three at most. */
+void rpc_args_keepalive(grpc_arg *args, size_t *n, int ms);
 
 /* A deadline `ms` from now on the monotonic clock; infinite for ms <= 0. */
 gpr_timespec rpc_deadline_after_ms(int64_t ms);

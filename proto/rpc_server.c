@@ -644,10 +644,7 @@ ps_status rpc_server_create(const rpc_server_opts *opts, rpc_server **ret_server
         s->opts.spin_us = RPC_DEFAULT_SPIN_US;
     if (s->opts.max_streams <= 0)
         s->opts.max_streams = RPC_DEFAULT_MAX_STREAMS;
-    if (s->opts.keepalive_ms == 0)
-        s->opts.keepalive_ms = RPC_DEFAULT_SERVER_KEEPALIVE_MS;
-    else if (s->opts.keepalive_ms > 0 && s->opts.keepalive_ms < RPC_MIN_KEEPALIVE_MS)
-        s->opts.keepalive_ms = RPC_MIN_KEEPALIVE_MS;
+    s->opts.keepalive_ms = rpc_keepalive_ms(s->opts.keepalive_ms, RPC_DEFAULT_SERVER_KEEPALIVE_MS);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     rpc_library_ref();
@@ -659,12 +656,7 @@ ps_status rpc_server_create(const rpc_server_opts *opts, rpc_server **ret_server
     /* our clients' keepalive pings (RPC_DEFAULT_KEEPALIVE_MS) */
     rpc_arg_int(args, &n, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                 RPC_MIN_KEEPALIVE_MS / 2);
-    if (s->opts.keepalive_ms > 0) { /* and ours (RPC_DEFAULT_SERVER_KEEPALIVE_MS) */
-        rpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_TIME_MS, s->opts.keepalive_ms);
-        rpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, s->opts.keepalive_ms);
-        /* a stream that only the server writes to, quiet for long: ping anyway */
-        rpc_arg_int(args, &n, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-    }
+    rpc_args_keepalive(args, &n, s->opts.keepalive_ms); /* and ours */
     grpc_channel_args chargs = {n, args};
     s->grpc = grpc_server_create(&chargs, NULL);
     if (!s->grpc) {

@@ -602,64 +602,10 @@ static ps_status decode_dedup(const uint8_t *p, size_t len, uint64_t *ret_id, ui
     return PS_STATUS_OK;
 }
 
-/* Where the stores write why they refused a record: the target's buffer, else scratch;
- * emptied. */
-static char *refusal_buffer(const journal_target *t, char *scratch, size_t scratch_len,
-                            size_t *ret_len) {
-    char *err = t->err && t->err_len ? t->err : scratch;
-    *ret_len = err == scratch ? scratch_len : t->err_len;
-    err[0] = '\0';
-    return err;
-}
-
-ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const ps_bytes *pieces,
-                               size_t n_pieces, size_t len, bool from_peer, uint64_t *ret_lsn) {
-    uint64_t lsn_scratch = 0;
-    if (!ret_lsn)
-        ret_lsn = &lsn_scratch;
-    *ret_lsn = 0;
-    char scratch[256];
-    size_t err_len = 0;
-    char *err = refusal_buffer(t, scratch, sizeof scratch, &err_len);
-    if ((type == JOURNAL_TYPE_PUSH || type == JOURNAL_TYPE_ROWS) && n_pieces > 1) {
-        bool push = type == JOURNAL_TYPE_PUSH;
-        uint8_t *head = NULL;
-        ps_bytes *vals = NULL;
-        size_t prefix = 0, n = 0;
-        ps_status st = split_pieces(push ? push_prefix_len : rows_prefix_len, pieces, n_pieces, len,
-                                    &head, &prefix, &vals, &n);
-        if (st == PS_STATUS_OK)
-            st = push ? replay_push_parts(t->chunks, head, prefix, vals, n, len - prefix, from_peer,
-                                          ret_lsn, err, err_len)
-                      : replay_rows_parts(t->rows, head, prefix, vals, n, len - prefix, from_peer,
-                                          ret_lsn, err, err_len);
-        free(head);
-        free(vals);
-        return st;
-    }
-    if (n_pieces <= 1)
-        return journal_apply(t, type, n_pieces ? pieces[0].data : NULL, len, from_peer, ret_lsn);
-    uint8_t *flat = malloc(len + 1);
-    ps_bytes_cursor c = {pieces, n_pieces, 0, 0};
-    if (!flat)
-        return PS_STATUS_NO_MEMORY;
-    ps_status st = ps_bytes_take(&c, flat, len)
-                       ? journal_apply(t, type, flat, len, from_peer, ret_lsn)
-                       : PS_STATUS_PARSE;
-    free(flat);
-    return st;
-}
-
-ps_status journal_apply(const journal_target *t, uint8_t type, const void *payload, size_t len,
-                        bool from_peer, uint64_t *ret_lsn) {
-    const uint8_t *p = payload;
-    uint64_t lsn_scratch = 0;
-    if (!ret_lsn)
-        ret_lsn = &lsn_scratch;
-    *ret_lsn = 0;
-    char scratch[256];
-    size_t err_len = 0;
-    char *err = refusal_buffer(t, scratch, sizeof scratch, &err_len);
+/* One record whose len bytes lie in one run at p: the stores' reason for a refusal in
+ * err. */
+static ps_status apply_flat(const journal_target *t, uint8_t type, const uint8_t *p, size_t len,
+                            bool from_peer, uint64_t *ret_lsn, char *err, size_t err_len) {
     if (type == JOURNAL_TYPE_PUSH)
         return replay_push_parts(t->chunks, p, len, NULL, 0, 0, from_peer, ret_lsn, err, err_len);
     if (type == JOURNAL_TYPE_ROWS)
@@ -693,6 +639,52 @@ ps_status journal_apply(const journal_target *t, uint8_t type, const void *paylo
     }
     free(keys);
     return st;
+}
+
+ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const ps_bytes *pieces,
+                               size_t n_pieces, size_t len, bool from_peer, uint64_t *ret_lsn) {
+    uint64_t lsn_scratch = 0;
+    if (!ret_lsn)
+        ret_lsn = &lsn_scratch;
+    *ret_lsn = 0;
+    char scratch[256]; /* the stores' reason goes to the target's buffer, else here */
+    char *err = t->err && t->err_len ? t->err : scratch;
+    size_t err_len = err == scratch ? sizeof scratch : t->err_len;
+    err[0] = '\0';
+    if (n_pieces <= 1)
+        return apply_flat(t, type, n_pieces ? pieces[0].data : NULL, len, from_peer, ret_lsn, err,
+                          err_len);
+    if (type == JOURNAL_TYPE_PUSH || type == JOURNAL_TYPE_ROWS) { /* values where they lie */
+        bool push = type == JOURNAL_TYPE_PUSH;
+        uint8_t *head = NULL;
+        ps_bytes *vals = NULL;
+        size_t prefix = 0, n = 0;
+        ps_status st = split_pieces(push ? push_prefix_len : rows_prefix_len, pieces, n_pieces, len,
+                                    &head, &prefix, &vals, &n);
+        if (st == PS_STATUS_OK)
+            st = push ? replay_push_parts(t->chunks, head, prefix, vals, n, len - prefix, from_peer,
+                                          ret_lsn, err, err_len)
+                      : replay_rows_parts(t->rows, head, prefix, vals, n, len - prefix, from_peer,
+                                          ret_lsn, err, err_len);
+        free(head);
+        free(vals);
+        return st;
+    }
+    uint8_t *flat = malloc(len + 1);
+    ps_bytes_cursor c = {pieces, n_pieces, 0, 0};
+    if (!flat)
+        return PS_STATUS_NO_MEMORY;
+    ps_status st = ps_bytes_take(&c, flat, len)
+                       ? apply_flat(t, type, flat, len, from_peer, ret_lsn, err, err_len)
+                       : PS_STATUS_PARSE;
+    free(flat);
+    return st;
+}
+
+ps_status journal_apply(const journal_target *t, uint8_t type, const void *payload, size_t len,
+                        bool from_peer, uint64_t *ret_lsn) {
+    const ps_bytes one = {payload, len};
+    return journal_apply_pieces(t, type, &one, 1, len, from_peer, ret_lsn);
 }
 
 ps_status journal_request_of(uint8_t type, const void *payload, size_t len, uint64_t *ret_id,

@@ -120,10 +120,10 @@ static const float *values_next(push_work *w, size_t len) {
     return w->bounce;
 }
 
-/* Whether every value is finite, read where they lie (the cursor then starts again). */
+/* Whether every value is finite, read where they lie from the cursor (which then
+ * starts again). */
 static bool values_finite_in_place(const row_push *p, push_work *w) {
     const size_t total = p->n * p->spec->dim;
-    w->cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &w->one);
     const ps_bytes_cursor start = w->cur;
     bool finite = true;
     for (size_t at = 0; finite && at < total; at += ROW_PUSH_RUN_FLOATS) {
@@ -168,6 +168,7 @@ static ps_status check_unique(const row_push *p, push_work *w, char *err, size_t
  * skip them, drops their rows (compacting ids, hashes and grads). */
 static ps_status take_values(const row_push *p, push_work *w, char *err, size_t err_len) {
     const size_t dim = p->spec->dim, total = p->n * dim;
+    w->cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &w->one);
     if (p->op != ROW_OP_ASSIGN && values_finite_in_place(p, w)) {
         w->in_place = true; /* compute reads them run after run */
         w->ids = p->ids;
@@ -175,11 +176,9 @@ static ps_status take_values(const row_push *p, push_work *w, char *err, size_t 
         return PS_STATUS_OK;
     }
     bool finite = true;
-    ps_bytes one;
-    ps_bytes_cursor cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
     for (size_t at = 0; at < total; at += ROW_PUSH_RUN_FLOATS) { /* copy, check while cached */
         size_t len = total - at < ROW_PUSH_RUN_FLOATS ? total - at : ROW_PUSH_RUN_FLOATS;
-        (void)ps_bytes_take(&cur, w->grads + at, len * sizeof(float)); /* length checked */
+        (void)ps_bytes_take(&w->cur, w->grads + at, len * sizeof(float)); /* length checked */
         finite &= optimizer_all_finite(w->grads + at, len);
     }
     w->ids = p->ids;

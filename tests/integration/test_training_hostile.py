@@ -90,7 +90,8 @@ def test_hostile_row_requests(shard):
 def test_large_row_pushes_with_bad_values_late(shard):
     """Row pushes large enough to arrive in many slices, whose values the shard reads
     where they lie: a NaN or an infinity near the end is still found and named (nothing
-    applied), skip_non_finite skips exactly those rows, and a clean ADD lands whole."""
+    applied), skip_non_finite skips exactly those rows, a clean ADD lands whole, and one
+    whose sum would overflow in its last row is refused whole."""
     s, epoch = shard
     n, dim = 200_000, 4  # 3.2 MB of values
     ids = list(range(10_000_000, 10_000_000 + n))
@@ -124,6 +125,15 @@ def test_large_row_pushes_with_bad_values_late(shard):
     s.PushRows(pb.PushRowsRequest(op=pb.PUSH_ADD, **dict(push, values=np.ones(
         (n, dim), np.float32).tobytes())), timeout=30)
     assert np.allclose(pull(), after + 1.0)
+    # an ADD whose sum overflows in its last row: refused whole, nothing served non-finite
+    huge = np.zeros((n, dim), np.float32)
+    huge[n - 1, 2] = 3e38
+    s.PushRows(pb.PushRowsRequest(op=pb.PUSH_ADD, **dict(push, values=huge.tobytes())), timeout=30)
+    held = pull()
+    c, d = code(s.PushRows, pb.PushRowsRequest(op=pb.PUSH_ADD, **dict(push, values=huge.tobytes())),
+                timeout=30)
+    assert c == grpc.StatusCode.INVALID_ARGUMENT and "would not be finite" in d, d
+    assert np.array_equal(pull(), held) and np.all(np.isfinite(held))
 
 
 def test_hostile_coordinator_calls(tmp_path):

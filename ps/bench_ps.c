@@ -1,8 +1,9 @@
 /* bench_ps.c: the parameter servers' speed on one machine, against clusters it starts
  * itself on loopback (bench_ps_cluster.h): dense push and pull of a 4 MiB and a 64 MiB
  * tensor, sparse Adagrad pushes of rows of dimension 1 and 16, the round trip of a
- * one-float push (1 shard, 1 client), then the dense figures again with 3 shards and
- * what those shards hold in memory against the data they keep. scripts/bench/ps runs
+ * one-float push (1 shard, 1 client; an empty gRPC call's and a raw TCP echo's round
+ * trips measured beside it, turn and turn about), then the dense figures again with 3
+ * shards and what those shards hold in memory against the data they keep. scripts/bench/ps runs
  * it with iperf3's loopback TCP figure (--tcp-gbs) so the dense figures can be set
  * against raw TCP measured in the same run. scripts/bench/README.md says how every
  * figure is computed. Last line:
@@ -68,7 +69,8 @@ static bool only_valid(const char *only) {
 
 typedef struct bench_figures {
     bench_dense d4, d64, d4_3, d64_3;
-    double sparse1, sparse16, p50, p99;
+    double sparse1, sparse16;
+    bench_rtt rtt;
     uint64_t rss, held;
 } bench_figures;
 
@@ -98,8 +100,8 @@ static int run_one_shard(const bench_cfg *cfg, bench_figures *f) {
         (wanted(cfg, "sparse16") &&
          bench_case_sparse(pc, "s16", 16, cfg->sparse_rows, cfg->reps, &f->sparse16, err,
                            sizeof err) != PS_STATUS_OK) ||
-        (wanted(cfg, "rtt") && bench_case_small_rtt(pc, cfg->rtt_calls, &f->p50, &f->p99, err,
-                                                    sizeof err) != PS_STATUS_OK))
+        (wanted(cfg, "rtt") &&
+         bench_case_rtt(pc, cfg->rtt_calls, &f->rtt, err, sizeof err) != PS_STATUS_OK))
         goto out;
     rc = 0;
 out:
@@ -196,10 +198,24 @@ static void report(const bench_cfg *cfg, const bench_figures *f) {
                      BENCH_TARGET_AT_LEAST, 60, "sparse_mrows_s");
     bench_report_row(r, "sparse Adagrad push, dim 16", f->sparse16 / 1e6, 2, "M rows/s",
                      BENCH_TARGET_NONE, 0, "sparse16_mrows_s");
-    bench_report_row(r, "1-float push round trip p50", f->p50, 0, "us", BENCH_TARGET_AT_MOST, 50,
-                     "small_rtt_p50_us");
-    bench_report_row(r, "1-float push round trip p99", f->p99, 0, "us", BENCH_TARGET_AT_MOST, 150,
-                     "small_rtt_p99_us");
+    bench_report_row(r, "1-float push round trip p50", f->rtt.push_p50, 0, "us",
+                     BENCH_TARGET_AT_MOST, 50, "small_rtt_p50_us");
+    bench_report_row(r, "1-float push round trip p99", f->rtt.push_p99, 0, "us",
+                     BENCH_TARGET_AT_MOST, 150, "small_rtt_p99_us");
+    bench_report_row(r, "  empty gRPC call p50 (same run)", f->rtt.grpc_p50, 0, "us",
+                     BENCH_TARGET_NONE, 0, NULL);
+    bench_report_row(r, "  empty gRPC call p99 (same run)", f->rtt.grpc_p99, 0, "us",
+                     BENCH_TARGET_NONE, 0, NULL);
+    bench_report_row(r, "  raw TCP echo p50 (same run)", f->rtt.tcp_p50, 0, "us", BENCH_TARGET_NONE,
+                     0, NULL);
+    bench_report_row(r, "  raw TCP echo p99 (same run)", f->rtt.tcp_p99, 0, "us", BENCH_TARGET_NONE,
+                     0, NULL);
+    bench_report_row(r, "  raw TCP echo, reads polling, p50", f->rtt.tcp_poll_p50, 0, "us",
+                     BENCH_TARGET_NONE, 0, NULL);
+    bench_report_row(r, "  raw TCP echo, reads polling, p99", f->rtt.tcp_poll_p99, 0, "us",
+                     BENCH_TARGET_NONE, 0, NULL);
+    bench_report_row(r, "  push p50 / empty gRPC call p50", ratio(f->rtt.push_p50, f->rtt.grpc_p50),
+                     2, "x", BENCH_TARGET_NONE, 0, NULL);
     bench_report_row(r, "3 shards: push 4 MiB", f->d4_3.push_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
                      NULL);
     bench_report_row(r, "3 shards: pull 4 MiB", f->d4_3.pull_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,

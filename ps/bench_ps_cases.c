@@ -1,8 +1,19 @@
 /* bench_ps_cases.c: see bench_ps_cases.h. */
 #include "bench_ps_cases.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -139,32 +150,211 @@ static int cmp_i64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-ps_status bench_case_small_rtt(ps_client *pc, int calls, double *ret_p50_us, double *ret_p99_us,
-                               char *err, size_t err_len) {
-    int64_t *us = malloc((size_t)calls * sizeof *us);
-    if (!us) {
+/* ---------------------------------------------------------------- round trips --- */
+
+/* A process that echoes 4-byte messages on the loopback connection it accepts (blocking
+ * reads and writes, Nagle off): the raw TCP round trip the pushes are set against. */
+typedef struct echo_peer {
+    pid_t pid;
+    int fd; /* the benchmark's end */
+} echo_peer;
+
+static bool io_full(int fd, void *buf, size_t len, bool writing) {
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = writing ? write(fd, p, len) : read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* Reads len bytes polling (non-blocking reads in a loop), as the client's unary waits
+ * poll before they block (RPC_DEFAULT_CLIENT_SPIN_US), without ever blocking. */
+static bool read_polling(int fd, void *buf, size_t len) {
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            continue;
+        if (n <= 0)
+            return false;
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+static void echo_stop(echo_peer *e) {
+    if (e->fd >= 0)
+        close(e->fd); /* the echo sees end of file and exits */
+    if (e->pid > 0 && waitpid(e->pid, NULL, 0) != e->pid) {
+        kill(e->pid, SIGKILL);
+        waitpid(e->pid, NULL, 0);
+    }
+    e->fd = -1;
+    e->pid = 0;
+}
+
+static ps_status echo_start(echo_peer *e, char *err, size_t err_len) {
+    e->pid = 0;
+    e->fd = -1;
+    int one = 1, lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(lfd, 1) != 0 ||
+        getsockname(lfd, (struct sockaddr *)&a, &alen) != 0) {
+        ps_set_err(err, err_len, "echo socket: %s", strerror(errno));
+        if (lfd >= 0)
+            close(lfd);
+        return PS_STATUS_IO;
+    }
+    fflush(NULL);
+    e->pid = fork();
+    if (e->pid == 0) { /* the echo: one connection, then exit; never outlives us */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int null = open("/dev/null", O_RDWR);
+        for (int fd = 0; fd <= 2 && null >= 0; fd++)
+            dup2(null, fd); /* nor holds our output open */
+        if (getppid() == 1)
+            _exit(0);
+        int c = accept(lfd, NULL, NULL);
+        uint32_t m;
+        if (c >= 0)
+            setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        while (c >= 0 && io_full(c, &m, sizeof m, false) && io_full(c, &m, sizeof m, true)) {
+        }
+        _exit(0);
+    }
+    if (e->pid < 0) {
+        ps_set_err(err, err_len, "fork: %s", strerror(errno));
+        close(lfd);
+        return PS_STATUS_IO;
+    }
+    e->fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok = e->fd >= 0 && connect(e->fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(lfd);
+    if (!ok) {
+        ps_set_err(err, err_len, "connect to the echo: %s", strerror(errno));
+        echo_stop(e);
+        return PS_STATUS_IO;
+    }
+    setsockopt(e->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return PS_STATUS_OK;
+}
+
+/* What the round-trip case measures, and the state of each kind while it runs. */
+enum { RTT_PUSH, RTT_GRPC, RTT_TCP, RTT_TCP_POLL, RTT_KINDS };
+typedef struct rtt_state {
+    ps_client *pc;
+    uint64_t key;
+    rpc_channel *ch; /* to the shard, for the empty calls */
+    echo_peer echo;
+    char *err;
+    size_t err_len;
+} rtt_state;
+
+static ps_status rtt_one(rtt_state *s, int kind) {
+    if (kind == RTT_PUSH) {
+        const float one = 1.0f, *src = &one;
+        uint32_t len = 1;
+        ps_status st =
+            ps_client_push(s->pc, PS__PUSH_OP__PUSH_ADD, 1, &s->key, &src, &len, NULL, NULL);
+        if (st != PS_STATUS_OK)
+            ps_set_err(s->err, s->err_len, "small push: %s", ps_client_error(s->pc));
+        return st;
+    }
+    if (kind == RTT_GRPC) {
+        Ps__HealthRequest req = PS__HEALTH_REQUEST__INIT;
+        ProtobufCMessage *resp = NULL;
+        rpc_result res = {0};
+        rpc_call_opts opts = {.timeout_ms = 5000};
+        ps_status st = rpc_call(s->ch, "/ps.ParameterServer/Health", &req.base,
+                                &ps__health_response__descriptor, &opts, &resp, &res);
+        if (st != PS_STATUS_OK)
+            ps_set_err(s->err, s->err_len, "health: %s", res.details);
+        else
+            protobuf_c_message_free_unpacked(resp, NULL);
+        return st;
+    }
+    uint32_t m = 0x5053; /* "PS" */
+    if (!io_full(s->echo.fd, &m, sizeof m, true) ||
+        !(kind == RTT_TCP_POLL ? read_polling(s->echo.fd, &m, sizeof m)
+                               : io_full(s->echo.fd, &m, sizeof m, false))) {
+        ps_set_err(s->err, s->err_len, "echo round trip: %s", strerror(errno));
+        return PS_STATUS_IO;
+    }
+    return PS_STATUS_OK;
+}
+
+#define RTT_BLOCK 100 /* calls of one kind in a row before the next kind's turn */
+
+ps_status bench_case_rtt(ps_client *pc, int calls, bench_rtt *ret, char *err, size_t err_len) {
+    int64_t *us = malloc((size_t)calls * RTT_KINDS * sizeof *us);
+    rtt_state s = {.pc = pc,
+                   .key = ps_key_dense("bench_ps_rtt", 1, "one", 0),
+                   .err = err,
+                   .err_len = err_len,
+                   .echo = {.fd = -1}};
+    ps_status st = us ? PS_STATUS_OK : PS_STATUS_NO_MEMORY;
+    if (!us)
         ps_set_err(err, err_len, "out of memory");
-        return PS_STATUS_NO_MEMORY;
-    }
-    uint64_t key = ps_key_dense("bench_ps_rtt", 1, "one", 0);
+    const float zero = 0.0f, *src = &zero;
     uint32_t len = 1;
-    float one = 1.0f, zero = 0.0f;
-    const float *src = &zero;
-    ps_status st = ps_client_push(pc, PS__PUSH_OP__PUSH_ASSIGN, 1, &key, &src, &len, NULL, NULL);
-    src = &one;
-    for (int i = -(calls / 10); i < calls && st == PS_STATUS_OK; i++) {
-        int64_t t0 = ps_now_us();
-        st = ps_client_push(pc, PS__PUSH_OP__PUSH_ADD, 1, &key, &src, &len, NULL, NULL);
-        if (i >= 0)
-            us[i] = ps_now_us() - t0;
-    }
-    if (st != PS_STATUS_OK) {
+    if (st == PS_STATUS_OK && (st = ps_client_push(pc, PS__PUSH_OP__PUSH_ASSIGN, 1, &s.key, &src,
+                                                   &len, NULL, NULL)) != PS_STATUS_OK)
         ps_set_err(err, err_len, "small push: %s", ps_client_error(pc));
-    } else {
-        qsort(us, (size_t)calls, sizeof *us, cmp_i64);
-        *ret_p50_us = (double)us[calls / 2];
-        *ret_p99_us = (double)us[(size_t)calls * 99 / 100];
+    if (st == PS_STATUS_OK && ps_client_shard_count(pc) > 0 &&
+        (st = rpc_channel_create(ps_client_shard_addr(pc, 0), NULL, &s.ch)) != PS_STATUS_OK)
+        ps_set_err(err, err_len, "channel to %s", ps_client_shard_addr(pc, 0));
+    if (st == PS_STATUS_OK && !s.ch) {
+        ps_set_err(err, err_len, "no shard on the ring");
+        st = PS_STATUS_UNAVAILABLE;
     }
+    if (st == PS_STATUS_OK)
+        st = echo_start(&s.echo, err, err_len);
+    /* warm-up: calls / 10 of each kind; then blocks of each kind in turn */
+    for (int k = 0; k < RTT_KINDS && st == PS_STATUS_OK; k++)
+        for (int i = 0; i < calls / 10 && st == PS_STATUS_OK; i++)
+            st = rtt_one(&s, k);
+    for (int at = 0; at < calls && st == PS_STATUS_OK; at += RTT_BLOCK) {
+        const int end = at + RTT_BLOCK < calls ? at + RTT_BLOCK : calls;
+        for (int k = 0; k < RTT_KINDS && st == PS_STATUS_OK; k++)
+            for (int i = at; i < end && st == PS_STATUS_OK; i++) {
+                int64_t t0 = ps_now_us();
+                st = rtt_one(&s, k);
+                us[(size_t)k * (size_t)calls + (size_t)i] = ps_now_us() - t0;
+            }
+    }
+    if (st == PS_STATUS_OK) { /* every ADD of 1 counted once: the value is their number */
+        float got = -1, *dst = &got;
+        uint32_t len1 = 1;
+        const float want = (float)(calls / 10 + calls);
+        if ((st = ps_client_pull(pc, 1, &s.key, &dst, &len1, NULL)) != PS_STATUS_OK) {
+            ps_set_err(err, err_len, "pull: %s", ps_client_error(pc));
+        } else if (got != want) {
+            ps_set_err(err, err_len, "after %.0f ADDs of 1 the value is %g", want, got);
+            st = PS_STATUS_INTERNAL;
+        }
+    }
+    if (st == PS_STATUS_OK) {
+        double *out[RTT_KINDS][2] = {{&ret->push_p50, &ret->push_p99},
+                                     {&ret->grpc_p50, &ret->grpc_p99},
+                                     {&ret->tcp_p50, &ret->tcp_p99},
+                                     {&ret->tcp_poll_p50, &ret->tcp_poll_p99}};
+        for (int k = 0; k < RTT_KINDS; k++) {
+            int64_t *v = us + (size_t)k * (size_t)calls;
+            qsort(v, (size_t)calls, sizeof *v, cmp_i64);
+            *out[k][0] = (double)v[calls / 2];
+            *out[k][1] = (double)v[(size_t)calls * 99 / 100];
+        }
+    }
+    echo_stop(&s.echo);
+    rpc_channel_destroy(s.ch);
     free(us);
     return st;
 }

@@ -159,27 +159,19 @@ typedef struct echo_peer {
     int fd; /* the benchmark's end */
 } echo_peer;
 
-static bool io_full(int fd, void *buf, size_t len, bool writing) {
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = writing ? write(fd, p, len) : read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
+/* How io_full moves its bytes: blocking write, blocking read, or reads polling
+ * (non-blocking reads in a loop, never blocking, as the client's unary waits poll
+ * before they block: RPC_DEFAULT_CLIENT_SPIN_US). */
+typedef enum io_how { IO_WRITE, IO_READ, IO_READ_POLLING } io_how;
 
-/* Reads len bytes polling (non-blocking reads in a loop), as the client's unary waits
- * poll before they block (RPC_DEFAULT_CLIENT_SPIN_US), without ever blocking. */
-static bool read_polling(int fd, void *buf, size_t len) {
+static bool io_full(int fd, void *buf, size_t len, io_how how) {
     uint8_t *p = buf;
     while (len > 0) {
-        ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        ssize_t n = how == IO_WRITE  ? write(fd, p, len)
+                    : how == IO_READ ? read(fd, p, len)
+                                     : recv(fd, p, len, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR ||
+                      (how == IO_READ_POLLING && (errno == EAGAIN || errno == EWOULDBLOCK))))
             continue;
         if (n <= 0)
             return false;
@@ -226,7 +218,7 @@ static ps_status echo_start(echo_peer *e, char *err, size_t err_len) {
         uint32_t m;
         if (c >= 0)
             setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        while (c >= 0 && io_full(c, &m, sizeof m, false) && io_full(c, &m, sizeof m, true)) {
+        while (c >= 0 && io_full(c, &m, sizeof m, IO_READ) && io_full(c, &m, sizeof m, IO_WRITE)) {
         }
         _exit(0);
     }
@@ -282,9 +274,8 @@ static ps_status rtt_one(rtt_state *s, int kind) {
         return st;
     }
     uint32_t m = 0x5053; /* "PS" */
-    if (!io_full(s->echo.fd, &m, sizeof m, true) ||
-        !(kind == RTT_TCP_POLL ? read_polling(s->echo.fd, &m, sizeof m)
-                               : io_full(s->echo.fd, &m, sizeof m, false))) {
+    if (!io_full(s->echo.fd, &m, sizeof m, IO_WRITE) ||
+        !io_full(s->echo.fd, &m, sizeof m, kind == RTT_TCP_POLL ? IO_READ_POLLING : IO_READ)) {
         ps_set_err(s->err, s->err_len, "echo round trip: %s", strerror(errno));
         return PS_STATUS_IO;
     }

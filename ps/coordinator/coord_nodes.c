@@ -156,9 +156,16 @@ ps_status coord_node_register(coord_ctx *c, const Ps__NodeInfo *in, Ps__Register
         }
     }
     if (n->in_ring || n->joining) { /* on the current or the pending ring */
-        ring_change = strcmp(n->addr, in->addr) != 0 || (in->weight && in->weight != n->weight);
-        if (in->weight)
-            n->weight = in->weight;
+        /* its weight stays the ring's: another weight would move keys at once, with no
+         * copy of them to their new owners (a shard restarted without the --weight it
+         * was added with must not make its keys unreachable) */
+        if (in->weight && in->weight != n->weight)
+            coord_event(c, COORD_EVENT_WARN,
+                        "shard %s registered with weight %u but the ring holds it at weight %u: "
+                        "the ring's weight stands (a weight change moves keys: `psctl ring drain "
+                        "--id %s`, then `psctl ring add --id %s --addr %s --weight %u`)",
+                        n->id, in->weight, n->weight, n->id, n->id, in->addr, in->weight);
+        ring_change = strcmp(n->addr, in->addr) != 0;
     } else if (role == MEMBERSHIP_ROLE_SHARD && (is_new || n->waiting)) {
         snprintf(n->addr, sizeof n->addr, "%s", in->addr);
         n->weight = weight;

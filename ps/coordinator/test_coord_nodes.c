@@ -4,7 +4,8 @@
  *
  * Old behaviour these would have caught (each test says which): a new shard joined a
  * ring that held data at once; `ring remove` of a loaded shard succeeded right after a
- * coordinator restart; Register took any weight or role; watch streams had no limit. */
+ * coordinator restart; Register took any weight or role; watch streams had no limit; a
+ * shard on the ring registering with another weight moved keys at once. */
 #include "test_world.h"
 
 /* D6: before, s4 went on the ring at once and a quarter of the keys became NOT_FOUND. */
@@ -348,6 +349,49 @@ static void test_weight_the_ring_cannot_take_changes_nothing(void **state) {
     coord_destroy(c);
 }
 
+/* The weight a ring node holds, from a ring copy (0: not there). */
+static uint32_t ring_weight(coord_ctx *c, const char *id) {
+    Ps__Ring *ring = NULL;
+    assert_int_equal(coord_ring_get(c, &ring), PS_STATUS_OK);
+    uint32_t weight = 0;
+    for (size_t i = 0; i < ring->n_nodes; i++)
+        if (strcmp(ring->nodes[i]->id, id) == 0)
+            weight = ring->nodes[i]->weight;
+    ps__ring__free_unpacked(ring, NULL);
+    return weight;
+}
+
+/* Before, a shard on the ring that registered with another weight (restarted with another
+ * --weight, or without the one it was added with) changed the ring at once: its keys
+ * moved to new owners with no copy, unreachable, and the old owner's clean-up then
+ * deleted them. Now the ring's weight stands and the operator is told how to change it. */
+static void test_registering_with_another_weight_keeps_the_ring(void **state) {
+    (void)state;
+    coord_ctx *c = three_shards();
+    set_shard("s2", PS_STATUS_OK, 10); /* the ring holds data */
+    uint64_t epoch = 0, after = 0;
+    where(c, "s2", &epoch);
+    char err[COORD_ERR_MAX] = "";
+    assert_int_equal(reg(c, "s2", "127.0.0.1:7002", PS__NODE_ROLE__ROLE_SHARD, 3, err),
+                     PS_STATUS_OK);
+    assert_int_equal(where(c, "s2", &after), 'R');
+    assert_int_equal(after, epoch);
+    assert_int_equal(ring_weight(c, "s2"), 1);
+    assert_int_equal(events_with("shard s2 registered with weight 3 but the ring holds it at "
+                                 "weight 1: the ring's weight stands"),
+                     1);
+    /* the same weight, or none given, says nothing; a new address still changes the ring */
+    assert_int_equal(reg(c, "s2", "127.0.0.1:7002", PS__NODE_ROLE__ROLE_SHARD, 1, err),
+                     PS_STATUS_OK);
+    assert_int_equal(events_with("registered with weight"), 1);
+    assert_int_equal(reg(c, "s2", "127.0.0.1:7012", PS__NODE_ROLE__ROLE_SHARD, 0, err),
+                     PS_STATUS_OK);
+    assert_int_equal(where(c, "s2", &after), 'R');
+    assert_int_equal(after, epoch + 1);
+    assert_int_equal(ring_weight(c, "s2"), 1);
+    coord_destroy(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_new_shard_waits_while_the_ring_holds_data, setup,
@@ -366,6 +410,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_watch_limit_and_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_registrations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_weight_the_ring_cannot_take_changes_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_registering_with_another_weight_keeps_the_ring, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

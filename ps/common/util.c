@@ -236,6 +236,44 @@ ps_status ps_mkdir_p(const char *path) {
     return PS_STATUS_OK;
 }
 
+bool ps_text_valid(const char *s, size_t len) {
+    const uint8_t *p = (const uint8_t *)s, *end = p + len;
+    while (p < end) {
+        const uint8_t b = *p;
+        if (b < 0x80) { /* ASCII: no control characters */
+            if (b < 0x20 || b == 0x7f)
+                return false;
+            p++;
+            continue;
+        }
+        /* the length of the sequence, and the range its second byte must be in */
+        size_t n;
+        uint8_t lo = 0x80, hi = 0xbf;
+        if (b >= 0xc2 && b <= 0xdf) {
+            n = 2;
+        } else if (b >= 0xe0 && b <= 0xef) {
+            n = 3;
+            lo = b == 0xe0 ? 0xa0 : 0x80; /* no overlong forms */
+            hi = b == 0xed ? 0x9f : 0xbf; /* no surrogates */
+        } else if (b >= 0xf0 && b <= 0xf4) {
+            n = 4;
+            lo = b == 0xf0 ? 0x90 : 0x80; /* no overlong forms */
+            hi = b == 0xf4 ? 0x8f : 0xbf; /* nothing past U+10FFFF */
+        } else {
+            return false; /* a continuation byte, an overlong lead (c0, c1) or f5..ff */
+        }
+        if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
+            return false;
+        for (size_t k = 2; k < n; k++)
+            if (p[k] < 0x80 || p[k] > 0xbf)
+                return false;
+        if (n == 2 && b == 0xc2 && p[1] < 0xa0) /* U+0080..U+009F: C1 controls */
+            return false;
+        p += n;
+    }
+    return true;
+}
+
 void ps_set_err(char *err, size_t err_len, const char *fmt, ...) {
     if (!err || err_len == 0)
         return;

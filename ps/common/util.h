@@ -1,6 +1,7 @@
 /* util.h: small helpers of the base layer, shared by libraries and programs: clocks,
  * the key of a dense chunk, strict number parsing, whole-file reads and atomic writes,
- * error texts. Nothing here knows of the network or of processes (ps/runtime does). */
+ * error texts, the check that a name is text. Nothing here knows of the network or of processes
+ * (ps/runtime does). */
 #ifndef PS_COMMON_UTIL_H
 #define PS_COMMON_UTIL_H
 
@@ -53,6 +54,13 @@ bool ps_parse_int(const char *s, int min, int max, int *ret);
 ps_status ps_write_file_atomic(const char *path, const void *data, size_t len);
 /* Reads a whole file (NUL-terminated, malloc'd). NOT_FOUND when it does not exist. */
 ps_status ps_read_file(const char *path, char **ret_data, size_t *ret_len);
+
+/* Whether s[0..len) is text a name may be: strict UTF-8 (no overlong forms, no
+ * surrogates, nothing past U+10FFFF) with no control character (U+0000..U+001F,
+ * U+007F..U+009F).
+ * Strings a server keeps and writes out (JSON state, logs) pass it first: JSON encoders
+ * refuse other bytes, and a newline in a name could forge a log line. */
+bool ps_text_valid(const char *s, size_t len);
 
 /* Formats a message into err (NUL-terminated, truncated to fit); does nothing when err
  * is NULL or err_len 0. For library functions that take `char *err, size_t err_len`. */

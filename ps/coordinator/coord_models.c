@@ -22,6 +22,13 @@ ps_status coord_model_register(coord_ctx *c, const Ps__ModelInfo *in, uint64_t *
     }
     uint64_t version = 0;
     pthread_mutex_lock(&c->lock);
+    /* the publish numbers are the coordinator's, not the uploader's: a re-upload of a
+     * version keeps its own, a new version starts with none (before, a client's
+     * published of 2^63 or more was stored and the state file no longer loaded) */
+    const Ps__ModelInfo *old =
+        in->version ? registry_model_find(c->models, in->name, in->version) : NULL;
+    copy->published = old ? old->published : 0;
+    copy->publishing = old ? old->publishing : 0;
     st = registry_model_put(c->models, copy, &version, err, err_len);
     if (st != PS_STATUS_OK) {
         pthread_mutex_unlock(&c->lock);

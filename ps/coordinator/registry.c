@@ -69,10 +69,15 @@ static ps_status find_duplicate(const Ps__ModelInfo *m, const char **ret_dup) {
 
 /* One tensor's name, dtype, shape and chunking. */
 static ps_status check_tensor(const Ps__TensorInfo *t, size_t i, char *err, size_t err_len) {
-    if (!t || !t->name || !*t->name ||
-        strnlen(t->name, REGISTRY_TENSOR_NAME_MAX + 1) > REGISTRY_TENSOR_NAME_MAX) {
+    size_t name_len = t && t->name ? strnlen(t->name, REGISTRY_TENSOR_NAME_MAX + 1) : 0;
+    if (name_len == 0 || name_len > REGISTRY_TENSOR_NAME_MAX) {
         ps_set_err(err, err_len, "tensor %zu: a name of 1 to %d bytes is required", i,
                    REGISTRY_TENSOR_NAME_MAX);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
+    if (!ps_text_valid(t->name, name_len)) { /* the state file (JSON) could not hold it */
+        ps_set_err(err, err_len,
+                   "tensor %zu: its name is not UTF-8 text (or holds a control character)", i);
         return PS_STATUS_INVALID_ARGUMENT;
     }
     if (t->n_shape == 0 || t->n_shape > MODEL_MAX_DIMS) {

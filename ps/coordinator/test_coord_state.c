@@ -278,23 +278,20 @@ static void test_balanced_tokens_are_kept(void **state) {
     assert_int_equal(epoch2, epoch);
     assert_same_bytes(before, len, after, len2);
     free(after);
+    /* another weight changes nothing: the ring's weight stands (coord_node_register) */
     assert_int_equal(reg(c, "s2", "127.0.0.1:7002", PS__NODE_ROLE__ROLE_SHARD, 3, err),
                      PS_STATUS_OK);
-    len2 = ring_bytes(c, &after, &epoch2);
-    assert_int_equal(hashring_parse(after, len2, &ring), PS_STATUS_OK);
+    uint8_t *back = NULL;
+    size_t len3 = ring_bytes(c, &back, &epoch2);
+    assert_int_equal(epoch2, epoch);
+    assert_same_bytes(before, len, back, len3);
     uint32_t idx;
     hashring_node_info info;
+    assert_int_equal(hashring_parse(back, len3, &ring), PS_STATUS_OK);
     assert_true(hashring_find(ring, "s2", &idx) && hashring_node_at(ring, idx, &info));
-    assert_int_equal(info.weight, 3);
+    assert_int_equal(info.weight, 1);
     assert_int_equal(info.n_tokens, 200); /* its points did not move */
     hashring_destroy(ring);
-    free(after);
-    assert_int_equal(reg(c, "s2", "127.0.0.1:7002", PS__NODE_ROLE__ROLE_SHARD, 1, err),
-                     PS_STATUS_OK);
-    uint8_t *back = NULL;
-    size_t len3 = ring_bytes(c, &back, &epoch);
-    assert_int_equal(epoch, epoch2 + 1);
-    assert_same_bytes(before + 16, len - 16, back + 16, len3 - 16); /* all but the epoch */
 
     /* a restart loads the same ring from the state file */
     coord_destroy(c);
@@ -321,11 +318,75 @@ static void test_balanced_tokens_are_kept(void **state) {
     coord_destroy(c);
 }
 
+/* Before, the publish numbers an uploader sent were stored as sent: a published of 2^63
+ * or more was written as a negative number and the coordinator refused its own state file
+ * at the next start; a publishing number showed a publish that was not running. */
+static void test_uploaders_publish_numbers_are_ignored(void **state) {
+    (void)state;
+    coord_ctx *c = three_shards();
+    tiny_model t;
+    tiny_model_init(&t, "tiny", 0);
+    t.info.published = UINT64_MAX;
+    t.info.publishing = 42;
+    uint64_t version = 0;
+    char err[COORD_ERR_MAX] = "";
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    t.info.published = (uint64_t)1 << 63;
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    Ps__ModelInfo *m = NULL;
+    for (uint64_t v = 1; v <= 2; v++) {
+        assert_int_equal(coord_model_get(c, "tiny", v, &m, err, sizeof err), PS_STATUS_OK);
+        assert_int_equal(m->published, 0);
+        assert_int_equal(m->publishing, 0);
+        ps__model_info__free_unpacked(m, NULL);
+    }
+    coord_destroy(c);
+    c = open_ctx(0, 0); /* the state file loads */
+    assert_int_equal(coord_model_get(c, "tiny", 2, &m, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(m->published, 0);
+    ps__model_info__free_unpacked(m, NULL);
+    coord_destroy(c);
+}
+
+/* Before, a tensor name that was not UTF-8 was registered; from then on the state could
+ * not be encoded, every later change stood in memory only, and a restart lost them all
+ * (the ring epoch went back to 0). */
+static void test_a_name_that_is_not_text_is_refused(void **state) {
+    (void)state;
+    coord_ctx *c = three_shards();
+    tiny_model t;
+    tiny_model_init(&t, "tiny", 0);
+    uint64_t version = 0;
+    char err[COORD_ERR_MAX] = "";
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    tiny_model_init(&t, "tiny", 0);
+    t.tensors[3].name = (char *)"\xff\xfe\xfd\xfc";
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    must_contain(err, "tensor 3: its name is not UTF-8 text");
+    set_shard("s4", PS_STATUS_OK, 0);
+    assert_int_equal(add(c, "s4", "127.0.0.1:7004", err), PS_STATUS_OK);
+    uint64_t epoch = 0;
+    assert_int_equal(where(c, "s4", &epoch), 'R');
+    coord_destroy(c);
+    c = open_ctx(0, 0); /* every acknowledged change is there after a restart */
+    uint64_t back = 0;
+    assert_int_equal(where(c, "s4", &back), 'R');
+    assert_int_equal(back, epoch);
+    Ps__ModelInfo *m = NULL;
+    assert_int_equal(coord_model_get(c, "tiny", 1, &m, err, sizeof err), PS_STATUS_OK);
+    ps__model_info__free_unpacked(m, NULL);
+    coord_destroy(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_state_is_written_outside_the_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_state_file_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_models_and_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uploaders_publish_numbers_are_ignored, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_name_that_is_not_text_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_balanced_tokens_are_kept, setup, teardown),
     };

@@ -63,6 +63,10 @@ static void test_hostile_counts_and_names(void **state) {
     refused(&t.info, "tensor 1: a name of 1 to 255 bytes");
     t.tensors[1].name = (char *)"";
     refused(&t.info, "tensor 1: a name");
+    t.tensors[1].name = (char *)"\xff\xfe\xfd\xfc"; /* JSON state could not hold it */
+    refused(&t.info, "tensor 1: its name is not UTF-8 text");
+    t.tensors[1].name = (char *)"fc1.weight\nINFO forged"; /* nor a log line */
+    refused(&t.info, "tensor 1: its name is not UTF-8 text (or holds a control character)");
     tiny_model_init(&t, "tiny", 0);
     t.info.config_json = huge; /* over REGISTRY_MAX_CONFIG_BYTES */
     refused(&t.info, "config.json of 1 to 1048576 bytes");

@@ -3,6 +3,7 @@
  * before the lock is taken; messages handed out are copies made after it is released. */
 #include "coord_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +171,20 @@ static ps_status edit_config(const char *text, const Ps__SetOptimizerRequest *re
     return PS_STATUS_OK;
 }
 
+/* The tensor a SetOptimizer names must be one of the model's (a table is looked up in
+ * its config by train_config_set). */
+static ps_status check_target(const Ps__ModelInfo *m, const Ps__SetOptimizerRequest *req, char *err,
+                              size_t err_len) {
+    if (!req->tensor || !*req->tensor)
+        return PS_STATUS_OK;
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i]->name, req->tensor) == 0)
+            return PS_STATUS_OK;
+    ps_set_err(err, err_len, "model %s version %llu has no tensor %.80s", m->name,
+               (unsigned long long)m->version, req->tensor);
+    return PS_STATUS_NOT_FOUND;
+}
+
 ps_status coord_model_set_optimizer(coord_ctx *c, const Ps__SetOptimizerRequest *req,
                                     Ps__ModelInfo **ret_model, char *err, size_t err_len) {
     if (!req->model || !*req->model) {
@@ -188,6 +203,13 @@ ps_status coord_model_set_optimizer(coord_ctx *c, const Ps__SetOptimizerRequest 
         ps_set_err(err, err_len, "name a tensor or a table, not both");
         return PS_STATUS_INVALID_ARGUMENT;
     }
+    for (size_t i = 0; i < req->n_values; i++)
+        if (!isfinite(req->values[i])) {
+            ps_set_err(err, err_len, "hyper-parameter %.64s is %s: give a finite number",
+                       req->fields[i] ? req->fields[i] : "",
+                       isnan(req->values[i]) ? "NaN" : "infinite");
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
     pthread_mutex_lock(&c->lock);
     const Ps__ModelInfo *m = registry_model_find(c->models, req->model, req->version);
     Ps__ModelInfo *copy = NULL;
@@ -196,13 +218,17 @@ ps_status coord_model_set_optimizer(coord_ctx *c, const Ps__SetOptimizerRequest 
     if (!m)
         ps_set_err(err, err_len, "no model %.80s version %llu", req->model,
                    (unsigned long long)req->version);
-    else if ((st = edit_config(m->config_json, req, &text, err, err_len)) == PS_STATUS_OK &&
+    else if ((st = check_target(m, req, err, err_len)) == PS_STATUS_OK &&
+             (st = edit_config(m->config_json, req, &text, err, err_len)) == PS_STATUS_OK &&
              (st = registry_model_copy(m, &copy)) == PS_STATUS_OK) {
         free(copy->config_json); /* protobuf-c unpacks with malloc; so does jansson */
         copy->config_json = text;
         text = NULL;
         uint64_t version = 0;
-        st = registry_model_put(c->models, copy, &version, err, err_len);
+        /* the edited model must be one RegisterModel would take (before, an edit could
+         * grow config.json past its limit, and the next start refused the state file) */
+        if ((st = registry_model_validate(copy, err, err_len)) == PS_STATUS_OK)
+            st = registry_model_put(c->models, copy, &version, err, err_len);
     }
     free(text);
     if (st != PS_STATUS_OK) {

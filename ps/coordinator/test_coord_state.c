@@ -5,6 +5,8 @@
  * under the lock heartbeats take, so a slow disk stalled liveness; a damaged state file
  * was half-loaded (unreadable nodes and models skipped) instead of refused; AddNode had
  * no balanced placement (the ring stayed at hashed positions, peak/mean above 1.02). */
+#include <math.h>
+
 #include "test_world.h"
 
 typedef struct slow_register {
@@ -379,6 +381,65 @@ static void test_a_name_that_is_not_text_is_refused(void **state) {
     coord_destroy(c);
 }
 
+/* Before, SetOptimizer stored whatever its edit made: a compact config rewritten
+ * indented grew past the 1 MiB a config may take (and the next start refused the state
+ * file), a tensor the model lacks was accepted, and a NaN said "out of memory". */
+static void test_set_optimizer_keeps_the_model_valid(void **state) {
+    (void)state;
+    coord_ctx *c = three_shards();
+    /* a compact config of about 600 KB: the tiny model and a long array of zeros */
+    const size_t zeros = 300 * 1000;
+    char *big = malloc(sizeof(TINY_CONFIG_FMT) + 64 + 2 * zeros);
+    assert_non_null(big);
+    int n = snprintf(big, 1024, TINY_CONFIG_FMT, "tiny");
+    size_t at = (size_t)n - 1; /* over the closing brace */
+    at += (size_t)sprintf(big + at, ", \"notes\": [0");
+    for (size_t i = 1; i < zeros; i++) {
+        big[at++] = ',';
+        big[at++] = '0';
+    }
+    strcpy(big + at, "]}");
+    tiny_model t;
+    tiny_model_init(&t, "tiny", 0);
+    t.info.config_json = big;
+    uint64_t version = 0;
+    char err[COORD_ERR_MAX] = "";
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    Ps__SetOptimizerRequest req = PS__SET_OPTIMIZER_REQUEST__INIT;
+    req.model = (char *)"tiny";
+    req.type = (char *)"adam";
+    Ps__ModelInfo *m = NULL;
+    assert_int_equal(coord_model_set_optimizer(c, &req, &m, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    must_contain(err, "a config.json of 1 to 1048576 bytes is required");
+    /* a tensor the model lacks; a value that is not a number */
+    tiny_model_init(&t, "small", 0);
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    req.model = (char *)"small";
+    req.tensor = (char *)"fc9.weight";
+    assert_int_equal(coord_model_set_optimizer(c, &req, &m, err, sizeof err), PS_STATUS_NOT_FOUND);
+    must_contain(err, "model small version 1 has no tensor fc9.weight");
+    req.tensor = (char *)"fc1.weight";
+    char *fields[] = {(char *)"lr"};
+    double values[] = {NAN};
+    req.fields = fields;
+    req.values = values;
+    req.n_fields = req.n_values = 1;
+    assert_int_equal(coord_model_set_optimizer(c, &req, &m, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    must_contain(err, "hyper-parameter lr is NaN");
+    values[0] = 0.01;
+    assert_int_equal(coord_model_set_optimizer(c, &req, &m, err, sizeof err), PS_STATUS_OK);
+    ps__model_info__free_unpacked(m, NULL);
+    coord_destroy(c);
+    c = open_ctx(0, 0); /* the state file loads */
+    assert_int_equal(coord_model_get(c, "small", 1, &m, err, sizeof err), PS_STATUS_OK);
+    must_contain(m->config_json, "fc1.weight");
+    ps__model_info__free_unpacked(m, NULL);
+    coord_destroy(c);
+    free(big);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_state_is_written_outside_the_lock, setup, teardown),
@@ -387,6 +448,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_uploaders_publish_numbers_are_ignored, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_name_that_is_not_text_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_optimizer_keeps_the_model_valid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_balanced_tokens_are_kept, setup, teardown),
     };

@@ -244,22 +244,28 @@ static ps_status h_publish(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user
 
 /* ----------------------------------------------------------------- the table --- */
 
+/* RegisterNode, AddNode and RemoveNode ask shards what they hold (up to
+ * SHARD_PROBE_TIMEOUT_MS each, a hung shard the whole of it), RegisterModel and
+ * SetOptimizer check a config of up to a megabyte: they run on threads of their own
+ * (RPC_METHOD_UNARY_OWN_THREAD). On the workers, a few clients registering while a ring
+ * shard hung held every worker, heartbeats waited seconds, and live nodes were declared
+ * dead. */
 void handlers_methods(coord_ctx *ctx, rpc_method methods[HANDLERS_METHOD_COUNT]) {
     const rpc_method table[HANDLERS_METHOD_COUNT] = {
-        {"/ps.Coordinator/RegisterNode", RPC_METHOD_UNARY, &ps__register_request__descriptor,
-         h_register, ctx, 0},
+        {"/ps.Coordinator/RegisterNode", RPC_METHOD_UNARY_OWN_THREAD,
+         &ps__register_request__descriptor, h_register, ctx, 0},
         {"/ps.Coordinator/Heartbeat", RPC_METHOD_UNARY, &ps__heartbeat_request__descriptor,
          h_heartbeat, ctx, 0},
         {"/ps.Coordinator/GetRing", RPC_METHOD_UNARY, &ps__get_ring_request__descriptor, h_get_ring,
          ctx, 0},
         {"/ps.Coordinator/WatchRing", RPC_METHOD_SERVER_STREAM, &ps__watch_ring_request__descriptor,
          h_watch_ring, ctx, 0},
-        {"/ps.Coordinator/AddNode", RPC_METHOD_UNARY, &ps__add_node_request__descriptor, h_add_node,
-         ctx, 0},
-        {"/ps.Coordinator/RemoveNode", RPC_METHOD_UNARY, &ps__remove_node_request__descriptor,
-         h_remove_node, ctx, 0},
-        {"/ps.Coordinator/RegisterModel", RPC_METHOD_UNARY, &ps__register_model_request__descriptor,
-         h_register_model, ctx, 0},
+        {"/ps.Coordinator/AddNode", RPC_METHOD_UNARY_OWN_THREAD, &ps__add_node_request__descriptor,
+         h_add_node, ctx, 0},
+        {"/ps.Coordinator/RemoveNode", RPC_METHOD_UNARY_OWN_THREAD,
+         &ps__remove_node_request__descriptor, h_remove_node, ctx, 0},
+        {"/ps.Coordinator/RegisterModel", RPC_METHOD_UNARY_OWN_THREAD,
+         &ps__register_model_request__descriptor, h_register_model, ctx, 0},
         {"/ps.Coordinator/ListModels", RPC_METHOD_UNARY, &ps__list_models_request__descriptor,
          h_list_models, ctx, 0},
         {"/ps.Coordinator/GetModel", RPC_METHOD_UNARY, &ps__get_model_request__descriptor,
@@ -270,8 +276,8 @@ void handlers_methods(coord_ctx *ctx, rpc_method methods[HANDLERS_METHOD_COUNT])
          0},
         {"/ps.Coordinator/DeleteModel", RPC_METHOD_UNARY, &ps__delete_model_request__descriptor,
          h_delete_model, ctx, 0},
-        {"/ps.Coordinator/SetOptimizer", RPC_METHOD_UNARY, &ps__set_optimizer_request__descriptor,
-         h_set_optimizer, ctx, 0},
+        {"/ps.Coordinator/SetOptimizer", RPC_METHOD_UNARY_OWN_THREAD,
+         &ps__set_optimizer_request__descriptor, h_set_optimizer, ctx, 0},
         {"/ps.Coordinator/RegisterWorker", RPC_METHOD_UNARY,
          &ps__register_worker_request__descriptor, h_register_worker, ctx, 0},
         {"/ps.Coordinator/Clock", RPC_METHOD_UNARY, &ps__clock_request__descriptor, h_clock, ctx,

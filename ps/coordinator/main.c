@@ -20,9 +20,10 @@
 #include "util.h"
 #include "workers.h"
 
-#define COORD_STREAM_MARGIN                                                                        \
-    8 /* rpc streams beyond --max-watchers, so the coordinator's own                               \
-         limit (and message) is the one clients meet */
+/* rpc streams beyond --max-watchers: room for the unary methods that run on threads of
+ * their own (handlers.c: registrations, ring changes, model uploads), and so that the
+ * coordinator's own watcher limit (and message) is the one watchers meet */
+#define COORD_STREAM_MARGIN 32
 
 /* Events of the coordinator, as log lines. */
 static void log_event(void *arg, coord_event_level level, const char *message) {

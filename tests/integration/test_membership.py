@@ -8,7 +8,9 @@ clear statuses while the coordinator keeps serving; deaths and returns are logge
 These pin the one-copy policies (--replication 1): test_replication.py covers R = 2."""
 import json
 import signal
+import socket
 import subprocess
+import threading
 import time
 
 import grpc
@@ -325,6 +327,53 @@ def test_many_unread_watch_streams(make_cluster, tmp_path):
     for ch in channels:
         ch.close()
     assert c.procs["coordinator"].alive()
+
+
+def test_a_hung_shard_and_registering_clients_do_not_starve_heartbeats(make_cluster):
+    """Before, RegisterNode ran on the coordinator's rpc workers, and each registration of
+    a new shard asked every ring shard what it holds (up to 2.5 s from one that hangs):
+    four clients registering in a loop held every worker, heartbeats waited seconds, and
+    a live replica was declared dead. The slow methods run on threads of their own now."""
+    c = make_cluster(replication=1, shards=0, heartbeat_ms=500)
+    silent = socket.socket()  # a hung host: connections complete, nothing ever answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(256)
+    stub = coordinator_stub(c)
+    stop = threading.Event()
+
+    def register_in_a_loop(k):
+        s = coordinator_stub(c)
+        while not stop.is_set():
+            try:
+                s.RegisterNode(cpb.RegisterRequest(node=cpb.NodeInfo(
+                    id=f"new-{k}", addr="127.0.0.1:7")), timeout=30)
+            except grpc.RpcError:
+                pass
+
+    threads = [threading.Thread(target=register_in_a_loop, args=(k,)) for k in range(4)]
+    try:
+        stub.AddNode(cpb.AddNodeRequest(node=cpb.NodeInfo(
+            id="hung", addr="127.0.0.1:%d" % silent.getsockname()[1])), timeout=30)
+        stub.RegisterNode(cpb.RegisterRequest(node=cpb.NodeInfo(
+            id="r1", addr="127.0.0.1:9", role=cpb.ROLE_SERVE)), timeout=10)
+        for t in threads:
+            t.start()
+        time.sleep(1)  # every registration is asking the hung shard by now
+        worst, end = 0.0, time.monotonic() + 6
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            stub.Heartbeat(cpb.HeartbeatRequest(id="r1"), timeout=10)
+            worst = max(worst, time.monotonic() - t0)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            if t.is_alive() or t.ident:
+                t.join()
+        silent.close()
+    assert worst < 1.0, f"a heartbeat waited {worst:.2f} s behind the registrations"
+    log = c.procs["coordinator"].log()
+    assert "node r1 (serve" not in log or ") is dead" not in log, log[-3000:]
 
 
 # ================================================================ liveness log ===

@@ -116,6 +116,15 @@ static void test_bad_calls(void **state) {
     assert_int_equal(workers_clock(w, "m", a, 3, 2, err, sizeof err), PS_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "cannot go back"));
     tick(w, "m", a, 4, 3); /* the same clock: a heartbeat */
+    /* before, UINT64_MAX was taken, and then read as "no live worker": min_clock 0 */
+    assert_int_equal(workers_clock(w, "m", a, UINT64_MAX, 3, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "is past the largest"));
+    tick(w, "m", a, 5, 3); /* its clock stayed 4 */
+    /* before, a newline in a name went into the log as it was */
+    assert_int_equal(workers_register(w, "m", "w\nINFO forged", 0, &id, &clock, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "must be text"));
     assert_int_equal(workers_clock(w, "n", a, 5, 3, err, sizeof err), PS_STATUS_NOT_FOUND);
     assert_int_equal(workers_clock(w, "m", 12345, 5, 3, err, sizeof err), PS_STATUS_NOT_FOUND);
     workers_destroy(w);

@@ -71,6 +71,10 @@ ps_status workers_register(workers *w, const char *model, const char *name, int6
         ps_set_err(err, err_len, "a worker registers for a model: name one (1-255 bytes)");
         return PS_STATUS_INVALID_ARGUMENT;
     }
+    if (name && !ps_text_valid(name, strlen(name))) { /* a newline could forge a log line */
+        ps_set_err(err, err_len, "a worker's name must be text (UTF-8, no control characters)");
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
     if (w->n == w->max) {
         ps_set_err(err, err_len, "%zu training workers are registered, the most allowed", w->max);
         return PS_STATUS_RESOURCE_EXHAUSTED;
@@ -111,6 +115,12 @@ ps_status workers_clock(workers *w, const char *model, uint64_t id, uint64_t clo
     worker *k = find(w, model, id);
     if (!k)
         return unknown(model, id, err, err_len);
+    if (clock > WORKERS_MAX_CLOCK) {
+        ps_set_err(err, err_len, "worker %llu of model %s: clock %llu is past the largest, %llu",
+                   (unsigned long long)id, model, (unsigned long long)clock,
+                   (unsigned long long)WORKERS_MAX_CLOCK);
+        return PS_STATUS_INVALID_ARGUMENT;
+    }
     if (clock < k->clock) {
         ps_set_err(
             err, err_len, "worker %llu of model %s is at clock %llu: it cannot go back to %llu",

@@ -26,6 +26,9 @@
 #define WORKERS_DEFAULT_TIMEOUT_MS 10000
 #define WORKERS_DEFAULT_MAX 4096 /* live workers over all models */
 #define WORKERS_NAME_MAX 127
+/* The largest clock a worker may report: far past any training run, and below
+ * UINT64_MAX, which workers_min_clock returns for "no live worker". */
+#define WORKERS_MAX_CLOCK (UINT64_MAX / 2)
 
 typedef struct workers workers;
 
@@ -37,14 +40,15 @@ typedef struct workers_opts {
 ps_status workers_create(const workers_opts *opts, workers **ret_workers);
 void workers_destroy(workers *w); /* accepts NULL */
 
-/* A new worker of `model` (name: for messages, may be empty). *ret_id is non-zero and
- * never reused; *ret_clock its starting clock. RESOURCE_EXHAUSTED past max_workers. */
+/* A new worker of `model` (name: for messages, may be empty; it must be text, see
+ * ps_text_valid, else INVALID_ARGUMENT). *ret_id is non-zero and never reused;
+ * *ret_clock its starting clock. RESOURCE_EXHAUSTED past max_workers. */
 ps_status workers_register(workers *w, const char *model, const char *name, int64_t now_ms,
                            uint64_t *ret_id, uint64_t *ret_clock, char *err, size_t err_len);
 
 /* Worker `id` of `model` finished step `clock` (its clock becomes that; it may not go
- * back: INVALID_ARGUMENT). NOT_FOUND for an unknown or dead worker (err says to
- * register again). Counts as a heartbeat. */
+ * back, nor pass WORKERS_MAX_CLOCK: INVALID_ARGUMENT). NOT_FOUND for an unknown or dead worker (err
+ * says to register again). Counts as a heartbeat. */
 ps_status workers_clock(workers *w, const char *model, uint64_t id, uint64_t clock, int64_t now_ms,
                         char *err, size_t err_len);
 

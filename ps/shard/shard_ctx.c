@@ -135,6 +135,7 @@ ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode
     uint64_t seg = snapshot_segment_bytes(ctx->opts.snapshot_log_bytes);
     snapshot_recover_opts ro = {.wal = {.dir = dir, .fsync = mode, .segment_bytes = seg},
                                 .target = {.chunks = ctx->store, .rows = ctx->rows},
+                                .requests = ctx->dedup,
                                 .replay = journal_replay,
                                 .replay_arg = &target,
                                 .skipped = shard_journal_remember, /* request ids only */
@@ -147,6 +148,7 @@ ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode
     snapshot_taker_opts to = {.dir = dir,
                               .chunks = ctx->store,
                               .rows = ctx->rows,
+                              .requests = ctx->dedup,
                               .wal = ctx->wal,
                               .log_bytes = ctx->opts.snapshot_log_bytes,
                               .log_since = rec.log_bytes,

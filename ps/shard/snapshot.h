@@ -18,19 +18,26 @@
  *                                by the next snapshot written)
  * A snapshot is written under the .tmp name, fsynced, renamed, and the directory fsynced;
  * only then are older snapshots deleted and wal_drop_before(LSN + 1) frees the segments
- * it covers. So a crash at any point leaves the previous snapshot and the log that
- * follows it, or the new one.
+ * it covers. Before the rename, the log is waited for until record LSN is durable (per its
+ * --fsync mode): the LSN is the last record appended, which the log's flusher may not have
+ * written yet, and a snapshot ahead of the log on disk made the next start refuse the
+ * directory. So a crash at any point leaves the previous snapshot and the log that follows
+ * it, or the new one.
  *
  * Format (little-endian). A 64-byte header:
  *    0  8  magic "PSSNAP01"        8  4  format SNAPSHOT_FORMAT    12  4  reserved, 0
  *   16  8  lsn   24  8  the chunk store's seq   32  8  largest chunk version
  *   40  8  chunks   48  8  wall clock ms when taken
  *   56  8  checksum: XXH3-64 of bytes 0..56
- * then frames, each: u32 magic "PSSF", u32 kind (1: an image record, 2: the end), u64 len
- * (at most IMAGE_MAX_RECORD_BYTES), u64 checksum (XXH3-64 of bytes 4..16 of the frame
- * then the payload), then len payload bytes (read into an aligned buffer to decode). Image frames
- * hold one record of image.h; the end frame (32 bytes) holds the counts of image frames, chunks,
- * rows and tables, and nothing may follow it.
+ * then frames, each: u32 magic "PSSF", u32 kind (1: an image record, 2: the end, 3: request
+ * ids), u64 len (at most IMAGE_MAX_RECORD_BYTES), u64 checksum (XXH3-64 of bytes 4..16 of the
+ * frame then the payload), then len payload bytes (read into an aligned buffer to decode). Image
+ * frames hold one record of image.h; request-id frames (format 2 on) one request and keys it
+ * applied at or before the LSN, as a JOURNAL_TYPE_DEDUP record (journal_encode_dedup): without
+ * them a restart forgot the requests whose log records the snapshot let go, and a retry of one
+ * was applied twice. The end frame (32 bytes) holds the counts of frames before it (of both
+ * kinds), chunks, rows and tables, and nothing may follow it. Format 1 files (no request ids)
+ * are still read.
  *
  * Recovery (snapshot_recover): .tmp files are ignored; the snapshot with the largest LSN
  * is loaded, and it must be whole: a bad header, frame, checksum, record, count or a
@@ -52,11 +59,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dedup.h"
 #include "image.h"
 #include "status.h"
 #include "wal.h"
 
-#define SNAPSHOT_FORMAT 1
+#define SNAPSHOT_FORMAT 2 /* written; 1 and 2 are read */
+#define SNAPSHOT_FORMAT_OLDEST 1
 #define SNAPSHOT_HEADER_BYTES 64u
 #define SNAPSHOT_FRAME_HEAD_BYTES 24u
 #define SNAPSHOT_END_BYTES 32u
@@ -69,6 +78,7 @@
 /* What a snapshot holds, from its header and end frame. */
 typedef struct snapshot_info {
     char path[SNAPSHOT_MAX_PATH]; /* the file */
+    uint32_t format;              /* SNAPSHOT_FORMAT_OLDEST..SNAPSHOT_FORMAT (read ones) */
     uint64_t lsn;                 /* the state after log records 1..lsn */
     uint64_t seq;                 /* the chunk store's seq then */
     uint64_t max_version;         /* the largest chunk version */
@@ -78,17 +88,20 @@ typedef struct snapshot_info {
     int64_t elapsed_ms; /* how long writing or loading it took */
 } snapshot_info;
 
-/* Writes a snapshot of the stores into dir as the file comment says, then deletes older
+/* Writes a snapshot of the stores, and of the request ids `requests` (may be NULL)
+ * remembers at or before its LSN, into dir as the file comment says, then deletes older
  * snapshots and frees the log segments it covers. IO (err names the file and what
- * failed; the .tmp file is removed), NO_MEMORY. ret_info may be NULL. */
-ps_status snapshot_write(const char *dir, store *chunks, row_store *rows, wal *w,
+ * failed, or the log's failure; the .tmp file is removed), NO_MEMORY. ret_info may be
+ * NULL. */
+ps_status snapshot_write(const char *dir, store *chunks, row_store *rows, dedup *requests, wal *w,
                          snapshot_info *ret_info, char *err, size_t err_len);
 
 /* Reads and checks a whole snapshot file, installing each record into target (its
- * journal should be NULL); target may be NULL to only check it. PARSE (err names the file
- * and offset), IO, NO_MEMORY, or an install's failure. ret_info may be NULL. */
-ps_status snapshot_load(const char *path, const image_target *target, snapshot_info *ret_info,
-                        char *err, size_t err_len);
+ * journal should be NULL) and each request id into requests (dedup_record at position
+ * 0); either may be NULL (both: only check it). PARSE (err names the file and offset),
+ * IO, NO_MEMORY, or an install's failure. ret_info may be NULL. */
+ps_status snapshot_load(const char *path, const image_target *target, dedup *requests,
+                        snapshot_info *ret_info, char *err, size_t err_len);
 
 /* The newest complete snapshot in dir (.tmp files are not): *ret_found false when there
  * is none; otherwise ret_info gets its header (lsn, seq, max_version, chunks, path).
@@ -101,6 +114,7 @@ ps_status snapshot_newest(const char *dir, bool *ret_found, snapshot_info *ret_i
 typedef struct snapshot_recover_opts {
     wal_opts wal;        /* the log to open (its replay fields are set here) */
     image_target target; /* where the snapshot and the records go (journal NULL) */
+    dedup *requests;     /* where the snapshot's request ids go (may be NULL) */
     /* Applies a log record other than an image record (journal_replay). */
     wal_replay_fn replay;
     void *replay_arg;
@@ -137,6 +151,7 @@ typedef struct snapshot_taker_opts {
     const char *dir; /* the data directory (copied) */
     store *chunks;   /* the stores (not owned) */
     row_store *rows;
+    dedup *requests;            /* request ids kept in each snapshot (not owned; may be NULL) */
     wal *wal;                   /* the open log (not owned; outlives the taker) */
     uint64_t log_bytes;         /* take one once the log grew this much since the last; 0 =
                                    SNAPSHOT_DEFAULT_LOG_BYTES */

@@ -14,6 +14,7 @@
 #define SNAPSHOT_FRAME_MAGIC 0x46535350u /* bytes 'P' 'S' 'S' 'F' */
 #define SNAPSHOT_FRAME_IMAGE 1u
 #define SNAPSHOT_FRAME_END 2u
+#define SNAPSHOT_FRAME_DEDUP 3u /* format 2 on */
 #define SNAPSHOT_NAME_LEN 30    /* "snap-" + 20 digits + ".snap" */
 #define SNAPSHOT_MAX_FILES 4096 /* snapshot files one listing considers */
 

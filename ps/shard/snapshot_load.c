@@ -1,6 +1,7 @@
 /* snapshot_load.c: reads a snapshot file back (see snapshot.h for the format): checks
- * the header, every frame's length and checksum, every record (image_decode), the end
- * frame's counts and that nothing follows it, installing each record as it goes. */
+ * the header, every frame's length and checksum, every record (image_decode, or a
+ * request-id record), the end frame's counts and that nothing follows it, installing
+ * each record as it goes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "journal.h"
 #include "snapshot.h"
 #include "snapshot_internal.h"
 #include "util.h"
@@ -27,13 +29,16 @@ ps_status snapshot_header_read(int fd, snapshot_info *info, char *err, size_t er
     memcpy(&reserved, h + 12, 4);
     memcpy(&sum, h + 56, 8);
     if (got != (ssize_t)sizeof h || memcmp(h, SNAPSHOT_MAGIC, 8) != 0 ||
-        format != SNAPSHOT_FORMAT || reserved != 0 || sum != XXH3_64bits(h, 56)) {
+        format < SNAPSHOT_FORMAT_OLDEST || format > SNAPSHOT_FORMAT || reserved != 0 ||
+        sum != XXH3_64bits(h, 56)) {
         ps_set_err(err, err_len,
-                   "snapshot %s: its %u-byte header is %s (format %u; this build reads %u)",
+                   "snapshot %s: its %u-byte header is %s (format %u; this build reads %u to %u)",
                    info->path, SNAPSHOT_HEADER_BYTES,
-                   got != (ssize_t)sizeof h ? "cut short" : "corrupt", format, SNAPSHOT_FORMAT);
+                   got != (ssize_t)sizeof h ? "cut short" : "corrupt", format,
+                   SNAPSHOT_FORMAT_OLDEST, SNAPSHOT_FORMAT);
         return PS_STATUS_PARSE;
     }
+    info->format = format;
     memcpy(&info->lsn, h + 16, 8);
     memcpy(&info->seq, h + 24, 8);
     memcpy(&info->max_version, h + 32, 8);
@@ -45,8 +50,9 @@ ps_status snapshot_header_read(int fd, snapshot_info *info, char *err, size_t er
 typedef struct snap_reader {
     FILE *f;
     const char *path;
-    uint64_t size; /* the file's */
-    uint64_t off;  /* of the frame being read */
+    uint32_t format; /* the header's */
+    uint64_t size;   /* the file's */
+    uint64_t off;    /* of the frame being read */
     uint8_t *payload;
     size_t payload_cap;
     uint64_t frames, chunks, rows;
@@ -73,7 +79,8 @@ static ps_status read_frame(snap_reader *r, uint32_t *ret_kind, uint64_t *ret_le
     memcpy(&len, head + 8, 8);
     memcpy(&sum, head + 16, 8);
     if (magic != SNAPSHOT_FRAME_MAGIC ||
-        (kind != SNAPSHOT_FRAME_IMAGE && kind != SNAPSHOT_FRAME_END))
+        (kind != SNAPSHOT_FRAME_IMAGE && kind != SNAPSHOT_FRAME_END &&
+         (kind != SNAPSHOT_FRAME_DEDUP || r->format < 2)))
         return bad(r, "a frame with a bad magic or kind");
     if (len > IMAGE_MAX_RECORD_BYTES || len > r->size - r->off - sizeof head)
         return bad(r, "a frame whose length runs past the file or its limit");
@@ -123,6 +130,27 @@ static ps_status take_image(snap_reader *r, const image_target *t, uint64_t len,
     return st;
 }
 
+/* Decodes one request-id frame and remembers it in requests (may be NULL). */
+static ps_status take_requests(snap_reader *r, dedup *requests, uint64_t len) {
+    uint64_t id = 0, *keys = NULL;
+    size_t n = 0;
+    ps_status st = journal_request_of(JOURNAL_TYPE_DEDUP, r->payload, len, &id, &keys, &n);
+    if (st == PS_STATUS_NO_MEMORY) {
+        ps_set_err(r->err, r->err_len, "out of memory reading snapshot %s", r->path);
+        return st;
+    }
+    if (st != PS_STATUS_OK)
+        return bad(r, "a bad request-id record");
+    r->frames++;
+    if (requests && id)
+        st = dedup_record(requests, id, n, keys, 0);
+    free(keys);
+    if (st != PS_STATUS_OK)
+        ps_set_err(r->err, r->err_len, "out of memory loading the request ids of snapshot %s",
+                   r->path);
+    return st;
+}
+
 /* Checks the end frame's counts (the last frame of the file). */
 static ps_status take_end(snap_reader *r, uint64_t len, snapshot_info *info) {
     uint64_t end[4];
@@ -139,8 +167,8 @@ static ps_status take_end(snap_reader *r, uint64_t len, snapshot_info *info) {
     return PS_STATUS_OK;
 }
 
-ps_status snapshot_load(const char *path, const image_target *t, snapshot_info *ret_info, char *err,
-                        size_t err_len) {
+ps_status snapshot_load(const char *path, const image_target *t, dedup *requests,
+                        snapshot_info *ret_info, char *err, size_t err_len) {
     int64_t t0 = ps_now_ms();
     snapshot_info info = {0};
     snprintf(info.path, sizeof info.path, "%s", path);
@@ -159,6 +187,7 @@ ps_status snapshot_load(const char *path, const image_target *t, snapshot_info *
     }
     if ((st = snapshot_header_read(fd, &info, err, err_len)) != PS_STATUS_OK)
         goto out;
+    r.format = info.format;
     r.size = (uint64_t)sb.st_size;
     if (!(r.f = fdopen(fd, "rb"))) {
         ps_set_err(err, err_len, "cannot read snapshot %s: %s", path, strerror(errno));
@@ -181,7 +210,9 @@ ps_status snapshot_load(const char *path, const image_target *t, snapshot_info *
             st = take_end(&r, len, &info);
             break;
         }
-        if ((st = take_image(&r, t, len, rec)) != PS_STATUS_OK)
+        st = kind == SNAPSHOT_FRAME_DEDUP ? take_requests(&r, requests, len)
+                                          : take_image(&r, t, len, rec);
+        if (st != PS_STATUS_OK)
             break;
         r.off += SNAPSHOT_FRAME_HEAD_BYTES + len;
     }

@@ -60,7 +60,8 @@ ps_status snapshot_recover(const snapshot_recover_opts *o, snapshot_recovery *re
     if (st != PS_STATUS_OK)
         return st;
     if (x.loaded) {
-        if ((st = snapshot_load(head.path, &o->target, &rec.snap, err, err_len)) != PS_STATUS_OK)
+        if ((st = snapshot_load(head.path, &o->target, o->requests, &rec.snap, err, err_len)) !=
+            PS_STATUS_OK)
             return st;
         x.lsn = rec.snap.lsn;
     }

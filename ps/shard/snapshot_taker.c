@@ -13,6 +13,7 @@ struct snapshot_taker {
     char *dir;
     store *chunks;
     row_store *rows;
+    dedup *requests;
     wal *wal;
     uint64_t log_bytes; /* the growth that triggers one */
     int check_ms;
@@ -41,7 +42,8 @@ static ps_status take_locked(snapshot_taker *t, snapshot_info *ret_info, char *e
         return PS_STATUS_OK; /* nothing new since the last */
     uint64_t start = appended(t);
     snapshot_info info;
-    ps_status st = snapshot_write(t->dir, t->chunks, t->rows, t->wal, &info, err, err_len);
+    ps_status st =
+        snapshot_write(t->dir, t->chunks, t->rows, t->requests, t->wal, &info, err, err_len);
     t->base = start; /* after a failure too: the next try waits for as much log again */
     t->carry = 0;
     if (st == PS_STATUS_OK) {
@@ -93,6 +95,7 @@ ps_status snapshot_taker_create(const snapshot_taker_opts *o, snapshot_taker **r
         return PS_STATUS_NO_MEMORY;
     *t = (snapshot_taker){.chunks = o->chunks,
                           .rows = o->rows,
+                          .requests = o->requests,
                           .wal = o->wal,
                           .log_bytes = o->log_bytes ? o->log_bytes : SNAPSHOT_DEFAULT_LOG_BYTES,
                           .check_ms = o->check_ms > 0 ? o->check_ms : SNAPSHOT_CHECK_MS,

@@ -1,5 +1,6 @@
 /* snapshot_write.c: writes a snapshot file (see snapshot.h for the format and the
- * order of the steps): an export streamed through a 1 MiB buffer into a .tmp file,
+ * order of the steps): an export streamed through a 1 MiB buffer into a .tmp file, then
+ * the request ids remembered up to its LSN; the log waited for up to that LSN; the file
  * fsynced, renamed and the directory fsynced; then older snapshots and the log segments
  * the new one covers go. */
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "journal.h"
 #include "snapshot.h"
 #include "snapshot_internal.h"
 #include "util.h"
@@ -17,6 +19,7 @@
 
 typedef struct snap_writer {
     const char *dir;
+    dedup *requests; /* may be NULL */
     wal *wal;
     int fd;                      /* -1 until visit_begin opens it */
     char tmp[SNAPSHOT_MAX_PATH]; /* the .tmp file */
@@ -137,15 +140,59 @@ static ps_status visit_rows(void *arg, const image_rows *r) {
     return st;
 }
 
-/* The end frame, the flush and fsync, the rename and the directory's fsync. */
+/* The request ids remembered at or before the snapshot's LSN, a frame per request (or
+ * per JOURNAL_DEDUP_MAX_KEYS of its keys). */
+static ps_status put_requests(snap_writer *w) {
+    if (!w->requests)
+        return PS_STATUS_OK;
+    dedup_entry *ents = NULL;
+    size_t n = 0;
+    if (dedup_export(w->requests, w->info->lsn, &ents, &n) != PS_STATUS_OK) {
+        ps_set_err(w->err, w->err_len, "out of memory exporting the request ids");
+        return PS_STATUS_NO_MEMORY;
+    }
+    ps_status st = PS_STATUS_OK;
+    uint8_t *rec = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; i < n && st == PS_STATUS_OK; i++) {
+        for (size_t at = 0; at < ents[i].n && st == PS_STATUS_OK; at += JOURNAL_DEDUP_MAX_KEYS) {
+            size_t k =
+                ents[i].n - at < JOURNAL_DEDUP_MAX_KEYS ? ents[i].n - at : JOURNAL_DEDUP_MAX_KEYS;
+            if (!ps_reserve((void **)&rec, &cap, JOURNAL_DEDUP_HEAD + k * 8, 1, 4096)) {
+                ps_set_err(w->err, w->err_len, "out of memory writing the request ids");
+                st = PS_STATUS_NO_MEMORY;
+                break;
+            }
+            struct iovec iov = {rec, journal_encode_dedup(ents[i].id, k, ents[i].keys + at, rec)};
+            st = put_frame(w, SNAPSHOT_FRAME_DEDUP, &iov, 1, iov.iov_len);
+        }
+    }
+    free(rec);
+    free(ents);
+    return st;
+}
+
+/* The request ids, the end frame, the flush and fsync, the wait for the log, the rename
+ * and the directory's fsync. */
 static ps_status finish(snap_writer *w) {
+    ps_status st = put_requests(w);
+    if (st != PS_STATUS_OK)
+        return st;
     uint64_t end[4] = {w->frames, w->chunks, w->rows, w->tables};
     struct iovec iov = {end, sizeof end};
-    ps_status st = put_frame(w, SNAPSHOT_FRAME_END, &iov, 1, sizeof end);
+    st = put_frame(w, SNAPSHOT_FRAME_END, &iov, 1, sizeof end);
     if (st == PS_STATUS_OK)
         st = flush(w);
     if (st == PS_STATUS_OK && fsync(w->fd) != 0)
         st = io_fail(w, "fsync", errno);
+    /* the LSN is the last record appended: the log's flusher may not have written it */
+    if (st == PS_STATUS_OK && wal_wait(w->wal, w->info->lsn) != PS_STATUS_OK) {
+        char why[512] = "";
+        (void)wal_failed(w->wal, why, sizeof why);
+        ps_set_err(w->err, w->err_len, "snapshot %s: the log did not reach its LSN %llu: %s",
+                   w->tmp, (unsigned long long)w->info->lsn, why[0] ? why : "it failed");
+        st = PS_STATUS_IO;
+    }
     int fd = w->fd;
     w->fd = -1;
     if (close(fd) != 0 && st == PS_STATUS_OK)
@@ -185,11 +232,16 @@ static ps_status drop_older(snap_writer *w, uint64_t lsn) {
     return st;
 }
 
-ps_status snapshot_write(const char *dir, store *chunks, row_store *rows, wal *wl,
+ps_status snapshot_write(const char *dir, store *chunks, row_store *rows, dedup *requests, wal *wl,
                          snapshot_info *ret_info, char *err, size_t err_len) {
     snapshot_info info = {0};
-    snap_writer w = {
-        .dir = dir, .wal = wl, .fd = -1, .info = &info, .err = err, .err_len = err_len};
+    snap_writer w = {.dir = dir,
+                     .requests = requests,
+                     .wal = wl,
+                     .fd = -1,
+                     .info = &info,
+                     .err = err,
+                     .err_len = err_len};
     int64_t t0 = ps_now_ms();
     w.buf = malloc(SNAPSHOT_BUFFER_BYTES);
     w.hash = XXH3_createState();

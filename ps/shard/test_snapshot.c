@@ -2,10 +2,12 @@
  * holds everything; one taken while another thread pushes, plus the log records after
  * its LSN, rebuilds exactly the live state; every flipped byte, truncation or trailing
  * byte of a snapshot file is refused naming it; a log that no snapshot reaches back to
- * is refused; the thread takes snapshots as the log grows. */
+ * is refused; the thread takes snapshots as the log grows; the request ids a snapshot's
+ * log records carried survive it; a snapshot is never ahead of the log on disk. */
 #include "test_image.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include "shard_ctx.h"
 #include "snapshot.h"
 #include "util.h"
+#include <xxhash.h>
 
 #define SEGMENT 4096 /* tiny log segments, so snapshots free some */
 
@@ -106,8 +109,9 @@ static void test_write_then_load(void **state) {
     size_t segments = count_files(d.dir, "wal-");
     snapshot_info info;
     char err[512] = "";
-    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, d.log, &info, err, sizeof err),
-                     PS_STATUS_OK);
+    assert_int_equal(
+        snapshot_write(d.dir, d.w.store, d.w.rows, NULL, d.log, &info, err, sizeof err),
+        PS_STATUS_OK);
     assert_int_equal(info.lsn, wal_last_lsn(d.log));
     assert_int_equal(info.chunks, 30);
     assert_int_equal(info.rows, 97 * 2);
@@ -116,7 +120,7 @@ static void test_write_then_load(void **state) {
     ti_world b = ti_world_make(0);
     image_target t = ti_target(&b);
     snapshot_info got;
-    assert_int_equal(snapshot_load(info.path, &t, &got, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(snapshot_load(info.path, &t, NULL, &got, err, sizeof err), PS_STATUS_OK);
     assert_int_equal(got.lsn, info.lsn);
     assert_int_equal(got.rows, info.rows);
     assert_int_equal(got.max_version, info.max_version);
@@ -152,8 +156,9 @@ static void test_a_snapshot_under_pushes_plus_the_log_is_the_live_state(void **s
     snapshot_info info = {0};
     for (int i = 0; i < 5; i++) { /* each one taken while the pusher runs */
         char err[512] = "";
-        assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, d.log, &info, err, sizeof err),
-                         PS_STATUS_OK);
+        assert_int_equal(
+            snapshot_write(d.dir, d.w.store, d.w.rows, NULL, d.log, &info, err, sizeof err),
+            PS_STATUS_OK);
     }
     atomic_store(&p.stop, true);
     pthread_join(t, NULL);
@@ -181,7 +186,7 @@ static ps_status load_copy(const char *path, const uint8_t *data, size_t len, ch
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, len, f), len);
     fclose(f);
-    return snapshot_load(path, NULL, NULL, err, err_len);
+    return snapshot_load(path, NULL, NULL, NULL, err, err_len);
 }
 
 static void test_every_damage_is_refused(void **state) {
@@ -189,9 +194,15 @@ static void test_every_damage_is_refused(void **state) {
     durable d = durable_make();
     for (int r = 0; r < 20; r++)
         work(&d.w, r);
+    dedup *req = NULL; /* request-id frames too */
+    assert_int_equal(dedup_create(0, &req), PS_STATUS_OK);
+    const uint64_t keys[3] = {1, 2, 3};
+    assert_int_equal(dedup_record(req, 0xA, 3, keys, 0), PS_STATUS_OK);
+    assert_int_equal(dedup_record(req, 0xB, 1, keys, 0), PS_STATUS_OK);
     snapshot_info info;
-    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, d.log, &info, NULL, 0),
+    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, req, d.log, &info, NULL, 0),
                      PS_STATUS_OK);
+    dedup_destroy(req);
     FILE *f = fopen(info.path, "rb");
     assert_non_null(f);
     uint8_t *data = malloc(info.bytes + 8);
@@ -225,7 +236,7 @@ static void test_a_log_no_snapshot_reaches_is_refused(void **state) {
      * in a buffer has no file yet, and the log would then still reach back) */
     assert_int_equal(wal_wait(d.log, wal_last_lsn(d.log)), PS_STATUS_OK);
     snapshot_info info;
-    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, d.log, &info, NULL, 0),
+    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, NULL, d.log, &info, NULL, 0),
                      PS_STATUS_OK);
     work(&d.w, 100);
     wal_close(d.log);
@@ -284,7 +295,7 @@ static void test_a_restart_starts_its_seqs_past_the_snapshot(void **state) {
     for (int r = 0; r < 40; r++)
         work(&d.w, r);
     snapshot_info info;
-    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, d.log, &info, NULL, 0),
+    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, NULL, d.log, &info, NULL, 0),
                      PS_STATUS_OK);
     assert_true(info.max_version > 1000);
     shard_ctx *ctx = NULL; /* a shard whose clock is behind those versions */
@@ -309,6 +320,123 @@ static void test_a_restart_starts_its_seqs_past_the_snapshot(void **state) {
     durable_free(&d);
 }
 
+/* Before, a snapshot held no request ids: once it let go of the log segments holding a
+ * push, a restart forgot that push's request id, and the client's retry of it (its
+ * answer lost) was applied a second time. */
+static void test_request_ids_survive_a_snapshot(void **state) {
+    (void)state;
+    durable d = durable_make();
+    for (int r = 0; r < 50; r++)
+        work(&d.w, r);
+    dedup *req = NULL, *back = NULL;
+    assert_int_equal(dedup_create(0, &req), PS_STATUS_OK);
+    const uint64_t lsn = wal_last_lsn(d.log), a_keys[2] = {11, 12}, b_keys[1] = {13},
+                   c_keys[1] = {14};
+    assert_int_equal(dedup_record(req, 0xA, 2, a_keys, lsn), PS_STATUS_OK);     /* held */
+    assert_int_equal(dedup_record(req, 0xC, 1, c_keys, 0), PS_STATUS_OK);       /* a replay's */
+    assert_int_equal(dedup_record(req, 0xB, 1, b_keys, lsn + 5), PS_STATUS_OK); /* after it */
+    snapshot_info info;
+    char err[512] = "";
+    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, req, d.log, &info, err, sizeof err),
+                     PS_STATUS_OK);
+    assert_int_equal(info.lsn, lsn);
+    /* loaded back, and through a recovery */
+    for (int via_recover = 0; via_recover < 2; via_recover++) {
+        assert_int_equal(dedup_create(0, &back), PS_STATUS_OK);
+        if (via_recover) {
+            wal_close(d.log);
+            d.log = NULL;
+            ti_world b = ti_world_make(0);
+            journal_target jt = {.chunks = b.store, .rows = b.rows};
+            snapshot_recover_opts o = {
+                .wal = {.dir = d.dir, .fsync = WAL_FSYNC_NONE, .segment_bytes = SEGMENT},
+                .target = ti_target(&b),
+                .requests = back,
+                .replay = journal_replay,
+                .replay_arg = &jt};
+            wal *log = NULL;
+            assert_int_equal(snapshot_recover(&o, NULL, &log, err, sizeof err), PS_STATUS_OK);
+            wal_close(log);
+            ti_world_free(&b);
+        } else {
+            assert_int_equal(snapshot_load(info.path, NULL, back, NULL, err, sizeof err),
+                             PS_STATUS_OK);
+        }
+        assert_int_equal(dedup_lookup(back, 0xA, 2, a_keys, NULL, NULL), 2);
+        assert_int_equal(dedup_lookup(back, 0xC, 1, c_keys, NULL, NULL), 1);
+        assert_int_equal(dedup_lookup(back, 0xB, 1, b_keys, NULL, NULL), 0); /* the log's */
+        dedup_destroy(back);
+    }
+    dedup_destroy(req);
+    durable_free(&d);
+}
+
+/* A snapshot's LSN is the last record appended to the log, which the log's flusher may
+ * not have written: before, a snapshot was renamed into place regardless, and a kill
+ * right then left a directory whose log ended before the snapshot (the next start
+ * refused it). A log that cannot write refuses the snapshot now. */
+static void test_a_snapshot_is_never_ahead_of_the_log(void **state) {
+    (void)state;
+    durable d = durable_make();
+    for (int r = 0; r < 20; r++)
+        work(&d.w, r);
+    assert_int_equal(wal_wait(d.log, wal_last_lsn(d.log)), PS_STATUS_OK);
+    wal_fault_fail_io(d.log, WAL_FAULT_WRITE, 1, EIO); /* the next write fails */
+    /* one record: appended before the flusher can fail (after that, appends fail too) */
+    assert_int_equal(ti_push(&d.w, UPDATE_LOG_OP_ADD, 1, 64, 1.0f), PS_STATUS_OK);
+    snapshot_info info;
+    char err[512] = "";
+    assert_int_equal(
+        snapshot_write(d.dir, d.w.store, d.w.rows, NULL, d.log, &info, err, sizeof err),
+        PS_STATUS_IO);
+    assert_non_null(strstr(err, "the log did not reach its LSN"));
+    assert_int_equal(count_files(d.dir, "snap-"), 0); /* neither renamed nor left as .tmp */
+    durable_free(&d);
+}
+
+/* Format 1 files (before request ids) are still read; in them a request-id frame is not. */
+static void test_format_1_is_read(void **state) {
+    (void)state;
+    durable d = durable_make();
+    for (int r = 0; r < 10; r++)
+        work(&d.w, r);
+    snapshot_info info;
+    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, NULL, d.log, &info, NULL, 0),
+                     PS_STATUS_OK);
+    FILE *f = fopen(info.path, "rb");
+    assert_non_null(f);
+    uint8_t *data = malloc(info.bytes);
+    assert_int_equal(fread(data, 1, info.bytes, f), info.bytes);
+    fclose(f);
+    uint32_t one = 1;
+    memcpy(data + 8, &one, 4);
+    uint64_t sum = XXH3_64bits(data, 56);
+    memcpy(data + 56, &sum, 8);
+    char copy[128], err[512] = "";
+    snprintf(copy, sizeof copy, "%s/old.snap", d.dir);
+    assert_int_equal(load_copy(copy, data, info.bytes, err, sizeof err), PS_STATUS_OK);
+    free(data);
+    dedup *req = NULL;
+    assert_int_equal(dedup_create(0, &req), PS_STATUS_OK);
+    const uint64_t key = 5;
+    assert_int_equal(dedup_record(req, 0xA, 1, &key, 0), PS_STATUS_OK);
+    assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, req, d.log, &info, NULL, 0),
+                     PS_STATUS_OK);
+    f = fopen(info.path, "rb");
+    assert_non_null(f);
+    data = malloc(info.bytes);
+    assert_int_equal(fread(data, 1, info.bytes, f), info.bytes);
+    fclose(f);
+    memcpy(data + 8, &one, 4);
+    sum = XXH3_64bits(data, 56);
+    memcpy(data + 56, &sum, 8);
+    assert_int_equal(load_copy(copy, data, info.bytes, err, sizeof err), PS_STATUS_PARSE);
+    assert_non_null(strstr(err, "bad magic or kind"));
+    free(data);
+    dedup_destroy(req);
+    durable_free(&d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_then_load),
@@ -317,6 +445,9 @@ int main(void) {
         cmocka_unit_test(test_a_log_no_snapshot_reaches_is_refused),
         cmocka_unit_test(test_the_thread_takes_snapshots_as_the_log_grows),
         cmocka_unit_test(test_a_restart_starts_its_seqs_past_the_snapshot),
+        cmocka_unit_test(test_request_ids_survive_a_snapshot),
+        cmocka_unit_test(test_a_snapshot_is_never_ahead_of_the_log),
+        cmocka_unit_test(test_format_1_is_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

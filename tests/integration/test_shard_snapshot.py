@@ -13,6 +13,7 @@ import time
 
 import grpc
 import numpy as np
+import pytest
 
 from conftest import BUILD, run_psctl
 from optim_ref import hyper, step
@@ -217,5 +218,39 @@ def test_clean_shutdown_snapshots_and_a_corrupt_snapshot_refuses_the_start(tmp_p
         rows = s.stub.PullRows(pb.PullRowsRequest(epoch=epoch, model="m", table="t",
                                                   spec=ROW_SPEC, ids=[3]))
         assert list(np.frombuffer(rows.values, np.float32)) == list(range(8))
+    finally:
+        stop_all(tmp_path, [("coord", p), (f"shard-{s.runs}", s.proc)])
+
+
+@pytest.mark.parametrize("stop", ["kill", "term"])
+def test_a_retry_after_a_restart_is_not_applied_twice_once_a_snapshot_holds_it(tmp_path, stop):
+    """A client whose answer to an ADD was lost sends it again, with its request id, after
+    the shard restarted. Before, a snapshot held no request ids: once it covered the ADD's
+    log record (a background snapshot that let go of the segment, or the snapshot of a
+    clean shutdown), the restarted shard had forgotten the request and applied the retry
+    a second time."""
+    p, coord = start_coordinator(tmp_path)
+    s = Shard(tmp_path, coord, "--snapshot-log-mb", "1")
+    try:
+        epoch = wait_ring(cpb_grpc.CoordinatorStub(grpc.insecure_channel(coord)), ["shard-1"])
+        s.stub.Push(pb.PushRequest(epoch=epoch, keys=[42], lengths=[1], values=f32(0)))
+        add = dict(epoch=epoch, keys=[42], lengths=[1], op=pb.PUSH_ADD, values=f32(1),
+                   request_id=0xD0D0CAFE)
+        s.stub.Push(pb.PushRequest(first_try=True, **add))  # applied; say its answer is lost
+        first = sorted(s.data.glob("wal-*.log"))[0]  # the segment holding the ADD
+        big = np.zeros(100_000, np.float32).tobytes()
+        for i in range(6):  # 2.4 MB of log after it: that segment is not the last
+            s.stub.Push(pb.PushRequest(epoch=epoch, keys=[1000 + i], lengths=[100_000],
+                                       values=big))
+        if stop == "kill":  # a background snapshot lets go of it
+            poll(lambda: not first.exists(), "the first log segment to be dropped")
+            s.kill()
+        else:  # the snapshot of a clean shutdown does
+            s.proc.send_signal(signal.SIGTERM)
+            assert s.proc.wait(timeout=30) == 0
+            assert not first.exists()
+        s.start()
+        s.stub.Push(pb.PushRequest(first_try=False, **add), timeout=30)  # the retry
+        assert list(pull(s, epoch, 42)[1]) == [1.0]
     finally:
         stop_all(tmp_path, [("coord", p), (f"shard-{s.runs}", s.proc)])

@@ -255,6 +255,12 @@ ps_status rpc_ctx_error(rpc_ctx *ctx, ps_status status, const char *fmt, ...)
 ps_status rpc_ctx_write(rpc_ctx *ctx, const ProtobufCMessage *message);
 ps_status rpc_ctx_write_with_bytes(rpc_ctx *ctx, const ProtobufCMessage *message,
                                    const rpc_bytes_field *extra, size_t n_extra);
+/* Streaming: sends len bytes that already are one encoded message, lent without a copy:
+ * release(arg) (may be NULL) runs once gRPC drops them, which may be after this returns,
+ * and at once when they cannot be handed over. For a message that many streams send
+ * alike (a watch's update): each holds a reference, not a copy of its own. */
+ps_status rpc_ctx_write_packed(rpc_ctx *ctx, const void *data, size_t len,
+                               void (*release)(void *arg), void *arg);
 /* False once the call's deadline passed or the server's shutdown grace period ended;
  * for streams also once the client cancelled or went away, or the server began to
  * shut down. (A unary handler runs on the thread that would see the client's cancel,

@@ -63,6 +63,14 @@ static void release_from(const rpc_bytes_field *extra, size_t n_extra, size_t i,
     }
 }
 
+grpc_byte_buffer *rpc_encode_packed(const rpc_bytes_part *m) {
+    grpc_slice s = grpc_slice_new_with_user_data((void *)m->data, m->len,
+                                                 m->release ? m->release : release_noop, m->arg);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s); /* the buffer holds its own reference, or none: released */
+    return bb;
+}
+
 grpc_byte_buffer *rpc_encode(const ProtobufCMessage *msg, const rpc_bytes_field *extra,
                              size_t n_extra) {
     size_t n_slices = 1;

@@ -15,6 +15,9 @@
 /* Packs `msg` (may be NULL: empty message) and appends `extra` byte fields as their own
  * slices. The extras' release callbacks run when gRPC drops the buffer, or at once on
  * failure. NULL on allocation failure. */
+/* One encoded message lent as it is (a zero-length one too); NULL (its release run) when
+ * gRPC cannot take it. */
+grpc_byte_buffer *rpc_encode_packed(const rpc_bytes_part *message);
 grpc_byte_buffer *rpc_encode(const ProtobufCMessage *msg, const rpc_bytes_field *extra,
                              size_t n_extra);
 

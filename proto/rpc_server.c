@@ -898,6 +898,12 @@ ps_status rpc_ctx_write_with_bytes(rpc_ctx *c, const ProtobufCMessage *message,
     return ctx_write(c, rpc_encode(message, extra, n_extra));
 }
 
+ps_status rpc_ctx_write_packed(rpc_ctx *c, const void *data, size_t len, void (*release)(void *arg),
+                               void *arg) {
+    rpc_bytes_part part = {.data = data, .len = len, .release = release, .arg = arg};
+    return ctx_write(c, rpc_encode_packed(&part));
+}
+
 bool rpc_ctx_alive(rpc_ctx *c) {
     pthread_mutex_lock(&c->server->lock);
     bool stopping = c->server->shutting_down, cancelling = c->server->cancelling;

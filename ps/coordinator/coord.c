@@ -116,6 +116,8 @@ fail_ctx:
 void coord_destroy(coord_ctx *c) {
     if (!c)
         return;
+    coord_packed_unref(c->ring_packed);
+    coord_packed_unref(c->models_packed);
     state_store_destroy(c->store);
     registry_destroy(c->models);
     workers_destroy(c->workers);
@@ -124,6 +126,43 @@ void coord_destroy(coord_ctx *c) {
     pthread_cond_destroy(&c->changed);
     pthread_mutex_destroy(&c->lock);
     free(c);
+}
+
+coord_packed *coord_packed_make(const ProtobufCMessage *msg) {
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    coord_packed *p = malloc(sizeof *p + (len ? len : 1));
+    if (!p)
+        return NULL;
+    atomic_init(&p->refs, 1);
+    p->len = protobuf_c_message_pack(msg, p->data);
+    return p;
+}
+
+coord_packed *coord_packed_ref(coord_packed *p) {
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    return p;
+}
+
+void coord_packed_unref(void *arg) {
+    coord_packed *p = arg;
+    if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1)
+        free(p);
+}
+
+const uint8_t *coord_packed_bytes(const coord_packed *p, size_t *ret_len) {
+    *ret_len = p->len;
+    return p->data;
+}
+
+coord_packed *coord_packed_cache(coord_packed **slot, coord_packed *p) {
+    coord_packed_unref(*slot);
+    *slot = p;
+    return coord_packed_ref(p);
+}
+
+ProtobufCMessage *coord_packed_unpack(const ProtobufCMessageDescriptor *desc,
+                                      const coord_packed *p) {
+    return protobuf_c_message_unpack(desc, NULL, p->len, p->data);
 }
 
 void coord_stop(coord_ctx *c) {

@@ -146,11 +146,30 @@ bool coord_liveness_wait(coord_ctx *ctx);
 /* A watch stream starts / ends. RESOURCE_EXHAUSTED when max_watchers are open. */
 ps_status coord_watch_begin(coord_ctx *ctx, char *err, size_t err_len);
 void coord_watch_end(coord_ctx *ctx);
-/* Waits until the ring's epoch passes after_epoch, then gives a copy of the ring.
- * CANCELLED when alive(arg) turns false, UNAVAILABLE when the coordinator stops. */
+/* A message packed once and shared by every watch stream that sends it: each stream
+ * holds a reference (coord_packed_unref drops it), not a copy of its own. Before, each
+ * stream unpacked and packed its own copy, and one that was not read held both: idle
+ * watchers of a 40 MiB registry took ~75 MiB each. */
+typedef struct coord_packed coord_packed;
+const uint8_t *coord_packed_bytes(const coord_packed *p, size_t *ret_len);
+void coord_packed_unref(void *p); /* accepts NULL; void * for rpc_ctx_write_packed */
+
+/* How old the shared packed ring may be before a watcher that wakes builds it again:
+ * its nodes' liveness figures are that fresh (the ring itself is exact: its epoch). */
+#define COORD_RING_FRESH_MS 1000
+
+/* Waits until the ring's epoch passes after_epoch, then gives the ring (a Ring message)
+ * packed and shared, and its epoch. CANCELLED when alive(arg) turns false, UNAVAILABLE
+ * when the coordinator stops. */
+ps_status coord_ring_wait_packed(coord_ctx *ctx, uint64_t after_epoch, coord_alive_fn alive,
+                                 void *arg, coord_packed **ret_packed, uint64_t *ret_epoch);
+/* The same for the registry's generation: a ModelsUpdate of the latest version of
+ * every model. */
+ps_status coord_models_wait_packed(coord_ctx *ctx, uint64_t after_generation, coord_alive_fn alive,
+                                   void *arg, coord_packed **ret_packed, uint64_t *ret_generation);
+/* The same two, as a private copy of the message. */
 ps_status coord_ring_wait(coord_ctx *ctx, uint64_t after_epoch, coord_alive_fn alive, void *arg,
                           Ps__Ring **ret_ring);
-/* The same for the registry's generation (the latest version of every model). */
 ps_status coord_models_wait(coord_ctx *ctx, uint64_t after_generation, coord_alive_fn alive,
                             void *arg, Ps__ModelsUpdate **ret_update);
 

@@ -5,6 +5,7 @@
 #define PS_COORDINATOR_COORD_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "coord.h"
 #include "workers.h"
@@ -52,6 +53,18 @@ struct coord_ctx {
     uint64_t snapshot_seq;                        /* the number of the last snapshot taken */
     size_t watchers;                              /* watch streams open */
     bool stopping;
+    /* What watch streams send, packed once and shared (coord_packed): the registry's
+     * update for models_gen, and the ring as it was at ring_at_ms of epoch ring_epoch. */
+    coord_packed *models_packed, *ring_packed;
+    uint64_t models_gen, ring_epoch;
+    int64_t ring_at_ms;
+};
+
+/* A packed message and its references: the cache's, and one per stream sending it. */
+struct coord_packed {
+    atomic_int refs;
+    size_t len;
+    uint8_t data[];
 };
 
 /* True while a publish of the model runs: its workers' waits park (lock held). */
@@ -79,6 +92,16 @@ void coord_unlock_and_persist(coord_ctx *c);
  * probe, lock NOT held); one that nothing answers for is marked dead at once (the next
  * liveness sweep fails it over). Only with R >= 2. */
 void coord_probe_suspects(coord_ctx *c);
+
+/* A packed message with one reference (the caller's); NULL when out of memory. */
+coord_packed *coord_packed_make(const ProtobufCMessage *msg);
+coord_packed *coord_packed_ref(coord_packed *p);
+/* Replaces the cache slot *slot (its reference dropped) with p, and gives the caller a
+ * reference to it (lock held). */
+coord_packed *coord_packed_cache(coord_packed **slot, coord_packed *p);
+/* A private copy of a packed message (NULL when out of memory). */
+ProtobufCMessage *coord_packed_unpack(const ProtobufCMessageDescriptor *desc,
+                                      const coord_packed *p);
 
 /* Packs `msg` into a malloc'd buffer (under the lock, while it points into the state);
  * coord_message_unpack then makes the caller's private copy and frees the buffer. */

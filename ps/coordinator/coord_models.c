@@ -262,25 +262,44 @@ static uint64_t current_generation(coord_ctx *c) {
     return registry_generation(c->models);
 }
 
-ps_status coord_models_wait(coord_ctx *c, uint64_t after_generation, coord_alive_fn alive,
-                            void *arg, Ps__ModelsUpdate **ret_update) {
-    Ps__ModelsUpdate up = PS__MODELS_UPDATE__INIT;
-    uint8_t *buf = NULL;
-    size_t len = 0;
+ps_status coord_models_wait_packed(coord_ctx *c, uint64_t after_generation, coord_alive_fn alive,
+                                   void *arg, coord_packed **ret_packed, uint64_t *ret_generation) {
     pthread_mutex_lock(&c->lock);
     ps_status st = coord_wait_locked(c, current_generation, after_generation, alive, arg);
-    if (st == PS_STATUS_OK)
-        st = collect_locked(c, true, &up.models, &up.n_models);
-    if (st == PS_STATUS_OK) {
-        up.generation = registry_generation(c->models);
-        st = coord_message_pack(&up.base, &buf, &len);
-        free(up.models);
+    const uint64_t gen = registry_generation(c->models);
+    if (st == PS_STATUS_OK && c->models_packed && c->models_gen == gen) {
+        *ret_packed = coord_packed_ref(c->models_packed);
+    } else if (st == PS_STATUS_OK) { /* packed once for every watcher of this generation */
+        Ps__ModelsUpdate up = PS__MODELS_UPDATE__INIT;
+        coord_packed *p = NULL;
+        if ((st = collect_locked(c, true, &up.models, &up.n_models)) == PS_STATUS_OK) {
+            up.generation = gen;
+            p = coord_packed_make(&up.base);
+            free(up.models);
+        }
+        if (p) {
+            *ret_packed = coord_packed_cache(&c->models_packed, p);
+            c->models_gen = gen;
+        } else {
+            st = PS_STATUS_NO_MEMORY;
+        }
     }
     pthread_mutex_unlock(&c->lock);
+    if (st == PS_STATUS_OK)
+        *ret_generation = gen;
+    return st;
+}
+
+ps_status coord_models_wait(coord_ctx *c, uint64_t after_generation, coord_alive_fn alive,
+                            void *arg, Ps__ModelsUpdate **ret_update) {
+    coord_packed *p = NULL;
+    uint64_t gen;
+    ps_status st = coord_models_wait_packed(c, after_generation, alive, arg, &p, &gen);
     if (st != PS_STATUS_OK)
         return st;
-    return coord_message_unpack(&ps__models_update__descriptor, buf, len,
-                                (ProtobufCMessage **)ret_update);
+    *ret_update = (Ps__ModelsUpdate *)coord_packed_unpack(&ps__models_update__descriptor, p);
+    coord_packed_unref(p);
+    return *ret_update ? PS_STATUS_OK : PS_STATUS_NO_MEMORY;
 }
 
 ps_status coord_status_get(coord_ctx *c, Ps__StatusResponse **ret_status) {

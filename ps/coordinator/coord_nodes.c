@@ -270,14 +270,47 @@ static uint64_t current_epoch(coord_ctx *c) {
     return ring_state_epoch(c->ring);
 }
 
-ps_status coord_ring_wait(coord_ctx *c, uint64_t after_epoch, coord_alive_fn alive, void *arg,
-                          Ps__Ring **ret_ring) {
+ps_status coord_ring_wait_packed(coord_ctx *c, uint64_t after_epoch, coord_alive_fn alive,
+                                 void *arg, coord_packed **ret_packed, uint64_t *ret_epoch) {
     pthread_mutex_lock(&c->lock);
     ps_status st = coord_wait_locked(c, current_epoch, after_epoch, alive, arg);
+    const uint64_t epoch = ring_state_epoch(c->ring);
+    const int64_t now = coord_now(c);
+    if (st == PS_STATUS_OK && c->ring_packed && c->ring_epoch == epoch &&
+        now - c->ring_at_ms < COORD_RING_FRESH_MS) {
+        *ret_packed = coord_packed_ref(c->ring_packed);
+    } else if (st == PS_STATUS_OK) { /* packed once for every watcher that wakes now */
+        Ps__Ring ring;
+        coord_ring_parts parts;
+        coord_packed *p = NULL;
+        if ((st = coord_ring_fill_locked(c, &ring, &parts)) == PS_STATUS_OK) {
+            p = coord_packed_make(&ring.base);
+            coord_ring_fill_free(&parts);
+        }
+        if (p) {
+            *ret_packed = coord_packed_cache(&c->ring_packed, p);
+            c->ring_epoch = epoch;
+            c->ring_at_ms = now;
+        } else {
+            st = PS_STATUS_NO_MEMORY;
+        }
+    }
     pthread_mutex_unlock(&c->lock);
+    if (st == PS_STATUS_OK)
+        *ret_epoch = epoch;
+    return st;
+}
+
+ps_status coord_ring_wait(coord_ctx *c, uint64_t after_epoch, coord_alive_fn alive, void *arg,
+                          Ps__Ring **ret_ring) {
+    coord_packed *p = NULL;
+    uint64_t epoch;
+    ps_status st = coord_ring_wait_packed(c, after_epoch, alive, arg, &p, &epoch);
     if (st != PS_STATUS_OK)
         return st;
-    return coord_ring_get(c, ret_ring);
+    *ret_ring = (Ps__Ring *)coord_packed_unpack(&ps__ring__descriptor, p);
+    coord_packed_unref(p);
+    return *ret_ring ? PS_STATUS_OK : PS_STATUS_NO_MEMORY;
 }
 
 /* ----------------------------------------------------------------- liveness --- */

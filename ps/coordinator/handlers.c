@@ -165,6 +165,13 @@ static ps_status watch_end(rpc_ctx *rpc, coord_ctx *c, ps_status st) {
     return st; /* CANCELLED or a failed write: the call is gone */
 }
 
+/* Sends a shared packed message; the reference goes with it (dropped once gRPC has). */
+static ps_status write_shared(rpc_ctx *rpc, coord_packed *p) {
+    size_t len;
+    const uint8_t *data = coord_packed_bytes(p, &len);
+    return rpc_ctx_write_packed(rpc, data, len, coord_packed_unref, p);
+}
+
 static ps_status h_watch_ring(rpc_ctx *rpc, const ProtobufCMessage *msg, void *user) {
     char err[COORD_ERR_MAX] = "";
     ps_status st = coord_watch_begin(user, err, sizeof err);
@@ -172,12 +179,11 @@ static ps_status h_watch_ring(rpc_ctx *rpc, const ProtobufCMessage *msg, void *u
         return fail(rpc, st, err);
     uint64_t after = ((const Ps__WatchRingRequest *)msg)->after_epoch;
     for (;;) {
-        Ps__Ring *ring = NULL;
-        if ((st = coord_ring_wait(user, after, call_alive, rpc, &ring)) != PS_STATUS_OK)
+        coord_packed *ring = NULL;
+        if ((st = coord_ring_wait_packed(user, after, call_alive, rpc, &ring, &after)) !=
+            PS_STATUS_OK)
             break;
-        after = ring->epoch;
-        st = rpc_ctx_write(rpc, &ring->base); /* no lock held: a slow reader stalls no one */
-        ps__ring__free_unpacked(ring, NULL);
+        st = write_shared(rpc, ring); /* no lock held: a slow reader stalls no one */
         if (st != PS_STATUS_OK)
             break;
     }
@@ -191,12 +197,11 @@ static ps_status h_watch_models(rpc_ctx *rpc, const ProtobufCMessage *msg, void 
         return fail(rpc, st, err);
     uint64_t after = ((const Ps__WatchModelsRequest *)msg)->after_generation;
     for (;;) {
-        Ps__ModelsUpdate *up = NULL;
-        if ((st = coord_models_wait(user, after, call_alive, rpc, &up)) != PS_STATUS_OK)
+        coord_packed *up = NULL;
+        if ((st = coord_models_wait_packed(user, after, call_alive, rpc, &up, &after)) !=
+            PS_STATUS_OK)
             break;
-        after = up->generation;
-        st = rpc_ctx_write(rpc, &up->base);
-        ps__models_update__free_unpacked(up, NULL);
+        st = write_shared(rpc, up);
         if (st != PS_STATUS_OK)
             break;
     }

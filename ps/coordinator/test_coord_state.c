@@ -440,6 +440,49 @@ static void test_set_optimizer_keeps_the_model_valid(void **state) {
     free(big);
 }
 
+/* Watchers share one packed copy per registry generation and per ring epoch (the ring
+ * rebuilt once COORD_RING_FRESH_MS passed, for fresh liveness figures). */
+static void test_watchers_share_packed_messages(void **state) {
+    (void)state;
+    coord_ctx *c = three_shards();
+    coord_packed *a = NULL, *b = NULL;
+    uint64_t gen = 0, epoch = 0;
+    tiny_model t;
+    tiny_model_init(&t, "tiny", 0);
+    uint64_t version = 0;
+    char err[COORD_ERR_MAX] = "";
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(coord_models_wait_packed(c, 0, NULL, NULL, &a, &gen), PS_STATUS_OK);
+    assert_int_equal(coord_models_wait_packed(c, 0, NULL, NULL, &b, &gen), PS_STATUS_OK);
+    assert_ptr_equal(a, b); /* one copy */
+    assert_int_equal(gen, 1);
+    coord_packed_unref(b);
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(coord_models_wait_packed(c, 1, NULL, NULL, &b, &gen), PS_STATUS_OK);
+    assert_ptr_not_equal(a, b);
+    assert_int_equal(gen, 2);
+    size_t len = 0;
+    const uint8_t *bytes = coord_packed_bytes(a, &len); /* the old one lives while held */
+    Ps__ModelsUpdate *up = ps__models_update__unpack(NULL, len, bytes);
+    assert_non_null(up);
+    assert_int_equal(up->generation, 1);
+    ps__models_update__free_unpacked(up, NULL);
+    coord_packed_unref(a);
+    coord_packed_unref(b);
+
+    assert_int_equal(coord_ring_wait_packed(c, 0, NULL, NULL, &a, &epoch), PS_STATUS_OK);
+    assert_int_equal(coord_ring_wait_packed(c, 0, NULL, NULL, &b, &epoch), PS_STATUS_OK);
+    assert_ptr_equal(a, b);
+    coord_packed_unref(b);
+    atomic_fetch_add(&w.now, COORD_RING_FRESH_MS); /* liveness figures that old: rebuilt */
+    assert_int_equal(coord_ring_wait_packed(c, 0, NULL, NULL, &b, &epoch), PS_STATUS_OK);
+    assert_ptr_not_equal(a, b);
+    assert_int_equal(epoch, 3);
+    coord_packed_unref(a);
+    coord_packed_unref(b);
+    coord_destroy(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_state_is_written_outside_the_lock, setup, teardown),
@@ -450,6 +493,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_a_name_that_is_not_text_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_optimizer_keeps_the_model_valid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watchers_share_packed_messages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_balanced_tokens_are_kept, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

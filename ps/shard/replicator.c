@@ -29,6 +29,7 @@ ps_status replicator_create(const replicator_opts *opts, replicator **ret) {
         r->opts.max_batch_bytes = REPLICATOR_MAX_BATCH_BYTES;
     r->self_cur = UINT32_MAX;
     r->replication = 1;
+    r->next_stream_num = 1;
     if (pthread_mutex_init(&r->lock, NULL) != 0) {
         free(r);
         return PS_STATUS_NO_MEMORY;
@@ -103,8 +104,8 @@ static repl_target *target_start_locked(replicator *r, const hashring_node_info 
     t->r = r;
     snprintf(t->id, sizeof t->id, "%s", node->id);
     snprintf(t->addr, sizeof t->addr, "%s", node->addr);
-    t->next_num = 1;
-    t->need_sync = t->full = true; /* it learns what it must hold, we its incarnation */
+    t->next_num = r->next_stream_num; /* past every number sent: see replicator */
+    t->need_sync = t->full = true;    /* it learns what it must hold, we its incarnation */
     snprintf(t->why, sizeof t->why, "its first sync has not finished");
     /* a backup that stops reading is found by keepalive pings (rpc.h) */
     rpc_channel_opts opts = {.keepalive_ms = r->opts.call_timeout_ms};
@@ -281,6 +282,8 @@ static void enqueue_locked(repl_target *t, repl_entry *e, uint64_t pos) {
     }
     e->pos = pos;
     e->num = t->next_num++;
+    if (t->next_num > t->r->next_stream_num)
+        t->r->next_stream_num = t->next_num;
     if (t->tail)
         t->tail->next = e;
     else

@@ -104,6 +104,13 @@ struct replicator {
     repl_target **live; /* the targets on either ring, by slot */
     uint32_t n_live;
     repl_target *targets;
+    /* The next stream number no target of this incarnation has used: a target made
+     * anew for a backup this replicator sent to before (taken off the ring and added
+     * back, without a restart of either) numbers on from it. The backup keeps the last
+     * number it applied per (primary, incarnation); numbering again from 1, the new
+     * stream's records were taken for ones sent again and skipped: acknowledged changes
+     * never reached the backup. */
+    uint64_t next_stream_num;
     uint64_t sent_records, failed_calls, syncs, sync_bytes;
 };
 

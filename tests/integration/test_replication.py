@@ -4,7 +4,8 @@ stream of ADDs, the coordinator takes it off the ring, the next owner serves its
 clients retry on it, and the final value equals the sum of the acknowledged pushes:
 nothing acknowledged is lost and nothing is applied twice (request ids). Also: a retried
 push with the same request id applies once; reads may go to any owner; a backup that
-restarts is synced anew."""
+restarts is synced anew; a shard drained and added back (the same process) gets every
+change after it."""
 import pathlib
 import signal
 import sys
@@ -371,3 +372,43 @@ def test_a_retry_after_failover_to_a_backup_synced_with_images_applies_once(make
         push["request_id"] = 0x5EED5EEE  # a new push still applies
         stub.Push(pb.PushRequest(epoch=epoch, **push), timeout=10)
     assert np.all(pull_at(new_addr, key, epoch) == 2.0)
+
+
+def wait_no_change(c, timeout=60):
+    return wait_for("the ring change to finish", lambda: not c.ok("ring", "list").get("change"),
+                    timeout=timeout)
+
+
+def test_a_shard_drained_and_added_back_gets_every_change(make_cluster, tmp_path):
+    """A shard drained off the ring, then added back as the same running process. Before,
+    the primaries made their replication streams to it anew numbered from 1, and it
+    took the new records for ones sent again (it kept the last number it applied per
+    primary) and skipped them: its copies stayed behind the acknowledged ADDs, and a
+    failover to it later served them."""
+    c = make_cluster(shards=3)
+    upload_wide(c, tmp_path)
+    cl = psclient.Client(c.coordinator)
+    acked = 0
+
+    def adds(n):
+        nonlocal acked
+        for _ in range(n):
+            cl.add("wide", "big", np.ones(FLOATS, np.float32), version=1)
+            acked += 1
+    try:
+        adds(3)
+        c.ok("ring", "drain", "--id", "shard-2")
+        wait_no_change(c)
+        adds(5)
+        c.ok("ring", "add", "--id", "shard-2", "--addr", c.procs["shard-2"].addr)
+        wait_no_change(c)
+        adds(7)
+    finally:
+        cl.close()
+    epoch = ring_epoch(c)
+    chunks = chunk_owners(c, "wide", "big")
+    assert any(any(a == c.procs["shard-2"].addr for a in addrs) for _, addrs in chunks)
+    for key, addrs in chunks:
+        for a in addrs:
+            got = pull_at(a, key, epoch)
+            assert np.all(got == acked), (key, a, acked, np.unique(got)[:4])

@@ -320,6 +320,16 @@ static void test_balanced_tokens_are_kept(void **state) {
     coord_destroy(c);
 }
 
+/* Registers the tiny model `name` as its next version; returns that version. */
+static uint64_t register_tiny(coord_ctx *c, const char *name) {
+    tiny_model t;
+    tiny_model_init(&t, name, 0);
+    uint64_t version = 0;
+    char err[COORD_ERR_MAX] = "";
+    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    return version;
+}
+
 /* Before, the publish numbers an uploader sent were stored as sent: a published of 2^63
  * or more was written as a negative number and the coordinator refused its own state file
  * at the next start; a publishing number showed a publish that was not running. */
@@ -356,12 +366,11 @@ static void test_uploaders_publish_numbers_are_ignored(void **state) {
 static void test_a_name_that_is_not_text_is_refused(void **state) {
     (void)state;
     coord_ctx *c = three_shards();
+    register_tiny(c, "tiny");
     tiny_model t;
     tiny_model_init(&t, "tiny", 0);
     uint64_t version = 0;
     char err[COORD_ERR_MAX] = "";
-    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
-    tiny_model_init(&t, "tiny", 0);
     t.tensors[3].name = (char *)"\xff\xfe\xfd\xfc";
     assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err),
                      PS_STATUS_INVALID_ARGUMENT);
@@ -413,8 +422,7 @@ static void test_set_optimizer_keeps_the_model_valid(void **state) {
                      PS_STATUS_INVALID_ARGUMENT);
     must_contain(err, "a config.json of 1 to 1048576 bytes is required");
     /* a tensor the model lacks; a value that is not a number */
-    tiny_model_init(&t, "small", 0);
-    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    register_tiny(c, "small");
     req.model = (char *)"small";
     req.tensor = (char *)"fc9.weight";
     assert_int_equal(coord_model_set_optimizer(c, &req, &m, err, sizeof err), PS_STATUS_NOT_FOUND);
@@ -447,17 +455,13 @@ static void test_watchers_share_packed_messages(void **state) {
     coord_ctx *c = three_shards();
     coord_packed *a = NULL, *b = NULL;
     uint64_t gen = 0, epoch = 0;
-    tiny_model t;
-    tiny_model_init(&t, "tiny", 0);
-    uint64_t version = 0;
-    char err[COORD_ERR_MAX] = "";
-    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    register_tiny(c, "tiny");
     assert_int_equal(coord_models_wait_packed(c, 0, NULL, NULL, &a, &gen), PS_STATUS_OK);
     assert_int_equal(coord_models_wait_packed(c, 0, NULL, NULL, &b, &gen), PS_STATUS_OK);
     assert_ptr_equal(a, b); /* one copy */
     assert_int_equal(gen, 1);
     coord_packed_unref(b);
-    assert_int_equal(coord_model_register(c, &t.info, &version, err, sizeof err), PS_STATUS_OK);
+    register_tiny(c, "tiny");
     assert_int_equal(coord_models_wait_packed(c, 1, NULL, NULL, &b, &gen), PS_STATUS_OK);
     assert_ptr_not_equal(a, b);
     assert_int_equal(gen, 2);

@@ -585,6 +585,46 @@ size_t journal_encode_dedup(uint64_t id, size_t n, const uint64_t *keys, uint8_t
     return JOURNAL_DEDUP_HEAD + n * 8;
 }
 
+ps_status journal_dedup_records(dedup *requests, uint64_t max_pos,
+                                bool (*accept)(void *accept_arg, uint64_t key), void *accept_arg,
+                                ps_status (*emit)(void *arg, const uint8_t *payload, size_t len),
+                                void *arg, char *err, size_t err_len) {
+    dedup_entry *ents = NULL;
+    size_t n = 0;
+    if (dedup_export(requests, max_pos, &ents, &n) != PS_STATUS_OK) {
+        ps_set_err(err, err_len, "out of memory exporting the request ids");
+        return PS_STATUS_NO_MEMORY;
+    }
+    ps_status st = PS_STATUS_OK;
+    uint64_t *keys = NULL; /* the accepted keys of one request */
+    uint8_t *rec = NULL;   /* one record */
+    size_t keys_cap = 0, rec_cap = 0;
+    for (size_t i = 0; i < n && st == PS_STATUS_OK; i++) {
+        if (!ps_reserve((void **)&keys, &keys_cap, ents[i].n, sizeof *keys, 64)) {
+            ps_set_err(err, err_len, "out of memory for %zu keys", ents[i].n);
+            st = PS_STATUS_NO_MEMORY;
+            break;
+        }
+        size_t m = 0;
+        for (size_t j = 0; j < ents[i].n; j++)
+            if (!accept || accept(accept_arg, ents[i].keys[j]))
+                keys[m++] = ents[i].keys[j];
+        for (size_t at = 0; at < m && st == PS_STATUS_OK; at += JOURNAL_DEDUP_MAX_KEYS) {
+            size_t k = m - at < JOURNAL_DEDUP_MAX_KEYS ? m - at : JOURNAL_DEDUP_MAX_KEYS;
+            if (!ps_reserve((void **)&rec, &rec_cap, JOURNAL_DEDUP_HEAD + k * 8, 1, 4096)) {
+                ps_set_err(err, err_len, "out of memory for a record of %zu request keys", k);
+                st = PS_STATUS_NO_MEMORY;
+                break;
+            }
+            st = emit(arg, rec, journal_encode_dedup(ents[i].id, k, keys + at, rec));
+        }
+    }
+    free(rec);
+    free(keys);
+    free(ents);
+    return st;
+}
+
 /* A dedup record's id and keys (malloc'd into *ret_keys). PARSE, NO_MEMORY. */
 static ps_status decode_dedup(const uint8_t *p, size_t len, uint64_t *ret_id, uint64_t **ret_keys,
                               size_t *ret_n) {

@@ -20,6 +20,7 @@
 #ifndef PS_SHARD_JOURNAL_H
 #define PS_SHARD_JOURNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -59,6 +60,16 @@ typedef struct journal_target {
 /* A dedup record's payload for request id's keys[0..n) into out, which holds
  * JOURNAL_DEDUP_HEAD + 8 n bytes; returns that length. */
 size_t journal_encode_dedup(uint64_t id, size_t n, const uint64_t *keys, uint8_t *out);
+
+/* The dedup records of what `requests` remembers at or before max_pos (dedup_export),
+ * with only the keys accept(accept_arg, key) takes (accept NULL: all), a record per
+ * request (or per JOURNAL_DEDUP_MAX_KEYS of its keys), each given to emit(arg, payload,
+ * len), which stops them with a failure. What a snapshot and a backup's sync carry
+ * after their images. NO_MEMORY (err set), or emit's failure. */
+ps_status journal_dedup_records(dedup *requests, uint64_t max_pos,
+                                bool (*accept)(void *accept_arg, uint64_t key), void *accept_arg,
+                                ps_status (*emit)(void *arg, const uint8_t *payload, size_t len),
+                                void *arg, char *err, size_t err_len);
 
 /* A store_journal (store.h) and a row_journal (row_store.h) that append to w. */
 store_journal journal_for(wal *w);

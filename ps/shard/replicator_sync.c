@@ -131,43 +131,20 @@ static ps_status add_record(sync_run *run, const image_encoded *e) {
  * (dedup records), so that a retry of one of those pushes after a failover to this
  * backup applies nothing twice. Only requests applied at or before the sync's point:
  * a later one's changes are queued behind the sync and remembered as they apply. */
+static ps_status add_dedup_record(void *arg, const uint8_t *payload, size_t len) {
+    ps_status st;
+    uint8_t *out = reserve_frame(arg, JOURNAL_TYPE_DEDUP, len, &st);
+    if (out)
+        memcpy(out, payload, len);
+    return st;
+}
+
 static ps_status add_dedup(sync_run *run) {
     dedup *d = run->t->r->opts.dedup;
     if (!d)
         return PS_STATUS_OK;
-    dedup_entry *ents = NULL;
-    size_t n = 0;
-    if (dedup_export(d, run->point, &ents, &n) != PS_STATUS_OK) {
-        ps_set_err(run->err, run->err_len, "out of memory exporting the request ids");
-        return PS_STATUS_NO_MEMORY;
-    }
-    ps_status st = PS_STATUS_OK;
-    uint64_t *keys = NULL;
-    size_t cap = 0;
-    for (size_t i = 0; i < n && st == PS_STATUS_OK; i++) {
-        if (ents[i].n > cap) {
-            free(keys);
-            cap = ents[i].n;
-            if (!(keys = malloc(cap * sizeof *keys))) {
-                ps_set_err(run->err, run->err_len, "out of memory for %zu keys", cap);
-                st = PS_STATUS_NO_MEMORY;
-                break;
-            }
-        }
-        size_t m = 0;
-        for (size_t j = 0; j < ents[i].n; j++)
-            if (sync_accept(run, ents[i].keys[j]))
-                keys[m++] = ents[i].keys[j];
-        for (size_t at = 0; at < m && st == PS_STATUS_OK; at += JOURNAL_DEDUP_MAX_KEYS) {
-            size_t k = m - at < JOURNAL_DEDUP_MAX_KEYS ? m - at : JOURNAL_DEDUP_MAX_KEYS;
-            uint8_t *out = reserve_frame(run, JOURNAL_TYPE_DEDUP, JOURNAL_DEDUP_HEAD + k * 8, &st);
-            if (out)
-                journal_encode_dedup(ents[i].id, k, keys + at, out);
-        }
-    }
-    free(keys);
-    free(ents);
-    return st;
+    return journal_dedup_records(d, run->point, sync_accept, run, add_dedup_record, run, run->err,
+                                 run->err_len);
 }
 
 /* The export's figures, before any image: the chunks this sync sends (progress). */

@@ -140,36 +140,17 @@ static ps_status visit_rows(void *arg, const image_rows *r) {
     return st;
 }
 
-/* The request ids remembered at or before the snapshot's LSN, a frame per request (or
- * per JOURNAL_DEDUP_MAX_KEYS of its keys). */
+static ps_status put_request_frame(void *arg, const uint8_t *payload, size_t len) {
+    struct iovec iov = {(void *)payload, len};
+    return put_frame(arg, SNAPSHOT_FRAME_DEDUP, &iov, 1, len);
+}
+
+/* The request ids remembered at or before the snapshot's LSN, a frame each. */
 static ps_status put_requests(snap_writer *w) {
     if (!w->requests)
         return PS_STATUS_OK;
-    dedup_entry *ents = NULL;
-    size_t n = 0;
-    if (dedup_export(w->requests, w->info->lsn, &ents, &n) != PS_STATUS_OK) {
-        ps_set_err(w->err, w->err_len, "out of memory exporting the request ids");
-        return PS_STATUS_NO_MEMORY;
-    }
-    ps_status st = PS_STATUS_OK;
-    uint8_t *rec = NULL;
-    size_t cap = 0;
-    for (size_t i = 0; i < n && st == PS_STATUS_OK; i++) {
-        for (size_t at = 0; at < ents[i].n && st == PS_STATUS_OK; at += JOURNAL_DEDUP_MAX_KEYS) {
-            size_t k =
-                ents[i].n - at < JOURNAL_DEDUP_MAX_KEYS ? ents[i].n - at : JOURNAL_DEDUP_MAX_KEYS;
-            if (!ps_reserve((void **)&rec, &cap, JOURNAL_DEDUP_HEAD + k * 8, 1, 4096)) {
-                ps_set_err(w->err, w->err_len, "out of memory writing the request ids");
-                st = PS_STATUS_NO_MEMORY;
-                break;
-            }
-            struct iovec iov = {rec, journal_encode_dedup(ents[i].id, k, ents[i].keys + at, rec)};
-            st = put_frame(w, SNAPSHOT_FRAME_DEDUP, &iov, 1, iov.iov_len);
-        }
-    }
-    free(rec);
-    free(ents);
-    return st;
+    return journal_dedup_records(w->requests, w->info->lsn, NULL, NULL, put_request_frame, w,
+                                 w->err, w->err_len);
 }
 
 /* The request ids, the end frame, the flush and fsync, the wait for the log, the rename

@@ -394,6 +394,20 @@ static void test_a_snapshot_is_never_ahead_of_the_log(void **state) {
     durable_free(&d);
 }
 
+/* The snapshot's bytes (malloc'd) with its header saying format 1. */
+static uint8_t *format_1_copy(const snapshot_info *info) {
+    FILE *f = fopen(info->path, "rb");
+    assert_non_null(f);
+    uint8_t *data = malloc(info->bytes);
+    assert_int_equal(fread(data, 1, info->bytes, f), info->bytes);
+    fclose(f);
+    const uint32_t one = 1;
+    memcpy(data + 8, &one, 4);
+    uint64_t sum = XXH3_64bits(data, 56);
+    memcpy(data + 56, &sum, 8);
+    return data;
+}
+
 /* Format 1 files (before request ids) are still read; in them a request-id frame is not. */
 static void test_format_1_is_read(void **state) {
     (void)state;
@@ -403,15 +417,7 @@ static void test_format_1_is_read(void **state) {
     snapshot_info info;
     assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, NULL, d.log, &info, NULL, 0),
                      PS_STATUS_OK);
-    FILE *f = fopen(info.path, "rb");
-    assert_non_null(f);
-    uint8_t *data = malloc(info.bytes);
-    assert_int_equal(fread(data, 1, info.bytes, f), info.bytes);
-    fclose(f);
-    uint32_t one = 1;
-    memcpy(data + 8, &one, 4);
-    uint64_t sum = XXH3_64bits(data, 56);
-    memcpy(data + 56, &sum, 8);
+    uint8_t *data = format_1_copy(&info);
     char copy[128], err[512] = "";
     snprintf(copy, sizeof copy, "%s/old.snap", d.dir);
     assert_int_equal(load_copy(copy, data, info.bytes, err, sizeof err), PS_STATUS_OK);
@@ -422,14 +428,7 @@ static void test_format_1_is_read(void **state) {
     assert_int_equal(dedup_record(req, 0xA, 1, &key, 0), PS_STATUS_OK);
     assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, req, d.log, &info, NULL, 0),
                      PS_STATUS_OK);
-    f = fopen(info.path, "rb");
-    assert_non_null(f);
-    data = malloc(info.bytes);
-    assert_int_equal(fread(data, 1, info.bytes, f), info.bytes);
-    fclose(f);
-    memcpy(data + 8, &one, 4);
-    sum = XXH3_64bits(data, 56);
-    memcpy(data + 56, &sum, 8);
+    data = format_1_copy(&info);
     assert_int_equal(load_copy(copy, data, info.bytes, err, sizeof err), PS_STATUS_PARSE);
     assert_non_null(strstr(err, "bad magic or kind"));
     free(data);

@@ -184,6 +184,8 @@ static bool io_full(int fd, void *buf, size_t len, io_how how) {
 static void echo_stop(echo_peer *e) {
     if (e->fd >= 0)
         close(e->fd); /* the echo sees end of file and exits */
+    else if (e->pid > 0)
+        kill(e->pid, SIGKILL); /* never connected: it waits in accept */
     if (e->pid > 0 && waitpid(e->pid, NULL, 0) != e->pid) {
         kill(e->pid, SIGKILL);
         waitpid(e->pid, NULL, 0);
@@ -206,13 +208,14 @@ static ps_status echo_start(echo_peer *e, char *err, size_t err_len) {
         return PS_STATUS_IO;
     }
     fflush(NULL);
+    const pid_t parent = getpid();
     e->pid = fork();
     if (e->pid == 0) { /* the echo: one connection, then exit; never outlives us */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         int null = open("/dev/null", O_RDWR);
         for (int fd = 0; fd <= 2 && null >= 0; fd++)
-            dup2(null, fd); /* nor holds our output open */
-        if (getppid() == 1)
+            dup2(null, fd);      /* nor holds our output open */
+        if (getppid() != parent) /* it died before the line above */
             _exit(0);
         int c = accept(lfd, NULL, NULL);
         uint32_t m;

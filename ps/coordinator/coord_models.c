@@ -13,7 +13,11 @@
 
 ps_status coord_model_register(coord_ctx *c, const Ps__ModelInfo *in, uint64_t *ret_version,
                                char *err, size_t err_len) {
-    ps_status st = registry_model_validate(in, err, err_len);
+    ps_status st = in && in->n_tensors <= REGISTRY_MAX_TENSORS
+                       ? registry_model_check_text(in, err, err_len)
+                       : PS_STATUS_OK; /* a bad count: validate says so */
+    if (st == PS_STATUS_OK)
+        st = registry_model_validate(in, err, err_len);
     if (st != PS_STATUS_OK)
         return st;
     Ps__ModelInfo *copy = NULL;

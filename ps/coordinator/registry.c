@@ -75,11 +75,7 @@ static ps_status check_tensor(const Ps__TensorInfo *t, size_t i, char *err, size
                    REGISTRY_TENSOR_NAME_MAX);
         return PS_STATUS_INVALID_ARGUMENT;
     }
-    if (!ps_text_valid(t->name, name_len)) { /* the state file (JSON) could not hold it */
-        ps_set_err(err, err_len,
-                   "tensor %zu: its name is not UTF-8 text (or holds a control character)", i);
-        return PS_STATUS_INVALID_ARGUMENT;
-    }
+
     if (t->n_shape == 0 || t->n_shape > MODEL_MAX_DIMS) {
         ps_set_err(err, err_len, "tensor %.64s has %zu dimensions (1 to %d allowed)", t->name,
                    t->n_shape, MODEL_MAX_DIMS);
@@ -168,6 +164,18 @@ out_given:
 out_cfg:
     model_config_destroy(cfg);
     return st;
+}
+
+ps_status registry_model_check_text(const Ps__ModelInfo *m, char *err, size_t err_len) {
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const char *name = m->tensors[i] && m->tensors[i]->name ? m->tensors[i]->name : "";
+        if (!ps_text_valid(name, strlen(name))) {
+            ps_set_err(err, err_len,
+                       "tensor %zu: its name is not UTF-8 text (or holds a control character)", i);
+            return PS_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    return PS_STATUS_OK;
 }
 
 ps_status registry_model_validate(const Ps__ModelInfo *m, char *err, size_t err_len) {

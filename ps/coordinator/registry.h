@@ -47,6 +47,10 @@ void registry_destroy(registry *reg); /* accepts NULL */
  * parse, name the model, and agree with the tensors' shapes). INVALID_ARGUMENT with a
  * message in err; NO_MEMORY. Version 0 is allowed (the next version is picked). */
 ps_status registry_model_validate(const Ps__ModelInfo *model, char *err, size_t err_len);
+/* What a new upload's names must be besides: text (ps_text_valid), so that the state
+ * file (JSON) can hold them and no name forges a log line. Not asked of what a state
+ * file already holds (older builds took control characters). INVALID_ARGUMENT. */
+ps_status registry_model_check_text(const Ps__ModelInfo *model, char *err, size_t err_len);
 
 /* A private deep copy of a message (pack + unpack). Free with
  * ps__model_info__free_unpacked(copy, NULL). */

@@ -63,10 +63,18 @@ static void test_hostile_counts_and_names(void **state) {
     refused(&t.info, "tensor 1: a name of 1 to 255 bytes");
     t.tensors[1].name = (char *)"";
     refused(&t.info, "tensor 1: a name");
+    /* names of new uploads must be text (what a state file holds is not asked again:
+     * older builds took control characters, and the coordinator must still start) */
+    char err[512] = "";
     t.tensors[1].name = (char *)"\xff\xfe\xfd\xfc"; /* JSON state could not hold it */
-    refused(&t.info, "tensor 1: its name is not UTF-8 text");
+    assert_int_equal(registry_model_check_text(&t.info, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "tensor 1: its name is not UTF-8 text"));
     t.tensors[1].name = (char *)"fc1.weight\nINFO forged"; /* nor a log line */
-    refused(&t.info, "tensor 1: its name is not UTF-8 text (or holds a control character)");
+    assert_int_equal(registry_model_check_text(&t.info, err, sizeof err),
+                     PS_STATUS_INVALID_ARGUMENT);
+    t.tensors[1].name = (char *)"fc1.bias";
+    assert_int_equal(registry_model_check_text(&t.info, err, sizeof err), PS_STATUS_OK);
     tiny_model_init(&t, "tiny", 0);
     t.info.config_json = huge; /* over REGISTRY_MAX_CONFIG_BYTES */
     refused(&t.info, "config.json of 1 to 1048576 bytes");

@@ -36,8 +36,9 @@
  * applied at or before the LSN, as a JOURNAL_TYPE_DEDUP record (journal_encode_dedup): without
  * them a restart forgot the requests whose log records the snapshot let go, and a retry of one
  * was applied twice. The end frame (32 bytes) holds the counts of frames before it (of both
- * kinds), chunks, rows and tables, and nothing may follow it. Format 1 files (no request ids)
- * are still read.
+ * kinds), chunks, rows and tables, and nothing may follow it. A snapshot with no request id
+ * is written as format 1 (what builds before them read: a rollback keeps its data); format
+ * 1 files are read.
  *
  * Recovery (snapshot_recover): .tmp files are ignored; the snapshot with the largest LSN
  * is loaded, and it must be whole: a bad header, frame, checksum, record, count or a
@@ -64,7 +65,7 @@
 #include "status.h"
 #include "wal.h"
 
-#define SNAPSHOT_FORMAT 2 /* written; 1 and 2 are read */
+#define SNAPSHOT_FORMAT 2 /* written with request ids (else 1); 1 and 2 are read */
 #define SNAPSHOT_FORMAT_OLDEST 1
 #define SNAPSHOT_HEADER_BYTES 64u
 #define SNAPSHOT_FRAME_HEAD_BYTES 24u

@@ -26,7 +26,8 @@ typedef struct snap_writer {
     uint8_t *buf;                /* SNAPSHOT_BUFFER_BYTES */
     size_t used;                 /* bytes in buf */
     uint64_t off;                /* bytes written before buf */
-    uint64_t frames, chunks, rows, tables;
+    uint64_t frames, chunks, rows, tables, request_frames;
+    uint8_t head[SNAPSHOT_HEADER_BYTES]; /* the header, as first written */
     XXH3_state_t *hash;
     snapshot_info *info;
     char *err;
@@ -112,6 +113,7 @@ static ps_status visit_begin(void *arg, const image_export_info *x) {
     memcpy(h + 48, &now, 8);
     uint64_t sum = XXH3_64bits(h, 56);
     memcpy(h + 56, &sum, 8);
+    memcpy(w->head, h, sizeof h);
     *w->info = (snapshot_info){.lsn = x->position,
                                .seq = x->seq,
                                .max_version = x->max_version,
@@ -141,8 +143,22 @@ static ps_status visit_rows(void *arg, const image_rows *r) {
 }
 
 static ps_status put_request_frame(void *arg, const uint8_t *payload, size_t len) {
+    snap_writer *w = arg;
     struct iovec iov = {(void *)payload, len};
-    return put_frame(arg, SNAPSHOT_FRAME_DEDUP, &iov, 1, len);
+    w->request_frames++;
+    return put_frame(w, SNAPSHOT_FRAME_DEDUP, &iov, 1, len);
+}
+
+/* A snapshot without request ids is written as format 1, so that a build from before
+ * them can still read it (a rollback): the header is rewritten in place. */
+static ps_status mark_format_1(snap_writer *w) {
+    const uint32_t one = 1;
+    memcpy(w->head + 8, &one, 4);
+    uint64_t sum = XXH3_64bits(w->head, 56);
+    memcpy(w->head + 56, &sum, 8);
+    if (pwrite(w->fd, w->head, sizeof w->head, 0) != (ssize_t)sizeof w->head)
+        return io_fail(w, "write of the header", errno);
+    return PS_STATUS_OK;
 }
 
 /* The request ids remembered at or before the snapshot's LSN, a frame each. */
@@ -164,6 +180,8 @@ static ps_status finish(snap_writer *w) {
     st = put_frame(w, SNAPSHOT_FRAME_END, &iov, 1, sizeof end);
     if (st == PS_STATUS_OK)
         st = flush(w);
+    if (st == PS_STATUS_OK && w->request_frames == 0)
+        st = mark_format_1(w);
     if (st == PS_STATUS_OK && fsync(w->fd) != 0)
         st = io_fail(w, "fsync", errno);
     /* the LSN is the last record appended: the log's flusher may not have written it */

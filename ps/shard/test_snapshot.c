@@ -408,7 +408,9 @@ static uint8_t *format_1_copy(const snapshot_info *info) {
     return data;
 }
 
-/* Format 1 files (before request ids) are still read; in them a request-id frame is not. */
+/* Format 1 files (before request ids) are still read, and a snapshot without request
+ * ids is written as one (a rollback to a build from before them reads it); in format 1
+ * a request-id frame is refused. */
 static void test_format_1_is_read(void **state) {
     (void)state;
     durable d = durable_make();
@@ -417,6 +419,13 @@ static void test_format_1_is_read(void **state) {
     snapshot_info info;
     assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, NULL, d.log, &info, NULL, 0),
                      PS_STATUS_OK);
+    uint32_t format = 0;
+    FILE *hf = fopen(info.path, "rb");
+    assert_non_null(hf);
+    assert_int_equal(fseek(hf, 8, SEEK_SET), 0);
+    assert_int_equal(fread(&format, 4, 1, hf), 1);
+    fclose(hf);
+    assert_int_equal(format, 1); /* no request ids: written as format 1 */
     uint8_t *data = format_1_copy(&info);
     char copy[128], err[512] = "";
     snprintf(copy, sizeof copy, "%s/old.snap", d.dir);

@@ -129,3 +129,26 @@ def test_a_publish_whose_caller_goes_away_lifts_the_fence(coord):
     stub.Clock(cpb.ClockRequest(model="cons", worker_id=busy.worker_id, leave=True))
     r = publish(addr, "cons")  # nobody is publishing any more
     assert r.rc == 0, r
+
+
+def test_an_upload_keeps_the_coordinators_publish_numbers(coord):
+    """ModelInfo.published is the coordinator's: a re-upload of a published version keeps
+    it whatever the uploader sends (before, it was taken as sent: 2^63 or more made the
+    next start refuse the state file), and a new version starts with none."""
+    stub, addr = coord
+    assert publish(addr, "cons").rc == 0
+    info = stub.GetModel(cpb.GetModelRequest(name="cons"))
+    before = info.published
+    assert before >= 1
+    again = cpb.ModelInfo()
+    again.CopyFrom(info)
+    again.published = 2**64 - 1
+    again.publishing = 42
+    stub.RegisterModel(cpb.RegisterModelRequest(model=again))  # the same version again
+    now = stub.GetModel(cpb.GetModelRequest(name="cons", version=info.version))
+    assert (now.published, now.publishing) == (before, 0)
+    again.version = 0  # the next version
+    v = stub.RegisterModel(cpb.RegisterModelRequest(model=again)).version
+    assert v == info.version + 1
+    new = stub.GetModel(cpb.GetModelRequest(name="cons", version=v))
+    assert (new.published, new.publishing) == (0, 0)

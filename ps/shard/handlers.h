@@ -97,6 +97,9 @@ ps_status shard_journal_dedup(shard_ctx *ctx, const uint8_t *payload, size_t len
                               uint64_t *ret_lsn);
 /* The journal's position now (a shard_ctx as arg): what replicator syncs stand for. */
 uint64_t shard_journal_position(void *ctx);
+/* Returns once every journal record appended so far has its request remembered (the
+ * journal lock taken and let go): snapshot_requests.settle (arg: the shard_ctx). */
+void shard_journal_settle(void *ctx);
 
 /* Waits until the change at journal position `pos` (0: nothing to wait for) is
  * acknowledged by every backup of its keys and durable in the write-ahead log (when

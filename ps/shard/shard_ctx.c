@@ -145,16 +145,17 @@ ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode
     replicator_set_stores(ctx->repl, ctx->store, ctx->rows);
     if (st == PS_STATUS_OK)
         st = snapshot_recover(&ro, &rec, &ctx->wal, err, err_len);
-    snapshot_taker_opts to = {.dir = dir,
-                              .chunks = ctx->store,
-                              .rows = ctx->rows,
-                              .requests = ctx->dedup,
-                              .wal = ctx->wal,
-                              .log_bytes = ctx->opts.snapshot_log_bytes,
-                              .log_since = rec.log_bytes,
-                              .last_lsn = rec.loaded ? rec.snap.lsn : 0,
-                              .on_event = ctx->opts.on_snapshot,
-                              .on_event_arg = ctx->opts.on_snapshot_arg};
+    snapshot_taker_opts to = {
+        .dir = dir,
+        .chunks = ctx->store,
+        .rows = ctx->rows,
+        .requests = {.dedup = ctx->dedup, .settle = shard_journal_settle, .settle_arg = ctx},
+        .wal = ctx->wal,
+        .log_bytes = ctx->opts.snapshot_log_bytes,
+        .log_since = rec.log_bytes,
+        .last_lsn = rec.loaded ? rec.snap.lsn : 0,
+        .on_event = ctx->opts.on_snapshot,
+        .on_event_arg = ctx->opts.on_snapshot_arg};
     if (st == PS_STATUS_OK && (st = snapshot_taker_create(&to, &ctx->snapshots)) != PS_STATUS_OK)
         ps_set_err(err, err_len, "cannot start the snapshot thread");
     if (st == PS_STATUS_OK && ret_rec)

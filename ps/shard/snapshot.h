@@ -89,13 +89,23 @@ typedef struct snapshot_info {
     int64_t elapsed_ms; /* how long writing or loading it took */
 } snapshot_info;
 
-/* Writes a snapshot of the stores, and of the request ids `requests` (may be NULL)
- * remembers at or before its LSN, into dir as the file comment says, then deletes older
- * snapshots and frees the log segments it covers. IO (err names the file and what
- * failed, or the log's failure; the .tmp file is removed), NO_MEMORY. ret_info may be
- * NULL. */
-ps_status snapshot_write(const char *dir, store *chunks, row_store *rows, dedup *requests, wal *w,
-                         snapshot_info *ret_info, char *err, size_t err_len);
+/* The request ids a snapshot keeps: what `dedup` remembers at or before its LSN. A
+ * journal that appends a record before it remembers the record's request (a backup's
+ * dedup records) gives `settle`, which returns once every record appended so far is
+ * remembered (the shard: its journal lock taken and let go); NULL: none needed. */
+typedef struct snapshot_requests {
+    dedup *dedup;
+    void (*settle)(void *arg);
+    void *settle_arg;
+} snapshot_requests;
+
+/* Writes a snapshot of the stores, and of the request ids (requests may be NULL: none),
+ * into dir as the file comment says, then deletes older snapshots and frees the log
+ * segments it covers. IO (err names the file and what failed, or the log's failure; the
+ * .tmp file is removed), NO_MEMORY. ret_info may be NULL. */
+ps_status snapshot_write(const char *dir, store *chunks, row_store *rows,
+                         const snapshot_requests *requests, wal *w, snapshot_info *ret_info,
+                         char *err, size_t err_len);
 
 /* Reads and checks a whole snapshot file, installing each record into target (its
  * journal should be NULL) and each request id into requests (dedup_record at position
@@ -152,7 +162,7 @@ typedef struct snapshot_taker_opts {
     const char *dir; /* the data directory (copied) */
     store *chunks;   /* the stores (not owned) */
     row_store *rows;
-    dedup *requests;            /* request ids kept in each snapshot (not owned; may be NULL) */
+    snapshot_requests requests; /* request ids kept in each snapshot (dedup NULL: none) */
     wal *wal;                   /* the open log (not owned; outlives the taker) */
     uint64_t log_bytes;         /* take one once the log grew this much since the last; 0 =
                                    SNAPSHOT_DEFAULT_LOG_BYTES */

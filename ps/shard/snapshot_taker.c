@@ -13,7 +13,7 @@ struct snapshot_taker {
     char *dir;
     store *chunks;
     row_store *rows;
-    dedup *requests;
+    snapshot_requests requests;
     wal *wal;
     uint64_t log_bytes; /* the growth that triggers one */
     int check_ms;
@@ -43,7 +43,7 @@ static ps_status take_locked(snapshot_taker *t, snapshot_info *ret_info, char *e
     uint64_t start = appended(t);
     snapshot_info info;
     ps_status st =
-        snapshot_write(t->dir, t->chunks, t->rows, t->requests, t->wal, &info, err, err_len);
+        snapshot_write(t->dir, t->chunks, t->rows, &t->requests, t->wal, &info, err, err_len);
     t->base = start; /* after a failure too: the next try waits for as much log again */
     t->carry = 0;
     if (st == PS_STATUS_OK) {

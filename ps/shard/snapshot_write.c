@@ -19,7 +19,7 @@
 
 typedef struct snap_writer {
     const char *dir;
-    dedup *requests; /* may be NULL */
+    const snapshot_requests *requests; /* may be NULL */
     wal *wal;
     int fd;                      /* -1 until visit_begin opens it */
     char tmp[SNAPSHOT_MAX_PATH]; /* the .tmp file */
@@ -163,9 +163,11 @@ static ps_status mark_format_1(snap_writer *w) {
 
 /* The request ids remembered at or before the snapshot's LSN, a frame each. */
 static ps_status put_requests(snap_writer *w) {
-    if (!w->requests)
+    if (!w->requests || !w->requests->dedup)
         return PS_STATUS_OK;
-    return journal_dedup_records(w->requests, w->info->lsn, NULL, NULL, put_request_frame, w,
+    if (w->requests->settle) /* a record at or before the LSN may not be remembered yet */
+        w->requests->settle(w->requests->settle_arg);
+    return journal_dedup_records(w->requests->dedup, w->info->lsn, NULL, NULL, put_request_frame, w,
                                  w->err, w->err_len);
 }
 
@@ -231,8 +233,9 @@ static ps_status drop_older(snap_writer *w, uint64_t lsn) {
     return st;
 }
 
-ps_status snapshot_write(const char *dir, store *chunks, row_store *rows, dedup *requests, wal *wl,
-                         snapshot_info *ret_info, char *err, size_t err_len) {
+ps_status snapshot_write(const char *dir, store *chunks, row_store *rows,
+                         const snapshot_requests *requests, wal *wl, snapshot_info *ret_info,
+                         char *err, size_t err_len) {
     snapshot_info info = {0};
     snap_writer w = {.dir = dir,
                      .requests = requests,

@@ -411,12 +411,18 @@ static void test_a_snapshot_is_never_ahead_of_the_log(void **state) {
 }
 
 /* The snapshot's bytes (malloc'd) with its header saying format 1. */
-static uint8_t *format_1_copy(const snapshot_info *info) {
+/* The snapshot's bytes (malloc'd). */
+static uint8_t *snapshot_bytes(const snapshot_info *info) {
     FILE *f = fopen(info->path, "rb");
     assert_non_null(f);
     uint8_t *data = malloc(info->bytes);
     assert_int_equal(fread(data, 1, info->bytes, f), info->bytes);
     fclose(f);
+    return data;
+}
+
+static uint8_t *format_1_copy(const snapshot_info *info) {
+    uint8_t *data = snapshot_bytes(info);
     const uint32_t one = 1;
     memcpy(data + 8, &one, 4);
     uint64_t sum = XXH3_64bits(data, 56);
@@ -436,11 +442,9 @@ static void test_format_1_is_read(void **state) {
     assert_int_equal(snapshot_write(d.dir, d.w.store, d.w.rows, NULL, d.log, &info, NULL, 0),
                      PS_STATUS_OK);
     uint32_t format = 0;
-    FILE *hf = fopen(info.path, "rb");
-    assert_non_null(hf);
-    assert_int_equal(fseek(hf, 8, SEEK_SET), 0);
-    assert_int_equal(fread(&format, 4, 1, hf), 1);
-    fclose(hf);
+    uint8_t *written = snapshot_bytes(&info);
+    memcpy(&format, written + 8, 4);
+    free(written);
     assert_int_equal(format, 1); /* no request ids: written as format 1 */
     uint8_t *data = format_1_copy(&info);
     char copy[128], err[512] = "";
@@ -477,11 +481,7 @@ static void test_a_forged_request_count_is_refused(void **state) {
                                     d.log, &info, NULL, 0),
                      PS_STATUS_OK);
     dedup_destroy(req);
-    FILE *f = fopen(info.path, "rb");
-    assert_non_null(f);
-    uint8_t *data = malloc(info.bytes);
-    assert_int_equal(fread(data, 1, info.bytes, f), info.bytes);
-    fclose(f);
+    uint8_t *data = snapshot_bytes(&info);
     size_t at = SNAPSHOT_HEADER_BYTES, frame = 0; /* the request-id frame */
     for (uint32_t kind = 0; at + SNAPSHOT_FRAME_HEAD_BYTES <= info.bytes;) {
         uint64_t len;

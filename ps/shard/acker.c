@@ -8,6 +8,7 @@
 typedef struct ack_item {
     rpc_ctx *rc;
     uint64_t pos;
+    bool fresh;
     const char *what;
     struct ack_item *next;
 } ack_item;
@@ -35,7 +36,7 @@ static void *acker_main(void *arg) {
         if (!a->head)
             a->tail = NULL;
         pthread_mutex_unlock(&a->lock);
-        ps_status st = a->wait(a->arg, it->rc, it->pos, it->what);
+        ps_status st = a->wait(a->arg, it->rc, it->pos, it->fresh, it->what);
         rpc_ctx_complete(it->rc, st);
         free(it);
         pthread_mutex_lock(&a->lock);
@@ -75,11 +76,11 @@ void acker_destroy(acker *a) {
     free(a);
 }
 
-ps_status acker_take(acker *a, rpc_ctx *rc, uint64_t pos, const char *what) {
+ps_status acker_take(acker *a, rpc_ctx *rc, uint64_t pos, bool fresh, const char *what) {
     ack_item *it = malloc(sizeof *it);
     if (!it)
         return PS_STATUS_NO_MEMORY;
-    *it = (ack_item){rc, pos, what, NULL};
+    *it = (ack_item){rc, pos, fresh, what, NULL};
     pthread_mutex_lock(&a->lock);
     if (a->stopping) {
         pthread_mutex_unlock(&a->lock);

@@ -15,14 +15,17 @@
 #ifndef PS_SHARD_ACKER_H
 #define PS_SHARD_ACKER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "rpc.h"
 #include "status.h"
 
 /* Blocks until `pos` is durable (or a failure, set on rc with rpc_ctx_error); its
- * status answers the call. */
-typedef ps_status (*acker_wait_fn)(void *arg, rpc_ctx *rc, uint64_t pos, const char *what);
+ * status answers the call. fresh: the change at pos was made by this call (not by an
+ * earlier try of its request), as acker_take was told. */
+typedef ps_status (*acker_wait_fn)(void *arg, rpc_ctx *rc, uint64_t pos, bool fresh,
+                                   const char *what);
 
 typedef struct acker acker;
 
@@ -33,9 +36,9 @@ ps_status acker_create(acker_wait_fn wait, void *arg, acker **ret_acker);
 void acker_destroy(acker *acker);
 
 /* Defers rc (its reply set) and hands it over: it is answered once wait(arg, rc, pos,
- * what) returns (`what`, a string that outlives the call). OK: the handler must return
+ * fresh, what) returns (`what`, a string that outlives the call). OK: the handler must return
  * at once without touching rc again. NO_MEMORY or FAILED_PRECONDITION (stopping):
  * nothing was done, the caller waits itself. */
-ps_status acker_take(acker *acker, rpc_ctx *rc, uint64_t pos, const char *what);
+ps_status acker_take(acker *acker, rpc_ctx *rc, uint64_t pos, bool fresh, const char *what);
 
 #endif

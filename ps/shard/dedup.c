@@ -14,9 +14,11 @@
 
 #include "util.h"
 
-/* Keys recorded at one journal position: keys[previous segment's end..end). */
+/* Keys recorded at one journal position: keys[previous segment's end..end), by the
+ * dedup_record call numbered seq. */
 typedef struct segment {
     uint64_t pos;
+    uint64_t seq;
     size_t end;
 } segment;
 
@@ -36,6 +38,15 @@ typedef struct request {
     struct request *older, *newer; /* the FIFO */
 } request;
 
+/* Keys an image replaced (dedup_forget), each with the number of the forget: a key
+ * recorded by a call numbered lower no longer counts. Open addressing, at most half
+ * full; the key 0 apart. */
+typedef struct tombs {
+    uint64_t *keys, *seqs;
+    size_t cap, n; /* cap: a power of two or 0 */
+    uint64_t zero_seq;
+} tombs;
+
 struct dedup {
     pthread_mutex_t lock;
     uint64_t max_keys;
@@ -44,6 +55,9 @@ struct dedup {
     size_t n_requests;
     uint64_t n_keys, forgotten;
     request *oldest, *newest;
+    uint64_t seq;        /* numbers dedup_record and dedup_forget calls, in order */
+    uint64_t forget_seq; /* the last dedup_forget's number */
+    tombs tombs;
 };
 
 static size_t bucket_of(const dedup *d, uint64_t id) {
@@ -70,6 +84,8 @@ ps_status dedup_create(uint64_t max_keys, dedup **ret) {
 void dedup_destroy(dedup *d) {
     if (!d)
         return;
+    free(d->tombs.keys);
+    free(d->tombs.seqs);
     for (request *r = d->oldest; r;) {
         request *next = r->newer;
         free(r->keys);
@@ -99,6 +115,9 @@ static size_t slot_of(uint64_t key, size_t cap) {
  * keys is far larger than the caches, and a probe that waits for memory costs ~100 ns;
  * with the slots of the next keys already on their way the loads overlap. */
 #define DEDUP_PREFETCH 16u
+
+/* Tombs kept at least before a sweep applies them (dedup_forget). */
+#define DEDUP_TOMBS_MIN 4096u
 
 static void prefetch_home(const uint64_t *slots, size_t cap, uint64_t key) {
     __builtin_prefetch(&slots[slot_of(key, cap)]);
@@ -163,9 +182,36 @@ static ps_status index_locked(request *r) {
     return PS_STATUS_OK;
 }
 
+/* The number of the last dedup_forget of key (0: none since the tombs were swept). */
+static uint64_t tomb_of(const tombs *t, uint64_t key) {
+    if (key == 0)
+        return t->zero_seq;
+    if (t->n == 0)
+        return 0;
+    for (size_t i = slot_of(key, t->cap);; i = (i + 1) & (t->cap - 1)) {
+        if (t->keys[i] == key)
+            return t->seqs[i];
+        if (t->keys[i] == 0)
+            return 0;
+    }
+}
+
+/* Whether r recorded key by a call numbered above `since` (the segments after it). */
+static bool recorded_since(const request *r, uint64_t key, uint64_t since) {
+    for (size_t s = r->n_segs; s-- > 0 && r->segs[s].seq > since;) {
+        size_t start = s ? r->segs[s - 1].end : 0;
+        for (size_t j = start; j < r->segs[s].end; j++)
+            if (r->keys[j] == key)
+                return true;
+    }
+    return false;
+}
+
 /* Which of keys[0..n) r applied (lock held); see dedup_lookup. Without the memory for
- * r's set, the list is searched instead (slow, but no retry is ever wrongly applied). */
-static size_t lookup_locked(request *r, size_t n, const uint64_t *keys, bool *ret_applied) {
+ * r's set, the list is searched instead (slow, but no retry is ever wrongly applied). A
+ * key an image replaced since r recorded it counts only if r recorded it again after. */
+static size_t lookup_locked(const dedup *d, request *r, size_t n, const uint64_t *keys,
+                            bool *ret_applied) {
     bool indexed = index_locked(r) == PS_STATUS_OK;
     size_t found = 0;
     for (size_t i = 0; i < n; i++) {
@@ -178,6 +224,9 @@ static size_t lookup_locked(request *r, size_t n, const uint64_t *keys, bool *re
             for (size_t j = 0; j < r->n && !hit; j++)
                 hit = r->keys[j] == keys[i];
         }
+        uint64_t tomb = hit && (d->tombs.n || d->tombs.zero_seq) ? tomb_of(&d->tombs, keys[i]) : 0;
+        if (tomb && r->segs[0].seq < tomb)
+            hit = recorded_since(r, keys[i], tomb);
         if (ret_applied)
             ret_applied[i] = hit;
         found += hit;
@@ -192,7 +241,7 @@ size_t dedup_lookup(dedup *d, uint64_t id, size_t n, const uint64_t *keys, bool 
     pthread_mutex_lock(&d->lock);
     request *r = id ? find_locked(d, id) : NULL;
     if (r)
-        found = lookup_locked(r, n, keys, ret_applied);
+        found = lookup_locked(d, r, n, keys, ret_applied);
     else if (ret_applied)
         memset(ret_applied, 0, n * sizeof *ret_applied);
     if (found)
@@ -203,25 +252,32 @@ size_t dedup_lookup(dedup *d, uint64_t id, size_t n, const uint64_t *keys, bool 
     return found;
 }
 
-/* Unlinks and frees the oldest request (lock held). */
-static void forget_oldest_locked(dedup *d) {
-    request *r = d->oldest;
+/* Unlinks and frees request r (lock held). */
+static void unlink_locked(dedup *d, request *r) {
     request **pp = &d->buckets[bucket_of(d, r->id)];
     while (*pp != r)
         pp = &(*pp)->chain;
     *pp = r->chain;
-    d->oldest = r->newer;
-    if (d->oldest)
-        d->oldest->older = NULL;
+    if (r->older)
+        r->older->newer = r->newer;
     else
-        d->newest = NULL;
+        d->oldest = r->newer;
+    if (r->newer)
+        r->newer->older = r->older;
+    else
+        d->newest = r->older;
     d->n_keys -= r->n;
     d->n_requests--;
-    d->forgotten++;
     free(r->keys);
     free(r->segs);
     free(r->slots);
     free(r);
+}
+
+/* Forgets the oldest request for the bound (lock held). */
+static void forget_oldest_locked(dedup *d) {
+    unlink_locked(d, d->oldest);
+    d->forgotten++;
 }
 
 /* Doubles the bucket table when it is full (lock held); a failure keeps the old one. */
@@ -251,7 +307,8 @@ static void grow_locked(dedup *d) {
 /* Appends keys[0..n), applied at pos, to r's list (lock held). NO_MEMORY keeps r as it
  * was. */
 static ps_status append_locked(dedup *d, request *r, size_t n, const uint64_t *keys, uint64_t pos) {
-    bool same = r->n_segs && r->segs[r->n_segs - 1].pos == pos;
+    bool same = r->n_segs && r->segs[r->n_segs - 1].pos == pos &&
+                r->segs[r->n_segs - 1].seq > d->forget_seq;
     if (!ps_reserve((void **)&r->segs, &r->cap_segs, r->n_segs + 1, sizeof *r->segs, 4) ||
         !ps_reserve((void **)&r->keys, &r->cap_keys, r->n + n, sizeof *r->keys, 16))
         return PS_STATUS_NO_MEMORY;
@@ -259,7 +316,7 @@ static ps_status append_locked(dedup *d, request *r, size_t n, const uint64_t *k
     r->n += n;
     d->n_keys += n;
     if (!same)
-        r->segs[r->n_segs++].pos = pos;
+        r->segs[r->n_segs++] = (segment){.pos = pos, .seq = ++d->seq};
     r->segs[r->n_segs - 1].end = r->n;
     if (pos > r->pos)
         r->pos = pos;
@@ -298,7 +355,7 @@ size_t dedup_check(dedup *d, uint64_t id, size_t n, const uint64_t *keys, bool f
     if (r && !first_try)
         r->retried = true;
     if (r && r->retried) /* (no r: nothing of the request is remembered to find) */
-        found = lookup_locked(r, n, keys, NULL);
+        found = lookup_locked(d, r, n, keys, NULL);
     pthread_mutex_unlock(&d->lock);
     return found;
 }
@@ -327,26 +384,22 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Keys r recorded at positions up to max_pos (0 counts: a replay's), and the largest
- * such position (lock held). */
-static size_t export_count(const request *r, uint64_t max_pos, uint64_t *ret_pos) {
-    size_t keys = 0, start = 0;
-    *ret_pos = 0;
-    for (size_t s = 0; s < r->n_segs; start = r->segs[s++].end)
-        if (r->segs[s].pos <= max_pos) {
-            keys += r->segs[s].end - start;
-            if (r->segs[s].pos > *ret_pos)
-                *ret_pos = r->segs[s].pos;
-        }
-    return keys;
+/* Whether key, recorded in r's segment s, still counts: no image replaced it since. */
+static bool still_counts(const dedup *d, const request *r, size_t s, uint64_t key) {
+    if (!d->tombs.n && !d->tombs.zero_seq)
+        return true;
+    uint64_t tomb = tomb_of(&d->tombs, key);
+    return !tomb || r->segs[s].seq > tomb;
 }
 
 ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, size_t *ret_n) {
     pthread_mutex_lock(&d->lock);
-    size_t n = 0, keys = 0;
-    uint64_t pos;
+    size_t n = 0, keys = 0; /* at most: keys an image replaced are left out below */
     for (const request *r = d->oldest; r; r = r->newer) {
-        size_t k = export_count(r, max_pos, &pos);
+        size_t k = 0, start = 0;
+        for (size_t s = 0; s < r->n_segs; start = r->segs[s++].end)
+            if (r->segs[s].pos <= max_pos)
+                k += r->segs[s].end - start;
         n += k > 0;
         keys += k;
     }
@@ -359,17 +412,24 @@ ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, si
     uint64_t *at = (uint64_t *)(out + n);
     size_t i = 0;
     for (const request *r = d->oldest; r; r = r->newer) {
-        size_t k = export_count(r, max_pos, &pos), start = 0, m = 0;
-        if (!k)
+        size_t start = 0, m = 0;
+        uint64_t pos = 0;
+        for (size_t s = 0; s < r->n_segs; start = r->segs[s++].end) {
+            if (r->segs[s].pos > max_pos)
+                continue;
+            size_t before = m;
+            for (size_t j = start; j < r->segs[s].end; j++)
+                if (still_counts(d, r, s, r->keys[j]))
+                    at[m++] = r->keys[j];
+            if (m > before && r->segs[s].pos > pos)
+                pos = r->segs[s].pos;
+        }
+        if (!m)
             continue;
-        for (size_t s = 0; s < r->n_segs; start = r->segs[s++].end)
-            if (r->segs[s].pos <= max_pos) {
-                memcpy(at + m, r->keys + start, (r->segs[s].end - start) * sizeof *at);
-                m += r->segs[s].end - start;
-            }
-        out[i++] = (dedup_entry){.id = r->id, .pos = pos, .n = k, .keys = at};
-        at += k;
+        out[i++] = (dedup_entry){.id = r->id, .pos = pos, .n = m, .keys = at};
+        at += m;
     }
+    n = i;
     pthread_mutex_unlock(&d->lock);
     for (size_t j = 0; j < n; j++) { /* sorted and made distinct outside the lock */
         uint64_t *k = (uint64_t *)out[j].keys;
@@ -383,6 +443,106 @@ ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, si
     *ret_entries = out;
     *ret_n = n;
     return PS_STATUS_OK;
+}
+
+/* Drops from every request the keys the tombs say no longer count, and the tombs
+ * (lock held): what keeps the tombs bounded. Requests left without keys go. */
+static void sweep_locked(dedup *d) {
+    for (request *r = d->oldest; r;) {
+        request *next = r->newer;
+        size_t m = 0, start = 0, segs = 0;
+        uint64_t pos = 0;
+        for (size_t s = 0; s < r->n_segs; s++) {
+            size_t before = m, end = r->segs[s].end;
+            for (size_t j = start; j < end; j++)
+                if (still_counts(d, r, s, r->keys[j]))
+                    r->keys[m++] = r->keys[j];
+            start = end;
+            if (m > before) {
+                r->segs[segs] = r->segs[s];
+                r->segs[segs++].end = m;
+                if (r->segs[s].pos > pos)
+                    pos = r->segs[s].pos;
+            }
+        }
+        d->n_keys -= r->n - m;
+        r->n = m;
+        r->n_segs = segs;
+        r->pos = pos;
+        free(r->slots); /* built again from the list when a lookup needs it */
+        r->slots = NULL;
+        r->cap = r->indexed = 0;
+        r->has_zero = false;
+        if (m == 0 && !r->retried) /* (a retry's mark stays: see dedup_check) */
+            unlink_locked(d, r);
+        r = next;
+    }
+    free(d->tombs.keys);
+    free(d->tombs.seqs);
+    d->tombs = (tombs){0};
+}
+
+/* Sets key's tomb to seq (lock held); false without memory for a bigger table. */
+static bool tomb_put(tombs *t, uint64_t key, uint64_t seq) {
+    if (key == 0) {
+        t->zero_seq = seq;
+        return true;
+    }
+    if ((t->n + 1) * 2 > t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        uint64_t *keys = calloc(cap, sizeof *keys), *seqs = calloc(cap, sizeof *seqs);
+        if (!keys || !seqs) {
+            free(keys);
+            free(seqs);
+            return false;
+        }
+        for (size_t i = 0; i < t->cap; i++) {
+            if (!t->keys[i])
+                continue;
+            size_t j = slot_of(t->keys[i], cap);
+            while (keys[j])
+                j = (j + 1) & (cap - 1);
+            keys[j] = t->keys[i];
+            seqs[j] = t->seqs[i];
+        }
+        free(t->keys);
+        free(t->seqs);
+        t->keys = keys;
+        t->seqs = seqs;
+        t->cap = cap;
+    }
+    size_t i = slot_of(key, t->cap);
+    while (t->keys[i] && t->keys[i] != key)
+        i = (i + 1) & (t->cap - 1);
+    t->n += t->keys[i] == 0;
+    t->keys[i] = key;
+    t->seqs[i] = seq;
+    return true;
+}
+
+void dedup_forget(dedup *d, size_t n, const uint64_t *keys) {
+    pthread_mutex_lock(&d->lock);
+    if (d->n_requests == 0 || n == 0) { /* nothing recorded to forget */
+        pthread_mutex_unlock(&d->lock);
+        return;
+    }
+    uint64_t seq = d->forget_seq = ++d->seq;
+    for (size_t i = 0; i < n; i++) {
+        if (!tomb_put(&d->tombs, keys[i], seq)) { /* no memory: apply what is there */
+            sweep_locked(d);
+            if (d->n_requests == 0 || !tomb_put(&d->tombs, keys[i], seq)) {
+                /* still none: forget every request (a retry of one may be applied
+                   again; keeping a wrong answer would lose it instead) */
+                while (d->oldest)
+                    forget_oldest_locked(d);
+                break;
+            }
+        }
+    }
+    /* tombs past the keys remembered (or a small floor): applied and dropped */
+    if (d->tombs.n > DEDUP_TOMBS_MIN && d->tombs.n > d->n_keys)
+        sweep_locked(d);
+    pthread_mutex_unlock(&d->lock);
 }
 
 void dedup_get_stats(dedup *d, dedup_stats *ret) {

@@ -57,6 +57,16 @@ size_t dedup_check(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, bo
  * twice and found once. NO_MEMORY: not remembered (the caller refuses the push). */
 ps_status dedup_record(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys, uint64_t pos);
 
+/* An image replaced the values of keys[0..n) (a sync from their primary, or its
+ * replay): what requests applied to them before no longer counts, since the values may
+ * not hold it; what the image's sender remembered of them is recorded after (its dedup
+ * records). Without that, a backup whose value a restarted primary's image set back
+ * would answer a retry of a push it had applied as done, and the push would be lost.
+ * Keys are marked (and the marks applied to every request in one pass once they
+ * outnumber the keys remembered); without memory for a mark, every request is
+ * forgotten. */
+void dedup_forget(dedup *dedup, size_t n, const uint64_t *keys);
+
 /* One remembered request, as dedup_export gives it. */
 typedef struct dedup_entry {
     uint64_t id;

@@ -300,8 +300,8 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
     }
     pos = store_batch_lsn(batch);
     if (done) { /* the backups reference `rest`, ours: wait here */
-        if ((st = shard_wait_durable(ctx, rc, pos > done_pos ? pos : done_pos, "push")) !=
-            PS_STATUS_OK)
+        if ((st = shard_wait_durable(ctx, rc, pos > done_pos ? pos : done_pos, pos > done_pos,
+                                     "push")) != PS_STATUS_OK)
             goto out;
         pos = done_pos = 0;
     }
@@ -318,7 +318,7 @@ reply:
     resp.incarnation = ctx->incarnation;
     st = rpc_ctx_reply(rc, &resp.base);
     if (st == PS_STATUS_OK) /* answered once durable; rc is not ours after this */
-        st = shard_answer_durable(ctx, rc, pos > done_pos ? pos : done_pos, "push");
+        st = shard_answer_durable(ctx, rc, pos > done_pos ? pos : done_pos, pos > done_pos, "push");
 out:
     store_batch_destroy(batch);
     push_subset_free(&rest);
@@ -366,7 +366,7 @@ ps_status shard_handle_delete(rpc_ctx *rc, const ProtobufCMessage *msg, void *us
                                 &lsn, err, sizeof err);
     if (st != PS_STATUS_OK)
         return rpc_ctx_error(rc, PS_STATUS_UNAVAILABLE, "%s", err);
-    if ((st = shard_wait_durable(ctx, rc, lsn, "delete")) != PS_STATUS_OK)
+    if ((st = shard_wait_durable(ctx, rc, lsn, true, "delete")) != PS_STATUS_OK)
         return st;
     resp.incarnation = ctx->incarnation;
     return rpc_ctx_reply(rc, &resp.base);

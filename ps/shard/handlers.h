@@ -86,8 +86,12 @@ void shard_journal_start(shard_ctx *ctx);
 void shard_journal_stop(shard_ctx *ctx);
 /* Where installs of images go (a backup's syncs), journaled in order with changes. */
 image_target shard_image_target(shard_ctx *ctx);
+/* An image_replaced_fn (arg: the shard_ctx): the request ids remembered for the keys go
+ * (dedup_forget). */
+void shard_images_replaced(void *ctx, size_t n, const uint64_t *keys);
 /* A wal_replay_fn for the log records a snapshot already holds (a shard_ctx as arg):
- * their request ids are remembered (dedup.h), nothing is applied. */
+ * their request ids are remembered (dedup.h) and the keys their images replaced are
+ * forgotten, in the log's order, as when they were written; nothing is applied. */
 ps_status shard_journal_remember(void *ctx, uint8_t type, uint64_t lsn, const void *payload,
                                  size_t len);
 /* A backup's install of a sync's dedup record (journal.h, JOURNAL_TYPE_DEDUP): logged
@@ -103,17 +107,22 @@ void shard_journal_settle(void *ctx);
 
 /* Waits until the change at journal position `pos` (0: nothing to wait for) is
  * acknowledged by every backup of its keys and durable in the write-ahead log (when
- * the shard has one); otherwise UNAVAILABLE set on rc ("not acknowledged"). */
-ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what);
+ * the shard has one); otherwise UNAVAILABLE set on rc ("not acknowledged"). fresh: the
+ * change at pos was made by this call, so a ring change that may have kept it from an
+ * owner (replicator_lost) also refuses it; a retry answered from an earlier try's
+ * position passes false (that try's answer carried the refusal). */
+ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, bool fresh,
+                             const char *what);
 /* The handler's last step once its reply is set: the call is answered when `pos` is
  * durable as shard_wait_durable says, by the shard's acker (acker.h), and this returns
  * OK at once; the handler returns what this returns and touches rc no more. The request
  * (and its raw views) stay with the call until then, as the replicator needs; memory
  * of the handler's own that a change references must not be handed over (wait
  * instead). Without the acker's memory it waits here. */
-ps_status shard_answer_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what);
+ps_status shard_answer_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, bool fresh,
+                               const char *what);
 /* shard_wait_durable as an acker_wait_fn (arg: the shard_ctx). */
-ps_status shard_ack_wait(void *arg, rpc_ctx *rc, uint64_t pos, const char *what);
+ps_status shard_ack_wait(void *arg, rpc_ctx *rc, uint64_t pos, bool fresh, const char *what);
 /* The same without waiting for backups (a backup applying a primary's changes). */
 ps_status shard_wait_logged(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what);
 

@@ -219,11 +219,16 @@ ps_status image_record_len(const uint8_t *buf, size_t avail, uint64_t *ret_len);
 typedef ps_status (*image_journal_fn)(void *arg, const image_encoded *recs, size_t n,
                                       uint64_t *ret_lsn, char *err, size_t err_len);
 
+/* Told the keys whose values an install replaced (rows: their keys, ps_keys_rows). */
+typedef void (*image_replaced_fn)(void *arg, size_t n, const uint64_t *keys);
+
 typedef struct image_target {
     store *chunks;
     row_store *rows;
     image_journal_fn journal; /* NULL: not journaled (a restart loading its snapshot) */
     void *journal_arg;
+    image_replaced_fn replaced; /* NULL: nobody is told (a snapshot's load) */
+    void *replaced_arg;
 } image_target;
 
 /* Installs n chunks (at most IMAGE_MAX_INSTALL_CHUNKS, no key twice): each replaces the
@@ -254,7 +259,9 @@ ps_status image_journal_wal(void *wal_arg, const image_encoded *recs, size_t n, 
                             char *err, size_t err_len);
 
 /* Applies an IMAGE_JOURNAL_TYPE record's payload (replay) without journaling it again.
- * PARSE for one that does not decode. */
+ * PARSE for one that does not decode. A target without stores but with `replaced` only
+ * tells it the record's keys (a record a snapshot holds already: what it replaced still
+ * counts for the request ids replayed around it). */
 ps_status image_journal_replay(const image_target *target, const void *payload, size_t len,
                                char *err, size_t err_len);
 

@@ -74,22 +74,76 @@ out:
 
 /* ------------------------------------------------------------------ install --- */
 
+/* The keys of n chunk images, or of a rows image's rows (chunks NULL), for
+ * t->replaced: NULL (err set) without memory. */
+static uint64_t *replaced_keys(size_t n, const image_chunk *chunks, const image_rows *rows,
+                               char *err, size_t err_len) {
+    uint64_t *keys = malloc(n * sizeof *keys + 1);
+    if (!keys)
+        ps_set_err(err, err_len, "out of memory for the keys of %zu images", n);
+    else if (chunks)
+        for (size_t i = 0; i < n; i++)
+            keys[i] = chunks[i].key;
+    else
+        ps_keys_rows(ps_key_table(rows->model, rows->table), n, rows->ids, keys);
+    return keys;
+}
+
+/* An install's journal when the target is told what it replaced: the target's journal,
+ * then (the record written; the store still held, so nothing reads the stores between
+ * the two) t->replaced. */
+typedef struct journal_then_tell {
+    const image_target *t;
+    size_t n;
+    const uint64_t *keys;
+} journal_then_tell;
+
+static ps_status journal_and_tell(void *arg, const image_encoded *recs, size_t n, uint64_t *ret_lsn,
+                                  char *err, size_t err_len) {
+    const journal_then_tell *j = arg;
+    ps_status st = j->t->journal(j->t->journal_arg, recs, n, ret_lsn, err, err_len);
+    if (st == PS_STATUS_OK)
+        j->t->replaced(j->t->replaced_arg, j->n, j->keys);
+    return st;
+}
+
+/* Installs (into the target's stores, when it has them) and tells t->replaced. */
+static ps_status install(const image_target *t, size_t n, const image_chunk *chunks,
+                         const image_rows *rows, uint64_t *ret_lsn, char *err, size_t err_len) {
+    uint64_t *keys = NULL;
+    if (t->replaced && !(keys = replaced_keys(n, chunks, rows, err, err_len)))
+        return PS_STATUS_NO_MEMORY; /* before anything changed */
+    journal_then_tell jt = {t, n, keys};
+    image_journal_fn journal = t->journal;
+    void *journal_arg = t->journal_arg;
+    if (keys && journal) {
+        journal = journal_and_tell;
+        journal_arg = &jt;
+    }
+    ps_status st = PS_STATUS_OK;
+    if (chunks && t->chunks)
+        st = store_install(t->chunks, n, chunks, journal, journal_arg, ret_lsn, err, err_len);
+    else if (!chunks && t->rows)
+        st = row_store_install(t->rows, rows, journal, journal_arg, ret_lsn, err, err_len);
+    else if (t->chunks || t->rows || !t->replaced) { /* (no store at all: keys only) */
+        ps_set_err(err, err_len, "no %s store to install %s images into", chunks ? "chunk" : "row",
+                   chunks ? "chunk" : "rows");
+        st = PS_STATUS_FAILED_PRECONDITION;
+    }
+    if (st == PS_STATUS_OK && keys && !t->journal) /* not journaled (a replay): now */
+        t->replaced(t->replaced_arg, n, keys);
+    free(keys);
+    return st;
+}
+
 ps_status image_install_chunks(const image_target *t, size_t n, const image_chunk *chunks,
                                uint64_t *ret_lsn, char *err, size_t err_len) {
-    if (!t->chunks) {
-        ps_set_err(err, err_len, "no chunk store to install chunk images into");
-        return PS_STATUS_FAILED_PRECONDITION;
-    }
-    return store_install(t->chunks, n, chunks, t->journal, t->journal_arg, ret_lsn, err, err_len);
+    return install(t, n, chunks, NULL, ret_lsn, err, err_len);
 }
 
 ps_status image_install_rows(const image_target *t, const image_rows *rows, uint64_t *ret_lsn,
                              char *err, size_t err_len) {
-    if (!t->rows) {
-        ps_set_err(err, err_len, "no row store to install rows images into");
-        return PS_STATUS_FAILED_PRECONDITION;
-    }
-    return row_store_install(t->rows, rows, t->journal, t->journal_arg, ret_lsn, err, err_len);
+    return install(t, rows->n, NULL, rows, ret_lsn, err, err_len);
 }
 
 ps_status image_install_record(const image_target *t, const image_record *r, uint64_t *ret_lsn,
@@ -167,7 +221,10 @@ static ps_status replay_aligned(const image_target *t, const uint8_t *p, size_t 
     }
     if (st == PS_STATUS_OK && at != len)
         st = PS_STATUS_PARSE;
-    image_target quiet = {.chunks = t->chunks, .rows = t->rows};
+    image_target quiet = {.chunks = t->chunks,
+                          .rows = t->rows,
+                          .replaced = t->replaced,
+                          .replaced_arg = t->replaced_arg};
     if (st == PS_STATUS_OK)
         st = recs[0].kind == IMAGE_KIND_ROWS
                  ? image_install_rows(&quiet, &recs[0].rows, NULL, err, err_len)

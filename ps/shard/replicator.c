@@ -154,7 +154,7 @@ static ps_status targets_for_locked(replicator *r, const hashring *ring, uint32_
             continue;
         repl_target *t = find_target_locked(r, node.id);
         if (t && strcmp(t->addr, node.addr) != 0) { /* it moved (a restart elsewhere) */
-            t->removed = true;
+            t->removed = t->moved = true;
             t = NULL;
         }
         if (!t && !(t = target_start_locked(r, &node)))
@@ -222,13 +222,13 @@ ps_status replicator_set_ring(replicator *r, const void *data, size_t len, const
      * does not give them, which a sync's images would repeat: send everything again */
     bool abandoned = r->pending_epoch && !commit;
     n_live = 0;
+    r->view++;
     for (repl_target *t = r->targets; t; t = t->next) {
+        if (!t->removed && t->slot == UINT32_MAX)
+            t->removed = true; /* on neither ring: it stops */
+        repl_left_view_changed_locked(t);
         if (t->removed)
             continue;
-        if (t->slot == UINT32_MAX) { /* on neither ring: it stops */
-            t->removed = true;
-            continue;
-        }
         t->slot = n_live;
         live[n_live++] = t;
         if (!settled || !hashring_find(settled, t->id, &t->idx_settled))
@@ -278,9 +278,11 @@ uint64_t replicator_synced_epoch(replicator *r) {
 static void enqueue_locked(repl_target *t, repl_entry *e, uint64_t pos) {
     if (!e) {
         repl_need_sync_locked(t, "out of memory queueing a change");
+        repl_left_add_locked(t, pos, t->r->view);
         return;
     }
     e->pos = pos;
+    e->view = t->r->view;
     e->num = t->next_num++;
     if (t->next_num > t->r->next_stream_num)
         t->r->next_stream_num = t->next_num;
@@ -341,8 +343,10 @@ static void route_locked(replicator *r, uint64_t pos, const uint64_t *keys, size
         for (uint32_t j = 0; j < got; j++) {
             repl_target *t = to[j];
             if (t->need_sync && !t->syncing &&
-                !repl_held(r->settled, t->idx_settled, t->full, r->replication, keys[i]))
+                !repl_held(r->settled, t->idx_settled, t->full, r->replication, keys[i])) {
+                repl_left_add_locked(t, pos, r->view); /* its sync's images carry it */
                 continue;
+            }
             own[i * per_key + k++] = t->slot;
             count[t->slot]++;
         }

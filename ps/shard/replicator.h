@@ -121,6 +121,13 @@ ps_status replicator_wait(replicator *replicator, uint64_t pos, int64_t deadline
 /* Whether replicator_wait(pos) would return OK at once (nothing references the
  * caller's memory, every backup has it). */
 bool replicator_done(replicator *replicator, uint64_t pos);
+/* Whether the change at pos may be missing for good on one of its keys' owners: a ring
+ * change came before a backup had it through its queue or a sync (say a joining shard,
+ * now the keys' primary, restarted before it had it; this shard's syncs no longer carry
+ * those keys). The push must not be acknowledged: its client sends it again (with its
+ * request id) to the keys' primary now. Checked after replicator_wait(pos) returns OK,
+ * for a change made by this call (not a retry's earlier one). */
+bool replicator_lost(replicator *replicator, uint64_t pos);
 
 typedef struct replicator_stats {
     uint32_t backups;          /* shards changes go to */

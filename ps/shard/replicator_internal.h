@@ -12,6 +12,8 @@
 #include "replicator.h"
 #include "rpc.h"
 
+#define REPL_LOST_RANGES 8 /* ranges of lost positions kept (merged past it) */
+
 /* One framed record for one backup. */
 typedef struct repl_entry {
     struct repl_entry *next;
@@ -24,6 +26,7 @@ typedef struct repl_entry {
     uint64_t *keys;     /* a rows change's ids, a delete's keys */
     uint8_t *values;    /* a rows change's values */
     size_t bytes;       /* the frame's bytes, head included */
+    uint64_t view;      /* the replicator's view when it was queued */
     bool in_batch;      /* a lane's call holds it: only that lane frees it */
     bool orphan;        /* dropped from the queue while in a batch: the lane frees it */
 } repl_entry;
@@ -37,6 +40,11 @@ repl_entry *repl_entry_rows(const row_push *push, const uint32_t *idx, size_t m)
 repl_entry *repl_entry_delete(const uint64_t *keys, size_t n, const uint32_t *idx, size_t m);
 
 struct repl_target;
+
+/* Journal positions lo..hi (lo 0: none). */
+typedef struct repl_range {
+    uint64_t lo, hi;
+} repl_range;
 
 /* One of a target's sender threads. */
 typedef struct repl_lane {
@@ -64,6 +72,11 @@ typedef struct repl_target {
     uint64_t next_num;       /* the next entry's stream number */
     uint64_t queued, queued_bytes;
     bool removed;        /* off the ring: the sender ends and releases the queue */
+    bool moved;          /* removed because its shard moved (still on a ring) */
+    repl_range left;     /* changes left to its next sync (replicator_lost.c) */
+    uint64_t left_view;  /* the view they were left under */
+    repl_range covering; /* of them, those the running sync's images carry */
+    uint64_t covering_view;
     bool need_sync;      /* a sync must run before the queue is sent (until it starts,
                             changes to keys it did not hold are left to its images) */
     bool full;           /* that sync sends everything it should hold (it lost
@@ -111,8 +124,23 @@ struct replicator {
      * stream's records were taken for ones sent again and skipped: acknowledged changes
      * never reached the backup. */
     uint64_t next_stream_num;
+    /* The view: bumped by every ring (or pending ring) set_ring takes; and the changes
+     * a view change may have kept from an owner for good (replicator_lost.c). */
+    uint64_t view;
+    repl_range lost[REPL_LOST_RANGES];
+    uint32_t n_lost;
     uint64_t sent_records, failed_calls, syncs, sync_bytes;
 };
+
+/* replicator_lost.c (lock held for each): changes at lo..hi may lack an owner for
+ * good; the change at pos was left to t's next sync under view; the view changed
+ * (t's left changes are lost unless t is off both rings); t's sync starts under view
+ * (it takes over what was left under that view; the rest is lost); t's sync ended. */
+void repl_lost_add_locked(replicator *r, uint64_t lo, uint64_t hi);
+void repl_left_add_locked(repl_target *t, uint64_t pos, uint64_t view);
+void repl_left_view_changed_locked(repl_target *t);
+void repl_left_sync_start_locked(repl_target *t, uint64_t view);
+void repl_left_sync_end_locked(repl_target *t, bool ok);
 
 /* Sends a batch of `count` framed records (the pieces in parts) to the target (lock NOT
  * held). sync and resume as in ReplicateRequest. *ret_inc gets the backup's incarnation. */

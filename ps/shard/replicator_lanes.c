@@ -14,9 +14,14 @@
 #define BACKOFF_MAX_MS 1000
 
 void repl_drop_queue_locked(repl_target *t) {
+    replicator *r = t->r;
     while (t->head) {
         repl_entry *e = t->head;
         t->head = e->next;
+        if (e->view == r->view) /* its next sync carries it, under this view */
+            repl_left_add_locked(t, e->pos, e->view);
+        else if (!t->removed || t->moved) /* an owner, under another view: lost */
+            repl_lost_add_locked(r, e->pos, e->pos);
         if (e->in_batch) { /* a call holds it: its lane frees it when it returns */
             e->orphan = true;
             if (t->orphans++ == 0 || e->pos < t->orphan_min_pos)
@@ -144,6 +149,7 @@ static void lane_sync_locked(repl_target *t, int *backoff) {
     ps_status st = repl_sync(t, why, sizeof why);
     pthread_mutex_lock(&r->lock);
     t->syncing = false;
+    repl_left_sync_end_locked(t, st == PS_STATUS_OK);
     if (st == PS_STATUS_OK && t->redo_full) { /* the ring moved under it */
         t->redo_full = false;
         repl_need_sync_locked(t, "the ring changed during a sync: syncing again");

@@ -24,6 +24,7 @@ typedef struct sync_run {
     uint32_t idx_settled;               /* the target's on settled */
     bool full;                          /* send everything it should hold */
     uint64_t pending_epoch;
+    uint64_t view;   /* the replicator's view the rings are of */
     uint32_t copies; /* R */
     uint8_t *buf;    /* the batch being filled */
     size_t len, cap;
@@ -59,6 +60,7 @@ static uint64_t sync_point(void *arg) {
     t->need_sync = false;
     t->syncing = true;
     t->sync_pos = pos;
+    repl_left_sync_start_locked(t, run->view); /* what this sync's images carry */
     run->point = pos;
     run->resume = t->head ? t->head->num : t->next_num; /* informative: nothing resets */
     pthread_mutex_unlock(&r->lock);
@@ -188,6 +190,7 @@ static ps_status sync_rows(void *arg, const image_rows *rows) {
 static ps_status run_snapshot_locked(const replicator *r, sync_run *run) {
     run->full = run->t->full;
     run->pending_epoch = r->pending_epoch;
+    run->view = r->view;
     if (!r->ring || r->self_cur == UINT32_MAX)
         return PS_STATUS_FAILED_PRECONDITION;
     run->self = r->self_cur;

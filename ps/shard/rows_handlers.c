@@ -215,15 +215,16 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         }
     }
     if (rest.n) { /* the backups reference `rest`, ours: wait here */
-        if ((st = shard_wait_durable(ctx, rc, lsn > done_pos ? lsn : done_pos, "rows push")) !=
-            PS_STATUS_OK)
+        if ((st = shard_wait_durable(ctx, rc, lsn > done_pos ? lsn : done_pos, lsn > done_pos,
+                                     "rows push")) != PS_STATUS_OK)
             goto out;
         lsn = done_pos = 0;
     }
     resp.incarnation = ctx->incarnation;
     st = rpc_ctx_reply(rc, &resp.base);
     if (st == PS_STATUS_OK) /* answered once durable; rc is not ours after this */
-        st = shard_answer_durable(ctx, rc, lsn > done_pos ? lsn : done_pos, "rows push");
+        st = shard_answer_durable(ctx, rc, lsn > done_pos ? lsn : done_pos, lsn > done_pos,
+                                  "rows push");
 out:
     free(rest.ids);
     free(rest.values);

@@ -134,7 +134,10 @@ ps_status shard_ctx_open_journal(shard_ctx *ctx, const char *dir, wal_fsync mode
     journal_target target = {.chunks = ctx->store, .rows = ctx->rows, .dedup = ctx->dedup};
     uint64_t seg = snapshot_segment_bytes(ctx->opts.snapshot_log_bytes);
     snapshot_recover_opts ro = {.wal = {.dir = dir, .fsync = mode, .segment_bytes = seg},
-                                .target = {.chunks = ctx->store, .rows = ctx->rows},
+                                .target = {.chunks = ctx->store,
+                                           .rows = ctx->rows,
+                                           .replaced = shard_images_replaced,
+                                           .replaced_arg = ctx},
                                 .requests = ctx->dedup,
                                 .replay = journal_replay,
                                 .replay_arg = &target,

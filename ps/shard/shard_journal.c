@@ -172,6 +172,11 @@ ps_status shard_journal_remember(void *arg, uint8_t type, uint64_t lsn, const vo
                                  size_t len) {
     (void)lsn;
     shard_ctx *ctx = arg;
+    if (type == IMAGE_JOURNAL_TYPE) { /* what it replaced: what was remembered goes */
+        char err[200];
+        image_target told = {.replaced = shard_images_replaced, .replaced_arg = ctx};
+        return image_journal_replay(&told, payload, len, err, sizeof err);
+    }
     uint64_t id = 0, *keys = NULL;
     size_t n = 0;
     if (journal_request_of(type, payload, len, &id, &keys, &n) == PS_STATUS_OK && id)
@@ -199,9 +204,18 @@ ps_status shard_journal_dedup(shard_ctx *ctx, const uint8_t *payload, size_t len
     return st;
 }
 
+void shard_images_replaced(void *arg, size_t n, const uint64_t *keys) {
+    shard_ctx *ctx = arg;
+    dedup_forget(ctx->dedup, n, keys);
+}
+
 image_target shard_image_target(shard_ctx *ctx) {
-    return (image_target){
-        .chunks = ctx->store, .rows = ctx->rows, .journal = tee_image, .journal_arg = ctx};
+    return (image_target){.chunks = ctx->store,
+                          .rows = ctx->rows,
+                          .journal = tee_image,
+                          .journal_arg = ctx,
+                          .replaced = shard_images_replaced,
+                          .replaced_arg = ctx};
 }
 
 void shard_journal_settle(void *arg) {
@@ -241,7 +255,8 @@ ps_status shard_wait_logged(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const cha
                          what, why);
 }
 
-ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what) {
+ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, bool fresh,
+                             const char *what) {
     if (pos == 0)
         return PS_STATUS_OK;
     ps_status st = PS_STATUS_OK;
@@ -251,6 +266,12 @@ ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const ch
         if (left > REPLICATION_WAIT_MAX_MS)
             left = REPLICATION_WAIT_MAX_MS;
         st = replicator_wait(ctx->repl, pos, left > 0 ? ps_now_ms() + left : 0, why, sizeof why);
+        if (st == PS_STATUS_OK && fresh && replicator_lost(ctx->repl, pos)) {
+            snprintf(why, sizeof why,
+                     "a ring change came before a new owner of some of its keys had it; "
+                     "send it again (with its request id) to their primary now");
+            st = PS_STATUS_UNAVAILABLE;
+        }
     }
     ps_status logged = shard_wait_logged(ctx, rc, pos, what);
     if (logged != PS_STATUS_OK)
@@ -263,17 +284,19 @@ ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const ch
     return PS_STATUS_OK;
 }
 
-ps_status shard_ack_wait(void *arg, rpc_ctx *rc, uint64_t pos, const char *what) {
-    return shard_wait_durable(arg, rc, pos, what);
+ps_status shard_ack_wait(void *arg, rpc_ctx *rc, uint64_t pos, bool fresh, const char *what) {
+    return shard_wait_durable(arg, rc, pos, fresh, what);
 }
 
-ps_status shard_answer_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, const char *what) {
+ps_status shard_answer_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, bool fresh,
+                               const char *what) {
     if (pos == 0 || ((!ctx->wal || wal_durable_lsn(ctx->wal) >= pos) &&
-                     (!ctx->repl || replicator_done(ctx->repl, pos))))
+                     (!ctx->repl || (replicator_done(ctx->repl, pos) &&
+                                     !(fresh && replicator_lost(ctx->repl, pos))))))
         return PS_STATUS_OK; /* durable already (no log, no backups): answer now */
-    if (ctx->acker && acker_take(ctx->acker, rc, pos, what) == PS_STATUS_OK)
+    if (ctx->acker && acker_take(ctx->acker, rc, pos, fresh, what) == PS_STATUS_OK)
         return PS_STATUS_OK; /* answered by the acker: rc is not ours any more */
-    return shard_wait_durable(ctx, rc, pos, what);
+    return shard_wait_durable(ctx, rc, pos, fresh, what);
 }
 
 ps_status shard_dedup_push(shard_ctx *ctx, rpc_ctx *rc, const store_push *push, push_subset *rest,

@@ -122,7 +122,11 @@ static ps_status take_image(snap_reader *r, const image_target *t, uint64_t len,
     r->frames++;
     r->chunks += rec->kind == IMAGE_KIND_CHUNK;
     r->rows += rec->kind == IMAGE_KIND_ROWS ? rec->rows.n : 0;
-    ps_status st = t ? image_install_record(t, rec, NULL, why, sizeof why) : PS_STATUS_OK;
+    /* nobody is told what the images replaced: the snapshot's own request ids are
+       what its values hold */
+    image_target quiet =
+        t ? (image_target){.chunks = t->chunks, .rows = t->rows} : (image_target){0};
+    ps_status st = t ? image_install_record(&quiet, rec, NULL, why, sizeof why) : PS_STATUS_OK;
     if (st != PS_STATUS_OK)
         ps_set_err(r->err, r->err_len,
                    "snapshot %s: the record at offset %llu cannot be loaded: %s", r->path,

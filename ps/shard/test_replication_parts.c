@@ -2,7 +2,8 @@
  *   - dedup.h: a request's keys are found once recorded (also those of a retry that
  *     carries another subset), other ids find nothing, id 0 is never remembered, the
  *     bound forgets the requests seen longest ago and never the one just recorded; a
- *     first try is looked up only once a retry of its request came;
+ *     first try is looked up only once a retry of its request came; keys an image
+ *     replaced count for the requests recorded before no more (marks swept in bulk);
  *   - push_subset.h: a subset's values are exactly its keys' bytes, also when the
  *     request's values arrived in pieces that cut floats and keys in two;
  *   - repl_inbox.h: a stream remembers what it applied, never goes back but for a
@@ -11,7 +12,8 @@
  *   - the replicator's routing (replicator_internal.h): a change goes only from a key's
  *     primary, to its other owners and to every owner a pending ring gives it (a node
  *     joining gets exactly the keys it will own), and a target holds a key when it owns
- *     it on the settled ring (never when it is to be sent everything);
+ *     it on the settled ring (never when it is to be sent everything); which changes a
+ *     ring change may have kept from an owner (replicator_lost.c);
  *   - gc.h: a pass drops exactly the chunks the ring gives this shard under no role,
  *     in bounded passes; the store keeps the others untouched; the same for sparse rows
  *     (cycles of bounded passes until one drops nothing, the kept rows' values intact),
@@ -243,6 +245,135 @@ static void test_dedup_forgets_the_oldest_past_its_bound(void **state) {
     assert_int_equal(dedup_record(d, 999, 8, keys, 1), PS_STATUS_OK);
     assert_int_equal(dedup_lookup(d, 999, 8, keys, NULL, NULL), 8);
     dedup_destroy(d);
+}
+
+/* An image replaced key 2 (dedup_forget): what requests recorded of it before counts no
+ * more, what they record after does; lookups, the journal's check and the export agree;
+ * key 0 too; a forget with nothing remembered is nothing. */
+static void test_dedup_forgets_keys_an_image_replaced(void **state) {
+    (void)state;
+    dedup *d = NULL;
+    assert_int_equal(dedup_create(0, &d), PS_STATUS_OK);
+    const uint64_t k2[] = {2};
+    dedup_forget(d, 1, k2); /* nothing remembered: nothing to do */
+    const uint64_t a[] = {1, 2, 3}, b[] = {2, 0};
+    assert_int_equal(dedup_record(d, 7, 3, a, 10), PS_STATUS_OK);
+    assert_int_equal(dedup_record(d, 8, 2, b, 11), PS_STATUS_OK);
+    const uint64_t gone[] = {2, 0};
+    dedup_forget(d, 2, gone);
+    bool applied[3];
+    uint64_t pos = 0;
+    assert_int_equal(dedup_lookup(d, 7, 3, a, applied, &pos), 2);
+    assert_true(applied[0] && !applied[1] && applied[2]);
+    assert_int_equal(dedup_lookup(d, 8, 2, b, NULL, NULL), 0);
+    assert_int_equal(dedup_check(d, 7, 3, a, false), 2);           /* a retry: looked up */
+    assert_int_equal(dedup_record(d, 7, 1, k2, 12), PS_STATUS_OK); /* applied again after */
+    assert_int_equal(dedup_lookup(d, 7, 3, a, applied, &pos), 3);
+    assert_int_equal(pos, 12);
+    dedup_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(dedup_export(d, 100, &e, &n), PS_STATUS_OK);
+    assert_int_equal(n, 1); /* request 8 holds nothing that counts */
+    assert_int_equal(e[0].id, 7);
+    assert_int_equal(e[0].n, 3);
+    free(e);
+    assert_int_equal(dedup_export(d, 11, &e, &n), PS_STATUS_OK); /* before the new record */
+    assert_int_equal(n, 1);
+    assert_int_equal(e[0].n, 2); /* 1 and 3 */
+    assert_int_equal(e[0].pos, 10);
+    free(e);
+    dedup_destroy(d);
+}
+
+/* Marks past the keys remembered are applied in one pass: the keys that no longer
+ * count go (a request left with none goes too), and what still counts is still found. */
+static void test_dedup_forget_marks_are_swept(void **state) {
+    (void)state;
+    dedup *d = NULL;
+    assert_int_equal(dedup_create(0, &d), PS_STATUS_OK);
+    enum { N = 6000 };
+    uint64_t *keys = malloc(N * sizeof *keys);
+    assert_non_null(keys);
+    for (size_t i = 0; i < N; i++)
+        keys[i] = 1000 + i;
+    const uint64_t mine[] = {1000, 5, 6};
+    assert_int_equal(dedup_record(d, 1, 3, mine, 1), PS_STATUS_OK);
+    assert_int_equal(dedup_record(d, 2, 2, keys + 10, 2), PS_STATUS_OK);
+    dedup_forget(d, N, keys); /* more marks than keys remembered: swept now */
+    dedup_stats st;
+    dedup_get_stats(d, &st);
+    assert_int_equal(st.requests, 1);
+    assert_int_equal(st.keys, 2);
+    bool applied[3];
+    assert_int_equal(dedup_lookup(d, 1, 3, mine, applied, NULL), 2);
+    assert_true(!applied[0] && applied[1] && applied[2]);
+    assert_int_equal(dedup_record(d, 1, 1, keys, 3), PS_STATUS_OK); /* no mark is left */
+    assert_int_equal(dedup_lookup(d, 1, 3, mine, NULL, NULL), 3);
+    free(keys);
+    dedup_destroy(d);
+}
+
+/* Which changes a ring change may keep from an owner (replicator_lost.c): changes left
+ * to a sync that runs under their view are covered once it ends well; a view change,
+ * a sync under another view, or a failed sync after a view change makes them lost; a
+ * target off both rings loses nothing; a dropped queue's entries are left (their view)
+ * or lost (another one); ranges merge past their bound and keep every position. */
+static void test_replicator_lost_changes(void **state) {
+    (void)state;
+    replicator *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    assert_int_equal(pthread_mutex_init(&r->lock, NULL), 0);
+    repl_target t = {.r = r};
+    r->view = 1;
+    repl_left_add_locked(&t, 5, 1);
+    repl_left_add_locked(&t, 6, 1);
+    repl_left_sync_start_locked(&t, 1);
+    repl_left_sync_end_locked(&t, true);
+    assert_false(replicator_lost(r, 5) || replicator_lost(r, 6));
+    repl_left_add_locked(&t, 7, 1);
+    r->view = 2;
+    repl_left_view_changed_locked(&t);
+    assert_true(replicator_lost(r, 7));
+    assert_false(replicator_lost(r, 6) || replicator_lost(r, 8));
+    repl_left_add_locked(&t, 9, 2);
+    repl_left_sync_start_locked(&t, 3); /* its rings are newer than the change's */
+    repl_left_sync_end_locked(&t, true);
+    assert_true(replicator_lost(r, 9));
+    r->view = 3;
+    repl_left_add_locked(&t, 11, 3);
+    repl_left_sync_start_locked(&t, 3);
+    repl_left_sync_end_locked(&t, false); /* failed: left again */
+    assert_false(replicator_lost(r, 11));
+    r->view = 4;
+    repl_left_view_changed_locked(&t);
+    assert_true(replicator_lost(r, 11));
+    repl_left_add_locked(&t, 12, 4);
+    repl_left_add_locked(&t, 13, 5); /* left under two views: the older is lost */
+    assert_true(replicator_lost(r, 12));
+    assert_false(replicator_lost(r, 13));
+    t.removed = true; /* off both rings: owns nothing */
+    repl_left_view_changed_locked(&t);
+    assert_false(replicator_lost(r, 13));
+    t.removed = false;
+    r->view = 6;
+    repl_entry *e1 = calloc(1, sizeof *e1), *e2 = calloc(1, sizeof *e2);
+    assert_true(e1 && e2);
+    *e1 = (repl_entry){.next = e2, .pos = 20, .view = 5};
+    *e2 = (repl_entry){.pos = 21, .view = 6};
+    t.head = e1;
+    t.tail = e2;
+    repl_drop_queue_locked(&t);
+    assert_true(replicator_lost(r, 20));
+    assert_false(replicator_lost(r, 21)); /* left to the next sync, under this view */
+    assert_int_equal(t.left.lo, 21);
+    for (uint64_t p = 100; p < 140; p += 2) /* far apart: past the bound, merged */
+        repl_lost_add_locked(r, p, p);
+    assert_true(r->n_lost <= REPL_LOST_RANGES);
+    for (uint64_t p = 100; p < 140; p += 2)
+        assert_true(replicator_lost(r, p));
+    assert_true(replicator_lost(r, 7) && replicator_lost(r, 20));
+    pthread_mutex_destroy(&r->lock);
+    free(r);
 }
 
 /* Values 0..n-1 as floats for keys of the given lengths, delivered in pieces of
@@ -721,6 +852,9 @@ int main(void) {
         cmocka_unit_test(test_dedup_export_and_its_journal_record),
         cmocka_unit_test(test_dedup_export_splits_a_request_at_the_point),
         cmocka_unit_test(test_dedup_request_grows_over_many_calls),
+        cmocka_unit_test(test_dedup_forgets_keys_an_image_replaced),
+        cmocka_unit_test(test_dedup_forget_marks_are_swept),
+        cmocka_unit_test(test_replicator_lost_changes),
         cmocka_unit_test(test_push_subset_slices_values_across_pieces),
         cmocka_unit_test(test_subset_keeps_the_primary_versions),
         cmocka_unit_test(test_inbox_streams),

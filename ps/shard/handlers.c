@@ -21,14 +21,15 @@
 #define PULL_SHARE_MIN_BYTES (16u * 1024u)
 
 ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, bool any, uint64_t epoch, size_t n,
-                            const uint64_t *keys) {
+                            const uint64_t *keys, uint64_t *ret_checked) {
     placement_info info;
     placement_get_info(ctx->placement, &info);
     if (epoch > info.epoch && ctx->ring_refresh)
         ctx->ring_refresh(ctx->ring_refresh_arg); /* routed with a ring we have not seen */
     char err[RPC_DETAILS_MAX];
-    ps_status st = any ? placement_check_any(ctx->placement, epoch, n, keys, err, sizeof err)
-                       : placement_check(ctx->placement, epoch, n, keys, err, sizeof err);
+    ps_status st =
+        any ? placement_check_any(ctx->placement, epoch, n, keys, ret_checked, err, sizeof err)
+            : placement_check(ctx->placement, epoch, n, keys, ret_checked, err, sizeof err);
     return st == PS_STATUS_OK ? st : rpc_ctx_error(rc, st, "%s", err);
 }
 
@@ -47,7 +48,7 @@ static ps_status check_key_count(rpc_ctx *rc, const char *what, size_t n) {
 static ps_status check_keys(shard_ctx *ctx, rpc_ctx *rc, const char *what, bool any, uint64_t epoch,
                             size_t n, const uint64_t *keys) {
     ps_status st = check_key_count(rc, what, n);
-    return st == PS_STATUS_OK ? shard_check_owner(ctx, rc, any, epoch, n, keys) : st;
+    return st == PS_STATUS_OK ? shard_check_owner(ctx, rc, any, epoch, n, keys, NULL) : st;
 }
 
 /* The state half of a Pull with_state: per-key arrays, and the state bytes. */
@@ -267,7 +268,7 @@ ps_status shard_handle_push(rpc_ctx *rc, const ProtobufCMessage *msg, void *user
     uint64_t *versions = NULL, done_pos = 0;
     push_subset rest = {0};
     size_t done = 0;
-    st = shard_check_owner(ctx, rc, false, req->epoch, req->n_keys, req->keys);
+    st = shard_check_owner(ctx, rc, false, req->epoch, req->n_keys, req->keys, &push.checked_epoch);
     if (st != PS_STATUS_OK)
         goto out;
     /* a retry: only the keys this request has not applied yet */

@@ -138,8 +138,9 @@ ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void 
 
 /* OK when the shard owns every key (after asking the runtime for a newer ring when the
  * request was routed with one): as any of its R owners (`any`: reads) or as its primary
- * (changes); otherwise the call's error, set on rc. */
+ * (changes); otherwise the call's error, set on rc. *ret_checked (may be NULL) gets the
+ * epoch of the ring it checked under (store_push.checked_epoch). */
 ps_status shard_check_owner(shard_ctx *ctx, rpc_ctx *rc, bool any, uint64_t epoch, size_t n,
-                            const uint64_t *keys);
+                            const uint64_t *keys, uint64_t *ret_checked);
 
 #endif

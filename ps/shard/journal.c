@@ -1,7 +1,7 @@
 /* journal.c: push and delete records of the chunk store in the write-ahead log, and
  * their replay (see journal.h). A push record:
  *   u8 format (1), u8 op, u8 flags (1: skip_non_finite, 2: names follow, 4: a request
- *   id, 8: a base version, 16: slots), u8 optimizer
+ *   id, 8: a base version, 16: slots, 32: look up), u8 optimizer
  *   kind, 10 x f32 hyper-parameters (lr, momentum, weight_decay, beta1, beta2, eps,
  *   initial_accumulator, l1, l2, beta), u32 n, (flag 4: u64 request id), (flag 8: u64
  *   base version: the versions the primary gave, base + 1.. in key order), n x u64 keys,
@@ -9,21 +9,50 @@
  *   base + slot + 1), names (when flagged: n x (u16 length, bytes)), then the values
  *   (float32).
  * A delete record: u8 format (1), u32 n, n x u64 keys.
- * A rows record: u8 format (1), u8 op, u8 flags (1: skip_non_finite, 2: a request id), u8 optimizer
+ * A rows record: u8 format (1), u8 op, u8 flags (1: skip_non_finite, 2: a request id, 4:
+ * look up), u8 optimizer
  * kind, 10 x f32 hyper-parameters, u32 dim, u8 init, u8 table optimizer kind, u16 model length, f32
  * init scale, u64 seed, u16 table length, u16 pad, u32 n, (flags 2: u64 request id), the model and
- * table names, n x u64 ids, then the values (float32). */
+ * table names, n x u64 ids, then the values (float32).
+ * Look up (set only on a copy a backup gets, journal_mark_look_up): the backup applies only
+ * the keys the record's request did not apply there before. */
 #include "journal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "push_subset.h"
 #include "util.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "journal records are little-endian");
 
 #define FORMAT 1
 #define PUSH_HEAD 48 /* bytes before the keys */
+#define PUSH_LOOK_UP 32
+#define ROWS_LOOK_UP 4
+
+void journal_mark_look_up(uint8_t type, uint8_t *payload, size_t len) {
+    if (len > 2 && type == JOURNAL_TYPE_PUSH)
+        payload[2] |= PUSH_LOOK_UP;
+    else if (len > 2 && type == JOURNAL_TYPE_ROWS)
+        payload[2] |= ROWS_LOOK_UP;
+}
+
+/* Which of the n keys request id applied here already (a copy marked look up; t->dedup):
+ * *ret_applied (calloc'd, NULL when none or without memory) and the count. */
+static size_t applied_before(const journal_target *t, uint64_t id, size_t n, const uint64_t *keys,
+                             bool **ret_applied) {
+    *ret_applied = NULL;
+    if (!t->dedup || !id || n == 0)
+        return 0;
+    bool *applied = calloc(n, sizeof *applied);
+    size_t done = applied ? dedup_lookup(t->dedup, id, n, keys, applied, NULL) : 0;
+    if (done)
+        *ret_applied = applied;
+    else
+        free(applied);
+    return done;
+}
 
 static void put_f32(uint8_t *p, float v) {
     memcpy(p, &v, 4);
@@ -363,12 +392,14 @@ store_journal journal_for(wal *w) {
 
 /* Applies a push record: p[0..len) holds it whole, or (vals != NULL) all but its
  * values, which are the vlen bytes in vals[0..n_vals). */
-static ps_status replay_push_parts(store *s, const uint8_t *p, size_t len, const ps_bytes *vals,
-                                   size_t n_vals, size_t vlen, bool from_peer, uint64_t *ret_lsn,
-                                   char *err, size_t err_len) {
+static ps_status replay_push_parts(const journal_target *t, const uint8_t *p, size_t len,
+                                   const ps_bytes *vals, size_t n_vals, size_t vlen, bool from_peer,
+                                   uint64_t *ret_lsn, char *err, size_t err_len) {
     uint32_t n;
     size_t hl = len >= 3 ? push_head_len(p[2]) : PUSH_HEAD;
     uint64_t request_id = 0, base_version = 0;
+    push_subset rest = {0};
+    bool *applied = NULL;
     if (len < hl || p[0] != FORMAT)
         return PS_STATUS_PARSE;
     if (p[2] & 4)
@@ -421,17 +452,39 @@ static ps_status replay_push_parts(store *s, const uint8_t *p, size_t len, const
                        .optimizer = &o,
                        .skip_non_finite = p[2] & 1,
                        .from_peer = from_peer,
+                       .forward = from_peer && t->forward,
                        .request_id = request_id,
                        .base_version = from_peer ? base_version : 0,
                        .slots = slots};
+    const store_push *apply = &push;
+    size_t done =
+        from_peer && (p[2] & PUSH_LOOK_UP) ? applied_before(t, request_id, n, keys, &applied) : 0;
+    if (done == n && n > 0) { /* every key applied here already */
+        st = PS_STATUS_OK;
+        goto out;
+    }
+    if (done) { /* the rest only */
+        uint32_t *idx = malloc((n - done) * sizeof *idx + 1);
+        size_t m = 0;
+        for (uint32_t i = 0; idx && i < n; i++)
+            if (!applied[i])
+                idx[m++] = i;
+        st = idx ? push_subset_make(&push, idx, m, &rest) : PS_STATUS_NO_MEMORY;
+        free(idx);
+        if (st != PS_STATUS_OK)
+            goto out;
+        apply = &rest.push;
+    }
     store_batch *b = NULL;
-    st = store_batch_prepare(s, &push, &b, err, err_len);
+    st = store_batch_prepare(t->chunks, apply, &b, err, err_len);
     if (st == PS_STATUS_OK)
-        st = store_batch_apply(s, b, NULL, NULL, err, err_len);
+        st = store_batch_apply(t->chunks, b, NULL, NULL, err, err_len);
     if (st == PS_STATUS_OK)
         *ret_lsn = store_batch_lsn(b);
     store_batch_destroy(b);
 out:
+    push_subset_free(&rest);
+    free(applied);
     for (uint32_t i = 0; names && i < n; i++)
         free(names[i]);
     free(names);
@@ -475,7 +528,7 @@ static ps_status push_prefix_len(const ps_bytes_cursor *start, size_t len, size_
 
 /* Applies a rows record: p[0..len) holds it whole, or (vals != NULL) all but its
  * values, which are the vlen bytes in vals[0..n_vals). */
-static ps_status replay_rows_parts(row_store *rs, const uint8_t *p, size_t len,
+static ps_status replay_rows_parts(const journal_target *t, const uint8_t *p, size_t len,
                                    const ps_bytes *vals, size_t n_vals, size_t vlen, bool from_peer,
                                    uint64_t *ret_lsn, char *err, size_t err_len) {
     size_t hl = ROWS_HEAD + ((len >= 3 && (p[2] & 2)) ? 8 : 0);
@@ -525,9 +578,36 @@ static ps_status replay_rows_parts(row_store *rs, const uint8_t *p, size_t len,
                      .n_pieces = vals ? n_vals : 0,
                      .skip_non_finite = p[2] & 1,
                      .from_peer = from_peer,
+                     .forward = from_peer && t->forward,
                      .request_id = request_id,
                      .ret_lsn = ret_lsn};
-    ps_status st = row_store_push(rs, &push, NULL, NULL, err, err_len);
+    ps_status st = PS_STATUS_OK;
+    row_subset rest = {0};
+    const row_push *apply = &push;
+    bool *applied = NULL;
+    uint64_t *keys = NULL;
+    if (from_peer && (p[2] & ROWS_LOOK_UP) && request_id && t->dedup && n > 0 &&
+        push.values_len == (size_t)n * dim * 4) { /* (a wrong length: the store refuses) */
+        if (!(keys = malloc((size_t)n * 8))) {
+            st = PS_STATUS_NO_MEMORY;
+            goto out;
+        }
+        ps_keys_rows(ps_key_table(model, table), n, ids, keys);
+        size_t done = applied_before(t, request_id, n, keys, &applied);
+        if (done == n) /* every row applied here already */
+            goto out;
+        if (done) {
+            if ((st = row_subset_make(&push, applied, &rest)) != PS_STATUS_OK)
+                goto out;
+            rest.push.ret_lsn = ret_lsn;
+            apply = &rest.push;
+        }
+    }
+    st = row_store_push(t->rows, apply, NULL, NULL, err, err_len);
+out:
+    row_subset_free(&rest);
+    free(applied);
+    free(keys);
     free(ids);
     return st;
 }
@@ -647,9 +727,9 @@ static ps_status decode_dedup(const uint8_t *p, size_t len, uint64_t *ret_id, ui
 static ps_status apply_flat(const journal_target *t, uint8_t type, const uint8_t *p, size_t len,
                             bool from_peer, uint64_t *ret_lsn, char *err, size_t err_len) {
     if (type == JOURNAL_TYPE_PUSH)
-        return replay_push_parts(t->chunks, p, len, NULL, 0, 0, from_peer, ret_lsn, err, err_len);
+        return replay_push_parts(t, p, len, NULL, 0, 0, from_peer, ret_lsn, err, err_len);
     if (type == JOURNAL_TYPE_ROWS)
-        return replay_rows_parts(t->rows, p, len, NULL, 0, 0, from_peer, ret_lsn, err, err_len);
+        return replay_rows_parts(t, p, len, NULL, 0, 0, from_peer, ret_lsn, err, err_len);
     if (type == JOURNAL_TYPE_ROWS_REMOVE) /* a shard's own collection: never from a peer */
         return from_peer ? PS_STATUS_PARSE : replay_rows_remove(t->rows, p, len, err, err_len);
     if (type == JOURNAL_TYPE_DEDUP) { /* a replay's: remember it (a live one: shard_journal.c) */
@@ -702,9 +782,9 @@ ps_status journal_apply_pieces(const journal_target *t, uint8_t type, const ps_b
         ps_status st = split_pieces(push ? push_prefix_len : rows_prefix_len, pieces, n_pieces, len,
                                     &head, &prefix, &vals, &n);
         if (st == PS_STATUS_OK)
-            st = push ? replay_push_parts(t->chunks, head, prefix, vals, n, len - prefix, from_peer,
+            st = push ? replay_push_parts(t, head, prefix, vals, n, len - prefix, from_peer,
                                           ret_lsn, err, err_len)
-                      : replay_rows_parts(t->rows, head, prefix, vals, n, len - prefix, from_peer,
+                      : replay_rows_parts(t, head, prefix, vals, n, len - prefix, from_peer,
                                           ret_lsn, err, err_len);
         free(head);
         free(vals);

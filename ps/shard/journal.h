@@ -52,10 +52,21 @@
 typedef struct journal_target {
     store *chunks;
     row_store *rows;
-    dedup *dedup; /* where dedup records go (NULL: nowhere) */
+    dedup *dedup; /* where dedup records go (NULL: nowhere); what a copy marked look up
+                     (journal_mark_look_up) applied already is looked up there */
+    bool forward; /* copies from a peer routed under an older ring: sent on by the keys'
+                     primary now (store_push.forward) */
     char *err;    /* why a store refused a record (which value is NaN, ...); may be NULL */
     size_t err_len;
 } journal_target;
+
+/* Marks an encoded push or rows record (its payload's first len bytes, at least its
+ * head, in place) "look up": a backup applies only the keys its request did not apply
+ * there before. For the copies a shard sends on of changes it got from the keys'
+ * earlier primary (the old primary made them and may get them back), and of pushes
+ * their clients sent again (a try before may have reached a backup that this one's
+ * primary now overwrote, or not). */
+void journal_mark_look_up(uint8_t type, uint8_t *payload, size_t len);
 
 /* A dedup record's payload for request id's keys[0..n) into out, which holds
  * JOURNAL_DEDUP_HEAD + 8 n bytes; returns that length. */

@@ -107,10 +107,12 @@ bool placement_owns_any(placement *p, uint64_t key) {
 }
 
 static ps_status check(placement *p, bool any, uint64_t request_epoch, size_t n,
-                       const uint64_t *keys, char *err, size_t err_len) {
+                       const uint64_t *keys, uint64_t *ret_epoch, char *err, size_t err_len) {
     ps_status st = PS_STATUS_OK;
     pthread_rwlock_rdlock(&p->lock);
     uint64_t epoch = p->ring ? hashring_epoch(p->ring) : 0;
+    if (ret_epoch)
+        *ret_epoch = epoch;
     if (!p->ring || p->self == UINT32_MAX) {
         ps_set_err(err, err_len, "shard %s is not on the ring (epoch %llu): refresh the ring",
                    p->id, (unsigned long long)epoch);
@@ -131,11 +133,11 @@ static ps_status check(placement *p, bool any, uint64_t request_epoch, size_t n,
 }
 
 ps_status placement_check(placement *p, uint64_t request_epoch, size_t n, const uint64_t *keys,
-                          char *err, size_t err_len) {
-    return check(p, false, request_epoch, n, keys, err, err_len);
+                          uint64_t *ret_epoch, char *err, size_t err_len) {
+    return check(p, false, request_epoch, n, keys, ret_epoch, err, err_len);
 }
 
 ps_status placement_check_any(placement *p, uint64_t request_epoch, size_t n, const uint64_t *keys,
-                              char *err, size_t err_len) {
-    return check(p, true, request_epoch, n, keys, err, err_len);
+                              uint64_t *ret_epoch, char *err, size_t err_len) {
+    return check(p, true, request_epoch, n, keys, ret_epoch, err, err_len);
 }

@@ -48,14 +48,17 @@ void placement_set_replication(placement *placement, uint32_t replication);
 bool placement_owns_any(placement *placement, uint64_t key);
 
 /* OK when this shard is one of the R owners (primary or backup) of every key: reads
- * may go to any owner. Otherwise WRONG_EPOCH, as placement_check. */
+ * may go to any owner. Otherwise WRONG_EPOCH, as placement_check. *ret_epoch (may be
+ * NULL) gets the epoch of the ring it checked against. */
 ps_status placement_check_any(placement *placement, uint64_t request_epoch, size_t n,
-                              const uint64_t *keys, char *err, size_t err_len);
+                              const uint64_t *keys, uint64_t *ret_epoch, char *err, size_t err_len);
 
 /* OK when this shard is the primary owner of every key under the ring it holds;
  * otherwise WRONG_EPOCH, and err says which key and which epochs (the ring's and
- * request_epoch, the epoch the client routed with). */
+ * request_epoch, the epoch the client routed with). *ret_epoch (may be NULL) gets the
+ * epoch of the ring it checked against (a change made under it is routed by the
+ * replicator, which compares: replicator_push). */
 ps_status placement_check(placement *placement, uint64_t request_epoch, size_t n,
-                          const uint64_t *keys, char *err, size_t err_len);
+                          const uint64_t *keys, uint64_t *ret_epoch, char *err, size_t err_len);
 
 #endif

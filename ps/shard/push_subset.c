@@ -92,3 +92,43 @@ void push_subset_free(push_subset *s) {
     free(s->slots);
     memset(s, 0, sizeof *s);
 }
+
+ps_status row_subset_make(const row_push *p, const bool *skip, row_subset *ret) {
+    size_t row = (size_t)p->spec->dim * 4, m = 0;
+    row_subset r = {0};
+    r.ids = malloc(p->n * sizeof *r.ids + 1);
+    r.values = malloc(p->n * row + 1);
+    if (!r.ids || !r.values) {
+        row_subset_free(&r);
+        return PS_STATUS_NO_MEMORY;
+    }
+    ps_bytes one;
+    ps_bytes_cursor cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
+    for (size_t i = 0; i < p->n; i++) {
+        if (skip[i]) {
+            (void)ps_bytes_take(&cur, NULL, row);
+            continue;
+        }
+        r.ids[m] = p->ids[i];
+        (void)ps_bytes_take(&cur, r.values + m * row, row);
+        m++;
+    }
+    r.push = *p;
+    r.push.n = m;
+    r.push.ids = r.ids;
+    r.push.keys = NULL; /* computed again where needed, for these rows */
+    r.push.values = r.values;
+    r.push.pieces = NULL;
+    r.push.n_pieces = 0;
+    r.push.values_len = m * row;
+    *ret = r;
+    return PS_STATUS_OK;
+}
+
+void row_subset_free(row_subset *r) {
+    if (!r)
+        return;
+    free(r->ids);
+    free(r->values);
+    memset(r, 0, sizeof *r);
+}

@@ -1,13 +1,15 @@
 /* push_subset.h: a push narrowed to some of its keys, its values sliced out of the
  * request as they lie (no copy): what one backup gets of a push (replicator), and what
  * is left of a retried push once the keys it already applied are taken out (dedup.h).
- * The subset's arrays are owned by a push_subset; the values stay the push's. */
+ * The subset's arrays are owned by a push_subset; the values stay the push's. The same
+ * for a rows push (row_subset), whose rows' values, small, are gathered. */
 #ifndef PS_SHARD_PUSH_SUBSET_H
 #define PS_SHARD_PUSH_SUBSET_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "row_store.h"
 #include "status.h"
 #include "store.h"
 
@@ -24,5 +26,16 @@ typedef struct push_subset {
 ps_status push_subset_make(const store_push *push, const uint32_t *idx, size_t m,
                            push_subset *ret_subset);
 void push_subset_free(push_subset *subset); /* accepts NULL; clears it */
+
+typedef struct row_subset {
+    row_push push; /* the narrowed push (keys NULL: computed again where needed) */
+    uint64_t *ids;
+    uint8_t *values;
+} row_subset;
+
+/* The rows of p whose skip[i] is false, in order (p's values must hold n * dim floats).
+ * NO_MEMORY: nothing to free. */
+ps_status row_subset_make(const row_push *p, const bool *skip, row_subset *ret_subset);
+void row_subset_free(row_subset *subset); /* accepts NULL; clears it */
 
 #endif

@@ -70,7 +70,13 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
     if (st != PS_STATUS_OK)
         return rpc_ctx_error(rc, st, "replicate from '%s': %s", req->from ? req->from : "",
                              ps_status_str(st));
-    journal_target target = {.chunks = ctx->store, .rows = ctx->rows};
+    /* changes routed under a ring older than ours: the keys we are primary of now (a
+       join committed while they were on their way) go on to their other owners */
+    placement_info pi;
+    placement_get_info(ctx->placement, &pi);
+    bool forward = !req->sync && ctx->repl && (!req->routed_epoch || req->routed_epoch < pi.epoch);
+    journal_target target = {
+        .chunks = ctx->store, .rows = ctx->rows, .dedup = ctx->dedup, .forward = forward};
     uint64_t done = applied, max_lsn = 0;
     repl_frame fr;
     for (uint32_t i = 0; repl_frames_next(frames, &fr); i++) {
@@ -123,6 +129,18 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
     repl_inbox_end(ctx->inbox, stream, done, false);
     if ((st = shard_wait_logged(ctx, rc, max_lsn, "replicated change")) != PS_STATUS_OK)
         return st;
+    if (forward) { /* what went on is on those owners before the batch counts as applied
+                      (a batch sent again waits for what the first sending forwarded) */
+        char why[RPC_DETAILS_MAX / 2] = "";
+        uint64_t upto = max_lsn ? max_lsn : shard_journal_position(ctx);
+        if (upto && replicator_wait(ctx->repl, upto, ps_now_ms() + wait_ms, why, sizeof why) !=
+                        PS_STATUS_OK)
+            return rpc_ctx_error(rc, PS_STATUS_UNAVAILABLE,
+                                 "replicate from %s: applied on shard %s, which is the primary "
+                                 "of some of its keys now, but not yet on their other owners "
+                                 "(%s)",
+                                 req->from, ctx->id, why);
+    }
     Ps__ReplicateResponse resp = PS__REPLICATE_RESPONSE__INIT;
     resp.applied = done;
     resp.incarnation = ctx->incarnation;

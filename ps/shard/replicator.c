@@ -283,6 +283,7 @@ static void enqueue_locked(repl_target *t, repl_entry *e, uint64_t pos) {
     }
     e->pos = pos;
     e->view = t->r->view;
+    e->epoch = t->r->ring ? hashring_epoch(t->r->ring) : 0;
     e->num = t->next_num++;
     if (t->next_num > t->r->next_stream_num)
         t->r->next_stream_num = t->next_num;
@@ -307,6 +308,16 @@ static repl_entry *rows_entry(const void *c, const uint32_t *idx, size_t m) {
     return repl_entry_rows(c, idx, m);
 }
 
+/* A copy from a peer sent on: its bytes copied (the change's memory goes with the
+ * backup's call that brought it) and marked forwarded. */
+static repl_entry *push_forwarded(const void *c, const uint32_t *idx, size_t m) {
+    return repl_entry_forwarded(repl_entry_push(c, idx, m), JOURNAL_TYPE_PUSH);
+}
+
+static repl_entry *rows_forwarded(const void *c, const uint32_t *idx, size_t m) {
+    return repl_entry_forwarded(repl_entry_rows(c, idx, m), JOURNAL_TYPE_ROWS);
+}
+
 typedef struct delete_change {
     const uint64_t *keys;
     size_t n;
@@ -320,10 +331,38 @@ static repl_entry *delete_entry(const void *c, const uint32_t *idx, size_t m) {
 /* Groups the change's keys by target and queues each target its entry (lock held). A
  * target waiting for its sync gets only the keys it held: the sync's images carry the
  * others. */
+/* How a change is routed (route_locked). */
+typedef struct route_how {
+    entry_fn make;
+    uint8_t type;           /* its journal record's */
+    bool look_up;           /* mark the entries: journal_mark_look_up */
+    uint64_t checked_epoch; /* store_push.checked_epoch (0: none) */
+} route_how;
+
+/* Whether the change a shard checked it was the primary of under checked_epoch may
+ * have been accepted under a ring this replicator has left (lock held): the ring
+ * changed between the check and now, and this shard is not the primary of some key on
+ * the ring it routes with. Its keys' primary now never gets it from here (nor, made
+ * after its export, through a sync): the push must not be acknowledged. */
+static bool moved_since_check(const replicator *r, uint64_t checked_epoch, const uint64_t *keys,
+                              size_t n) {
+    if (!checked_epoch || (r->ring && hashring_epoch(r->ring) == checked_epoch))
+        return false;
+    if (!r->ring || r->self_cur == UINT32_MAX)
+        return true;
+    for (size_t i = 0; i < n; i++)
+        if (hashring_primary(r->ring, keys[i]) != r->self_cur)
+            return true;
+    return false;
+}
+
 static void route_locked(replicator *r, uint64_t pos, const uint64_t *keys, size_t n,
-                         const void *change, entry_fn make) {
+                         const void *change, const route_how *how) {
+    if (moved_since_check(r, how->checked_epoch, keys, n))
+        repl_lost_add_locked(r, pos, pos);
     if (!r->ring || r->self_cur == UINT32_MAX || n == 0 || r->n_live == 0)
         return;
+    entry_fn make = how->make;
     /* a key's targets: its R - 1 backups and the pending ring's R owners at most */
     const uint32_t per_key =
         2 * (r->replication < HASHRING_MAX_REPLICAS ? r->replication : HASHRING_MAX_REPLICAS);
@@ -365,7 +404,10 @@ static void route_locked(replicator *r, uint64_t pos, const uint64_t *keys, size
                         break;
                     }
         }
-        enqueue_locked(r->live[slot], make(change, count[slot] < n ? idx : NULL, m), pos);
+        repl_entry *e = make(change, count[slot] < n ? idx : NULL, m);
+        if (e && how->look_up)
+            journal_mark_look_up(how->type, e->enc.head, sizeof e->enc.head);
+        enqueue_locked(r->live[slot], e, pos);
     }
     pthread_cond_broadcast(&r->changed);
 out:
@@ -375,26 +417,37 @@ out:
 }
 
 void replicator_push(replicator *r, uint64_t pos, const store_push *p) {
-    if (p->from_peer)
+    if (p->from_peer && !p->forward)
         return;
     pthread_mutex_lock(&r->lock);
-    route_locked(r, pos, p->keys, p->n, p, push_entry);
+    route_how how = {.make = p->from_peer ? push_forwarded : push_entry,
+                     .type = JOURNAL_TYPE_PUSH,
+                     .look_up = !p->from_peer && p->request_id && !p->first_try,
+                     .checked_epoch = p->checked_epoch};
+    route_locked(r, pos, p->keys, p->n, p, &how);
     pthread_mutex_unlock(&r->lock);
 }
 
 void replicator_rows(replicator *r, uint64_t pos, const row_push *p) {
-    if (p->from_peer || p->n == 0)
+    if ((p->from_peer && !p->forward) || p->n == 0)
         return;
     uint64_t *made = NULL; /* the rows' keys, unless the push brings them */
     pthread_mutex_lock(&r->lock);
-    if (r->n_live == 0) { /* no backup to route to: no keys to compute */
+    bool ring_moved = p->checked_epoch && (!r->ring || hashring_epoch(r->ring) != p->checked_epoch);
+    if (r->n_live == 0 && !ring_moved) { /* no backup to route to: no keys to compute */
     } else if (!p->keys && !(made = malloc(p->n * sizeof *made))) {
         for (uint32_t i = 0; i < r->n_live; i++)
             repl_need_sync_locked(r->live[i], "out of memory routing a rows change");
+        if (ring_moved) /* unknown whether its rows moved: not acknowledged */
+            repl_lost_add_locked(r, pos, pos);
     } else {
         if (made)
             ps_keys_rows(ps_key_table(p->model, p->table), p->n, p->ids, made);
-        route_locked(r, pos, p->keys ? p->keys : made, p->n, p, rows_entry);
+        route_how how = {.make = p->from_peer ? rows_forwarded : rows_entry,
+                         .type = JOURNAL_TYPE_ROWS,
+                         .look_up = !p->from_peer && p->request_id && !p->first_try,
+                         .checked_epoch = p->checked_epoch};
+        route_locked(r, pos, p->keys ? p->keys : made, p->n, p, &how);
     }
     pthread_mutex_unlock(&r->lock);
     free(made);
@@ -403,7 +456,8 @@ void replicator_rows(replicator *r, uint64_t pos, const row_push *p) {
 void replicator_delete(replicator *r, uint64_t pos, size_t n, const uint64_t *keys) {
     delete_change d = {keys, n};
     pthread_mutex_lock(&r->lock);
-    route_locked(r, pos, keys, n, &d, delete_entry);
+    route_how how = {.make = delete_entry, .type = JOURNAL_TYPE_DELETE};
+    route_locked(r, pos, keys, n, &d, &how);
     pthread_mutex_unlock(&r->lock);
 }
 

@@ -103,3 +103,33 @@ fail:
     repl_entry_free(e);
     return NULL;
 }
+
+repl_entry *repl_entry_forwarded(repl_entry *e, uint8_t type) {
+    if (!e)
+        return NULL;
+    uint8_t *bytes = malloc(e->enc.len + 1);
+    struct iovec *one = malloc(sizeof *one);
+    if (!bytes || !one) {
+        free(bytes);
+        free(one);
+        repl_entry_free(e);
+        return NULL;
+    }
+    size_t at = 0;
+    for (int i = 0; i < e->enc.n_iov; i++) {
+        memcpy(bytes + at, e->enc.iov[i].iov_base, e->enc.iov[i].iov_len);
+        at += e->enc.iov[i].iov_len;
+    }
+    journal_mark_look_up(type, bytes, at);
+    journal_encoded_free(&e->enc); /* what it pointed into goes too */
+    push_subset_free(&e->subset);
+    free(e->keys);
+    free(e->values);
+    e->keys = NULL;
+    *one = (struct iovec){bytes, at};
+    e->values = bytes; /* owned from now on */
+    e->enc.iov = one;
+    e->enc.n_iov = 1;
+    e->enc.len = at;
+    return e;
+}

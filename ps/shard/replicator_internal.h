@@ -27,6 +27,7 @@ typedef struct repl_entry {
     uint8_t *values;    /* a rows change's values */
     size_t bytes;       /* the frame's bytes, head included */
     uint64_t view;      /* the replicator's view when it was queued */
+    uint64_t epoch;     /* the ring epoch it was routed under */
     bool in_batch;      /* a lane's call holds it: only that lane frees it */
     bool orphan;        /* dropped from the queue while in a batch: the lane frees it */
 } repl_entry;
@@ -38,6 +39,10 @@ void repl_entry_free(repl_entry *entry); /* accepts NULL */
 repl_entry *repl_entry_push(const store_push *push, const uint32_t *idx, size_t m);
 repl_entry *repl_entry_rows(const row_push *push, const uint32_t *idx, size_t m);
 repl_entry *repl_entry_delete(const uint64_t *keys, size_t n, const uint32_t *idx, size_t m);
+/* The entry (of a record of `type`) made to own its bytes, one copy, and marked
+ * look up (journal_mark_look_up): a copy from a peer sent on. NULL (e freed) when
+ * out of memory; NULL in, NULL out. */
+repl_entry *repl_entry_forwarded(repl_entry *e, uint8_t type);
 
 struct repl_target;
 
@@ -143,10 +148,11 @@ void repl_left_sync_start_locked(repl_target *t, uint64_t view);
 void repl_left_sync_end_locked(repl_target *t, bool ok);
 
 /* Sends a batch of `count` framed records (the pieces in parts) to the target (lock NOT
- * held). sync and resume as in ReplicateRequest. *ret_inc gets the backup's incarnation. */
+ * held). sync, resume and routed_epoch as in ReplicateRequest. *ret_inc gets the
+ * backup's incarnation. */
 ps_status repl_send(repl_target *t, const rpc_bytes_part *parts, size_t n_parts, uint32_t count,
-                    uint64_t first, bool sync, uint64_t resume, uint64_t *ret_applied,
-                    uint64_t *ret_inc, char *err, size_t err_len);
+                    uint64_t first, bool sync, uint64_t resume, uint64_t routed_epoch,
+                    uint64_t *ret_applied, uint64_t *ret_inc, char *err, size_t err_len);
 
 /* replicator_sync.c: syncs the target (lock NOT held; its sender runs it). */
 ps_status repl_sync(repl_target *t, char *err, size_t err_len);

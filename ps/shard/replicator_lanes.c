@@ -60,8 +60,8 @@ void repl_need_sync_locked(repl_target *t, const char *why) {
 }
 
 ps_status repl_send(repl_target *t, const rpc_bytes_part *parts, size_t n_parts, uint32_t count,
-                    uint64_t first, bool sync, uint64_t resume, uint64_t *ret_applied,
-                    uint64_t *ret_inc, char *err, size_t err_len) {
+                    uint64_t first, bool sync, uint64_t resume, uint64_t routed_epoch,
+                    uint64_t *ret_applied, uint64_t *ret_inc, char *err, size_t err_len) {
     replicator *r = t->r;
     pthread_mutex_lock(&r->lock);
     uint64_t epoch = r->ring ? hashring_epoch(r->ring) : 0, to_inc = sync ? 0 : t->peer_inc;
@@ -75,6 +75,7 @@ ps_status repl_send(repl_target *t, const rpc_bytes_part *parts, size_t n_parts,
     req.to_incarnation = to_inc;
     req.sync = sync;
     req.resume = resume;
+    req.routed_epoch = routed_epoch;
     rpc_bytes_field f = {.field_number = 15, .parts = parts, .n_parts = n_parts};
     rpc_call_opts co = {.timeout_ms = r->opts.call_timeout_ms};
     ProtobufCMessage *resp = NULL;
@@ -112,15 +113,18 @@ static ps_status send_batch(repl_target *t, repl_entry *first, uint32_t count,
         return PS_STATUS_NO_MEMORY;
     }
     size_t k = 0;
+    uint64_t routed = UINT64_MAX; /* the oldest ring its entries were routed under */
     e = first;
     for (uint32_t i = 0; i < count; i++, e = e->next) {
+        if (e->epoch < routed)
+            routed = e->epoch;
         parts[k++] = rpc_loan_part(loan, e->head, REPLICATOR_FRAME_HEAD);
         for (int j = 0; j < e->enc.n_iov; j++)
             parts[k++] = rpc_loan_part(loan, e->enc.iov[j].iov_base, e->enc.iov[j].iov_len);
     }
     uint64_t applied = 0, inc = 0;
-    ps_status st =
-        repl_send(t, parts, n_parts, count, first->num, false, 0, &applied, &inc, err, err_len);
+    ps_status st = repl_send(t, parts, n_parts, count, first->num, false, 0, routed, &applied, &inc,
+                             err, err_len);
     free(parts);
     rpc_loan_destroy(loan); /* once gRPC holds none of the parts */
     pthread_mutex_lock(&r->lock);

@@ -32,6 +32,7 @@ typedef struct sync_run {
     uint64_t resume; /* the stream number after the point */
     uint64_t point;  /* the journal position the images stand for */
     uint64_t bytes;  /* image bytes sent */
+    uint64_t inc;    /* the backup's incarnation, as the first batch's answer said */
     char *err;
     size_t err_len;
 } sync_run;
@@ -70,10 +71,24 @@ static uint64_t sync_point(void *arg) {
 static ps_status flush(sync_run *run, uint64_t resume) {
     rpc_bytes_part part = {run->buf, run->len, NULL, NULL};
     uint64_t applied = 0, inc = 0;
-    ps_status st = repl_send(run->t, &part, run->len ? 1 : 0, run->count, 0, true, resume, &applied,
-                             &inc, run->err, run->err_len);
+    ps_status st = repl_send(run->t, &part, run->len ? 1 : 0, run->count, 0, true, resume, 0,
+                             &applied, &inc, run->err, run->err_len);
     if (st != PS_STATUS_OK)
         return st;
+    replicator *rr = run->t->r;
+    pthread_mutex_lock(&rr->lock);
+    uint64_t known = run->t->peer_inc;
+    pthread_mutex_unlock(&rr->lock);
+    /* the backup restarted since this sync began, or (a sync of part of its keys) since
+       the stream last reached it: the changes queued for it may or may not be in what it
+       kept; sent again, it would apply them twice. Only a sync of everything will do. */
+    if (inc && ((run->inc && inc != run->inc) || (!run->full && known && inc != known))) {
+        ps_set_err(run->err, run->err_len,
+                   "it restarted (incarnation %016llx, was %016llx): syncing it whole",
+                   (unsigned long long)inc, (unsigned long long)(run->inc ? run->inc : known));
+        return PS_STATUS_FAILED_PRECONDITION;
+    }
+    run->inc = inc;
     run->bytes += run->len;
     run->len = 0;
     run->count = 0;

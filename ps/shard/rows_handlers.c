@@ -19,7 +19,7 @@
 static ps_status check_rows(shard_ctx *ctx, rpc_ctx *rc, const char *what, bool any, uint64_t epoch,
                             const char *model, const char *table, const Ps__TableSpec *msg,
                             size_t n, const uint64_t *ids, table_spec *ret_spec,
-                            uint64_t **ret_keys) {
+                            uint64_t **ret_keys, uint64_t *ret_checked) {
     *ret_keys = NULL;
     if (!model || !*model || !table || !*table)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT, "%s must name a model and a table",
@@ -38,16 +38,14 @@ static ps_status check_rows(shard_ctx *ctx, rpc_ctx *rc, const char *what, bool 
         return rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu rows", n);
     ps_keys_rows(ps_key_table(model, table), n, ids, keys);
     *ret_keys = keys;
-    return shard_check_owner(ctx, rc, any, epoch, n, keys);
+    return shard_check_owner(ctx, rc, any, epoch, n, keys, ret_checked);
 }
 
 /* What is left of a rows push a request applied some rows of before (a retry). */
 typedef struct rows_rest {
-    row_push push; /* the rows not applied yet, when n > 0 */
+    row_subset sub; /* the rows not applied yet, when n > 0 */
     size_t n;
     bool all_done; /* every row was applied before */
-    uint64_t *ids;
-    uint8_t *values;
 } rows_rest;
 
 /* Fills *rest when the push's request applied some of its rows before; *ret_pos gets the
@@ -67,32 +65,11 @@ static ps_status dedup_rows(shard_ctx *ctx, rpc_ctx *rc, const row_push *p, rows
     rest->all_done = done == p->n;
     if (done == 0 || done == p->n)
         goto out;
-    size_t row = (size_t)p->spec->dim * 4, m = 0;
-    rest->ids = malloc((p->n - done) * sizeof *rest->ids + 1);
-    rest->values = malloc((p->n - done) * row + 1);
-    if (!rest->ids || !rest->values) {
+    if (row_subset_make(p, applied, &rest->sub) != PS_STATUS_OK) {
         st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu rows", p->n);
         goto out;
     }
-    ps_bytes one;
-    ps_bytes_cursor cur = ps_bytes_runs(p->pieces, p->n_pieces, p->values, p->values_len, &one);
-    for (size_t i = 0; i < p->n; i++) { /* length checked above */
-        if (applied[i]) {
-            (void)ps_bytes_take(&cur, NULL, row);
-            continue;
-        }
-        rest->ids[m] = p->ids[i];
-        (void)ps_bytes_take(&cur, rest->values + m * row, row);
-        m++;
-    }
-    rest->push = *p;
-    rest->push.n = rest->n = m;
-    rest->push.ids = rest->ids;
-    rest->push.keys = NULL; /* computed again where needed, for these rows */
-    rest->push.values = rest->values;
-    rest->push.pieces = NULL;
-    rest->push.n_pieces = 0;
-    rest->push.values_len = m * row;
+    rest->n = rest->sub.push.n;
 out:
     free(applied);
     return st;
@@ -109,7 +86,7 @@ ps_status shard_handle_pull_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
     table_spec spec;
     uint64_t *keys = NULL;
     ps_status st = check_rows(ctx, rc, "pull", true, req->epoch, req->model, req->table, req->spec,
-                              req->n_ids, req->ids, &spec, &keys);
+                              req->n_ids, req->ids, &spec, &keys, NULL);
     free(keys);
     if (st != PS_STATUS_OK)
         return st;
@@ -174,9 +151,9 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "push carries its values field %zu times: send it once", n_values);
     table_spec spec;
-    uint64_t *keys = NULL;
+    uint64_t *keys = NULL, checked = 0;
     st = check_rows(ctx, rc, "push", false, req->epoch, req->model, req->table, req->spec,
-                    req->n_ids, req->ids, &spec, &keys);
+                    req->n_ids, req->ids, &spec, &keys, &checked);
     if (st != PS_STATUS_OK) {
         free(keys);
         return st;
@@ -198,6 +175,7 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         .skip_non_finite = req->skip_non_finite,
         .request_id = req->request_id,
         .first_try = req->first_try,
+        .checked_epoch = checked,
     };
     char err[RPC_DETAILS_MAX];
     uint64_t lsn = 0, done_pos = 0;
@@ -207,8 +185,8 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
     if ((st = dedup_rows(ctx, rc, &push, &rest, &done_pos)) != PS_STATUS_OK)
         goto out;
     if (rest.n || !rest.all_done) {
-        st = row_store_push(ctx->rows, rest.n ? &rest.push : &push, &resp.created, &resp.skipped,
-                            err, sizeof err);
+        st = row_store_push(ctx->rows, rest.n ? &rest.sub.push : &push, &resp.created,
+                            &resp.skipped, err, sizeof err);
         if (st != PS_STATUS_OK) {
             st = store_error(rc, st == PS_STATUS_IO ? PS_STATUS_UNAVAILABLE : st, err);
             goto out;
@@ -226,8 +204,7 @@ ps_status shard_handle_push_rows(rpc_ctx *rc, const ProtobufCMessage *msg, void 
         st = shard_answer_durable(ctx, rc, lsn > done_pos ? lsn : done_pos, lsn > done_pos,
                                   "rows push");
 out:
-    free(rest.ids);
-    free(rest.values);
+    row_subset_free(&rest.sub);
     free(keys);
     return st;
 }

@@ -72,10 +72,15 @@ typedef struct store_push {
     bool skip_non_finite;        /* OPTIMIZE: skip (and count) keys whose gradients hold a
                                     NaN or infinity instead of refusing the push */
     bool from_peer;              /* a copy from the keys' primary (replication): the
-                                    journal writes it but does not send it on */
+                                    journal writes it but does not send it on... */
+    bool forward;                /* ...unless this: it was routed under an older ring,
+                                    and the keys this shard is the primary of now go on
+                                    to their other owners (replicator_push) */
     uint64_t request_id;         /* the client's id of the push (dedup.h); 0: none */
     bool first_try;              /* the client sent none of these keys before under
                                     request_id: they are not looked up (dedup_check) */
+    uint64_t checked_epoch;      /* the ring epoch this shard checked it is the keys'
+                                    primary under (0: not checked: a copy, a replay) */
     uint64_t base_version;       /* key i gets version base + i + 1 (a skipped key leaves a
                                     gap): a copy from the primary (from_peer) brings the
                                     primary's; for others the store sets it (its clock)

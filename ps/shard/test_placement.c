@@ -57,7 +57,7 @@ static void test_owns_exactly_its_primary_keys(void **state) {
     char err[256];
     for (uint64_t k = 1; k < 300; k++) {
         uint64_t key = k * 0x9E3779B97F4A7C15ull;
-        ps_status st = placement_check(p, 5, 1, &key, err, sizeof err);
+        ps_status st = placement_check(p, 5, 1, &key, NULL, err, sizeof err);
         if (hashring_primary(r, key) == self) {
             assert_int_equal(st, PS_STATUS_OK);
             mine++;
@@ -101,13 +101,13 @@ static void test_off_the_ring_owns_nothing(void **state) {
     placement *p = make("shard-9");
     uint64_t key = 42;
     char err[256];
-    assert_int_equal(placement_check(p, 0, 1, &key, err, sizeof err), PS_STATUS_WRONG_EPOCH);
+    assert_int_equal(placement_check(p, 0, 1, &key, NULL, err, sizeof err), PS_STATUS_WRONG_EPOCH);
     assert_non_null(strstr(err, "not on the ring"));
     const char *ids[] = {"shard-1"};
     size_t len = 0;
     void *buf = ring_bytes(ids, 1, 2, &len);
     assert_int_equal(placement_ring_install(p, buf, len, NULL, NULL), PS_STATUS_OK);
-    assert_int_equal(placement_check(p, 2, 1, &key, err, sizeof err), PS_STATUS_WRONG_EPOCH);
+    assert_int_equal(placement_check(p, 2, 1, &key, NULL, err, sizeof err), PS_STATUS_WRONG_EPOCH);
     assert_non_null(strstr(err, "shard-9"));
     placement_destroy(p);
     free(buf);

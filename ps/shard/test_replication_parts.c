@@ -6,6 +6,8 @@
  *     replaced count for the requests recorded before no more (marks swept in bulk);
  *   - push_subset.h: a subset's values are exactly its keys' bytes, also when the
  *     request's values arrived in pieces that cut floats and keys in two;
+ *   - a copy a backup sends on as the keys' primary now (forwarded) owns its bytes and
+ *     applies only the keys its request did not apply where it lands;
  *   - repl_inbox.h: a stream remembers what it applied, never goes back but for a
  *     sync's reset, starts anew for a restarted primary, refuses a bad id, and keeps
  *     a second call of one stream waiting while the first applies;
@@ -485,6 +487,134 @@ static void test_subset_keeps_the_primary_versions(void **state) {
     fixture_free(&prim);
 }
 
+/* The values of the three one-float chunks keys[0..3) into got. */
+static void read3(store *s, const uint64_t *keys, float *got) {
+    uint32_t lens[3];
+    uint64_t vers[3];
+    float *vals = NULL;
+    size_t len = 0;
+    assert_int_equal(store_read(s, 3, keys, 1 << 20, lens, vers, &vals, &len, NULL, NULL, 0),
+                     PS_STATUS_OK);
+    assert_int_equal(len, 3 * sizeof *vals);
+    memcpy(got, vals, len);
+    free(vals);
+}
+
+/* The one run of bytes an entry's record makes. */
+static uint8_t *entry_bytes(const repl_entry *e) {
+    uint8_t *b = malloc(e->enc.len + 1), *at = b;
+    assert_non_null(b);
+    for (int i = 0; i < e->enc.n_iov; i++) {
+        memcpy(at, e->enc.iov[i].iov_base, e->enc.iov[i].iov_len);
+        at += e->enc.iov[i].iov_len;
+    }
+    return b;
+}
+
+/* A copy from a peer that a backup sends on (the keys' primary now, after a ring
+ * change) is marked forwarded and owns its bytes; where it lands, only the keys its
+ * request did not apply there before are applied (a whole copy that is not forwarded
+ * is applied whole): the old primary that made the change and gets it back from the
+ * new one does not apply it twice. The same for rows. */
+static void test_forwarded_copies_apply_only_what_was_not_applied(void **state) {
+    (void)state;
+    fixture back = fixture_make(0);
+    dedup *d = NULL;
+    assert_int_equal(dedup_create(0, &d), PS_STATUS_OK);
+    const uint64_t keys[3] = {21, 22, 23};
+    const uint32_t lengths[3] = {1, 1, 1};
+    const float zeros[3] = {0, 0, 0}, ones[3] = {1, 1, 1};
+    store_push init = {.op = UPDATE_LOG_OP_ASSIGN,
+                       .n = 3,
+                       .keys = keys,
+                       .lengths = lengths,
+                       .values = (const uint8_t *)zeros,
+                       .values_len = sizeof zeros};
+    store_batch *b = NULL;
+    char err[256];
+    assert_int_equal(store_batch_prepare(back.store, &init, &b, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(store_batch_apply(back.store, b, NULL, NULL, err, sizeof err), PS_STATUS_OK);
+    store_batch_destroy(b);
+    float *copy = malloc(sizeof ones); /* the peer's request, gone once the entry is made */
+    assert_non_null(copy);
+    memcpy(copy, ones, sizeof ones);
+    store_push add = {.op = UPDATE_LOG_OP_ADD,
+                      .n = 3,
+                      .keys = keys,
+                      .lengths = lengths,
+                      .values = (const uint8_t *)copy,
+                      .values_len = sizeof ones,
+                      .from_peer = true,
+                      .request_id = 77};
+    repl_entry *fwd = repl_entry_forwarded(repl_entry_push(&add, NULL, 0), JOURNAL_TYPE_PUSH);
+    repl_entry *plain = repl_entry_push(&add, NULL, 0);
+    assert_true(fwd && plain);
+    assert_int_equal(fwd->enc.n_iov, 1);
+    uint8_t *plain_rec = entry_bytes(plain); /* before the request's memory goes */
+    memset(copy, 0xff, sizeof ones);         /* (NaN: applying it would be refused) */
+    free(copy);
+    uint8_t *rec = entry_bytes(fwd);
+    const uint64_t done[1] = {22};
+    assert_int_equal(dedup_record(d, 77, 1, done, 5), PS_STATUS_OK); /* 22 applied here */
+    journal_target t = {.chunks = back.store, .dedup = d};
+    uint64_t lsn = 1;
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_PUSH, rec, fwd->enc.len, true, &lsn),
+                     PS_STATUS_OK);
+    float got[3];
+    read3(back.store, keys, got);
+    assert_true(got[0] == 1 && got[1] == 0 && got[2] == 1);
+    assert_int_equal(dedup_record(d, 77, 3, keys, 6), PS_STATUS_OK); /* now all were */
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_PUSH, rec, fwd->enc.len, true, &lsn),
+                     PS_STATUS_OK);
+    assert_int_equal(lsn, 0); /* nothing applied, nothing journaled */
+    read3(back.store, keys, got);
+    assert_true(got[0] == 1 && got[1] == 0 && got[2] == 1);
+    assert_int_equal(journal_apply(&t, JOURNAL_TYPE_PUSH, plain_rec, plain->enc.len, true, NULL),
+                     PS_STATUS_OK); /* not forwarded: applied whole, as every copy is */
+    read3(back.store, keys, got);
+    assert_true(got[0] == 2 && got[1] == 1 && got[2] == 2);
+    free(rec);
+    free(plain_rec);
+    repl_entry_free(fwd);
+    repl_entry_free(plain);
+
+    /* rows: row 6 applied here before, row 5 not */
+    row_store *rs = NULL;
+    assert_int_equal(row_store_create(&(row_store_opts){.name = "f"}, &rs), PS_STATUS_OK);
+    const table_spec spec = {.dim = 2, .init = TABLE_INIT_ZEROS, .optimizer = OPTIM_NONE};
+    const uint64_t ids[2] = {5, 6};
+    const float rows[4] = {1, 1, 1, 1};
+    row_push rp = {.model = "m",
+                   .table = "emb",
+                   .spec = &spec,
+                   .op = ROW_OP_ADD,
+                   .n = 2,
+                   .ids = ids,
+                   .values = (const uint8_t *)rows,
+                   .values_len = sizeof rows,
+                   .from_peer = true,
+                   .request_id = 78};
+    repl_entry *rf = repl_entry_forwarded(repl_entry_rows(&rp, NULL, 0), JOURNAL_TYPE_ROWS);
+    assert_non_null(rf);
+    uint8_t *rrec = entry_bytes(rf);
+    uint64_t k6;
+    ps_keys_rows(ps_key_table("m", "emb"), 1, &ids[1], &k6);
+    assert_int_equal(dedup_record(d, 78, 1, &k6, 7), PS_STATUS_OK);
+    journal_target rt = {.rows = rs, .dedup = d};
+    assert_int_equal(journal_apply(&rt, JOURNAL_TYPE_ROWS, rrec, rf->enc.len, true, NULL),
+                     PS_STATUS_OK);
+    float rgot[4];
+    assert_int_equal(
+        row_store_pull(rs, "m", "emb", &spec, 2, ids, rgot, NULL, NULL, NULL, err, sizeof err),
+        PS_STATUS_OK);
+    assert_true(rgot[0] == 1 && rgot[1] == 1 && rgot[2] == 0 && rgot[3] == 0);
+    free(rrec);
+    repl_entry_free(rf);
+    row_store_destroy(rs);
+    dedup_destroy(d);
+    fixture_free(&back);
+}
+
 static void test_inbox_streams(void **state) {
     (void)state;
     repl_inbox *in = NULL;
@@ -857,6 +987,7 @@ int main(void) {
         cmocka_unit_test(test_replicator_lost_changes),
         cmocka_unit_test(test_push_subset_slices_values_across_pieces),
         cmocka_unit_test(test_subset_keeps_the_primary_versions),
+        cmocka_unit_test(test_forwarded_copies_apply_only_what_was_not_applied),
         cmocka_unit_test(test_inbox_streams),
         cmocka_unit_test(test_inbox_one_call_per_stream_at_a_time),
         cmocka_unit_test(test_inbox_applies_batches_in_order),

@@ -192,9 +192,10 @@ class Cluster:
         self.coordinator_port = p.port
         return p
 
-    def start_shard(self, shard_id):
+    def start_shard(self, shard_id, port=0):
+        """Starts a shard (port 0: any free one; a restart passes the port it had)."""
         data = ["--data-dir", self.tmp / f"{shard_id}.data"] if self.data_dirs else []
-        p = Proc(shard_id, [SHARD_BIN, "--id", shard_id, "--listen", "127.0.0.1:0",
+        p = Proc(shard_id, [SHARD_BIN, "--id", shard_id, "--listen", f"127.0.0.1:{port}",
                             "--coordinator", self.coordinator] + self.shard_args + data, self.tmp)
         self.procs[shard_id] = p
         return p

@@ -52,6 +52,8 @@ void model_config_destroy(model_config *cfg) {
     }
     free(cfg->layers);
     free(cfg->values);
+    cfg_names_free(&cfg->value_names);
+    cfg_names_free(&cfg->param_names);
     for (size_t i = 0; i < cfg->n_params; i++) {
         free(cfg->params[i].name);
     }
@@ -163,6 +165,9 @@ static ps_status parse_root(model_config *cfg, json_t *root, char *err, size_t e
             }
         }
         cfg->n_values = i + 1;
+        if (cfg_names_add(cfg, &cfg->value_names, i) != PS_STATUS_OK) {
+            return PS_STATUS_NO_MEMORY;
+        }
     }
     for (size_t i = 0; i < n_layers; i++) {
         layer_ctx lc = {.index = i, .all = layers};

@@ -93,6 +93,14 @@ typedef struct cfg_sum {
     size_t a, b, out;
 } cfg_sum;
 
+/* An index of names by hash (model_config_names.c): slots hold entry indexes (SIZE_MAX:
+ * empty) into the config's values or params, whichever the index is of. */
+typedef struct cfg_names {
+    uint64_t *hashes;
+    size_t *slots;
+    size_t cap, n; /* cap: a power of two or 0 */
+} cfg_names;
+
 struct model_config {
     char *text; /* the JSON text, NUL-terminated, owned */
     size_t text_len;
@@ -113,6 +121,8 @@ struct model_config {
     size_t n_params;
     size_t cap_params;
     cfg_param *params;
+    cfg_names value_names; /* values[] by name */
+    cfg_names param_names; /* params[] by name */
     size_t n_sums;
     cfg_sum *sums; /* [n_layers] at most: one per concat */
     size_t n_vars;
@@ -126,6 +136,16 @@ typedef struct layer_ctx {
     char where[MODEL_CONFIG_NAME_MAX + 64];
     json_t *all; /* the whole "layers" array, to tell "comes later" from "missing" */
 } layer_ctx;
+
+/* ---- model_config_names.c ----------------------------------------------------------- */
+
+/* Adds entry `index` of names' kind (cfg->values for &cfg->value_names, else
+ * cfg->params), by its name; a name already there keeps its first entry. NO_MEMORY. */
+ps_status cfg_names_add(model_config *cfg, cfg_names *names, size_t index);
+/* The first entry added with this name (NULL: none). */
+bool cfg_names_find(const model_config *cfg, const cfg_names *names, const char *name,
+                    size_t *ret_index);
+void cfg_names_free(cfg_names *names);
 
 /* ---- model_config_util.c ------------------------------------------------------------ */
 

@@ -14,20 +14,16 @@
 /* Looks up a layer input by name. */
 static ps_status resolve_input(model_config *cfg, const layer_ctx *lc, const char *name,
                                size_t *ret_value, char *err, size_t err_len) {
-    for (size_t i = 0; i < cfg->n_values; i++) {
-        if (strcmp(cfg->values[i].name, name) == 0) {
-            *ret_value = i;
-            return PS_STATUS_OK;
-        }
+    if (cfg_names_find(cfg, &cfg->value_names, name, ret_value)) {
+        return PS_STATUS_OK;
     }
-    for (size_t i = 0; i < cfg->n_params; i++) {
-        if (strcmp(cfg->params[i].name, name) == 0) {
-            ps_set_err(err, err_len,
-                       "%s: input \"%s\" is a parameter tensor (the %s of layers[%zu]), not a "
-                       "model input or a layer output",
-                       lc->where, name, cfg->params[i].role, cfg->params[i].first_layer);
-            return PS_STATUS_INVALID_ARGUMENT;
-        }
+    size_t i;
+    if (cfg_names_find(cfg, &cfg->param_names, name, &i)) {
+        ps_set_err(err, err_len,
+                   "%s: input \"%s\" is a parameter tensor (the %s of layers[%zu]), not a "
+                   "model input or a layer output",
+                   lc->where, name, cfg->params[i].role, cfg->params[i].first_layer);
+        return PS_STATUS_INVALID_ARGUMENT;
     }
     for (size_t j = lc->index; j < json_array_size(lc->all); j++) {
         json_t *out = json_object_get(json_array_get(lc->all, j), "output");
@@ -50,19 +46,18 @@ static ps_status use_param(model_config *cfg, const layer_ctx *lc, const char *n
                            const char *role, uint32_t ndims, size_t *ret_index, char *err,
                            size_t err_len) {
     char what[MODEL_CONFIG_NAME_MAX + 64];
-    for (size_t i = 0; i < cfg->n_params; i++) {
-        cfg_param *p = &cfg->params[i];
-        if (strcmp(p->name, name) == 0) {
-            if (p->ndims != ndims) {
-                ps_set_err(err, err_len,
-                           "%s: parameter \"%s\" is used as a %u-dim %s here but as a %u-dim %s "
-                           "by layers[%zu]",
-                           lc->where, name, ndims, role, p->ndims, p->role, p->first_layer);
-                return PS_STATUS_INVALID_ARGUMENT;
-            }
-            *ret_index = i;
-            return PS_STATUS_OK;
+    size_t i;
+    if (cfg_names_find(cfg, &cfg->param_names, name, &i)) {
+        const cfg_param *p = &cfg->params[i];
+        if (p->ndims != ndims) {
+            ps_set_err(err, err_len,
+                       "%s: parameter \"%s\" is used as a %u-dim %s here but as a %u-dim %s "
+                       "by layers[%zu]",
+                       lc->where, name, ndims, role, p->ndims, p->role, p->first_layer);
+            return PS_STATUS_INVALID_ARGUMENT;
         }
+        *ret_index = i;
+        return PS_STATUS_OK;
     }
     if (cfg_name_taken(cfg, name, what, sizeof(what))) {
         ps_set_err(err, err_len, "%s: %s \"%s\" names %s, not a parameter tensor", lc->where, role,
@@ -94,7 +89,7 @@ static ps_status use_param(model_config *cfg, const layer_ctx *lc, const char *n
         return PS_STATUS_NO_MEMORY;
     }
     *ret_index = cfg->n_params++;
-    return PS_STATUS_OK;
+    return cfg_names_add(cfg, &cfg->param_names, *ret_index);
 }
 
 ps_status cfg_param_field(model_config *cfg, const layer_ctx *lc, json_t *obj, const char *key,
@@ -414,5 +409,5 @@ ps_status cfg_parse_layer(model_config *cfg, layer_ctx *lc, json_t *obj, char *e
     info->output = cfg->n_values;
     out.name = layer->output;
     cfg->values[cfg->n_values++] = out;
-    return PS_STATUS_OK;
+    return cfg_names_add(cfg, &cfg->value_names, cfg->n_values - 1);
 }

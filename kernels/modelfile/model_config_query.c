@@ -80,15 +80,7 @@ bool model_config_param_at(const model_config *cfg, size_t i, model_tensor_desc 
 }
 
 bool model_config_param_find(const model_config *cfg, const char *name, size_t *ret_index) {
-    for (size_t i = 0; name != NULL && i < cfg->n_params; i++) {
-        if (strcmp(cfg->params[i].name, name) == 0) {
-            if (ret_index != NULL) {
-                *ret_index = i;
-            }
-            return true;
-        }
-    }
-    return false;
+    return cfg_names_find(cfg, &cfg->param_names, name, ret_index);
 }
 
 size_t model_config_table_count(const model_config *cfg) {
@@ -125,15 +117,7 @@ const char *model_config_value_name(const model_config *cfg, size_t i) {
 }
 
 bool model_config_value_find(const model_config *cfg, const char *name, size_t *ret_index) {
-    for (size_t i = 0; name != NULL && i < cfg->n_values; i++) {
-        if (strcmp(cfg->values[i].name, name) == 0) {
-            if (ret_index != NULL) {
-                *ret_index = i;
-            }
-            return true;
-        }
-    }
-    return false;
+    return cfg_names_find(cfg, &cfg->value_names, name, ret_index);
 }
 
 /* ------------------------------------------------------------------------------------ */

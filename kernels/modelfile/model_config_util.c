@@ -279,22 +279,19 @@ ps_status cfg_check_keys(json_t *obj, const char *const *allowed, const char *wh
 /* Is `name` already used by an input, a layer output or a parameter? Writes what uses
  * it into `what`. */
 bool cfg_name_taken(const model_config *cfg, const char *name, char *what, size_t what_len) {
-    for (size_t i = 0; i < cfg->n_values; i++) {
-        if (strcmp(cfg->values[i].name, name) == 0) {
-            if (cfg->values[i].producer == MODEL_CONFIG_NONE) {
-                snprintf(what, what_len, "a model input");
-            } else {
-                snprintf(what, what_len, "the output of layers[%zu]", cfg->values[i].producer);
-            }
-            return true;
+    size_t i;
+    if (cfg_names_find(cfg, &cfg->value_names, name, &i)) {
+        if (cfg->values[i].producer == MODEL_CONFIG_NONE) {
+            snprintf(what, what_len, "a model input");
+        } else {
+            snprintf(what, what_len, "the output of layers[%zu]", cfg->values[i].producer);
         }
+        return true;
     }
-    for (size_t i = 0; i < cfg->n_params; i++) {
-        if (strcmp(cfg->params[i].name, name) == 0) {
-            snprintf(what, what_len, "the %s parameter of layers[%zu]", cfg->params[i].role,
-                     cfg->params[i].first_layer);
-            return true;
-        }
+    if (cfg_names_find(cfg, &cfg->param_names, name, &i)) {
+        snprintf(what, what_len, "the %s parameter of layers[%zu]", cfg->params[i].role,
+                 cfg->params[i].first_layer);
+        return true;
     }
     return false;
 }

@@ -542,6 +542,69 @@ static void test_layer_errors(void **state) {
                  "weight \"w\" dim 1 is 4, but the feature count of input \"b\" is 5");
 }
 
+/* A deep config (names looked up by hash while it is parsed): 5,000 dense layers in a
+ * chain, each its own weight and bias, all found; then the same chain whose last layer
+ * reuses the weight of layers[3] with another rank, or takes as input a parameter, or
+ * writes an output that a parameter already names: each refused, naming layers[3]. */
+static char *deep_config(size_t n, const char *last) {
+    size_t cap = n * 160 + 1024, at = 0;
+    char *t = malloc(cap);
+    assert_non_null(t);
+    at += (size_t)snprintf(t + at, cap - at,
+                           "{'name': 'deep', 'max_batch_size': 1, 'inputs': [{'name': 'x', "
+                           "'datatype': 'FP32', 'shape': [-1, 4]}], 'outputs': [{'name': 'h%zu', "
+                           "'datatype': 'FP32', 'shape': [-1, 4]}], 'layers': [",
+                           n - 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 == n && last) {
+            at += (size_t)snprintf(t + at, cap - at, "%s]}", last);
+            break;
+        }
+        at += (size_t)snprintf(t + at, cap - at,
+                               "{'op': 'dense', 'input': '%s%zu', 'output': 'h%zu', 'weight': "
+                               "'w%zu', 'bias': 'b%zu'}%s",
+                               i ? "h" : "x", i ? i - 1 : 0, i, i, i, i + 1 < n ? ", " : "]}");
+    }
+    if (strncmp(t + strlen(t) - 2, "]}", 2) != 0)
+        fail_msg("deep config cut");
+    /* the first layer's input is 'x0': make it 'x' */
+    char *x0 = strstr(t, "'input': 'x0'");
+    assert_non_null(x0);
+    memmove(x0 + 11, x0 + 12, strlen(x0 + 12) + 1);
+    return t;
+}
+
+static void test_deep_config(void **state) {
+    (void)state;
+    enum { N = 5000 };
+    char *t = deep_config(N, NULL);
+    model_config *cfg = parse_ok(t);
+    free(t);
+    assert_int_equal(model_config_layer_count(cfg), N);
+    size_t i = 0;
+    assert_true(model_config_param_find(cfg, "w4321", &i));
+    assert_true(model_config_value_find(cfg, "h4999", &i));
+    assert_false(model_config_param_find(cfg, "h4999", &i));
+    assert_false(model_config_value_find(cfg, "w4321", &i));
+    model_config_destroy(cfg);
+    char last[256];
+    snprintf(last, sizeof last, "{'op': 'scale', 'input': 'h%d', 'output': 'h%d', 'scale': 'w3'}",
+             N - 2, N - 1);
+    t = deep_config(N, last);
+    expect_error(t, PS_STATUS_INVALID_ARGUMENT, "but as a 2-dim weight by layers[3]");
+    free(t);
+    snprintf(last, sizeof last, "{'op': 'dense', 'input': 'b3', 'output': 'h%d', 'weight': 'wz'}",
+             N - 1);
+    t = deep_config(N, last);
+    expect_error(t, PS_STATUS_INVALID_ARGUMENT, "is a parameter tensor (the bias of layers[3])");
+    free(t);
+    snprintf(last, sizeof last, "{'op': 'dense', 'input': 'h%d', 'output': 'w3', 'weight': 'wz'}",
+             N - 2);
+    t = deep_config(N, last);
+    expect_error(t, PS_STATUS_INVALID_ARGUMENT, "layers[3]");
+    free(t);
+}
+
 static void test_error_buffer_edge_cases(void **state) {
     (void)state;
     model_config *cfg = NULL;
@@ -569,6 +632,7 @@ int main(void) {
         cmocka_unit_test(test_io_errors),
         cmocka_unit_test(test_layer_errors),
         cmocka_unit_test(test_error_buffer_edge_cases),
+        cmocka_unit_test(test_deep_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

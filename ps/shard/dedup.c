@@ -34,6 +34,7 @@ typedef struct request {
     size_t cap;      /* slots, a power of two or 0 */
     bool has_zero;
     bool retried;          /* a call of it came that was not a first try: look every call up */
+    uint64_t swept;        /* the marks (dedup_forget) up to this number are applied to it */
     struct request *chain; /* next in its bucket */
     struct request *older, *newer; /* the FIFO */
 } request;
@@ -196,22 +197,16 @@ static uint64_t tomb_of(const tombs *t, uint64_t key) {
     }
 }
 
-/* Whether r recorded key by a call numbered above `since` (the segments after it). */
-static bool recorded_since(const request *r, uint64_t key, uint64_t since) {
-    for (size_t s = r->n_segs; s-- > 0 && r->segs[s].seq > since;) {
-        size_t start = s ? r->segs[s - 1].end : 0;
-        for (size_t j = start; j < r->segs[s].end; j++)
-            if (r->keys[j] == key)
-                return true;
-    }
-    return false;
-}
+static void filter_locked(dedup *d, request *r);
 
 /* Which of keys[0..n) r applied (lock held); see dedup_lookup. Without the memory for
  * r's set, the list is searched instead (slow, but no retry is ever wrongly applied). A
- * key an image replaced since r recorded it counts only if r recorded it again after. */
-static size_t lookup_locked(const dedup *d, request *r, size_t n, const uint64_t *keys,
+ * key an image replaced since r recorded it counts only if r recorded it again after:
+ * the marks are applied to r first (once per dedup_forget since). */
+static size_t lookup_locked(dedup *d, request *r, size_t n, const uint64_t *keys,
                             bool *ret_applied) {
+    if (r->swept < d->forget_seq) /* (only requests older than the mark hold such keys) */
+        filter_locked(d, r);
     bool indexed = index_locked(r) == PS_STATUS_OK;
     size_t found = 0;
     for (size_t i = 0; i < n; i++) {
@@ -224,9 +219,6 @@ static size_t lookup_locked(const dedup *d, request *r, size_t n, const uint64_t
             for (size_t j = 0; j < r->n && !hit; j++)
                 hit = r->keys[j] == keys[i];
         }
-        uint64_t tomb = hit && (d->tombs.n || d->tombs.zero_seq) ? tomb_of(&d->tombs, keys[i]) : 0;
-        if (tomb && r->segs[0].seq < tomb)
-            hit = recorded_since(r, keys[i], tomb);
         if (ret_applied)
             ret_applied[i] = hit;
         found += hit;
@@ -445,35 +437,46 @@ ps_status dedup_export(dedup *d, uint64_t max_pos, dedup_entry **ret_entries, si
     return PS_STATUS_OK;
 }
 
-/* Drops from every request the keys the tombs say no longer count, and the tombs
- * (lock held): what keeps the tombs bounded. Requests left without keys go. */
+/* Drops from r the keys the marks say no longer count (lock held); its set is built
+ * again when a lookup needs it. */
+static void filter_locked(dedup *d, request *r) {
+    r->swept = d->forget_seq;
+    if (r->n_segs == 0 || r->segs[0].seq > d->forget_seq)
+        return; /* recorded after every mark */
+    size_t m = 0, start = 0, segs = 0;
+    uint64_t pos = 0;
+    for (size_t s = 0; s < r->n_segs; s++) {
+        size_t before = m, end = r->segs[s].end;
+        for (size_t j = start; j < end; j++)
+            if (still_counts(d, r, s, r->keys[j]))
+                r->keys[m++] = r->keys[j];
+        start = end;
+        if (m > before) {
+            r->segs[segs] = r->segs[s];
+            r->segs[segs++].end = m;
+            if (r->segs[s].pos > pos)
+                pos = r->segs[s].pos;
+        }
+    }
+    if (m == r->n)
+        return;
+    d->n_keys -= r->n - m;
+    r->n = m;
+    r->n_segs = segs;
+    r->pos = pos;
+    free(r->slots);
+    r->slots = NULL;
+    r->cap = r->indexed = 0;
+    r->has_zero = false;
+}
+
+/* Applies the marks to every request and drops them (lock held): what keeps the marks
+ * bounded. Requests left without keys go. */
 static void sweep_locked(dedup *d) {
     for (request *r = d->oldest; r;) {
         request *next = r->newer;
-        size_t m = 0, start = 0, segs = 0;
-        uint64_t pos = 0;
-        for (size_t s = 0; s < r->n_segs; s++) {
-            size_t before = m, end = r->segs[s].end;
-            for (size_t j = start; j < end; j++)
-                if (still_counts(d, r, s, r->keys[j]))
-                    r->keys[m++] = r->keys[j];
-            start = end;
-            if (m > before) {
-                r->segs[segs] = r->segs[s];
-                r->segs[segs++].end = m;
-                if (r->segs[s].pos > pos)
-                    pos = r->segs[s].pos;
-            }
-        }
-        d->n_keys -= r->n - m;
-        r->n = m;
-        r->n_segs = segs;
-        r->pos = pos;
-        free(r->slots); /* built again from the list when a lookup needs it */
-        r->slots = NULL;
-        r->cap = r->indexed = 0;
-        r->has_zero = false;
-        if (m == 0 && !r->retried) /* (a retry's mark stays: see dedup_check) */
+        filter_locked(d, r);
+        if (r->n == 0 && !r->retried) /* (a retry's mark stays: see dedup_check) */
             unlink_locked(d, r);
         r = next;
     }
@@ -539,8 +542,9 @@ void dedup_forget(dedup *d, size_t n, const uint64_t *keys) {
             }
         }
     }
-    /* tombs past the keys remembered (or a small floor): applied and dropped */
-    if (d->tombs.n > DEDUP_TOMBS_MIN && d->tombs.n > d->n_keys)
+    /* marks past a quarter of the keys remembered (or a small floor): applied to every
+       request and dropped, so they take at most a quarter of the memory the keys do */
+    if (d->tombs.n > DEDUP_TOMBS_MIN && d->tombs.n > d->n_keys / 4)
         sweep_locked(d);
     pthread_mutex_unlock(&d->lock);
 }

@@ -66,6 +66,9 @@ ps_status dedup_record(dedup *dedup, uint64_t id, size_t n, const uint64_t *keys
  * outnumber the keys remembered); without memory for a mark, every request is
  * forgotten. */
 void dedup_forget(dedup *dedup, size_t n, const uint64_t *keys);
+/* (The marks take 16 bytes a key, past the bound's 8, at most a quarter as many as the
+ * keys remembered before they are swept; a request is filtered by them, once, when a
+ * lookup first needs it.) */
 
 /* One remembered request, as dedup_export gives it. */
 typedef struct dedup_entry {

@@ -453,6 +453,7 @@ static ps_status replay_push_parts(const journal_target *t, const uint8_t *p, si
                        .skip_non_finite = p[2] & 1,
                        .from_peer = from_peer,
                        .forward = from_peer && t->forward,
+                       .ret_forwarded = t->forwarded,
                        .request_id = request_id,
                        .base_version = from_peer ? base_version : 0,
                        .slots = slots};
@@ -579,6 +580,7 @@ static ps_status replay_rows_parts(const journal_target *t, const uint8_t *p, si
                      .skip_non_finite = p[2] & 1,
                      .from_peer = from_peer,
                      .forward = from_peer && t->forward,
+                     .ret_forwarded = t->forwarded,
                      .request_id = request_id,
                      .ret_lsn = ret_lsn};
     ps_status st = PS_STATUS_OK;
@@ -732,6 +734,8 @@ static ps_status apply_flat(const journal_target *t, uint8_t type, const uint8_t
         return replay_rows_parts(t, p, len, NULL, 0, 0, from_peer, ret_lsn, err, err_len);
     if (type == JOURNAL_TYPE_ROWS_REMOVE) /* a shard's own collection: never from a peer */
         return from_peer ? PS_STATUS_PARSE : replay_rows_remove(t->rows, p, len, err, err_len);
+    if (type == JOURNAL_TYPE_DEDUP && from_peer) /* a sync's come as images (repl_handler) */
+        return PS_STATUS_PARSE;
     if (type == JOURNAL_TYPE_DEDUP) { /* a replay's: remember it (a live one: shard_journal.c) */
         uint64_t id = 0, *keys = NULL;
         size_t n = 0;

@@ -52,11 +52,13 @@
 typedef struct journal_target {
     store *chunks;
     row_store *rows;
-    dedup *dedup; /* where dedup records go (NULL: nowhere); what a copy marked look up
-                     (journal_mark_look_up) applied already is looked up there */
-    bool forward; /* copies from a peer routed under an older ring: sent on by the keys'
-                     primary now (store_push.forward) */
-    char *err;    /* why a store refused a record (which value is NaN, ...); may be NULL */
+    dedup *dedup;        /* where dedup records go (NULL: nowhere); what a copy marked look up
+                            (journal_mark_look_up) applied already is looked up there */
+    bool forward;        /* copies from a peer routed under an older ring: sent on by the keys'
+                            primary now (store_push.forward) */
+    uint64_t *forwarded; /* with forward: the largest position of a copy sent on (may be
+                            NULL) */
+    char *err;           /* why a store refused a record (which value is NaN, ...); may be NULL */
     size_t err_len;
 } journal_target;
 

@@ -3,7 +3,10 @@
  * walked where gRPC received them: repl_frames.h), applies
  * the records it does not have yet through the journal (journal_apply, marked
  * from_peer so they are journaled here but not sent on), waits until they are durable
- * in this shard's own log, and answers the last record number applied. Runs on a
+ * in this shard's own log, and answers the last record number applied. A batch routed
+ * under a ring older than this shard's (routed_epoch) may hold changes to keys this
+ * shard is the primary of now (a join committed meanwhile): those go on to the keys'
+ * other owners (forward), and the answer waits until they have them. Runs on a
  * thread of its own (RPC_METHOD_UNARY_OWN_THREAD): primaries' push handlers wait on it.
  * A sync's batches carry images (image.h), installed whole and journaled like changes,
  * and the request ids of the changes they hold (JOURNAL_TYPE_DEDUP, remembered);
@@ -74,9 +77,13 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
        join committed while they were on their way) go on to their other owners */
     placement_info pi;
     placement_get_info(ctx->placement, &pi);
-    bool forward = !req->sync && ctx->repl && (!req->routed_epoch || req->routed_epoch < pi.epoch);
-    journal_target target = {
-        .chunks = ctx->store, .rows = ctx->rows, .dedup = ctx->dedup, .forward = forward};
+    bool forward = !req->sync && ctx->repl && req->routed_epoch && req->routed_epoch < pi.epoch;
+    uint64_t sent_on = 0; /* the largest position of a copy that went on */
+    journal_target target = {.chunks = ctx->store,
+                             .rows = ctx->rows,
+                             .dedup = ctx->dedup,
+                             .forward = forward,
+                             .forwarded = &sent_on};
     uint64_t done = applied, max_lsn = 0;
     repl_frame fr;
     for (uint32_t i = 0; repl_frames_next(frames, &fr); i++) {
@@ -129,12 +136,15 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
     repl_inbox_end(ctx->inbox, stream, done, false);
     if ((st = shard_wait_logged(ctx, rc, max_lsn, "replicated change")) != PS_STATUS_OK)
         return st;
-    if (forward) { /* what went on is on those owners before the batch counts as applied
-                      (a batch sent again waits for what the first sending forwarded) */
+    if (sent_on) { /* what went on is on those owners before the batch counts as applied */
         char why[RPC_DETAILS_MAX / 2] = "";
-        uint64_t upto = max_lsn ? max_lsn : shard_journal_position(ctx);
-        if (upto && replicator_wait(ctx->repl, upto, ps_now_ms() + wait_ms, why, sizeof why) !=
-                        PS_STATUS_OK)
+        int64_t deadline = ps_now_ms() + wait_ms;
+        uint64_t upto = sent_on;
+        if (replicator_lost(ctx->repl, sent_on)) /* a ring change came first: whole syncs */
+            upto = replicator_resync(ctx->repl, sent_on, shard_journal_position(ctx),
+                                     "a change a ring change may have kept from it: syncing "
+                                     "it whole");
+        if (replicator_wait_sent_on(ctx->repl, upto, deadline, why, sizeof why) != PS_STATUS_OK)
             return rpc_ctx_error(rc, PS_STATUS_UNAVAILABLE,
                                  "replicate from %s: applied on shard %s, which is the primary "
                                  "of some of its keys now, but not yet on their other owners "

@@ -328,9 +328,6 @@ static repl_entry *delete_entry(const void *c, const uint32_t *idx, size_t m) {
     return repl_entry_delete(d->keys, d->n, idx, m);
 }
 
-/* Groups the change's keys by target and queues each target its entry (lock held). A
- * target waiting for its sync gets only the keys it held: the sync's images carry the
- * others. */
 /* How a change is routed (route_locked). */
 typedef struct route_how {
     entry_fn make;
@@ -356,12 +353,17 @@ static bool moved_since_check(const replicator *r, uint64_t checked_epoch, const
     return false;
 }
 
-static void route_locked(replicator *r, uint64_t pos, const uint64_t *keys, size_t n,
+/* Groups the change's keys by target and queues each target its entry (lock held). A
+ * target waiting for its sync gets only the keys it held: the sync's images carry the
+ * others (it was left them). True when some target got an entry or was left one. First,
+ * a change whose keys moved since it was checked is lost (moved_since_check). */
+static bool route_locked(replicator *r, uint64_t pos, const uint64_t *keys, size_t n,
                          const void *change, const route_how *how) {
     if (moved_since_check(r, how->checked_epoch, keys, n))
         repl_lost_add_locked(r, pos, pos);
     if (!r->ring || r->self_cur == UINT32_MAX || n == 0 || r->n_live == 0)
-        return;
+        return false;
+    bool routed = false; /* some target got an entry or was left it */
     entry_fn make = how->make;
     /* a key's targets: its R - 1 backups and the pending ring's R owners at most */
     const uint32_t per_key =
@@ -369,9 +371,12 @@ static void route_locked(replicator *r, uint64_t pos, const uint64_t *keys, size
     uint32_t *own = malloc(n * per_key * sizeof *own + 1);
     uint32_t *count = calloc(r->n_live + 1, sizeof *count);
     uint32_t *idx = malloc(n * sizeof *idx + 1);
-    if (!own || !count || !idx) {
-        for (uint32_t i = 0; i < r->n_live; i++)
+    if (!own || !count || !idx) { /* every backup: synced whole, which carries it */
+        for (uint32_t i = 0; i < r->n_live; i++) {
             repl_need_sync_locked(r->live[i], "out of memory routing a change");
+            repl_left_add_locked(r->live[i], pos, r->view);
+        }
+        routed = true;
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
@@ -381,6 +386,7 @@ static void route_locked(replicator *r, uint64_t pos, const uint64_t *keys, size
         uint32_t k = 0;
         for (uint32_t j = 0; j < got; j++) {
             repl_target *t = to[j];
+            routed = true;
             if (t->need_sync && !t->syncing &&
                 !repl_held(r->settled, t->idx_settled, t->full, r->replication, keys[i])) {
                 repl_left_add_locked(t, pos, r->view); /* its sync's images carry it */
@@ -414,32 +420,44 @@ out:
     free(own);
     free(count);
     free(idx);
+    return routed;
+}
+
+/* A copy from a peer sent on: where the position goes for the backup's wait. */
+static void note_sent_on(uint64_t *ret_forwarded, uint64_t pos) {
+    if (ret_forwarded && pos > *ret_forwarded)
+        *ret_forwarded = pos;
 }
 
 void replicator_push(replicator *r, uint64_t pos, const store_push *p) {
-    if (p->from_peer && !p->forward)
+    if (p->from_peer && (!p->forward || !p->request_id)) /* (no id: see forward) */
         return;
     pthread_mutex_lock(&r->lock);
     route_how how = {.make = p->from_peer ? push_forwarded : push_entry,
                      .type = JOURNAL_TYPE_PUSH,
                      .look_up = !p->from_peer && p->request_id && !p->first_try,
                      .checked_epoch = p->checked_epoch};
-    route_locked(r, pos, p->keys, p->n, p, &how);
+    if (route_locked(r, pos, p->keys, p->n, p, &how) && p->from_peer)
+        note_sent_on(p->ret_forwarded, pos);
     pthread_mutex_unlock(&r->lock);
 }
 
 void replicator_rows(replicator *r, uint64_t pos, const row_push *p) {
-    if ((p->from_peer && !p->forward) || p->n == 0)
+    if ((p->from_peer && (!p->forward || !p->request_id)) || p->n == 0)
         return;
     uint64_t *made = NULL; /* the rows' keys, unless the push brings them */
     pthread_mutex_lock(&r->lock);
     bool ring_moved = p->checked_epoch && (!r->ring || hashring_epoch(r->ring) != p->checked_epoch);
     if (r->n_live == 0 && !ring_moved) { /* no backup to route to: no keys to compute */
     } else if (!p->keys && !(made = malloc(p->n * sizeof *made))) {
-        for (uint32_t i = 0; i < r->n_live; i++)
+        for (uint32_t i = 0; i < r->n_live; i++) { /* synced whole, which carries it */
             repl_need_sync_locked(r->live[i], "out of memory routing a rows change");
+            repl_left_add_locked(r->live[i], pos, r->view);
+        }
         if (ring_moved) /* unknown whether its rows moved: not acknowledged */
             repl_lost_add_locked(r, pos, pos);
+        if (p->from_peer)
+            note_sent_on(p->ret_forwarded, pos);
     } else {
         if (made)
             ps_keys_rows(ps_key_table(p->model, p->table), p->n, p->ids, made);
@@ -447,7 +465,8 @@ void replicator_rows(replicator *r, uint64_t pos, const row_push *p) {
                          .type = JOURNAL_TYPE_ROWS,
                          .look_up = !p->from_peer && p->request_id && !p->first_try,
                          .checked_epoch = p->checked_epoch};
-        route_locked(r, pos, p->keys ? p->keys : made, p->n, p, &how);
+        if (route_locked(r, pos, p->keys ? p->keys : made, p->n, p, &how) && p->from_peer)
+            note_sent_on(p->ret_forwarded, pos);
     }
     pthread_mutex_unlock(&r->lock);
     free(made);
@@ -480,11 +499,13 @@ static repl_target *lagging_locked(replicator *r, uint64_t pos) {
     return NULL;
 }
 
-ps_status replicator_wait(replicator *r, uint64_t pos, int64_t deadline_ms, char *err,
+/* replicator_wait, and without its wait for entries that reference the caller's
+ * memory (holding: false; for changes whose entries own their bytes). */
+static ps_status wait_for(replicator *r, uint64_t pos, bool holding, int64_t deadline_ms, char *err,
                           size_t err_len) {
     ps_status st = PS_STATUS_OK;
     pthread_mutex_lock(&r->lock);
-    while (holding_locked(r, pos)) /* the entries point into the caller's request */
+    while (holding && holding_locked(r, pos)) /* the entries point into the caller's request */
         pthread_cond_wait(&r->changed, &r->lock);
     for (;;) {
         repl_target *t = lagging_locked(r, pos);
@@ -503,11 +524,42 @@ ps_status replicator_wait(replicator *r, uint64_t pos, int64_t deadline_ms, char
     return st;
 }
 
-bool replicator_done(replicator *r, uint64_t pos) {
+ps_status replicator_wait(replicator *r, uint64_t pos, int64_t deadline_ms, char *err,
+                          size_t err_len) {
+    return wait_for(r, pos, true, deadline_ms, err, err_len);
+}
+
+ps_status replicator_wait_sent_on(replicator *r, uint64_t pos, int64_t deadline_ms, char *err,
+                                  size_t err_len) {
+    return wait_for(r, pos, false, deadline_ms, err, err_len);
+}
+
+bool replicator_done(replicator *r, uint64_t pos, bool fresh) {
     pthread_mutex_lock(&r->lock);
-    bool done = !holding_locked(r, pos) && !lagging_locked(r, pos);
+    bool done = !holding_locked(r, pos) && !lagging_locked(r, pos) &&
+                !(repl_lost_locked(r, pos) && (fresh || pos > r->resync_pos));
     pthread_mutex_unlock(&r->lock);
     return done;
+}
+
+uint64_t replicator_resync(replicator *r, uint64_t pos, uint64_t now, const char *why) {
+    pthread_mutex_lock(&r->lock);
+    if (pos > r->resync_pos) { /* no whole sync begun since it was made: one now */
+        for (uint32_t i = 0; i < r->n_live; i++)
+            repl_need_sync_locked(r->live[i], why);
+        r->resync_pos = now;
+        pthread_cond_broadcast(&r->changed);
+    }
+    uint64_t upto = r->resync_pos;
+    pthread_mutex_unlock(&r->lock);
+    return upto;
+}
+
+bool replicator_moved(replicator *r, uint64_t checked_epoch, size_t n, const uint64_t *keys) {
+    pthread_mutex_lock(&r->lock);
+    bool moved = moved_since_check(r, checked_epoch, keys, n);
+    pthread_mutex_unlock(&r->lock);
+    return moved;
 }
 
 void replicator_get_stats(replicator *r, replicator_stats *ret) {

@@ -107,7 +107,12 @@ uint64_t replicator_synced_epoch(replicator *replicator);
  * lock, in apply order, with strictly increasing positions). Never fails: when an entry
  * cannot be built (no memory) the backups concerned are synced again. The entries
  * reference the change's arrays and values until replicator_wait(pos) returns. Changes
- * marked from_peer are not sent on. */
+ * marked from_peer are not sent on, unless also marked forward (routed under an older
+ * ring, with a request id): then the keys this shard is the primary of now go on, in
+ * entries that own their bytes, marked look up (journal_mark_look_up), and the
+ * position is noted in ret_forwarded. A change checked under another ring than the
+ * replicator's (checked_epoch), on which some key is not this shard's, is lost
+ * (replicator_lost). Copies of retried pushes are marked look up. */
 void replicator_push(replicator *replicator, uint64_t pos, const store_push *push);
 void replicator_rows(replicator *replicator, uint64_t pos, const row_push *push);
 void replicator_delete(replicator *replicator, uint64_t pos, size_t n, const uint64_t *keys);
@@ -119,8 +124,27 @@ void replicator_delete(replicator *replicator, uint64_t pos, size_t n, const uin
 ps_status replicator_wait(replicator *replicator, uint64_t pos, int64_t deadline_ms, char *err,
                           size_t err_len);
 /* Whether replicator_wait(pos) would return OK at once (nothing references the
- * caller's memory, every backup has it). */
-bool replicator_done(replicator *replicator, uint64_t pos);
+ * caller's memory, every backup has it) and the change is not lost: replicator_lost(pos)
+ * is false, or (not fresh: a retry answered from an earlier try's change) a whole
+ * resync began after it (replicator_resync). */
+bool replicator_done(replicator *replicator, uint64_t pos, bool fresh);
+/* replicator_wait without the wait for entries referencing the caller's memory: for
+ * the copies a backup sends on (replicator_push with forward), whose entries own their
+ * bytes. */
+ps_status replicator_wait_sent_on(replicator *replicator, uint64_t pos, int64_t deadline_ms,
+                                  char *err, size_t err_len);
+/* For a retry answered from an earlier try's change at pos that is lost (and whose keys
+ * this shard is still the primary of: replicator_moved is false): unless a whole resync
+ * began after pos, every backup is synced anew, whole (queues dropped), from `now` (the
+ * journal's position); returns the position to wait for (replicator_wait) before the
+ * change counts as on every owner. `why` is what status shows meanwhile. */
+uint64_t replicator_resync(replicator *replicator, uint64_t pos, uint64_t now, const char *why);
+/* Whether a change checked to be this shard's (as the keys' primary) under ring
+ * checked_epoch may have moved since: the replicator holds another ring, on which this
+ * shard is not the primary of some key (0: not checked: false). A retry answered from an
+ * earlier try's change must then be refused (its client goes to the primary now). */
+bool replicator_moved(replicator *replicator, uint64_t checked_epoch, size_t n,
+                      const uint64_t *keys);
 /* Whether the change at pos may be missing for good on one of its keys' owners: a ring
  * change came before a backup had it through its queue or a sync (say a joining shard,
  * now the keys' primary, restarted before it had it; this shard's syncs no longer carry

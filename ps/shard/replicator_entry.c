@@ -88,15 +88,14 @@ repl_entry *repl_entry_delete(const uint64_t *keys, size_t n, const uint32_t *id
     repl_entry *e = calloc(1, sizeof *e);
     if (!e)
         return NULL;
-    if (idx) {
-        if (!(e->keys = malloc(m * sizeof *e->keys + 1)))
-            goto fail;
-        for (size_t j = 0; j < m; j++)
-            e->keys[j] = keys[idx[j]];
-        keys = e->keys;
-        n = m;
-    }
-    if (journal_encode_delete(n, keys, &e->enc) != PS_STATUS_OK)
+    /* copied always: a delete's keys may be a peer's copy's, freed once applied (a
+       shard that is the keys' primary now sends deletes on as it applies them) */
+    size_t k = idx ? m : n;
+    if (!(e->keys = malloc(k * sizeof *e->keys + 1)))
+        goto fail;
+    for (size_t j = 0; j < k; j++)
+        e->keys[j] = idx ? keys[idx[j]] : keys[j];
+    if (journal_encode_delete(k, e->keys, &e->enc) != PS_STATUS_OK)
         goto fail;
     return entry_finish(e, JOURNAL_TYPE_DELETE);
 fail:

@@ -134,6 +134,8 @@ struct replicator {
     uint64_t view;
     repl_range lost[REPL_LOST_RANGES];
     uint32_t n_lost;
+    uint64_t resync_pos; /* every backup was resynced whole from this position on
+                            (replicator_resync): lost changes before it are on them */
     uint64_t sent_records, failed_calls, syncs, sync_bytes;
 };
 
@@ -142,6 +144,7 @@ struct replicator {
  * (t's left changes are lost unless t is off both rings); t's sync starts under view
  * (it takes over what was left under that view; the rest is lost); t's sync ended. */
 void repl_lost_add_locked(replicator *r, uint64_t lo, uint64_t hi);
+bool repl_lost_locked(const replicator *r, uint64_t pos);
 void repl_left_add_locked(repl_target *t, uint64_t pos, uint64_t view);
 void repl_left_view_changed_locked(repl_target *t);
 void repl_left_sync_start_locked(repl_target *t, uint64_t view);

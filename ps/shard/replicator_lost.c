@@ -77,11 +77,16 @@ void repl_left_sync_end_locked(repl_target *t, bool ok) {
     t->covering = (repl_range){0};
 }
 
+bool repl_lost_locked(const replicator *r, uint64_t pos) {
+    for (uint32_t i = 0; i < r->n_lost; i++)
+        if (r->lost[i].lo <= pos && pos <= r->lost[i].hi)
+            return true;
+    return false;
+}
+
 bool replicator_lost(replicator *r, uint64_t pos) {
-    bool lost = false;
     pthread_mutex_lock(&r->lock);
-    for (uint32_t i = 0; i < r->n_lost && !lost; i++)
-        lost = r->lost[i].lo <= pos && pos <= r->lost[i].hi;
+    bool lost = repl_lost_locked(r, pos);
     pthread_mutex_unlock(&r->lock);
     return lost;
 }

@@ -97,17 +97,18 @@ typedef struct row_push {
     const ps_bytes *pieces;      /* or, when n_pieces > 0, the same bytes in pieces, as
                                     gRPC received them (a row may straddle two) */
     size_t n_pieces;
-    bool skip_non_finite;   /* OPTIMIZE only: skip (and count) each row whose
-                               gradient holds a NaN or infinity instead of refusing
-                               the push; ASSIGN and ADD always refuse */
-    uint64_t *ret_lsn;      /* with a journal: its record's LSN (may be NULL) */
-    bool from_peer;         /* a copy from the rows' primary (replication): the
-                               journal writes it but does not send it on... */
-    bool forward;           /* ...unless this (see store_push) */
-    uint64_t request_id;    /* the client's id of the push (dedup.h); 0: none */
-    bool first_try;         /* the client sent none of these rows before under
-                               request_id: they are not looked up (dedup_check) */
-    uint64_t checked_epoch; /* as in store_push */
+    bool skip_non_finite;    /* OPTIMIZE only: skip (and count) each row whose
+                                gradient holds a NaN or infinity instead of refusing
+                                the push; ASSIGN and ADD always refuse */
+    uint64_t *ret_lsn;       /* with a journal: its record's LSN (may be NULL) */
+    bool from_peer;          /* a copy from the rows' primary (replication): the
+                                journal writes it but does not send it on... */
+    bool forward;            /* ...unless this (see store_push) */
+    uint64_t *ret_forwarded; /* as in store_push */
+    uint64_t request_id;     /* the client's id of the push (dedup.h); 0: none */
+    bool first_try;          /* the client sent none of these rows before under
+                                request_id: they are not looked up (dedup_check) */
+    uint64_t checked_epoch;  /* as in store_push */
 } row_push;
 
 /* Where applied pushes are written, so a restart can replay them (journal.h): called

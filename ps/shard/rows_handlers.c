@@ -62,6 +62,13 @@ static ps_status dedup_rows(shard_ctx *ctx, rpc_ctx *rc, const row_push *p, rows
         goto out;
     }
     size_t done = dedup_lookup(ctx->dedup, p->request_id, p->n, p->keys, applied, ret_pos);
+    if (done > 0 && ctx->repl && replicator_moved(ctx->repl, p->checked_epoch, p->n, p->keys)) {
+        st = rpc_ctx_error(rc, PS_STATUS_UNAVAILABLE,
+                           "request %016llx: the ring changed while it was checked here; send "
+                           "it again to the rows' primary now",
+                           (unsigned long long)p->request_id);
+        goto out;
+    }
     rest->all_done = done == p->n;
     if (done == 0 || done == p->n)
         goto out;

@@ -240,11 +240,13 @@ ps_status shard_ring_install(shard_ctx *ctx, const Ps__Ring *ring, shard_ring_ch
         atomic_store(&ctx->ring_pending_epoch, ring->pending_epoch);
         atomic_store(&ctx->gc_due, true);
     }
+    /* the replicator first: a push checked under the new ring (placement) is then routed
+       under it too; one checked under the old ring and routed under the new one is found
+       by the replicator (store_push.checked_epoch) and not acknowledged */
+    (void)replicator_set_ring(ctx->repl, ring->ring.data, ring->ring.len, ring->pending.data,
+                              ring->pending.len, ring->pending_epoch, ring->replication);
     ps_status st =
         placement_ring_install(ctx->placement, ring->ring.data, ring->ring.len, &installed, &info);
-    if (st == PS_STATUS_OK) /* it keeps what it held unless this is newer (or no memory) */
-        (void)replicator_set_ring(ctx->repl, ring->ring.data, ring->ring.len, ring->pending.data,
-                                  ring->pending.len, ring->pending_epoch, ring->replication);
     if (st == PS_STATUS_OK && ret_change) {
         ret_change->installed = installed;
         ret_change->epoch = info.epoch;

@@ -175,7 +175,10 @@ ps_status shard_journal_remember(void *arg, uint8_t type, uint64_t lsn, const vo
     if (type == IMAGE_JOURNAL_TYPE) { /* what it replaced: what was remembered goes */
         char err[200];
         image_target told = {.replaced = shard_images_replaced, .replaced_arg = ctx};
-        return image_journal_replay(&told, payload, len, err, sizeof err);
+        /* one that does not decode stops nothing: the snapshot holds its values, and the
+           request ids it kept say what they hold */
+        (void)image_journal_replay(&told, payload, len, err, sizeof err);
+        return PS_STATUS_OK;
     }
     uint64_t id = 0, *keys = NULL;
     size_t n = 0;
@@ -265,12 +268,21 @@ ps_status shard_wait_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, bool fre
         int64_t left = rpc_ctx_deadline_ms(rc); /* INT64_MAX: the call has no deadline */
         if (left > REPLICATION_WAIT_MAX_MS)
             left = REPLICATION_WAIT_MAX_MS;
-        st = replicator_wait(ctx->repl, pos, left > 0 ? ps_now_ms() + left : 0, why, sizeof why);
-        if (st == PS_STATUS_OK && fresh && replicator_lost(ctx->repl, pos)) {
-            snprintf(why, sizeof why,
-                     "a ring change came before a new owner of some of its keys had it; "
-                     "send it again (with its request id) to their primary now");
-            st = PS_STATUS_UNAVAILABLE;
+        int64_t deadline = left > 0 ? ps_now_ms() + left : 0;
+        st = replicator_wait(ctx->repl, pos, deadline, why, sizeof why);
+        if (st == PS_STATUS_OK && replicator_lost(ctx->repl, pos)) {
+            if (fresh) { /* its keys' primary now may lack it: the client sends it there */
+                snprintf(why, sizeof why,
+                         "a ring change came before a new owner of some of its keys had it; "
+                         "send it again (with its request id) to their primary now");
+                st = PS_STATUS_UNAVAILABLE;
+            } else { /* an earlier try's change, still ours (the handler checked): the
+                        backups are synced whole, which carries it */
+                uint64_t upto = replicator_resync(
+                    ctx->repl, pos, shard_journal_position(ctx),
+                    "a change a ring change may have kept from it: syncing it whole");
+                st = replicator_wait(ctx->repl, upto, deadline, why, sizeof why);
+            }
         }
     }
     ps_status logged = shard_wait_logged(ctx, rc, pos, what);
@@ -291,8 +303,7 @@ ps_status shard_ack_wait(void *arg, rpc_ctx *rc, uint64_t pos, bool fresh, const
 ps_status shard_answer_durable(shard_ctx *ctx, rpc_ctx *rc, uint64_t pos, bool fresh,
                                const char *what) {
     if (pos == 0 || ((!ctx->wal || wal_durable_lsn(ctx->wal) >= pos) &&
-                     (!ctx->repl || (replicator_done(ctx->repl, pos) &&
-                                     !(fresh && replicator_lost(ctx->repl, pos))))))
+                     (!ctx->repl || replicator_done(ctx->repl, pos, fresh))))
         return PS_STATUS_OK; /* durable already (no log, no backups): answer now */
     if (ctx->acker && acker_take(ctx->acker, rc, pos, fresh, what) == PS_STATUS_OK)
         return PS_STATUS_OK; /* answered by the acker: rc is not ours any more */
@@ -313,6 +324,14 @@ ps_status shard_dedup_push(shard_ctx *ctx, rpc_ctx *rc, const store_push *push, 
         goto out;
     }
     size_t done = dedup_lookup(ctx->dedup, push->request_id, push->n, push->keys, applied, ret_pos);
+    if (done > 0 && ctx->repl &&
+        replicator_moved(ctx->repl, push->checked_epoch, push->n, push->keys)) {
+        st = rpc_ctx_error(rc, PS_STATUS_UNAVAILABLE,
+                           "request %016llx: the ring changed while it was checked here; send "
+                           "it again to the keys' primary now",
+                           (unsigned long long)push->request_id);
+        goto out;
+    }
     if (done > 0 && done < push->n) {
         size_t m = 0;
         for (size_t i = 0; i < push->n; i++)

@@ -75,7 +75,11 @@ typedef struct store_push {
                                     journal writes it but does not send it on... */
     bool forward;                /* ...unless this: it was routed under an older ring,
                                     and the keys this shard is the primary of now go on
-                                    to their other owners (replicator_push) */
+                                    to their other owners (replicator_push; only with a
+                                    request id: the old primary, one of those owners,
+                                    could not tell it applied it already) */
+    uint64_t *ret_forwarded;     /* with forward: set to the change's position when some
+                                    of it went on (may be NULL) */
     uint64_t request_id;         /* the client's id of the push (dedup.h); 0: none */
     bool first_try;              /* the client sent none of these keys before under
                                     request_id: they are not looked up (dedup_check) */

@@ -224,8 +224,10 @@ ps_status replicator_set_ring(replicator *r, const void *data, size_t len, const
     n_live = 0;
     r->view++;
     for (repl_target *t = r->targets; t; t = t->next) {
-        if (!t->removed && t->slot == UINT32_MAX)
-            t->removed = true; /* on neither ring: it stops */
+        if (!t->removed && t->slot == UINT32_MAX) { /* on neither ring: it stops */
+            t->removed = true;
+            t->removed_view = r->view;
+        }
         repl_left_view_changed_locked(t);
         if (t->removed)
             continue;

@@ -76,11 +76,12 @@ typedef struct repl_target {
                                 start again from the first unanswered entry */
     uint64_t next_num;       /* the next entry's stream number */
     uint64_t queued, queued_bytes;
-    bool removed;        /* off the ring: the sender ends and releases the queue */
-    bool moved;          /* removed because its shard moved (still on a ring) */
-    repl_range left;     /* changes left to its next sync (replicator_lost.c) */
-    uint64_t left_view;  /* the view they were left under */
-    repl_range covering; /* of them, those the running sync's images carry */
+    bool removed;          /* off the ring: the sender ends and releases the queue */
+    bool moved;            /* removed because its shard moved (still on a ring) */
+    uint64_t removed_view; /* the view that took it off both rings (0: not so) */
+    repl_range left;       /* changes left to its next sync (replicator_lost.c) */
+    uint64_t left_view;    /* the view they were left under */
+    repl_range covering;   /* of them, those the running sync's images carry */
     uint64_t covering_view;
     bool need_sync;      /* a sync must run before the queue is sent (until it starts,
                             changes to keys it did not hold are left to its images) */
@@ -147,6 +148,9 @@ void repl_lost_add_locked(replicator *r, uint64_t lo, uint64_t hi);
 bool repl_lost_locked(const replicator *r, uint64_t pos);
 void repl_left_add_locked(repl_target *t, uint64_t pos, uint64_t view);
 void repl_left_view_changed_locked(repl_target *t);
+/* Whether t, removed, owned nothing since `view`: the view right after took it off both
+ * rings (what it lacked from then is lost to nobody). */
+bool repl_owned_nothing_since(const repl_target *t, uint64_t view);
 void repl_left_sync_start_locked(repl_target *t, uint64_t view);
 void repl_left_sync_end_locked(repl_target *t, bool ok);
 

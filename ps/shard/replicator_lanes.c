@@ -20,7 +20,7 @@ void repl_drop_queue_locked(repl_target *t) {
         t->head = e->next;
         if (e->view == r->view) /* its next sync carries it, under this view */
             repl_left_add_locked(t, e->pos, e->view);
-        else if (!t->removed || t->moved) /* an owner, under another view: lost */
+        else if (!repl_owned_nothing_since(t, e->view)) /* an owner, under another view */
             repl_lost_add_locked(r, e->pos, e->pos);
         if (e->in_batch) { /* a call holds it: its lane frees it when it returns */
             e->orphan = true;

@@ -10,8 +10,8 @@
  * each target keeps the positions of the changes it was left to its sync for (`left`,
  * with the view they were left under), a sync that starts under that view takes them
  * over (`covering`, settled when it ends), and a view change or a sync under another
- * view makes them lost. A target off both rings owns nothing: what it lacked is lost to
- * nobody. */
+ * view makes them lost. A target the next view takes off both rings owns nothing: what
+ * it lacked is lost to nobody (with a view between, it may have owned them: lost). */
 #include "replicator_internal.h"
 
 static void range_add(repl_range *to, uint64_t lo, uint64_t hi) {
@@ -51,8 +51,15 @@ void repl_left_add_locked(repl_target *t, uint64_t pos, uint64_t view) {
     left_add(t, pos, pos, view);
 }
 
+bool repl_owned_nothing_since(const repl_target *t, uint64_t view) {
+    /* taken off both rings by the very next view: what it lacked is lost to nobody. Not
+       so when a view came between (a commit that made it the keys' primary, whose
+       images may have set their other owners back before it was taken off) */
+    return t->removed && !t->moved && t->removed_view && view + 1 >= t->removed_view;
+}
+
 void repl_left_view_changed_locked(repl_target *t) {
-    if (t->left.lo && !(t->removed && !t->moved))
+    if (t->left.lo && !repl_owned_nothing_since(t, t->left_view))
         repl_lost_add_locked(t->r, t->left.lo, t->left.hi);
     t->left = (repl_range){0};
 }

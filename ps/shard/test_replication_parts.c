@@ -318,8 +318,9 @@ static void test_dedup_forget_marks_are_swept(void **state) {
 /* Which changes a ring change may keep from an owner (replicator_lost.c): changes left
  * to a sync that runs under their view are covered once it ends well; a view change,
  * a sync under another view, or a failed sync after a view change makes them lost; a
- * target off both rings loses nothing; a dropped queue's entries are left (their view)
- * or lost (another one); ranges merge past their bound and keep every position. */
+ * target the next view takes off both rings loses nothing (with a view between, it
+ * does: it may have been the keys' primary meanwhile); a dropped queue's entries are left (their
+ * view) or lost (another one); ranges merge past their bound and keep every position. */
 static void test_replicator_lost_changes(void **state) {
     (void)state;
     replicator *r = calloc(1, sizeof *r);
@@ -353,10 +354,15 @@ static void test_replicator_lost_changes(void **state) {
     repl_left_add_locked(&t, 13, 5); /* left under two views: the older is lost */
     assert_true(replicator_lost(r, 12));
     assert_false(replicator_lost(r, 13));
-    t.removed = true; /* off both rings: owns nothing */
+    t.removed = true; /* off both rings by the next view: owned nothing since */
+    t.removed_view = 6;
     repl_left_view_changed_locked(&t);
     assert_false(replicator_lost(r, 13));
+    repl_left_add_locked(&t, 14, 4); /* a view between: it may have owned the keys */
+    repl_left_view_changed_locked(&t);
+    assert_true(replicator_lost(r, 14));
     t.removed = false;
+    t.removed_view = 0;
     r->view = 6;
     repl_entry *e1 = calloc(1, sizeof *e1), *e2 = calloc(1, sizeof *e2);
     assert_true(e1 && e2);

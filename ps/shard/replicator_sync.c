@@ -61,6 +61,8 @@ static uint64_t sync_point(void *arg) {
     t->need_sync = false;
     t->syncing = true;
     t->sync_pos = pos;
+    if (run->view != r->view) /* the rings changed since this sync copied them */
+        t->redo_full = true;
     repl_left_sync_start_locked(t, run->view); /* what this sync's images carry */
     run->point = pos;
     run->resume = t->head ? t->head->num : t->next_num; /* informative: nothing resets */

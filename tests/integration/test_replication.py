@@ -494,3 +494,52 @@ def test_a_joiner_killed_at_its_commit_and_restarted_at_once_loses_nothing(make_
                 f"chunk {key:016x} on {a}: {np.unique(got)[:4]}, acknowledged {low}, "
                 f"failed {high - low}")
         assert np.array_equal(copies[0], copies[1]), (key, [np.unique(x)[:3] for x in copies])
+
+
+def lookup_push_record(op, keys, value, request_id, n=None):
+    """A push record with a request id (flag 4) marked "look up" (flag 32: a copy sent on,
+    or of a retried push: the backup applies only the keys its request did not apply)."""
+    head = (bytes([1, op, 4 | 32, 0]) + b"\0" * 40 + (len(keys) if n is None else n).to_bytes(4, "little")
+            + request_id.to_bytes(8, "little"))
+    return (head + np.asarray(keys, "<u8").tobytes() + np.ones(len(keys), "<u4").tobytes()
+            + np.full(len(keys), value, "<f4").tobytes())
+
+
+def test_hostile_look_up_copies_and_routed_epochs(make_cluster):
+    """The Replicate fields and records the join-commit fixes added, from a hostile caller:
+    a routed_epoch of 2^64-1 or older than the shard's ring, 100k-key "look up" copies,
+    a look-up record whose key count lies, and request-id records in a live stream. Each
+    gets a clear status or applies exactly what it should (a look-up copy never applies a
+    key its request applied before), and the shard keeps serving."""
+    c = make_cluster(shards=1)
+    addr = c.procs["shard-1"].addr
+    n = 100_000
+    keys = [(i + 1) * 0x9E3779B97F4A7C15 % (1 << 64) for i in range(n)]
+    with grpc.insecure_channel(addr) as ch:
+        stub = pb_grpc.ParameterServerStub(ch)
+        epoch = stub.Health(pb.HealthRequest(), timeout=5).epoch
+        base = {"from": "hostile", "incarnation": 11, "epoch": 1}
+
+        def send(first, rec, **kw):
+            return stub.Replicate(pb.ReplicateRequest(**base, first=first, count=1, records=rec,
+                                                      **kw), timeout=30)
+
+        assert send(1, frame(1, lookup_push_record(0, keys, 1.0, 9)),
+                    routed_epoch=(1 << 64) - 1).applied == 1  # ASSIGN 1.0, request 9
+        # request 9 again, as ADD: every key was applied by it here: nothing changes
+        assert send(2, frame(1, lookup_push_record(1, keys, 5.0, 9)), routed_epoch=1).applied == 2
+        # another request: applied; the shard is every key's primary, with no backup
+        assert send(3, frame(1, lookup_push_record(1, keys[:10], 1.0, 10)),
+                    routed_epoch=max(epoch - 1, 1)).applied == 3
+        for k, want in ((keys[0], 2.0), (keys[5], 2.0), (keys[-1], 1.0)):
+            assert np.all(pull_at(addr, k, epoch) == want), (k, want)
+        with pytest.raises(grpc.RpcError) as e:  # a look-up record whose key count lies
+            send(4, frame(1, lookup_push_record(1, keys[:4], 1.0, 11, n=1 << 30)), routed_epoch=1)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+        assert "cannot be applied" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:  # request ids come only with a sync's images
+            dedup = bytes([1, 0, 0, 0]) + (1).to_bytes(4, "little") + (9).to_bytes(8, "little")
+            send(4, frame(4, dedup + keys[0].to_bytes(8, "little")))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+        assert stub.Health(pb.HealthRequest(), timeout=5).keys == n
+    assert c.procs["shard-1"].alive()

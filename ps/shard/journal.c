@@ -465,14 +465,7 @@ static ps_status replay_push_parts(const journal_target *t, const uint8_t *p, si
         goto out;
     }
     if (done) { /* the rest only */
-        uint32_t *idx = malloc((n - done) * sizeof *idx + 1);
-        size_t m = 0;
-        for (uint32_t i = 0; idx && i < n; i++)
-            if (!applied[i])
-                idx[m++] = i;
-        st = idx ? push_subset_make(&push, idx, m, &rest) : PS_STATUS_NO_MEMORY;
-        free(idx);
-        if (st != PS_STATUS_OK)
+        if ((st = push_subset_skip(&push, applied, &rest)) != PS_STATUS_OK)
             goto out;
         apply = &rest.push;
     }

@@ -93,6 +93,19 @@ void push_subset_free(push_subset *s) {
     memset(s, 0, sizeof *s);
 }
 
+ps_status push_subset_skip(const store_push *p, const bool *skip, push_subset *ret) {
+    uint32_t *idx = malloc(p->n * sizeof *idx + 1);
+    if (!idx)
+        return PS_STATUS_NO_MEMORY;
+    size_t m = 0;
+    for (size_t i = 0; i < p->n; i++)
+        if (!skip[i])
+            idx[m++] = (uint32_t)i;
+    ps_status st = push_subset_make(p, idx, m, ret);
+    free(idx);
+    return st;
+}
+
 ps_status row_subset_make(const row_push *p, const bool *skip, row_subset *ret) {
     size_t row = (size_t)p->spec->dim * 4, m = 0;
     row_subset r = {0};

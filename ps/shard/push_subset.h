@@ -26,6 +26,9 @@ typedef struct push_subset {
 ps_status push_subset_make(const store_push *push, const uint32_t *idx, size_t m,
                            push_subset *ret_subset);
 void push_subset_free(push_subset *subset); /* accepts NULL; clears it */
+/* The push's keys whose skip[i] is false (what a retry, or a copy marked look up, has
+ * left to apply). NO_MEMORY: *ret untouched. */
+ps_status push_subset_skip(const store_push *push, const bool *skip, push_subset *ret_subset);
 
 typedef struct row_subset {
     row_push push; /* the narrowed push (keys NULL: computed again where needed) */

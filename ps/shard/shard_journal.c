@@ -317,9 +317,8 @@ ps_status shard_dedup_push(shard_ctx *ctx, rpc_ctx *rc, const store_push *push, 
     if (!push->request_id || push->n == 0 || push->first_try) /* the journal checks those */
         return PS_STATUS_OK;
     bool *applied = calloc(push->n + 1, sizeof *applied);
-    uint32_t *idx = malloc(push->n * sizeof *idx + 1);
     ps_status st = PS_STATUS_OK;
-    if (!applied || !idx) {
+    if (!applied) {
         st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu keys", push->n);
         goto out;
     }
@@ -332,19 +331,13 @@ ps_status shard_dedup_push(shard_ctx *ctx, rpc_ctx *rc, const store_push *push, 
                            (unsigned long long)push->request_id);
         goto out;
     }
-    if (done > 0 && done < push->n) {
-        size_t m = 0;
-        for (size_t i = 0; i < push->n; i++)
-            if (!applied[i])
-                idx[m++] = (uint32_t)i;
-        if (push_subset_make(push, idx, m, rest) != PS_STATUS_OK) {
-            st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu keys", m);
-            goto out;
-        }
+    if (done > 0 && done < push->n && push_subset_skip(push, applied, rest) != PS_STATUS_OK) {
+        st = rpc_ctx_error(rc, PS_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu keys",
+                           push->n - done);
+        goto out;
     }
     *ret_done = done;
 out:
     free(applied);
-    free(idx);
     return st;
 }

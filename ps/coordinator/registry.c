@@ -9,6 +9,11 @@
 #include "train_config.h"
 #include "util.h"
 
+typedef struct registry_mark_entry {
+    char name[REGISTRY_NAME_MAX + 1];
+    uint64_t version;
+} registry_mark_entry;
+
 struct registry {
     Ps__ModelInfo **models; /* owned copies; n used of cap */
     size_t *sizes;          /* packed size of each */
@@ -17,6 +22,8 @@ struct registry {
     size_t bytes; /* sum of sizes */
     size_t max_versions, max_bytes;
     uint64_t generation;
+    registry_mark_entry *marks; /* n_marks used of cap_marks, unordered */
+    size_t n_marks, cap_marks;
 };
 
 ps_status registry_create(const registry_opts *opts, registry **ret_registry) {
@@ -42,6 +49,7 @@ void registry_destroy(registry *r) {
     free(r->models);
     free(r->sizes);
     free(r->served);
+    free(r->marks);
     free(r);
 }
 
@@ -271,6 +279,9 @@ ps_status registry_model_put(registry *r, Ps__ModelInfo *m, uint64_t *ret_versio
         if (m->version != 0 && r->models[i]->version == m->version)
             same = i;
     }
+    uint64_t mark = registry_mark(r, m->name);
+    if (mark > latest)
+        latest = mark;
     uint64_t version = m->version ? m->version : latest + 1;
     if (version > REGISTRY_MAX_VERSION) {
         ps_set_err(err, err_len, "model %s: no version number is left after %llu", m->name,
@@ -326,6 +337,9 @@ ps_status registry_model_put(registry *r, Ps__ModelInfo *m, uint64_t *ret_versio
     r->bytes = bytes + size;
     r->generation++;
     *ret_version = version;
+    /* a mark that cannot be kept (out of memory) is the one case a number may be given
+     * again: the upload itself is done and stands */
+    (void)registry_mark_raise(r, m->name, version);
     return PS_STATUS_OK;
 fail_memory:
     m->version = saved_version;
@@ -392,4 +406,88 @@ size_t registry_bytes(const registry *r) {
 
 size_t registry_version_limit(const registry *r) {
     return r->max_versions;
+}
+
+/* ----------------------------------------------------------------- marks --- */
+
+static registry_mark_entry *mark_find(const registry *r, const char *name) {
+    for (size_t i = 0; i < r->n_marks; i++)
+        if (strcmp(r->marks[i].name, name) == 0)
+            return &r->marks[i];
+    return NULL;
+}
+
+uint64_t registry_mark(const registry *r, const char *name) {
+    const registry_mark_entry *e = name ? mark_find(r, name) : NULL;
+    return e ? e->version : 0;
+}
+
+/* The highest stored version of `name` (0: none). */
+static uint64_t latest_stored(const registry *r, const char *name) {
+    uint64_t latest = 0;
+    for (size_t i = 0; i < r->n; i++)
+        if (r->models[i]->version > latest && strcmp(r->models[i]->name, name) == 0)
+            latest = r->models[i]->version;
+    return latest;
+}
+
+/* Room for one more mark: grows the array, or forgets the marks the entries repeat,
+ * or at last the lowest mark. */
+static bool mark_room(registry *r) {
+    if (r->n_marks < r->cap_marks)
+        return true;
+    if (r->cap_marks < REGISTRY_MAX_MARKS) {
+        size_t cap = r->cap_marks ? r->cap_marks * 2 : 16;
+        registry_mark_entry *marks = realloc(r->marks, cap * sizeof *marks);
+        if (!marks)
+            return false;
+        r->marks = marks;
+        r->cap_marks = cap;
+        return true;
+    }
+    size_t k = 0, lowest = 0;
+    for (size_t i = 0; i < r->n_marks; i++)
+        if (r->marks[i].version > latest_stored(r, r->marks[i].name))
+            r->marks[k++] = r->marks[i];
+    if (k == r->n_marks) {
+        for (size_t i = 1; i < k; i++)
+            if (r->marks[i].version < r->marks[lowest].version)
+                lowest = i;
+        r->marks[lowest] = r->marks[--k];
+    }
+    r->n_marks = k;
+    return true;
+}
+
+ps_status registry_mark_raise(registry *r, const char *name, uint64_t version) {
+    if (!name || !membership_id_valid(name) || strlen(name) > REGISTRY_NAME_MAX || version == 0 ||
+        version > REGISTRY_MAX_VERSION)
+        return PS_STATUS_INVALID_ARGUMENT;
+    registry_mark_entry *e = mark_find(r, name);
+    if (e) {
+        if (version > e->version)
+            e->version = version;
+        return PS_STATUS_OK;
+    }
+    if (!mark_room(r))
+        return PS_STATUS_NO_MEMORY;
+    e = &r->marks[r->n_marks++];
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->version = version;
+    return PS_STATUS_OK;
+}
+
+size_t registry_mark_count(const registry *r) {
+    return r->n_marks;
+}
+
+size_t registry_marks_collect(const registry *r, const char **names, uint64_t *versions) {
+    size_t k = 0;
+    for (size_t i = 0; i < r->n_marks; i++) {
+        if (r->marks[i].version <= latest_stored(r, r->marks[i].name))
+            continue;
+        names[k] = r->marks[i].name;
+        versions[k++] = r->marks[i].version;
+    }
+    return k;
 }

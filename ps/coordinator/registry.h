@@ -31,6 +31,7 @@
 #define REGISTRY_DEFAULT_MAX_VERSIONS 1024u    /* model versions kept, all models */
 #define REGISTRY_DEFAULT_MAX_BYTES (48u << 20) /* their packed size, all together */
 #define REGISTRY_MAX_BYTES_LIMIT (60u << 20)   /* below the 64 MiB message limit */
+#define REGISTRY_MAX_MARKS 4096u               /* version marks kept (registry_mark_*) */
 
 typedef struct registry_opts {
     size_t max_versions; /* 0 = REGISTRY_DEFAULT_MAX_VERSIONS */
@@ -57,7 +58,10 @@ ps_status registry_model_check_text(const Ps__ModelInfo *model, char *err, size_
 ps_status registry_model_copy(const Ps__ModelInfo *model, Ps__ModelInfo **ret_copy);
 
 /* Stores a validated model copy, taking ownership on OK. Version 0 becomes the model's
- * latest version + 1; a version already there is replaced. Moves the generation on.
+ * highest version ever stored + 1 (registry_mark_*: a deleted version's number is never
+ * given again, so a replica that still serves a force-deleted version, or a client that
+ * asks for it, never meets another model under its number); a version already there is
+ * replaced. Moves the generation on.
  * RESOURCE_EXHAUSTED (message in err) when a limit would be passed; nothing changes
  * then and the caller still owns `model`. *ret_version gets the stored version. */
 ps_status registry_model_put(registry *reg, Ps__ModelInfo *model, uint64_t *ret_version, char *err,
@@ -85,5 +89,20 @@ void registry_set_generation(registry *reg, uint64_t generation);
 size_t registry_bytes(const registry *reg);
 /* The most versions it keeps (registry_opts.max_versions). */
 size_t registry_version_limit(const registry *reg);
+
+/* Version marks: the highest version each model name was ever stored with, which
+ * registry_model_put numbers new uploads after. Only the marks above every stored
+ * version of their name say something the entries do not (the versions deleted from the
+ * top); those are what the state file keeps. At most REGISTRY_MAX_MARKS names are
+ * marked: past that the lowest mark is forgotten (its name may then reuse numbers).
+ * registry_mark_raise: mark >= version afterwards (INVALID_ARGUMENT for a name that is
+ * no model name or version 0 or above REGISTRY_MAX_VERSION; NO_MEMORY).
+ * registry_marks_collect: the marks above their name's stored versions, into
+ * names[] / versions[] (room for registry_mark_count); returns how many. The names
+ * belong to the registry. */
+ps_status registry_mark_raise(registry *reg, const char *name, uint64_t version);
+uint64_t registry_mark(const registry *reg, const char *name); /* 0: none */
+size_t registry_mark_count(const registry *reg);
+size_t registry_marks_collect(const registry *reg, const char **names, uint64_t *versions);
 
 #endif

@@ -361,6 +361,36 @@ out_parts:
 
 /* ----------------------------------------------------------------- the file --- */
 
+/* The optional "version_marks": {"name": version, ...} (registry.h). */
+static ps_status decode_marks(const json_t *root, registry *reg, char *err, size_t err_len) {
+    const json_t *marks = json_object_get(root, "version_marks");
+    if (!marks)
+        return PS_STATUS_OK;
+    if (!json_is_object(marks) || json_object_size(marks) > REGISTRY_MAX_MARKS) {
+        ps_set_err(err, err_len, "version_marks: expected an object of at most %u names, got %s",
+                   REGISTRY_MAX_MARKS, kind(marks));
+        return PS_STATUS_PARSE;
+    }
+    const char *name;
+    const json_t *v;
+    json_object_foreach((json_t *)marks, name, v) {
+        json_int_t version = 0;
+        if (!get_int(marks, "version_marks.", name, 1, (json_int_t)REGISTRY_MAX_VERSION, &version,
+                     err, err_len))
+            return PS_STATUS_PARSE;
+        ps_status st = registry_mark_raise(reg, name, (uint64_t)version);
+        if (st == PS_STATUS_INVALID_ARGUMENT) {
+            ps_set_err(err, err_len, "version_marks: \"%.80s\" is no model name", name);
+            return PS_STATUS_PARSE;
+        }
+        if (st != PS_STATUS_OK) {
+            ps_set_err(err, err_len, "out of memory");
+            return st;
+        }
+    }
+    return PS_STATUS_OK;
+}
+
 ps_status state_store_decode(const char *text, size_t len, membership *members, ring_state *ring,
                              registry *reg, char *err, size_t err_len) {
     if (len == 0) {
@@ -397,6 +427,8 @@ ps_status state_store_decode(const char *text, size_t len, membership *members, 
     for (size_t i = 0; i < json_array_size(models); i++)
         if ((st = decode_model(json_array_get(models, i), i, reg, err, err_len)) != 0)
             goto out_root;
+    if ((st = decode_marks(root, reg, err, err_len)) != PS_STATUS_OK)
+        goto out_root;
     registry_set_generation(reg, (uint64_t)gen);
     st = ring_state_restore(ring, members, (uint64_t)epoch);
     if (st != PS_STATUS_OK)

@@ -147,6 +147,30 @@ static json_t *models_json(const registry *reg) {
     return models;
 }
 
+/* {"name": version} of the marks above their name's versions (registry.h); NULL when
+ * there are none (the key is left out: the file stays what older builds wrote) or on
+ * no memory (*ret_failed). */
+static json_t *marks_json(const registry *reg, bool *ret_failed) {
+    size_t n = registry_mark_count(reg);
+    const char **names = malloc((n ? n : 1) * sizeof *names);
+    uint64_t *versions = malloc((n ? n : 1) * sizeof *versions);
+    json_t *marks = names && versions ? json_object() : NULL;
+    n = marks ? registry_marks_collect(reg, names, versions) : 0;
+    for (size_t i = 0; marks && i < n; i++)
+        if (json_object_set_new(marks, names[i], json_integer((json_int_t)versions[i])) != 0) {
+            json_decref(marks);
+            marks = NULL;
+        }
+    *ret_failed = !marks;
+    free(names);
+    free(versions);
+    if (marks && n == 0) {
+        json_decref(marks);
+        marks = NULL;
+    }
+    return marks;
+}
+
 ps_status state_store_encode(const membership *members, const ring_state *ring, const registry *reg,
                              char **ret_text) {
     json_t *nodes = nodes_json(members);
@@ -159,9 +183,23 @@ ps_status state_store_encode(const membership *members, const ring_state *ring, 
     for (size_t i = 0; i < membership_node_count(members); i++)
         if (membership_node_at_const(members, i)->tokens)
             format = STATE_STORE_FORMAT;
-    json_t *root = json_pack(
-        "{s:i, s:I, s:I, s:o, s:o}", "format", format, "epoch", (json_int_t)ring_state_epoch(ring),
-        "model_generation", (json_int_t)registry_generation(reg), "nodes", nodes, "models", models);
+    bool failed = false;
+    json_t *marks = marks_json(reg, &failed);
+    json_t *root =
+        failed ? NULL
+               : json_pack("{s:i, s:I, s:I, s:o, s:o}", "format", format, "epoch",
+                           (json_int_t)ring_state_epoch(ring), "model_generation",
+                           (json_int_t)registry_generation(reg), "nodes", nodes, "models", models);
+    if (failed) {
+        json_decref(nodes);
+        json_decref(models);
+    }
+    if (root && marks && json_object_set_new(root, "version_marks", marks) != 0) {
+        json_decref(root);
+        root = NULL;
+    } else if (!root) {
+        json_decref(marks);
+    }
     char *text = root ? json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     json_decref(root);
     if (!text)

@@ -13,7 +13,10 @@
  *                positions, 16 lowercase hex digits each, strictly ascending,
  *                1..HASHRING_MAX_POINTS of them)}],
  *    "models": [{"name", "version", "config_json", "tensors": [{"name", "dtype",
- *                "shape": [..], "chunk_floats", "chunks"}]}]}
+ *                "shape": [..], "chunk_floats", "chunks"}]}],
+ *    "version_marks": {"name": version, ...} (optional, written only when some model's
+ *                highest version was deleted: the number its next upload comes after,
+ *                registry.h; older builds ignore it)}
  * Format 2 is written only when some node has tokens (`ring add --balanced`), so a
  * cluster that never used them keeps a file that older coordinators read, and an older
  * coordinator refuses a file with tokens (it would drop them and move keys) instead of

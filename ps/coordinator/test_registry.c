@@ -183,6 +183,59 @@ static void put_policy(registry *r, const char *name, uint64_t version, int n) {
     assert_int_equal(registry_model_put(r, copy, &v, err, sizeof err), PS_STATUS_OK);
 }
 
+/* A version deleted from the top is never numbered again; explicit versions stand. */
+static void test_deleted_versions_not_reused(void **state) {
+    (void)state;
+    registry *r = make(0, 0);
+    uint64_t v = 0;
+    assert_int_equal(put(r, "m", 0, &v), PS_STATUS_OK);
+    assert_int_equal(put(r, "m", 0, &v), PS_STATUS_OK);
+    assert_int_equal(v, 2);
+    Ps__ModelInfo *taken = NULL;
+    assert_int_equal(registry_model_take(r, "m", 2, &taken), PS_STATUS_OK);
+    ps__model_info__free_unpacked(taken, NULL);
+    assert_int_equal(put(r, "m", 0, &v), PS_STATUS_OK);
+    assert_int_equal(v, 3); /* not 2 again */
+    const char *names[4];
+    uint64_t versions[4];
+    assert_int_equal(registry_marks_collect(r, names, versions), 0); /* v3 stored says it */
+    /* every version deleted: the name still remembers */
+    assert_int_equal(registry_model_take(r, "m", 3, &taken), PS_STATUS_OK);
+    ps__model_info__free_unpacked(taken, NULL);
+    assert_int_equal(registry_model_take(r, "m", 1, &taken), PS_STATUS_OK);
+    ps__model_info__free_unpacked(taken, NULL);
+    assert_int_equal(registry_marks_collect(r, names, versions), 1);
+    assert_string_equal(names[0], "m");
+    assert_int_equal(versions[0], 3);
+    assert_int_equal(put(r, "m", 0, &v), PS_STATUS_OK);
+    assert_int_equal(v, 4);
+    assert_int_equal(put(r, "m", 2, &v), PS_STATUS_OK); /* asked for: given */
+    assert_int_equal(v, 2);
+    assert_int_equal(put(r, "other", 0, &v), PS_STATUS_OK);
+    assert_int_equal(v, 1);
+    /* marks are checked like names */
+    assert_int_equal(registry_mark_raise(r, "a b", 1), PS_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(registry_mark_raise(r, "m", 0), PS_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(registry_mark_raise(r, "m", REGISTRY_MAX_VERSION + 1),
+                     PS_STATUS_INVALID_ARGUMENT);
+    registry_destroy(r);
+}
+
+/* Marks are bounded: past REGISTRY_MAX_MARKS names the redundant, then the lowest go. */
+static void test_marks_bounded(void **state) {
+    (void)state;
+    registry *r = make(0, 0);
+    char name[32];
+    for (uint32_t i = 0; i < REGISTRY_MAX_MARKS + 10; i++) {
+        snprintf(name, sizeof name, "n%u", i);
+        assert_int_equal(registry_mark_raise(r, name, 100 + i), PS_STATUS_OK);
+    }
+    assert_int_equal(registry_mark_count(r), REGISTRY_MAX_MARKS);
+    assert_int_equal(registry_mark(r, "n0"), 0); /* the lowest went */
+    assert_int_equal(registry_mark(r, "n4105"), 4205);
+    registry_destroy(r);
+}
+
 /* What replicas serve: the latest N versions, N from the latest version's policy. */
 static void test_served_versions(void **state) {
     (void)state;
@@ -271,6 +324,8 @@ int main(void) {
         cmocka_unit_test(test_graph_must_agree),
         cmocka_unit_test(test_versions_and_listing),
         cmocka_unit_test(test_served_versions),
+        cmocka_unit_test(test_deleted_versions_not_reused),
+        cmocka_unit_test(test_marks_bounded),
         cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

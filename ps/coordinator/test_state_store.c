@@ -102,6 +102,43 @@ static void test_round_trip(void **state) {
     free(text);
 }
 
+/* A deleted latest version's number is never given again, across a restart: the file
+ * keeps the mark (and only when the stored versions do not say it). */
+static void test_version_marks_survive(void **state) {
+    (void)state;
+    char *text = sample_text(); /* tiny v3 */
+    assert_null(strstr(text, "version_marks"));
+    mods s;
+    state_init(&s);
+    char err[1024] = "";
+    assert_int_equal(state_store_decode(text, strlen(text), s.m, s.r, s.g, err, sizeof err),
+                     PS_STATUS_OK);
+    free(text);
+    Ps__ModelInfo *taken = NULL;
+    assert_int_equal(registry_model_take(s.g, "tiny", 3, &taken), PS_STATUS_OK);
+    ps__model_info__free_unpacked(taken, NULL);
+    assert_int_equal(state_store_encode(s.m, s.r, s.g, &text), PS_STATUS_OK);
+    assert_non_null(strstr(text, "\"version_marks\""));
+    state_free(&s);
+    state_init(&s);
+    assert_int_equal(state_store_decode(text, strlen(text), s.m, s.r, s.g, err, sizeof err),
+                     PS_STATUS_OK);
+    free(text);
+    assert_null(registry_model_find(s.g, "tiny", 0));
+    tiny_model t;
+    tiny_model_init(&t, "tiny", 0);
+    Ps__ModelInfo *copy = NULL;
+    uint64_t v = 0;
+    assert_int_equal(registry_model_copy(&t.info, &copy), PS_STATUS_OK);
+    assert_int_equal(registry_model_put(s.g, copy, &v, NULL, 0), PS_STATUS_OK);
+    assert_int_equal(v, 4);
+    /* v4 stored: the mark says nothing more, and the file leaves it out again */
+    assert_int_equal(state_store_encode(s.m, s.r, s.g, &text), PS_STATUS_OK);
+    assert_null(strstr(text, "version_marks"));
+    free(text);
+    state_free(&s);
+}
+
 /* Decoding `text` fails with PARSE and a message containing `words`. */
 static void damaged(const char *text, size_t len, const char *words) {
     mods s;
@@ -112,6 +149,29 @@ static void damaged(const char *text, size_t len, const char *words) {
     if (words && !strstr(err, words))
         fail_msg("message '%s' lacks '%s'", err, words);
     state_free(&s);
+}
+
+/* Damaged marks are refused like any other damage. */
+static void test_bad_version_marks(void **state) {
+    (void)state;
+    char *text = sample_text();
+    const char *cases[][2] = {
+        {"\"version_marks\": [1],", "version_marks"},
+        {"\"version_marks\": {\"tiny\": 0},", "version_marks.tiny"},
+        {"\"version_marks\": {\"tiny\": \"3\"},", "version_marks.tiny"},
+        {"\"version_marks\": {\"tiny\": 4294967296},", "version_marks.tiny"},
+        {"\"version_marks\": {\"a b\": 2},", "no model name"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t len = strlen(text) + strlen(cases[i][0]) + 1;
+        char *bad = malloc(len);
+        assert_non_null(bad);
+        if (bad) /* after the opening brace */
+            snprintf(bad, len, "{%s%s", cases[i][0], text + 1);
+        damaged(bad, strlen(bad), cases[i][1]);
+        free(bad);
+    }
+    free(text);
 }
 
 static void test_truncated_files(void **state) {
@@ -343,7 +403,8 @@ static void test_writes_never_go_back(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),          cmocka_unit_test(test_truncated_files),
+        cmocka_unit_test(test_round_trip),          cmocka_unit_test(test_version_marks_survive),
+        cmocka_unit_test(test_bad_version_marks),   cmocka_unit_test(test_truncated_files),
         cmocka_unit_test(test_garbage_files),       cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_load_names_the_file), cmocka_unit_test(test_writes_never_go_back),
         cmocka_unit_test(test_bad_tokens),          cmocka_unit_test(test_tokens_round_trip),

@@ -76,6 +76,43 @@ def test_delete_with_a_dead_shard_frees_the_rest(make_cluster, tmp_path):
             assert ch["held"], ch
 
 
+def test_a_deleted_version_number_is_never_given_again(cluster, tmp_path):
+    """A registration without a version number (RegisterModel version 0) gets the highest
+    number the model ever had + 1: after the latest was deleted (forced: a replica may
+    still serve it) it is not given again, also after the coordinator restarts, so a
+    client asking for the old number, or a replica still holding it, never meets another
+    model under it."""
+    import grpc
+    import coordinator_pb2 as cpb
+    d = write_model(tmp_path / "tinyreuse", dict(TINY_CONFIG, name="tinyreuse"), tiny_tensors(41),
+                    version=1)
+    assert cluster.ok("model", "upload", d, "--version", "1", "--chunk-floats", "16")["version"] == 1
+
+    def register_next():
+        ch = grpc.insecure_channel(cluster.coordinator)
+        get = ch.unary_unary("/ps.Coordinator/GetModel",
+                             request_serializer=lambda m: m.SerializeToString(),
+                             response_deserializer=cpb.ModelInfo.FromString)
+        reg = ch.unary_unary("/ps.Coordinator/RegisterModel",
+                             request_serializer=lambda m: m.SerializeToString(),
+                             response_deserializer=cpb.RegisterModelResponse.FromString)
+        info = get(cpb.GetModelRequest(name="tinyreuse", version=1), timeout=10)
+        info.version = 0
+        info.published = 0
+        v = reg(cpb.RegisterModelRequest(model=info), timeout=10).version
+        ch.close()
+        return v
+
+    assert register_next() == 2
+    cluster.ok("model", "delete", "tinyreuse", "--version", "2", "--force")
+    assert register_next() == 3  # not 2 again
+    cluster.ok("model", "delete", "tinyreuse", "--version", "3", "--force")
+    cluster.procs["coordinator"].stop()
+    cluster.start_coordinator()
+    assert [m["version"] for m in cluster.ok("model", "versions", "tinyreuse")["models"]] == [1]
+    assert register_next() == 4  # the restarted coordinator remembers that 3 was given
+
+
 def test_hostile_delete_requests(cluster):
     import grpc
     import coordinator_pb2 as cpb

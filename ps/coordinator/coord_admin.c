@@ -203,9 +203,13 @@ static ps_status check_leave(coord_ctx *c, const char *id, const char *addr, boo
 }
 
 /* RemoveNode of a node that is not on the ring (lock held): the joining shard (the join
- * is cancelled), a dead shard off the ring (forgotten), or NOT_FOUND. */
+ * is cancelled), a dead shard off the ring (forgotten), with force any shard off the ring
+ * (forgotten: one still running registers again and waits off the ring; a heartbeat the
+ * coordinator took late from a killed shard must not make `ring remove --force` of it
+ * fail), or NOT_FOUND. */
 static ps_status remove_off_ring_locked(coord_ctx *c, membership_node *n, const char *id,
-                                        uint64_t *ret_epoch, char *err, size_t err_len) {
+                                        bool force, uint64_t *ret_epoch, char *err,
+                                        size_t err_len) {
     if (n && n->joining) {
         char why[COORD_ERR_MAX / 4];
         snprintf(why, sizeof why, "`ring remove` of the joining shard %s", id);
@@ -213,6 +217,13 @@ static ps_status remove_off_ring_locked(coord_ctx *c, membership_node *n, const 
     } else if (n && n->role == MEMBERSHIP_ROLE_SHARD && !n->alive && n->last_hb_ms) {
         coord_event(c, COORD_EVENT_INFO, "forgot shard %s at %s: dead, and off the ring", id,
                     n->addr);
+        membership_node_remove(c->members, id);
+    } else if (n && n->role == MEMBERSHIP_ROLE_SHARD && force) {
+        coord_event(c, COORD_EVENT_INFO, "forgot shard %s at %s by force: off the ring%s", id,
+                    n->addr,
+                    n->alive ? " (it seemed alive: if it runs, it registers again and waits off "
+                               "the ring)"
+                             : "");
         membership_node_remove(c->members, id);
     } else {
         ps_set_err(err, err_len, "no node %s%s", id,
@@ -238,7 +249,7 @@ ps_status coord_node_remove(coord_ctx *c, const char *id, bool force, uint64_t *
     pthread_mutex_lock(&c->lock);
     membership_node *n = membership_node_find(c->members, id);
     if (!n || (n->role == MEMBERSHIP_ROLE_SHARD && !n->in_ring))
-        return remove_off_ring_locked(c, n, id, ret_epoch, err, err_len);
+        return remove_off_ring_locked(c, n, id, force, ret_epoch, err, err_len);
     bool shard = n->role == MEMBERSHIP_ROLE_SHARD, forced = false;
     char what[COORD_ERR_MAX / 4];
     snprintf(what, sizeof what, "not removing shard %s", id);

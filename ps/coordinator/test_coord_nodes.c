@@ -177,6 +177,16 @@ static void test_failover_takes_a_dead_shard_off_the_ring(void **state) {
     assert_int_equal(after, epoch + 1);
     assert_int_equal(events_with("shard s2 is dead: taken off the ring"), 1);
     assert_int_equal(where(c, "s1", NULL), 'R');
+    /* a heartbeat s2 sent before it was killed, handled late, shows it alive again: a
+     * plain `ring remove` says it is not on the ring, a forced one forgets it */
+    hb.id = "s2";
+    assert_int_equal(coord_node_heartbeat(c, &hb, &resp, err, sizeof err), PS_STATUS_OK);
+    assert_int_equal(rm(c, "s2", false, err), PS_STATUS_NOT_FOUND);
+    assert_non_null(strstr(err, "no node s2 on the ring"));
+    assert_int_equal(rm(c, "s2", true, err), PS_STATUS_OK);
+    assert_int_equal(where(c, "s2", NULL), '-');
+    assert_int_equal(events_with("forgot shard s2"), 1);
+    assert_int_equal(coord_node_heartbeat(c, &hb, &resp, err, sizeof err), PS_STATUS_NOT_FOUND);
     atomic_store(&w.now, 2000); /* then both others at once: more than R - 1 */
     coord_liveness_sweep(c);
     coord_liveness_sweep(c);

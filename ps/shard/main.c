@@ -175,9 +175,13 @@ int main(int argc, char **argv) {
                 (unsigned long long)rec.skipped, (long long)(ps_now_ms() - t0));
         if (rec.wal.cut_bytes)
             PS_WARN("write-ahead log: a torn tail of %llu bytes was cut from %s at offset %llu "
-                    "(a write that was never acknowledged)",
+                    "(%s)",
                     (unsigned long long)rec.wal.cut_bytes, rec.wal.cut_file,
-                    (unsigned long long)rec.wal.cut_offset);
+                    (unsigned long long)rec.wal.cut_offset,
+                    strcmp(fsync_mode, "none") == 0
+                        ? "--fsync none answers before the disk has a write: if the machine "
+                          "itself went down, that write may have been acknowledged"
+                        : "a write never acknowledged: answers wait for the disk");
     }
     if (st == PS_STATUS_OK)
         st = ps_runtime_create(&ro, &m.rt);

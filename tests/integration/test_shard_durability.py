@@ -170,7 +170,8 @@ def test_torn_tail_is_cut_and_corruption_refused(cluster):
     with open(seg, "ab") as f:
         f.write(b"\x01\x02\x03 torn record")  # a write that never completed
     s.start()
-    assert "torn tail" in log_text(s.tmp, f"shard-{s.runs}")
+    text = log_text(s.tmp, f"shard-{s.runs}")
+    assert "torn tail" in text and "a write never acknowledged" in text, text  # fsync group
     for i in range(5):
         assert pull(s, epoch, 20 + i)[1][0] == i
     s.kill()

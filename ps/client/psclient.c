@@ -56,6 +56,14 @@ ps_status ps_client_refresh(ps_client *c) {
 }
 
 uint64_t psclient_request_id(ps_client *c) {
+    return c->user_request_id ? c->user_request_id : ps_client_new_request_id(c);
+}
+
+void ps_client_set_request_id(ps_client *c, uint64_t id) {
+    c->user_request_id = id;
+}
+
+uint64_t ps_client_new_request_id(ps_client *c) {
     for (;;) { /* SplitMix64 over a random seed: distinct per client and per push */
         uint64_t z = c->request_seed + (++c->request_next) * 0x9E3779B97F4A7C15ull;
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

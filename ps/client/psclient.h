@@ -49,6 +49,17 @@ void ps_client_set_failover_wait(ps_client *client, int64_t ms);
  * even in the middle of a transfer. */
 #define PS_CLIENT_CALL_TIMEOUT_MS 30000
 void ps_client_set_call_timeout(ps_client *client, int64_t ms);
+/* The request id of the writes (pushes of chunks and of rows) from now on. Every write
+ * carries one, the same on every retry the client makes itself, so a shard applies each
+ * key of it once; by default (id 0) each write gets a fresh random one. A write that
+ * failed may still have landed in part: to try it again without applying anything
+ * twice, set an id of your own before it (ps_client_new_request_id) and set the same one
+ * again before each retry, then 0. The same id must name the same write (the same keys
+ * and values); no call of a write with a set id counts as a first try (the shards look
+ * every key up). Shards remember an id for their last few million keys applied
+ * (DEDUP_DEFAULT_MAX_KEYS): retry within seconds. */
+void ps_client_set_request_id(ps_client *client, uint64_t id);
+uint64_t ps_client_new_request_id(ps_client *client); /* random, never 0 */
 /* Shards on the ring, by dense ring index. */
 uint32_t ps_client_shard_count(const ps_client *client);
 const char *ps_client_shard_id(const ps_client *client, uint32_t index);

@@ -53,14 +53,16 @@ struct ps_client {
     char **req_names;
     size_t req_cap;
     uint64_t request_seed, request_next; /* request ids (psclient_request_id) */
+    uint64_t user_request_id;            /* ps_client_set_request_id; 0: none */
     int64_t failover_wait_ms;            /* ps_client_set_failover_wait */
     int64_t call_timeout_ms;             /* ps_client_set_call_timeout */
     int64_t failover_deadline;           /* the running op's wait for a failover ends */
     int route_round; /* the running op's round: in round 0 every key goes for the first time */
 };
 
-/* A new random request id (never 0) for one logical push: the same on every retry of
- * it, so shards apply each key of it once (PushRequest.request_id). */
+/* The request id of one logical push (the caller's, ps_client_set_request_id, else a new
+ * random one, never 0): the same on every retry of it, so shards apply each key of it
+ * once (PushRequest.request_id). */
 uint64_t psclient_request_id(ps_client *c);
 
 /* Sets the client's error text (see ps_client_error) and returns st. */

@@ -178,7 +178,9 @@ static ps_status push_start(ps_client *c, uint32_t s, const size_t *idx, size_t 
     req.n_names = a->names ? m : 0;
     req.names = a->names ? c->req_names : NULL;
     req.request_id = a->request_id;
-    req.first_try = c->route_round == 0; /* later rounds resend keys: the shard checks them */
+    /* later rounds resend keys, and a caller's id may name a write sent before: the
+     * shard checks them */
+    req.first_try = c->route_round == 0 && !c->user_request_id;
     Ps__OptimizerSpec optimizer;
     if (a->train) {
         train_wire_optim_to_msg(a->train->optimizer, &optimizer);

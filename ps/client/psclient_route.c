@@ -289,7 +289,11 @@ ps_status psclient_route_op(ps_client *c, size_t n, const uint64_t *keys, const 
         pause_ms = pause_ms * 2 > FAILOVER_PAUSE_MAX_MS ? FAILOVER_PAUSE_MAX_MS : pause_ms * 2;
         (void)ps_client_refresh(c); /* past the deadline, the next round's failure is said */
     }
-    if (fail.st != PS_STATUS_OK) { /* the first failure is the one reported */
+    if (fail.st == PS_STATUS_UNAVAILABLE || fail.st == PS_STATUS_DEADLINE_EXCEEDED)
+        (void)ps_client_refresh(c); /* the next op starts on a fresh ring: a failover may
+                                     * have moved the keys (with no failover wait, nothing
+                                     * else would make this client look) */
+    if (fail.st != PS_STATUS_OK) {  /* the first failure is the one reported */
         memcpy(c->err, fail.err, sizeof fail.err);
         return fail.st;
     }

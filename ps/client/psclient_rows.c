@@ -103,7 +103,9 @@ static ps_status push_rows_start(ps_client *c, uint32_t s, const size_t *idx, si
     req.spec = &spec;
     req.op = a->op;
     req.request_id = a->request_id;
-    req.first_try = c->route_round == 0; /* later rounds resend rows: the shard checks them */
+    /* later rounds resend rows, and a caller's id may name a write sent before: the
+     * shard checks them */
+    req.first_try = c->route_round == 0 && !c->user_request_id;
     if (a->train) {
         train_wire_optim_to_msg(a->train->optimizer, &optimizer);
         req.optimizer = &optimizer;

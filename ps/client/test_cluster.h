@@ -95,12 +95,24 @@ static int cluster_start(const char *tmp_prefix, int shards, ...) {
     return 0;
 }
 
+/* SIGKILL to process i (0: the coordinator, then shard-1..), waited for; cluster_stop
+ * then leaves it out. */
+static inline void cluster_kill(int i) {
+    assert_true(i < n_procs && procs[i] > 0);
+    kill(procs[i], SIGKILL);
+    waitpid(procs[i], NULL, 0);
+    procs[i] = 0;
+}
+
 /* SIGTERM to every process; -1 when one did not exit 0. Removes the directory. */
 static int cluster_stop(void) {
     int bad = 0;
     for (int i = n_procs - 1; i >= 0; i--)
-        kill(procs[i], SIGTERM);
+        if (procs[i] > 0)
+            kill(procs[i], SIGTERM);
     for (int i = 0; i < n_procs; i++) {
+        if (procs[i] <= 0)
+            continue;
         int st = 0;
         waitpid(procs[i], &st, 0);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {

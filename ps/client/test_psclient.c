@@ -136,6 +136,68 @@ static void test_errors_are_clear(void **state) {
     ps_client_destroy(c);
 }
 
+/* A write retried with the request id the caller set lands once (every call of it is
+ * looked up on the shard); 0 goes back to a fresh id per write. Chunks and rows. */
+static void test_a_set_request_id_lands_once(void **state) {
+    (void)state;
+    ps_client *c = NULL;
+    char err[512];
+    assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
+    enum { N = 6, LEN = 5 };
+    uint64_t keys[N];
+    uint32_t lens[N];
+    float ones[LEN] = {1, 1, 1, 1, 1}, zeros[LEN] = {0}, buf[N][LEN];
+    const float *src[N], *zsrc[N];
+    float *dst[N];
+    for (int i = 0; i < N; i++) {
+        keys[i] = ps_key_dense("rid", 1, "t", (uint32_t)i);
+        lens[i] = LEN;
+        src[i] = ones;
+        zsrc[i] = zeros;
+        dst[i] = buf[i];
+    }
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, zsrc, lens, NULL, NULL),
+                     PS_STATUS_OK);
+    uint64_t id = ps_client_new_request_id(c);
+    assert_true(id != 0 && id != ps_client_new_request_id(c));
+    for (int attempt = 0; attempt < 3; attempt++) { /* the same write, three times */
+        ps_client_set_request_id(c, id);
+        assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ADD, N, keys, src, lens, NULL, NULL),
+                         PS_STATUS_OK);
+    }
+    /* part of it again (a retry the ring regrouped), then all of it under another id */
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ADD, 2, keys + 1, src, lens, NULL, NULL),
+                     PS_STATUS_OK);
+    ps_client_set_request_id(c, 0);
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ADD, N, keys, src, lens, NULL, NULL),
+                     PS_STATUS_OK);
+    assert_int_equal(ps_client_pull(c, N, keys, dst, lens, NULL), PS_STATUS_OK);
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < LEN; k++)
+            assert_true(buf[i][k] == 2.0f);
+
+    table_spec spec = {.dim = 2, .init = TABLE_INIT_ZEROS, .optimizer = OPTIM_SGD};
+    optim_spec sgd;
+    optim_spec_defaults(OPTIM_SGD, &sgd);
+    sgd.lr = 1.0f;
+    ps_table_ref ref = {.model = "rid", .table = "emb", .spec = &spec};
+    ps_push_train train = {.optimizer = &sgd};
+    uint64_t ids[3] = {11, 12, 13};
+    float grads[6] = {1, 1, 1, 1, 1, 1}, rows[6];
+    id = ps_client_new_request_id(c);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        ps_client_set_request_id(c, id);
+        assert_int_equal(
+            ps_client_push_rows(c, &ref, PS__PUSH_OP__PUSH_OPTIMIZE, &train, 3, ids, grads, NULL),
+            PS_STATUS_OK);
+    }
+    ps_client_set_request_id(c, 0);
+    assert_int_equal(ps_client_pull_rows(c, &ref, 3, ids, rows, NULL), PS_STATUS_OK);
+    for (int k = 0; k < 6; k++)
+        assert_true(rows[k] == -1.0f); /* one step of lr 1 from 0, not two */
+    ps_client_destroy(c);
+}
+
 /* A large push goes to each shard as several calls in flight at once (CALL_FLOATS
  * each); when the ring moved under the client, only the refused calls' keys go again,
  * so every chunk is added exactly once. A large pull goes a window of calls at a time
@@ -213,6 +275,62 @@ static void test_more_keys_than_one_request_holds(void **state) {
         assert_int_equal(lens[i], 0); /* none held, all asked */
     free(keys);
     free(lens);
+    ps_client_destroy(c);
+}
+
+static int setup_three(void **state) {
+    (void)state;
+    return cluster_start("test_psclient", 3, NULL); /* R = 2, the coordinator's default */
+}
+
+/* With no failover wait a push whose shard died fails at once, some keys landed on the
+ * live shards; the caller tries it again with its request id until the failover has
+ * moved the dead shard's keys: the client routes each try on a fresh ring (before, it
+ * kept the dead shard's ring and every try failed), and every key lands exactly once. */
+static void test_a_failed_push_tried_again_with_its_id_after_a_failover(void **state) {
+    (void)state;
+    ps_client *c = NULL;
+    char err[512];
+    assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
+    enum { N = 48, LEN = 4 };
+    uint64_t keys[N];
+    uint32_t lens[N];
+    float ones[LEN] = {1, 1, 1, 1}, zeros[LEN] = {0}, buf[N][LEN];
+    const float *src[N], *zsrc[N];
+    float *dst[N];
+    bool on_victim = false;
+    for (int i = 0; i < N; i++) {
+        keys[i] = ps_key_dense("failover", 1, "t", (uint32_t)i);
+        lens[i] = LEN;
+        src[i] = ones;
+        zsrc[i] = zeros;
+        dst[i] = buf[i];
+        on_victim |= strcmp(ps_client_shard_id(c, ps_client_owner(c, keys[i])), "shard-1") == 0;
+    }
+    assert_true(on_victim);
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, zsrc, lens, NULL, NULL),
+                     PS_STATUS_OK);
+    usleep(300 * 1000); /* the backups have their copies */
+    cluster_kill(1);    /* shard-1 */
+    ps_client_set_failover_wait(c, 0);
+    uint64_t id = ps_client_new_request_id(c);
+    int failures = 0;
+    ps_status st = PS_STATUS_UNAVAILABLE;
+    for (int64_t until = ps_now_ms() + 30000; st != PS_STATUS_OK && ps_now_ms() < until;) {
+        ps_client_set_request_id(c, id);
+        st = ps_client_push(c, PS__PUSH_OP__PUSH_ADD, N, keys, src, lens, NULL, NULL);
+        if (st != PS_STATUS_OK) {
+            failures++;
+            usleep(100 * 1000);
+        }
+    }
+    ps_client_set_request_id(c, 0);
+    assert_int_equal(st, PS_STATUS_OK);
+    assert_true(failures > 0); /* the dead shard was met */
+    assert_int_equal(ps_client_pull(c, N, keys, dst, lens, NULL), PS_STATUS_OK);
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < LEN; k++)
+            assert_true(buf[i][k] == 1.0f);
     ps_client_destroy(c);
 }
 
@@ -324,6 +442,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reroute_after_ring_change),
         cmocka_unit_test(test_errors_are_clear),
+        cmocka_unit_test(test_a_set_request_id_lands_once),
     };
     /* on a cluster of their own: a shard joins only a ring that holds no data */
     const struct CMUnitTest fresh_cluster[] = {
@@ -336,8 +455,12 @@ int main(void) {
     const struct CMUnitTest stalled_backup[] = {
         cmocka_unit_test(test_push_past_a_stalled_backup),
     };
+    const struct CMUnitTest failover[] = {
+        cmocka_unit_test(test_a_failed_push_tried_again_with_its_id_after_a_failover),
+    };
     int failed = cmocka_run_group_tests(one_shard, setup_one, teardown);
     failed += cmocka_run_group_tests(stalled_backup, setup, teardown);
+    failed += cmocka_run_group_tests(failover, setup_three, teardown);
     failed += cmocka_run_group_tests(tests, setup, teardown);
     return failed + cmocka_run_group_tests(fresh_cluster, setup, teardown);
 }

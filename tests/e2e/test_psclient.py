@@ -113,6 +113,60 @@ def test_assign_and_add_round_trip(cluster, tmp_path):
         assert np.array_equal(c.pull("rt", "fc2.bias"), b.astype(np.float32))
 
 
+def test_a_write_given_the_same_request_id_lands_once(cluster, tmp_path):
+    """A caller that retries a write that raised passes the write's request id again:
+    the shards apply each chunk or row of it once, also when every call of the retry is
+    looked up (none is a first try); another id is another write."""
+    d = integration.write_model(tmp_path / "rid", dict(integration.TINY_CONFIG, name="rid"),
+                                integration.tiny_tensors(seed=6))
+    cluster.ok("model", "upload", d, "--chunk-floats", "16")
+    with psclient.Client(cluster.coordinator) as c:
+        want = c.pull("rid", "fc1.weight")
+        one = np.float32(1)
+
+        def added(times):  # float32 sums in the shards' order
+            for _ in range(times):
+                want[...] = want + one
+            return want
+
+        rid = psclient.new_request_id()
+        delta = np.ones(200, np.float32)
+        c.add("rid", "fc1.weight", delta, request_id=rid)
+        c.add("rid", "fc1.weight", delta, request_id=rid)  # the same write again: a no-op
+        assert np.array_equal(c.pull("rid", "fc1.weight"), added(1))
+        c.add("rid", "fc1.weight", delta, request_id=np.uint64(rid ^ 1))  # another write
+        assert np.array_equal(c.pull("rid", "fc1.weight"), added(1))
+        c.add("rid", "fc1.weight", delta)  # no id given: a fresh one each time
+        c.add("rid", "fc1.weight", delta)
+        assert np.array_equal(c.pull("rid", "fc1.weight"), added(2))
+        with psclient.Client(cluster.coordinator) as other:  # another client, same id
+            other.add("rid", "fc1.weight", delta, request_id=rid)
+        assert np.array_equal(c.pull("rid", "fc1.weight"), want)
+        sent = c._router.requests_sent
+        for bad in (0, -1, 2 ** 64, 1.5, "7", True):
+            with pytest.raises(ValueError) as e:
+                c.add("rid", "fc1.weight", delta, request_id=bad)
+            assert "request_id must be an integer" in str(e.value), bad
+        assert c._router.requests_sent == sent
+
+
+def test_rows_given_the_same_request_id_land_once(cluster):
+    require_training_side(cluster)
+    register(cluster, dense_config("ridrows", 4, 4, tables=TABLES),
+             {"fc.weight": (4, 4), "fc.bias": (4,)}, 64)
+    t = TABLES[0]
+    ids = np.arange(500, 540, dtype=np.uint64)
+    grads = np.full((len(ids), t["dim"]), 0.5, np.float32)
+    with psclient.Client(cluster.coordinator) as c:
+        rid = psclient.new_request_id()
+        c.push_rows("ridrows", t["name"], ids, grads, request_id=rid)
+        once = c.pull_rows("ridrows", t["name"], ids)
+        c.push_rows("ridrows", t["name"], ids, grads, request_id=rid)
+        assert np.array_equal(c.pull_rows("ridrows", t["name"], ids), once)
+        c.push_rows("ridrows", t["name"], ids, grads)
+        assert not np.array_equal(c.pull_rows("ridrows", t["name"], ids), once)
+
+
 def test_a_tensor_cut_into_several_requests_per_shard(cluster):
     """With a 64 KiB message budget a 1 MiB tensor takes several requests per shard;
     every chunk still lands once, in its place."""

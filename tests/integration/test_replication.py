@@ -97,32 +97,43 @@ def test_retried_push_with_the_same_request_id_applies_once(make_cluster, tmp_pa
 class Adder(threading.Thread):
     """ADDs of 1.0 to every float of tensor "big" (of wide, or another model of `floats`
     floats), counting the acknowledged ones and the longest time between two
-    acknowledgements."""
+    acknowledgements. With resume, an ADD that raised is tried again with its request id
+    until it is acknowledged (also after stop() is asked, for up to a minute), so every
+    ADD sent lands once: the values must equal `acked` exactly."""
 
-    def __init__(self, coordinator, model="wide", floats=FLOATS, **client_args):
+    def __init__(self, coordinator, model="wide", floats=FLOATS, resume=False, **client_args):
         super().__init__(daemon=True)
         self.client = psclient.Client(coordinator, **client_args)
-        self.model, self.floats = model, floats
+        self.model, self.floats, self.resume = model, floats, resume
         self.halt = threading.Event()
         self.acked, self.failed, self.longest_gap = 0, [], 0.0
+        self.unresolved = 0  # resume: an ADD still not acknowledged when it gave up
 
     def run(self):
         last = time.monotonic()
         delta = np.ones(self.floats, np.float32)
-        while not self.halt.is_set():
+        rid, give_up = None, None
+        while not self.halt.is_set() or (give_up is not None and time.monotonic() < give_up):
+            if self.resume and rid is None:
+                rid = psclient.new_request_id()
             try:
-                self.client.add(self.model, "big", delta, version=1)
+                self.client.add(self.model, "big", delta, version=1, request_id=rid)
             except psclient.Error as e:
                 self.failed.append(str(e))
+                if rid is not None and give_up is None:
+                    give_up = time.monotonic() + 60
                 continue
+            rid, give_up = None, None
             self.acked += 1
             now = time.monotonic()
             self.longest_gap = max(self.longest_gap, now - last)
             last = now
+        self.unresolved = int(rid is not None)  # gave up on it: it may have landed in part
 
     def stop(self):
         self.halt.set()
-        self.join(timeout=60)
+        self.join(timeout=120)
+        assert not self.is_alive(), "the adder did not stop"
         self.client.close()
 
 
@@ -195,6 +206,43 @@ def test_a_stopped_shard_holds_pushes_no_longer_than_a_failover(make_cluster, tm
         value = cl.pull("wide", "big", version=1)
     finally:
         cl.close()
+    assert np.all(value == float(adder.acked)), (
+        f"values {np.unique(value)[:5]} != {adder.acked} acknowledged ADDs")
+
+
+def test_writes_that_raised_and_were_retried_with_their_request_id_land_once(
+        make_cluster, tmp_path, monkeypatch):
+    """The client's own retries are turned off (no failover wait), so while a killed
+    primary's keys fail over, ADDs raise after landing on the live shards' chunks; the
+    adder tries each again with its request id until it is acknowledged. Every chunk then
+    holds exactly the acknowledged count: nothing landed twice, nothing was lost. (Trying
+    again with a fresh id would add the landed part twice.)"""
+    from psclient import routing
+    monkeypatch.setattr(routing, "FAILOVER_WAIT_S", 0.0)
+    c = make_cluster(shards=3)
+    upload_wide(c, tmp_path)
+    victim = chunk_owners(c, "wide", "big")[0][1][0]
+    name = next(n for n, p in c.procs.items() if n != "coordinator" and victim.endswith(f":{p.port}"))
+    adder = Adder(c.coordinator, resume=True)
+    adder.start()
+    deadline = time.monotonic() + 30
+    while adder.acked < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    c.procs[name].proc.kill()
+    c.procs[name].proc.wait(timeout=10)
+    killed_at, acked_then = time.monotonic(), adder.acked
+    while adder.acked < acked_then + 10 and time.monotonic() < killed_at + 60:
+        time.sleep(0.05)
+    adder.stop()
+    assert adder.failed, "no ADD raised: the kill was not seen"
+    assert adder.unresolved == 0 and adder.acked >= acked_then + 10, (
+        adder.acked, acked_then, adder.failed[:2], adder.failed[-2:])
+    cl = psclient.Client(c.coordinator)
+    try:
+        value = cl.pull("wide", "big", version=1)
+    finally:
+        cl.close()
+    print(f"{adder.acked} ADDs acknowledged; {len(adder.failed)} tries raised and were retried")
     assert np.all(value == float(adder.acked)), (
         f"values {np.unique(value)[:5]} != {adder.acked} acknowledged ADDs")
 
@@ -438,7 +486,7 @@ def test_a_joiner_killed_at_its_commit_and_restarted_at_once_loses_nothing(make_
     c.ok("model", "upload", str(root), "--chunk-floats", "1024")
     victim = "shard-1"
     port = c.procs[victim].port
-    adder = Adder(c.coordinator, model="small", floats=floats)
+    adder = Adder(c.coordinator, model="small", floats=floats, resume=True)
     adder.start()
 
     def ring_state():
@@ -485,14 +533,17 @@ def test_a_joiner_killed_at_its_commit_and_restarted_at_once_loses_nothing(make_
             time.sleep(0.05)
         adder.stop()
     epoch = ring_epoch(c)
-    low, high = adder.acked, adder.acked + len(adder.failed)  # a failed ADD may have landed
-    print(f"{adder.acked} ADDs acknowledged, {len(adder.failed)} failed")
+    # every ADD that raised was tried again with its request id until acknowledged: each
+    # landed once, so every float is exactly the count (a last one given up on may count)
+    low, high = adder.acked, adder.acked + adder.unresolved
+    print(f"{adder.acked} ADDs acknowledged, {len(adder.failed)} tries failed and were "
+          f"retried, {adder.unresolved} given up")
     for key, addrs in chunk_owners(c, "small", "big"):
         copies = [pull_at(a, key, epoch) for a in addrs]
         for a, got in zip(addrs, copies):
             assert got.min() >= low and got.max() <= high, (
                 f"chunk {key:016x} on {a}: {np.unique(got)[:4]}, acknowledged {low}, "
-                f"failed {high - low}")
+                f"given up {high - low}")
         assert np.array_equal(copies[0], copies[1]), (key, [np.unique(x)[:3] for x in copies])
 
 

@@ -13,5 +13,6 @@ from .client import Client
 from .errors import Error
 from .keys import key_dense, key_row
 from .ring import Ring
+from .routing import new_request_id
 
-__all__ = ["Client", "Error", "Ring", "key_dense", "key_row"]
+__all__ = ["Client", "Error", "Ring", "key_dense", "key_row", "new_request_id"]

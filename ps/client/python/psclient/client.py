@@ -11,7 +11,25 @@ model's sparse tables, with the optimizers config.json names applied on the shar
 
 Arguments are checked here before anything is sent (ValueError: unknown tensor or
 table, shape mismatch, non-finite gradients the model rejects); anything the servers
-refuse raises psclient.Error with the gRPC code and the server's message. Routing,
+refuse raises psclient.Error with the gRPC code and the server's message.
+
+Every write carries a request id, the same on every retry the client makes itself, so a
+shard applies each chunk or row of it once. A write that raised (its shard unreachable
+past the failover wait, say) may still have landed in part; to try it again without
+applying anything twice, give the write a request id of your own and pass the same one
+again (psclient.new_request_id() makes one):
+
+    rid = psclient.new_request_id()
+    for attempt in range(5):
+        try:
+            c.add("m", "t", delta, request_id=rid)   # lands once, whatever the tries
+            break
+        except psclient.Error:
+            time.sleep(1)
+
+The same id must name the same write (same tensor or table, same values); shards
+remember an id for the last few million keys they applied (DEDUP_DEFAULT_MAX_KEYS in
+ps/shard/dedup.h), so retry within seconds, not hours. Routing,
 message sizes and ring changes are routing.py's. Not thread-safe: one Client per thread
 (like the C client).
 """
@@ -22,7 +40,7 @@ from ._wire import pb
 from .dense import DensePull, DensePush
 from .messages import check_finite, floats, optimizer_spec, table_spec
 from .registry import Registry
-from .routing import CALL_TIMEOUT_S, MAX_REQUEST_BYTES, Router
+from .routing import CALL_TIMEOUT_S, MAX_REQUEST_BYTES, Router, check_request_id
 from .rows import RowsPull, RowsPush
 from .workers import Worker
 
@@ -117,20 +135,22 @@ class Client:
         self._router.route(op)
         return op.out.reshape(t.shape)
 
-    def assign(self, model, tensor, values, version=None):
-        """Replaces the tensor's values."""
-        self._push_values(model, tensor, values, version, pb.PUSH_ASSIGN)
+    def assign(self, model, tensor, values, version=None, request_id=None):
+        """Replaces the tensor's values (request_id: see the module's text)."""
+        self._push_values(model, tensor, values, version, pb.PUSH_ASSIGN, request_id)
 
-    def add(self, model, tensor, delta, version=None):
-        """Adds delta to the tensor's values, element-wise."""
-        self._push_values(model, tensor, delta, version, pb.PUSH_ADD)
+    def add(self, model, tensor, delta, version=None, request_id=None):
+        """Adds delta to the tensor's values, element-wise (request_id: see the
+        module's text)."""
+        self._push_values(model, tensor, delta, version, pb.PUSH_ADD, request_id)
 
-    def push(self, model, tensor, grad, version=None):
+    def push(self, model, tensor, grad, version=None, request_id=None):
         """Applies a gradient with the tensor's optimizer from config.json (training:
         its `tensors` entry, else `optimizer`); ValueError when it has none. Returns the
         number of chunks the shards skipped for non-finite gradients (only with
         training.non_finite "skip"; with "reject", the default, a NaN or infinity is
-        refused here)."""
+        refused here). request_id: see the module's text."""
+        rid = check_request_id(request_id)
         entry = self._registry.get(model, version)
         t = entry.tensor(tensor)
         opt, skip = entry.training_for(tensor)
@@ -139,17 +159,20 @@ class Client:
             check_finite(g, f"gradient of {model}/{tensor}",
                          "; the model's training.non_finite is \"reject\"")
         refresh = self._registry.refresher(model, version, entry)
-        op = DensePush(entry, t, pb.PUSH_OPTIMIZE, g, refresh, optimizer_spec(opt), skip)
+        op = DensePush(entry, t, pb.PUSH_OPTIMIZE, g, refresh, optimizer_spec(opt), skip,
+                       request_id=rid)
         self._router.route(op)
         return op.skipped
 
-    def _push_values(self, model, tensor, values, version, op_kind):
+    def _push_values(self, model, tensor, values, version, op_kind, request_id):
+        rid = check_request_id(request_id)
         entry = self._registry.get(model, version)
         t = entry.tensor(tensor)
         what = f"values for {model}/{tensor}"
         v = self._values(t, values, what)
         check_finite(v, what)
-        op = DensePush(entry, t, op_kind, v, self._registry.refresher(model, version, entry))
+        op = DensePush(entry, t, op_kind, v, self._registry.refresher(model, version, entry),
+                       request_id=rid)
         self._router.route(op)
 
     @staticmethod
@@ -174,10 +197,12 @@ class Client:
         self._router.route(op)
         return op.out[inverse]
 
-    def push_rows(self, model, table, ids, grads):
+    def push_rows(self, model, table, ids, grads, request_id=None):
         """Applies gradients to rows `ids` (grads: [len(ids), dim]) with the table's
         optimizer; the gradients of repeated ids are summed first. Returns the number of
-        rows the shards skipped for non-finite gradients (training.non_finite "skip")."""
+        rows the shards skipped for non-finite gradients (training.non_finite "skip").
+        request_id: see the module's text."""
+        rid = check_request_id(request_id)
         t, u, inverse = self._rows_args(model, table, ids)
         if t.optimizer is None:
             raise ValueError(f"table {model}/{table} has no optimizer in config.json "
@@ -195,7 +220,7 @@ class Client:
         summed = np.zeros((len(u), t.dim), dtype=np.float32)
         np.add.at(summed, inverse, g)
         op = RowsPush(model, table, table_spec(t), u, summed, optimizer_spec(t.optimizer), skip,
-                      self._table_refresh(model, table))
+                      self._table_refresh(model, table), request_id=rid)
         self._router.route(op)
         return op.skipped
 

@@ -65,7 +65,7 @@ class DensePush(_TensorOp):
     write = True
 
     def __init__(self, entry, tensor, op, values, refresh, optimizer=None,
-                 skip_non_finite=False):
+                 skip_non_finite=False, request_id=None):
         super().__init__(entry, tensor)
         self.op, self.values = op, values
         self.optimizer, self.skip_non_finite = optimizer, skip_non_finite
@@ -76,7 +76,9 @@ class DensePush(_TensorOp):
         self.item_bytes = (self.lengths * 4 + KEY_OVERHEAD +
                            np.array([len(n) + 3 for n in self.names], dtype=np.int64))
         self.skipped = 0
-        self.request_id = new_request_id()  # the same on every try: each key lands once
+        # the same on every try: each key lands once; the caller's when it gave one
+        self.request_id = request_id or new_request_id()
+        self.resumed = request_id is not None
 
     def request(self, idx, epoch):
         v = self.values

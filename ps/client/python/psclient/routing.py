@@ -61,6 +61,17 @@ def new_request_id():
             return rid
 
 
+def check_request_id(request_id):
+    """A caller's request id: None, or an int 1..2**64-1 (ValueError otherwise)."""
+    if request_id is None:
+        return None
+    if isinstance(request_id, bool) or not isinstance(request_id, (int, np.integer)) or \
+            not 0 < int(request_id) < 2 ** 64:
+        raise ValueError(f"request_id must be an integer 1..2**64-1 (psclient.new_request_id()), "
+                         f"not {request_id!r}")
+    return int(request_id)
+
+
 class Op:
     """What route() needs from an operation (subclasses in client.py).
 
@@ -73,6 +84,9 @@ class Op:
     keys = None
     item_bytes = None
     request_id = 0  # writes: set per operation (new_request_id), the same on every try
+    # True when the caller gave the request id (a write it may have sent before): no call
+    # of it is a first try
+    resumed = False
     # True while route() sends every item for the first time (its first round): a shard
     # need not look such a push's keys up (PushRequest.first_try)
     first_try = True
@@ -160,7 +174,7 @@ class Router:
         # with one copy a dead shard's keys have nowhere else to go: say so at once
         retry_unreachable = self.replication >= 2 and (not op.write or op.request_id != 0)
         moved, pause, unreachable = 0, FAILOVER_PAUSE_S[0], False
-        op.first_try = True
+        op.first_try = not op.resumed
         while moved < MAX_ROUNDS:
             if len(pending) == 0:
                 break
@@ -195,6 +209,11 @@ class Router:
             if first_error is not None and len(pending) == 0:
                 break
         if first_error is not None:
+            if first_error.code in UNREACHABLE:  # the next operation starts on a fresh
+                try:                             # ring: a failover may have moved the keys
+                    self.refresh_ring()
+                except Error:
+                    pass
             raise first_error
         if len(pending):
             raise Error(f"{op.what}: the ring kept moving: {len(pending)} items still refused "

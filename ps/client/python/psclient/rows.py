@@ -65,12 +65,15 @@ class RowsPush(_RowsOp):
     method = "PushRows"
     write = True
 
-    def __init__(self, model, table, spec, ids, grads, optimizer, skip_non_finite, refresh):
+    def __init__(self, model, table, spec, ids, grads, optimizer, skip_non_finite, refresh,
+                 request_id=None):
         super().__init__(model, table, spec, ids, refresh)
         self.what = f"push rows of {model}/{table}"
         self.grads, self.optimizer, self.skip_non_finite = grads, optimizer, skip_non_finite
         self.skipped = 0
-        self.request_id = new_request_id()  # the same on every try: each row lands once
+        # the same on every try: each row lands once; the caller's when it gave one
+        self.request_id = request_id or new_request_id()
+        self.resumed = request_id is not None
 
     def request(self, idx, epoch):
         return pb.PushRowsRequest(epoch=epoch, model=self.model, table=self.table, spec=self.spec,

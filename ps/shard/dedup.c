@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "util.h"
 
 /* Keys recorded at one journal position: keys[previous segment's end..end), by the
@@ -34,6 +35,7 @@ typedef struct request {
     size_t cap;      /* slots, a power of two or 0 */
     bool has_zero;
     bool retried;          /* a call of it came that was not a first try: look every call up */
+    int64_t first_ms;      /* when it was first recorded (ps_now_ms) */
     uint64_t swept;        /* the marks (dedup_forget) up to this number are applied to it */
     struct request *chain; /* next in its bucket */
     struct request *older, *newer; /* the FIFO */
@@ -54,7 +56,8 @@ struct dedup {
     request **buckets;
     size_t n_buckets; /* a power of two */
     size_t n_requests;
-    uint64_t n_keys, forgotten;
+    uint64_t n_keys, forgotten, forgotten_young;
+    int64_t warned_ms; /* the last warning that the memory reaches back too little */
     request *oldest, *newest;
     uint64_t seq;        /* numbers dedup_record and dedup_forget calls, in order */
     uint64_t forget_seq; /* the last dedup_forget's number */
@@ -268,8 +271,18 @@ static void unlink_locked(dedup *d, request *r) {
 
 /* Forgets the oldest request for the bound (lock held). */
 static void forget_oldest_locked(dedup *d) {
+    int64_t now = ps_now_ms(), age = now - d->oldest->first_ms;
     unlink_locked(d, d->oldest);
     d->forgotten++;
+    if (age >= DEDUP_SHORT_WINDOW_MS)
+        return;
+    d->forgotten_young++;
+    if (d->warned_ms && now - d->warned_ms < 60000)
+        return;
+    d->warned_ms = now;
+    PS_WARN("request-id memory (%llu keys) now reaches back only %lld ms: a push retried later "
+            "than that may be applied twice; give the shard more (--dedup-mb)",
+            (unsigned long long)d->max_keys, (long long)age);
 }
 
 /* Doubles the bucket table when it is full (lock held); a failure keeps the old one. */
@@ -325,6 +338,7 @@ static request *get_locked(dedup *d, uint64_t id) {
     if (!(r = calloc(1, sizeof *r)))
         return NULL;
     r->id = id;
+    r->first_ms = ps_now_ms();
     size_t k = bucket_of(d, id);
     r->chain = d->buckets[k];
     d->buckets[k] = r;
@@ -554,5 +568,9 @@ void dedup_get_stats(dedup *d, dedup_stats *ret) {
     ret->requests = d->n_requests;
     ret->keys = d->n_keys;
     ret->forgotten = d->forgotten;
+    ret->max_keys = d->max_keys;
+    ret->forgotten_young = d->forgotten_young;
+    int64_t age = d->oldest ? ps_now_ms() - d->oldest->first_ms : 0;
+    ret->window_ms = age > 0 ? (uint64_t)age : 0;
     pthread_mutex_unlock(&d->lock);
 }

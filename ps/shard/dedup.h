@@ -32,6 +32,10 @@
 #include "status.h"
 
 #define DEDUP_DEFAULT_MAX_KEYS (4u << 20) /* keys remembered in all: 32 MiB */
+/* A request forgotten for the bound while younger than this is counted (and logged, at
+ * most once a minute): retries come that late (a client's failover wait is 20 s), so the
+ * bound is too small for the shard's push rate (ps-shard --dedup-mb). */
+#define DEDUP_SHORT_WINDOW_MS 30000
 
 typedef struct dedup dedup;
 
@@ -87,9 +91,15 @@ typedef struct dedup_entry {
 ps_status dedup_export(dedup *dedup, uint64_t max_pos, dedup_entry **ret_entries, size_t *ret_n);
 
 typedef struct dedup_stats {
-    uint64_t requests;  /* remembered */
-    uint64_t keys;      /* in all (a key recorded twice counts twice) */
-    uint64_t forgotten; /* requests forgotten for the bound */
+    uint64_t requests;        /* remembered */
+    uint64_t keys;            /* in all (a key recorded twice counts twice) */
+    uint64_t forgotten;       /* requests forgotten for the bound */
+    uint64_t max_keys;        /* the bound */
+    uint64_t forgotten_young; /* of them, forgotten younger than DEDUP_SHORT_WINDOW_MS */
+    /* How far back the memory reaches: the age of the oldest request remembered (ms),
+     * 0 when none. A retry later than this may find its request forgotten (only once
+     * some were: forgotten > 0). */
+    uint64_t window_ms;
 } dedup_stats;
 
 void dedup_get_stats(dedup *dedup, dedup_stats *ret_stats);

@@ -429,6 +429,13 @@ ps_status shard_handle_health(rpc_ctx *rc, const ProtobufCMessage *msg, void *us
     resp.repl_syncs = rs.syncs;
     resp.repl_sync_chunks_left = rs.sync_chunks_left;
     resp.repl_sync_bytes_left = rs.sync_bytes_left;
+    dedup_stats ds;
+    dedup_get_stats(ctx->dedup, &ds);
+    resp.dedup_keys = ds.keys;
+    resp.dedup_max_keys = ds.max_keys;
+    resp.dedup_window_ms = ds.window_ms;
+    resp.dedup_forgotten = ds.forgotten;
+    resp.dedup_forgotten_young = ds.forgotten_young;
     row_table_stats *stats = NULL;
     Ps__TableStats *msgs = NULL, **ptrs = NULL;
     ps_status st = health_tables(ctx, &resp, &stats, &msgs, &ptrs)

@@ -9,6 +9,7 @@
 #include "flags.h"
 #include "log.h"
 #include "runtime.h"
+#include "dedup.h"
 #include "shard_ctx.h"
 #include "shard_limits.h"
 #include "util.h"
@@ -75,6 +76,7 @@ int main(int argc, char **argv) {
     uint64_t max_bytes = half_of_memory();
     const char *data_dir = NULL, *fsync_mode = "group";
     int snapshot_mb = (int)(SNAPSHOT_DEFAULT_LOG_BYTES >> 20);
+    int dedup_mb = (int)((DEDUP_DEFAULT_MAX_KEYS * sizeof(uint64_t)) >> 20);
     const ps_flag flags[] = {
         {"id", PS_FLAG_STRING, &id, 0, 0, "ID", "this shard's unique name", true},
         {"listen", PS_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
@@ -112,6 +114,12 @@ int main(int argc, char **argv) {
          "the log it covers is deleted, so a restart loads the snapshot and replays at most "
          "about N MiB of log",
          false},
+        {"dedup-mb", PS_FLAG_INT, &dedup_mb, 1, 1 << 20, "N",
+         "memory for the request ids of recent pushes and the keys each applied (8 bytes a "
+         "key): a push sent again (a client's retry, or a caller's with its request id) is "
+         "applied at most once while its id is remembered; the oldest are forgotten first, and "
+         "a warning says when that reaches back less than 30 s (Health: dedup_window_ms)",
+         false},
         {"port-file", PS_FLAG_STRING, &port_file, 0, 0, "FILE",
          "write the bound port there once serving", false},
     };
@@ -133,6 +141,7 @@ int main(int argc, char **argv) {
     shard_ctx_opts o = {.id = id,
                         .max_bytes = max_bytes,
                         .log_bytes = (uint64_t)log_mb << 20,
+                        .dedup_keys = ((uint64_t)dedup_mb << 20) / sizeof(uint64_t),
                         .max_subscribers = (uint32_t)max_subs,
                         .ring_refresh = refresh_ring,
                         .ring_refresh_arg = &m,

@@ -62,7 +62,7 @@ ps_status shard_ctx_create(const shard_ctx_opts *opts, shard_ctx **ret_ctx) {
     placement_opts po = {.self_id = opts->id};
     if ((st = placement_create(&po, &ctx->placement)) != PS_STATUS_OK)
         goto fail;
-    if ((st = dedup_create(0, &ctx->dedup)) != PS_STATUS_OK)
+    if ((st = dedup_create(opts->dedup_keys, &ctx->dedup)) != PS_STATUS_OK)
         goto fail;
     replicator_opts rpo = {.self_id = opts->id,
                            .incarnation = ctx->incarnation,

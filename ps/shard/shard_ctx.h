@@ -30,6 +30,7 @@ typedef struct shard_ctx_opts {
     const char *id;           /* this shard's id on the ring (copied) */
     uint64_t max_bytes;       /* value-memory quota (--max-bytes); 0 = none */
     uint64_t log_bytes;       /* update log budget (--log-mb); 0 = 64 MiB */
+    uint64_t dedup_keys;      /* request-id memory, keys (--dedup-mb); 0 = DEDUP_DEFAULT_MAX_KEYS */
     uint32_t max_subscribers; /* open Subscribe streams; 0 = SHARD_DEFAULT_MAX_SUBSCRIBERS */
     uint64_t incarnation;     /* 0 = draw a random non-zero one (tests may fix it) */
     uint64_t start_seq;       /* last seq before the first update; 0 = wall clock in us */

@@ -114,6 +114,34 @@ static void test_dedup_check_looks_first_tries_up_only_after_a_retry(void **stat
     dedup_destroy(d);
 }
 
+/* The bound: past max_keys the oldest requests are forgotten (a retry of them would
+ * apply again), counted, and those forgotten younger than DEDUP_SHORT_WINDOW_MS counted
+ * apart; the window is how far back the memory reaches. */
+static void test_dedup_bound_and_window(void **state) {
+    (void)state;
+    dedup *d = NULL;
+    assert_int_equal(dedup_create(5, &d), PS_STATUS_OK);
+    dedup_stats st;
+    dedup_get_stats(d, &st);
+    assert_int_equal(st.window_ms, 0); /* nothing remembered */
+    assert_int_equal(st.max_keys, 5);
+    const uint64_t a[] = {1, 2}, b[] = {3, 4}, c[] = {5, 6};
+    assert_int_equal(dedup_record(d, 1, 2, a, 10), PS_STATUS_OK);
+    assert_int_equal(dedup_record(d, 2, 2, b, 11), PS_STATUS_OK);
+    usleep(20 * 1000);
+    dedup_get_stats(d, &st);
+    assert_true(st.window_ms >= 15 && st.window_ms < DEDUP_SHORT_WINDOW_MS);
+    assert_int_equal(st.forgotten, 0);
+    assert_int_equal(dedup_record(d, 3, 2, c, 12), PS_STATUS_OK); /* 6 keys > 5: 1 goes */
+    dedup_get_stats(d, &st);
+    assert_int_equal(st.requests, 2);
+    assert_int_equal(st.forgotten, 1);
+    assert_int_equal(st.forgotten_young, 1);
+    assert_int_equal(dedup_lookup(d, 1, 2, a, NULL, NULL), 0); /* forgotten */
+    assert_int_equal(dedup_lookup(d, 2, 2, b, NULL, NULL), 2);
+    dedup_destroy(d);
+}
+
 /* A request applied partly before a sync's point and partly after: the export gives
  * the keys applied up to the point (the images hold them), under the largest of their
  * positions, and none of the later ones (they reach the backup as changes). */
@@ -985,6 +1013,7 @@ int main(void) {
         cmocka_unit_test(test_dedup_finds_what_a_request_applied),
         cmocka_unit_test(test_dedup_forgets_the_oldest_past_its_bound),
         cmocka_unit_test(test_dedup_check_looks_first_tries_up_only_after_a_retry),
+        cmocka_unit_test(test_dedup_bound_and_window),
         cmocka_unit_test(test_dedup_export_and_its_journal_record),
         cmocka_unit_test(test_dedup_export_splits_a_request_at_the_point),
         cmocka_unit_test(test_dedup_request_grows_over_many_calls),

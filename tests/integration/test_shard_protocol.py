@@ -283,6 +283,44 @@ def test_health_counts_subscribers(cluster):
         time.sleep(0.02)
 
 
+def test_request_id_memory_is_bounded_and_says_how_far_back_it_reaches(tmp_path):
+    """ps-shard --dedup-mb 1 remembers 131072 keys of recent requests: pushes of more
+    keys than that forget the oldest request (a retry of it would apply again); Health
+    says the bound, the keys, how far back the memory reaches and how many requests were
+    forgotten younger than 30 s, and the log warns to raise --dedup-mb."""
+    tmp = str(tmp_path)
+    procs = []
+    try:
+        p, coord = start_coordinator(tmp)
+        procs.append(("coord", p))
+        p, addr = start_shard(tmp, coord, "shard-1", "--dedup-mb", "1")
+        procs.append(("shard-1", p))
+        epoch = wait_ring(cpb_grpc.CoordinatorStub(grpc.insecure_channel(coord)), ["shard-1"])
+        s = shard_stub(addr)
+        h = s.Health(pb.HealthRequest())
+        assert (h.dedup_max_keys, h.dedup_keys, h.dedup_forgotten) == (131072, 0, 0), h
+        n = 50000
+        for rid in (11, 12, 13):  # 150000 keys: the first request is forgotten
+            keys = list(range(rid * 1000000, rid * 1000000 + n))
+            s.Push(pb.PushRequest(epoch=epoch, keys=keys, lengths=[1] * n,
+                                  values=struct.pack(f"<{n}f", *([1.0] * n)), request_id=rid,
+                                  first_try=True))
+        h = s.Health(pb.HealthRequest())
+        assert h.dedup_forgotten == 1 and h.dedup_forgotten_young == 1, h
+        assert h.dedup_keys == 2 * n and 0 < h.dedup_window_ms < 30000, h
+        # the forgotten request, sent again, applies again (what the warning is about);
+        # a remembered one does not
+        for rid, want in ((11, 2.0), (13, 1.0)):
+            key = rid * 1000000
+            s.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[1], op=pb.PUSH_ADD,
+                                  values=struct.pack("<f", 1.0), request_id=rid))
+            got = s.Pull(pb.PullRequest(epoch=epoch, keys=[key]))
+            assert struct.unpack("<f", got.values)[0] == want, (rid, got)
+        assert "reaches back only" in log_text(tmp, "shard-1")
+    finally:
+        stop_all(tmp, procs)
+
+
 def test_restart_draws_a_new_incarnation_and_versions_go_on(tmp_path):
     """A restarted shard must not start versions again at 1: a replica would ignore its
     updates or apply deltas onto stale values (issue 6, defect 7)."""

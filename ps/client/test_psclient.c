@@ -136,6 +136,40 @@ static void test_errors_are_clear(void **state) {
     ps_client_destroy(c);
 }
 
+/* Up to SMALL_KEYS keys of tensor `name` (version 1), SMALL_LEN floats each, pushed
+ * from `ones` or `zeros` and pulled into `buf`: what the request-id tests push. */
+enum { SMALL_KEYS = 64, SMALL_LEN = 5 };
+typedef struct small_set {
+    int n;
+    uint64_t keys[SMALL_KEYS];
+    uint32_t lens[SMALL_KEYS];
+    float ones[SMALL_LEN], zeros[SMALL_LEN], buf[SMALL_KEYS][SMALL_LEN];
+    const float *src[SMALL_KEYS], *zsrc[SMALL_KEYS];
+    float *dst[SMALL_KEYS];
+} small_set;
+
+static void small_set_init(small_set *s, const char *name, int n) {
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    for (int k = 0; k < SMALL_LEN; k++)
+        s->ones[k] = 1.0f;
+    for (int i = 0; i < n; i++) {
+        s->keys[i] = ps_key_dense(name, 1, "t", (uint32_t)i);
+        s->lens[i] = SMALL_LEN;
+        s->src[i] = s->ones;
+        s->zsrc[i] = s->zeros;
+        s->dst[i] = s->buf[i];
+    }
+}
+
+/* Pulls the set back: every float must be `want`. */
+static void small_set_expect(ps_client *c, small_set *s, float want) {
+    assert_int_equal(ps_client_pull(c, (size_t)s->n, s->keys, s->dst, s->lens, NULL), PS_STATUS_OK);
+    for (int i = 0; i < s->n; i++)
+        for (int k = 0; k < SMALL_LEN; k++)
+            assert_true(s->buf[i][k] == want);
+}
+
 /* A write retried with the request id the caller set lands once (every call of it is
  * looked up on the shard); 0 goes back to a fresh id per write. Chunks and rows. */
 static void test_a_set_request_id_lands_once(void **state) {
@@ -143,38 +177,28 @@ static void test_a_set_request_id_lands_once(void **state) {
     ps_client *c = NULL;
     char err[512];
     assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
-    enum { N = 6, LEN = 5 };
-    uint64_t keys[N];
-    uint32_t lens[N];
-    float ones[LEN] = {1, 1, 1, 1, 1}, zeros[LEN] = {0}, buf[N][LEN];
-    const float *src[N], *zsrc[N];
-    float *dst[N];
-    for (int i = 0; i < N; i++) {
-        keys[i] = ps_key_dense("rid", 1, "t", (uint32_t)i);
-        lens[i] = LEN;
-        src[i] = ones;
-        zsrc[i] = zeros;
-        dst[i] = buf[i];
-    }
-    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, zsrc, lens, NULL, NULL),
-                     PS_STATUS_OK);
+    static small_set s;
+    small_set_init(&s, "rid", 6);
+    const size_t n = (size_t)s.n;
+    assert_int_equal(
+        ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, n, s.keys, s.zsrc, s.lens, NULL, NULL),
+        PS_STATUS_OK);
     uint64_t id = ps_client_new_request_id(c);
     assert_true(id != 0 && id != ps_client_new_request_id(c));
     for (int attempt = 0; attempt < 3; attempt++) { /* the same write, three times */
         ps_client_set_request_id(c, id);
-        assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ADD, N, keys, src, lens, NULL, NULL),
-                         PS_STATUS_OK);
+        assert_int_equal(
+            ps_client_push(c, PS__PUSH_OP__PUSH_ADD, n, s.keys, s.src, s.lens, NULL, NULL),
+            PS_STATUS_OK);
     }
     /* part of it again (a retry the ring regrouped), then all of it under another id */
-    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ADD, 2, keys + 1, src, lens, NULL, NULL),
-                     PS_STATUS_OK);
+    assert_int_equal(
+        ps_client_push(c, PS__PUSH_OP__PUSH_ADD, 2, s.keys + 1, s.src, s.lens, NULL, NULL),
+        PS_STATUS_OK);
     ps_client_set_request_id(c, 0);
-    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ADD, N, keys, src, lens, NULL, NULL),
+    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ADD, n, s.keys, s.src, s.lens, NULL, NULL),
                      PS_STATUS_OK);
-    assert_int_equal(ps_client_pull(c, N, keys, dst, lens, NULL), PS_STATUS_OK);
-    for (int i = 0; i < N; i++)
-        for (int k = 0; k < LEN; k++)
-            assert_true(buf[i][k] == 2.0f);
+    small_set_expect(c, &s, 2.0f);
 
     table_spec spec = {.dim = 2, .init = TABLE_INIT_ZEROS, .optimizer = OPTIM_SGD};
     optim_spec sgd;
@@ -292,24 +316,16 @@ static void test_a_failed_push_tried_again_with_its_id_after_a_failover(void **s
     ps_client *c = NULL;
     char err[512];
     assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
-    enum { N = 48, LEN = 4 };
-    uint64_t keys[N];
-    uint32_t lens[N];
-    float ones[LEN] = {1, 1, 1, 1}, zeros[LEN] = {0}, buf[N][LEN];
-    const float *src[N], *zsrc[N];
-    float *dst[N];
+    static small_set s;
+    small_set_init(&s, "failover", 48);
+    const size_t n = (size_t)s.n;
     bool on_victim = false;
-    for (int i = 0; i < N; i++) {
-        keys[i] = ps_key_dense("failover", 1, "t", (uint32_t)i);
-        lens[i] = LEN;
-        src[i] = ones;
-        zsrc[i] = zeros;
-        dst[i] = buf[i];
-        on_victim |= strcmp(ps_client_shard_id(c, ps_client_owner(c, keys[i])), "shard-1") == 0;
-    }
+    for (size_t i = 0; i < n; i++)
+        on_victim |= strcmp(ps_client_shard_id(c, ps_client_owner(c, s.keys[i])), "shard-1") == 0;
     assert_true(on_victim);
-    assert_int_equal(ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, N, keys, zsrc, lens, NULL, NULL),
-                     PS_STATUS_OK);
+    assert_int_equal(
+        ps_client_push(c, PS__PUSH_OP__PUSH_ASSIGN, n, s.keys, s.zsrc, s.lens, NULL, NULL),
+        PS_STATUS_OK);
     usleep(300 * 1000); /* the backups have their copies */
     cluster_kill(1);    /* shard-1 */
     ps_client_set_failover_wait(c, 0);
@@ -318,7 +334,7 @@ static void test_a_failed_push_tried_again_with_its_id_after_a_failover(void **s
     ps_status st = PS_STATUS_UNAVAILABLE;
     for (int64_t until = ps_now_ms() + 30000; st != PS_STATUS_OK && ps_now_ms() < until;) {
         ps_client_set_request_id(c, id);
-        st = ps_client_push(c, PS__PUSH_OP__PUSH_ADD, N, keys, src, lens, NULL, NULL);
+        st = ps_client_push(c, PS__PUSH_OP__PUSH_ADD, n, s.keys, s.src, s.lens, NULL, NULL);
         if (st != PS_STATUS_OK) {
             failures++;
             usleep(100 * 1000);
@@ -327,10 +343,7 @@ static void test_a_failed_push_tried_again_with_its_id_after_a_failover(void **s
     ps_client_set_request_id(c, 0);
     assert_int_equal(st, PS_STATUS_OK);
     assert_true(failures > 0); /* the dead shard was met */
-    assert_int_equal(ps_client_pull(c, N, keys, dst, lens, NULL), PS_STATUS_OK);
-    for (int i = 0; i < N; i++)
-        for (int k = 0; k < LEN; k++)
-            assert_true(buf[i][k] == 1.0f);
+    small_set_expect(c, &s, 1.0f);
     ps_client_destroy(c);
 }
 

@@ -70,14 +70,20 @@ static char *sample_text(void) {
     return text;
 }
 
+/* Fresh modules in *s, loaded from `text` (which must decode). */
+static void load_ok(mods *s, const char *text) {
+    state_init(s);
+    char err[1024] = "";
+    ps_status st = state_store_decode(text, strlen(text), s->m, s->r, s->g, err, sizeof err);
+    if (st != PS_STATUS_OK)
+        fail_msg("decode: %s", err);
+}
+
 static void test_round_trip(void **state) {
     (void)state;
     char *text = sample_text();
     mods s;
-    state_init(&s);
-    char err[1024] = "";
-    assert_int_equal(state_store_decode(text, strlen(text), s.m, s.r, s.g, err, sizeof err),
-                     PS_STATUS_OK);
+    load_ok(&s, text);
     assert_int_equal(ring_state_epoch(s.r), 7);
     assert_int_equal(membership_node_count(s.m), 4);
     assert_true(membership_node_find(s.m, "s2")->in_ring);
@@ -109,10 +115,7 @@ static void test_version_marks_survive(void **state) {
     char *text = sample_text(); /* tiny v3 */
     assert_null(strstr(text, "version_marks"));
     mods s;
-    state_init(&s);
-    char err[1024] = "";
-    assert_int_equal(state_store_decode(text, strlen(text), s.m, s.r, s.g, err, sizeof err),
-                     PS_STATUS_OK);
+    load_ok(&s, text);
     free(text);
     Ps__ModelInfo *taken = NULL;
     assert_int_equal(registry_model_take(s.g, "tiny", 3, &taken), PS_STATUS_OK);
@@ -120,9 +123,7 @@ static void test_version_marks_survive(void **state) {
     assert_int_equal(state_store_encode(s.m, s.r, s.g, &text), PS_STATUS_OK);
     assert_non_null(strstr(text, "\"version_marks\""));
     state_free(&s);
-    state_init(&s);
-    assert_int_equal(state_store_decode(text, strlen(text), s.m, s.r, s.g, err, sizeof err),
-                     PS_STATUS_OK);
+    load_ok(&s, text);
     free(text);
     assert_null(registry_model_find(s.g, "tiny", 0));
     tiny_model t;

@@ -55,9 +55,11 @@ void ps_client_set_call_timeout(ps_client *client, int64_t ms);
  * failed may still have landed in part: to try it again without applying anything
  * twice, set an id of your own before it (ps_client_new_request_id) and set the same one
  * again before each retry, then 0. The same id must name the same write (the same keys
- * and values); no call of a write with a set id counts as a first try (the shards look
- * every key up). Shards remember an id for their last few million keys applied
- * (DEDUP_DEFAULT_MAX_KEYS): retry within seconds. */
+ * and values): shards remember per key which ids changed it, so an id used again for
+ * another write is silently not applied to the keys it already changed. No call of a
+ * write with a set id counts as a first try (the shards look every key up). Shards
+ * remember an id for their last few million keys pushed (ps-shard --dedup-mb): retry
+ * within seconds. */
 void ps_client_set_request_id(ps_client *client, uint64_t id);
 uint64_t ps_client_new_request_id(ps_client *client); /* random, never 0 */
 /* Shards on the ring, by dense ring index. */

@@ -251,6 +251,9 @@ ps_status registry_model_take(registry *r, const char *name, uint64_t version,
         r->sizes[i] = r->sizes[r->n];
         r->served[i] = r->served[r->n];
         r->generation++;
+        /* the mark may have been dropped while stored versions repeated it (a full
+         * table, mark_room): what is taken must stay marked */
+        (void)registry_mark_raise(r, name, version);
         return PS_STATUS_OK;
     }
     return PS_STATUS_NOT_FOUND;

@@ -236,6 +236,31 @@ static void test_marks_bounded(void **state) {
     registry_destroy(r);
 }
 
+/* A full table drops first the marks stored versions repeat; deleting the version that
+ * repeated one marks it again, so its number is not given again (found by an adversarial
+ * run: a mark dropped while v501 was stored, then v501 deleted, and v0 gave 501). */
+static void test_marks_dropped_while_repeated_come_back_on_delete(void **state) {
+    (void)state;
+    registry *r = make(0, 0);
+    uint64_t v = 0;
+    assert_int_equal(put(r, "a", 500, &v), PS_STATUS_OK);
+    assert_int_equal(put(r, "a", 501, &v), PS_STATUS_OK);
+    char name[32];
+    for (uint32_t i = 0; registry_mark_count(r) < REGISTRY_MAX_MARKS; i++) {
+        snprintf(name, sizeof name, "n%u", i);
+        assert_int_equal(registry_mark_raise(r, name, 10), PS_STATUS_OK);
+    }
+    assert_int_equal(put(r, "b", 0, &v), PS_STATUS_OK); /* full: a's mark (501 stored) goes */
+    assert_int_equal(registry_mark(r, "a"), 0);
+    Ps__ModelInfo *taken = NULL;
+    assert_int_equal(registry_model_take(r, "a", 501, &taken), PS_STATUS_OK);
+    ps__model_info__free_unpacked(taken, NULL);
+    assert_int_equal(registry_mark(r, "a"), 501);
+    assert_int_equal(put(r, "a", 0, &v), PS_STATUS_OK);
+    assert_int_equal(v, 502);
+    registry_destroy(r);
+}
+
 /* What replicas serve: the latest N versions, N from the latest version's policy. */
 static void test_served_versions(void **state) {
     (void)state;
@@ -326,6 +351,7 @@ int main(void) {
         cmocka_unit_test(test_served_versions),
         cmocka_unit_test(test_deleted_versions_not_reused),
         cmocka_unit_test(test_marks_bounded),
+        cmocka_unit_test(test_marks_dropped_while_repeated_come_back_on_delete),
         cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

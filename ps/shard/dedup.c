@@ -314,8 +314,10 @@ static void grow_locked(dedup *d) {
 static ps_status append_locked(dedup *d, request *r, size_t n, const uint64_t *keys, uint64_t pos) {
     bool same = r->n_segs && r->segs[r->n_segs - 1].pos == pos &&
                 r->segs[r->n_segs - 1].seq > d->forget_seq;
-    if (!ps_reserve((void **)&r->segs, &r->cap_segs, r->n_segs + 1, sizeof *r->segs, 4) ||
-        !ps_reserve((void **)&r->keys, &r->cap_keys, r->n + n, sizeof *r->keys, 16))
+    /* first sizes of 1: most requests are one call (the first reservation then fits
+     * it exactly); a request recorded again grows by doubling */
+    if (!ps_reserve((void **)&r->segs, &r->cap_segs, r->n_segs + 1, sizeof *r->segs, 1) ||
+        !ps_reserve((void **)&r->keys, &r->cap_keys, r->n + n, sizeof *r->keys, 1))
         return PS_STATUS_NO_MEMORY;
     memcpy(r->keys + r->n, keys, n * sizeof *keys);
     r->n += n;
@@ -378,7 +380,7 @@ ps_status dedup_record(dedup *d, uint64_t id, size_t n, const uint64_t *keys, ui
     }
     if ((st = append_locked(d, r, n, keys, pos)) != PS_STATUS_OK)
         goto out;
-    while (d->n_keys > d->max_keys && d->oldest != r)
+    while (d->n_keys + d->n_requests * DEDUP_REQUEST_KEYS > d->max_keys && d->oldest != r)
         forget_oldest_locked(d);
 out:
     pthread_mutex_unlock(&d->lock);

@@ -11,7 +11,8 @@
  * so two tries of one request can never both apply a key), backups record the copies
  * they get, and a restart's replay records them again, so the memory survives restarts
  * and failovers. It is bounded: past max_keys keys in all, the requests seen longest ago
- * are forgotten (retries come within seconds; the bound is in keys, 8 bytes each).
+ * are forgotten (retries come within seconds; the bound is in keys, 8 bytes each, each
+ * request counting as DEDUP_REQUEST_KEYS more).
  *
  * Almost every call is a first try (a million-row push is 16 calls of 64 Ki keys, none
  * sent before), and looking each key up in a set of a million cost a sparse push half
@@ -32,6 +33,9 @@
 #include "status.h"
 
 #define DEDUP_DEFAULT_MAX_KEYS (4u << 20) /* keys remembered in all: 32 MiB */
+/* What one request costs toward the bound, in keys: its record (about 250 bytes with
+ * malloc's share), so that a stream of one-key pushes is bounded like their keys. */
+#define DEDUP_REQUEST_KEYS 32u
 /* A request forgotten for the bound while younger than this is counted (and logged, at
  * most once a minute): retries come that late (a client's failover wait is 20 s), so the
  * bound is too small for the shard's push rate (ps-shard --dedup-mb). */

@@ -116,7 +116,8 @@ int main(int argc, char **argv) {
          false},
         {"dedup-mb", PS_FLAG_INT, &dedup_mb, 1, 1 << 20, "N",
          "memory for the request ids of recent pushes and the keys each applied (8 bytes a "
-         "key): a push sent again (a client's retry, or a caller's with its request id) is "
+         "key, about 256 a request): a push sent again (a client's retry, or a caller's with its "
+         "request id) is "
          "applied at most once while its id is remembered; the oldest are forgotten first, and "
          "a warning says when that reaches back less than 30 s (Health: dedup_window_ms)",
          false},

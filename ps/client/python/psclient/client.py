@@ -27,9 +27,11 @@ again (psclient.new_request_id() makes one):
         except psclient.Error:
             time.sleep(1)
 
-The same id must name the same write (same tensor or table, same values); shards
-remember an id for the last few million keys they applied (DEDUP_DEFAULT_MAX_KEYS in
-ps/shard/dedup.h), so retry within seconds, not hours. Routing,
+The same id must name the same write (same tensor or table, same values): shards
+remember per key which ids applied to it, so an id used again for another write is
+silently not applied to the keys it already changed (and is applied to the others).
+They remember an id for their last few million keys pushed (ps-shard --dedup-mb;
+Health's dedup_window_ms says how far back), so retry within seconds, not hours. Routing,
 message sizes and ring changes are routing.py's. Not thread-safe: one Client per thread
 (like the C client).
 """

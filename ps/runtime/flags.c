@@ -96,8 +96,12 @@ static bool parse_value(const ps_flag *f, const char *arg) {
                 hi = f->min || f->max ? f->max : INT32_MAX;
         char *end = NULL;
         errno = 0;
+        /* an optional minus, then digits only: strtoll would take spaces and a plus */
+        const char *digits = arg[0] == '-' ? arg + 1 : arg;
+        if (*digits < '0' || *digits > '9')
+            return false;
         long long v = strtoll(arg, &end, 10);
-        if (!*arg || errno || *end || v < lo || v > hi)
+        if (errno || *end || v < lo || v > hi)
             return false;
         *(int *)f->value = (int)v;
         return true;

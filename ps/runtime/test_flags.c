@@ -90,6 +90,12 @@ static void test_errors(void **state) {
                      PS_FLAGS_EXIT_USAGE);
     assert_int_equal(parse(&c, err, sizeof err, 5, "--id", "a", "--max-bytes", " 5"),
                      PS_FLAGS_EXIT_USAGE);
+    assert_int_equal(parse(&c, err, sizeof err, 5, "--id", "a", "--threads", " 5"),
+                     PS_FLAGS_EXIT_USAGE);
+    assert_int_equal(parse(&c, err, sizeof err, 5, "--id", "a", "--threads", "+5"),
+                     PS_FLAGS_EXIT_USAGE);
+    assert_int_equal(parse(&c, err, sizeof err, 5, "--id", "a", "--threads", "-"),
+                     PS_FLAGS_EXIT_USAGE);
     assert_int_equal(parse(&c, err, sizeof err, 4, "--id", "a", "--bogus"), PS_FLAGS_EXIT_USAGE);
     assert_non_null(strstr(err, "unknown option --bogus"));
     assert_int_equal(parse(&c, err, sizeof err, 4, "--id", "a", "extra"), PS_FLAGS_EXIT_USAGE);

@@ -1,7 +1,8 @@
 /* status_tables.c: the sparse tables in `psctl status`: every live shard on the ring is
  * asked for its Health, whose per-table figures (rows, bytes) are added up per (model,
- * table), with the rows each shard holds. Also psctl_shard_health, the one Health
- * call psctl makes (ring add checks a shard with it too). */
+ * table), with the rows each shard holds; a shard whose request-id memory forgot
+ * requests younger than 30 s gets a warning (a retry that late may apply twice). Also
+ * psctl_shard_health, the one Health call psctl makes (ring add checks a shard with it too). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,14 @@ static json_t *collect(psctl *p, const Ps__Ring *ring) {
                        res.details);
             continue;
         }
+        if (h->dedup_forgotten_young > 0)
+            psctl_warn(p,
+                       "shard %s remembers the request ids of pushes for the last %.1f s only "
+                       "(%llu keys; %llu requests forgotten younger than 30 s): a push retried "
+                       "later than that may be applied twice; raise its --dedup-mb",
+                       n->id, (double)h->dedup_window_ms / 1000.0,
+                       (unsigned long long)h->dedup_max_keys,
+                       (unsigned long long)h->dedup_forgotten_young);
         for (size_t t = 0; t < h->n_tables; t++) {
             const Ps__TableStats *ts = h->tables[t];
             char name[600];

@@ -18,7 +18,7 @@ import time
 import grpc
 import pytest
 
-from conftest import BUILD, sanitizer_report  # this folder's conftest also generates the stubs
+from conftest import BUILD, run_psctl, sanitizer_report  # conftest also generates the stubs
 
 import coordinator_pb2 as cpb  # noqa: E402
 import coordinator_pb2_grpc as cpb_grpc  # noqa: E402
@@ -317,6 +317,9 @@ def test_request_id_memory_is_bounded_and_says_how_far_back_it_reaches(tmp_path)
             got = s.Pull(pb.PullRequest(epoch=epoch, keys=[key]))
             assert struct.unpack("<f", got.values)[0] == want, (rid, got)
         assert "reaches back only" in log_text(tmp, "shard-1")
+        r = run_psctl("status", coordinator=coord, json_mode=False)  # the operator sees it
+        assert r.rc == 0 and "shard shard-1 remembers the request ids" in r.err, r.err
+        assert "raise its --dedup-mb" in r.err, r.err
     finally:
         stop_all(tmp, procs)
 

@@ -280,6 +280,10 @@ def test_bad_arguments_are_refused_before_anything_is_sent(cluster, tmp_path):
         with pytest.raises(psclient.Error) as e:
             c.pull("bad", "fc1.weight", version=9)
         assert e.value.code == grpc.StatusCode.NOT_FOUND
+        for bad in (-1, float("nan")):
+            with pytest.raises(ValueError) as e:
+                psclient.Client(cluster.coordinator, failover_wait_s=bad)
+            assert "failover_wait_s" in str(e.value)
         register(cluster, dense_config("empty", 4, 4), {"fc.weight": (4, 4), "fc.bias": (4,)}, 4)
         for fn in (c.pull, lambda m, t: c.add(m, t, np.ones(4))):  # registered, never pushed
             with pytest.raises(psclient.Error) as e:
@@ -373,7 +377,7 @@ def test_refused_requests_and_only_they_go_round_again(monkeypatch):
 
     router = routing.Router.__new__(routing.Router)
     router.refresh_ring = lambda: None
-    router.replication = 1
+    router.replication, router.failover_wait_s = 1, None
     monkeypatch.setattr(routing.Router, "_round", fake_round)
     monkeypatch.setattr(routing, "BACKOFF_S", 0)
     script[:] = [lambda p: ([p[:3]], [(p[3:5], error(grpc.StatusCode.FAILED_PRECONDITION))], None),

@@ -211,19 +211,17 @@ def test_a_stopped_shard_holds_pushes_no_longer_than_a_failover(make_cluster, tm
 
 
 def test_writes_that_raised_and_were_retried_with_their_request_id_land_once(
-        make_cluster, tmp_path, monkeypatch):
+        make_cluster, tmp_path):
     """The client's own retries are turned off (no failover wait), so while a killed
     primary's keys fail over, ADDs raise after landing on the live shards' chunks; the
     adder tries each again with its request id until it is acknowledged. Every chunk then
     holds exactly the acknowledged count: nothing landed twice, nothing was lost. (Trying
     again with a fresh id would add the landed part twice.)"""
-    from psclient import routing
-    monkeypatch.setattr(routing, "FAILOVER_WAIT_S", 0.0)
     c = make_cluster(shards=3)
     upload_wide(c, tmp_path)
     victim = chunk_owners(c, "wide", "big")[0][1][0]
     name = next(n for n, p in c.procs.items() if n != "coordinator" and victim.endswith(f":{p.port}"))
-    adder = Adder(c.coordinator, resume=True)
+    adder = Adder(c.coordinator, resume=True, failover_wait_s=0)
     adder.start()
     deadline = time.monotonic() + 30
     while adder.acked < 5 and time.monotonic() < deadline:

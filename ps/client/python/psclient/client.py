@@ -51,21 +51,29 @@ WAIT_TIMEOUT_S = 600.0  # the longest a pull waits for the slowest worker (bsp/s
 
 class Client:
     def __init__(self, coordinator=None, *, max_request_bytes=MAX_REQUEST_BYTES, name="",
-                 wait_timeout_s=WAIT_TIMEOUT_S, call_timeout_s=CALL_TIMEOUT_S):
+                 wait_timeout_s=WAIT_TIMEOUT_S, call_timeout_s=CALL_TIMEOUT_S,
+                 failover_wait_s=None):
         """Connects to the coordinator (see discovery.py) and fetches the ring.
         max_request_bytes bounds one message to a shard (the shard takes 64 MiB); name
         labels this client as a training worker in the coordinator's log; a pull waits at
         most wait_timeout_s for the slowest worker (bsp/ssp models); one call to a shard
         is given up after call_timeout_s (a shard that stopped answering: its keys are
-        then tried on the next ring)."""
+        then tried on the next ring); keys whose shard cannot be reached are tried again,
+        on a fresh ring each time, for failover_wait_s (None: routing.FAILOVER_WAIT_S, 20 s)
+        when the ring keeps 2 copies or more (long enough for the coordinator to fail a
+        dead shard over; 0: fail at once, and try again yourself with the write's
+        request_id)."""
         if max_request_bytes <= 0:
             raise ValueError("max_request_bytes must be positive")
         if call_timeout_s <= 0:
             raise ValueError("call_timeout_s must be positive")
+        if failover_wait_s is not None and not failover_wait_s >= 0:
+            raise ValueError("failover_wait_s must be 0 or more")
         self._name, self._wait_timeout_s = name, wait_timeout_s
         self._workers = {}
         self.coordinator = discovery.coordinator_address(coordinator)
-        self._router = Router(self.coordinator, max_request_bytes, call_timeout_s)
+        self._router = Router(self.coordinator, max_request_bytes, call_timeout_s,
+                              failover_wait_s)
         try:
             self._router.refresh_ring()
         except Exception:

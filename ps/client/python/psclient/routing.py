@@ -125,10 +125,11 @@ class Router:
     """The ring and the channels to the shards of one client."""
 
     def __init__(self, coordinator_addr, max_request_bytes=MAX_REQUEST_BYTES,
-                 call_timeout_s=CALL_TIMEOUT_S):
+                 call_timeout_s=CALL_TIMEOUT_S, failover_wait_s=None):
         self.coordinator_addr = coordinator_addr
         self.max_request_bytes = max_request_bytes
         self.call_timeout_s = call_timeout_s
+        self.failover_wait_s = failover_wait_s  # None: FAILOVER_WAIT_S (read at each route)
         self.coord_channel = grpc.insecure_channel(coordinator_addr, options=CHANNEL_OPTIONS)
         self.coord = cpb_grpc.CoordinatorStub(self.coord_channel)
         self.ring = None
@@ -170,7 +171,8 @@ class Router:
         """Runs op over all its items; returns when every item is done, else raises."""
         pending = np.arange(len(op.keys), dtype=np.int64)
         first_error, stale_retried = None, False
-        deadline = time.monotonic() + FAILOVER_WAIT_S
+        wait = FAILOVER_WAIT_S if self.failover_wait_s is None else self.failover_wait_s
+        deadline = time.monotonic() + wait
         # with one copy a dead shard's keys have nowhere else to go: say so at once
         retry_unreachable = self.replication >= 2 and (not op.write or op.request_id != 0)
         moved, pause, unreachable = 0, FAILOVER_PAUSE_S[0], False

@@ -5,15 +5,18 @@
  * runs; from that moment changes queue behind the sync), sent in batches of framed
  * image records, the last batch telling the backup which record number the stream
  * resumes with. Changes queued before the point are for keys the backup held, which the
- * images leave out, so nothing lands twice. After the images go the request ids of the
- * changes they hold (dedup records), so exactly-once survives a failover to the backup. Copies each
- * image into the batch (a sync is bulk work; the images of a chunk are pinned blocks until then).
+ * images leave out, so nothing lands twice. Each batch carries, after its images, the
+ * request ids of the changes they hold (dedup records, sync_dedup.h: exported at the
+ * point), so exactly-once survives a failover to the backup, also one in the middle of
+ * the sync. Copies each image into the batch (a sync is bulk work; the images of a chunk
+ * are pinned blocks until then).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "replicator_internal.h"
+#include "sync_dedup.h"
 #include "util.h"
 
 typedef struct sync_run {
@@ -33,6 +36,13 @@ typedef struct sync_run {
     uint64_t point;  /* the journal position the images stand for */
     uint64_t bytes;  /* image bytes sent */
     uint64_t inc;    /* the backup's incarnation, as the first batch's answer said */
+    sync_dedup *sd;  /* the request ids at the point (NULL: no request memory) */
+    bool sd_failed;  /* no memory to export them */
+    uint8_t *dbuf;   /* the batch's dedup records, framed */
+    size_t dlen, dcap;
+    uint32_t dcount;
+    uint64_t *rkeys; /* a rows image's keys */
+    size_t rkeys_cap;
     char *err;
     size_t err_len;
 } sync_run;
@@ -56,6 +66,10 @@ static uint64_t sync_point(void *arg) {
     sync_run *run = arg;
     replicator *r = run->t->r;
     uint64_t pos = r->opts.position ? r->opts.position(r->opts.position_arg) : 0;
+    /* the request ids the images will hold: copied now, while nothing moves (the
+     * request memory's lock is a leaf: it waits on nothing else) */
+    if (r->opts.dedup && sync_dedup_export(r->opts.dedup, pos, &run->sd) != PS_STATUS_OK)
+        run->sd_failed = true;
     pthread_mutex_lock(&r->lock);
     repl_target *t = run->t;
     t->need_sync = false;
@@ -70,11 +84,12 @@ static uint64_t sync_point(void *arg) {
     return pos;
 }
 
-static ps_status flush(sync_run *run, uint64_t resume) {
-    rpc_bytes_part part = {run->buf, run->len, NULL, NULL};
+/* One Replicate call of the sync (parts: n_parts, count records). */
+static ps_status send_call(sync_run *run, const rpc_bytes_part *parts, size_t n_parts,
+                           uint32_t count, uint64_t resume) {
     uint64_t applied = 0, inc = 0;
-    ps_status st = repl_send(run->t, &part, run->len ? 1 : 0, run->count, 0, true, resume, 0,
-                             &applied, &inc, run->err, run->err_len);
+    ps_status st = repl_send(run->t, parts, n_parts, count, 0, true, resume, 0, &applied, &inc,
+                             run->err, run->err_len);
     if (st != PS_STATUS_OK)
         return st;
     replicator *rr = run->t->r;
@@ -91,15 +106,85 @@ static ps_status flush(sync_run *run, uint64_t resume) {
         return PS_STATUS_FAILED_PRECONDITION;
     }
     run->inc = inc;
-    run->bytes += run->len;
-    run->len = 0;
-    run->count = 0;
     if (resume) {
         replicator *r = run->t->r;
         pthread_mutex_lock(&r->lock);
         run->t->peer_inc = inc;
         pthread_mutex_unlock(&r->lock);
     }
+    return PS_STATUS_OK;
+}
+
+/* Appends one framed dedup record to the batch's (sync_dedup_flush's emit). */
+static ps_status frame_dedup(void *arg, uint64_t id, size_t n, const uint64_t *keys) {
+    sync_run *run = arg;
+    size_t need = REPLICATOR_FRAME_HEAD + JOURNAL_DEDUP_HEAD + n * sizeof *keys;
+    if (!ps_reserve((void **)&run->dbuf, &run->dcap, run->dlen + need, 1, 1u << 16)) {
+        ps_set_err(run->err, run->err_len, "out of memory for the request ids of a sync batch");
+        return PS_STATUS_NO_MEMORY;
+    }
+    uint8_t *at = run->dbuf + run->dlen;
+    memset(at, 0, REPLICATOR_FRAME_HEAD);
+    at[0] = JOURNAL_TYPE_DEDUP;
+    uint32_t len32 = (uint32_t)(JOURNAL_DEDUP_HEAD + n * sizeof *keys);
+    memcpy(at + 4, &len32, 4);
+    journal_encode_dedup(id, n, keys, at + REPLICATOR_FRAME_HEAD);
+    run->dlen += need;
+    run->dcount++;
+    return PS_STATUS_OK;
+}
+
+/* The length of the dedup frames from `at` that fit `records` records and `bytes`
+ * bytes (at least one); *ret_count gets their count. */
+static size_t dedup_span(const sync_run *run, size_t at, uint32_t records, size_t bytes,
+                         uint32_t *ret_count) {
+    size_t len = 0;
+    uint32_t count = 0;
+    while (at + len < run->dlen && count < records) {
+        uint32_t flen;
+        memcpy(&flen, run->dbuf + at + len + 4, 4);
+        size_t need = REPLICATOR_FRAME_HEAD + flen;
+        if (count > 0 && len + need > bytes)
+            break;
+        len += need;
+        count++;
+    }
+    *ret_count = count;
+    return len;
+}
+
+/* Sends the batch: its images and, after them in the same call, the dedup records of
+ * their keys (a backup installs and learns in one call). Records that do not fit one
+ * call (a pathological spread of requests) follow in the next calls; `resume` goes with
+ * the last. */
+static ps_status flush(sync_run *run, uint64_t resume) {
+    run->dlen = 0;
+    run->dcount = 0;
+    ps_status st = run->sd ? sync_dedup_flush(run->sd, frame_dedup, run) : PS_STATUS_OK;
+    if (st != PS_STATUS_OK)
+        return st;
+    const size_t max_bytes = 2 * (size_t)run->t->r->opts.max_batch_bytes;
+    size_t at = 0; /* dedup bytes sent */
+    uint32_t dn = 0;
+    size_t dlen = dedup_span(run, 0, REPLICATOR_MAX_BATCH_RECORDS - run->count,
+                             max_bytes > run->len ? max_bytes - run->len : 0, &dn);
+    rpc_bytes_part parts[2] = {{run->buf, run->len, NULL, NULL}, {run->dbuf, dlen, NULL, NULL}};
+    size_t n_parts = run->len ? 1 : 0;
+    if (dlen)
+        parts[n_parts++] = (rpc_bytes_part){run->dbuf, dlen, NULL, NULL};
+    at = dlen;
+    st = send_call(run, parts, n_parts, run->count + dn, at == run->dlen ? resume : 0);
+    while (st == PS_STATUS_OK && at < run->dlen) {
+        dlen = dedup_span(run, at, REPLICATOR_MAX_BATCH_RECORDS, max_bytes, &dn);
+        rpc_bytes_part more = {run->dbuf + at, dlen, NULL, NULL};
+        at += dlen;
+        st = send_call(run, &more, 1, dn, at == run->dlen ? resume : 0);
+    }
+    if (st != PS_STATUS_OK)
+        return st;
+    run->bytes += run->len;
+    run->len = 0;
+    run->count = 0;
     return PS_STATUS_OK;
 }
 
@@ -137,39 +222,46 @@ static uint8_t *reserve_frame(sync_run *run, uint8_t type, size_t len, ps_status
     return at + REPLICATOR_FRAME_HEAD;
 }
 
-/* Appends one framed image record. */
-static ps_status add_record(sync_run *run, const image_encoded *e) {
-    ps_status st;
+/* Appends one framed image record, whose keys are keys[0..n): the batch is sent first
+ * when the image and the dedup records of its keys would not fit it. The records are
+ * of requests applied at or before the sync's point: a later one's changes are queued
+ * behind the sync and remembered as they apply. */
+static ps_status add_record(sync_run *run, const image_encoded *e, size_t n, const uint64_t *keys) {
+    ps_status st = PS_STATUS_OK;
+    size_t add_records = 0, add_bytes = 0, records = 0, bytes = 0;
+    if (run->sd) {
+        if (sync_dedup_stage(run->sd, n, keys, REPLICATOR_FRAME_HEAD, &add_records, &add_bytes) !=
+            PS_STATUS_OK) {
+            ps_set_err(run->err, run->err_len, "out of memory for the request ids of a sync");
+            return PS_STATUS_NO_MEMORY;
+        }
+        sync_dedup_pending(run->sd, &records, &bytes);
+    }
+    const replicator *r = run->t->r;
+    size_t need = REPLICATOR_FRAME_HEAD + e->len;
+    if (run->len && (run->len + need + bytes + add_bytes > r->opts.max_batch_bytes ||
+                     run->count + 1 + records + add_records > REPLICATOR_MAX_BATCH_RECORDS)) {
+        if ((st = flush(run, 0)) != PS_STATUS_OK)
+            return st;
+    }
     uint8_t *at = reserve_frame(run, IMAGE_JOURNAL_TYPE, e->len, &st);
-    if (at)
-        image_encoded_copy(e, at);
-    return st;
-}
-
-/* After the images: the request ids of the changes they hold, for the keys they hold
- * (dedup records), so that a retry of one of those pushes after a failover to this
- * backup applies nothing twice. Only requests applied at or before the sync's point:
- * a later one's changes are queued behind the sync and remembered as they apply. */
-static ps_status add_dedup_record(void *arg, const uint8_t *payload, size_t len) {
-    ps_status st;
-    uint8_t *out = reserve_frame(arg, JOURNAL_TYPE_DEDUP, len, &st);
-    if (out)
-        memcpy(out, payload, len);
-    return st;
-}
-
-static ps_status add_dedup(sync_run *run) {
-    dedup *d = run->t->r->opts.dedup;
-    if (!d)
-        return PS_STATUS_OK;
-    return journal_dedup_records(d, run->point, sync_accept, run, add_dedup_record, run, run->err,
-                                 run->err_len);
+    if (!at)
+        return st;
+    image_encoded_copy(e, at);
+    if (run->sd)
+        sync_dedup_commit(run->sd);
+    return PS_STATUS_OK;
 }
 
 /* The export's figures, before any image: the chunks this sync sends (progress). */
 static ps_status sync_begin(void *arg, const image_export_info *info) {
     sync_run *run = arg;
     replicator *r = run->t->r;
+    if (run->sd_failed ||
+        (run->sd && sync_dedup_index(run->sd, sync_accept, run) != PS_STATUS_OK)) {
+        ps_set_err(run->err, run->err_len, "out of memory for the request ids of a sync");
+        return PS_STATUS_NO_MEMORY;
+    }
     pthread_mutex_lock(&r->lock);
     run->t->sync_total = info->chunks;
     run->t->sync_done = 0;
@@ -191,14 +283,23 @@ static ps_status sync_chunk(void *arg, const image_chunk *c) {
     pthread_mutex_unlock(&r->lock);
     image_encoded e;
     ps_status st = image_encode_chunk(c, &e, run->err, run->err_len);
-    return st == PS_STATUS_OK ? add_record(run, &e) : st;
+    return st == PS_STATUS_OK ? add_record(run, &e, 1, &c->key) : st;
 }
 
 static ps_status sync_rows(void *arg, const image_rows *rows) {
     sync_run *run = arg;
     image_encoded e;
     ps_status st = image_encode_rows(rows, &e, run->err, run->err_len);
-    return st == PS_STATUS_OK ? add_record(run, &e) : st;
+    if (st != PS_STATUS_OK)
+        return st;
+    if (run->sd) { /* the keys an install forgets: ps_keys_rows of the table's */
+        if (!ps_reserve((void **)&run->rkeys, &run->rkeys_cap, rows->n, sizeof *run->rkeys, 64)) {
+            ps_set_err(run->err, run->err_len, "out of memory for the keys of %zu rows", rows->n);
+            return PS_STATUS_NO_MEMORY;
+        }
+        ps_keys_rows(ps_key_table(rows->model, rows->table), rows->n, rows->ids, run->rkeys);
+    }
+    return add_record(run, &e, rows->n, run->rkeys);
 }
 
 /* Copies what the sync needs of the replicator's view (lock held): the rings, and the
@@ -233,6 +334,9 @@ static void run_free(sync_run *run) {
     free(run->cur_t);
     free(run->pend_t);
     free(run->buf);
+    free(run->dbuf);
+    free(run->rkeys);
+    sync_dedup_destroy(run->sd);
 }
 
 ps_status repl_sync(repl_target *t, char *err, size_t err_len) {
@@ -259,8 +363,6 @@ ps_status repl_sync(repl_target *t, char *err, size_t err_len) {
                                 .arg = &run};
         image_export_info info;
         st = image_export(&eo, &info, err, err_len);
-        if (st == PS_STATUS_OK)
-            st = add_dedup(&run);
     } else { /* primary of nothing: no image, only the point */
         sync_point(&run);
         st = PS_STATUS_OK;

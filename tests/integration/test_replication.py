@@ -423,6 +423,75 @@ def test_a_retry_after_failover_to_a_backup_synced_with_images_applies_once(make
     assert np.all(pull_at(new_addr, key, epoch) == 2.0)
 
 
+def test_a_retry_after_the_primary_died_in_the_middle_of_a_sync_applies_once(make_cluster,
+                                                                             tmp_path):
+    """As above, but the primary dies while the sync is under way (about 64 MiB of images
+    in several batches; killed once the first images are in). Before, a backup installing
+    an image forgot the request ids of its keys and learned them again only from records
+    sent at the sync's end, which never came: every imaged key took the retry twice. Each
+    batch now carries the records of its images' keys."""
+    floats, chunk = 32 * 1024 * 1024, 4096
+    config = dict(CONFIG, name="huge", outputs=[{"name": "y", "datatype": "FP32",
+                                                 "shape": [-1, floats]}])
+    c = make_cluster(shards=2, heartbeat_ms=2000)
+    root = write_model(tmp_path / "huge", config, {"big": np.zeros((floats, 1), "<f4"),
+                                                   "b": np.zeros(floats, "<f4")})
+    c.ok("model", "upload", str(root), "--chunk-floats", str(chunk))
+    epoch = ring_epoch(c)
+    owners = chunk_owners(c, "huge", "big")
+    name = {p.addr: n for n, p in c.procs.items()}
+    first = owners[0][1][0]
+    primary = name[first]
+    backup = next(n for n in c.procs if n not in ("coordinator", primary))
+    keys = [k for k, addrs in owners if addrs[0] == first]
+    ones = np.ones(chunk, "<f4").tobytes()
+    rid = 0x5EED0001
+
+    def held(addr, key, epoch):
+        try:
+            return pull_at(addr, key, epoch)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    c.procs[backup].proc.kill()  # the backup goes down; the primary applies a push
+    c.procs[backup].proc.wait(timeout=10)
+    with grpc.insecure_channel(first, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        stub, calls = pb_grpc.ParameterServerStub(ch), []
+        for at in range(0, len(keys), 512):  # one push in calls of 8 MiB, as a client cuts it
+            part = keys[at:at + 512]
+            calls.append(stub.Push.future(
+                pb.PushRequest(epoch=epoch, keys=part, lengths=[chunk] * len(part),
+                               op=pb.PUSH_ADD, values=ones * len(part), request_id=rid),
+                timeout=1.0))
+        for f in calls:  # acknowledged or not (the backup is down): the primary applied it
+            f.exception()
+    sample = keys[:: max(1, len(keys) // 8)]
+    assert all(pull_at(first, k, epoch)[0] == 1.0 for k in sample)
+    c.start_shard(backup)  # back, empty: synced with images, batch after batch
+    new_addr = c.procs[backup].addr
+    deadline = time.monotonic() + 60
+    while not any(held(new_addr, k, epoch) is not None for k in sample):
+        assert time.monotonic() < deadline, "no image reached the restarted backup"
+    c.procs[primary].proc.kill()  # dies in the middle of the sync
+    c.procs[primary].proc.wait(timeout=10)
+    wait_for("the failover", lambda: not c.nodes()[primary]["in_ring"], timeout=60)
+    epoch = ring_epoch(c)
+    imaged = [k for k in keys if held(new_addr, k, epoch) is not None]
+    print(f"{len(imaged)} of {len(keys)} chunks were imaged when the primary died")
+    assert 0 < len(imaged) < len(keys), "the primary did not die in the middle of the sync"
+    twice = []
+    with grpc.insecure_channel(new_addr) as ch:
+        stub = pb_grpc.ParameterServerStub(ch)
+        for k in imaged:  # the client's retry, key by key (the others are gone with it)
+            stub.Push(pb.PushRequest(epoch=epoch, keys=[k], lengths=[chunk], op=pb.PUSH_ADD,
+                                     values=ones, request_id=rid), timeout=10)
+            if pull_at(new_addr, k, epoch)[0] != 1.0:
+                twice.append(k)
+    assert not twice, f"the retry applied twice on {len(twice)} of {len(imaged)} imaged chunks"
+
+
 def wait_no_change(c, timeout=60):
     return wait_for("the ring change to finish", lambda: not c.ok("ring", "list").get("change"),
                     timeout=timeout)

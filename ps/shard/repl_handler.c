@@ -160,10 +160,11 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
 ps_status shard_handle_replicate(rpc_ctx *rc, const ProtobufCMessage *msg, void *user) {
     shard_ctx *ctx = user;
     const Ps__ReplicateRequest *req = (const Ps__ReplicateRequest *)msg;
-    if (req->count > REPLICATOR_MAX_BATCH_RECORDS)
+    const uint32_t most = req->sync ? REPLICATOR_MAX_SYNC_RECORDS : REPLICATOR_MAX_BATCH_RECORDS;
+    if (req->count > most)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
-                             "replicate: %u records in one call, at most %u", req->count,
-                             REPLICATOR_MAX_BATCH_RECORDS);
+                             "replicate: %u records in one %s, at most %u", req->count,
+                             req->sync ? "sync call" : "call", most);
     if ((!req->sync && req->first == 0) || req->first > UINT64_MAX - req->count)
         return rpc_ctx_error(rc, PS_STATUS_INVALID_ARGUMENT,
                              "replicate: record numbers start at 1 and must not wrap");

@@ -52,10 +52,16 @@
 #include "status.h"
 #include "store.h"
 
-#define REPLICATOR_CALL_TIMEOUT_MS 5000         /* one Replicate call */
-#define REPLICATOR_GIVE_UP_MS 3000              /* a backup failing this long: synced anew */
-#define REPLICATOR_MAX_BATCH_BYTES (16u << 20)  /* records per call, bytes */
-#define REPLICATOR_MAX_BATCH_RECORDS 4096u      /* records per call */
+#define REPLICATOR_CALL_TIMEOUT_MS 5000        /* one Replicate call */
+#define REPLICATOR_GIVE_UP_MS 3000             /* a backup failing this long: synced anew */
+#define REPLICATOR_MAX_BATCH_BYTES (16u << 20) /* records per call, bytes */
+#define REPLICATOR_MAX_BATCH_RECORDS 4096u     /* records per call */
+/* Records per sync call: its images stay within REPLICATOR_MAX_BATCH_RECORDS, but the
+ * dedup records after them go in the same call whatever their number (an image of a hot
+ * key carries one per request that touched it: split over calls, a primary dying
+ * between them left the backup with the image and not the ids). A receiver checks
+ * every record against the bytes sent before it sizes anything by the count. */
+#define REPLICATOR_MAX_SYNC_RECORDS (1u << 20)
 #define REPLICATOR_MAX_FRAME_BYTES (256u << 20) /* one record (a backup refuses more) */
 #define REPLICATOR_FRAME_HEAD 8                 /* u8 type, 3 zero bytes, u32 length */
 #define REPLICATOR_LANES 4           /* Replicate calls in flight to one backup at a time */

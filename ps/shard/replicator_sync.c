@@ -154,19 +154,19 @@ static size_t dedup_span(const sync_run *run, size_t at, uint32_t records, size_
 }
 
 /* Sends the batch: its images and, after them in the same call, the dedup records of
- * their keys (a backup installs and learns in one call). Records that do not fit one
- * call (a pathological spread of requests) follow in the next calls; `resume` goes with
- * the last. */
+ * their keys (a backup installs and learns in one call, REPLICATOR_MAX_SYNC_RECORDS).
+ * Only records past the call's bytes (more than about 32 MiB of them: a request memory
+ * far above its default) follow in the next calls; `resume` goes with the last. */
 static ps_status flush(sync_run *run, uint64_t resume) {
     run->dlen = 0;
     run->dcount = 0;
     ps_status st = run->sd ? sync_dedup_flush(run->sd, frame_dedup, run) : PS_STATUS_OK;
     if (st != PS_STATUS_OK)
         return st;
-    const size_t max_bytes = 2 * (size_t)run->t->r->opts.max_batch_bytes;
-    size_t at = 0; /* dedup bytes sent */
+    const size_t max_bytes = 3 * (size_t)run->t->r->opts.max_batch_bytes; /* < 64 MiB */
+    size_t at = 0;                                                        /* dedup bytes sent */
     uint32_t dn = 0;
-    size_t dlen = dedup_span(run, 0, REPLICATOR_MAX_BATCH_RECORDS - run->count,
+    size_t dlen = dedup_span(run, 0, REPLICATOR_MAX_SYNC_RECORDS - run->count,
                              max_bytes > run->len ? max_bytes - run->len : 0, &dn);
     rpc_bytes_part parts[2] = {{run->buf, run->len, NULL, NULL}, {run->dbuf, dlen, NULL, NULL}};
     size_t n_parts = run->len ? 1 : 0;
@@ -175,7 +175,7 @@ static ps_status flush(sync_run *run, uint64_t resume) {
     at = dlen;
     st = send_call(run, parts, n_parts, run->count + dn, at == run->dlen ? resume : 0);
     while (st == PS_STATUS_OK && at < run->dlen) {
-        dlen = dedup_span(run, at, REPLICATOR_MAX_BATCH_RECORDS, max_bytes, &dn);
+        dlen = dedup_span(run, at, REPLICATOR_MAX_SYNC_RECORDS, max_bytes, &dn);
         rpc_bytes_part more = {run->dbuf + at, dlen, NULL, NULL};
         at += dlen;
         st = send_call(run, &more, 1, dn, at == run->dlen ? resume : 0);
@@ -240,7 +240,8 @@ static ps_status add_record(sync_run *run, const image_encoded *e, size_t n, con
     const replicator *r = run->t->r;
     size_t need = REPLICATOR_FRAME_HEAD + e->len;
     if (run->len && (run->len + need + bytes + add_bytes > r->opts.max_batch_bytes ||
-                     run->count + 1 + records + add_records > REPLICATOR_MAX_BATCH_RECORDS)) {
+                     run->count + 1 > REPLICATOR_MAX_BATCH_RECORDS ||
+                     run->count + 1 + records + add_records > REPLICATOR_MAX_SYNC_RECORDS)) {
         if ((st = flush(run, 0)) != PS_STATUS_OK)
             return st;
     }

@@ -269,6 +269,11 @@ def test_hostile_replicate_calls_get_clear_statuses(make_cluster):
 
         inv = grpc.StatusCode.INVALID_ARGUMENT
         refused(inv, "at most", **{"from": "x"}, first=1, count=1 << 20)
+        refused(inv, "at most", **{"from": "x"}, sync=True, count=(1 << 20) + 1)
+        # a sync call may claim up to 2^20 records (an image's request ids), but every
+        # one is checked against the bytes sent before anything is sized by the count
+        refused(inv, "cut short", **{"from": "x"}, sync=True, count=1 << 20,
+                records=frame(4, b"\x00" * 8))
         refused(inv, "start at 1", **{"from": "x"}, first=0, count=1)
         refused(inv, "cut short", **{"from": "x"}, first=1, count=2, records=frame(1, b"abc"))
         refused(inv, "claims", **{"from": "x"}, first=1, count=1,

@@ -68,7 +68,8 @@ static uint64_t sync_point(void *arg) {
     uint64_t pos = r->opts.position ? r->opts.position(r->opts.position_arg) : 0;
     /* the request ids the images will hold: copied now, while nothing moves (the
      * request memory's lock is a leaf: it waits on nothing else) */
-    if (r->opts.dedup && sync_dedup_export(r->opts.dedup, pos, &run->sd) != PS_STATUS_OK)
+    if (r->opts.dedup &&
+        sync_dedup_export(r->opts.dedup, pos, REPLICATOR_FRAME_HEAD, &run->sd) != PS_STATUS_OK)
         run->sd_failed = true;
     pthread_mutex_lock(&r->lock);
     repl_target *t = run->t;
@@ -115,21 +116,33 @@ static ps_status send_call(sync_run *run, const rpc_bytes_part *parts, size_t n_
     return PS_STATUS_OK;
 }
 
+/* Appends the head of a framed record of `len` payload bytes to buf (*len used of
+ * *cap, grown as needed): returns where the payload goes, or NULL (err set). */
+static uint8_t *put_frame(sync_run *run, uint8_t **buf, size_t *len, size_t *cap, uint8_t type,
+                          size_t payload) {
+    size_t need = REPLICATOR_FRAME_HEAD + payload;
+    if (!ps_reserve((void **)buf, cap, *len + need, 1, 1u << 16)) {
+        ps_set_err(run->err, run->err_len, "out of memory for a sync batch of %zu bytes",
+                   *len + need);
+        return NULL;
+    }
+    uint8_t *at = *buf + *len;
+    uint32_t len32 = (uint32_t)payload;
+    memset(at, 0, REPLICATOR_FRAME_HEAD);
+    at[0] = type;
+    memcpy(at + 4, &len32, 4);
+    *len += need;
+    return at + REPLICATOR_FRAME_HEAD;
+}
+
 /* Appends one framed dedup record to the batch's (sync_dedup_flush's emit). */
 static ps_status frame_dedup(void *arg, uint64_t id, size_t n, const uint64_t *keys) {
     sync_run *run = arg;
-    size_t need = REPLICATOR_FRAME_HEAD + JOURNAL_DEDUP_HEAD + n * sizeof *keys;
-    if (!ps_reserve((void **)&run->dbuf, &run->dcap, run->dlen + need, 1, 1u << 16)) {
-        ps_set_err(run->err, run->err_len, "out of memory for the request ids of a sync batch");
+    uint8_t *at = put_frame(run, &run->dbuf, &run->dlen, &run->dcap, JOURNAL_TYPE_DEDUP,
+                            JOURNAL_DEDUP_HEAD + n * sizeof *keys);
+    if (!at)
         return PS_STATUS_NO_MEMORY;
-    }
-    uint8_t *at = run->dbuf + run->dlen;
-    memset(at, 0, REPLICATOR_FRAME_HEAD);
-    at[0] = JOURNAL_TYPE_DEDUP;
-    uint32_t len32 = (uint32_t)(JOURNAL_DEDUP_HEAD + n * sizeof *keys);
-    memcpy(at + 4, &len32, 4);
-    journal_encode_dedup(id, n, keys, at + REPLICATOR_FRAME_HEAD);
-    run->dlen += need;
+    journal_encode_dedup(id, n, keys, at);
     run->dcount++;
     return PS_STATUS_OK;
 }
@@ -168,8 +181,10 @@ static ps_status flush(sync_run *run, uint64_t resume) {
     uint32_t dn = 0;
     size_t dlen = dedup_span(run, 0, REPLICATOR_MAX_SYNC_RECORDS - run->count,
                              max_bytes > run->len ? max_bytes - run->len : 0, &dn);
-    rpc_bytes_part parts[2] = {{run->buf, run->len, NULL, NULL}, {run->dbuf, dlen, NULL, NULL}};
-    size_t n_parts = run->len ? 1 : 0;
+    rpc_bytes_part parts[2];
+    size_t n_parts = 0;
+    if (run->len)
+        parts[n_parts++] = (rpc_bytes_part){run->buf, run->len, NULL, NULL};
     if (dlen)
         parts[n_parts++] = (rpc_bytes_part){run->dbuf, dlen, NULL, NULL};
     at = dlen;
@@ -188,40 +203,6 @@ static ps_status flush(sync_run *run, uint64_t resume) {
     return PS_STATUS_OK;
 }
 
-/* Room for one framed record of `len` payload bytes in the batch (sent first when it
- * is full): returns where the payload goes, or NULL with *ret_st set. */
-static uint8_t *reserve_frame(sync_run *run, uint8_t type, size_t len, ps_status *ret_st) {
-    size_t need = REPLICATOR_FRAME_HEAD + len;
-    replicator *r = run->t->r;
-    *ret_st = PS_STATUS_OK;
-    if (run->len &&
-        (run->len + need > r->opts.max_batch_bytes || run->count == REPLICATOR_MAX_BATCH_RECORDS)) {
-        if ((*ret_st = flush(run, 0)) != PS_STATUS_OK)
-            return NULL;
-    }
-    if (run->len + need > run->cap) {
-        size_t cap = run->cap ? run->cap : 1u << 20;
-        while (cap < run->len + need)
-            cap *= 2;
-        uint8_t *grown = realloc(run->buf, cap);
-        if (!grown) {
-            ps_set_err(run->err, run->err_len, "out of memory for a sync batch of %zu bytes", cap);
-            *ret_st = PS_STATUS_NO_MEMORY;
-            return NULL;
-        }
-        run->buf = grown;
-        run->cap = cap;
-    }
-    uint8_t *at = run->buf + run->len;
-    uint32_t len32 = (uint32_t)len;
-    memset(at, 0, REPLICATOR_FRAME_HEAD);
-    at[0] = type;
-    memcpy(at + 4, &len32, 4);
-    run->len += need;
-    run->count++;
-    return at + REPLICATOR_FRAME_HEAD;
-}
-
 /* Appends one framed image record, whose keys are keys[0..n): the batch is sent first
  * when the image and the dedup records of its keys would not fit it. The records are
  * of requests applied at or before the sync's point: a later one's changes are queued
@@ -230,8 +211,7 @@ static ps_status add_record(sync_run *run, const image_encoded *e, size_t n, con
     ps_status st = PS_STATUS_OK;
     size_t add_records = 0, add_bytes = 0, records = 0, bytes = 0;
     if (run->sd) {
-        if (sync_dedup_stage(run->sd, n, keys, REPLICATOR_FRAME_HEAD, &add_records, &add_bytes) !=
-            PS_STATUS_OK) {
+        if (sync_dedup_stage(run->sd, n, keys, &add_records, &add_bytes) != PS_STATUS_OK) {
             ps_set_err(run->err, run->err_len, "out of memory for the request ids of a sync");
             return PS_STATUS_NO_MEMORY;
         }
@@ -245,9 +225,10 @@ static ps_status add_record(sync_run *run, const image_encoded *e, size_t n, con
         if ((st = flush(run, 0)) != PS_STATUS_OK)
             return st;
     }
-    uint8_t *at = reserve_frame(run, IMAGE_JOURNAL_TYPE, e->len, &st);
+    uint8_t *at = put_frame(run, &run->buf, &run->len, &run->cap, IMAGE_JOURNAL_TYPE, e->len);
     if (!at)
-        return st;
+        return PS_STATUS_NO_MEMORY;
+    run->count++;
     image_encoded_copy(e, at);
     if (run->sd)
         sync_dedup_commit(run->sd);

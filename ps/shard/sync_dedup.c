@@ -31,11 +31,12 @@ struct sync_dedup {
     size_t cap_keys;
 };
 
-ps_status sync_dedup_export(dedup *requests, uint64_t point, sync_dedup **ret) {
+ps_status sync_dedup_export(dedup *requests, uint64_t point, size_t frame_head, sync_dedup **ret) {
     sync_dedup *sd = calloc(1, sizeof *sd);
     if (!sd)
         return PS_STATUS_NO_MEMORY;
     sd->batch = sd->stage = 1;
+    sd->frame_head = frame_head;
     if (dedup_export(requests, point, &sd->ents, &sd->n_ents) != PS_STATUS_OK ||
         !(sd->in_batch = calloc(sd->n_ents + 1, sizeof *sd->in_batch)) ||
         !(sd->staged = calloc(sd->n_ents + 1, sizeof *sd->staged))) {
@@ -103,9 +104,8 @@ static size_t lower_bound(const sync_dedup *sd, uint64_t key) {
     return lo;
 }
 
-ps_status sync_dedup_stage(sync_dedup *sd, size_t n, const uint64_t *keys, size_t frame_head,
-                           size_t *ret_records, size_t *ret_bytes) {
-    sd->frame_head = frame_head;
+ps_status sync_dedup_stage(sync_dedup *sd, size_t n, const uint64_t *keys, size_t *ret_records,
+                           size_t *ret_bytes) {
     sd->n_staged = 0;
     sd->stage++;
     size_t records = 0, bytes = 0;
@@ -122,7 +122,7 @@ ps_status sync_dedup_stage(sync_dedup *sd, size_t n, const uint64_t *keys, size_
             if (sd->in_batch[e] != sd->batch && sd->staged[e] != sd->stage) {
                 sd->staged[e] = sd->stage; /* a record more, counted once */
                 records++;
-                bytes += frame_head + JOURNAL_DEDUP_HEAD;
+                bytes += sd->frame_head + JOURNAL_DEDUP_HEAD;
             }
         }
     }

@@ -29,18 +29,19 @@
 
 typedef struct sync_dedup sync_dedup;
 
-/* What request memory `requests` holds at positions up to `point`, copied. NO_MEMORY. */
-ps_status sync_dedup_export(dedup *requests, uint64_t point, sync_dedup **ret);
+/* What request memory `requests` holds at positions up to `point`, copied; each record
+ * will be framed with frame_head bytes before its payload (what costs count). NO_MEMORY. */
+ps_status sync_dedup_export(dedup *requests, uint64_t point, size_t frame_head, sync_dedup **ret);
 void sync_dedup_destroy(sync_dedup *sd); /* accepts NULL */
 
 /* Keeps the keys accept() takes (NULL: all) and sorts them for lookups. NO_MEMORY. */
 ps_status sync_dedup_index(sync_dedup *sd, bool (*accept)(void *arg, uint64_t key), void *arg);
 
 /* The records the keys of one image add to the batch: *ret_records more records and
- * *ret_bytes more payload and frame bytes (frame_head bytes a record besides its
- * payload). Staged until sync_dedup_commit; a later stage replaces it. NO_MEMORY. */
-ps_status sync_dedup_stage(sync_dedup *sd, size_t n, const uint64_t *keys, size_t frame_head,
-                           size_t *ret_records, size_t *ret_bytes);
+ * *ret_bytes more bytes, frames included. Staged until sync_dedup_commit; a later stage
+ * replaces it. NO_MEMORY. */
+ps_status sync_dedup_stage(sync_dedup *sd, size_t n, const uint64_t *keys, size_t *ret_records,
+                           size_t *ret_bytes);
 /* The staged keys join the batch (after a flush, they start the next one). */
 void sync_dedup_commit(sync_dedup *sd);
 /* The batch's records so far: count and bytes (frames included). */

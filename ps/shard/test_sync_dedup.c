@@ -57,17 +57,17 @@ static void test_records_follow_their_images(void **state) {
     assert_int_equal(dedup_record(d, 2, 2, b, 6), PS_STATUS_OK);
     assert_int_equal(dedup_record(d, 3, 1, late, 9), PS_STATUS_OK); /* after the point */
     sync_dedup *sd = NULL;
-    assert_int_equal(sync_dedup_export(d, 8, &sd), PS_STATUS_OK);
+    assert_int_equal(sync_dedup_export(d, 8, 8, &sd), PS_STATUS_OK);
     assert_int_equal(sync_dedup_index(sd, not_99, NULL), PS_STATUS_OK);
 
     size_t recs = 0, bytes = 0;
     const uint64_t img1[] = {20};
-    assert_int_equal(sync_dedup_stage(sd, 1, img1, 8, &recs, &bytes), PS_STATUS_OK);
+    assert_int_equal(sync_dedup_stage(sd, 1, img1, &recs, &bytes), PS_STATUS_OK);
     assert_int_equal(recs, 2); /* requests 1 and 2 applied to 20 */
     assert_int_equal(bytes, 2 * (8 + JOURNAL_DEDUP_HEAD) + 2 * 8);
     sync_dedup_commit(sd);
     const uint64_t img2[] = {10, 40, 99};
-    assert_int_equal(sync_dedup_stage(sd, 3, img2, 8, &recs, &bytes), PS_STATUS_OK);
+    assert_int_equal(sync_dedup_stage(sd, 3, img2, &recs, &bytes), PS_STATUS_OK);
     assert_int_equal(recs, 0); /* request 1 has its record in the batch; 99 not accepted */
     assert_int_equal(bytes, 8);
     sync_dedup_commit(sd);
@@ -77,7 +77,7 @@ static void test_records_follow_their_images(void **state) {
 
     /* the next image is staged, the batch goes, the staged image starts the next one */
     const uint64_t img3[] = {30};
-    assert_int_equal(sync_dedup_stage(sd, 1, img3, 8, &recs, &bytes), PS_STATUS_OK);
+    assert_int_equal(sync_dedup_stage(sd, 1, img3, &recs, &bytes), PS_STATUS_OK);
     assert_int_equal(recs, 0); /* request 2 is in this batch already */
     got g = {0};
     assert_int_equal(sync_dedup_flush(sd, collect, &g), PS_STATUS_OK);
@@ -114,11 +114,11 @@ static void test_nothing_remembered(void **state) {
     dedup *d = NULL;
     assert_int_equal(dedup_create(0, &d), PS_STATUS_OK);
     sync_dedup *sd = NULL;
-    assert_int_equal(sync_dedup_export(d, 100, &sd), PS_STATUS_OK);
+    assert_int_equal(sync_dedup_export(d, 100, 8, &sd), PS_STATUS_OK);
     assert_int_equal(sync_dedup_index(sd, NULL, NULL), PS_STATUS_OK);
     const uint64_t img[] = {1, 2, 3};
     size_t recs = 1, bytes = 1;
-    assert_int_equal(sync_dedup_stage(sd, 3, img, 8, &recs, &bytes), PS_STATUS_OK);
+    assert_int_equal(sync_dedup_stage(sd, 3, img, &recs, &bytes), PS_STATUS_OK);
     assert_int_equal(recs + bytes, 0);
     sync_dedup_commit(sd);
     got g = {0};

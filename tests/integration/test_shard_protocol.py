@@ -289,6 +289,11 @@ def test_request_id_memory_is_bounded_and_says_how_far_back_it_reaches(tmp_path)
     says the bound, the keys, how far back the memory reaches and how many requests were
     forgotten younger than 30 s, and the log warns to raise --dedup-mb."""
     tmp = str(tmp_path)
+    shard = str(BUILD / "ps" / "ps-shard")
+    for bad in ("0", "-1", "1048577", " 5", "1e3"):  # refused before anything starts
+        r = subprocess.run([shard, "--id", "x", "--dedup-mb", bad], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 2 and "--dedup-mb" in r.stderr, (bad, r.returncode, r.stderr)
     procs = []
     try:
         p, coord = start_coordinator(tmp)

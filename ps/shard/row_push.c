@@ -1,8 +1,10 @@
 /* row_push.c: PushRows into the row store (see row_store.h). Before the table's lock:
  * every check that needs no row (names, spec, op, optimizer, lengths, unique ids, finite
- * values) and every allocation (one scratch block). Under the table's write lock: make
- * the missing rows, compute every result into the scratch, check that all are finite,
- * and only then copy them into the rows, so a failure changes no row. */
+ * values) and every allocation (one scratch block). Under the table's read lock: find
+ * the rows (the index lookups, the longest pass, run side by side for concurrent
+ * pushes). Under its write lock: find again only if rows were removed or some were
+ * missing, make the missing rows, compute every result into the scratch, check that all
+ * are finite, and only then copy them into the rows, so a failure changes no row. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,9 +296,24 @@ static ps_status journal(row_store *rs, const row_push *p, char *err, size_t err
     return PS_STATUS_OK;
 }
 
-static ps_status push_apply(row_store *rs, row_store_table *e, const row_push *p, push_work *w,
-                            uint64_t *ret_made, char *err, size_t err_len) {
+/* Finds the push's rows under the table's read lock, so that pushes to one table look
+ * up their ids side by side; push_apply keeps what it found when the table's
+ * generation is unchanged. Returns how many ids were missing. */
+static size_t find_shared(row_store_table *e, push_work *w, uint64_t *ret_generation) {
+    pthread_rwlock_rdlock(&e->lock);
     size_t missing = row_table_find(e->rows, w->m, w->ids, w->hashes, w->rows);
+    *ret_generation = row_table_generation(e->rows);
+    pthread_rwlock_unlock(&e->lock);
+    return missing;
+}
+
+/* With the write lock: w->rows as found by find_shared (`missing` of them absent, at
+ * `generation`) made current, then the push applied. */
+static ps_status push_apply(row_store *rs, row_store_table *e, const row_push *p, push_work *w,
+                            size_t missing, uint64_t generation, uint64_t *ret_made, char *err,
+                            size_t err_len) {
+    if (missing || generation != row_table_generation(e->rows)) /* rows removed or made since */
+        missing = row_table_find(e->rows, w->m, w->ids, w->hashes, w->rows);
     if (missing) {
         ps_status st = row_store_make_rows(rs, e, w->m, w->ids, w->hashes, w->rows, missing, true,
                                            ret_made, err, err_len);
@@ -347,8 +364,10 @@ ps_status row_store_push(row_store *rs, const row_push *p, uint64_t *ret_created
     if (st == PS_STATUS_OK)
         st = row_store_table_get(rs, p->model, p->table, p->spec, &e, err, err_len);
     if (st == PS_STATUS_OK) {
+        uint64_t generation;
+        size_t missing = find_shared(e, &w, &generation);
         pthread_rwlock_wrlock(&e->lock);
-        st = push_apply(rs, e, p, &w, &made, err, err_len);
+        st = push_apply(rs, e, p, &w, missing, generation, &made, err, err_len);
         pthread_rwlock_unlock(&e->lock);
     }
     if (st == PS_STATUS_OK) {

@@ -16,7 +16,8 @@
 
 /* One (model, table): never removed while the store lives. */
 typedef struct row_store_table {
-    pthread_rwlock_t lock; /* pulls share it; row making and pushes take it exclusively */
+    pthread_rwlock_t lock; /* pulls, and pushes finding their rows, share it; row making
+                              and pushes applying take it exclusively */
     row_table *rows;       /* the storage; its spec never changes */
     char model[ROW_STORE_MAX_NAME_BYTES + 1];
     char table[ROW_STORE_MAX_NAME_BYTES + 1];

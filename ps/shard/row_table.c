@@ -22,6 +22,18 @@ static uint64_t *step_at(const row_table *t, uint32_t r) {
     return row_table_step_at(t, r);
 }
 
+/* Prefetches a row record's cache lines (for a write when `write`). */
+static inline void prefetch_record(const row_table *t, const float *record, int write) {
+    const char *p = (const char *)record, *end = p + (size_t)t->pitch * sizeof(float);
+    for (p = (const char *)((uintptr_t)p & ~(uintptr_t)(ROW_TABLE_LINE - 1)); p < end;
+         p += ROW_TABLE_LINE) {
+        if (write)
+            __builtin_prefetch(p, 1);
+        else
+            __builtin_prefetch(p, 0);
+    }
+}
+
 static void index_place(row_index_slot *index, uint64_t mask, uint64_t id, uint64_t hash,
                         uint32_t row) {
     uint64_t i = hash & mask;
@@ -48,8 +60,9 @@ ps_status row_table_create(const row_table_opts *opts, row_table **ret_table) {
     t->spec = *opts->spec;
     t->slots = optim_spec_slots(t->spec.optimizer);
     t->stride = t->spec.dim * (1 + t->slots);
+    t->pitch = (t->stride + 1) / 2 * 2 + 2;
     t->salt = opts->salt;
-    uint64_t row_bytes = (uint64_t)t->stride * sizeof(float) + sizeof(uint64_t);
+    uint64_t row_bytes = (uint64_t)t->pitch * sizeof(float);
     t->slab_shift = 16; /* 64 Ki rows: ROW_TABLE_SLAB_MAX_ROWS */
     while (t->slab_shift > 1 && (row_bytes << t->slab_shift) > ROW_TABLE_SLAB_BYTES)
         t->slab_shift--;
@@ -93,6 +106,10 @@ uint64_t row_table_count(const row_table *t) {
     return t->count;
 }
 
+uint64_t row_table_generation(const row_table *t) {
+    return t->generation;
+}
+
 uint64_t row_table_free(const row_table *t) {
     return t->n_free;
 }
@@ -102,7 +119,7 @@ uint32_t row_table_slots(const row_table *t) {
 }
 
 uint64_t row_table_row_bytes(const row_table *t) {
-    return (uint64_t)t->stride * sizeof(float) + sizeof(uint64_t) + ROW_TABLE_INDEX_BYTES_PER_ROW;
+    return (uint64_t)t->pitch * sizeof(float) + ROW_TABLE_INDEX_BYTES_PER_ROW;
 }
 
 /* ------------------------------------------------------------------ index --- */
@@ -164,13 +181,12 @@ static ps_status slabs_grow(row_table *t, uint64_t rows) {
             t->slabs = slabs;
             t->slabs_cap = cap;
         }
-        /* slab_rows is even, so the steps after the floats are 8-byte aligned */
-        float *mem = malloc(row_table_slab_bytes(t));
+        const size_t bytes = row_table_slab_bytes(t);
+        float *mem = aligned_alloc(ROW_TABLE_LINE,
+                                   (bytes + ROW_TABLE_LINE - 1) & ~(size_t)(ROW_TABLE_LINE - 1));
         if (!mem)
             return PS_STATUS_NO_MEMORY;
-        t->slabs[t->nslabs].rows = mem;
-        t->slabs[t->nslabs].steps = (uint64_t *)(mem + slab_rows * t->stride);
-        t->nslabs++;
+        t->slabs[t->nslabs++].rows = mem;
     }
     return PS_STATUS_OK;
 }
@@ -241,6 +257,7 @@ ps_status row_table_remove(row_table *t, size_t n, const uint64_t *ids, const ui
             break;
         }
     }
+    t->generation += removed > 0;
     *ret_removed = removed;
     return PS_STATUS_OK;
 }
@@ -281,6 +298,7 @@ ps_status row_table_compact(row_table *t, uint64_t *ret_freed) {
         memcpy(row_at(t, to), row_at(t, s->row), (size_t)t->stride * sizeof(float));
         *step_at(t, to) = *step_at(t, s->row);
         s->row = to;
+        t->generation++;
     }
     t->n_free = 0;
     t->next_row = target;
@@ -328,15 +346,10 @@ void row_table_gather(const row_table *t, size_t n, const uint32_t *rows, uint32
     for (size_t i = 0; i < n; i++) {
         if (i + ROW_TABLE_PREFETCH < n) {
             uint32_t ahead = rows[i + ROW_TABLE_PREFETCH];
-            const row_slab *s = &t->slabs[ahead >> shift];
-            __builtin_prefetch(s->rows + (size_t)(ahead & mask) * t->stride);
-            if (fresh)
-                __builtin_prefetch(&s->steps[ahead & mask]);
+            prefetch_record(t, row_table_record(t, &t->slabs[ahead >> shift], ahead & mask), 0);
         }
-        const row_slab *s = &t->slabs[rows[i] >> shift];
-        const size_t at = rows[i] & mask;
-        const float *row = s->rows + at * t->stride;
-        const float *state = fresh && s->steps[at] == 0 ? fresh : row + dim;
+        float *row = row_table_record(t, &t->slabs[rows[i] >> shift], rows[i] & mask);
+        const float *state = fresh && *row_table_record_step(t, row) == 0 ? fresh : row + dim;
         if (dim == 1) { /* a memcpy call per float would cost more than the row */
             out[i] = row[0];
             for (uint32_t p = 1; p < planes; p++)
@@ -356,14 +369,9 @@ void row_table_scatter(row_table *t, size_t n, const uint32_t *rows, uint32_t pl
     for (size_t i = 0; i < n; i++) {
         if (i + ROW_TABLE_PREFETCH < n) {
             uint32_t ahead = rows[i + ROW_TABLE_PREFETCH];
-            const row_slab *s = &t->slabs[ahead >> shift];
-            __builtin_prefetch(s->rows + (size_t)(ahead & mask) * t->stride, 1);
-            if (bump_steps)
-                __builtin_prefetch(&s->steps[ahead & mask], 1);
+            prefetch_record(t, row_table_record(t, &t->slabs[ahead >> shift], ahead & mask), 1);
         }
-        const row_slab *s = &t->slabs[rows[i] >> shift];
-        const size_t at = rows[i] & mask;
-        float *row = s->rows + at * t->stride;
+        float *row = row_table_record(t, &t->slabs[rows[i] >> shift], rows[i] & mask);
         if (dim == 1) {
             for (uint32_t p = 0; p < planes; p++)
                 row[p] = in[p * plane + i];
@@ -371,6 +379,6 @@ void row_table_scatter(row_table *t, size_t n, const uint32_t *rows, uint32_t pl
             for (uint32_t p = 0; p < planes; p++)
                 memcpy(row + p * dim, in + p * plane + i * dim, dim * sizeof(float));
         }
-        s->steps[at] += bump_steps;
+        *row_table_record_step(t, row) += bump_steps;
     }
 }

@@ -14,9 +14,11 @@ typedef struct row_index_slot {
     uint32_t unused;
 } row_index_slot;
 
+/* A slab: slab_rows row records of `pitch` floats each, one after the other. A record
+ * is the row's stride floats, a pad float when stride is odd, then its step count (8
+ * bytes): a push reads and writes a row and its step in the same cache line or two. */
 typedef struct row_slab {
-    float *rows;     /* slab_rows * stride floats; owns the allocation */
-    uint64_t *steps; /* slab_rows step counts, after the floats in the same allocation */
+    float *rows; /* slab_rows * pitch floats, 64-byte aligned; owns the allocation */
 } row_slab;
 
 /* An export's view of the table at one moment (row_table_pin); index NULL: no pin. */
@@ -34,11 +36,13 @@ struct row_table {
     table_spec spec;
     uint32_t slots;  /* optimizer state slots per weight */
     uint32_t stride; /* floats per row: dim * (1 + slots) */
+    uint32_t pitch;  /* floats per row record: stride rounded up to even, + 2 (the step) */
     uint64_t salt;   /* mixed into every id's hash */
     row_index_slot *index;
     uint64_t mask;       /* index capacity - 1 (a power of two minus one) */
     uint64_t count;      /* rows held */
     uint64_t next_row;   /* row numbers below it were handed out (held or free) */
+    uint64_t generation; /* bumped when a held id loses its row number (row_table_generation) */
     uint32_t *free_rows; /* numbers of removed rows, for row_table_add: n_free of cap */
     size_t n_free, cap_free;
     row_slab *slabs;        /* slabs[r >> slab_shift] holds row r */
@@ -49,18 +53,26 @@ struct row_table {
     row_table_pin_view pin; /* an export's view, or none */
 };
 
-/* Bytes of one slab's allocation: its rows' floats, then their step counts. */
+/* Bytes of one slab's allocation: its row records. */
 static inline size_t row_table_slab_bytes(const row_table *t) {
-    return ((size_t)1 << t->slab_shift) * (t->stride * sizeof(float) + sizeof(uint64_t));
+    return ((size_t)1 << t->slab_shift) * t->pitch * sizeof(float);
+}
+
+/* Row record `at` of a slab: the row's floats, then (row_table_record_step) its step. */
+static inline float *row_table_record(const row_table *t, const row_slab *s, uint32_t at) {
+    return s->rows + (size_t)at * t->pitch;
+}
+
+static inline uint64_t *row_table_record_step(const row_table *t, float *record) {
+    return (uint64_t *)(void *)(record + t->pitch - 2);
 }
 
 static inline float *row_table_row_at(const row_table *t, uint32_t r) {
-    const row_slab *s = &t->slabs[r >> t->slab_shift];
-    return s->rows + (size_t)(r & ((1u << t->slab_shift) - 1)) * t->stride;
+    return row_table_record(t, &t->slabs[r >> t->slab_shift], r & ((1u << t->slab_shift) - 1));
 }
 
 static inline uint64_t *row_table_step_at(const row_table *t, uint32_t r) {
-    return &t->slabs[r >> t->slab_shift].steps[r & ((1u << t->slab_shift) - 1)];
+    return row_table_record_step(t, row_table_row_at(t, r));
 }
 
 #endif

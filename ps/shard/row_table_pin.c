@@ -46,7 +46,6 @@ ps_status row_table_unshare(row_table *t, size_t n, const uint32_t *rows) {
     if (!t->pin.index)
         return PS_STATUS_OK;
     const size_t bytes = row_table_slab_bytes(t);
-    const size_t slab_rows = (size_t)1 << t->slab_shift;
     for (size_t i = 0; i < n; i++) {
         uint32_t s = rows[i] >> t->slab_shift;
         if (rows[i] >= t->pin.count || t->pin.copies[s].rows)
@@ -56,7 +55,6 @@ ps_status row_table_unshare(row_table *t, size_t n, const uint32_t *rows) {
             return PS_STATUS_NO_MEMORY;
         memcpy(copy, t->slabs[s].rows, bytes);
         t->pin.copies[s].rows = copy;
-        t->pin.copies[s].steps = (uint64_t *)(copy + slab_rows * t->stride);
     }
     return PS_STATUS_OK;
 }
@@ -73,9 +71,9 @@ size_t row_table_pin_read(const row_table *t, uint64_t *cursor, size_t max, uint
             continue;
         const uint32_t s = slot->row >> t->slab_shift, at = slot->row & mask;
         const row_slab *slab = t->pin.copies[s].rows ? &t->pin.copies[s] : &t->slabs[s];
-        const float *row = slab->rows + (size_t)at * t->stride;
+        float *row = row_table_record(t, slab, at);
         ids[got] = slot->id;
-        steps[got] = slab->steps[at];
+        steps[got] = *row_table_record_step(t, row);
         memcpy(values + got * dim, row, dim * sizeof(float));
         if (state_len)
             memcpy(state + got * state_len, row + dim, state_len * sizeof(float));

@@ -383,6 +383,85 @@ static void test_concurrent(void **state) {
     row_store_destroy(rs);
 }
 
+/* A push looks its rows up under the table's read lock and applies them under the
+ * write lock: rows removed in between (their numbers then taken by new rows) must not
+ * receive its values. One thread ADDs 1 to ids [0, RACE_IDS); another removes them
+ * again and again; a third makes new rows (ids from RACE_IDS on) by ADDs of 1000, which
+ * take the numbers the removals leave. A row of the first ids never reaches 1000 and a
+ * new row holds exactly 1000: a push written into a row it no longer owns breaks one. */
+#define RACE_IDS 512
+#define RACE_ROUNDS 1000
+
+typedef struct racer {
+    row_store *rs;
+    int role; /* 0 adds 1 to the first ids, 1 removes them, 2 makes new rows */
+    int failures;
+} racer;
+
+static void *race(void *arg) {
+    racer *r = arg;
+    uint64_t ids[RACE_IDS];
+    float v[2 * RACE_IDS];
+    char e[256];
+    for (int k = 0; k < RACE_ROUNDS; k++) {
+        for (int i = 0; i < RACE_IDS; i++) {
+            ids[i] = r->role == 2 ? RACE_IDS + (uint64_t)k * RACE_IDS + (uint64_t)i : (uint64_t)i;
+            v[2 * i] = v[2 * i + 1] = r->role == 2 ? 1000.0f : 1.0f;
+        }
+        if (r->role == 1) {
+            r->failures += row_store_remove(r->rs, "m", "race", RACE_IDS, ids, NULL, NULL, e,
+                                            sizeof e) != PS_STATUS_OK;
+            continue;
+        }
+        row_push p = {.model = "m",
+                      .table = "race",
+                      .spec = &ZEROS,
+                      .op = ROW_OP_ADD,
+                      .n = RACE_IDS,
+                      .ids = ids,
+                      .values = (const uint8_t *)v,
+                      .values_len = sizeof v};
+        r->failures += row_store_push(r->rs, &p, NULL, NULL, e, sizeof e) != PS_STATUS_OK;
+    }
+    return NULL;
+}
+
+static void test_push_against_removal(void **state) {
+    (void)state;
+    row_store *rs = make_store(NULL, 0);
+    pthread_t th[3];
+    racer rc[3];
+    for (int i = 0; i < 3; i++) {
+        rc[i] = (racer){.rs = rs, .role = i};
+        assert_int_equal(pthread_create(&th[i], NULL, race, &rc[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(rc[i].failures, 0);
+    }
+    enum { ALL = RACE_IDS * (RACE_ROUNDS + 1), PART = 64 * 1024 };
+    uint64_t *ids = malloc(PART * sizeof *ids);
+    float *out = malloc(2 * PART * sizeof *out);
+    assert_true(ids && out);
+    for (size_t first = 0; first < ALL; first += PART) { /* pulls of at most PART rows */
+        size_t n = ALL - first < PART ? ALL - first : PART;
+        for (size_t i = 0; i < n; i++)
+            ids[i] = first + i;
+        assert_int_equal(
+            row_store_pull(rs, "m", "race", &ZEROS, n, ids, out, NULL, NULL, NULL, err, sizeof err),
+            PS_STATUS_OK);
+        for (size_t i = 0; i < 2 * n; i++) {
+            if (ids[i / 2] < RACE_IDS)
+                assert_true(out[i] >= 0 && out[i] <= RACE_ROUNDS);
+            else
+                assert_true(out[i] == 1000.0f);
+        }
+    }
+    free(ids);
+    free(out);
+    row_store_destroy(rs);
+}
+
 /* ADD and OPTIMIZE pushes of finite values are read where they lie, run after run:
  * values in pieces cut mid-row and mid-float, half of them unaligned, over more than
  * one run (ROW_PUSH_RUN_FLOATS), give the same rows and state as one aligned buffer. */
@@ -456,7 +535,7 @@ int main(void) {
         cmocka_unit_test(test_duplicate_ids),        cmocka_unit_test(test_non_finite),
         cmocka_unit_test(test_optimize_many),        cmocka_unit_test(test_overflow),
         cmocka_unit_test(test_concurrent),           cmocka_unit_test(test_values_in_pieces),
-        cmocka_unit_test(test_values_read_in_place),
+        cmocka_unit_test(test_values_read_in_place), cmocka_unit_test(test_push_against_removal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -214,6 +214,8 @@ static void test_remove_and_compact(void **state) {
         row_values(ids[i], w, st, &step);
         row_table_write(t, 1, &rows[i], w, st, &step);
     }
+    /* adding rows and growing the index leave every found number valid */
+    const uint64_t gen0 = row_table_generation(t);
     /* the odd ones go (named twice, and with ids the table never held) */
     size_t m = 0;
     uint64_t *gone = malloc((N / 2 + 2) * sizeof *gone), *gone_h = malloc((N / 2 + 2) * 8);
@@ -232,8 +234,14 @@ static void test_remove_and_compact(void **state) {
     assert_int_equal(row_table_compact(t, NULL), PS_STATUS_FAILED_PRECONDITION);
     assert_int_equal(removed, 0);
     row_table_unpin(t);
+    assert_true(row_table_generation(t) == gen0); /* refused: nothing changed */
+    assert_int_equal(row_table_remove(t, 1, &gone[m - 1], &gone_h[m - 1], &removed),
+                     PS_STATUS_OK); /* an id never held: nothing changed */
+    assert_true(removed == 0 && row_table_generation(t) == gen0);
     assert_int_equal(row_table_remove(t, m, gone, gone_h, &removed), PS_STATUS_OK);
     assert_int_equal(removed, N / 2);
+    const uint64_t gen1 = row_table_generation(t); /* found numbers of the gone ids are stale */
+    assert_true(gen1 != gen0);
     assert_int_equal(row_table_count(t), N / 2);
     uint64_t *kept = malloc(N / 2 * sizeof *kept);
     assert_non_null(kept);
@@ -247,6 +255,7 @@ static void test_remove_and_compact(void **state) {
     add_ids(t, 4, fresh, fresh_rows, 5);
     for (int i = 0; i < 4; i++)
         assert_true(fresh_rows[i] < N);
+    assert_true(row_table_generation(t) == gen1);
     assert_int_equal(row_table_count(t), N / 2 + 4);
     uint64_t fresh_h[4];
     for (int i = 0; i < 4; i++)
@@ -255,8 +264,10 @@ static void test_remove_and_compact(void **state) {
     assert_int_equal(removed, 4);
     /* compaction gives the slabs of the upper half back; every row keeps its values */
     uint64_t freed = 0;
+    const uint64_t gen2 = row_table_generation(t);
     assert_int_equal(row_table_compact(t, &freed), PS_STATUS_OK);
     assert_true(freed > 0);
+    assert_true(row_table_generation(t) != gen2); /* rows moved */
     expect_rows(t, N / 2, kept, true);
     uint32_t *found = malloc(N / 2 * sizeof *found);
     assert_non_null(found);

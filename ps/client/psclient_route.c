@@ -107,27 +107,27 @@ static void failure_note(ps_client *c, route_failure *f, ps_status st, size_t ca
     memcpy(f->err, c->err, sizeof f->err);
 }
 
-/* Groups the pending keys by owner under the current ring (c->group holds each
- * shard's keys contiguously) and cuts each shard's keys into calls; returns how many. */
-static size_t route_group(ps_client *c, const uint64_t *keys, size_t n_pending,
-                          const shard_op *op) {
+/* Groups the pending keys pending[a..b) by owner under the current ring (group[a..b)
+ * then holds each shard's keys contiguously) and cuts each shard's keys into calls,
+ * appended to c->calls from n_calls on; returns the new count. */
+static size_t route_group(ps_client *c, const uint64_t *keys, size_t a, size_t b,
+                          const shard_op *op, size_t n_calls) {
     for (uint32_t s = 0; s < c->n_shards; s++)
         c->shard_m[s] = 0;
-    for (size_t i = 0; i < n_pending; i++) {
+    for (size_t i = a; i < b; i++) {
         c->owner[i] = hashring_primary(c->ring, keys[c->pending[i]]);
         c->shard_m[c->owner[i]]++;
     }
-    size_t first = 0;
+    size_t first = a;
     for (uint32_t s = 0; s < c->n_shards; s++) {
         c->shard_first[s] = first;
         first += c->shard_m[s];
         c->shard_m[s] = 0;
     }
-    for (size_t i = 0; i < n_pending; i++) {
+    for (size_t i = a; i < b; i++) {
         uint32_t s = c->owner[i];
         c->group[c->shard_first[s] + c->shard_m[s]++] = c->pending[i];
     }
-    size_t n_calls = 0;
     for (uint32_t s = 0; s < c->n_shards; s++) {
         size_t at = c->shard_first[s], end = at + c->shard_m[s];
         while (at < end) {
@@ -220,17 +220,30 @@ static void start_windowed(ps_client *c, round_state *r, size_t n_calls, bool ke
     }
 }
 
-/* One round: every call started (without keep_going, none after a failure), then each
- * collected in order (or, with op->window, started and collected a window at a time).
- * Keys refused with WRONG_EPOCH (or unreachable, see again) go to c->retry (*ret_kept). */
-static void route_round(ps_client *c, size_t n_calls, const shard_op *op, void *arg,
-                        bool keep_going, route_failure *fail, size_t *ret_kept, bool *unreachable) {
+/* One round over the n_pending keys: every call started (without keep_going, none
+ * after a failure), then each collected in order. Without op->window the keys are
+ * routed in waves of CALL_KEYS per shard, each wave's calls started before the next
+ * wave is routed, so the shards work on the first calls while the client routes the
+ * rest; with op->window every key is routed first, then calls are started and
+ * collected a window at a time. Keys refused with WRONG_EPOCH (or unreachable, see
+ * again) go to c->retry (*ret_kept). */
+static void route_round(ps_client *c, const uint64_t *keys, size_t n_pending, const shard_op *op,
+                        void *arg, bool keep_going, route_failure *fail, size_t *ret_kept,
+                        bool *unreachable) {
     round_state r = {.op = op, .arg = arg, .fail = fail};
+    size_t n_calls = 0;
     if (op->window > 0) {
+        n_calls = route_group(c, keys, 0, n_pending, op, 0);
         start_windowed(c, &r, n_calls, keep_going);
     } else {
-        for (size_t k = 0; k < n_calls && (keep_going || fail->st == PS_STATUS_OK); k++)
-            call_start(c, &r, k);
+        const size_t wave = (size_t)CALL_KEYS * c->n_shards;
+        for (size_t a = 0; a < n_pending && (keep_going || fail->st == PS_STATUS_OK); a += wave) {
+            size_t k = n_calls;
+            n_calls =
+                route_group(c, keys, a, n_pending - a < wave ? n_pending : a + wave, op, n_calls);
+            for (; k < n_calls && (keep_going || fail->st == PS_STATUS_OK); k++)
+                call_start(c, &r, k);
+        }
     }
     for (size_t k = 0; k < n_calls; k++)
         call_finish(c, &r, k);
@@ -265,11 +278,11 @@ ps_status psclient_route_op(ps_client *c, size_t n, const uint64_t *keys, const 
             st = psclient_fail(c, PS_STATUS_NO_MEMORY, "out of memory");
             break;
         }
-        size_t n_calls = route_group(c, keys, n_pending, op), kept = 0;
+        size_t kept = 0;
         bool unreachable = false;
         fail.now = round;
         c->route_round = round;
-        route_round(c, n_calls, op, arg, keep_going, &fail, &kept, &unreachable);
+        route_round(c, keys, n_pending, op, arg, keep_going, &fail, &kept, &unreachable);
         memcpy(c->pending, c->retry, kept * sizeof *c->retry);
         n_pending = kept;
         if (fail.st != PS_STATUS_OK && !keep_going)

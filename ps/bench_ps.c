@@ -69,10 +69,38 @@ static bool only_valid(const char *only) {
 
 typedef struct bench_figures {
     bench_dense d4, d64, d4_3, d64_3;
-    double sparse1, sparse16;
+    bench_sparse sparse1, sparse16;
     bench_rtt rtt;
     uint64_t rss, held;
 } bench_figures;
+
+/* A dense case's rows on one shard: push and pull, then the cores they kept busy. */
+static void dense_rows(bench_report *r, const char *size, const bench_dense *d,
+                       const char *push_key, const char *pull_key) {
+    char name[64];
+    snprintf(name, sizeof name, "1 shard: push %s", size);
+    bench_report_row(r, name, d->push_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0, push_key);
+    snprintf(name, sizeof name, "1 shard: pull %s", size);
+    bench_report_row(r, name, d->pull_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0, pull_key);
+    snprintf(name, sizeof name, "  push %s: cores busy", size);
+    bench_report_row(r, name, d->push_busy, 2, "cores", BENCH_TARGET_NONE, 0, NULL);
+    snprintf(name, sizeof name, "  pull %s: cores busy", size);
+    bench_report_row(r, name, d->pull_busy, 2, "cores", BENCH_TARGET_NONE, 0, NULL);
+}
+
+/* A sparse case's CPU per row, client and shard, and the rows a second `cpus` cores
+ * could do at that CPU cost: the bound the figure is under on this machine. */
+static void sparse_cpu_rows(bench_report *r, const char *dim, const bench_sparse *s, int cpus) {
+    char name[64];
+    const double ns = s->client_ns_row + s->shard_ns_row;
+    snprintf(name, sizeof name, "  %s: client CPU per row", dim);
+    bench_report_row(r, name, s->client_ns_row, 0, "ns", BENCH_TARGET_NONE, 0, NULL);
+    snprintf(name, sizeof name, "  %s: shard CPU per row", dim);
+    bench_report_row(r, name, s->shard_ns_row, 0, "ns", BENCH_TARGET_NONE, 0, NULL);
+    snprintf(name, sizeof name, "  %s: %d cores allow at most", dim, cpus);
+    bench_report_row(r, name, ns > 0 ? cpus * 1e3 / ns : 0, 2, "M rows/s", BENCH_TARGET_NONE, 0,
+                     NULL);
+}
 
 static int fail(const char *what, const char *err) {
     fprintf(stderr, "bench_ps: %s: %s\n", what, err);
@@ -88,20 +116,21 @@ static int run_one_shard(const bench_cfg *cfg, bench_figures *f) {
     if (bench_cluster_create(&co, &cl, err, sizeof err) != PS_STATUS_OK)
         return fail("start 1 shard", err);
     int rc = 1;
+    const pid_t shard = bench_cluster_shard_pid(cl, 0); /* for its CPU time */
     if (ps_client_create(bench_cluster_coordinator(cl), &pc, err, sizeof err) != PS_STATUS_OK)
         goto out;
-    if ((wanted(cfg, "dense4") && bench_case_dense(pc, "d4", 1u << 20, cfg->reps, &f->d4, err,
-                                                   sizeof err) != PS_STATUS_OK) ||
-        (wanted(cfg, "dense64") && bench_case_dense(pc, "d64", 16u << 20, cfg->reps, &f->d64, err,
-                                                    sizeof err) != PS_STATUS_OK) ||
+    if ((wanted(cfg, "dense4") && bench_case_dense(pc, "d4", 1u << 20, cfg->reps, shard, &f->d4,
+                                                   err, sizeof err) != PS_STATUS_OK) ||
+        (wanted(cfg, "dense64") && bench_case_dense(pc, "d64", 16u << 20, cfg->reps, shard, &f->d64,
+                                                    err, sizeof err) != PS_STATUS_OK) ||
         (wanted(cfg, "sparse1") &&
-         bench_case_sparse(pc, "s1", 1, cfg->sparse_rows, cfg->reps, &f->sparse1, err,
+         bench_case_sparse(pc, "s1", 1, cfg->sparse_rows, cfg->reps, shard, &f->sparse1, err,
                            sizeof err) != PS_STATUS_OK) ||
         (wanted(cfg, "sparse16") &&
-         bench_case_sparse(pc, "s16", 16, cfg->sparse_rows, cfg->reps, &f->sparse16, err,
+         bench_case_sparse(pc, "s16", 16, cfg->sparse_rows, cfg->reps, shard, &f->sparse16, err,
                            sizeof err) != PS_STATUS_OK) ||
         (wanted(cfg, "rtt") &&
-         bench_case_rtt(pc, cfg->rtt_calls, &f->rtt, err, sizeof err) != PS_STATUS_OK))
+         bench_case_rtt(pc, cfg->rtt_calls, shard, &f->rtt, err, sizeof err) != PS_STATUS_OK))
         goto out;
     rc = 0;
 out:
@@ -125,13 +154,14 @@ static int run_three_shards(const bench_cfg *cfg, bench_figures *f) {
     bench_dense ignored;
     if (ps_client_create(bench_cluster_coordinator(cl), &pc, err, sizeof err) != PS_STATUS_OK)
         goto out;
-    if (bench_case_dense(pc, "d4", 1u << 20, cfg->reps, &f->d4_3, err, sizeof err) !=
+    if (bench_case_dense(pc, "d4", 1u << 20, cfg->reps, 0, &f->d4_3, err, sizeof err) !=
             PS_STATUS_OK ||
-        bench_case_dense(pc, "d64", 16u << 20, cfg->reps, &f->d64_3, err, sizeof err) !=
+        bench_case_dense(pc, "d64", 16u << 20, cfg->reps, 0, &f->d64_3, err, sizeof err) !=
             PS_STATUS_OK)
         goto out;
     if (mem_floats > 0) {
-        if (bench_case_dense(pc, "model", mem_floats, 1, &ignored, err, sizeof err) != PS_STATUS_OK)
+        if (bench_case_dense(pc, "model", mem_floats, 1, 0, &ignored, err, sizeof err) !=
+            PS_STATUS_OK)
             goto out;
         for (int i = 0; i < 3; i++)
             if (bench_case_dense_add(pc, "model", mem_floats, err, sizeof err) != PS_STATUS_OK)
@@ -179,14 +209,8 @@ static void report(const bench_cfg *cfg, const bench_figures *f) {
     bench_report_param(r, "cpus", "%d this benchmark and its shards may use", cpus);
     double tcp = cfg->tcp_gbs, log_bytes = (cfg->log_mb ? cfg->log_mb : 64) * MIB * 3;
     double mem_x = cfg->mem_mb > 0 && f->held ? ((double)f->rss - log_bytes) / (double)f->held : 0;
-    bench_report_row(r, "1 shard: push 4 MiB", f->d4.push_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
-                     NULL);
-    bench_report_row(r, "1 shard: pull 4 MiB", f->d4.pull_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
-                     NULL);
-    bench_report_row(r, "1 shard: push 64 MiB", f->d64.push_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
-                     "dense_push_gbs");
-    bench_report_row(r, "1 shard: pull 64 MiB", f->d64.pull_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
-                     "dense_pull_gbs");
+    dense_rows(r, "4 MiB", &f->d4, NULL, NULL);
+    dense_rows(r, "64 MiB", &f->d64, "dense_push_gbs", "dense_pull_gbs");
     bench_report_row(r, "iperf3 loopback TCP", tcp, 3, "GB/s", BENCH_TARGET_NONE, 0, "tcp_gbs");
     bench_report_row(r, "64 MiB min(push, pull) / TCP",
                      ratio(min2(f->d64.push_gbs, f->d64.pull_gbs), tcp), 2, "x",
@@ -194,10 +218,12 @@ static void report(const bench_cfg *cfg, const bench_figures *f) {
     bench_report_row(r, "4 MiB min(push, pull) / TCP",
                      ratio(min2(f->d4.push_gbs, f->d4.pull_gbs), tcp), 2, "x",
                      BENCH_TARGET_AT_LEAST, 1.2, "dense4_vs_tcp");
-    bench_report_row(r, "sparse Adagrad push, dim 1", f->sparse1 / 1e6, 2, "M rows/s",
+    bench_report_row(r, "sparse Adagrad push, dim 1", f->sparse1.rows_s / 1e6, 2, "M rows/s",
                      BENCH_TARGET_AT_LEAST, 60, "sparse_mrows_s");
-    bench_report_row(r, "sparse Adagrad push, dim 16", f->sparse16 / 1e6, 2, "M rows/s",
+    sparse_cpu_rows(r, "dim 1", &f->sparse1, cpus);
+    bench_report_row(r, "sparse Adagrad push, dim 16", f->sparse16.rows_s / 1e6, 2, "M rows/s",
                      BENCH_TARGET_NONE, 0, "sparse16_mrows_s");
+    sparse_cpu_rows(r, "dim 16", &f->sparse16, cpus);
     bench_report_row(r, "1-float push round trip p50", f->rtt.push_p50, 0, "us",
                      BENCH_TARGET_AT_MOST, 50, "small_rtt_p50_us");
     bench_report_row(r, "1-float push round trip p99", f->rtt.push_p99, 0, "us",
@@ -216,6 +242,10 @@ static void report(const bench_cfg *cfg, const bench_figures *f) {
                      BENCH_TARGET_NONE, 0, NULL);
     bench_report_row(r, "  push p50 / empty gRPC call p50", ratio(f->rtt.push_p50, f->rtt.grpc_p50),
                      2, "x", BENCH_TARGET_NONE, 0, NULL);
+    bench_report_row(r, "  shard CPU per push (same run)", f->rtt.push_shard_cpu_us, 0, "us",
+                     BENCH_TARGET_NONE, 0, NULL);
+    bench_report_row(r, "  shard CPU per empty gRPC call", f->rtt.grpc_shard_cpu_us, 0, "us",
+                     BENCH_TARGET_NONE, 0, NULL);
     bench_report_row(r, "3 shards: push 4 MiB", f->d4_3.push_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,
                      NULL);
     bench_report_row(r, "3 shards: pull 4 MiB", f->d4_3.pull_gbs, 3, "GB/s", BENCH_TARGET_NONE, 0,

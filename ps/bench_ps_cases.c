@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -22,6 +23,12 @@ static uint64_t splitmix64(uint64_t x) {
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
     return x ^ (x >> 31);
+}
+
+/* Nanoseconds of CPU process `clock` has used (every thread); -1 when unreadable. */
+static int64_t cpu_ns(clockid_t clock) {
+    struct timespec t;
+    return clock_gettime(clock, &t) == 0 ? (int64_t)t.tv_sec * 1000000000 + t.tv_nsec : -1;
 }
 
 /* A tensor "t" of `floats` floats cut into default chunks (shape points into *shape). */
@@ -40,8 +47,18 @@ static double gbs(uint64_t bytes, int64_t us) {
     return us > 0 ? (double)bytes / (double)us / 1e3 : 0;
 }
 
+/* CPU time of this process plus the shard's (clock), in ns; -1 when unreadable. */
+static int64_t both_cpu_ns(bool clocked, clockid_t shard_clock) {
+    int64_t mine = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), shard = clocked ? cpu_ns(shard_clock) : -1;
+    return mine >= 0 && shard >= 0 ? mine + shard : -1;
+}
+
 ps_status bench_case_dense(ps_client *pc, const char *model, uint64_t floats, int reps,
-                           bench_dense *ret, char *err, size_t err_len) {
+                           pid_t shard_pid, bench_dense *ret, char *err, size_t err_len) {
+    clockid_t shard_clock;
+    const bool clocked = shard_pid > 0 && clock_getcpuclockid(shard_pid, &shard_clock) == 0;
+    int64_t cpu[2] = {0, 0}, wall[2] = {0, 0}; /* push, pull */
+    bool cpu_ok = clocked;
     float *src = malloc(floats * 4), *dst = malloc(floats * 4);
     ps_status st = PS_STATUS_OK;
     if (!src || !dst) {
@@ -54,19 +71,24 @@ ps_status bench_case_dense(ps_client *pc, const char *model, uint64_t floats, in
     int64_t shape;
     Ps__TensorInfo t;
     tensor_info(floats, &shape, &t);
-    bench_dense best = {0, 0};
+    bench_dense best = {0};
     for (int r = 0; r < reps && st == PS_STATUS_OK; r++) {
-        int64_t t0 = ps_now_us();
+        int64_t c0 = both_cpu_ns(clocked, shard_clock), t0 = ps_now_us();
         st = ps_client_push_tensor(pc, model, 1, &t, PS__PUSH_OP__PUSH_ASSIGN, src, floats);
-        int64_t t1 = ps_now_us();
+        int64_t t1 = ps_now_us(), c1 = both_cpu_ns(clocked, shard_clock);
         if (st != PS_STATUS_OK) {
             ps_set_err(err, err_len, "push: %s", ps_client_error(pc));
             break;
         }
         memset(dst, 0, floats * 4);
-        int64_t t2 = ps_now_us();
+        int64_t c2 = both_cpu_ns(clocked, shard_clock), t2 = ps_now_us();
         st = ps_client_pull_tensor(pc, model, 1, &t, dst, floats, NULL);
-        int64_t t3 = ps_now_us();
+        int64_t t3 = ps_now_us(), c3 = both_cpu_ns(clocked, shard_clock);
+        cpu_ok = cpu_ok && c0 >= 0 && c1 >= c0 && c2 >= 0 && c3 >= c2;
+        cpu[0] += c1 - c0;
+        cpu[1] += c3 - c2;
+        wall[0] += t1 - t0;
+        wall[1] += t3 - t2;
         if (st != PS_STATUS_OK) {
             ps_set_err(err, err_len, "pull: %s", ps_client_error(pc));
             break;
@@ -80,8 +102,11 @@ ps_status bench_case_dense(ps_client *pc, const char *model, uint64_t floats, in
         best.push_gbs = push > best.push_gbs ? push : best.push_gbs;
         best.pull_gbs = pull > best.pull_gbs ? pull : best.pull_gbs;
     }
-    if (st == PS_STATUS_OK)
+    if (st == PS_STATUS_OK) {
+        best.push_busy = cpu_ok && wall[0] > 0 ? (double)cpu[0] / 1e3 / (double)wall[0] : 0;
+        best.pull_busy = cpu_ok && wall[1] > 0 ? (double)cpu[1] / 1e3 / (double)wall[1] : 0;
         *ret = best;
+    }
 out:
     free(src);
     free(dst);
@@ -108,7 +133,11 @@ ps_status bench_case_dense_add(ps_client *pc, const char *model, uint64_t floats
 }
 
 ps_status bench_case_sparse(ps_client *pc, const char *model, uint32_t dim, size_t n, int reps,
-                            double *ret_rows_s, char *err, size_t err_len) {
+                            pid_t shard_pid, bench_sparse *ret, char *err, size_t err_len) {
+    clockid_t shard_clock;
+    const bool clocked = shard_pid > 0 && clock_getcpuclockid(shard_pid, &shard_clock) == 0;
+    int64_t client_cpu = 0, shard_cpu = 0;
+    bool cpu_ok = clocked;
     uint64_t *ids = malloc(n * sizeof *ids);
     float *grad = malloc(n * dim * sizeof *grad);
     ps_status st = PS_STATUS_OK;
@@ -128,17 +157,30 @@ ps_status bench_case_sparse(ps_client *pc, const char *model, uint32_t dim, size
     double best = 0;
     for (int r = 0; r <= reps && st == PS_STATUS_OK; r++) { /* round 0 creates the rows */
         ps_push_train train = {.optimizer = &adagrad};
+        const int64_t c0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID),
+                      s0 = clocked ? cpu_ns(shard_clock) : -1;
         int64_t t0 = ps_now_us();
         st = ps_client_push_rows(pc, &ref, PS__PUSH_OP__PUSH_OPTIMIZE, &train, n, ids, grad, NULL);
         int64_t t1 = ps_now_us();
+        const int64_t c1 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID),
+                      s1 = clocked ? cpu_ns(shard_clock) : -1;
+        if (r > 0) { /* round 0 creates the rows */
+            cpu_ok = cpu_ok && c0 >= 0 && c1 >= c0 && s0 >= 0 && s1 >= s0;
+            client_cpu += c1 - c0;
+            shard_cpu += s1 - s0;
+        }
         if (st != PS_STATUS_OK)
             ps_set_err(err, err_len, "push rows: %s", ps_client_error(pc));
         double rate = t1 > t0 ? (double)n * 1e6 / (double)(t1 - t0) : 0;
         if (r > 0 && rate > best)
             best = rate;
     }
-    if (st == PS_STATUS_OK)
-        *ret_rows_s = best;
+    if (st == PS_STATUS_OK) {
+        const double rows = (double)n * reps;
+        *ret = (bench_sparse){.rows_s = best,
+                              .client_ns_row = cpu_ok ? (double)client_cpu / rows : 0,
+                              .shard_ns_row = cpu_ok ? (double)shard_cpu / rows : 0};
+    }
 out:
     free(ids);
     free(grad);
@@ -287,7 +329,11 @@ static ps_status rtt_one(rtt_state *s, int kind) {
 
 #define RTT_BLOCK 100 /* calls of one kind in a row before the next kind's turn */
 
-ps_status bench_case_rtt(ps_client *pc, int calls, bench_rtt *ret, char *err, size_t err_len) {
+ps_status bench_case_rtt(ps_client *pc, int calls, pid_t shard_pid, bench_rtt *ret, char *err,
+                         size_t err_len) {
+    clockid_t shard_clock;
+    bool clocked = shard_pid > 0 && clock_getcpuclockid(shard_pid, &shard_clock) == 0;
+    int64_t shard_ns[RTT_KINDS] = {0};
     int64_t *us = malloc((size_t)calls * RTT_KINDS * sizeof *us);
     rtt_state s = {.pc = pc,
                    .key = ps_key_dense("bench_ps_rtt", 1, "one", 0),
@@ -317,12 +363,17 @@ ps_status bench_case_rtt(ps_client *pc, int calls, bench_rtt *ret, char *err, si
             st = rtt_one(&s, k);
     for (int at = 0; at < calls && st == PS_STATUS_OK; at += RTT_BLOCK) {
         const int end = at + RTT_BLOCK < calls ? at + RTT_BLOCK : calls;
-        for (int k = 0; k < RTT_KINDS && st == PS_STATUS_OK; k++)
+        for (int k = 0; k < RTT_KINDS && st == PS_STATUS_OK; k++) {
+            const int64_t cpu0 = clocked ? cpu_ns(shard_clock) : -1;
             for (int i = at; i < end && st == PS_STATUS_OK; i++) {
                 int64_t t0 = ps_now_us();
                 st = rtt_one(&s, k);
                 us[(size_t)k * (size_t)calls + (size_t)i] = ps_now_us() - t0;
             }
+            const int64_t cpu1 = clocked ? cpu_ns(shard_clock) : -1;
+            clocked = cpu0 >= 0 && cpu1 >= cpu0;
+            shard_ns[k] += clocked ? cpu1 - cpu0 : 0;
+        }
     }
     if (st == PS_STATUS_OK) { /* every ADD of 1 counted once: the value is their number */
         float got = -1, *dst = &got;
@@ -346,6 +397,8 @@ ps_status bench_case_rtt(ps_client *pc, int calls, bench_rtt *ret, char *err, si
             *out[k][0] = (double)v[calls / 2];
             *out[k][1] = (double)v[(size_t)calls * 99 / 100];
         }
+        ret->push_shard_cpu_us = clocked ? (double)shard_ns[RTT_PUSH] / 1e3 / calls : 0;
+        ret->grpc_shard_cpu_us = clocked ? (double)shard_ns[RTT_GRPC] / 1e3 / calls : 0;
     }
     echo_stop(&s.echo);
     rpc_channel_destroy(s.ch);

@@ -270,6 +270,10 @@ ps_status bench_cluster_shard_kill(bench_cluster *c, int i, int64_t *ret_killed_
     return PS_STATUS_OK;
 }
 
+pid_t bench_cluster_shard_pid(const bench_cluster *c, int i) {
+    return i < 0 || i >= c->n_shards ? 0 : c->shards[i].pid;
+}
+
 uint64_t bench_cluster_shard_rss(const bench_cluster *c, int i) {
     if (i < 0 || i >= c->n_shards || c->shards[i].pid <= 0)
         return 0;

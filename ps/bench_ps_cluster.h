@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "status.h"
 
@@ -68,6 +69,8 @@ ps_status bench_cluster_shard_start(bench_cluster *cluster, int *ret_index, char
  * shard that is not running. */
 ps_status bench_cluster_shard_kill(bench_cluster *cluster, int i, int64_t *ret_killed_us);
 
+/* The process id of shard i; 0 when it is not running. */
+pid_t bench_cluster_shard_pid(const bench_cluster *cluster, int i);
 /* Resident memory (VmRSS) of shard i in bytes; 0 when it cannot be read. */
 uint64_t bench_cluster_shard_rss(const bench_cluster *cluster, int i);
 /* The value bytes shard i says it holds (its Health `bytes`: chunks it is primary or

@@ -320,6 +320,20 @@ typedef struct worker {
 
 static const table_spec ZEROS = {.dim = 2, .init = TABLE_INIT_ZEROS, .optimizer = OPTIM_SGD};
 
+/* An ADD of n rows of ZEROS (2 floats each, in v) to table m/table. */
+static ps_status add_zeros(row_store *rs, const char *table, size_t n, const uint64_t *ids,
+                           const float *v, char *e, size_t e_len) {
+    row_push p = {.model = "m",
+                  .table = table,
+                  .spec = &ZEROS,
+                  .op = ROW_OP_ADD,
+                  .n = n,
+                  .ids = ids,
+                  .values = (const uint8_t *)v,
+                  .values_len = 2 * n * sizeof *v};
+    return row_store_push(rs, &p, NULL, NULL, e, e_len);
+}
+
 /* ADDs 1 to rows 0..HOT-1 ADDS times, and between adds pulls them (each row's two floats
  * must agree: no torn row) and pulls rows of its own that do not exist yet. */
 static void *work(void *arg) {
@@ -336,15 +350,7 @@ static void *work(void *arg) {
         ones[2 * i] = ones[2 * i + 1] = 1;
     }
     for (int k = 0; k < ADDS; k++) {
-        row_push p = {.model = "m",
-                      .table = "c",
-                      .spec = &ZEROS,
-                      .op = ROW_OP_ADD,
-                      .n = HOT,
-                      .ids = ids,
-                      .values = (const uint8_t *)ones,
-                      .values_len = 2 * HOT * sizeof *ones};
-        wk->failures += row_store_push(wk->rs, &p, NULL, NULL, e, sizeof e) != PS_STATUS_OK;
+        wk->failures += add_zeros(wk->rs, "c", HOT, ids, ones, e, sizeof e) != PS_STATUS_OK;
         wk->failures += row_store_pull(wk->rs, "m", "c", &ZEROS, HOT, ids, out, NULL, NULL, NULL, e,
                                        sizeof e) != PS_STATUS_OK;
         for (int i = 0; i < HOT; i++)
@@ -413,15 +419,7 @@ static void *race(void *arg) {
                                             sizeof e) != PS_STATUS_OK;
             continue;
         }
-        row_push p = {.model = "m",
-                      .table = "race",
-                      .spec = &ZEROS,
-                      .op = ROW_OP_ADD,
-                      .n = RACE_IDS,
-                      .ids = ids,
-                      .values = (const uint8_t *)v,
-                      .values_len = sizeof v};
-        r->failures += row_store_push(r->rs, &p, NULL, NULL, e, sizeof e) != PS_STATUS_OK;
+        r->failures += add_zeros(r->rs, "race", RACE_IDS, ids, v, e, sizeof e) != PS_STATUS_OK;
     }
     return NULL;
 }

@@ -2,9 +2,10 @@
  * every check that needs no row (names, spec, op, optimizer, lengths, unique ids, finite
  * values) and every allocation (one scratch block). Under the table's read lock: find
  * the rows (the index lookups, the longest pass, run side by side for concurrent
- * pushes). Under its write lock: find again only if rows were removed or some were
- * missing, make the missing rows, compute every result into the scratch, check that all
- * are finite, and only then copy them into the rows, so a failure changes no row. */
+ * pushes). Under its write lock: find them all again if rows were removed or moved
+ * meanwhile, else only those that were missing; make the missing rows, compute every
+ * result into the scratch, check that all are finite, and only then copy them into the
+ * rows, so a failure changes no row. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,8 +313,10 @@ static size_t find_shared(row_store_table *e, push_work *w, uint64_t *ret_genera
 static ps_status push_apply(row_store *rs, row_store_table *e, const row_push *p, push_work *w,
                             size_t missing, uint64_t generation, uint64_t *ret_made, char *err,
                             size_t err_len) {
-    if (missing || generation != row_table_generation(e->rows)) /* rows removed or made since */
+    if (generation != row_table_generation(e->rows)) /* rows removed or moved since */
         missing = row_table_find(e->rows, w->m, w->ids, w->hashes, w->rows);
+    else if (missing) /* the found rows hold; the missing ones may have been made since */
+        missing = row_table_find_missing(e->rows, w->m, w->ids, w->hashes, w->rows);
     if (missing) {
         ps_status st = row_store_make_rows(rs, e, w->m, w->ids, w->hashes, w->rows, missing, true,
                                            ret_made, err, err_len);

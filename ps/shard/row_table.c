@@ -135,16 +135,30 @@ static uint32_t probe(const row_table *t, uint64_t id, uint64_t hash) {
     }
 }
 
-size_t row_table_find(const row_table *t, size_t n, const uint64_t *ids, const uint64_t *hashes,
-                      uint32_t *rows) {
+/* Looks up ids[i] for every i (all), or only those whose rows[i] is ROW_TABLE_NONE. */
+static size_t find(const row_table *t, size_t n, const uint64_t *ids, const uint64_t *hashes,
+                   uint32_t *rows, bool all) {
     size_t missing = 0;
     for (size_t i = 0; i < n; i++) {
-        if (i + ROW_TABLE_PREFETCH < n)
-            __builtin_prefetch(&t->index[hashes[i + ROW_TABLE_PREFETCH] & t->mask]);
+        const size_t ahead = i + ROW_TABLE_PREFETCH;
+        if (ahead < n && (all || rows[ahead] == ROW_TABLE_NONE))
+            __builtin_prefetch(&t->index[hashes[ahead] & t->mask]);
+        if (!all && rows[i] != ROW_TABLE_NONE)
+            continue;
         rows[i] = probe(t, ids[i], hashes[i]);
         missing += rows[i] == ROW_TABLE_NONE;
     }
     return missing;
+}
+
+size_t row_table_find(const row_table *t, size_t n, const uint64_t *ids, const uint64_t *hashes,
+                      uint32_t *rows) {
+    return find(t, n, ids, hashes, rows, true);
+}
+
+size_t row_table_find_missing(const row_table *t, size_t n, const uint64_t *ids,
+                              const uint64_t *hashes, uint32_t *rows) {
+    return find(t, n, ids, hashes, rows, false);
 }
 
 static ps_status index_grow(row_table *t, uint64_t rows) {

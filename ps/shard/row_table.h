@@ -77,6 +77,13 @@ static inline uint64_t row_table_hash(uint64_t salt, uint64_t id) {
 size_t row_table_find(const row_table *t, size_t n, const uint64_t *ids, const uint64_t *hashes,
                       uint32_t *rows);
 
+/* row_table_find for only the ids whose rows[i] is ROW_TABLE_NONE (the others are kept
+ * as they are): after a find under the read lock, the write lock looks again only for
+ * the ids that were missing then, while the generation says the found rows still hold.
+ * Returns how many are still missing. */
+size_t row_table_find_missing(const row_table *t, size_t n, const uint64_t *ids,
+                              const uint64_t *hashes, uint32_t *rows);
+
 /* A count that changes whenever an id the table holds loses or changes its row number
  * (row_table_remove, row_table_compact); adding rows and growing the index keep it. So
  * row numbers found under the read lock still name the same rows under the write lock

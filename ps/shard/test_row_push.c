@@ -391,16 +391,18 @@ static void test_concurrent(void **state) {
 
 /* A push looks its rows up under the table's read lock and applies them under the
  * write lock: rows removed in between (their numbers then taken by new rows) must not
- * receive its values. One thread ADDs 1 to ids [0, RACE_IDS); another removes them
- * again and again; a third makes new rows (ids from RACE_IDS on) by ADDs of 1000, which
- * take the numbers the removals leave. A row of the first ids never reaches 1000 and a
- * new row holds exactly 1000: a push written into a row it no longer owns breaks one. */
+ * receive its values, and rows another push made in between must be found, not made
+ * twice. One thread ADDs 1 to ids [0, RACE_IDS); another removes them again and again;
+ * two more make new rows (ids from RACE_IDS on, the same block in the same round) by
+ * ADDs of 1000 each, which take the numbers the removals leave. A row of the first ids
+ * never reaches 1000 and a new row holds exactly 2000: a push written into a row it no
+ * longer owns, or a row made twice, breaks one. */
 #define RACE_IDS 512
 #define RACE_ROUNDS 1000
 
 typedef struct racer {
     row_store *rs;
-    int role; /* 0 adds 1 to the first ids, 1 removes them, 2 makes new rows */
+    int role; /* 0 adds 1 to the first ids, 1 removes them, 2 and 3 make new rows */
     int failures;
 } racer;
 
@@ -411,8 +413,8 @@ static void *race(void *arg) {
     char e[256];
     for (int k = 0; k < RACE_ROUNDS; k++) {
         for (int i = 0; i < RACE_IDS; i++) {
-            ids[i] = r->role == 2 ? RACE_IDS + (uint64_t)k * RACE_IDS + (uint64_t)i : (uint64_t)i;
-            v[2 * i] = v[2 * i + 1] = r->role == 2 ? 1000.0f : 1.0f;
+            ids[i] = r->role >= 2 ? RACE_IDS + (uint64_t)k * RACE_IDS + (uint64_t)i : (uint64_t)i;
+            v[2 * i] = v[2 * i + 1] = r->role >= 2 ? 1000.0f : 1.0f;
         }
         if (r->role == 1) {
             r->failures += row_store_remove(r->rs, "m", "race", RACE_IDS, ids, NULL, NULL, e,
@@ -427,13 +429,13 @@ static void *race(void *arg) {
 static void test_push_against_removal(void **state) {
     (void)state;
     row_store *rs = make_store(NULL, 0);
-    pthread_t th[3];
-    racer rc[3];
-    for (int i = 0; i < 3; i++) {
+    pthread_t th[4];
+    racer rc[4];
+    for (int i = 0; i < 4; i++) {
         rc[i] = (racer){.rs = rs, .role = i};
         assert_int_equal(pthread_create(&th[i], NULL, race, &rc[i]), 0);
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         assert_int_equal(pthread_join(th[i], NULL), 0);
         assert_int_equal(rc[i].failures, 0);
     }
@@ -452,9 +454,11 @@ static void test_push_against_removal(void **state) {
             if (ids[i / 2] < RACE_IDS)
                 assert_true(out[i] >= 0 && out[i] <= RACE_ROUNDS);
             else
-                assert_true(out[i] == 1000.0f);
+                assert_true(out[i] == 2000.0f);
         }
     }
+    const uint64_t made = RACE_IDS * RACE_ROUNDS; /* new rows, each made once */
+    assert_true(rows_of(rs) >= made && rows_of(rs) <= made + RACE_IDS);
     free(ids);
     free(out);
     row_store_destroy(rs);

@@ -53,6 +53,15 @@ static void test_new_rows(void **state) {
     assert_memory_equal(found, rows, sizeof rows);
     find_ids(t, 2, absent, found, 3, 2);
     assert_int_equal(found[0], ROW_TABLE_NONE);
+    /* only the missing ones are looked up again: the others are kept as given */
+    uint64_t again[3] = {42, 7, 0}, again_h[3];
+    uint32_t got[3] = {12345, ROW_TABLE_NONE, ROW_TABLE_NONE};
+    for (int i = 0; i < 3; i++)
+        again_h[i] = row_table_hash(3, again[i]);
+    assert_int_equal(row_table_find_missing(t, 3, again, again_h, got), 1);
+    assert_int_equal(got[0], 12345);
+    assert_int_equal(got[1], ROW_TABLE_NONE);
+    assert_int_equal(got[2], rows[1]);
     assert_int_equal(found[1], ROW_TABLE_NONE);
 
     float out[15], st[15], want[5];

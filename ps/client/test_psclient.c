@@ -39,13 +39,43 @@ static int teardown(void **state) {
     return cluster_stop();
 }
 
+/* A rows push of several waves (more than CALL_KEYS per shard) from a client whose ring
+ * is stale: each wave's refused rows go round again, and every row lands exactly once. */
+static void push_rows_on_a_stale_ring(ps_client *stale, ps_client *fresh, uint64_t stale_epoch) {
+    assert_int_equal(ps_client_epoch(stale), stale_epoch);
+    enum { ROWS = 300000 }; /* about 5 waves on 2 shards, ids of each on every shard */
+    uint64_t *ids = malloc(ROWS * sizeof *ids), created = 0;
+    float *ones = malloc(ROWS * sizeof *ones), *out = malloc(ROWS * sizeof *out);
+    assert_true(ids && ones && out);
+    for (size_t i = 0; i < ROWS; i++) {
+        ids[i] = i * 2654435761u + 17;
+        ones[i] = 1.0f;
+    }
+    table_spec spec = {.dim = 1, .init = TABLE_INIT_ZEROS, .optimizer = OPTIM_NONE};
+    ps_table_ref ref = {.model = "reroute", .table = "emb", .spec = &spec};
+    assert_int_equal(
+        ps_client_push_rows(stale, &ref, PS__PUSH_OP__PUSH_ADD, NULL, ROWS, ids, ones, &created),
+        PS_STATUS_OK);
+    assert_true(ps_client_epoch(stale) > stale_epoch); /* some rows were refused */
+    assert_int_equal(created, ROWS);
+    assert_int_equal(ps_client_pull_rows(fresh, &ref, ROWS, ids, out, &created), PS_STATUS_OK);
+    assert_int_equal(created, 0);
+    for (size_t i = 0; i < ROWS; i++)
+        assert_true(out[i] == 1.0f);
+    free(ids);
+    free(ones);
+    free(out);
+}
+
 static void test_reroute_after_ring_change(void **state) {
     (void)state;
-    ps_client *c = NULL, *fresh = NULL;
+    ps_client *c = NULL, *fresh = NULL, *stale_rows = NULL;
     char err[512];
     assert_int_equal(ps_client_create(coordinator, &c, err, sizeof err), PS_STATUS_OK);
     wait_epoch(c, 2);
     assert_int_equal(ps_client_shard_count(c), 2);
+    assert_int_equal(ps_client_create(coordinator, &stale_rows, err, sizeof err), PS_STATUS_OK);
+    wait_epoch(stale_rows, ps_client_epoch(c));
 
     /* a third shard joins: `c` keeps its ring of two */
     uint64_t stale_epoch = ps_client_epoch(c);
@@ -98,6 +128,8 @@ static void test_reroute_after_ring_change(void **state) {
         assert_true(versions[i] == pushed[i]);
         assert_memory_equal(out[i], vals[i], sizeof vals[i]);
     }
+    push_rows_on_a_stale_ring(stale_rows, fresh, stale_epoch);
+    ps_client_destroy(stale_rows);
     ps_client_destroy(c);
     ps_client_destroy(fresh);
 }

@@ -11,6 +11,7 @@
 
 struct placement {
     pthread_rwlock_t lock;
+    pthread_rwlock_t hold;        /* read: held still (placement_hold); write: an install */
     char id[HASHRING_ID_MAX + 1]; /* this shard's id */
     hashring *ring;               /* the newest ring installed; NULL before the first */
     uint32_t self;                /* this shard's index in ring; UINT32_MAX if not a member */
@@ -27,6 +28,11 @@ ps_status placement_create(const placement_opts *opts, placement **ret_placement
         free(p);
         return PS_STATUS_NO_MEMORY;
     }
+    if (pthread_rwlock_init(&p->hold, NULL) != 0) {
+        pthread_rwlock_destroy(&p->lock);
+        free(p);
+        return PS_STATUS_NO_MEMORY;
+    }
     snprintf(p->id, sizeof p->id, "%s", opts->self_id);
     p->self = UINT32_MAX;
     p->replication = 1;
@@ -38,6 +44,7 @@ void placement_destroy(placement *p) {
     if (!p)
         return;
     hashring_destroy(p->ring);
+    pthread_rwlock_destroy(&p->hold);
     pthread_rwlock_destroy(&p->lock);
     free(p);
 }
@@ -55,6 +62,7 @@ ps_status placement_ring_install(placement *p, const void *data, size_t len, boo
     if (hashring_parse(data, len, &r) != PS_STATUS_OK)
         return PS_STATUS_PARSE;
     bool installed = false;
+    pthread_rwlock_wrlock(&p->hold); /* after every hold (never under `lock`: no cycle) */
     pthread_rwlock_wrlock(&p->lock);
     if (!p->ring || hashring_epoch(r) > hashring_epoch(p->ring)) {
         uint32_t self = UINT32_MAX;
@@ -69,6 +77,7 @@ ps_status placement_ring_install(placement *p, const void *data, size_t len, boo
     if (ret_info)
         info_locked(p, ret_info);
     pthread_rwlock_unlock(&p->lock);
+    pthread_rwlock_unlock(&p->hold);
     hashring_destroy(r);
     if (ret_installed)
         *ret_installed = installed;
@@ -79,6 +88,15 @@ void placement_get_info(placement *p, placement_info *ret_info) {
     pthread_rwlock_rdlock(&p->lock);
     info_locked(p, ret_info);
     pthread_rwlock_unlock(&p->lock);
+}
+
+void placement_hold(placement *p, placement_info *ret_info) {
+    pthread_rwlock_rdlock(&p->hold);
+    placement_get_info(p, ret_info);
+}
+
+void placement_release(placement *p) {
+    pthread_rwlock_unlock(&p->hold);
 }
 
 void placement_set_replication(placement *p, uint32_t replication) {

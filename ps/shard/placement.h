@@ -39,6 +39,14 @@ ps_status placement_ring_install(placement *placement, const void *data, size_t 
 
 void placement_get_info(placement *placement, placement_info *ret_info);
 
+/* Holds the ring still for something that is only right under the ring it checked (a
+ * backup installing a sync's images, which only the keys' primary under that same ring
+ * may send: replicator.h): placement_ring_install waits until placement_release.
+ * *ret_info gets the ring held. Lookups and checks go on meanwhile. Holds may overlap;
+ * a holder must not install a ring. */
+void placement_hold(placement *placement, placement_info *ret_info);
+void placement_release(placement *placement);
+
 /* The replication factor R of the rings installed from now on (>= 1; 1 until set):
  * placement_check_any accepts the keys this shard is one of the R owners of. */
 void placement_set_replication(placement *placement, uint32_t replication);

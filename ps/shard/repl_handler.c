@@ -9,7 +9,9 @@
  * other owners (forward), and the answer waits until they have them. Runs on a
  * thread of its own (RPC_METHOD_UNARY_OWN_THREAD): primaries' push handlers wait on it.
  * A sync's batches carry images (image.h), installed whole and journaled like changes,
- * and the request ids of the changes they hold (JOURNAL_TYPE_DEDUP, remembered);
+ * and the request ids of the changes they hold (JOURNAL_TYPE_DEDUP, remembered), only
+ * under the ring epoch they were exported under (FAILED_PRECONDITION otherwise: the
+ * primary syncs again), with this shard's ring held still meanwhile;
  * its last batch (resume > 0) marks its end: the stream's numbers go on as they were
  * (never lowered: a change sent before the sync and applied here is never applied
  * again), from resume on (the records before it the primary dropped are in the images,
@@ -73,10 +75,29 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
     if (st != PS_STATUS_OK)
         return rpc_ctx_error(rc, st, "replicate from '%s': %s", req->from ? req->from : "",
                              ps_status_str(st));
+    /* A sync's images replace whole, so they are right only under the ring they were
+       exported under: on another, the sender may no longer (or not yet) be their keys'
+       primary, and an image would set back what the primary applied since. The ring is
+       held still until they are installed: no push checked under a newer ring applies
+       before them. */
+    placement_info pi;
+    const bool held = req->sync && req->count > 0;
+    if (held)
+        placement_hold(ctx->placement, &pi);
+    else
+        placement_get_info(ctx->placement, &pi);
+    if (held && req->epoch != pi.epoch) {
+        placement_release(ctx->placement);
+        repl_inbox_end(ctx->inbox, stream, applied, false);
+        return rpc_ctx_error(rc, PS_STATUS_FAILED_PRECONDITION,
+                             "replicate from %s: a sync made under ring epoch %llu, but shard %s "
+                             "holds epoch %llu (the keys' primaries may differ): sync again "
+                             "under epoch %llu",
+                             req->from, (unsigned long long)req->epoch, ctx->id,
+                             (unsigned long long)pi.epoch, (unsigned long long)pi.epoch);
+    }
     /* changes routed under a ring older than ours: the keys we are primary of now (a
        join committed while they were on their way) go on to their other owners */
-    placement_info pi;
-    placement_get_info(ctx->placement, &pi);
     bool forward = !req->sync && ctx->repl && req->routed_epoch && req->routed_epoch < pi.epoch;
     uint64_t sent_on = 0; /* the largest position of a copy that went on */
     journal_target target = {.chunks = ctx->store,
@@ -114,6 +135,8 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
                 snprintf(why, sizeof why, "%s", ps_status_str(st));
         }
         if (st != PS_STATUS_OK) {
+            if (held)
+                placement_release(ctx->placement);
             repl_inbox_end(ctx->inbox, stream, done, false);
             return rpc_ctx_error(rc,
                                  st == PS_STATUS_PARSE       ? PS_STATUS_INVALID_ARGUMENT
@@ -133,6 +156,8 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
      * this shard lacks were dropped by the primary for the images it just installed */
     if (req->sync && req->resume > 1 && req->resume - 1 > done)
         done = req->resume - 1;
+    if (held)
+        placement_release(ctx->placement);
     repl_inbox_end(ctx->inbox, stream, done, false);
     if ((st = shard_wait_logged(ctx, rc, max_lsn, "replicated change")) != PS_STATUS_OK)
         return st;

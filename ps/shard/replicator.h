@@ -34,8 +34,11 @@
  * again whenever the ring changes (its share of the keys may have grown), when it
  * refuses a change, when it restarted (its incarnation changed: a batch names the
  * incarnation it expects), or when it was unreachable for give_up_ms (its queue is
- * dropped, so the waits of pushes stay bounded). A push is replicated once every backup
- * is synced past it and has acknowledged its changes.
+ * dropped, so the waits of pushes stay bounded). A sync's calls name the ring epoch its
+ * images were exported under, and a backup holding another ring refuses them (an image
+ * is the whole key: from a shard that is no longer its primary, it would set back what
+ * the primary applied since); the sender syncs again. A push is replicated once every
+ * backup is synced past it and has acknowledged its changes.
  *
  * Thread-safe. The stores are only read (image_export); changes come from the journal.
  */

@@ -155,11 +155,13 @@ void repl_left_sync_start_locked(repl_target *t, uint64_t view);
 void repl_left_sync_end_locked(repl_target *t, bool ok);
 
 /* Sends a batch of `count` framed records (the pieces in parts) to the target (lock NOT
- * held). sync, resume and routed_epoch as in ReplicateRequest. *ret_inc gets the
- * backup's incarnation. */
+ * held). sync, resume and routed_epoch as in ReplicateRequest; epoch is the ring epoch a
+ * sync's images were exported under (0: the ring held now). *ret_inc gets the backup's
+ * incarnation. */
 ps_status repl_send(repl_target *t, const rpc_bytes_part *parts, size_t n_parts, uint32_t count,
                     uint64_t first, bool sync, uint64_t resume, uint64_t routed_epoch,
-                    uint64_t *ret_applied, uint64_t *ret_inc, char *err, size_t err_len);
+                    uint64_t epoch, uint64_t *ret_applied, uint64_t *ret_inc, char *err,
+                    size_t err_len);
 
 /* replicator_sync.c: syncs the target (lock NOT held; its sender runs it). */
 ps_status repl_sync(repl_target *t, char *err, size_t err_len);

@@ -61,10 +61,13 @@ void repl_need_sync_locked(repl_target *t, const char *why) {
 
 ps_status repl_send(repl_target *t, const rpc_bytes_part *parts, size_t n_parts, uint32_t count,
                     uint64_t first, bool sync, uint64_t resume, uint64_t routed_epoch,
-                    uint64_t *ret_applied, uint64_t *ret_inc, char *err, size_t err_len) {
+                    uint64_t epoch, uint64_t *ret_applied, uint64_t *ret_inc, char *err,
+                    size_t err_len) {
     replicator *r = t->r;
     pthread_mutex_lock(&r->lock);
-    uint64_t epoch = r->ring ? hashring_epoch(r->ring) : 0, to_inc = sync ? 0 : t->peer_inc;
+    if (!epoch)
+        epoch = r->ring ? hashring_epoch(r->ring) : 0;
+    uint64_t to_inc = sync ? 0 : t->peer_inc;
     pthread_mutex_unlock(&r->lock);
     Ps__ReplicateRequest req = PS__REPLICATE_REQUEST__INIT;
     req.from = r->self;
@@ -123,8 +126,8 @@ static ps_status send_batch(repl_target *t, repl_entry *first, uint32_t count,
             parts[k++] = rpc_loan_part(loan, e->enc.iov[j].iov_base, e->enc.iov[j].iov_len);
     }
     uint64_t applied = 0, inc = 0;
-    ps_status st = repl_send(t, parts, n_parts, count, first->num, false, 0, routed, &applied, &inc,
-                             err, err_len);
+    ps_status st = repl_send(t, parts, n_parts, count, first->num, false, 0, routed, 0, &applied,
+                             &inc, err, err_len);
     free(parts);
     rpc_loan_destroy(loan); /* once gRPC holds none of the parts */
     pthread_mutex_lock(&r->lock);

@@ -89,8 +89,12 @@ static uint64_t sync_point(void *arg) {
 static ps_status send_call(sync_run *run, const rpc_bytes_part *parts, size_t n_parts,
                            uint32_t count, uint64_t resume) {
     uint64_t applied = 0, inc = 0;
-    ps_status st = repl_send(run->t, parts, n_parts, count, 0, true, resume, 0, &applied, &inc,
-                             run->err, run->err_len);
+    /* the ring the images are of: a backup holding another refuses them (its keys'
+       primaries may differ: an image from a shard that is no longer, or not yet, a key's
+       primary would set back what the primary has applied since) */
+    uint64_t epoch = run->ring ? hashring_epoch(run->ring) : 0;
+    ps_status st = repl_send(run->t, parts, n_parts, count, 0, true, resume, 0, epoch, &applied,
+                             &inc, run->err, run->err_len);
     if (st != PS_STATUS_OK)
         return st;
     replicator *rr = run->t->r;

@@ -1,12 +1,16 @@
 /* test_placement.c: a shard owns exactly the keys the ring makes it primary of; rings
  * only move forward; a shard off the ring owns nothing; a ring that does not parse is
- * refused and leaves the held one in place. */
+ * refused and leaves the held one in place; a ring held still is replaced only once
+ * every hold is let go. */
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "hashring.h"
@@ -113,11 +117,64 @@ static void test_off_the_ring_owns_nothing(void **state) {
     free(buf);
 }
 
+typedef struct installer {
+    placement *p;
+    const void *ring;
+    size_t len;
+    atomic_bool done;
+} installer;
+
+static void *install_main(void *arg) {
+    installer *in = arg;
+    bool installed = false;
+    assert_int_equal(placement_ring_install(in->p, in->ring, in->len, &installed, NULL),
+                     PS_STATUS_OK);
+    assert_true(installed);
+    atomic_store(&in->done, true);
+    return NULL;
+}
+
+static void test_a_held_ring_stays_until_released(void **state) {
+    (void)state;
+    const char *ids[] = {"shard-1", "shard-2"};
+    size_t l7 = 0, l8 = 0;
+    void *r7 = ring_bytes(ids, 2, 7, &l7), *r8 = ring_bytes(ids, 1, 8, &l8);
+    placement *p = make("shard-2");
+    assert_int_equal(placement_ring_install(p, r7, l7, NULL, NULL), PS_STATUS_OK);
+    placement_info held, again;
+    placement_hold(p, &held);
+    placement_hold(p, &again); /* holds overlap */
+    assert_int_equal(held.epoch, 7);
+    assert_true(held.member);
+    installer in = {.p = p, .ring = r8, .len = l8};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, install_main, &in), 0);
+    usleep(100 * 1000);
+    assert_false(atomic_load(&in.done)); /* the install waits for the holds */
+    placement_info now;
+    placement_get_info(p, &now); /* lookups go on meanwhile */
+    assert_int_equal(now.epoch, 7);
+    (void)placement_owns_any(p, 1); /* returns: checks do not wait for the install */
+    placement_release(p);
+    usleep(50 * 1000);
+    assert_false(atomic_load(&in.done)); /* one hold is still there */
+    placement_release(p);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_true(atomic_load(&in.done));
+    placement_get_info(p, &now);
+    assert_int_equal(now.epoch, 8);
+    assert_false(now.member); /* the ring of epoch 8 has only shard-1 */
+    placement_destroy(p);
+    free(r7);
+    free(r8);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_owns_exactly_its_primary_keys),
         cmocka_unit_test(test_rings_only_move_forward),
         cmocka_unit_test(test_off_the_ring_owns_nothing),
+        cmocka_unit_test(test_a_held_ring_stays_until_released),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

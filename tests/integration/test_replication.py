@@ -258,8 +258,9 @@ def test_hostile_replicate_calls_get_clear_statuses(make_cluster):
     addr = c.procs["shard-1"].addr
     with grpc.insecure_channel(addr) as ch:
         stub = pb_grpc.ParameterServerStub(ch)
-        inc = stub.Health(pb.HealthRequest(), timeout=5).incarnation
-        base = dict(incarnation=7, epoch=1)
+        health = stub.Health(pb.HealthRequest(), timeout=5)
+        inc = health.incarnation
+        base = dict(incarnation=7, epoch=health.epoch)  # a sync's must be the shard's
 
         def refused(code, words, **kw):
             with pytest.raises(grpc.RpcError) as e:
@@ -301,6 +302,47 @@ def test_hostile_replicate_calls_get_clear_statuses(make_cluster):
                 count=0, to_incarnation=inc ^ 1)
         refused(inv, "from", first=1, count=0)  # no sender
         assert stub.Health(pb.HealthRequest(), timeout=5).keys == 0  # nothing applied
+
+
+def chunk_image(key, values, version):
+    """A chunk image record (ps/shard/image.h): kind 1, format 1, no optimizer, len, key,
+    version, steps 0, no state, no name; then the values."""
+    values = np.asarray(values, "<f4")
+    head = (bytes([1, 1, 0, 0]) + len(values).to_bytes(4, "little") + key.to_bytes(8, "little")
+            + version.to_bytes(8, "little") + bytes(8) + bytes(8))
+    return head + values.tobytes()
+
+
+def test_a_sync_made_under_another_ring_is_refused_and_installs_nothing(make_cluster):
+    """A sync's images replace their keys whole, so a backup installs them only under the
+    ring they were exported under: from a primary whose ring is older (it may no longer
+    be the keys' primary) or newer (not yet), a sync is refused with FAILED_PRECONDITION
+    and changes nothing; under the shard's own epoch the same sync installs."""
+    c = make_cluster(shards=1)
+    addr = c.procs["shard-1"].addr
+    key = 0x5EED
+    with grpc.insecure_channel(addr) as ch:
+        stub = pb_grpc.ParameterServerStub(ch)
+        epoch = stub.Health(pb.HealthRequest(), timeout=5).epoch
+        start = np.arange(4, dtype="<f4")
+        stub.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[4], values=start.tobytes()),
+                  timeout=10)
+        image = frame(16, chunk_image(key, [9, 9, 9, 9], version=1 << 40))
+
+        def sync(under):
+            return stub.Replicate(pb.ReplicateRequest(**{"from": "old-primary"}, incarnation=5,
+                                                      epoch=under, sync=True, count=1,
+                                                      records=image, resume=1), timeout=10)
+
+        for under in (epoch - 1, epoch + 1, 0, (1 << 64) - 1):
+            with pytest.raises(grpc.RpcError) as e:
+                sync(under)
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, (under, e.value)
+            assert f"holds epoch {epoch}" in e.value.details(), e.value.details()
+            assert np.array_equal(pull_at(addr, key, epoch), start), under  # nothing installed
+        sync(epoch)  # the same sync under the shard's ring: installed
+        assert np.array_equal(pull_at(addr, key, epoch), np.full(4, 9, "<f4"))
+    assert c.procs["shard-1"].alive()
 
 
 def push_record(op, keys, lengths, values, n=None, flags=0, tail=b""):

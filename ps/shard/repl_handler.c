@@ -11,7 +11,9 @@
  * A sync's batches carry images (image.h), installed whole and journaled like changes,
  * and the request ids of the changes they hold (JOURNAL_TYPE_DEDUP, remembered), only
  * under the ring epoch they were exported under (FAILED_PRECONDITION otherwise: the
- * primary syncs again), with this shard's ring held still meanwhile;
+ * primary syncs again), with this shard's ring held still meanwhile, and only while
+ * the sync is its sender's newest (its number in `first`) and the call's deadline has
+ * not passed (a sync sent again after a timeout must not be overtaken by the first);
  * its last batch (resume > 0) marks its end: the stream's numbers go on as they were
  * (never lowered: a change sent before the sync and applied here is never applied
  * again), from resume on (the records before it the primary dropped are in the images,
@@ -72,9 +74,30 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
                              req->from, (unsigned long long)applied + 1,
                              (unsigned long long)req->first - 1, (unsigned long long)req->first,
                              (long long)wait_ms);
+    if (st == PS_STATUS_FAILED_PRECONDITION)
+        return rpc_ctx_error(rc, st,
+                             "replicate from %s: incarnation %016llx is one it had before a "
+                             "restart: a call from its earlier run is not applied",
+                             req->from, (unsigned long long)req->incarnation);
     if (st != PS_STATUS_OK)
         return rpc_ctx_error(rc, st, "replicate from '%s': %s", req->from ? req->from : "",
                              ps_status_str(st));
+    /* a sync whose sender gave up on it (its deadline passed), or older than one begun
+       before it: its images may be older than what the sender sent since */
+    if (req->sync && rpc_ctx_deadline_ms(rc) <= 0) {
+        repl_inbox_end(ctx->inbox, stream, applied, false);
+        return rpc_ctx_error(rc, PS_STATUS_DEADLINE_EXCEEDED,
+                             "replicate from %s: sync %llu reached shard %s after its deadline "
+                             "(its sender gave up on it): not installed",
+                             req->from, (unsigned long long)req->first, ctx->id);
+    }
+    if (req->sync && !repl_inbox_sync_newest(stream, req->first)) {
+        repl_inbox_end(ctx->inbox, stream, applied, false);
+        return rpc_ctx_error(rc, PS_STATUS_FAILED_PRECONDITION,
+                             "replicate from %s: sync %llu came after a later sync of its "
+                             "sender: not installed",
+                             req->from, (unsigned long long)req->first);
+    }
     /* A sync's images replace whole, so they are right only under the ring they were
        exported under: on another, the sender may no longer (or not yet) be their keys'
        primary, and an image would set back what the primary applied since. The ring is

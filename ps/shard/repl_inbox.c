@@ -16,7 +16,9 @@ struct repl_stream {
     char from[HASHRING_ID_MAX + 1];
     uint64_t incarnation;
     uint64_t applied;
-    uint64_t last_used; /* inbox tick of its last use */
+    uint64_t last_used;                   /* inbox tick of its last use */
+    uint64_t sync_num;                    /* the newest sync begun on it */
+    uint64_t retired[REPL_INBOX_RETIRED]; /* the primary's incarnations before, newest first */
     bool busy;
 };
 
@@ -80,6 +82,14 @@ static repl_stream *slot_locked(repl_inbox *in, const char *from, ps_status *ret
     return s;
 }
 
+/* One of the stream's earlier incarnations (lock held). */
+static bool retired_locked(const repl_stream *s, uint64_t incarnation) {
+    for (uint32_t i = 0; i < REPL_INBOX_RETIRED; i++)
+        if (s->retired[i] && s->retired[i] == incarnation)
+            return true;
+    return false;
+}
+
 ps_status repl_inbox_begin(repl_inbox *in, const char *from, uint64_t incarnation,
                            repl_stream **ret_stream, uint64_t *ret_applied) {
     return repl_inbox_begin_at(in, from, incarnation, 0, 0, ret_stream, ret_applied);
@@ -102,8 +112,18 @@ ps_status repl_inbox_begin_at(repl_inbox *in, const char *from, uint64_t incarna
             continue;
         }
         if (s->incarnation != incarnation) { /* a restarted primary: a new stream */
+            if (retired_locked(s, incarnation)) {
+                pthread_mutex_unlock(&in->lock);
+                return PS_STATUS_FAILED_PRECONDITION;
+            }
+            if (s->incarnation) { /* remembered: its calls still on their way are refused */
+                memmove(&s->retired[1], &s->retired[0],
+                        (REPL_INBOX_RETIRED - 1) * sizeof s->retired[0]);
+                s->retired[0] = s->incarnation;
+            }
             s->incarnation = incarnation;
             s->applied = 0;
+            s->sync_num = 0;
         }
         if (first <= 1 || s->applied >= first - 1)
             break;
@@ -124,6 +144,14 @@ ps_status repl_inbox_begin_at(repl_inbox *in, const char *from, uint64_t incarna
     }
     pthread_mutex_unlock(&in->lock);
     return st;
+}
+
+bool repl_inbox_sync_newest(repl_stream *s, uint64_t num) {
+    if (num && num < s->sync_num) /* the stream's lock (busy) is the caller's */
+        return false;
+    if (num)
+        s->sync_num = num;
+    return true;
 }
 
 void repl_inbox_end(repl_inbox *in, repl_stream *s, uint64_t applied, bool reset) {

@@ -138,6 +138,8 @@ struct replicator {
     uint64_t resync_pos; /* every backup was resynced whole from this position on
                             (replicator_resync): lost changes before it are on them */
     uint64_t sent_records, failed_calls, syncs, sync_bytes;
+    uint64_t syncs_begun; /* the last sync's number (its calls' `first`: a backup installs
+                             only the newest sync of this incarnation) */
 };
 
 /* replicator_lost.c (lock held for each): changes at lo..hi may lack an owner for

@@ -28,6 +28,7 @@ typedef struct sync_run {
     bool full;                          /* send everything it should hold */
     uint64_t pending_epoch;
     uint64_t view;   /* the replicator's view the rings are of */
+    uint64_t num;    /* the sync's number (replicator.syncs_begun) */
     uint32_t copies; /* R */
     uint8_t *buf;    /* the batch being filled */
     size_t len, cap;
@@ -93,8 +94,8 @@ static ps_status send_call(sync_run *run, const rpc_bytes_part *parts, size_t n_
        primaries may differ: an image from a shard that is no longer, or not yet, a key's
        primary would set back what the primary has applied since) */
     uint64_t epoch = run->ring ? hashring_epoch(run->ring) : 0;
-    ps_status st = repl_send(run->t, parts, n_parts, count, 0, true, resume, 0, epoch, &applied,
-                             &inc, run->err, run->err_len);
+    ps_status st = repl_send(run->t, parts, n_parts, count, run->num, true, resume, 0, epoch,
+                             &applied, &inc, run->err, run->err_len);
     if (st != PS_STATUS_OK)
         return st;
     replicator *rr = run->t->r;
@@ -291,8 +292,9 @@ static ps_status sync_rows(void *arg, const image_rows *rows) {
 /* Copies what the sync needs of the replicator's view (lock held): the rings, and the
  * target maps with only this target kept. FAILED_PRECONDITION: not on the ring (primary
  * of nothing: the sync sends no image). */
-static ps_status run_snapshot_locked(const replicator *r, sync_run *run) {
+static ps_status run_snapshot_locked(replicator *r, sync_run *run) {
     run->full = run->t->full;
+    run->num = ++r->syncs_begun;
     run->pending_epoch = r->pending_epoch;
     run->view = r->view;
     if (!r->ring || r->self_cur == UINT32_MAX)

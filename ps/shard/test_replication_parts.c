@@ -9,7 +9,8 @@
  *   - a copy a backup sends on as the keys' primary now (forwarded) owns its bytes and
  *     applies only the keys its request did not apply where it lands;
  *   - repl_inbox.h: a stream remembers what it applied, never goes back but for a
- *     sync's reset, starts anew for a restarted primary, refuses a bad id, and keeps
+ *     sync's reset, starts anew for a restarted primary and refuses the calls of its
+ *     earlier runs, lets only a primary's newest sync install, refuses a bad id, and keeps
  *     a second call of one stream waiting while the first applies;
  *   - the replicator's routing (replicator_internal.h): a change goes only from a key's
  *     primary, to its other owners and to every owner a pending ring gives it (a node
@@ -679,6 +680,32 @@ static void test_inbox_streams(void **state) {
     repl_inbox_end(in, s, 3, false);
     assert_int_equal(repl_inbox_begin(in, "shard-1", 6, &s, &applied), PS_STATUS_OK);
     assert_int_equal(applied, 0); /* a restarted primary: a new stream */
+    repl_inbox_end(in, s, 0, false);
+    /* a call from its run before the restart, still on its way, cannot take the stream
+       back; nor from any of its last REPL_INBOX_RETIRED runs */
+    assert_int_equal(repl_inbox_begin(in, "shard-1", 5, &s, &applied),
+                     PS_STATUS_FAILED_PRECONDITION);
+    for (uint64_t inc = 7; inc < 7 + REPL_INBOX_RETIRED; inc++) {
+        assert_int_equal(repl_inbox_begin(in, "shard-1", inc, &s, &applied), PS_STATUS_OK);
+        repl_inbox_end(in, s, 0, false);
+    } /* retired now: 5 (forgotten), 6, 7, 8, 9; current 10 */
+    assert_int_equal(repl_inbox_begin(in, "shard-1", 6, &s, &applied),
+                     PS_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(repl_inbox_begin(in, "shard-1", 9, &s, &applied),
+                     PS_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(repl_inbox_begin(in, "shard-1", 5, &s, &applied), PS_STATUS_OK);
+    repl_inbox_end(in, s, 0, false);
+    /* syncs: only the newest of an incarnation installs; unnumbered ones always may */
+    assert_int_equal(repl_inbox_begin(in, "shard-1", 5, &s, &applied), PS_STATUS_OK);
+    assert_true(repl_inbox_sync_newest(s, 3));
+    assert_true(repl_inbox_sync_newest(s, 3)); /* the same sync's next call */
+    assert_false(repl_inbox_sync_newest(s, 2));
+    assert_true(repl_inbox_sync_newest(s, 0));
+    assert_true(repl_inbox_sync_newest(s, 4));
+    assert_false(repl_inbox_sync_newest(s, 3));
+    repl_inbox_end(in, s, 0, false);
+    assert_int_equal(repl_inbox_begin(in, "shard-1", 11, &s, &applied), PS_STATUS_OK);
+    assert_true(repl_inbox_sync_newest(s, 1)); /* a new incarnation numbers anew */
     repl_inbox_end(in, s, 0, false);
     assert_int_equal(repl_inbox_begin(in, "", 1, &s, &applied), PS_STATUS_INVALID_ARGUMENT);
     char long_id[100];

@@ -313,11 +313,13 @@ def chunk_image(key, values, version):
     return head + values.tobytes()
 
 
-def test_a_sync_made_under_another_ring_is_refused_and_installs_nothing(make_cluster):
+def test_a_stale_sync_is_refused_and_installs_nothing(make_cluster):
     """A sync's images replace their keys whole, so a backup installs them only under the
     ring they were exported under: from a primary whose ring is older (it may no longer
     be the keys' primary) or newer (not yet), a sync is refused with FAILED_PRECONDITION
-    and changes nothing; under the shard's own epoch the same sync installs."""
+    and changes nothing; under the shard's own epoch the same sync installs. Nor does a
+    sync older than one its primary began after it, or one from the primary's run
+    before a restart, install."""
     c = make_cluster(shards=1)
     addr = c.procs["shard-1"].addr
     key = 0x5EED
@@ -327,21 +329,32 @@ def test_a_sync_made_under_another_ring_is_refused_and_installs_nothing(make_clu
         start = np.arange(4, dtype="<f4")
         stub.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[4], values=start.tobytes()),
                   timeout=10)
-        image = frame(16, chunk_image(key, [9, 9, 9, 9], version=1 << 40))
 
-        def sync(under):
-            return stub.Replicate(pb.ReplicateRequest(**{"from": "old-primary"}, incarnation=5,
-                                                      epoch=under, sync=True, count=1,
+        def sync(under, value=9, num=0, inc=5):
+            image = frame(16, chunk_image(key, [value] * 4, version=(1 << 40) + value))
+            return stub.Replicate(pb.ReplicateRequest(**{"from": "old-primary"}, incarnation=inc,
+                                                      epoch=under, sync=True, count=1, first=num,
                                                       records=image, resume=1), timeout=10)
 
-        for under in (epoch - 1, epoch + 1, 0, (1 << 64) - 1):
+        def refused(words, **kw):
             with pytest.raises(grpc.RpcError) as e:
-                sync(under)
-            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, (under, e.value)
-            assert f"holds epoch {epoch}" in e.value.details(), e.value.details()
+                sync(**kw)
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, (kw, e.value)
+            assert words in e.value.details(), e.value.details()
+
+        for under in (epoch - 1, epoch + 1, 0, (1 << 64) - 1):
+            refused(f"holds epoch {epoch}", under=under)
             assert np.array_equal(pull_at(addr, key, epoch), start), under  # nothing installed
-        sync(epoch)  # the same sync under the shard's ring: installed
-        assert np.array_equal(pull_at(addr, key, epoch), np.full(4, 9, "<f4"))
+        sync(epoch, num=5)  # the same sync under the shard's ring: installed
+        assert np.all(pull_at(addr, key, epoch) == 9)
+        # an older sync of the same primary (sent before, delayed) is not installed after it
+        refused("after a later sync", under=epoch, value=7, num=4)
+        assert np.all(pull_at(addr, key, epoch) == 9)
+        sync(epoch, value=8, num=1, inc=6)  # the primary restarted: it numbers anew
+        assert np.all(pull_at(addr, key, epoch) == 8)
+        # a call from its run before the restart, still on its way, changes nothing
+        refused("earlier run", under=epoch, value=7, num=6, inc=5)
+        assert np.all(pull_at(addr, key, epoch) == 8)
     assert c.procs["shard-1"].alive()
 
 

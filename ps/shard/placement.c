@@ -11,7 +11,9 @@
 
 struct placement {
     pthread_rwlock_t lock;
-    pthread_rwlock_t hold;        /* read: held still (placement_hold); write: an install */
+    pthread_rwlock_t hold;     /* read: held still (placement_hold); write: an install */
+    pthread_mutex_t wait_lock; /* with `installed`: waits for a newer ring */
+    pthread_cond_t installed;
     char id[HASHRING_ID_MAX + 1]; /* this shard's id */
     hashring *ring;               /* the newest ring installed; NULL before the first */
     uint32_t self;                /* this shard's index in ring; UINT32_MAX if not a member */
@@ -33,6 +35,13 @@ ps_status placement_create(const placement_opts *opts, placement **ret_placement
         free(p);
         return PS_STATUS_NO_MEMORY;
     }
+    if (pthread_mutex_init(&p->wait_lock, NULL) != 0 ||
+        pthread_cond_init(&p->installed, NULL) != 0) {
+        pthread_rwlock_destroy(&p->hold);
+        pthread_rwlock_destroy(&p->lock);
+        free(p);
+        return PS_STATUS_NO_MEMORY;
+    }
     snprintf(p->id, sizeof p->id, "%s", opts->self_id);
     p->self = UINT32_MAX;
     p->replication = 1;
@@ -44,6 +53,8 @@ void placement_destroy(placement *p) {
     if (!p)
         return;
     hashring_destroy(p->ring);
+    pthread_cond_destroy(&p->installed);
+    pthread_mutex_destroy(&p->wait_lock);
     pthread_rwlock_destroy(&p->hold);
     pthread_rwlock_destroy(&p->lock);
     free(p);
@@ -78,6 +89,11 @@ ps_status placement_ring_install(placement *p, const void *data, size_t len, boo
         info_locked(p, ret_info);
     pthread_rwlock_unlock(&p->lock);
     pthread_rwlock_unlock(&p->hold);
+    if (installed) { /* under wait_lock: a waiter between its look and its wait sees it */
+        pthread_mutex_lock(&p->wait_lock);
+        pthread_cond_broadcast(&p->installed);
+        pthread_mutex_unlock(&p->wait_lock);
+    }
     hashring_destroy(r);
     if (ret_installed)
         *ret_installed = installed;
@@ -90,7 +106,18 @@ void placement_get_info(placement *p, placement_info *ret_info) {
     pthread_rwlock_unlock(&p->lock);
 }
 
-void placement_hold(placement *p, placement_info *ret_info) {
+void placement_hold(placement *p, uint64_t want_epoch, int64_t deadline_ms,
+                    placement_info *ret_info) {
+    pthread_mutex_lock(&p->wait_lock);
+    for (;;) {
+        placement_get_info(p, ret_info);
+        int64_t left = deadline_ms - ps_now_ms();
+        if (ret_info->epoch >= want_epoch || left <= 0)
+            break;
+        struct timespec ts = ps_abstime_after_ms(left);
+        pthread_cond_timedwait(&p->installed, &p->wait_lock, &ts);
+    }
+    pthread_mutex_unlock(&p->wait_lock);
     pthread_rwlock_rdlock(&p->hold);
     placement_get_info(p, ret_info);
 }

@@ -41,10 +41,13 @@ void placement_get_info(placement *placement, placement_info *ret_info);
 
 /* Holds the ring still for something that is only right under the ring it checked (a
  * backup installing a sync's images, which only the keys' primary under that same ring
- * may send: replicator.h): placement_ring_install waits until placement_release.
+ * may send: replicator.h): placement_ring_install waits until placement_release. First
+ * waits until the ring's epoch is at least want_epoch (0: no wait), or deadline_ms
+ * (ps_now_ms clock) passes: a sender that learned a ring first need not be refused.
  * *ret_info gets the ring held. Lookups and checks go on meanwhile. Holds may overlap;
  * a holder must not install a ring. */
-void placement_hold(placement *placement, placement_info *ret_info);
+void placement_hold(placement *placement, uint64_t want_epoch, int64_t deadline_ms,
+                    placement_info *ret_info);
 void placement_release(placement *placement);
 
 /* The replication factor R of the rings installed from now on (>= 1; 1 until set):

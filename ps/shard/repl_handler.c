@@ -105,8 +105,8 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
        before them. */
     placement_info pi;
     const bool held = req->sync && req->count > 0;
-    if (held)
-        placement_hold(ctx->placement, &pi);
+    if (held) /* a sender that learned a ring first waits for ours to catch up */
+        placement_hold(ctx->placement, req->epoch, ps_now_ms() + wait_ms, &pi);
     else
         placement_get_info(ctx->placement, &pi);
     if (held && req->epoch != pi.epoch) {

@@ -1,7 +1,7 @@
 /* test_placement.c: a shard owns exactly the keys the ring makes it primary of; rings
  * only move forward; a shard off the ring owns nothing; a ring that does not parse is
  * refused and leaves the held one in place; a ring held still is replaced only once
- * every hold is let go. */
+ * every hold is let go; a hold waits, up to its deadline, for a ring it was told of. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdatomic.h>
@@ -15,6 +15,7 @@
 
 #include "hashring.h"
 #include "placement.h"
+#include "util.h"
 
 /* A serialized ring of the given shards at `epoch` (malloc'd). */
 static void *ring_bytes(const char *const *ids, size_t n, uint64_t epoch, size_t *ret_len) {
@@ -142,8 +143,8 @@ static void test_a_held_ring_stays_until_released(void **state) {
     placement *p = make("shard-2");
     assert_int_equal(placement_ring_install(p, r7, l7, NULL, NULL), PS_STATUS_OK);
     placement_info held, again;
-    placement_hold(p, &held);
-    placement_hold(p, &again); /* holds overlap */
+    placement_hold(p, 0, 0, &held);
+    placement_hold(p, 7, 0, &again); /* holds overlap */
     assert_int_equal(held.epoch, 7);
     assert_true(held.member);
     installer in = {.p = p, .ring = r8, .len = l8};
@@ -169,12 +170,42 @@ static void test_a_held_ring_stays_until_released(void **state) {
     free(r8);
 }
 
+static void test_a_hold_waits_for_a_newer_ring(void **state) {
+    (void)state;
+    const char *ids[] = {"shard-1", "shard-2"};
+    size_t l7 = 0, l8 = 0;
+    void *r7 = ring_bytes(ids, 2, 7, &l7), *r8 = ring_bytes(ids, 2, 8, &l8);
+    placement *p = make("shard-2");
+    assert_int_equal(placement_ring_install(p, r7, l7, NULL, NULL), PS_STATUS_OK);
+    /* not there by the deadline: held as it is */
+    placement_info info;
+    int64_t t0 = ps_now_ms();
+    placement_hold(p, 8, t0 + 100, &info);
+    assert_true(ps_now_ms() - t0 >= 90);
+    assert_int_equal(info.epoch, 7);
+    placement_release(p);
+    /* installed while it waits: held at the new ring, long before the deadline */
+    installer in = {.p = p, .ring = r8, .len = l8};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, install_main, &in), 0);
+    t0 = ps_now_ms();
+    placement_hold(p, 8, t0 + 30000, &info);
+    assert_true(ps_now_ms() - t0 < 20000);
+    assert_int_equal(info.epoch, 8);
+    placement_release(p);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    placement_destroy(p);
+    free(r7);
+    free(r8);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_owns_exactly_its_primary_keys),
         cmocka_unit_test(test_rings_only_move_forward),
         cmocka_unit_test(test_off_the_ring_owns_nothing),
         cmocka_unit_test(test_a_held_ring_stays_until_released),
+        cmocka_unit_test(test_a_hold_waits_for_a_newer_ring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

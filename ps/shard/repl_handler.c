@@ -105,9 +105,12 @@ static ps_status apply_batch(shard_ctx *ctx, rpc_ctx *rc, const Ps__ReplicateReq
        before them. */
     placement_info pi;
     const bool held = req->sync && req->count > 0;
-    if (held) /* a sender that learned a ring first waits for ours to catch up */
-        placement_hold(ctx->placement, req->epoch, ps_now_ms() + wait_ms, &pi);
-    else
+    if (held) { /* a sender that learned a ring first waits for ours to catch up */
+        int64_t left = rpc_ctx_deadline_ms(rc);
+        placement_hold(
+            ctx->placement, req->epoch,
+            ps_now_ms() + (left < REPLICATE_ORDER_WAIT_MS ? left : REPLICATE_ORDER_WAIT_MS), &pi);
+    } else
         placement_get_info(ctx->placement, &pi);
     if (held && req->epoch != pi.epoch) {
         placement_release(ctx->placement);

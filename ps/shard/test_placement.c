@@ -135,19 +135,40 @@ static void *install_main(void *arg) {
     return NULL;
 }
 
+/* shard-2's placement at a ring of epoch 7 (shard-1 and shard-2), and a ring of epoch 8
+ * of the first n8 of them to install later. */
+typedef struct at_seven {
+    placement *p;
+    void *r7, *r8;
+    size_t l7, l8;
+} at_seven;
+
+static at_seven at_seven_make(size_t n8) {
+    const char *ids[] = {"shard-1", "shard-2"};
+    at_seven a = {0};
+    a.r7 = ring_bytes(ids, 2, 7, &a.l7);
+    a.r8 = ring_bytes(ids, n8, 8, &a.l8);
+    a.p = make("shard-2");
+    assert_int_equal(placement_ring_install(a.p, a.r7, a.l7, NULL, NULL), PS_STATUS_OK);
+    return a;
+}
+
+static void at_seven_free(at_seven *a) {
+    placement_destroy(a->p);
+    free(a->r7);
+    free(a->r8);
+}
+
 static void test_a_held_ring_stays_until_released(void **state) {
     (void)state;
-    const char *ids[] = {"shard-1", "shard-2"};
-    size_t l7 = 0, l8 = 0;
-    void *r7 = ring_bytes(ids, 2, 7, &l7), *r8 = ring_bytes(ids, 1, 8, &l8);
-    placement *p = make("shard-2");
-    assert_int_equal(placement_ring_install(p, r7, l7, NULL, NULL), PS_STATUS_OK);
+    at_seven a = at_seven_make(1);
+    placement *p = a.p;
     placement_info held, again;
     placement_hold(p, 0, 0, &held);
     placement_hold(p, 7, 0, &again); /* holds overlap */
     assert_int_equal(held.epoch, 7);
     assert_true(held.member);
-    installer in = {.p = p, .ring = r8, .len = l8};
+    installer in = {.p = p, .ring = a.r8, .len = a.l8};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, install_main, &in), 0);
     usleep(100 * 1000);
@@ -165,18 +186,13 @@ static void test_a_held_ring_stays_until_released(void **state) {
     placement_get_info(p, &now);
     assert_int_equal(now.epoch, 8);
     assert_false(now.member); /* the ring of epoch 8 has only shard-1 */
-    placement_destroy(p);
-    free(r7);
-    free(r8);
+    at_seven_free(&a);
 }
 
 static void test_a_hold_waits_for_a_newer_ring(void **state) {
     (void)state;
-    const char *ids[] = {"shard-1", "shard-2"};
-    size_t l7 = 0, l8 = 0;
-    void *r7 = ring_bytes(ids, 2, 7, &l7), *r8 = ring_bytes(ids, 2, 8, &l8);
-    placement *p = make("shard-2");
-    assert_int_equal(placement_ring_install(p, r7, l7, NULL, NULL), PS_STATUS_OK);
+    at_seven a = at_seven_make(2);
+    placement *p = a.p;
     /* not there by the deadline: held as it is */
     placement_info info;
     int64_t t0 = ps_now_ms();
@@ -185,7 +201,7 @@ static void test_a_hold_waits_for_a_newer_ring(void **state) {
     assert_int_equal(info.epoch, 7);
     placement_release(p);
     /* installed while it waits: held at the new ring, long before the deadline */
-    installer in = {.p = p, .ring = r8, .len = l8};
+    installer in = {.p = p, .ring = a.r8, .len = a.l8};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, install_main, &in), 0);
     t0 = ps_now_ms();
@@ -194,9 +210,7 @@ static void test_a_hold_waits_for_a_newer_ring(void **state) {
     assert_int_equal(info.epoch, 8);
     placement_release(p);
     assert_int_equal(pthread_join(th, NULL), 0);
-    placement_destroy(p);
-    free(r7);
-    free(r8);
+    at_seven_free(&a);
 }
 
 int main(void) {

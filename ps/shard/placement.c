@@ -11,9 +11,9 @@
 
 struct placement {
     pthread_rwlock_t lock;
-    pthread_rwlock_t hold;     /* read: held still (placement_hold); write: an install */
-    pthread_mutex_t wait_lock; /* with `installed`: waits for a newer ring */
-    pthread_cond_t installed;
+    pthread_mutex_t hold_lock;    /* an install waits for no hold; a hold for a newer ring */
+    pthread_cond_t hold_changed;  /* holds let go, a ring installed */
+    uint32_t holds;               /* placement_hold calls not yet released */
     char id[HASHRING_ID_MAX + 1]; /* this shard's id */
     hashring *ring;               /* the newest ring installed; NULL before the first */
     uint32_t self;                /* this shard's index in ring; UINT32_MAX if not a member */
@@ -30,14 +30,13 @@ ps_status placement_create(const placement_opts *opts, placement **ret_placement
         free(p);
         return PS_STATUS_NO_MEMORY;
     }
-    if (pthread_rwlock_init(&p->hold, NULL) != 0) {
+    if (pthread_mutex_init(&p->hold_lock, NULL) != 0) {
         pthread_rwlock_destroy(&p->lock);
         free(p);
         return PS_STATUS_NO_MEMORY;
     }
-    if (pthread_mutex_init(&p->wait_lock, NULL) != 0 ||
-        pthread_cond_init(&p->installed, NULL) != 0) {
-        pthread_rwlock_destroy(&p->hold);
+    if (pthread_cond_init(&p->hold_changed, NULL) != 0) {
+        pthread_mutex_destroy(&p->hold_lock);
         pthread_rwlock_destroy(&p->lock);
         free(p);
         return PS_STATUS_NO_MEMORY;
@@ -53,9 +52,8 @@ void placement_destroy(placement *p) {
     if (!p)
         return;
     hashring_destroy(p->ring);
-    pthread_cond_destroy(&p->installed);
-    pthread_mutex_destroy(&p->wait_lock);
-    pthread_rwlock_destroy(&p->hold);
+    pthread_cond_destroy(&p->hold_changed);
+    pthread_mutex_destroy(&p->hold_lock);
     pthread_rwlock_destroy(&p->lock);
     free(p);
 }
@@ -73,7 +71,9 @@ ps_status placement_ring_install(placement *p, const void *data, size_t len, boo
     if (hashring_parse(data, len, &r) != PS_STATUS_OK)
         return PS_STATUS_PARSE;
     bool installed = false;
-    pthread_rwlock_wrlock(&p->hold); /* after every hold (never under `lock`: no cycle) */
+    pthread_mutex_lock(&p->hold_lock); /* taken before `lock`, as placement_hold does */
+    while (p->holds > 0)
+        pthread_cond_wait(&p->hold_changed, &p->hold_lock);
     pthread_rwlock_wrlock(&p->lock);
     if (!p->ring || hashring_epoch(r) > hashring_epoch(p->ring)) {
         uint32_t self = UINT32_MAX;
@@ -88,12 +88,9 @@ ps_status placement_ring_install(placement *p, const void *data, size_t len, boo
     if (ret_info)
         info_locked(p, ret_info);
     pthread_rwlock_unlock(&p->lock);
-    pthread_rwlock_unlock(&p->hold);
-    if (installed) { /* under wait_lock: a waiter between its look and its wait sees it */
-        pthread_mutex_lock(&p->wait_lock);
-        pthread_cond_broadcast(&p->installed);
-        pthread_mutex_unlock(&p->wait_lock);
-    }
+    if (installed)
+        pthread_cond_broadcast(&p->hold_changed); /* holds waiting for a newer ring */
+    pthread_mutex_unlock(&p->hold_lock);
     hashring_destroy(r);
     if (ret_installed)
         *ret_installed = installed;
@@ -108,22 +105,24 @@ void placement_get_info(placement *p, placement_info *ret_info) {
 
 void placement_hold(placement *p, uint64_t want_epoch, int64_t deadline_ms,
                     placement_info *ret_info) {
-    pthread_mutex_lock(&p->wait_lock);
+    pthread_mutex_lock(&p->hold_lock); /* no install runs while it is held */
     for (;;) {
         placement_get_info(p, ret_info);
         int64_t left = deadline_ms - ps_now_ms();
         if (ret_info->epoch >= want_epoch || left <= 0)
             break;
         struct timespec ts = ps_abstime_after_ms(left);
-        pthread_cond_timedwait(&p->installed, &p->wait_lock, &ts);
+        pthread_cond_timedwait(&p->hold_changed, &p->hold_lock, &ts);
     }
-    pthread_mutex_unlock(&p->wait_lock);
-    pthread_rwlock_rdlock(&p->hold);
-    placement_get_info(p, ret_info);
+    p->holds++;
+    pthread_mutex_unlock(&p->hold_lock);
 }
 
 void placement_release(placement *p) {
-    pthread_rwlock_unlock(&p->hold);
+    pthread_mutex_lock(&p->hold_lock);
+    if (--p->holds == 0)
+        pthread_cond_broadcast(&p->hold_changed);
+    pthread_mutex_unlock(&p->hold_lock);
 }
 
 void placement_set_replication(placement *p, uint32_t replication) {

@@ -333,8 +333,8 @@ def test_a_stale_sync_is_refused_and_installs_nothing(make_cluster):
     ring they were exported under: from a primary whose ring is older (it may no longer
     be the keys' primary) or newer (not yet), a sync is refused with FAILED_PRECONDITION
     and changes nothing; under the shard's own epoch the same sync installs. Nor does a
-    sync older than one its primary began after it, or one from the primary's run
-    before a restart, install."""
+    sync older than one its primary began after it, one from the primary's run before a
+    restart, or one that reached its turn after its deadline, install."""
     c = make_cluster(shards=1)
     addr = c.procs["shard-1"].addr
     key = 0x5EED
@@ -345,16 +345,16 @@ def test_a_stale_sync_is_refused_and_installs_nothing(make_cluster):
         stub.Push(pb.PushRequest(epoch=epoch, keys=[key], lengths=[4], values=start.tobytes()),
                   timeout=10)
 
-        def sync(under, value=9, num=0, inc=5):
+        def sync(under, value=9, num=0, inc=5, timeout=10):
             image = frame(16, chunk_image(key, [value] * 4, version=(1 << 40) + value))
             return stub.Replicate(pb.ReplicateRequest(**{"from": "old-primary"}, incarnation=inc,
                                                       epoch=under, sync=True, count=1, first=num,
-                                                      records=image, resume=1), timeout=10)
+                                                      records=image, resume=1), timeout=timeout)
 
-        def refused(words, **kw):
+        def refused(words, code=grpc.StatusCode.FAILED_PRECONDITION, **kw):
             with pytest.raises(grpc.RpcError) as e:
                 sync(**kw)
-            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, (kw, e.value)
+            assert e.value.code() == code, (kw, e.value)
             assert words in e.value.details(), e.value.details()
 
         for under in (epoch - 1, epoch + 1, 0, (1 << 64) - 1):
@@ -370,6 +370,23 @@ def test_a_stale_sync_is_refused_and_installs_nothing(make_cluster):
         # a call from its run before the restart, still on its way, changes nothing
         refused("earlier run", under=epoch, value=7, num=6, inc=5)
         assert np.all(pull_at(addr, key, epoch) == 8)
+        refused("must not wrap", grpc.StatusCode.INVALID_ARGUMENT, under=epoch, num=(1 << 64) - 1,
+                inc=6)
+        # a sync that waited for its stream past its deadline (its sender gave up on it and
+        # may have sent newer changes since) is not installed once the stream is free: the
+        # stream is kept busy by a sync waiting (2 s) for a ring the shard never gets
+        busy = threading.Thread(target=lambda: pytest.raises(grpc.RpcError, sync, under=epoch + 1,
+                                                             num=7, inc=6))
+        busy.start()
+        time.sleep(0.3)
+        with pytest.raises(grpc.RpcError) as e:
+            sync(epoch, value=3, num=8, inc=6, timeout=0.5)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.value
+        busy.join()
+        time.sleep(0.5)  # the late one's handler has had the stream
+        assert np.all(pull_at(addr, key, epoch) == 8)
+        sync(epoch, value=2, num=8, inc=6)  # the shard goes on: a newer sync installs
+        assert np.all(pull_at(addr, key, epoch) == 2)
     assert c.procs["shard-1"].alive()
 
 

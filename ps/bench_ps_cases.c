@@ -47,18 +47,34 @@ static double gbs(uint64_t bytes, int64_t us) {
     return us > 0 ? (double)bytes / (double)us / 1e3 : 0;
 }
 
-/* CPU time of this process plus the shard's (clock), in ns; -1 when unreadable. */
-static int64_t both_cpu_ns(bool clocked, clockid_t shard_clock) {
-    int64_t mine = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), shard = clocked ? cpu_ns(shard_clock) : -1;
-    return mine >= 0 && shard >= 0 ? mine + shard : -1;
+/* Another process's CPU clock (the shard's), when it can be read. */
+typedef struct proc_clock {
+    bool ok;
+    clockid_t id;
+} proc_clock;
+
+static proc_clock proc_clock_of(pid_t pid) {
+    proc_clock c = {.ok = false};
+    c.ok = pid > 0 && clock_getcpuclockid(pid, &c.id) == 0;
+    return c;
+}
+
+/* Nanoseconds of CPU the process has used; -1 when unreadable. */
+static int64_t proc_cpu_ns(const proc_clock *c) {
+    return c->ok ? cpu_ns(c->id) : -1;
+}
+
+/* CPU time of this process plus the shard's, in ns; -1 when unreadable. */
+static int64_t both_cpu_ns(const proc_clock *shard) {
+    int64_t mine = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), theirs = proc_cpu_ns(shard);
+    return mine >= 0 && theirs >= 0 ? mine + theirs : -1;
 }
 
 ps_status bench_case_dense(ps_client *pc, const char *model, uint64_t floats, int reps,
                            pid_t shard_pid, bench_dense *ret, char *err, size_t err_len) {
-    clockid_t shard_clock;
-    const bool clocked = shard_pid > 0 && clock_getcpuclockid(shard_pid, &shard_clock) == 0;
+    const proc_clock shard = proc_clock_of(shard_pid);
     int64_t cpu[2] = {0, 0}, wall[2] = {0, 0}; /* push, pull */
-    bool cpu_ok = clocked;
+    bool cpu_ok = shard.ok;
     float *src = malloc(floats * 4), *dst = malloc(floats * 4);
     ps_status st = PS_STATUS_OK;
     if (!src || !dst) {
@@ -73,17 +89,17 @@ ps_status bench_case_dense(ps_client *pc, const char *model, uint64_t floats, in
     tensor_info(floats, &shape, &t);
     bench_dense best = {0};
     for (int r = 0; r < reps && st == PS_STATUS_OK; r++) {
-        int64_t c0 = both_cpu_ns(clocked, shard_clock), t0 = ps_now_us();
+        int64_t c0 = both_cpu_ns(&shard), t0 = ps_now_us();
         st = ps_client_push_tensor(pc, model, 1, &t, PS__PUSH_OP__PUSH_ASSIGN, src, floats);
-        int64_t t1 = ps_now_us(), c1 = both_cpu_ns(clocked, shard_clock);
+        int64_t t1 = ps_now_us(), c1 = both_cpu_ns(&shard);
         if (st != PS_STATUS_OK) {
             ps_set_err(err, err_len, "push: %s", ps_client_error(pc));
             break;
         }
         memset(dst, 0, floats * 4);
-        int64_t c2 = both_cpu_ns(clocked, shard_clock), t2 = ps_now_us();
+        int64_t c2 = both_cpu_ns(&shard), t2 = ps_now_us();
         st = ps_client_pull_tensor(pc, model, 1, &t, dst, floats, NULL);
-        int64_t t3 = ps_now_us(), c3 = both_cpu_ns(clocked, shard_clock);
+        int64_t t3 = ps_now_us(), c3 = both_cpu_ns(&shard);
         cpu_ok = cpu_ok && c0 >= 0 && c1 >= c0 && c2 >= 0 && c3 >= c2;
         cpu[0] += c1 - c0;
         cpu[1] += c3 - c2;
@@ -134,10 +150,9 @@ ps_status bench_case_dense_add(ps_client *pc, const char *model, uint64_t floats
 
 ps_status bench_case_sparse(ps_client *pc, const char *model, uint32_t dim, size_t n, int reps,
                             pid_t shard_pid, bench_sparse *ret, char *err, size_t err_len) {
-    clockid_t shard_clock;
-    const bool clocked = shard_pid > 0 && clock_getcpuclockid(shard_pid, &shard_clock) == 0;
+    const proc_clock shard = proc_clock_of(shard_pid);
     int64_t client_cpu = 0, shard_cpu = 0;
-    bool cpu_ok = clocked;
+    bool cpu_ok = shard.ok;
     uint64_t *ids = malloc(n * sizeof *ids);
     float *grad = malloc(n * dim * sizeof *grad);
     ps_status st = PS_STATUS_OK;
@@ -157,13 +172,11 @@ ps_status bench_case_sparse(ps_client *pc, const char *model, uint32_t dim, size
     double best = 0;
     for (int r = 0; r <= reps && st == PS_STATUS_OK; r++) { /* round 0 creates the rows */
         ps_push_train train = {.optimizer = &adagrad};
-        const int64_t c0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID),
-                      s0 = clocked ? cpu_ns(shard_clock) : -1;
+        const int64_t c0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), s0 = proc_cpu_ns(&shard);
         int64_t t0 = ps_now_us();
         st = ps_client_push_rows(pc, &ref, PS__PUSH_OP__PUSH_OPTIMIZE, &train, n, ids, grad, NULL);
         int64_t t1 = ps_now_us();
-        const int64_t c1 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID),
-                      s1 = clocked ? cpu_ns(shard_clock) : -1;
+        const int64_t c1 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID), s1 = proc_cpu_ns(&shard);
         if (r > 0) { /* round 0 creates the rows */
             cpu_ok = cpu_ok && c0 >= 0 && c1 >= c0 && s0 >= 0 && s1 >= s0;
             client_cpu += c1 - c0;
@@ -331,8 +344,8 @@ static ps_status rtt_one(rtt_state *s, int kind) {
 
 ps_status bench_case_rtt(ps_client *pc, int calls, pid_t shard_pid, bench_rtt *ret, char *err,
                          size_t err_len) {
-    clockid_t shard_clock;
-    bool clocked = shard_pid > 0 && clock_getcpuclockid(shard_pid, &shard_clock) == 0;
+    const proc_clock shard = proc_clock_of(shard_pid);
+    bool clocked = shard.ok; /* every block's reading was good */
     int64_t shard_ns[RTT_KINDS] = {0};
     int64_t *us = malloc((size_t)calls * RTT_KINDS * sizeof *us);
     rtt_state s = {.pc = pc,
@@ -364,14 +377,14 @@ ps_status bench_case_rtt(ps_client *pc, int calls, pid_t shard_pid, bench_rtt *r
     for (int at = 0; at < calls && st == PS_STATUS_OK; at += RTT_BLOCK) {
         const int end = at + RTT_BLOCK < calls ? at + RTT_BLOCK : calls;
         for (int k = 0; k < RTT_KINDS && st == PS_STATUS_OK; k++) {
-            const int64_t cpu0 = clocked ? cpu_ns(shard_clock) : -1;
+            const int64_t cpu0 = proc_cpu_ns(&shard);
             for (int i = at; i < end && st == PS_STATUS_OK; i++) {
                 int64_t t0 = ps_now_us();
                 st = rtt_one(&s, k);
                 us[(size_t)k * (size_t)calls + (size_t)i] = ps_now_us() - t0;
             }
-            const int64_t cpu1 = clocked ? cpu_ns(shard_clock) : -1;
-            clocked = cpu0 >= 0 && cpu1 >= cpu0;
+            const int64_t cpu1 = proc_cpu_ns(&shard);
+            clocked = clocked && cpu0 >= 0 && cpu1 >= cpu0;
             shard_ns[k] += clocked ? cpu1 - cpu0 : 0;
         }
     }
